@@ -1,0 +1,33 @@
+"""The interface a module programs against: what `initialize(event_bus, config)` receives."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from module_sdk.event import EventCallback
+
+
+class EventBus(Protocol):
+    """The event bus handed to a module's `initialize()`.
+
+    In a child process it is the ZeroMQ bus (`module_sdk.bus.ZmqEventBus`); any object with these
+    methods (an in-process bus for unit tests, say) works the same for the module.
+    """
+
+    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+        """Call `callback(event)` for every event whose type matches `pattern`: an exact type
+        (`test.ping`), a prefix (`test.*`) or `*`. Raises ValueError for an invalid pattern."""
+        ...
+
+    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
+        """Stop calling `callback` for `pattern`; does nothing if it was not subscribed."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every subscription this module made."""
+        ...
+
+    def publish(self, event_type: str, data: Any = None) -> None:
+        """Send an event to every subscriber. Thread-safe. Raises ValueError for an invalid event
+        type and TypeError when `data` is not msgpack-serialisable."""
+        ...

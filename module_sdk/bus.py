@@ -1,0 +1,315 @@
+"""The ZeroMQ event bus of a child process: a PUB socket to the broker, a SUB socket from it.
+
+Threads: `publish()` may be called from any thread (one lock guards the PUB socket). Callbacks run on
+one receiver thread that owns the SUB socket once `start()` has run; before that, the thread that
+calls `initialize()` owns it, so subscriptions made in `initialize()` apply at once. Subscription
+changes from other threads reach the receiver through an inproc command socket, in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from module_sdk.codec import BadFrameError, decode_envelope, encode_envelope
+from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX
+
+log = logging.getLogger(__name__)
+
+_STOP = b"stop"
+_SUBSCRIBE = b"S"
+_UNSUBSCRIBE = b"U"
+_DRAIN_BATCH = 1024
+_TOPIC_CACHE_SIZE = 4096
+
+
+class HandshakeTimeoutError(RuntimeError):
+    """The probe did not come back through the broker in time."""
+
+
+class ZmqEventBus:
+    """The `EventBus` of a module running in a child process (see `module_sdk.api.EventBus`)."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        source: str,
+        xsub_endpoint: str,
+        xpub_endpoint: str,
+        *,
+        high_water_mark: int = 100_000,
+        max_message_size: int = -1,
+    ) -> None:
+        self._source = source
+        self._pub = context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, high_water_mark)
+        self._pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
+        self._pub.connect(xsub_endpoint)
+        self._sub = context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, high_water_mark)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.connect(xpub_endpoint)
+        command_endpoint = f"inproc://module-sdk-bus-{id(self)}"
+        self._command_in = context.socket(zmq.PAIR)
+        self._command_in.bind(command_endpoint)
+        self._command_out = context.socket(zmq.PAIR)
+        self._command_out.connect(command_endpoint)
+
+        self._pub_lock = threading.Lock()
+        self._subs_lock = threading.RLock()
+        self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
+        self._zmq_refcount: dict[bytes, int] = {}
+        self._route_cache: dict[str, tuple[EventCallback, ...]] = {}
+        self._topics: dict[str, bytes] = {}
+        self._early: list[tuple[bytes, bytes]] = []
+        self._receiver: threading.Thread | None = None
+        self._closed = False
+
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+        self.events_in = 0
+        self.events_out = 0
+        self.callback_errors = 0
+        self.bad_frames = 0
+        self._busy_since: float | None = None
+
+    # -- the module-facing API -------------------------------------------------------------
+
+    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+        """See `module_sdk.api.EventBus.subscribe`."""
+        parsed = Pattern.parse(pattern)
+        if not callable(callback):
+            raise TypeError(f"callback for {pattern!r} is not callable")
+        with self._subs_lock:
+            entry = self._subscriptions.setdefault(parsed.text, (parsed, []))
+            entry[1].append(callback)
+            self._route_cache.clear()
+            if len(entry[1]) == 1:
+                self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
+
+    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
+        """See `module_sdk.api.EventBus.unsubscribe`."""
+        parsed = Pattern.parse(pattern)
+        with self._subs_lock:
+            entry = self._subscriptions.get(parsed.text)
+            if entry is None or callback not in entry[1]:
+                return
+            entry[1].remove(callback)
+            self._route_cache.clear()
+            if not entry[1]:
+                del self._subscriptions[parsed.text]
+                self._change_zmq(_UNSUBSCRIBE, parsed.zmq_prefix)
+
+    def clear(self) -> None:
+        """See `module_sdk.api.EventBus.clear`."""
+        with self._subs_lock:
+            for parsed, _ in self._subscriptions.values():
+                self._change_zmq(_UNSUBSCRIBE, parsed.zmq_prefix)
+            self._subscriptions.clear()
+            self._route_cache.clear()
+
+    def publish(self, event_type: str, data: Any = None) -> None:
+        """See `module_sdk.api.EventBus.publish`."""
+        topic = self._topics.get(event_type)
+        if topic is None:
+            topic = validate_event_type(event_type).encode()
+            if len(self._topics) < _TOPIC_CACHE_SIZE:
+                self._topics[event_type] = topic
+        body = encode_envelope(
+            self._source, f"{self._id_prefix}{next(self._ids):x}", time.time(), data
+        )
+        with self._pub_lock:
+            if self._closed:
+                raise RuntimeError("the event bus is closed (the module is shutting down)")
+            self._pub.send(topic, zmq.SNDMORE)
+            self._pub.send(body)
+            self.events_out += 1
+
+    # -- lifecycle, driven by the shim ---------------------------------------------------------
+
+    def handshake(self, timeout: float) -> None:
+        """Send a probe through the broker until it comes back on our own SUB socket.
+
+        When it does, every subscription the broker knew before (those of modules already running)
+        has reached our PUB socket, and every subscription we made before has reached the broker, since
+        each direction is one ordered pipe. Events that arrive meanwhile are kept for the callbacks.
+        """
+        token = PROBE_PREFIX + os.urandom(8).hex().encode()
+        deadline = time.monotonic() + timeout
+        wait = 0.001
+        with self._subs_lock:
+            self._sub.setsockopt(zmq.SUBSCRIBE, token)
+            try:
+                while True:
+                    with self._pub_lock:
+                        self._pub.send_multipart([token, b""])
+                    if self._await_probe(token, wait):
+                        return
+                    if time.monotonic() >= deadline:
+                        raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
+                    wait = min(wait * 2, 0.05)
+            finally:
+                self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
+
+    def start(self) -> None:
+        """Start the receiver thread: from now on callbacks run, on that thread."""
+        self._receiver = threading.Thread(target=self._receive, name="module-sdk-bus", daemon=True)
+        self._receiver.start()
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the receiver and close the sockets. Returns False if a callback kept the receiver
+        busy past `timeout` (its sockets are then left to process exit)."""
+        with self._subs_lock:
+            if self._receiver is not None and self._receiver.is_alive():
+                self._command_out.send(_STOP)
+        if self._receiver is not None:
+            self._receiver.join(timeout)
+            if self._receiver.is_alive():
+                return False
+        with self._pub_lock:
+            self._closed = True
+            self._pub.close()
+        for sock in (self._sub, self._command_in, self._command_out):
+            sock.close(linger=0)
+        return True
+
+    def counters(self) -> dict[str, int]:
+        """Events in and out, callback errors and dropped bad frames, since the start."""
+        return {
+            "events_in": self.events_in,
+            "events_out": self.events_out,
+            "callback_errors": self.callback_errors,
+            "bad_frames": self.bad_frames,
+        }
+
+    def busy_for(self) -> float:
+        """How long the current callback has been running, 0.0 when idle."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _change_zmq(self, op: bytes, prefix: bytes) -> None:
+        count = self._zmq_refcount.get(prefix, 0) + (1 if op == _SUBSCRIBE else -1)
+        if count > 0:
+            self._zmq_refcount[prefix] = count
+        else:
+            self._zmq_refcount.pop(prefix, None)
+        if (op == _SUBSCRIBE and count != 1) or (op == _UNSUBSCRIBE and count != 0):
+            return
+        receiver = self._receiver
+        if receiver is None or receiver is threading.current_thread() or not receiver.is_alive():
+            self._sub.setsockopt(zmq.SUBSCRIBE if op == _SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
+        else:
+            self._command_out.send(op + prefix)
+
+    def _await_probe(self, token: bytes, wait: float) -> bool:
+        until = time.monotonic() + wait
+        while (remaining := until - time.monotonic()) > 0:
+            if not self._sub.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+                return False
+            while True:
+                try:
+                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frames[0] == token:
+                    return True
+                if not frames[0].startswith(INTERNAL_PREFIX):
+                    self._early.append((frames[0], frames[1] if len(frames) == 2 else b""))
+        return False
+
+    def _receive(self) -> None:
+        for topic, body in self._early:
+            self._dispatch(topic, body)
+        self._early.clear()
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        poller.register(self._command_in, zmq.POLLIN)
+        sub, commands = self._sub, self._command_in
+        try:
+            while True:
+                ready = dict(poller.poll())
+                if commands in ready and not self._apply_commands():
+                    return
+                if sub in ready:
+                    self._drain(sub)
+        except zmq.ContextTerminated:
+            return
+
+    def _apply_commands(self) -> bool:
+        while True:
+            try:
+                command = self._command_in.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            if command == _STOP:
+                return False
+            option = zmq.SUBSCRIBE if command[:1] == _SUBSCRIBE else zmq.UNSUBSCRIBE
+            self._sub.setsockopt(option, command[1:])
+
+    def _drain(self, sub: zmq.Socket[bytes]) -> None:
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self._bad_frame(f"expected 2 frames, got {len(frames)}")
+                continue
+            self._dispatch(frames[0], frames[1])
+
+    def _dispatch(self, topic: bytes, body: bytes) -> None:
+        if topic.startswith(INTERNAL_PREFIX):
+            return
+        try:
+            event_type = topic.decode()
+            source, event_id, sent, data = decode_envelope(body)
+        except (UnicodeDecodeError, BadFrameError) as exc:
+            self._bad_frame(str(exc))
+            return
+        callbacks = self._route_cache.get(event_type)
+        if callbacks is None:
+            callbacks = self._route(event_type)
+        if not callbacks:
+            return
+        event = Event(event_type, data, source, event_id, sent)
+        self.events_in += 1
+        self._busy_since = time.monotonic()
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                self.callback_errors += 1
+                log.exception(
+                    "callback %s for %s (from %s) raised",
+                    getattr(callback, "__qualname__", repr(callback)),
+                    event_type,
+                    source,
+                )
+        self._busy_since = None
+
+    def _route(self, event_type: str) -> tuple[EventCallback, ...]:
+        with self._subs_lock:
+            callbacks = tuple(
+                callback
+                for parsed, entry in self._subscriptions.values()
+                if parsed.matches(event_type)
+                for callback in entry
+            )
+            if len(self._route_cache) < _TOPIC_CACHE_SIZE:
+                self._route_cache[event_type] = callbacks
+        return callbacks
+
+    def _bad_frame(self, why: str) -> None:
+        self.bad_frames += 1
+        if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
+            log.warning("dropped a bad frame on the bus (%d so far): %s", self.bad_frames, why)

@@ -1,0 +1,52 @@
+"""Encoding and decoding of bus envelopes, with explicit limits on what a frame may claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from module_sdk.protocol import ENVELOPE_FIELDS
+
+
+class BadFrameError(ValueError):
+    """A frame on the bus that is not a valid envelope. The SDK drops and counts these."""
+
+
+def encode_envelope(source: str, event_id: str, time: float, data: Any) -> bytes:
+    """Pack an envelope; raise TypeError if `data` is not msgpack-serialisable."""
+    try:
+        return msgpack.packb((source, event_id, time, data))  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"event data is not msgpack-serialisable: {exc}") from None
+
+
+def decode_envelope(body: bytes) -> tuple[str, str, float, Any]:
+    """Unpack an envelope as `(source, id, time, data)`; raise BadFrameError if it is not one.
+
+    Every call unpacks from scratch (no shared Unpacker, so one bad frame cannot poison the next), and
+    no container or string in the frame may claim more entries or bytes than the frame holds.
+    """
+    size = len(body)
+    try:
+        value = msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+            max_ext_len=size,
+        )
+    except Exception as exc:  # msgpack raises many types for malformed input; all mean "bad frame"
+        raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, list) or len(value) != ENVELOPE_FIELDS:
+        raise BadFrameError("envelope is not a 4-element array")
+    source, event_id, time, data = value
+    if not isinstance(source, str) or not isinstance(event_id, str):
+        raise BadFrameError("envelope source and id must be strings")
+    if isinstance(time, bool) or not isinstance(time, int | float):
+        raise BadFrameError("envelope time must be a number")
+    return source, event_id, float(time), data

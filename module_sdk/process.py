@@ -1,0 +1,65 @@
+"""Process-level set-up of a child: parent-death signal and signal wake-ups."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterable
+from types import FrameType
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (a no-op elsewhere).
+
+    The shim also compares `os.getppid()` with the supervisor's pid, which covers other platforms and
+    the race where the parent died before this call.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _wake_only(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing: the wake-up fd already carries the signal."""
+
+
+class SignalPipe:
+    """Signals only wake the main loop: their handlers write to a pipe the loop polls.
+
+    `pending()` returns the signals received since the last call.
+    """
+
+    def __init__(self, signals: Iterable[int]) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self.signals = tuple(signals)
+        for sig in self.signals:
+            signal.signal(sig, _wake_only)
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)  # a spawner may have blocked them
+
+    def close(self) -> None:
+        """Restore default handling of the signals and close the pipe."""
+        signal.set_wakeup_fd(-1)
+        for sig in self.signals:
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+    def pending(self) -> list[int]:
+        """The signal numbers that arrived since the last call, in order."""
+        received: list[int] = []
+        while True:
+            try:
+                data = os.read(self.read_fd, 256)
+            except BlockingIOError:
+                return received
+            if not data:
+                return received
+            received.extend(data)

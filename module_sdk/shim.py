@@ -1,0 +1,162 @@
+"""The process a module runs in: `python -m module_sdk`, started by the supervisor.
+
+Sequence: say hello on the child channel and receive the spec; import the module; connect the bus
+and complete the handshake; call `initialize(event_bus, config)`; handshake again so that its
+subscriptions have reached the broker; start the receiver thread; report ready; then send heartbeats
+until SIGTERM (or the supervisor's death), call `shutdown()` and exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import zmq
+
+from module_sdk import protocol
+from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
+from module_sdk.channel import SupervisorChannel
+from module_sdk.loader import ModuleLoadError, load_module
+from module_sdk.process import SignalPipe, die_with_parent
+
+log = logging.getLogger("module_sdk.shim")
+
+_SPEC_TIMEOUT = 10.0
+_ORPHAN_GRACE = 1.5  # an orphaned module gets this long for shutdown() before its group is killed
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Child:
+    """The state of one shim run; `run()` returns the exit code."""
+
+    def __init__(self, name: str, endpoint: str) -> None:
+        self.name = name
+        self.parent_pid = os.getppid()
+        self.signals = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        die_with_parent(signal.SIGTERM)
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.channel = SupervisorChannel(self.context, endpoint, name)
+        self.bus: ZmqEventBus | None = None
+        self.module: ModuleType | None = None
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def fail(self, stage: str, message: str, details: str, code: int) -> int:
+        log.error("%s: %s%s", stage, message, f"\n{details.rstrip()}" if details else "")
+        self.channel.send(protocol.ERROR, stage=stage, error=message, traceback=details)
+        return code
+
+    def run(self) -> int:
+        self.channel.send(protocol.HELLO, name=self.name)
+        spec = self.channel.receive(_SPEC_TIMEOUT)
+        if spec is None or spec.get("kind") != protocol.SPEC:
+            print(f"{self.name}: no spec from the supervisor; exiting", file=sys.stderr)
+            return protocol.EXIT_ORPHANED
+        logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
+        try:
+            self.module = load_module(self.name, Path(spec["path"]))
+        except ModuleLoadError as exc:
+            return self.fail("load", str(exc), exc.details, protocol.EXIT_LOAD_FAILED)
+        code = self.start_bus(spec)
+        if code is not None:
+            return code
+        self.channel.send(protocol.READY)
+        log.debug("%s ready", self.name)
+        orphaned = self.serve(float(spec["heartbeat_interval"]))
+        return self.stop(orphaned)
+
+    def start_bus(self, spec: dict[str, Any]) -> int | None:
+        assert self.module is not None
+        bus = self.bus = ZmqEventBus(
+            self.context,
+            self.name,
+            spec["xsub"],
+            spec["xpub"],
+            high_water_mark=int(spec["high_water_mark"]),
+            max_message_size=int(spec["max_message_size"]),
+        )
+        timeout = float(spec["handshake_timeout"])
+        try:
+            bus.handshake(timeout)
+        except HandshakeTimeoutError as exc:
+            return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
+        try:
+            self.module.initialize(bus, dict(spec["config"]))
+        except Exception as exc:
+            message = f"initialize() raised {type(exc).__name__}: {exc}"
+            return self.fail(
+                "initialize", message, traceback.format_exc(), protocol.EXIT_INIT_FAILED
+            )
+        try:
+            bus.handshake(timeout)
+        except HandshakeTimeoutError as exc:
+            return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
+        bus.start()
+        return None
+
+    def serve(self, heartbeat_interval: float) -> bool:
+        """Heartbeat until asked to stop; True if we stop because the supervisor is gone."""
+        assert self.bus is not None
+        poller = zmq.Poller()
+        poller.register(self.signals.read_fd, zmq.POLLIN)
+        poller.register(self.channel.socket, zmq.POLLIN)
+        interval_ms = max(1, int(heartbeat_interval * 1000))
+        while True:
+            ready = dict(poller.poll(interval_ms))
+            if self.orphaned():
+                return True
+            if self.signals.read_fd in ready and self.signals.pending():
+                return False
+            if self.channel.socket in ready:
+                self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
+            self.channel.send(
+                protocol.HEARTBEAT, counters=self.bus.counters(), busy_for=self.bus.busy_for()
+            )
+
+    def stop(self, orphaned: bool) -> int:
+        assert self.module is not None and self.bus is not None
+        if orphaned:
+            log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
+            threading.Timer(_ORPHAN_GRACE, _kill_own_group).start()
+        code = protocol.EXIT_ORPHANED if orphaned else protocol.EXIT_OK
+        try:
+            self.module.shutdown()
+        except Exception:
+            log.exception("shutdown() raised")
+            code = protocol.EXIT_SHUTDOWN_FAILED
+        if not self.bus.close():
+            log.warning("a callback was still running at exit")
+        self.channel.close()
+        self.context.destroy(linger=200)
+        if orphaned:
+            _kill_own_group()  # take any process the module started down with us
+        return code
+
+
+def _kill_own_group() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def main() -> int:
+    """Run the module named by the environment the supervisor set; return the exit code."""
+    name = os.environ.get(protocol.ENV_MODULE)
+    endpoint = os.environ.get(protocol.ENV_CHANNEL)
+    if not name or not endpoint:
+        print(
+            "module_sdk: this command is started by the orchestrator supervisor, not by hand "
+            f"({protocol.ENV_MODULE} and {protocol.ENV_CHANNEL} are not set)",
+            file=sys.stderr,
+        )
+        return 2
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return _Child(name, endpoint).run()

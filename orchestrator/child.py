@@ -1,0 +1,94 @@
+"""What the supervisor knows about one module: its state, its current process and its history."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.config import ModuleSpec
+from orchestrator.output import ModuleLog, OutputReader
+from orchestrator.states import ChildState, ExitReason, ExitStatus
+
+
+@dataclass
+class LastExit:
+    """The end of the previous process: how, why, when, and the error it reported if any."""
+
+    status: ExitStatus
+    reason: ExitReason
+    at: float  # unix time
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.status.code,
+            "signal": self.status.signal,
+            "description": self.status.describe(),
+            "reason": self.reason.value,
+            "time": self.at,
+            "error": self.error,
+        }
+
+
+@dataclass
+class ManagedChild:
+    """One module under supervision. Only the supervisor's loop reads or writes it."""
+
+    spec: ModuleSpec
+    log: ModuleLog
+    state: ChildState = ChildState.STOPPED
+    popen: subprocess.Popen[bytes] | None = None
+    reader: OutputReader | None = None
+    started_at: float = 0.0  # monotonic, when the current process was spawned
+    started_wall: float = 0.0  # unix time of the same moment
+    ready_at: float | None = None  # monotonic, when it said ready
+    deadline: float | None = None  # monotonic: start timeout, kill deadline or restart time
+    last_heartbeat: float = 0.0
+    busy_for: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    spawns: int = 0  # processes started so far; a process's generation
+    failed_spawn: int = 0  # the generation of the latest start that never became ready
+    restarts: int = 0  # automatic and requested restarts
+    consecutive_failures: int = 0
+    restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    last_exit: LastExit | None = None
+    reported_error: str = ""  # what the current process sent before failing
+    stop_requested: bool = False
+    restart_after_stop: bool = False
+    kill_reason: ExitReason | None = None  # set when we kill it for a reason of ours
+    why: str = ""  # a note for status: why it is waiting, failed, in backoff
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def status(self, now: float, sample: dict[str, float]) -> dict[str, Any]:
+        """The row `orchestrator status` shows, as plain data."""
+        running = self.state is ChildState.RUNNING and self.ready_at is not None
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "pid": self.pid,
+            "uptime": round(now - self.started_at, 3) if self.pid is not None else None,
+            "started": self.started_wall if self.pid is not None else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit.as_dict() if self.last_exit else None,
+            "next_retry": round(self.deadline - now, 3)
+            if self.state is ChildState.BACKOFF and self.deadline is not None
+            else None,
+            "heartbeat_age": round(now - self.last_heartbeat, 3) if running else None,
+            "why": self.why,
+            "rss_mb": sample.get("rss_mb"),
+            "cpu_percent": sample.get("cpu_percent"),
+            "events_in": self.counters.get("events_in", 0),
+            "events_out": self.counters.get("events_out", 0),
+            "callback_errors": self.counters.get("callback_errors", 0),
+            "bad_frames": self.counters.get("bad_frames", 0),
+            "log": str(self.log.path),
+        }

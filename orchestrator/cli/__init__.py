@@ -1,0 +1,34 @@
+"""The `orchestrator` command: thin click commands that parse, call the supervisor, and render."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator import __version__
+from orchestrator.cli.down import down
+from orchestrator.cli.restart import restart
+from orchestrator.cli.status import status
+from orchestrator.cli.up import up
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="orchestrator")
+def cli() -> None:
+    """Supervise Python modules that talk over a ZeroMQ event bus.
+
+    Each enabled module in config/modules.yaml runs in its own process, restarted when it crashes,
+    stopped gracefully with the rest. Every command takes -c/--config DIR (default ./config, or
+    $ORCHESTRATOR_CONFIG) and talks to the supervisor running for that config.
+
+    \b
+    Exit codes: 0 done, 1 failed, 2 bad usage, 3 invalid config, 4 no supervisor running.
+    """
+
+
+for command in (up, down, status, restart):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the `orchestrator` script."""
+    cli()

@@ -1,0 +1,23 @@
+"""`orchestrator restart NAME`."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import App, config_option
+
+
+@click.command()
+@click.argument("name")
+@config_option
+@click.option(
+    "--wait", default=120.0, show_default=True, help="Seconds to wait for the module to run again."
+)
+def restart(app: App, name: str, wait: float) -> None:
+    """Restart module NAME and return once it is running again with a new pid.
+
+    A module that has failed (restart limit reached) is started afresh. Exits 1 if it does not come
+    back up, with the reason.
+    """
+    data = app.request("restart", wait=wait, name=name)
+    click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -1,0 +1,125 @@
+"""The supervisor's side of the control socket: one method per CLI request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import control
+from orchestrator.states import ChildState
+
+if TYPE_CHECKING:
+    from orchestrator.child import ManagedChild
+    from orchestrator.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler:
+    """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def handle(self, identity: bytes, request: dict[str, Any]) -> None:
+        """Dispatch one request to the method of the same name."""
+        cmd = request.get("cmd")
+        method = getattr(self, f"cmd_{cmd}", None) if isinstance(cmd, str) else None
+        if method is None:
+            self.supervisor.send_reply(identity, control.failure(f"unknown command {cmd!r}"))
+            return
+        answer = method(identity, request)
+        if answer is not None:
+            self.supervisor.send_reply(identity, answer)
+
+    def status_data(self) -> dict[str, Any]:
+        """Everything `orchestrator status --json` prints."""
+        sup = self.supervisor
+        now = time.monotonic()
+        modules = [
+            child.status(now, sup.sampler.sample(child.pid) if child.pid is not None else {})
+            for child in sup.children.values()
+        ]
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "started": sup.started_wall,
+                "uptime": round(time.time() - sup.started_wall, 3),
+                "config": str(sup.config.config_dir),
+                "shutting_down": sup.shutting_down,
+            },
+            "bus": {"xsub": sup.xsub, "xpub": sup.xpub, "transport": sup.config.bus.transport},
+            "limits": sup.limits.as_dict(),
+            "modules": modules,
+        }
+
+    def cmd_ping(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        return control.reply({"pid": os.getpid()})
+
+    def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        name = request.get("name")
+        data = self.status_data()
+        if name is not None:
+            rows = [row for row in data["modules"] if row["name"] == name]
+            if not rows:
+                return control.failure(self._unknown(name))
+            data["modules"] = rows
+        return control.reply(data)
+
+    def cmd_wait_started(self, identity: bytes, request: dict[str, Any]) -> None:
+        """Answer once every module is running or has failed to start at least once."""
+        sup = self.supervisor
+
+        def settled() -> dict[str, Any] | None:
+            return control.reply(self.status_data()) if sup.settled() else None
+
+        sup.wait_for(identity, settled)
+
+    def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
+        sup = self.supervisor
+        name = request.get("name")
+        child = sup.children.get(name) if isinstance(name, str) else None
+        if child is None:
+            return control.failure(self._unknown(name))
+        if sup.shutting_down:
+            return control.failure("the supervisor is shutting down")
+        generation = child.spawns
+        log.info("restart of %s requested", child.name)
+        child.consecutive_failures = 0
+        child.restart_times.clear()
+        if child.pid is not None:
+            sup.stop(child, then_restart=True)
+        else:
+            child.restarts += 1
+            sup.start(child)
+        sup.wait_for(identity, lambda: self._restarted(child, generation))
+        return None
+
+    def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
+        if child.spawns > generation and child.state is ChildState.RUNNING:
+            return control.reply({"name": child.name, "pid": child.pid})
+        if child.failed_spawn > generation or child.state is ChildState.FAILED:
+            error = child.last_exit.error if child.last_exit else ""
+            reason = child.last_exit.reason.value if child.last_exit else child.state.value
+            return control.failure(f"{child.name} did not start: {error or reason}")
+        if child.state is ChildState.WAITING:
+            return control.failure(f"{child.name} is waiting: {child.why}")
+        return None
+
+    def cmd_down(self, identity: bytes, request: dict[str, Any]) -> None:
+        sup = self.supervisor
+        timeout = request.get("timeout")
+        sup.begin_shutdown(float(timeout) if isinstance(timeout, int | float) else None)
+
+        def stopped() -> dict[str, Any] | None:
+            if any(child.pid is not None for child in sup.children.values()):
+                return None
+            return control.reply({"pid": os.getpid()})
+
+        sup.wait_for(identity, stopped)
+
+    def _unknown(self, name: object) -> str:
+        known = ", ".join(self.supervisor.children) or "none"
+        return f"no enabled module named {name!r} (modules: {known})"

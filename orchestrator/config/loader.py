@@ -1,0 +1,133 @@
+"""`load_config`: reads `main.yaml` and `modules.yaml`, substitutes `${VAR}`s and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.interpolate import interpolate, read_variables
+from orchestrator.config.model import AppConfig
+from orchestrator.config.modules import build_modules
+from orchestrator.config.redact import Redactor
+from orchestrator.config.sections import (
+    build_app,
+    build_bus,
+    build_error_handling,
+    build_logging,
+    build_notifications,
+    build_resources,
+    build_supervision,
+)
+from orchestrator.config.validate import check_keys, describe, expect_bool
+
+MAIN_FILE = "main.yaml"
+MODULES_FILE = "modules.yaml"
+ENV_FILE = ".env"
+MAIN_KEYS = (
+    "app",
+    "resources",
+    "logging",
+    "error_handling",
+    "supervision",
+    "bus",
+    "notifications",
+    "hot_reload",
+)
+MODULES_KEYS = ("modules",)
+
+
+def load_config(config_dir: Path) -> AppConfig:
+    """Load and validate `config_dir/main.yaml` and `config_dir/modules.yaml`.
+
+    Both files are required. `${VAR}` references are filled from the environment, then from
+    `config_dir/.env`; the values filled in become `AppConfig.secrets`. Relative paths are resolved:
+    `logging.directory` against the project root (`config_dir`'s parent), module paths against
+    `config_dir`. Raises `ConfigError` (one line, secrets scrubbed) on the first problem found.
+    """
+    main_label = str(config_dir / MAIN_FILE)
+    modules_label = str(config_dir / MODULES_FILE)
+    env_label = str(config_dir / ENV_FILE)
+    root = config_dir.resolve()
+
+    raw_main = read_yaml(root / MAIN_FILE, main_label)
+    raw_modules = read_yaml(root / MODULES_FILE, modules_label)
+    variables = read_variables(root / ENV_FILE, env_label)
+    main, main_secrets = interpolate(raw_main, main_label, variables, env_label)
+    modules, modules_secrets = interpolate(raw_modules, modules_label, variables, env_label)
+    secrets = frozenset(main_secrets | modules_secrets)
+
+    try:
+        return _build(
+            main=main,
+            modules=modules,
+            config_dir=root,
+            main_label=main_label,
+            modules_label=modules_label,
+            secrets=secrets,
+        )
+    except ConfigError as exc:  # a message may quote a value that came from the environment
+        raise exc.with_message(Redactor(secrets).scrub(exc.message)) from None
+
+
+def read_yaml(path: Path, label: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (`{}` when empty); `label` names it in errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(label, "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(label, "", "cannot read file: is a directory") from None
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(label, "", f"cannot read file: not UTF-8 ({exc.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        location = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "unparsable"
+        raise ConfigError(label, location, f"invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(label, "", f"invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(label, "", f"expected a mapping at the top level, got {describe(data)}")
+    return data
+
+
+def _build(
+    *,
+    main: dict[str, Any],
+    modules: dict[str, Any],
+    config_dir: Path,
+    main_label: str,
+    modules_label: str,
+    secrets: frozenset[str],
+) -> AppConfig:
+    check_keys(main, MAIN_KEYS, main_label, "")
+    check_keys(modules, MODULES_KEYS, modules_label, "")
+    supervision = build_supervision(main.get("supervision"), main_label, "supervision")
+    return AppConfig(
+        config_dir=config_dir,
+        main_file=config_dir / MAIN_FILE,
+        modules_file=config_dir / MODULES_FILE,
+        app=build_app(main.get("app"), main_label, "app"),
+        resources=build_resources(main.get("resources"), main_label, "resources"),
+        logging=build_logging(main.get("logging"), main_label, "logging", config_dir.parent),
+        error_handling=build_error_handling(
+            main.get("error_handling"), main_label, "error_handling"
+        ),
+        supervision=supervision,
+        bus=build_bus(main.get("bus"), main_label, "bus"),
+        notifications=build_notifications(main.get("notifications"), main_label, "notifications"),
+        hot_reload=expect_bool(main.get("hot_reload", False), main_label, "hot_reload"),
+        modules=build_modules(
+            modules.get("modules"), modules_label, "modules", config_dir, supervision
+        ),
+        secrets=secrets,
+    )

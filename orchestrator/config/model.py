@@ -1,0 +1,151 @@
+"""The validated configuration: frozen dataclasses, one per section of `main.yaml` and one per
+module.
+
+Defaults here are the documented defaults; `loader.py` builds these objects from YAML and rejects
+anything it does not recognise, so code that holds an `AppConfig` never re-checks a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+RestartMode = Literal["always", "on-failure", "never"]
+BusTransport = Literal["ipc", "tcp"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+@dataclass(frozen=True)
+class AppSection:
+    """`app:` identifies the deployment in logs and events."""
+
+    name: str = "orchestrator"
+    version: str = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ResourcesSection:
+    """`resources:` the inputs of the process and thread limits derived from the machine."""
+
+    process_memory_mb: int = 512
+    reserved_ram_percent: float = 0.25  # a fraction of RAM kept for the system, despite the name
+    thread_per_core: int = 2
+    usage_log_interval: float = 60.0
+    max_processes: int | None = None  # an explicit cap; the derived limit still applies
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    """`logging:` where logs go and how they rotate; `directory` is resolved against the project
+    root."""
+
+    level: LogLevel = "INFO"
+    directory: Path = Path("logs")
+    max_file_size_mb: float = 10.0
+    backup_count: int = 5
+
+
+@dataclass(frozen=True)
+class ErrorHandlingSection:
+    """`error_handling:` retry and circuit-breaker settings for outbound calls and module
+    start-up."""
+
+    retry_max_attempts: int = 3
+    retry_wait_min: float = 1.0
+    retry_wait_max: float = 10.0
+    circuit_breaker_fail_max: int = 5
+    circuit_breaker_reset_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """How one module is supervised. `main.yaml` `supervision:` holds the defaults; a module's
+    entry in `modules.yaml` may override any of these keys, flat, under the same names."""
+
+    restart: RestartMode = "on-failure"
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    stable_after: float = 10.0
+    backoff_initial: float = 0.1
+    backoff_multiplier: float = 2.0
+    backoff_max: float = 30.0
+    start_timeout: float = 30.0
+    stop_timeout: float = 5.0
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 10.0
+    memory_limit_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class BusSection:
+    """`bus:` the broker's endpoints. `ipc` puts socket files in the run directory (owner-only);
+    `tcp` binds `host` on the two ports so that modules on other hosts can join."""
+
+    transport: BusTransport = "ipc"
+    host: str = "127.0.0.1"
+    xsub_port: int = 5555
+    xpub_port: int = 5556
+    max_message_size_mb: float = 64.0
+    high_water_mark: int = 100_000
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One entry of `notifications.webhooks`."""
+
+    url: str
+    events: tuple[str, ...] = ("module.error", "module.failed")
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotificationsSection:
+    """`notifications:` outbound alerts."""
+
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One entry of `modules.yaml`, with its supervision settings already merged over the
+    defaults."""
+
+    name: str
+    path: Path  # absolute: a `.py` file, or a package directory holding `__init__.py`
+    enabled: bool = True
+    config: Mapping[str, Any] = field(default_factory=dict)
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything `main.yaml` and `modules.yaml` say, validated.
+
+    `secrets` holds every value that was filled in from a `${VAR}`; `Redactor(secrets)` hides them.
+    """
+
+    config_dir: Path
+    main_file: Path
+    modules_file: Path
+    app: AppSection = field(default_factory=AppSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    error_handling: ErrorHandlingSection = field(default_factory=ErrorHandlingSection)
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    bus: BusSection = field(default_factory=BusSection)
+    notifications: NotificationsSection = field(default_factory=NotificationsSection)
+    hot_reload: bool = False
+    modules: tuple[ModuleSpec, ...] = ()
+    secrets: frozenset[str] = frozenset()
+
+    @property
+    def enabled_modules(self) -> tuple[ModuleSpec, ...]:
+        """The modules that `up` starts, in file order."""
+        return tuple(m for m in self.modules if m.enabled)
+
+    def module(self, name: str) -> ModuleSpec | None:
+        """The module called `name`, or None."""
+        return next((m for m in self.modules if m.name == name), None)

@@ -1,0 +1,128 @@
+"""Builds the module entries of `modules.yaml`."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.model import ModuleSpec, SupervisionSettings
+from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision
+from orchestrator.config.validate import (
+    check_keys,
+    child,
+    describe,
+    expect_bool,
+    expect_list,
+    expect_mapping,
+    expect_str,
+    item,
+)
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A module name: it is used in file names, so a safe subset of characters, at most 64."""
+
+_OWN_KEYS = ("name", "path", "enabled", "config", "env")
+MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
+
+
+def build_modules(
+    raw: Any, file: str, where: str, modules_dir: Path, defaults: SupervisionSettings
+) -> tuple[ModuleSpec, ...]:
+    """The `modules:` list (null is empty); names must be unique."""
+    entries = expect_list(raw, file, where, allow_null=True)
+    first_seen: dict[str, str] = {}
+    specs: list[ModuleSpec] = []
+    for index, entry in enumerate(entries):
+        entry_where = item(where, index)
+        spec = build_module(entry, file, entry_where, modules_dir, defaults)
+        if spec.name in first_seen:
+            raise ConfigError(
+                file,
+                child(entry_where, "name"),
+                f"duplicate module name {spec.name!r} (first at {first_seen[spec.name]})",
+            )
+        first_seen[spec.name] = entry_where
+        specs.append(spec)
+    return tuple(specs)
+
+
+def build_module(
+    raw: Any, file: str, where: str, modules_dir: Path, defaults: SupervisionSettings
+) -> ModuleSpec:
+    """One entry: `name` and `path` required; `enabled`, `config`, `env` and any supervision key
+    (overriding `defaults`) optional. A disabled module's path may be missing."""
+    entry = expect_mapping(raw, file, where)
+    check_keys(entry, MODULE_KEYS, file, where)
+    for required in ("name", "path"):
+        if required not in entry:
+            raise ConfigError(file, child(where, required), "required key is missing")
+    name = _name(entry["name"], file, child(where, "name"))
+    enabled = expect_bool(entry.get("enabled", True), file, child(where, "enabled"))
+    path = _module_path(entry["path"], file, child(where, "path"), modules_dir, enabled)
+    config = expect_mapping(entry.get("config"), file, child(where, "config"), allow_null=True)
+    _check_string_keys(config, file, child(where, "config"))
+    env = _env(entry.get("env"), file, child(where, "env"))
+    overrides = {
+        key: SUPERVISION_FIELDS[key](value, file, child(where, key))
+        for key, value in entry.items()
+        if key in SUPERVISION_FIELDS
+    }
+    supervision = check_supervision(
+        dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
+    )
+    return ModuleSpec(
+        name=name, path=path, enabled=enabled, config=config, supervision=supervision, env=env
+    )
+
+
+def _name(value: Any, file: str, where: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(
+            file,
+            where,
+            "expected a name of up to 64 letters, digits, '_', '.' or '-', starting with a letter "
+            f"or digit, got {describe(value)}",
+        )
+    return value
+
+
+def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: bool) -> Path:
+    path = (modules_dir / expect_str(value, file, where, allow_empty=False)).resolve()
+    if not path.exists():
+        if enabled:
+            raise ConfigError(file, where, f"no such file: {path}")
+    elif path.is_dir():
+        if not (path / "__init__.py").is_file():
+            raise ConfigError(file, where, f"{path} is a directory without __init__.py")
+    elif path.suffix != ".py":
+        raise ConfigError(file, where, f"{path} is not a .py file")
+    return path
+
+
+def _check_string_keys(node: Any, file: str, where: str) -> None:
+    """Free-form settings are passed to the module as is, but every mapping key must be a string."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise ConfigError(
+                    file, child(where, key), f"expected a string key, got {describe(key)}"
+                )
+            _check_string_keys(value, file, child(where, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_string_keys(value, file, item(where, index))
+
+
+def _env(value: Any, file: str, where: str) -> dict[str, str]:
+    env = expect_mapping(value, file, where, allow_null=True)
+    result: dict[str, str] = {}
+    for key, text in env.items():
+        if isinstance(text, bool) or not isinstance(text, str | int | float):
+            raise ConfigError(
+                file, child(where, key), f"expected a string or a number, got {describe(text)}"
+            )
+        result[key] = str(text)
+    return result

@@ -1,0 +1,224 @@
+"""One builder per section of `main.yaml`: each validates a raw (interpolated) mapping, refuses
+unknown keys and returns the section's dataclass. `where` is the section's location (`logging`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, get_args
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.model import (
+    AppSection,
+    BusSection,
+    BusTransport,
+    ErrorHandlingSection,
+    LoggingSection,
+    LogLevel,
+    NotificationsSection,
+    ResourcesSection,
+    RestartMode,
+    SupervisionSettings,
+    Webhook,
+)
+from orchestrator.config.validate import (
+    Validator,
+    check_keys,
+    child,
+    describe,
+    expect_choice,
+    expect_int,
+    expect_list,
+    expect_mapping,
+    expect_number,
+    expect_optional_int,
+    expect_str,
+    item,
+    validate_fields,
+)
+
+RESTART_MODES: tuple[str, ...] = get_args(RestartMode)
+TRANSPORTS: tuple[str, ...] = get_args(BusTransport)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
+SUPERVISION_FIELDS: dict[str, Validator] = {
+    "restart": partial(expect_choice, choices=RESTART_MODES),
+    "max_restarts": partial(expect_int, minimum=0),
+    "restart_window": partial(expect_number, gt=0),
+    "stable_after": partial(expect_number, gt=0),
+    "backoff_initial": partial(expect_number, ge=0),
+    "backoff_multiplier": partial(expect_number, ge=1),
+    "backoff_max": partial(expect_number, ge=0),
+    "start_timeout": partial(expect_number, gt=0),
+    "stop_timeout": partial(expect_number, gt=0),
+    "heartbeat_interval": partial(expect_number, gt=0),
+    "heartbeat_timeout": partial(expect_number, gt=0),
+    "memory_limit_mb": partial(expect_optional_int, minimum=1),
+}
+"""The supervision keys, valid under `main.yaml` `supervision:` and flat in a module entry."""
+
+
+def build_app(raw: Any, file: str, where: str) -> AppSection:
+    """`app:` name and version, both strings."""
+    fields: dict[str, Validator] = {
+        "name": partial(expect_str, allow_empty=False),
+        "version": expect_str,
+    }
+    return AppSection(
+        **validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
+    )
+
+
+def build_resources(raw: Any, file: str, where: str) -> ResourcesSection:
+    """`resources:` process and thread limits."""
+    fields: dict[str, Validator] = {
+        "process_memory_mb": partial(expect_int, minimum=1),
+        "reserved_ram_percent": partial(expect_number, ge=0, lt=1),
+        "thread_per_core": partial(expect_int, minimum=1),
+        "usage_log_interval": partial(expect_number, gt=0),
+        "max_processes": partial(expect_optional_int, minimum=1),
+    }
+    values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
+    return ResourcesSection(**values)
+
+
+def _log_level(value: Any, file: str, where: str) -> str:
+    if isinstance(value, str) and value.upper() in LOG_LEVELS:
+        return value.upper()
+    raise ConfigError(
+        file, where, f"expected one of {', '.join(LOG_LEVELS)}, got {describe(value)}"
+    )
+
+
+def build_logging(raw: Any, file: str, where: str, project_root: Path) -> LoggingSection:
+    """`logging:`; the level is case-insensitive, the directory is made absolute against
+    `project_root` (the default `logs` too)."""
+    fields: dict[str, Validator] = {
+        "level": _log_level,
+        "directory": partial(expect_str, allow_empty=False),
+        "max_file_size_mb": partial(expect_number, gt=0),
+        "backup_count": partial(expect_int, minimum=0),
+    }
+    values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
+    directory = Path(values.pop("directory", LoggingSection.directory))
+    return LoggingSection(**values, directory=(project_root / directory).resolve())
+
+
+def build_error_handling(raw: Any, file: str, where: str) -> ErrorHandlingSection:
+    """`error_handling:` retry and circuit-breaker settings."""
+    fields: dict[str, Validator] = {
+        "retry_max_attempts": partial(expect_int, minimum=1),
+        "retry_wait_min": partial(expect_number, ge=0),
+        "retry_wait_max": partial(expect_number, ge=0),
+        "circuit_breaker_fail_max": partial(expect_int, minimum=1),
+        "circuit_breaker_reset_timeout": partial(expect_number, gt=0),
+    }
+    values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
+    section = ErrorHandlingSection(**values)
+    if section.retry_wait_max < section.retry_wait_min:
+        raise ConfigError(
+            file,
+            child(where, "retry_wait_max"),
+            f"retry_wait_max ({section.retry_wait_max:g}) must be at least "
+            f"retry_wait_min ({section.retry_wait_min:g})",
+        )
+    return section
+
+
+def check_supervision(
+    settings: SupervisionSettings,
+    file: str,
+    where: str,
+    overridden: Mapping[str, Any] | None = None,
+) -> SupervisionSettings:
+    """The cross-field checks, on complete (merged) settings. The error is located at the later
+    key (`heartbeat_timeout`, `backoff_max`) unless only the other one is in `overridden` (the keys
+    a module entry sets); `where` is the mapping holding the keys."""
+    pairs = (
+        ("heartbeat_interval", "heartbeat_timeout", "greater than"),
+        ("backoff_initial", "backoff_max", "at least"),
+    )
+    for low_key, high_key, relation in pairs:
+        low, high = getattr(settings, low_key), getattr(settings, high_key)
+        if high > low or (relation == "at least" and high == low):
+            continue
+        key = high_key
+        if overridden is not None and high_key not in overridden and low_key in overridden:
+            key = low_key
+        raise ConfigError(
+            file, child(where, key), f"{high_key} ({high:g}) must be {relation} {low_key} ({low:g})"
+        )
+    return settings
+
+
+def build_supervision(raw: Any, file: str, where: str) -> SupervisionSettings:
+    """`supervision:` the defaults every module inherits."""
+    values = validate_fields(
+        expect_mapping(raw, file, where, allow_null=True), SUPERVISION_FIELDS, file, where
+    )
+    return check_supervision(SupervisionSettings(**values), file, where)
+
+
+def build_bus(raw: Any, file: str, where: str) -> BusSection:
+    """`bus:` transport and endpoints; the two ports must differ."""
+    fields: dict[str, Validator] = {
+        "transport": partial(expect_choice, choices=TRANSPORTS),
+        "host": partial(expect_str, allow_empty=False),
+        "xsub_port": partial(expect_int, minimum=1, maximum=65535),
+        "xpub_port": partial(expect_int, minimum=1, maximum=65535),
+        "max_message_size_mb": partial(expect_number, gt=0),
+        "high_water_mark": partial(expect_int, minimum=0),
+    }
+    values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
+    section = BusSection(**values)
+    if section.xpub_port == section.xsub_port:
+        raise ConfigError(
+            file,
+            child(where, "xpub_port"),
+            f"xpub_port must differ from xsub_port (both are {section.xpub_port})",
+        )
+    return section
+
+
+def _url(value: Any, file: str, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(
+            file, where, f"expected an http:// or https:// URL, got {describe(value)}"
+        )
+    return value
+
+
+def _events(value: Any, file: str, where: str) -> tuple[str, ...]:
+    events = expect_list(value, file, where)
+    return tuple(
+        expect_str(event, file, item(where, index), allow_empty=False)
+        for index, event in enumerate(events)
+    )
+
+
+def _headers(value: Any, file: str, where: str) -> dict[str, str]:
+    headers = expect_mapping(value, file, where, allow_null=True)
+    return {key: expect_str(text, file, child(where, key)) for key, text in headers.items()}
+
+
+def build_webhook(raw: Any, file: str, where: str) -> Webhook:
+    """One `notifications.webhooks` entry: `url` required, `events` and `headers` optional."""
+    fields: dict[str, Validator] = {"url": _url, "events": _events, "headers": _headers}
+    values = validate_fields(expect_mapping(raw, file, where), fields, file, where)
+    if "url" not in values:
+        raise ConfigError(file, child(where, "url"), "required key is missing")
+    return Webhook(**values)
+
+
+def build_notifications(raw: Any, file: str, where: str) -> NotificationsSection:
+    """`notifications:` the webhooks to call."""
+    mapping = expect_mapping(raw, file, where, allow_null=True)
+    check_keys(mapping, ("webhooks",), file, where)
+    hooks_where = child(where, "webhooks")
+    hooks = expect_list(mapping.get("webhooks"), file, hooks_where, allow_null=True)
+    return NotificationsSection(
+        webhooks=tuple(
+            build_webhook(hook, file, item(hooks_where, index)) for index, hook in enumerate(hooks)
+        )
+    )

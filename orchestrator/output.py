@@ -1,0 +1,90 @@
+"""Capture of each child's stdout and stderr into `logs/<module>.log`, rotated by size.
+
+The supervisor owns the files, so rotation works however many times the child restarts and whatever
+the child prints. In the foreground, each line is also echoed to the console tagged with the module.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from orchestrator.config import LoggingSection, Redactor
+
+_READ_SIZE = 65536
+_MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
+
+
+class ModuleLog:
+    """The log file of one module (and the console echo), kept across the module's restarts."""
+
+    def __init__(
+        self, name: str, settings: LoggingSection, redactor: Redactor, *, echo: bool
+    ) -> None:
+        self.name = name
+        self.path = Path(settings.directory) / f"{name}.log"
+        self._redactor = redactor
+        self._logger = logging.Logger(f"module.{name}")  # standalone: never propagates to root
+        handler = logging.handlers.RotatingFileHandler(
+            self.path,
+            maxBytes=int(settings.max_file_size_mb * 1024 * 1024),
+            backupCount=settings.backup_count,
+            encoding="utf-8",
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(handler)
+        if echo:
+            console = logging.StreamHandler(sys.stderr)
+            console.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
+            self._logger.addHandler(console)
+
+    def write(self, line: str) -> None:
+        """Write one line of the module's output."""
+        self._logger.info(self._redactor.scrub(line))
+
+    def close(self) -> None:
+        for handler in list(self._logger.handlers):
+            handler.close()
+            self._logger.removeHandler(handler)
+
+
+class OutputReader:
+    """Reads one child's output pipe without blocking and splits it into lines for its ModuleLog."""
+
+    def __init__(self, stream: BinaryIO, log: ModuleLog) -> None:
+        self._stream = stream  # owns the fd: closing it (or losing it) closes the pipe
+        self.fd = stream.fileno()
+        self._log = log
+        self._partial = b""
+        os.set_blocking(self.fd, False)
+
+    def read(self) -> bool:
+        """Consume what is available; False at end of file (the fd is then closed)."""
+        while True:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                self._flush_partial()
+                self._stream.close()
+                return False
+            *lines, self._partial = (self._partial + chunk).split(b"\n")
+            for line in lines:
+                self._log.write(line.decode("utf-8", "replace").rstrip("\r"))
+            if len(self._partial) > _MAX_PARTIAL:
+                self._flush_partial()
+
+    def _flush_partial(self) -> None:
+        if self._partial:
+            self._log.write(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+
+    def close(self) -> None:
+        """Read what is left without waiting, then close the pipe."""
+        self.read()
+        self._stream.close()

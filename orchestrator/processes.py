@@ -1,0 +1,74 @@
+"""The only place that spawns, signals and reaps module processes.
+
+Each child is `python -m module_sdk` in its own process group (`process_group=0`), with stdout and
+stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
+from the main loop whenever it wakes, so it also reaps processes it does not know.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from module_sdk import protocol
+
+# Blocked while forking so that no handler of ours runs in a child before it execs; the shim
+# unblocks them when it installs its own.
+_BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def spawn_module(
+    name: str, channel_endpoint: str, cwd: Path, extra_env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start the shim for module `name` in a new process group; its output comes on `stdout`."""
+    env = dict(os.environ)
+    env.update(extra_env)
+    env[protocol.ENV_MODULE] = name
+    env[protocol.ENV_CHANNEL] = channel_endpoint
+    env["PYTHONUNBUFFERED"] = "1"
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "module_sdk", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            process_group=0,
+            close_fds=True,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a process group; False if the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def reap() -> Iterator[tuple[int, int]]:
+    """Yield `(pid, raw wait status)` for every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise
+        if pid == 0:
+            return
+        yield pid, status

@@ -1,0 +1,94 @@
+"""Process and thread limits derived from the machine, and the usage the supervisor logs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from orchestrator.config import ResourcesSection
+
+log = logging.getLogger(__name__)
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the supervisor may start: `max_processes` module processes, `max_threads` threads."""
+
+    max_processes: int
+    max_threads: int
+    available_mb: int
+    total_mb: int
+    cpu_count: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def compute_limits(
+    settings: ResourcesSection, *, available_bytes: int, total_bytes: int, cpu_count: int
+) -> Limits:
+    """`available RAM x (1 - reserved_ram_percent) / process_memory_mb` processes (at least 1, and no
+    more than an explicit `max_processes`), and `cpu_count x thread_per_core` threads."""
+    usable_mb = available_bytes / _MB * (1.0 - settings.reserved_ram_percent)
+    processes = max(1, int(usable_mb // settings.process_memory_mb))
+    if settings.max_processes is not None:
+        processes = min(processes, settings.max_processes)
+    return Limits(
+        max_processes=processes,
+        max_threads=max(1, cpu_count * settings.thread_per_core),
+        available_mb=available_bytes // _MB,
+        total_mb=total_bytes // _MB,
+        cpu_count=cpu_count,
+    )
+
+
+def machine_limits(settings: ResourcesSection) -> Limits:
+    """`compute_limits` for this machine, now."""
+    memory = psutil.virtual_memory()
+    return compute_limits(
+        settings,
+        available_bytes=memory.available,
+        total_bytes=memory.total,
+        cpu_count=psutil.cpu_count() or 1,
+    )
+
+
+class ProcessSampler:
+    """RSS and CPU of module processes; keeps one psutil handle per pid so CPU % has a baseline."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, psutil.Process] = {}
+
+    def sample(self, pid: int) -> dict[str, float]:
+        """`{"rss_mb", "cpu_percent"}` of `pid` (CPU since the previous sample), {} if it is gone."""
+        proc = self._procs.get(pid)
+        try:
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+                proc.cpu_percent(None)
+            with proc.oneshot():
+                return {
+                    "rss_mb": round(proc.memory_info().rss / _MB, 1),
+                    "cpu_percent": round(proc.cpu_percent(None), 1),
+                }
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            self._procs.pop(pid, None)
+            return {}
+
+    def forget(self, pid: int) -> None:
+        """Drop the handle of a process that has exited."""
+        self._procs.pop(pid, None)
+
+
+def system_usage() -> dict[str, Any]:
+    """Machine-wide CPU and memory use, for the periodic usage line and `resources.usage`."""
+    memory = psutil.virtual_memory()
+    return {
+        "cpu_percent": psutil.cpu_percent(None),
+        "memory_percent": memory.percent,
+        "available_mb": memory.available // _MB,
+    }

@@ -1,0 +1,129 @@
+"""The run directory of one supervisor: its sockets, pid file and lock, owner-only.
+
+One run directory per config directory, derived from the config directory's real path, so that the
+CLI finds the supervisor of the config it was given. The lock is held for the supervisor's whole life:
+a lock nobody holds means any leftovers are stale (a supervisor that was SIGKILLed), safe to remove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
+
+
+class AlreadyRunningError(RuntimeError):
+    """Another supervisor holds the lock of this run directory."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(f"a supervisor is already running for this config (pid {pid})")
+        self.pid = pid
+
+
+class RunDir:
+    """Paths of one run directory, and its lock."""
+
+    def __init__(self, config_dir: Path, base: Path | None = None) -> None:
+        key = hashlib.sha256(str(config_dir.resolve()).encode()).hexdigest()[:16]
+        if base is None:
+            base = Path(os.environ.get("ORCHESTRATOR_RUN_BASE") or _default_base())
+        self.path = base / key
+        self._lock_fd: int | None = None
+        if len(str(self.path / "control.sock")) > _SUN_PATH_MAX:
+            raise ValueError(f"run directory path too long for ipc sockets: {self.path}")
+
+    @property
+    def control(self) -> str:
+        """The control socket endpoint (CLI requests)."""
+        return f"ipc://{self.path / 'control.sock'}"
+
+    @property
+    def child_channel(self) -> str:
+        """The child-channel endpoint (hello / ready / heartbeats)."""
+        return f"ipc://{self.path / 'child.sock'}"
+
+    @property
+    def xsub(self) -> str:
+        """Where publishers connect, for an ipc bus."""
+        return f"ipc://{self.path / 'xsub.sock'}"
+
+    @property
+    def xpub(self) -> str:
+        """Where subscribers connect, for an ipc bus."""
+        return f"ipc://{self.path / 'xpub.sock'}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "supervisor.pid"
+
+    @property
+    def daemon_output(self) -> Path:
+        """Where a detached supervisor's own stdout and stderr go, for `up -d` to show on failure."""
+        return self.path / "supervisor.out"
+
+    def prepare(self) -> None:
+        """Create the directory (mode 0700) if needed."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.path, 0o700)
+
+    def acquire(self) -> None:
+        """Take the lock for this process's life, clear stale files and write the pid file.
+
+        Raises AlreadyRunningError if a live supervisor holds it.
+        """
+        self.prepare()
+        fd = os.open(self.path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise AlreadyRunningError(self.running_pid()) from None
+            raise
+        self._lock_fd = fd
+        for stale in self.path.glob("*.sock"):
+            stale.unlink(missing_ok=True)
+        self.pid_file.write_text(f"{os.getpid()}\n")
+
+    def running_pid(self) -> int | None:
+        """The pid of the supervisor holding the lock, or None if no supervisor is running."""
+        lock = self.path / "supervisor.lock"
+        if self._lock_fd is not None:
+            return os.getpid()
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self.pid_file.read_text().strip())
+            return -1
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the directory and drop the lock (the supervisor's last act)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _default_base() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and len(runtime) < 40:
+        return os.path.join(runtime, "orchestrator")
+    return os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}")

@@ -1,0 +1,147 @@
+"""The child state machine and its restart policy, as pure functions: no clocks, no `os` calls.
+
+    stopped -> starting -> running -> stopping -> stopped
+    (exit) -> backoff -> starting        a crash, restarted after the policy's delay
+    (exit) -> failed                     the restart limit is reached
+    waiting -> starting                  held back by the process limit until a slot frees
+
+`running` means the child said ready: `initialize()` returned and its bus is connected.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.config import SupervisionSettings
+
+
+class ChildState(enum.Enum):
+    """Where one module's process is in its life."""
+
+    STOPPED = "stopped"
+    WAITING = "waiting"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+
+    @property
+    def has_process(self) -> bool:
+        """Whether a process exists in this state (it counts against the process limit)."""
+        return self in (ChildState.STARTING, ChildState.RUNNING, ChildState.STOPPING)
+
+
+class ExitReason(enum.Enum):
+    """Why a child's process ended, as `status` shows it."""
+
+    STOPPED = "stopped"  # we asked it to stop
+    EXITED = "exited"  # it exited 0 by itself
+    CRASHED = "crash"  # non-zero exit or killed by a signal we did not send
+    LOAD_FAILED = "load failed"
+    INIT_FAILED = "initialize failed"
+    START_TIMEOUT = "start timeout"
+    HUNG = "hung"
+    MEMORY_LIMIT = "memory limit"
+
+    @property
+    def is_failure(self) -> bool:
+        return self not in (ExitReason.STOPPED, ExitReason.EXITED)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: `code` for a normal exit, `signal` when a signal killed it."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """Decode a raw `waitpid` status."""
+        code = _waitstatus_to_exitcode(status)
+        return cls(signal=-code) if code < 0 else cls(code=code)
+
+    def describe(self) -> str:
+        """`exit 1`, or `SIGKILL`."""
+        if self.signal is not None:
+            try:
+                return signal.Signals(self.signal).name
+            except ValueError:
+                return f"signal {self.signal}"
+        return f"exit {self.code}"
+
+
+def _waitstatus_to_exitcode(status: int) -> int:
+    import os  # noqa: PLC0415  (kept local: this module is otherwise free of os calls)
+
+    return os.waitstatus_to_exitcode(status)
+
+
+class Action(enum.Enum):
+    """What the supervisor does after an exit."""
+
+    STOP = "stop"  # stay stopped
+    RESTART = "restart"  # start again after `delay`
+    FAIL = "fail"  # give up until an operator restarts it
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer: the next state, and how long to wait before starting again."""
+
+    action: Action
+    state: ChildState
+    delay: float = 0.0
+    why: str = ""
+
+
+def backoff_delay(settings: SupervisionSettings, consecutive_failures: int) -> float:
+    """The wait before restart number `consecutive_failures` (1-based) of a crash loop:
+    `backoff_initial x backoff_multiplier^(n-1)`, capped at `backoff_max`."""
+    if consecutive_failures <= 0:
+        return 0.0
+    exponent = min(consecutive_failures - 1, 64)
+    delay: float = settings.backoff_initial * settings.backoff_multiplier**exponent
+    return min(delay, settings.backoff_max)
+
+
+def decide_after_exit(
+    settings: SupervisionSettings,
+    reason: ExitReason,
+    *,
+    stop_requested: bool,
+    consecutive_failures: int,
+    recent_restarts: Sequence[float],
+    now: float,
+) -> Decision:
+    """Apply the restart policy to one exit.
+
+    Args:
+        settings: the module's supervision settings.
+        reason: why the process ended.
+        stop_requested: the supervisor asked it to stop (`down`, `restart`, removal).
+        consecutive_failures: failed runs in a row, this one included; a run that lasted
+            `stable_after` seconds resets the count, so its first restart happens at once.
+        recent_restarts: times (on the same clock as `now`) of earlier automatic restarts.
+        now: the current time.
+    """
+    if stop_requested:
+        return Decision(Action.STOP, ChildState.STOPPED, why="stop requested")
+    if settings.restart == "never":
+        return Decision(Action.STOP, ChildState.STOPPED, why="restart: never")
+    if settings.restart == "on-failure" and not reason.is_failure:
+        return Decision(Action.STOP, ChildState.STOPPED, why="exited cleanly (restart: on-failure)")
+    in_window = [t for t in recent_restarts if now - t < settings.restart_window]
+    if len(in_window) >= settings.max_restarts:
+        return Decision(
+            Action.FAIL,
+            ChildState.FAILED,
+            why=f"{len(in_window)} restarts within {settings.restart_window:g}s "
+            f"(max_restarts {settings.max_restarts})",
+        )
+    delay = backoff_delay(settings, consecutive_failures - 1)
+    return Decision(Action.RESTART, ChildState.BACKOFF, delay=delay, why=reason.value)

@@ -1,0 +1,39 @@
+"""Shared test helpers: `wait_until` polls a condition instead of sleeping a guessed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.005
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 5.0,
+    what: str = "condition",
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Call `predicate` until it returns a truthy value and return that value; fail the test with
+    `what`, the last value seen and `details()` if `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = ""
+            if details is not None:
+                try:
+                    extra = f"\n{details()}"
+                except Exception as exc:
+                    extra = f"\n(details() raised {type(exc).__name__}: {exc})"
+            pytest.fail(
+                f"timed out after {timeout:g}s waiting for {what}; last value: {value!r}{extra}"
+            )
+        time.sleep(POLL_INTERVAL)

@@ -1,0 +1,151 @@
+"""What goes wrong, and that the rest keeps running: crashes, a dead supervisor, bad input."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import zmq
+from helpers import wait_until
+from project import Project, alive
+
+from orchestrator import exit_codes
+
+
+def _recorder(project: Project, patterns: list[str]) -> dict[str, object]:
+    return {
+        "name": "recorder",
+        "path": project.probe("recorder"),
+        "config": {"record": str(project.record_file), "patterns": patterns},
+    }
+
+
+def test_kill_9_of_a_module_restarts_it_and_publishes_module_error(project: Project) -> None:
+    project.configure(
+        [_recorder(project, ["module.*"]), {"name": "idle", "path": project.probe("idle")}]
+    )
+    project.up()
+    victim = project.module("idle")["pid"]
+    os.kill(victim, signal.SIGKILL)
+    row = project.wait_module("idle", state="running", restarts=1)
+    assert row["pid"] != victim
+    assert row["last_exit"]["signal"] == signal.SIGKILL
+    assert row["last_exit"]["reason"] == "crash"
+
+    def error_event() -> dict[str, object] | None:
+        return next((e for e in project.recorded() if e["type"] == "module.error"), None)
+
+    event = wait_until(error_event, 5, "a module.error event", lambda: str(project.recorded()))
+    assert event["source"] == "orchestrator"
+    assert event["data"]["name"] == "idle"  # type: ignore[index]
+    assert event["data"]["signal"] == signal.SIGKILL  # type: ignore[index]
+
+
+def test_kill_9_of_the_supervisor_leaves_no_process_and_up_works_again(project: Project) -> None:
+    project.copy_demo()
+    status = project.up()
+    supervisor = status["supervisor"]["pid"]
+    modules = [m["pid"] for m in status["modules"]]
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(
+        lambda: not any(alive(pid) for pid in modules),
+        5,
+        "every module process to exit after the supervisor died",
+        lambda: str([pid for pid in modules if alive(pid)]),
+    )
+    wait_until(lambda: project.processes() == [], 5, "no process of the project left")
+    status = project.up()
+    assert [m["state"] for m in status["modules"]] == ["running", "running"]
+    project.cli("down", check=0)
+
+
+def test_a_module_that_raises_in_initialize_is_reported_and_others_keep_running(
+    project: Project,
+) -> None:
+    project.configure(
+        [
+            {"name": "bad", "path": project.probe("raises"), "max_restarts": 1},
+            {"name": "idle", "path": project.probe("idle")},
+        ]
+    )
+    result = project.cli("up", "-d", check=exit_codes.FAILED)
+    assert "bad" in result.stderr and "idle" not in result.stderr.split("not running:")[1]
+    project.wait_module("idle", state="running")
+    bad = project.wait_module("bad", state="failed")
+    assert "initialize() raised RuntimeError: boom" in bad["last_exit"]["error"]
+    assert bad["last_exit"]["reason"] == "initialize failed"
+    log = project.log("bad")
+    assert "Traceback" in log and "boom: the probe failed on purpose" in log
+    table = project.cli("status", check=0).stdout
+    assert "initialize() raised RuntimeError: boom" in table
+
+
+def test_a_module_without_shutdown_fails_to_load(project: Project) -> None:
+    project.configure([{"name": "half", "path": project.probe("no_shutdown"), "restart": "never"}])
+    project.cli("up", "-d", check=exit_codes.FAILED)
+    row = project.wait_module("half", state="stopped")
+    assert row["last_exit"]["reason"] == "load failed"
+    assert "does not define shutdown()" in row["last_exit"]["error"]
+
+
+def test_random_frames_on_the_bus_do_not_crash_a_module(project: Project) -> None:
+    project.configure([_recorder(project, ["*"])])
+    status = project.up()
+    pid = status["modules"][0]["pid"]
+    context = zmq.Context()
+    raw = context.socket(zmq.PUB)
+    raw.connect(status["bus"]["xsub"])
+    rng = random.Random(1)
+    try:
+        # The recorder subscribes to everything, so every frame reaches it; resend until it has
+        # seen some (a new PUB socket drops what it sends before the subscriptions reach it).
+        def garbage_counted() -> bool:
+            for _ in range(20):
+                raw.send(rng.randbytes(rng.randint(1, 64)))
+                raw.send_multipart([b"test.ping", rng.randbytes(rng.randint(1, 64))])
+            return project.module("recorder")["bad_frames"] > 0
+
+        wait_until(garbage_counted, 10, "bad frames counted in status")
+        raw.send_multipart([b"\xff\xfe", b"\x00"])
+    finally:
+        raw.close(linger=0)
+        context.term()
+    row = project.module("recorder")
+    assert row["state"] == "running" and row["pid"] == pid
+    project.cli("restart", "recorder", check=0)  # it still answers and stops cleanly
+
+
+def test_bad_yaml_is_a_config_error_naming_file_and_line(project: Project) -> None:
+    project.configure([])
+    (project.config_dir / "main.yaml").write_text("logging:\n  level: INFO\n bad: [\n")
+    result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
+    assert "main.yaml: line" in result.stderr and "invalid YAML" in result.stderr
+    assert project.processes() == []
+
+
+def test_missing_module_file_is_a_config_error(project: Project) -> None:
+    project.configure([{"name": "ghost", "path": "../modules/ghost.py"}])
+    result = project.cli("up", check=exit_codes.BAD_CONFIG)
+    assert "modules.yaml: modules[0].path" in result.stderr and "ghost.py" in result.stderr
+
+
+def test_undefined_variable_is_a_config_error_naming_it(project: Project) -> None:
+    project.configure(
+        [
+            {
+                "name": "idle",
+                "path": project.probe("idle"),
+                "config": {"token": "${NOT_SET_ANYWHERE}"},
+            }
+        ]
+    )
+    result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
+    assert "modules[0].config.token" in result.stderr
+    assert "NOT_SET_ANYWHERE" in result.stderr
+
+
+def test_missing_config_directory_is_a_config_error(project: Project) -> None:
+    (project.config_dir / "main.yaml").unlink(missing_ok=True)
+    result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
+    assert "main.yaml" in result.stderr and "not found" in result.stderr

@@ -1,0 +1,331 @@
+"""Tests of orchestrator.config: loading, validation messages, ${VAR} interpolation, redaction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import (
+    AppConfig,
+    ConfigError,
+    RedactingFilter,
+    Redactor,
+    SupervisionSettings,
+    Webhook,
+    load_config,
+)
+
+ALPHA = "{name: alpha, path: ../mods/alpha.py}"
+MODULE_KEYS = (
+    "backoff_initial, backoff_max, backoff_multiplier, config, enabled, env, heartbeat_interval, "
+    "heartbeat_timeout, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "stable_after, start_timeout, stop_timeout"
+)
+MAIN_KEYS = "app, bus, error_handling, hot_reload, logging, notifications, resources, supervision"
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root (the cwd) with `config/`, a module file and a package under `mods/`."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("WEBHOOK_API_KEY", "PORT", "HOST", "MISSING"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "config").mkdir()
+    mods = tmp_path / "mods"
+    (mods / "beta").mkdir(parents=True)
+    (mods / "alpha.py").write_text("")
+    (mods / "beta" / "__init__.py").write_text("")
+    (mods / "nopkg").mkdir()
+    (mods / "notes.txt").write_text("")
+    return tmp_path.resolve()
+
+
+def write(main: str = "", modules: str = "modules: []", env: str | None = None) -> Path:
+    config = Path("config")
+    (config / "main.yaml").write_text(main)
+    (config / "modules.yaml").write_text(modules)
+    if env is not None:
+        (config / ".env").write_text(env)
+    return config
+
+
+def load_error(main: str = "", modules: str = "modules: []", env: str | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(main, modules, env))
+    return str(info.value)
+
+
+def test_defaults(root: Path) -> None:
+    config = load_config(write("", ""))
+    assert isinstance(config, AppConfig)
+    assert config.config_dir == root / "config"
+    assert config.main_file == root / "config" / "main.yaml"
+    assert config.modules_file == root / "config" / "modules.yaml"
+    assert config.logging.directory == root / "logs"
+    assert config.logging.level == "INFO"
+    assert config.supervision == SupervisionSettings()
+    assert config.bus.xsub_port == 5555
+    assert config.modules == ()
+    assert config.secrets == frozenset()
+    assert config.hot_reload is False
+
+
+def test_full_config(root: Path) -> None:
+    main = """
+app: {name: demo, version: "2.0"}
+resources: {process_memory_mb: 256, reserved_ram_percent: 0.5, max_processes: 4}
+logging: {level: debug, directory: var/log, max_file_size_mb: 1, backup_count: 0}
+error_handling: {retry_max_attempts: 1, retry_wait_min: 0, retry_wait_max: 0}
+supervision: {restart: always, max_restarts: 2, heartbeat_interval: 2, memory_limit_mb: 100}
+bus: {transport: tcp, host: 0.0.0.0, xsub_port: 6000, xpub_port: 6001}
+notifications:
+  webhooks:
+    - url: https://hooks.example/x
+      headers: {X-Token: abc}
+hot_reload: true
+"""
+    modules = """
+modules:
+  - {name: alpha, path: ../mods/alpha.py, config: {rate: 5, nested: {a: [1, 2]}}}
+  - name: beta
+    path: ../mods/beta
+    enabled: false
+    env: {COUNT: 3, RATIO: 0.5, MODE: fast}
+    max_restarts: 9
+    memory_limit_mb: null
+    heartbeat_timeout: 30
+"""
+    config = load_config(write(main, modules))
+    assert config.app.version == "2.0"
+    assert config.resources.reserved_ram_percent == 0.5
+    assert config.resources.max_processes == 4
+    assert config.logging.level == "DEBUG"
+    assert config.logging.directory == root / "var" / "log"
+    assert config.logging.max_file_size_mb == 1.0
+    assert config.error_handling.retry_wait_max == 0.0
+    assert config.bus.transport == "tcp"
+    assert config.notifications.webhooks == (
+        Webhook(url="https://hooks.example/x", headers={"X-Token": "abc"}),
+    )
+    assert config.hot_reload is True
+    alpha, beta = config.modules
+    assert alpha.path == root / "mods" / "alpha.py"
+    assert alpha.config == {"rate": 5, "nested": {"a": [1, 2]}}
+    assert alpha.supervision == config.supervision
+    assert alpha.supervision.restart == "always"
+    assert beta.path == root / "mods" / "beta"
+    assert beta.env == {"COUNT": "3", "RATIO": "0.5", "MODE": "fast"}
+    assert config.enabled_modules == (alpha,)
+    # overrides merge over main.yaml's supervision, which merges over the model defaults
+    assert beta.supervision.max_restarts == 9
+    assert beta.supervision.heartbeat_timeout == 30.0
+    assert beta.supervision.memory_limit_mb is None
+    assert beta.supervision.heartbeat_interval == 2.0
+    assert beta.supervision.restart == "always"
+    assert beta.supervision.stop_timeout == SupervisionSettings().stop_timeout
+
+
+def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> None:
+    modules = "modules:\n  - {name: gone, path: ../mods/gone.py, enabled: false}"
+    config = load_config(write(f"logging: {{directory: {root}/elsewhere}}", modules))
+    assert config.logging.directory == root / "elsewhere"
+    assert config.modules[0].path == root / "mods" / "gone.py"
+    assert not config.modules[0].enabled
+
+
+# "<yaml> => <message>": the YAML of main.yaml (modules.yaml: `modules: []`), then the error's
+# message after "config/main.yaml: "; {root} stands for the project root.
+MAIN_ERRORS = [
+    f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
+    "logging: {levle: INFO} => logging.levle: unknown key "
+    "(expected one of: backup_count, directory, level, max_file_size_mb)",
+    "- a => expected a mapping at the top level, got a list",
+    "logging: [1] => logging: expected a mapping, got a list",
+    "logging: {level: verbose} => logging.level: "
+    "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'verbose'",
+    "hot_reload: 'yes' => hot_reload: expected true or false, got 'yes'",
+    "resources: {process_memory_mb: 0} => resources.process_memory_mb: "
+    "expected an integer >= 1, got 0",
+    "resources: {thread_per_core: 2.0} => resources.thread_per_core: "
+    "expected an integer >= 1, got 2.0",
+    "resources: {reserved_ram_percent: 1} => resources.reserved_ram_percent: "
+    "expected a number >= 0 and < 1, got 1",
+    "resources: {max_processes: x} => resources.max_processes: "
+    "expected an integer >= 1 or null, got 'x'",
+    "supervision: {restart_window: -1} => supervision.restart_window: "
+    "expected a number > 0, got -1",
+    "supervision: {stop_timeout: true} => supervision.stop_timeout: "
+    "expected a number > 0, got true",
+    "supervision: {restart: sometimes} => supervision.restart: "
+    "expected one of always, on-failure, never, got 'sometimes'",
+    "supervision: {backoff_multiplier: 0.5} => supervision.backoff_multiplier: "
+    "expected a number >= 1, got 0.5",
+    "supervision: {heartbeat_interval: 2, heartbeat_timeout: 1} => supervision.heartbeat_timeout: "
+    "heartbeat_timeout (1) must be greater than heartbeat_interval (2)",
+    "supervision: {backoff_initial: 5, backoff_max: 1} => supervision.backoff_max: "
+    "backoff_max (1) must be at least backoff_initial (5)",
+    "bus: {transport: udp} => bus.transport: expected one of ipc, tcp, got 'udp'",
+    "bus: {xsub_port: 70000} => bus.xsub_port: expected an integer between 1 and 65535, got 70000",
+    "bus: {xpub_port: 5555} => bus.xpub_port: xpub_port must differ from xsub_port (both are 5555)",
+    "error_handling: {retry_wait_min: 5, retry_wait_max: 2} => error_handling.retry_wait_max: "
+    "retry_wait_max (2) must be at least retry_wait_min (5)",
+    "notifications: {webhooks: [{url: ftp://x}]} => notifications.webhooks[0].url: "
+    "expected an http:// or https:// URL, got 'ftp://x'",
+    "notifications: {webhooks: [{events: []}]} => notifications.webhooks[0].url: "
+    "required key is missing",
+    "notifications: {webhooks: [{url: 'http://x', headers: {A: 1}}]} => "
+    "notifications.webhooks[0].headers.A: expected a string, got 1",
+    "app: {name: 'a${oops'} => app.name: malformed ${...} reference (write $${ for a literal ${)",
+]
+# The same for modules.yaml (main.yaml empty); `- ` entries are under `modules:`.
+MODULES_ERRORS = [
+    "extra: 1 => extra: unknown key (expected one of: modules)",
+    "modules: {a: 1} => modules: expected a list, got a mapping",
+    "modules: [alpha] => modules[0]: expected a mapping, got 'alpha'",
+    f"modules: [{{name: a, path: x.py, colour: red}}] => modules[0].colour: "
+    f"unknown key (expected one of: {MODULE_KEYS})",
+    "modules: [{path: x.py}] => modules[0].name: required key is missing",
+    "modules: [{name: 'bad name', path: x.py}] => modules[0].name: expected a name of up to 64 "
+    "letters, digits, '_', '.' or '-', starting with a letter or digit, got 'bad name'",
+    f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, max_restarts: three}}] => "
+    "modules[1].max_restarts: expected an integer >= 0, got 'three'",
+    f"modules: [{ALPHA}, {{name: b, path: ../mods/beta}}, {ALPHA}] => "
+    "modules[2].name: duplicate module name 'alpha' (first at modules[0])",
+    "modules: [{name: a, path: ../mods/alpha.py, config: [1]}] => "
+    "modules[0].config: expected a mapping, got a list",
+    "modules: [{name: a, path: ../mods/alpha.py, config: {x: {1: 2}}}] => "
+    "modules[0].config.x.1: expected a string key, got 1",
+    "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: true}}] => "
+    "modules[0].env.DEBUG: expected a string or a number, got true",
+    "modules: [{name: a, path: ../mods/alpha.py, heartbeat_interval: 20}] => "
+    "modules[0].heartbeat_interval: heartbeat_timeout (10) must be greater than "
+    "heartbeat_interval (20)",
+    "modules: [{name: a, path: ../mods/gone.py}] => "
+    "modules[0].path: no such file: {root}/mods/gone.py",
+    "modules: [{name: a, path: ../mods/nopkg, enabled: false}] => "
+    "modules[0].path: {root}/mods/nopkg is a directory without __init__.py",
+    "modules: [{name: a, path: ../mods/notes.txt}] => "
+    "modules[0].path: {root}/mods/notes.txt is not a .py file",
+    "modules: [{name: a, path: ../mods/alpha.py, config: {k: '${MISSING}'}}] => "
+    "modules[0].config.k: environment variable MISSING is not set (nor in config/.env)",
+]
+
+
+@pytest.mark.parametrize("case", MAIN_ERRORS)
+def test_main_error_messages(root: Path, case: str) -> None:
+    source, message = case.split(" => ")
+    expected = "config/main.yaml: " + message.replace("{root}", str(root))
+    assert load_error(main=source) == expected
+
+
+@pytest.mark.parametrize("case", MODULES_ERRORS)
+def test_modules_error_messages(root: Path, case: str) -> None:
+    source, message = case.split(" => ")
+    expected = "config/modules.yaml: " + message.replace("{root}", str(root))
+    assert load_error(modules=source) == expected
+
+
+def test_invalid_yaml_shows_line_and_column(root: Path) -> None:
+    message = load_error("app:\n  name: demo\n  version: x: y\n")
+    assert message == "config/main.yaml: line 3, column 13: invalid YAML: " + (
+        "mapping values are not allowed here"
+    )
+
+
+def test_missing_files(root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^config/main\.yaml: file not found$"):
+        load_config(Path("config"))
+    (root / "config" / "main.yaml").write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(Path("config"))
+    assert (info.value.file, info.value.location) == ("config/modules.yaml", "")
+    assert str(info.value) == "config/modules.yaml: file not found"
+
+
+def test_interpolation_sources(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_API_KEY", "from-environment")
+    monkeypatch.setenv("HOST", "")
+    env = "WEBHOOK_API_KEY=from-dotenv\nPORT=7000\n"
+    main = """
+app: {name: "n-${PORT}-${HOST:-localhost}", version: "$${KEEP} ${UNSET:-fallback}"}
+notifications:
+  webhooks: [{url: "https://x/${WEBHOOK_API_KEY}", headers: {Authorization: "Bearer ${PORT}"}}]
+"""
+    config = load_config(write(main, env=env))
+    assert config.app.name == "n-7000-localhost"  # .env; default also used for an empty value
+    assert config.app.version == "${KEEP} fallback"  # escape, default for an unset variable
+    hook = config.notifications.webhooks[0]
+    assert hook.url == "https://x/from-environment"  # the environment wins over .env
+    assert hook.headers == {"Authorization": "Bearer 7000"}
+    assert config.secrets == {"7000", "localhost", "fallback", "from-environment"}
+
+
+def test_interpolation_keeps_strings_and_scrubs_errors(root: Path) -> None:
+    message = load_error("bus: {xsub_port: '${PORT}'}", env="PORT=5555")
+    assert message == (
+        "config/main.yaml: bus.xsub_port: expected an integer between 1 and 65535, got '***'"
+    )
+
+
+def test_redactor_scrub() -> None:
+    redactor = Redactor({"hunter2!", "hunter2!extra", "abc", ""})
+    assert redactor.scrub("pw=hunter2!extra, again hunter2! abc") == "pw=***, again *** abc"
+    assert Redactor(set()).scrub("nothing to hide") == "nothing to hide"
+
+
+def test_redactor_redact() -> None:
+    redactor = Redactor({"s3cr3t-value", "abc"})
+    tree = {
+        "url": "https://x/?k=s3cr3t-value",
+        "short": "abc",
+        "not_short": "abcd",
+        "X-Api-Key": "visible-in-yaml",
+        "db_password": "",
+        "token": None,
+        "nested": [{"Secret": 5}, ("keep", "s3cr3t-value")],
+        "port": 5555,
+    }
+    redacted = redactor.redact(tree)
+    assert redacted == {
+        "url": "***",
+        "short": "***",
+        "not_short": "abcd",
+        "X-Api-Key": "***",
+        "db_password": "",
+        "token": None,
+        "nested": [{"Secret": "***"}, ("keep", "***")],
+        "port": 5555,
+    }
+    assert tree["url"] == "https://x/?k=s3cr3t-value"  # the input is untouched
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_redacting_filter() -> None:
+    handler = Capture()
+    handler.addFilter(RedactingFilter(Redactor({"tok-1234"})))
+    logger = logging.getLogger("test_config.redacting_filter")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("calling with %s and %d", "tok-1234", 7)
+        logger.warning("bad format %d", "tok-1234")
+        try:
+            raise RuntimeError("failed with tok-1234")
+        except RuntimeError:
+            logger.exception("boom")
+    finally:
+        logger.removeHandler(handler)
+    assert handler.lines[0] == "calling with *** and 7"
+    assert handler.lines[1].startswith("bad format %d") and "***" in handler.lines[1]
+    assert "RuntimeError: failed with ***" in handler.lines[2]
+    assert all("tok-1234" not in line for line in handler.lines)
