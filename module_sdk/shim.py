@@ -55,10 +55,8 @@ class _Child:
         return code
 
     def run(self) -> int:
-        self.channel.send(protocol.HELLO, name=self.name)
-        spec = self.channel.receive(_SPEC_TIMEOUT)
-        if spec is None or spec.get("kind") != protocol.SPEC:
-            print(f"{self.name}: no spec from the supervisor; exiting", file=sys.stderr)
+        spec = self.await_spec()
+        if spec is None:
             return protocol.EXIT_ORPHANED
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
         try:
@@ -72,6 +70,21 @@ class _Child:
         log.debug("%s ready", self.name)
         orphaned = self.serve(float(spec["heartbeat_interval"]))
         return self.stop(orphaned)
+
+    def await_spec(self) -> dict[str, Any] | None:
+        """Say hello and wait for the spec; None if stopped, orphaned or unanswered first."""
+        self.channel.send(protocol.HELLO, name=self.name)
+        poller = zmq.Poller()
+        poller.register(self.signals.read_fd, zmq.POLLIN)
+        poller.register(self.channel.socket, zmq.POLLIN)
+        ready = dict(poller.poll(int(_SPEC_TIMEOUT * 1000)))
+        if self.channel.socket in ready:
+            spec = self.channel.receive(0)
+            if spec is not None and spec.get("kind") == protocol.SPEC:
+                return spec
+        why = "stopped" if self.signals.read_fd in ready else "no spec from the supervisor"
+        print(f"{self.name}: {why} before starting; exiting", file=sys.stderr)
+        return None
 
     def start_bus(self, spec: dict[str, Any]) -> int | None:
         assert self.module is not None

@@ -20,6 +20,7 @@ class LastExit:
     reason: ExitReason
     at: float  # unix time
     error: str = ""
+    pid: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -29,6 +30,7 @@ class LastExit:
             "reason": self.reason.value,
             "time": self.at,
             "error": self.error,
+            "pid": self.pid,
         }
 
 

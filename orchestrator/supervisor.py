@@ -128,13 +128,13 @@ class Supervisor:
         ready = dict(self.poller.poll(self._poll_timeout_ms()))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
-        self._reap()
+        # Child messages before reaping: a child reports its error, then exits.
+        self._drain(self.channel, self._child_message)
         for fd in [fd for fd in ready if isinstance(fd, int) and fd in self._readers]:
             if not self._readers[fd].read():
                 self.poller.unregister(fd)
                 del self._readers[fd]
-        if self.channel in ready:
-            self._drain(self.channel, self._child_message)
+        self._reap()
         if self.control in ready:
             self._drain(self.control, self.commands.handle)
         self._tick(time.monotonic())
@@ -290,10 +290,12 @@ class Supervisor:
 
     def _child_message(self, identity: bytes, message: dict[str, Any]) -> None:
         pid = message.get("pid")
+        kind = message.get("kind")
         child = self.by_pid.get(pid) if isinstance(pid, int) else None
         if child is None:
+            if kind == protocol.ERROR:
+                self._late_error(pid, message)
             return
-        kind = message.get("kind")
         if kind == protocol.HELLO:
             self._send_spec(identity, child)
         elif kind == protocol.READY:
@@ -307,6 +309,16 @@ class Supervisor:
             child.busy_for = float(busy) if isinstance(busy, int | float) else 0.0
         elif kind == protocol.ERROR:
             child.reported_error = self.redactor.scrub(str(message.get("error", "")))
+
+    def _late_error(self, pid: object, message: dict[str, Any]) -> None:
+        """An error report that arrived after its process was reaped still belongs in `status`."""
+        for child in self.children.values():
+            if (
+                child.last_exit is not None
+                and child.last_exit.pid == pid
+                and not child.last_exit.error
+            ):
+                child.last_exit.error = self.redactor.scrub(str(message.get("error", "")))
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
         spec = child.spec
@@ -373,7 +385,7 @@ class Supervisor:
         )
         if child.state is ChildState.STARTING:
             child.failed_spawn = child.spawns
-        child.last_exit = LastExit(status, reason, time.time(), error)
+        child.last_exit = LastExit(status, reason, time.time(), error, child.pid)
         child.popen = None
         child.ready_at = None
         level = logging.INFO if not reason.is_failure else logging.ERROR
