@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 import psutil
@@ -33,8 +34,9 @@ def compute_limits(
 ) -> Limits:
     """`available RAM x (1 - reserved_ram_percent) / process_memory_mb` processes (at least 1, and no
     more than an explicit `max_processes`), and `cpu_count x thread_per_core` threads."""
-    usable_mb = available_bytes / _MB * (1.0 - settings.reserved_ram_percent)
-    processes = max(1, int(usable_mb // settings.process_memory_mb))
+    # Exact arithmetic: 10 GiB x (1 - 0.8) / 512 MB is 4, where floats say 3.999...
+    kept = 1 - Fraction(repr(settings.reserved_ram_percent))
+    processes = max(1, int(Fraction(available_bytes, _MB) * kept // settings.process_memory_mb))
     if settings.max_processes is not None:
         processes = min(processes, settings.max_processes)
     return Limits(

@@ -105,7 +105,10 @@ def backoff_delay(settings: SupervisionSettings, consecutive_failures: int) -> f
     if consecutive_failures <= 0:
         return 0.0
     exponent = min(consecutive_failures - 1, 64)
-    delay: float = settings.backoff_initial * settings.backoff_multiplier**exponent
+    try:
+        delay: float = settings.backoff_initial * settings.backoff_multiplier**exponent
+    except OverflowError:
+        return settings.backoff_max
     return min(delay, settings.backoff_max)
 
 

@@ -1,0 +1,265 @@
+"""The SDK event bus and the broker in one process, over real ipc sockets."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import zmq
+from helpers import wait_until
+
+from broker import Broker
+from module_sdk.bus import ZmqEventBus
+from module_sdk.codec import encode_envelope
+from module_sdk.event import Event
+
+Subscriptions = Sequence[tuple[str, Callable[[Event], object]]]
+
+
+class Net:
+    """A broker and the buses connected to it; `bus()` subscribes, handshakes and starts one."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], directory: Path) -> None:
+        self.ctx = ctx
+        self.xsub = f"ipc://{directory}/xsub.sock"
+        self.xpub = f"ipc://{directory}/xpub.sock"
+        self.broker = Broker(ctx, self.xsub, self.xpub)
+        self.buses: list[ZmqEventBus] = []
+
+    def bus(self, source: str, subscriptions: Subscriptions = ()) -> ZmqEventBus:
+        bus = ZmqEventBus(self.ctx, source, self.xsub, self.xpub)
+        self.buses.append(bus)
+        for pattern, callback in subscriptions:
+            bus.subscribe(pattern, callback)
+        bus.handshake(5.0)
+        bus.start()
+        return bus
+
+
+class Recorder:
+    """A callback that records the events it gets."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def types(self) -> list[str]:
+        return [event.type for event in self.events]
+
+    def got(self, event_type: str) -> bool:
+        return event_type in self.types
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    directory, own = tmp_path, False
+    if len(str(tmp_path)) > 80:  # ipc paths must stay short
+        directory, own = Path(tempfile.mkdtemp(dir="/tmp")), True
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    net = Net(ctx, directory)
+    net.broker.start()
+    try:
+        yield net
+    finally:
+        stuck = [bus for bus in net.buses if not bus.close()]
+        net.broker.stop()
+        net.broker.join(5.0)
+        ctx.destroy(linger=0)
+        if own:
+            shutil.rmtree(directory, ignore_errors=True)
+    assert not stuck, "a bus receiver did not stop"
+
+
+def wait_for(recorder: Recorder, event_type: str) -> None:
+    wait_until(
+        lambda: recorder.got(event_type),
+        what=f"{event_type} delivered",
+        details=lambda: str(recorder.types),
+    )
+
+
+def publish_until(bus: ZmqEventBus, event_type: str, recorder: Recorder) -> None:
+    """Publish `event_type` until `recorder` has it: for subscriptions still propagating."""
+
+    def delivered() -> bool:
+        bus.publish(event_type)
+        return recorder.got(event_type)
+
+    wait_until(delivered, what=f"{event_type} delivered", details=lambda: str(recorder.types))
+
+
+def test_exact_subscription_delivers_the_event(net: Net) -> None:
+    got = Recorder()
+    b = net.bus("b", [("test.ping", got)])
+    a = net.bus("a")
+    before = time.time()
+    a.publish("test.ping", {"n": 1, "items": [1, "x", None], "raw": b"\x00\xff"})
+    a.publish("test.ping", None)
+    wait_until(lambda: len(got.events) == 2, what="two events", details=lambda: str(got.events))
+    after = time.time()
+    first, second = got.events
+    assert first.type == "test.ping"
+    assert first.data == {"n": 1, "items": [1, "x", None], "raw": b"\x00\xff"}
+    assert first.source == "a"
+    assert isinstance(first.id, str) and first.id
+    assert first.id != second.id
+    assert before <= first.time <= second.time <= after
+    assert second.data is None
+    assert (a.events_out, a.events_in, b.events_out, b.events_in) == (2, 0, 0, 2)
+    assert a.counters() == {"events_in": 0, "events_out": 2, "callback_errors": 0, "bad_frames": 0}
+
+
+def test_prefix_and_wildcard_patterns(net: Net) -> None:
+    prefix, everything = Recorder(), Recorder()
+    b = net.bus("b", [("test.*", prefix), ("*", everything)])
+    a = net.bus("a")
+    sent = ["test.ping", "test.a.b", "testing.x", "other.y", "done.now"]
+    for event_type in sent:
+        a.publish(event_type)
+    wait_for(everything, "done.now")
+    assert prefix.types == ["test.ping", "test.a.b"]
+    assert everything.types == sent
+    assert b.events_in == len(sent)
+
+
+def test_exact_subscription_does_not_get_longer_types(net: Net) -> None:
+    ping, sentinel = Recorder(), Recorder()
+    b = net.bus("b", [("test.ping", ping), ("test.sentinel", sentinel)])
+    a = net.bus("a")
+    a.publish("test.pingpong")
+    a.publish("test.ping.sub")
+    a.publish("test.ping")
+    a.publish("test.sentinel")
+    wait_for(sentinel, "test.sentinel")
+    assert ping.types == ["test.ping"]
+    assert b.events_in == 2
+
+
+def test_unsubscribe_stops_delivery(net: Net) -> None:
+    ping, sentinel = Recorder(), Recorder()
+    b = net.bus("b", [("test.ping", ping), ("test.sentinel", sentinel)])
+    a = net.bus("a")
+    a.publish("test.ping", 1)
+    wait_for(ping, "test.ping")
+    b.unsubscribe("test.ping", ping)
+    b.unsubscribe("test.ping", ping)  # a second time is harmless
+    a.publish("test.ping", 2)
+    a.publish("test.sentinel")
+    wait_for(sentinel, "test.sentinel")
+    assert [event.data for event in ping.events] == [1]
+
+
+def test_clear_removes_every_subscription(net: Net) -> None:
+    exact, prefix, late = Recorder(), Recorder(), Recorder()
+    b = net.bus("b", [("test.ping", exact), ("test.*", prefix)])
+    a = net.bus("a")
+    a.publish("test.ping", 1)
+    wait_until(lambda: exact.events and prefix.events, what="test.ping delivered twice")
+    b.clear()
+    a.publish("test.ping", 2)
+    b.subscribe("late.sentinel", late)
+    publish_until(a, "late.sentinel", late)
+    assert [event.data for event in exact.events] == [1]
+    assert [event.data for event in prefix.events] == [1]
+
+
+def test_a_raising_callback_is_counted_and_others_still_run(net: Net) -> None:
+    def boom(event: Event) -> None:
+        raise RuntimeError(f"boom on {event.type}")
+
+    got = Recorder()
+    b = net.bus("b", [("test.ping", boom), ("test.ping", got)])
+    a = net.bus("a")
+    a.publish("test.ping")
+    wait_for(got, "test.ping")
+    wait_until(
+        lambda: b.callback_errors == 1,
+        what="callback_errors == 1",
+        details=lambda: str(b.counters()),
+    )
+    a.publish("test.ping")
+    wait_until(lambda: len(got.events) == 2, what="second delivery")
+    assert b.counters() == {"events_in": 2, "events_out": 0, "callback_errors": 2, "bad_frames": 0}
+
+
+def test_invalid_publish_raises_and_is_not_counted(net: Net) -> None:
+    a = net.bus("a")
+    for bad_type in ("ping", "test.", "Test ping", 3):
+        with pytest.raises(ValueError):
+            a.publish(bad_type)  # type: ignore[arg-type]
+    for bad_data in (object(), {1, 2}, {"nested": [object()]}):
+        with pytest.raises(TypeError):
+            a.publish("test.ping", bad_data)
+    assert a.events_out == 0
+    a.publish("test.ping")
+    assert a.events_out == 1
+
+
+def test_subscribe_from_another_thread_after_start(net: Net) -> None:
+    b = net.bus("b")
+    a = net.bus("a")
+    got = Recorder()
+    errors: list[BaseException] = []
+
+    def subscribe() -> None:
+        try:
+            b.subscribe("test.late", got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=subscribe)
+    thread.start()
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert errors == []
+    publish_until(a, "test.late", got)
+    assert got.events[0].source == "a"
+
+
+def test_bad_frames_are_counted_and_dropped(net: Net) -> None:
+    everything = Recorder()
+    b = net.bus("b", [("*", everything)])
+    raw = net.ctx.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(net.xsub)
+    try:
+
+        def send(event_type: str) -> None:
+            raw.send_multipart(
+                [event_type.encode(), encode_envelope("raw", "r-1", time.time(), None)]
+            )
+
+        def connected() -> bool:  # until the raw socket knows b's subscription
+            send("raw.hello")
+            return everything.got("raw.hello")
+
+        wait_until(connected, what="raw publisher connected")
+        garbage = random.Random(0).randbytes(32)
+        raw.send(garbage)  # (a) one frame
+        raw.send_multipart([b"test.ping", b"\xc1garbage"])  # (b) not msgpack
+        raw.send_multipart([b"test.ping", encode_envelope("raw", "r-2", 1.0, None), b"x"])  # (c)
+        raw.send_multipart([b"\xff\xfe", encode_envelope("raw", "r-3", 1.0, None)])  # (d) not UTF-8
+        wait_until(
+            lambda: b.bad_frames >= 4, what="4 bad frames", details=lambda: str(b.counters())
+        )
+        send("raw.after")
+        wait_for(everything, "raw.after")
+        assert b.bad_frames == 4
+        assert "test.ping" not in everything.types
+        assert b.callback_errors == 0
+    finally:
+        raw.close(linger=0)
+    a = net.bus("a")
+    a.publish("test.after", {"ok": True})
+    wait_for(everything, "test.after")
+    assert everything.events[-1].data == {"ok": True}
+    assert everything.events[-1].source == "a"

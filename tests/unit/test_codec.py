@@ -1,0 +1,204 @@
+"""Tests of module_sdk.codec: envelope round trips, and that every malformed frame is a BadFrameError."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+import pytest
+
+from module_sdk.codec import BadFrameError, decode_envelope, encode_envelope
+
+GOOD = encode_envelope("src", "id-1", 1700000000.25, {"k": [1, 2, b"\x00"]})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        {"a": 1, "b": "two"},
+        [1, "x", None, 2.5, True],
+        b"\x00\xff\x10",
+        {"outer": {"inner": [b"bin", {"deep": [None, [1, [2, [3]]]]}]}},
+        {1: "int key", "s": -1},
+        "",
+        0,
+        -(2**63),
+        2**64 - 1,
+        3.14,
+        False,
+        [],
+        {},
+    ],
+)
+def test_round_trip(data: Any) -> None:
+    body = encode_envelope("mod", "abc-1", 1234.5, data)
+    assert isinstance(body, bytes)
+    assert decode_envelope(body) == ("mod", "abc-1", 1234.5, data)
+
+
+def test_tuples_come_back_as_lists() -> None:
+    body = encode_envelope("mod", "id", 1.0, (1, (2, 3)))
+    assert decode_envelope(body)[3] == [1, [2, 3]]
+
+
+def test_integer_time_comes_back_as_float() -> None:
+    body = msgpack.packb(["mod", "id", 42, None])
+    _, _, time, _ = decode_envelope(body)
+    assert time == 42.0
+    assert type(time) is float
+
+
+@pytest.mark.parametrize(
+    "data",
+    [object(), {1, 2}, {"nested": [object()]}, 2**64, -(2**63) - 1, {"s": frozenset()}],
+    ids=["object", "set", "nested-object", "too-big-int", "too-small-int", "nested-frozenset"],
+)
+def test_encode_unserialisable_raises_type_error(data: Any) -> None:
+    with pytest.raises(TypeError, match="not msgpack-serialisable"):
+        encode_envelope("mod", "id", 1.0, data)
+
+
+def test_encode_self_referencing_data_raises_type_error() -> None:
+    data: list[Any] = []
+    data.append(data)
+    with pytest.raises(TypeError):
+        encode_envelope("mod", "id", 1.0, data)
+
+
+def _decode_or_bad_frame(body: bytes) -> tuple[str, str, float, Any] | None:
+    """Decode `body`; None if it is a BadFrameError. Anything else propagates and fails the test."""
+    try:
+        result = decode_envelope(body)
+    except BadFrameError:
+        return None
+    source, event_id, time, _ = result
+    assert isinstance(source, str)
+    assert isinstance(event_id, str)
+    assert isinstance(time, float)
+    return result
+
+
+def test_random_bytes_raise_only_bad_frame_error() -> None:
+    rng = random.Random(0)
+    frames = [rng.randbytes(rng.randint(0, 200)) for _ in range(500)]
+    others = []
+    for frame in frames:
+        try:
+            decode_envelope(frame)
+        except BadFrameError:
+            continue
+        except Exception as exc:
+            others.append((frame.hex(), f"{type(exc).__name__}: {exc}"))
+            continue
+        others.append((frame.hex(), "decoded"))
+    assert others == []
+
+
+def test_mutated_envelopes_raise_only_bad_frame_error_or_decode() -> None:
+    rng = random.Random(0)
+    bad = 0
+    for _ in range(500):
+        frame = bytearray(GOOD)
+        for _ in range(rng.randint(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        if _decode_or_bad_frame(bytes(frame)) is None:
+            bad += 1
+    assert bad > 0
+
+
+@pytest.mark.parametrize("length", range(len(GOOD)))
+def test_truncated_envelopes_are_bad_frames(length: int) -> None:
+    with pytest.raises(BadFrameError):
+        decode_envelope(GOOD[:length])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["src", "id", 1.0],
+        ["src", "id", 1.0, None, "extra"],
+        [],
+        {"source": "src", "id": "id", "time": 1.0, "data": None},
+        "just a string",
+        42,
+        None,
+        [1, "id", 1.0, None],
+        ["src", 2, 1.0, None],
+        [b"src", "id", 1.0, None],
+        ["src", "id", "1.0", None],
+        ["src", "id", True, None],
+        ["src", "id", None, None],
+        ["src", "id", [1.0], None],
+    ],
+    ids=[
+        "3-elements",
+        "5-elements",
+        "empty-array",
+        "map",
+        "str",
+        "int",
+        "nil",
+        "source-int",
+        "id-int",
+        "source-bytes",
+        "time-str",
+        "time-bool",
+        "time-nil",
+        "time-list",
+    ],
+)
+def test_wrong_shapes_and_field_types_are_bad_frames(value: Any) -> None:
+    body = msgpack.packb(value)
+    with pytest.raises(BadFrameError):
+        decode_envelope(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xdd" + (2**31).to_bytes(4, "big") + b"\x00" * 5,  # array32 of 2**31 items, 10 bytes
+        b"\xdc\xff\xff" + b"\xc0" * 7,  # array16 of 65535 nils
+        b"\xdf" + (2**31).to_bytes(4, "big") + b"\x00" * 5,  # map32 of 2**31 pairs
+        b"\xdb\xff\xff\xff\xff" + b"abcde",  # str32 of 4 GiB
+        b"\xda\xff\xff" + b"abc",  # str16 of 65535 bytes
+        b"\xc6\xff\xff\xff\xff" + b"abcde",  # bin32 of 4 GiB
+        b"\xc9\xff\xff\xff\xff\x01" + b"abcd",  # ext32 of 4 GiB
+        b"\x94\xa3src\xa2id\xcb"
+        + b"\x00" * 8
+        + b"\xdd\x7f\xff\xff\xff",  # data claims 2**31-1 items
+        b"\x94\xdb\xff\xff\xff\xff",  # source claims 4 GiB
+    ],
+    ids=["array32", "array16", "map32", "str32", "str16", "bin32", "ext32", "nested", "source"],
+)
+def test_headers_claiming_more_than_the_frame_holds_are_bad_frames(body: bytes) -> None:
+    with pytest.raises(BadFrameError):
+        decode_envelope(body)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [GOOD[:5], GOOD[:-1], GOOD + GOOD, GOOD + b"\x00", b"\xc1", b"\x94", b""],
+    ids=[
+        "prefix",
+        "missing-last-byte",
+        "two-envelopes",
+        "trailing-byte",
+        "never-used",
+        "header",
+        "empty",
+    ],
+)
+def test_decoding_is_independent_between_calls(bad: bytes) -> None:
+    with pytest.raises(BadFrameError):
+        decode_envelope(bad)
+    assert decode_envelope(GOOD) == ("src", "id-1", 1700000000.25, {"k": [1, 2, b"\x00"]})
+    # and the rest of a split envelope is not completed by a previous call's leftovers
+    with pytest.raises(BadFrameError):
+        decode_envelope(GOOD[5:])
+    assert decode_envelope(GOOD)[0] == "src"
+
+
+def test_bad_frame_error_is_a_value_error() -> None:
+    assert issubclass(BadFrameError, ValueError)

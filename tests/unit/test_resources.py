@@ -1,0 +1,127 @@
+"""Tests of orchestrator.resources: the process and thread limits, and per-process sampling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+
+import psutil
+import pytest
+from helpers import wait_until
+
+from orchestrator.config import ResourcesSection
+from orchestrator.resources import Limits, ProcessSampler, compute_limits, machine_limits
+
+MB = 1024 * 1024
+GIB = 1024 * MB
+BASE = ResourcesSection(process_memory_mb=512, reserved_ram_percent=0.25, thread_per_core=2)
+
+
+def _limits(settings: ResourcesSection = BASE, available: int = 8 * GIB, cpus: int = 4) -> Limits:
+    return compute_limits(settings, available_bytes=available, total_bytes=16 * GIB, cpu_count=cpus)
+
+
+def test_formula_with_concrete_numbers() -> None:
+    # 8192 MB x (1 - 0.25) / 512 MB = 12
+    limits = _limits()
+    assert limits == Limits(
+        max_processes=12, max_threads=8, available_mb=8192, total_mb=16384, cpu_count=4
+    )
+    assert limits.as_dict() == {
+        "max_processes": 12,
+        "max_threads": 8,
+        "available_mb": 8192,
+        "total_mb": 16384,
+        "cpu_count": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("available", "reserved", "process_mb", "expected"),
+    [
+        (8 * GIB, 0.25, 512, 12),
+        (8 * GIB, 0.0, 512, 16),
+        (8 * GIB, 0.5, 512, 8),
+        (8 * GIB, 0.25, 1024, 6),
+        (8 * GIB, 0.25, 100, 61),  # 6144 / 100 = 61.44, rounded down
+        (4 * GIB, 0.25, 256, 12),
+        (8 * GIB - 1, 0.25, 512, 11),  # just under: rounded down
+        (64 * GIB, 0.2, 500, 104),  # 65536 x 0.8 / 500 = 104.86
+    ],
+)
+def test_processes_follow_the_formula(
+    available: int, reserved: float, process_mb: int, expected: int
+) -> None:
+    settings = replace(BASE, reserved_ram_percent=reserved, process_memory_mb=process_mb)
+    assert _limits(settings, available).max_processes == expected
+
+
+@pytest.mark.parametrize("available", [0, 1, 10 * MB, 600 * MB])
+def test_at_least_one_process_when_memory_is_tiny(available: int) -> None:
+    assert _limits(available=available).max_processes == 1
+
+
+@pytest.mark.parametrize(("cap", "expected"), [(1, 1), (4, 4), (12, 12), (13, 12), (100, 12)])
+def test_explicit_max_processes_caps_but_does_not_raise(cap: int, expected: int) -> None:
+    assert _limits(replace(BASE, max_processes=cap)).max_processes == expected
+
+
+def test_explicit_cap_with_tiny_memory_still_gives_one() -> None:
+    assert _limits(replace(BASE, max_processes=8), available=MB).max_processes == 1
+
+
+@pytest.mark.parametrize(
+    ("cpus", "per_core", "expected"), [(1, 1, 1), (4, 2, 8), (3, 4, 12), (64, 2, 128)]
+)
+def test_threads_are_cpu_count_times_thread_per_core(
+    cpus: int, per_core: int, expected: int
+) -> None:
+    limits = _limits(replace(BASE, thread_per_core=per_core), cpus=cpus)
+    assert limits.max_threads == expected
+    assert limits.cpu_count == cpus
+
+
+def test_exact_multiple_is_not_lost_to_float_rounding() -> None:
+    # 10 GiB x (1 - 0.8) = 2048 MB = exactly 4 x 512 MB
+    settings = replace(BASE, reserved_ram_percent=0.8)
+    assert _limits(settings, available=10 * GIB).max_processes == 4
+
+
+def test_machine_limits_uses_this_machine() -> None:
+    limits = machine_limits(ResourcesSection())
+    assert limits.max_processes >= 1
+    assert limits.cpu_count == (psutil.cpu_count() or 1)
+    assert limits.max_threads == limits.cpu_count * ResourcesSection().thread_per_core
+    assert 0 < limits.available_mb <= limits.total_mb
+
+
+def test_sampler_samples_this_process() -> None:
+    sampler = ProcessSampler()
+    first = sampler.sample(os.getpid())
+    assert set(first) == {"rss_mb", "cpu_percent"}
+    assert first["rss_mb"] > 0
+    assert first["cpu_percent"] >= 0
+    second = sampler.sample(os.getpid())  # reuses the handle
+    assert second["rss_mb"] > 0
+
+
+def test_sampler_returns_empty_for_a_gone_process() -> None:
+    process = subprocess.Popen(["true"])
+    assert process.wait() == 0  # exited and reaped: the pid is gone
+    sampler = ProcessSampler()
+    assert sampler.sample(process.pid) == {}
+
+
+def test_sampler_forgets_a_process_that_exits() -> None:
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        sampler = ProcessSampler()
+        assert set(sampler.sample(process.pid)) == {"rss_mb", "cpu_percent"}
+        # right after the spawn the child may still be exec'ing, with no resident memory yet
+        wait_until(lambda: sampler.sample(process.pid)["rss_mb"] > 0, what="child rss > 0")
+    finally:
+        process.kill()
+        process.wait()
+    assert sampler.sample(process.pid) == {}
+    sampler.forget(process.pid)  # forgetting an unknown pid is harmless
