@@ -36,11 +36,11 @@ class CommandHandler:
 
     def status_data(self) -> dict[str, Any]:
         """Everything `orchestrator status --json` prints."""
-        sup = self.supervisor
+        sup, manager = self.supervisor, self.supervisor.manager
         now = time.monotonic()
         modules = [
-            child.status(now, sup.sampler.sample(child.pid) if child.pid is not None else {})
-            for child in sup.children.values()
+            child.status(now, manager.sampler.sample(child.pid) if child.pid is not None else {})
+            for child in manager.children.values()
         ]
         return {
             "supervisor": {
@@ -48,10 +48,10 @@ class CommandHandler:
                 "started": sup.started_wall,
                 "uptime": round(time.time() - sup.started_wall, 3),
                 "config": str(sup.config.config_dir),
-                "shutting_down": sup.shutting_down,
+                "shutting_down": manager.shutting_down,
             },
             "bus": {"xsub": sup.xsub, "xpub": sup.xpub, "transport": sup.config.bus.transport},
-            "limits": sup.limits.as_dict(),
+            "limits": manager.limits.as_dict(),
             "modules": modules,
         }
 
@@ -73,27 +73,27 @@ class CommandHandler:
         sup = self.supervisor
 
         def settled() -> dict[str, Any] | None:
-            return control.reply(self.status_data()) if sup.settled() else None
+            return control.reply(self.status_data()) if sup.manager.settled() else None
 
         sup.wait_for(identity, settled)
 
     def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
-        sup = self.supervisor
+        sup, manager = self.supervisor, self.supervisor.manager
         name = request.get("name")
-        child = sup.children.get(name) if isinstance(name, str) else None
+        child = manager.children.get(name) if isinstance(name, str) else None
         if child is None:
             return control.failure(self._unknown(name))
-        if sup.shutting_down:
+        if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
         generation = child.spawns
         log.info("restart of %s requested", child.name)
         child.consecutive_failures = 0
         child.restart_times.clear()
         if child.pid is not None:
-            sup.stop(child, then_restart=True)
+            manager.stop(child, then_restart=True)
         else:
             child.restarts += 1
-            sup.start(child)
+            manager.start(child)
         sup.wait_for(identity, lambda: self._restarted(child, generation))
         return None
 
@@ -111,15 +111,15 @@ class CommandHandler:
     def cmd_down(self, identity: bytes, request: dict[str, Any]) -> None:
         sup = self.supervisor
         timeout = request.get("timeout")
-        sup.begin_shutdown(float(timeout) if isinstance(timeout, int | float) else None)
+        sup.manager.begin_shutdown(float(timeout) if isinstance(timeout, int | float) else None)
 
         def stopped() -> dict[str, Any] | None:
-            if any(child.pid is not None for child in sup.children.values()):
+            if sup.manager.any_process():
                 return None
             return control.reply({"pid": os.getpid()})
 
         sup.wait_for(identity, stopped)
 
     def _unknown(self, name: object) -> str:
-        known = ", ".join(self.supervisor.children) or "none"
+        known = ", ".join(self.supervisor.manager.children) or "none"
         return f"no enabled module named {name!r} (modules: {known})"

@@ -99,17 +99,28 @@ class Decision:
     why: str = ""
 
 
-def backoff_delay(settings: SupervisionSettings, consecutive_failures: int) -> float:
+JITTER = 0.1  # up to 10% added to each backoff, so that modules failing together spread out
+
+
+def backoff_delay(
+    settings: SupervisionSettings, consecutive_failures: int, jitter: float = 0.0
+) -> float:
     """The wait before restart number `consecutive_failures` (1-based) of a crash loop:
-    `backoff_initial x backoff_multiplier^(n-1)`, capped at `backoff_max`."""
+    `backoff_initial x backoff_multiplier^(n-1)` (tenacity's exponential wait), plus up to 10%
+    scaled by `jitter` in [0, 1), capped at `backoff_max`."""
     if consecutive_failures <= 0:
         return 0.0
-    exponent = min(consecutive_failures - 1, 64)
-    try:
-        delay: float = settings.backoff_initial * settings.backoff_multiplier**exponent
-    except OverflowError:
-        return settings.backoff_max
-    return min(delay, settings.backoff_max)
+    # Imported here: the supervisor needs tenacity only once something has crashed.
+    from tenacity import RetryCallState, Retrying, wait_exponential  # noqa: PLC0415
+
+    attempt = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    attempt.attempt_number = consecutive_failures
+    wait = wait_exponential(
+        multiplier=settings.backoff_initial,
+        exp_base=settings.backoff_multiplier,
+        max=settings.backoff_max,
+    )
+    return min(wait(attempt) * (1.0 + JITTER * jitter), settings.backoff_max)
 
 
 def decide_after_exit(
@@ -120,6 +131,7 @@ def decide_after_exit(
     consecutive_failures: int,
     recent_restarts: Sequence[float],
     now: float,
+    jitter: float = 0.0,
 ) -> Decision:
     """Apply the restart policy to one exit.
 
@@ -131,6 +143,7 @@ def decide_after_exit(
             `stable_after` seconds resets the count, so its first restart happens at once.
         recent_restarts: times (on the same clock as `now`) of earlier automatic restarts.
         now: the current time.
+        jitter: a random number in [0, 1) that spreads the backoff (0 in tests).
     """
     if stop_requested:
         return Decision(Action.STOP, ChildState.STOPPED, why="stop requested")
@@ -146,5 +159,5 @@ def decide_after_exit(
             why=f"{len(in_window)} restarts within {settings.restart_window:g}s "
             f"(max_restarts {settings.max_restarts})",
         )
-    delay = backoff_delay(settings, consecutive_failures - 1)
+    delay = backoff_delay(settings, consecutive_failures - 1, jitter)
     return Decision(Action.RESTART, ChildState.BACKOFF, delay=delay, why=reason.value)
