@@ -9,7 +9,16 @@ import sys
 from collections.abc import Iterable
 from types import FrameType
 
-_PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> bool:
+    """Call Linux's prctl(2); False where it is not available or fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(option, value, 0, 0, 0) == 0)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -18,10 +27,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     The shim also compares `os.getppid()` with the supervisor's pid, which covers other platforms and
     the race where the parent died before this call.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _wake_only(signum: int, frame: FrameType | None) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.config import ModuleSpec
-from orchestrator.output import ModuleLog, OutputReader
+from orchestrator.breaker import StartBreaker
+from orchestrator.config import ModuleSpec, Redactor
+from orchestrator.output import ModuleLog
 from orchestrator.states import ChildState, ExitReason, ExitStatus
 
 
@@ -42,7 +43,6 @@ class ManagedChild:
     log: ModuleLog
     state: ChildState = ChildState.STOPPED
     popen: subprocess.Popen[bytes] | None = None
-    reader: OutputReader | None = None
     started_at: float = 0.0  # monotonic, when the current process was spawned
     started_wall: float = 0.0  # unix time of the same moment
     ready_at: float | None = None  # monotonic, when it said ready
@@ -56,6 +56,9 @@ class ManagedChild:
     consecutive_failures: int = 0
     restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     last_exit: LastExit | None = None
+    history: deque[LastExit] = field(default_factory=lambda: deque(maxlen=20))
+    breaker: StartBreaker | None = None  # created at the first failed start
+    rss_mb: float | None = None  # the module and its descendants, at the last memory check
     reported_error: str = ""  # what the current process sent before failing
     stop_requested: bool = False
     restart_after_stop: bool = False
@@ -93,4 +96,18 @@ class ManagedChild:
             "callback_errors": self.counters.get("callback_errors", 0),
             "bad_frames": self.counters.get("bad_frames", 0),
             "log": str(self.log.path),
+            "memory_limit_mb": self.spec.supervision.memory_limit_mb,
+            "depends_on": list(self.spec.depends_on),
+        }
+
+    def details(self, redactor: Redactor, log_lines: int) -> dict[str, Any]:
+        """What `orchestrator status NAME` adds: settings, restart history, the end of the log."""
+        return {
+            "path": str(self.spec.path),
+            "config": redactor.redact(dict(self.spec.config)),
+            "env": redactor.redact(dict(self.spec.env)),
+            "supervision": asdict(self.spec.supervision),
+            "history": [entry.as_dict() for entry in self.history],
+            "circuit_open": bool(self.breaker and self.breaker.is_open),
+            "log_tail": [redactor.scrub(line) for line in self.log.tail(log_lines)],
         }

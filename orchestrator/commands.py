@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from orchestrator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+_LOG_TAIL = 20  # lines of the module's log that `status NAME` shows
 
 
 class CommandHandler:
@@ -62,10 +63,12 @@ class CommandHandler:
         name = request.get("name")
         data = self.status_data()
         if name is not None:
-            rows = [row for row in data["modules"] if row["name"] == name]
-            if not rows:
+            child = self.supervisor.manager.children.get(name) if isinstance(name, str) else None
+            if child is None:
                 return control.failure(self._unknown(name))
-            data["modules"] = rows
+            row = next(row for row in data["modules"] if row["name"] == name)
+            row.update(child.details(self.supervisor.manager.redactor, _LOG_TAIL))
+            data["modules"] = [row]
         return control.reply(data)
 
     def cmd_wait_started(self, identity: bytes, request: dict[str, Any]) -> None:
@@ -86,14 +89,7 @@ class CommandHandler:
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
         generation = child.spawns
-        log.info("restart of %s requested", child.name)
-        child.consecutive_failures = 0
-        child.restart_times.clear()
-        if child.pid is not None:
-            manager.stop(child, then_restart=True)
-        else:
-            child.restarts += 1
-            manager.start(child)
+        manager.restart(child)
         sup.wait_for(identity, lambda: self._restarted(child, generation))
         return None
 

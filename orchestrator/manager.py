@@ -1,11 +1,14 @@
-"""Module processes from spawn to reap: starting within the limits, stopping, killing, and the
-restart policy applied to every exit. Only the supervisor's loop calls into it.
+"""Module processes from spawn to reap: starting within the limits and after their dependencies,
+stopping in dependency order, killing, and the restart policy applied to every exit. Only the
+supervisor's loop calls into it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -14,18 +17,13 @@ from typing import Any
 import zmq
 
 from module_sdk import protocol
+from orchestrator.breaker import StartBreaker
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, Redactor
 from orchestrator.output import ModuleLog, OutputReader
-from orchestrator.processes import reap, signal_group, spawn_module
-from orchestrator.resources import Limits, ProcessSampler, system_usage
-from orchestrator.states import (
-    Action,
-    ChildState,
-    ExitReason,
-    ExitStatus,
-    decide_after_exit,
-)
+from orchestrator.processes import kill_processes, reap, signal_group, spawn_module, strays
+from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
+from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +31,7 @@ _SHIM_EXIT_REASONS = {
     protocol.EXIT_LOAD_FAILED: ExitReason.LOAD_FAILED,
     protocol.EXIT_INIT_FAILED: ExitReason.INIT_FAILED,
 }
+_MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
 Publish = Callable[..., None]  # publish(event_type, **data)
 
 
@@ -62,28 +61,14 @@ class ChildManager:
         self.sampler = ProcessSampler()
         self.shutting_down = False
         self.shutdown_deadline: float | None = None
+        self.publish = publish
         self._channel_endpoint = channel_endpoint
         self._poller = poller
-        self._publish = publish
         self._readers: dict[int, OutputReader] = {}
-        self._announced = False
-        self._next_usage = time.monotonic() + config.resources.usage_log_interval
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
         return bool(self.by_pid)
-
-    def next_deadline(self) -> float:
-        """The earliest moment `tick()` has something to do."""
-        deadlines = [self._next_usage]
-        for child in self.children.values():
-            if child.deadline is not None:
-                deadlines.append(child.deadline)
-            if child.state is ChildState.RUNNING:
-                deadlines.append(child.last_heartbeat + child.spec.supervision.heartbeat_timeout)
-        if self.shutdown_deadline is not None:
-            deadlines.append(self.shutdown_deadline)
-        return min(deadlines)
 
     def read_output(self, ready: dict[Any, int]) -> None:
         """Consume the output of every child pipe the poller found readable."""
@@ -93,56 +78,95 @@ class ChildManager:
                 del self._readers[fd]
 
     def close(self) -> None:
-        """SIGKILL whatever is left (only after an error in the loop) and close the logs."""
+        """Kill whatever is left (normally nothing), reap it, and close the logs."""
         for child in self.children.values():
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
+        for pid in kill_processes(strays(None, set(self.by_pid))):
+            _reap_one(pid)
         for reader in self._readers.values():
             reader.close()
         for child in self.children.values():
             child.log.close()
 
-    # -- starting and stopping -------------------------------------------------------------------
+    # -- starting --------------------------------------------------------------------------------
 
-    def live_processes(self) -> int:
-        return sum(1 for c in self.children.values() if c.pid is not None)
+    def blocked_by(self, child: ManagedChild) -> str | None:
+        """Why `child` may not start now, or None."""
+        waiting_for = [
+            name
+            for name in child.spec.depends_on
+            if self.children[name].state is not ChildState.RUNNING
+        ]
+        if waiting_for:
+            return "waiting for " + ", ".join(waiting_for) + " to run (depends_on)"
+        if sum(1 for c in self.children.values() if c.pid is not None) >= self.limits.max_processes:
+            return f"process limit reached ({self.limits.max_processes} module processes)"
+        return memory_reserve_shortfall(self.config.resources)
 
     def start(self, child: ManagedChild) -> bool:
-        """Spawn the module now if the process limit allows (True), else leave it waiting."""
+        """Spawn the module now (True) unless something holds it back (it then waits)."""
         if self.shutting_down:
             return False
-        if self.live_processes() >= self.limits.max_processes:
-            child.state, child.deadline = ChildState.WAITING, None
-            child.why = f"process limit reached ({self.limits.max_processes} module processes)"
-            log.warning("%s waits: %s", child.name, child.why)
+        now = time.monotonic()
+        hold = child.breaker.retry_in(now) if child.breaker is not None else 0.0
+        if hold > 0:
+            child.state, child.deadline = ChildState.BACKOFF, now + hold
+            return False
+        why = self.blocked_by(child)
+        if why is not None:
+            if child.why != why:
+                log.warning("%s waits: %s", child.name, why)
+            child.state, child.why = ChildState.WAITING, why
+            child.deadline = now + _MEMORY_RECHECK if why.startswith("available memory") else None
             return False
         child.stop_requested = child.restart_after_stop = False
         child.kill_reason, child.reported_error, child.why = None, "", ""
-        child.counters = {}
+        child.counters, child.busy_for = {}, 0.0
         try:
-            child.popen = spawn_module(
-                child.name,
-                self._channel_endpoint,
-                self.config.config_dir.parent,
-                child.spec.env,
+            popen = spawn_module(
+                child.name, self._channel_endpoint, self.config.config_dir.parent, child.spec.env
             )
         except OSError as exc:
             log.error("%s: cannot start a process: %s", child.name, exc)
+            child.state = ChildState.STARTING
             self._after_exit(child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
             return False
+        child.popen = popen
         child.spawns += 1
         child.state = ChildState.STARTING
-        child.started_at, child.started_wall = time.monotonic(), time.time()
+        child.started_at, child.started_wall = now, time.time()
         child.ready_at = None
-        child.deadline = child.started_at + child.spec.supervision.start_timeout
-        self.by_pid[child.popen.pid] = child
-        assert child.popen.stdout is not None
-        reader = OutputReader(child.popen.stdout, child.log)  # type: ignore[arg-type]
-        child.popen.stdout = None  # the reader owns the pipe now
+        child.deadline = now + child.spec.supervision.start_timeout
+        self.by_pid[popen.pid] = child
+        assert popen.stdout is not None
+        reader = OutputReader(popen.stdout, child.log)  # type: ignore[arg-type]
+        popen.stdout = None  # the reader owns the pipe now
         self._readers[reader.fd] = reader
         self._poller.register(reader.fd, zmq.POLLIN)
-        log.info("%s starting (pid %d)", child.name, child.popen.pid)
+        log.info("%s starting (pid %d)", child.name, popen.pid)
         return True
+
+    def start_waiting(self) -> None:
+        """Start, in config order, every waiting module that nothing holds back any more."""
+        for child in self.children.values():
+            if child.state is ChildState.WAITING:
+                self.start(child)
+
+    def restart(self, child: ManagedChild) -> None:
+        """An operator's restart: forget past failures, then stop and start (or just start)."""
+        log.info("restart of %s requested", child.name)
+        child.consecutive_failures = 0
+        child.restart_times.clear()
+        if child.breaker is not None:
+            child.breaker.reset()
+        if child.pid is not None:
+            self.stop(child, then_restart=True)
+        else:
+            child.restarts += 1
+            self.start(child)
+
+    # -- stopping --------------------------------------------------------------------------------
 
     def stop(
         self, child: ManagedChild, *, then_restart: bool = False, timeout: float | None = None
@@ -173,22 +197,56 @@ class ChildManager:
         child.deadline = None
 
     def begin_shutdown(self, timeout: float | None = None) -> None:
-        """Stop every module, in reverse start order; the loop ends when none is left."""
+        """Stop every module, dependents before what they depend on; the loop ends when none is
+        left. With `timeout`, whatever still runs after that many seconds is killed."""
         if not self.shutting_down:
             self.shutting_down = True
-            self._publish("app.shutdown", name=self.config.app.name)
+            self.publish("app.shutdown", name=self.config.app.name)
         if timeout is not None:
             self.shutdown_deadline = time.monotonic() + timeout
-        for child in reversed(list(self.children.values())):
+        for child in self.children.values():
             if child.pid is None:
                 child.state, child.deadline = ChildState.STOPPED, None
-            else:
-                remaining = (
-                    None if timeout is None else min(timeout, child.spec.supervision.stop_timeout)
-                )
+        self.advance_shutdown()
+
+    def advance_shutdown(self) -> None:
+        """Stop each module none of whose dependents has a process any more."""
+        if not self.shutting_down:
+            return
+        now = time.monotonic()
+        for child in reversed(list(self.children.values())):
+            if child.pid is None or child.state is ChildState.STOPPING:
+                continue
+            dependents_alive = any(
+                other.pid is not None and child.name in other.spec.depends_on
+                for other in self.children.values()
+            )
+            if not dependents_alive:
+                remaining = None
+                if self.shutdown_deadline is not None:
+                    remaining = max(0.0, self.shutdown_deadline - now)
+                    remaining = min(remaining, child.spec.supervision.stop_timeout)
                 self.stop(child, timeout=remaining)
 
     # -- what children report ---------------------------------------------------------------------
+
+    def ready(self, child: ManagedChild) -> None:
+        """The child said ready: `initialize()` returned and its bus is connected."""
+        if child.state is not ChildState.STARTING:
+            return
+        now = time.monotonic()
+        child.state, child.ready_at, child.deadline = ChildState.RUNNING, now, None
+        child.last_heartbeat = now
+        if child.breaker is not None:
+            child.breaker.record(started=True)
+        log.info(
+            "%s running (pid %d, ready in %.0f ms)",
+            child.name,
+            child.pid,
+            (now - child.started_at) * 1000,
+        )
+        self.publish("module.loaded", name=child.name, pid=child.pid)
+        self.start_waiting()
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
@@ -208,69 +266,52 @@ class ChildManager:
             child.reported_error = error
             return
         for child in self.children.values():
-            if (
-                child.last_exit is not None
-                and child.last_exit.pid == pid
-                and not child.last_exit.error
-            ):
-                child.last_exit.error = error
+            last = child.last_exit
+            if last is not None and last.pid == pid and not last.error:
+                last.error = error
 
-    def ready(self, child: ManagedChild) -> None:
-        if child.state is not ChildState.STARTING:
-            return
-        now = time.monotonic()
-        child.state, child.ready_at, child.deadline = ChildState.RUNNING, now, None
-        child.last_heartbeat = now
-        log.info(
-            "%s running (pid %d, ready in %.0f ms)",
-            child.name,
-            child.pid,
-            (now - child.started_at) * 1000,
-        )
-        self._publish("module.loaded", name=child.name, pid=child.pid)
+    # -- exits ------------------------------------------------------------------------------------
 
     def reap(self) -> None:
+        """Reap every exited child; apply the policy to module processes, kill their strays."""
         for pid, raw in reap():
             child = self.by_pid.pop(pid, None)
             if child is None or child.popen is None:
-                log.debug("reaped unknown process %d", pid)
+                log.debug("reaped process %d (a module's stray)", pid)
                 continue
             status = ExitStatus.from_wait_status(raw)
             child.popen.returncode = (
                 status.code if status.code is not None else -(status.signal or 0)
             )
             signal_group(pid, signal.SIGKILL)  # anything the module left behind in its group
+            left = kill_processes(strays(child.name, set(self.by_pid)))  # and outside it
+            if left:
+                log.warning(
+                    "%s left %d process(es) behind; killed: %s", child.name, len(left), left
+                )
             self.sampler.forget(pid)
-            self._after_exit(child, status, self._exit_reason(child, status), child.reported_error)
-
-    @staticmethod
-    def _exit_reason(child: ManagedChild, status: ExitStatus) -> ExitReason:
-        if child.kill_reason is not None:
-            return child.kill_reason
-        if child.stop_requested:
-            return ExitReason.STOPPED
-        if status.code in _SHIM_EXIT_REASONS:
-            return _SHIM_EXIT_REASONS[status.code]
-        return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
+            self._after_exit(child, status, _exit_reason(child, status), child.reported_error)
+        self.advance_shutdown()
 
     def _after_exit(
         self, child: ManagedChild, status: ExitStatus, reason: ExitReason, error: str
     ) -> None:
         now = time.monotonic()
-        ran_stably = (
-            child.ready_at is not None
-            and now - child.ready_at >= child.spec.supervision.stable_after
-        )
-        if child.state is ChildState.STARTING:
+        settings = child.spec.supervision
+        ran_stably = child.ready_at is not None and now - child.ready_at >= settings.stable_after
+        if child.state is ChildState.STARTING:  # it never said ready: a failed start
             child.failed_spawn = child.spawns
+            if reason is not ExitReason.STOPPED:
+                self._breaker(child).record(started=False)
         child.last_exit = LastExit(status, reason, time.time(), error, child.pid)
+        child.history.append(child.last_exit)
         child.popen = None
         child.ready_at = None
-        level = logging.INFO if not reason.is_failure else logging.ERROR
+        level = logging.ERROR if reason.is_failure else logging.INFO
         detail = f": {error}" if error else ""
         log.log(level, "%s exited (%s, %s)%s", child.name, status.describe(), reason.value, detail)
         if reason.is_failure:
-            self._publish(
+            self.publish(
                 "module.error",
                 name=child.name,
                 error=error or reason.value,
@@ -278,30 +319,41 @@ class ChildManager:
                 exit_code=status.code,
                 signal=status.signal,
             )
-        self._publish("module.unloaded", name=child.name)
+        self.publish("module.unloaded", name=child.name)
         if child.restart_after_stop and not self.shutting_down:
             child.restarts += 1
             child.consecutive_failures = 0
-            self.start(child)
-            self._start_waiting()
+            if self.start(child):
+                self.publish(
+                    "module.restarted", name=child.name, pid=child.pid, restarts=child.restarts
+                )
+            self.start_waiting()
             return
         if reason.is_failure:
             child.consecutive_failures = 1 if ran_stably else child.consecutive_failures + 1
         else:
             child.consecutive_failures = 0
         decision = decide_after_exit(
-            child.spec.supervision,
+            settings,
             reason,
             stop_requested=child.stop_requested or self.shutting_down,
             consecutive_failures=child.consecutive_failures,
             recent_restarts=tuple(child.restart_times),
             now=now,
+            jitter=_jitter(),
         )
-        child.state, child.why = decision.state, decision.why
-        child.deadline = now + decision.delay if decision.action is Action.RESTART else None
+        child.state, child.why, child.deadline = decision.state, decision.why, None
         if decision.action is Action.RESTART:
+            delay = decision.delay
+            if child.breaker is not None and child.breaker.retry_in(now) > delay:
+                delay = child.breaker.retry_in(now)
+                child.why = (
+                    f"circuit open after {child.breaker.failures} failed starts "
+                    f"(circuit_breaker_fail_max); next try in {delay:.0f}s"
+                )
+            child.deadline = now + delay
             child.restart_times.append(now)
-            log.info("%s restarts in %.2fs", child.name, decision.delay)
+            log.info("%s restarts in %.2fs", child.name, delay)
         elif decision.action is Action.FAIL:
             log.error(
                 "%s failed: %s; it stays down until `orchestrator restart %s`",
@@ -309,63 +361,16 @@ class ChildManager:
                 decision.why,
                 child.name,
             )
-            self._publish("module.failed", name=child.name, reason=decision.why)
-        self._start_waiting()
+            self.publish("module.failed", name=child.name, reason=decision.why)
+        self.start_waiting()
 
-    def _start_waiting(self) -> None:
-        for child in self.children.values():
-            if (
-                child.state is ChildState.WAITING
-                and self.live_processes() < self.limits.max_processes
-            ):
-                self.start(child)
-
-    # -- timers -----------------------------------------------------------------------------------
-
-    def tick(self, now: float) -> None:
-        for child in self.children.values():
-            settings = child.spec.supervision
-            if (
-                child.state is ChildState.BACKOFF
-                and child.deadline is not None
-                and now >= child.deadline
-            ):
-                child.restarts += 1
-                if self.start(child):
-                    self._publish(
-                        "module.restarted", name=child.name, pid=child.pid, restarts=child.restarts
-                    )
-            elif (
-                child.state is ChildState.STARTING
-                and child.deadline is not None
-                and now >= child.deadline
-            ):
-                self.kill(child, ExitReason.START_TIMEOUT)
-            elif (
-                child.state is ChildState.STOPPING
-                and child.deadline is not None
-                and now >= child.deadline
-            ):
-                log.error("%s did not stop within its stop timeout", child.name)
-                self.kill(child, ExitReason.STOPPED)
-            elif child.state is ChildState.RUNNING and (
-                now - child.last_heartbeat > settings.heartbeat_timeout
-                or child.busy_for > settings.heartbeat_timeout
-            ):
-                self.kill(child, ExitReason.HUNG)
-        if self.shutdown_deadline is not None and now >= self.shutdown_deadline:
-            for child in self.children.values():
-                if child.pid is not None and child.kill_reason is None:
-                    self.kill(child, ExitReason.STOPPED)
-        if not self._announced and self.settled():
-            self._announced = True
-            running = [c.name for c in self.children.values() if c.state is ChildState.RUNNING]
-            self._publish(
-                "app.started", name=self.config.app.name, pid=os.getpid(), modules=running
+    def _breaker(self, child: ManagedChild) -> StartBreaker:
+        if child.breaker is None:
+            errors = self.config.error_handling
+            child.breaker = StartBreaker(
+                child.name, errors.circuit_breaker_fail_max, errors.circuit_breaker_reset_timeout
             )
-        if now >= self._next_usage:
-            self._next_usage = now + self.config.resources.usage_log_interval
-            self._log_usage()
+        return child.breaker
 
     def settled(self) -> bool:
         """Every module is running, or has failed or been held back at least once since `up`."""
@@ -376,17 +381,21 @@ class ChildManager:
             for c in self.children.values()
         )
 
-    def _log_usage(self) -> None:
-        usage = system_usage()
-        modules = {
-            c.name: self.sampler.sample(c.pid) for c in self.children.values() if c.pid is not None
-        }
-        log.info(
-            "usage: cpu %.1f%%, memory %.1f%%, %d MB available; %s",
-            usage["cpu_percent"],
-            usage["memory_percent"],
-            usage["available_mb"],
-            ", ".join(f"{name} {m.get('rss_mb', '?')} MB" for name, m in modules.items())
-            or "no modules",
-        )
-        self._publish("resources.usage", system=usage, modules=modules)
+
+def _exit_reason(child: ManagedChild, status: ExitStatus) -> ExitReason:
+    if child.kill_reason is not None:
+        return child.kill_reason
+    if child.stop_requested:
+        return ExitReason.STOPPED
+    if status.code in _SHIM_EXIT_REASONS:
+        return _SHIM_EXIT_REASONS[status.code]
+    return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
+
+
+def _jitter() -> float:
+    return random.random()
+
+
+def _reap_one(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

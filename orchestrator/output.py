@@ -46,6 +46,17 @@ class ModuleLog:
         """Write one line of the module's output."""
         self._logger.info(self._redactor.scrub(line))
 
+    def tail(self, lines: int) -> list[str]:
+        """The last `lines` lines of the current log file (reads at most 64 KB of it)."""
+        try:
+            with self.path.open("rb") as log_file:
+                size = log_file.seek(0, os.SEEK_END)
+                log_file.seek(max(0, size - 65536))
+                data = log_file.read()
+        except OSError:
+            return []
+        return data.decode("utf-8", "replace").splitlines()[-lines:]
+
     def close(self) -> None:
         for handler in list(self._logger.handlers):
             handler.close()

@@ -15,7 +15,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import psutil
+
 from module_sdk import protocol
+from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
 
 # Blocked while forking so that no handler of ours runs in a child before it execs; the shim
 # unblocks them when it installs its own.
@@ -72,3 +75,43 @@ def reap() -> Iterator[tuple[int, int]]:
         if pid == 0:
             return
         yield pid, status
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of our children ours (Linux), so that a module's stray
+    processes (a daemonised grandchild, say) come back to us to be found and killed."""
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def strays(module: str | None, known: set[int]) -> list[psutil.Process]:
+    """Our child processes that are not module processes (`known`): descendants of modules,
+    reparented to us when their parent died. With `module`, only those whose environment says they
+    came from that module; with None, all of them."""
+    found = []
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return []
+    for proc in children:
+        if proc.pid in known:
+            continue
+        if module is not None:
+            try:
+                if proc.environ().get(protocol.ENV_MODULE) != module:
+                    continue
+            except psutil.Error:
+                continue
+        found.append(proc)
+    return found
+
+
+def kill_processes(procs: list[psutil.Process]) -> list[int]:
+    """SIGKILL each process still alive; returns the pids signalled."""
+    killed = []
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+        killed.append(proc.pid)
+    return killed

@@ -66,24 +66,51 @@ class ProcessSampler:
         self._procs: dict[int, psutil.Process] = {}
 
     def sample(self, pid: int) -> dict[str, float]:
-        """`{"rss_mb", "cpu_percent"}` of `pid` (CPU since the previous sample), {} if it is gone."""
+        """`{"rss_mb", "cpu_percent"}` of `pid`: memory with its descendants, CPU of the process
+        itself since the previous sample; {} if it is gone."""
         proc = self._procs.get(pid)
         try:
             if proc is None:
                 proc = self._procs[pid] = psutil.Process(pid)
                 proc.cpu_percent(None)
-            with proc.oneshot():
-                return {
-                    "rss_mb": round(proc.memory_info().rss / _MB, 1),
-                    "cpu_percent": round(proc.cpu_percent(None), 1),
-                }
+            cpu = proc.cpu_percent(None)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             self._procs.pop(pid, None)
             return {}
+        rss = self.tree_rss_mb(pid)
+        return {} if rss is None else {"rss_mb": round(rss, 1), "cpu_percent": round(cpu, 1)}
+
+    def tree_rss_mb(self, pid: int) -> float | None:
+        """Resident memory of `pid` and all its descendants, in MB; None if it is gone."""
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / _MB
 
     def forget(self, pid: int) -> None:
         """Drop the handle of a process that has exited."""
         self._procs.pop(pid, None)
+
+
+def memory_reserve_shortfall(settings: ResourcesSection) -> str | None:
+    """Why no module may start now for lack of memory (available RAM under the reserved share of
+    the total), or None when there is room."""
+    memory = psutil.virtual_memory()
+    reserve = memory.total * settings.reserved_ram_percent
+    if memory.available >= reserve:
+        return None
+    return (
+        f"available memory {memory.available // _MB} MB is under the reserve "
+        f"{int(reserve // _MB)} MB (reserved_ram_percent {settings.reserved_ram_percent:g})"
+    )
 
 
 def system_usage() -> dict[str, Any]:

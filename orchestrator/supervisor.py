@@ -22,7 +22,9 @@ from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig
 from orchestrator.events import SystemEvents
+from orchestrator.health import Health
 from orchestrator.manager import ChildManager
+from orchestrator.processes import become_subreaper
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
 
@@ -69,6 +71,7 @@ class Supervisor:
             self.publish,
             foreground=foreground,
         )
+        self.health = Health(self.manager)
         self.commands = CommandHandler(self)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
@@ -87,6 +90,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start everything, serve until stopped, stop everything; returns the exit code."""
+        if not become_subreaper():
+            log.debug("not a subreaper here: strays of modules are found only in their groups")
         self.broker.start()
         self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
@@ -112,9 +117,8 @@ class Supervisor:
         return 0
 
     def _turn(self) -> None:
-        timeout = max(
-            0, min(int((self.manager.next_deadline() - time.monotonic()) * 1000) + 1, 60_000)
-        )
+        wait = self.health.next_deadline() - time.monotonic()
+        timeout = max(0, min(int(wait * 1000) + 1, 60_000))
         ready = dict(self.poller.poll(timeout))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
@@ -124,7 +128,7 @@ class Supervisor:
         self.manager.reap()
         if self.control in ready:
             self._drain(self.control, self.commands.handle)
-        self.manager.tick(time.monotonic())
+        self.health.tick(time.monotonic())
         self._serve_waiters()
 
     def _drain(
@@ -190,6 +194,7 @@ class Supervisor:
             self.manager.ready(child)
         elif kind == protocol.HEARTBEAT:
             self.manager.heartbeat(child, message)
+            self.health.check_memory(child)
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
         spec = child.spec

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
 
 from orchestrator.cli.common import App, config_option
 
-_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU", "IN", "OUT")
+_COLUMNS = (
+    "NAME",
+    "STATE",
+    "PID",
+    "UPTIME",
+    "RESTARTS",
+    "LAST EXIT",
+    "RSS",
+    "CPU",
+    "HEARTBEAT",
+    "IN",
+    "OUT",
+    "NEXT RETRY",
+)
 
 
 @click.command()
@@ -19,14 +33,17 @@ _COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "C
 def status(app: App, name: str | None, as_json: bool) -> None:
     """Show each module's state, pid, uptime, restarts, last exit, memory, CPU and event counts.
 
-    With NAME, only that module. --json adds the supervisor's pid, the bus endpoints and the
-    process limit in use.
+    With NAME, only that module, plus its settings (secrets shown as ***), its restart history and
+    the last lines of its log. --json prints all of it, with the supervisor's pid, the bus
+    endpoints and the process limit in use, as one JSON document.
     """
     data = app.request("status", name=name)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     click.echo(render(data))
+    if name is not None:
+        click.echo(render_details(data["modules"][0]))
 
 
 def render(data: dict[str, Any]) -> str:
@@ -52,6 +69,32 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines + notes)
 
 
+def render_details(module: dict[str, Any]) -> str:
+    """Settings, history and log tail of one module, after its row."""
+    supervision = module["supervision"]
+    lines = [
+        "",
+        f"path:        {module['path']}",
+        f"depends on:  {', '.join(module['depends_on']) or '-'}",
+        "supervision: " + ", ".join(f"{key} {value}" for key, value in supervision.items()),
+        f"config:      {json.dumps(module['config'], sort_keys=True)}",
+    ]
+    if module["env"]:
+        lines.append(f"env:         {json.dumps(module['env'], sort_keys=True)}")
+    if module["circuit_open"]:
+        lines.append("circuit:     open (starts paused after repeated failed starts)")
+    lines.append("history:" if module["history"] else "history:     no exits yet")
+    for entry in module["history"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+        error = f": {entry['error']}" if entry["error"] else ""
+        lines.append(
+            f"  {when}  pid {entry['pid']}  {entry['description']} ({entry['reason']}){error}"
+        )
+    lines.append(f"log ({module['log']}):")
+    lines.extend(f"  {line}" for line in module["log_tail"])
+    return "\n".join(lines)
+
+
 def _row(module: dict[str, Any]) -> tuple[str, ...]:
     last = module["last_exit"]
     rss, cpu = module["rss_mb"], module["cpu_percent"]
@@ -64,15 +107,15 @@ def _row(module: dict[str, Any]) -> tuple[str, ...]:
         f"{last['description']} ({last['reason']})" if last else "-",
         f"{rss:.1f}M" if rss is not None else "-",
         f"{cpu:.0f}%" if cpu is not None else "-",
+        f"{module['heartbeat_age']:.1f}s ago" if module["heartbeat_age"] is not None else "-",
         str(module["events_in"]),
         str(module["events_out"]),
+        f"in {module['next_retry']:.1f}s" if module["next_retry"] is not None else "-",
     )
 
 
 def _note(module: dict[str, Any]) -> str:
     parts = []
-    if module["state"] == "backoff" and module["next_retry"] is not None:
-        parts.append(f"next retry in {module['next_retry']:.1f}s")
     if module["why"] and module["state"] != "running":
         parts.append(module["why"])
     last = module["last_exit"]

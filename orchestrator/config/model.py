@@ -118,6 +118,7 @@ class ModuleSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     env: Mapping[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from orchestrator.config.validate import (
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
-_OWN_KEYS = ("name", "path", "enabled", "config", "env")
+_OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on")
 MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
 
 
@@ -46,7 +46,45 @@ def build_modules(
             )
         first_seen[spec.name] = entry_where
         specs.append(spec)
+    _check_dependencies(specs, file, where)
     return tuple(specs)
+
+
+def _check_dependencies(specs: list[ModuleSpec], file: str, where: str) -> None:
+    """Every `depends_on` name is another enabled module, and there is no cycle."""
+    by_name = {spec.name: spec for spec in specs}
+    for index, spec in enumerate(specs):
+        at = child(item(where, index), "depends_on")
+        for dependency in spec.depends_on:
+            target = by_name.get(dependency)
+            if dependency == spec.name:
+                raise ConfigError(file, at, f"{spec.name!r} cannot depend on itself")
+            if target is None:
+                raise ConfigError(file, at, f"unknown module {dependency!r}")
+            if spec.enabled and not target.enabled:
+                raise ConfigError(file, at, f"{dependency!r} is disabled")
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = [*visiting[visiting.index(name) :], name]
+            index = next(i for i, s in enumerate(specs) if s.name == name)
+            raise ConfigError(
+                file,
+                child(item(where, index), "depends_on"),
+                "dependency cycle: " + " -> ".join(cycle),
+            )
+        visiting.append(name)
+        for dependency in by_name[name].depends_on:
+            visit(dependency)
+        visiting.pop()
+        done.add(name)
+
+    for spec in specs:
+        visit(spec.name)
 
 
 def build_module(
@@ -65,6 +103,7 @@ def build_module(
     config = expect_mapping(entry.get("config"), file, child(where, "config"), allow_null=True)
     _check_string_keys(config, file, child(where, "config"))
     env = _env(entry.get("env"), file, child(where, "env"))
+    depends_on = _names(entry.get("depends_on"), file, child(where, "depends_on"))
     overrides = {
         key: SUPERVISION_FIELDS[key](value, file, child(where, key))
         for key, value in entry.items()
@@ -74,7 +113,13 @@ def build_module(
         dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
     )
     return ModuleSpec(
-        name=name, path=path, enabled=enabled, config=config, supervision=supervision, env=env
+        name=name,
+        path=path,
+        enabled=enabled,
+        config=config,
+        supervision=supervision,
+        env=env,
+        depends_on=depends_on,
     )
 
 
@@ -87,6 +132,19 @@ def _name(value: Any, file: str, where: str) -> str:
             f"or digit, got {describe(value)}",
         )
     return value
+
+
+def _names(value: Any, file: str, where: str) -> tuple[str, ...]:
+    """A list of module names (a single name is accepted too), without repeats."""
+    if isinstance(value, str):
+        value = [value]
+    names = expect_list(value, file, where, allow_null=True)
+    result: list[str] = []
+    for index, name in enumerate(names):
+        checked = _name(name, file, item(where, index))
+        if checked not in result:
+            result.append(checked)
+    return tuple(result)
 
 
 def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: bool) -> Path:

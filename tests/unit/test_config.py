@@ -19,7 +19,8 @@ from orchestrator.config import (
 
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
-    "backoff_initial, backoff_max, backoff_multiplier, config, enabled, env, heartbeat_interval, "
+    "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
+    "heartbeat_interval, "
     "heartbeat_timeout, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
     "stable_after, start_timeout, stop_timeout"
 )
@@ -210,6 +211,16 @@ MODULES_ERRORS = [
     "modules[0].path: {root}/mods/notes.txt is not a .py file",
     "modules: [{name: a, path: ../mods/alpha.py, config: {k: '${MISSING}'}}] => "
     "modules[0].config.k: environment variable MISSING is not set (nor in config/.env)",
+    "modules: [{name: a, path: ../mods/alpha.py, depends_on: [b]}] => "
+    "modules[0].depends_on: unknown module 'b'",
+    "modules: [{name: a, path: ../mods/alpha.py, depends_on: a}] => "
+    "modules[0].depends_on: 'a' cannot depend on itself",
+    "modules: [{name: a, path: ../mods/alpha.py, depends_on: [b]}, "
+    "{name: b, path: ../mods/alpha.py, enabled: false}] => modules[0].depends_on: 'b' is disabled",
+    "modules: [{name: a, path: ../mods/alpha.py, depends_on: [c]}, "
+    "{name: b, path: ../mods/alpha.py, depends_on: [a]}, "
+    "{name: c, path: ../mods/alpha.py, depends_on: [b]}] => "
+    "modules[0].depends_on: dependency cycle: a -> c -> b -> a",
 ]
 
 
