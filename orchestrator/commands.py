@@ -104,6 +104,16 @@ class CommandHandler:
             return control.failure(f"{child.name} is waiting: {child.why}")
         return None
 
+    def cmd_publish(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        events = self.supervisor.events
+        if events is None:
+            return control.failure("the bus is not up yet")
+        try:
+            event_id = events.send(str(request.get("type")), request.get("data"), "cli")
+        except (ValueError, TypeError) as exc:
+            return control.failure(str(exc))
+        return control.reply({"id": event_id})
+
     def cmd_down(self, identity: bytes, request: dict[str, Any]) -> None:
         sup = self.supervisor
         timeout = request.get("timeout")

@@ -7,13 +7,17 @@ much later (`restart` replies once the module runs again, `down` once everything
 
 from __future__ import annotations
 
-import os
+import math
+import time
 from typing import Any
 
 import msgpack
+import psutil
 import zmq
 
 from orchestrator.rundir import RunDir
+
+_SLICE_MS = 200
 
 
 class NotRunningError(RuntimeError):
@@ -62,20 +66,26 @@ class ControlClient:
         if self.pid is None:
             raise NotRunningError("no supervisor is running for this config")
 
-    def request(self, cmd: str, timeout: float = 10.0, **arguments: Any) -> Any:
-        """Send one request and return the reply's data; raise ControlError if it failed."""
+    def request(self, cmd: str, wait: float = 10.0, **arguments: Any) -> Any:
+        """Send one request and return the reply's data; raise ControlError if it failed or no
+        answer came within `wait` seconds, NotRunningError if the supervisor went away."""
+        if not math.isfinite(wait) or wait < 0:
+            raise ControlError(f"invalid wait {wait!r}: expected a number of seconds >= 0")
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(self.run_dir.control)
             sock.send(encode({"cmd": cmd, **arguments}))
-            if not sock.poll(int(timeout * 1000), zmq.POLLIN):
+            deadline = time.monotonic() + wait
+            # Wait in slices, so that a supervisor that dies meanwhile is noticed at once.
+            while not sock.poll(_SLICE_MS, zmq.POLLIN):
                 if self.run_dir.running_pid() is None:
                     raise NotRunningError("the supervisor stopped before it answered")
-                raise ControlError(
-                    f"the supervisor (pid {self.pid}) did not answer within {timeout:g}s"
-                )
+                if time.monotonic() >= deadline:
+                    raise ControlError(
+                        f"the supervisor (pid {self.pid}) did not answer within {wait:g}s"
+                    )
             answer = decode(sock.recv())
         finally:
             sock.close()
@@ -85,11 +95,8 @@ class ControlClient:
 
 
 def process_exists(pid: int) -> bool:
-    """Whether a process with this pid exists (zombies included)."""
+    """Whether a process with this pid is alive (a zombie, dead but not yet reaped, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True

@@ -28,13 +28,20 @@ class SystemEvents:
         self._prefix = f"{os.getpid():x}-sup-"
 
     def publish(self, event_type: str, **data: Any) -> None:
-        """Publish one event; failures are logged, never raised into the supervisor's loop."""
+        """Publish one built-in event; failures are logged, never raised into the loop."""
+        self.send(event_type, data, SOURCE)
+
+    def send(self, event_type: str, data: Any, source: str) -> str:
+        """Publish one event on behalf of `source`; returns its id. Raises ValueError for an
+        invalid type and TypeError for data msgpack cannot carry; logs a failure to send."""
         validate_event_type(event_type)
-        body = encode_envelope(SOURCE, f"{self._prefix}{next(self._ids):x}", time.time(), data)
+        event_id = f"{self._prefix}{next(self._ids):x}"
+        body = encode_envelope(source, event_id, time.time(), data)
         try:
             self._pub.send_multipart([event_type.encode(), body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not publish %s: %s", event_type, exc)
+        return event_id
 
     def close(self) -> None:
         self._pub.close()

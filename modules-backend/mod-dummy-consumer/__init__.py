@@ -35,3 +35,8 @@ def shutdown() -> None:
         for pattern in _patterns:
             _bus.unsubscribe(pattern, on_event)
     log.info("consumer stopped")
+
+
+def get_tests() -> list[str]:
+    """Test paths relative to this module, for `orchestrator test`."""
+    return ["tests"]

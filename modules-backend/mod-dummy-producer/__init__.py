@@ -40,3 +40,8 @@ def shutdown() -> None:
     if _thread is not None:
         _thread.join(timeout=2)
     log.info("producer stopped")
+
+
+def get_tests() -> list[str]:
+    """Test paths relative to this module, for `orchestrator test`."""
+    return ["tests"]

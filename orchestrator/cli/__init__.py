@@ -6,12 +6,26 @@ import click
 
 from orchestrator import __version__
 from orchestrator.cli.down import down
+from orchestrator.cli.events import events
+from orchestrator.cli.logs import logs
+from orchestrator.cli.new import new
+from orchestrator.cli.publish import publish
 from orchestrator.cli.restart import restart
 from orchestrator.cli.status import status
+from orchestrator.cli.test import test
 from orchestrator.cli.up import up
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _InOrder(click.Group):
+    """Lists commands in the order they were added (lifecycle first), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(
+    cls=_InOrder, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="orchestrator")
 def cli() -> None:
     """Supervise Python modules that talk over a ZeroMQ event bus.
@@ -25,7 +39,7 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, restart):
+for command in (up, down, status, restart, test, logs, events, publish, new):
     cli.add_command(command)
 
 

@@ -16,7 +16,7 @@ _EXIT_WAIT = 10.0
 @config_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=86400),
     default=None,
     help="Seconds to wait for graceful stops before SIGKILL. Default: each module's stop_timeout.",
 )
@@ -27,7 +27,7 @@ def down(app: App, timeout: float | None) -> None:
     data = app.request("down", wait=wait, **arguments)
     pid = int(data["pid"])
     deadline = time.monotonic() + _EXIT_WAIT
-    while process_exists(pid) and app.run_dir.running_pid() is not None:
+    while process_exists(pid):
         if time.monotonic() > deadline:
             abort(f"modules stopped, but the supervisor (pid {pid}) did not exit")
         time.sleep(0.01)

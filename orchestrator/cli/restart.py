@@ -11,7 +11,11 @@ from orchestrator.cli.common import App, config_option
 @click.argument("name")
 @config_option
 @click.option(
-    "--wait", default=120.0, show_default=True, help="Seconds to wait for the module to run again."
+    "--wait",
+    type=click.FloatRange(min=0, max=86400),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the module to run again.",
 )
 def restart(app: App, name: str, wait: float) -> None:
     """Restart module NAME and return once it is running again with a new pid.

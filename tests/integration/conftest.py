@@ -1,8 +1,13 @@
 """Fixtures for tests that run real supervisors, brokers and module processes."""
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `project`, in any import mode
+
 from project import Project, projects
 
 

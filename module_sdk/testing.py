@@ -1,0 +1,145 @@
+"""Helpers for a module's unit tests: an in-process event bus and loading a module by its path.
+
+    from module_sdk.testing import InProcessBus, load_module
+
+    producer = load_module("modules-backend/mod-dummy-producer")
+    bus = InProcessBus()
+    producer.initialize(bus, {"publish_interval": 60})
+
+`InProcessBus` has the `EventBus` API of `module_sdk.api` and validates like the ZeroMQ bus, but it
+delivers synchronously, in the publishing thread. With pytest, the `event_bus` and `module_loader`
+fixtures of `module_sdk.pytest_plugin` are available without any import.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from module_sdk import loader
+from module_sdk.codec import decode_envelope, encode_envelope
+from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+
+__all__ = ["InProcessBus", "ModuleLoader", "load_module"]
+
+log = logging.getLogger(__name__)
+
+
+class InProcessBus:
+    """An `EventBus` (see `module_sdk.api.EventBus`) for tests, within one process.
+
+    `publish()` validates the event type (ValueError) and that the data is msgpack-serialisable
+    (TypeError), then calls every matching callback at once, in the publishing thread, with the data
+    as msgpack round-trips it (tuples become lists, ...): what a subscriber of the real bus sees.
+    It is thread-safe; callbacks run outside its lock, so they may subscribe or publish themselves.
+
+    A callback that raises is logged with its traceback and counted in `callback_errors`; the other
+    callbacks still get the event. With `raise_errors=True`, `publish()` instead re-raises the first
+    such error once every callback has run (the others are still logged).
+
+    Every published event, matched by a subscription or not, is recorded in `published`;
+    `events(pattern)` returns those that match a subscription pattern.
+    """
+
+    def __init__(self, source: str = "test", *, raise_errors: bool = False) -> None:
+        self.source = source
+        self.raise_errors = raise_errors
+        self.published: list[Event] = []
+        self.callback_errors = 0
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{self.source}-{os.urandom(3).hex()}-"
+
+    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+        """See `module_sdk.api.EventBus.subscribe`."""
+        parsed = Pattern.parse(pattern)
+        if not callable(callback):
+            raise TypeError(f"callback for {pattern!r} is not callable")
+        with self._lock:
+            self._subscriptions.setdefault(parsed.text, (parsed, []))[1].append(callback)
+
+    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
+        """See `module_sdk.api.EventBus.unsubscribe`."""
+        parsed = Pattern.parse(pattern)
+        with self._lock:
+            entry = self._subscriptions.get(parsed.text)
+            if entry is None or callback not in entry[1]:
+                return
+            entry[1].remove(callback)
+            if not entry[1]:
+                del self._subscriptions[parsed.text]
+
+    def clear(self) -> None:
+        """See `module_sdk.api.EventBus.clear`."""
+        with self._lock:
+            self._subscriptions.clear()
+
+    def publish(self, event_type: str, data: Any = None) -> None:
+        """See `module_sdk.api.EventBus.publish`. Returns once every matching callback has run."""
+        validate_event_type(event_type)
+        with self._lock:
+            event_id = f"{self._id_prefix}{next(self._ids):x}"
+        body = encode_envelope(self.source, event_id, time.time(), data)
+        source, event_id, sent, delivered = decode_envelope(body)
+        event = Event(event_type, delivered, source, event_id, sent)
+        # The record gets its own copy of the data, so a callback that mutates it cannot change it.
+        record = Event(event_type, decode_envelope(body)[3], source, event_id, sent)
+        with self._lock:
+            self.published.append(record)
+            callbacks = [
+                callback
+                for parsed, entry in self._subscriptions.values()
+                if parsed.matches(event_type)
+                for callback in entry
+            ]
+        first_error: Exception | None = None
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception as exc:
+                with self._lock:
+                    self.callback_errors += 1
+                if self.raise_errors and first_error is None:
+                    first_error = exc
+                    continue
+                log.exception(
+                    "callback %s for %s (from %s) raised",
+                    getattr(callback, "__qualname__", repr(callback)),
+                    event_type,
+                    source,
+                )
+        if first_error is not None:
+            raise first_error
+
+    def events(self, pattern: str = "*") -> list[Event]:
+        """The published events whose type matches `pattern` (as for `subscribe`), oldest first."""
+        parsed = Pattern.parse(pattern)
+        with self._lock:
+            return [event for event in self.published if parsed.matches(event.type)]
+
+
+class ModuleLoader(Protocol):
+    """The type of `load_module` (and of the `module_loader` pytest fixture)."""
+
+    def __call__(self, path: str | os.PathLike[str], name: str | None = None) -> ModuleType: ...
+
+
+def load_module(path: str | os.PathLike[str], name: str | None = None) -> ModuleType:
+    """Import the module file or package directory at `path` as the supervisor would.
+
+    `name` defaults to the file's stem or the directory's name; dashes are fine (`mod-x` is imported
+    as `mod_x`). Each call imports the module afresh, with new module globals. Raises
+    `module_sdk.loader.ModuleLoadError` if the import fails or the module lacks `initialize` or
+    `shutdown`.
+    """
+    resolved = Path(path).resolve()
+    if name is None:
+        name = resolved.name if resolved.is_dir() else resolved.stem
+    return loader.load_module(name, resolved)

@@ -1,0 +1,104 @@
+"""`orchestrator logs NAME [-f] [-n N]`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orchestrator import exit_codes
+from orchestrator.cli.common import App, abort, config_option
+
+_FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` does
+
+
+@click.command()
+@click.argument("name")
+@config_option
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many of the last lines to show.",
+)
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines, across rotations, until Ctrl+C."
+)
+def logs(app: App, name: str, count: int, follow: bool) -> None:
+    """Show the log of module NAME (its stdout, stderr and logging), or `app` for the supervisor's.
+
+    Works whether or not the supervisor is running.
+    """
+    config = app.load()
+    if name != "app" and config.module(name) is None:
+        known = ", ".join(["app", *(m.name for m in config.modules)])
+        abort(f"no module named {name!r} (logs: {known})", exit_codes.USAGE)
+    path = Path(config.logging.directory) / f"{name}.log"
+    if not path.exists() and not follow:
+        abort(f"{path}: no log yet (has {name} run?)")
+    for line in last_lines(path, count):
+        click.echo(line)
+    if follow:
+        try:
+            _follow(path)
+        except KeyboardInterrupt:
+            return
+
+
+def last_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of `path` (reading only its end); [] if it does not exist."""
+    if count == 0:
+        return []
+    try:
+        with path.open("rb") as log_file:
+            size = log_file.seek(0, os.SEEK_END)
+            block = 8192
+            data = b""
+            while size > 0 and data.count(b"\n") <= count:
+                step = min(block, size)
+                size -= step
+                log_file.seek(size)
+                data = log_file.read(step) + data
+                block *= 2
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-count:]
+
+
+def _follow(path: Path) -> None:
+    """Print what is appended to `path`, reopening it when it is rotated or truncated."""
+    handle = None
+    identity: tuple[int, int] | None = None
+    position = 0
+    while True:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            time.sleep(_FOLLOW_POLL)
+            continue
+        if handle is None or (stat.st_dev, stat.st_ino) != identity or stat.st_size < position:
+            if handle is not None:
+                _print(handle.read())  # the rest of the rotated file
+                handle.close()
+            fresh = identity is not None or handle is not None
+            handle = path.open("rb")
+            identity = (stat.st_dev, stat.st_ino)
+            position = 0 if fresh else handle.seek(0, os.SEEK_END)
+        chunk = handle.read()
+        if chunk:
+            position += len(chunk)
+            _print(chunk)
+        else:
+            time.sleep(_FOLLOW_POLL)
+
+
+def _print(data: bytes) -> None:
+    if data:
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.flush()

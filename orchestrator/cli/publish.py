@@ -1,0 +1,40 @@
+"""`orchestrator publish TYPE [JSON]`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from module_sdk.event import validate_event_type
+from orchestrator.cli.common import App, config_option
+
+
+def _event_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_event_type(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from None
+
+
+@click.command()
+@click.argument("event_type", metavar="TYPE", callback=_event_type)
+@click.argument("data", metavar="[JSON]", required=False, callback=_payload)
+@config_option
+def publish(app: App, event_type: str, data: Any) -> None:
+    """Publish one event of TYPE (like `test.ping`) on the running bus, with source `cli`.
+
+    JSON is the event's data, for example '{"message": "hello"}'; without it the data is null.
+    """
+    answer = app.request("publish", type=event_type, data=data)
+    click.echo(f"published {event_type} (id {answer['id']})")

@@ -1,0 +1,89 @@
+"""`orchestrator test [NAME...]`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+import orchestrator
+from orchestrator import exit_codes
+from orchestrator.cli.common import App, abort, config_option
+from orchestrator.testrun.discover import DiscoveryError, discover
+from orchestrator.testrun.report import CORE, render, tally
+
+
+@click.command(name="test")
+@click.argument("names", nargs=-1)
+@config_option
+@click.option(
+    "--junit-xml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write one JUnit XML report here, for CI.",
+)
+@click.option("--core", is_flag=True, help="Add orchestrator's own test suite to the run.")
+def test(app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool) -> None:
+    """Run the tests each enabled module lists in get_tests(), or only those of NAMES.
+
+    All of them run in one pytest session, whose output is shown as it runs; then a report gives
+    per module the tests passed, failed, skipped and in error, and the time taken. Exits 0 when all
+    pass, 1 when any fails. A module without get_tests() is listed as "no tests".
+    """
+    config = app.load()
+    enabled = {spec.name: spec for spec in config.enabled_modules}
+    unknown = [name for name in names if name not in enabled]
+    if unknown:
+        known = ", ".join(enabled) or "none"
+        abort(
+            f"no enabled module named {', '.join(map(repr, unknown))} (modules: {known})",
+            exit_codes.USAGE,
+        )
+    specs = [enabled[name] for name in names] if names else list(enabled.values())
+    try:
+        found = discover(specs)
+    except DiscoveryError as exc:
+        abort(str(exc))
+    owners = {path: entry.name for entry in found for path in entry.paths or ()}
+    order = [entry.name for entry in found if entry.paths]
+    untested = [entry.name for entry in found if not entry.paths]
+    if core:
+        suite = Path(orchestrator.__file__).resolve().parent.parent / "tests"
+        if not suite.is_dir():
+            abort(
+                f"--core: orchestrator's own tests are not here ({suite}); run from a source checkout"
+            )
+        owners[suite] = CORE
+        order.append(CORE)
+    if not owners:
+        click.echo(render(order, untested, {}))
+        return
+    with tempfile.TemporaryDirectory(prefix="orchestrator-test-") as scratch:
+        report = Path(scratch) / "junit.xml"
+        rootdir = config.config_dir.parent
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *map(str, owners),
+            f"--rootdir={rootdir}",
+            "--import-mode=importlib",
+            "-p",
+            "no:cacheprovider",
+            f"--junit-xml={report}",
+            "-o",
+            "junit_family=xunit1",
+        ]
+        code = subprocess.call(command, cwd=rootdir)
+        if not report.exists():
+            abort(f"pytest did not run (exit {code})")
+        if junit_xml is not None:
+            shutil.copyfile(report, junit_xml)
+        results = tally(report, rootdir, owners)
+    click.echo("")
+    click.echo(render(order, untested, results))
+    if code != 0 or any(r.failed or r.errors for r in results.values()):
+        raise SystemExit(exit_codes.FAILED)

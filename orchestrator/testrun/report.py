@@ -1,0 +1,107 @@
+"""Per-module results from pytest's JUnit XML, and the consolidated report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+CORE = "(core)"
+OTHER = "(other)"
+
+
+@dataclass
+class Tally:
+    """Counts and time of one module's tests."""
+
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.skipped + self.errors
+
+    def add(self, other: Tally) -> None:
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.errors += other.errors
+        self.seconds += other.seconds
+
+
+def tally(junit_xml: Path, rootdir: Path, owners: dict[Path, str]) -> dict[str, Tally]:
+    """Count each testcase of `junit_xml` for the module whose test path holds its file.
+
+    `owners` maps each test path (a file or a directory) to a module name; the longest match wins.
+    """
+    results: dict[str, Tally] = {}
+    ordered = sorted(owners.items(), key=lambda item: len(str(item[0])), reverse=True)
+    for case in ElementTree.parse(junit_xml).getroot().iter("testcase"):
+        file = case.get("file") or case.get("classname", "").replace(".", "/") + ".py"
+        path = (rootdir / file).resolve()
+        owner = next(
+            (name for root, name in ordered if path == root or root in path.parents), OTHER
+        )
+        entry = results.setdefault(owner, Tally())
+        entry.seconds += float(case.get("time") or 0.0)
+        outcome = {child.tag for child in case}
+        test_id = f"{file}::{case.get('name')}"
+        if "failure" in outcome:
+            entry.failed += 1
+            entry.failures.append(test_id)
+        elif "error" in outcome:
+            entry.errors += 1
+            entry.failures.append(test_id)
+        elif "skipped" in outcome:
+            entry.skipped += 1
+        else:
+            entry.passed += 1
+    return results
+
+
+def render(order: list[str], untested: list[str], results: dict[str, Tally]) -> str:
+    """The report: one row per module (`no tests` for those without), then the total."""
+    header = ("MODULE", "TESTS", "PASSED", "FAILED", "SKIPPED", "ERRORS", "TIME")
+    rows = [header]
+    total = Tally()
+    for name in [*order, *(n for n in results if n not in order)]:
+        entry = results.get(name, Tally())
+        total.add(entry)
+        rows.append(
+            (
+                name,
+                str(entry.total),
+                str(entry.passed),
+                str(entry.failed),
+                str(entry.skipped),
+                str(entry.errors),
+                f"{entry.seconds:.2f}s",
+            )
+        )
+    for name in untested:
+        rows.append((name, "no tests", "", "", "", "", ""))
+    rows.append(
+        (
+            "total",
+            str(total.total),
+            str(total.passed),
+            str(total.failed),
+            str(total.skipped),
+            str(total.errors),
+            f"{total.seconds:.2f}s",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    verdict = "FAILED" if total.failed or total.errors else "passed"
+    lines.append(
+        f"{total.passed} passed, {total.failed} failed, {total.skipped} skipped, "
+        f"{total.errors} errors: {verdict}"
+    )
+    return "\n".join(lines)

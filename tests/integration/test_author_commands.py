@@ -1,0 +1,181 @@
+"""A module author's commands: logs, events, publish, new, and `orchestrator test`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from xml.etree import ElementTree
+
+from helpers import wait_until
+from project import Project, describe
+
+from orchestrator import exit_codes
+
+ORCHESTRATOR = (sys.executable, "-m", "orchestrator")
+PASSING = """
+def test_passes():
+    assert 1 + 1 == 2
+
+
+def test_skipped():
+    import pytest
+    pytest.skip("not today")
+"""
+
+FAILING = """
+def test_fails():
+    assert "expected" == "actual"
+"""
+
+
+def _module_with_tests(project: Project, name: str, tests: dict[str, str] | None) -> str:
+    """A package module whose get_tests() lists `tests/` (None: no get_tests at all)."""
+    root = project.root / "modules" / name
+    (root / "tests").mkdir(parents=True)
+    listing = "" if tests is None else '\n\ndef get_tests():\n    return ["tests"]\n'
+    (root / "__init__.py").write_text(
+        "def initialize(event_bus, config):\n    pass\n\n\ndef shutdown():\n    pass\n" + listing
+    )
+    for filename, source in (tests or {}).items():
+        (root / "tests" / filename).write_text(source)
+    return f"../modules/{name}"
+
+
+def test_logs_shows_the_last_lines_and_follows(project: Project) -> None:
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    project.up()
+    wait_until(lambda: "says hi" in project.log("idle"), 5, "the first line")
+    shown = project.cli("logs", "idle", "-n", "1", check=0).stdout
+    assert shown.strip().endswith("idle module says hi")
+    follower = subprocess.Popen(
+        [*ORCHESTRATOR, "logs", "idle", "-f", "-n", "1", "-c", str(project.config_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=project.env,
+    )
+    try:
+        assert "says hi" in follower.stdout.readline()  # type: ignore[union-attr]  # following now
+        project.cli("restart", "idle", check=0)  # prints "bye" then "hi" again
+        lines = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        assert "idle module says bye" in lines[0] and "idle module says hi" in lines[1], lines
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.communicate(timeout=10)
+    assert follower.returncode == 0
+    assert "no module named 'nope'" in project.cli("logs", "nope", check=exit_codes.USAGE).stderr
+
+
+def test_publish_reaches_a_module_and_events_shows_it(project: Project) -> None:
+    project.configure(
+        [
+            {
+                "name": "recorder",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file), "patterns": ["probe.*"]},
+            }
+        ]
+    )
+    project.up()
+    watcher = subprocess.Popen(
+        [
+            *ORCHESTRATOR,
+            "events",
+            "probe.*",
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+            "-c",
+            str(project.config_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=project.env,
+    )
+    assert "listening for probe.*" in watcher.stderr.readline()  # type: ignore[union-attr]
+    result = project.cli("publish", "probe.note", '{"text": "hi", "n": 2}', check=0)
+    assert "published probe.note" in result.stdout
+    out, _ = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, out
+    event = json.loads(out)
+    assert event["type"] == "probe.note" and event["source"] == "cli"
+    assert event["data"] == {"text": "hi", "n": 2}
+    wait_until(project.recorded, 5, "the recorder module got it")
+    assert project.recorded()[0]["data"] == {"text": "hi", "n": 2}
+
+
+def test_publish_rejects_bad_json_and_bad_types(project: Project) -> None:
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    project.up()
+    bad_json = project.cli("publish", "probe.note", "{nope", check=exit_codes.USAGE)
+    assert "not valid JSON" in bad_json.stderr
+    bad_type = project.cli("publish", "nodot", check=exit_codes.USAGE)
+    assert "invalid event type 'nodot'" in bad_type.stderr
+
+
+def test_orchestrator_test_reports_per_module(project: Project) -> None:
+    project.configure(
+        [
+            {
+                "name": "good",
+                "path": _module_with_tests(project, "good", {"test_good.py": PASSING}),
+            },
+            {"name": "bad", "path": _module_with_tests(project, "bad", {"test_bad.py": FAILING})},
+            {"name": "quiet", "path": _module_with_tests(project, "quiet", None)},
+        ]
+    )
+    junit = project.root / "junit.xml"
+    result = project.cli("test", "--junit-xml", str(junit), check=exit_codes.FAILED)
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    assert rows["good"][:5] == ["2", "1", "0", "1", "0"], describe(result)
+    assert rows["bad"][:5] == ["1", "0", "1", "0", "0"], describe(result)
+    assert rows["quiet"] == ["no", "tests"]
+    assert "assert 'expected' == 'actual'" in result.stdout  # pytest's own failure output
+    assert len(list(ElementTree.parse(junit).getroot().iter("testcase"))) == 3
+    only_good = project.cli("test", "good", check=0)
+    assert "bad" not in only_good.stdout
+
+
+def test_orchestrator_test_names_a_module_with_a_missing_test_path(project: Project) -> None:
+    path = _module_with_tests(project, "broken", {})
+    (project.root / "modules" / "broken" / "tests").rmdir()
+    project.configure([{"name": "broken", "path": path}])
+    result = project.cli("test", check=exit_codes.FAILED)
+    assert "broken: get_tests() lists a path that does not exist" in result.stderr
+    unknown = project.cli("test", "nope", check=exit_codes.USAGE)
+    assert "no enabled module named 'nope'" in unknown.stderr
+
+
+def test_new_scaffolds_a_module_whose_test_passes(project: Project) -> None:
+    project.configure([])
+    (project.config_dir / "modules.yaml").write_text(
+        "modules:\n  - name: idle\n    path: ../modules/idle.py\n"
+    )
+    project.probe("idle")
+    result = project.cli("new", "mod-hello", "--add", check=0)
+    assert "added mod-hello" in result.stdout
+    created = project.root / "modules-backend" / "mod-hello"
+    assert (created / "__init__.py").exists() and (created / "tests" / "test_mod_hello.py").exists()
+    tested = project.cli("test", "mod-hello", check=0)
+    assert "mod-hello" in tested.stdout and "1 passed" in tested.stdout
+    status = project.up()
+    assert {m["name"]: m["state"] for m in status["modules"]} == {
+        "idle": "running",
+        "mod-hello": "running",
+    }
+    again = project.cli("new", "mod-hello", check=exit_codes.FAILED)
+    assert "already exists" in again.stderr
+    assert "invalid module name" in project.cli("new", "bad name", check=exit_codes.USAGE).stderr
+
+
+def test_the_demo_modules_tests_pass_under_orchestrator_test(project: Project) -> None:
+    project.copy_demo()
+    result = project.cli("test", check=0)
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    for name in ("mod-dummy-producer", "mod-dummy-consumer"):
+        tests, passed, failed = (int(n) for n in rows[name][:3])
+        assert tests > 0 and passed == tests and failed == 0, describe(result)
