@@ -160,9 +160,13 @@ class ZmqEventBus:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
 
     def start(self) -> None:
-        """Start the receiver thread: from now on callbacks run, on that thread."""
-        self._receiver = threading.Thread(target=self._receive, name="module-sdk-bus", daemon=True)
-        self._receiver.start()
+        """Start the receiver thread: from now on callbacks run, on that thread, which owns the
+        SUB socket; other threads change subscriptions through the command socket."""
+        with self._subs_lock:
+            self._receiver = threading.Thread(
+                target=self._receive, name="module-sdk-bus", daemon=True
+            )
+            self._receiver.start()
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stop the receiver and close the sockets. Returns False if a callback kept the receiver
@@ -177,8 +181,9 @@ class ZmqEventBus:
         with self._pub_lock:
             self._closed = True
             self._pub.close()
-        for sock in (self._sub, self._command_in, self._command_out):
-            sock.close(linger=0)
+        with self._subs_lock:
+            for sock in (self._sub, self._command_in, self._command_out):
+                sock.close(linger=0)
         return True
 
     def counters(self) -> dict[str, int]:
@@ -205,10 +210,12 @@ class ZmqEventBus:
             self._zmq_refcount.pop(prefix, None)
         if (op == _SUBSCRIBE and count != 1) or (op == _UNSUBSCRIBE and count != 0):
             return
-        receiver = self._receiver
-        if receiver is None or receiver is threading.current_thread() or not receiver.is_alive():
+        if self._closed:
+            raise RuntimeError("the event bus is closed (the module is shutting down)")
+        receiver = self._receiver  # set under _subs_lock, which our callers hold
+        if receiver is None or receiver is threading.current_thread():
             self._sub.setsockopt(zmq.SUBSCRIBE if op == _SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
-        else:
+        else:  # the receiver owns the socket from start() on, running or not yet
             self._command_out.send(op + prefix)
 
     def _await_probe(self, token: bytes, wait: float) -> bool:

@@ -36,18 +36,38 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class _Child:
     """The state of one shim run; `run()` returns the exit code."""
 
-    def __init__(self, name: str, endpoint: str) -> None:
+    def __init__(self, name: str, endpoint: str, lifeline: int | None) -> None:
         self.name = name
         self.parent_pid = os.getppid()
+        self.orphan = threading.Event()
+        # The supervisor blocked signals around the spawn, and a mask survives exec.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         self.signals = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         die_with_parent(signal.SIGTERM)
+        if lifeline is not None:
+            threading.Thread(
+                target=self.watch_lifeline, args=(lifeline,), name="lifeline", daemon=True
+            ).start()
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.channel = SupervisorChannel(self.context, endpoint, name)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
 
     def orphaned(self) -> bool:
-        return os.getppid() != self.parent_pid
+        return self.orphan.is_set() or os.getppid() != self.parent_pid
+
+    def watch_lifeline(self, fd: int) -> None:
+        """Block on the supervisor's lifeline pipe: end of file means the supervisor is gone, at
+        whatever stage this process is (even inside the module's import or initialize())."""
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            return
+        self.orphan.set()
+        log.warning("the supervisor is gone; stopping (%gs grace)", _ORPHAN_GRACE)
+        threading.Timer(_ORPHAN_GRACE, _kill_own_group).start()
+        os.kill(os.getpid(), signal.SIGTERM)  # a running module shuts down gracefully meanwhile
 
     def fail(self, stage: str, message: str, details: str, code: int) -> int:
         log.error("%s: %s%s", stage, message, f"\n{details.rstrip()}" if details else "")
@@ -136,7 +156,7 @@ class _Child:
 
     def stop(self, orphaned: bool) -> int:
         assert self.module is not None and self.bus is not None
-        if orphaned:
+        if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
             threading.Timer(_ORPHAN_GRACE, _kill_own_group).start()
         code = protocol.EXIT_ORPHANED if orphaned else protocol.EXIT_OK
@@ -149,8 +169,6 @@ class _Child:
             log.warning("a callback was still running at exit")
         self.channel.close()
         self.context.destroy(linger=200)
-        if orphaned:
-            _kill_own_group()  # take any process the module started down with us
         return code
 
 
@@ -171,5 +189,10 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    lifeline = os.environ.get(protocol.ENV_LIFELINE)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    return _Child(name, endpoint).run()
+    child = _Child(name, endpoint, int(lifeline) if lifeline else None)
+    code = child.run()
+    if child.orphaned():
+        _kill_own_group()  # take any process the module started down with us
+    return code

@@ -96,10 +96,12 @@ class CommandHandler:
     def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
         if child.spawns > generation and child.state is ChildState.RUNNING:
             return control.reply({"name": child.name, "pid": child.pid})
-        if child.failed_spawn > generation or child.state is ChildState.FAILED:
+        settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
+        if child.failed_spawn > generation or (child.spawns > generation and settled_down):
             error = child.last_exit.error if child.last_exit else ""
             reason = child.last_exit.reason.value if child.last_exit else child.state.value
-            return control.failure(f"{child.name} did not start: {error or reason}")
+            what = "did not start" if child.failed_spawn > generation else "stopped right after"
+            return control.failure(f"{child.name} {what}: {error or reason}")
         if child.state is ChildState.WAITING:
             return control.failure(f"{child.name} is waiting: {child.why}")
         return None

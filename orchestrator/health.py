@@ -28,6 +28,8 @@ class Health:
         """The earliest moment `tick()` has something to do."""
         deadlines = [self._next_usage]
         for child in self.manager.children.values():
+            if child.kill_reason is not None:
+                continue  # SIGKILLed: nothing to wait for but its SIGCHLD
             if child.deadline is not None:
                 deadlines.append(child.deadline)
             if child.state is ChildState.RUNNING:
@@ -39,6 +41,8 @@ class Health:
     def tick(self, now: float) -> None:
         manager = self.manager
         for child in manager.children.values():
+            if child.kill_reason is not None:
+                continue
             due = child.deadline is not None and now >= child.deadline
             if child.state is ChildState.BACKOFF and due:
                 child.restarts += 1
@@ -56,9 +60,9 @@ class Health:
             elif child.state is ChildState.RUNNING and self._hung(child, now):
                 manager.kill(child, ExitReason.HUNG)
         if manager.shutdown_deadline is not None and now >= manager.shutdown_deadline:
+            manager.shutdown_deadline = None
             for child in manager.children.values():
-                if child.pid is not None and child.kill_reason is None:
-                    manager.kill(child, ExitReason.STOPPED)
+                manager.kill(child, ExitReason.STOPPED)
         if not self._announced and manager.settled():
             self._announced = True
             running = [c.name for c in manager.children.values() if c.state is ChildState.RUNNING]

@@ -42,10 +42,11 @@ class ChildManager:
         self,
         config: AppConfig,
         limits: Limits,
+        *,
         channel_endpoint: str,
+        lifeline: int,
         poller: zmq.Poller,
         publish: Publish,
-        *,
         foreground: bool,
     ) -> None:
         self.config = config
@@ -63,6 +64,7 @@ class ChildManager:
         self.shutdown_deadline: float | None = None
         self.publish = publish
         self._channel_endpoint = channel_endpoint
+        self._lifeline = lifeline
         self._poller = poller
         self._readers: dict[int, OutputReader] = {}
 
@@ -125,7 +127,11 @@ class ChildManager:
         child.counters, child.busy_for = {}, 0.0
         try:
             popen = spawn_module(
-                child.name, self._channel_endpoint, self.config.config_dir.parent, child.spec.env
+                child.name,
+                self._channel_endpoint,
+                self.config.config_dir.parent,
+                child.spec.env,
+                self._lifeline,
             )
         except OSError as exc:
             log.error("%s: cannot start a process: %s", child.name, exc)
@@ -162,9 +168,8 @@ class ChildManager:
             child.breaker.reset()
         if child.pid is not None:
             self.stop(child, then_restart=True)
-        else:
+        elif self.start(child):
             child.restarts += 1
-            self.start(child)
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -188,8 +193,8 @@ class ChildManager:
         signal_group(child.pid, signal.SIGTERM)
 
     def kill(self, child: ManagedChild, reason: ExitReason) -> None:
-        """SIGKILL the module's process group now, recording why."""
-        if child.pid is None:
+        """SIGKILL the module's process group now, recording why; its timers stop."""
+        if child.pid is None or child.kill_reason is not None:
             return
         child.kill_reason = child.kill_reason or reason
         log.error("%s (pid %d): %s; killing its process group", child.name, child.pid, reason.value)
@@ -232,8 +237,8 @@ class ChildManager:
 
     def ready(self, child: ManagedChild) -> None:
         """The child said ready: `initialize()` returned and its bus is connected."""
-        if child.state is not ChildState.STARTING:
-            return
+        if child.state is not ChildState.STARTING or child.kill_reason is not None:
+            return  # too late: it is being stopped or killed
         now = time.monotonic()
         child.state, child.ready_at, child.deadline = ChildState.RUNNING, now, None
         child.last_heartbeat = now
@@ -307,6 +312,7 @@ class ChildManager:
         child.history.append(child.last_exit)
         child.popen = None
         child.ready_at = None
+        child.kill_reason = None  # it is dead: its timers (restart, waiting) run again
         level = logging.ERROR if reason.is_failure else logging.INFO
         detail = f": {error}" if error else ""
         log.log(level, "%s exited (%s, %s)%s", child.name, status.describe(), reason.value, detail)

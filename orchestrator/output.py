@@ -74,21 +74,22 @@ class OutputReader:
         os.set_blocking(self.fd, False)
 
     def read(self) -> bool:
-        """Consume what is available; False at end of file (the fd is then closed)."""
-        while True:
-            try:
-                chunk = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                return True
-            if not chunk:
-                self._flush_partial()
-                self._stream.close()
-                return False
-            *lines, self._partial = (self._partial + chunk).split(b"\n")
-            for line in lines:
-                self._log.write(line.decode("utf-8", "replace").rstrip("\r"))
-            if len(self._partial) > _MAX_PARTIAL:
-                self._flush_partial()
+        """Consume one chunk (a chatty module must not keep the loop from the rest of its work);
+        False at end of file, when the pipe is closed."""
+        try:
+            chunk = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            self._flush_partial()
+            self._stream.close()
+            return False
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            self._log.write(line.decode("utf-8", "replace").rstrip("\r"))
+        if len(self._partial) > _MAX_PARTIAL:
+            self._flush_partial()
+        return True
 
     def _flush_partial(self) -> None:
         if self._partial:
@@ -96,6 +97,9 @@ class OutputReader:
             self._partial = b""
 
     def close(self) -> None:
-        """Read what is left without waiting, then close the pipe."""
-        self.read()
+        """Read what is already there (a bounded amount), then close the pipe."""
+        for _ in range(16):
+            if not self.read():
+                return
+        self._flush_partial()
         self._stream.close()

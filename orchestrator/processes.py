@@ -26,13 +26,18 @@ _BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.S
 
 
 def spawn_module(
-    name: str, channel_endpoint: str, cwd: Path, extra_env: Mapping[str, str]
+    name: str, channel_endpoint: str, cwd: Path, extra_env: Mapping[str, str], lifeline: int
 ) -> subprocess.Popen[bytes]:
-    """Start the shim for module `name` in a new process group; its output comes on `stdout`."""
+    """Start the shim for module `name` in a new process group; its output comes on `stdout`.
+
+    `lifeline` is the read end of a pipe whose write end only the supervisor holds: the child sees
+    end-of-file on it the moment the supervisor dies, however it dies.
+    """
     env = dict(os.environ)
     env.update(extra_env)
     env[protocol.ENV_MODULE] = name
     env[protocol.ENV_CHANNEL] = channel_endpoint
+    env[protocol.ENV_LIFELINE] = str(lifeline)
     env["PYTHONUNBUFFERED"] = "1"
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
@@ -45,6 +50,7 @@ def spawn_module(
             env=env,
             process_group=0,
             close_fds=True,
+            pass_fds=(lifeline,),
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -69,10 +70,15 @@ class RunDir:
         return self.path / "supervisor.out"
 
     def prepare(self) -> None:
-        """Create the directory (mode 0700) if needed."""
+        """Create the directory (mode 0700) if needed, in a base directory that must be ours.
+
+        A base in a shared place like /tmp that another user created first, or made a symlink,
+        could hand our sockets to them: refuse it.
+        """
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(self.path.parent)
         self.path.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.path, 0o700)
+        _check_private(self.path)
 
     def acquire(self) -> None:
         """Take the lock for this process's life, clear stale files and write the pid file.
@@ -120,6 +126,22 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class UnsafeRunDirError(RuntimeError):
+    """The run directory (or its base) is not a private directory of ours."""
+
+
+def _check_private(path: Path) -> None:
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRunDirError(f"{path}: expected a directory, found a link or a file")
+    if info.st_uid != os.getuid():
+        raise UnsafeRunDirError(f"{path}: owned by uid {info.st_uid}, not by us ({os.getuid()})")
+    if info.st_mode & 0o077:
+        raise UnsafeRunDirError(
+            f"{path}: mode {stat.S_IMODE(info.st_mode):o} lets others in; expected 700"
+        )
 
 
 def _default_base() -> str:

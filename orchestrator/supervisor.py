@@ -63,12 +63,15 @@ class Supervisor:
         self.poller = zmq.Poller()
         for registered in (self.signals.read_fd, self.control, self.channel):
             self.poller.register(registered, zmq.POLLIN)
+        # Children hold the read end; only we hold the write end, so our death is their EOF.
+        self._lifeline_read, self._lifeline_write = os.pipe()
         self.manager = ChildManager(
             config,
             machine_limits(config.resources),
-            run_dir.child_channel,
-            self.poller,
-            self.publish,
+            channel_endpoint=run_dir.child_channel,
+            lifeline=self._lifeline_read,
+            poller=self.poller,
+            publish=self.publish,
             foreground=foreground,
         )
         self.health = Health(self.manager)
@@ -146,7 +149,12 @@ class Supervisor:
             except ValueError as exc:
                 log.warning("ignored a malformed message on %s: %s", sock.LAST_ENDPOINT, exc)
                 continue
-            handle(frames[0], message)
+            try:
+                handle(frames[0], message)
+            except Exception:  # one bad message must not take down every module
+                log.exception("error while handling %r", message.get("cmd", message.get("kind")))
+                if sock is self.control:
+                    self.send_reply(frames[0], control.failure("internal error; see logs/app.log"))
 
     def _handle_signals(self, received: list[int]) -> None:
         for signum in received:
@@ -227,4 +235,6 @@ class Supervisor:
         self.channel.close()
         self.context.destroy(linger=0)
         self.signals.close()
+        os.close(self._lifeline_read)
+        os.close(self._lifeline_write)
         self.run_dir.release()

@@ -15,7 +15,7 @@ from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.logsetup import setup_logging
-from orchestrator.rundir import AlreadyRunningError, RunDir
+from orchestrator.rundir import AlreadyRunningError, RunDir, UnsafeRunDirError
 
 log = logging.getLogger(__name__)
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
@@ -54,6 +54,8 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> i
         run_dir.acquire()
     except AlreadyRunningError as exc:
         abort(f"{exc}; use `orchestrator status` or `orchestrator down`")
+    except UnsafeRunDirError as exc:
+        abort(f"unsafe run directory: {exc}")
     setup_logging(config.logging, Redactor(config.secrets), console=foreground)
     try:
         supervisor = Supervisor(config, run_dir, foreground=foreground)
@@ -69,7 +71,10 @@ def _start_detached(app: App, config: AppConfig) -> int:
     pid = run_dir.running_pid()
     if pid is not None:
         abort(f"a supervisor is already running for this config (pid {pid})")
-    run_dir.prepare()
+    try:
+        run_dir.prepare()
+    except UnsafeRunDirError as exc:
+        abort(f"unsafe run directory: {exc}")
     output = run_dir.daemon_output
     with output.open("wb") as sink:
         daemon = subprocess.Popen(

@@ -160,8 +160,20 @@ def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: 
     return path
 
 
+_PLAIN = (str, int, float, bytes, type(None))  # bool is an int
+
+
 def _check_string_keys(node: Any, file: str, where: str) -> None:
-    """Free-form settings are passed to the module as is, but every mapping key must be a string."""
+    """Free-form settings are passed to the module as is (over msgpack), so every mapping key must
+    be a string and every value a string, number, boolean, null, list or mapping: YAML's dates and
+    timestamps, say, must be quoted."""
+    if not isinstance(node, (dict, list, *_PLAIN)):
+        raise ConfigError(
+            file,
+            where,
+            f"expected a string, number, boolean, null, list or mapping, got {type(node).__name__} "
+            f"{node!s} (quote it to pass it as a string)",
+        )
     if isinstance(node, dict):
         for key, value in node.items():
             if not isinstance(key, str):

@@ -149,3 +149,87 @@ def test_missing_config_directory_is_a_config_error(project: Project) -> None:
     (project.config_dir / "main.yaml").unlink(missing_ok=True)
     result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
     assert "main.yaml" in result.stderr and "not found" in result.stderr
+
+
+CHATTY_FOREVER = """
+import sys
+import threading
+
+
+def initialize(event_bus, config):
+    def flood():
+        line = "x" * 99 + "\\n"
+        while True:
+            sys.stdout.write(line)
+
+    threading.Thread(target=flood, daemon=True).start()
+
+
+def shutdown():
+    pass
+"""
+
+SPAWNS_THEN_STALLS = """
+import subprocess
+import time
+
+
+def initialize(event_bus, config):
+    child = subprocess.Popen(["sleep", "300"])
+    with open(config["pid_file"], "w") as sink:
+        sink.write(str(child.pid))
+    time.sleep(300)
+
+
+def shutdown():
+    pass
+"""
+
+REPORTS_SIGNAL_MASK = """
+def initialize(event_bus, config):
+    with open("/proc/self/status") as status:
+        print(next(line for line in status if line.startswith("SigBlk")).strip(), flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_module_that_floods_its_output_does_not_stall_the_supervisor(project: Project) -> None:
+    path = project.write_module("flood.py", CHATTY_FOREVER)
+    project.configure(
+        [{"name": "flood", "path": path}, {"name": "idle", "path": project.probe("idle")}],
+        logging={"level": "INFO", "directory": "logs", "max_file_size_mb": 1, "backup_count": 1},
+    )
+    project.up()
+    project.cli("restart", "idle", timeout=30, check=0)  # the loop still answers and spawns
+    assert project.module("idle")["restarts"] == 1
+    assert project.module("flood")["state"] == "running"
+    project.cli("down", "--timeout", "2", timeout=30, check=0)
+    assert project.processes() == []
+
+
+def test_supervisor_killed_while_a_module_is_in_initialize_leaves_no_orphan(
+    project: Project,
+) -> None:
+    pid_file = project.root / "sleep.pid"
+    path = project.write_module("stalls.py", SPAWNS_THEN_STALLS)
+    project.configure([{"name": "stalls", "path": path, "config": {"pid_file": str(pid_file)}}])
+    daemon = project.start_foreground()
+    project.wait_module("stalls", state="starting")
+    sleeper = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, "sleep"))
+    daemon.kill()
+    daemon.wait(10)
+    wait_until(lambda: not alive(sleeper), 5, "the module's subprocess to go with it")
+    wait_until(lambda: project.processes() == [], 5, "no process of the project left")
+
+
+def test_modules_start_with_no_signal_blocked(project: Project) -> None:
+    project.configure(
+        [{"name": "mask", "path": project.write_module("mask.py", REPORTS_SIGNAL_MASK)}]
+    )
+    project.up()
+    line = wait_until(lambda: "SigBlk" in project.log("mask") and project.log("mask"), 5, "mask")
+    blocked = line.split("SigBlk:")[1].split()[0]
+    assert int(blocked, 16) == 0, line

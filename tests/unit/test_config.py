@@ -213,6 +213,9 @@ MODULES_ERRORS = [
     "modules[0].config.k: environment variable MISSING is not set (nor in config/.env)",
     "modules: [{name: a, path: ../mods/alpha.py, depends_on: [b]}] => "
     "modules[0].depends_on: unknown module 'b'",
+    "modules: [{name: a, path: ../mods/alpha.py, config: {since: 2024-01-01}}] => "
+    "modules[0].config.since: expected a string, number, boolean, null, list or mapping, "
+    "got date 2024-01-01 (quote it to pass it as a string)",
     "modules: [{name: a, path: ../mods/alpha.py, depends_on: a}] => "
     "modules[0].depends_on: 'a' cannot depend on itself",
     "modules: [{name: a, path: ../mods/alpha.py, depends_on: [b]}, "
