@@ -193,6 +193,8 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     child = _Child(name, endpoint, int(lifeline) if lifeline else None)
     code = child.run()
+    if not child.context.closed:  # an early exit: let the error report reach the supervisor
+        child.context.destroy(linger=500)
     if child.orphaned():
         _kill_own_group()  # take any process the module started down with us
     return code
