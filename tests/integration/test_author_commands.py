@@ -30,6 +30,13 @@ def test_fails():
 """
 
 
+def report_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of `orchestrator test`'s report (after pytest's own output), by module."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("MODULE "))
+    return {line.split()[0]: line.split()[1:] for line in lines[start + 1 :] if line.strip()}
+
+
 def _module_with_tests(project: Project, name: str, tests: dict[str, str] | None) -> str:
     """A package module whose get_tests() lists `tests/` (None: no get_tests at all)."""
     root = project.root / "modules" / name
@@ -130,7 +137,7 @@ def test_orchestrator_test_reports_per_module(project: Project) -> None:
     )
     junit = project.root / "junit.xml"
     result = project.cli("test", "--junit-xml", str(junit), check=exit_codes.FAILED)
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    rows = report_rows(result.stdout)
     assert rows["good"][:5] == ["2", "1", "0", "1", "0"], describe(result)
     assert rows["bad"][:5] == ["1", "0", "1", "0", "0"], describe(result)
     assert rows["quiet"] == ["no", "tests"]
@@ -175,7 +182,7 @@ def test_new_scaffolds_a_module_whose_test_passes(project: Project) -> None:
 def test_the_demo_modules_tests_pass_under_orchestrator_test(project: Project) -> None:
     project.copy_demo()
     result = project.cli("test", check=0)
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    rows = report_rows(result.stdout)
     for name in ("mod-dummy-producer", "mod-dummy-consumer"):
         tests, passed, failed = (int(n) for n in rows[name][:3])
         assert tests > 0 and passed == tests and failed == 0, describe(result)
