@@ -62,6 +62,7 @@ class ManagedChild:
     reported_error: str = ""  # what the current process sent before failing
     stop_requested: bool = False
     restart_after_stop: bool = False
+    removing: bool = False  # a reload removed it: forget it once it has stopped
     kill_reason: ExitReason | None = None  # set when we kill it for a reason of ours
     why: str = ""  # a note for status: why it is waiting, failed, in backoff
 

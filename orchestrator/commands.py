@@ -106,6 +106,12 @@ class CommandHandler:
             return control.failure(f"{child.name} is waiting: {child.why}")
         return None
 
+    def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        plan, error = self.supervisor.reload(dry_run=bool(request.get("dry_run")))
+        if plan is None:
+            return control.failure(error, {"kind": "config"})
+        return control.reply(plan.as_dict())
+
     def cmd_publish(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         events = self.supervisor.events
         if events is None:

@@ -22,6 +22,7 @@ from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, Redactor
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import kill_processes, reap, signal_group, spawn_module, strays
+from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
 
@@ -43,6 +44,7 @@ class ChildManager:
         config: AppConfig,
         limits: Limits,
         *,
+        redactor: Redactor,
         channel_endpoint: str,
         lifeline: int,
         poller: zmq.Poller,
@@ -51,10 +53,10 @@ class ChildManager:
     ) -> None:
         self.config = config
         self.limits = limits
-        self.redactor = Redactor(config.secrets)
+        self.redactor = redactor
         self.children = {
             spec.name: ManagedChild(
-                spec, ModuleLog(spec.name, config.logging, self.redactor, echo=foreground)
+                spec, ModuleLog(spec.name, config.logging, redactor, echo=foreground)
             )
             for spec in config.enabled_modules
         }
@@ -63,6 +65,7 @@ class ChildManager:
         self.shutting_down = False
         self.shutdown_deadline: float | None = None
         self.publish = publish
+        self._foreground = foreground
         self._channel_endpoint = channel_endpoint
         self._lifeline = lifeline
         self._poller = poller
@@ -171,6 +174,25 @@ class ChildManager:
         elif self.start(child):
             child.restarts += 1
 
+    def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
+        """Switch to `config`, touching only the modules `plan` names."""
+        self.config, self.limits = config, limits
+        self.redactor.add(config.secrets)
+        specs = {spec.name: spec for spec in config.enabled_modules}
+        for name in plan.stop:
+            child = self.children[name]
+            child.removing = True
+            self.stop(child)
+        for name in plan.restart:
+            child = self.children[name]
+            child.spec = specs[name]
+            self.restart(child)
+        for name in plan.start:
+            log_file = ModuleLog(name, config.logging, self.redactor, echo=self._foreground)
+            child = self.children[name] = ManagedChild(specs[name], log_file)
+            self.start(child)
+        self.start_waiting()  # a changed dependency or limit may free a waiting module
+
     # -- stopping --------------------------------------------------------------------------------
 
     def stop(
@@ -180,7 +202,9 @@ class ChildManager:
         child.restart_after_stop = then_restart
         if child.pid is None:
             child.state, child.deadline = ChildState.STOPPED, None
-            if then_restart:
+            if child.removing:
+                self._remove(child)
+            elif then_restart:
                 self.start(child)
             return
         if child.state is ChildState.STOPPING:
@@ -326,6 +350,10 @@ class ChildManager:
                 signal=status.signal,
             )
         self.publish("module.unloaded", name=child.name)
+        if child.removing:
+            self._remove(child)
+            self.start_waiting()
+            return
         if child.restart_after_stop and not self.shutting_down:
             child.restarts += 1
             child.consecutive_failures = 0
@@ -369,6 +397,12 @@ class ChildManager:
             )
             self.publish("module.failed", name=child.name, reason=decision.why)
         self.start_waiting()
+
+    def _remove(self, child: ManagedChild) -> None:
+        """Forget a module that a reload removed, once it has no process."""
+        log.info("%s removed", child.name)
+        child.log.close()
+        del self.children[child.name]
 
     def _breaker(self, child: ManagedChild) -> StartBreaker:
         if child.breaker is None:

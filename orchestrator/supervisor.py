@@ -20,13 +20,15 @@ from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
-from orchestrator.config import AppConfig
+from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
 from orchestrator.processes import become_subreaper
+from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
+from orchestrator.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,11 @@ Waiter = Callable[[], dict[str, Any] | None]
 class Supervisor:
     """Runs the broker and every enabled module of `config` until asked to stop."""
 
-    def __init__(self, config: AppConfig, run_dir: RunDir, *, foreground: bool) -> None:
+    def __init__(
+        self, config: AppConfig, run_dir: RunDir, redactor: Redactor, *, foreground: bool
+    ) -> None:
         self.config = config
+        self.redactor = redactor
         self.run_dir = run_dir
         self.started_wall = time.time()
         self._waiters: list[tuple[bytes, Waiter]] = []
@@ -68,6 +73,7 @@ class Supervisor:
         self.manager = ChildManager(
             config,
             machine_limits(config.resources),
+            redactor=redactor,
             channel_endpoint=run_dir.child_channel,
             lifeline=self._lifeline_read,
             poller=self.poller,
@@ -75,6 +81,7 @@ class Supervisor:
             foreground=foreground,
         )
         self.health = Health(self.manager)
+        self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
@@ -110,6 +117,7 @@ class Supervisor:
             limits.total_mb,
             limits.cpu_count,
         )
+        self._set_hot_reload()
         for child in self.manager.children.values():
             self.manager.start(child)
         try:
@@ -120,11 +128,15 @@ class Supervisor:
         return 0
 
     def _turn(self) -> None:
-        wait = self.health.next_deadline() - time.monotonic()
-        timeout = max(0, min(int(wait * 1000) + 1, 60_000))
+        deadline = self.health.next_deadline()
+        if self.watcher is not None:
+            deadline = min(deadline, self.watcher.next_deadline() or deadline)
+        timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         ready = dict(self.poller.poll(timeout))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
+        if self.watcher is not None:
+            self._hot_reload(ready)
         # Child messages before reaping: a child reports its error, then exits.
         self._drain(self.channel, self._child_message)
         self.manager.read_output(ready)
@@ -163,7 +175,8 @@ class Supervisor:
                     log.info("received %s: stopping all modules", signal.Signals(signum).name)
                 self.manager.begin_shutdown()
             elif signum == signal.SIGHUP:
-                log.warning("received SIGHUP: config reload is not available yet; ignored")
+                log.info("received SIGHUP: reloading the config")
+                self.reload(dry_run=False)
 
     def _serve_waiters(self) -> None:
         still: list[tuple[bytes, Waiter]] = []
@@ -184,6 +197,67 @@ class Supervisor:
             self.control.send_multipart([identity, control.encode(answer)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not answer a control request: %s", exc)
+
+    def _hot_reload(self, ready: dict[Any, int]) -> None:
+        assert self.watcher is not None
+        now = time.monotonic()
+        if self.watcher.read_fd in ready:
+            self.watcher.wake(now)
+        changed, config_changed = self.watcher.due(now)
+        if config_changed:
+            log.info("hot reload: the config changed")
+            self.reload(dry_run=False)
+        for name in changed:
+            child = self.manager.children.get(name)
+            if child is not None and not self.manager.shutting_down:
+                log.info("hot reload: %s changed; restarting it", name)
+                self.manager.restart(child)
+
+    def _set_hot_reload(self) -> None:
+        """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""
+        modules = {spec.name: spec.path for spec in self.config.enabled_modules}
+        if self.config.hot_reload and self.watcher is None:
+            self.watcher = ChangeWatcher(self.config.config_dir, modules)
+            self.poller.register(self.watcher.read_fd, zmq.POLLIN)
+            log.info("hot reload on: watching %d modules and the config", len(modules))
+        elif self.config.hot_reload and self.watcher is not None:
+            self.watcher.watch(modules)
+        elif self.watcher is not None:
+            self.poller.unregister(self.watcher.read_fd)
+            self.watcher.close()
+            self.watcher = None
+            log.info("hot reload off")
+
+    def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
+        """Re-read the config and apply only the difference; (None, error) if the new config is
+        invalid, in which case nothing changes."""
+        try:
+            new = load_config(self.config.config_dir)
+        except ConfigError as exc:
+            message = self.redactor.scrub(str(exc))
+            log.error("config reload rejected, keeping the running config: %s", message)
+            return None, message
+        plan = plan_reload(self.config, new)
+        if dry_run or self.manager.shutting_down:
+            return plan, ""
+        for section in plan.not_applied:
+            log.warning("reload: %s changed; it applies at the next `up`", section)
+        if plan.empty:
+            log.info("reload: no module changed")
+        else:
+            log.info(
+                "reload: start %s; stop %s; restart %s",
+                ", ".join(plan.start) or "-",
+                ", ".join(plan.stop) or "-",
+                ", ".join(f"{n} ({', '.join(f)})" for n, f in plan.restart.items()) or "-",
+            )
+        self.config = new
+        limits = self.manager.limits
+        if new.resources != self.manager.config.resources:
+            limits = machine_limits(new.resources)
+        self.manager.apply_reload(new, plan, limits)
+        self._set_hot_reload()
+        return plan, ""
 
     # -- the child channel ---------------------------------------------------------------------------
 
@@ -223,6 +297,8 @@ class Supervisor:
     # -- teardown ---------------------------------------------------------------------------------
 
     def _close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
         self.manager.close()
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))

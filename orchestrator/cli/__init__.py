@@ -10,6 +10,7 @@ from orchestrator.cli.events import events
 from orchestrator.cli.logs import logs
 from orchestrator.cli.new import new
 from orchestrator.cli.publish import publish
+from orchestrator.cli.reload import reload
 from orchestrator.cli.restart import restart
 from orchestrator.cli.status import status
 from orchestrator.cli.test import test
@@ -39,7 +40,7 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, restart, test, logs, events, publish, new):
+for command in (up, down, status, restart, reload, test, logs, events, publish, new):
     cli.add_command(command)
 
 

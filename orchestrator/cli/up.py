@@ -56,9 +56,10 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> i
         abort(f"{exc}; use `orchestrator status` or `orchestrator down`")
     except UnsafeRunDirError as exc:
         abort(f"unsafe run directory: {exc}")
-    setup_logging(config.logging, Redactor(config.secrets), console=foreground)
+    redactor = Redactor(config.secrets)
+    setup_logging(config.logging, redactor, console=foreground)
     try:
-        supervisor = Supervisor(config, run_dir, foreground=foreground)
+        supervisor = Supervisor(config, run_dir, redactor, foreground=foreground)
         return supervisor.run()
     except Exception as exc:
         log.exception("the supervisor stopped on an error")

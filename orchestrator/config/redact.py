@@ -37,7 +37,13 @@ class Redactor:
     """Hides a set of secret values in text and in configuration trees."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = frozenset(s for s in secrets if s)
+        self._secrets: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Hide these secrets too (after a config reload); those known before stay hidden."""
+        self._secrets = self._secrets | frozenset(s for s in secrets if s)
         scrubbable = sorted(
             (s for s in self._secrets if len(s) >= MIN_SCRUB_LENGTH), key=len, reverse=True
         )

@@ -1,0 +1,118 @@
+"""Hot reload: watchdog watches each module's code and the config files, and wakes the loop.
+
+The watchdog observer runs on its own thread; its handler only records what changed and writes a
+byte to a pipe that the supervisor's poller watches, so every decision stays on the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
+DEBOUNCE = 0.05  # seconds of quiet after the last write before acting: an editor's save is a burst
+_CONFIG = ""  # the pending key for a config change (no module is called "")
+_WRITES = {"created", "modified", "moved", "deleted", "closed"}  # not "opened", "closed_no_write"
+
+
+class ChangeWatcher:
+    """Watches `modules` (name -> the module's file or package directory) and `config_dir`."""
+
+    def __init__(self, config_dir: Path, modules: Mapping[str, Path]) -> None:
+        # Imported here: only a supervisor with hot_reload on pays for watchdog.
+        from watchdog.observers import Observer  # noqa: PLC0415
+
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._lock = threading.Lock()
+        self._changed: set[str] = set()  # written by the observer thread, under the lock
+        self._pending: dict[str, float] = {}  # loop only: module (or _CONFIG) -> when to act
+        self._config_dir = config_dir.resolve()
+        self._roots: dict[Path, str] = {}
+        self._observer: Any = Observer()
+        self._observer.daemon = True
+        self._handler = _Handler(self)
+        self.watch(modules)
+        self._observer.start()
+
+    def watch(self, modules: Mapping[str, Path]) -> None:
+        """Watch exactly these modules (and the config directory) from now on."""
+        self._observer.unschedule_all()
+        self._roots = {path.resolve(): name for name, path in modules.items()}
+        self._observer.schedule(self._handler, str(self._config_dir), recursive=False)
+        for root in self._roots:
+            if root.is_dir():
+                self._observer.schedule(self._handler, str(root), recursive=True)
+            elif root.parent.is_dir():
+                self._observer.schedule(self._handler, str(root.parent), recursive=False)
+
+    def wake(self, now: float) -> None:
+        """Called when `read_fd` is readable: (re)start the quiet period of what changed."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.read_fd, 4096):
+                pass
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        for name in changed:
+            self._pending[name] = now + DEBOUNCE
+
+    def next_deadline(self) -> float | None:
+        """When the next debounced change is due, if any."""
+        return min(self._pending.values(), default=None)
+
+    def due(self, now: float) -> tuple[list[str], bool]:
+        """The modules whose code changed and whether the config changed, once quiet for long
+        enough; each is returned once."""
+        ready = [name for name, when in self._pending.items() if when <= now]
+        for name in ready:
+            del self._pending[name]
+        config = _CONFIG in ready
+        return [name for name in ready if name != _CONFIG], config
+
+    def close(self) -> None:
+        """Stop the observer thread and close the pipe."""
+        self._observer.stop()
+        self._observer.join(2.0)
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+    def record(self, path: str) -> None:
+        """Note a written path (called on the observer's thread) and wake the loop if it counts."""
+        file = Path(path)
+        if file.parent == self._config_dir and file.name in CONFIG_FILES:
+            owner: str | None = _CONFIG
+        elif file.suffix == ".py" and "__pycache__" not in file.parts:
+            owner = self._owner(file)
+        else:
+            owner = None
+        if owner is None:
+            return
+        with self._lock:
+            self._changed.add(owner)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write_fd, b"!")
+
+    def _owner(self, file: Path) -> str | None:
+        for root, name in self._roots.items():
+            if file == root or root in file.parents:
+                return name
+        return None
+
+
+class _Handler:
+    """A watchdog event handler (duck-typed: watchdog only calls `dispatch`)."""
+
+    def __init__(self, watcher: ChangeWatcher) -> None:
+        self._watcher = watcher
+
+    def dispatch(self, event: Any) -> None:
+        if event.is_directory or event.event_type not in _WRITES:
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path:
+                self._watcher.record(os.fsdecode(path))

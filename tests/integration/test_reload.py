@@ -1,0 +1,115 @@
+"""Live changes: `reload` applies only the difference; hot reload restarts only what was saved."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import yaml
+from helpers import wait_until
+from project import FAST_SUPERVISION, Project
+
+from orchestrator import exit_codes
+
+GOOD = """
+def initialize(event_bus, config):
+    print("version", config.get("version", 1), flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def _pids(project: Project) -> dict[str, Any]:
+    return {m["name"]: m["pid"] for m in project.status()["modules"]}
+
+
+def _modules(project: Project, names: list[str], **overrides: dict[str, Any]) -> None:
+    entries = [{"name": n, "path": project.probe("idle"), **overrides.get(n, {})} for n in names]
+    (project.config_dir / "modules.yaml").write_text(yaml.safe_dump({"modules": entries}))
+
+
+def test_reload_applies_only_the_difference(project: Project) -> None:
+    project.configure([])
+    _modules(project, ["a", "b", "c"])
+    project.up()
+    before = _pids(project)
+    _modules(project, ["a", "c", "d"], a={"config": {"x": 1}})
+
+    dry = project.cli("reload", "--dry-run", check=0).stdout
+    assert "start:     d" in dry and "stop:      b" in dry and "restart:   a (config" in dry
+    assert "unchanged: c" in dry and "dry run" in dry
+    assert _pids(project) == before
+
+    project.cli("reload", check=0)
+    project.wait_module("d", state="running")
+    row_a = project.wait_module("a", state="running")
+    assert row_a["pid"] != before["a"]
+    wait_until(lambda: set(_pids(project)) == {"a", "c", "d"}, 10, "b removed")
+    assert _pids(project)["c"] == before["c"]
+
+
+def test_an_invalid_config_changes_nothing(project: Project) -> None:
+    project.configure([])
+    _modules(project, ["a"])
+    project.up()
+    before = _pids(project)
+    (project.config_dir / "modules.yaml").write_text("modules:\n  - name: a\n    paht: x\n")
+    result = project.cli("reload", check=exit_codes.BAD_CONFIG)
+    assert "modules[0].paht: unknown key" in result.stderr
+    assert "running config is unchanged" in result.stderr
+    assert _pids(project) == before
+    assert "config reload rejected" in (project.root / "logs/app.log").read_text()
+
+
+def test_sighup_reloads(project: Project) -> None:
+    project.configure([])
+    _modules(project, ["a"])
+    status = project.up()
+    _modules(project, ["a", "e"])
+    os.kill(status["supervisor"]["pid"], signal.SIGHUP)
+    project.wait_module("e", state="running")
+
+
+def test_hot_reload_restarts_a_saved_module_once_and_survives_a_broken_save(
+    project: Project,
+) -> None:
+    path = project.write_module("live.py", GOOD)
+    project.configure(
+        [{"name": "live", "path": path}, {"name": "idle", "path": project.probe("idle")}],
+        hot_reload=True,
+        supervision=FAST_SUPERVISION,
+    )
+    status = project.up()
+    idle_pid = next(m["pid"] for m in status["modules"] if m["name"] == "idle")
+    source = project.root / "modules" / "live.py"
+    for version in range(2, 7):  # an editor's burst of writes
+        source.write_text(GOOD.replace('config.get("version", 1)', str(version)))
+    project.wait_module("live", state="running", restarts=1)
+    wait_until(lambda: "version 6" in project.log("live"), 5, "the last save running")
+
+    source.write_text(GOOD + "\nthis is not python(\n")
+    broken = wait_until(
+        lambda: (row := project.module("live"))["last_exit"]["reason"] == "load failed" and row,
+        10,
+        "the broken save reported",
+    )
+    assert "SyntaxError" in broken["last_exit"]["error"]
+    assert project.module("idle")["pid"] == idle_pid  # the rest keeps running
+
+    source.write_text(GOOD.replace('config.get("version", 1)', "7"))
+    project.wait_module("live", state="running")
+    wait_until(lambda: "version 7" in project.log("live"), 5, "the fixed save running")
+    assert project.module("idle")["pid"] == idle_pid
+
+
+def test_a_config_edit_is_applied_while_watching(project: Project) -> None:
+    project.configure([], hot_reload=True)
+    main = (project.config_dir / "main.yaml").read_text()
+    _modules(project, ["a"])
+    project.up()
+    _modules(project, ["a", "f"])
+    project.wait_module("f", state="running")
+    assert (project.config_dir / "main.yaml").read_text() == main
