@@ -274,7 +274,8 @@ class ChildManager:
             child.pid,
             (now - child.started_at) * 1000,
         )
-        self.publish("module.loaded", name=child.name, pid=child.pid)
+        config = self.redactor.redact(dict(child.spec.config))
+        self.publish("module.loaded", name=child.name, pid=child.pid, config=config)
         self.start_waiting()
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
