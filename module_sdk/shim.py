@@ -8,6 +8,7 @@ until SIGTERM (or the supervisor's death), call `shutdown()` and exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -52,6 +53,7 @@ class _Child:
         self.channel = SupervisorChannel(self.context, endpoint, name)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
+        self.cgroup: str | None = None  # the module's own cgroup, when the supervisor made one
 
     def orphaned(self) -> bool:
         return self.orphan.is_set() or os.getppid() != self.parent_pid
@@ -66,7 +68,7 @@ class _Child:
             return
         self.orphan.set()
         log.warning("the supervisor is gone; stopping (%gs grace)", _ORPHAN_GRACE)
-        threading.Timer(_ORPHAN_GRACE, _kill_own_group).start()
+        threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
         os.kill(os.getpid(), signal.SIGTERM)  # a running module shuts down gracefully meanwhile
 
     def fail(self, stage: str, message: str, details: str, code: int) -> int:
@@ -79,6 +81,7 @@ class _Child:
         if spec is None:
             return protocol.EXIT_ORPHANED
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
+        self.cgroup = spec.get("cgroup")
         try:
             self.module = load_module(self.name, Path(spec["path"]))
         except ModuleLoadError as exc:
@@ -158,7 +161,7 @@ class _Child:
         assert self.module is not None and self.bus is not None
         if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
-            threading.Timer(_ORPHAN_GRACE, _kill_own_group).start()
+            threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
         code = protocol.EXIT_ORPHANED if orphaned else protocol.EXIT_OK
         try:
             self.module.shutdown()
@@ -171,11 +174,15 @@ class _Child:
         self.context.destroy(linger=200)
         return code
 
-
-def _kill_own_group() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    def kill_everything(self) -> None:
+        """With the supervisor gone, take down all this module started: its whole cgroup when it
+        has one (even `setsid` daemons), else its process group. This process goes too."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self.cgroup:
+            with contextlib.suppress(OSError):
+                Path(self.cgroup, "cgroup.kill").write_text("1\n")
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def main() -> int:
@@ -196,5 +203,5 @@ def main() -> int:
     if not child.context.closed:  # an early exit: let the error report reach the supervisor
         child.context.destroy(linger=500)
     if child.orphaned():
-        _kill_own_group()  # take any process the module started down with us
+        child.kill_everything()
     return code

@@ -18,6 +18,7 @@ import zmq
 
 from module_sdk import protocol
 from orchestrator.breaker import StartBreaker
+from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, Redactor
 from orchestrator.output import ModuleLog, OutputReader
@@ -45,6 +46,7 @@ class ChildManager:
         limits: Limits,
         *,
         redactor: Redactor,
+        cgroups: ModuleCgroups,
         channel_endpoint: str,
         lifeline: int,
         poller: zmq.Poller,
@@ -66,6 +68,7 @@ class ChildManager:
         self.shutdown_deadline: float | None = None
         self.publish = publish
         self._foreground = foreground
+        self.cgroups = cgroups
         self._channel_endpoint = channel_endpoint
         self._lifeline = lifeline
         self._poller = poller
@@ -89,6 +92,7 @@ class ChildManager:
                 signal_group(child.pid, signal.SIGKILL)
         for pid in kill_processes(strays(None, set(self.by_pid))):
             _reap_one(pid)
+        self.cgroups.close()
         for reader in self._readers.values():
             reader.close()
         for child in self.children.values():
@@ -141,6 +145,7 @@ class ChildManager:
             child.state = ChildState.STARTING
             self._after_exit(child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
             return False
+        self.cgroups.adopt(child.name, popen.pid)  # before it runs module code: see the shim
         child.popen = popen
         child.spawns += 1
         child.state = ChildState.STARTING
@@ -313,12 +318,12 @@ class ChildManager:
             child.popen.returncode = (
                 status.code if status.code is not None else -(status.signal or 0)
             )
-            signal_group(pid, signal.SIGKILL)  # anything the module left behind in its group
-            left = kill_processes(strays(child.name, set(self.by_pid)))  # and outside it
+            # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
+            signal_group(pid, signal.SIGKILL)
+            left = self.cgroups.kill(child.name)
+            left += len(kill_processes(strays(child.name, set(self.by_pid))))
             if left:
-                log.warning(
-                    "%s left %d process(es) behind; killed: %s", child.name, len(left), left
-                )
+                log.warning("%s left %d process(es) behind; killed them", child.name, left)
             self.sampler.forget(pid)
             self._after_exit(child, status, _exit_reason(child, status), child.reported_error)
         self.advance_shutdown()
@@ -402,6 +407,7 @@ class ChildManager:
     def _remove(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
         log.info("%s removed", child.name)
+        self.cgroups.remove(child.name)
         child.log.close()
         del self.children[child.name]
 

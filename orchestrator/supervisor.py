@@ -18,6 +18,7 @@ from broker import Broker
 from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
+from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
@@ -74,6 +75,7 @@ class Supervisor:
             config,
             machine_limits(config.resources),
             redactor=redactor,
+            cgroups=ModuleCgroups(run_dir.path.name),
             channel_endpoint=run_dir.child_channel,
             lifeline=self._lifeline_read,
             poller=self.poller,
@@ -107,7 +109,7 @@ class Supervisor:
         limits = self.manager.limits
         log.info(
             "supervisor %d up: bus %s -> %s; limits: %d module processes, %d threads "
-            "(%d MB available of %d MB, %d CPUs)",
+            "(%d MB available of %d MB, %d CPUs); containment: %s",
             os.getpid(),
             self.xsub,
             self.xpub,
@@ -116,6 +118,7 @@ class Supervisor:
             limits.available_mb,
             limits.total_mb,
             limits.cpu_count,
+            "cgroup v2" if self.manager.cgroups.available() else "process groups + subreaper",
         )
         self._set_hot_reload()
         for child in self.manager.children.values():
@@ -291,6 +294,7 @@ class Supervisor:
             "high_water_mark": self.config.bus.high_water_mark,
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
+            "cgroup": self.manager.cgroups.path(spec.name),
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 

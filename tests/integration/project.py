@@ -21,6 +21,9 @@ import psutil
 import yaml
 from helpers import wait_until
 
+from orchestrator.cgroups import ModuleCgroups
+from orchestrator.rundir import RunDir
+
 REPO = Path(__file__).resolve().parents[2]
 PROBES = Path(__file__).resolve().parent / "modules"
 FAST_SUPERVISION = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5, "stop_timeout": 3}
@@ -176,6 +179,8 @@ class Project:
                     proc.wait()
         for proc in self.processes():
             proc.kill()
+        # A supervisor that was SIGKILLed could not remove its (empty) cgroups.
+        ModuleCgroups(RunDir(self.config_dir, self.run_base).path.name).close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

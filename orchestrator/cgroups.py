@@ -1,0 +1,133 @@
+"""Containment of each module's process tree in a cgroup v2, where one is mounted and writable.
+
+A process cannot leave its cgroup by forking, `setsid` or clearing its environment, so killing a
+module's cgroup kills everything it started. Where cgroup v2 is not available (or not ours to
+write), `available()` is False and the supervisor relies on process groups and its subreaper sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_KILL_WAIT = 1.0  # seconds to wait for a killed cgroup to empty before giving up on removing it
+
+
+def _cgroup2_root() -> Path | None:
+    """Where this process's own cgroup v2 lives, or None without a cgroup2 mount."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    mount = next(
+        (line.split()[4] for line in mounts if " - cgroup2 " in line),
+        None,
+    )
+    relative = next((line[3:] for line in own if line.startswith("0::")), None)
+    if mount is None or relative is None:
+        return None
+    return Path(mount) / relative.lstrip("/")
+
+
+class ModuleCgroups:
+    """One cgroup per module under `<our cgroup>/orchestrator-<key>/`."""
+
+    def __init__(self, key: str) -> None:
+        self.base: Path | None = None
+        root = _cgroup2_root()
+        if root is None:
+            return
+        base = root / f"orchestrator-{key}"
+        try:
+            base.mkdir(exist_ok=True)
+            probe = base / "probe"
+            probe.mkdir(exist_ok=True)
+            probe.rmdir()
+        except OSError as exc:
+            log.debug("cgroup v2 at %s is not writable here (%s); using process groups", root, exc)
+            with contextlib.suppress(OSError):
+                base.rmdir()
+            return
+        self.base = base
+
+    def available(self) -> bool:
+        return self.base is not None
+
+    def path(self, module: str) -> str | None:
+        """The module's cgroup directory, or None without cgroups."""
+        return None if self.base is None else str(self.base / module)
+
+    def adopt(self, module: str, pid: int) -> bool:
+        """Move a just-spawned module process into the module's cgroup (before it runs module
+        code, so that everything it starts is born inside)."""
+        if self.base is None:
+            return False
+        group = self.base / module
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError as exc:
+            log.warning("%s: cannot use cgroup %s (%s)", module, group, exc)
+            return False
+        return True
+
+    def pids(self, module: str) -> list[int]:
+        """The processes in the module's cgroup now."""
+        if self.base is None:
+            return []
+        try:
+            text = (self.base / module / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
+
+    def kill(self, module: str) -> int:
+        """SIGKILL every process in the module's cgroup; returns how many there were."""
+        victims = self.pids(module)
+        if not victims or self.base is None:
+            return 0
+        switch = self.base / module / "cgroup.kill"
+        try:
+            switch.write_text("1\n")
+        except OSError:  # kernels before 5.14: one by one
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return len(victims)
+
+    def remove(self, module: str) -> None:
+        """Kill what is left and remove the module's cgroup (at `down`, or when it is removed)."""
+        if self.base is None:
+            return
+        self.kill(module)
+        self._rmdir(self.base / module)
+
+    def close(self) -> None:
+        """Remove every module cgroup and our base cgroup."""
+        if self.base is None:
+            return
+        for group in [p for p in self.base.iterdir() if p.is_dir()]:
+            self.remove(group.name)
+        self._rmdir(self.base)
+
+    @staticmethod
+    def _rmdir(group: Path) -> None:
+        deadline = time.monotonic() + _KILL_WAIT
+        while True:  # a killed cgroup empties as its processes are reaped
+            try:
+                group.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("cannot remove cgroup %s: %s", group, exc)
+                    return
+                time.sleep(0.01)
