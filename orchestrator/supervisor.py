@@ -25,6 +25,7 @@ from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
+from orchestrator.notify import WebhookNotifier
 from orchestrator.processes import become_subreaper
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
@@ -34,6 +35,7 @@ from orchestrator.watch import ChangeWatcher
 log = logging.getLogger(__name__)
 
 _HANDSHAKE_TIMEOUT = 10.0
+_WEBHOOK_LOG_LINES = 20
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
 
@@ -83,6 +85,7 @@ class Supervisor:
             foreground=foreground,
         )
         self.health = Health(self.manager)
+        self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
 
@@ -94,9 +97,19 @@ class Supervisor:
         return sock
 
     def publish(self, event_type: str, **data: Any) -> None:
-        """Publish a built-in event (source `orchestrator`) once the bus is up."""
+        """Publish a built-in event (source `orchestrator`) once the bus is up, and hand it to the
+        webhooks that want it (they send it off the loop)."""
         if self.events is not None:
             self.events.publish(event_type, **data)
+        if self.notifier.wants(event_type):
+            child = self.manager.children.get(str(data.get("name")))
+            tail = child.log.tail(_WEBHOOK_LOG_LINES) if child is not None else []
+            self.notifier.notify(event_type, data, tail)
+
+    def _notifier(self, config: AppConfig) -> WebhookNotifier:
+        return WebhookNotifier(
+            config.notifications, config.error_handling, self.redactor, config.app.name
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -254,7 +267,10 @@ class Supervisor:
                 ", ".join(plan.stop) or "-",
                 ", ".join(f"{n} ({', '.join(f)})" for n, f in plan.restart.items()) or "-",
             )
-        self.config = new
+        old, self.config = self.config, new
+        if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
+            self.notifier.close()
+            self.notifier = self._notifier(new)
         limits = self.manager.limits
         if new.resources != self.manager.config.resources:
             limits = machine_limits(new.resources)
@@ -304,6 +320,7 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.close()
         self.manager.close()
+        self.notifier.close()
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))
         log.info("supervisor %d stopped", os.getpid())

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, get_args
 
+from module_sdk.event import Pattern
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.model import (
     AppSection,
@@ -190,11 +191,17 @@ def _url(value: Any, file: str, where: str) -> str:
 
 
 def _events(value: Any, file: str, where: str) -> tuple[str, ...]:
+    """Event patterns, as modules subscribe: `module.error`, `module.*` or `*`."""
     events = expect_list(value, file, where)
-    return tuple(
-        expect_str(event, file, item(where, index), allow_empty=False)
-        for index, event in enumerate(events)
-    )
+    patterns = []
+    for index, event in enumerate(events):
+        text = expect_str(event, file, item(where, index), allow_empty=False)
+        try:
+            Pattern.parse(text)
+        except ValueError as exc:
+            raise ConfigError(file, item(where, index), str(exc)) from None
+        patterns.append(text)
+    return tuple(patterns)
 
 
 def _headers(value: Any, file: str, where: str) -> dict[str, str]:

@@ -1,0 +1,172 @@
+"""One configured webhook: its patterns, its bounded queue, its counters, its circuit breaker and
+the health its log lines follow.
+
+`push` runs on the caller's thread (the supervisor's loop); everything else runs on the worker
+thread. The queue is the only state both touch, under a lock held for a few instructions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import pybreaker
+
+from module_sdk.event import Pattern
+from orchestrator.config.model import ErrorHandlingSection, Webhook
+from orchestrator.notify.payload import Notice
+
+log = logging.getLogger(__name__)
+
+
+class _TrippedError(Exception):
+    """Stands for an exhausted delivery inside the breaker's accounting."""
+
+
+def _fail() -> None:
+    raise _TrippedError
+
+
+def _succeed() -> None:
+    return None
+
+
+class _CircuitLog(pybreaker.CircuitBreakerListener):
+    """Remembers when the circuit opened (monotonic clock) and logs the first opening."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        if getattr(new_state, "name", None) != pybreaker.STATE_OPEN:
+            return
+        target = self._target
+        target.open_until = time.monotonic() + target.reset_timeout
+        if getattr(old_state, "name", None) == pybreaker.STATE_HALF_OPEN:
+            log.debug("webhook %s: trial delivery failed; circuit open again", target.name)
+        else:
+            log.warning(
+                "webhook %s: circuit open for %gs after %d failed deliveries; "
+                "notifications to it are skipped until then",
+                target.name,
+                target.reset_timeout,
+                cb.fail_max,
+            )
+
+
+class Target:
+    """A webhook and everything the worker keeps about it."""
+
+    def __init__(
+        self,
+        hook: Webhook,
+        name: str,
+        patterns: tuple[Pattern, ...],
+        errors: ErrorHandlingSection,
+        queue_limit: int,
+    ) -> None:
+        self.url = hook.url
+        self.name = name  # what logs and stats show: scrubbed, no query string
+        self.patterns = patterns
+        self.headers = {"Content-Type": "application/json", "User-Agent": "orchestrator-webhook"}
+        for key, value in hook.headers.items():  # the configured ones win, whatever their case
+            for default in [k for k in self.headers if k.lower() == key.lower()]:
+                del self.headers[default]
+            self.headers[key] = value
+        self.delivered = self.failed = self.skipped_open = self.dropped = 0
+        self.problem: str | None = None  # the kind of failure last logged; None while healthy
+        self.task: Any = None  # the worker's drain task (an asyncio.Task) while it runs
+        self.reset_timeout = errors.circuit_breaker_reset_timeout
+        self.open_until = 0.0
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=max(1, errors.circuit_breaker_fail_max),
+            reset_timeout=errors.circuit_breaker_reset_timeout,
+            name=name,
+            listeners=[_CircuitLog(self)],
+        )
+        self._queue: deque[Notice] = deque()
+        self._limit = max(1, queue_limit)
+        self._lock = threading.Lock()
+        self._burst = 0  # drops since the queue last ran empty
+
+    def matches(self, event_type: str) -> bool:
+        return any(pattern.matches(event_type) for pattern in self.patterns)
+
+    # -- the queue -----------------------------------------------------------------------------
+
+    def push(self, notice: Notice) -> None:
+        """Queue `notice`; when the queue is full the oldest one is dropped (logged once per
+        burst)."""
+        with self._lock:
+            if len(self._queue) >= self._limit:
+                self._queue.popleft()
+                self.dropped += 1
+                self._burst += 1
+                first = self._burst == 1
+            else:
+                first = False
+            self._queue.append(notice)
+        if first:
+            log.warning(
+                "webhook %s: %d notifications waiting; dropping the oldest", self.name, self._limit
+            )
+
+    def pop(self) -> Notice | None:
+        """The next notification, or None when the queue is empty (which ends a burst of drops)."""
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+            burst, self._burst = self._burst, 0
+        if burst:
+            log.warning("webhook %s: %d notifications were dropped (queue full)", self.name, burst)
+        return None
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def abandon(self) -> int:
+        """Drop whatever is still queued (at close); returns how many."""
+        with self._lock:
+            count = len(self._queue)
+            self._queue.clear()
+            self.dropped += count
+        return count
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def circuit_open(self, now: float) -> bool:
+        """Whether deliveries are skipped: the circuit is open and not yet due a trial."""
+        return self._breaker.current_state == pybreaker.STATE_OPEN and now < self.open_until
+
+    def record(self, *, reachable: bool) -> None:
+        """Feed the breaker one delivery's outcome: the endpoint answered, or retries ran out."""
+        with contextlib.suppress(_TrippedError, pybreaker.CircuitBreakerError):
+            self._breaker.call(_succeed if reachable else _fail)
+
+    def attempt_failed(self, problem: str, reason: str, *, will_retry: bool) -> None:
+        """One attempt failed; logged only when the kind of failure changes."""
+        if self.problem == problem:
+            return
+        self.problem = problem
+        then = "retrying" if will_retry else "not retrying"
+        log.warning("webhook %s: delivery failing (%s); %s", self.name, reason, then)
+
+    def succeeded(self) -> None:
+        if self.problem is not None:
+            self.problem = None
+            log.info("webhook %s: delivering again", self.name)
+        self.delivered += 1  # last: a reader that sees the count sees the rest done
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "skipped_open": self.skipped_open,
+            "dropped": self.dropped,
+            "queued": self.pending(),
+            "breaker": str(self._breaker.current_state),
+        }

@@ -1,0 +1,159 @@
+"""Webhook alerts: built-in events POSTed as JSON to the URLs in `notifications.webhooks`.
+
+`WebhookNotifier.notify()` runs on the supervisor's loop and only queues: each webhook has its own
+bounded queue (the oldest notification is dropped when it is full). One background thread,
+started on the first notification, delivers them: an asyncio loop in which each webhook's queue is
+drained by its own task, in order, so a slow or hanging endpoint delays only its own
+notifications. Each delivery is retried (tenacity) on a 5xx, a timeout or a connection error,
+and each webhook has a circuit breaker (pybreaker) that skips deliveries while it is open.
+
+Importing this module imports neither httpx, tenacity nor asyncio: the worker thread does, when
+the first notification is due (the supervisor's idle memory matters).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from module_sdk.event import Pattern
+from orchestrator.config.model import ErrorHandlingSection, NotificationsSection, Webhook
+from orchestrator.config.redact import Redactor
+from orchestrator.notify.payload import Notice, display_url, safe_text
+from orchestrator.notify.target import Target
+
+if TYPE_CHECKING:
+    from orchestrator.notify.delivery import Worker
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 1000
+THREAD_NAME = "webhook-notifier"
+
+
+class WebhookNotifier:
+    """Sends the events that `notifications.webhooks` asks for. `notify()` never blocks and never
+    raises; `close()` stops the worker. With no webhooks it starts no thread and wants nothing."""
+
+    def __init__(
+        self,
+        notifications: NotificationsSection,
+        errors: ErrorHandlingSection,
+        redactor: Redactor,
+        app_name: str,
+        *,
+        queue_limit: int = QUEUE_LIMIT,
+    ) -> None:
+        self._errors = errors
+        self._redactor = redactor
+        self._app_name = app_name
+        self._targets = _targets(notifications.webhooks, errors, redactor, queue_limit)
+        self._lock = threading.Lock()  # guards starting the worker against closing
+        self._thread: threading.Thread | None = None
+        self._worker: Worker | None = None  # published by the worker thread once it has a loop
+        self._deadline: float | None = None  # set by close(): deliveries end by then
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wants(self, event_type: str) -> bool:
+        """Whether any webhook matches `event_type` (and the notifier is not closed)."""
+        return self._deadline is None and any(t.matches(event_type) for t in self._targets)
+
+    def notify(self, event_type: str, data: dict[str, Any], log_tail: list[str]) -> None:
+        """Queue `event_type` for every webhook that wants it; returns at once, never raises."""
+        try:
+            if self._deadline is not None:
+                return
+            targets = [t for t in self._targets if t.matches(event_type)]
+            if not targets:
+                return
+            notice = Notice(event_type, dict(data), [str(line) for line in log_tail], time.time())
+            for target in targets:
+                target.push(notice)
+            self._start_or_wake()
+        except Exception as exc:  # an alert must never take the supervisor down
+            log.warning("webhooks: could not queue %s (%s)", event_type, type(exc).__name__)
+
+    def stats(self) -> dict[str, Any]:
+        """Per webhook (keyed by its scrubbed URL): delivered, failed, skipped_open, dropped,
+        queued, and the breaker's state (`closed`, `open`, `half-open`)."""
+        return {target.name: target.stats() for target in self._targets}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the worker: deliveries in progress and queued get at most `timeout` seconds, the
+        rest are dropped. Returns within `timeout` (a worker that is somehow stuck is left
+        behind, it is a daemon thread)."""
+        start = time.monotonic()
+        timeout = max(0.0, timeout)
+        with self._lock:
+            if self._deadline is None:
+                # Keep a little of the time for cancelling and closing connections.
+                self._deadline = start + timeout - min(0.25, timeout / 4)
+            thread = self._thread
+        worker = self._worker
+        if worker is not None:
+            worker.wake()
+        if thread is None:
+            return
+        thread.join(max(0.0, start + timeout - time.monotonic()))
+        if thread.is_alive():
+            log.warning("webhooks: the worker did not stop within %gs; left behind", timeout)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _start_or_wake(self) -> None:
+        with self._lock:
+            if self._deadline is not None:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+                self._thread.start()
+                return  # the worker looks at every queue when it starts
+        worker = self._worker
+        if worker is not None:  # None: it is starting, and will look at the queues
+            worker.wake()
+
+    def _closing(self) -> float | None:
+        return self._deadline
+
+    def _run(self) -> None:
+        try:
+            from orchestrator.notify.delivery import Worker  # noqa: PLC0415  (httpx: lazily)
+
+            worker = Worker(
+                self._targets, self._errors, self._redactor, self._app_name, self._closing
+            )
+            self._worker = worker  # from now on notify() wakes it; it reads the queues next
+            worker.run()
+        except Exception as exc:
+            reason = safe_text(str(exc), self._redactor)
+            log.error("webhooks: the delivery worker stopped: %s: %s", type(exc).__name__, reason)
+            for target in self._targets:
+                target.abandon()
+
+
+def _targets(
+    hooks: tuple[Webhook, ...], errors: ErrorHandlingSection, redactor: Redactor, queue_limit: int
+) -> tuple[Target, ...]:
+    targets: list[Target] = []
+    names: set[str] = set()
+    for hook in hooks:
+        name = display_url(hook.url, redactor)
+        if name in names:  # the same URL twice, or two that differ only in the query string
+            name = next(
+                f"{name} #{n}" for n in range(2, len(hooks) + 2) if f"{name} #{n}" not in names
+            )
+        names.add(name)
+        patterns = []
+        for text in hook.events:
+            try:
+                patterns.append(Pattern.parse(text))
+            except ValueError:
+                log.warning("webhook %s: ignoring invalid event pattern %r", name, text)
+        targets.append(Target(hook, name, tuple(patterns), errors, queue_limit))
+    return tuple(targets)
