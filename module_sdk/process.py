@@ -11,14 +11,17 @@ from types import FrameType
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 
 
-def prctl(option: int, value: int) -> bool:
-    """Call Linux's prctl(2); False where it is not available or fails."""
+def prctl(option: int, value: int | str) -> bool:
+    """Call Linux's prctl(2) with an integer or a short string argument; False where it is not
+    available or fails."""
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    return bool(libc.prctl(option, value, 0, 0, 0) == 0)
+    argument = ctypes.c_char_p(value.encode()[:15]) if isinstance(value, str) else value
+    return bool(libc.prctl(option, argument, 0, 0, 0) == 0)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

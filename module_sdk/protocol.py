@@ -28,6 +28,7 @@ HEARTBEAT: Final = "heartbeat"  # child -> supervisor: {pid, counters, busy_for}
 ENV_CHANNEL: Final = "ORCHESTRATOR_CHANNEL"  # the supervisor's child-channel endpoint
 ENV_MODULE: Final = "ORCHESTRATOR_MODULE"  # the module's name
 ENV_LIFELINE: Final = "ORCHESTRATOR_LIFELINE_FD"  # read end of a pipe only the supervisor writes
+ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once adopted
 
 # Exit codes of the shim, so that the supervisor can tell what went wrong
 EXIT_OK: Final = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -39,12 +40,20 @@ class _Child:
 
     def __init__(self, name: str, endpoint: str, lifeline: int | None) -> None:
         self.name = name
-        self.parent_pid = os.getppid()
+        # The supervisor, which is our parent, or will be once a fork server's intermediate
+        # process has exited and we have been adopted.
+        supervisor = os.environ.get(protocol.ENV_SUPERVISOR_PID)
+        self.parent_pid = int(supervisor) if supervisor else os.getppid()
         self.orphan = threading.Event()
         # The supervisor blocked signals around the spawn, and a mask survives exec.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         self.signals = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-        die_with_parent(signal.SIGTERM)
+        if lifeline is None and os.getppid() == self.parent_pid:
+            # Only without a lifeline: a parent-death signal fires as soon as the supervisor's
+            # main thread exits, before its other threads let go of the lifeline, and would beat
+            # it (and after a fork server's intermediate exits, it would fire at once).
+            die_with_parent(signal.SIGTERM)
+        self.lifeline = lifeline  # readable only at end of file: nobody ever writes to it
         if lifeline is not None:
             threading.Thread(
                 target=self.watch_lifeline, args=(lifeline,), name="lifeline", daemon=True
@@ -56,7 +65,9 @@ class _Child:
         self.cgroup: str | None = None  # the module's own cgroup, when the supervisor made one
 
     def orphaned(self) -> bool:
-        return self.orphan.is_set() or os.getppid() != self.parent_pid
+        if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
+            return self.orphan.is_set() or bool(select.select([self.lifeline], [], [], 0)[0])
+        return os.getppid() != self.parent_pid
 
     def watch_lifeline(self, fd: int) -> None:
         """Block on the supervisor's lifeline pipe: end of file means the supervisor is gone, at

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from orchestrator.breaker import StartBreaker
 from orchestrator.config import ModuleSpec, Redactor
 from orchestrator.output import ModuleLog
+from orchestrator.processes import ModuleProcess
 from orchestrator.states import ChildState, ExitReason, ExitStatus
 
 
@@ -42,7 +42,7 @@ class ManagedChild:
     spec: ModuleSpec
     log: ModuleLog
     state: ChildState = ChildState.STOPPED
-    popen: subprocess.Popen[bytes] | None = None
+    process: ModuleProcess | None = None
     started_at: float = 0.0  # monotonic, when the current process was spawned
     started_wall: float = 0.0  # unix time of the same moment
     ready_at: float | None = None  # monotonic, when it said ready
@@ -72,7 +72,7 @@ class ManagedChild:
 
     @property
     def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
+        return self.process.pid if self.process is not None else None
 
     def status(self, now: float, sample: dict[str, float]) -> dict[str, Any]:
         """The row `orchestrator status` shows, as plain data."""

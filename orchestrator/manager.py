@@ -21,8 +21,17 @@ from orchestrator.breaker import StartBreaker
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, Redactor
+from orchestrator.forkserver import ForkServer, ForkServerError
 from orchestrator.output import ModuleLog, OutputReader
-from orchestrator.processes import kill_processes, reap, signal_group, spawn_module, strays
+from orchestrator.processes import (
+    ModuleProcess,
+    kill_processes,
+    module_env,
+    reap,
+    signal_group,
+    spawn_module,
+    strays,
+)
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
@@ -69,6 +78,7 @@ class ChildManager:
         self.publish = publish
         self._foreground = foreground
         self.cgroups = cgroups
+        self.forkserver = ForkServer(lifeline)
         self._channel_endpoint = channel_endpoint
         self._lifeline = lifeline
         self._poller = poller
@@ -90,6 +100,7 @@ class ChildManager:
         for child in self.children.values():
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
+        self.forkserver.close()
         for pid in kill_processes(strays(None, set(self.by_pid))):
             _reap_one(pid)
         self.cgroups.close()
@@ -133,33 +144,37 @@ class ChildManager:
         child.kill_reason, child.reported_error, child.why = None, "", ""
         child.counters, child.busy_for = {}, 0.0
         try:
-            popen = spawn_module(
-                child.name,
-                self._channel_endpoint,
-                self.config.config_dir.parent,
-                child.spec.env,
-                self._lifeline,
-            )
+            process = self._launch(child)
         except OSError as exc:
             log.error("%s: cannot start a process: %s", child.name, exc)
             child.state = ChildState.STARTING
             self._after_exit(child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
             return False
-        self.cgroups.adopt(child.name, popen.pid)  # before it runs module code: see the shim
-        child.popen = popen
+        self.cgroups.adopt(child.name, process.pid)  # before it runs module code: see the shim
+        child.process = process
         child.spawns += 1
         child.state = ChildState.STARTING
         child.started_at, child.started_wall = now, time.time()
         child.ready_at = None
         child.deadline = now + child.spec.supervision.start_timeout
-        self.by_pid[popen.pid] = child
-        assert popen.stdout is not None
-        reader = OutputReader(popen.stdout, child.log)  # type: ignore[arg-type]
-        popen.stdout = None  # the reader owns the pipe now
+        self.by_pid[process.pid] = child
+        reader = OutputReader(process.stdout, child.log)
         self._readers[reader.fd] = reader
         self._poller.register(reader.fd, zmq.POLLIN)
-        log.info("%s starting (pid %d)", child.name, popen.pid)
+        log.info("%s starting (pid %d)", child.name, process.pid)
         return True
+
+    def _launch(self, child: ManagedChild) -> ModuleProcess:
+        """Fork the module from the warm template, or spawn a fresh interpreter when it asks for
+        one (`start_method: spawn`) or the fork server fails."""
+        env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
+        cwd = self.config.config_dir.parent
+        if child.spec.supervision.start_method == "fork":
+            try:
+                return self.forkserver.fork(child.name, env, cwd)
+            except ForkServerError as exc:
+                log.error("%s: %s", child.name, exc)
+        return spawn_module(child.name, cwd, env, self._lifeline)
 
     def start_waiting(self) -> None:
         """Start, in config order, every waiting module that nothing holds back any more."""
@@ -311,13 +326,12 @@ class ChildManager:
         """Reap every exited child; apply the policy to module processes, kill their strays."""
         for pid, raw in reap():
             child = self.by_pid.pop(pid, None)
-            if child is None or child.popen is None:
-                log.debug("reaped process %d (a module's stray)", pid)
+            if child is None or child.process is None:
+                if pid != self.forkserver.pid:
+                    log.debug("reaped process %d (a module's stray)", pid)
                 continue
             status = ExitStatus.from_wait_status(raw)
-            child.popen.returncode = (
-                status.code if status.code is not None else -(status.signal or 0)
-            )
+            child.process.reaped(status.code if status.code is not None else -(status.signal or 0))
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
             left = self.cgroups.kill(child.name)
@@ -340,7 +354,7 @@ class ChildManager:
                 self._breaker(child).record(started=False)
         child.last_exit = LastExit(status, reason, time.time(), error, child.pid)
         child.history.append(child.last_exit)
-        child.popen = None
+        child.process = None
         child.ready_at = None
         child.kill_reason = None  # it is dead: its timers (restart, waiting) run again
         level = logging.ERROR if reason.is_failure else logging.INFO

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
@@ -25,23 +27,40 @@ from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
 _BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def spawn_module(
-    name: str, channel_endpoint: str, cwd: Path, extra_env: Mapping[str, str], lifeline: int
-) -> subprocess.Popen[bytes]:
-    """Start the shim for module `name` in a new process group; its output comes on `stdout`.
+@dataclass
+class ModuleProcess:
+    """A module process, however it was started: its pid and the read end of its output pipe."""
 
-    `lifeline` is the read end of a pipe whose write end only the supervisor holds: the child sees
-    end-of-file on it the moment the supervisor dies, however it dies.
-    """
+    pid: int
+    stdout: BinaryIO
+    popen: subprocess.Popen[bytes] | None = None  # for spawned ones, told of the reap
+
+    def reaped(self, code: int) -> None:
+        """Record the exit status we reaped, so that Popen never waits for it itself."""
+        if self.popen is not None:
+            self.popen.returncode = code
+
+
+def module_env(
+    name: str, channel_endpoint: str, extra_env: Mapping[str, str], lifeline: int
+) -> dict[str, str]:
+    """The environment of a module process. `lifeline` is the read end of a pipe whose write end
+    only the supervisor holds: the child sees end-of-file on it the moment the supervisor dies."""
     env = dict(os.environ)
     env.update(extra_env)
     env[protocol.ENV_MODULE] = name
     env[protocol.ENV_CHANNEL] = channel_endpoint
     env[protocol.ENV_LIFELINE] = str(lifeline)
+    env[protocol.ENV_SUPERVISOR_PID] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spawn_module(name: str, cwd: Path, env: Mapping[str, str], lifeline: int) -> ModuleProcess:
+    """Start a fresh interpreter running the shim for module `name`, in a new process group."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [sys.executable, "-m", "module_sdk", name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -54,6 +73,9 @@ def spawn_module(
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    assert popen.stdout is not None
+    stdout, popen.stdout = popen.stdout, None  # the caller owns the pipe now
+    return ModuleProcess(popen.pid, stdout, popen)  # type: ignore[arg-type]
 
 
 def signal_group(pgid: int, sig: int) -> bool:

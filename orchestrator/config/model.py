@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 RestartMode = Literal["always", "on-failure", "never"]
+StartMethod = Literal["fork", "spawn"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -76,6 +77,7 @@ class SupervisionSettings:
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 10.0
     memory_limit_mb: int | None = None
+    start_method: StartMethod = "fork"  # fork a warm template, or spawn a fresh interpreter
 
 
 @dataclass(frozen=True)

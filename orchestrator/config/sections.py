@@ -20,6 +20,7 @@ from orchestrator.config.model import (
     NotificationsSection,
     ResourcesSection,
     RestartMode,
+    StartMethod,
     SupervisionSettings,
     Webhook,
 )
@@ -40,6 +41,7 @@ from orchestrator.config.validate import (
 )
 
 RESTART_MODES: tuple[str, ...] = get_args(RestartMode)
+START_METHODS: tuple[str, ...] = get_args(StartMethod)
 TRANSPORTS: tuple[str, ...] = get_args(BusTransport)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
@@ -56,6 +58,7 @@ SUPERVISION_FIELDS: dict[str, Validator] = {
     "heartbeat_interval": partial(expect_number, gt=0),
     "heartbeat_timeout": partial(expect_number, gt=0),
     "memory_limit_mb": partial(expect_optional_int, minimum=1),
+    "start_method": partial(expect_choice, choices=START_METHODS),
 }
 """The supervision keys, valid under `main.yaml` `supervision:` and flat in a module entry."""
 

@@ -147,18 +147,16 @@ class Project:
         return self.root / "run"
 
     def processes(self) -> list[psutil.Process]:
-        """Every live process of this project: its supervisor and module processes (and theirs)."""
+        """Every live process of this project: the supervisor, its fork server, module processes
+        and whatever they started. All inherit ORCHESTRATOR_RUN_BASE, which names this project
+        (/proc shows a forked module the environment its template was started with)."""
         marker = str(self.run_base)
         found = []
-        for proc in psutil.process_iter(["cmdline", "environ", "status"]):
+        for proc in psutil.process_iter(["environ", "status"]):
             info = proc.info
-            if info["status"] == psutil.STATUS_ZOMBIE:
+            if info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
                 continue
-            cmdline = " ".join(info["cmdline"] or [])
-            environ = info["environ"] or {}
-            if (
-                marker in environ.get("ORCHESTRATOR_RUN_BASE", "") and "orchestrator" in cmdline
-            ) or marker in environ.get("ORCHESTRATOR_CHANNEL", ""):
+            if (info["environ"] or {}).get("ORCHESTRATOR_RUN_BASE") == marker:
                 found.append(proc)
         return found
 

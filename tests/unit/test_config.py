@@ -22,7 +22,7 @@ MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
     "heartbeat_interval, "
     "heartbeat_timeout, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
-    "stable_after, start_timeout, stop_timeout"
+    "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = "app, bus, error_handling, hot_reload, logging, notifications, resources, supervision"
 

@@ -1,0 +1,119 @@
+"""A warm template process that forks module processes: `python -m module_sdk.forkserver FD`.
+
+Starting a new interpreter and importing ZeroMQ costs tens of milliseconds per module start; a
+fork of this process, which has imported everything a module process needs but has created no
+ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD):
+each request is a msgpack map `{name, env, cwd}` with the write end of the output pipe attached;
+the answer is `{pid}` or `{error}`.
+
+Each module process is a grandchild: the template forks an intermediate process, which forks the
+module process and exits at once. The orphaned module process is then adopted by the supervisor,
+a child subreaper, which alone signals and reaps it, as if it had spawned it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+
+# What every module process needs, imported once here so that forks start warm.
+import module_sdk.bus
+import module_sdk.channel
+import module_sdk.codec
+import module_sdk.loader
+import module_sdk.shim
+from module_sdk.process import PR_SET_NAME, prctl
+
+_MAX_REQUEST = 1 << 20
+
+
+def serve(control: socket.socket) -> None:
+    """Answer fork requests until the supervisor closes its end."""
+    while True:
+        try:
+            payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 4)
+        except InterruptedError:
+            continue
+        if not payload:
+            return  # the supervisor is gone
+        try:
+            request = msgpack.unpackb(payload, raw=False)
+            output = fds[0]
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
+            control.send(msgpack.packb({"error": f"bad request: {exc}"}))
+            continue
+        intermediate = os.fork()
+        if intermediate == 0:
+            _intermediate(control, request, output)
+        os.close(output)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(intermediate, 0)
+
+
+def _intermediate(control: socket.socket, request: dict[str, Any], output: int) -> None:
+    """Fork the module process, report its pid, and exit so that it is orphaned to the
+    supervisor (never returns)."""
+    code = 0
+    try:
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            _become_module(request, output)
+        control.send(msgpack.packb({"pid": pid}))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _become_module(request: dict[str, Any], output: int) -> None:
+    """In the new process: own process group, output to the pipe, the module's environment and
+    working directory, default signal handling; then run the shim (never returns)."""
+    code = 70
+    try:
+        os.setpgid(0, 0)
+        prctl(PR_SET_NAME, f"mod:{request['name']}")  # what ps -o comm and top show
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        sys.argv = ["module_sdk", request["name"]]
+        code = module_sdk.shim.main()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def main() -> int:
+    """Entry point: serve the control socket passed as the first argument."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
+    control = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        serve(control)
+    finally:
+        control.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

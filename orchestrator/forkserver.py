@@ -1,0 +1,105 @@
+"""The supervisor's side of the fork server (module_sdk/forkserver.py): a warm template process
+that forks module processes in about a millisecond instead of starting a new interpreter.
+
+The template runs in its own process group, has the lifeline pipe (so it, too, goes when the
+supervisor dies), and answers one request at a time over a SOCK_SEQPACKET socket pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgpack
+
+from orchestrator.processes import ModuleProcess
+
+log = logging.getLogger(__name__)
+
+_REPLY_TIMEOUT = 5.0
+
+
+class ForkServerError(RuntimeError):
+    """The template could not fork a module process."""
+
+
+class ForkServer:
+    """Starts the template on first use and restarts it if it died."""
+
+    def __init__(self, lifeline: int) -> None:
+        self._lifeline = lifeline
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def fork(self, name: str, env: Mapping[str, str], cwd: Path) -> ModuleProcess:
+        """Fork module `name` from the template; raise ForkServerError if that fails twice."""
+        for attempt in (1, 2):
+            if self._sock is None:
+                self._start()
+            try:
+                return self._fork(name, env, cwd)
+            except (OSError, ValueError, ForkServerError) as exc:
+                log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
+                self.close()
+        raise ForkServerError("the fork server failed twice; spawning instead")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "module_sdk.forkserver", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(), self._lifeline),
+                process_group=0,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        ours.settimeout(_REPLY_TIMEOUT)
+        self._sock = ours
+        log.debug("fork server started (pid %d)", self._proc.pid)
+
+    def _fork(self, name: str, env: Mapping[str, str], cwd: Path) -> ModuleProcess:
+        assert self._sock is not None
+        read_end, write_end = os.pipe()
+        try:
+            request = msgpack.packb({"name": name, "env": dict(env), "cwd": str(cwd)})
+            socket.send_fds(self._sock, [request], [write_end])
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        try:
+            payload = self._sock.recv(65536)
+            answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
+        except BaseException:
+            os.close(read_end)
+            raise
+        if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
+            os.close(read_end)
+            raise ForkServerError(str(answer.get("error") if isinstance(answer, dict) else answer))
+        return ModuleProcess(answer["pid"], os.fdopen(read_end, "rb", buffering=0))
+
+    def close(self) -> None:
+        """Close our end: the template sees end-of-file and exits (the loop reaps it)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            with contextlib.suppress(ChildProcessError):  # the loop may have reaped it already
+                os.waitpid(self._proc.pid, 0)
+            self._proc.returncode = -9  # so that Popen never waits for it itself
+            self._proc = None
