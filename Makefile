@@ -56,3 +56,9 @@ pytest: $(DEV_INSTALLED)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The benchmarks of the performance issue (real processes, raw pyzmq baselines measured in the
+# same run): prints a table, writes bench/results.json, exits 1 if a target is missed.
+.PHONY: bench
+bench: $(DEV_INSTALLED)
+	$(BIN)/python -m bench

@@ -1,0 +1,134 @@
+"""Footprint: the supervisor's memory and idle CPU with ten modules, and each module's USS.
+
+The ten modules are the demo's two (default supervision: heartbeats every second, the producer
+publishing every 5 s) plus eight trivial ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from bench.project import Project, running
+from bench.table import Row, Target
+
+_MB = 1024 * 1024
+MODULES = 10
+IDLE_SECONDS = 3.0
+_SETTLE = 1.0  # after `up -d`, let start-up work (imports, first heartbeats) finish
+_DEMO = ("mod-dummy-producer", "mod-dummy-consumer")
+_REFERENCE = (
+    "import sys, zmq, msgpack; c = zmq.Context(); s = c.socket(zmq.PUB); "
+    "print('ok', flush=True); sys.stdin.read()"
+)
+
+
+def configure(project: Project) -> None:
+    project.copy_demo()
+    modules = project.read_yaml("modules.yaml")["modules"]
+    for i in range(MODULES - len(modules)):
+        path = project.add_module_file("trivial", f"trivial_{i}")
+        modules.append({"name": f"trivial-{i}", "path": path})
+    project.write_yaml("modules.yaml", {"modules": modules})
+    project.update_main()
+
+
+def reference_process() -> dict[str, float]:
+    """RSS and USS (MB) of a bare `python` with zmq and msgpack imported and a context open."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _REFERENCE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        info = psutil.Process(proc.pid).memory_full_info()
+        return {"rss_mb": info.rss / _MB, "uss_mb": info.uss / _MB}
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def measure(project: Project) -> dict[str, Any]:
+    configure(project)
+    with running(project) as status:
+        time.sleep(_SETTLE)
+        supervisor = psutil.Process(status["supervisor"]["pid"])
+        modules = {}
+        for module in status["modules"]:
+            info = psutil.Process(module["pid"]).memory_full_info()
+            modules[module["name"]] = {"rss_mb": info.rss / _MB, "uss_mb": info.uss / _MB}
+        sup_memory = supervisor.memory_full_info()
+        before, wall = supervisor.cpu_times(), time.perf_counter()
+        time.sleep(IDLE_SECONDS)
+        after, wall = supervisor.cpu_times(), time.perf_counter() - wall
+        busy = (after.user - before.user) + (after.system - before.system)
+        return {
+            "modules_running": sum(1 for m in status["modules"] if m["state"] == "running"),
+            "supervisor_rss_mb": sup_memory.rss / _MB,
+            "supervisor_uss_mb": sup_memory.uss / _MB,
+            "supervisor_threads": supervisor.num_threads(),
+            "supervisor_idle_cpu_percent": busy / wall * 100,
+            "idle_seconds": wall,
+            "modules": modules,
+        }
+
+
+def rows(result: dict[str, Any], reference: dict[str, float]) -> list[Row]:
+    demo = {name: result["modules"][name] for name in _DEMO if name in result["modules"]}
+    trivial = [m["uss_mb"] for n, m in result["modules"].items() if n not in _DEMO]
+    out = [
+        Row(
+            f"supervisor RSS, {result['modules_running']} modules",
+            result["supervisor_rss_mb"],
+            "MB",
+            baseline=reference["rss_mb"],
+            baseline_label="python + zmq, msgpack",
+            target=Target("<=", 25),
+            note=f"USS {result['supervisor_uss_mb']:.1f} MB, "
+            f"{result['supervisor_threads']} threads",
+            extra=result,
+        )
+    ]
+    for name, memory in demo.items():
+        out.append(
+            Row(
+                f"module USS: {name}",
+                memory["uss_mb"],
+                "MB",
+                baseline=reference["uss_mb"],
+                baseline_label="python + zmq, msgpack",
+                target=Target("<=", 8),
+                note=f"RSS {memory['rss_mb']:.1f} MB",
+            )
+        )
+    if trivial:
+        out.append(
+            Row(
+                "module USS: trivial module (max of 8)",
+                max(trivial),
+                "MB",
+                baseline=reference["uss_mb"],
+                baseline_label="python + zmq, msgpack",
+                note="no target; for comparison with the demo modules",
+            )
+        )
+    out.append(
+        Row(
+            f"supervisor idle CPU, {result['modules_running']} modules",
+            result["supervisor_idle_cpu_percent"],
+            "%",
+            target=Target("<", 1.0),
+            note=f"user+system time over {result['idle_seconds']:.1f} s, % of one core "
+            f"(resolution {100 / os.sysconf('SC_CLK_TCK') / result['idle_seconds']:.2f} %: one "
+            "clock tick); heartbeats every 1 s (default)",
+        )
+    )
+    return out
