@@ -29,6 +29,7 @@ ENV_CHANNEL: Final = "ORCHESTRATOR_CHANNEL"  # the supervisor's child-channel en
 ENV_MODULE: Final = "ORCHESTRATOR_MODULE"  # the module's name
 ENV_LIFELINE: Final = "ORCHESTRATOR_LIFELINE_FD"  # read end of a pipe only the supervisor writes
 ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once adopted
+ENV_CGROUP: Final = "ORCHESTRATOR_CGROUP"  # the cgroup v2 directory to join before module code runs
 
 # Exit codes of the shim, so that the supervisor can tell what went wrong
 EXIT_OK: Final = 0

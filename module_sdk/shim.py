@@ -58,16 +58,31 @@ class _Child:
             threading.Thread(
                 target=self.watch_lifeline, args=(lifeline,), name="lifeline", daemon=True
             ).start()
+        # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
+        # for it before any module code runs, so that everything the module starts is inside.
+        self.cgroup = os.environ.get(protocol.ENV_CGROUP) or None
+        self.joining: threading.Thread | None = None
+        if self.cgroup is not None:
+            self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
+            self.joining.start()
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.channel = SupervisorChannel(self.context, endpoint, name)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
-        self.cgroup: str | None = None  # the module's own cgroup, when the supervisor made one
 
     def orphaned(self) -> bool:
         if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
             return self.orphan.is_set() or bool(select.select([self.lifeline], [], [], 0)[0])
         return os.getppid() != self.parent_pid
+
+    def join_cgroup(self) -> None:
+        """Move this process into the module's cgroup (the supervisor created it)."""
+        assert self.cgroup is not None
+        try:
+            Path(self.cgroup, "cgroup.procs").write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            print(f"{self.name}: cannot join cgroup {self.cgroup}: {exc}", file=sys.stderr)
+            self.cgroup = None
 
     def watch_lifeline(self, fd: int) -> None:
         """Block on the supervisor's lifeline pipe: end of file means the supervisor is gone, at
@@ -92,7 +107,8 @@ class _Child:
         if spec is None:
             return protocol.EXIT_ORPHANED
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
-        self.cgroup = spec.get("cgroup")
+        if self.joining is not None:
+            self.joining.join()
         try:
             self.module = load_module(self.name, Path(spec["path"]))
         except ModuleLoadError as exc:

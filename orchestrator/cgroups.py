@@ -60,23 +60,18 @@ class ModuleCgroups:
     def available(self) -> bool:
         return self.base is not None
 
-    def path(self, module: str) -> str | None:
-        """The module's cgroup directory, or None without cgroups."""
-        return None if self.base is None else str(self.base / module)
-
-    def adopt(self, module: str, pid: int) -> bool:
-        """Move a just-spawned module process into the module's cgroup (before it runs module
-        code, so that everything it starts is born inside)."""
+    def prepare(self, module: str) -> str | None:
+        """Create the module's cgroup; the module process joins it itself, at its start, before
+        any module code runs. None without cgroups (or if it cannot be created)."""
         if self.base is None:
-            return False
+            return None
         group = self.base / module
         try:
             group.mkdir(exist_ok=True)
-            (group / "cgroup.procs").write_text(f"{pid}\n")
         except OSError as exc:
-            log.warning("%s: cannot use cgroup %s (%s)", module, group, exc)
-            return False
-        return True
+            log.warning("%s: cannot create cgroup %s (%s)", module, group, exc)
+            return None
+        return str(group)
 
     def pids(self, module: str) -> list[int]:
         """The processes in the module's cgroup now."""

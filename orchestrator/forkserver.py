@@ -53,6 +53,12 @@ class ForkServer:
                 self.close()
         raise ForkServerError("the fork server failed twice; spawning instead")
 
+    def start(self) -> None:
+        """Start the template now (it takes an interpreter's start-up to be ready), so that its
+        boot overlaps the supervisor's own; forks wait for it only if it is not ready yet."""
+        if self._sock is None:
+            self._start()
+
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:

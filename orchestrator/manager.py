@@ -150,7 +150,6 @@ class ChildManager:
             child.state = ChildState.STARTING
             self._after_exit(child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
             return False
-        self.cgroups.adopt(child.name, process.pid)  # before it runs module code: see the shim
         child.process = process
         child.spawns += 1
         child.state = ChildState.STARTING
@@ -168,6 +167,9 @@ class ChildManager:
         """Fork the module from the warm template, or spawn a fresh interpreter when it asks for
         one (`start_method: spawn`) or the fork server fails."""
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
+        cgroup = self.cgroups.prepare(child.name)
+        if cgroup is not None:
+            env[protocol.ENV_CGROUP] = cgroup
         cwd = self.config.config_dir.parent
         if child.spec.supervision.start_method == "fork":
             try:
@@ -335,7 +337,8 @@ class ChildManager:
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
             left = self.cgroups.kill(child.name)
-            left += len(kill_processes(strays(child.name, set(self.by_pid))))
+            if not self.cgroups.available():  # the cgroup holds them all; else look for strays
+                left += len(kill_processes(strays(child.name, set(self.by_pid))))
             if left:
                 log.warning("%s left %d process(es) behind; killed them", child.name, left)
             self.sampler.forget(pid)

@@ -117,6 +117,8 @@ class Supervisor:
         """Start everything, serve until stopped, stop everything; returns the exit code."""
         if not become_subreaper():
             log.debug("not a subreaper here: strays of modules are found only in their groups")
+        if any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
+            self.manager.forkserver.start()  # after become_subreaper: its forks are adopted by us
         self.broker.start()
         self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
@@ -310,7 +312,6 @@ class Supervisor:
             "high_water_mark": self.config.bus.high_water_mark,
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
-            "cgroup": self.manager.cgroups.path(spec.name),
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
