@@ -22,6 +22,7 @@ from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic
 
 _STOP = b"stop"
 _SUBSCRIBE = b"S"
@@ -67,7 +68,7 @@ class ZmqEventBus:
         self._subs_lock = threading.RLock()
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
         self._zmq_refcount: dict[bytes, int] = {}
-        self._route_cache: dict[str, tuple[EventCallback, ...]] = {}
+        self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
@@ -275,22 +276,26 @@ class ZmqEventBus:
             self._dispatch(frames[0], frames[1])
 
     def _dispatch(self, topic: bytes, body: bytes) -> None:
-        if topic.startswith(INTERNAL_PREFIX):
+        route = self._route_cache.get(topic)  # keyed by the raw topic: no decode when known
+        if route is None:
+            if topic.startswith(INTERNAL_PREFIX):
+                return
+            try:
+                route = self._route(topic.decode())
+            except UnicodeDecodeError as exc:
+                self._bad_frame(str(exc))
+                return
+        event_type, callbacks = route
+        if not callbacks:
             return
         try:
-            event_type = topic.decode()
             source, event_id, sent, data = decode_envelope(body)
-        except (UnicodeDecodeError, BadFrameError) as exc:
+        except BadFrameError as exc:
             self._bad_frame(str(exc))
-            return
-        callbacks = self._route_cache.get(event_type)
-        if callbacks is None:
-            callbacks = self._route(event_type)
-        if not callbacks:
             return
         event = Event(event_type, data, source, event_id, sent)
         self.events_in += 1
-        self._busy_since = time.monotonic()
+        self._busy_since = _monotonic()
         for callback in callbacks:
             try:
                 callback(event)
@@ -304,7 +309,7 @@ class ZmqEventBus:
                 )
         self._busy_since = None
 
-    def _route(self, event_type: str) -> tuple[EventCallback, ...]:
+    def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
         with self._subs_lock:
             callbacks = tuple(
                 callback
@@ -312,9 +317,10 @@ class ZmqEventBus:
                 if parsed.matches(event_type)
                 for callback in entry
             )
+            route = (event_type, callbacks)
             if len(self._route_cache) < _TOPIC_CACHE_SIZE:
-                self._route_cache[event_type] = callbacks
-        return callbacks
+                self._route_cache[event_type.encode()] = route
+        return route
 
     def _bad_frame(self, why: str) -> None:
         self.bad_frames += 1

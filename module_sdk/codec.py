@@ -8,6 +8,8 @@ import msgpack
 
 from module_sdk.protocol import ENVELOPE_FIELDS
 
+_unpackb = msgpack.unpackb  # raw=False and use_list=True are its defaults
+
 
 class BadFrameError(ValueError):
     """A frame on the bus that is not a valid envelope. The SDK drops and counts these."""
@@ -29,24 +31,25 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any]:
     """
     size = len(body)
     try:
-        value = msgpack.unpackb(
+        value = _unpackb(
             body,
-            raw=False,
-            use_list=True,
             strict_map_key=False,
             max_str_len=size,
             max_bin_len=size,
             max_array_len=size,
-            max_map_len=size // 2,
+            max_map_len=size,
             max_ext_len=size,
         )
     except Exception as exc:  # msgpack raises many types for malformed input; all mean "bad frame"
         raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
-    if not isinstance(value, list) or len(value) != ENVELOPE_FIELDS:
+    # Exact type checks: this runs for every event, and a subclass cannot come out of msgpack.
+    if type(value) is not list or len(value) != ENVELOPE_FIELDS:
         raise BadFrameError("envelope is not a 4-element array")
     source, event_id, time, data = value
-    if not isinstance(source, str) or not isinstance(event_id, str):
+    if type(source) is not str or type(event_id) is not str:
         raise BadFrameError("envelope source and id must be strings")
-    if isinstance(time, bool) or not isinstance(time, int | float):
-        raise BadFrameError("envelope time must be a number")
-    return source, event_id, float(time), data
+    if type(time) is not float:
+        if type(time) is not int:
+            raise BadFrameError("envelope time must be a number")
+        time = float(time)
+    return source, event_id, time, data

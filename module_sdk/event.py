@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
 _EVENT_TYPE = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})+")
@@ -13,9 +13,8 @@ _PREFIX_PATTERN = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*\.\*")
 MAX_EVENT_TYPE_LENGTH = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event as a callback receives it.
+class Event(NamedTuple):
+    """One event as a callback receives it (immutable; a named tuple, cheap to build per event).
 
     Attributes:
         type: the event type, `<namespace>.<action>`.

@@ -107,13 +107,16 @@ class _Child:
         if spec is None:
             return protocol.EXIT_ORPHANED
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
+        code = self.connect_bus(spec)  # no module code yet: this overlaps joining the cgroup
+        if code is not None:
+            return code
         if self.joining is not None:
             self.joining.join()
         try:
             self.module = load_module(self.name, Path(spec["path"]))
         except ModuleLoadError as exc:
             return self.fail("load", str(exc), exc.details, protocol.EXIT_LOAD_FAILED)
-        code = self.start_bus(spec)
+        code = self.initialize(spec)
         if code is not None:
             return code
         self.channel.send(protocol.READY)
@@ -136,9 +139,9 @@ class _Child:
         print(f"{self.name}: {why} before starting; exiting", file=sys.stderr)
         return None
 
-    def start_bus(self, spec: dict[str, Any]) -> int | None:
-        assert self.module is not None
-        bus = self.bus = ZmqEventBus(
+    def connect_bus(self, spec: dict[str, Any]) -> int | None:
+        """Connect to the broker and prove the path with a probe; an exit code if that fails."""
+        self.bus = ZmqEventBus(
             self.context,
             self.name,
             spec["xsub"],
@@ -146,11 +149,18 @@ class _Child:
             high_water_mark=int(spec["high_water_mark"]),
             max_message_size=int(spec["max_message_size"]),
         )
-        timeout = float(spec["handshake_timeout"])
         try:
-            bus.handshake(timeout)
+            self.bus.handshake(float(spec["handshake_timeout"]))
         except HandshakeTimeoutError as exc:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
+        return None
+
+    def initialize(self, spec: dict[str, Any]) -> int | None:
+        """Call the module's initialize(), then probe again so that the subscriptions it made
+        have reached the broker before we say ready; an exit code if either fails."""
+        assert self.module is not None and self.bus is not None
+        bus = self.bus
+        timeout = float(spec["handshake_timeout"])
         try:
             self.module.initialize(bus, dict(spec["config"]))
         except Exception as exc:
