@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.breaker import StartBreaker
 from orchestrator.config import ModuleSpec, Redactor
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess
 from orchestrator.states import ChildState, ExitReason, ExitStatus
+
+if TYPE_CHECKING:
+    from orchestrator.breaker import StartBreaker
 
 
 @dataclass

@@ -12,12 +12,11 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from module_sdk import protocol
-from orchestrator.breaker import StartBreaker
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, Redactor
@@ -35,6 +34,9 @@ from orchestrator.processes import (
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
+
+if TYPE_CHECKING:
+    from orchestrator.breaker import StartBreaker
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +432,9 @@ class ChildManager:
 
     def _breaker(self, child: ManagedChild) -> StartBreaker:
         if child.breaker is None:
+            # Imported at the first failed start: most supervisors never need pybreaker.
+            from orchestrator.breaker import StartBreaker  # noqa: PLC0415
+
             errors = self.config.error_handling
             child.breaker = StartBreaker(
                 child.name, errors.circuit_breaker_fail_max, errors.circuit_breaker_reset_timeout

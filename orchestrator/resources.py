@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
 import psutil
@@ -13,6 +12,7 @@ from orchestrator.config import ResourcesSection
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
+_PPM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,10 @@ def compute_limits(
 ) -> Limits:
     """`available RAM x (1 - reserved_ram_percent) / process_memory_mb` processes (at least 1, and no
     more than an explicit `max_processes`), and `cpu_count x thread_per_core` threads."""
-    # Exact arithmetic: 10 GiB x (1 - 0.8) / 512 MB is 4, where floats say 3.999...
-    kept = 1 - Fraction(repr(settings.reserved_ram_percent))
-    processes = max(1, int(Fraction(available_bytes, _MB) * kept // settings.process_memory_mb))
+    # Integer arithmetic in parts per million: 10 GiB x (1 - 0.8) / 512 MB is 4, where floats
+    # say 3.999...
+    kept_ppm = _PPM - round(settings.reserved_ram_percent * _PPM)
+    processes = max(1, available_bytes * kept_ppm // (_PPM * _MB * settings.process_memory_mb))
     if settings.max_processes is not None:
         processes = min(processes, settings.max_processes)
     return Limits(

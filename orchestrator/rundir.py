@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import stat
@@ -32,7 +31,7 @@ class RunDir:
     """Paths of one run directory, and its lock."""
 
     def __init__(self, config_dir: Path, base: Path | None = None) -> None:
-        key = hashlib.sha256(str(config_dir.resolve()).encode()).hexdigest()[:16]
+        key = f"{_fnv1a_64(str(config_dir.resolve()).encode()):016x}"
         if base is None:
             base = Path(os.environ.get("ORCHESTRATOR_RUN_BASE") or _default_base())
         self.path = base / key
@@ -126,6 +125,15 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _fnv1a_64(data: bytes) -> int:
+    """A 64-bit FNV-1a hash: a stable key for a path, without loading hashlib's OpenSSL (several
+    MB in the long-lived supervisor). Not for security: the lock guards the directory."""
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
 
 
 class UnsafeRunDirError(RuntimeError):

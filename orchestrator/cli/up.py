@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import time
@@ -14,10 +13,9 @@ from orchestrator.cli.common import App, abort, config_option
 from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
 from orchestrator.control import ControlClient, ControlError, NotRunningError
-from orchestrator.logsetup import setup_logging
-from orchestrator.rundir import AlreadyRunningError, RunDir, UnsafeRunDirError
+from orchestrator.daemon import LaunchError, run_supervisor
+from orchestrator.rundir import UnsafeRunDirError
 
-log = logging.getLogger(__name__)
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
 
 
@@ -30,10 +28,7 @@ _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its 
     help="Run in the background; return once every module is running (exit 0), or say which "
     "failed (exit 1).",
 )
-@click.option(
-    "--supervise", is_flag=True, hidden=True, help="Internal: be the detached supervisor."
-)
-def up(app: App, detach: bool, supervise: bool) -> None:
+def up(app: App, detach: bool) -> None:
     """Start the broker and every enabled module, each in its own process.
 
     In the foreground, module output shows on the console and Ctrl+C stops everything gracefully.
@@ -42,29 +37,10 @@ def up(app: App, detach: bool, supervise: bool) -> None:
     config = app.load()
     if detach:
         raise SystemExit(_start_detached(app, config))
-    raise SystemExit(run_supervisor(config, app.run_dir, foreground=not supervise))
-
-
-def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> int:
-    """Be the supervisor until it is stopped; returns the exit code."""
-    from orchestrator.config import Redactor  # noqa: PLC0415
-    from orchestrator.supervisor import Supervisor  # noqa: PLC0415  (only `up` needs it)
-
     try:
-        run_dir.acquire()
-    except AlreadyRunningError as exc:
-        abort(f"{exc}; use `orchestrator status` or `orchestrator down`")
-    except UnsafeRunDirError as exc:
-        abort(f"unsafe run directory: {exc}")
-    redactor = Redactor(config.secrets)
-    setup_logging(config.logging, redactor, console=foreground)
-    try:
-        supervisor = Supervisor(config, run_dir, redactor, foreground=foreground)
-        return supervisor.run()
-    except Exception as exc:
-        log.exception("the supervisor stopped on an error")
-        run_dir.release()
-        abort(f"the supervisor stopped on an error: {exc}")
+        raise SystemExit(run_supervisor(config, app.run_dir, foreground=True))
+    except LaunchError as exc:
+        abort(str(exc), exc.code)
 
 
 def _start_detached(app: App, config: AppConfig) -> int:
@@ -79,7 +55,7 @@ def _start_detached(app: App, config: AppConfig) -> int:
     output = run_dir.daemon_output
     with output.open("wb") as sink:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "up", "--supervise", "-c", str(app.config_dir)],
+            [sys.executable, "-m", "orchestrator.daemon", str(app.config_dir)],
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import child, item
 
@@ -31,6 +29,8 @@ def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
     """The variables `${VAR}` may name: `env_file`'s (if it exists), overridden by `os.environ`."""
     values: dict[str, str] = {}
     if env_file.is_file():
+        from dotenv import dotenv_values  # noqa: PLC0415  (only when there is a .env to read)
+
         try:
             raw = dotenv_values(env_file)
         except (OSError, UnicodeDecodeError) as exc:

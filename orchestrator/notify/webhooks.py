@@ -22,10 +22,10 @@ from module_sdk.event import Pattern
 from orchestrator.config.model import ErrorHandlingSection, NotificationsSection, Webhook
 from orchestrator.config.redact import Redactor
 from orchestrator.notify.payload import Notice, display_url, safe_text
-from orchestrator.notify.target import Target
 
 if TYPE_CHECKING:
     from orchestrator.notify.delivery import Worker
+    from orchestrator.notify.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,10 @@ class WebhookNotifier:
 def _targets(
     hooks: tuple[Webhook, ...], errors: ErrorHandlingSection, redactor: Redactor, queue_limit: int
 ) -> tuple[Target, ...]:
+    if not hooks:
+        return ()
+    from orchestrator.notify.target import Target  # noqa: PLC0415  (pybreaker, only if needed)
+
     targets: list[Target] = []
     names: set[str] = set()
     for hook in hooks:

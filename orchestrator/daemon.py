@@ -1,0 +1,65 @@
+"""`python -m orchestrator.daemon CONFIG_DIR`: the supervisor that `orchestrator up -d` starts.
+
+Also what `orchestrator up` runs in the foreground. It imports no CLI code (click and the other
+commands would only cost the long-lived supervisor memory): errors are one line on stderr and an
+exit code from `orchestrator.exit_codes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from orchestrator import exit_codes
+from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
+from orchestrator.logsetup import setup_logging
+from orchestrator.rundir import AlreadyRunningError, RunDir, UnsafeRunDirError
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(Exception):
+    """The supervisor could not start; `code` is the exit code to use."""
+
+    def __init__(self, message: str, code: int = exit_codes.FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> int:
+    """Be the supervisor until it is stopped; returns the exit code, raises LaunchError."""
+    from orchestrator.supervisor import Supervisor  # noqa: PLC0415  (heavy; only here)
+
+    try:
+        run_dir.acquire()
+    except AlreadyRunningError as exc:
+        raise LaunchError(f"{exc}; use `orchestrator status` or `orchestrator down`") from None
+    except UnsafeRunDirError as exc:
+        raise LaunchError(f"unsafe run directory: {exc}") from None
+    redactor = Redactor(config.secrets)
+    setup_logging(config.logging, redactor, console=foreground)
+    try:
+        return Supervisor(config, run_dir, redactor, foreground=foreground).run()
+    except Exception as exc:
+        log.exception("the supervisor stopped on an error")
+        run_dir.release()
+        raise LaunchError(f"the supervisor stopped on an error: {exc}") from exc
+
+
+def main(argv: list[str]) -> int:
+    """Load the config in `argv[0]` and supervise it in the background."""
+    config_dir = Path(argv[0])
+    try:
+        config = load_config(config_dir)
+        return run_supervisor(config, RunDir(config_dir), foreground=False)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_CONFIG
+    except LaunchError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
