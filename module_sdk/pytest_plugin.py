@@ -4,6 +4,9 @@
 - `module_loader`: `module_sdk.testing.load_module`; after the test, every module it loaded whose
   `initialize()` was called and whose `shutdown()` was not gets `shutdown()` called, newest first.
   A `shutdown()` that raises then is reported as a `ModuleShutdownWarning`, not a test error.
+- `module_process`: `start(path, config=None, *, name=None, settings=None)` runs a module in a
+  real child process under a real supervisor and broker (`module_sdk.harness.RunningModule`:
+  `publish`, `events`, `wait_for`, `wait_for_log`, `status`, `log`); everything is stopped after the test.
 
 This is the only part of `module_sdk` that imports pytest.
 """
@@ -19,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from module_sdk.harness import RunningModule
 from module_sdk.testing import InProcessBus, ModuleLoader, load_module
 
-__all__ = ["ModuleShutdownWarning", "event_bus", "module_loader"]
+__all__ = ["ModuleShutdownWarning", "event_bus", "module_loader", "module_process"]
 
 
 class ModuleShutdownWarning(UserWarning):
@@ -80,3 +84,21 @@ def module_loader() -> Iterator[ModuleLoader]:
                 ModuleShutdownWarning,
                 stacklevel=1,
             )
+
+
+@pytest.fixture
+def module_process() -> Iterator[Callable[..., RunningModule]]:
+    """Start modules in real child processes (`RunningModule.start`); all stop after the test."""
+    started: list[RunningModule] = []
+
+    def start(
+        path: str | os.PathLike[str], config: dict[str, Any] | None = None, **options: Any
+    ) -> RunningModule:
+        running = RunningModule.start(path, config, **options)
+        started.append(running)
+        return running
+
+    yield start
+
+    for running in reversed(started):
+        running.stop()
