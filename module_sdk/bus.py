@@ -29,6 +29,7 @@ _SUBSCRIBE = b"S"
 _UNSUBSCRIBE = b"U"
 _DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
+_SEQ_TRACKING = 16384  # (publisher, topic) pairs remembered for gap counting
 
 
 class HandshakeTimeoutError(RuntimeError):
@@ -70,6 +71,8 @@ class ZmqEventBus:
         self._zmq_refcount: dict[bytes, int] = {}
         self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
+        self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
+        self._last_seq: dict[tuple[str, bytes], int] = {}  # (publisher, topic) -> last seq seen
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
@@ -80,6 +83,7 @@ class ZmqEventBus:
         self.events_out = 0
         self.callback_errors = 0
         self.bad_frames = 0
+        self.dropped = 0  # events that never arrived: gaps in a publisher's per-topic seq
         self._busy_since: float | None = None
 
     # -- the module-facing API -------------------------------------------------------------
@@ -93,6 +97,7 @@ class ZmqEventBus:
             entry = self._subscriptions.setdefault(parsed.text, (parsed, []))
             entry[1].append(callback)
             self._route_cache.clear()
+            self._last_seq.clear()  # what passed while we were not subscribed was no drop
             if len(entry[1]) == 1:
                 self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
 
@@ -124,12 +129,13 @@ class ZmqEventBus:
             topic = validate_event_type(event_type).encode()
             if len(self._topics) < _TOPIC_CACHE_SIZE:
                 self._topics[event_type] = topic
-        body = encode_envelope(
-            self._source, f"{self._id_prefix}{next(self._ids):x}", time.time(), data
-        )
-        with self._pub_lock:
+        event_id = f"{self._id_prefix}{next(self._ids):x}"
+        with self._pub_lock:  # packed inside: `seq` must follow the order of the sends
             if self._closed:
                 raise RuntimeError("the event bus is closed (the module is shutting down)")
+            seq = self._seqs.get(topic, 0) + 1
+            body = encode_envelope(self._source, event_id, time.time(), data, seq)
+            self._seqs[topic] = seq
             self._pub.send(topic, zmq.SNDMORE)
             self._pub.send(body)
             self.events_out += 1
@@ -194,6 +200,7 @@ class ZmqEventBus:
             "events_out": self.events_out,
             "callback_errors": self.callback_errors,
             "bad_frames": self.bad_frames,
+            "dropped": self.dropped,
         }
 
     def busy_for(self) -> float:
@@ -289,10 +296,12 @@ class ZmqEventBus:
         if not callbacks:
             return
         try:
-            source, event_id, sent, data = decode_envelope(body)
+            source, event_id, sent, data, seq = decode_envelope(body)
         except BadFrameError as exc:
             self._bad_frame(str(exc))
             return
+        if seq:
+            self._count_gap(event_id, topic, seq)
         event = Event(event_type, data, source, event_id, sent)
         self.events_in += 1
         self._busy_since = _monotonic()
@@ -308,6 +317,19 @@ class ZmqEventBus:
                     source,
                 )
         self._busy_since = None
+
+    def _count_gap(self, event_id: str, topic: bytes, seq: int) -> None:
+        """Count the events of this publisher and topic that ZeroMQ dropped before this one (a
+        high-water mark overflowed on the way). The id's prefix names the publishing process."""
+        key = (event_id[: event_id.rfind("-")], topic)
+        last = self._last_seq.get(key)
+        if last is not None and seq > last + 1:
+            self.dropped += seq - last - 1
+            if self.dropped == seq - last - 1:
+                log.warning("events were dropped on the way here (a subscriber fell behind)")
+        if len(self._last_seq) >= _SEQ_TRACKING and key not in self._last_seq:
+            self._last_seq.clear()  # forget old publishers; a fresh baseline counts nothing
+        self._last_seq[key] = seq
 
     def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
         with self._subs_lock:

@@ -15,16 +15,17 @@ class BadFrameError(ValueError):
     """A frame on the bus that is not a valid envelope. The SDK drops and counts these."""
 
 
-def encode_envelope(source: str, event_id: str, time: float, data: Any) -> bytes:
-    """Pack an envelope; raise TypeError if `data` is not msgpack-serialisable."""
+def encode_envelope(source: str, event_id: str, time: float, data: Any, seq: int = 0) -> bytes:
+    """Pack an envelope; raise TypeError if `data` is not msgpack-serialisable. `seq` numbers the
+    publisher's events of this topic from 1 (0 when it does not count them)."""
     try:
-        return msgpack.packb((source, event_id, time, data))  # type: ignore[no-any-return]
+        return msgpack.packb((source, event_id, time, data, seq))  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"event data is not msgpack-serialisable: {exc}") from None
 
 
-def decode_envelope(body: bytes) -> tuple[str, str, float, Any]:
-    """Unpack an envelope as `(source, id, time, data)`; raise BadFrameError if it is not one.
+def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
+    """Unpack an envelope as `(source, id, time, data, seq)`; raise BadFrameError if it is not.
 
     Every call unpacks from scratch (no shared Unpacker, so one bad frame cannot poison the next), and
     no container or string in the frame may claim more entries or bytes than the frame holds.
@@ -44,12 +45,14 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any]:
         raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
     # Exact type checks: this runs for every event, and a subclass cannot come out of msgpack.
     if type(value) is not list or len(value) != ENVELOPE_FIELDS:
-        raise BadFrameError("envelope is not a 4-element array")
-    source, event_id, time, data = value
+        raise BadFrameError(f"envelope is not a {ENVELOPE_FIELDS}-element array")
+    source, event_id, time, data, seq = value
     if type(source) is not str or type(event_id) is not str:
         raise BadFrameError("envelope source and id must be strings")
     if type(time) is not float:
         if type(time) is not int:
             raise BadFrameError("envelope time must be a number")
         time = float(time)
-    return source, event_id, time, data
+    if type(seq) is not int:
+        raise BadFrameError("envelope seq must be an integer")
+    return source, event_id, time, data, seq

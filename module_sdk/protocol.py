@@ -1,7 +1,7 @@
 """Wire constants shared by the supervisor and the SDK shim: one place for frame layouts and kinds.
 
 Bus frames are `[topic, envelope]`: the topic is the event type in UTF-8 (ZeroMQ filters on its
-prefix), the envelope is msgpack `[source, id, time, data]`. Topics that start with `INTERNAL_PREFIX`
+prefix), the envelope is msgpack `[source, id, time, data, seq]`. Topics that start with `INTERNAL_PREFIX`
 belong to the SDK (handshake probes) and never reach a callback.
 
 The child channel carries msgpack maps `{"kind": ..., ...}` from each child's DEALER socket to the
@@ -15,7 +15,9 @@ from typing import Final
 # Bus
 INTERNAL_PREFIX: Final = b"\x00"
 PROBE_PREFIX: Final = b"\x00probe."
-ENVELOPE_FIELDS: Final = 4  # source, id, time, data
+ENVELOPE_FIELDS: Final = 5  # source, id, time, data, seq
+# `seq` counts a publisher's events per topic from 1 (0: not counted), so that a subscriber can
+# tell that ZeroMQ dropped some on the way (a high-water mark overflowed) and count them.
 
 # Child channel message kinds
 HELLO: Final = "hello"  # child -> supervisor: {name, pid}

@@ -87,7 +87,7 @@ class InProcessBus:
         with self._lock:
             event_id = f"{self._id_prefix}{next(self._ids):x}"
         body = encode_envelope(self.source, event_id, time.time(), data)
-        source, event_id, sent, delivered = decode_envelope(body)
+        source, event_id, sent, delivered, _ = decode_envelope(body)
         event = Event(event_type, delivered, source, event_id, sent)
         # The record gets its own copy of the data, so a callback that mutates it cannot change it.
         record = Event(event_type, decode_envelope(body)[3], source, event_id, sent)

@@ -98,6 +98,7 @@ class ManagedChild:
             "events_out": self.counters.get("events_out", 0),
             "callback_errors": self.counters.get("callback_errors", 0),
             "bad_frames": self.counters.get("bad_frames", 0),
+            "dropped": self.counters.get("dropped", 0),
             "log": str(self.log.path),
             "memory_limit_mb": self.spec.supervision.memory_limit_mb,
             "depends_on": list(self.spec.depends_on),

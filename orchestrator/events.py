@@ -26,6 +26,7 @@ class SystemEvents:
         self._pub.connect(xsub_endpoint)
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-sup-"
+        self._seqs: dict[bytes, int] = {}
 
     def publish(self, event_type: str, **data: Any) -> None:
         """Publish one built-in event; failures are logged, never raised into the loop."""
@@ -36,9 +37,12 @@ class SystemEvents:
         invalid type and TypeError for data msgpack cannot carry; logs a failure to send."""
         validate_event_type(event_type)
         event_id = f"{self._prefix}{next(self._ids):x}"
-        body = encode_envelope(source, event_id, time.time(), data)
+        topic = event_type.encode()
+        seq = self._seqs.get(topic, 0) + 1
+        body = encode_envelope(source, event_id, time.time(), data, seq)
+        self._seqs[topic] = seq
         try:
-            self._pub.send_multipart([event_type.encode(), body], zmq.NOBLOCK)
+            self._pub.send_multipart([topic, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not publish %s: %s", event_type, exc)
         return event_id

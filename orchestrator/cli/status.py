@@ -118,6 +118,8 @@ def _note(module: dict[str, Any]) -> str:
     parts = []
     if module["why"] and module["state"] != "running":
         parts.append(module["why"])
+    if module["dropped"]:
+        parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
     last = module["last_exit"]
     if last and last["error"] and module["state"] != "running":
         parts.append(last["error"])

@@ -115,7 +115,13 @@ def test_exact_subscription_delivers_the_event(net: Net) -> None:
     assert before <= first.time <= second.time <= after
     assert second.data is None
     assert (a.events_out, a.events_in, b.events_out, b.events_in) == (2, 0, 0, 2)
-    assert a.counters() == {"events_in": 0, "events_out": 2, "callback_errors": 0, "bad_frames": 0}
+    assert a.counters() == {
+        "events_in": 0,
+        "events_out": 2,
+        "callback_errors": 0,
+        "bad_frames": 0,
+        "dropped": 0,
+    }
 
 
 def test_prefix_and_wildcard_patterns(net: Net) -> None:
@@ -188,7 +194,13 @@ def test_a_raising_callback_is_counted_and_others_still_run(net: Net) -> None:
     )
     a.publish("test.ping")
     wait_until(lambda: len(got.events) == 2, what="second delivery")
-    assert b.counters() == {"events_in": 2, "events_out": 0, "callback_errors": 2, "bad_frames": 0}
+    assert b.counters() == {
+        "events_in": 2,
+        "events_out": 0,
+        "callback_errors": 2,
+        "bad_frames": 0,
+        "dropped": 0,
+    }
 
 
 def test_invalid_publish_raises_and_is_not_counted(net: Net) -> None:
@@ -263,3 +275,53 @@ def test_bad_frames_are_counted_and_dropped(net: Net) -> None:
     wait_for(everything, "test.after")
     assert everything.events[-1].data == {"ok": True}
     assert everything.events[-1].source == "a"
+
+
+def test_gaps_in_a_publishers_sequence_are_counted_as_dropped(net: Net) -> None:
+    pings = Recorder()
+    b = net.bus("b", [("test.*", pings)])
+    raw = net.ctx.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(net.xsub)
+
+    def send(topic: str, event_id: str, seq: int) -> None:
+        raw.send_multipart([topic.encode(), encode_envelope("raw", event_id, 1.0, None, seq)])
+
+    try:
+        wait_until(  # until the raw socket knows b's subscription (unnumbered, so no baseline)
+            lambda: send("test.hello", "x-0", 0) or pings.got("test.hello"), what="connected"
+        )
+        for seq in (1, 2, 5, 6):  # 3 and 4 "lost on the way"
+            send("test.ping", "p1-1", seq)
+        send("test.pong", "p1-2", 7)  # another topic: its own numbering, no gap
+        send("test.ping", "p2-1", 1)  # another publisher: its own numbering, no gap
+        wait_until(
+            lambda: pings.types.count("test.ping") == 5 and "test.pong" in pings.types,
+            what="5 pings and a pong",
+            details=lambda: str(pings.types),
+        )
+        assert b.dropped == 2 and b.counters()["dropped"] == 2
+    finally:
+        raw.close(linger=0)
+
+
+def test_a_fast_publisher_and_a_slow_subscriber_show_drops_not_silence(net: Net) -> None:
+    released = threading.Event()
+    total = 250_000  # more than the broker's high-water mark (100,000) can hold for one subscriber
+
+    def slow(event: Event) -> None:
+        released.wait(10.0)  # hold the receiver until the publisher is done
+
+    b = net.bus("b", [("flood.*", slow)])
+    a = net.bus("a")
+    for n in range(total):
+        a.publish("flood.data", n)
+    released.set()
+    # A gap shows when a later event of the same topic arrives: keep sending one until it does.
+    wait_until(
+        lambda: a.publish("flood.data", -1) or b.dropped > 0,
+        30,
+        "the drops counted",
+        lambda: str(b.counters()),
+    )
+    assert b.events_in + b.dropped >= total  # every event delivered, or counted as lost

@@ -35,7 +35,7 @@ GOOD = encode_envelope("src", "id-1", 1700000000.25, {"k": [1, 2, b"\x00"]})
 def test_round_trip(data: Any) -> None:
     body = encode_envelope("mod", "abc-1", 1234.5, data)
     assert isinstance(body, bytes)
-    assert decode_envelope(body) == ("mod", "abc-1", 1234.5, data)
+    assert decode_envelope(body) == ("mod", "abc-1", 1234.5, data, 0)
 
 
 def test_tuples_come_back_as_lists() -> None:
@@ -44,8 +44,8 @@ def test_tuples_come_back_as_lists() -> None:
 
 
 def test_integer_time_comes_back_as_float() -> None:
-    body = msgpack.packb(["mod", "id", 42, None])
-    _, _, time, _ = decode_envelope(body)
+    body = msgpack.packb(["mod", "id", 42, None, 0])
+    _, _, time, _, _ = decode_envelope(body)
     assert time == 42.0
     assert type(time) is float
 
@@ -67,13 +67,14 @@ def test_encode_self_referencing_data_raises_type_error() -> None:
         encode_envelope("mod", "id", 1.0, data)
 
 
-def _decode_or_bad_frame(body: bytes) -> tuple[str, str, float, Any] | None:
+def _decode_or_bad_frame(body: bytes) -> tuple[str, str, float, Any, int] | None:
     """Decode `body`; None if it is a BadFrameError. Anything else propagates and fails the test."""
     try:
         result = decode_envelope(body)
     except BadFrameError:
         return None
-    source, event_id, time, _ = result
+    source, event_id, time, _, seq = result
+    assert type(seq) is int
     assert isinstance(source, str)
     assert isinstance(event_id, str)
     assert isinstance(time, float)
@@ -117,24 +118,26 @@ def test_truncated_envelopes_are_bad_frames(length: int) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        ["src", "id", 1.0],
-        ["src", "id", 1.0, None, "extra"],
+        ["src", "id", 1.0, None],
+        ["src", "id", 1.0, None, 0, "extra"],
         [],
         {"source": "src", "id": "id", "time": 1.0, "data": None},
         "just a string",
         42,
         None,
-        [1, "id", 1.0, None],
-        ["src", 2, 1.0, None],
-        [b"src", "id", 1.0, None],
-        ["src", "id", "1.0", None],
-        ["src", "id", True, None],
-        ["src", "id", None, None],
-        ["src", "id", [1.0], None],
+        [1, "id", 1.0, None, 0],
+        ["src", 2, 1.0, None, 0],
+        [b"src", "id", 1.0, None, 0],
+        ["src", "id", "1.0", None, 0],
+        ["src", "id", True, None, 0],
+        ["src", "id", None, None, 0],
+        ["src", "id", [1.0], None, 0],
+        ["src", "id", 1.0, None, "1"],
+        ["src", "id", 1.0, None, 1.0],
     ],
     ids=[
-        "3-elements",
-        "5-elements",
+        "4-elements",
+        "6-elements",
         "empty-array",
         "map",
         "str",
@@ -147,6 +150,8 @@ def test_truncated_envelopes_are_bad_frames(length: int) -> None:
         "time-bool",
         "time-nil",
         "time-list",
+        "seq-str",
+        "seq-float",
     ],
 )
 def test_wrong_shapes_and_field_types_are_bad_frames(value: Any) -> None:
@@ -165,10 +170,10 @@ def test_wrong_shapes_and_field_types_are_bad_frames(value: Any) -> None:
         b"\xda\xff\xff" + b"abc",  # str16 of 65535 bytes
         b"\xc6\xff\xff\xff\xff" + b"abcde",  # bin32 of 4 GiB
         b"\xc9\xff\xff\xff\xff\x01" + b"abcd",  # ext32 of 4 GiB
-        b"\x94\xa3src\xa2id\xcb"
+        b"\x95\xa3src\xa2id\xcb"
         + b"\x00" * 8
         + b"\xdd\x7f\xff\xff\xff",  # data claims 2**31-1 items
-        b"\x94\xdb\xff\xff\xff\xff",  # source claims 4 GiB
+        b"\x95\xdb\xff\xff\xff\xff",  # source claims 4 GiB
     ],
     ids=["array32", "array16", "map32", "str32", "str16", "bin32", "ext32", "nested", "source"],
 )
@@ -193,7 +198,7 @@ def test_headers_claiming_more_than_the_frame_holds_are_bad_frames(body: bytes) 
 def test_decoding_is_independent_between_calls(bad: bytes) -> None:
     with pytest.raises(BadFrameError):
         decode_envelope(bad)
-    assert decode_envelope(GOOD) == ("src", "id-1", 1700000000.25, {"k": [1, 2, b"\x00"]})
+    assert decode_envelope(GOOD) == ("src", "id-1", 1700000000.25, {"k": [1, 2, b"\x00"]}, 0)
     # and the rest of a split envelope is not completed by a previous call's leftovers
     with pytest.raises(BadFrameError):
         decode_envelope(GOOD[5:])
