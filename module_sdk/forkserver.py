@@ -6,6 +6,9 @@ ZeroMQ context and no thread, costs about one. The supervisor talks to it over a
 each request is a msgpack map `{name, env, cwd}` with the write end of the output pipe attached;
 the answer is `{pid}` or `{error}`.
 
+Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
+template's; a module whose `env` sets any PYTHON* variable other than PYTHONPATH is spawned.
+
 Each module process is a grandchild: the template forks an intermediate process, which forks the
 module process and exits at once. The orphaned module process is then adopted by the supervisor,
 a child subreaper, which alone signals and reaps it, as if it had spawned it itself.
@@ -18,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -68,6 +72,8 @@ def _intermediate(control: socket.socket, request: dict[str, Any], output: int) 
         if pid == 0:
             control.close()
             _become_module(request, output)
+        with contextlib.suppress(OSError):  # its own group before anyone may signal it
+            os.setpgid(pid, pid)
         control.send(msgpack.packb({"pid": pid}))
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -93,6 +99,7 @@ def _become_module(request: dict[str, Any], output: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        _as_if_started_here(request["cwd"])
         sys.argv = ["module_sdk", request["name"]]
         code = module_sdk.shim.main()
     except BaseException:
@@ -102,6 +109,15 @@ def _become_module(request: dict[str, Any], output: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _as_if_started_here(cwd: str) -> None:
+    """What a fresh `python -m module_sdk` would have set up from its environment and directory:
+    sys.path starting at the working directory, then PYTHONPATH, and the time zone."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    inherited = [p for p in sys.path[1:] if p not in extra]
+    sys.path[:] = [cwd, *extra, *inherited]
+    time.tzset()
 
 
 def main() -> int:

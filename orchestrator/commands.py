@@ -107,6 +107,8 @@ class CommandHandler:
         return None
 
     def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        if self.supervisor.manager.shutting_down:
+            return control.failure("the supervisor is shutting down; nothing was changed")
         plan, error = self.supervisor.reload(dry_run=bool(request.get("dry_run")))
         if plan is None:
             return control.failure(error, {"kind": "config"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from orchestrator.processes import ModuleProcess
 
 log = logging.getLogger(__name__)
 
-_REPLY_TIMEOUT = 5.0
+_REPLY_TIMEOUT = 2.0  # it answers in about a millisecond; past this it is stuck: restart it
 
 
 class ForkServerError(RuntimeError):
@@ -97,14 +98,24 @@ class ForkServer:
             raise ForkServerError(str(answer.get("error") if isinstance(answer, dict) else answer))
         return ModuleProcess(answer["pid"], os.fdopen(read_end, "rb", buffering=0))
 
-    def close(self) -> None:
-        """Close our end: the template sees end-of-file and exits (the loop reaps it)."""
+    def reaped(self) -> None:
+        """The loop reaped the template: forget it (its pid may be reused); the next fork starts
+        a new one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+            self._proc.returncode = -1  # so that Popen never waits for it itself
+            self._proc = None
+
+    def close(self) -> None:
+        """Stop the template and any intermediate of it (its process group), and reap it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):  # the loop may have reaped it already
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself

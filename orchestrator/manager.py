@@ -118,7 +118,7 @@ class ChildManager:
         waiting_for = [
             name
             for name in child.spec.depends_on
-            if self.children[name].state is not ChildState.RUNNING
+            if (other := self.children.get(name)) is None or other.state is not ChildState.RUNNING
         ]
         if waiting_for:
             return "waiting for " + ", ".join(waiting_for) + " to run (depends_on)"
@@ -173,7 +173,7 @@ class ChildManager:
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
         cwd = self.config.config_dir.parent
-        if child.spec.supervision.start_method == "fork":
+        if child.spec.supervision.start_method == "fork" and not _needs_new_interpreter(child):
             try:
                 return self.forkserver.fork(child.name, env, cwd)
             except ForkServerError as exc:
@@ -207,13 +207,23 @@ class ChildManager:
             child = self.children[name]
             child.removing = True
             self.stop(child)
+        # Every new module exists before anything starts: a module may depend on a newer one.
+        fresh = []
+        for name in plan.start:
+            old = self.children.get(name)
+            if old is not None and old.removing:  # removed, and added back before it stopped
+                old.removing = False
+                old.spec = specs[name]
+                self.restart(old)
+                continue
+            log_file = ModuleLog(name, config.logging, self.redactor, echo=self._foreground)
+            self.children[name] = ManagedChild(specs[name], log_file)
+            fresh.append(self.children[name])
         for name in plan.restart:
             child = self.children[name]
             child.spec = specs[name]
             self.restart(child)
-        for name in plan.start:
-            log_file = ModuleLog(name, config.logging, self.redactor, echo=self._foreground)
-            child = self.children[name] = ManagedChild(specs[name], log_file)
+        for child in fresh:
             self.start(child)
         self.start_waiting()  # a changed dependency or limit may free a waiting module
 
@@ -331,7 +341,10 @@ class ChildManager:
         for pid, raw in reap():
             child = self.by_pid.pop(pid, None)
             if child is None or child.process is None:
-                if pid != self.forkserver.pid:
+                if pid == self.forkserver.pid:
+                    log.warning("the fork server (pid %d) exited; it restarts when needed", pid)
+                    self.forkserver.reaped()
+                else:
                     log.debug("reaped process %d (a module's stray)", pid)
                 continue
             status = ExitStatus.from_wait_status(raw)
@@ -426,9 +439,10 @@ class ChildManager:
     def _remove(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
         log.info("%s removed", child.name)
-        self.cgroups.remove(child.name)
         child.log.close()
-        del self.children[child.name]
+        if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
+            self.cgroups.remove(child.name)
+            del self.children[child.name]
 
     def _breaker(self, child: ManagedChild) -> StartBreaker:
         if child.breaker is None:
@@ -459,6 +473,12 @@ def _exit_reason(child: ManagedChild, status: ExitStatus) -> ExitReason:
     if status.code in _SHIM_EXIT_REASONS:
         return _SHIM_EXIT_REASONS[status.code]
     return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
+
+
+def _needs_new_interpreter(child: ManagedChild) -> bool:
+    """Interpreter settings in the module's env (PYTHONHASHSEED, ...) act only at start-up, which
+    a fork of the template has had already; PYTHONPATH the fork server applies itself."""
+    return any(key.startswith("PYTHON") and key != "PYTHONPATH" for key in child.spec.env)
 
 
 def _jitter() -> float:

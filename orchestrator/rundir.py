@@ -35,6 +35,8 @@ class RunDir:
         if base is None:
             base = Path(os.environ.get("ORCHESTRATOR_RUN_BASE") or _default_base())
         self.path = base / key
+        # Names this run (config and run base) in shared places, like the cgroup tree.
+        self.key = f"{_fnv1a_64(str(self.path).encode()):016x}"
         self._lock_fd: int | None = None
         if len(str(self.path / "control.sock")) > _SUN_PATH_MAX:
             raise ValueError(f"run directory path too long for ipc sockets: {self.path}")

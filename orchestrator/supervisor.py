@@ -77,7 +77,7 @@ class Supervisor:
             config,
             machine_limits(config.resources),
             redactor=redactor,
-            cgroups=ModuleCgroups(run_dir.path.name),
+            cgroups=ModuleCgroups(run_dir.key),
             channel_endpoint=run_dir.child_channel,
             lifeline=self._lifeline_read,
             poller=self.poller,
@@ -256,7 +256,9 @@ class Supervisor:
             log.error("config reload rejected, keeping the running config: %s", message)
             return None, message
         plan = plan_reload(self.config, new)
-        if dry_run or self.manager.shutting_down:
+        if self.manager.shutting_down:
+            return None, "the supervisor is shutting down; nothing was changed"
+        if dry_run:
             return plan, ""
         for section in plan.not_applied:
             log.warning("reload: %s changed; it applies at the next `up`", section)

@@ -178,7 +178,7 @@ class Project:
         for proc in self.processes():
             proc.kill()
         # A supervisor that was SIGKILLed could not remove its (empty) cgroups.
-        ModuleCgroups(RunDir(self.config_dir, self.run_base).path.name).close()
+        ModuleCgroups(RunDir(self.config_dir, self.run_base).key).close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

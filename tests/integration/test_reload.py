@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from helpers import wait_until
-from project import FAST_SUPERVISION, Project
+from project import FAST_SUPERVISION, Project, alive
 
 from orchestrator import exit_codes
 
@@ -113,3 +113,40 @@ def test_a_config_edit_is_applied_while_watching(project: Project) -> None:
     _modules(project, ["a", "f"])
     project.wait_module("f", state="running")
     assert (project.config_dir / "main.yaml").read_text() == main
+
+
+SLOW_STOP = """
+import time
+
+
+def initialize(event_bus, config):
+    pass
+
+
+def shutdown():
+    time.sleep(1)
+"""
+
+
+def test_a_module_added_back_while_its_removal_is_stopping_survives(project: Project) -> None:
+    slow = project.write_module("slow.py", SLOW_STOP)
+    project.configure([{"name": "s", "path": slow}])
+    first = project.up()["modules"][0]["pid"]
+    (project.config_dir / "modules.yaml").write_text("modules: []\n")
+    project.cli("reload", check=0)
+    project.configure([{"name": "s", "path": slow}])
+    project.cli("reload", check=0)
+    wait_until(lambda: not alive(first), 10, "the first process to finish stopping")
+    row = project.wait_module("s", state="running")
+    assert row["pid"] != first and alive(row["pid"])
+    assert "s" in project.cli("reload", "--dry-run", check=0).stdout  # still known: unchanged
+
+
+def test_new_modules_may_depend_on_each_other_in_any_order(project: Project) -> None:
+    project.configure([])
+    _modules(project, ["a"])
+    project.up()
+    _modules(project, ["a", "b", "c"], b={"depends_on": ["c"]}, a={"depends_on": ["c"]})
+    project.cli("reload", check=0)
+    for name in ("a", "b", "c"):
+        project.wait_module(name, state="running")

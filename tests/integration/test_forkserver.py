@@ -1,0 +1,73 @@
+"""Modules forked from the warm template start as a fresh interpreter would: same imports, same
+environment; and the template itself is replaceable."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+from helpers import wait_until
+from project import Project
+
+REPORTS = """
+import os
+import sys
+import time
+
+import helper_at_root
+
+
+def initialize(event_bus, config):
+    print("helper", helper_at_root.VALUE, "tz", time.tzname[0], "argv", sys.argv[1], flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def _cmdline(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline())
+
+
+def test_a_forked_module_sees_what_a_spawned_one_would(project: Project) -> None:
+    (project.root / "helper_at_root.py").write_text("VALUE = 'from the project root'\n")
+    path = project.write_module("reports.py", REPORTS)
+    project.configure(
+        [
+            {"name": "forked", "path": path, "env": {"TZ": "Asia/Tokyo"}},
+            {"name": "spawned", "path": path, "env": {"TZ": "Asia/Tokyo"}, "start_method": "spawn"},
+        ]
+    )
+    status = project.up()
+    pids = {m["name"]: m["pid"] for m in status["modules"]}
+    for name in ("forked", "spawned"):
+        line = wait_until(lambda n=name: "helper" in project.log(n) and project.log(n), 5, name)
+        assert "helper from the project root tz JST argv " + name in line, line
+    assert "module_sdk.forkserver" in _cmdline(pids["forked"])
+    assert "-m module_sdk spawned" in _cmdline(pids["spawned"])
+
+
+def test_interpreter_settings_in_env_mean_a_fresh_interpreter(project: Project) -> None:
+    project.configure(
+        [{"name": "seeded", "path": project.probe("idle"), "env": {"PYTHONHASHSEED": "7"}}]
+    )
+    pid = project.up()["modules"][0]["pid"]
+    assert "-m module_sdk seeded" in _cmdline(pid)
+
+
+def test_a_dead_fork_server_is_replaced_at_the_next_start(project: Project) -> None:
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    status = project.up()
+    supervisor = psutil.Process(status["supervisor"]["pid"])
+    (template,) = [
+        p
+        for p in supervisor.children()
+        if "module_sdk.forkserver" in _cmdline(p.pid) and p.pid != status["modules"][0]["pid"]
+    ]
+    os.kill(template.pid, signal.SIGKILL)
+    wait_until(lambda: "fork server" in (project.root / "logs/app.log").read_text(), 5, "noticed")
+    project.cli("restart", "idle", check=0)
+    row = project.module("idle")
+    assert row["state"] == "running" and "module_sdk.forkserver" in _cmdline(row["pid"])
