@@ -19,7 +19,8 @@ from pathlib import Path
 
 import msgpack
 
-from orchestrator.processes import ModuleProcess
+from orchestrator.config import ModuleSpec
+from orchestrator.processes import ModuleProcess, spawn_module
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,22 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
+
+
+def launch_module(
+    spec: ModuleSpec, env: Mapping[str, str], cwd: Path, lifeline: int, forkserver: ForkServer
+) -> ModuleProcess:
+    """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
+    (`start_method: spawn`, or interpreter settings in its env) or the fork server fails."""
+    if spec.supervision.start_method == "fork" and not needs_new_interpreter(spec):
+        try:
+            return forkserver.fork(spec.name, env, cwd)
+        except ForkServerError as exc:
+            log.error("%s: %s", spec.name, exc)
+    return spawn_module(spec.name, cwd, env, lifeline)
+
+
+def needs_new_interpreter(spec: ModuleSpec) -> bool:
+    """Interpreter settings in the module's env (PYTHONHASHSEED, ...) act only at start-up, which
+    a fork of the template has had already; PYTHONPATH the fork server applies itself."""
+    return any(key.startswith("PYTHON") and key != "PYTHONPATH" for key in spec.env)

@@ -19,8 +19,8 @@ import zmq
 from module_sdk import protocol
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
-from orchestrator.config import AppConfig, Redactor
-from orchestrator.forkserver import ForkServer, ForkServerError
+from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.forkserver import ForkServer, launch_module
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import (
     ModuleProcess,
@@ -28,10 +28,9 @@ from orchestrator.processes import (
     module_env,
     reap,
     signal_group,
-    spawn_module,
     strays,
 )
-from orchestrator.reconcile import ReloadPlan
+from orchestrator.reconcile import ReloadPlan, apply_plan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
 
@@ -166,19 +165,13 @@ class ChildManager:
         return True
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
-        """Fork the module from the warm template, or spawn a fresh interpreter when it asks for
-        one (`start_method: spawn`) or the fork server fails."""
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
         cgroup = self.cgroups.prepare(child.name)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
-        cwd = self.config.config_dir.parent
-        if child.spec.supervision.start_method == "fork" and not _needs_new_interpreter(child):
-            try:
-                return self.forkserver.fork(child.name, env, cwd)
-            except ForkServerError as exc:
-                log.error("%s: %s", child.name, exc)
-        return spawn_module(child.name, cwd, env, self._lifeline)
+        return launch_module(
+            child.spec, env, self.config.config_dir.parent, self._lifeline, self.forkserver
+        )
 
     def start_waiting(self) -> None:
         """Start, in config order, every waiting module that nothing holds back any more."""
@@ -199,33 +192,17 @@ class ChildManager:
             child.restarts += 1
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
-        """Switch to `config`, touching only the modules `plan` names."""
+        """Switch to `config`, touching only the modules `plan` names (see reconcile.apply_plan)."""
         self.config, self.limits = config, limits
         self.redactor.add(config.secrets)
-        specs = {spec.name: spec for spec in config.enabled_modules}
-        for name in plan.stop:
-            child = self.children[name]
-            child.removing = True
-            self.stop(child)
-        # Every new module exists before anything starts: a module may depend on a newer one.
-        fresh = []
-        for name in plan.start:
-            old = self.children.get(name)
-            if old is not None and old.removing:  # removed, and added back before it stopped
-                old.removing = False
-                old.spec = specs[name]
-                self.restart(old)
-                continue
-            log_file = ModuleLog(name, config.logging, self.redactor, echo=self._foreground)
-            self.children[name] = ManagedChild(specs[name], log_file)
-            fresh.append(self.children[name])
-        for name in plan.restart:
-            child = self.children[name]
-            child.spec = specs[name]
-            self.restart(child)
-        for child in fresh:
-            self.start(child)
+        apply_plan(self, config, plan)
         self.start_waiting()  # a changed dependency or limit may free a waiting module
+
+    def add(self, spec: ModuleSpec) -> ManagedChild:
+        """A new module (from a reload), not started yet."""
+        log_file = ModuleLog(spec.name, self.config.logging, self.redactor, echo=self._foreground)
+        child = self.children[spec.name] = ManagedChild(spec, log_file)
+        return child
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -473,12 +450,6 @@ def _exit_reason(child: ManagedChild, status: ExitStatus) -> ExitReason:
     if status.code in _SHIM_EXIT_REASONS:
         return _SHIM_EXIT_REASONS[status.code]
     return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
-
-
-def _needs_new_interpreter(child: ManagedChild) -> bool:
-    """Interpreter settings in the module's env (PYTHONHASHSEED, ...) act only at start-up, which
-    a fork of the template has had already; PYTHONPATH the fork server applies itself."""
-    return any(key.startswith("PYTHON") and key != "PYTHONPATH" for key in child.spec.env)
 
 
 def _jitter() -> float:
