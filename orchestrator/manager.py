@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -18,8 +17,9 @@ import zmq
 
 from module_sdk import protocol
 from orchestrator.cgroups import ModuleCgroups
-from orchestrator.child import LastExit, ManagedChild
+from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.exits import after_exit, exit_reason
 from orchestrator.forkserver import ForkServer, launch_module
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import (
@@ -32,17 +32,13 @@ from orchestrator.processes import (
 )
 from orchestrator.reconcile import ReloadPlan, apply_plan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
-from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
+from orchestrator.states import ChildState, ExitReason, ExitStatus
 
 if TYPE_CHECKING:
-    from orchestrator.breaker import StartBreaker
+    pass
 
 log = logging.getLogger(__name__)
 
-_SHIM_EXIT_REASONS = {
-    protocol.EXIT_LOAD_FAILED: ExitReason.LOAD_FAILED,
-    protocol.EXIT_INIT_FAILED: ExitReason.INIT_FAILED,
-}
 _MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
 Publish = Callable[..., None]  # publish(event_type, **data)
 
@@ -149,7 +145,7 @@ class ChildManager:
         except OSError as exc:
             log.error("%s: cannot start a process: %s", child.name, exc)
             child.state = ChildState.STARTING
-            self._after_exit(child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
+            after_exit(self, child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
             return False
         child.process = process
         child.spawns += 1
@@ -214,7 +210,7 @@ class ChildManager:
         if child.pid is None:
             child.state, child.deadline = ChildState.STOPPED, None
             if child.removing:
-                self._remove(child)
+                self.forget(child)
             elif then_restart:
                 self.start(child)
             return
@@ -334,103 +330,16 @@ class ChildManager:
             if left:
                 log.warning("%s left %d process(es) behind; killed them", child.name, left)
             self.sampler.forget(pid)
-            self._after_exit(child, status, _exit_reason(child, status), child.reported_error)
+            after_exit(self, child, status, exit_reason(child, status), child.reported_error)
         self.advance_shutdown()
 
-    def _after_exit(
-        self, child: ManagedChild, status: ExitStatus, reason: ExitReason, error: str
-    ) -> None:
-        now = time.monotonic()
-        settings = child.spec.supervision
-        ran_stably = child.ready_at is not None and now - child.ready_at >= settings.stable_after
-        if child.state is ChildState.STARTING:  # it never said ready: a failed start
-            child.failed_spawn = child.spawns
-            if reason is not ExitReason.STOPPED:
-                self._breaker(child).record(started=False)
-        child.last_exit = LastExit(status, reason, time.time(), error, child.pid)
-        child.history.append(child.last_exit)
-        child.process = None
-        child.ready_at = None
-        child.kill_reason = None  # it is dead: its timers (restart, waiting) run again
-        level = logging.ERROR if reason.is_failure else logging.INFO
-        detail = f": {error}" if error else ""
-        log.log(level, "%s exited (%s, %s)%s", child.name, status.describe(), reason.value, detail)
-        if reason.is_failure:
-            self.publish(
-                "module.error",
-                name=child.name,
-                error=error or reason.value,
-                reason=reason.value,
-                exit_code=status.code,
-                signal=status.signal,
-            )
-        self.publish("module.unloaded", name=child.name)
-        if child.removing:
-            self._remove(child)
-            self.start_waiting()
-            return
-        if child.restart_after_stop and not self.shutting_down:
-            child.restarts += 1
-            child.consecutive_failures = 0
-            if self.start(child):
-                self.publish(
-                    "module.restarted", name=child.name, pid=child.pid, restarts=child.restarts
-                )
-            self.start_waiting()
-            return
-        if reason.is_failure:
-            child.consecutive_failures = 1 if ran_stably else child.consecutive_failures + 1
-        else:
-            child.consecutive_failures = 0
-        decision = decide_after_exit(
-            settings,
-            reason,
-            stop_requested=child.stop_requested or self.shutting_down,
-            consecutive_failures=child.consecutive_failures,
-            recent_restarts=tuple(child.restart_times),
-            now=now,
-            jitter=_jitter(),
-        )
-        child.state, child.why, child.deadline = decision.state, decision.why, None
-        if decision.action is Action.RESTART:
-            delay = decision.delay
-            if child.breaker is not None and child.breaker.retry_in(now) > delay:
-                delay = child.breaker.retry_in(now)
-                child.why = (
-                    f"circuit open after {child.breaker.failures} failed starts "
-                    f"(circuit_breaker_fail_max); next try in {delay:.0f}s"
-                )
-            child.deadline = now + delay
-            child.restart_times.append(now)
-            log.info("%s restarts in %.2fs", child.name, delay)
-        elif decision.action is Action.FAIL:
-            log.error(
-                "%s failed: %s; it stays down until `orchestrator restart %s`",
-                child.name,
-                decision.why,
-                child.name,
-            )
-            self.publish("module.failed", name=child.name, reason=decision.why)
-        self.start_waiting()
-
-    def _remove(self, child: ManagedChild) -> None:
+    def forget(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
         log.info("%s removed", child.name)
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
             self.cgroups.remove(child.name)
             del self.children[child.name]
-
-    def _breaker(self, child: ManagedChild) -> StartBreaker:
-        if child.breaker is None:
-            # Imported at the first failed start: most supervisors never need pybreaker.
-            from orchestrator.breaker import StartBreaker  # noqa: PLC0415
-
-            errors = self.config.error_handling
-            child.breaker = StartBreaker(
-                child.name, errors.circuit_breaker_fail_max, errors.circuit_breaker_reset_timeout
-            )
-        return child.breaker
 
     def settled(self) -> bool:
         """Every module is running, or has failed or been held back at least once since `up`."""
@@ -440,20 +349,6 @@ class ChildManager:
             or c.failed_spawn > 0
             for c in self.children.values()
         )
-
-
-def _exit_reason(child: ManagedChild, status: ExitStatus) -> ExitReason:
-    if child.kill_reason is not None:
-        return child.kill_reason
-    if child.stop_requested:
-        return ExitReason.STOPPED
-    if status.code in _SHIM_EXIT_REASONS:
-        return _SHIM_EXIT_REASONS[status.code]
-    return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
-
-
-def _jitter() -> float:
-    return random.random()
 
 
 def _reap_one(pid: int) -> None:
