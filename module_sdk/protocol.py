@@ -22,7 +22,9 @@ ENVELOPE_FIELDS: Final = 5  # source, id, time, data, seq
 # Child channel message kinds
 HELLO: Final = "hello"  # child -> supervisor: {name, pid}
 SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run the module
-READY: Final = "ready"  # child -> supervisor: initialize() returned and the bus is connected
+READY: Final = (
+    "ready"  # child -> supervisor: initialize() returned, the bus is connected; {contained}
+)
 ERROR: Final = "error"  # child -> supervisor: {stage, error, traceback} before a failing exit
 HEARTBEAT: Final = "heartbeat"  # child -> supervisor: {pid, counters, busy_for}
 

@@ -119,7 +119,7 @@ class _Child:
         code = self.initialize(spec)
         if code is not None:
             return code
-        self.channel.send(protocol.READY)
+        self.channel.send(protocol.READY, contained=self.cgroup is not None)
         log.debug("%s ready", self.name)
         orphaned = self.serve(float(spec["heartbeat_interval"]))
         return self.stop(orphaned)

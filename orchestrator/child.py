@@ -65,6 +65,7 @@ class ManagedChild:
     stop_requested: bool = False
     restart_after_stop: bool = False
     removing: bool = False  # a reload removed it: forget it once it has stopped
+    uncontained: bool = False  # it could not join its cgroup: sweep for its strays at exit
     kill_reason: ExitReason | None = None  # set when we kill it for a reason of ours
     why: str = ""  # a note for status: why it is waiting, failed, in backoff
 

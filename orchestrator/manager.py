@@ -266,10 +266,16 @@ class ChildManager:
 
     # -- what children report ---------------------------------------------------------------------
 
-    def ready(self, child: ManagedChild) -> None:
-        """The child said ready: `initialize()` returned and its bus is connected."""
+    def ready(self, child: ManagedChild, *, contained: bool) -> None:
+        """The child said ready: `initialize()` returned and its bus is connected; `contained`:
+        it joined its cgroup (when it was given one)."""
         if child.state is not ChildState.STARTING or child.kill_reason is not None:
             return  # too late: it is being stopped or killed
+        child.uncontained = self.cgroups.available() and not contained
+        if child.uncontained:
+            log.warning(
+                "%s could not join its cgroup; its strays are swept by other means", child.name
+            )
         now = time.monotonic()
         child.state, child.ready_at, child.deadline = ChildState.RUNNING, now, None
         child.last_heartbeat = now
@@ -325,7 +331,7 @@ class ChildManager:
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
             left = self.cgroups.kill(child.name)
-            if not self.cgroups.available():  # the cgroup holds them all; else look for strays
+            if child.uncontained or not self.cgroups.available():  # else the cgroup holds them
                 left += len(kill_processes(strays(child.name, set(self.by_pid))))
             if left:
                 log.warning("%s left %d process(es) behind; killed them", child.name, left)

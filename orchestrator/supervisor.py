@@ -296,7 +296,7 @@ class Supervisor:
         if kind == protocol.HELLO:
             self._send_spec(identity, child)
         elif kind == protocol.READY:
-            self.manager.ready(child)
+            self.manager.ready(child, contained=message.get("contained") is True)
         elif kind == protocol.HEARTBEAT:
             self.manager.heartbeat(child, message)
             self.health.check_memory(child)
