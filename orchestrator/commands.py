@@ -56,9 +56,6 @@ class CommandHandler:
             "modules": modules,
         }
 
-    def cmd_ping(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
-        return control.reply({"pid": os.getpid()})
-
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         name = request.get("name")
         data = self.status_data()

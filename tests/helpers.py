@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import pytest
 
+from module_sdk import Event
+
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.005
@@ -37,3 +39,20 @@ def wait_until(
                 f"timed out after {timeout:g}s waiting for {what}; last value: {value!r}{extra}"
             )
         time.sleep(POLL_INTERVAL)
+
+
+class Recorder:
+    """A callback that records the events it gets."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def types(self) -> list[str]:
+        return [event.type for event in self.events]
+
+    def got(self, event_type: str) -> bool:
+        return event_type in self.types

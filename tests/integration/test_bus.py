@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from helpers import wait_until
+from helpers import Recorder, wait_until
 
 from broker import Broker
 from module_sdk.bus import ZmqEventBus
@@ -40,23 +40,6 @@ class Net:
         bus.handshake(5.0)
         bus.start()
         return bus
-
-
-class Recorder:
-    """A callback that records the events it gets."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    @property
-    def types(self) -> list[str]:
-        return [event.type for event in self.events]
-
-    def got(self, event_type: str) -> bool:
-        return event_type in self.types
 
 
 @pytest.fixture

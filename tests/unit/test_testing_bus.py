@@ -13,24 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Recorder
 
 from module_sdk import Event, EventBus
 from module_sdk.loader import ModuleLoadError
 from module_sdk.testing import InProcessBus, load_module
-
-
-class Recorder:
-    """A callback that records the events it gets."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    @property
-    def types(self) -> list[str]:
-        return [e.type for e in self.events]
 
 
 @pytest.fixture
