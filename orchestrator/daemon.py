@@ -2,7 +2,8 @@
 
 Also what `orchestrator up` runs in the foreground. It imports no CLI code (click and the other
 commands would only cost the long-lived supervisor memory): errors are one line on stderr and an
-exit code from `orchestrator.exit_codes`.
+exit code from `orchestrator.exit_codes`. Its first act is to start the fork server's template
+(`Boot`), so that the template's interpreter boots while this one loads the config.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import exit_codes
-from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
-from orchestrator.logsetup import setup_logging
-from orchestrator.rundir import AlreadyRunningError, RunDir, UnsafeRunDirError
+from orchestrator.boot import Boot
+
+if TYPE_CHECKING:
+    from orchestrator.config import AppConfig
+    from orchestrator.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,14 @@ class LaunchError(Exception):
         self.code = code
 
 
-def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> int:
-    """Be the supervisor until it is stopped; returns the exit code, raises LaunchError."""
-    from orchestrator.supervisor import Supervisor  # noqa: PLC0415  (heavy; only here)
+def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground: bool) -> int:
+    """Be the supervisor until it is stopped; returns the exit code, raises LaunchError.
+    The supervisor owns `boot` from here on."""
+    # Imported here, not above, so that `main` starts the template before paying for them.
+    from orchestrator.config import Redactor  # noqa: PLC0415
+    from orchestrator.logsetup import setup_logging  # noqa: PLC0415
+    from orchestrator.rundir import AlreadyRunningError, UnsafeRunDirError  # noqa: PLC0415
+    from orchestrator.supervisor import Supervisor  # noqa: PLC0415
 
     try:
         run_dir.acquire()
@@ -40,7 +49,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> i
     redactor = Redactor(config.secrets)
     setup_logging(config.logging, redactor, console=foreground)
     try:
-        return Supervisor(config, run_dir, redactor, foreground=foreground).run()
+        return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
     except Exception as exc:
         log.exception("the supervisor stopped on an error")
         run_dir.release()
@@ -49,16 +58,20 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, *, foreground: bool) -> i
 
 def main(argv: list[str]) -> int:
     """Load the config in `argv[0]` and supervise it in the background."""
-    config_dir = Path(argv[0])
-    try:
-        config = load_config(config_dir)
-        return run_supervisor(config, RunDir(config_dir), foreground=False)
-    except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return exit_codes.BAD_CONFIG
-    except LaunchError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.code
+    with Boot() as boot:
+        from orchestrator.config import ConfigError, load_config  # noqa: PLC0415  (see above)
+        from orchestrator.rundir import RunDir  # noqa: PLC0415
+
+        config_dir = Path(argv[0])
+        try:
+            config = load_config(config_dir)
+            return run_supervisor(config, RunDir(config_dir), boot, foreground=False)
+        except ConfigError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return exit_codes.BAD_CONFIG
+        except LaunchError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return exc.code
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
-
-from orchestrator.config import ModuleSpec
-from orchestrator.processes import ModuleProcess, spawn_module
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,9 @@ class ForkServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def fork(self, name: str, env: Mapping[str, str], cwd: Path) -> ModuleProcess:
-        """Fork module `name` from the template; raise ForkServerError if that fails twice."""
+    def fork(self, name: str, env: Mapping[str, str], cwd: Path) -> tuple[int, BinaryIO]:
+        """Fork module `name` from the template: its pid and the read end of its output pipe.
+        Raises ForkServerError if that fails twice."""
         for attempt in (1, 2):
             if self._sock is None:
                 self._start()
@@ -77,7 +76,7 @@ class ForkServer:
         self._sock = ours
         log.debug("fork server started (pid %d)", self._proc.pid)
 
-    def _fork(self, name: str, env: Mapping[str, str], cwd: Path) -> ModuleProcess:
+    def _fork(self, name: str, env: Mapping[str, str], cwd: Path) -> tuple[int, BinaryIO]:
         assert self._sock is not None
         read_end, write_end = os.pipe()
         try:
@@ -97,7 +96,7 @@ class ForkServer:
         if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
             os.close(read_end)
             raise ForkServerError(str(answer.get("error") if isinstance(answer, dict) else answer))
-        return ModuleProcess(answer["pid"], os.fdopen(read_end, "rb", buffering=0))
+        return answer["pid"], os.fdopen(read_end, "rb", buffering=0)
 
     def reaped(self) -> None:
         """The loop reaped the template: forget it (its pid may be reused); the next fork starts
@@ -121,22 +120,3 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
-
-
-def launch_module(
-    spec: ModuleSpec, env: Mapping[str, str], cwd: Path, lifeline: int, forkserver: ForkServer
-) -> ModuleProcess:
-    """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
-    (`start_method: spawn`, or interpreter settings in its env) or the fork server fails."""
-    if spec.supervision.start_method == "fork" and not needs_new_interpreter(spec):
-        try:
-            return forkserver.fork(spec.name, env, cwd)
-        except ForkServerError as exc:
-            log.error("%s: %s", spec.name, exc)
-    return spawn_module(spec.name, cwd, env, lifeline)
-
-
-def needs_new_interpreter(spec: ModuleSpec) -> bool:
-    """Interpreter settings in the module's env (PYTHONHASHSEED, ...) act only at start-up, which
-    a fork of the template has had already; PYTHONPATH the fork server applies itself."""
-    return any(key.startswith("PYTHON") and key != "PYTHONPATH" for key in spec.env)

@@ -20,11 +20,12 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
 from orchestrator.exits import after_exit, exit_reason
-from orchestrator.forkserver import ForkServer, launch_module
+from orchestrator.forkserver import ForkServer
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import (
     ModuleProcess,
     kill_processes,
+    launch_module,
     module_env,
     reap,
     signal_group,
@@ -55,6 +56,7 @@ class ChildManager:
         cgroups: ModuleCgroups,
         channel_endpoint: str,
         lifeline: int,
+        forkserver: ForkServer,
         poller: zmq.Poller,
         publish: Publish,
         foreground: bool,
@@ -75,7 +77,7 @@ class ChildManager:
         self.publish = publish
         self._foreground = foreground
         self.cgroups = cgroups
-        self.forkserver = ForkServer(lifeline)
+        self.forkserver = forkserver
         self._channel_endpoint = channel_endpoint
         self._lifeline = lifeline
         self._poller = poller

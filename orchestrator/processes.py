@@ -1,6 +1,7 @@
-"""The only place that spawns, signals and reaps module processes.
+"""The only place that starts, signals and reaps module processes.
 
-Each child is `python -m module_sdk` in its own process group (`process_group=0`), with stdout and
+Each child is forked from the warm template (orchestrator/forkserver.py) or is a new
+`python -m module_sdk`, in its own process group (`process_group=0`), with stdout and
 stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
 from the main loop whenever it wakes, so it also reaps processes it does not know.
 """
@@ -8,6 +9,7 @@ from the main loop whenever it wakes, so it also reaps processes it does not kno
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +23,10 @@ import psutil
 
 from module_sdk import protocol
 from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
+from orchestrator.config import ModuleSpec
+from orchestrator.forkserver import ForkServer, ForkServerError
+
+log = logging.getLogger(__name__)
 
 # Blocked while forking so that no handler of ours runs in a child before it execs; the shim
 # unblocks them when it installs its own.
@@ -76,6 +82,26 @@ def spawn_module(name: str, cwd: Path, env: Mapping[str, str], lifeline: int) ->
     assert popen.stdout is not None
     stdout, popen.stdout = popen.stdout, None  # the caller owns the pipe now
     return ModuleProcess(popen.pid, stdout, popen)  # type: ignore[arg-type]
+
+
+def launch_module(
+    spec: ModuleSpec, env: Mapping[str, str], cwd: Path, lifeline: int, forkserver: ForkServer
+) -> ModuleProcess:
+    """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
+    (`start_method: spawn`, or interpreter settings in its env) or the fork server fails."""
+    if spec.supervision.start_method == "fork" and not needs_new_interpreter(spec):
+        try:
+            pid, stdout = forkserver.fork(spec.name, env, cwd)
+            return ModuleProcess(pid, stdout)
+        except ForkServerError as exc:
+            log.error("%s: %s", spec.name, exc)
+    return spawn_module(spec.name, cwd, env, lifeline)
+
+
+def needs_new_interpreter(spec: ModuleSpec) -> bool:
+    """Interpreter settings in the module's env (PYTHONHASHSEED, ...) act only at start-up, which
+    a fork of the template has had already; PYTHONPATH the fork server applies itself."""
+    return any(key.startswith("PYTHON") and key != "PYTHONPATH" for key in spec.env)
 
 
 def signal_group(pgid: int, sig: int) -> bool:

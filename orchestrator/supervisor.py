@@ -18,6 +18,7 @@ from broker import Broker
 from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
+from orchestrator.boot import Boot
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
@@ -44,9 +45,16 @@ class Supervisor:
     """Runs the broker and every enabled module of `config` until asked to stop."""
 
     def __init__(
-        self, config: AppConfig, run_dir: RunDir, redactor: Redactor, *, foreground: bool
+        self,
+        config: AppConfig,
+        run_dir: RunDir,
+        redactor: Redactor,
+        boot: Boot,
+        *,
+        foreground: bool,
     ) -> None:
         self.config = config
+        self.boot = boot
         self.redactor = redactor
         self.run_dir = run_dir
         self.started_wall = time.time()
@@ -71,15 +79,14 @@ class Supervisor:
         self.poller = zmq.Poller()
         for registered in (self.signals.read_fd, self.control, self.channel):
             self.poller.register(registered, zmq.POLLIN)
-        # Children hold the read end; only we hold the write end, so our death is their EOF.
-        self._lifeline_read, self._lifeline_write = os.pipe()
         self.manager = ChildManager(
             config,
             machine_limits(config.resources),
             redactor=redactor,
             cgroups=ModuleCgroups(run_dir.key),
             channel_endpoint=run_dir.child_channel,
-            lifeline=self._lifeline_read,
+            lifeline=boot.lifeline,
+            forkserver=boot.forkserver,
             poller=self.poller,
             publish=self.publish,
             foreground=foreground,
@@ -117,8 +124,8 @@ class Supervisor:
         """Start everything, serve until stopped, stop everything; returns the exit code."""
         if not become_subreaper():
             log.debug("not a subreaper here: strays of modules are found only in their groups")
-        if any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
-            self.manager.forkserver.start()  # after become_subreaper: its forks are adopted by us
+        if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
+            self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
         self.broker.start()
         self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
@@ -335,6 +342,5 @@ class Supervisor:
         self.channel.close()
         self.context.destroy(linger=0)
         self.signals.close()
-        os.close(self._lifeline_read)
-        os.close(self._lifeline_write)
+        self.boot.close()
         self.run_dir.release()

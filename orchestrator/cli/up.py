@@ -9,6 +9,7 @@ import time
 import click
 
 from orchestrator import exit_codes
+from orchestrator.boot import Boot
 from orchestrator.cli.common import App, abort, config_option
 from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
@@ -34,13 +35,14 @@ def up(app: App, detach: bool) -> None:
     In the foreground, module output shows on the console and Ctrl+C stops everything gracefully.
     Logs go to logs/app.log and logs/<module>.log either way.
     """
-    config = app.load()
     if detach:
-        raise SystemExit(_start_detached(app, config))
-    try:
-        raise SystemExit(run_supervisor(config, app.run_dir, foreground=True))
-    except LaunchError as exc:
-        abort(str(exc), exc.code)
+        raise SystemExit(_start_detached(app, app.load()))
+    with Boot() as boot:  # the fork server's template boots while the config loads
+        config = app.load()
+        try:
+            raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
+        except LaunchError as exc:
+            abort(str(exc), exc.code)
 
 
 def _start_detached(app: App, config: AppConfig) -> int:

@@ -128,6 +128,7 @@ def test_missing_module_file_is_a_config_error(project: Project) -> None:
     project.configure([{"name": "ghost", "path": "../modules/ghost.py"}])
     result = project.cli("up", check=exit_codes.BAD_CONFIG)
     assert "modules.yaml: modules[0].path" in result.stderr and "ghost.py" in result.stderr
+    assert project.processes() == []  # nor the fork server's template, started before the config
 
 
 def test_undefined_variable_is_a_config_error_naming_it(project: Project) -> None:

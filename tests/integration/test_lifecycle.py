@@ -88,8 +88,12 @@ def test_commands_without_a_supervisor_exit_4(project: Project) -> None:
 def test_second_up_is_refused_while_one_runs(project: Project) -> None:
     project.configure([{"name": "idle", "path": project.probe("idle")}])
     project.up()
+    running = {p.pid for p in project.processes()}
     result = project.cli("up", "-d", check=exit_codes.FAILED)
     assert "already running" in result.stderr
+    result = project.cli("up", check=exit_codes.FAILED)  # the foreground one starts a template
+    assert "already running" in result.stderr
+    assert {p.pid for p in project.processes()} == running  # and takes it down with it
 
 
 def test_module_output_is_captured_in_its_log(project: Project) -> None:

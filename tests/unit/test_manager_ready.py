@@ -8,6 +8,7 @@ import zmq
 
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, LoggingSection, ModuleSpec, Redactor
+from orchestrator.forkserver import ForkServer
 from orchestrator.manager import ChildManager
 from orchestrator.output import ModuleLog
 from orchestrator.resources import Limits
@@ -30,6 +31,7 @@ def _manager(tmp_path: Path) -> ChildManager:
         cgroups=FakeCgroups(),  # type: ignore[arg-type]
         channel_endpoint="ipc://unused",
         lifeline=-1,
+        forkserver=ForkServer(-1),
         poller=zmq.Poller(),
         publish=lambda *args, **kwargs: None,
         foreground=False,

@@ -1,0 +1,44 @@
+"""What a supervisor sets up before anything else: the lifeline pipe and the fork server.
+
+The fork server's template needs an interpreter start-up and the SDK's imports (about 75 ms)
+before it can fork the first module. Started here, first thing, that boot overlaps the
+supervisor's own (loading the config, importing ZeroMQ, binding sockets) instead of following it.
+This module imports nothing heavy, so that the template starts within milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from types import TracebackType
+
+from orchestrator.forkserver import ForkServer
+
+
+class Boot:
+    """The lifeline pipe and the fork server, owned by whoever closes it (the supervisor)."""
+
+    def __init__(self) -> None:
+        # Children get the read end; only we hold the write end, so our death is their EOF.
+        self.lifeline, self._lifeline_write = os.pipe()
+        self.forkserver = ForkServer(self.lifeline)
+        self.forkserver.start()
+
+    def close(self) -> None:
+        """Stop the template and close the pipe; safe to call more than once."""
+        self.forkserver.close()
+        for fd in (self.lifeline, self._lifeline_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.lifeline = self._lifeline_write = -1
+
+    def __enter__(self) -> Boot:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
