@@ -1,4 +1,4 @@
-"""Process-level set-up of a child: parent-death signal and signal wake-ups."""
+"""Process-level set-up: parent-death signal, signal wake-ups, prctl and malloc_trim."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def prctl(option: int, value: int | str) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     argument = ctypes.c_char_p(value.encode()[:15]) if isinstance(value, str) else value
     return bool(libc.prctl(option, argument, 0, 0, 0) == 0)
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the system (glibc's malloc_trim); False where there is
+    no glibc. glibc keeps what a process freed for reuse, so a long-lived process that parsed and
+    imported a lot at start (a supervisor) otherwise holds on to it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # musl and other C libraries without it
+        return False
+    return bool(trim(0))
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -11,9 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
@@ -123,6 +121,8 @@ class RunDir:
 
     def release(self) -> None:
         """Remove the directory and drop the lock (the supervisor's last act)."""
+        import shutil  # noqa: PLC0415  (here: with bz2 and lzma, half a MB the supervisor keeps)
+
         shutil.rmtree(self.path, ignore_errors=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -155,7 +155,12 @@ def _check_private(path: Path) -> None:
 
 
 def _default_base() -> str:
+    """$XDG_RUNTIME_DIR/orchestrator, else orchestrator-<uid> in $TMPDIR or /tmp (as tmux and
+    ssh-agent do; tempfile.gettempdir would cost the supervisor shutil, bz2 and lzma)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime) and len(runtime) < 40:
         return os.path.join(runtime, "orchestrator")
-    return os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}")
+    temp = os.environ.get("TMPDIR")
+    if not temp or not os.path.isdir(temp):
+        temp = "/tmp"  # the per-user directory in it is checked to be private
+    return os.path.join(temp, f"orchestrator-{os.getuid()}")

@@ -1,0 +1,45 @@
+"""Where a run directory goes when ORCHESTRATOR_RUN_BASE does not say."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.rundir import RunDir
+
+
+@pytest.fixture
+def no_overrides(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("ORCHESTRATOR_RUN_BASE", "XDG_RUNTIME_DIR", "TMPDIR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_run_base_variable_wins(no_overrides: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", str(tmp_path / "base"))
+    no_overrides.setenv("TMPDIR", str(tmp_path))
+    assert RunDir(tmp_path).path.parent == tmp_path / "base"
+
+
+def test_xdg_runtime_dir_comes_before_tmpdir(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # it is used only if short
+        no_overrides.setenv("XDG_RUNTIME_DIR", short)
+        no_overrides.setenv("TMPDIR", str(tmp_path))
+        assert RunDir(tmp_path).path.parent == Path(short) / "orchestrator"
+
+
+def test_tmpdir_is_used_when_it_exists(no_overrides: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    no_overrides.setenv("TMPDIR", str(tmp_path))
+    assert RunDir(tmp_path).path.parent == tmp_path / f"orchestrator-{os.getuid()}"
+
+
+def test_a_missing_tmpdir_falls_back_to_tmp(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    no_overrides.setenv("TMPDIR", str(tmp_path / "gone"))
+    assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
