@@ -38,7 +38,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     from orchestrator.config import Redactor  # noqa: PLC0415
     from orchestrator.logsetup import setup_logging  # noqa: PLC0415
     from orchestrator.rundir import AlreadyRunningError, UnsafeRunDirError  # noqa: PLC0415
-    from orchestrator.supervisor import Supervisor  # noqa: PLC0415
+    from orchestrator.supervisor import StartError, Supervisor  # noqa: PLC0415
 
     try:
         run_dir.acquire()
@@ -50,6 +50,10 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     setup_logging(config.logging, redactor, console=foreground)
     try:
         return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
+    except StartError as exc:
+        log.error("the supervisor cannot start: %s", exc)
+        run_dir.release()
+        raise LaunchError(str(exc)) from None
     except Exception as exc:
         log.exception("the supervisor stopped on an error")
         run_dir.release()

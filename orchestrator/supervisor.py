@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from broker import Broker
+from broker import Broker, BrokerError
 from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
@@ -39,6 +39,10 @@ _HANDSHAKE_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
+
+
+class StartError(RuntimeError):
+    """The supervisor cannot start for a reason the user can fix (a bus port in use, say)."""
 
 
 class Supervisor:
@@ -126,7 +130,10 @@ class Supervisor:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
-        self.broker.start()
+        try:
+            self.broker.start()
+        except BrokerError as exc:
+            raise StartError(self._bus_error(exc)) from None
         self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
         log.info(
@@ -151,6 +158,19 @@ class Supervisor:
         finally:
             self._close()
         return 0
+
+    def _bus_error(self, exc: BrokerError) -> str:
+        """The broker could not bind: name the setting behind the endpoint, for the user."""
+        bus, cause = self.config.bus, exc.__cause__
+        if bus.transport != "tcp" or not isinstance(cause, zmq.ZMQError) or cause.errno is None:
+            return f"the bus cannot start: {exc}"
+        field, port = (
+            ("xsub_port", bus.xsub_port) if self.xsub in str(exc) else ("xpub_port", bus.xpub_port)
+        )
+        return (
+            f"{self.config.main_file.name}: bus.{field}: cannot bind port {port} on {bus.host}:"
+            f" {os.strerror(cause.errno)} (another program, or another supervisor, is using it)"
+        )
 
     def _turn(self) -> None:
         deadline = self.health.next_deadline()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from typing import Any, BinaryIO
 
 import click
 
@@ -54,8 +56,9 @@ def _start_detached(app: App, config: AppConfig) -> int:
         run_dir.prepare()
     except UnsafeRunDirError as exc:
         abort(f"unsafe run directory: {exc}")
-    output = run_dir.daemon_output
-    with output.open("wb") as sink:
+    # Read through our own handle: a supervisor that fails removes its run directory, and this
+    # file with it, before it exits.
+    with run_dir.daemon_output.open("wb") as sink, run_dir.daemon_output.open("rb") as output:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.daemon", str(app.config_dir)],
             stdin=subprocess.DEVNULL,
@@ -63,17 +66,7 @@ def _start_detached(app: App, config: AppConfig) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + _SUPERVISOR_START
-    while run_dir.running_pid() is None:
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            detail = output.read_text(errors="replace").strip() if output.exists() else ""
-            abort(f"the supervisor did not start{': ' + detail if detail else ''}")
-        time.sleep(0.01)
-    wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
-    try:
-        data = ControlClient(run_dir).request("wait_started", wait)
-    except (ControlError, NotRunningError) as exc:
-        abort(str(exc))
+        data = _wait_started(app, config, daemon, output)
     click.echo(render(data))
     failed = [m for m in data["modules"] if m["state"] != "running"]
     if failed:
@@ -83,3 +76,31 @@ def _start_detached(app: App, config: AppConfig) -> int:
         )
         return exit_codes.FAILED
     return exit_codes.OK
+
+
+def _wait_started(
+    app: App, config: AppConfig, daemon: subprocess.Popen[bytes], output: BinaryIO
+) -> Any:
+    """Wait for the new supervisor to take its lock, then for every module to start; aborts
+    with the supervisor's own error if it exits first."""
+    deadline = time.monotonic() + _SUPERVISOR_START
+    while app.run_dir.running_pid() is None:
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            abort(f"the supervisor did not start{_said(output)}")
+        time.sleep(0.01)
+    wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
+    try:
+        return ControlClient(app.run_dir).request("wait_started", wait)
+    except (ControlError, NotRunningError) as exc:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(1.0)  # it may be on its way out, with its reason in its output
+        if daemon.poll() is not None and _said(output):
+            abort(f"the supervisor did not start{_said(output)}")
+        abort(str(exc))
+
+
+def _said(output: BinaryIO) -> str:
+    """What the daemon wrote before it exited (its one-line error), as ": <it>", or ""."""
+    output.seek(0)
+    detail = output.read().decode(errors="replace").strip()
+    return f": {detail.removeprefix('Error: ')}" if detail else ""
