@@ -249,12 +249,15 @@ class Supervisor:
         if self.watcher.read_fd in ready:
             self.watcher.wake(now)
         changed, config_changed = self.watcher.due(now)
+        handled: set[str] = set()
         if config_changed:
             log.info("hot reload: the config changed")
-            self.reload(dry_run=False)
+            plan, _ = self.reload(dry_run=False)
+            if plan is not None:  # its restarts and starts run the saved code already
+                handled = {*plan.start, *plan.stop, *plan.restart}
         for name in changed:
             child = self.manager.children.get(name)
-            if child is not None and not self.manager.shutting_down:
+            if child is not None and name not in handled and not self.manager.shutting_down:
                 log.info("hot reload: %s changed; restarting it", name)
                 self.manager.restart(child)
 

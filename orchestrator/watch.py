@@ -52,14 +52,16 @@ class ChangeWatcher:
                 self._observer.schedule(self._handler, str(root.parent), recursive=False)
 
     def wake(self, now: float) -> None:
-        """Called when `read_fd` is readable: (re)start the quiet period of what changed."""
+        """Called when `read_fd` is readable: (re)start the quiet period. It is one for all the
+        watched files, so that what is saved together (code and config, a checkout) is acted on
+        together."""
         with contextlib.suppress(BlockingIOError):
             while os.read(self.read_fd, 4096):
                 pass
         with self._lock:
             changed, self._changed = self._changed, set()
-        for name in changed:
-            self._pending[name] = now + DEBOUNCE
+        if changed:
+            self._pending = dict.fromkeys([*self._pending, *changed], now + DEBOUNCE)
 
     def next_deadline(self) -> float | None:
         """When the next debounced change is due, if any."""

@@ -105,6 +105,24 @@ def test_hot_reload_restarts_a_saved_module_once_and_survives_a_broken_save(
     assert project.module("idle")["pid"] == idle_pid
 
 
+def test_code_and_config_saved_together_restart_the_module_once(project: Project) -> None:
+    path = project.write_module("live.py", GOOD)
+    entry = {"name": "live", "path": path, "config": {"version": 1}}
+    project.configure([entry], hot_reload=True, supervision=FAST_SUPERVISION)
+    project.up()
+    source = project.root / "modules" / "live.py"
+    source.write_text(GOOD.replace('print("version"', 'print("code 2, version"'))
+    entry["config"] = {"version": 5}  # a restart of `live` for the config too
+    (project.config_dir / "modules.yaml").write_text(yaml.safe_dump({"modules": [entry]}))
+    wait_until(lambda: "code 2, version 5" in project.log("live"), 10, "the new code and config")
+    project.wait_module("live", state="running")
+    # Both changes are decided in one loop turn, logged before the new process could say ready.
+    app_log = (project.root / "logs" / "app.log").read_text()
+    assert "reload: start -; stop -; restart live (config)" in app_log, app_log
+    assert "hot reload: live changed" not in app_log, app_log
+    assert project.log("live").count("code 2") == 1
+
+
 def test_a_config_edit_is_applied_while_watching(project: Project) -> None:
     project.configure([], hot_reload=True)
     main = (project.config_dir / "main.yaml").read_text()
