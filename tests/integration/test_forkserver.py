@@ -49,6 +49,44 @@ def test_a_forked_module_sees_what_a_spawned_one_would(project: Project) -> None
     assert "-m module_sdk spawned" in _cmdline(pids["spawned"])
 
 
+FDS = """
+import os
+import re
+
+
+def initialize(event_bus, config):
+    kinds = []
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own fd, already closed
+        kinds.append(re.sub(r"\\[\\d+\\]$", "", target))  # pipe:[123] -> pipe:
+    print("fds", sorted(kinds), flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_forked_module_has_the_open_files_of_a_spawned_one(project: Project) -> None:
+    path = project.write_module("fds.py", FDS)
+    project.configure(
+        [
+            {"name": "forked", "path": path},
+            {"name": "spawned", "path": path, "start_method": "spawn"},
+        ]
+    )
+    project.up()
+    seen = {}
+    for name in ("forked", "spawned"):
+        line = wait_until(lambda n=name: "fds" in project.log(n) and project.log(n), 5, name)
+        seen[name] = line.split("fds", 1)[1].strip()
+    assert seen["forked"] == seen["spawned"]
+    assert "socket:" in seen["forked"] and "/dev/null" in seen["forked"]  # the bus; stdin
+
+
 def test_interpreter_settings_in_env_mean_a_fresh_interpreter(project: Project) -> None:
     project.configure(
         [{"name": "seeded", "path": project.probe("idle"), "env": {"PYTHONHASHSEED": "7"}}]
