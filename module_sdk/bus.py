@@ -37,6 +37,7 @@ _UNSUBSCRIBE = b"U"
 _DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
 _SEQ_TRACKING = 16384  # (publisher, topic) pairs remembered for gap counting
+_PACKER_KEEPS = 256 * 1024  # bytes; after packing a larger event, start a new Packer
 
 
 class HandshakeTimeoutError(RuntimeError):
@@ -145,6 +146,8 @@ class ZmqEventBus:
             body = encode_envelope(
                 self._source, event_id, time.time(), data, seq, packer=self._packer
             )
+            if len(body) > _PACKER_KEEPS:  # a Packer keeps the largest buffer it ever needed
+                self._packer = msgpack.Packer()
             self._seqs[topic] = seq
             _send_frame(self._pub, topic, zmq.SNDMORE)
             _send_frame(self._pub, body)
@@ -283,8 +286,9 @@ class ZmqEventBus:
 
     def _drain(self, sub: zmq.Socket[bytes]) -> None:
         """Dispatch what has arrived, up to a batch. A message is a topic frame and a body frame;
-        any other shape is one bad frame. Each frame says itself whether more follow: asking the
-        socket instead (RCVMORE, as recv_multipart does) costs pyzmq more than the recv calls."""
+        any other shape is one bad frame. Whether more frames follow is read from each received
+        Frame (`more`), which pyzmq fills in C: recv_multipart asks through getsockopt(RCVMORE),
+        whose Python-level option lookup costs more than the recv calls themselves."""
         recv = sub.recv
         for _ in range(_DRAIN_BATCH):
             try:

@@ -26,7 +26,7 @@ def encode_envelope(
 ) -> bytes:
     """Pack an envelope; raise TypeError if `data` is not msgpack-serialisable. `seq` numbers the
     publisher's events of this topic from 1 (0 when it does not count them). A `packer` of the
-    caller's (not shared between threads) saves creating one per call."""
+    caller's (used by one thread at a time) saves creating one per call."""
     try:
         if packer is not None:
             return packer.pack((source, event_id, time, data, seq))  # type: ignore[no-any-return]

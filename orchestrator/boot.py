@@ -1,4 +1,5 @@
-"""What a supervisor sets up before anything else: the lifeline pipe and the fork server.
+"""What a supervisor sets up before anything else: the subreaper flag, the lifeline pipe and the
+fork server.
 
 The fork server's template needs an interpreter start-up and the SDK's imports (about 75 ms)
 before it can fork the first module. Started here, first thing, that boot overlaps the
@@ -12,6 +13,7 @@ import contextlib
 import os
 from types import TracebackType
 
+from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
 from orchestrator.forkserver import ForkServer
 
 
@@ -19,10 +21,17 @@ class Boot:
     """The lifeline pipe and the fork server, owned by whoever closes it (the supervisor)."""
 
     def __init__(self) -> None:
+        # First, so that even the template's descendants inherit it on kernels before 4.11:
+        # orphaned descendants (each forked module, a module's daemonised child) come to us.
+        self.subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
         # Children get the read end; only we hold the write end, so our death is their EOF.
         self.lifeline, self._lifeline_write = os.pipe()
         self.forkserver = ForkServer(self.lifeline)
-        self.forkserver.start()
+        try:
+            self.forkserver.start()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stop the template and close the pipe; safe to call more than once."""

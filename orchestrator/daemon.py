@@ -50,9 +50,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     setup_logging(config.logging, redactor, console=foreground)
     try:
         return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
-    except StartError as exc:
-        log.error("the supervisor cannot start: %s", exc)
-        run_dir.release()
+    except StartError as exc:  # logged, and everything closed
         raise LaunchError(str(exc)) from None
     except Exception as exc:
         log.exception("the supervisor stopped on an error")

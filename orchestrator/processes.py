@@ -22,7 +22,6 @@ from typing import BinaryIO
 import psutil
 
 from module_sdk import protocol
-from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer, ForkServerError
 
@@ -129,12 +128,6 @@ def reap() -> Iterator[tuple[int, int]]:
         if pid == 0:
             return
         yield pid, status
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants of our children ours (Linux), so that a module's stray
-    processes (a daemonised grandchild, say) come back to us to be found and killed."""
-    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def strays(module: str | None, known: set[int]) -> list[psutil.Process]:

@@ -160,7 +160,7 @@ def _default_base() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime) and len(runtime) < 40:
         return os.path.join(runtime, "orchestrator")
-    temp = os.environ.get("TMPDIR")
-    if not temp or not os.path.isdir(temp):
+    temp = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
+    if not (os.path.isdir(temp) and os.access(temp, os.W_OK | os.X_OK)):
         temp = "/tmp"  # the per-user directory in it is checked to be private
     return os.path.join(temp, f"orchestrator-{os.getuid()}")

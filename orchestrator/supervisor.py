@@ -27,7 +27,6 @@ from orchestrator.events import SystemEvents
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
 from orchestrator.notify import WebhookNotifier
-from orchestrator.processes import become_subreaper
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
@@ -125,15 +124,27 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until stopped, stop everything; returns the exit code."""
-        if not become_subreaper():
+        """Start everything, serve until stopped, stop everything; returns the exit code. Raises
+        StartError if the bus cannot start (after closing what was opened)."""
+        try:
+            self._start()
+            while not (self.manager.shutting_down and not self.manager.any_process()):
+                self._turn()
+        finally:
+            self._close()
+        return 0
+
+    def _start(self) -> None:
+        if not self.boot.subreaper:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
         try:
             self.broker.start()
         except BrokerError as exc:
-            raise StartError(self._bus_error(exc)) from None
+            message = self._bus_error(exc)
+            log.error("the supervisor cannot start: %s", message)
+            raise StartError(message) from None
         self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
         log.info(
@@ -152,21 +163,14 @@ class Supervisor:
         self._set_hot_reload()
         for child in self.manager.children.values():
             self.manager.start(child)
-        try:
-            while not (self.manager.shutting_down and not self.manager.any_process()):
-                self._turn()
-        finally:
-            self._close()
-        return 0
 
     def _bus_error(self, exc: BrokerError) -> str:
         """The broker could not bind: name the setting behind the endpoint, for the user."""
         bus, cause = self.config.bus, exc.__cause__
         if bus.transport != "tcp" or not isinstance(cause, zmq.ZMQError) or cause.errno is None:
             return f"the bus cannot start: {exc}"
-        field, port = (
-            ("xsub_port", bus.xsub_port) if self.xsub in str(exc) else ("xpub_port", bus.xpub_port)
-        )
+        failed_xsub = f"cannot bind {self.xsub}:" in str(exc)  # (5555 is a prefix of 55556)
+        field, port = ("xsub_port", bus.xsub_port) if failed_xsub else ("xpub_port", bus.xpub_port)
         return (
             f"{self.config.main_file.name}: bus.{field}: cannot bind port {port} on {bus.host}:"
             f" {os.strerror(cause.errno)} (another program, or another supervisor, is using it)"

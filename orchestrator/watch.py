@@ -15,6 +15,7 @@ from typing import Any
 
 CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
 DEBOUNCE = 0.05  # seconds of quiet after the last write before acting: an editor's save is a burst
+MAX_DELAY = 1.0  # but act at most this long after the first write, however busy the files stay
 _CONFIG = ""  # the pending key for a config change (no module is called "")
 _WRITES = {"created", "modified", "moved", "deleted", "closed"}  # not "opened", "closed_no_write"
 
@@ -32,6 +33,7 @@ class ChangeWatcher:
         self._lock = threading.Lock()
         self._changed: set[str] = set()  # written by the observer thread, under the lock
         self._pending: dict[str, float] = {}  # loop only: module (or _CONFIG) -> when to act
+        self._batch_since = 0.0  # loop only: when the first of the pending changes came
         self._config_dir = config_dir.resolve()
         self._roots: dict[Path, str] = {}
         self._observer: Any = Observer()
@@ -61,7 +63,10 @@ class ChangeWatcher:
         with self._lock:
             changed, self._changed = self._changed, set()
         if changed:
-            self._pending = dict.fromkeys([*self._pending, *changed], now + DEBOUNCE)
+            if not self._pending:
+                self._batch_since = now
+            when = min(now + DEBOUNCE, self._batch_since + MAX_DELAY)
+            self._pending = dict.fromkeys([*self._pending, *changed], when)
 
     def next_deadline(self) -> float | None:
         """When the next debounced change is due, if any."""

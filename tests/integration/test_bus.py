@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -308,3 +309,21 @@ def test_a_fast_publisher_and_a_slow_subscriber_show_drops_not_silence(net: Net)
         lambda: str(b.counters()),
     )
     assert b.events_in + b.dropped >= total  # every event delivered, or counted as lost
+
+
+def test_publishing_one_large_event_does_not_keep_its_memory(net: Net) -> None:
+    got = Recorder()
+    b = net.bus("b", [("big.*", got)])
+    a = net.bus("a")
+    large = "x" * (8 << 20)
+    tracemalloc.start()
+    try:
+        a.publish("big.one", large)
+        del large
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 1 << 20, f"{held} bytes still held after publishing"  # not the 8 MB buffer
+    a.publish("big.two", {"small": True})
+    wait_for(got, "big.two")
+    assert got.events[-1].data == {"small": True} and b.bad_frames == 0

@@ -43,3 +43,13 @@ def test_a_missing_tmpdir_falls_back_to_tmp(
 ) -> None:
     no_overrides.setenv("TMPDIR", str(tmp_path / "gone"))
     assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
+
+
+def test_a_relative_tmpdir_is_made_absolute(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths must stay short
+        no_overrides.chdir(short)
+        Path(short, "t").mkdir()
+        no_overrides.setenv("TMPDIR", "t")
+        assert RunDir(tmp_path).path.parent == Path(short, "t", f"orchestrator-{os.getuid()}")
