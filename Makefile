@@ -55,10 +55,21 @@ pytest: $(DEV_INSTALLED)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(COMPARE_VENV) .mypy_cache .pytest_cache .ruff_cache
 
 # The benchmarks of the performance issue (real processes, raw pyzmq baselines measured in the
 # same run): prints a table, writes bench/results.json, exits 1 if a target is missed.
-.PHONY: bench
+.PHONY: bench bench-compare
 bench: $(DEV_INSTALLED)
 	$(BIN)/python -m bench
+
+# The same restart, cold start and footprint figures, next to supervisord's and Circus's for the
+# same ten children, measured in the same run. Both go into their own venv, not into ours.
+COMPARE_VENV := .venv-compare
+$(COMPARE_VENV)/.installed:
+	$(PYTHON) -m venv $(COMPARE_VENV)
+	$(COMPARE_VENV)/bin/pip install --quiet supervisor==4.3.0 circus==0.19.0
+	touch $@
+
+bench-compare: $(DEV_INSTALLED) $(COMPARE_VENV)/.installed
+	$(BIN)/python -m bench --only restart coldstart footprint rivals --output bench/compare.json

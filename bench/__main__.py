@@ -1,5 +1,8 @@
 """`python -m bench [--only NAME ...]`: run the benchmarks, print the table, write results.json.
 
+`rivals` (supervisord and Circus side by side, see bench/rivals.py) runs only when named, after
+the benchmarks whose figures it compares with: `make bench-compare`.
+
 Exits 1 if a target is missed, a benchmark fails, a process is left behind or the time budget runs
 out; 0 otherwise.
 """
@@ -20,13 +23,15 @@ from typing import Any
 
 import psutil
 
-from bench import baselines, bus, coldstart, footprint, hotreload, machine, restart
+from bench import baselines, bus, coldstart, footprint, hotreload, machine, restart, rivals
 from bench.project import Project, kill_all, processes_marked
 from bench.table import Row, error_row, render
 
 BUDGET_SECONDS = 175  # everything, set-up and tear-down included, stays under 3 minutes
 RESULTS = Path(__file__).resolve().parent / "results.json"
 NAMES = ("restart", "coldstart", "footprint", "bus", "hotreload")
+OPTIONAL = ("rivals",)
+RIVALS_VENV = Path(__file__).resolve().parent.parent / ".venv-compare"
 
 
 class BudgetExceededError(BaseException):
@@ -41,8 +46,11 @@ def _progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _benchmarks(scratch: Path, base: dict[str, float]) -> dict[str, Callable[[], list[Row]]]:
-    """Each benchmark: measure (in its own project) and turn the result into rows."""
+def _benchmarks(
+    scratch: Path, base: dict[str, float], done: list[Row]
+) -> dict[str, Callable[[], list[Row]]]:
+    """Each benchmark: measure (in its own project) and turn the result into rows. `done` holds
+    the rows of the benchmarks that ran before (rivals compares with them)."""
 
     def project(name: str) -> Project:
         return Project(scratch, name)
@@ -59,6 +67,7 @@ def _benchmarks(scratch: Path, base: dict[str, float]) -> dict[str, Callable[[],
         ),
         "bus": lambda: bus.rows(bus.measure(project("bus"), scratch)),
         "hotreload": lambda: hotreload.rows(hotreload.measure(project("reload"))),
+        "rivals": lambda: rivals.rows(rivals.measure(RIVALS_VENV, scratch), rivals.ours(done)),
     }
 
 
@@ -87,7 +96,7 @@ def run(selected: list[str]) -> tuple[list[Row], dict[str, Any]]:
         _progress("baselines")
         base = _baselines()
         info["baselines_ms"] = base
-        benchmarks = _benchmarks(scratch, base)
+        benchmarks = _benchmarks(scratch, base, rows)
         for name in selected:
             _progress(name)
             started = time.perf_counter()
@@ -112,7 +121,7 @@ def run(selected: list[str]) -> tuple[list[Row], dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
+    parser.add_argument("--only", nargs="+", choices=NAMES + OPTIONAL, default=list(NAMES))
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 

@@ -1,0 +1,241 @@
+"""Side by side: supervisord and Circus running the same ten children, in the same run.
+
+`make bench-compare` installs both into `.venv-compare` (they are not dependencies of ours) and
+runs this after orchestrator's own restart, cold start and footprint benchmarks, so that every
+ratio compares figures taken minutes apart on the same machine. Each tool runs with its
+defaults, as a user would have it, plus Circus with `check_delay = 1`; the children are the same
+ten Python processes that import zmq and msgpack and then wait (bench/modules/rival_child.py).
+
+What "running again" means is each tool's own notion: supervisord's RUNNING (the process stayed
+up `startsecs`, 1 s by default), Circus's process list holding a new pid; for orchestrator, the
+new module process said ready on the bus. Both tools are asked over their own control protocol
+(supervisord's XML-RPC, Circus's JSON over ZeroMQ), not their CLIs, so that asking costs little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+import zmq
+
+from bench import stats
+from bench.project import BENCH_MODULES, BenchError
+from bench.table import Row
+
+CHILDREN = 10
+KILLS = 5
+KILLS_SLOW = 3  # Circus at its default check_delay takes seconds per restart
+_POLL = 0.002
+_TIMEOUT = 15.0
+_MB = 1024 * 1024
+
+
+class Rival(Protocol):
+    """One running tool with its ten children."""
+
+    name: str
+    daemon: subprocess.Popen[bytes]
+
+    def started_pids(self) -> list[int]:
+        """The pids of the children the tool considers started (running) now."""
+        ...
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + _TIMEOUT
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(_POLL)
+    raise BenchError(f"{what}: not within {_TIMEOUT:g}s")
+
+
+class Supervisord:
+    """supervisord with one program of ten processes and its XML-RPC interface on a tcp port."""
+
+    def __init__(self, venv: Path, directory: Path, child: list[str]) -> None:
+        self.name = "supervisord"
+        port = _free_port()
+        config = directory / "supervisord.conf"
+        config.write_text(
+            f"[supervisord]\nlogfile={directory}/supervisord.log\npidfile={directory}/sd.pid\n"
+            f"[inet_http_server]\nport=127.0.0.1:{port}\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+            f"[program:child]\ncommand={' '.join(child)}\nnumprocs={CHILDREN}\n"
+            "process_name=%(program_name)s_%(process_num)d\nautorestart=true\n"
+        )
+        self.daemon = subprocess.Popen(
+            [str(venv / "bin" / "supervisord"), "-n", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
+
+    def started_pids(self) -> list[int]:
+        try:
+            infos: list[dict[str, Any]] = self._rpc.supervisor.getAllProcessInfo()  # type: ignore[assignment]
+        except (OSError, xmlrpc.client.Error):
+            return []
+        return [int(p["pid"]) for p in infos if p["statename"] == "RUNNING"]
+
+
+class Circus:
+    """circusd with one watcher of ten processes, asked over its ZeroMQ control endpoint."""
+
+    def __init__(self, venv: Path, directory: Path, child: list[str], check_delay: int) -> None:
+        self.name = f"Circus (check_delay {check_delay})"
+        endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        config = directory / "circus.ini"
+        config.write_text(
+            f"[circus]\ncheck_delay = {check_delay}\nendpoint = {endpoint}\n"
+            f"pubsub_endpoint = tcp://127.0.0.1:{_free_port()}\nstatsd = False\n"
+            f"[watcher:child]\ncmd = {' '.join(child)}\nnumprocesses = {CHILDREN}\n"
+        )
+        self.daemon = subprocess.Popen(
+            [str(venv / "bin" / "circusd"), str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+
+    def started_pids(self) -> list[int]:
+        request = {"id": uuid.uuid4().hex, "command": "list", "properties": {"name": "child"}}
+        self._socket.send_string(json.dumps(request))
+        if not self._socket.poll(1000):  # not up yet; a late answer is read and dropped below
+            return []
+        while True:
+            answer = json.loads(self._socket.recv())
+            if answer.get("id") == request["id"]:
+                return [int(pid) for pid in answer.get("pids", [])]
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.destroy(linger=0)
+
+
+@contextmanager
+def _running(rival: Rival) -> Iterator[float]:
+    """Yields the ms from the daemon's launch until all ten children were started; stops it."""
+    launched = time.perf_counter()
+    try:
+        _wait(lambda: len(rival.started_pids()) == CHILDREN, f"{rival.name}: ten children")
+        yield (time.perf_counter() - launched) * 1000
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            rival.daemon.send_signal(signal.SIGTERM)
+        try:
+            rival.daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            rival.daemon.kill()
+            rival.daemon.wait(5)
+        if isinstance(rival, Circus):
+            rival.close()
+
+
+def _measure(rival: Rival, kills: int) -> dict[str, Any]:
+    with _running(rival) as cold_ms:
+        rss_mb = psutil.Process(rival.daemon.pid).memory_info().rss / _MB
+        restarts = []
+        for _ in range(kills):
+            before = set(_wait(rival.started_pids, f"{rival.name}: started children"))
+            victim = min(before)
+            time.sleep(1.2)  # past supervisord's startsecs, so that this is a plain crash
+            killed = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+            _wait(partial(_replaced, rival, before), f"{rival.name}: a new child after a kill")
+            restarts.append((time.perf_counter() - killed) * 1000)
+    return {"cold_start_ms": cold_ms, "rss_mb": rss_mb, "restart_ms": restarts}
+
+
+def _replaced(rival: Rival, before: set[int]) -> bool:
+    """Ten children started again, one of them new."""
+    now = set(rival.started_pids())
+    return len(now) == CHILDREN and bool(now - before)
+
+
+def measure(venv: Path, scratch: Path) -> dict[str, dict[str, Any]]:
+    """Both tools, one after the other, each in its own directory under `scratch`."""
+    for tool in ("supervisord", "circusd"):
+        if not (venv / "bin" / tool).exists():
+            raise BenchError(f"{venv}/bin/{tool} is missing: run `make bench-compare`")
+    directory = scratch / "rivals"
+    directory.mkdir()
+    child_file = directory / "rival_child.py"
+    shutil.copy(BENCH_MODULES / "rival_child.py", child_file)
+    child = [sys.executable, str(child_file)]
+    results = {}
+    for key, make, kills in (
+        ("supervisord", lambda d: Supervisord(venv, d, child), KILLS),
+        ("circus_1", lambda d: Circus(venv, d, child, check_delay=1), KILLS),
+        ("circus_5", lambda d: Circus(venv, d, child, check_delay=5), KILLS_SLOW),
+    ):
+        own = directory / key
+        own.mkdir()
+        results[key] = {"name": "", **_measure(rival := make(own), kills)}
+        results[key]["name"] = rival.name
+    return results
+
+
+_OURS = {  # orchestrator's rows, from the benchmarks run before this one
+    "restart: kill -> ready, median": "restart_ms",
+    "cold start: `up -d` launched -> all ready": "cold_start_ms",
+    "supervisor RSS, 10 modules": "rss_mb",
+}
+
+
+def ours(done: list[Row]) -> dict[str, float]:
+    """Orchestrator's figures among the rows of this run, keyed as in `measure`'s results."""
+    return {_OURS[r.figure]: r.value for r in done if r.figure in _OURS and r.value is not None}
+
+
+def rows(results: dict[str, dict[str, Any]], ours: dict[str, float]) -> list[Row]:
+    """One row per tool and figure; the baseline is orchestrator's figure from this run."""
+    out = []
+    for result in results.values():
+        tool = result["name"]
+        figures = (
+            ("crash -> running again, median", stats.median(result["restart_ms"]), "ms",
+             "restart_ms", f"{len(result['restart_ms'])} kills"),
+            ("launch -> 10 children running", result["cold_start_ms"], "ms", "cold_start_ms",
+             "the daemon's launch until its control interface lists ten started children"),
+            ("daemon RSS with 10 children", result["rss_mb"], "MB", "rss_mb", ""),
+        )  # fmt: skip
+        for figure, value, unit, key, note in figures:
+            out.append(
+                Row(
+                    f"{tool}: {figure}",
+                    value,
+                    unit,
+                    baseline=ours.get(key),
+                    baseline_label="orchestrator, this run",
+                    note=note,
+                )
+            )
+    return out
