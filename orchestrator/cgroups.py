@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 _KILL_WAIT = 1.0  # seconds to wait for a killed cgroup to empty before giving up on removing it
 
 
-def _cgroup2_root() -> Path | None:
+def cgroup2_root() -> Path | None:
     """Where this process's own cgroup v2 lives, or None without a cgroup2 mount."""
     try:
         mounts = Path("/proc/self/mountinfo").read_text().splitlines()
@@ -41,7 +41,7 @@ class ModuleCgroups:
 
     def __init__(self, key: str) -> None:
         self.base: Path | None = None
-        root = _cgroup2_root()
+        root = cgroup2_root()
         if root is None:
             return
         base = root / f"orchestrator-{key}"

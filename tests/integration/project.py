@@ -21,7 +21,7 @@ import psutil
 import yaml
 from helpers import wait_until
 
-from orchestrator.cgroups import ModuleCgroups
+from orchestrator.cgroups import ModuleCgroups, cgroup2_root
 from orchestrator.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,6 +159,13 @@ class Project:
             if (info["environ"] or {}).get("ORCHESTRATOR_RUN_BASE") == marker:
                 found.append(proc)
         return found
+
+    def cgroup_left(self) -> bool:
+        """Whether this run's cgroup directory is still there (a supervisor removes it as it
+        stops; there is none where cgroup v2 is not writable)."""
+        root = cgroup2_root()
+        key = RunDir(self.config_dir, self.run_base).key
+        return root is not None and (root / f"orchestrator-{key}").exists()
 
     def socket_files(self) -> list[Path]:
         return list(self.run_base.rglob("*.sock")) if self.run_base.exists() else []

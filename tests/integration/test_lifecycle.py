@@ -32,6 +32,7 @@ def test_demo_delivers_ping_and_down_leaves_nothing(project: Project) -> None:
     assert project.processes() == []
     assert project.socket_files() == []
     assert not any(project.run_base.iterdir())
+    assert not project.cgroup_left()
 
 
 def test_status_table_and_json_agree(project: Project) -> None:

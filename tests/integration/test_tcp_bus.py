@@ -74,3 +74,4 @@ def test_a_taken_port_is_a_one_line_error_and_nothing_starts(project: Project) -
     assert f"{port} on 127.0.0.1: Address already in use" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert project.processes() == []
+    assert not project.cgroup_left()  # what it opened before the bus failed is closed
