@@ -30,7 +30,12 @@ def test_a_secret_from_dotenv_is_hidden_everywhere_but_the_module(project: Proje
                 "path": project.probe("recorder"),
                 "config": {"record": str(project.record_file), "patterns": ["module.*"]},
             },
-            {"name": "leaky", "path": leaky, "config": {"token": "${API_TOKEN}"}},
+            {
+                "name": "leaky",
+                "path": leaky,
+                "depends_on": ["recorder"],  # so that its module.loaded is recorded
+                "config": {"token": "${API_TOKEN}"},
+            },
             {
                 "name": "failing",
                 "path": leaky,
@@ -42,6 +47,14 @@ def test_a_secret_from_dotenv_is_hidden_everywhere_but_the_module(project: Proje
     )
     project.cli("up", "-d")
     project.wait_module("failing", state="stopped")
+    wait_until(
+        lambda: any(
+            e["type"] == "module.loaded" and e["data"]["name"] == "leaky"
+            for e in project.recorded()
+        ),
+        5,
+        "the recorder has leaky's module.loaded",
+    )
     wait_until(lambda: "my token is" in project.log("leaky"), 5, "the module printed its token")
 
     # The module itself got the real value (it printed it; the log shows it masked).
@@ -60,6 +73,7 @@ def test_a_secret_from_dotenv_is_hidden_everywhere_but_the_module(project: Proje
         assert SECRET not in text, place
     assert '"token": "***"' in places["status NAME"]
     assert '"other": "***"' in places["status NAME"]
-    loaded = [e for e in project.recorded() if e["type"] == "module.loaded"]
-    assert loaded and all(e["data"]["config"].get("token") in (None, "***") for e in loaded)
+    loaded = {e["data"]["name"]: e for e in project.recorded() if e["type"] == "module.loaded"}
+    assert loaded["leaky"]["data"]["config"]["token"] == "***"
+    assert all(e["data"]["config"].get("token") in (None, "***") for e in loaded.values())
     assert "from-environment" not in places["status NAME"]
