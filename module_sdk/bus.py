@@ -81,7 +81,10 @@ class ZmqEventBus:
         self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
         self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
-        self._last_seq: dict[tuple[str, bytes], int] = {}  # (publisher, topic) -> last seq seen
+        # Gap counting: per (publisher, topic) a [publisher's id prefix, last seq seen] state;
+        # per topic, the state of the publisher seen last on it (most topics have one).
+        self._last_seq: dict[tuple[str, bytes], list[Any]] = {}
+        self._topic_seq: dict[bytes, list[Any]] = {}
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
@@ -106,7 +109,7 @@ class ZmqEventBus:
             entry = self._subscriptions.setdefault(parsed.text, (parsed, []))
             entry[1].append(callback)
             self._route_cache.clear()
-            self._last_seq.clear()  # what passed while we were not subscribed was no drop
+            self._forget_seqs()  # what passed while we were not subscribed was no drop
             if len(entry[1]) == 1:
                 self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
 
@@ -346,16 +349,32 @@ class ZmqEventBus:
     def _count_gap(self, event_id: str, topic: bytes, seq: int) -> None:
         """Count the events of this publisher and topic that ZeroMQ dropped before this one (a
         high-water mark overflowed on the way). The id's prefix names the publishing process."""
-        key = (event_id[: event_id.rfind("-")], topic)
-        last = self._last_seq.get(key)
-        if last is None:
-            if len(self._last_seq) >= _SEQ_TRACKING:
-                self._last_seq.clear()  # forget old publishers; a fresh baseline counts nothing
-        elif seq > last + 1:
+        state = self._topic_seq.get(topic)
+        if state is None or not event_id.startswith(state[0]):
+            state = self._publisher_seq(event_id, topic, seq)
+        last, state[1] = state[1], seq
+        if seq > last + 1:
             self.dropped += seq - last - 1
             if self.dropped == seq - last - 1:
                 log.warning("events were dropped on the way here (a subscriber fell behind)")
-        self._last_seq[key] = seq
+
+    def _publisher_seq(self, event_id: str, topic: bytes, seq: int) -> list[Any]:
+        """The gap-counting state of this event's publisher on `topic`, new if it is the first
+        event seen from it (which counts no gap)."""
+        cut = event_id.rfind("-")
+        prefix = event_id[: cut + 1] if cut >= 0 else event_id  # "<pid>-<random>-"
+        state = self._last_seq.get((prefix, topic))
+        if state is None:
+            if len(self._last_seq) >= _SEQ_TRACKING:
+                self._forget_seqs()  # forget old publishers; a fresh baseline counts nothing
+            state = self._last_seq[(prefix, topic)] = [prefix, seq - 1]
+        if cut >= 0:  # an id without a prefix is never taken for the same publisher's
+            self._topic_seq[topic] = state
+        return state
+
+    def _forget_seqs(self) -> None:
+        self._last_seq.clear()
+        self._topic_seq.clear()
 
     def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
         with self._subs_lock:

@@ -279,12 +279,15 @@ def test_gaps_in_a_publishers_sequence_are_counted_as_dropped(net: Net) -> None:
             send("test.ping", "p1-1", seq)
         send("test.pong", "p1-2", 7)  # another topic: its own numbering, no gap
         send("test.ping", "p2-1", 1)  # another publisher: its own numbering, no gap
+        send("test.ping", "p1-3", 7)  # the two interleaved, each in sequence: no gap
+        send("test.ping", "p2-2", 2)
+        send("test.ping", "p1-4", 9)  # 8 lost
         wait_until(
-            lambda: pings.types.count("test.ping") == 5 and "test.pong" in pings.types,
-            what="5 pings and a pong",
+            lambda: pings.types.count("test.ping") == 8 and "test.pong" in pings.types,
+            what="8 pings and a pong",
             details=lambda: str(pings.types),
         )
-        assert b.dropped == 2 and b.counters()["dropped"] == 2
+        assert b.dropped == 3 and b.counters()["dropped"] == 3
     finally:
         raw.close(linger=0)
 
