@@ -349,8 +349,8 @@ class ZmqEventBus:
     def _count_gap(self, event_id: str, topic: bytes, seq: int) -> None:
         """Count the events of this publisher and topic that ZeroMQ dropped before this one (a
         high-water mark overflowed on the way). The id's prefix names the publishing process."""
-        state = self._topic_seq.get(topic)
-        if state is None or not event_id.startswith(state[0]):
+        state = self._topic_seq.get(topic)  # [prefix, last seq, where the prefix's "-" is]
+        if state is None or event_id.rfind("-") != state[2] or not event_id.startswith(state[0]):
             state = self._publisher_seq(event_id, topic, seq)
         last, state[1] = state[1], seq
         if seq > last + 1:
@@ -362,13 +362,15 @@ class ZmqEventBus:
         """The gap-counting state of this event's publisher on `topic`, new if it is the first
         event seen from it (which counts no gap)."""
         cut = event_id.rfind("-")
-        prefix = event_id[: cut + 1] if cut >= 0 else event_id  # "<pid>-<random>-"
+        # "<pid>-<random>-" for the SDK's ids; an id without "-" names no publisher, so it is
+        # a publisher of its own (ids are unique): such events never count a gap.
+        prefix = event_id[: cut + 1] if cut >= 0 else event_id
         state = self._last_seq.get((prefix, topic))
         if state is None:
             if len(self._last_seq) >= _SEQ_TRACKING:
                 self._forget_seqs()  # forget old publishers; a fresh baseline counts nothing
-            state = self._last_seq[(prefix, topic)] = [prefix, seq - 1]
-        if cut >= 0:  # an id without a prefix is never taken for the same publisher's
+            state = self._last_seq[(prefix, topic)] = [prefix, seq - 1, cut]
+        if cut >= 0:
             self._topic_seq[topic] = state
         return state
 

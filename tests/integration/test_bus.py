@@ -282,9 +282,12 @@ def test_gaps_in_a_publishers_sequence_are_counted_as_dropped(net: Net) -> None:
         send("test.ping", "p1-3", 7)  # the two interleaved, each in sequence: no gap
         send("test.ping", "p2-2", 2)
         send("test.ping", "p1-4", 9)  # 8 lost
+        send("test.ping", "p1-x-1", 1)  # the prefix "p1-x-": a publisher of its own, no gap
+        send("test.ping", "solo1", 3)  # ids without a "-" name no publisher: never a gap
+        send("test.ping", "solo2", 7)
         wait_until(
-            lambda: pings.types.count("test.ping") == 8 and "test.pong" in pings.types,
-            what="8 pings and a pong",
+            lambda: pings.types.count("test.ping") == 11 and "test.pong" in pings.types,
+            what="11 pings and a pong",
             details=lambda: str(pings.types),
         )
         assert b.dropped == 3 and b.counters()["dropped"] == 3
