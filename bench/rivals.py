@@ -59,6 +59,10 @@ class Rival(Protocol):
         """The pids of the children the tool considers started (running) now."""
         ...
 
+    def close(self) -> None:
+        """Release the control connection (after the daemon has stopped)."""
+        ...
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -106,6 +110,9 @@ class Supervisord:
         except (OSError, xmlrpc.client.Error):
             return []
         return [int(p["pid"]) for p in infos if p["statename"] == "RUNNING"]
+
+    def close(self) -> None:
+        """Nothing to release: each XML-RPC call opens its own connection."""
 
 
 class Circus:
@@ -165,8 +172,7 @@ def _running(rival: Rival) -> Iterator[float]:
             rival.daemon.kill()
             rival.daemon.wait(5)
         kill_all(tree)  # normally none are left: each tool stops its children
-        if isinstance(rival, Circus):
-            rival.close()
+        rival.close()
 
 
 def _measure(rival: Rival, kills: int) -> dict[str, Any]:

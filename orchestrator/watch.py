@@ -32,8 +32,11 @@ class ChangeWatcher:
         os.set_blocking(self._write_fd, False)
         self._lock = threading.Lock()
         self._changed: set[str] = set()  # written by the observer thread, under the lock
-        self._pending: dict[str, float] = {}  # loop only: module (or _CONFIG) -> when to act
-        self._batch_since = 0.0  # loop only: when the first of the pending changes came
+        # Loop only: what changed (module names, or _CONFIG), when the first of it came, and
+        # when to act on all of it.
+        self._pending: set[str] = set()
+        self._batch_since = 0.0
+        self._due_at: float | None = None
         self._config_dir = config_dir.resolve()
         self._roots: dict[Path, str] = {}
         self._observer: Any = Observer()
@@ -65,21 +68,20 @@ class ChangeWatcher:
         if changed:
             if not self._pending:
                 self._batch_since = now
-            when = min(now + DEBOUNCE, self._batch_since + MAX_DELAY)
-            self._pending = dict.fromkeys([*self._pending, *changed], when)
+            self._pending |= changed
+            self._due_at = min(now + DEBOUNCE, self._batch_since + MAX_DELAY)
 
     def next_deadline(self) -> float | None:
-        """When the next debounced change is due, if any."""
-        return min(self._pending.values(), default=None)
+        """When the pending changes are due, if there are any."""
+        return self._due_at
 
     def due(self, now: float) -> tuple[list[str], bool]:
         """The modules whose code changed and whether the config changed, once quiet for long
         enough; each is returned once."""
-        ready = [name for name, when in self._pending.items() if when <= now]
-        for name in ready:
-            del self._pending[name]
-        config = _CONFIG in ready
-        return [name for name in ready if name != _CONFIG], config
+        if self._due_at is None or now < self._due_at:
+            return [], False
+        ready, self._pending, self._due_at = self._pending, set(), None
+        return sorted(ready - {_CONFIG}), _CONFIG in ready
 
     def close(self) -> None:
         """Stop the observer thread and close the pipe."""

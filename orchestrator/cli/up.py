@@ -94,9 +94,8 @@ def _wait_started(
     except (ControlError, NotRunningError) as exc:
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.wait(1.0)  # it may be on its way out, with its reason in its output
-        if daemon.poll() is not None and _said(output):
-            abort(f"the supervisor did not start{_said(output)}")
-        abort(str(exc))
+        said = _said(output) if daemon.poll() is not None else ""
+        abort(f"the supervisor did not start{said}" if said else str(exc))
 
 
 def _said(output: BinaryIO) -> str:

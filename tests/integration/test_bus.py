@@ -42,6 +42,14 @@ class Net:
         bus.start()
         return bus
 
+    def raw_publisher(self) -> zmq.Socket[bytes]:
+        """A plain PUB socket on the broker, as a non-SDK client would have (closed with the
+        context at teardown)."""
+        raw = self.ctx.socket(zmq.PUB)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(self.xsub)
+        return raw
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Net]:
@@ -224,36 +232,27 @@ def test_subscribe_from_another_thread_after_start(net: Net) -> None:
 def test_bad_frames_are_counted_and_dropped(net: Net) -> None:
     everything = Recorder()
     b = net.bus("b", [("*", everything)])
-    raw = net.ctx.socket(zmq.PUB)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(net.xsub)
-    try:
+    raw = net.raw_publisher()
 
-        def send(event_type: str) -> None:
-            raw.send_multipart(
-                [event_type.encode(), encode_envelope("raw", "r-1", time.time(), None)]
-            )
+    def send(event_type: str) -> None:
+        raw.send_multipart([event_type.encode(), encode_envelope("raw", "r-1", time.time(), None)])
 
-        def connected() -> bool:  # until the raw socket knows b's subscription
-            send("raw.hello")
-            return everything.got("raw.hello")
+    def connected() -> bool:  # until the raw socket knows b's subscription
+        send("raw.hello")
+        return everything.got("raw.hello")
 
-        wait_until(connected, what="raw publisher connected")
-        garbage = random.Random(0).randbytes(32)
-        raw.send(garbage)  # (a) one frame
-        raw.send_multipart([b"test.ping", b"\xc1garbage"])  # (b) not msgpack
-        raw.send_multipart([b"test.ping", encode_envelope("raw", "r-2", 1.0, None), b"x"])  # (c)
-        raw.send_multipart([b"\xff\xfe", encode_envelope("raw", "r-3", 1.0, None)])  # (d) not UTF-8
-        wait_until(
-            lambda: b.bad_frames >= 4, what="4 bad frames", details=lambda: str(b.counters())
-        )
-        send("raw.after")
-        wait_for(everything, "raw.after")
-        assert b.bad_frames == 4
-        assert "test.ping" not in everything.types
-        assert b.callback_errors == 0
-    finally:
-        raw.close(linger=0)
+    wait_until(connected, what="raw publisher connected")
+    garbage = random.Random(0).randbytes(32)
+    raw.send(garbage)  # (a) one frame
+    raw.send_multipart([b"test.ping", b"\xc1garbage"])  # (b) not msgpack
+    raw.send_multipart([b"test.ping", encode_envelope("raw", "r-2", 1.0, None), b"x"])  # (c)
+    raw.send_multipart([b"\xff\xfe", encode_envelope("raw", "r-3", 1.0, None)])  # (d) not UTF-8
+    wait_until(lambda: b.bad_frames >= 4, what="4 bad frames", details=lambda: str(b.counters()))
+    send("raw.after")
+    wait_for(everything, "raw.after")
+    assert b.bad_frames == 4
+    assert "test.ping" not in everything.types
+    assert b.callback_errors == 0
     a = net.bus("a")
     a.publish("test.after", {"ok": True})
     wait_for(everything, "test.after")
@@ -264,35 +263,30 @@ def test_bad_frames_are_counted_and_dropped(net: Net) -> None:
 def test_gaps_in_a_publishers_sequence_are_counted_as_dropped(net: Net) -> None:
     pings = Recorder()
     b = net.bus("b", [("test.*", pings)])
-    raw = net.ctx.socket(zmq.PUB)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(net.xsub)
+    raw = net.raw_publisher()
 
     def send(topic: str, event_id: str, seq: int) -> None:
         raw.send_multipart([topic.encode(), encode_envelope("raw", event_id, 1.0, None, seq)])
 
-    try:
-        wait_until(  # until the raw socket knows b's subscription (unnumbered, so no baseline)
-            lambda: send("test.hello", "x-0", 0) or pings.got("test.hello"), what="connected"
-        )
-        for seq in (1, 2, 5, 6):  # 3 and 4 "lost on the way"
-            send("test.ping", "p1-1", seq)
-        send("test.pong", "p1-2", 7)  # another topic: its own numbering, no gap
-        send("test.ping", "p2-1", 1)  # another publisher: its own numbering, no gap
-        send("test.ping", "p1-3", 7)  # the two interleaved, each in sequence: no gap
-        send("test.ping", "p2-2", 2)
-        send("test.ping", "p1-4", 9)  # 8 lost
-        send("test.ping", "p1-x-1", 1)  # the prefix "p1-x-": a publisher of its own, no gap
-        send("test.ping", "solo1", 3)  # ids without a "-" name no publisher: never a gap
-        send("test.ping", "solo2", 7)
-        wait_until(
-            lambda: pings.types.count("test.ping") == 11 and "test.pong" in pings.types,
-            what="11 pings and a pong",
-            details=lambda: str(pings.types),
-        )
-        assert b.dropped == 3 and b.counters()["dropped"] == 3
-    finally:
-        raw.close(linger=0)
+    wait_until(  # until the raw socket knows b's subscription (unnumbered, so no baseline)
+        lambda: send("test.hello", "x-0", 0) or pings.got("test.hello"), what="connected"
+    )
+    for seq in (1, 2, 5, 6):  # 3 and 4 "lost on the way"
+        send("test.ping", "p1-1", seq)
+    send("test.pong", "p1-2", 7)  # another topic: its own numbering, no gap
+    send("test.ping", "p2-1", 1)  # another publisher: its own numbering, no gap
+    send("test.ping", "p1-3", 7)  # the two interleaved, each in sequence: no gap
+    send("test.ping", "p2-2", 2)
+    send("test.ping", "p1-4", 9)  # 8 lost
+    send("test.ping", "p1-x-1", 1)  # the prefix "p1-x-": a publisher of its own, no gap
+    send("test.ping", "solo1", 3)  # ids without a "-" name no publisher: never a gap
+    send("test.ping", "solo2", 7)
+    wait_until(
+        lambda: pings.types.count("test.ping") == 11 and "test.pong" in pings.types,
+        what="11 pings and a pong",
+        details=lambda: str(pings.types),
+    )
+    assert b.dropped == 3 and b.counters()["dropped"] == 3
 
 
 def test_a_fast_publisher_and_a_slow_subscriber_show_drops_not_silence(net: Net) -> None:
