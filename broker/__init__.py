@@ -1,5 +1,10 @@
-"""The message broker: an XSUB/XPUB forwarder run by libzmq's own proxy. Imports nothing of ours."""
+"""The message broker: an XSUB/XPUB forwarder run by libzmq's own proxy, in a process of its own
+(`python -m broker`). Imports nothing of ours."""
 
 from broker.proxy import Broker, BrokerError
 
-__all__ = ["Broker", "BrokerError"]
+# "<server secret key> <client public key>" (z85, whose alphabet has no space), for a tcp bus: in the broker's environment,
+# which only its owner can read, never on its command line, which everyone can.
+ENV_CURVE = "ORCHESTRATOR_BUS_CURVE"
+
+__all__ = ["ENV_CURVE", "Broker", "BrokerError"]

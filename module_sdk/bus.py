@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -40,6 +41,19 @@ _SEQ_TRACKING = 16384  # (publisher, topic) pairs remembered for gap counting
 _PACKER_KEEPS = 256 * 1024  # bytes; after packing a larger event, start a new Packer
 
 
+def _prepare(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> None:
+    """Options a bus socket needs before it connects: retry 10 ms after a failed connection,
+    backing off to 200 ms, rather than ZeroMQ's fixed 100 ms (a module may connect before the
+    broker has bound, or while it restarts); and, on a tcp bus, the CURVE keys it was given
+    (`server_key`, `public_key`, `secret_key`, z85), without which the broker refuses it."""
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+    if curve:
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve["server_key"].encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public_key"].encode())
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret_key"].encode())
+
+
 class HandshakeTimeoutError(RuntimeError):
     """The probe did not come back through the broker in time."""
 
@@ -56,16 +70,19 @@ class ZmqEventBus:
         *,
         high_water_mark: int = 100_000,
         max_message_size: int = -1,
+        curve: Mapping[str, str] | None = None,
     ) -> None:
         self._source = source
         self._pub = context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, high_water_mark)
         self._pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
+        _prepare(self._pub, curve)
         self._pub.connect(xsub_endpoint)
         self._sub = context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, high_water_mark)
         self._sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         self._sub.setsockopt(zmq.LINGER, 0)
+        _prepare(self._sub, curve)
         self._sub.connect(xpub_endpoint)
         command_endpoint = f"inproc://module-sdk-bus-{id(self)}"
         self._command_in = context.socket(zmq.PAIR)

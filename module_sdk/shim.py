@@ -148,6 +148,7 @@ class _Child:
             spec["xpub"],
             high_water_mark=int(spec["high_water_mark"]),
             max_message_size=int(spec["max_message_size"]),
+            curve=spec.get("curve"),
         )
         try:
             self.bus.handshake(float(spec["handshake_timeout"]))

@@ -13,7 +13,7 @@ import contextlib
 import os
 from types import TracebackType
 
-from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
+from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl, raise_fd_limit
 from orchestrator.forkserver import ForkServer
 
 
@@ -24,6 +24,8 @@ class Boot:
         # First, so that even the template's descendants inherit it on kernels before 4.11:
         # orphaned descendants (each forked module, a module's daemonised child) come to us.
         self.subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # libzmq aborts the process on EMFILE in some paths: allow what the hard limit allows.
+        self.fd_limit = raise_fd_limit()
         # Children get the read end; only we hold the write end, so our death is their EOF.
         self.lifeline, self._lifeline_write = os.pipe()
         self.forkserver = ForkServer(self.lifeline)

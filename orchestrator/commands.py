@@ -51,7 +51,12 @@ class CommandHandler:
                 "config": str(sup.config.config_dir),
                 "shutting_down": manager.shutting_down,
             },
-            "bus": {"xsub": sup.xsub, "xpub": sup.xpub, "transport": sup.config.bus.transport},
+            "bus": {
+                "xsub": sup.xsub,
+                "xpub": sup.xpub,
+                "transport": sup.config.bus.transport,
+                **sup.broker.status(),
+            },
             "limits": manager.limits.as_dict(),
             "modules": modules,
         }
@@ -67,6 +72,12 @@ class CommandHandler:
             row.update(child.details(self.supervisor.manager.redactor, _LOG_TAIL))
             data["modules"] = [row]
         return control.reply(data)
+
+    def cmd_bus_client(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        """What a CLI needs to join the bus as a client (`events`): the CURVE keys of a tcp bus,
+        or None. Only the owner can reach this socket; never printed."""
+        keys = self.supervisor.bus_keys
+        return control.reply(keys.client() if keys is not None else None)
 
     def cmd_wait_started(self, identity: bytes, request: dict[str, Any]) -> None:
         """Answer once every module is running or has failed to start at least once."""

@@ -1,4 +1,8 @@
-"""The supervisor's own publisher: built-in events with source `orchestrator` on the bus."""
+"""The supervisor's own publisher: built-in events with source `orchestrator` on the bus.
+
+It PUSHes them to the broker process, which publishes them: a PUB socket here would receive, and
+keep, every subscription any peer makes, so a peer could grow the supervisor's memory.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,14 @@ SOURCE = "orchestrator"
 class SystemEvents:
     """Publishes `app.*`, `module.*` and `resources.usage`; used only from the supervisor's loop."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], xsub_endpoint: str) -> None:
-        self._pub = context.socket(zmq.PUB)
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], inject_endpoint: str) -> None:
+        self._pub = context.socket(zmq.PUSH)
         self._pub.setsockopt(zmq.LINGER, 500)
-        self._pub.connect(xsub_endpoint)
+        self._pub.setsockopt(zmq.SNDHWM, 10_000)  # while the broker restarts
+        self._pub.setsockopt(zmq.RECONNECT_IVL, 10)
+        self._pub.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        self._pub.connect(inject_endpoint)
+        self.lost = 0
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-sup-"
         self._seqs: dict[bytes, int] = {}
@@ -44,7 +52,9 @@ class SystemEvents:
         try:
             self._pub.send_multipart([topic, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.warning("could not publish %s: %s", event_type, exc)
+            self.lost += 1
+            if self.lost == 1 or self.lost % 1000 == 0:
+                log.warning("could not publish %s (%d lost so far): %s", event_type, self.lost, exc)
         return event_id
 
     def close(self) -> None:

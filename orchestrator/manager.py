@@ -82,6 +82,12 @@ class ChildManager:
         self._lifeline = lifeline
         self._poller = poller
         self._readers: dict[int, OutputReader] = {}
+        self._exit_handlers: dict[int, Callable[[int], None]] = {}
+
+    def watch_exit(self, pid: int, handler: Callable[[int], None]) -> None:
+        """Hand the raw wait status of child `pid` (not a module: the broker) to `handler` when
+        the loop reaps it."""
+        self._exit_handlers[pid] = handler
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
@@ -100,7 +106,7 @@ class ChildManager:
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
         self.forkserver.close()
-        for pid in kill_processes(strays(None, set(self.by_pid))):
+        for pid in kill_processes(strays(None, set(self.by_pid) | set(self._exit_handlers))):
             _reap_one(pid)
         self.cgroups.close()
         for reader in self._readers.values():
@@ -320,6 +326,10 @@ class ChildManager:
     def reap(self) -> None:
         """Reap every exited child; apply the policy to module processes, kill their strays."""
         for pid, raw in reap():
+            handler = self._exit_handlers.pop(pid, None)
+            if handler is not None:
+                handler(raw)
+                continue
             child = self.by_pid.pop(pid, None)
             if child is None or child.process is None:
                 if pid == self.forkserver.pid:

@@ -60,6 +60,11 @@ class RunDir:
         return f"ipc://{self.path / 'xpub.sock'}"
 
     @property
+    def inject(self) -> str:
+        """Where the supervisor hands the broker its own events (it holds no subscriptions)."""
+        return f"ipc://{self.path / 'inject.sock'}"
+
+    @property
     def pid_file(self) -> Path:
         return self.path / "supervisor.pid"
 

@@ -14,11 +14,13 @@ from typing import Any
 import msgpack
 import zmq
 
-from broker import Broker, BrokerError
+from broker import ENV_CURVE
 from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.boot import Boot
+from orchestrator.broker_process import BrokerProcess, BrokerStartError
+from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
@@ -35,6 +37,7 @@ from orchestrator.watch import ChangeWatcher
 log = logging.getLogger(__name__)
 
 _HANDSHAKE_TIMEOUT = 10.0
+_BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
@@ -62,19 +65,15 @@ class Supervisor:
         self.run_dir = run_dir
         self.started_wall = time.time()
         self._waiters: list[tuple[bytes, Waiter]] = []
+        self.bus_keys: BusKeys | None = None
         if config.bus.transport == "tcp":
+            self.bus_keys = BusKeys.generate()
+            redactor.add(self.bus_keys.secrets())
             self.xsub = f"tcp://{config.bus.host}:{config.bus.xsub_port}"
             self.xpub = f"tcp://{config.bus.host}:{config.bus.xpub_port}"
         else:
             self.xsub, self.xpub = run_dir.xsub, run_dir.xpub
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.broker = Broker(
-            self.context,
-            self.xsub,
-            self.xpub,
-            max_message_size=int(config.bus.max_message_size_mb * 1024 * 1024),
-            high_water_mark=config.bus.high_water_mark,
-        )
         self.events: SystemEvents | None = None
         self.control = self._bind(zmq.ROUTER, run_dir.control)
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel)
@@ -93,6 +92,18 @@ class Supervisor:
             poller=self.poller,
             publish=self.publish,
             foreground=foreground,
+        )
+        self.broker = BrokerProcess(
+            xsub=self.xsub,
+            xpub=self.xpub,
+            inject=run_dir.inject,
+            max_message_size=int(config.bus.max_message_size_mb * 1024 * 1024),
+            high_water_mark=config.bus.high_water_mark,
+            memory_limit_mb=config.bus.broker_memory_limit_mb,
+            lifeline=boot.lifeline,
+            poller=self.poller,
+            watch_exit=self.manager.watch_exit,
+            env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
         self.health = Health(self.manager)
         self.notifier = self._notifier(config)
@@ -139,45 +150,57 @@ class Supervisor:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
+        self.broker.start()
+        self.events = SystemEvents(self.context, self.run_dir.inject)
+        # The modules start while the broker binds: their handshakes wait for it.
+        for child in self.manager.children.values():
+            self.manager.start(child)
         try:
-            self.broker.start()
-        except BrokerError as exc:
-            message = self._bus_error(exc)
+            self.broker.wait_ready(_BROKER_START_TIMEOUT)
+        except BrokerStartError as exc:
+            message = self._bus_error(str(exc))
             log.error("the supervisor cannot start: %s", message)
+            self.manager.shutting_down = True
             raise StartError(message) from None
-        self.events = SystemEvents(self.context, self.xsub)
         limits = self.manager.limits
         log.info(
-            "supervisor %d up: bus %s -> %s; limits: %d module processes, %d threads "
-            "(%d MB available of %d MB, %d CPUs); containment: %s",
+            "supervisor %d up: bus %s -> %s (broker pid %s); limits: %d module processes, "
+            "%d threads (%d MB available of %d MB, %d CPUs), %d open files; containment: %s",
             os.getpid(),
             self.xsub,
             self.xpub,
+            self.broker.pid,
             limits.max_processes,
             limits.max_threads,
             limits.available_mb,
             limits.total_mb,
             limits.cpu_count,
+            self.boot.fd_limit,
             "cgroup v2" if self.manager.cgroups.available() else "process groups + subreaper",
         )
         self._set_hot_reload()
-        for child in self.manager.children.values():
-            self.manager.start(child)
 
-    def _bus_error(self, exc: BrokerError) -> str:
+    def _bus_error(self, error: str) -> str:
         """The broker could not bind: name the setting behind the endpoint, for the user."""
-        bus, cause = self.config.bus, exc.__cause__
-        if bus.transport != "tcp" or not isinstance(cause, zmq.ZMQError) or cause.errno is None:
-            return f"the bus cannot start: {exc}"
-        failed_xsub = f"cannot bind {self.xsub}:" in str(exc)  # (5555 is a prefix of 55556)
-        field, port = ("xsub_port", bus.xsub_port) if failed_xsub else ("xpub_port", bus.xpub_port)
-        return (
-            f"{self.config.main_file.name}: bus.{field}: cannot bind port {port} on {bus.host}:"
-            f" {os.strerror(cause.errno)} (another program, or another supervisor, is using it)"
-        )
+        bus = self.config.bus
+        for field, endpoint, port in (
+            ("xsub_port", self.xsub, bus.xsub_port),
+            ("xpub_port", self.xpub, bus.xpub_port),
+        ):
+            prefix = f"cannot bind {endpoint}: "  # the ": " keeps port 5555 apart from 55556
+            if bus.transport == "tcp" and prefix in error:
+                return (
+                    f"{self.config.main_file.name}: bus.{field}: cannot bind port {port} on"
+                    f" {bus.host}: {error.split(prefix, 1)[1]} (another program, or another"
+                    " supervisor, is using it)"
+                )
+        return f"the bus cannot start: {error}"
 
     def _turn(self) -> None:
         deadline = self.health.next_deadline()
+        broker_deadline = self.broker.next_deadline()
+        if broker_deadline is not None:
+            deadline = min(deadline, broker_deadline)
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
@@ -188,11 +211,15 @@ class Supervisor:
             self._hot_reload(ready)
         # Child messages before reaping: a child reports its error, then exits.
         self._drain(self.channel, self._child_message)
+        if self.broker.fd is not None and self.broker.fd in ready:
+            self.broker.read()
         self.manager.read_output(ready)
         self.manager.reap()
         if self.control in ready:
             self._drain(self.control, self.commands.handle)
-        self.health.tick(time.monotonic())
+        now = time.monotonic()
+        self.health.tick(now)
+        self.broker.tick(now)
         self._serve_waiters()
 
     def _drain(
@@ -348,6 +375,7 @@ class Supervisor:
             "high_water_mark": self.config.bus.high_water_mark,
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
+            "curve": self.bus_keys.client() if self.bus_keys is not None else None,
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
@@ -356,15 +384,15 @@ class Supervisor:
     def _close(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
+        if self.events is not None:
+            self.events.close()  # lingers up to 0.5 s to hand over app.shutdown and the last exits
+            self.events = None
+        self.broker.stop()
         self.manager.close()
         self.notifier.close()
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))
         log.info("supervisor %d stopped", os.getpid())
-        if self.events is not None:
-            self.events.close()
-        self.broker.stop()
-        self.broker.join(2.0)
         self.control.close()
         self.channel.close()
         self.context.destroy(linger=0)

@@ -38,7 +38,8 @@ def events(
     """
     bus_info = app.request("status")["bus"]
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    bus = ZmqEventBus(context, "cli", bus_info["xsub"], bus_info["xpub"])
+    curve = app.request("bus_client") if bus_info.get("transport") == "tcp" else None
+    bus = ZmqEventBus(context, "cli", bus_info["xsub"], bus_info["xpub"], curve=curve)
     done = threading.Event()
     seen = 0
     lock = threading.Lock()

@@ -91,6 +91,9 @@ class BusSection:
     xpub_port: int = 5556
     max_message_size_mb: float = 64.0
     high_water_mark: int = 100_000
+    # The broker process is killed and restarted past this (a peer holding huge numbers of
+    # subscriptions grows it; the supervisor and the modules are not affected).
+    broker_memory_limit_mb: float = 512.0
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ unknown keys and returns the section's dataclass. `where` is the section's locat
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -173,9 +174,18 @@ def build_bus(raw: Any, file: str, where: str) -> BusSection:
         "xpub_port": partial(expect_int, minimum=1, maximum=65535),
         "max_message_size_mb": partial(expect_number, gt=0),
         "high_water_mark": partial(expect_int, minimum=0),
+        "broker_memory_limit_mb": partial(expect_number, gt=0),
     }
     values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
     section = BusSection(**values)
+    if section.transport == "tcp" and not _loopback(section.host):
+        raise ConfigError(
+            file,
+            child(where, "host"),
+            f"the tcp bus binds loopback addresses only (127.0.0.1, ::1, localhost), got"
+            f" {describe(section.host)}: other hosts are to join through cluster mode, never an"
+            " open ZeroMQ port",
+        )
     if section.xpub_port == section.xsub_port:
         raise ConfigError(
             file,
@@ -183,6 +193,15 @@ def build_bus(raw: Any, file: str, where: str) -> BusSection:
             f"xpub_port must differ from xsub_port (both are {section.xpub_port})",
         )
     return section
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _url(value: Any, file: str, where: str) -> str:

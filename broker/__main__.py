@@ -1,0 +1,97 @@
+"""`python -m broker`: the bus broker as a process of its own, started and restarted by the
+supervisor, so that whatever a peer can make libzmq do to it (a crash, a descriptor shortage,
+memory) costs a broker restart, never the supervisor.
+
+Its first line on stdout says whether it forwards: `ready` once every endpoint is bound, or
+`error: <why>` before it exits 1. It runs until SIGTERM, or until the supervisor dies (end of file
+on the lifeline pipe, whose write end only the supervisor holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import select
+import signal
+import sys
+
+import zmq
+
+from broker import ENV_CURVE
+from broker.proxy import Broker, BrokerError
+
+log = logging.getLogger("broker")
+READY = "ready"
+ERROR_PREFIX = "error: "
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m broker", description=__doc__)
+    parser.add_argument("--xsub", required=True, help="endpoint publishers connect to")
+    parser.add_argument("--xpub", required=True, help="endpoint subscribers connect to")
+    parser.add_argument("--inject", help="endpoint of a PULL socket whose messages are published")
+    parser.add_argument("--max-message-size", type=int, default=-1, help="bytes; -1: no limit")
+    parser.add_argument("--hwm", type=int, default=100_000, help="high-water mark, messages")
+    parser.add_argument("--lifeline", type=int, help="fd that reaches end of file when to stop")
+    return parser.parse_args(argv)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one (libzmq aborts on EMFILE); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Bind, say so on stdout, forward until told to stop; returns the exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the spawner blocked some; exec kept that
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: None)
+    raise_fd_limit()
+    curve = os.environ.pop(ENV_CURVE, "")
+    server_secret, _, client_public = curve.partition(" ")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    broker = Broker(
+        context,
+        args.xsub,
+        args.xpub,
+        max_message_size=args.max_message_size,
+        high_water_mark=args.hwm,
+        inject_endpoint=args.inject,
+        curve=(server_secret.encode(), client_public.encode()) if curve else None,
+    )
+    try:
+        broker.start()
+    except BrokerError as exc:
+        print(f"{ERROR_PREFIX}{exc}", flush=True)
+        return 1
+    print(READY, flush=True)
+    poller = select.poll()
+    poller.register(wake_read, select.POLLIN)
+    if args.lifeline is not None:
+        poller.register(args.lifeline, select.POLLIN)
+    while not poller.poll():
+        pass
+    broker.stop()
+    broker.join(1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the proxy threads' sockets need no orderly context teardown

@@ -1,0 +1,274 @@
+"""The broker runs in a process of its own: what a peer can make libzmq do to it (crash on a
+pathological subscription, run out of descriptors, grow) costs a broker restart, never the
+supervisor or a module; modules reconnect by themselves and lost events are counted."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import psutil
+import pytest
+import zmq
+from helpers import wait_until
+from project import FAST_SUPERVISION, Project, alive, describe
+
+TICKER = """
+import threading
+
+stop = threading.Event()
+
+
+def tick(event_bus):
+    n = 0
+    while not stop.wait(0.01):
+        n += 1
+        event_bus.publish("tick.n", n)
+
+
+def initialize(event_bus, config):
+    threading.Thread(target=tick, args=(event_bus,), daemon=True).start()
+
+
+def shutdown():
+    stop.set()
+"""
+
+LISTENER = """
+def initialize(event_bus, config):
+    event_bus.subscribe("tick.*", lambda event: None)
+
+
+def shutdown():
+    pass
+"""
+
+
+def _start(project: Project, **main: Any) -> dict[str, Any]:
+    project.configure(
+        [
+            {"name": "listener", "path": project.write_module("listener.py", LISTENER)},
+            {
+                "name": "ticker",
+                "path": project.write_module("ticker.py", TICKER),
+                "depends_on": ["listener"],
+            },
+        ],
+        supervision=FAST_SUPERVISION,
+        **main,
+    )
+    return project.up()
+
+
+def _pids(status: dict[str, Any]) -> dict[str, int]:
+    return {row["name"]: row["pid"] for row in status["modules"]}
+
+
+def _receiving(project: Project, more_than: int = 0, timeout: float = 15.0) -> dict[str, Any]:
+    """Wait until the listener has counted more than `more_than` ticks; its status row."""
+    return wait_until(
+        lambda: (row := project.module("listener"))["events_in"] > more_than and row,
+        timeout,
+        f"the listener receiving ticks (more than {more_than})",
+        lambda: f"{project.status()['bus']}\n{project.log('listener')}",
+    )
+
+
+def test_a_crashed_broker_is_restarted_and_only_the_events_in_flight_are_lost(
+    project: Project,
+) -> None:
+    status = _start(project)
+    supervisor, modules, broker = status["supervisor"]["pid"], _pids(status), status["bus"]
+    assert broker["broker_running"] and alive(broker["broker_pid"]), broker
+    _receiving(project)
+    # Stop the broker, let ticks queue up inside it, then crash it: those are lost for sure.
+    os.kill(broker["broker_pid"], signal.SIGSTOP)
+    sent = project.module("ticker")["events_out"]
+    wait_until(lambda: project.module("ticker")["events_out"] >= sent + 5, 10, "ticks sent")
+    os.kill(broker["broker_pid"], signal.SIGSEGV)
+    os.kill(broker["broker_pid"], signal.SIGCONT)
+    bus = wait_until(
+        lambda: (
+            (b := project.status()["bus"])["broker_running"] and b["broker_restarts"] == 1 and b
+        ),
+        10,
+        "the broker restarted",
+        lambda: str(project.status()["bus"]),
+    )
+    assert bus["broker_pid"] != broker["broker_pid"]
+    assert "SIGSEGV" in bus["broker_last_exit"]["description"], bus
+    before = project.module("listener")["events_in"]
+    _receiving(project, before)  # the modules reconnected by themselves
+    wait_until(
+        lambda: (r := project.module("listener"))["dropped"] >= 5 and r,
+        10,
+        "the lost ticks counted as dropped",
+        lambda: str(project.module("listener")),
+    )
+    after = project.status()
+    assert after["supervisor"]["pid"] == supervisor
+    assert _pids(after) == modules, after  # no module restarted
+    assert all(m["restarts"] == 0 for m in after["modules"]), after
+    app_log = (project.root / "logs" / "app.log").read_text()
+    assert "the broker (pid" in app_log and "SIGSEGV" in app_log, app_log
+
+
+# A raw peer in a process of its own: libzmq's SUB socket keeps its own subscriptions in the same
+# recursive trie, so the peer itself would crash as it closes; it leaves with os._exit instead.
+HOSTILE_PEER = """
+import os, sys, zmq
+sub = zmq.Context().socket(zmq.SUB)
+monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+sub.setsockopt(zmq.RECONNECT_IVL, 60_000)
+sub.connect(sys.argv[1])
+sub.setsockopt(zmq.SUBSCRIBE, b"a." + b"b" * int(sys.argv[2]))
+sub.setsockopt(zmq.SUBSCRIBE, b"ok.")
+print("disconnected" if monitor.poll(10_000) else "kept", flush=True)
+os._exit(0)
+"""
+
+
+def _raw_peer_subscribes(endpoint: str, length: int) -> str:
+    """What the hostile peer saw: `disconnected` if the broker dropped it."""
+    result = subprocess.run(
+        [sys.executable, "-c", HOSTILE_PEER, endpoint, str(length)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.stdout.strip() or result.stderr
+
+
+@pytest.mark.parametrize("length", [200_000, 1_000_000])
+def test_a_raw_peer_with_a_huge_subscription_is_disconnected(project: Project, length: int) -> None:
+    status = _start(project)
+    _receiving(project)
+    assert _raw_peer_subscribes(status["bus"]["xpub"], length) == "disconnected"
+    after = project.status()
+    assert after["supervisor"]["pid"] == status["supervisor"]["pid"]
+    assert after["bus"]["broker_pid"] == status["bus"]["broker_pid"], after["bus"]
+    assert after["bus"]["broker_restarts"] == 0
+    assert _pids(after) == _pids(status)
+    _receiving(project, project.module("listener")["events_in"])
+
+
+def _subscribe_many(endpoint: str, count: int) -> tuple[zmq.Context[zmq.Socket[bytes]], Any]:
+    """A raw peer with `count` subscriptions, and one to the ticks last."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SNDHWM, 0)  # else the peer's own libzmq drops most of them
+    sub.connect(endpoint)
+    for n in range(count):
+        sub.setsockopt(zmq.SUBSCRIBE, b"flood.%06d" % n)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tick.")
+    return context, sub
+
+
+def test_a_peer_with_100k_subscriptions_costs_the_supervisor_nothing(project: Project) -> None:
+    status = _start(project, bus={"broker_memory_limit_mb": 4096})
+    supervisor = psutil.Process(status["supervisor"]["pid"])
+    rss_before = supervisor.memory_info().rss
+    context, sub = _subscribe_many(status["bus"]["xpub"], 100_000)
+    try:
+        # Once its last subscription is through, the peer gets ticks: all were processed.
+        assert sub.poll(30_000), "the broker never processed the peer's subscriptions"
+        # A new module process gets every subscription as it connects; its handshake still
+        # completes (none is dropped at a high-water mark on the way).
+        project.cli("restart", "listener", timeout=60, check=0)
+        assert supervisor.memory_info().rss - rss_before < 8 * 1024 * 1024
+    finally:
+        sub.close()
+        context.term()
+    assert project.status()["bus"]["broker_restarts"] == 0
+
+
+def test_a_broker_over_its_memory_limit_is_restarted(project: Project) -> None:
+    status = _start(project, bus={"broker_memory_limit_mb": 40})
+    context, sub = _subscribe_many(status["bus"]["xpub"], 100_000)
+    try:
+        bus = wait_until(
+            lambda: (b := project.status()["bus"])["broker_restarts"] >= 1 and b,
+            30,
+            "the broker restarted for its memory",
+            lambda: str(project.status()["bus"]),
+        )
+    finally:
+        sub.close()
+        context.term()
+    assert "broker_memory_limit_mb 40" in bus["broker_last_exit"]["reason"], bus
+    after = project.status()
+    assert after["supervisor"]["pid"] == status["supervisor"]["pid"]
+    assert _pids(after) == _pids(status)
+    _receiving(project, project.module("listener")["events_in"])
+
+
+def test_running_out_of_descriptors_on_the_tcp_bus_spares_the_supervisor(
+    project: Project,
+) -> None:
+    """Half-open connections past the open-file limit: the broker may stall or restart, but the
+    supervisor answers, no module restarts, and the bus works again once they are gone."""
+    ports = _free_ports(2)
+    project.configure(
+        [
+            {"name": "listener", "path": project.write_module("listener.py", LISTENER)},
+            {
+                "name": "ticker",
+                "path": project.write_module("ticker.py", TICKER),
+                "depends_on": ["listener"],
+            },
+        ],
+        supervision=FAST_SUPERVISION,
+        bus={"transport": "tcp", "host": "127.0.0.1", "xsub_port": ports[0], "xpub_port": ports[1]},
+    )
+    limit = 256
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "up", "-d", "-c", str(project.config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=project.env,
+        cwd=project.root,
+        preexec_fn=low_fd_limit,
+        check=False,
+    )
+    assert result.returncode == 0, describe(result)
+    status = project.status()
+    _receiving(project)
+    flood = []
+    try:
+        for _ in range(limit + 100):
+            conn = socket.socket()
+            conn.setblocking(False)
+            conn.connect_ex(("127.0.0.1", ports[0]))
+            flood.append(conn)
+        for _ in range(3):  # the supervisor keeps answering while the broker is starved
+            after = project.status()
+            assert after["supervisor"]["pid"] == status["supervisor"]["pid"]
+    finally:
+        for conn in flood:
+            conn.close()
+    assert _pids(project.status()) == _pids(status)
+    _receiving(project, project.module("listener")["events_in"], timeout=30)
+    assert all(m["restarts"] == 0 for m in project.status()["modules"])
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
