@@ -37,10 +37,39 @@ def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
             text = read_text(env_file, MAX_BYTES)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(env_label, "", f"cannot read file: {exc}") from None
+        _check_expansion(dotenv_values(stream=io.StringIO(text), interpolate=False), env_label)
         raw = dotenv_values(stream=io.StringIO(text))
         values.update({key: value for key, value in raw.items() if value is not None})
     values.update(os.environ)
     return values
+
+
+def _check_expansion(raw: Mapping[str, str | None], env_label: str) -> None:
+    """python-dotenv fills `${VAR}`s in a `.env` value from the values before it, so a few lines
+    that each repeat the one before a few hundred times are a bomb (3 KB made 800 MB). Add up the
+    lengths the values will have, as dotenv will fill them, before it does."""
+    from dotenv.variables import Literal, Variable, parse_variables  # noqa: PLC0415  (as dotenv above)
+
+    lengths = {name: len(value) for name, value in os.environ.items()}
+    total = 0
+    for name, value in raw.items():
+        if value is None:
+            continue
+        length = 0
+        for atom in parse_variables(value):
+            if isinstance(atom, Literal):
+                length += len(atom.value)
+            elif isinstance(atom, Variable):  # its value (the file's own wins, as in dotenv)
+                length += lengths.get(atom.name, len(atom.default or ""))
+        lengths[name] = length
+        total += length
+        if total > MAX_CHARS:
+            raise ConfigError(
+                env_label,
+                name,
+                f"the values, with their ${{...}} filled in, add up to more than {MAX_CHARS} "
+                "characters",
+            )
 
 
 class Substitution:

@@ -193,3 +193,24 @@ def test_both_parsers_refuse(loader: Any, text: str, problem: str) -> None:
 def test_both_parsers_accept_merges(loader: Any) -> None:
     text = "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n"
     assert loader.load_yaml(text) == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
+
+
+def test_a_dotenv_bomb_is_refused_before_dotenv_expands_it(config: Path) -> None:
+    # Each line repeats the one before 200 times: 3 KB that dotenv would make 160 GB of.
+    lines = ["A=" + "x" * 100] + [
+        f"V{i}=" + "${%s}" % ("A" if i == 1 else f"V{i - 1}") * 200 for i in range(1, 5)
+    ]
+    (config / ".env").write_text("\n".join(lines) + "\n")
+    assert load_error(config) == (
+        "config/.env: V2: the values, with their ${...} filled in, add up to more than "
+        "1048576 characters"
+    )
+
+
+def test_dotenv_references_within_bounds_still_work(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FROM_ENV", "env")
+    (config / ".env").write_text("HOST=db\nURL=pg://${HOST}:${PORT:-5432}/${FROM_ENV}\n")
+    (config / "modules.yaml").write_text(MODULE + "    config: {url: '${URL}'}\n")
+    assert load_config(config).modules[0].config == {"url": "pg://db:5432/env"}
