@@ -20,13 +20,15 @@ import yaml
 from yaml.error import MarkedYAMLError
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
 
-MAX_BYTES = 256 * 1024
-"""A config file larger than this is refused unread (real ones are a few kilobytes)."""
-MAX_NODES = 100_000
-"""Nodes a document may have once every alias is expanded: generous for anchors in real use, and
-few enough that walking the tree takes a fraction of a second."""
-MAX_CHARS = 4 * MAX_BYTES
-"""Characters its scalars may add up to once every alias is expanded."""
+MAX_BYTES = 128 * 1024
+"""A config file larger than this is refused unread. Real ones are a few kilobytes; parsing this
+much can already keep the loop a second on a busy machine (see README, failure modes)."""
+MAX_NODES = 50_000
+"""Nodes a document may have once every alias is expanded: a hundred times what real configs
+with anchors have, and few enough that walking the tree takes a fraction of a second."""
+MAX_CHARS = 1024 * 1024
+"""Characters its values may add up to once every alias is expanded (and, in `interpolate`, with
+every `${VAR}` filled in)."""
 MAX_DEPTH = 64
 """Levels of nested collections (deep enough for any config, far from the recursion limit of the
 walks that follow)."""

@@ -36,10 +36,10 @@ def bomb_modules(project: Project, levels: int = BOMB_LEVELS) -> str:
 
 def expected_error(project: Project) -> str:
     """The one-line error for `bomb_modules`: at the first anchor whose value is too large."""
-    # l{k} expands to (9 ** (k + 2) - 1) / 8 nodes: l5 is the first over 100,000, on line 10.
+    # l{k} expands to (9 ** (k + 2) - 1) / 8 nodes: l4 is the first over 50,000, on line 9.
     return (
-        f"{project.config_dir}/modules.yaml: line 10, column 11: this value expands to more "
-        "than 100000 nodes (aliases counted as copies)"
+        f"{project.config_dir}/modules.yaml: line 9, column 11: this value expands to more "
+        "than 50000 nodes (aliases counted as copies)"
     )
 
 
