@@ -4,11 +4,11 @@ expanding one would never end (the per-test timeout would fail the test)."""
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -160,39 +160,57 @@ def test_interpolated_values_are_bounded(config: Path, monkeypatch: pytest.Monke
     )
 
 
-@pytest.fixture(params=["libyaml", "pure Python"])
-def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """`yamlfile` built on libyaml's parser, and on PyYAML's own (where libyaml is missing)."""
-    if request.param == "libyaml" and not hasattr(yaml, "CSafeLoader"):
-        pytest.skip("PyYAML without libyaml")
-    if request.param == "pure Python":
-        monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+REFUSED = [
+    (bomb(30, indent=""), f"expands to more than {MAX_NODES} nodes"),
+    ("a: &a [x, *a]\n", "contains an alias to itself"),
+    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' (first at line 1)"),
+    ("a: {1: x, 1.0: y}\n", "duplicate key 1.0 (first at line 1)"),
+    ("a: " + "[" * 500 + "]" * 500 + "\n", "nest"),
+]
+MERGE = "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n"
+
+# The same checks where PyYAML has no libyaml, in a process of its own (the parser is chosen at
+# import); prints each case's problem, then the merged document.
+PURE_PYTHON = """
+import json, sys
+import yaml
+del yaml.CSafeLoader
+from orchestrator.config.yamlfile import BoundedLoader, RefusedYAMLError, load_yaml
+assert BoundedLoader.__mro__[1] is yaml.SafeLoader
+cases, merge = json.load(sys.stdin)
+problems = []
+for text in cases:
     try:
-        yield importlib.reload(yamlfile)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(yamlfile)
+        load_yaml(text)
+        problems.append(None)
+    except RefusedYAMLError as exc:
+        problems.append(exc.problem)
+print(json.dumps([problems, load_yaml(merge)]))
+"""
 
 
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        (bomb(30, indent=""), f"expands to more than {MAX_NODES} nodes"),
-        ("a: &a [x, *a]\n", "contains an alias to itself"),
-        ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' (first at line 1)"),
-        ("a: {1: x, 1.0: y}\n", "duplicate key 1.0 (first at line 1)"),
-        ("a: " + "[" * 500 + "]" * 500 + "\n", "nest"),
-    ],
-)
-def test_both_parsers_refuse(loader: Any, text: str, problem: str) -> None:
-    with pytest.raises(loader.RefusedYAMLError) as info:
-        loader.load_yaml(text)
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyYAML without libyaml")
+@pytest.mark.parametrize(("text", "problem"), REFUSED)
+def test_refused_with_libyaml(text: str, problem: str) -> None:
+    assert yamlfile.BoundedLoader.__mro__[1] is yaml.CSafeLoader
+    with pytest.raises(yamlfile.RefusedYAMLError) as info:
+        yamlfile.load_yaml(text)
     assert problem in str(info.value.problem)
+    assert yamlfile.load_yaml(MERGE) == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
 
 
-def test_both_parsers_accept_merges(loader: Any) -> None:
-    text = "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n"
-    assert loader.load_yaml(text) == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
+def test_refused_with_the_pure_python_parser() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PURE_PYTHON],
+        input=json.dumps([[text for text, _ in REFUSED], MERGE]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    problems, merged = json.loads(result.stdout)
+    for (_, expected), problem in zip(REFUSED, problems, strict=True):
+        assert problem is not None and expected in problem, (expected, problem)
+    assert merged == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
 
 
 def test_a_dotenv_bomb_is_refused_before_dotenv_expands_it(config: Path) -> None:
