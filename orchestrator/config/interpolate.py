@@ -9,6 +9,7 @@ refuses. Mapping keys are not interpolated.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import child, item
+from orchestrator.config.yamlfile import MAX_BYTES, MAX_CHARS, read_text
 
 _REFERENCE = re.compile(
     r"\$\$\{"  # escape: a literal ${
@@ -32,49 +34,76 @@ def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
         from dotenv import dotenv_values  # noqa: PLC0415  (only when there is a .env to read)
 
         try:
-            raw = dotenv_values(env_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(env_label, "", f"cannot read file: {exc}") from exc
+            text = read_text(env_file, MAX_BYTES)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(env_label, "", f"cannot read file: {exc}") from None
+        _check_expansion(dotenv_values(stream=io.StringIO(text), interpolate=False), env_label)
+        raw = dotenv_values(stream=io.StringIO(text))
         values.update({key: value for key, value in raw.items() if value is not None})
     values.update(os.environ)
     return values
 
 
-def interpolate(
-    tree: Any, file: str, variables: Mapping[str, str], env_label: str, where: str = ""
-) -> tuple[Any, set[str]]:
-    """A copy of `tree` with every reference in its strings substituted, and the set of values
-    substituted. A reference to an unset variable without a default raises `ConfigError` at the
-    string's location; `env_label` names the `.env` file in that message."""
-    substitution = _Substitution(file, variables, env_label)
-    return substitution.walk(tree, where), substitution.secrets
+def _check_expansion(raw: Mapping[str, str | None], env_label: str) -> None:
+    """python-dotenv fills `${VAR}`s in a `.env` value from the values before it, so a few lines
+    that each repeat the one before a few hundred times are a bomb (3 KB made 800 MB). Add up the
+    lengths the values will have, as dotenv will fill them, before it does."""
+    from dotenv.variables import Literal, Variable, parse_variables  # noqa: PLC0415  (as dotenv above)
+
+    lengths = {name: len(value) for name, value in os.environ.items()}
+    total = 0
+    for name, value in raw.items():
+        if value is None:
+            continue
+        length = 0
+        for atom in parse_variables(value):
+            if isinstance(atom, Literal):
+                length += len(atom.value)
+            elif isinstance(atom, Variable):  # its value (the file's own wins, as in dotenv)
+                length += lengths.get(atom.name, len(atom.default or ""))
+        lengths[name] = length
+        total += length
+        if total > MAX_CHARS:
+            raise ConfigError(
+                env_label,
+                name,
+                f"the values, with their ${{...}} filled in, add up to more than {MAX_CHARS} "
+                "characters",
+            )
 
 
-class _Substitution:
-    """One pass over one file's tree, collecting the values it fills in."""
+class Substitution:
+    """Fills the references of one or more trees from `variables`, collecting the values it filled
+    in (`secrets`) and refusing to produce more than `MAX_CHARS` characters of them in all (a long
+    value referenced many times, or through an alias, is a bomb of its own)."""
 
-    def __init__(self, file: str, variables: Mapping[str, str], env_label: str) -> None:
-        self.file = file
+    def __init__(self, variables: Mapping[str, str], env_label: str) -> None:
         self.variables = variables
         self.env_label = env_label
         self.secrets: set[str] = set()
+        self._filled = 0
 
-    def walk(self, node: Any, where: str) -> Any:
+    def fill(self, tree: Any, file: str, where: str = "") -> Any:
+        """A copy of `tree` with every reference in its strings substituted. A reference to an
+        unset variable without a default raises `ConfigError` at the string's location."""
+        return self._walk(tree, file, where)
+
+    def _walk(self, node: Any, file: str, where: str) -> Any:
         if isinstance(node, str):
-            return _REFERENCE.sub(lambda match: self.replace(match, where), node)
+            return _REFERENCE.sub(lambda match: self._replace(match, file, where), node)
         if isinstance(node, Mapping):
-            return {key: self.walk(value, child(where, key)) for key, value in node.items()}
+            return {key: self._walk(value, file, child(where, key)) for key, value in node.items()}
         if isinstance(node, list):
-            return [self.walk(value, item(where, index)) for index, value in enumerate(node)]
+            return [self._walk(value, file, item(where, index)) for index, value in enumerate(node)]
         return node
 
-    def replace(self, match: re.Match[str], where: str) -> str:
+    def _replace(self, match: re.Match[str], file: str, where: str) -> str:
         if match.group(0) == "$${":
             return "${"
         name = match.group("name")
         if name is None:
             raise ConfigError(
-                self.file, where, "malformed ${...} reference (write $${ for a literal ${)"
+                file, where, "malformed ${...} reference (write $${ for a literal ${)"
             )
         value = self.variables.get(name)
         default = match.group("default")
@@ -82,9 +111,14 @@ class _Substitution:
             value = default
         if value is None:
             raise ConfigError(
-                self.file,
+                file, where, f"environment variable {name} is not set (nor in {self.env_label})"
+            )
+        self._filled += len(value)
+        if self._filled > MAX_CHARS:
+            raise ConfigError(
+                file,
                 where,
-                f"environment variable {name} is not set (nor in {self.env_label})",
+                f"the values of ${{...}} references add up to more than {MAX_CHARS} characters",
             )
         if value:
             self.secrets.add(value)

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.interpolate import interpolate, read_variables
+from orchestrator.config.interpolate import Substitution, read_variables
 from orchestrator.config.model import AppConfig
 from orchestrator.config.modules import build_modules
 from orchestrator.config.redact import Redactor
@@ -22,6 +22,7 @@ from orchestrator.config.sections import (
     build_supervision,
 )
 from orchestrator.config.validate import check_keys, describe, expect_bool
+from orchestrator.config.yamlfile import RefusedYAMLError, load_yaml, read_text
 
 MAIN_FILE = "main.yaml"
 MODULES_FILE = "modules.yaml"
@@ -55,27 +56,29 @@ def load_config(config_dir: Path) -> AppConfig:
     raw_main = read_yaml(root / MAIN_FILE, main_label)
     raw_modules = read_yaml(root / MODULES_FILE, modules_label)
     variables = read_variables(root / ENV_FILE, env_label)
-    main, main_secrets = interpolate(raw_main, main_label, variables, env_label)
-    modules, modules_secrets = interpolate(raw_modules, modules_label, variables, env_label)
-    secrets = frozenset(main_secrets | modules_secrets)
-
+    substitution = Substitution(variables, env_label)
     try:
+        main = substitution.fill(raw_main, main_label)
+        modules = substitution.fill(raw_modules, modules_label)
         return _build(
             main=main,
             modules=modules,
             config_dir=root,
             main_label=main_label,
             modules_label=modules_label,
-            secrets=secrets,
+            secrets=frozenset(substitution.secrets),
         )
-    except ConfigError as exc:  # a message may quote a value that came from the environment
-        raise exc.with_message(Redactor(secrets).scrub(exc.message)) from None
+    except ConfigError as exc:
+        # A message may quote a value that came from the environment: scrub the whole of it, once,
+        # before `str()` cuts or escapes anything.
+        raise exc.with_message(Redactor(substitution.secrets).scrub(exc.message)) from None
 
 
 def read_yaml(path: Path, label: str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (`{}` when empty); `label` names it in errors."""
+    """The top-level mapping of a YAML file (`{}` when empty); `label` names it in errors. The file's
+    size, nesting and alias expansion are bounded, and a repeated key is refused (`yamlfile`)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise ConfigError(label, "", "file not found") from None
     except IsADirectoryError:
@@ -84,13 +87,16 @@ def read_yaml(path: Path, label: str) -> dict[str, Any]:
         raise ConfigError(label, "", f"cannot read file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(label, "", f"cannot read file: not UTF-8 ({exc.reason})") from None
+    except ValueError as exc:
+        raise ConfigError(label, "", f"cannot read file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except RefusedYAMLError as exc:
+        raise ConfigError(label, _position(exc.problem_mark), str(exc.problem)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        location = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "unparsable"
-        raise ConfigError(label, location, f"invalid YAML: {problem}") from None
+        raise ConfigError(label, _position(mark), f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(label, "", f"invalid YAML: {exc}") from None
     if data is None:
@@ -98,6 +104,10 @@ def read_yaml(path: Path, label: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(label, "", f"expected a mapping at the top level, got {describe(data)}")
     return data
+
+
+def _position(mark: yaml.Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
 def _build(

@@ -18,6 +18,7 @@ from orchestrator.config.validate import (
     expect_list,
     expect_mapping,
     expect_str,
+    found,
     item,
 )
 
@@ -42,7 +43,7 @@ def build_modules(
             raise ConfigError(
                 file,
                 child(entry_where, "name"),
-                f"duplicate module name {spec.name!r} (first at {first_seen[spec.name]})",
+                f"duplicate module name {describe(spec.name)} (first at {first_seen[spec.name]})",
             )
         first_seen[spec.name] = entry_where
         specs.append(spec)
@@ -58,11 +59,11 @@ def _check_dependencies(specs: list[ModuleSpec], file: str, where: str) -> None:
         for dependency in spec.depends_on:
             target = by_name.get(dependency)
             if dependency == spec.name:
-                raise ConfigError(file, at, f"{spec.name!r} cannot depend on itself")
+                raise ConfigError(file, at, f"{describe(spec.name)} cannot depend on itself")
             if target is None:
-                raise ConfigError(file, at, f"unknown module {dependency!r}")
+                raise ConfigError(file, at, f"unknown module {describe(dependency)}")
             if spec.enabled and not target.enabled:
-                raise ConfigError(file, at, f"{dependency!r} is disabled")
+                raise ConfigError(file, at, f"{describe(dependency)} is disabled")
     visiting: list[str] = []
     done: set[str] = set()
 
@@ -191,8 +192,7 @@ def _env(value: Any, file: str, where: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, text in env.items():
         if isinstance(text, bool) or not isinstance(text, str | int | float):
-            raise ConfigError(
-                file, child(where, key), f"expected a string or a number, got {describe(text)}"
-            )
+            at = child(where, key)
+            raise ConfigError(file, at, f"expected a string or a number, got {found(text, at)}")
         result[key] = str(text)
     return result

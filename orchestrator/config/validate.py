@@ -7,11 +7,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from orchestrator.config.errors import ConfigError
+from orchestrator.config.redact import MASK, is_secret_key
 
 Validator = Callable[[Any, str, str], Any]
 """`validator(value, file, where) -> normalised value`; raises `ConfigError`."""
-
-_MAX_SHOWN = 80
 
 
 def child(where: str, key: object) -> str:
@@ -25,7 +24,10 @@ def item(where: str, index: int) -> str:
 
 
 def describe(value: Any) -> str:
-    """How a found value is shown in a message: strings quoted, YAML spelling for null/booleans."""
+    """How a found value is shown in a message: strings quoted, YAML spelling for null/booleans.
+
+    A string is quoted whole and unescaped: it may hold a secret, which must reach the scrubber
+    intact; `ConfigError` cuts and escapes the message only when it is shown."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -34,12 +36,20 @@ def describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    if isinstance(value, str):
+        quote = '"' if "'" in value and '"' not in value else "'"
+        return f"{quote}{value}{quote}"
+    return repr(value)
+
+
+def found(value: Any, where: str) -> str:
+    """`describe(value)`, or `***` when the key at `where` names a secret (`token`, `password`...)."""
+    key = where.rsplit(".", 1)[-1]
+    return MASK if is_secret_key(key) and value is not None else describe(value)
 
 
 def _fail(file: str, where: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(file, where, f"expected {expected}, got {describe(value)}")
+    return ConfigError(file, where, f"expected {expected}, got {found(value, where)}")
 
 
 def _int_expectation(minimum: int | None, maximum: int | None) -> str:

@@ -243,9 +243,10 @@ def test_modules_error_messages(root: Path, case: str) -> None:
 
 def test_invalid_yaml_shows_line_and_column(root: Path) -> None:
     message = load_error("app:\n  name: demo\n  version: x: y\n")
-    assert message == "config/main.yaml: line 3, column 13: invalid YAML: " + (
-        "mapping values are not allowed here"
-    )
+    # libyaml says "... not allowed in this context", PyYAML's own parser "... not allowed here"
+    assert message.startswith(
+        "config/main.yaml: line 3, column 13: invalid YAML: mapping values are not allowed"
+    ), message
 
 
 def test_missing_files(root: Path) -> None:
@@ -343,3 +344,68 @@ def test_redacting_filter() -> None:
     assert handler.lines[1].startswith("bad format %d") and "***" in handler.lines[1]
     assert "RuntimeError: failed with ***" in handler.lines[2]
     assert all("tok-1234" not in line for line in handler.lines)
+
+
+# -- secrets in error messages: scrubbed whole, before the message is cut or escaped -------------
+
+SECRET_LENGTHS = (4, 20, 75, 76, 77, 120, 1000)
+
+
+def make_secret(length: int, alphabet: str = "Kq7vZ2xW9pLm") -> str:
+    """A secret of `length` characters in which no 8-character slice repeats by chance."""
+    return "".join(alphabet[(i * 7 + i // len(alphabet)) % len(alphabet)] for i in range(length))
+
+
+def leaks(secret: str, text: str) -> list[str]:
+    """The secret, or any 8-character slice of it, found in `text`: as it is, or as escaping or
+    joining lines would have shown it."""
+    found = []
+    for form in {secret, repr(secret)[1:-1], " ".join(secret.splitlines())}:
+        if form in text:
+            return [form]
+        found += [form[i : i + 8] for i in range(len(form) - 7) if form[i : i + 8] in text]
+    return found
+
+
+QUOTING_ERRORS = {  # each quotes the value of ${TOKEN} in its message
+    "number": ("main", "supervision: {stop_timeout: '${TOKEN}'}"),
+    "choice": ("main", "logging: {level: '${TOKEN}'}"),
+    "url": ("main", "notifications: {webhooks: [{url: '${TOKEN}'}]}"),
+    "name": ("modules", "modules: [{name: '-${TOKEN}', path: ../mods/alpha.py}]"),
+    "dependency": (
+        "modules",
+        "modules: [{name: a, path: ../mods/alpha.py, depends_on: ['${TOKEN}']}]",
+    ),
+    "restart": ("modules", "modules: [{name: a, path: ../mods/alpha.py, restart: '${TOKEN}'}]"),
+}
+
+
+@pytest.mark.parametrize("length", SECRET_LENGTHS)
+@pytest.mark.parametrize("kind", QUOTING_ERRORS)
+def test_a_quoted_secret_never_shows(root: Path, kind: str, length: int) -> None:
+    file, source = QUOTING_ERRORS[kind]
+    for secret in (make_secret(length), make_secret(length, "abcdefg'hijklm\\nopq\"rstu\tvwxyz\n")):
+        env = "TOKEN=" + ('"' + secret.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        env = env.replace("\n", "\\n").replace("\t", "\\t")
+        message = load_error(env=env, **{file: source})
+        assert "***" in message, message
+        assert not leaks(secret, message), message
+        assert "\n" not in message
+
+
+def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
+    long_value = "v" * 5000
+    message = load_error(f"supervision: {{stop_timeout: '{long_value}'}}")
+    assert len(message) < 700, message
+    assert message.startswith("config/main.yaml: supervision.stop_timeout: expected a number > 0")
+    assert "..." in message and message.endswith("vvv'")
+
+
+def test_a_value_under_a_secret_key_is_masked_in_errors(root: Path) -> None:
+    message = load_error(
+        "notifications: {webhooks: [{url: 'https://x', headers: {Authorization: 123456789}}]}"
+    )
+    assert message == (
+        "config/main.yaml: notifications.webhooks[0].headers.Authorization: "
+        "expected a string, got ***"
+    )

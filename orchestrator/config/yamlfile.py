@@ -1,0 +1,166 @@
+"""Reading one YAML file within bounds: its size, its nesting, and what its aliases expand to.
+
+PyYAML shares the node (and the object) an alias points at, so composing a "billion laughs"
+document is quick; what walks the tree afterwards (interpolation, validation, redaction, copies)
+pays for every reference, exponentially. `BoundedLoader` measures the composed document as if
+every alias were expanded (an alias counts its anchor's whole subtree each time it is used), in
+time linear in the file, and refuses it past a bound before anything is constructed. It also
+refuses a mapping that repeats a key, which YAML forbids and PyYAML would resolve silently (the
+last wins). It uses libyaml's parser when PyYAML has it (eight times faster), as `yaml.CSafeLoader`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from yaml.error import MarkedYAMLError
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
+
+MAX_BYTES = 128 * 1024
+"""A config file larger than this is refused unread. Real ones are a few kilobytes; parsing this
+much can already keep the loop a second on a busy machine (see README, failure modes)."""
+MAX_NODES = 50_000
+"""Nodes a document may have once every alias is expanded: a hundred times what real configs
+with anchors have, and few enough that walking the tree takes a fraction of a second."""
+MAX_CHARS = 1024 * 1024
+"""Characters its values may add up to once every alias is expanded (and, in `interpolate`, with
+every `${VAR}` filled in)."""
+MAX_DEPTH = 64
+"""Levels of nested collections (deep enough for any config, far from the recursion limit of the
+walks that follow)."""
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class RefusedYAMLError(MarkedYAMLError):
+    """Well-formed YAML that is refused: over a bound, or repeating a key. `problem` says why and
+    `problem_mark` (which may be None) where."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+def read_text(path: Path, limit: int = MAX_BYTES) -> str:
+    """The UTF-8 text of the regular file `path`; `ValueError` if it is larger than `limit` bytes
+    (without reading more than that) or not a regular file. `OSError` and `UnicodeDecodeError` as
+    reading raises them."""
+    # O_NONBLOCK: opening a FIFO put in the file's place must not wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data.decode("utf-8")
+
+
+def load_yaml(text: str) -> Any:
+    """The one document in `text` (None if empty), within the bounds above. Raises
+    `RefusedYAMLError` past a bound or on a repeated key, other `yaml.YAMLError`s on bad syntax."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:  # the pure-Python composer recurses per level (libyaml stops at 1000)
+        raise RefusedYAMLError(f"collections nested more than {MAX_DEPTH} deep", None) from None
+    finally:
+        loader.dispose()
+
+
+class BoundedLoader(_SafeLoader):
+    """A safe loader that refuses a document past `MAX_NODES`, `MAX_CHARS` or `MAX_DEPTH` with its
+    aliases expanded, and a mapping that repeats a key."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._own_keys: dict[int, list[Node]] = {}  # id(mapping) -> its keys as written
+
+    def construct_document(self, node: Node) -> Any:
+        """Measure the composed document, then construct it as SafeLoader does."""
+        self._measure(node)
+        return super().construct_document(node)
+
+    def _measure(self, root: Node) -> None:
+        """Walk each distinct node once (iteratively: no recursion), computing bottom-up the size
+        of its subtree with aliases expanded; refuse at the first node whose subtree is too big,
+        too deep, or contains the node itself."""
+        sizes: dict[int, tuple[int, int, int]] = {}  # id(node) -> (nodes, characters, depth)
+        open_nodes: set[int] = set()  # entered, not yet measured: the path from the root
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            key = id(node)
+            if children_done:
+                open_nodes.discard(key)
+                sizes[key] = self._size(node, sizes)
+                continue
+            if key in sizes:
+                continue  # used again through an alias: measured already
+            if key in open_nodes:
+                raise RefusedYAMLError("this value contains an alias to itself", node.start_mark)
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+            if isinstance(node, MappingNode):
+                self._own_keys[key] = [k for k, _ in node.value if k.tag != _MERGE_TAG]
+
+    @staticmethod
+    def _size(node: Node, sizes: dict[int, tuple[int, int, int]]) -> tuple[int, int, int]:
+        if isinstance(node, ScalarNode):
+            return 1, len(node.value), 0
+        nodes, chars, depth = 1, 0, 0
+        for child in _children(node):
+            child_nodes, child_chars, child_depth = sizes[id(child)]
+            nodes += child_nodes
+            chars += child_chars
+            depth = max(depth, child_depth)
+        depth += 1
+        if depth > MAX_DEPTH:
+            problem = f"this value nests collections more than {MAX_DEPTH} deep"
+        elif nodes > MAX_NODES:
+            problem = f"this value expands to more than {MAX_NODES} nodes"
+        elif chars > MAX_CHARS:
+            problem = f"this value expands to more than {MAX_CHARS} characters"
+        else:
+            return nodes, chars, depth
+        # With aliases, a value is as large as it would be with each of them copied out.
+        raise RefusedYAMLError(f"{problem} (aliases counted as copies)", node.start_mark)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """As SafeLoader does, refusing a key written twice in the mapping (keys merged in with
+        `<<: *x` may be overridden, as YAML's merge key says)."""
+        seen: dict[Any, Node] = {}
+        for key_node in self._own_keys.get(id(node), ()):
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # unhashable: SafeLoader refuses it with its own message
+                continue
+            if first is not key_node:
+                line = first.start_mark.line + 1
+                raise RefusedYAMLError(
+                    f"duplicate key {_show(key)} (first at line {line})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, CollectionNode):
+        return list(node.value)
+    return []
+
+
+def _show(key: Any) -> str:
+    text = repr(key)  # keys are never interpolated, so never a secret
+    return text if len(text) <= 80 else text[:77] + "..."

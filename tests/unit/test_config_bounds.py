@@ -1,0 +1,234 @@
+"""The config loader's bounds: file size, alias expansion, nesting, interpolated size; duplicate
+keys refused. A bomb must be refused before anything expands it: the bombs here are so large that
+expanding one would never end (the per-test timeout would fail the test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import ConfigError, load_config, yamlfile
+from orchestrator.config.yamlfile import MAX_BYTES, MAX_NODES
+
+MODULE = "modules:\n  - name: a\n    path: ../mods/a.py\n"
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project (the cwd) with `config/` holding an empty main.yaml and one module file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BIG", raising=False)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "a.py").write_text("")
+    (tmp_path / "config" / "main.yaml").write_text("")
+    (tmp_path / "config" / "modules.yaml").write_text(MODULE)
+    return Path("config")
+
+
+def load_error(config: Path, *, main: str | None = None, modules: str | None = None) -> str:
+    if main is not None:
+        (config / "main.yaml").write_text(main)
+    if modules is not None:
+        (config / "modules.yaml").write_text(modules)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    return str(info.value)
+
+
+def bomb(levels: int, width: int = 9, indent: str = "      ") -> str:
+    """Anchors `l0`..`l{levels-1}`, each a list of `width` references to the one before:
+    `width ** levels` strings once expanded."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(config: Path) -> None:
+    # 9 ** 30 strings expanded: nothing that walked it would ever finish.
+    message = load_error(config, modules=MODULE + "    config:\n" + bomb(30))
+    expected = f"this value expands to more than {MAX_NODES} nodes (aliases counted as copies)"
+    assert message.startswith("config/modules.yaml: line "), message
+    assert message.endswith(expected), message
+    assert "\n" not in message
+
+
+def test_a_bomb_of_long_strings_is_refused(config: Path) -> None:
+    text = "x" * 100_000
+    source = f"    config:\n      s: &s '{text}'\n      t: [{', '.join(['*s'] * 12)}]\n"
+    message = load_error(config, modules=MODULE + source)
+    assert message.startswith("config/modules.yaml: line 6, column 10: "), message
+    assert "expands to more than 1048576 characters" in message
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(config: Path) -> None:
+    message = load_error(config, modules=MODULE + "    config: &loop {again: *loop}\n")
+    assert (
+        message == "config/modules.yaml: line 4, column 13: this value contains an alias to itself"
+    )
+
+
+def test_nesting_is_bounded(config: Path) -> None:
+    deep = "[" * 70 + "]" * 70
+    message = load_error(config, modules=MODULE + f"    config: {{x: {deep}}}\n")
+    assert "this value nests collections more than 64 deep" in message
+
+
+def test_anchors_in_real_use_still_work(config: Path) -> None:
+    # Merge keys for shared settings, a reused list, and a reused value expanding to a few
+    # thousand nodes: all fine, and a merged key may be overridden (that is not a duplicate).
+    modules = (
+        "modules:\n"
+        "  - name: a\n"
+        "    path: ../mods/a.py\n"
+        "    config: &base\n"
+        "      retries: 3\n"
+        "      hosts: &hosts [alpha, beta]\n"
+        "      table:\n" + bomb(4, indent="        ") + "  - name: b\n"
+        "    path: ../mods/a.py\n"
+        "    depends_on: [a]\n"
+        "    config:\n"
+        "      <<: *base\n"
+        "      retries: 5\n"
+        "      also: *hosts\n"
+    )
+    (config / "modules.yaml").write_text(modules)
+    loaded = load_config(config)
+    a, b = (spec.config for spec in loaded.modules)
+    assert a["retries"] == 3 and b["retries"] == 5
+    assert b["hosts"] == b["also"] == ["alpha", "beta"]
+    assert len(b["table"]["l3"]) == 9 and b["table"]["l3"][8][8][8] == ["lol"] * 9
+
+
+@pytest.mark.parametrize(
+    ("main", "expected"),
+    [
+        (
+            "hot_reload: false\nlogging: {level: INFO}\nhot_reload: true\n",
+            "config/main.yaml: line 3, column 1: duplicate key 'hot_reload' (first at line 1)",
+        ),
+        (
+            "supervision:\n  stop_timeout: 5\n  max_restarts: 2\n  stop_timeout: 9\n",
+            "config/main.yaml: line 4, column 3: duplicate key 'stop_timeout' (first at line 2)",
+        ),
+        (
+            "app: {name: a, 'name': b}\n",
+            "config/main.yaml: line 1, column 16: duplicate key 'name' (first at line 1)",
+        ),
+    ],
+)
+def test_a_duplicate_key_is_named_with_its_line(config: Path, main: str, expected: str) -> None:
+    assert load_error(config, main=main) == expected
+
+
+def test_a_duplicate_key_in_a_module_entry(config: Path) -> None:
+    message = load_error(config, modules=MODULE + "    enabled: true\n    name: b\n")
+    assert (
+        message == "config/modules.yaml: line 5, column 5: duplicate key 'name' (first at line 2)"
+    )
+
+
+def test_a_file_over_the_size_cap_is_refused_unread(config: Path) -> None:
+    (config / "main.yaml").write_text("# " + "x" * MAX_BYTES + "\n")
+    message = load_error(config)
+    assert message == f"config/main.yaml: cannot read file: larger than {MAX_BYTES} bytes"
+    (config / ".env").write_text("A=" + "x" * MAX_BYTES + "\n")
+    (config / "main.yaml").write_text("")
+    message = load_error(config)
+    assert message == f"config/.env: cannot read file: larger than {MAX_BYTES} bytes"
+
+
+def test_a_fifo_in_place_of_the_file_does_not_block(config: Path) -> None:
+    (config / "main.yaml").unlink()
+    os.mkfifo(config / "main.yaml")
+    assert load_error(config) == "config/main.yaml: cannot read file: not a regular file"
+
+
+def test_interpolated_values_are_bounded(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BIG", "b" * 50_000)
+    source = "    config:\n      s: &s '${BIG}'\n      t: [" + ", ".join(["*s"] * 30) + "]\n"
+    message = load_error(config, modules=MODULE + source)
+    assert message == (
+        "config/modules.yaml: modules[0].config.t[19]: the values of ${...} references add up "
+        "to more than 1048576 characters"
+    )
+
+
+REFUSED = [
+    (bomb(30, indent=""), f"expands to more than {MAX_NODES} nodes"),
+    ("a: &a [x, *a]\n", "contains an alias to itself"),
+    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' (first at line 1)"),
+    ("a: {1: x, 1.0: y}\n", "duplicate key 1.0 (first at line 1)"),
+    ("a: " + "[" * 500 + "]" * 500 + "\n", "nest"),
+]
+MERGE = "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n"
+
+# The same checks where PyYAML has no libyaml, in a process of its own (the parser is chosen at
+# import); prints each case's problem, then the merged document.
+PURE_PYTHON = """
+import json, sys
+import yaml
+del yaml.CSafeLoader
+from orchestrator.config.yamlfile import BoundedLoader, RefusedYAMLError, load_yaml
+assert BoundedLoader.__mro__[1] is yaml.SafeLoader
+cases, merge = json.load(sys.stdin)
+problems = []
+for text in cases:
+    try:
+        load_yaml(text)
+        problems.append(None)
+    except RefusedYAMLError as exc:
+        problems.append(exc.problem)
+print(json.dumps([problems, load_yaml(merge)]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyYAML without libyaml")
+@pytest.mark.parametrize(("text", "problem"), REFUSED)
+def test_refused_with_libyaml(text: str, problem: str) -> None:
+    assert yamlfile.BoundedLoader.__mro__[1] is yaml.CSafeLoader
+    with pytest.raises(yamlfile.RefusedYAMLError) as info:
+        yamlfile.load_yaml(text)
+    assert problem in str(info.value.problem)
+    assert yamlfile.load_yaml(MERGE) == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
+
+
+def test_refused_with_the_pure_python_parser() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PURE_PYTHON],
+        input=json.dumps([[text for text, _ in REFUSED], MERGE]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    problems, merged = json.loads(result.stdout)
+    for (_, expected), problem in zip(REFUSED, problems, strict=True):
+        assert problem is not None and expected in problem, (expected, problem)
+    assert merged == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}}
+
+
+def test_a_dotenv_bomb_is_refused_before_dotenv_expands_it(config: Path) -> None:
+    # Each line repeats the one before 200 times: 3 KB that dotenv would make 160 GB of.
+    lines = ["A=" + "x" * 100] + [
+        f"V{i}=" + "${%s}" % ("A" if i == 1 else f"V{i - 1}") * 200 for i in range(1, 5)
+    ]
+    (config / ".env").write_text("\n".join(lines) + "\n")
+    assert load_error(config) == (
+        "config/.env: V2: the values, with their ${...} filled in, add up to more than "
+        "1048576 characters"
+    )
+
+
+def test_dotenv_references_within_bounds_still_work(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FROM_ENV", "env")
+    (config / ".env").write_text("HOST=db\nURL=pg://${HOST}:${PORT:-5432}/${FROM_ENV}\n")
+    (config / "modules.yaml").write_text(MODULE + "    config: {url: '${URL}'}\n")
+    assert load_config(config).modules[0].config == {"url": "pg://db:5432/env"}
