@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable
@@ -72,6 +73,7 @@ class LogFile(logging.Handler):
         self._checked = 0.0  # monotonic time the path was last checked against the open file
         self._retry_at = 0.0
         self._torn = False  # a line was cut short: the next write starts on a fresh line
+        self._closed = False
         self.loss: LogLoss | None = None
         with contextlib.suppress(OSError):  # the file exists from the start, as before any line
             self._open()
@@ -82,6 +84,8 @@ class LogFile(logging.Handler):
         return self.loss is not None and self.loss.recovered is None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._closed:
+            return
         try:
             text = self.format(record)
         except Exception as exc:  # a bad record costs itself, and says so in status
@@ -109,7 +113,7 @@ class LogFile(logging.Handler):
         what was lost; `status` calls this so that a quiet log recovers too."""
         with self._locked():
             now = time.monotonic()
-            if not self.failing or now < self._retry_at:
+            if self._closed or not self.failing or now < self._retry_at:
                 return
             try:
                 self._write_line(None, now)
@@ -138,6 +142,7 @@ class LogFile(logging.Handler):
 
     def close(self) -> None:
         with self._locked():
+            self._closed = True
             self._close_fd()
         super().close()
 
@@ -165,6 +170,8 @@ class LogFile(logging.Handler):
                 moved = True
             if moved:  # rotated or deleted by someone else: write to the path again
                 self._close_fd()
+            else:  # truncated by someone else (logrotate's copytruncate): rotate by its size
+                self._size = info.st_size
         if self._fd is None:
             self._open()
         if 0 < self._max_bytes < self._size + size and self._backup_count > 0 and self._size > 0:
@@ -175,7 +182,7 @@ class LogFile(logging.Handler):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         fd = os.open(self.path, flags, FILE_MODE)
         info = os.fstat(fd)
-        if info.st_mode & 0o037:  # made before files were private: no one else reads it now
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o037:  # made before logs were private
             with contextlib.suppress(OSError):
                 os.fchmod(fd, info.st_mode & 0o640)
         self._fd, self._size = fd, info.st_size

@@ -1,14 +1,19 @@
 """A full log disk: modules keep running, `status` says which file is losing lines and how many,
 the run directory's output file stays small, and logging resumes by itself once there is room.
 
-The project's logs/ is a 64 KB tmpfs (the tests run as root; elsewhere they are skipped)."""
+The project's logs/ is a 64 KB tmpfs (the tests run as root; elsewhere they are skipped). The
+handler itself is also tried in this process, against /dev/full (every write: ENOSPC)."""
 
 from __future__ import annotations
 
 import errno
+import io
+import logging
 import os
 import re
+import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,8 @@ import pytest
 from helpers import wait_until
 from project import Project
 
+from orchestrator import logsetup
+from orchestrator.logsetup import LogFile
 from orchestrator.rundir import RunDir
 
 _BOUND = 4096  # bytes the supervisor's own output file may hold, whatever is lost
@@ -123,3 +130,71 @@ def test_a_full_log_disk_is_reported_bounded_and_recovered(
     assert f"{final['lost']} lines lost" in project.log("chatter")
     assert out.stat().st_size < _BOUND, out.read_text(errors="replace")[:2000]
     assert project.module("chatter")["pid"] == pid
+
+
+def _logger(handler: logging.Handler) -> logging.Logger:
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("disk-full")
+    logger.addHandler(handler)
+    return logger
+
+
+def test_lost_lines_are_counted_silently_and_reported_once_the_path_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(logsetup, "_RETRY", 0.0)  # retry on every line
+    path = tmp_path / "m.log"
+    path.symlink_to("/dev/full")
+    full_mode = os.stat("/dev/full").st_mode
+    handler = LogFile(path, max_bytes=0, backup_count=0)
+    logger = _logger(handler)
+    for number in range(1000):
+        logger.info("line %d", number)
+    try:
+        raise OSError(errno.EIO, "I/O error")
+    except OSError:
+        handler.handleError(logging.makeLogRecord({"msg": "one more"}))
+    report = handler.report()
+    assert report is not None and report["failing"] and report["lost"] == 1001, report
+    assert report["error"] == "Input/output error (EIO)", report
+    assert os.stat("/dev/full").st_mode == full_mode  # only our own regular files are made private
+
+    path.unlink()  # the operator frees the space: the next line writes to a new file
+    logger.info("back")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and lines[1] == "back", lines
+    assert lines[0].startswith(f"{path}: 1001 lines lost from "), lines
+    assert lines[0].endswith(" (Input/output error (EIO)); writing again"), lines
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    report = handler.report()
+    assert report is not None and not report["failing"] and report["recovered"], report
+    assert capfd.readouterr() == ("", "")  # not a word on stdout or stderr, however many lines
+    handler.close()
+
+
+def test_a_log_file_removed_or_rotated_by_someone_else_is_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logsetup, "_RECHECK", 0.0)  # check the path on every line
+    path = tmp_path / "m.log"
+    handler = LogFile(path, max_bytes=0, backup_count=0)
+    logger = _logger(handler)
+    logger.info("one")
+    path.rename(tmp_path / "m.log.old")
+    logger.info("two")
+    assert (tmp_path / "m.log.old").read_text() == "one\n"
+    assert path.read_text() == "two\n"
+    assert handler.report() is None
+    handler.close()
+
+
+def test_a_detached_supervisors_stderr_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", sink)
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    logsetup.bound_stderr(limit=1000)
+    for number in range(1000):
+        print(f"a traceback line, number {number}", file=sys.stderr)
+    assert 1000 <= len(sink.getvalue()) < 1100, len(sink.getvalue())
+    assert sink.getvalue().endswith("[orchestrator: further output dropped]\n")
+    assert logging.raiseExceptions is False
