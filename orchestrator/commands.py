@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
+from orchestrator.logsetup import log_losses
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class CommandHandler:
             },
             "limits": manager.limits.as_dict(),
             "modules": modules,
+            "logging": log_losses(child.log.file for child in manager.children.values()),
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,30 +1,299 @@
-"""The supervisor's own logging: `logs/app.log`, rotated by size, and the console in the foreground."""
+"""The supervisor's own logging: `logs/app.log`, rotated by size, and the console in the foreground.
+
+`LogFile` is the handler behind app.log and every `logs/<module>.log`. A disk that fills up (or
+fails, or turns read-only) must cost lines, never the supervisor nor its run directory: a line that
+cannot be written is counted, not printed anywhere else; the count shows in `orchestrator status`
+and, once writing works again (retried on later lines, reopening the file), in the log itself.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
-import logging.handlers
+import os
+import stat
 import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO, cast
 
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FILE_MODE = 0o600  # log files are the owner's: output may say more than it should
+_RETRY = 0.5  # seconds between attempts while a file cannot be written: lines meanwhile are lost
+_RECHECK = 1.0  # seconds between checks that the path still names the open file
+_STDERR_LIMIT = 64 * 1024  # characters a detached supervisor writes to its output file, at most
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LogLoss:
+    """Lines one log file lost: the current episode while it is failing, else the last one."""
+
+    error: str
+    since: float  # wall-clock time of the first line lost
+    lost: int = 0
+    recovered: float | None = None  # when writing worked again; None while it still fails
+
+
+class LogFile(logging.Handler):
+    """Appends formatted records to `path`, rotated by size, through an owner-only file descriptor.
+
+    When a write fails (ENOSPC, EIO, EDQUOT, EROFS...), the line is counted as lost and the file
+    closed, so that deleting it frees its space; later lines retry (at most every `_RETRY`
+    seconds), reopening the path. The first line written again is a notice of how many were lost.
+    With `announce`, the start and end of a loss are also logged (to app.log, and the console in
+    the foreground): for module logs, never for app.log itself.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        backup_count: int,
+        announce: bool = False,
+        notice_prefix: str = "",
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self._max_bytes = max_bytes
+        self._backup_count = backup_count
+        self._announce = announce
+        self._notice_prefix = notice_prefix
+        self._fd: int | None = None
+        self._identity = (0, 0)  # (st_dev, st_ino) of the open file
+        self._size = 0
+        self._checked = 0.0  # monotonic time the path was last checked against the open file
+        self._retry_at = 0.0
+        self._torn = False  # a line was cut short: the next write starts on a fresh line
+        self._closed = False
+        self.loss: LogLoss | None = None
+        with contextlib.suppress(OSError):  # the file exists from the start, as before any line
+            self._open()
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last line could not be written."""
+        return self.loss is not None and self.loss.recovered is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._closed:
+            return
+        try:
+            text = self.format(record)
+        except Exception as exc:  # a bad record costs itself, and says so in status
+            self._count_loss(f"cannot format a record ({type(exc).__name__})")
+            return
+        now = time.monotonic()
+        if self.failing and now < self._retry_at:
+            self._count_loss(None)
+            return
+        try:
+            self._write_line(text, now)
+        except OSError as exc:
+            self._retry_at = now + _RETRY
+            self._close_fd()  # a deleted file frees its space; a reopen finds a new one
+            self._count_loss(_describe(exc))
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  (logging's name)
+        """Count the record as lost. Never logging's default: a traceback per line on stderr,
+        which for a detached supervisor is a file in its (often small) run directory."""
+        exc = sys.exc_info()[1]
+        self._count_loss(_describe(exc) if exc is not None else "cannot write")
+
+    def retry(self) -> None:
+        """If the file is failing, try now (not only on the next line) to write the notice of
+        what was lost; `status` calls this so that a quiet log recovers too."""
+        with self._locked():
+            now = time.monotonic()
+            if self._closed or not self.failing or now < self._retry_at:
+                return
+            try:
+                self._write_line(None, now)
+            except OSError as exc:
+                self._retry_at = now + _RETRY
+                self._close_fd()
+                if self.loss is not None:
+                    self.loss.error = _describe(exc)
+
+    def report(self) -> dict[str, Any] | None:
+        """This file's current or last loss, for `status --json`; None if it never lost a line."""
+        loss = self.loss
+        if loss is None:
+            return None
+        return {
+            "file": str(self.path),
+            "error": loss.error,
+            "lost": loss.lost,
+            "since": loss.since,
+            "failing": loss.recovered is None,
+            "recovered": loss.recovered,
+        }
+
+    def flush(self) -> None:
+        """Nothing to flush: every line is written with os.write."""
+
+    def close(self) -> None:
+        with self._locked():
+            self._closed = True
+            self._close_fd()
+        super().close()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _write_line(self, text: str | None, now: float) -> None:
+        """Write `text` (after the notice of a loss, if one is due); raises OSError."""
+        data = b"" if text is None else (text + "\n").encode("utf-8", "replace")
+        notice = self._notice() if self.failing else b""
+        self._prepare(now, len(notice) + len(data))
+        if notice:
+            self._write(notice)
+            self._recovered()
+        if data:
+            self._write(data)
+
+    def _prepare(self, now: float, size: int) -> None:
+        """Have an open file that is still at `path`, with room for `size` more bytes."""
+        if self._fd is not None and now >= self._checked + _RECHECK:
+            self._checked = now
+            try:
+                info = os.stat(self.path)
+                moved = (info.st_dev, info.st_ino) != self._identity
+            except OSError:
+                moved = True
+            if moved:  # rotated or deleted by someone else: write to the path again
+                self._close_fd()
+            else:  # truncated by someone else (logrotate's copytruncate): rotate by its size
+                self._size = info.st_size
+        if self._fd is None:
+            self._open()
+        if 0 < self._max_bytes < self._size + size and self._backup_count > 0 and self._size > 0:
+            self._rollover()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.path, flags, FILE_MODE)
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o037:  # made before logs were private
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, info.st_mode & 0o640)
+        self._fd, self._size = fd, info.st_size
+        self._identity = (info.st_dev, info.st_ino)
+        self._checked = time.monotonic()
+
+    def _rollover(self) -> None:
+        """`app.log` -> `app.log.1` -> ... -> `app.log.<backup_count>`, as logging's own
+        RotatingFileHandler names them; the renamed files keep their owner-only mode."""
+        self._close_fd()
+        for index in range(self._backup_count - 1, 0, -1):
+            source = Path(f"{self.path}.{index}")
+            if source.exists():
+                os.replace(source, f"{self.path}.{index + 1}")
+        if self.path.exists():
+            os.replace(self.path, f"{self.path}.1")
+        self._open()
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        if self._torn:
+            data = b"\n" + data
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        finally:
+            self._size += written
+            if written:
+                self._torn = written < len(data)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    # -- counting --------------------------------------------------------------------------------
+
+    def _count_loss(self, error: str | None) -> None:
+        """One more line lost; `error` is why (None: the same reason as the lines before)."""
+        if not self.failing:
+            self.loss = LogLoss(error=error or "cannot write", since=time.time())
+            if self._announce:
+                log.warning(
+                    "%s: cannot write (%s); counting the lines lost, see `orchestrator status`",
+                    self.path,
+                    self.loss.error,
+                )
+        assert self.loss is not None
+        if error is not None:
+            self.loss.error = error
+        self.loss.lost += 1
+
+    def _notice(self) -> bytes:
+        assert self.loss is not None
+        message = self._notice_prefix + self._summary()
+        record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, message, None, None)
+        return (self.format(record) + "\n").encode("utf-8", "replace")
+
+    def _recovered(self) -> None:
+        assert self.loss is not None
+        self.loss.recovered = time.time()
+        if self._announce:
+            log.warning("%s", self._summary())
+
+    def _summary(self) -> str:
+        assert self.loss is not None
+        loss, now = self.loss, time.time()
+        lines = "line" if loss.lost == 1 else "lines"
+        return (
+            f"{self.path}: {loss.lost} {lines} lost from {_clock(loss.since)} to {_clock(now)} "
+            f"({loss.error}); writing again"
+        )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Any:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def log_losses(handlers: Iterable[LogFile]) -> list[dict[str, Any]]:
+    """What app.log and the given module logs lost, for `status`: one entry per file that lost
+    lines (retried first, so a file that can be written again shows as recovered)."""
+    everyone = [h for h in logging.getLogger().handlers if isinstance(h, LogFile)]
+    reports = []
+    for handler in [*everyone, *handlers]:
+        handler.retry()
+        report = handler.report()
+        if report is not None:
+            reports.append(report)
+    return reports
 
 
 def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool) -> Path:
     """Send every `orchestrator`, `broker` and `module_sdk` logger to `app.log` (and the console)
-    through a filter that hides secrets. Returns the path of `app.log`."""
+    through a filter that hides secrets. Returns the path of `app.log`.
+
+    Without the console (a detached supervisor), stderr is a file in the run directory: bound it.
+    """
     directory = Path(settings.directory)
     directory.mkdir(parents=True, exist_ok=True)
     app_log = directory / "app.log"
     redacting = RedactingFilter(redactor)
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = LogFile(
         app_log,
-        maxBytes=int(settings.max_file_size_mb * 1024 * 1024),
-        backupCount=settings.backup_count,
-        encoding="utf-8",
+        max_bytes=int(settings.max_file_size_mb * 1024 * 1024),
+        backup_count=settings.backup_count,
     )
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handlers: list[logging.Handler] = [file_handler]
@@ -32,6 +301,8 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter(CONSOLE_FORMAT))
         handlers.append(stream)
+    else:
+        bound_stderr()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -41,3 +312,51 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
         root.addHandler(handler)
     root.setLevel(settings.level)
     return app_log
+
+
+class _BoundedOutput:
+    """A text stream that passes on its first `limit` characters, then drops the rest (once
+    saying so): whatever writes to it, per line or in a loop, the file behind it stays small."""
+
+    def __init__(self, stream: TextIO, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def write(self, text: str) -> int:
+        if self._left > 0:
+            part, self._left = text[: self._left], self._left - len(text)
+            try:
+                self._stream.write(part)
+                if self._left <= 0:
+                    self._stream.write("\n[orchestrator: further output dropped]\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._left = 0
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty...: the stream's own
+        return getattr(self._stream, name)
+
+
+def bound_stderr(limit: int = _STDERR_LIMIT) -> None:
+    """Bound what this process writes to sys.stderr from here on (see _BoundedOutput)."""
+    if not isinstance(sys.stderr, _BoundedOutput):
+        sys.stderr = cast(TextIO, _BoundedOutput(sys.stderr, limit))
+    logging.raiseExceptions = False  # other handlers' errors: silent, as logging advises
+
+
+def _describe(exc: BaseException) -> str:
+    """`No space left on device (ENOSPC)` for an OSError, else the exception's type (its words
+    might quote what the record held)."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{os.strerror(code)} ({errno.errorcode[code]})"
+    return type(exc).__name__
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

@@ -2,18 +2,19 @@
 
 The supervisor owns the files, so rotation works however many times the child restarts and whatever
 the child prints. In the foreground, each line is also echoed to the console tagged with the module.
+A line that cannot be written (a full disk) is counted, not fatal: see `logsetup.LogFile`.
 """
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 from pathlib import Path
 from typing import BinaryIO
 
 from orchestrator.config import LoggingSection, Redactor
+from orchestrator.logsetup import LogFile
 
 _READ_SIZE = 65536
 _MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
@@ -29,14 +30,15 @@ class ModuleLog:
         self.path = Path(settings.directory) / f"{name}.log"
         self._redactor = redactor
         self._logger = logging.Logger(f"module.{name}")  # standalone: never propagates to root
-        handler = logging.handlers.RotatingFileHandler(
+        self.file = LogFile(
             self.path,
-            maxBytes=int(settings.max_file_size_mb * 1024 * 1024),
-            backupCount=settings.backup_count,
-            encoding="utf-8",
+            max_bytes=int(settings.max_file_size_mb * 1024 * 1024),
+            backup_count=settings.backup_count,
+            announce=True,
+            notice_prefix="[orchestrator] ",
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(handler)
+        self.file.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(self.file)
         if echo:
             console = logging.StreamHandler(sys.stderr)
             console.setFormatter(logging.Formatter(f"[{name}] %(message)s"))

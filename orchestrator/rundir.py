@@ -74,7 +74,8 @@ class RunDir:
         return self.path / "supervisor.out"
 
     def prepare(self) -> None:
-        """Create the directory (mode 0700) if needed, in a base directory that must be ours.
+        """Create the directory (mode 0700) if needed, in a base directory that must be ours, and
+        the daemon's output file in it (0600, whatever the umask, for whoever opens it next).
 
         A base in a shared place like /tmp that another user created first, or made a symlink,
         could hand our sockets to them: refuse it.
@@ -83,6 +84,7 @@ class RunDir:
         _check_private(self.path.parent)
         self.path.mkdir(mode=0o700, exist_ok=True)
         _check_private(self.path)
+        _write_private(self.daemon_output, b"", append=True)
 
     def acquire(self) -> None:
         """Take the lock for this process's life, clear stale files and write the pid file.
@@ -101,7 +103,7 @@ class RunDir:
         self._lock_fd = fd
         for stale in self.path.glob("*.sock"):
             stale.unlink(missing_ok=True)
-        self.pid_file.write_text(f"{os.getpid()}\n")
+        _write_private(self.pid_file, f"{os.getpid()}\n".encode())
 
     def running_pid(self) -> int | None:
         """The pid of the supervisor holding the lock, or None if no supervisor is running."""
@@ -141,6 +143,17 @@ def _fnv1a_64(data: bytes) -> int:
     for byte in data:
         value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return value
+
+
+def _write_private(path: Path, data: bytes, *, append: bool = False) -> None:
+    """Write `data` to `path`, created (or made) owner-only: 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 class UnsafeRunDirError(RuntimeError):

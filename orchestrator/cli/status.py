@@ -35,7 +35,9 @@ def status(app: App, name: str | None, as_json: bool) -> None:
 
     With NAME, only that module, plus its settings (secrets shown as ***), its restart history and
     the last lines of its log. --json prints all of it, with the supervisor's pid, the bus
-    endpoints and the process limit in use, as one JSON document.
+    endpoints and the process limit in use, as one JSON document. A log file that lost lines (a
+    full disk) is named below the table, and under `logging` in the JSON: file, error, lines
+    lost, since, and whether it is still failing or when it recovered.
     """
     data = app.request("status", name=name)
     if as_json:
@@ -66,7 +68,7 @@ def render(data: dict[str, Any]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + notes + [_log_loss(entry) for entry in data.get("logging", [])])
 
 
 def render_details(module: dict[str, Any]) -> str:
@@ -126,6 +128,17 @@ def _note(module: dict[str, Any]) -> str:
     if parts:
         parts.append(f"log: {module['log']}")
     return "; ".join(parts)
+
+
+def _log_loss(entry: dict[str, Any]) -> str:
+    """One line for a log file that lost lines: a warning while it fails, then a note."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["since"]))
+    lines = "line" if entry["lost"] == 1 else "lines"
+    what = f"{entry['file']}: {entry['lost']} {lines} lost since {since} ({entry['error']})"
+    if entry["failing"]:
+        return f"warning: {what}; still failing, retrying"
+    until = time.strftime("%H:%M:%S", time.localtime(entry["recovered"]))
+    return f"note: {what}; writing again since {until}"
 
 
 def duration(seconds: float) -> str:

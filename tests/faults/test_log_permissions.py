@@ -1,0 +1,49 @@
+"""Log files and the run directory's files are the owner's alone, whatever the umask: a module's
+output (or the supervisor's log) may say more than it should."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+from project import Project
+
+from orchestrator.rundir import RunDir
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, under which files are made world-readable unless made otherwise."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _readable_by_others(directory: Path) -> list[str]:
+    return [
+        f"{path}: {stat.S_IMODE(info.st_mode):o}"
+        for path in sorted(directory.rglob("*"))
+        if stat.S_ISREG((info := path.lstat()).st_mode) and info.st_mode & 0o007
+    ]
+
+
+def test_log_and_run_files_are_not_world_readable(project: Project, umask_022: None) -> None:
+    project.configure(
+        [{"name": "chatter", "path": project.probe("chatter"), "config": {"pad": 200}}],
+        logging={"level": "INFO", "directory": "logs", "max_file_size_mb": 0.002},
+    )
+    project.up()
+    logs = project.root / "logs"
+    wait_until((logs / "chatter.log.2").exists, 10, "chatter.log to rotate twice")
+    files = sorted(path.name for path in logs.iterdir())
+    assert {"app.log", "chatter.log", "chatter.log.1", "chatter.log.2"} <= set(files), files
+    assert _readable_by_others(logs) == []
+    run_dir = RunDir(project.config_dir, project.run_base).path
+    assert (run_dir / "supervisor.pid").exists()
+    assert _readable_by_others(run_dir) == []
