@@ -80,7 +80,7 @@ resources: {process_memory_mb: 256, reserved_ram_percent: 0.5, max_processes: 4}
 logging: {level: debug, directory: var/log, max_file_size_mb: 1, backup_count: 0}
 error_handling: {retry_max_attempts: 1, retry_wait_min: 0, retry_wait_max: 0}
 supervision: {restart: always, max_restarts: 2, heartbeat_interval: 2, memory_limit_mb: 100}
-bus: {transport: tcp, host: 0.0.0.0, xsub_port: 6000, xpub_port: 6001}
+bus: {transport: tcp, host: 127.0.0.2, xsub_port: 6000, xpub_port: 6001}
 notifications:
   webhooks:
     - url: https://hooks.example/x
@@ -170,6 +170,9 @@ MAIN_ERRORS = [
     "bus: {transport: udp} => bus.transport: expected one of ipc, tcp, got 'udp'",
     "bus: {xsub_port: 70000} => bus.xsub_port: expected an integer between 1 and 65535, got 70000",
     "bus: {xpub_port: 5555} => bus.xpub_port: xpub_port must differ from xsub_port (both are 5555)",
+    "bus: {transport: tcp, host: 10.0.0.1} => bus.host: the tcp bus binds loopback addresses only "
+    "(127.0.0.1, ::1, localhost), got '10.0.0.1': other hosts are to join through cluster mode, "
+    "never an open ZeroMQ port",
     "error_handling: {retry_wait_min: 5, retry_wait_max: 2} => error_handling.retry_wait_max: "
     "retry_wait_max (2) must be at least retry_wait_min (5)",
     "notifications: {webhooks: [{url: ftp://x}]} => notifications.webhooks[0].url: "
