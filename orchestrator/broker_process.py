@@ -177,7 +177,7 @@ class BrokerProcess:
             line = raw[:_MAX_LINE]
             if not self.ready and line == _READY:
                 self.ready = True
-                log.info("broker running (pid %s)", self.pid)
+                log.info("broker forwarding (pid %s)", self.pid)
             elif not self.ready and line.startswith(_ERROR_PREFIX):
                 error = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
             elif line:
