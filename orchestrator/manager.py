@@ -24,12 +24,11 @@ from orchestrator.forkserver import ForkServer
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import (
     ModuleProcess,
-    kill_processes,
+    kill_strays,
     launch_module,
     module_env,
     reap,
     signal_group,
-    strays,
 )
 from orchestrator.reconcile import ReloadPlan, apply_plan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
@@ -100,7 +99,7 @@ class ChildManager:
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
         self.forkserver.close()
-        for pid in kill_processes(strays(None, set(self.by_pid))):
+        for pid in kill_strays(set(self.by_pid)):
             _reap_one(pid)
         self.cgroups.close()
         for reader in self._readers.values():
@@ -332,14 +331,20 @@ class ChildManager:
             child.process.reaped(status.code if status.code is not None else -(status.signal or 0))
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
-            left = self.cgroups.kill(child.name)
-            if child.uncontained or not self.cgroups.available():  # else the cgroup holds them
-                left += len(kill_processes(strays(child.name, set(self.by_pid))))
+            left = set(self.cgroups.kill(child.name)) | set(kill_strays(self._ours()))
             if left:
-                log.warning("%s left %d process(es) behind; killed them", child.name, left)
+                log.warning("%s left %d process(es) behind; killed them", child.name, len(left))
             self.sampler.forget(pid)
             after_exit(self, child, status, exit_reason(child, status), child.reported_error)
         self.advance_shutdown()
+
+    def _ours(self) -> set[int]:
+        """The children we started and keep: the live module processes and the fork server.
+        Any other child of ours is a stray of a module process that is gone."""
+        ours = set(self.by_pid)
+        if self.forkserver.pid is not None:
+            ours.add(self.forkserver.pid)
+        return ours
 
     def forget(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
