@@ -223,6 +223,9 @@ class ChildManager:
         child.deadline = time.monotonic() + grace
         log.info("%s stopping (pid %d, SIGTERM, up to %gs)", child.name, child.pid, grace)
         signal_group(child.pid, signal.SIGTERM)
+        # As systemd does: a stopped (SIGSTOPped) process would otherwise hold the TERM pending
+        # until the SIGKILL, and its shutdown() would never run.
+        signal_group(child.pid, signal.SIGCONT)
 
     def kill(self, child: ManagedChild, reason: ExitReason) -> None:
         """SIGKILL the module's process group now, recording why; its timers stop."""
