@@ -1,8 +1,9 @@
 """A module's processes go with it, with or without cgroup v2: a child in a session of its own and
 a double-forked daemon that cleared its environment die when their module is restarted, when its
-process is SIGKILLed, and when the supervisor is SIGKILLed. Each scenario runs once with cgroups
-(where cgroup v2 is writable here) and once with the supervisor in a mount namespace whose cgroup2
-mount is read-only, as in many containers; each project holds a forked and a spawned module."""
+process is SIGKILLed, and when the supervisor is SIGKILLed (even while the module is SIGSTOPped).
+Each scenario runs once with cgroups (where cgroup v2 is writable here) and once with the
+supervisor in a mount namespace whose cgroup2 mount is read-only, as in many containers; each
+project holds a forked and a spawned module."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from project import Project, describe
 
 from orchestrator.cgroups import ModuleCgroups
 
-MODULES = ("forked", "spawned")
+START_METHODS = {"forked": "fork", "spawned": "spawn"}  # one module of each kind
+MODULES = tuple(START_METHODS)
 
 
 def _cgroup2_mount() -> str | None:
@@ -56,8 +58,8 @@ MODES = [
 ]
 
 
-def _up(project: Project, mode: str) -> dict[str, int]:
-    """Start the project in `mode`; returns the module pids by name."""
+def _configure(project: Project) -> None:
+    """A forked and a spawned module that each start a setsid child and a hidden daemon."""
     pid_files = {name: project.root / f"{name}.pids" for name in MODULES}
     path = project.probe("escaper")
     project.configure(
@@ -65,12 +67,17 @@ def _up(project: Project, mode: str) -> dict[str, int]:
             {
                 "name": name,
                 "path": path,
-                "start_method": name.replace("ed", ""),
+                "start_method": START_METHODS[name],
                 "config": {"pid_file": str(pid_files[name])},
             }
             for name in MODULES
         ]
     )
+
+
+def _up(project: Project, mode: str) -> dict[str, int]:
+    """Start the project in `mode`; returns the module pids by name."""
+    _configure(project)
     command = [sys.executable, "-m", "orchestrator", "up", "-d", "-c", str(project.config_dir)]
     mount = _cgroup2_mount()
     if mode == "no-cgroups" and mount is not None:
@@ -190,9 +197,54 @@ def test_a_sigkilled_supervisor_leaves_no_process_alive(
     first = _escapers(project, escapers)
     supervisor = project.status()["supervisor"]["pid"]
     modules = [psutil.Process(pid) for pid in pids.values()]
+    # One of them SIGSTOPped: it cannot see its lifeline close until something continues it.
+    stopped = psutil.Process(pids["forked"])
+    stopped.suspend()
+    wait_until(lambda: stopped.status() == psutil.STATUS_STOPPED, 5, "the module stopped")
     os.kill(supervisor, signal.SIGKILL)
     _all_gone(first + modules, "every module and all they started to die", project)
     wait_until(lambda: project.processes() == [], 10, "no process of the project left")
+
+
+# A subreaper in the supervisor's session that outlives it: the modules it adopts when the
+# supervisor dies have a parent in their own session, so the kernel sees no orphaned process
+# group and sends no SIGHUP+SIGCONT to a stopped one. Only their parent-death signal wakes them.
+ADOPTER_IN_SESSION = """
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+subprocess.call(sys.argv[1:])
+time.sleep(60)
+"""
+
+
+def test_stopped_modules_wake_up_and_clean_up_when_the_supervisor_dies(
+    project: Project, escapers: list[psutil.Process]
+) -> None:
+    _configure(project)
+    command = [sys.executable, "-m", "orchestrator", "up", "-c", str(project.config_dir)]
+    adopter = subprocess.Popen(
+        [sys.executable, "-c", ADOPTER_IN_SESSION, *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=project.env,
+        cwd=project.root,
+    )
+    try:
+        for name in MODULES:
+            project.wait_module(name, state="running")
+        first = _escapers(project, escapers)
+        status = project.status()
+        modules = [psutil.Process(m["pid"]) for m in status["modules"]]
+        for module in modules:
+            module.suspend()
+        wait_until(
+            lambda: all(m.status() == psutil.STATUS_STOPPED for m in modules), 5, "both stopped"
+        )
+        os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+        _all_gone(first + modules, "the stopped modules and all they started to die", project)
+    finally:
+        adopter.kill()
+        adopter.wait()
 
 
 def test_a_module_reaps_the_orphans_it_adopts_but_not_its_own_children(
