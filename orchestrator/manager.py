@@ -5,7 +5,6 @@ supervisor's loop calls into it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
+_CLOSE_REAP_WAIT = 1.0  # at close, how long a SIGKILLed process may take to be reaped
 Publish = Callable[..., None]  # publish(event_type, **data)
 
 
@@ -98,9 +98,17 @@ class ChildManager:
         for child in self.children.values():
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
+        # Once a module process is gone, what it left is ours to find: wait for them first.
+        deadline = time.monotonic() + _CLOSE_REAP_WAIT
+        for pid, child in list(self.by_pid.items()):
+            if _reap_one(pid, deadline):
+                del self.by_pid[pid]
+                if child.process is not None:
+                    child.process.reaped(-signal.SIGKILL)
         self.forkserver.close()
+        deadline = time.monotonic() + _CLOSE_REAP_WAIT
         for pid in kill_strays(set(self.by_pid)):
-            _reap_one(pid)
+            _reap_one(pid, deadline)
         self.cgroups.close()
         for reader in self._readers.values():
             reader.close()
@@ -367,6 +375,14 @@ class ChildManager:
         )
 
 
-def _reap_one(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _reap_one(pid: int, deadline: float) -> bool:
+    """Reap `pid`, waiting for it until `deadline` at most; whether it is gone (or not ours)."""
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
