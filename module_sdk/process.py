@@ -12,6 +12,7 @@ can fork past the sweep.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -121,10 +122,15 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
 
 
+@functools.cache
+def _has_children_files() -> bool:
+    return os.path.exists("/proc/thread-self/children")  # CONFIG_PROC_CHILDREN, Linux 3.17+
+
+
 def children_of(pid: int) -> list[int]:
     """The direct children of `pid`, zombies included: from each of its threads' `children` file
     (a few small reads), or from a scan of every process on kernels without that file."""
-    if not os.path.exists("/proc/thread-self/children"):
+    if not _has_children_files():
         return process_tree().get(pid, [])
     try:
         threads = os.listdir(f"/proc/{pid}/task")
