@@ -174,8 +174,8 @@ def kill_tree(roots: Iterable[int], parent: int) -> list[int]:
     """SIGKILL `roots` (children of `parent`) and all their descendants; returns the pids killed.
 
     Each process is stopped (SIGSTOP) before its children are looked for, top down, and the
-    tree is scanned again until no new process shows: a stopped process cannot fork, so nothing
-    escapes between the scan and the kill. Before each signal, the process's parent is checked
+    children of every stopped process are listed again until no new one shows: a stopped process
+    cannot fork, so nothing escapes between the look and the kill. Before each signal, the process's parent is checked
     again: a parent that is stopped cannot reap it, so its pid cannot have been reused meanwhile.
     Zombies are left to their reaper.
     """
@@ -192,9 +192,8 @@ def kill_tree(roots: Iterable[int], parent: int) -> list[int]:
                 stopped.append(pid)
         if not stopped:
             return []
-        tree = process_tree()
         frontier = [
-            (child, pid) for pid in stopped for child in tree.get(pid, ()) if child not in seen
+            (child, pid) for pid in stopped for child in children_of(pid) if child not in seen
         ]
         if not frontier:
             break
