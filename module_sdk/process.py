@@ -1,14 +1,25 @@
-"""Process-level set-up: parent-death signal, signal wake-ups, prctl and malloc_trim."""
+"""Process-level set-up: parent-death signal, signal wake-ups, prctl and malloc_trim; and the
+process tree as /proc shows it, to stop and kill whatever a module left behind.
+
+Containment without cgroups rests on two child subreapers: every module process is one for its
+own descendants, and the supervisor is one for the module processes. A process can leave its
+group, its session and its environment, but not the subtree of its nearest living subreaper
+ancestor: while a module process lives, all it started hang below it; when it dies, they hang
+below the supervisor. `kill_tree` stops such a subtree before it kills it, so that nothing in it
+can fork past the sweep.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import resource
 import signal
 import sys
 from collections.abc import Iterable
 from types import FrameType
+from typing import NamedTuple
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -97,3 +108,142 @@ class SignalPipe:
             if not data:
                 return received
             received.extend(data)
+
+
+class ProcStat(NamedTuple):
+    """What /proc/PID/stat says of a process that matters for sweeping it."""
+
+    state: str  # R, S, D, T, Z, ...
+    ppid: int
+    pgid: int
+    sid: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """`pid`'s state, parent, group and session; None if it is gone (or there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as source:
+            data = source.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields follow the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
+    except (IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def _has_children_files() -> bool:
+    return os.path.exists("/proc/thread-self/children")  # CONFIG_PROC_CHILDREN, Linux 3.17+
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of `pid`, zombies included: from each of its threads' `children` file
+    (a few small reads), or from a scan of every process on kernels without that file."""
+    if not _has_children_files():
+        return process_tree().get(pid, [])
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as source:
+                found.extend(int(child) for child in source.read().split())
+        except OSError:  # that thread has exited
+            continue
+    return found
+
+
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children, by parent pid: one read of each /proc/PID/stat."""
+    tree: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return tree
+    for entry in entries:
+        if entry.isdigit() and (stat := proc_stat(int(entry))) is not None:
+            tree.setdefault(stat.ppid, []).append(int(entry))
+    return tree
+
+
+_MAX_ROUNDS = 100  # a tree still growing after this many stop-and-rescan rounds is killed as is
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def kill_tree(roots: Iterable[int], parent: int) -> list[int]:
+    """SIGKILL `roots` (children of `parent`) and all their descendants; returns the pids killed.
+
+    Each process is stopped (SIGSTOP) before its children are looked for, top down, and the
+    children of every stopped process are listed again until no new one shows: a stopped process
+    cannot fork, so nothing escapes between the look and the kill. Before each signal, the process's parent is checked
+    again: a parent that is stopped cannot reap it, so its pid cannot have been reused meanwhile.
+    Zombies are left to their reaper.
+    """
+    stopped: list[int] = []
+    seen: set[int] = set()
+    frontier = [(pid, parent) for pid in roots]
+    for _ in range(_MAX_ROUNDS):
+        for pid, expected in frontier:
+            stat = proc_stat(pid)
+            if pid in seen or stat is None or stat.ppid != expected or stat.state == "Z":
+                continue
+            seen.add(pid)
+            if _signal(pid, signal.SIGSTOP):
+                stopped.append(pid)
+        if not stopped:
+            return []
+        frontier = [
+            (child, pid) for pid in stopped for child in children_of(pid) if child not in seen
+        ]
+        if not frontier:
+            break
+    return [pid for pid in stopped if _signal(pid, signal.SIGKILL)]
+
+
+def kill_descendants() -> list[int]:
+    """SIGKILL every descendant of this process (see `kill_tree`); returns the pids killed.
+    Complete when this process is a child subreaper: orphans of its descendants are its own."""
+    me = os.getpid()
+    return kill_tree(children_of(me), me)
+
+
+def reap_adopted(zombie_since: dict[int, float], now: float, grace: float) -> list[int]:
+    """Reap the zombie children this process adopted as a subreaper; returns their pids.
+
+    A child in a session that is neither ours nor its own was started by another process, whose
+    death made it ours: it is reaped at once. Any other zombie child may be one that the code
+    running here started and will wait for (a `subprocess.Popen` it polls), so it is reaped only
+    after `grace` seconds unclaimed. `zombie_since` carries when each zombie was first seen
+    from one call to the next.
+    """
+    me, session = os.getpid(), os.getsid(0)
+    reaped: list[int] = []
+    zombies: set[int] = set()
+    for pid in children_of(me):
+        stat = proc_stat(pid)
+        if stat is None or stat.state != "Z":
+            continue
+        zombies.add(pid)
+        since = zombie_since.setdefault(pid, now)
+        if stat.sid in (session, pid) and now - since < grace:
+            continue
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped.append(pid)
+        except ChildProcessError:  # its own parent code reaped it meanwhile
+            pass
+    for pid in set(zombie_since) - (zombies - set(reaped)):
+        del zombie_since[pid]
+    return reaped

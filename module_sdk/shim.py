@@ -15,6 +15,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -26,12 +27,22 @@ from module_sdk import protocol
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.loader import ModuleLoadError, load_module
-from module_sdk.process import SignalPipe, die_with_parent
+from module_sdk.process import (
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_PDEATHSIG,
+    SignalPipe,
+    die_with_parent,
+    kill_descendants,
+    prctl,
+    reap_adopted,
+)
 
 log = logging.getLogger("module_sdk.shim")
 
 _SPEC_TIMEOUT = 10.0
-_ORPHAN_GRACE = 1.5  # an orphaned module gets this long for shutdown() before its group is killed
+_ORPHAN_GRACE = 1.5  # an orphaned module gets this long for shutdown() before its tree is killed
+_REAP_INTERVAL = 1.0  # seconds between looks for zombies adopted as a subreaper
+_UNCLAIMED_ZOMBIE_GRACE = 60.0  # a zombie child nobody waited for this long is reaped by us
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -53,11 +64,12 @@ class _Child:
             # main thread exits, before its other threads let go of the lifeline, and would beat
             # it (and after a fork server's intermediate exits, it would fire at once).
             die_with_parent(signal.SIGTERM)
+        elif lifeline is not None:
+            # SIGCONT, harmless however early it comes: a module that someone SIGSTOPped when
+            # the supervisor died wakes up to see its lifeline closed and take its tree down.
+            prctl(PR_SET_PDEATHSIG, signal.SIGCONT)
         self.lifeline = lifeline  # readable only at end of file: nobody ever writes to it
-        if lifeline is not None:
-            threading.Thread(
-                target=self.watch_lifeline, args=(lifeline,), name="lifeline", daemon=True
-            ).start()
+        threading.Thread(target=self.keep, args=(lifeline,), name="keeper", daemon=True).start()
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
         self.cgroup = os.environ.get(protocol.ENV_CGROUP) or None
@@ -84,12 +96,17 @@ class _Child:
             print(f"{self.name}: cannot join cgroup {self.cgroup}: {exc}", file=sys.stderr)
             self.cgroup = None
 
-    def watch_lifeline(self, fd: int) -> None:
-        """Block on the supervisor's lifeline pipe: end of file means the supervisor is gone, at
-        whatever stage this process is (even inside the module's import or initialize())."""
+    def keep(self, lifeline: int | None) -> None:
+        """Watch the supervisor's lifeline pipe: end of file means the supervisor is gone, at
+        whatever stage this process is (even inside the module's import or initialize()).
+        Meanwhile, reap the orphans this process adopts as a subreaper once they exit."""
+        zombie_since: dict[int, float] = {}
+        watched = [lifeline] if lifeline is not None else []
         try:
-            while os.read(fd, 1):
-                pass
+            while True:
+                if select.select(watched, [], [], _REAP_INTERVAL)[0] and not os.read(watched[0], 1):
+                    break
+                reap_adopted(zombie_since, time.monotonic(), _UNCLAIMED_ZOMBIE_GRACE)
         except OSError:
             return
         self.orphan.set()
@@ -213,10 +230,12 @@ class _Child:
         return code
 
     def kill_everything(self) -> None:
-        """With the supervisor gone, take down all this module started: its whole cgroup when it
-        has one (even `setsid` daemons), else its process group. This process goes too."""
+        """With the supervisor gone, take down all this module started (even `setsid` daemons
+        that cleared their environment: as a subreaper, this process has them all below it),
+        its cgroup and its process group. This process goes too."""
         sys.stdout.flush()
         sys.stderr.flush()
+        kill_descendants()
         if self.cgroup:
             with contextlib.suppress(OSError):
                 Path(self.cgroup, "cgroup.kill").write_text("1\n")
@@ -236,10 +255,20 @@ def main() -> int:
         return 2
     lifeline = os.environ.get(protocol.ENV_LIFELINE)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Before any module code runs: whatever it starts stays below this process, even once its
+    # own parent has died (a double fork) or it has left the session. See module_sdk/process.py.
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     child = _Child(name, endpoint, int(lifeline) if lifeline else None)
-    code = child.run()
-    if not child.context.closed:  # an early exit: let the error report reach the supervisor
-        child.context.destroy(linger=500)
-    if child.orphaned():
-        child.kill_everything()
+    try:
+        code = child.run()
+        if not child.context.closed:  # an early exit: let the error report reach the supervisor
+            child.context.destroy(linger=500)
+    finally:
+        # However the module ends, what it started ends with it (a SIGKILL runs no code here:
+        # then the orphans go to the supervisor, a subreaper too, which kills them).
+        if child.orphaned():
+            child.kill_everything()
+        killed = kill_descendants()
+        if killed:
+            log.warning("killed %d process(es) the module left running", len(killed))
     return code

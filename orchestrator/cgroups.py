@@ -2,7 +2,8 @@
 
 A process cannot leave its cgroup by forking, `setsid` or clearing its environment, so killing a
 module's cgroup kills everything it started. Where cgroup v2 is not available (or not ours to
-write), `available()` is False and the supervisor relies on process groups and its subreaper sweep.
+write), `available()` is False and containment rests on subreapers: each module process is one for
+its descendants, and the supervisor for the module processes (module_sdk/process.py).
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ class ModuleCgroups:
             return []
         return [int(pid) for pid in text.split()]
 
-    def kill(self, module: str) -> int:
-        """SIGKILL every process in the module's cgroup; returns how many there were."""
+    def kill(self, module: str) -> list[int]:
+        """SIGKILL every process in the module's cgroup; returns their pids."""
         victims = self.pids(module)
         if not victims or self.base is None:
-            return 0
+            return []
         switch = self.base / module / "cgroup.kill"
         try:
             switch.write_text("1\n")
@@ -95,7 +96,7 @@ class ModuleCgroups:
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        return len(victims)
+        return victims
 
     def remove(self, module: str) -> None:
         """Kill what is left and remove the module's cgroup (at `down`, or when it is removed)."""

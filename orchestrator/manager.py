@@ -5,7 +5,6 @@ supervisor's loop calls into it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -24,12 +23,11 @@ from orchestrator.forkserver import ForkServer
 from orchestrator.output import ModuleLog, OutputReader
 from orchestrator.processes import (
     ModuleProcess,
-    kill_processes,
+    kill_strays,
     launch_module,
     module_env,
     reap,
     signal_group,
-    strays,
 )
 from orchestrator.reconcile import ReloadPlan, apply_plan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
@@ -41,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
+_CLOSE_REAP_WAIT = 1.0  # at close, how long a SIGKILLed process may take to be reaped
 Publish = Callable[..., None]  # publish(event_type, **data)
 
 
@@ -105,9 +104,17 @@ class ChildManager:
         for child in self.children.values():
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
+        # Once a module process is gone, what it left is ours to find: wait for them first.
+        deadline = time.monotonic() + _CLOSE_REAP_WAIT
+        for pid, child in list(self.by_pid.items()):
+            if _reap_one(pid, deadline):
+                del self.by_pid[pid]
+                if child.process is not None:
+                    child.process.reaped(-signal.SIGKILL)
         self.forkserver.close()
-        for pid in kill_processes(strays(None, set(self.by_pid) | set(self._exit_handlers))):
-            _reap_one(pid)
+        deadline = time.monotonic() + _CLOSE_REAP_WAIT
+        for pid in kill_strays(set(self.by_pid) | set(self._exit_handlers)):
+            _reap_one(pid, deadline)
         self.cgroups.close()
         for reader in self._readers.values():
             reader.close()
@@ -230,6 +237,9 @@ class ChildManager:
         child.deadline = time.monotonic() + grace
         log.info("%s stopping (pid %d, SIGTERM, up to %gs)", child.name, child.pid, grace)
         signal_group(child.pid, signal.SIGTERM)
+        # As systemd does: a stopped (SIGSTOPped) process would otherwise hold the TERM pending
+        # until the SIGKILL, and its shutdown() would never run.
+        signal_group(child.pid, signal.SIGCONT)
 
     def kill(self, child: ManagedChild, reason: ExitReason) -> None:
         """SIGKILL the module's process group now, recording why; its timers stop."""
@@ -342,14 +352,21 @@ class ChildManager:
             child.process.reaped(status.code if status.code is not None else -(status.signal or 0))
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
-            left = self.cgroups.kill(child.name)
-            if child.uncontained or not self.cgroups.available():  # else the cgroup holds them
-                left += len(kill_processes(strays(child.name, set(self.by_pid))))
+            left = set(self.cgroups.kill(child.name)) | set(kill_strays(self._ours()))
             if left:
-                log.warning("%s left %d process(es) behind; killed them", child.name, left)
+                log.warning("%s left %d process(es) behind; killed them", child.name, len(left))
             self.sampler.forget(pid)
             after_exit(self, child, status, exit_reason(child, status), child.reported_error)
         self.advance_shutdown()
+
+    def _ours(self) -> set[int]:
+        """The children we started and keep: the live module processes, the fork server and
+        those whose exits we watch (the broker). Any other child of ours is a stray of a module
+        process that is gone."""
+        ours = set(self.by_pid) | set(self._exit_handlers)
+        if self.forkserver.pid is not None:
+            ours.add(self.forkserver.pid)
+        return ours
 
     def forget(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
@@ -369,6 +386,14 @@ class ChildManager:
         )
 
 
-def _reap_one(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _reap_one(pid: int, deadline: float) -> bool:
+    """Reap `pid`, waiting for it until `deadline` at most; whether it is gone (or not ours)."""
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)

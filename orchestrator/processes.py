@@ -3,7 +3,8 @@
 Each child is forked from the warm template (orchestrator/forkserver.py) or is a new
 `python -m module_sdk`, in its own process group (`process_group=0`), with stdout and
 stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
-from the main loop whenever it wakes, so it also reaps processes it does not know.
+from the main loop whenever it wakes, so it also reaps processes it does not know: the strays of
+modules, which `kill_strays` finds among our children once their module process is gone.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psutil
-
 from module_sdk import protocol
+from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer, ForkServerError
 
@@ -130,35 +130,16 @@ def reap() -> Iterator[tuple[int, int]]:
         yield pid, status
 
 
-def strays(module: str | None, known: set[int]) -> list[psutil.Process]:
-    """Our child processes that are not module processes (`known`): descendants of modules,
-    reparented to us when their parent died. With `module`, only those whose environment says they
-    came from that module; with None, all of them."""
-    found = []
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return []
-    for proc in children:
-        if proc.pid in known:
-            continue
-        if module is not None:
-            try:
-                if proc.environ().get(protocol.ENV_MODULE) != module:
-                    continue
-            except psutil.Error:
-                continue
-        found.append(proc)
-    return found
+def kill_strays(spare: Collection[int]) -> list[int]:
+    """SIGKILL every child of ours that is not in `spare` (module processes, the fork server and
+    any other process the supervisor started itself), with all its descendants; returns the pids
+    killed.
 
-
-def kill_processes(procs: list[psutil.Process]) -> list[int]:
-    """SIGKILL each process still alive; returns the pids signalled."""
-    killed = []
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            continue
-        killed.append(proc.pid)
-    return killed
+    Each module process is a child subreaper of its own descendants, so a process only becomes our
+    child that is not one we started when a module process died and left it: whatever its group,
+    session or environment, it is a stray. Any process the supervisor starts and keeps must be in
+    `spare`, or the next sweep kills it.
+    """
+    me = os.getpid()
+    found = [pid for pid in children_of(me) if pid not in spare]
+    return kill_tree(found, me) if found else []
