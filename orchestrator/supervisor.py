@@ -204,7 +204,10 @@ class Supervisor:
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
+        polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
+        # Only the wait it asked for is the modules' time; a stall beyond it is excused in tick().
+        self.health.waited(min(time.monotonic() - polled, timeout / 1000))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
         if self.watcher is not None:
