@@ -3,10 +3,12 @@
 Requests are msgpack maps `{"cmd": name, ...arguments}` sent by a DEALER to the supervisor's
 ROUTER; every request gets exactly one reply `{"ok": bool, "error": str, "data": ...}`, possibly
 much later (`restart` replies once the module runs again, `down` once everything has stopped).
+A malformed request gets an error reply too, and a rate-limited warning in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -17,7 +19,11 @@ import zmq
 
 from orchestrator.rundir import RunDir
 
+log = logging.getLogger(__name__)
+
 _SLICE_MS = 200
+_ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
+_REASON_MAX = 120  # characters of a decoding error in a reply or a log line
 
 
 class NotRunningError(RuntimeError):
@@ -38,13 +44,24 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode one request or reply; raise ValueError if it is not a msgpack map."""
+    if not payload:
+        raise ValueError("empty message; expected a msgpack map")
     try:
         message = msgpack.unpackb(payload, raw=False)
     except Exception as exc:
-        raise ValueError(f"not a msgpack message: {exc}") from None
+        reason = f"{type(exc).__name__}: {exc}"[:_REASON_MAX] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a msgpack message ({reason})") from None
     if not isinstance(message, dict):
-        raise ValueError("not a msgpack map")
+        raise ValueError(f"expected a msgpack map, got {type(message).__name__}")
     return message
+
+
+def unpack(frames: list[bytes]) -> dict[str, Any]:
+    """The message in `[identity, payload]`, as a ROUTER receives one from a DEALER; raise
+    ValueError saying what is wrong with it otherwise."""
+    if len(frames) != 2:
+        raise ValueError(f"expected one frame holding a msgpack map, got {len(frames) - 1}")
+    return decode(frames[1])
 
 
 def reply(data: Any = None) -> dict[str, Any]:
@@ -53,8 +70,58 @@ def reply(data: Any = None) -> dict[str, Any]:
 
 
 def failure(error: str, data: Any = None) -> dict[str, Any]:
-    """A failed reply."""
+    """A failed reply (an error of more than a few thousand characters is cut)."""
+    if len(error) > _ERROR_MAX:
+        error = error[:_ERROR_MAX] + "... (cut)"
     return {"ok": False, "error": error, "data": data}
+
+
+class MalformedLog:
+    """Warnings about malformed messages on one socket, rate-limited so that a flood costs the log
+    a few lines: the first in full, then at most one line per `interval` seconds with the count
+    of those ignored since (`flush()` writes it once due, or at once with `force`)."""
+
+    def __init__(self, what: str, interval: float = 60.0) -> None:
+        self.what = what  # "control request", say
+        self.interval = interval
+        self.count = 0  # counted since the last line
+        self._last_reason = ""
+        self._since = 0.0  # unix time of the first one counted
+        self._logged_at: float | None = None  # monotonic
+
+    def add(self, reason: str) -> None:
+        """One more malformed message, and what was wrong with it."""
+        now = time.monotonic()
+        due = self._logged_at is None or now - self._logged_at >= self.interval
+        if due and not self.count:
+            self._logged_at = now
+            log.warning(
+                "ignored a malformed %s: %s (more are counted, logged at most every %gs)",
+                self.what,
+                reason,
+                self.interval,
+            )
+            return
+        if not self.count:
+            self._since = time.time()
+        self.count += 1
+        self._last_reason = reason
+        self.flush(now)
+
+    def flush(self, now: float | None = None, *, force: bool = False) -> None:
+        """Log how many were counted since the last line, if any and if due (or `force`)."""
+        now = time.monotonic() if now is None else now
+        if not self.count or self._logged_at is None:
+            return
+        if force or now - self._logged_at >= self.interval:
+            log.warning(
+                "ignored %d more malformed %ss since %s (the last: %s)",
+                self.count,
+                self.what,
+                time.strftime("%H:%M:%S", time.localtime(self._since)),
+                self._last_reason,
+            )
+            self.count, self._logged_at = 0, now
 
 
 class ControlClient:

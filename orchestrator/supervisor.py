@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 10.0
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
+_DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
 
@@ -109,6 +110,10 @@ class Supervisor:
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
+        self._malformed = {
+            self.control: control.MalformedLog("control request"),
+            self.channel: control.MalformedLog("child message"),
+        }
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
@@ -224,26 +229,30 @@ class Supervisor:
         self.health.tick(now)
         self.broker.tick(now)
         self._serve_waiters()
+        for malformed in self._malformed.values():
+            malformed.flush()
 
     def _drain(
         self, sock: zmq.Socket[bytes], handle: Callable[[bytes, dict[str, Any]], None]
     ) -> None:
-        while True:
+        """Handle what `sock` (a ROUTER) has queued, up to a batch; the poller reports the rest."""
+        for _ in range(_DRAIN_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                continue
             try:
-                message = control.decode(frames[1])
+                message = control.unpack(frames)
             except ValueError as exc:
-                log.warning("ignored a malformed message on %s: %s", sock.LAST_ENDPOINT, exc)
+                self._malformed[sock].add(str(exc))
+                if sock is self.control and len(frames) > 1:  # frames[0]: the sender's identity
+                    self.send_reply(frames[0], control.failure(f"malformed request: {exc}"))
                 continue
             try:
                 handle(frames[0], message)
             except Exception:  # one bad message must not take down every module
-                log.exception("error while handling %r", message.get("cmd", message.get("kind")))
+                what = message.get("cmd", message.get("kind"))
+                log.exception("error while handling %.60r", what)
                 if sock is self.control:
                     self.send_reply(frames[0], control.failure("internal error; see logs/app.log"))
 
@@ -393,6 +402,8 @@ class Supervisor:
         self.broker.stop()
         self.manager.close()
         self.notifier.close()
+        for malformed in self._malformed.values():
+            malformed.flush(force=True)
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))
         log.info("supervisor %d stopped", os.getpid())
