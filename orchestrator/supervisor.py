@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 10.0
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
+_NOTIFIER_CLOSE = 2.0  # seconds the webhooks get to deliver what is queued when they are replaced
 _DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
@@ -110,6 +111,7 @@ class Supervisor:
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
+        self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
         self._malformed = {
             self.control: control.MalformedLog("control request"),
             self.channel: control.MalformedLog("child message"),
@@ -346,7 +348,10 @@ class Supervisor:
             )
         old, self.config = self.config, new
         if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
-            self.notifier.close()
+            # The old webhooks finish in the background, within their own bound: nothing that
+            # waits for the network may hold the loop (a crash meanwhile is restarted at once).
+            self.notifier.stop(_NOTIFIER_CLOSE)
+            self._retired = [n for n in self._retired if n.running] + [self.notifier]
             self.notifier = self._notifier(new)
         limits = self.manager.limits
         if new.resources != self.manager.config.resources:
@@ -401,7 +406,13 @@ class Supervisor:
             self.events = None
         self.broker.stop()
         self.manager.close()
-        self.notifier.close()
+        # Every module has stopped: now the webhooks may have their last seconds, all together.
+        notifiers = [*self._retired, self.notifier]
+        for notifier in notifiers:
+            notifier.stop(_NOTIFIER_CLOSE)
+        end = time.monotonic() + _NOTIFIER_CLOSE
+        for notifier in notifiers:
+            notifier.join(end - time.monotonic())
         for malformed in self._malformed.values():
             malformed.flush(force=True)
         for identity, _ in self._waiters:
