@@ -28,7 +28,7 @@ from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
-from orchestrator.notify import WebhookNotifier
+from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 10.0
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
-_NOTIFIER_CLOSE = 2.0  # seconds the webhooks get to deliver what is queued when they are replaced
 _DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
@@ -350,7 +349,7 @@ class Supervisor:
         if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
             # The old webhooks finish in the background, within their own bound: nothing that
             # waits for the network may hold the loop (a crash meanwhile is restarted at once).
-            self.notifier.stop(_NOTIFIER_CLOSE)
+            self.notifier.stop()
             self._retired = [n for n in self._retired if n.running] + [self.notifier]
             self.notifier = self._notifier(new)
         limits = self.manager.limits
@@ -406,13 +405,7 @@ class Supervisor:
             self.events = None
         self.broker.stop()
         self.manager.close()
-        # Every module has stopped: now the webhooks may have their last seconds, all together.
-        notifiers = [*self._retired, self.notifier]
-        for notifier in notifiers:
-            notifier.stop(_NOTIFIER_CLOSE)
-        end = time.monotonic() + _NOTIFIER_CLOSE
-        for notifier in notifiers:
-            notifier.join(end - time.monotonic())
+        close_all([*self._retired, self.notifier])  # every module has stopped: now we may wait
         for malformed in self._malformed.values():
             malformed.flush(force=True)
         for identity, _ in self._waiters:

@@ -150,6 +150,16 @@ class WebhookNotifier:
                 target.abandon()
 
 
+def close_all(notifiers: list[WebhookNotifier], timeout: float = 2.0) -> None:
+    """Stop every notifier at once, then wait for them all within one shared `timeout`: their
+    deliveries end together, not one after the other."""
+    for notifier in notifiers:
+        notifier.stop(timeout)
+    end = time.monotonic() + max(0.0, timeout)
+    for notifier in notifiers:
+        notifier.join(end - time.monotonic())
+
+
 def _targets(
     hooks: tuple[Webhook, ...], errors: ErrorHandlingSection, redactor: Redactor, queue_limit: int
 ) -> tuple[Target, ...]:
