@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 _SLICE_MS = 200
 _ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
 _REASON_MAX = 120  # characters of a decoding error in a reply or a log line
+_DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
+Handler = Callable[[bytes, dict[str, Any]], None]  # handle(identity, message)
 
 
 class NotRunningError(RuntimeError):
@@ -122,6 +125,38 @@ class MalformedLog:
                 self._last_reason,
             )
             self.count, self._logged_at = 0, now
+
+
+class Inbox:
+    """The messages a ROUTER socket (the control socket, the child channel) receives, read a
+    batch per loop turn and handed to `handle(identity, message)`. A malformed one is logged,
+    rate-limited, and answered with an error through `answer` when there is one."""
+
+    def __init__(self, sock: zmq.Socket[bytes], what: str, answer: Handler | None) -> None:
+        self.sock = sock
+        self.malformed = MalformedLog(what)
+        self._answer = answer
+
+    def drain(self, handle: Handler) -> None:
+        """Handle what is queued, up to a batch (the poller reports the rest next turn)."""
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = unpack(frames)
+            except ValueError as exc:
+                self.malformed.add(str(exc))
+                if self._answer is not None and len(frames) > 1:  # frames[0]: who sent it
+                    self._answer(frames[0], failure(f"malformed request: {exc}"))
+                continue
+            try:
+                handle(frames[0], message)
+            except Exception:  # one bad message must not take down every module
+                log.exception("error while handling %.60r", message.get("cmd", message.get("kind")))
+                if self._answer is not None:
+                    self._answer(frames[0], failure("internal error; see logs/app.log"))
 
 
 class ControlClient:

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 10.0
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
-_DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
 
@@ -111,10 +110,8 @@ class Supervisor:
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
-        self._malformed = {
-            self.control: control.MalformedLog("control request"),
-            self.channel: control.MalformedLog("child message"),
-        }
+        self.child_inbox = control.Inbox(self.channel, "child message", None)
+        self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
@@ -219,43 +216,19 @@ class Supervisor:
         if self.watcher is not None:
             self._hot_reload(ready)
         # Child messages before reaping: a child reports its error, then exits.
-        self._drain(self.channel, self._child_message)
+        self.child_inbox.drain(self._child_message)
         if self.broker.fd is not None and self.broker.fd in ready:
             self.broker.read()
         self.manager.read_output(ready)
         self.manager.reap()
         if self.control in ready:
-            self._drain(self.control, self.commands.handle)
+            self.control_inbox.drain(self.commands.handle)
         now = time.monotonic()
         self.health.tick(now)
         self.broker.tick(now)
         self._serve_waiters()
-        for malformed in self._malformed.values():
-            malformed.flush()
-
-    def _drain(
-        self, sock: zmq.Socket[bytes], handle: Callable[[bytes, dict[str, Any]], None]
-    ) -> None:
-        """Handle what `sock` (a ROUTER) has queued, up to a batch; the poller reports the rest."""
-        for _ in range(_DRAIN_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                message = control.unpack(frames)
-            except ValueError as exc:
-                self._malformed[sock].add(str(exc))
-                if sock is self.control and len(frames) > 1:  # frames[0]: the sender's identity
-                    self.send_reply(frames[0], control.failure(f"malformed request: {exc}"))
-                continue
-            try:
-                handle(frames[0], message)
-            except Exception:  # one bad message must not take down every module
-                what = message.get("cmd", message.get("kind"))
-                log.exception("error while handling %.60r", what)
-                if sock is self.control:
-                    self.send_reply(frames[0], control.failure("internal error; see logs/app.log"))
+        for inbox in (self.child_inbox, self.control_inbox):
+            inbox.malformed.flush()
 
     def _handle_signals(self, received: list[int]) -> None:
         for signum in received:
@@ -406,8 +379,8 @@ class Supervisor:
         self.broker.stop()
         self.manager.close()
         close_all([*self._retired, self.notifier])  # every module has stopped: now we may wait
-        for malformed in self._malformed.values():
-            malformed.flush(force=True)
+        for inbox in (self.child_inbox, self.control_inbox):
+            inbox.malformed.flush(force=True)
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))
         log.info("supervisor %d stopped", os.getpid())
