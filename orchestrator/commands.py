@@ -30,7 +30,7 @@ class CommandHandler:
         cmd = request.get("cmd")
         method = getattr(self, f"cmd_{cmd}", None) if isinstance(cmd, str) else None
         if method is None:
-            self.supervisor.send_reply(identity, control.failure(f"unknown command {cmd!r}"))
+            self.supervisor.send_reply(identity, control.failure(self._bad_command(cmd)))
             return
         answer = method(identity, request)
         if answer is not None:
@@ -146,6 +146,20 @@ class CommandHandler:
 
         sup.wait_for(identity, stopped)
 
+    def _bad_command(self, cmd: object) -> str:
+        known = ", ".join(sorted(n.removeprefix("cmd_") for n in dir(self) if n.startswith("cmd_")))
+        if cmd is None:
+            return f"malformed request: no 'cmd' (commands: {known})"
+        if not isinstance(cmd, str):
+            return f"malformed request: 'cmd' must be a string, got {type(cmd).__name__}"
+        return f"unknown command {_shown(cmd)} (commands: {known})"
+
     def _unknown(self, name: object) -> str:
         known = ", ".join(self.supervisor.manager.children) or "none"
-        return f"no enabled module named {name!r} (modules: {known})"
+        return f"no enabled module named {_shown(name)} (modules: {known})"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """`value` as a reply may quote it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

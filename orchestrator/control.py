@@ -3,12 +3,15 @@
 Requests are msgpack maps `{"cmd": name, ...arguments}` sent by a DEALER to the supervisor's
 ROUTER; every request gets exactly one reply `{"ok": bool, "error": str, "data": ...}`, possibly
 much later (`restart` replies once the module runs again, `down` once everything has stopped).
+A malformed request gets an error reply too, and a rate-limited warning in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -17,7 +20,13 @@ import zmq
 
 from orchestrator.rundir import RunDir
 
+log = logging.getLogger(__name__)
+
 _SLICE_MS = 200
+_ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
+_REASON_MAX = 120  # characters of a decoding error in a reply or a log line
+_DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
+Handler = Callable[[bytes, dict[str, Any]], None]  # handle(identity, message)
 
 
 class NotRunningError(RuntimeError):
@@ -38,13 +47,24 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode one request or reply; raise ValueError if it is not a msgpack map."""
+    if not payload:
+        raise ValueError("empty message; expected a msgpack map")
     try:
         message = msgpack.unpackb(payload, raw=False)
     except Exception as exc:
-        raise ValueError(f"not a msgpack message: {exc}") from None
+        reason = f"{type(exc).__name__}: {exc}"[:_REASON_MAX] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a msgpack message ({reason})") from None
     if not isinstance(message, dict):
-        raise ValueError("not a msgpack map")
+        raise ValueError(f"expected a msgpack map, got {type(message).__name__}")
     return message
+
+
+def unpack(frames: list[bytes]) -> dict[str, Any]:
+    """The message in `[identity, payload]`, as a ROUTER receives one from a DEALER; raise
+    ValueError saying what is wrong with it otherwise."""
+    if len(frames) != 2:
+        raise ValueError(f"expected one frame holding a msgpack map, got {len(frames) - 1}")
+    return decode(frames[1])
 
 
 def reply(data: Any = None) -> dict[str, Any]:
@@ -53,8 +73,90 @@ def reply(data: Any = None) -> dict[str, Any]:
 
 
 def failure(error: str, data: Any = None) -> dict[str, Any]:
-    """A failed reply."""
+    """A failed reply (an error of more than a few thousand characters is cut)."""
+    if len(error) > _ERROR_MAX:
+        error = error[:_ERROR_MAX] + "... (cut)"
     return {"ok": False, "error": error, "data": data}
+
+
+class MalformedLog:
+    """Warnings about malformed messages on one socket, rate-limited so that a flood costs the log
+    a few lines: the first in full, then at most one line per `interval` seconds with the count
+    of those ignored since (`flush()` writes it once due, or at once with `force`)."""
+
+    def __init__(self, what: str, interval: float = 60.0) -> None:
+        self.what = what  # "control request", say
+        self.interval = interval
+        self.count = 0  # counted since the last line
+        self._last_reason = ""
+        self._since = 0.0  # unix time of the first one counted
+        self._logged_at: float | None = None  # monotonic
+
+    def add(self, reason: str) -> None:
+        """One more malformed message, and what was wrong with it."""
+        now = time.monotonic()
+        due = self._logged_at is None or now - self._logged_at >= self.interval
+        if due and not self.count:
+            self._logged_at = now
+            log.warning(
+                "ignored a malformed %s: %s (more are counted, logged at most every %gs)",
+                self.what,
+                reason,
+                self.interval,
+            )
+            return
+        if not self.count:
+            self._since = time.time()
+        self.count += 1
+        self._last_reason = reason
+        self.flush(now)
+
+    def flush(self, now: float | None = None, *, force: bool = False) -> None:
+        """Log how many were counted since the last line, if any and if due (or `force`)."""
+        now = time.monotonic() if now is None else now
+        if not self.count or self._logged_at is None:
+            return
+        if force or now - self._logged_at >= self.interval:
+            log.warning(
+                "ignored %d more malformed %ss since %s (the last: %s)",
+                self.count,
+                self.what,
+                time.strftime("%H:%M:%S", time.localtime(self._since)),
+                self._last_reason,
+            )
+            self.count, self._logged_at = 0, now
+
+
+class Inbox:
+    """The messages a ROUTER socket (the control socket, the child channel) receives, read a
+    batch per loop turn and handed to `handle(identity, message)`. A malformed one is logged,
+    rate-limited, and answered with an error through `answer` when there is one."""
+
+    def __init__(self, sock: zmq.Socket[bytes], what: str, answer: Handler | None) -> None:
+        self.sock = sock
+        self.malformed = MalformedLog(what)
+        self._answer = answer
+
+    def drain(self, handle: Handler) -> None:
+        """Handle what is queued, up to a batch (the poller reports the rest next turn)."""
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = unpack(frames)
+            except ValueError as exc:
+                self.malformed.add(str(exc))
+                if self._answer is not None and len(frames) > 1:  # frames[0]: who sent it
+                    self._answer(frames[0], failure(f"malformed request: {exc}"))
+                continue
+            try:
+                handle(frames[0], message)
+            except Exception:  # one bad message must not take down every module
+                log.exception("error while handling %.60r", message.get("cmd", message.get("kind")))
+                if self._answer is not None:
+                    self._answer(frames[0], failure("internal error; see logs/app.log"))
 
 
 class ControlClient:

@@ -16,6 +16,13 @@ from orchestrator.states import ChildState, ExitReason
 
 log = logging.getLogger(__name__)
 
+# While modules run, the loop wakes at least every quarter of (heartbeat_timeout -
+# heartbeat_interval), within these bounds (seconds): a stall of its own hidden inside a wait it
+# was allowed is then too short to make a healthy module look hung, and a longer one is seen.
+_WATCH_MAX = 1.0
+_WATCH_MIN = 0.05
+_START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
+
 
 class Health:
     """Checked after every turn of the loop; `next_deadline()` tells the loop when to wake."""
@@ -24,10 +31,16 @@ class Health:
         self.manager = manager
         self._announced = False
         self._next_usage = time.monotonic() + manager.config.resources.usage_log_interval
+        self._last_tick: float | None = None  # monotonic; None until the loop's first tick
+        self._waited = 0.0  # seconds the loop waited in the poller, as allowed, since then
+        self._watch: float | None = None  # the longest wait allowed while modules run
 
     def next_deadline(self) -> float:
         """The earliest moment `tick()` has something to do."""
         deadlines = [self._next_usage]
+        self._watch = self._watch_period()
+        if self._watch is not None:
+            deadlines.append(time.monotonic() + self._watch)
         for child in self.manager.children.values():
             if child.kill_reason is not None:
                 continue  # SIGKILLed: nothing to wait for but its SIGCHLD
@@ -39,7 +52,14 @@ class Health:
             deadlines.append(self.manager.shutdown_deadline)
         return min(deadlines)
 
+    def waited(self, seconds: float) -> None:
+        """The loop waited `seconds` in the poller within the timeout it asked for: time in which
+        it would have read any module's message at once."""
+        self._waited += seconds
+
     def tick(self, now: float) -> None:
+        """Act on every timer that is due at `now` (monotonic)."""
+        self._check_stall(now)
         manager = self.manager
         for child in manager.children.values():
             if child.kill_reason is not None:
@@ -75,6 +95,44 @@ class Health:
             self._next_usage = now + manager.config.resources.usage_log_interval
             self.report_usage()
             release_free_memory()
+
+    def _watch_period(self) -> float | None:
+        periods = [
+            (c.spec.supervision.heartbeat_timeout - c.spec.supervision.heartbeat_interval) / 4
+            for c in self.manager.children.values()
+            if c.kill_reason is None and c.state in (ChildState.RUNNING, ChildState.STARTING)
+        ]
+        return max(_WATCH_MIN, min([_WATCH_MAX, *periods])) if periods else None
+
+    def _check_stall(self, now: float) -> None:
+        """Any time between two ticks that the loop did not spend waiting in the poller is a
+        stall of its own (it was stopped, or a turn took long); one longer than the watch period
+        is excused."""
+        last, waited = self._last_tick, self._waited
+        self._last_tick, self._waited = now, 0.0
+        if last is None:
+            return
+        stalled = now - last - waited
+        if stalled > (self._watch or _WATCH_MAX):
+            self.excuse_stall(stalled, now)
+
+    def excuse_stall(self, seconds: float, now: float) -> None:
+        """The loop did not run for `seconds`: the modules' messages waited unread meanwhile, so
+        that silence was the supervisor's, not theirs. Each running module gets a fresh heartbeat
+        window (a hung one is still caught, one heartbeat_timeout later), and each starting one's
+        start deadline moves by `seconds` (at least `_START_GRACE` from now)."""
+        log.warning(
+            "the supervisor stalled for %.1fs (it was stopped, or one turn of its loop took that "
+            "long); that time does not count against the modules' heartbeat and start timeouts",
+            seconds,
+        )
+        for child in self.manager.children.values():
+            if child.kill_reason is not None:
+                continue
+            if child.state is ChildState.RUNNING:
+                child.last_heartbeat = now
+            elif child.state is ChildState.STARTING and child.deadline is not None:
+                child.deadline = max(child.deadline + seconds, now + _START_GRACE)
 
     @staticmethod
     def _hung(child: ManagedChild, now: float) -> bool:

@@ -28,7 +28,7 @@ from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
-from orchestrator.notify import WebhookNotifier
+from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
@@ -109,6 +109,9 @@ class Supervisor:
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
+        self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
+        self.child_inbox = control.Inbox(self.channel, "child message", None)
+        self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
@@ -204,45 +207,28 @@ class Supervisor:
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
+        polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
+        # Only the wait it asked for is the modules' time; a stall beyond it is excused in tick().
+        self.health.waited(min(time.monotonic() - polled, timeout / 1000))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
         if self.watcher is not None:
             self._hot_reload(ready)
         # Child messages before reaping: a child reports its error, then exits.
-        self._drain(self.channel, self._child_message)
+        self.child_inbox.drain(self._child_message)
         if self.broker.fd is not None and self.broker.fd in ready:
             self.broker.read()
         self.manager.read_output(ready)
         self.manager.reap()
         if self.control in ready:
-            self._drain(self.control, self.commands.handle)
+            self.control_inbox.drain(self.commands.handle)
         now = time.monotonic()
         self.health.tick(now)
         self.broker.tick(now)
         self._serve_waiters()
-
-    def _drain(
-        self, sock: zmq.Socket[bytes], handle: Callable[[bytes, dict[str, Any]], None]
-    ) -> None:
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                continue
-            try:
-                message = control.decode(frames[1])
-            except ValueError as exc:
-                log.warning("ignored a malformed message on %s: %s", sock.LAST_ENDPOINT, exc)
-                continue
-            try:
-                handle(frames[0], message)
-            except Exception:  # one bad message must not take down every module
-                log.exception("error while handling %r", message.get("cmd", message.get("kind")))
-                if sock is self.control:
-                    self.send_reply(frames[0], control.failure("internal error; see logs/app.log"))
+        for inbox in (self.child_inbox, self.control_inbox):
+            inbox.malformed.flush()
 
     def _handle_signals(self, received: list[int]) -> None:
         for signum in received:
@@ -334,7 +320,10 @@ class Supervisor:
             )
         old, self.config = self.config, new
         if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
-            self.notifier.close()
+            # The old webhooks finish in the background, within their own bound: nothing that
+            # waits for the network may hold the loop (a crash meanwhile is restarted at once).
+            self.notifier.stop()
+            self._retired = [n for n in self._retired if n.running] + [self.notifier]
             self.notifier = self._notifier(new)
         limits = self.manager.limits
         if new.resources != self.manager.config.resources:
@@ -389,7 +378,9 @@ class Supervisor:
             self.events = None
         self.broker.stop()
         self.manager.close()
-        self.notifier.close()
+        close_all([*self._retired, self.notifier])  # every module has stopped: now we may wait
+        for inbox in (self.child_inbox, self.control_inbox):
+            inbox.malformed.flush(force=True)
         for identity, _ in self._waiters:
             self.send_reply(identity, control.failure("the supervisor stopped"))
         log.info("supervisor %d stopped", os.getpid())

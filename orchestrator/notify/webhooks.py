@@ -34,8 +34,9 @@ THREAD_NAME = "webhook-notifier"
 
 
 class WebhookNotifier:
-    """Sends the events that `notifications.webhooks` asks for. `notify()` never blocks and never
-    raises; `close()` stops the worker. With no webhooks it starts no thread and wants nothing."""
+    """Sends the events that `notifications.webhooks` asks for. `notify()` and `stop()` never block
+    (the supervisor's loop calls them); `join()` waits for the worker, `close()` does both. With
+    no webhooks it starts no thread and wants nothing."""
 
     def __init__(
         self,
@@ -84,25 +85,37 @@ class WebhookNotifier:
         queued, and the breaker's state (`closed`, `open`, `half-open`)."""
         return {target.name: target.stats() for target in self._targets}
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the worker: deliveries in progress and queued get at most `timeout` seconds, the
-        rest are dropped. Returns within `timeout` (a worker that is somehow stuck is left
-        behind, it is a daemon thread)."""
-        start = time.monotonic()
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the worker to stop and return at once: deliveries in progress and queued get at
+        most `timeout` seconds from now (in the background), the rest are dropped. Nothing is
+        queued after this; a second call does not move the deadline."""
         timeout = max(0.0, timeout)
         with self._lock:
             if self._deadline is None:
                 # Keep a little of the time for cancelling and closing connections.
-                self._deadline = start + timeout - min(0.25, timeout / 4)
-            thread = self._thread
+                self._deadline = time.monotonic() + timeout - min(0.25, timeout / 4)
         worker = self._worker
         if worker is not None:
             worker.wake()
+
+    def join(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for a stopped worker to end; whether it has (a worker
+        that is somehow stuck is left behind, it is a daemon thread)."""
+        thread = self._thread
         if thread is None:
-            return
-        thread.join(max(0.0, start + timeout - time.monotonic()))
+            return True
+        thread.join(max(0.0, timeout))
         if thread.is_alive():
             log.warning("webhooks: the worker did not stop within %gs; left behind", timeout)
+            return False
+        return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """`stop(timeout)`, then wait for the worker: returns within `timeout`. Blocks: not for
+        the supervisor's loop."""
+        end = time.monotonic() + max(0.0, timeout)
+        self.stop(timeout)
+        self.join(end - time.monotonic())
 
     # -- the worker ----------------------------------------------------------------------------
 
@@ -135,6 +148,16 @@ class WebhookNotifier:
             log.error("webhooks: the delivery worker stopped: %s: %s", type(exc).__name__, reason)
             for target in self._targets:
                 target.abandon()
+
+
+def close_all(notifiers: list[WebhookNotifier], timeout: float = 2.0) -> None:
+    """Stop every notifier at once, then wait for them all within one shared `timeout`: their
+    deliveries end together, not one after the other."""
+    for notifier in notifiers:
+        notifier.stop(timeout)
+    end = time.monotonic() + max(0.0, timeout)
+    for notifier in notifiers:
+        notifier.join(end - time.monotonic())
 
 
 def _targets(
