@@ -46,10 +46,6 @@ _UNSUBSCRIBE = b"U"
 _DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
 _PACKER_KEEPS = 256 * 1024  # bytes; after packing a larger event, start a new Packer
-_SYNC_LAST_AGE = (
-    31  # a quiet topic's sync goes out 0, 1, 3, 7, 15 and 31 ticks after its last event
-)
-_SYNCS_PER_TICK = 1024
 
 
 class HandshakeTimeoutError(RuntimeError):

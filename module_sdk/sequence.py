@@ -24,7 +24,6 @@ MAX_RATE = 10_000_000  # events per second on one topic: far beyond what a publi
 GAP_SLACK = 10_000  # allowed on top (clock resolution, a small step back of the wall clock)
 MAX_WINDOW = 3600.0  # seconds between two events that a gap may be credited with, at most
 CLOCK_AHEAD = 60.0  # how far a publisher's clock may be ahead of ours
-SYNC_LAST_AGE = 31  # a quiet topic's sync goes out 0, 1, 3, 7, 15 and 31 ticks after its last event
 SYNCS_PER_TICK = 1024
 
 
@@ -97,8 +96,9 @@ class GapCounter:
 
 class SyncSchedule:
     """Which topics a publisher tells its last seq on, tick by tick: each topic whose seq changed
-    since the last tick, and a quiet topic again at growing intervals (in case the queue that
-    dropped the end of its burst was still full and dropped the sync too), then no more."""
+    since the last tick, and a quiet topic again 1, 3, 7, 15... ticks after its last event (the
+    queue that dropped the end of a burst may still have been full and dropped the sync too;
+    however long it takes the subscriber to catch up, a sync follows within as long again)."""
 
     def __init__(self) -> None:
         self._synced: dict[bytes, tuple[int, int]] = {}  # per topic: (seq synced, ticks since)
@@ -109,7 +109,7 @@ class SyncSchedule:
         for topic, seq in seqs.items():
             seen = self._synced.get(topic)
             age = 0 if seen is None or seen[0] != seq else seen[1] + 1
-            if age > SYNC_LAST_AGE or len(due) >= SYNCS_PER_TICK:
+            if len(due) >= SYNCS_PER_TICK:
                 continue  # (one left out for the limit is due at the next tick)
             self._synced[topic] = (seq, age)
             if age & (age + 1) == 0:  # 0, 1, 3, 7, ...
