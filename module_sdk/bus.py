@@ -93,6 +93,7 @@ class ZmqEventBus:
         self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
         self._sync_schedule = SyncSchedule()
         self._gaps = GapCounter()
+        self._count_seq = self._gaps.event  # bound once: it runs for every numbered event
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
@@ -358,7 +359,7 @@ class ZmqEventBus:
         except BadFrameError as exc:
             self._bad_frame(str(exc))
             return
-        if seq and not self._gaps.event(event_id, topic, seq, sent):
+        if seq and not self._count_seq(event_id, topic, seq, sent):
             self._bad_frame(f"{event_type}: sequence number {seq} from {source!r} is implausible")
             return
         event = _new_event(Event, (event_type, data, source, event_id, sent))

@@ -63,7 +63,15 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
     event's data is plain msgpack), and so is a frame that would decode to more than
     DECODED_PER_BYTE times its size plus DECODED_BASE bytes of lists and dicts.
     """
-    value = _unpack(body)
+    try:  # as _unpack() does, inline: this runs for every event
+        if len(body) <= _CHECKED_ABOVE:
+            value = _unpackb(body, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0)
+        else:
+            value = _unpack_bounded(body)
+    except BadFrameError:
+        raise
+    except Exception as exc:
+        raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
     # Exact type checks, the common case first: this runs for every event, and a subclass
     # cannot come out of msgpack.
     if type(value) is list and len(value) == ENVELOPE_FIELDS:
