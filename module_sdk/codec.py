@@ -17,6 +17,8 @@ _getsizeof = sys.getsizeof
 DECODED_PER_BYTE = 16
 DECODED_BASE = 8 << 20
 _CHECKED_ABOVE = 64 << 10
+_INF = float("inf")
+_NEG_INF = -_INF
 
 
 class BadFrameError(ValueError):
@@ -80,7 +82,7 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
             type(source) is str
             and type(event_id) is str
             and type(time) is float
-            and time - time == 0.0  # finite: NaN and infinities give NaN
+            and _NEG_INF < time < _INF  # finite (NaN compares false)
             and type(seq) is int
         ):
             return source, event_id, time, data, seq
@@ -100,7 +102,7 @@ def decode_sync(body: bytes) -> tuple[str, int, float]:
         prefix, seq, time = value
         if type(time) is int:
             time = float(time)
-        finite = type(time) is float and time - time == 0.0
+        finite = type(time) is float and _NEG_INF < time < _INF
         if type(prefix) is str and type(seq) is int and seq > 0 and finite:
             return prefix, seq, time
     raise BadFrameError("not a sequence sync: expected [id prefix, seq > 0, finite time]")
@@ -157,7 +159,7 @@ def _checked(
         if type(time) is not int:
             raise BadFrameError("envelope time must be a number")
         time = float(time)
-    if time - time != 0.0:
+    if not _NEG_INF < time < _INF:
         raise BadFrameError(f"envelope time must be finite, got {time}")
     if type(seq) is not int:
         raise BadFrameError("envelope seq must be an integer")
