@@ -28,7 +28,7 @@ from module_sdk.codec import (
     encode_envelope,
     encode_sync,
 )
-from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter, SyncSchedule
 
@@ -360,7 +360,9 @@ class ZmqEventBus:
             self._bad_frame(str(exc))
             return
         if seq and not self._count_seq(event_id, topic, seq, sent):
-            self._bad_frame(f"{event_type}: sequence number {seq} from {source!r} is implausible")
+            self._bad_frame(
+                f"{event_type}: sequence number {seq} from {shown(source)} is implausible"
+            )
             return
         event = _new_event(Event, (event_type, data, source, event_id, sent))
         self.events_in += 1
@@ -410,7 +412,7 @@ class ZmqEventBus:
             self._bad_frame(str(exc))
             return
         if not self._gaps.sync(prefix, topic, seq, sent):
-            self._bad_frame(f"{route[0]}: sequence sync {seq} from {prefix!r} is implausible")
+            self._bad_frame(f"{route[0]}: sequence sync {seq} from {shown(prefix)} is implausible")
 
     def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
         with self._subs_lock:
