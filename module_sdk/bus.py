@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -20,9 +21,17 @@ import msgpack
 import zmq
 import zmq.backend
 
-from module_sdk.codec import BadFrameError, decode_envelope, encode_envelope
-from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
-from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX
+from module_sdk.codec import (
+    BadFrameError,
+    check_size,
+    decode_envelope,
+    decode_sync,
+    encode_envelope,
+    encode_sync,
+)
+from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
+from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
+from module_sdk.sequence import GapCounter, SyncSchedule
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -37,7 +46,6 @@ _SUBSCRIBE = b"S"
 _UNSUBSCRIBE = b"U"
 _DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
-_SEQ_TRACKING = 16384  # (publisher, topic) pairs remembered for gap counting
 _PACKER_KEEPS = 256 * 1024  # bytes; after packing a larger event, start a new Packer
 
 
@@ -91,6 +99,8 @@ class ZmqEventBus:
         self._command_out.connect(command_endpoint)
 
         self._packer = msgpack.Packer()  # used under _pub_lock; cheaper than a packb per event
+        self._max_body = max_message_size if max_message_size >= 0 else sys.maxsize
+        self._large = min(self._max_body, _PACKER_KEEPS)  # above: a second look at the size
         self._pub_lock = threading.Lock()
         self._subs_lock = threading.RLock()
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
@@ -98,10 +108,9 @@ class ZmqEventBus:
         self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
         self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
-        # Gap counting: per (publisher, topic) a [publisher's id prefix, last seq seen] state;
-        # per topic, the state of the publisher seen last on it (most topics have one).
-        self._last_seq: dict[tuple[str, bytes], list[Any]] = {}
-        self._topic_seq: dict[bytes, list[Any]] = {}
+        self._sync_schedule = SyncSchedule()
+        self._gaps = GapCounter()
+        self._count_seq = self._gaps.event  # bound once: it runs for every numbered event
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
@@ -112,8 +121,12 @@ class ZmqEventBus:
         self.events_out = 0
         self.callback_errors = 0
         self.bad_frames = 0
-        self.dropped = 0  # events that never arrived: gaps in a publisher's per-topic seq
         self._busy_since: float | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Events that never arrived: gaps in a publisher's per-topic sequence numbers."""
+        return self._gaps.dropped
 
     # -- the module-facing API -------------------------------------------------------------
 
@@ -126,7 +139,7 @@ class ZmqEventBus:
             entry = self._subscriptions.setdefault(parsed.text, (parsed, []))
             entry[1].append(callback)
             self._route_cache.clear()
-            self._forget_seqs()  # what passed while we were not subscribed was no drop
+            self._gaps.forget()  # what passed while we were not subscribed was no drop
             if len(entry[1]) == 1:
                 self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
 
@@ -156,6 +169,8 @@ class ZmqEventBus:
         topic = self._topics.get(event_type)
         if topic is None:
             topic = validate_event_type(event_type).encode()
+            if len(topic) > self._max_body:
+                raise ValueError(f"event type {event_type!r} is over the bus's max_message_size")
             if len(self._topics) < _TOPIC_CACHE_SIZE:
                 self._topics[event_type] = topic
         event_id = f"{self._id_prefix}{next(self._ids):x}"
@@ -166,12 +181,17 @@ class ZmqEventBus:
             body = encode_envelope(
                 self._source, event_id, time.time(), data, seq, packer=self._packer
             )
-            if len(body) > _PACKER_KEEPS:  # a Packer keeps the largest buffer it ever needed
-                self._packer = msgpack.Packer()
+            if len(body) > self._large:
+                self._check_large(event_type, len(body))
             self._seqs[topic] = seq
             _send_frame(self._pub, topic, zmq.SNDMORE)
             _send_frame(self._pub, body)
             self.events_out += 1
+
+    def _check_large(self, event_type: str, size: int) -> None:
+        if size > _PACKER_KEEPS:  # a Packer keeps the largest buffer it ever needed
+            self._packer = msgpack.Packer()
+        check_size(event_type, size, self._max_body)
 
     # -- lifecycle, driven by the shim ---------------------------------------------------------
 
@@ -198,6 +218,21 @@ class ZmqEventBus:
                     wait = min(wait * 2, 0.05)
             finally:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
+
+    def sync(self) -> None:
+        """Tell the subscribers of each topic we published on lately the last seq we sent there,
+        so that they can count events lost at the end of a burst without waiting for the next
+        one (see `SyncSchedule`). The shim calls this on each heartbeat tick."""
+        due = self._sync_schedule.due(self._seqs.copy())  # a copy: publish() may run meanwhile
+        if not due:
+            return
+        now = time.time()
+        with self._pub_lock:  # the events counted by these seqs have all been sent
+            if self._closed:
+                return
+            for topic, seq in due:
+                _send_frame(self._pub, topic + SYNC_SUFFIX, zmq.SNDMORE)
+                _send_frame(self._pub, encode_sync(self._id_prefix, seq, now))
 
     def start(self) -> None:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the
@@ -330,12 +365,8 @@ class ZmqEventBus:
     def _dispatch(self, topic: bytes, body: bytes) -> None:
         route = self._route_cache.get(topic)  # keyed by the raw topic: no decode when known
         if route is None:
-            if topic.startswith(INTERNAL_PREFIX):
-                return
-            try:
-                route = self._route(topic.decode())
-            except UnicodeDecodeError as exc:
-                self._bad_frame(str(exc))
+            route = self._new_topic(topic, body)
+            if route is None:
                 return
         event_type, callbacks = route
         if not callbacks:
@@ -345,8 +376,11 @@ class ZmqEventBus:
         except BadFrameError as exc:
             self._bad_frame(str(exc))
             return
-        if seq:
-            self._count_gap(event_id, topic, seq)
+        if seq and not self._count_seq(event_id, topic, seq, sent):
+            self._bad_frame(
+                f"{event_type}: sequence number {seq} from {shown(source)} is implausible"
+            )
+            return
         event = _new_event(Event, (event_type, data, source, event_id, sent))
         self.events_in += 1
         self._busy_since = _monotonic()
@@ -363,37 +397,39 @@ class ZmqEventBus:
                 )
         self._busy_since = None
 
-    def _count_gap(self, event_id: str, topic: bytes, seq: int) -> None:
-        """Count the events of this publisher and topic that ZeroMQ dropped before this one (a
-        high-water mark overflowed on the way). The id's prefix names the publishing process."""
-        state = self._topic_seq.get(topic)  # [prefix, last seq, where the prefix's "-" is]
-        if state is None or event_id.rfind("-") != state[2] or not event_id.startswith(state[0]):
-            state = self._publisher_seq(event_id, topic, seq)
-        last, state[1] = state[1], seq
-        if seq > last + 1:
-            self.dropped += seq - last - 1
-            if self.dropped == seq - last - 1:
-                log.warning("events were dropped on the way here (a subscriber fell behind)")
+    def _new_topic(self, topic: bytes, body: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
+        """The route of a topic not in the cache, validated as publish() validates it; None
+        for a frame that is not an event (counted if it is bad)."""
+        if topic.startswith(INTERNAL_PREFIX):
+            if not topic.startswith(PROBE_PREFIX):  # another module's handshake: not for us
+                self._bad_frame("a topic in the SDK's internal namespace")
+            return None
+        if topic.endswith(SYNC_SUFFIX):
+            self._receive_sync(topic[: -len(SYNC_SUFFIX)], body)
+            return None
+        return self._valid_route(topic)
 
-    def _publisher_seq(self, event_id: str, topic: bytes, seq: int) -> list[Any]:
-        """The gap-counting state of this event's publisher on `topic`, new if it is the first
-        event seen from it (which counts no gap)."""
-        cut = event_id.rfind("-")
-        # "<pid>-<random>-" for the SDK's ids; an id without "-" names no publisher, so it is
-        # a publisher of its own (ids are unique): such events never count a gap.
-        prefix = event_id[: cut + 1] if cut >= 0 else event_id
-        state = self._last_seq.get((prefix, topic))
-        if state is None:
-            if len(self._last_seq) >= _SEQ_TRACKING:
-                self._forget_seqs()  # forget old publishers; a fresh baseline counts nothing
-            state = self._last_seq[(prefix, topic)] = [prefix, seq - 1, cut]
-        if cut >= 0:
-            self._topic_seq[topic] = state
-        return state
+    def _valid_route(self, topic: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
+        route = self._route_cache.get(topic)
+        if route is None:
+            try:
+                route = self._route(validate_event_type(topic.decode()))
+            except ValueError as exc:  # UnicodeDecodeError is one
+                self._bad_frame(str(exc))
+                return None
+        return route
 
-    def _forget_seqs(self) -> None:
-        self._last_seq.clear()
-        self._topic_seq.clear()
+    def _receive_sync(self, topic: bytes, body: bytes) -> None:
+        route = self._valid_route(topic)
+        if route is None or not route[1]:
+            return  # not a topic we route: its numbers are not ours to count
+        try:
+            prefix, seq, sent = decode_sync(body)
+        except BadFrameError as exc:
+            self._bad_frame(str(exc))
+            return
+        if not self._gaps.sync(prefix, topic, seq, sent):
+            self._bad_frame(f"{route[0]}: sequence sync {seq} from {shown(prefix)} is implausible")
 
     def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
         with self._subs_lock:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import msgpack
 
-from module_sdk.protocol import ENVELOPE_FIELDS
+from module_sdk.protocol import ENVELOPE_FIELDS, SYNC_FIELDS
 
 _unpackb = msgpack.unpackb  # raw=False and use_list=True are its defaults
+_getsizeof = sys.getsizeof
+# What decoding a frame may build, in bytes of containers (lists and dicts, as sys.getsizeof
+# counts them): a one-byte empty array is a 56-byte list, so a frame of them would cost 60 times
+# its size. Frames up to _CHECKED_ABOVE bytes cannot exceed the limit and skip the count.
+DECODED_PER_BYTE = 16
+DECODED_BASE = 8 << 20
+_CHECKED_ABOVE = 64 << 10
+_INF = float("inf")
+_NEG_INF = -_INF
 
 
 class BadFrameError(ValueError):
@@ -35,16 +45,34 @@ def encode_envelope(
         raise TypeError(f"event data is not msgpack-serialisable: {exc}") from None
 
 
+def check_size(event_type: str, size: int, max_message_size: int) -> None:
+    """Raise ValueError if an envelope of `size` bytes is over `max_message_size` (negative: no
+    limit). The broker would refuse it by closing the publisher's connection: the event, and
+    any that follow it before the reconnection, would be lost without a word."""
+    if 0 <= max_message_size < size:
+        raise ValueError(
+            f"event {event_type!r} is {size} bytes packed, over the bus's max_message_size "
+            f"of {max_message_size} bytes; it was not sent"
+        )
+
+
 def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
     """Unpack an envelope as `(source, id, time, data, seq)`; raise BadFrameError if it is not.
 
     Every call unpacks from scratch (no shared Unpacker, so one bad frame cannot poison the next),
     and no container or string in the frame may claim more entries or bytes than the frame holds
-    (unpackb's max_*_len limits default to the frame's length).
+    (unpackb's max_*_len limits default to the frame's length). Extension types are refused (an
+    event's data is plain msgpack), and so is a frame that would decode to more than
+    DECODED_PER_BYTE times its size plus DECODED_BASE bytes of lists and dicts.
     """
-    try:
-        value = _unpackb(body, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many types for malformed input; all mean "bad frame"
+    try:  # as _unpack() does, inline: this runs for every event
+        if len(body) <= _CHECKED_ABOVE:
+            value = _unpackb(body, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0)
+        else:
+            value = _unpack_bounded(body)
+    except BadFrameError:
+        raise
+    except Exception as exc:
         raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
     # Exact type checks, the common case first: this runs for every event, and a subclass
     # cannot come out of msgpack.
@@ -54,11 +82,72 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
             type(source) is str
             and type(event_id) is str
             and type(time) is float
+            and _NEG_INF < time < _INF  # finite (NaN compares false)
             and type(seq) is int
         ):
             return source, event_id, time, data, seq
         return _checked(source, event_id, time, data, seq)
     raise BadFrameError(f"envelope is not a {ENVELOPE_FIELDS}-element array")
+
+
+def encode_sync(prefix: str, seq: int, time: float) -> bytes:
+    """Pack a publisher's sequence sync: its id prefix and the last seq it sent on a topic."""
+    return msgpack.packb((prefix, seq, time))  # type: ignore[no-any-return]
+
+
+def decode_sync(body: bytes) -> tuple[str, int, float]:
+    """Unpack a sequence sync as `(id prefix, seq, time)`; raise BadFrameError if it is not one."""
+    value = _unpack(body)
+    if type(value) is list and len(value) == SYNC_FIELDS:
+        prefix, seq, time = value
+        if type(time) is int:
+            time = float(time)
+        finite = type(time) is float and _NEG_INF < time < _INF
+        if type(prefix) is str and type(seq) is int and seq > 0 and finite:
+            return prefix, seq, time
+    raise BadFrameError("not a sequence sync: expected [id prefix, seq > 0, finite time]")
+
+
+def _unpack(body: bytes) -> Any:
+    try:
+        if len(body) <= _CHECKED_ABOVE:
+            return _unpackb(body, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0)
+        return _unpack_bounded(body)
+    except BadFrameError:
+        raise
+    except Exception as exc:  # msgpack raises many types for malformed input; all mean "bad frame"
+        raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
+
+
+def _unpack_bounded(body: bytes) -> Any:
+    """Unpack a large frame, counting the size of each list and dict as it is built (msgpack
+    has no limit on the total): stop once they exceed the budget for a frame of this size."""
+    budget = DECODED_PER_BYTE * len(body) + DECODED_BASE
+
+    def count(container: Any) -> Any:
+        nonlocal budget
+        budget -= _getsizeof(container)
+        if budget < 0:
+            raise BadFrameError(
+                f"a frame of {len(body)} bytes decodes to more than "
+                f"{DECODED_PER_BYTE * len(body) + DECODED_BASE} bytes of lists and dicts"
+            )
+        return container
+
+    return _unpackb(
+        body,
+        strict_map_key=False,
+        ext_hook=_no_ext,
+        max_ext_len=0,
+        list_hook=count,
+        object_hook=count,
+    )
+
+
+def _no_ext(code: int, data: bytes) -> NoReturn:
+    # Only empty extensions get here: max_ext_len=0 refuses the others (and timestamps, which
+    # msgpack decodes without asking the hook).
+    raise ValueError(f"msgpack extension type {code}: not allowed in an event")
 
 
 def _checked(
@@ -70,6 +159,8 @@ def _checked(
         if type(time) is not int:
             raise BadFrameError("envelope time must be a number")
         time = float(time)
+    if not _NEG_INF < time < _INF:
+        raise BadFrameError(f"envelope time must be finite, got {time}")
     if type(seq) is not int:
         raise BadFrameError("envelope seq must be an integer")
     return source, event_id, time, data, seq

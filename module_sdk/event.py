@@ -10,7 +10,8 @@ from typing import Any, NamedTuple
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
 _EVENT_TYPE = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})+")
 _PREFIX_PATTERN = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*\.\*")
-MAX_EVENT_TYPE_LENGTH = 255
+MAX_EVENT_TYPE_LENGTH = 255  # characters; also the longest subscription pattern
+_SHOWN = 80  # characters of a bad value that an error message quotes
 
 
 class Event(NamedTuple):
@@ -38,12 +39,26 @@ def validate_event_type(event_type: object) -> str:
     """Return `event_type` if it is a valid `<namespace>.<action>` name, else raise ValueError."""
     if not isinstance(event_type, str):
         raise ValueError(f"event type must be a string, got {type(event_type).__name__}")
-    if len(event_type) > MAX_EVENT_TYPE_LENGTH or not _EVENT_TYPE.fullmatch(event_type):
+    if len(event_type) > MAX_EVENT_TYPE_LENGTH:
+        raise ValueError(
+            f"invalid event type {shown(event_type)}: "
+            f"over the limit of {MAX_EVENT_TYPE_LENGTH} characters"
+        )
+    if not _EVENT_TYPE.fullmatch(event_type):
         raise ValueError(
             f"invalid event type {event_type!r}: expected '<namespace>.<action>' made of letters, "
             "digits, '_' and '-', like 'test.ping'"
         )
     return event_type
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, cut to a readable length for an error message (with the full length)."""
+    text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} as text"
+    return f"{text[: _SHOWN - 20]}... ({size})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +75,15 @@ class Pattern:
 
     @classmethod
     def parse(cls, pattern: object) -> Pattern:
-        """Validate `pattern` and build it; raise ValueError with the accepted forms otherwise."""
+        """Validate `pattern` and build it; raise ValueError with the accepted forms otherwise.
+
+        A pattern is at most MAX_EVENT_TYPE_LENGTH characters, as an event type is: libzmq keeps
+        subscriptions in a trie that it walks recursively, and a very long one crashes it."""
+        if isinstance(pattern, str) and len(pattern) > MAX_EVENT_TYPE_LENGTH:
+            raise ValueError(
+                f"invalid subscription pattern {shown(pattern)}: "
+                f"over the limit of {MAX_EVENT_TYPE_LENGTH} characters"
+            )
         if pattern == "*":
             return cls("*", b"", None)
         if isinstance(pattern, str) and _PREFIX_PATTERN.fullmatch(pattern):
@@ -68,7 +91,7 @@ class Pattern:
         if isinstance(pattern, str) and _EVENT_TYPE.fullmatch(pattern):
             return cls(pattern, pattern.encode(), pattern)
         raise ValueError(
-            f"invalid subscription pattern {pattern!r}: expected an event type ('test.ping'), "
+            f"invalid subscription pattern {shown(pattern)}: expected an event type ('test.ping'), "
             "a prefix ('test.*') or '*'"
         )
 

@@ -2,7 +2,8 @@
 
 Bus frames are `[topic, envelope]`: the topic is the event type in UTF-8 (ZeroMQ filters on its
 prefix), the envelope is msgpack `[source, id, time, data, seq]`. Topics that start with `INTERNAL_PREFIX`
-belong to the SDK (handshake probes) and never reach a callback.
+belong to the SDK (handshake probes) and never reach a callback; nor do sequence syncs, whose topic is
+an event type followed by `SYNC_SUFFIX`, so that exactly the subscribers of that type receive them.
 
 The child channel carries msgpack maps `{"kind": ..., ...}` from each child's DEALER socket to the
 supervisor's ROUTER socket, and the supervisor's replies back.
@@ -18,6 +19,10 @@ PROBE_PREFIX: Final = b"\x00probe."
 ENVELOPE_FIELDS: Final = 5  # source, id, time, data, seq
 # `seq` counts a publisher's events per topic from 1 (0: not counted), so that a subscriber can
 # tell that ZeroMQ dropped some on the way (a high-water mark overflowed) and count them.
+SYNC_SUFFIX: Final = b"\x00"  # `[type + SYNC_SUFFIX, msgpack [id prefix, last seq, time]]`
+SYNC_FIELDS: Final = 3
+# A publisher that went quiet sends a sync per topic (on its heartbeat ticks): without it, the
+# events lost at the end of a burst would count only when the topic's next event arrived.
 
 # Child channel message kinds
 HELLO: Final = "hello"  # child -> supervisor: {name, pid}

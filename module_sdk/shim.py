@@ -208,6 +208,7 @@ class _Child:
                 return False
             if self.channel.socket in ready:
                 self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
+            self.bus.sync()  # subscribers count the losses at the end of a burst
             self.channel.send(
                 protocol.HEARTBEAT, counters=self.bus.counters(), busy_for=self.bus.busy_for()
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from module_sdk.codec import encode_envelope
+from module_sdk.codec import check_size, encode_envelope
 from module_sdk.event import validate_event_type
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,14 @@ SOURCE = "orchestrator"
 class SystemEvents:
     """Publishes `app.*`, `module.*` and `resources.usage`; used only from the supervisor's loop."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], inject_endpoint: str) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        inject_endpoint: str,
+        *,
+        max_message_size: int = -1,
+    ) -> None:
+        self._max_body = max_message_size
         self._pub = context.socket(zmq.PUSH)
         self._pub.setsockopt(zmq.LINGER, 500)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)  # while the broker restarts
@@ -42,12 +49,14 @@ class SystemEvents:
 
     def send(self, event_type: str, data: Any, source: str) -> str:
         """Publish one event on behalf of `source`; returns its id. Raises ValueError for an
-        invalid type and TypeError for data msgpack cannot carry; logs a failure to send."""
+        invalid type or an event over the bus's max message size, TypeError for data msgpack
+        cannot carry; logs a failure to send."""
         validate_event_type(event_type)
         event_id = f"{self._prefix}{next(self._ids):x}"
         topic = event_type.encode()
         seq = self._seqs.get(topic, 0) + 1
         body = encode_envelope(source, event_id, time.time(), data, seq)
+        check_size(event_type, len(body), self._max_body)
         self._seqs[topic] = seq
         try:
             self._pub.send_multipart([topic, body], zmq.NOBLOCK)

@@ -154,7 +154,11 @@ class Supervisor:
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
         self.broker.start()
-        self.events = SystemEvents(self.context, self.run_dir.inject)
+        self.events = SystemEvents(
+            self.context,
+            self.run_dir.inject,
+            max_message_size=int(self.config.bus.max_message_size_mb * 1024 * 1024),
+        )
         # The modules start while the broker binds: their handshakes wait for it.
         for child in self.manager.children.values():
             self.manager.start(child)

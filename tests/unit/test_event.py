@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from module_sdk.event import MAX_EVENT_TYPE_LENGTH, Pattern, validate_event_type
+from module_sdk.event import MAX_EVENT_TYPE_LENGTH, Pattern, shown, validate_event_type
 
 LONGEST = "a." + "b" * (MAX_EVENT_TYPE_LENGTH - 2)  # exactly 255 characters
 
@@ -33,14 +33,32 @@ def test_valid_event_types_are_returned_unchanged(event_type: str) -> None:
         "test.-ping",
         "tést.ping",
         "",
-        LONGEST + "b",
-        "a." + "b" * 1000,
+        "a.b\x00",
+        "\x00probe.x",
+        "a.b\x7f",
     ],
 )
 def test_invalid_event_types_raise_naming_the_value(event_type: str) -> None:
     with pytest.raises(ValueError, match="invalid event type") as info:
         validate_event_type(event_type)
     assert repr(event_type) in str(info.value)
+
+
+@pytest.mark.parametrize("length", [MAX_EVENT_TYPE_LENGTH + 1, 306, 1002, 200_002])
+def test_long_event_types_raise_naming_the_limit_and_quoting_a_short_part(length: int) -> None:
+    event_type = "a." + "b" * (length - 2)
+    with pytest.raises(ValueError, match="invalid event type") as info:
+        validate_event_type(event_type)
+    message = str(info.value)
+    assert f"over the limit of {MAX_EVENT_TYPE_LENGTH} characters" in message
+    assert f"({length} characters)" in message and "'a.bbb" in message
+    assert len(message) < 200
+
+
+def test_shown_cuts_long_values_only() -> None:
+    assert shown("test.ping") == "'test.ping'"
+    assert shown("x" * 300) == "'" + "x" * 59 + "... (300 characters)"
+    assert shown([1] * 100).endswith(f"... ({len(repr([1] * 100))} as text)")
 
 
 def test_longest_event_type_is_255_characters() -> None:
@@ -83,6 +101,34 @@ def test_invalid_patterns_raise_naming_the_value(text: object) -> None:
     with pytest.raises(ValueError, match="invalid subscription pattern") as info:
         Pattern.parse(text)
     assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." + "b" * (MAX_EVENT_TYPE_LENGTH - 1),
+        "a." + "b" * (MAX_EVENT_TYPE_LENGTH - 3) + ".*",
+        "a." + "b" * 200_000,
+        "a." + "b" * 130_000 + ".*",
+    ],
+    ids=["exact-256", "prefix-256", "exact-200k", "prefix-130k"],
+)
+def test_patterns_longer_than_an_event_type_raise_naming_the_limit(text: str) -> None:
+    """libzmq's subscription trie is walked recursively: a 200,000-character subscription
+    crashed the broker and every module's PUB socket."""
+    assert len(text) > MAX_EVENT_TYPE_LENGTH
+    with pytest.raises(ValueError, match="invalid subscription pattern") as info:
+        Pattern.parse(text)
+    message = str(info.value)
+    assert f"over the limit of {MAX_EVENT_TYPE_LENGTH} characters" in message
+    assert f"({len(text)} characters)" in message and len(message) < 200
+
+
+def test_the_longest_patterns_are_accepted() -> None:
+    exact = "a." + "b" * (MAX_EVENT_TYPE_LENGTH - 2)
+    prefix = "a." + "b" * (MAX_EVENT_TYPE_LENGTH - 4) + ".*"
+    assert Pattern.parse(exact).zmq_prefix == exact.encode()
+    assert Pattern.parse(prefix).zmq_prefix == prefix[:-1].encode()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,137 @@
+"""Tests of module_sdk.sequence: counting lost events from publishers' sequence numbers, and
+refusing numbers that no publisher could have sent."""
+
+from __future__ import annotations
+
+import time
+
+from module_sdk.sequence import (
+    GAP_SLACK,
+    MAX_RATE,
+    MAX_WINDOW,
+    SYNCS_PER_TICK,
+    GapCounter,
+    SyncSchedule,
+)
+
+T = time.time() - 7200.0  # two hours ago: every window below is in the past
+TOPIC = b"test.ping"
+
+
+def test_a_gap_counts_the_events_in_it() -> None:
+    gaps = GapCounter()
+    for seq in (1, 2, 5, 6, 9):
+        assert gaps.event("p-1", TOPIC, seq, T)
+    assert gaps.dropped == 4
+
+
+def test_publishers_and_topics_number_their_events_separately() -> None:
+    gaps = GapCounter()
+    assert gaps.event("a-1", TOPIC, 1, T)
+    assert gaps.event("b-1", TOPIC, 1, T)
+    assert gaps.event("a-2", b"test.pong", 7, T)
+    assert gaps.event("a-3", TOPIC, 2, T)
+    assert gaps.event("b-2", TOPIC, 2, T)
+    assert gaps.event("solo", TOPIC, 5, T)  # an id without "-" names no publisher
+    assert gaps.event("solo2", TOPIC, 9, T)
+    assert gaps.dropped == 0
+
+
+def test_a_forged_jump_to_ten_to_the_eighteen_is_refused_and_changes_nothing() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    assert not gaps.event("p-2", TOPIC, 10**18, T + 0.001)
+    assert not gaps.event("p-2", TOPIC, 10**18, T + 10**12)  # a clock far ahead changes nothing
+    assert gaps.dropped == 0
+    assert gaps.event("p-3", TOPIC, 2, T + 0.002)  # the baseline is where it was
+    assert gaps.dropped == 0
+    assert gaps.event("p-4", TOPIC, 5, T + 0.003)
+    assert gaps.dropped == 2
+
+
+def test_a_jump_is_allowed_what_the_publisher_could_have_sent_meanwhile() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    allowed = int(MAX_RATE * 0.5) + GAP_SLACK
+    assert not gaps.event("p-2", TOPIC, 1 + allowed + 2, T + 0.5)
+    assert gaps.event("p-2", TOPIC, 1 + allowed + 1, T + 0.5)  # exactly `allowed` lost
+    assert gaps.dropped == allowed
+
+
+def test_an_honest_stall_of_a_minute_counts_every_event_lost() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    assert gaps.event("p-2", TOPIC, 60_000_001, T + 60.0)  # a million a second for a minute
+    assert gaps.dropped == 59_999_999
+
+
+def test_the_window_is_at_most_an_hour() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T - 10 * MAX_WINDOW)
+    assert not gaps.event("p-2", TOPIC, int(MAX_RATE * MAX_WINDOW) + GAP_SLACK + 10, T)
+    assert gaps.dropped == 0
+
+
+def test_a_number_that_goes_back_is_a_new_baseline() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 100, T)
+    assert gaps.event("p-2", TOPIC, 3, T)  # forged or not: no drops, and no event is silenced
+    assert gaps.event("p-3", TOPIC, 4, T)
+    assert gaps.dropped == 0
+
+
+def test_a_sync_counts_the_events_lost_after_the_last_one_seen() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    assert gaps.event("p-2", TOPIC, 2, T)
+    assert gaps.sync("p-", TOPIC, 5, T + 1)  # 3, 4 and 5 never came
+    assert gaps.dropped == 3
+    assert gaps.sync("p-", TOPIC, 5, T + 2)  # repeated: nothing new
+    assert gaps.sync("p-", TOPIC, 4, T + 2)  # stale: nothing
+    assert gaps.event("p-6", TOPIC, 6, T + 3)
+    assert gaps.dropped == 3
+
+
+def test_a_sync_from_an_unknown_publisher_is_a_baseline() -> None:
+    gaps = GapCounter()
+    assert gaps.sync("p-", TOPIC, 40, T)
+    assert gaps.dropped == 0
+    assert gaps.event("p-41", TOPIC, 41, T + 1)
+    assert gaps.event("p-44", TOPIC, 44, T + 1)
+    assert gaps.dropped == 2
+
+
+def test_an_implausible_sync_is_refused() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    assert not gaps.sync("p-", TOPIC, 10**18, T)
+    assert gaps.dropped == 0
+    assert gaps.event("p-2", TOPIC, 2, T)
+    assert gaps.dropped == 0
+
+
+def test_forget_starts_new_baselines() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    gaps.forget()
+    assert gaps.event("p-9", TOPIC, 9, T)
+    assert gaps.dropped == 0
+
+
+def test_a_topic_is_synced_when_it_changed_then_at_growing_intervals() -> None:
+    schedule = SyncSchedule()
+    seqs = {TOPIC: 5}
+    ticks = [n for n in range(300) if schedule.due(seqs)]
+    assert ticks == [0, 1, 3, 7, 15, 31, 63, 127, 255]
+    seqs[TOPIC] = 9  # it published again: synced at once, and the intervals start again
+    assert schedule.due(seqs) == [(TOPIC, 9)]
+    assert schedule.due(seqs) == [(TOPIC, 9)]
+    assert schedule.due(seqs) == []
+
+
+def test_syncs_per_tick_are_bounded_and_the_rest_follow() -> None:
+    schedule = SyncSchedule()
+    seqs = {f"t.{n}".encode(): 1 for n in range(SYNCS_PER_TICK + 10)}
+    ticks = [schedule.due(seqs) for _ in range(3)]
+    assert all(len(due) <= SYNCS_PER_TICK for due in ticks)
+    assert {topic for due in ticks for topic, _ in due} == set(seqs)
