@@ -16,7 +16,8 @@ class EventBus(Protocol):
 
     def subscribe(self, pattern: str, callback: EventCallback) -> None:
         """Call `callback(event)` for every event whose type matches `pattern`: an exact type
-        (`test.ping`), a prefix (`test.*`) or `*`. Raises ValueError for an invalid pattern."""
+        (`test.ping`), a prefix (`test.*`) or `*`. Raises ValueError for an invalid pattern,
+        or one over 255 characters (the limit event types have)."""
         ...
 
     def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
@@ -29,5 +30,6 @@ class EventBus(Protocol):
 
     def publish(self, event_type: str, data: Any = None) -> None:
         """Send an event to every subscriber. Thread-safe. Raises ValueError for an invalid event
-        type and TypeError when `data` is not msgpack-serialisable."""
+        type or an event over the bus's `max_message_size_mb` (nothing is sent), and TypeError
+        when `data` is not msgpack-serialisable."""
         ...
