@@ -14,11 +14,14 @@ from typing import Any
 
 import zmq
 
-from module_sdk.codec import check_size, encode_envelope
+from module_sdk.codec import check_size, encode_envelope, encode_sync
 from module_sdk.event import validate_event_type
+from module_sdk.protocol import SYNC_SUFFIX
+from module_sdk.sequence import SyncSchedule
 
 log = logging.getLogger(__name__)
 SOURCE = "orchestrator"
+SYNC_INTERVAL = 1.0  # seconds between syncs, as a module's heartbeat ticks
 
 
 class SystemEvents:
@@ -42,6 +45,8 @@ class SystemEvents:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-sup-"
         self._seqs: dict[bytes, int] = {}
+        self._sync_schedule = SyncSchedule()
+        self._next_sync = 0.0
 
     def publish(self, event_type: str, **data: Any) -> None:
         """Publish one built-in event; failures are logged, never raised into the loop."""
@@ -65,6 +70,22 @@ class SystemEvents:
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.warning("could not publish %s (%d lost so far): %s", event_type, self.lost, exc)
         return event_id
+
+    def sync(self, now: float) -> None:
+        """At most once per SYNC_INTERVAL (`now` is monotonic): tell the subscribers of each topic
+        published on lately its last sequence number, as modules do on each heartbeat, so that
+        events lost at the end of a burst are counted without waiting for the next one."""
+        if now < self._next_sync:
+            return
+        self._next_sync = now + SYNC_INTERVAL
+        sent = time.time()
+        for topic, seq in self._sync_schedule.due(self._seqs):
+            try:
+                self._pub.send_multipart(
+                    [topic + SYNC_SUFFIX, encode_sync(self._prefix, seq, sent)], zmq.NOBLOCK
+                )
+            except zmq.ZMQError:
+                return  # the broker is away: the next tick tries again
 
     def close(self) -> None:
         self._pub.close()

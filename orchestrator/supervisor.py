@@ -230,6 +230,8 @@ class Supervisor:
         now = time.monotonic()
         self.health.tick(now)
         self.broker.tick(now)
+        if self.events is not None:
+            self.events.sync(now)
         self._serve_waiters()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()
