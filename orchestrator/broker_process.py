@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 import psutil
 import zmq
@@ -65,6 +65,7 @@ class BrokerProcess:
     ) -> None:
         self._argv = [
             sys.executable,
+            "-P",  # not the working directory's `broker`, should a project have one
             "-m",
             "broker",
             "--xsub",
@@ -87,6 +88,7 @@ class BrokerProcess:
         self._watch_exit = watch_exit
         self._popen: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
+        self._stdout: IO[bytes] | None = None
         self._partial = b""
         self.ready = False
         self.started_at = 0.0
@@ -111,7 +113,8 @@ class BrokerProcess:
     # -- starting ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn the broker (it binds and says `ready` on its own; see `wait_ready`)."""
+        """Spawn the broker (it binds and says `ready` on its own; see `wait_ready`). Raises
+        OSError if no process can be started (see `tick` for restarts)."""
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
         try:
             popen = subprocess.Popen(
@@ -126,17 +129,16 @@ class BrokerProcess:
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        self._watch_exit(popen.pid, self._exited)  # ours from its first moment
         assert popen.stdout is not None
-        self._fd = os.dup(popen.stdout.fileno())
-        popen.stdout.close()
-        popen.stdout = None
+        self._stdout, popen.stdout = popen.stdout, None  # we read its fd; Popen never does
+        self._fd = self._stdout.fileno()
         os.set_blocking(self._fd, False)
         self._popen, self._partial, self.ready = popen, b"", False
         self._killed_for, self._restart_at = None, None
         self.started_at = time.monotonic()
         self._next_memory_check = self.started_at + _MEMORY_CHECK
         self._poller.register(self._fd, zmq.POLLIN)
-        self._watch_exit(popen.pid, self._exited)
         log.debug("broker starting (pid %d)", popen.pid)
 
     def wait_ready(self, timeout: float) -> None:
@@ -188,8 +190,10 @@ class BrokerProcess:
         if self._fd is not None:
             with contextlib.suppress(KeyError):
                 self._poller.unregister(self._fd)
-            os.close(self._fd)
             self._fd = None
+        if self._stdout is not None:
+            self._stdout.close()
+            self._stdout = None
 
     # -- exits and restarts -----------------------------------------------------------------------
 
@@ -230,8 +234,18 @@ class BrokerProcess:
     def tick(self, now: float) -> None:
         """Restart the broker when due; kill it if it outgrew its memory limit."""
         if self._restart_at is not None and now >= self._restart_at and not self._stopping:
+            try:
+                self.start()
+            except OSError as exc:  # no process to be had now (a process or fd limit): later
+                self._delay = min(max(_BACKOFF_FIRST, self._delay * 2), _BACKOFF_MAX)
+                self._restart_at = now + self._delay
+                log.error(
+                    "the broker cannot be restarted: %s; trying again in %.0f ms",
+                    exc,
+                    self._delay * 1000,
+                )
+                return
             self.restarts += 1
-            self.start()
             return
         if self._popen is not None and now >= self._next_memory_check:
             self._next_memory_check = now + _MEMORY_CHECK

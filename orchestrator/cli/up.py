@@ -60,7 +60,8 @@ def _start_detached(app: App, config: AppConfig) -> int:
     # file with it, before it exits.
     with run_dir.daemon_output.open("wb") as sink, run_dir.daemon_output.open("rb") as output:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.daemon", str(app.config_dir)],
+            # -P: the working directory may hold a package of the same name as one of ours.
+            [sys.executable, "-P", "-m", "orchestrator.daemon", str(app.config_dir)],
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -272,3 +272,14 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_a_broker_package_in_the_working_directory_is_not_run(project: Project) -> None:
+    """`python -m broker` must be ours, not a `broker` package of the project's own."""
+    impostor = project.root / "broker"
+    impostor.mkdir()
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text("print('error: the project\\'s own broker ran')\n")
+    status = _start(project)  # project.cli runs from project.root
+    assert status["bus"]["broker_running"], status["bus"]
+    _receiving(project)

@@ -1,0 +1,43 @@
+"""The broker's supervision without a real broker: what a failed restart does to the loop."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import zmq
+
+from orchestrator.broker_process import BrokerProcess
+
+
+def _broker() -> BrokerProcess:
+    return BrokerProcess(
+        xsub="ipc:///nonexistent/xsub.sock",
+        xpub="ipc:///nonexistent/xpub.sock",
+        inject="ipc:///nonexistent/inject.sock",
+        max_message_size=1024,
+        high_water_mark=10,
+        memory_limit_mb=64,
+        lifeline=0,
+        poller=zmq.Poller(),
+        watch_exit=lambda pid, handler: None,
+    )
+
+
+def test_a_restart_that_cannot_start_a_process_is_retried_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    broker = _broker()
+    broker._restart_at = 10.0  # as after an exit
+    broker.tick(10.0)  # must not raise into the supervisor's loop
+    assert broker.restarts == 0 and broker.pid is None and broker.fd is None
+    first = broker.next_deadline()
+    assert first is not None and first > 10.0
+    broker.tick(first)
+    second = broker.next_deadline()
+    assert second is not None and second - first > first - 10.0  # backing off
