@@ -219,31 +219,42 @@ def kill_descendants() -> list[int]:
     return kill_tree(children_of(me), me)
 
 
-def reap_adopted(zombie_since: dict[int, float], now: float, grace: float) -> list[int]:
+def reap_adopted(zombie_since: dict[int, float], now: float, keep: int) -> list[int]:
     """Reap the zombie children this process adopted as a subreaper; returns their pids.
 
     A child in a session that is neither ours nor its own was started by another process, whose
     death made it ours: it is reaped at once. Any other zombie child may be one that the code
-    running here started and will wait for (a `subprocess.Popen` it polls), so it is reaped only
-    after `grace` seconds unclaimed. `zombie_since` carries when each zombie was first seen
-    from one call to the next.
+    running here started and will wait for (a `subprocess.Popen` it polls, maybe much later):
+    reaping it would make its exit status read 0, so such zombies are left alone, up to `keep`
+    of them (a pid each); beyond that, the oldest are reaped, so that a module that never waits
+    cannot exhaust the pids. `zombie_since` carries when each zombie was first seen from one
+    call to the next.
     """
     me, session = os.getpid(), os.getsid(0)
     reaped: list[int] = []
     zombies: set[int] = set()
+    unclaimed: list[tuple[float, int]] = []
     for pid in children_of(me):
         stat = proc_stat(pid)
         if stat is None or stat.state != "Z":
             continue
         zombies.add(pid)
         since = zombie_since.setdefault(pid, now)
-        if stat.sid in (session, pid) and now - since < grace:
-            continue
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                reaped.append(pid)
-        except ChildProcessError:  # its own parent code reaped it meanwhile
-            pass
+        if stat.sid in (session, pid):
+            unclaimed.append((since, pid))
+        elif _reap(pid):
+            reaped.append(pid)
+    unclaimed.sort()
+    for _, pid in unclaimed[: max(0, len(unclaimed) - keep)]:
+        if _reap(pid):
+            reaped.append(pid)
     for pid in set(zombie_since) - (zombies - set(reaped)):
         del zombie_since[pid]
     return reaped
+
+
+def _reap(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:  # the code that started it reaped it meanwhile
+        return False

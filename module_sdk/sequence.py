@@ -8,7 +8,8 @@ having overflowed. A sync (sent by a publisher that went quiet) says what its la
 
 Numbers can be forged by anyone who can write to the bus, so a gap is counted only if the publisher
 could have sent that many events in the time between the two (by its own clock, which may not be
-ahead of ours): a larger jump is a bad frame, and leaves the count and the baseline as they were.
+ahead of ours), and all gaps together only what could have been sent while this subscriber has
+been listening: a larger jump is a bad frame, and leaves the count and the baseline as they were.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class GapCounter:
 
     def __init__(self) -> None:
         self.dropped = 0
+        self._listening_since = time.monotonic()
         # Per (publisher prefix, topic): [prefix, last seq, index of the prefix's "-", its time];
         # per topic, the state of the publisher seen last on it (most topics have one).
         self._states: dict[tuple[str, bytes], list[Any]] = {}
@@ -87,6 +89,11 @@ class GapCounter:
     def _lost(self, state: list[Any], missing: int, sent: float) -> bool:
         window = min(sent, time.time() + CLOCK_AHEAD) - state[3]
         if missing > MAX_RATE * min(max(window, 0.0), MAX_WINDOW) + GAP_SLACK:
+            return False
+        # All publishers together: a forger with many fresh prefixes, each claiming an old
+        # baseline, cannot claim more than could have been sent while this subscriber listened.
+        listened = time.monotonic() - self._listening_since + CLOCK_AHEAD
+        if self.dropped + missing > MAX_RATE * listened + GAP_SLACK:
             return False
         self.dropped += missing
         if self.dropped == missing:

@@ -42,7 +42,9 @@ log = logging.getLogger("module_sdk.shim")
 _SPEC_TIMEOUT = 10.0
 _ORPHAN_GRACE = 1.5  # an orphaned module gets this long for shutdown() before its tree is killed
 _REAP_INTERVAL = 1.0  # seconds between looks for zombies adopted as a subreaper
-_UNCLAIMED_ZOMBIE_GRACE = 60.0  # a zombie child nobody waited for this long is reaped by us
+# Zombie children of the module's own making left for its code to wait for (a Popen it polls);
+# past this many, the oldest are reaped, so that one that never waits cannot exhaust the pids.
+_UNCLAIMED_ZOMBIES = 256
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -106,7 +108,7 @@ class _Child:
             while True:
                 if select.select(watched, [], [], _REAP_INTERVAL)[0] and not os.read(watched[0], 1):
                     break
-                reap_adopted(zombie_since, time.monotonic(), _UNCLAIMED_ZOMBIE_GRACE)
+                reap_adopted(zombie_since, time.monotonic(), _UNCLAIMED_ZOMBIES)
         except OSError:
             return
         self.orphan.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from module_sdk.sequence import (
+    CLOCK_AHEAD,
     GAP_SLACK,
     MAX_RATE,
     MAX_WINDOW,
@@ -135,3 +136,13 @@ def test_syncs_per_tick_are_bounded_and_the_rest_follow() -> None:
     ticks = [schedule.due(seqs) for _ in range(3)]
     assert all(len(due) <= SYNCS_PER_TICK for due in ticks)
     assert {topic for due in ticks for topic, _ in due} == set(seqs)
+
+
+def test_many_forged_publishers_together_claim_no_more_than_could_have_been_sent() -> None:
+    gaps = GapCounter()
+    now = time.time()
+    for n in range(2000):  # each a fresh publisher claiming an hour-old baseline
+        prefix = f"forger{n}-x-"
+        gaps.event(f"{prefix}1", TOPIC, 1, now - 3600)
+        gaps.event(f"{prefix}2", TOPIC, 3 * 10**10, now + 59)
+    assert gaps.dropped <= MAX_RATE * (CLOCK_AHEAD + 60) + GAP_SLACK  # not 2000 x 3e10
