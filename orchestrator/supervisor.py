@@ -380,7 +380,8 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.close()
         if self.events is not None:
-            self.events.close()  # lingers up to 0.5 s to hand over app.shutdown and the last exits
+            self.events.close()  # its I/O thread goes on handing the last events over for up to 0.5 s;
+            # a subscriber may still miss those the broker had not forwarded when it stops
             self.events = None
         self.broker.stop()
         self.manager.close()
