@@ -40,6 +40,7 @@ class CommandHandler:
         """Everything `orchestrator status --json` prints."""
         sup, manager = self.supervisor, self.supervisor.manager
         now = time.monotonic()
+        rejected = sup.rejected_config
         modules = [
             child.status(now, manager.sampler.sample(child.pid) if child.pid is not None else {})
             for child in manager.children.values()
@@ -57,6 +58,10 @@ class CommandHandler:
                 "xpub": sup.xpub,
                 "transport": sup.config.bus.transport,
                 **sup.broker.status(),
+            },
+            "config": {  # a reload's rejection, until a config is applied
+                "rejected": rejected[0] if rejected else None,
+                "since": rejected[1] if rejected else None,
             },
             "limits": manager.limits.as_dict(),
             "modules": modules,

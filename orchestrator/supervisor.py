@@ -110,6 +110,9 @@ class Supervisor:
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
+        # The last reload's rejection, (one-line error, unix time of the first in a row), shown
+        # by `status` until a config is applied.
+        self.rejected_config: tuple[str, float] | None = None
         self.child_inbox = control.Inbox(self.channel, "child message", None)
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
@@ -305,12 +308,18 @@ class Supervisor:
         except ConfigError as exc:
             message = self.redactor.scrub(str(exc))
             log.error("config reload rejected, keeping the running config: %s", message)
+            if not dry_run:
+                since = self.rejected_config[1] if self.rejected_config else time.time()
+                self.rejected_config = (" ".join(message.split()), since)
             return None, message
         plan = plan_reload(self.config, new)
         if self.manager.shutting_down:
             return None, "the supervisor is shutting down; nothing was changed"
         if dry_run:
             return plan, ""
+        if self.rejected_config is not None:
+            log.info("reload: the config is valid again")
+            self.rejected_config = None
         for section in plan.not_applied:
             log.warning("reload: %s changed; it applies at the next `up`", section)
         if plan.empty:

@@ -67,13 +67,12 @@ def _start_detached(app: App, config: AppConfig) -> int:
             start_new_session=True,
         )
         data = _wait_started(app, config, daemon, output)
-    click.echo(render(data))
+    click.echo(render(data, module_notes=False))
     failed = [m for m in data["modules"] if m["state"] != "running"]
     if failed:
-        click.echo(
-            "Error: not running: " + ", ".join(f"{m['name']} ({m['state']})" for m in failed),
-            err=True,
-        )
+        lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]
+        lines += [f"  {m['name']} ({m['state']}): {m['why']}; log: {m['log']}" for m in failed]
+        click.echo("\n".join(lines), err=True)
         return exit_codes.FAILED
     return exit_codes.OK
 
