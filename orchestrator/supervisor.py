@@ -378,6 +378,8 @@ class Supervisor:
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
             "curve": self.bus_keys.client() if self.bus_keys is not None else None,
+            # Where its output goes: should we die, it says there itself why its run ended.
+            "log": str(child.log.path),
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 

@@ -41,6 +41,7 @@ def up(app: App, detach: bool) -> None:
         raise SystemExit(_start_detached(app, app.load()))
     with Boot() as boot:  # the fork server's template boots while the config loads
         config = app.load()
+        _report_previous(app, config)
         try:
             raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
         except LaunchError as exc:
@@ -52,6 +53,7 @@ def _start_detached(app: App, config: AppConfig) -> int:
     pid = run_dir.running_pid()
     if pid is not None:
         abort(f"a supervisor is already running for this config (pid {pid})")
+    _report_previous(app, config)
     try:
         run_dir.prepare()
     except UnsafeRunDirError as exc:
@@ -75,6 +77,26 @@ def _start_detached(app: App, config: AppConfig) -> int:
         click.echo("\n".join(lines), err=True)
         return exit_codes.FAILED
     return exit_codes.OK
+
+
+def _report_previous(app: App, config: AppConfig) -> None:
+    """Warn (stderr) if the previous supervisor of this config died without `down`: what it
+    left in the run directory says so, and its logs' last writes say when."""
+    stale = app.run_dir.stale_pid()
+    if stale is None:
+        return
+    pid, started = stale
+    logs = config.logging.directory
+    last = started
+    with contextlib.suppress(OSError):
+        # Its modules' processes wrote their last line as it died (module_sdk/shim.py).
+        last = max([last, *(f.stat().st_mtime for f in logs.glob("*.log"))])
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
+    click.echo(
+        f"warning: the previous supervisor (pid {pid}) stopped without `orchestrator down`"
+        f" (killed, or out of memory?), last seen at {when}; see {logs / 'app.log'}",
+        err=True,
+    )
 
 
 def _wait_started(
