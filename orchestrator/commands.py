@@ -113,10 +113,9 @@ class CommandHandler:
             return control.reply({"name": child.name, "pid": child.pid})
         settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
         if child.failed_spawn > generation or (child.spawns > generation and settled_down):
-            error = child.last_exit.error if child.last_exit else ""
-            reason = child.last_exit.reason.value if child.last_exit else child.state.value
+            cause = child.last_exit.cause() if child.last_exit else child.state.value
             what = "did not start" if child.failed_spawn > generation else "stopped right after"
-            return control.failure(f"{child.name} {what}: {error or reason}")
+            return control.failure(f"{child.name} {what}: {cause}")
         if child.state is ChildState.WAITING:
             return control.failure(f"{child.name} is waiting: {child.why}")
         return None

@@ -29,13 +29,14 @@ _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its 
     "--detach",
     is_flag=True,
     help="Run in the background; return once every module is running (exit 0), or say which "
-    "failed (exit 1).",
+    "are not and why (exit 1).",
 )
 def up(app: App, detach: bool) -> None:
     """Start the broker and every enabled module, each in its own process.
 
     In the foreground, module output shows on the console and Ctrl+C stops everything gracefully.
-    Logs go to logs/app.log and logs/<module>.log either way.
+    Logs go to logs/app.log and logs/<module>.log either way. If the previous supervisor of this
+    config stopped without `down` (killed, out of memory), a warning says so first.
     """
     if detach:
         raise SystemExit(_start_detached(app, app.load()))
