@@ -110,8 +110,7 @@ class Supervisor:
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
-        # The last reload's rejection, (one-line error, unix time of the first in a row), shown
-        # by `status` until a config is applied.
+        # (error, since): the reloads rejected since a config was last applied, for `status`.
         self.rejected_config: tuple[str, float] | None = None
         self.child_inbox = control.Inbox(self.channel, "child message", None)
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
@@ -317,9 +316,7 @@ class Supervisor:
             return None, "the supervisor is shutting down; nothing was changed"
         if dry_run:
             return plan, ""
-        if self.rejected_config is not None:
-            log.info("reload: the config is valid again")
-            self.rejected_config = None
+        self.rejected_config = None
         for section in plan.not_applied:
             log.warning("reload: %s changed; it applies at the next `up`", section)
         if plan.empty:
@@ -378,8 +375,7 @@ class Supervisor:
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
             "curve": self.bus_keys.client() if self.bus_keys is not None else None,
-            # Where its output goes: should we die, it says there itself why its run ended.
-            "log": str(child.log.path),
+            "log": str(child.log.path),  # should we die, it says so there itself
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
