@@ -126,7 +126,8 @@ class ManagedChild:
             return self.why
         if state is ChildState.BACKOFF:
             held = self.why if self.why.startswith("circuit open") else "backoff"
-            left = f"in {max(0.0, self.deadline - now):.1f}s" if self.deadline else "soon"
+            deadline = self.deadline
+            left = f"in {max(0.0, deadline - now):.1f}s" if deadline is not None else "soon"
             retry = f"retry {left} ({held})"
             return f"{cause}; {retry}" if cause else retry
         if state is ChildState.STARTING:
