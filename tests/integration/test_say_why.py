@@ -56,7 +56,11 @@ def test_up_names_a_syntax_error_and_its_file_and_who_waits_for_it(project: Proj
 def test_up_names_the_exception_initialize_raised(project: Project) -> None:
     project.configure(
         [
-            {"name": "raiser", "path": project.write_module("raiser.py", RAISES_VALUE_ERROR)},
+            {
+                "name": "raiser",
+                "path": project.write_module("raiser.py", RAISES_VALUE_ERROR),
+                "backoff_initial": 30,  # the first retry is at once, the second waits in backoff
+            },
             {"name": "idle", "path": project.probe("idle")},
         ]
     )
@@ -64,8 +68,9 @@ def test_up_names_the_exception_initialize_raised(project: Project) -> None:
     expected = "initialize() raised ValueError: port must be > 0, got -1"
     assert "raiser (" in result.stderr and expected in result.stderr, describe(result)
     assert "idle" not in result.stderr.split("not running:", 1)[1].split("log:")[0]
-    assert expected in project.module("raiser")["why"]
     assert project.module("idle")["why"] == ""  # running: nothing to explain
+    row = project.wait_module("raiser", state="backoff")
+    assert expected in row["why"] and "; retry in " in row["why"], row
 
 
 def _write_modules(project: Project, modules: list[dict[str, Any]]) -> None:
