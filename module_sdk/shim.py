@@ -83,6 +83,8 @@ class _Child:
         self.channel = SupervisorChannel(self.context, endpoint, name)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
+        self.log_path: str | None = None  # the module's log file, once the spec names it
+        self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
 
     def orphaned(self) -> bool:
         if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
@@ -112,9 +114,34 @@ class _Child:
         except OSError:
             return
         self.orphan.set()
+        self.note_orphaned()
         log.warning("the supervisor is gone; stopping (%gs grace)", _ORPHAN_GRACE)
         threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
         os.kill(os.getpid(), signal.SIGTERM)  # a running module shuts down gracefully meanwhile
+
+    def note_orphaned(self) -> None:
+        """Say in the module's log file, once, that this run ends because the supervisor went
+        away. The supervisor wrote our output there; with it gone, nothing reads our pipe, so
+        the line goes straight to the file, as the next `up` will find it."""
+        if self.log_path is None or not self.orphan_noted.acquire(blocking=False):
+            return
+        record = logging.LogRecord(
+            log.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "the supervisor (pid %d) went away without `orchestrator down` (killed, or out of "
+            "memory?): this run of %s ends here; what it prints from now on is not captured",
+            (self.parent_pid, self.name),
+            None,
+        )
+        line = logging.Formatter(LOG_FORMAT).format(record) + "\n"
+        with contextlib.suppress(OSError):
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # never create
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
 
     def fail(self, stage: str, message: str, details: str, code: int) -> int:
         log.error("%s: %s%s", stage, message, f"\n{details.rstrip()}" if details else "")
@@ -125,6 +152,10 @@ class _Child:
         spec = self.await_spec()
         if spec is None:
             return protocol.EXIT_ORPHANED
+        log_path = spec.get("log")
+        self.log_path = log_path if isinstance(log_path, str) else None
+        if self.orphaned():  # it went away while we waited for the spec
+            self.note_orphaned()
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
         code = self.connect_bus(spec)  # no module code yet: this overlaps joining the cgroup
         if code is not None:
@@ -217,6 +248,8 @@ class _Child:
 
     def stop(self, orphaned: bool) -> int:
         assert self.module is not None and self.bus is not None
+        if orphaned:
+            self.note_orphaned()
         if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
             threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()

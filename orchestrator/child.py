@@ -36,6 +36,15 @@ class LastExit:
             "pid": self.pid,
         }
 
+    def cause(self) -> str:
+        """This exit as one clause: `load failed: importing ... raised SyntaxError: ... (x.py,
+        line 2)`, `initialize() raised ValueError: ...`, `crash (exit 1)`."""
+        if not self.error:
+            return f"{self.reason.value} ({self.status.describe()})"
+        if self.reason is ExitReason.INIT_FAILED:  # the shim's message names the stage already
+            return self.error
+        return f"{self.reason.value}: {self.error}"
+
 
 @dataclass
 class ManagedChild:
@@ -92,7 +101,7 @@ class ManagedChild:
             if self.state is ChildState.BACKOFF and self.deadline is not None
             else None,
             "heartbeat_age": round(now - self.last_heartbeat, 3) if running else None,
-            "why": self.why,
+            "why": self.reason(now),
             "rss_mb": sample.get("rss_mb"),
             "cpu_percent": sample.get("cpu_percent"),
             "events_in": self.counters.get("events_in", 0),
@@ -104,6 +113,34 @@ class ManagedChild:
             "memory_limit_mb": self.spec.supervision.memory_limit_mb,
             "depends_on": list(self.spec.depends_on),
         }
+
+    def reason(self, now: float) -> str:
+        """Why the module is not running, in one line (empty while it runs): what `status` notes
+        and `up -d` reports, e.g. `load failed: ... SyntaxError ...; retry in 2.0s (backoff)`."""
+        state, last = self.state, self.last_exit
+        failed = last is not None and last.reason.is_failure
+        cause = last.cause() if last is not None and failed else ""
+        if state is ChildState.RUNNING:
+            return ""
+        if state is ChildState.WAITING:
+            return self.why
+        if state is ChildState.BACKOFF:
+            held = self.why if self.why.startswith("circuit open") else "backoff"
+            deadline = self.deadline
+            left = f"in {max(0.0, deadline - now):.1f}s" if deadline is not None else "soon"
+            retry = f"retry {left} ({held})"
+            return f"{cause}; {retry}" if cause else retry
+        if state is ChildState.STARTING:
+            if cause and self.consecutive_failures > 0:
+                return f"{cause}; starting again (attempt {self.consecutive_failures + 1})"
+            timeout = self.spec.supervision.start_timeout
+            return f"starting, not ready yet (start_timeout {timeout:g}s)"
+        if state is ChildState.FAILED:
+            gave_up = f"gave up after {self.why}: `orchestrator restart {self.name}` retries"
+            return f"{cause}; {gave_up}" if cause else gave_up
+        if state is ChildState.STOPPED and cause:
+            return f"{cause}; not restarted ({self.why})" if self.why else cause
+        return self.why
 
     def details(self, redactor: Redactor, log_lines: int) -> dict[str, Any]:
         """What `orchestrator status NAME` adds: settings, restart history, the end of the log."""

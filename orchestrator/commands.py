@@ -40,6 +40,7 @@ class CommandHandler:
         """Everything `orchestrator status --json` prints."""
         sup, manager = self.supervisor, self.supervisor.manager
         now = time.monotonic()
+        rejected = sup.rejected_config
         modules = [
             child.status(now, manager.sampler.sample(child.pid) if child.pid is not None else {})
             for child in manager.children.values()
@@ -57,6 +58,10 @@ class CommandHandler:
                 "xpub": sup.xpub,
                 "transport": sup.config.bus.transport,
                 **sup.broker.status(),
+            },
+            "config": {  # a reload's rejection, until a config is applied
+                "rejected": rejected[0] if rejected else None,
+                "since": rejected[1] if rejected else None,
             },
             "limits": manager.limits.as_dict(),
             "modules": modules,
@@ -108,10 +113,9 @@ class CommandHandler:
             return control.reply({"name": child.name, "pid": child.pid})
         settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
         if child.failed_spawn > generation or (child.spawns > generation and settled_down):
-            error = child.last_exit.error if child.last_exit else ""
-            reason = child.last_exit.reason.value if child.last_exit else child.state.value
+            cause = child.last_exit.cause() if child.last_exit else child.state.value
             what = "did not start" if child.failed_spawn > generation else "stopped right after"
-            return control.failure(f"{child.name} {what}: {error or reason}")
+            return control.failure(f"{child.name} {what}: {cause}")
         if child.state is ChildState.WAITING:
             return control.failure(f"{child.name} is waiting: {child.why}")
         return None

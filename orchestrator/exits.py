@@ -85,9 +85,10 @@ def after_exit(
         delay = decision.delay
         if child.breaker is not None and child.breaker.retry_in(now) > delay:
             delay = child.breaker.retry_in(now)
+            # `status` adds the time left: see ManagedChild.reason().
             child.why = (
                 f"circuit open after {child.breaker.failures} failed starts "
-                f"(circuit_breaker_fail_max); next try in {delay:.0f}s"
+                "(circuit_breaker_fail_max)"
             )
         child.deadline = now + delay
         child.restart_times.append(now)

@@ -126,6 +126,18 @@ class RunDir:
         finally:
             os.close(fd)
 
+    def stale_pid(self) -> tuple[int, float] | None:
+        """What a supervisor that stopped without `down` (SIGKILL, the OOM killer) left behind:
+        (its pid, when it started: its pid file's time), or None if one runs now or the last one
+        stopped cleanly (it removes this directory). Read before a new supervisor takes over."""
+        if self.running_pid() is not None:
+            return None
+        try:
+            with self.pid_file.open("rb") as pid_file:
+                return int(pid_file.read().strip()), os.fstat(pid_file.fileno()).st_mtime
+        except (OSError, ValueError):
+            return None
+
     def release(self) -> None:
         """Remove the directory and drop the lock (the supervisor's last act)."""
         import shutil  # noqa: PLC0415  (here: with bz2 and lzma, half a MB the supervisor keeps)

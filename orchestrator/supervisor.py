@@ -110,6 +110,8 @@ class Supervisor:
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
+        # (error, since): the reloads rejected since a config was last applied, for `status`.
+        self.rejected_config: tuple[str, float] | None = None
         self.child_inbox = control.Inbox(self.channel, "child message", None)
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
@@ -307,12 +309,16 @@ class Supervisor:
         except ConfigError as exc:
             message = self.redactor.scrub(str(exc))
             log.error("config reload rejected, keeping the running config: %s", message)
+            if not dry_run:
+                since = self.rejected_config[1] if self.rejected_config else time.time()
+                self.rejected_config = (" ".join(message.split()), since)
             return None, message
         plan = plan_reload(self.config, new)
         if self.manager.shutting_down:
             return None, "the supervisor is shutting down; nothing was changed"
         if dry_run:
             return plan, ""
+        self.rejected_config = None
         for section in plan.not_applied:
             log.warning("reload: %s changed; it applies at the next `up`", section)
         if plan.empty:
@@ -371,6 +377,7 @@ class Supervisor:
             "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
             "log_level": self.config.logging.level,
             "curve": self.bus_keys.client() if self.bus_keys is not None else None,
+            "log": str(child.log.path),  # should we die, it says so there itself
         }
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 

@@ -37,7 +37,9 @@ def status(app: App, name: str | None, as_json: bool) -> None:
     the last lines of its log. --json prints all of it, with the supervisor's pid, the bus
     endpoints and the process limit in use, as one JSON document. A log file that lost lines (a
     full disk) is named below the table, and under `logging` in the JSON: file, error, lines
-    lost, since, and whether it is still failing or when it recovered.
+    lost, since, and whether it is still failing or when it recovered. A reload that was
+    rejected (a bad config) is a warning below the table, and `config.rejected` in the JSON, until
+    a good config is applied.
     """
     data = app.request("status", name=name)
     if as_json:
@@ -48,8 +50,9 @@ def status(app: App, name: str | None, as_json: bool) -> None:
         click.echo(render_details(data["modules"][0]))
 
 
-def render(data: dict[str, Any]) -> str:
-    """The human-readable status: a summary line, one row per module, then notes."""
+def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
+    """The human-readable status: a summary line, one row per module, then notes (without the
+    per-module ones if `module_notes` is false: `up -d` says those on stderr)."""
     sup, limits = data["supervisor"], data["limits"]
     lines = [
         f"supervisor pid {sup['pid']}, up {duration(sup['uptime'])}; "
@@ -60,7 +63,7 @@ def render(data: dict[str, Any]) -> str:
     notes = []
     for module in data["modules"]:
         rows.append(_row(module))
-        note = _note(module)
+        note = _note(module) if module_notes else ""
         if note:
             notes.append(f"  {module['name']}: {note}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -68,7 +71,15 @@ def render(data: dict[str, Any]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    return "\n".join(lines + notes + [_log_loss(entry) for entry in data.get("logging", [])])
+    notes += [_log_loss(entry) for entry in data.get("logging", [])]
+    rejected = data.get("config", {}).get("rejected")
+    if rejected:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["config"]["since"]))
+        notes.append(
+            f"warning: config change rejected since {since}, still running the previous config:"
+            f" {rejected}; fix it, then save again (hot reload) or run `orchestrator reload`"
+        )
+    return "\n".join(lines + notes)
 
 
 def render_details(module: dict[str, Any]) -> str:
@@ -118,13 +129,10 @@ def _row(module: dict[str, Any]) -> tuple[str, ...]:
 
 def _note(module: dict[str, Any]) -> str:
     parts = []
-    if module["why"] and module["state"] != "running":
+    if module["why"]:  # the supervisor's one line: why it is not running
         parts.append(module["why"])
     if module["dropped"]:
         parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
-    last = module["last_exit"]
-    if last and last["error"] and module["state"] != "running":
-        parts.append(last["error"])
     if parts:
         parts.append(f"log: {module['log']}")
     return "; ".join(parts)

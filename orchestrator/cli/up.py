@@ -29,18 +29,20 @@ _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its 
     "--detach",
     is_flag=True,
     help="Run in the background; return once every module is running (exit 0), or say which "
-    "failed (exit 1).",
+    "are not and why (exit 1).",
 )
 def up(app: App, detach: bool) -> None:
     """Start the broker and every enabled module, each in its own process.
 
     In the foreground, module output shows on the console and Ctrl+C stops everything gracefully.
-    Logs go to logs/app.log and logs/<module>.log either way.
+    Logs go to logs/app.log and logs/<module>.log either way. If the previous supervisor of this
+    config stopped without `down` (killed, out of memory), a warning says so first.
     """
     if detach:
         raise SystemExit(_start_detached(app, app.load()))
     with Boot() as boot:  # the fork server's template boots while the config loads
         config = app.load()
+        _report_previous(app, config)
         try:
             raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
         except LaunchError as exc:
@@ -52,6 +54,7 @@ def _start_detached(app: App, config: AppConfig) -> int:
     pid = run_dir.running_pid()
     if pid is not None:
         abort(f"a supervisor is already running for this config (pid {pid})")
+    _report_previous(app, config)
     try:
         run_dir.prepare()
     except UnsafeRunDirError as exc:
@@ -68,15 +71,34 @@ def _start_detached(app: App, config: AppConfig) -> int:
             start_new_session=True,
         )
         data = _wait_started(app, config, daemon, output)
-    click.echo(render(data))
+    click.echo(render(data, module_notes=False))
     failed = [m for m in data["modules"] if m["state"] != "running"]
     if failed:
-        click.echo(
-            "Error: not running: " + ", ".join(f"{m['name']} ({m['state']})" for m in failed),
-            err=True,
-        )
+        lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]
+        lines += [f"  {m['name']} ({m['state']}): {m['why']}; log: {m['log']}" for m in failed]
+        click.echo("\n".join(lines), err=True)
         return exit_codes.FAILED
     return exit_codes.OK
+
+
+def _report_previous(app: App, config: AppConfig) -> None:
+    """Warn (stderr) if the previous supervisor of this config died without `down`: what it
+    left in the run directory says so, and its logs' last writes say when."""
+    stale = app.run_dir.stale_pid()
+    if stale is None:
+        return
+    pid, started = stale
+    logs = config.logging.directory
+    last = started
+    with contextlib.suppress(OSError):
+        # Its modules' processes wrote their last line as it died (module_sdk/shim.py).
+        last = max([last, *(f.stat().st_mtime for f in logs.glob("*.log"))])
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
+    click.echo(
+        f"warning: the previous supervisor (pid {pid}) stopped without `orchestrator down`"
+        f" (killed, or out of memory?), last seen at {when}; see {logs / 'app.log'}",
+        err=True,
+    )
 
 
 def _wait_started(
