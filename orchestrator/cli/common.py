@@ -48,7 +48,7 @@ class App:
         """
         if not self.config_dir.is_dir():
             abort(
-                f"no config directory at {self.config_dir}; run orchestrator from your project's "
+                f"no config directory at {self.config_dir}; run from your project's "
                 f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR",
                 exit_codes.BAD_CONFIG,
             )
