@@ -26,12 +26,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# setuptools announces every editable install with a boxed "Editable installation." warning (its
+# InformationOnly, not a deprecation), which pip shows even with --quiet: only that one is hushed.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e
+
 $(INSTALLED): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+	$(EDITABLE) .
 	@touch $@
 
 $(DEV_INSTALLED): $(INSTALLED)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(EDITABLE) '.[dev]'
 	@touch $@
 
 lint: $(DEV_INSTALLED)
@@ -55,7 +59,7 @@ pytest: $(DEV_INSTALLED)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) $(COMPARE_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(COMPARE_VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info
 
 # The benchmarks of the performance issue (real processes, raw pyzmq baselines measured in the
 # same run): prints a table, writes bench/results.json, exits 1 if a target is missed.

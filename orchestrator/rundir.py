@@ -12,9 +12,11 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
+_PID_WAIT = 2.0  # seconds a reader waits for the lock holder's pid file
 
 
 class AlreadyRunningError(RuntimeError):
@@ -103,10 +105,18 @@ class RunDir:
         self._lock_fd = fd
         for stale in self.path.glob("*.sock"):
             stale.unlink(missing_ok=True)
-        _write_private(self.pid_file, f"{os.getpid()}\n".encode())
+        # Written whole, then renamed: a reader sees the old file or the new one, never half.
+        fresh = self.path / "supervisor.pid.new"
+        _write_private(fresh, f"{os.getpid()}\n".encode())
+        os.replace(fresh, self.pid_file)
 
     def running_pid(self) -> int | None:
-        """The pid of the supervisor holding the lock, or None if no supervisor is running."""
+        """The pid of the supervisor holding the lock, or None if no supervisor is running.
+
+        A supervisor that has just taken the lock writes its pid file a moment later, over the
+        file of one that was killed: until it has, wait for it (up to `_PID_WAIT` seconds, then
+        -1), so that two `up` started at once name the one that won, not a dead one.
+        """
         lock = self.path / "supervisor.lock"
         if self._lock_fd is not None:
             return os.getpid()
@@ -117,9 +127,7 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            with contextlib.suppress(OSError, ValueError):
-                return int(self.pid_file.read_text().strip())
-            return -1
+            return self._holder_pid()
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
@@ -138,6 +146,18 @@ class RunDir:
         except (OSError, ValueError):
             return None
 
+    def _holder_pid(self) -> int:
+        """The pid in the pid file once it names a live process, or -1 if it does not in time."""
+        deadline = time.monotonic() + _PID_WAIT
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self.pid_file.read_text().strip())
+                if pid > 0 and _alive(pid):
+                    return pid
+            if time.monotonic() >= deadline:
+                return -1
+            time.sleep(0.005)
+
     def release(self) -> None:
         """Remove the directory and drop the lock (the supervisor's last act)."""
         import shutil  # noqa: PLC0415  (here: with bz2 and lzma, half a MB the supervisor keeps)
@@ -155,6 +175,17 @@ def _fnv1a_64(data: bytes) -> int:
     for byte in data:
         value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return value
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (ours or not: EPERM means it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_private(path: Path, data: bytes, *, append: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator import __version__
+from orchestrator.cli.common import group_config_option
 from orchestrator.cli.down import down
 from orchestrator.cli.events import events
 from orchestrator.cli.logs import logs
@@ -28,15 +29,18 @@ class _InOrder(click.Group):
     cls=_InOrder, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.version_option(__version__, prog_name="orchestrator")
+@group_config_option
 def cli() -> None:
     """Supervise Python modules that talk over a ZeroMQ event bus.
 
     Each enabled module in config/modules.yaml runs in its own process, restarted when it crashes,
-    stopped gracefully with the rest. Every command takes -c/--config DIR (default ./config, or
-    $ORCHESTRATOR_CONFIG) and talks to the supervisor running for that config.
+    stopped gracefully with the rest. Every command works on one config directory, -c/--config DIR
+    before or after the command (default ./config, or $ORCHESTRATOR_CONFIG), and talks to the
+    supervisor running for it. Commands that print a result take --json.
 
     \b
-    Exit codes: 0 done, 1 failed, 2 bad usage, 3 invalid config, 4 no supervisor running.
+    Exit codes: 0 done, 1 failed, 2 bad usage (an unknown option, command or module name),
+    3 config directory missing or config invalid, 4 no supervisor running.
     """
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
@@ -16,6 +18,9 @@ from orchestrator.rundir import RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEFAULT_CONFIG = Path("config")
+CONFIG_ENV = "ORCHESTRATOR_CONFIG"
+
 
 def abort(message: str, code: int = exit_codes.FAILED) -> NoReturn:
     """Print `Error: message` to stderr and exit with `code`."""
@@ -23,16 +28,35 @@ def abort(message: str, code: int = exit_codes.FAILED) -> NoReturn:
     raise SystemExit(code)
 
 
+def echo_json(data: Any) -> None:
+    """Print `data` as the one JSON document of a command's --json output."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
 class App:
     """The config directory a command works on, and how to reach its supervisor."""
 
     def __init__(self, config_dir: Path) -> None:
-        self.config_dir = config_dir
+        # Absolute from here on: what errors quote, and what a detached supervisor is handed.
+        self.config_dir = config_dir.absolute()
+
+    def require_config_dir(self) -> None:
+        """Exit with code 3 and where it looked if the config directory does not exist.
+
+        Every command starts here, so that a missing config reads the same everywhere (and never
+        as "no supervisor is running", which would be true but beside the point).
+        """
+        if not self.config_dir.is_dir():
+            abort(
+                f"no config directory at {self.config_dir}; run from your project's "
+                f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR",
+                exit_codes.BAD_CONFIG,
+            )
 
     def load(self) -> AppConfig:
-        """The validated config; exits with code 3 and a one-line error if it is invalid."""
-        if not self.config_dir.is_dir():
-            abort(f"{self.config_dir}: config directory not found", exit_codes.BAD_CONFIG)
+        """The validated config; exits with code 3 and a one-line error if it is missing or
+        invalid."""
+        self.require_config_dir()
         try:
             return load_config(self.config_dir)
         except ConfigError as exc:
@@ -43,26 +67,50 @@ class App:
         return RunDir(self.config_dir)
 
     def client(self) -> ControlClient:
-        """A client for the running supervisor; exits with code 4 if none runs for this config."""
+        """A client for the running supervisor; exits with code 3 if the config directory does
+        not exist, 4 if no supervisor runs for it."""
+        self.require_config_dir()
         try:
             return ControlClient(self.run_dir)
         except NotRunningError:
             abort(f"no supervisor is running for {self.config_dir}", exit_codes.NOT_RUNNING)
 
     def request(self, cmd: str, wait: float = 10.0, **arguments: Any) -> Any:
-        """Send a request; exit 4 if no supervisor runs, 1 with its message if the request failed."""
+        """Send a request; exit 4 if no supervisor runs, 2 if it names a module the supervisor
+        does not have, 1 with its message if the request failed otherwise."""
+        client = self.client()
         try:
-            return self.client().request(cmd, wait, **arguments)
+            return client.request(cmd, wait, **arguments)
         except NotRunningError as exc:
             abort(str(exc), exit_codes.NOT_RUNNING)
         except ControlError as exc:
-            abort(str(exc))
+            name = arguments.get("name")
+            unknown = isinstance(name, str) and not self._has_module(client, name)
+            abort(str(exc), exit_codes.USAGE if unknown else exit_codes.FAILED)
+
+    @staticmethod
+    def _has_module(client: ControlClient, name: str) -> bool:
+        """Whether the running supervisor has module `name` (True if it cannot tell: then the
+        failure stands as it was)."""
+        try:
+            modules = client.request("status")["modules"]
+        except (ControlError, NotRunningError, KeyError, TypeError):
+            return True
+        return any(module.get("name") == name for module in modules)
 
 
 def config_option(command: F) -> F:
-    """Add -c/--config DIR to a command and pass an `App` as its first argument."""
+    """Add -c/--config DIR to a command and pass an `App` as its first argument.
+
+    The directory comes from, first to last: -c after the command, -c before it (on the group,
+    in `ctx.obj`), $ORCHESTRATOR_CONFIG, ./config.
+    """
 
     def to_app(ctx: click.Context, param: click.Parameter, value: Path) -> App:
+        given_here = ctx.get_parameter_source("app") is ParameterSource.COMMANDLINE
+        before = ctx.find_object(GroupOptions)
+        if not given_here and before is not None and before.config_dir is not None:
+            return App(before.config_dir)
         return App(value)
 
     return click.option(
@@ -70,9 +118,37 @@ def config_option(command: F) -> F:
         "--config",
         "app",
         type=click.Path(file_okay=False, path_type=Path),
-        default=Path("config"),
-        envvar="ORCHESTRATOR_CONFIG",
-        show_default="./config, or $ORCHESTRATOR_CONFIG",
+        default=DEFAULT_CONFIG,
+        envvar=CONFIG_ENV,
+        show_default=f"./config, or ${CONFIG_ENV}",
         callback=to_app,
-        help="Directory holding main.yaml and modules.yaml.",
+        help="Directory holding main.yaml and modules.yaml (may also come before the command).",
     )(command)
+
+
+class GroupOptions:
+    """What the options given before the command hand down to it (as `ctx.obj`)."""
+
+    def __init__(self, config_dir: Path | None) -> None:
+        self.config_dir = config_dir
+
+
+def group_config_option(group: F) -> F:
+    """-c/--config DIR on the `orchestrator` group itself: `orchestrator -c DIR status`."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        ctx.obj = GroupOptions(value)
+        return value
+
+    return click.option(
+        "-c",
+        "--config",
+        "config_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=remember,
+        help=f"Directory holding main.yaml and modules.yaml (default ./config, or ${CONFIG_ENV}). "
+        "May come after the command instead; given in both places, the one after wins.",
+    )(group)

@@ -6,8 +6,8 @@ import time
 
 import click
 
-from orchestrator.cli.common import App, abort, config_option
-from orchestrator.control import process_exists
+from orchestrator.cli.common import App, abort, config_option, echo_json
+from orchestrator.control import ControlClient, NotRunningError, process_exists
 
 _EXIT_WAIT = 10.0
 
@@ -20,8 +20,23 @@ _EXIT_WAIT = 10.0
     default=None,
     help="Seconds to wait for graceful stops before SIGKILL. Default: each module's stop_timeout.",
 )
-def down(app: App, timeout: float | None) -> None:
-    """Stop every module gracefully, then the supervisor; return when no process is left."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"was_running": ..., "supervisor": {"pid": ...}} instead of a sentence.',
+)
+def down(app: App, timeout: float | None, as_json: bool) -> None:
+    """Stop every module gracefully, then the supervisor; return when no process is left.
+
+    Nothing running is not an error: it says so and exits 0, as `docker compose down` does.
+    """
+    app.require_config_dir()
+    try:
+        ControlClient(app.run_dir)
+    except NotRunningError:
+        _done(as_json, None, f"nothing was running for {app.config_dir}")
+        return
     wait = (timeout if timeout is not None else 300.0) + _EXIT_WAIT
     arguments = {} if timeout is None else {"timeout": timeout}
     data = app.request("down", wait=wait, **arguments)
@@ -31,4 +46,11 @@ def down(app: App, timeout: float | None) -> None:
         if time.monotonic() > deadline:
             abort(f"modules stopped, but the supervisor (pid {pid}) did not exit")
         time.sleep(0.01)
-    click.echo(f"stopped (supervisor pid {pid})")
+    _done(as_json, pid, f"stopped (supervisor pid {pid})")
+
+
+def _done(as_json: bool, pid: int | None, sentence: str) -> None:
+    if as_json:
+        echo_json({"was_running": pid is not None, "supervisor": {"pid": pid}})
+    else:
+        click.echo(sentence)

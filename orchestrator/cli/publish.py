@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from module_sdk.event import validate_event_type
-from orchestrator.cli.common import App, config_option
+from orchestrator.cli.common import App, config_option, echo_json
 
 
 def _event_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -31,10 +31,14 @@ def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> A
 @click.argument("event_type", metavar="TYPE", callback=_event_type)
 @click.argument("data", metavar="[JSON]", required=False, callback=_payload)
 @config_option
-def publish(app: App, event_type: str, data: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"type": ..., "id": ...}.')
+def publish(app: App, event_type: str, data: Any, as_json: bool) -> None:
     """Publish one event of TYPE (like `test.ping`) on the running bus, with source `cli`.
 
     JSON is the event's data, for example '{"message": "hello"}'; without it the data is null.
     """
     answer = app.request("publish", type=event_type, data=data)
+    if as_json:
+        echo_json({"type": event_type, "id": answer["id"]})
+        return
     click.echo(f"published {event_type} (id {answer['id']})")

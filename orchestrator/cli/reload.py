@@ -7,14 +7,21 @@ from typing import Any
 import click
 
 from orchestrator import exit_codes
-from orchestrator.cli.common import App, abort, config_option
+from orchestrator.cli.common import App, abort, config_option, echo_json
 from orchestrator.control import ControlError, NotRunningError
 
 
 @click.command()
 @config_option
 @click.option("--dry-run", is_flag=True, help="Print what would change, and change nothing.")
-def reload(app: App, dry_run: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the plan as one JSON document: start, stop, restart (name: changed fields), "
+    "unchanged, not_applied, dry_run.",
+)
+def reload(app: App, dry_run: bool, as_json: bool) -> None:
     """Re-read main.yaml and modules.yaml and apply only the difference.
 
     Modules added or newly enabled start, removed or disabled ones stop, those whose settings
@@ -29,6 +36,9 @@ def reload(app: App, dry_run: bool) -> None:
         is_config = isinstance(exc.data, dict) and exc.data.get("kind") == "config"
         suffix = "; the running config is unchanged" if is_config else ""
         abort(f"{exc}{suffix}", exit_codes.BAD_CONFIG if is_config else exit_codes.FAILED)
+    if as_json:
+        echo_json({**plan, "dry_run": dry_run})
+        return
     click.echo(render_plan(plan, dry_run=dry_run))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option
+from orchestrator.cli.common import App, config_option, echo_json
 
 
 @click.command()
@@ -17,11 +17,20 @@ from orchestrator.cli.common import App, config_option
     show_default=True,
     help="Seconds to wait for the module to run again.",
 )
-def restart(app: App, name: str, wait: float) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the module's status once it runs again, as `status NAME --json` does.",
+)
+def restart(app: App, name: str, wait: float, as_json: bool) -> None:
     """Restart module NAME and return once it is running again with a new pid.
 
     A module that has failed (restart limit reached) is started afresh. Exits 1 if it does not come
-    back up, with the reason.
+    back up, with the reason; 2 if there is no module NAME.
     """
     data = app.request("restart", wait=wait, name=name)
+    if as_json:
+        echo_json(app.request("status", name=name))
+        return
     click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,9 @@ import click
 
 import orchestrator
 from orchestrator import exit_codes
-from orchestrator.cli.common import App, abort, config_option
+from orchestrator.cli.common import App, abort, config_option, echo_json
 from orchestrator.testrun.discover import DiscoveryError, discover
-from orchestrator.testrun.report import CORE, render, tally
+from orchestrator.testrun.report import CORE, Tally, as_dict, render, tally
 
 
 @click.command(name="test")
@@ -26,7 +27,15 @@ from orchestrator.testrun.report import CORE, render, tally
     help="Also write one JUnit XML report here, for CI.",
 )
 @click.option("--core", is_flag=True, help="Add orchestrator's own test suite to the run.")
-def test(app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as one JSON document; pytest's own output goes to stderr.",
+)
+def test(
+    app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool, as_json: bool
+) -> None:
     """Run the tests each enabled module lists in get_tests(), or only those of NAMES.
 
     All of them run in one pytest session, whose output is shown as it runs; then a report gives
@@ -59,8 +68,10 @@ def test(app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool) -
         owners[suite] = CORE
         order.append(CORE)
     if not owners:
-        click.echo(render(order, untested, {}))
+        _report(as_json, order, untested, {})
         return
+    if importlib.util.find_spec("pytest") is None:  # a dependency: only a broken install lacks it
+        abort(f"pytest is not installed for {sys.executable}: pip install pytest")
     with tempfile.TemporaryDirectory(prefix="orchestrator-test-") as scratch:
         report = Path(scratch) / "junit.xml"
         rootdir = config.config_dir.parent
@@ -77,13 +88,24 @@ def test(app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool) -
             "-o",
             "junit_family=xunit1",
         ]
-        code = subprocess.call(command, cwd=rootdir)
+        # With --json, stdout holds the one JSON document: pytest's output goes to stderr.
+        code = subprocess.call(command, cwd=rootdir, stdout=sys.stderr if as_json else None)
         if not report.exists():
             abort(f"pytest did not run (exit {code})")
         if junit_xml is not None:
             shutil.copyfile(report, junit_xml)
         results = tally(report, rootdir, owners)
-    click.echo("")
-    click.echo(render(order, untested, results))
+    if not as_json:
+        click.echo("")
+    _report(as_json, order, untested, results)
     if code != 0 or any(r.failed or r.errors for r in results.values()):
         raise SystemExit(exit_codes.FAILED)
+
+
+def _report(
+    as_json: bool, order: list[str], untested: list[str], results: dict[str, Tally]
+) -> None:
+    if as_json:
+        echo_json(as_dict(order, untested, results))
+    else:
+        click.echo(render(order, untested, results))

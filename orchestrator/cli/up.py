@@ -107,8 +107,10 @@ def _wait_started(
     """Wait for the new supervisor to take its lock, then for every module to start; aborts
     with the supervisor's own error if it exits first."""
     deadline = time.monotonic() + _SUPERVISOR_START
-    while app.run_dir.running_pid() is None:
+    while (pid := app.run_dir.running_pid()) != daemon.pid:
         if daemon.poll() is not None or time.monotonic() > deadline:
+            if pid is not None and pid > 0:  # another `up` started at the same moment won
+                abort(f"a supervisor is already running for this config (pid {pid})")
             abort(f"the supervisor did not start{_said(output)}")
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 CORE = "(core)"
@@ -105,3 +106,31 @@ def render(order: list[str], untested: list[str], results: dict[str, Tally]) -> 
         f"{total.errors} errors: {verdict}"
     )
     return "\n".join(lines)
+
+
+def as_dict(order: list[str], untested: list[str], results: dict[str, Tally]) -> dict[str, Any]:
+    """The report as `test --json` prints it: `modules`, one entry per module in the order of the
+    table (`tests: null` for those without), then the `total` and whether all `passed`."""
+    modules: list[dict[str, Any]] = []
+    total = Tally()
+    for name in [*order, *(n for n in results if n not in order)]:
+        entry = results.get(name, Tally())
+        total.add(entry)
+        modules.append({"name": name, **_counts(entry), "failures": entry.failures})
+    modules.extend({"name": name, "tests": None} for name in untested)
+    return {
+        "modules": modules,
+        "total": _counts(total),
+        "passed": not (total.failed or total.errors),
+    }
+
+
+def _counts(entry: Tally) -> dict[str, Any]:
+    return {
+        "tests": entry.total,
+        "passed": entry.passed,
+        "failed": entry.failed,
+        "skipped": entry.skipped,
+        "errors": entry.errors,
+        "seconds": round(entry.seconds, 3),
+    }

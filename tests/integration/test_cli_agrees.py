@@ -1,0 +1,211 @@
+"""The CLI from any directory, and commands that agree: -c before or after the command, one
+answer for a missing config directory, one exit code for an unknown module, `down` with nothing
+running, two `up -d` at once, and --json wherever a command prints a result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from project import Project, describe
+
+from orchestrator import exit_codes
+
+WITH_TESTS = """
+def initialize(event_bus, config):
+    pass
+
+
+def shutdown():
+    pass
+
+
+def get_tests():
+    return ["tests"]
+"""
+
+
+def orchestrator(
+    project: Project, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`orchestrator ARGS` exactly as given (no -c added), run in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env=env or project.env,
+        cwd=cwd,
+    )
+
+
+def started(project: Project, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=project.env,
+        cwd=cwd,
+    )
+
+
+def finished(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def idle_project(project: Project) -> None:
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+
+
+def test_config_before_or_after_the_command_from_another_directory(project: Project) -> None:
+    idle_project(project)
+    elsewhere = project.root / "elsewhere"
+    elsewhere.mkdir()
+    config = str(project.config_dir)
+    relative = "../config"  # from `elsewhere`: a detached supervisor must still find it
+    result = orchestrator(project, "-c", relative, "up", "-d", cwd=elsewhere)
+    assert result.returncode == 0, describe(result)
+    before = orchestrator(project, "-c", config, "status", "--json", cwd=Path("/"))
+    after = orchestrator(project, "status", "--json", "-c", config, cwd=Path("/"))
+    for result in (before, after):
+        assert result.returncode == 0, describe(result)
+        assert json.loads(result.stdout)["modules"][0]["state"] == "running"
+    # Given in both places, the one after the command wins; either way beats the environment.
+    missing = str(project.root / "missing")
+    wins = orchestrator(project, "-c", missing, "status", "-c", config, cwd=Path("/"))
+    assert wins.returncode == 0, describe(wins)
+    loses = orchestrator(project, "-c", config, "status", "-c", missing, cwd=Path("/"))
+    assert loses.returncode == exit_codes.BAD_CONFIG and missing in loses.stderr, describe(loses)
+    env = dict(project.env, ORCHESTRATOR_CONFIG=missing)
+    over_env = orchestrator(project, "-c", config, "status", cwd=Path("/"), env=env)
+    assert over_env.returncode == 0, describe(over_env)
+    down = orchestrator(project, "-c", relative, "down", cwd=elsewhere)
+    assert down.returncode == 0 and "stopped" in down.stdout, describe(down)
+
+
+NEEDS_CONFIG = [
+    ["up", "-d"],
+    ["up"],
+    ["down"],
+    ["status"],
+    ["status", "idle"],
+    ["restart", "idle"],
+    ["reload"],
+    ["test"],
+    ["test", "idle"],
+    ["logs", "idle"],
+    ["events", "--timeout", "1"],
+    ["publish", "probe.note"],
+]
+
+
+def test_no_config_directory_is_exit_3_with_its_absolute_path_in_every_command(
+    project: Project,
+) -> None:
+    empty = project.root / "empty"
+    empty.mkdir()
+    runs = {" ".join(args): started(project, *args, cwd=empty) for args in NEEDS_CONFIG}
+    runs["-c nowhere status"] = started(project, "-c", "nowhere", "status", cwd=empty)
+    for command, proc in runs.items():
+        result = finished(proc)
+        looked_in = empty / ("nowhere" if "nowhere" in command else "config")
+        assert result.returncode == exit_codes.BAD_CONFIG, f"{command}: {describe(result)}"
+        assert f"no config directory at {looked_in};" in result.stderr, (
+            f"{command}: {describe(result)}"
+        )
+        assert "-c DIR" in result.stderr and "ORCHESTRATOR_CONFIG" in result.stderr, command
+        assert "no supervisor" not in result.stderr, command
+
+
+def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -> None:
+    idle_project(project)
+    project.up()
+    for command in (["status", "nope"], ["restart", "nope"], ["logs", "nope"], ["test", "nope"]):
+        result = project.cli(*command, check=exit_codes.USAGE)
+        assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
+    # A known module that does exist is not a usage error.
+    project.cli("status", "idle", check=0)
+
+
+def test_down_with_nothing_running_is_not_an_error(project: Project) -> None:
+    idle_project(project)
+    result = project.cli("down", check=0)
+    assert result.stdout.startswith("nothing was running"), describe(result)
+    assert result.stderr == ""
+    as_json = project.cli("down", "--json", check=0)
+    assert json.loads(as_json.stdout) == {"was_running": False, "supervisor": {"pid": None}}
+
+
+def test_two_up_at_once_start_exactly_one_supervisor(project: Project) -> None:
+    idle_project(project)
+    for _ in range(3):
+        racers = [started(project, "up", "-d", "-c", str(project.config_dir), cwd=project.root)]
+        racers.append(started(project, "up", "-d", "-c", str(project.config_dir), cwd=project.root))
+        results = [finished(proc) for proc in racers]
+        codes = sorted(result.returncode for result in results)
+        assert codes == [0, 1], "\n".join(map(describe, results))
+        supervisors = [
+            p for p in project.processes() if "orchestrator.daemon" in " ".join(p.cmdline())
+        ]
+        assert len(supervisors) == 1, supervisors
+        loser = next(result for result in results if result.returncode == 1)
+        assert f"already running for this config (pid {supervisors[0].pid})" in loser.stderr
+        project.cli("down", check=0)
+
+
+def test_json_output_parses_for_each_command_that_has_it(project: Project) -> None:
+    root = project.root / "modules" / "tested"
+    (root / "tests").mkdir(parents=True)
+    (root / "__init__.py").write_text(WITH_TESTS)
+    (root / "tests" / "test_it.py").write_text("def test_passes():\n    assert True\n")
+    project.configure(
+        [
+            {"name": "idle", "path": project.probe("idle")},
+            {"name": "tested", "path": "../modules/tested"},
+        ]
+    )
+    project.up()
+
+    def document(*args: str) -> Any:
+        result = project.cli(*args, "--json", check=0)
+        try:
+            return json.loads(result.stdout)
+        except json.JSONDecodeError:
+            pytest.fail(f"{' '.join(args)} --json: not one JSON document\n{describe(result)}")
+
+    status = document("status", "idle")
+    restarted = document("restart", "idle")
+    assert restarted.keys() == status.keys()
+    (row,) = restarted["modules"]
+    assert row.keys() == status["modules"][0].keys()
+    assert row["name"] == "idle" and row["state"] == "running" and row["restarts"] == 1
+    assert document("reload", "--dry-run") == {
+        "start": [],
+        "stop": [],
+        "restart": {},
+        "unchanged": ["idle", "tested"],
+        "not_applied": [],
+        "dry_run": True,
+    }
+    published = document("publish", "probe.note")
+    assert published["type"] == "probe.note" and isinstance(published["id"], str)
+    tested = document("test")
+    assert tested["passed"] is True and tested["total"]["passed"] == 1
+    assert {m["name"]: m["tests"] for m in tested["modules"]} == {"tested": 1, "idle": None}
+    pid = status["supervisor"]["pid"]
+    assert document("down") == {"was_running": True, "supervisor": {"pid": pid}}
+
+
+def test_pytest_is_installed_with_orchestrator_not_only_for_development() -> None:
+    """`orchestrator test` runs pytest: a plain `pip install` must bring it."""
+    from importlib.metadata import requires
+
+    runtime = [r for r in requires("orchestrator") or [] if "extra ==" not in r]
+    assert any(r.replace(" ", "").startswith("pytest>") for r in runtime), runtime
