@@ -44,10 +44,9 @@ def init(directory: Path, force: bool, as_json: bool) -> None:
     plan = FileSet()
     relative = {}
     for name, text in project_files().items():
-        path = root / name
-        plan.add(path, text)
-        relative[Path(os.path.abspath(path))] = name
-    existing = plan.existing()
+        plan.add(root / name, text, replace=force)
+        relative[root / name] = name
+    existing = [path for path in relative if os.path.lexists(path)]
     if existing and not force:
         names = ", ".join(relative[path] for path in existing)
         abort(
@@ -56,7 +55,8 @@ def init(directory: Path, force: bool, as_json: bool) -> None:
     try:
         plan.commit()
     except WriteError as exc:
-        abort(f"could not write the project: {exc}; nothing was written")
+        # New files are taken back on failure; a file --force replaced already cannot be.
+        abort(f"could not write the project: {exc}" + ("" if force else "; nothing was written"))
     steps = _next_steps(directory)
     replaced = sorted(relative[path] for path in existing)
     if as_json:

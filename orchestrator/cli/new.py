@@ -62,7 +62,8 @@ def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -
         plan.add(target / relative_path, text)
     if add:
         # Through a symlink to the file it points at, which is what the loader reads.
-        plan.add(Path(os.path.realpath(modules_file)), _modules_with(app, modules_file, entry))
+        text = _modules_with(app, modules_file, entry)
+        plan.add(Path(os.path.realpath(modules_file)), text, replace=True)
     try:
         plan.commit()
     except WriteError as exc:

@@ -10,6 +10,7 @@ trips over the first one's leftovers; even a process killed half-way leaves at m
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -36,21 +37,27 @@ class FileSet:
 
     def __init__(self) -> None:
         self.files: dict[Path, str] = {}
+        self._replaceable: set[Path] = set()
 
-    def add(self, path: Path, text: str) -> None:
-        """Plan `path` (made absolute) with `text` as its content."""
-        self.files[Path(os.path.abspath(path))] = text
+    def add(self, path: Path, text: str, *, replace: bool = False) -> None:
+        """Plan `path` (made absolute) with `text` as its content; with `replace`, an existing
+        file there is replaced (keeping its permission bits), otherwise it is an error."""
+        absolute = Path(os.path.abspath(path))
+        self.files[absolute] = text
+        if replace:
+            self._replaceable.add(absolute)
 
-    def existing(self) -> list[Path]:
-        """The planned paths that exist already (as anything, a dangling symlink too)."""
-        return [path for path in self.files if os.path.lexists(path)]
+    def conflicts(self) -> list[Path]:
+        """The planned paths that exist already (as anything, a dangling symlink too) and may
+        not be replaced: `commit()` would fail on them."""
+        return [p for p in self.files if p not in self._replaceable and os.path.lexists(p)]
 
     def commit(self) -> None:
-        """Write every file; `WriteError` (and nothing written) if any of it fails.
+        """Write every file; `WriteError` (and nothing written) if any of it fails, or if a file
+        that may not be replaced exists, even one that appeared since `conflicts()` was asked.
 
-        An existing file is replaced, keeping its permission bits: check `existing()` first to
-        refuse instead. Once something has been replaced, a later failure cannot bring it back;
-        replacements therefore come last, after every new file and directory is in place.
+        Once a file has been replaced, a later failure cannot bring it back; replacements
+        therefore come last, after every new file and directory is in place.
         """
         try:
             units = self._stage()
@@ -77,6 +84,8 @@ class FileSet:
                 top = _top_missing(path.parent)
                 if top is None:
                     replaces = os.path.lexists(path)
+                    if replaces and path not in self._replaceable:
+                        raise FileExistsError(errno.EEXIST, "exists already", str(path))
                     staged = _hidden(path)
                     _write(staged, text, like=path if replaces else None)
                     units[path] = _Unit(path, staged, replaces)
@@ -121,7 +130,7 @@ def _move(unit: _Unit) -> None:
     elif unit.staged.is_dir():
         # rename() would replace an empty directory that appeared meanwhile: refuse it instead.
         if os.path.lexists(unit.destination):
-            raise FileExistsError(17, "appeared meanwhile", str(unit.destination))
+            raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(unit.destination))
         os.rename(unit.staged, unit.destination)
     else:
         try:
@@ -130,7 +139,9 @@ def _move(unit: _Unit) -> None:
             raise
         except OSError:  # a file system without hard links
             if os.path.lexists(unit.destination):
-                raise FileExistsError(17, "appeared meanwhile", str(unit.destination)) from None
+                raise FileExistsError(
+                    errno.EEXIST, "appeared meanwhile", str(unit.destination)
+                ) from None
             os.rename(unit.staged, unit.destination)
             return
         os.unlink(unit.staged)

@@ -47,11 +47,17 @@ NOTES: dict[str, str] = {
     "bus.max_message_size_mb": "larger events are refused",
     "bus.high_water_mark": "events queued per socket before ZeroMQ drops",
     "bus.broker_memory_limit_mb": "the broker process is restarted past this",
-    "notifications.webhooks": '[{url: "https://...", events: ["module.failed"]}]',
+    "notifications.webhooks": "a list of entries like this one:",
+    "notifications.webhooks[].url": "required",
+    "notifications.webhooks[].events": "event patterns, as modules subscribe",
+    "notifications.webhooks[].headers": 'e.g. {Authorization: "Bearer ${TOKEN}"}',
     "hot_reload": "restart a module when its code is saved",
 }
 """One-line notes shown beside keys of the generated main.yaml. A key with a fixed set of values
 and no note gets its choices listed, from its type."""
+
+PLACEHOLDERS: dict[str, Any] = {"notifications.webhooks[].url": "https://example.com/hook"}
+"""What the generated main.yaml shows for a key that has no default."""
 
 _NOTE_COLUMN = 44
 
@@ -102,9 +108,33 @@ def main_yaml() -> str:
                 note = _note(dotted, section_hints[field.name])
                 shown = yaml_scalar(_plain(getattr(value, field.name)))
                 lines.append(_line(1, f"{field.name}: {shown}", note))
+                lines.extend(_item_lines(section_hints[field.name], f"{dotted}[]"))
         else:
             lines.append(_line(0, f"{key}: {yaml_scalar(_plain(value))}", _note(key, hints[key])))
     return "\n".join(lines) + "\n"
+
+
+def _item_lines(hint: Any, dotted: str) -> list[str]:
+    """For a list of mappings (`tuple[Webhook, ...]`), the keys of one item, as a comment within
+    the comment (uncommenting the list's line leaves them commented): its defaults, or a
+    placeholder for a required key."""
+    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+    if not args or not dataclasses.is_dataclass(args[0]):
+        return []
+    item_type = args[0]
+    item_hints = typing.get_type_hints(item_type)
+    lines = []
+    for index, field in enumerate(dataclasses.fields(item_type)):
+        lead = "# - " if index == 0 else "#   "
+        if field.default is not dataclasses.MISSING:
+            shown = yaml_scalar(_plain(field.default))
+        elif field.default_factory is not dataclasses.MISSING:
+            shown = yaml_scalar(_plain(field.default_factory()))
+        else:
+            shown = yaml_scalar(PLACEHOLDERS[f"{dotted}.{field.name}"])
+        note = _note(f"{dotted}.{field.name}", item_hints[field.name])
+        lines.append(_line(1, f"{lead}{field.name}: {shown}", note))
+    return lines
 
 
 def modules_yaml(entries: list[dict[str, Any]]) -> str:
@@ -128,7 +158,7 @@ def project_files(example: str = EXAMPLE_MODULE) -> dict[str, str]:
 
 def _line(depth: int, text: str, note: str | None) -> str:
     body = "# " + "  " * depth + text
-    return f"{body.ljust(_NOTE_COLUMN)}# {note}" if note else body
+    return f"{body.ljust(_NOTE_COLUMN - 2)}  # {note}" if note else body
 
 
 def _note(dotted: str, hint: Any) -> str | None:
