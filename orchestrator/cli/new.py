@@ -53,7 +53,8 @@ def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -
     if os.path.lexists(target):
         abort(f"{target} already exists")
     modules_file = app.config_dir / MODULES_FILE
-    relative = os.path.relpath(os.path.abspath(target), os.path.abspath(app.config_dir))
+    # Relative to where the loader resolves it from: the config directory's real path.
+    relative = os.path.relpath(os.path.realpath(target), os.path.realpath(app.config_dir))
     entry = module_entry(name, relative)
     plan = FileSet()
     files: list[Path] = []
