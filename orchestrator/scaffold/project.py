@@ -15,6 +15,7 @@ from orchestrator.scaffold.module import entry_text, module_entry, module_files,
 EXAMPLE_MODULE = "example"
 MODULES_DIR = "modules-backend"  # where `orchestrator new` puts modules, beside config/
 ENV_EXAMPLE = ".env.example"
+GITIGNORE_FILE = ".gitignore"
 
 NOTES: dict[str, str] = {
     "app.name": "names the deployment in logs and events",
@@ -149,7 +150,7 @@ def project_files(example: str = EXAMPLE_MODULE) -> dict[str, str]:
         f"config/{MAIN_FILE}": main_yaml(),
         f"config/{MODULES_FILE}": modules_yaml([module_entry(example, f"../{module_dir}")]),
         f"config/{ENV_EXAMPLE}": ENV_TEXT,
-        ".gitignore": GITIGNORE,
+        GITIGNORE_FILE: GITIGNORE,
     }
     for relative, text in module_files(example).items():
         files[f"{module_dir}/{relative}"] = text

@@ -149,15 +149,20 @@ def test_the_readme_project_runs_from_an_installed_package(
 def test_init_refuses_to_overwrite_and_writes_nothing(project: Project) -> None:
     mine = "modules:\n  - name: mine\n    path: ../modules/mine.py\n"
     (project.config_dir / "modules.yaml").write_text(mine)
+    (project.root / ".gitignore").write_text("*.pyc\nlogs/")  # a repository's own: kept
     before = listing(project.root)
     refused = run(project, project.root, "init", check=exit_codes.FAILED)
     assert "these files exist already: config/modules.yaml;" in refused.stderr, describe(refused)
     assert "nothing was written" in refused.stderr
     assert listing(project.root) == before
     assert (project.config_dir / "modules.yaml").read_text() == mine
+    assert (project.root / ".gitignore").read_text() == "*.pyc\nlogs/"
     forced = run(project, project.root, "init", "--force")
     assert "config/modules.yaml (replaced)" in forced.stdout, describe(forced)
+    assert ".gitignore (lines added)" in forced.stdout, describe(forced)
     assert [m.name for m in load_config(project.config_dir).modules] == ["example"]
+    ignored = (project.root / ".gitignore").read_text().splitlines()
+    assert ignored[:2] == ["*.pyc", "logs/"] and ".env" in ignored and ignored.count("logs/") == 1
 
 
 def test_init_json_names_what_it_wrote(project: Project) -> None:
