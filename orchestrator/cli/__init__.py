@@ -8,6 +8,7 @@ from orchestrator import __version__
 from orchestrator.cli.common import group_config_option
 from orchestrator.cli.down import down
 from orchestrator.cli.events import events
+from orchestrator.cli.init import init
 from orchestrator.cli.logs import logs
 from orchestrator.cli.new import new
 from orchestrator.cli.publish import publish
@@ -44,7 +45,7 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, restart, reload, test, logs, events, publish, new):
+for command in (init, up, down, status, restart, reload, test, logs, events, publish, new):
     cli.add_command(command)
 
 

@@ -2,75 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option
+from orchestrator.config import ConfigError
+from orchestrator.config.loader import MAIN_FILE, MODULES_FILE, read_yaml
 from orchestrator.config.modules import NAME_PATTERN
 from orchestrator.config.validate import describe
-
-MODULE = '''\
-"""{name}: what this module does, in one line."""
-
-from __future__ import annotations
-
-import logging
-from typing import Any
-
-from module_sdk import Event, EventBus
-
-log = logging.getLogger(__name__)
-
-_bus: EventBus | None = None
-
-
-def on_ping(event: Event) -> None:
-    """Answer every `{name}.ping` with a `{name}.pong` carrying the same data."""
-    if _bus is not None:
-        _bus.publish("{name}.pong", event.data)
-
-
-def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
-    """Subscribe and start work here; `config` is this module's `config:` in modules.yaml."""
-    global _bus
-    _bus = event_bus
-    event_bus.subscribe("{name}.ping", on_ping)
-    log.info("{name} ready")
-
-
-def shutdown() -> None:
-    """Stop threads and release resources here."""
-    if _bus is not None:
-        _bus.unsubscribe("{name}.ping", on_ping)
-
-
-def get_tests() -> list[str]:
-    """Test paths, relative to this directory, that `orchestrator test` runs."""
-    return ["tests"]
-'''
-
-TEST = '''\
-"""Tests of {name}, run by `orchestrator test {name}`."""
-
-from pathlib import Path
-
-from module_sdk.testing import InProcessBus, load_module
-
-module = load_module(Path(__file__).resolve().parent.parent)
-
-
-def test_ping_is_answered_with_pong(event_bus: InProcessBus) -> None:
-    module.initialize(event_bus, {{}})
-    try:
-        event_bus.publish("{name}.ping", {{"n": 1}})
-        assert [e.data for e in event_bus.events("{name}.pong")] == [{{"n": 1}}]
-    finally:
-        module.shutdown()
-'''
+from orchestrator.scaffold.files import FileSet, WriteError
+from orchestrator.scaffold.module import entry_text, module_entry, module_files
+from orchestrator.scaffold.modules_file import CannotEditError, with_entry
 
 
 @click.command()
@@ -84,46 +33,126 @@ def test_ping_is_answered_with_pong(event_bus: InProcessBus) -> None:
     help="Where to create it. Default: modules-backend/ beside the config directory.",
 )
 @click.option("--add", is_flag=True, help="Also append its entry to modules.yaml.")
-def new(app: App, name: str, directory: Path | None, add: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print what was written as one JSON document."
+)
+def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -> None:
     """Create module NAME: a package with initialize/shutdown/get_tests and a passing test.
 
-    Prints the modules.yaml entry to add, or appends it with --add.
+    Prints the modules.yaml entry to add, or appends it with --add. Either all of it is written or
+    nothing is, so a failed try never gets in the way of the next.
     """
     if not NAME_PATTERN.fullmatch(name):
         abort(
-            f"invalid module name {describe(name)}: use letters, digits, '_', '.' and '-'",
+            f"invalid module name {describe(name)}: up to 64 letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit",
             exit_codes.USAGE,
         )
     base = directory if directory is not None else app.config_dir.parent / "modules-backend"
     target = base / name
-    if target.exists():
+    if os.path.lexists(target):
         abort(f"{target} already exists")
-    event_namespace = name.replace("-", "_").replace(".", "_")
-    (target / "tests").mkdir(parents=True)
-    (target / "__init__.py").write_text(MODULE.format(name=event_namespace))
-    (target / "tests" / f"test_{event_namespace}.py").write_text(TEST.format(name=event_namespace))
-    modules_file = app.config_dir / "modules.yaml"
-    relative = Path(_relative(target.resolve(), app.config_dir.resolve()))
-    text = modules_file.read_text() if modules_file.exists() else ""
-    indent = next(
-        (m.group(1) for m in re.finditer(r"^( *)- ", text, re.MULTILINE)), "  "
-    )  # match the list's own indentation
-    fields = [f'- name: "{name}"', f'  path: "{relative}"', "  enabled: true", "  config: {}"]
-    entry = "".join(f"{indent}{line}\n" for line in fields)
-    click.echo(f"created {target}/__init__.py and {target}/tests/test_{event_namespace}.py")
+    modules_file = app.config_dir / MODULES_FILE
+    # Relative to where the loader resolves it from: the config directory's real path.
+    relative = os.path.relpath(os.path.realpath(target), os.path.realpath(app.config_dir))
+    entry = module_entry(name, relative)
+    plan = FileSet()
+    files: list[Path] = []
+    for relative_path, text in module_files(name).items():
+        files.append(target / relative_path)
+        plan.add(target / relative_path, text)
     if add:
-        if not modules_file.exists():
-            abort(f"{modules_file}: not found; add this entry to it:\n{entry}")
-        if "modules:" not in text or "modules: []" in text:
-            abort(
-                f"{modules_file}: no `modules:` list to append to; add this entry by hand:\n{entry}"
-            )
-        modules_file.write_text(text.rstrip("\n") + "\n\n" + entry)
-        click.echo(f"added {name} to {modules_file}")
+        # Through a symlink to the file it points at, which is what the loader reads.
+        text = _modules_with(app, modules_file, entry)
+        plan.add(Path(os.path.realpath(modules_file)), text, replace=True)
+    try:
+        plan.commit()
+    except WriteError as exc:
+        abort(f"could not write {name}: {exc}; nothing was written")
+    steps = _next_steps(app, name, added=add)
+    if as_json:
+        document: dict[str, Any] = {
+            "name": name,
+            "written": [str(path) for path in files],
+            "added_to": str(modules_file) if add else None,
+            "entry": entry,
+            "next": [step for step, _ in steps],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for written in files:
+        click.echo(f"created {written}")
+    if add:
+        click.echo(f"added {name} to {modules_file}\nnext:")
     else:
-        click.echo(f"add it to {modules_file}:\n\n{entry}")
-    click.echo(f"then: orchestrator test {name}; a running supervisor starts it at its next `up`")
+        click.echo(f"add it to {modules_file}:\n\n{entry_text(entry)}\nthen:")
+    width = max(len(step) for step, _ in steps)
+    for step, why in steps:
+        click.echo(f"  {step.ljust(width)}  # {why}")
 
 
-def _relative(target: Path, start: Path) -> str:
-    return os.path.relpath(target, start)
+def _modules_with(app: App, modules_file: Path, entry: dict[str, Any]) -> str:
+    """The text of modules.yaml with `entry` added (a new file if there is none); exits, having
+    written nothing, if it cannot be read or edited."""
+    if not app.config_dir.is_dir():
+        abort(
+            f"{app.config_dir}: config directory not found (`orchestrator init` writes a project)",
+            exit_codes.BAD_CONFIG,
+        )
+    by_hand = f"; add this entry by hand:\n{entry_text(entry)}"
+    if not os.path.lexists(modules_file):
+        return with_entry("", entry)
+    try:
+        data = read_yaml(modules_file, str(modules_file))
+        text = modules_file.read_text(encoding="utf-8")
+    except ConfigError as exc:
+        abort(str(exc), exit_codes.BAD_CONFIG)
+    listed = data.get("modules")
+    if isinstance(listed, list) and any(
+        isinstance(m, dict) and m.get("name") == entry["name"] for m in listed
+    ):
+        abort(f"{modules_file}: it has a module named {describe(entry['name'])} already")
+    if not os.access(modules_file, os.W_OK):
+        abort(f"{modules_file}: not writable{by_hand}")
+    try:
+        return with_entry(text, entry)
+    except (CannotEditError, yaml.YAMLError) as exc:
+        abort(f"{modules_file}: cannot add the entry ({exc}){by_hand}")
+
+
+def _next_steps(app: App, name: str, *, added: bool) -> list[tuple[str, str]]:
+    """What to run next, and why: test it, then have it started (a running supervisor with hot
+    reload on starts it as soon as modules.yaml lists it)."""
+    steps = [(_command(app, "test", name), "run its test")]
+    try:
+        running = app.run_dir.running_pid() is not None
+    except ValueError:  # a run directory path too long for a socket: nothing can run there
+        running = False
+    if not running:
+        steps.append((_command(app, "up", "-d"), "start the supervisor and every enabled module"))
+    elif _hot_reload(app.config_dir):
+        where = "is starting it already" if added else "starts it once modules.yaml lists it"
+        steps.append((_command(app, "status", name), f"the supervisor (hot reload on) {where}"))
+    else:
+        steps.append((_command(app, "reload"), "the running supervisor starts it"))
+    return steps
+
+
+def _hot_reload(config_dir: Path) -> bool:
+    """Whether main.yaml turns hot reload on (as the running supervisor read it, unless it was
+    edited since)."""
+    try:
+        main = read_yaml(config_dir / MAIN_FILE, MAIN_FILE, missing_ok=True)
+    except ConfigError:
+        return False
+    return main.get("hot_reload") is True
+
+
+def _command(app: App, *arguments: str) -> str:
+    """`orchestrator ARGS`, with `-c DIR` unless that is the config directory a bare command run
+    here would use."""
+    default = Path(os.environ.get("ORCHESTRATOR_CONFIG") or "config")
+    words = ["orchestrator", *arguments]
+    if os.path.abspath(app.config_dir) != os.path.abspath(default):
+        words += ["-c", str(app.config_dir)]
+    return shlex.join(words)

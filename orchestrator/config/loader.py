@@ -38,12 +38,18 @@ MAIN_KEYS = (
     "hot_reload",
 )
 MODULES_KEYS = ("modules",)
+_NO_MODULES_FILE = (
+    "file not found; it lists the modules to run (`modules: []` for none; `orchestrator init` "
+    "writes a starter project)"
+)
 
 
 def load_config(config_dir: Path) -> AppConfig:
     """Load and validate `config_dir/main.yaml` and `config_dir/modules.yaml`.
 
-    Both files are required. `${VAR}` references are filled from the environment, then from
+    `main.yaml` is optional (every key has a default; a missing file is an empty one);
+    `modules.yaml` is required, since without it there is nothing to run, but `modules: []` or an
+    empty file is a valid, empty project. `${VAR}` references are filled from the environment, then from
     `config_dir/.env`; the values filled in become `AppConfig.secrets`. Relative paths are resolved:
     `logging.directory` against the project root (`config_dir`'s parent), module paths against
     `config_dir`. Raises `ConfigError` (one line, secrets scrubbed) on the first problem found.
@@ -53,8 +59,8 @@ def load_config(config_dir: Path) -> AppConfig:
     env_label = str(config_dir / ENV_FILE)
     root = config_dir.resolve()
 
-    raw_main = read_yaml(root / MAIN_FILE, main_label)
-    raw_modules = read_yaml(root / MODULES_FILE, modules_label)
+    raw_main = read_yaml(root / MAIN_FILE, main_label, missing_ok=True)
+    raw_modules = read_yaml(root / MODULES_FILE, modules_label, missing=_NO_MODULES_FILE)
     variables = read_variables(root / ENV_FILE, env_label)
     substitution = Substitution(variables, env_label)
     try:
@@ -74,13 +80,18 @@ def load_config(config_dir: Path) -> AppConfig:
         raise exc.with_message(Redactor(substitution.secrets).scrub(exc.message)) from None
 
 
-def read_yaml(path: Path, label: str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (`{}` when empty); `label` names it in errors. The file's
-    size, nesting and alias expansion are bounded, and a repeated key is refused (`yamlfile`)."""
+def read_yaml(
+    path: Path, label: str, *, missing_ok: bool = False, missing: str = "file not found"
+) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (`{}` when empty, or when missing with `missing_ok`);
+    `label` names it in errors, `missing` is the message when it is not there. The file's size,
+    nesting and alias expansion are bounded, and a repeated key is refused (`yamlfile`)."""
     try:
         text = read_text(path)
     except FileNotFoundError:
-        raise ConfigError(label, "", "file not found") from None
+        if missing_ok:
+            return {}
+        raise ConfigError(label, "", missing) from None
     except IsADirectoryError:
         raise ConfigError(label, "", "cannot read file: is a directory") from None
     except OSError as exc:

@@ -167,6 +167,10 @@ def test_new_scaffolds_a_module_whose_test_passes(project: Project) -> None:
     assert "added mod-hello" in result.stdout
     created = project.root / "modules-backend" / "mod-hello"
     assert (created / "__init__.py").exists() and (created / "tests" / "test_mod_hello.py").exists()
+    # Its files name the module by its name; only event types use the namespace mod_hello.
+    test_source = (created / "tests" / "test_mod_hello.py").read_text()
+    assert "`orchestrator test mod-hello`" in test_source
+    assert '"mod_hello.ping"' in test_source
     tested = project.cli("test", "mod-hello", check=0)
     assert "mod-hello" in tested.stdout and "1 passed" in tested.stdout
     status = project.up()
@@ -174,6 +178,7 @@ def test_new_scaffolds_a_module_whose_test_passes(project: Project) -> None:
         "idle": "running",
         "mod-hello": "running",
     }
+    wait_until(lambda: "mod-hello ready" in project.log("mod-hello"), 5, "its log line")
     again = project.cli("new", "mod-hello", check=exit_codes.FAILED)
     assert "already exists" in again.stderr
     assert "invalid module name" in project.cli("new", "bad name", check=exit_codes.USAGE).stderr
