@@ -49,7 +49,8 @@ class App:
         if not self.config_dir.is_dir():
             abort(
                 f"no config directory at {self.config_dir}; run from your project's "
-                f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR",
+                f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR"
+                " (`orchestrator init` writes a new project)",
                 exit_codes.BAD_CONFIG,
             )
 

@@ -48,6 +48,7 @@ def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -
             "starting with a letter or digit",
             exit_codes.USAGE,
         )
+    app.require_config_dir()  # a module belongs to a project: never one beside nothing
     base = directory if directory is not None else app.config_dir.parent / "modules-backend"
     target = base / name
     if os.path.lexists(target):
@@ -94,11 +95,6 @@ def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -
 def _modules_with(app: App, modules_file: Path, entry: dict[str, Any]) -> str:
     """The text of modules.yaml with `entry` added (a new file if there is none); exits, having
     written nothing, if it cannot be read or edited."""
-    if not app.config_dir.is_dir():
-        abort(
-            f"{app.config_dir}: config directory not found (`orchestrator init` writes a project)",
-            exit_codes.BAD_CONFIG,
-        )
     by_hand = f"; add this entry by hand:\n{entry_text(entry)}"
     if not os.path.lexists(modules_file):
         return with_entry("", entry)

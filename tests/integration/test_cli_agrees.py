@@ -103,6 +103,8 @@ NEEDS_CONFIG = [
     ["logs", "idle"],
     ["events", "--timeout", "1"],
     ["publish", "probe.note"],
+    ["new", "fresh"],
+    ["new", "fresh", "--add"],
 ]
 
 
@@ -122,6 +124,7 @@ def test_no_config_directory_is_exit_3_with_its_absolute_path_in_every_command(
         )
         assert "-c DIR" in result.stderr and "ORCHESTRATOR_CONFIG" in result.stderr, command
         assert "no supervisor" not in result.stderr, command
+    assert list(empty.iterdir()) == []  # `new` wrote nothing beside no project
 
 
 def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -> None:
