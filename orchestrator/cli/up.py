@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -31,15 +32,23 @@ _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its 
     help="Run in the background; return once every module is running (exit 0), or say which "
     "are not and why (exit 1).",
 )
-def up(app: App, detach: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With -d: print what `status --json` prints once started, instead of the table.",
+)
+def up(app: App, detach: bool, as_json: bool) -> None:
     """Start the broker and every enabled module, each in its own process.
 
     In the foreground, module output shows on the console and Ctrl+C stops everything gracefully.
     Logs go to logs/app.log and logs/<module>.log either way. If the previous supervisor of this
     config stopped without `down` (killed, out of memory), a warning says so first.
     """
+    if as_json and not detach:
+        raise click.UsageError("--json needs -d (in the foreground, up prints module output)")
     if detach:
-        raise SystemExit(_start_detached(app, app.load()))
+        raise SystemExit(_start_detached(app, app.load(), as_json=as_json))
     with Boot() as boot:  # the fork server's template boots while the config loads
         config = app.load()
         _report_previous(app, config)
@@ -49,7 +58,7 @@ def up(app: App, detach: bool) -> None:
             abort(str(exc), exc.code)
 
 
-def _start_detached(app: App, config: AppConfig) -> int:
+def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     run_dir = app.run_dir
     pid = run_dir.running_pid()
     if pid is not None:
@@ -71,7 +80,9 @@ def _start_detached(app: App, config: AppConfig) -> int:
             start_new_session=True,
         )
         data = _wait_started(app, config, daemon, output)
-    click.echo(render(data, module_notes=False))
+    click.echo(
+        json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
+    )
     failed = [m for m in data["modules"] if m["state"] != "running"]
     if failed:
         lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]

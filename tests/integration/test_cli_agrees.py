@@ -174,7 +174,6 @@ def test_json_output_parses_for_each_command_that_has_it(project: Project) -> No
             {"name": "tested", "path": "../modules/tested"},
         ]
     )
-    project.up()
 
     def document(*args: str) -> Any:
         result = project.cli(*args, "--json", check=0)
@@ -182,6 +181,14 @@ def test_json_output_parses_for_each_command_that_has_it(project: Project) -> No
             return json.loads(result.stdout)
         except json.JSONDecodeError:
             pytest.fail(f"{' '.join(args)} --json: not one JSON document\n{describe(result)}")
+
+    started = document("up", "-d")
+    assert {m["name"]: m["state"] for m in started["modules"]} == {
+        "idle": "running",
+        "tested": "running",
+    }
+    assert started.keys() == document("status").keys()
+    assert project.cli("up", "--json").returncode == exit_codes.USAGE  # needs -d
 
     status = document("status", "idle")
     restarted = document("restart", "idle")
