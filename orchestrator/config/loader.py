@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.config.cluster import build_cluster
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.interpolate import Substitution, read_variables
 from orchestrator.config.model import AppConfig
@@ -36,6 +37,7 @@ MAIN_KEYS = (
     "bus",
     "notifications",
     "hot_reload",
+    "cluster",
 )
 MODULES_KEYS = ("modules",)
 _NO_MODULES_FILE = (
@@ -147,6 +149,7 @@ def _build(
         bus=build_bus(main.get("bus"), main_label, "bus"),
         notifications=build_notifications(main.get("notifications"), main_label, "notifications"),
         hot_reload=expect_bool(main.get("hot_reload", False), main_label, "hot_reload"),
+        cluster=build_cluster(main.get("cluster"), main_label, "cluster", config_dir),
         modules=build_modules(
             modules.get("modules"), modules_label, "modules", config_dir, supervision
         ),

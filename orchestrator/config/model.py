@@ -7,6 +7,7 @@ anything it does not recognise, so code that holds an `AppConfig` never re-check
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,43 @@ class NotificationsSection:
 
 
 @dataclass(frozen=True)
+class ClusterCredentials:
+    """`cluster.credentials:` how the bridge authenticates to NATS; exactly one way is set: a
+    `token`, a `user` with a `password`, an NKey seed file or a `.creds` file (absolute paths)."""
+
+    token: str | None = field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    nkey_seed: Path | None = None
+    creds: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClusterTLS:
+    """`cluster.tls:` the CA that signs the servers' certificates and, for mutual TLS, this
+    host's certificate and key (absolute paths)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    """`cluster:` joins this host to others through NATS (off when the section is absent).
+
+    `name` prefixes every subject (one NATS token), `host` names this host to the others, and
+    `export` lists the event patterns that leave this host, as modules subscribe."""
+
+    servers: tuple[str, ...]
+    name: str = "orchestrator"
+    host: str = field(default_factory=socket.gethostname)
+    export: tuple[str, ...] = ("*",)
+    credentials: ClusterCredentials | None = None
+    tls: ClusterTLS | None = None
+
+
+@dataclass(frozen=True)
 class ModuleSpec:
     """One entry of `modules.yaml`, with its supervision settings already merged over the
     defaults."""
@@ -144,6 +182,7 @@ class AppConfig:
     bus: BusSection = field(default_factory=BusSection)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     hot_reload: bool = False
+    cluster: ClusterSection | None = None
     modules: tuple[ModuleSpec, ...] = ()
     secrets: frozenset[str] = frozenset()
 

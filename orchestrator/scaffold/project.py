@@ -53,9 +53,21 @@ NOTES: dict[str, str] = {
     "notifications.webhooks[].events": "event patterns, as modules subscribe",
     "notifications.webhooks[].headers": 'e.g. {Authorization: "Bearer ${TOKEN}"}',
     "hot_reload": "restart a module when its code is saved",
+    "cluster": "off: one host; to join others through NATS:",
 }
 """One-line notes shown beside keys of the generated main.yaml. A key with a fixed set of values
 and no note gets its choices listed, from its type."""
+
+CLUSTER_LINES = (
+    ("servers: [nats://127.0.0.1:4222]", "required: the NATS servers (nats:// or tls://)"),
+    ("name: orchestrator", "the subject prefix, one NATS token"),
+    ("host: <this host's name>", "how other hosts name this one"),
+    ('export: ["*"]', "event patterns that leave this host"),
+    ("credentials: {token: ${NATS_TOKEN}}", "or user+password, nkey_seed, creds"),
+    ("tls: {ca: ca.pem, cert: c.pem, key: k.pem}", "file paths, relative to config/"),
+)
+"""The keys of `cluster:`, shown as a comment within the comment: uncommenting `cluster: null`
+leaves it off, as every uncommented line must give the default."""
 
 PLACEHOLDERS: dict[str, Any] = {"notifications.webhooks[].url": "https://example.com/hook"}
 """What the generated main.yaml shows for a key that has no default."""
@@ -112,6 +124,8 @@ def main_yaml() -> str:
                 lines.extend(_item_lines(section_hints[field.name], f"{dotted}[]"))
         else:
             lines.append(_line(0, f"{key}: {yaml_scalar(_plain(value))}", _note(key, hints[key])))
+        if key == "cluster":
+            lines.extend(_line(1, f"# {text}", note) for text, note in CLUSTER_LINES)
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,9 @@ MODULE_KEYS = (
     "heartbeat_timeout, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
-MAIN_KEYS = "app, bus, error_handling, hot_reload, logging, notifications, resources, supervision"
+MAIN_KEYS = (
+    "app, bus, cluster, error_handling, hot_reload, logging, notifications, resources, supervision"
+)
 
 
 @pytest.fixture

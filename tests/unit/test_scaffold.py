@@ -75,6 +75,16 @@ def test_main_yaml_shows_every_key_the_loader_accepts(config: Path) -> None:
     assert accepted_keys(config, webhook) == item_keys
 
 
+def test_main_yaml_shows_every_cluster_key_commented_within_the_comment(config: Path) -> None:
+    cluster = {"servers": ["nats://127.0.0.1:4222"], "not_a_key": 1}
+    lead = re.compile(r"^#   # ([a-z_]+): ")
+    shown = [m.group(1) for line in main_yaml().splitlines() if (m := lead.match(line))]
+    assert set(shown) == accepted_keys(config, {"cluster": cluster}) - {"not_a_key"}
+    assert "cluster" not in (yaml.safe_load(uncomment(main_yaml())) or {}) or (
+        yaml.safe_load(uncomment(main_yaml()))["cluster"] is None
+    )
+
+
 def test_notes_name_shown_keys_and_lines_fit() -> None:
     text = main_yaml()
     shown = yaml.safe_load(uncomment(text))
