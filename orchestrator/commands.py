@@ -57,8 +57,9 @@ class CommandHandler:
                 "xsub": sup.xsub,
                 "xpub": sup.xpub,
                 "transport": sup.config.bus.transport,
-                **sup.broker.status(),
+                **sup.broker.bus_status(),
             },
+            "system": [helper.status() for helper in sup.helpers],
             "config": {  # a reload's rejection, until a config is applied
                 "rejected": rejected[0] if rejected else None,
                 "since": rejected[1] if rejected else None,

@@ -19,6 +19,7 @@ from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.boot import Boot
+from orchestrator.bridge_process import BridgeProcess, reconcile_bridge
 from orchestrator.broker_process import BrokerProcess, BrokerStartError
 from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
@@ -27,6 +28,7 @@ from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
 from orchestrator.health import Health
+from orchestrator.helper_process import HelperProcess
 from orchestrator.manager import ChildManager
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
@@ -105,6 +107,7 @@ class Supervisor:
             watch_exit=self.manager.watch_exit,
             env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
+        self.bridge: BridgeProcess | None = None
         self.health = Health(self.manager)
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
@@ -171,6 +174,7 @@ class Supervisor:
             log.error("the supervisor cannot start: %s", message)
             self.manager.shutting_down = True
             raise StartError(message) from None
+        self._set_bridge()
         limits = self.manager.limits
         log.info(
             "supervisor %d up: bus %s -> %s (broker pid %s); limits: %d module processes, "
@@ -205,11 +209,31 @@ class Supervisor:
                 )
         return f"the bus cannot start: {error}"
 
+    @property
+    def helpers(self) -> list[HelperProcess]:
+        """The supervisor's own processes: the broker, and the bridge in cluster mode."""
+        return [self.broker] if self.bridge is None else [self.broker, self.bridge]
+
+    def _set_bridge(self) -> None:
+        """Start, restart (its settings changed) or stop the bridge to match `cluster:`."""
+        self.bridge = reconcile_bridge(
+            self.bridge,
+            self.config,
+            xsub=self.xsub,
+            xpub=self.xpub,
+            curve=self.bus_keys.client() if self.bus_keys is not None else None,
+            redactor=self.redactor,
+            lifeline=self.boot.lifeline,
+            poller=self.poller,
+            watch_exit=self.manager.watch_exit,
+        )
+
     def _turn(self) -> None:
         deadline = self.health.next_deadline()
-        broker_deadline = self.broker.next_deadline()
-        if broker_deadline is not None:
-            deadline = min(deadline, broker_deadline)
+        for helper in self.helpers:
+            helper_deadline = helper.next_deadline()
+            if helper_deadline is not None:
+                deadline = min(deadline, helper_deadline)
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
@@ -223,15 +247,17 @@ class Supervisor:
             self._hot_reload(ready)
         # Child messages before reaping: a child reports its error, then exits.
         self.child_inbox.drain(self._child_message)
-        if self.broker.fd is not None and self.broker.fd in ready:
-            self.broker.read()
+        for helper in self.helpers:
+            if helper.fd is not None and helper.fd in ready:
+                helper.read()
         self.manager.read_output(ready)
         self.manager.reap()
         if self.control in ready:
             self.control_inbox.drain(self.commands.handle)
         now = time.monotonic()
         self.health.tick(now)
-        self.broker.tick(now)
+        for helper in self.helpers:
+            helper.tick(now)
         if self.events is not None:
             self.events.sync(now)
         self._serve_waiters()
@@ -342,6 +368,7 @@ class Supervisor:
             limits = machine_limits(new.resources)
         self.manager.apply_reload(new, plan, limits)
         self._set_hot_reload()
+        self._set_bridge()
         return plan, ""
 
     # -- the child channel ---------------------------------------------------------------------------
@@ -390,6 +417,8 @@ class Supervisor:
             self.events.close()  # its I/O thread goes on handing the last events over for up to 0.5 s;
             # a subscriber may still miss those the broker had not forwarded when it stops
             self.events = None
+        if self.bridge is not None:
+            self.bridge.stop(timeout=1.0)
         self.broker.stop()
         self.manager.close()
         close_all([*self._retired, self.notifier])  # every module has stopped: now we may wait

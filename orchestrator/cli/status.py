@@ -59,6 +59,7 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
         f"process limit {limits['max_processes']}, thread limit {limits['max_threads']}; "
         f"bus {data['bus']['xsub']} -> {data['bus']['xpub']}"
     ]
+    lines += [_system_line(row) for row in data.get("system", []) if row["name"] != "broker"]
     rows: list[tuple[str, ...]] = [_COLUMNS]
     notes = []
     for module in data["modules"]:
@@ -80,6 +81,20 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
             f" {rejected}; fix it, then save again (hot reload) or run `orchestrator reload`"
         )
     return "\n".join(lines + notes)
+
+
+def _system_line(row: dict[str, Any]) -> str:
+    """One line for a process of the supervisor's own (the cluster bridge)."""
+    last = row["last_exit"]
+    parts = [f"{row['name']} {row['state']}", f"pid {row['pid'] or '-'}"]
+    if "host" in row:
+        parts.append(f"host {row['host']}")
+    if "nats" in row:
+        parts.append(f"nats {row['nats']}")
+    parts.append(f"restarts {row['restarts']}")
+    if last:
+        parts.append(f"last exit {last['description']} ({last['reason']})")
+    return ", ".join(parts)
 
 
 def render_details(module: dict[str, Any]) -> str:

@@ -1,0 +1,120 @@
+"""The cluster bridge as a child process of the supervisor (`python -P -m orchestrator.cluster`),
+restarted when it exits, like the broker.
+
+The NATS client lives there, not in the supervisor: a network that hangs, a server that refuses
+the credentials or a client bug stalls or ends the bridge alone. Its settings (credentials and
+CURVE keys among them) go in an environment variable, never on its command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import zmq
+
+from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
+from orchestrator.config import AppConfig, Redactor
+from orchestrator.helper_process import HelperProcess, WatchExit
+
+log = logging.getLogger(__name__)
+
+_STATE_PREFIX = "nats: "
+_MEMORY_LIMIT_MB = 256.0  # a bridge is a small asyncio process; past this it leaks
+
+
+class BridgeProcess(HelperProcess):
+    """Starts the bridge, follows the NATS connection state it prints, restarts it on exit."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        *,
+        lifeline: int,
+        poller: zmq.Poller,
+        watch_exit: WatchExit,
+    ) -> None:
+        super().__init__(
+            name="bridge",
+            module="orchestrator.cluster",
+            args=[],
+            memory_limit_mb=_MEMORY_LIMIT_MB,
+            lifeline=lifeline,
+            poller=poller,
+            watch_exit=watch_exit,
+            env={ENV_BRIDGE: settings.to_json()},
+            restart_note=" (events to and from other hosts meanwhile are lost)",
+            memory_setting="the bridge's limit of",
+        )
+        self.settings = settings
+        self.nats = "not connected yet"
+
+    def start(self) -> None:
+        """Spawn the bridge; it connects to NATS by itself."""
+        self.nats = "not connected yet"
+        super().start()
+
+    def on_line(self, line: str) -> None:
+        """`nats: <state>` lines are the connection's state; any other is a log line."""
+        if line.startswith(_STATE_PREFIX):
+            state = line[len(_STATE_PREFIX) :]
+            if not state[:1].isdigit():  # "N event(s) not sent" is a count, not a state
+                self.nats = state
+            level = logging.INFO if state.startswith("connected") else logging.WARNING
+            log.log(level, "bridge: nats %s", state)
+            return
+        super().on_line(line)
+
+    def status(self) -> dict[str, Any]:
+        """Its row under `system`, with the NATS connection's state."""
+        row = super().status()
+        row["nats"] = self.nats if self.pid is not None else "not connected (bridge not running)"
+        row["host"] = self.settings.host
+        return row
+
+
+def reconcile_bridge(
+    bridge: BridgeProcess | None,
+    config: AppConfig,
+    *,
+    xsub: str,
+    xpub: str,
+    curve: dict[str, str] | None,
+    redactor: Redactor,
+    lifeline: int,
+    poller: zmq.Poller,
+    watch_exit: WatchExit,
+) -> BridgeProcess | None:
+    """The bridge `config` asks for: `bridge` itself if its settings are the same, else a new one,
+    started (the old one stopped first), or None without `cluster:`. Credentials written in the
+    file (not from `${VAR}`) are given to `redactor` too."""
+    cluster = config.cluster
+    settings = None
+    if cluster is not None:
+        settings = BridgeSettings.of(
+            cluster,
+            xsub=xsub,
+            xpub=xpub,
+            lifeline=lifeline,
+            curve=curve,
+            high_water_mark=config.bus.high_water_mark,
+            max_message_size=int(config.bus.max_message_size_mb * 1024 * 1024),
+        )
+        credentials = cluster.credentials
+        if credentials is not None:
+            redactor.add(s for s in (credentials.token, credentials.password) if s)
+    if bridge is not None and bridge.settings == settings:
+        return bridge
+    if bridge is not None:
+        log.info("cluster: the settings changed; stopping the bridge (pid %s)", bridge.pid)
+        bridge.stop(timeout=1.0)
+    if settings is None:
+        return None
+    bridge = BridgeProcess(settings, lifeline=lifeline, poller=poller, watch_exit=watch_exit)
+    log.info("cluster: host %s joins %s", settings.host, ", ".join(settings.servers))
+    try:
+        bridge.start()
+    except OSError as exc:  # no process to be had now (a process or fd limit): later
+        log.error("the bridge cannot start: %s; trying again shortly", exc)
+        bridge.schedule_restart()
+    return bridge

@@ -1,0 +1,293 @@
+"""The bridge: carries events between this host's bus and NATS, in one asyncio thread.
+
+A ZeroMQ SUB on the local XPUB takes the events that match `export`; each goes to NATS on
+`<name>.ev.<type>` as its raw envelope, with this host in the `Orch-Origin` header (sequence
+syncs go to `<name>.sync.<type>`). What other hosts publish under `<name>.` comes back in and is
+published on the local XSUB unchanged (source, id, time and seq kept, so local subscribers count
+what NATS lost as `dropped`). An event never goes back out: the bridge remembers the ids (and
+publisher prefixes, for syncs) it imported and skips them when its SUB sees them, and it drops
+NATS messages that carry its own host as their origin (besides connecting with `no_echo`).
+
+Built-in events (source `orchestrator`: `module.*`, `app.*`, `resources.usage`) leave with
+`"host": <this host>` added to their data.
+
+Connection state changes are printed as single lines on stdout, `nats: connected to URL` or
+`nats: disconnected: <why>`; the supervisor shows the last one in `status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import OrderedDict
+from typing import Any
+
+import nats
+import zmq
+import zmq.asyncio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode_envelope
+from module_sdk.event import Pattern, validate_event_type
+from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
+from orchestrator.cluster.settings import BridgeSettings
+from orchestrator.cluster.subjects import (
+    EVENTS,
+    SYNCS,
+    event_subject,
+    pattern_subject,
+    sync_subject,
+    type_of,
+)
+
+log = logging.getLogger(__name__)
+
+ORIGIN = "Orch-Origin"
+REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
+RECONNECT_WAIT = 0.5  # seconds between attempts at each server
+BUILT_IN_SOURCE = "orchestrator"
+
+
+def is_built_in(source: str, event_type: str) -> bool:
+    """Whether an event is one the supervisor publishes (it then crosses with the host named)."""
+    return source == BUILT_IN_SOURCE and (
+        event_type.startswith(("module.", "app.")) or event_type == "resources.usage"
+    )
+
+
+def say(line: str) -> None:
+    """One line for the supervisor, on stdout."""
+    print(line, flush=True)
+
+
+class _Bounded:
+    """A set that forgets its oldest members past `limit`."""
+
+    def __init__(self, limit: int = REMEMBERED) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def add(self, key: str) -> None:
+        self._items[key] = None
+        self._items.move_to_end(key)
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def discard(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+def _prefix(event_id: str) -> str:
+    """A publisher's id prefix (up to the last `-`), as module_sdk.sequence names publishers."""
+    return event_id[: event_id.rfind("-") + 1] or event_id
+
+
+class Bridge:
+    """Forwards between the local bus and NATS until `stop` is set."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self._patterns = [Pattern.parse(text) for text in settings.export]
+        self._imported = _Bounded()
+        self._remote_publishers = _Bounded()
+        self._nc: Client | None = None
+        self._pub: zmq.asyncio.Socket | None = None
+        self._state = ""
+        self._last_error = ""
+        self.exported = 0
+        self.imported = 0
+        self.unsent = 0  # exported events NATS would not take (its buffer full, or closed)
+
+    # -- the local bus ------------------------------------------------------------------------
+
+    def _socket(self, context: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
+        sock = context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_size)
+        curve = self.settings.curve
+        if curve:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, curve["server_key"].encode())
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public_key"].encode())
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret_key"].encode())
+        return sock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect to the local bus, say `ready`, connect to NATS (for as long as it takes) and
+        forward both ways until `stop` is set."""
+        context = zmq.asyncio.Context()
+        sub = self._socket(context, zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
+        for pattern in self._patterns:
+            sub.setsockopt(zmq.SUBSCRIBE, pattern.zmq_prefix)
+        sub.connect(self.settings.xpub)
+        pub = self._socket(context, zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
+        pub.connect(self.settings.xsub)
+        self._pub = pub
+        say("ready")
+        tasks = [
+            asyncio.create_task(self._connect(), name="nats"),
+            asyncio.create_task(self._local(sub), name="local"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._nc is not None and not self._nc.is_closed:
+                with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                    await asyncio.wait_for(self._nc.close(), 1.0)
+            sub.close(0)
+            pub.close(0)
+            context.term()
+
+    async def _local(self, sub: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sub.recv_multipart()
+            if len(frames) == 2:
+                await self.export(frames[0], frames[1])
+
+    async def export(self, topic: bytes, body: bytes) -> None:
+        """A frame seen on the local bus: send it to NATS if it matches `export` and was not
+        imported from there."""
+        if topic.startswith(INTERNAL_PREFIX) or self._nc is None:
+            return
+        sync = topic.endswith(SYNC_SUFFIX)
+        try:
+            event_type = (topic[:-1] if sync else topic).decode()
+        except UnicodeDecodeError:
+            return
+        if not any(pattern.matches(event_type) for pattern in self._patterns):
+            return
+        try:
+            if sync:
+                prefix = decode_sync(body)[0]
+                if prefix in self._remote_publishers:
+                    return
+                subject = sync_subject(self.settings.name, event_type)
+            else:
+                source, event_id, time, data, seq = decode_envelope(body)
+                if event_id in self._imported:
+                    self._imported.discard(event_id)  # it came back once, as it does
+                    return
+                if is_built_in(source, event_type) and isinstance(data, dict):
+                    data = {**data, "host": self.settings.host}
+                    body = encode_envelope(source, event_id, time, data, seq)
+                subject = event_subject(self.settings.name, event_type)
+        except (BadFrameError, TypeError):
+            return
+        try:
+            await self._nc.publish(subject, body, headers={ORIGIN: self.settings.host})
+            self.exported += 1
+        except (nats.errors.Error, OSError) as exc:
+            self.unsent += 1
+            if self.unsent == 1 or self.unsent % 1000 == 0:
+                why = str(exc) or type(exc).__name__
+                say(f"nats: {self.unsent} event(s) not sent so far, lost ({why})")
+
+    # -- NATS -----------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        nc = Client()
+        self._nc = nc
+        await nc.connect(**self.connect_options())
+        name = self.settings.name
+        for kind in (EVENTS, SYNCS):
+            await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)
+        await nc.flush()  # the server has our subscriptions: "connected" means receiving
+        self._state_changed(f"connected to {self._server(nc)}")
+
+    def connect_options(self) -> dict[str, Any]:
+        """nats-py's `connect` arguments: reconnect forever, never echo our own messages."""
+        options: dict[str, Any] = {
+            "servers": list(self.settings.servers),
+            "name": f"orchestrator-bridge {self.settings.host}",
+            "no_echo": True,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": RECONNECT_WAIT,
+            "connect_timeout": 2,
+            "ping_interval": 5,
+            "max_outstanding_pings": 2,
+            "error_cb": self._error,
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+            "closed_cb": self._closed,
+        }
+        credentials = self.settings.credentials
+        for key, option in (
+            ("token", "token"),
+            ("user", "user"),
+            ("password", "password"),
+            ("nkey_seed", "nkeys_seed"),
+            ("creds", "user_credentials"),
+        ):
+            if key in credentials:
+                options[option] = credentials[key]
+        tls = self.settings.tls
+        if tls:
+            context = ssl.create_default_context(cafile=tls.get("ca"))
+            if "cert" in tls:
+                context.load_cert_chain(tls["cert"], tls.get("key"))
+            options["tls"] = context
+        return options
+
+    async def receive(self, msg: Msg) -> None:
+        """A message from NATS: publish it on the local bus, unless it is our own."""
+        if msg.headers and msg.headers.get(ORIGIN) == self.settings.host:
+            return
+        parsed = type_of(self.settings.name, msg.subject)
+        if parsed is None or self._pub is None:
+            return
+        kind, event_type = parsed
+        try:
+            validate_event_type(event_type)
+            if kind == EVENTS:
+                event_id = decode_envelope(msg.data)[1]
+                self._imported.add(event_id)
+                self._remote_publishers.add(_prefix(event_id))
+                topic = event_type.encode()
+            else:
+                self._remote_publishers.add(decode_sync(msg.data)[0])
+                topic = event_type.encode() + SYNC_SUFFIX
+        except (BadFrameError, ValueError, TypeError):
+            return
+        await self._pub.send_multipart([topic, msg.data])
+        self.imported += 1
+
+    def _server(self, nc: Client) -> str:
+        server = nc.connected_url
+        if server is None:
+            return "?"
+        return f"{server.scheme}://{server.hostname}:{server.port}"  # no user or password
+
+    def _state_changed(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            say(f"nats: {state}")
+
+    async def _error(self, exc: Exception) -> None:
+        why = str(exc) or type(exc).__name__
+        self._last_error = why.removeprefix("nats: ")
+        if not self._state.startswith("connected"):
+            self._state_changed(f"disconnected: {self._last_error}")
+
+    async def _disconnected(self) -> None:
+        self._state_changed(f"disconnected: {self._last_error or 'connection lost'}")
+
+    async def _reconnected(self) -> None:
+        self._last_error = ""
+        if self._nc is not None:
+            self._state_changed(f"connected to {self._server(self._nc)}")
+
+    async def _closed(self) -> None:
+        self._state_changed("disconnected: closed")

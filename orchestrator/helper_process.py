@@ -1,0 +1,327 @@
+"""A helper process of the supervisor's own (the broker, the cluster bridge): spawned, its `ready`
+line awaited, its output logged, reaped through the loop's one reaper, restarted with a short
+backoff when it exits, and killed if it outgrows a memory limit.
+
+Whatever peers can make such a process do (libzmq crashing on a pathological subscription, a NATS
+client stuck on a network) ends that one process, never the supervisor. Only the supervisor's loop
+calls into it: its exit comes through the loop's reaper (`watch_exit`), its output through the
+loop's poller (`read`), its timers through `tick`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+import psutil
+import zmq
+
+from orchestrator.states import ExitStatus
+
+log = logging.getLogger(__name__)
+
+_READY = b"ready"
+_ERROR_PREFIX = b"error: "
+_MAX_LINE = 4096  # helper output is short log lines; longer ones are cut
+_BACKOFF_FIRST = 0.05  # seconds before restarting a helper that died young
+_BACKOFF_MAX = 2.0
+_STABLE_AFTER = 5.0  # a helper that ran this long starts the backoff from zero again
+_MEMORY_CHECK = 2.0  # seconds between checks of the helper's memory
+_BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+WatchExit = Callable[[int, Callable[[int], None]], None]  # (pid, handler of the raw wait status)
+
+
+class HelperStartError(RuntimeError):
+    """The helper could not start (it said why, exited, or did not say ready in time)."""
+
+
+class HelperProcess:
+    """Starts one helper process, reads what it prints, and restarts it with a short backoff.
+
+    `name` names it in logs ("the broker"); `module` is what `python -P -m` runs, with `args`;
+    `env` is added to the supervisor's environment for it. `restart_note` ends the log line of
+    an unexpected exit (what the user loses meanwhile); `memory_setting` names the limit's key.
+    Subclasses may interpret their lines (`on_line`) and add to `status`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        memory_limit_mb: float | None,
+        lifeline: int,
+        poller: zmq.Poller,
+        watch_exit: WatchExit,
+        env: Mapping[str, str] | None = None,
+        restart_note: str = "",
+        memory_setting: str = "",
+    ) -> None:
+        self.name = name
+        # -P: not the working directory's package of that name, should a project have one
+        self._argv = [sys.executable, "-P", "-m", module, *args]
+        self._env = {**os.environ, **(env or {})}
+        self._restart_note = restart_note
+        self._memory_setting = memory_setting
+        self.memory_limit_mb = memory_limit_mb
+        self._lifeline = lifeline
+        self._poller = poller
+        self._watch_exit = watch_exit
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._fd: int | None = None
+        self._stdout: IO[bytes] | None = None
+        self._partial = b""
+        self.ready = False
+        self.started_at = 0.0
+        self.restarts = 0
+        self.last_exit: dict[str, Any] | None = None
+        self._delay = 0.0
+        self._restart_at: float | None = None
+        self._next_memory_check = 0.0
+        self._killed_for: str | None = None
+        self._stopping = False
+        self.rss_mb: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def fd(self) -> int | None:
+        """The read end of its output pipe, registered in the loop's poller."""
+        return self._fd
+
+    # -- starting ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the helper (it says `ready` on its own; see `wait_ready`). Raises
+        OSError if no process can be started (see `tick` for restarts)."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
+        try:
+            popen = subprocess.Popen(
+                self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # a terminal's Ctrl+C is the supervisor's to handle
+                close_fds=True,
+                pass_fds=(self._lifeline,),
+                env=self._env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        self._watch_exit(popen.pid, self._exited)  # ours from its first moment
+        assert popen.stdout is not None
+        self._stdout, popen.stdout = popen.stdout, None  # we read its fd; Popen never does
+        self._fd = self._stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._popen, self._partial, self.ready = popen, b"", False
+        self._killed_for, self._restart_at = None, None
+        self.started_at = time.monotonic()
+        self._next_memory_check = self.started_at + _MEMORY_CHECK
+        self._poller.register(self._fd, zmq.POLLIN)
+        log.debug("%s starting (pid %d)", self.name, popen.pid)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the helper says it is ready; raise HelperStartError with its reason if it
+        cannot start, exits, or says nothing within `timeout`. Only for the supervisor's start,
+        before anything else runs."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            remaining = deadline - time.monotonic()
+            if self._fd is None or remaining <= 0:
+                raise HelperStartError(f"the {self.name} did not start in time")
+            readable, _, _ = select.select([self._fd], [], [], remaining)
+            if readable:
+                error = self._read_lines()
+                if error is not None:
+                    raise HelperStartError(error)
+
+    def read(self) -> None:
+        """Consume what the helper printed (the poller found its pipe readable)."""
+        error = self._read_lines()
+        if error is not None:
+            log.error("the %s cannot start: %s", self.name, error)
+
+    def _read_lines(self) -> str | None:
+        """Handle complete lines; returns the helper's start error if it printed one."""
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return None
+        if not data:
+            self._close_pipe()
+            return None if self.ready else f"the {self.name} exited before it was ready"
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-_MAX_LINE:]
+        error = None
+        for raw in lines:
+            line = raw[:_MAX_LINE]
+            if not self.ready and line == _READY:
+                self.ready = True
+                log.info("%s ready (pid %s)", self.name, self.pid)
+            elif not self.ready and line.startswith(_ERROR_PREFIX):
+                error = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
+            elif line:
+                self.on_line(line.decode("utf-8", "replace"))
+        return error
+
+    def on_line(self, line: str) -> None:
+        """A line the helper printed once ready (a log line, by default)."""
+        log.warning("%s: %s", self.name, line)
+
+    def _close_pipe(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(KeyError):
+                self._poller.unregister(self._fd)
+            self._fd = None
+        if self._stdout is not None:
+            self._stdout.close()
+            self._stdout = None
+
+    # -- exits and restarts -----------------------------------------------------------------------
+
+    def _exited(self, raw: int) -> None:
+        """The loop reaped the helper: record how, and schedule its restart."""
+        status = ExitStatus.from_wait_status(raw)
+        pid = self._popen.pid if self._popen is not None else -1
+        if self._popen is not None:
+            self._popen.returncode = status.code if status.code is not None else -1
+        if self._fd is not None:  # what it printed last, its traceback say
+            with contextlib.suppress(OSError):
+                self._read_lines()
+            self._close_pipe()
+        now = time.monotonic()
+        lived = now - self.started_at
+        self._popen, self.ready, self.rss_mb = None, False, None
+        reason = self._killed_for or status.describe()
+        self.last_exit = {"description": status.describe(), "reason": reason, "time": time.time()}
+        if self._stopping:
+            return
+        self._delay = 0.0 if lived >= _STABLE_AFTER else max(_BACKOFF_FIRST, self._delay * 2)
+        self._delay = min(self._delay, _BACKOFF_MAX)
+        self._restart_at = now + self._delay
+        log.error(
+            "the %s (pid %d) stopped: %s; restarting it in %.0f ms%s",
+            self.name,
+            pid,
+            reason,
+            self._delay * 1000,
+            self._restart_note,
+        )
+
+    def schedule_restart(self) -> None:
+        """Try to start it again after the backoff (a first start found no process to be had)."""
+        self._delay = min(max(_BACKOFF_FIRST, self._delay * 2), _BACKOFF_MAX)
+        self._restart_at = time.monotonic() + self._delay
+
+    def next_deadline(self) -> float | None:
+        """When `tick` has something to do."""
+        if self._restart_at is not None:
+            return self._restart_at
+        return self._next_memory_check if self._popen is not None else None
+
+    def tick(self, now: float) -> None:
+        """Restart the helper when due; kill it if it outgrew its memory limit."""
+        if self._restart_at is not None and now >= self._restart_at and not self._stopping:
+            try:
+                self.start()
+            except OSError as exc:  # no process to be had now (a process or fd limit): later
+                self._delay = min(max(_BACKOFF_FIRST, self._delay * 2), _BACKOFF_MAX)
+                self._restart_at = now + self._delay
+                log.error(
+                    "the %s cannot be restarted: %s; trying again in %.0f ms",
+                    self.name,
+                    exc,
+                    self._delay * 1000,
+                )
+                return
+            self.restarts += 1
+            return
+        if self._popen is not None and now >= self._next_memory_check:
+            self._next_memory_check = now + _MEMORY_CHECK
+            self._check_memory()
+
+    def memory_hint(self) -> str:
+        """What may have made it grow, appended to the reason of a kill for memory."""
+        return ""
+
+    def _check_memory(self) -> None:
+        assert self._popen is not None
+        try:
+            self.rss_mb = psutil.Process(self._popen.pid).memory_info().rss / (1024 * 1024)
+        except psutil.Error:
+            return
+        limit = self.memory_limit_mb
+        if limit is not None and self.rss_mb > limit and self._killed_for is None:
+            self._killed_for = (
+                f"used {self.rss_mb:.0f} MB, over {self._memory_setting} {limit:g}"
+                + self.memory_hint()
+            )
+            log.error("%s (pid %d): %s; killing it", self.name, self._popen.pid, self._killed_for)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._popen.pid, signal.SIGKILL)
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the helper for good (SIGTERM, then SIGKILL at `timeout`) and reap it. At the
+        supervisor's end, or when a reload removes it."""
+        self._stopping = True
+        self._restart_at = None
+        popen = self._popen
+        if popen is None:
+            self._close_pipe()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, raw = os.waitpid(popen.pid, os.WNOHANG)
+            except ChildProcessError:  # the loop reaped it already
+                break
+            if pid:
+                self._exited(raw)
+                break
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(popen.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    _, raw = os.waitpid(popen.pid, 0)
+                    self._exited(raw)
+                break
+            time.sleep(0.005)
+        self._popen = None
+        self._close_pipe()
+
+    @property
+    def state(self) -> str:
+        """running, starting, restarting (waiting out its backoff) or stopped."""
+        if self.ready:
+            return "running"
+        if self._popen is not None:
+            return "starting"
+        return "restarting" if self._restart_at is not None else "stopped"
+
+    def status(self) -> dict[str, Any]:
+        """Its row under `system` in `status --json`."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "rss_mb": None if self.rss_mb is None else round(self.rss_mb, 1),
+        }

@@ -1,0 +1,218 @@
+"""Cluster mode with a real nats-server: two projects on this machine act as two hosts, `alpha`
+and `beta`, each with its own supervisor, broker, bridge and recorder module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from nats_server import NatsServer
+from project import Project, alive, projects
+
+PATTERNS = ["x.*", "y.*", "module.*"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NatsServer]:
+    with tempfile.TemporaryDirectory(prefix="nats-") as tmp:
+        nats = NatsServer(Path(tmp) / "nats.log")
+        yield nats
+        nats.stop()
+
+
+def configure(project: Project, host: str, cluster: dict[str, Any]) -> None:
+    recorder = project.probe("recorder")
+    project.configure(
+        [
+            {
+                "name": "recorder",
+                "path": recorder,
+                "config": {"record": str(project.record_file), "patterns": PATTERNS},
+            }
+        ],
+        cluster={"host": host, **cluster},
+    )
+
+
+def bridge(project: Project) -> dict[str, Any]:
+    """The bridge's row of `status --json`."""
+    return next(row for row in project.status()["system"] if row["name"] == "bridge")
+
+
+def wait_connected(project: Project) -> dict[str, Any]:
+    return wait_until(
+        lambda: (row := bridge(project))["nats"].startswith("connected") and row,
+        10,
+        "the bridge connected to NATS",
+        lambda: f"{bridge(project)}\n{project.log('app')}",
+    )
+
+
+def publish(project: Project, event_type: str, data: Any) -> str:
+    result = project.cli("publish", event_type, json.dumps(data), "--json", check=0)
+    return str(json.loads(result.stdout)["id"])
+
+
+def received(project: Project, event_id: str) -> list[dict[str, Any]]:
+    return [event for event in project.recorded() if event["id"] == event_id]
+
+
+def wait_received(project: Project, event_id: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: received(project, event_id),
+        10,
+        f"event {event_id} recorded",
+        lambda: f"{project.recorded()}\n{project.log('app')}",
+    )[0]
+
+
+@pytest.fixture(scope="module")
+def hosts(server: NatsServer) -> Iterator[tuple[Project, Project]]:
+    """alpha (exports x.* and module.*) and beta (exports everything), both up and connected."""
+    alpha_projects, beta_projects = projects(), projects()
+    alpha, beta = next(alpha_projects), next(beta_projects)
+    try:
+        configure(alpha, "alpha", {"servers": [server.url], "export": ["x.*", "module.*"]})
+        configure(beta, "beta", {"servers": [server.url]})
+        alpha.up()
+        beta.up()
+        wait_connected(alpha)
+        wait_connected(beta)
+        yield alpha, beta
+    finally:
+        for generator in (alpha_projects, beta_projects):
+            generator.close()
+
+
+def test_events_cross_both_ways_with_source_and_id_once(hosts: tuple[Project, Project]) -> None:
+    alpha, beta = hosts
+    one = publish(alpha, "x.one", {"n": 1})
+    event = wait_received(beta, one)
+    assert (event["type"], event["data"], event["source"]) == ("x.one", {"n": 1}, "cli")
+    two = publish(beta, "x.two", {"n": 2})
+    event = wait_received(alpha, two)
+    assert (event["type"], event["data"], event["source"]) == ("x.two", {"n": 2}, "cli")
+    # Markers published after, both ways: once each has arrived, an echo or a loop of the
+    # first two would have too.
+    ends = [publish(alpha, "x.end", {}), publish(beta, "x.end", {})]
+    for project in (alpha, beta):
+        for end in ends:
+            wait_received(project, end)
+    for project in (alpha, beta):
+        for event_id in (one, two, *ends):
+            assert len(received(project, event_id)) == 1, (event_id, project.recorded())
+
+
+def test_only_exported_patterns_leave_a_host(hosts: tuple[Project, Project]) -> None:
+    alpha, beta = hosts
+    local = publish(alpha, "y.local", {})  # alpha exports x.* and module.* only
+    wait_received(alpha, local)
+    marker = publish(alpha, "x.after", {})
+    wait_received(beta, marker)
+    assert received(beta, local) == []
+
+
+def test_built_in_events_cross_with_their_host_named(hosts: tuple[Project, Project]) -> None:
+    alpha, beta = hosts
+    alpha.cli("restart", "recorder", check=0)
+
+    def restarted_on_alpha() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in beta.recorded()
+            if e["type"] == "module.restarted" and e["data"].get("host") == "alpha"
+        ]
+
+    event = wait_until(restarted_on_alpha, 10, "alpha's module.restarted on beta")[0]
+    assert event["source"] == "orchestrator" and event["data"]["name"] == "recorder"
+
+
+def test_status_shows_the_bridge(hosts: tuple[Project, Project]) -> None:
+    alpha, _ = hosts
+    status = alpha.status()
+    names = [row["name"] for row in status["system"]]
+    assert names == ["broker", "bridge"], status["system"]
+    assert status["bus"]["broker_running"] is True  # the broker's fields stay where they were
+    table = alpha.cli("status", check=0).stdout
+    assert "bridge running" in table and "host alpha" in table and "nats connected" in table
+
+
+def test_a_killed_bridge_is_restarted_and_events_flow_again(
+    hosts: tuple[Project, Project],
+) -> None:
+    alpha, beta = hosts
+    before = bridge(alpha)
+    recorder_pid = alpha.module("recorder")["pid"]
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_until(
+        lambda: (
+            (row := bridge(alpha))["restarts"] == before["restarts"] + 1
+            and row["pid"] not in (None, before["pid"])
+            and row
+        ),
+        10,
+        "the bridge restarted",
+    )
+    wait_connected(alpha)
+    assert not alive(before["pid"])
+    assert "SIGKILL" in bridge(alpha)["last_exit"]["description"]
+    assert alpha.module("recorder")["pid"] == recorder_pid  # no module restarts for it
+    event = publish(alpha, "x.again", {})
+    wait_received(beta, event)
+    back = publish(beta, "x.back", {})
+    wait_received(alpha, back)
+
+
+TOKEN = "t0ken-for-the-cluster-tests"
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[NatsServer]:
+    with tempfile.TemporaryDirectory(prefix="nats-") as tmp:
+        nats = NatsServer(Path(tmp) / "nats.log", "--auth", TOKEN)
+        yield nats
+        nats.stop()
+
+
+def test_a_token_server_admits_the_right_token_and_names_a_wrong_one(
+    token_server: NatsServer,
+) -> None:
+    good_projects, bad_projects = projects(), projects()
+    good, bad = next(good_projects), next(bad_projects)
+    try:
+        (good.config_dir / ".env").write_text(f"NATS_TOKEN={TOKEN}\n")
+        configure(
+            good,
+            "alpha",
+            {"servers": [token_server.url], "credentials": {"token": "${NATS_TOKEN}"}},
+        )
+        configure(
+            bad,
+            "beta",
+            {"servers": [token_server.url], "credentials": {"token": "wrong-token-value"}},
+        )
+        good.up()
+        bad.up()
+        wait_connected(good)
+        row = wait_until(
+            lambda: (row := bridge(bad))["nats"].startswith("disconnected") and row,
+            10,
+            "the bridge with a wrong token says why",
+        )
+        assert "authorization" in row["nats"].lower(), row
+        assert bad.module("recorder")["state"] == "running"
+        table = bad.cli("status", check=0).stdout
+        assert "nats disconnected" in table, table
+        for project in (good, bad):  # neither token shows, in status or in the log
+            shown = project.cli("status", "--json", check=0).stdout + project.log("app")
+            assert TOKEN not in shown and "wrong-token-value" not in shown
+    finally:
+        for generator in (good_projects, bad_projects):
+            generator.close()
