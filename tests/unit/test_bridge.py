@@ -1,0 +1,105 @@
+"""The bridge's forwarding rules without processes or servers: what leaves, what comes in, what
+never goes back out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+
+from module_sdk.codec import decode_envelope, encode_envelope, encode_sync
+from orchestrator.cluster.bridge import ORIGIN, Bridge
+from orchestrator.cluster.settings import BridgeSettings
+
+
+class FakeNats:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        self.sent.append((subject, payload, headers))
+
+
+class FakePub:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    async def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append(frames)
+
+
+class Msg:
+    def __init__(self, subject: str, data: bytes, origin: str) -> None:
+        self.subject, self.data, self.headers = subject, data, {ORIGIN: origin}
+
+
+def bridge(export: tuple[str, ...] = ("*",)) -> tuple[Bridge, FakeNats, FakePub]:
+    settings = BridgeSettings(
+        xsub="ipc:///x",
+        xpub="ipc:///y",
+        servers=("nats://h:1",),
+        name="prod",
+        host="alpha",
+        export=export,
+    )
+    b = Bridge(settings)
+    nats, pub = FakeNats(), FakePub()
+    b._nc, b._pub = nats, pub  # type: ignore[assignment]
+    return b, nats, pub
+
+
+def run(coroutine: Any) -> None:
+    asyncio.run(coroutine)
+
+
+def test_an_exported_event_leaves_as_it_is_with_its_origin() -> None:
+    b, nats, _ = bridge(("orders.*",))
+    body = encode_envelope("shop", "12-ab-1", 1.5, {"n": 1}, 1)
+    run(b.export(b"orders.created", body))
+    run(b.export(b"stock.low", encode_envelope("shop", "12-ab-2", 1.5, {}, 1)))
+    run(b.export(b"\x00probe.x", body))
+    assert nats.sent == [("prod.ev.orders.created", body, {ORIGIN: "alpha"})]
+
+
+def test_a_sync_leaves_on_its_own_subject() -> None:
+    b, nats, _ = bridge()
+    body = encode_sync("12-ab-", 7, 1.5)
+    run(b.export(b"orders.created\x00", body))
+    assert nats.sent == [("prod.sync.orders.created", body, {ORIGIN: "alpha"})]
+
+
+def test_built_in_events_leave_with_the_host_named() -> None:
+    b, nats, _ = bridge()
+    run(b.export(b"module.error", encode_envelope("orchestrator", "1-a-1", 1.0, {"name": "m"}, 1)))
+    run(b.export(b"module.error", encode_envelope("someone", "1-b-1", 1.0, {"name": "m"}, 1)))
+    assert [decode_envelope(body)[3] for _, body, _ in nats.sent] == [
+        {"name": "m", "host": "alpha"},
+        {"name": "m"},
+    ]
+
+
+def test_an_imported_event_is_published_locally_unchanged_and_never_exported_again() -> None:
+    b, nats, pub = bridge()
+    body = encode_envelope("shop", "99-zz-3", 2.0, {"n": 3}, 3)
+    run(b.receive(Msg("prod.ev.orders.created", body, "beta")))  # type: ignore[arg-type]
+    assert pub.sent == [[b"orders.created", body]]
+    run(b.export(b"orders.created", body))  # the local SUB sees it come back
+    sync = encode_sync("99-zz-", 3, 2.0)
+    run(b.receive(Msg("prod.sync.orders.created", sync, "beta")))  # type: ignore[arg-type]
+    assert pub.sent[-1] == [b"orders.created\x00", sync]
+    run(b.export(b"orders.created\x00", sync))
+    assert nats.sent == []
+
+
+def test_messages_from_this_host_or_not_ours_are_dropped() -> None:
+    b, _, pub = bridge()
+    body = encode_envelope("shop", "1-a-1", 2.0, {}, 1)
+    for msg in (
+        Msg("prod.ev.orders.created", body, "alpha"),  # our own
+        Msg("other.ev.orders.created", body, "beta"),  # another cluster's name
+        Msg("prod.ev.orders", body, "beta"),  # not an event type
+        Msg("prod.ev.orders.created", msgpack.packb([1, 2]), "beta"),  # not an envelope
+    ):
+        run(b.receive(msg))  # type: ignore[arg-type]
+    assert pub.sent == []
