@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 _LISTENING = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
+_ROUTES = re.compile(rb"Listening for route connections on [^\s]*:(\d+)")
 
 
 def binary() -> str:
@@ -43,16 +44,24 @@ class NatsServer:
             stderr=subprocess.DEVNULL,
             process_group=0,
         )
-        self.port = self._wait_listening(10.0)
+        self.port = self._wait_listening(_LISTENING, 10.0)
         self.url = f"nats://127.0.0.1:{self.port}"
 
-    def _wait_listening(self, timeout: float) -> int:
+    def route_url(self) -> str:
+        """Where other nodes of its cluster connect (started with `--cluster ...:-1`)."""
+        return f"nats://127.0.0.1:{self._wait_listening(_ROUTES, 10.0)}"
+
+    def routes(self) -> int:
+        """How many route connections it has made so far."""
+        return self.log.read_bytes().count(b"Route connection created")
+
+    def _wait_listening(self, pattern: re.Pattern[bytes], timeout: float) -> int:
         """Poll the server's log until it says which port it listens on."""
         deadline = time.monotonic() + timeout
         seen = b""
         while time.monotonic() < deadline and self.proc.poll() is None:
             seen = self.log.read_bytes() if self.log.exists() else b""
-            found = _LISTENING.search(seen)
+            found = pattern.search(seen)
             if found:
                 return int(found.group(1))
             time.sleep(0.01)

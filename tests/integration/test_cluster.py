@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +216,95 @@ def test_a_token_server_admits_the_right_token_and_names_a_wrong_one(
     finally:
         for generator in (good_projects, bad_projects):
             generator.close()
+
+
+def test_a_reload_that_changes_cluster_restarts_the_bridge_and_one_without_stops_it(
+    server: NatsServer, project: Project
+) -> None:
+    configure(project, "alpha", {"servers": [server.url]})
+    project.up()
+    first = wait_connected(project)
+    configure(project, "alpha", {"servers": [server.url], "export": ["x.*"]})
+    plan = json.loads(project.cli("reload", "--json", check=0).stdout)
+    assert plan["not_applied"] == [] and plan["restart"] == {}, plan
+    second = wait_connected(project)
+    assert second["pid"] != first["pid"]
+    recorder_pid = project.module("recorder")["pid"]
+    project.configure(project_modules(project))  # no cluster: any more
+    project.cli("reload", check=0)
+    assert [row["name"] for row in project.status()["system"]] == ["broker"]
+    assert not alive(second["pid"])
+    assert project.module("recorder")["pid"] == recorder_pid  # modules untouched
+
+
+def project_modules(project: Project) -> list[dict[str, Any]]:
+    recorder = "../modules/recorder.py"
+    return [
+        {
+            "name": "recorder",
+            "path": recorder,
+            "config": {"record": str(project.record_file), "patterns": PATTERNS},
+        }
+    ]
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    """Three nats-server nodes routed into one cluster."""
+    nodes: list[NatsServer] = []
+    try:
+        cluster = ["--cluster_name", "orch-test", "--cluster", "nats://127.0.0.1:-1"]
+        nodes.append(NatsServer(tmp_path / "n0.log", *cluster))
+        seed = nodes[0].route_url()
+        for index in (1, 2):
+            nodes.append(NatsServer(tmp_path / f"n{index}.log", *cluster, "--routes", seed))
+        wait_until(lambda: all(node.routes() >= 2 for node in nodes), 10, "a full mesh of routes")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_events_keep_crossing_when_the_nats_node_of_a_host_dies(
+    nats_cluster: list[NatsServer],
+) -> None:
+    urls = [node.url for node in nats_cluster]
+    alpha_projects, beta_projects = projects(), projects()
+    alpha, beta = next(alpha_projects), next(beta_projects)
+    try:
+        configure(alpha, "alpha", {"servers": urls})
+        configure(beta, "beta", {"servers": urls})
+        alpha.up()
+        beta.up()
+        before = wait_connected(alpha)["nats"]
+        wait_connected(beta)
+        node = next(n for n in nats_cluster if before.endswith(f":{n.port}"))
+        node.stop()
+        wait_until(
+            lambda: (now := bridge(alpha)["nats"]).startswith("connected") and now != before,
+            10,
+            "alpha reconnected to another node",
+            lambda: alpha.log("app"),
+        )
+        wait_connected(beta)
+        # Interest travels between nodes by itself, a moment after each (re)subscription:
+        # publish until one gets through, both ways.
+        for source, sink in ((alpha, beta), (beta, alpha)):
+            wait_until(crosses(source, sink), 10, "an event across the failed-over cluster")
+        assert alpha.module("recorder")["restarts"] == 0 == beta.module("recorder")["restarts"]
+        assert bridge(alpha)["restarts"] == 0  # the client reconnected; nothing restarted
+    finally:
+        for generator in (alpha_projects, beta_projects):
+            generator.close()
+
+
+def crosses(source: Project, sink: Project) -> Callable[[], bool]:
+    """A predicate that publishes one more event on `source` each time it is asked, and is true
+    once any of them has reached `sink`."""
+    sent: list[str] = []
+
+    def crossed() -> bool:
+        sent.append(publish(source, "x.failover", {}))
+        return any(received(sink, event_id) for event_id in sent)
+
+    return crossed
