@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 ORIGIN = "Orch-Origin"
 REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
+GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 BUILT_IN_SOURCE = "orchestrator"
 
 
@@ -197,9 +198,20 @@ class Bridge:
     # -- NATS -----------------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        nc = Client()
-        self._nc = nc
-        await nc.connect(**self.connect_options())
+        """Connect (nats-py retries every server for as long as it takes), subscribe, and say
+        so. What nats-py does not retry (a TLS file it cannot read, say) is said and tried again
+        every few seconds: the fix is a config change, which restarts the bridge anyway."""
+        while True:
+            nc = Client()
+            self._nc = nc
+            try:
+                await nc.connect(**self.connect_options())
+                break
+            except Exception as exc:  # anything: the state line says what, and we try again
+                self._state_changed(f"disconnected: {str(exc) or type(exc).__name__}")
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                await asyncio.sleep(GIVE_UP_WAIT)
         name = self.settings.name
         for kind in (EVENTS, SYNCS):
             await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)

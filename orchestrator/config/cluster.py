@@ -63,8 +63,12 @@ def _export(value: Any, file: str, where: str) -> tuple[str, ...]:
 
 
 def _path(value: Any, file: str, where: str, *, base: Path) -> Path:
+    """A file that exists, relative to `base` unless absolute."""
     text = expect_str(value, file, where, allow_empty=False)
-    return (base / Path(text).expanduser()).resolve()
+    path = (base / Path(text).expanduser()).resolve()
+    if not path.is_file():
+        raise ConfigError(file, where, f"no such file: {path}")
+    return path
 
 
 def build_credentials(raw: Any, file: str, where: str, base: Path) -> ClusterCredentials | None:

@@ -54,11 +54,16 @@ def test_defaults(config: Path) -> None:
     assert cluster.credentials is None and cluster.tls is None
 
 
-def test_everything_set(config: Path) -> None:
+def test_everything_set(config: Path, tmp_path: Path) -> None:
+    (config / "secrets").mkdir()
+    for name in ("secrets/x.creds", "ca.pem"):
+        (config / name).write_text("")
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("")
     main = (
         "cluster:\n  servers: [nats://a:4222, tls://b:4222]\n  name: prod-1\n  host: edge.box_1\n"
         "  export: ['orders.*', sensor.read]\n  credentials: {creds: secrets/x.creds}\n"
-        "  tls: {ca: ca.pem, cert: /etc/c.pem, key: /etc/k.pem}\n"
+        f"  tls: {{ca: ca.pem, cert: {tmp_path}/c.pem, key: {tmp_path}/k.pem}}\n"
     )
     cluster = load_config_of(config, main).cluster  # type: ignore[attr-defined]
     assert cluster.servers == ("nats://a:4222", "tls://b:4222")
@@ -66,7 +71,7 @@ def test_everything_set(config: Path) -> None:
     assert cluster.export == ("orders.*", "sensor.read")
     assert cluster.credentials == ClusterCredentials(creds=config.resolve() / "secrets/x.creds")
     assert cluster.tls == ClusterTLS(
-        ca=config.resolve() / "ca.pem", cert=Path("/etc/c.pem"), key=Path("/etc/k.pem")
+        ca=config.resolve() / "ca.pem", cert=tmp_path / "c.pem", key=tmp_path / "k.pem"
     )
 
 
@@ -101,7 +106,7 @@ ERRORS = [
         "servers, tls)",
     ),
     (
-        f"cluster: {{{SERVERS}, credentials: {{token: abcd, creds: x.creds}}}}",
+        f"cluster: {{{SERVERS}, credentials: {{token: abcd, creds: main.yaml}}}}",
         "cluster.credentials: expected exactly one of: token, user + password, nkey_seed, "
         "creds; got token and creds",
     ),
@@ -122,7 +127,18 @@ ERRORS = [
         "cluster.credentials.nkey: unknown key (expected one of: creds, nkey_seed, password, "
         "token, user)",
     ),
-    (f"cluster: {{{SERVERS}, tls: {{cert: c.pem}}}}", "cluster.tls.key: cert and key go together"),
+    (
+        f"cluster: {{{SERVERS}, tls: {{ca: nowhere.pem}}}}",
+        "cluster.tls.ca: no such file: {config}/nowhere.pem",
+    ),
+    (
+        f"cluster: {{{SERVERS}, credentials: {{creds: ../x.creds}}}}",
+        "cluster.credentials.creds: no such file: {root}/x.creds",
+    ),
+    (
+        f"cluster: {{{SERVERS}, tls: {{cert: main.yaml}}}}",
+        "cluster.tls.key: cert and key go together",
+    ),
     (
         f"cluster: {{{SERVERS}, tls: {{ca: ''}}}}",
         "cluster.tls.ca: expected a non-empty string, got ''",
@@ -132,7 +148,8 @@ ERRORS = [
 
 @pytest.mark.parametrize(("main", "message"), ERRORS, ids=[m for _, m in ERRORS])
 def test_error_messages(config: Path, main: str, message: str) -> None:
-    assert error(config, main) == message
+    expected = message.format(config=config.resolve(), root=config.resolve().parent)
+    assert error(config, main) == expected
 
 
 def test_a_token_from_the_environment_is_a_secret_and_never_shown(
