@@ -15,6 +15,7 @@ import pytest
 from helpers import wait_until
 from nats_server import NatsServer
 from project import Project, alive, projects
+from test_tcp_bus import _free_ports, _use_tcp
 
 PATTERNS = ["x.*", "y.*", "module.*"]
 
@@ -308,3 +309,21 @@ def crosses(source: Project, sink: Project) -> Callable[[], bool]:
         return any(received(sink, event_id) for event_id in sent)
 
     return crossed
+
+
+def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
+    server: NatsServer, hosts: tuple[Project, Project]
+) -> None:
+    """The bridge joins a CURVE-encrypted tcp bus with the client keys it is handed."""
+    _, beta = hosts
+    gamma_projects = projects()
+    gamma = next(gamma_projects)
+    try:
+        configure(gamma, "gamma", {"servers": [server.url]})
+        _use_tcp(gamma, *_free_ports(2))
+        assert gamma.up()["bus"]["transport"] == "tcp"
+        wait_connected(gamma)
+        wait_until(crosses(gamma, beta), 10, "an event from the tcp bus to beta")
+        wait_until(crosses(beta, gamma), 10, "an event from beta to the tcp bus")
+    finally:
+        gamma_projects.close()
