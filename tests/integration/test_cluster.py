@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,3 +329,121 @@ def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
         wait_until(crosses(beta, gamma), 10, "an event from beta to the tcp bus")
     finally:
         gamma_projects.close()
+
+
+def test_nkey_authentication(tmp_path: Path) -> None:
+    """A server that admits one NKey user: the bridge signs its nonce with the seed file."""
+    nkeys = pytest.importorskip("nkeys")
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    server_conf = tmp_path / "nats.conf"
+    server_conf.write_text(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n')
+    node = NatsServer(tmp_path / "nats.log", "-c", str(server_conf))
+    gamma_projects = projects()
+    gamma = next(gamma_projects)
+    try:
+        (gamma.config_dir / "user.nk").write_bytes(seed + b"\n")
+        configure(gamma, "gamma", {"servers": [node.url], "credentials": {"nkey_seed": "user.nk"}})
+        gamma.up()
+        wait_connected(gamma)
+        (gamma.config_dir / "other.nk").write_bytes(
+            nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER) + b"\n"
+        )
+        configure(gamma, "gamma", {"servers": [node.url], "credentials": {"nkey_seed": "other.nk"}})
+        gamma.cli("reload", check=0)
+        row = wait_until(
+            lambda: (row := bridge(gamma))["nats"].startswith("disconnected") and row,
+            10,
+            "an unknown NKey refused",
+        )
+        assert "authorization" in row["nats"].lower(), row
+    finally:
+        gamma_projects.close()
+        node.stop()
+
+
+def make_certificates(directory: Path) -> None:
+    """A CA, and a server certificate for 127.0.0.1 that it signed (skips without openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make test certificates with")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    )
+
+
+def test_tls_with_the_cluster_ca(tmp_path: Path) -> None:
+    make_certificates(tmp_path)
+    tls = [
+        "--tls",
+        "--tlscert",
+        str(tmp_path / "server.pem"),
+        "--tlskey",
+        str(tmp_path / "server.key"),
+    ]
+    node = NatsServer(tmp_path / "nats.log", *tls)
+    gamma_projects = projects()
+    gamma = next(gamma_projects)
+    try:
+        shutil.copy(tmp_path / "ca.pem", gamma.config_dir / "ca.pem")
+        url = f"tls://127.0.0.1:{node.port}"
+        configure(gamma, "gamma", {"servers": [url], "tls": {"ca": "ca.pem"}})
+        gamma.up()
+        assert wait_connected(gamma)["nats"] == f"connected to {url}"
+        configure(gamma, "gamma", {"servers": [url]})  # the system CAs do not know ours
+        gamma.cli("reload", check=0)
+        row = wait_until(
+            lambda: (row := bridge(gamma))["nats"].startswith("disconnected") and row,
+            10,
+            "a server certificate that no known CA signed, refused",
+        )
+        assert "certificate" in row["nats"].lower(), row
+    finally:
+        gamma_projects.close()
+        node.stop()
