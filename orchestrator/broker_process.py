@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from orchestrator.config import AppConfig
 from orchestrator.helper_process import HelperProcess, HelperStartError, WatchExit
 
 BrokerStartError = HelperStartError
@@ -79,3 +80,20 @@ class BrokerProcess(HelperProcess):
             "broker_last_exit": self.last_exit,
             "broker_rss_mb": None if self.rss_mb is None else round(self.rss_mb, 1),
         }
+
+
+def bind_error(config: AppConfig, xsub: str, xpub: str, error: str) -> str:
+    """The broker could not bind: name the setting behind the endpoint, for the user."""
+    bus = config.bus
+    for field, endpoint, port in (
+        ("xsub_port", xsub, bus.xsub_port),
+        ("xpub_port", xpub, bus.xpub_port),
+    ):
+        prefix = f"cannot bind {endpoint}: "  # the ": " keeps port 5555 apart from 55556
+        if bus.transport == "tcp" and prefix in error:
+            return (
+                f"{config.main_file.name}: bus.{field}: cannot bind port {port} on"
+                f" {bus.host}: {error.split(prefix, 1)[1]} (another program, or another"
+                " supervisor, is using it)"
+            )
+    return f"the bus cannot start: {error}"

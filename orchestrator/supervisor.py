@@ -20,7 +20,7 @@ from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.boot import Boot
 from orchestrator.bridge_process import BridgeProcess, reconcile_bridge
-from orchestrator.broker_process import BrokerProcess, BrokerStartError
+from orchestrator.broker_process import BrokerProcess, BrokerStartError, bind_error
 from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
@@ -170,7 +170,7 @@ class Supervisor:
         try:
             self.broker.wait_ready(_BROKER_START_TIMEOUT)
         except BrokerStartError as exc:
-            message = self._bus_error(str(exc))
+            message = bind_error(self.config, self.xsub, self.xpub, str(exc))
             log.error("the supervisor cannot start: %s", message)
             self.manager.shutting_down = True
             raise StartError(message) from None
@@ -192,22 +192,6 @@ class Supervisor:
             "cgroup v2" if self.manager.cgroups.available() else "process groups + subreaper",
         )
         self._set_hot_reload()
-
-    def _bus_error(self, error: str) -> str:
-        """The broker could not bind: name the setting behind the endpoint, for the user."""
-        bus = self.config.bus
-        for field, endpoint, port in (
-            ("xsub_port", self.xsub, bus.xsub_port),
-            ("xpub_port", self.xpub, bus.xpub_port),
-        ):
-            prefix = f"cannot bind {endpoint}: "  # the ": " keeps port 5555 apart from 55556
-            if bus.transport == "tcp" and prefix in error:
-                return (
-                    f"{self.config.main_file.name}: bus.{field}: cannot bind port {port} on"
-                    f" {bus.host}: {error.split(prefix, 1)[1]} (another program, or another"
-                    " supervisor, is using it)"
-                )
-        return f"the bus cannot start: {error}"
 
     @property
     def helpers(self) -> list[HelperProcess]:

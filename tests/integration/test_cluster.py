@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_hosts import (
+    bridge,
+    configure,
+    crosses,
+    project_modules,
+    publish,
+    received,
+    wait_connected,
+    wait_received,
+)
 from helpers import wait_until
 from nats_server import NatsServer
 from project import Project, alive, projects
 from test_tcp_bus import _free_ports, _use_tcp
-
-PATTERNS = ["x.*", "y.*", "module.*"]
 
 
 @pytest.fixture(scope="module")
@@ -28,52 +34,6 @@ def server() -> Iterator[NatsServer]:
         nats = NatsServer(Path(tmp) / "nats.log")
         yield nats
         nats.stop()
-
-
-def configure(project: Project, host: str, cluster: dict[str, Any]) -> None:
-    recorder = project.probe("recorder")
-    project.configure(
-        [
-            {
-                "name": "recorder",
-                "path": recorder,
-                "config": {"record": str(project.record_file), "patterns": PATTERNS},
-            }
-        ],
-        cluster={"host": host, **cluster},
-    )
-
-
-def bridge(project: Project) -> dict[str, Any]:
-    """The bridge's row of `status --json`."""
-    return next(row for row in project.status()["system"] if row["name"] == "bridge")
-
-
-def wait_connected(project: Project) -> dict[str, Any]:
-    return wait_until(
-        lambda: (row := bridge(project))["nats"].startswith("connected") and row,
-        10,
-        "the bridge connected to NATS",
-        lambda: f"{bridge(project)}\n{project.log('app')}",
-    )
-
-
-def publish(project: Project, event_type: str, data: Any) -> str:
-    result = project.cli("publish", event_type, json.dumps(data), "--json", check=0)
-    return str(json.loads(result.stdout)["id"])
-
-
-def received(project: Project, event_id: str) -> list[dict[str, Any]]:
-    return [event for event in project.recorded() if event["id"] == event_id]
-
-
-def wait_received(project: Project, event_id: str) -> dict[str, Any]:
-    return wait_until(
-        lambda: received(project, event_id),
-        10,
-        f"event {event_id} recorded",
-        lambda: f"{project.recorded()}\n{project.log('app')}",
-    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -173,54 +133,6 @@ def test_a_killed_bridge_is_restarted_and_events_flow_again(
     wait_received(alpha, back)
 
 
-TOKEN = "t0ken-for-the-cluster-tests"
-
-
-@pytest.fixture(scope="module")
-def token_server() -> Iterator[NatsServer]:
-    with tempfile.TemporaryDirectory(prefix="nats-") as tmp:
-        nats = NatsServer(Path(tmp) / "nats.log", "--auth", TOKEN)
-        yield nats
-        nats.stop()
-
-
-def test_a_token_server_admits_the_right_token_and_names_a_wrong_one(
-    token_server: NatsServer,
-) -> None:
-    good_projects, bad_projects = projects(), projects()
-    good, bad = next(good_projects), next(bad_projects)
-    try:
-        (good.config_dir / ".env").write_text(f"NATS_TOKEN={TOKEN}\n")
-        configure(
-            good,
-            "alpha",
-            {"servers": [token_server.url], "credentials": {"token": "${NATS_TOKEN}"}},
-        )
-        configure(
-            bad,
-            "beta",
-            {"servers": [token_server.url], "credentials": {"token": "wrong-token-value"}},
-        )
-        good.up()
-        bad.up()
-        wait_connected(good)
-        row = wait_until(
-            lambda: (row := bridge(bad))["nats"].startswith("disconnected") and row,
-            10,
-            "the bridge with a wrong token says why",
-        )
-        assert "authorization" in row["nats"].lower(), row
-        assert bad.module("recorder")["state"] == "running"
-        table = bad.cli("status", check=0).stdout
-        assert "nats disconnected" in table, table
-        for project in (good, bad):  # neither token shows, in status or in the log
-            shown = project.cli("status", "--json", check=0).stdout + project.log("app")
-            assert TOKEN not in shown and "wrong-token-value" not in shown
-    finally:
-        for generator in (good_projects, bad_projects):
-            generator.close()
-
-
 def test_a_reload_that_changes_cluster_restarts_the_bridge_and_one_without_stops_it(
     server: NatsServer, project: Project
 ) -> None:
@@ -238,17 +150,6 @@ def test_a_reload_that_changes_cluster_restarts_the_bridge_and_one_without_stops
     assert [row["name"] for row in project.status()["system"]] == ["broker"]
     assert not alive(second["pid"])
     assert project.module("recorder")["pid"] == recorder_pid  # modules untouched
-
-
-def project_modules(project: Project) -> list[dict[str, Any]]:
-    recorder = "../modules/recorder.py"
-    return [
-        {
-            "name": "recorder",
-            "path": recorder,
-            "config": {"record": str(project.record_file), "patterns": PATTERNS},
-        }
-    ]
 
 
 @pytest.fixture
@@ -301,18 +202,6 @@ def test_events_keep_crossing_when_the_nats_node_of_a_host_dies(
             generator.close()
 
 
-def crosses(source: Project, sink: Project) -> Callable[[], bool]:
-    """A predicate that publishes one more event on `source` each time it is asked, and is true
-    once any of them has reached `sink`."""
-    sent: list[str] = []
-
-    def crossed() -> bool:
-        sent.append(publish(source, "x.failover", {}))
-        return any(received(sink, event_id) for event_id in sent)
-
-    return crossed
-
-
 def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
     server: NatsServer, hosts: tuple[Project, Project]
 ) -> None:
@@ -329,121 +218,3 @@ def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
         wait_until(crosses(beta, gamma), 10, "an event from beta to the tcp bus")
     finally:
         gamma_projects.close()
-
-
-def test_nkey_authentication(tmp_path: Path) -> None:
-    """A server that admits one NKey user: the bridge signs its nonce with the seed file."""
-    nkeys = pytest.importorskip("nkeys")
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
-    server_conf = tmp_path / "nats.conf"
-    server_conf.write_text(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n')
-    node = NatsServer(tmp_path / "nats.log", "-c", str(server_conf))
-    gamma_projects = projects()
-    gamma = next(gamma_projects)
-    try:
-        (gamma.config_dir / "user.nk").write_bytes(seed + b"\n")
-        configure(gamma, "gamma", {"servers": [node.url], "credentials": {"nkey_seed": "user.nk"}})
-        gamma.up()
-        wait_connected(gamma)
-        (gamma.config_dir / "other.nk").write_bytes(
-            nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER) + b"\n"
-        )
-        configure(gamma, "gamma", {"servers": [node.url], "credentials": {"nkey_seed": "other.nk"}})
-        gamma.cli("reload", check=0)
-        row = wait_until(
-            lambda: (row := bridge(gamma))["nats"].startswith("disconnected") and row,
-            10,
-            "an unknown NKey refused",
-        )
-        assert "authorization" in row["nats"].lower(), row
-    finally:
-        gamma_projects.close()
-        node.stop()
-
-
-def make_certificates(directory: Path) -> None:
-    """A CA, and a server certificate for 127.0.0.1 that it signed (skips without openssl)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl command to make test certificates with")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    )
-
-
-def test_tls_with_the_cluster_ca(tmp_path: Path) -> None:
-    make_certificates(tmp_path)
-    tls = [
-        "--tls",
-        "--tlscert",
-        str(tmp_path / "server.pem"),
-        "--tlskey",
-        str(tmp_path / "server.key"),
-    ]
-    node = NatsServer(tmp_path / "nats.log", *tls)
-    gamma_projects = projects()
-    gamma = next(gamma_projects)
-    try:
-        shutil.copy(tmp_path / "ca.pem", gamma.config_dir / "ca.pem")
-        url = f"tls://127.0.0.1:{node.port}"
-        configure(gamma, "gamma", {"servers": [url], "tls": {"ca": "ca.pem"}})
-        gamma.up()
-        assert wait_connected(gamma)["nats"] == f"connected to {url}"
-        configure(gamma, "gamma", {"servers": [url]})  # the system CAs do not know ours
-        gamma.cli("reload", check=0)
-        row = wait_until(
-            lambda: (row := bridge(gamma))["nats"].startswith("disconnected") and row,
-            10,
-            "a server certificate that no known CA signed, refused",
-        )
-        assert "certificate" in row["nats"].lower(), row
-    finally:
-        gamma_projects.close()
-        node.stop()
