@@ -13,13 +13,13 @@ from typing import Any
 
 import zmq
 
+from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, Redactor
 from orchestrator.helper_process import HelperProcess, WatchExit
 
 log = logging.getLogger(__name__)
 
-_STATE_PREFIX = "nats: "
 _MEMORY_LIMIT_MB = 256.0  # a bridge is a small asyncio process; past this it leaks
 
 
@@ -48,16 +48,30 @@ class BridgeProcess(HelperProcess):
         )
         self.settings = settings
         self.nats = "not connected yet"
+        self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
+        self._earlier = dict(self.counts)  # the sums of the runs before this one
 
     def start(self) -> None:
         """Spawn the bridge; it connects to NATS by itself."""
         self.nats = "not connected yet"
+        self._earlier = dict(self.totals())
+        self.counts = dict.fromkeys(self.counts, 0)
         super().start()
 
+    def totals(self) -> dict[str, int]:
+        """Events exported, imported, and not sent (lost), over every run of the bridge."""
+        return {key: self._earlier[key] + value for key, value in self.counts.items()}
+
     def on_line(self, line: str) -> None:
-        """`nats: <state>` lines are the connection's state; any other is a log line."""
-        if line.startswith(_STATE_PREFIX):
-            state = line[len(_STATE_PREFIX) :]
+        """`nats: <state>` lines are the connection's state, `counts: ...` its event counts; any
+        other is a log line."""
+        if line.startswith(COUNTS_PREFIX):
+            numbers = line[len(COUNTS_PREFIX) :].split()
+            if len(numbers) == len(self.counts) and all(n.isdigit() for n in numbers):
+                self.counts = dict(zip(self.counts, map(int, numbers), strict=True))
+            return
+        if line.startswith(STATE_PREFIX):
+            state = line[len(STATE_PREFIX) :]
             if not state[:1].isdigit():  # "N event(s) not sent" is a count, not a state
                 self.nats = state
             level = logging.INFO if state.startswith("connected") else logging.WARNING
@@ -70,6 +84,7 @@ class BridgeProcess(HelperProcess):
         row = super().status()
         row["nats"] = self.nats if self.pid is not None else "not connected (bridge not running)"
         row["host"] = self.settings.host
+        row.update(self.totals())
         return row
 
 

@@ -91,6 +91,10 @@ def _system_line(row: dict[str, Any]) -> str:
         parts.append(f"host {row['host']}")
     if "nats" in row:
         parts.append(f"nats {row['nats']}")
+    if "exported" in row:
+        parts.append(f"events out {row['exported']}, in {row['imported']}")
+        if row["unsent"]:
+            parts.append(f"{row['unsent']} not sent (lost)")
     parts.append(f"restarts {row['restarts']}")
     if last:
         parts.append(f"last exit {last['description']} ({last['reason']})")

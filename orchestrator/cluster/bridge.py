@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode_envelope
 from module_sdk.event import Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
+from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.subjects import (
     EVENTS,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 ORIGIN = "Orch-Origin"
 REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
+COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 BUILT_IN_SOURCE = "orchestrator"
 
@@ -57,6 +59,20 @@ def is_built_in(source: str, event_type: str) -> bool:
     return source == BUILT_IN_SOURCE and (
         event_type.startswith(("module.", "app.")) or event_type == "resources.usage"
     )
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether an error is a server's or TLS's refusal (bad credentials, an unknown certificate,
+    a protocol error), rather than the transport failing (a reset, an EOF, a timeout)."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return True
+    transport = (
+        OSError,
+        asyncio.TimeoutError,
+        nats.errors.StaleConnectionError,
+        nats.errors.ConnectionClosedError,
+    )
+    return not isinstance(exc, transport)
 
 
 def say(line: str) -> None:
@@ -101,6 +117,7 @@ class Bridge:
         self._pub: zmq.asyncio.Socket | None = None
         self._state = ""
         self._last_error = ""
+        self._refused = False  # the last error was the server's (or TLS's) refusal
         self.exported = 0
         self.imported = 0
         self.unsent = 0  # exported events NATS would not take (its buffer full, or closed)
@@ -133,10 +150,11 @@ class Bridge:
         pub.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
         pub.connect(self.settings.xsub)
         self._pub = pub
-        say("ready")
+        say(READY)
         tasks = [
             asyncio.create_task(self._connect(), name="nats"),
             asyncio.create_task(self._local(sub), name="local"),
+            asyncio.create_task(self._report(), name="counts"),
         ]
         try:
             await stop.wait()
@@ -154,8 +172,22 @@ class Bridge:
     async def _local(self, sub: zmq.asyncio.Socket) -> None:
         while True:
             frames = await sub.recv_multipart()
-            if len(frames) == 2:
+            if len(frames) != 2:
+                continue
+            try:
                 await self.export(frames[0], frames[1])
+            except Exception:  # a bug here must not end the forwarding of every other event
+                log.exception("bridge: exporting an event failed")
+
+    async def _report(self) -> None:
+        """Say the counts every COUNTS_EVERY seconds while they change."""
+        said: tuple[int, int, int] | None = None
+        while True:
+            await asyncio.sleep(COUNTS_EVERY)
+            counts = (self.exported, self.imported, self.unsent)
+            if counts != said:
+                said = counts
+                say(f"{COUNTS_PREFIX}{' '.join(map(str, counts))}")
 
     async def export(self, topic: bytes, body: bytes) -> None:
         """A frame seen on the local bus: send it to NATS if it matches `export` and was not
@@ -193,7 +225,7 @@ class Bridge:
             self.unsent += 1
             if self.unsent == 1 or self.unsent % 1000 == 0:
                 why = str(exc) or type(exc).__name__
-                say(f"nats: {self.unsent} event(s) not sent so far, lost ({why})")
+                say(f"{STATE_PREFIX}{self.unsent} event(s) not sent so far, lost ({why})")
 
     # -- NATS -----------------------------------------------------------------------------------
 
@@ -216,6 +248,7 @@ class Bridge:
         for kind in (EVENTS, SYNCS):
             await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)
         await nc.flush()  # the server has our subscriptions: "connected" means receiving
+        self._last_error, self._refused = "", False
         self._state_changed(f"connected to {self._server(nc)}")
 
     def connect_options(self) -> dict[str, Any]:
@@ -285,9 +318,13 @@ class Bridge:
     def _state_changed(self, state: str) -> None:
         if state != self._state:
             self._state = state
-            say(f"nats: {state}")
+            say(f"{STATE_PREFIX}{state}")
 
     async def _error(self, exc: Exception) -> None:
+        refusal = is_refusal(exc)
+        if self._refused and not refusal:
+            return  # "Authorization Violation" says more than the connection reset after it
+        self._refused = refusal
         why = str(exc) or type(exc).__name__
         self._last_error = why.removeprefix("nats: ")
         if not self._state.startswith("connected"):
@@ -297,7 +334,7 @@ class Bridge:
         self._state_changed(f"disconnected: {self._last_error or 'connection lost'}")
 
     async def _reconnected(self) -> None:
-        self._last_error = ""
+        self._last_error, self._refused = "", False
         if self._nc is not None:
             self._state_changed(f"connected to {self._server(self._nc)}")
 

@@ -103,8 +103,15 @@ def test_status_shows_the_bridge(hosts: tuple[Project, Project]) -> None:
     names = [row["name"] for row in status["system"]]
     assert names == ["broker", "bridge"], status["system"]
     assert status["bus"]["broker_running"] is True  # the broker's fields stay where they were
+    row = wait_until(
+        lambda: (row := bridge(alpha))["exported"] >= 1 and row["imported"] >= 1 and row,
+        5,
+        "the bridge's counts of events out and in",
+    )
+    assert row["unsent"] == 0, row
     table = alpha.cli("status", check=0).stdout
     assert "bridge running" in table and "host alpha" in table and "nats connected" in table
+    assert "events out" in table, table
 
 
 def test_a_killed_bridge_is_restarted_and_events_flow_again(

@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 import msgpack
+import nats.errors
+import pytest
 
 from module_sdk.codec import decode_envelope, encode_envelope, encode_sync
 from orchestrator.cluster.bridge import ORIGIN, Bridge
@@ -103,3 +105,14 @@ def test_messages_from_this_host_or_not_ours_are_dropped() -> None:
     ):
         run(b.receive(msg))  # type: ignore[arg-type]
     assert pub.sent == []
+
+
+def test_a_refusal_is_not_hidden_by_the_reset_that_follows_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    b, _, _ = bridge()
+    run(b._error(nats.errors.AuthorizationError()))
+    run(b._error(ConnectionResetError(104, "Connection reset by peer")))
+    run(b._disconnected())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["nats: disconnected: authorization failed"], lines

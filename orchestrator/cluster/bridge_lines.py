@@ -1,0 +1,9 @@
+"""What the bridge prints for the supervisor, one line each: both sides import these."""
+
+from __future__ import annotations
+
+from typing import Final
+
+READY: Final = "ready"  # first line, once the local sockets are up
+STATE_PREFIX: Final = "nats: "  # `nats: connected to URL`, `nats: disconnected: <why>`
+COUNTS_PREFIX: Final = "counts: "  # `counts: <exported> <imported> <unsent>`, when they change
