@@ -225,3 +225,20 @@ def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
         wait_until(crosses(beta, gamma), 10, "an event from beta to the tcp bus")
     finally:
         gamma_projects.close()
+
+
+def test_the_bridge_goes_with_a_killed_supervisor(server: NatsServer, project: Project) -> None:
+    configure(project, "alpha", {"servers": [server.url]})
+    status = project.up()
+    row = wait_connected(project)
+    os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(row["pid"]), 5, "the bridge gone with its supervisor")
+
+
+def test_down_leaves_no_bridge(server: NatsServer, project: Project) -> None:
+    configure(project, "alpha", {"servers": [server.url]})
+    project.up()
+    row = wait_connected(project)
+    project.cli("down", check=0)
+    assert not alive(row["pid"]) and project.processes() == []
+    assert "bridge" in project.log("app") and "Traceback" not in project.log("app")
