@@ -50,6 +50,7 @@ ORIGIN = "Orch-Origin"
 REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
+BATCH = 1000  # local events forwarded per wake-up at most, before others get a turn
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 BUILT_IN_SOURCE = "orchestrator"
 
@@ -114,7 +115,7 @@ class Bridge:
         self._imported = _Bounded()
         self._remote_publishers = _Bounded()
         self._nc: Client | None = None
-        self._pub: zmq.asyncio.Socket | None = None
+        self._pub: zmq.Socket[bytes] | None = None  # a PUB never blocks: plain sends
         self._state = ""
         self._last_error = ""
         self._refused = False  # the last error was the server's (or TLS's) refusal
@@ -149,7 +150,7 @@ class Bridge:
         pub = self._socket(context, zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
         pub.connect(self.settings.xsub)
-        self._pub = pub
+        self._pub = zmq.Socket.shadow(pub.underlying)
         say(READY)
         tasks = [
             asyncio.create_task(self._connect(), name="nats"),
@@ -170,14 +171,23 @@ class Bridge:
             context.term()
 
     async def _local(self, sub: zmq.asyncio.Socket) -> None:
+        # Wait through asyncio, then take what else is queued with plain non-blocking reads:
+        # an awaited receive costs far more than the event it brings.
+        plain: zmq.Socket[bytes] = zmq.Socket.shadow(sub.underlying)
         while True:
-            frames = await sub.recv_multipart()
-            if len(frames) != 2:
-                continue
-            try:
-                await self.export(frames[0], frames[1])
-            except Exception:  # a bug here must not end the forwarding of every other event
-                log.exception("bridge: exporting an event failed")
+            batch = [await sub.recv_multipart()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(plain.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            for frames in batch:
+                if len(frames) != 2:
+                    continue
+                try:
+                    await self.export(frames[0], frames[1])
+                except Exception:  # a bug here must not stop forwarding every other event
+                    log.exception("bridge: exporting an event failed")
 
     async def _report(self) -> None:
         """Say the counts every COUNTS_EVERY seconds while they change."""
@@ -306,7 +316,7 @@ class Bridge:
                 topic = event_type.encode() + SYNC_SUFFIX
         except (BadFrameError, ValueError, TypeError):
             return
-        await self._pub.send_multipart([topic, msg.data])
+        self._pub.send_multipart([topic, msg.data])
         self.imported += 1
 
     def _server(self, nc: Client) -> str:

@@ -9,9 +9,11 @@ from typing import Any
 import msgpack
 import nats.errors
 import pytest
+import zmq
+import zmq.asyncio
 
 from module_sdk.codec import decode_envelope, encode_envelope, encode_sync
-from orchestrator.cluster.bridge import ORIGIN, Bridge
+from orchestrator.cluster.bridge import BATCH, ORIGIN, Bridge
 from orchestrator.cluster.settings import BridgeSettings
 
 
@@ -27,7 +29,7 @@ class FakePub:
     def __init__(self) -> None:
         self.sent: list[list[bytes]] = []
 
-    async def send_multipart(self, frames: list[bytes]) -> None:
+    def send_multipart(self, frames: list[bytes]) -> None:
         self.sent.append(frames)
 
 
@@ -116,3 +118,36 @@ def test_a_refusal_is_not_hidden_by_the_reset_that_follows_it(
     run(b._disconnected())
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["nats: disconnected: authorization failed"], lines
+
+
+def test_a_burst_on_the_local_bus_is_forwarded_whole() -> None:
+    """Events are read in batches (one awaited receive, then plain ones): none may fall
+    between two batches."""
+    count = 2 * BATCH + 7
+    b, nats, _ = bridge()
+
+    async def burst() -> None:
+        context = zmq.asyncio.Context()
+        pub = context.socket(zmq.PUB)
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for sock in (pub, sub):
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+        pub.bind("inproc://burst")
+        sub.connect("inproc://burst")
+        await asyncio.sleep(0.05)  # the subscription reaches the PUB (inproc: at once)
+        for index in range(count):
+            body = encode_envelope("m", f"1-a-{index}", 1.0, None, index + 1)
+            await pub.send_multipart([b"x.y", body])
+        task = asyncio.create_task(b._local(sub))
+        while len(nats.sent) < count:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        pub.close(0)
+        sub.close(0)
+        context.term()
+
+    asyncio.run(asyncio.wait_for(burst(), 10))
+    ids = [decode_envelope(body)[1] for _, body, _ in nats.sent]
+    assert ids == [f"1-a-{index}" for index in range(count)]
