@@ -146,10 +146,14 @@ def test_undefined_variable_is_a_config_error_naming_it(project: Project) -> Non
     assert "NOT_SET_ANYWHERE" in result.stderr
 
 
-def test_missing_config_directory_is_a_config_error(project: Project) -> None:
+def test_a_config_without_modules_yaml_is_a_config_error_naming_it(project: Project) -> None:
+    """main.yaml is optional (every key has a default); modules.yaml says what to run."""
     (project.config_dir / "main.yaml").unlink(missing_ok=True)
+    (project.config_dir / "modules.yaml").unlink(missing_ok=True)
     result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
-    assert "main.yaml" in result.stderr and "not found" in result.stderr
+    assert "modules.yaml: file not found" in result.stderr, result.stderr
+    assert "main.yaml" not in result.stderr, result.stderr
+    assert project.processes() == []
 
 
 CHATTY_FOREVER = """
