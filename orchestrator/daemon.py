@@ -46,12 +46,28 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         raise LaunchError(f"{exc}; use `orchestrator status` or `orchestrator down`") from None
     except UnsafeRunDirError as exc:
         raise LaunchError(f"unsafe run directory: {exc}") from None
+    # From here on the run directory is ours: whatever stops us before the Supervisor's own
+    # teardown runs must release it, or the next `up` takes it for a supervisor that was killed.
     redactor = Redactor(config.secrets)
-    setup_logging(config.logging, redactor, console=foreground)
+    try:
+        setup_logging(config.logging, redactor, console=foreground)
+    except OSError as exc:
+        run_dir.release()
+        raise LaunchError(
+            f"{config.main_file.name}: logging.directory: cannot write logs in"
+            f" {config.logging.directory}: {exc.strerror or exc}",
+            exit_codes.BAD_CONFIG,
+        ) from None
+    except BaseException:
+        run_dir.release()
+        raise
     try:
         return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
     except StartError as exc:  # logged, and everything closed
         raise LaunchError(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl+C before the supervisor's own handler was installed
+        run_dir.release()
+        raise
     except Exception as exc:
         log.exception("the supervisor stopped on an error")
         run_dir.release()

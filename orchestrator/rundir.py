@@ -17,13 +17,15 @@ from pathlib import Path
 
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
 _PID_WAIT = 2.0  # seconds a reader waits for the lock holder's pid file
+_ACQUIRE_WAIT = 0.5  # seconds a new supervisor retries a lock held only by readers
 
 
 class AlreadyRunningError(RuntimeError):
     """Another supervisor holds the lock of this run directory."""
 
     def __init__(self, pid: int | None) -> None:
-        super().__init__(f"a supervisor is already running for this config (pid {pid})")
+        which = f"pid {pid}" if pid is not None and pid > 0 else "its pid not known yet"
+        super().__init__(f"a supervisor is already running for this config ({which})")
         self.pid = pid
 
 
@@ -95,13 +97,22 @@ class RunDir:
         """
         self.prepare()
         fd = os.open(self.path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise AlreadyRunningError(self.running_pid()) from None
-            raise
+        # A CLI asking whether a supervisor runs holds a shared lock for a moment: that is no
+        # supervisor, so try again for a little while, until an exclusive holder shows.
+        deadline = time.monotonic() + _ACQUIRE_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            holder = self.running_pid()
+            if holder is not None or time.monotonic() >= deadline:
+                os.close(fd)
+                raise AlreadyRunningError(holder)
+            time.sleep(0.002)
         self._lock_fd = fd
         for stale in self.path.glob("*.sock"):
             stale.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import abort
+from orchestrator.cli.common import GroupOptions, abort
 from orchestrator.scaffold.files import FileSet, WriteError
 from orchestrator.scaffold.project import EXAMPLE_MODULE, GITIGNORE_FILE, project_files
 
@@ -26,7 +26,8 @@ from orchestrator.scaffold.project import EXAMPLE_MODULE, GITIGNORE_FILE, projec
 @click.option(
     "--json", "as_json", is_flag=True, help="Print what was written as one JSON document."
 )
-def init(directory: Path, force: bool, as_json: bool) -> None:
+@click.pass_context
+def init(ctx: click.Context, directory: Path, force: bool, as_json: bool) -> None:
     """Write a new project into DIR (default: the current directory).
 
     \b
@@ -39,6 +40,11 @@ def init(directory: Path, force: bool, as_json: bool) -> None:
     Nothing is written if any of these files exists, unless --force is given; a .gitignore that
     exists gets the lines it lacks. Then `orchestrator up -d` in DIR starts the project.
     """
+    given = ctx.find_object(GroupOptions)
+    if given is not None and given.config_dir is not None:
+        raise click.UsageError(
+            "init writes a new project into DIR and takes no -c: `orchestrator init DIR`"
+        )
     root = Path(os.path.abspath(directory))
     if root.exists() and not root.is_dir():
         abort(f"{root}: not a directory")

@@ -68,7 +68,7 @@ def test(
         owners[suite] = CORE
         order.append(CORE)
     if not owners:
-        _report(as_json, order, untested, {})
+        _report(as_json, order, untested, {}, 0)  # nothing to test: nothing failed
         return
     if importlib.util.find_spec("pytest") is None:  # a dependency: only a broken install lacks it
         abort(f"pytest is not installed for {sys.executable}: pip install pytest")
@@ -97,15 +97,19 @@ def test(
         results = tally(report, rootdir, owners)
     if not as_json:
         click.echo("")
-    _report(as_json, order, untested, results)
+    _report(as_json, order, untested, results, code)
     if code != 0 or any(r.failed or r.errors for r in results.values()):
         raise SystemExit(exit_codes.FAILED)
 
 
 def _report(
-    as_json: bool, order: list[str], untested: list[str], results: dict[str, Tally]
+    as_json: bool,
+    order: list[str],
+    untested: list[str],
+    results: dict[str, Tally],
+    pytest_exit: int,
 ) -> None:
     if as_json:
-        echo_json(as_dict(order, untested, results))
+        echo_json(as_dict(order, untested, results, pytest_exit))
     else:
-        click.echo(render(order, untested, results))
+        click.echo(render(order, untested, results, pytest_exit))

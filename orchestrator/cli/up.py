@@ -122,7 +122,8 @@ def _wait_started(
         if daemon.poll() is not None or time.monotonic() > deadline:
             if pid is not None and pid > 0:  # another `up` started at the same moment won
                 abort(f"a supervisor is already running for this config (pid {pid})")
-            abort(f"the supervisor did not start{_said(output)}")
+            code = exit_codes.BAD_CONFIG if daemon.poll() == exit_codes.BAD_CONFIG else None
+            abort(f"the supervisor did not start{_said(output)}", code or exit_codes.FAILED)
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
     try:

@@ -64,7 +64,21 @@ def tally(junit_xml: Path, rootdir: Path, owners: dict[Path, str]) -> dict[str, 
     return results
 
 
-def render(order: list[str], untested: list[str], results: dict[str, Tally]) -> str:
+def verdict(total: Tally, pytest_exit: int) -> str:
+    """`passed` only if pytest itself exited 0 and nothing failed: pytest's own failures (no
+    test collected, a usage or collection error) fail the run as much as a failed test."""
+    if total.failed or total.errors:
+        return "FAILED"
+    if pytest_exit == 0:
+        return "passed"
+    if pytest_exit == 5:
+        return "FAILED: no test ran (pytest exit 5)"
+    return f"FAILED: pytest exit {pytest_exit}"
+
+
+def render(
+    order: list[str], untested: list[str], results: dict[str, Tally], pytest_exit: int = 0
+) -> str:
     """The report: one row per module (`no tests` for those without), then the total."""
     header = ("MODULE", "TESTS", "PASSED", "FAILED", "SKIPPED", "ERRORS", "TIME")
     rows = [header]
@@ -100,17 +114,19 @@ def render(order: list[str], untested: list[str], results: dict[str, Tally]) -> 
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    verdict = "FAILED" if total.failed or total.errors else "passed"
     lines.append(
         f"{total.passed} passed, {total.failed} failed, {total.skipped} skipped, "
-        f"{total.errors} errors: {verdict}"
+        f"{total.errors} errors: {verdict(total, pytest_exit)}"
     )
     return "\n".join(lines)
 
 
-def as_dict(order: list[str], untested: list[str], results: dict[str, Tally]) -> dict[str, Any]:
+def as_dict(
+    order: list[str], untested: list[str], results: dict[str, Tally], pytest_exit: int = 0
+) -> dict[str, Any]:
     """The report as `test --json` prints it: `modules`, one entry per module in the order of the
-    table (`tests: null` for those without), then the `total` and whether all `passed`."""
+    table (`tests: null` for those without), then the `total`, whether all `passed` (the exit
+    code says the same) and `pytest_exit`."""
     modules: list[dict[str, Any]] = []
     total = Tally()
     for name in [*order, *(n for n in results if n not in order)]:
@@ -121,7 +137,8 @@ def as_dict(order: list[str], untested: list[str], results: dict[str, Tally]) ->
     return {
         "modules": modules,
         "total": _counts(total),
-        "passed": not (total.failed or total.errors),
+        "passed": verdict(total, pytest_exit) == "passed",
+        "pytest_exit": pytest_exit,
     }
 
 

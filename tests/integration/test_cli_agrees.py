@@ -219,3 +219,17 @@ def test_pytest_is_installed_with_orchestrator_not_only_for_development() -> Non
 
     runtime = [r for r in requires("orchestrator") or [] if "extra ==" not in r]
     assert any(r.replace(" ", "").startswith("pytest>") for r in runtime), runtime
+
+
+def test_a_test_run_in_which_pytest_itself_fails_is_not_passed(project: Project) -> None:
+    """No test collected (pytest exit 5) fails `test` in its exit code, its table and its JSON."""
+    root = project.root / "modules" / "untested"
+    (root / "tests").mkdir(parents=True)
+    (root / "__init__.py").write_text(WITH_TESTS)
+    (root / "tests" / "test_nothing.py").write_text("# no test here yet\n")
+    project.configure([{"name": "untested", "path": "../modules/untested"}])
+    result = project.cli("test", "--json", check=exit_codes.FAILED)
+    report = json.loads(result.stdout)
+    assert report["passed"] is False and report["pytest_exit"] == 5, report
+    table = project.cli("test", check=exit_codes.FAILED).stdout
+    assert "FAILED: no test ran (pytest exit 5)" in table, table

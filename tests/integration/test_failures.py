@@ -146,10 +146,14 @@ def test_undefined_variable_is_a_config_error_naming_it(project: Project) -> Non
     assert "NOT_SET_ANYWHERE" in result.stderr
 
 
-def test_missing_config_directory_is_a_config_error(project: Project) -> None:
+def test_a_config_without_modules_yaml_is_a_config_error_naming_it(project: Project) -> None:
+    """main.yaml is optional (every key has a default); modules.yaml says what to run."""
     (project.config_dir / "main.yaml").unlink(missing_ok=True)
+    (project.config_dir / "modules.yaml").unlink(missing_ok=True)
     result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
-    assert "main.yaml" in result.stderr and "not found" in result.stderr
+    assert "modules.yaml: file not found" in result.stderr, result.stderr
+    assert "main.yaml" not in result.stderr, result.stderr
+    assert project.processes() == []
 
 
 CHATTY_FOREVER = """
@@ -234,3 +238,16 @@ def test_modules_start_with_no_signal_blocked(project: Project) -> None:
     line = wait_until(lambda: "SigBlk" in project.log("mask") and project.log("mask"), 5, "mask")
     blocked = line.split("SigBlk:")[1].split()[0]
     assert int(blocked, 16) == 0, line
+
+
+def test_an_unwritable_log_directory_is_one_line_and_leaves_no_stale_run(
+    project: Project,
+) -> None:
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    (project.root / "logs").write_text("a file where the log directory goes\n")
+    result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
+    assert "main.yaml: logging.directory: cannot write logs in" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (project.root / "logs").unlink()
+    again = project.cli("up", "-d", check=0)
+    assert "stopped without" not in again.stderr, again.stderr  # that start never ran

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,3 +55,42 @@ def test_a_relative_tmpdir_is_made_absolute(
         Path(short, "t").mkdir()
         no_overrides.setenv("TMPDIR", "t")
         assert RunDir(tmp_path).path.parent == Path(short, "t", f"orchestrator-{os.getuid()}")
+
+
+# Asks "is a supervisor running?" as fast as it can, as a CLI polling `status` does.
+PROBE = """
+import sys, time
+from pathlib import Path
+from orchestrator.rundir import RunDir
+run_dir = RunDir(Path(sys.argv[1]), Path(sys.argv[2]))
+print("probing", flush=True)
+deadline = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:
+    run_dir.running_pid()
+"""
+
+
+def test_a_cli_asking_whether_one_runs_never_makes_a_start_fail(tmp_path: Path) -> None:
+    config, base = tmp_path / "config", tmp_path / "run"
+    config.mkdir()
+    run_dir = RunDir(config, base)
+    run_dir.prepare()
+    (run_dir.path / "supervisor.lock").touch()  # as a killed supervisor leaves it
+    probes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, str(config), str(base), "3"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for probe in probes:
+            assert probe.stdout is not None and probe.stdout.readline() == "probing\n"
+        for _ in range(300):
+            run_dir.acquire()  # raised AlreadyRunningError(None) now and then
+            run_dir.release()
+    finally:
+        for probe in probes:
+            probe.kill()
+            probe.wait()
