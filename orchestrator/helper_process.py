@@ -37,7 +37,8 @@ _STABLE_AFTER = 5.0  # a helper that ran this long starts the backoff from zero 
 _MEMORY_CHECK = 2.0  # seconds between checks of the helper's memory
 _BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-WatchExit = Callable[[int, Callable[[int], None]], None]  # (pid, handler of the raw wait status)
+# (pid, handler of its raw wait status), or (pid, None): forget it, it was reaped elsewhere
+WatchExit = Callable[[int, Callable[[int], None] | None], None]
 
 
 class HelperStartError(RuntimeError):
@@ -303,6 +304,7 @@ class HelperProcess:
                     self._exited(raw)
                 break
             time.sleep(0.005)
+        self._watch_exit(popen.pid, None)  # reaped here: its pid may be a module's next
         self._popen = None
         self._close_pipe()
 

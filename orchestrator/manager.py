@@ -83,10 +83,13 @@ class ChildManager:
         self._readers: dict[int, OutputReader] = {}
         self._exit_handlers: dict[int, Callable[[int], None]] = {}
 
-    def watch_exit(self, pid: int, handler: Callable[[int], None]) -> None:
-        """Hand the raw wait status of child `pid` (not a module: the broker) to `handler` when
-        the loop reaps it."""
-        self._exit_handlers[pid] = handler
+    def watch_exit(self, pid: int, handler: Callable[[int], None] | None) -> None:
+        """Hand the raw wait status of child `pid` (not a module: the broker, the bridge) to
+        `handler` when the loop reaps it; None forgets `pid` (its owner reaped it itself)."""
+        if handler is None:
+            self._exit_handlers.pop(pid, None)
+        else:
+            self._exit_handlers[pid] = handler
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""

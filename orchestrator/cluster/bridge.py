@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections import OrderedDict
 from typing import Any
@@ -33,6 +34,7 @@ from nats.aio.msg import Msg
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode_envelope
 from module_sdk.event import Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
+from module_sdk.sequence import GapCounter
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.subjects import (
@@ -47,11 +49,15 @@ from orchestrator.cluster.subjects import (
 log = logging.getLogger(__name__)
 
 ORIGIN = "Orch-Origin"
+INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a name
 REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
 BATCH = 1000  # local events forwarded per wake-up at most, before others get a turn
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
+FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a hung server
+PUBLISH_TIMEOUT = 2.0  # seconds one publish may take in all, past which it is counted unsent
+LOCAL_QUEUE = 10_000  # events queued from the local bus while NATS is slow; past it, counted
 BUILT_IN_SOURCE = "orchestrator"
 
 
@@ -114,6 +120,10 @@ class Bridge:
         self._patterns = [Pattern.parse(text) for text in settings.export]
         self._imported = _Bounded()
         self._remote_publishers = _Bounded()
+        self._instance = os.urandom(8).hex()
+        self._headers = {ORIGIN: settings.host, INSTANCE: self._instance}
+        self._local_gaps = GapCounter()  # events the local queue dropped before we saw them
+        self._twin_warned = False
         self._nc: Client | None = None
         self._pub: zmq.Socket[bytes] | None = None  # a PUB never blocks: plain sends
         self._state = ""
@@ -143,7 +153,9 @@ class Bridge:
         forward both ways until `stop` is set."""
         context = zmq.asyncio.Context()
         sub = self._socket(context, zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
+        # A small queue: while NATS is slow, what overflows is counted (by sequence gaps), not
+        # held in memory until the helper's memory limit kills the bridge.
+        sub.setsockopt(zmq.RCVHWM, min(self.settings.high_water_mark, LOCAL_QUEUE))
         for pattern in self._patterns:
             sub.setsockopt(zmq.SUBSCRIBE, pattern.zmq_prefix)
         sub.connect(self.settings.xpub)
@@ -222,6 +234,10 @@ class Bridge:
                 if event_id in self._imported:
                     self._imported.discard(event_id)  # it came back once, as it does
                     return
+                if _prefix(event_id) in self._remote_publishers:
+                    return  # imported long ago (its id forgotten): never goes back out
+                if seq:
+                    self._count_local_losses(event_id, topic, seq, time)
                 if is_built_in(source, event_type) and isinstance(data, dict):
                     data = {**data, "host": self.settings.host}
                     body = encode_envelope(source, event_id, time, data, seq)
@@ -229,13 +245,25 @@ class Bridge:
         except (BadFrameError, TypeError):
             return
         try:
-            await self._nc.publish(subject, body, headers={ORIGIN: self.settings.host})
+            await asyncio.wait_for(
+                self._nc.publish(subject, body, headers=self._headers), PUBLISH_TIMEOUT
+            )
             self.exported += 1
-        except (nats.errors.Error, OSError) as exc:
-            self.unsent += 1
-            if self.unsent == 1 or self.unsent % 1000 == 0:
-                why = str(exc) or type(exc).__name__
-                say(f"{STATE_PREFIX}{self.unsent} event(s) not sent so far, lost ({why})")
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._lost(1, str(exc) or type(exc).__name__)
+
+    def _count_local_losses(self, event_id: str, topic: bytes, seq: int, sent: float) -> None:
+        before = self._local_gaps.dropped
+        self._local_gaps.event(event_id, topic, seq, sent)
+        if self._local_gaps.dropped > before:
+            self._lost(self._local_gaps.dropped - before, "the bridge's local queue overflowed")
+
+    def _lost(self, count: int, why: str) -> None:
+        """`count` exported events that never reached NATS: counted, and said now and then."""
+        first = self.unsent == 0
+        self.unsent += count
+        if first or self.unsent // 1000 != (self.unsent - count) // 1000:
+            say(f"{STATE_PREFIX}{self.unsent} event(s) not sent so far, lost ({why})")
 
     # -- NATS -----------------------------------------------------------------------------------
 
@@ -273,6 +301,7 @@ class Bridge:
             "connect_timeout": 2,
             "ping_interval": 5,
             "max_outstanding_pings": 2,
+            "flush_timeout": FLUSH_TIMEOUT,
             "error_cb": self._error,
             "disconnected_cb": self._disconnected,
             "reconnected_cb": self._reconnected,
@@ -298,8 +327,15 @@ class Bridge:
 
     async def receive(self, msg: Msg) -> None:
         """A message from NATS: publish it on the local bus, unless it is our own."""
-        if msg.headers and msg.headers.get(ORIGIN) == self.settings.host:
-            return
+        headers = msg.headers or {}
+        if headers.get(INSTANCE) == self._instance:
+            return  # our own (no_echo should have kept it from us)
+        if headers.get(ORIGIN) == self.settings.host and not self._twin_warned:
+            self._twin_warned = True
+            say(  # a log line, not a state: the connection is fine
+                f"warning: another host also calls itself {self.settings.host!r}: give each"
+                " host its own cluster.host (host-named events and status mix them up)"
+            )
         parsed = type_of(self.settings.name, msg.subject)
         if parsed is None or self._pub is None:
             return

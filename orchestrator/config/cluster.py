@@ -28,7 +28,17 @@ URL_SCHEMES = ("nats://", "tls://")
 _CREDENTIAL_WAYS = (("token",), ("user", "password"), ("nkey_seed",), ("creds",))
 
 
+_USER_INFO = re.compile(r"(?<=://)[^/@]*@")
+
+
 def _server(value: Any, file: str, where: str) -> str:
+    if isinstance(value, str) and _USER_INFO.search(value):
+        # Credentials in a URL would show wherever the URL does (logs, errors): never quoted.
+        raise ConfigError(
+            file,
+            where,
+            "a user or password in a server URL is not allowed: use cluster.credentials",
+        )
     if (
         not isinstance(value, str)
         or not value.startswith(URL_SCHEMES)

@@ -13,7 +13,7 @@ import zmq
 import zmq.asyncio
 
 from module_sdk.codec import decode_envelope, encode_envelope, encode_sync
-from orchestrator.cluster.bridge import BATCH, ORIGIN, Bridge
+from orchestrator.cluster.bridge import BATCH, INSTANCE, ORIGIN, Bridge
 from orchestrator.cluster.settings import BridgeSettings
 
 
@@ -34,8 +34,9 @@ class FakePub:
 
 
 class Msg:
-    def __init__(self, subject: str, data: bytes, origin: str) -> None:
-        self.subject, self.data, self.headers = subject, data, {ORIGIN: origin}
+    def __init__(self, subject: str, data: bytes, origin: str, instance: str = "other") -> None:
+        self.subject, self.data = subject, data
+        self.headers = {ORIGIN: origin, INSTANCE: instance}
 
 
 def bridge(export: tuple[str, ...] = ("*",)) -> tuple[Bridge, FakeNats, FakePub]:
@@ -63,14 +64,16 @@ def test_an_exported_event_leaves_as_it_is_with_its_origin() -> None:
     run(b.export(b"orders.created", body))
     run(b.export(b"stock.low", encode_envelope("shop", "12-ab-2", 1.5, {}, 1)))
     run(b.export(b"\x00probe.x", body))
-    assert nats.sent == [("prod.ev.orders.created", body, {ORIGIN: "alpha"})]
+    assert nats.sent == [("prod.ev.orders.created", body, {ORIGIN: "alpha", INSTANCE: b._instance})]
 
 
 def test_a_sync_leaves_on_its_own_subject() -> None:
     b, nats, _ = bridge()
     body = encode_sync("12-ab-", 7, 1.5)
     run(b.export(b"orders.created\x00", body))
-    assert nats.sent == [("prod.sync.orders.created", body, {ORIGIN: "alpha"})]
+    assert nats.sent == [
+        ("prod.sync.orders.created", body, {ORIGIN: "alpha", INSTANCE: b._instance})
+    ]
 
 
 def test_built_in_events_leave_with_the_host_named() -> None:
@@ -100,7 +103,7 @@ def test_messages_from_this_host_or_not_ours_are_dropped() -> None:
     b, _, pub = bridge()
     body = encode_envelope("shop", "1-a-1", 2.0, {}, 1)
     for msg in (
-        Msg("prod.ev.orders.created", body, "alpha"),  # our own
+        Msg("prod.ev.orders.created", body, "alpha", b._instance),  # our own
         Msg("other.ev.orders.created", body, "beta"),  # another cluster's name
         Msg("prod.ev.orders", body, "beta"),  # not an event type
         Msg("prod.ev.orders.created", msgpack.packb([1, 2]), "beta"),  # not an envelope
@@ -151,3 +154,32 @@ def test_a_burst_on_the_local_bus_is_forwarded_whole() -> None:
     asyncio.run(asyncio.wait_for(burst(), 10))
     ids = [decode_envelope(body)[1] for _, body, _ in nats.sent]
     assert ids == [f"1-a-{index}" for index in range(count)]
+
+
+def test_another_host_of_the_same_name_is_heard_and_named_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    b, _, pub = bridge()
+    for n in (1, 2):
+        body = encode_envelope("shop", f"7-tw-{n}", 2.0, {}, n)
+        run(b.receive(Msg("prod.ev.orders.created", body, "alpha")))  # type: ignore[arg-type]
+    assert len(pub.sent) == 2  # its events are not taken for our own
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "calls itself" in line]
+    assert len(warnings) == 1, warnings
+
+
+def test_an_import_whose_id_was_forgotten_still_never_goes_back_out() -> None:
+    b, nats, _ = bridge()
+    first = encode_envelope("shop", "99-zz-1", 2.0, {}, 1)
+    run(b.receive(Msg("prod.ev.orders.created", first, "beta")))  # type: ignore[arg-type]
+    b._imported.discard("99-zz-2")  # as if forgotten: the set is bounded
+    later = encode_envelope("shop", "99-zz-2", 2.1, {}, 2)
+    run(b.export(b"orders.created", later))  # its publisher is known to be remote
+    assert nats.sent == []
+
+
+def test_events_the_local_queue_dropped_are_counted_as_unsent() -> None:
+    b, nats, _ = bridge()
+    for seq in (1, 2, 6):  # 3, 4 and 5 overflowed the bridge's local queue
+        run(b.export(b"orders.created", encode_envelope("shop", f"5-lo-{seq}", 1.0, {}, seq)))
+    assert len(nats.sent) == 3 and b.unsent == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,3 +43,37 @@ def test_a_restart_that_cannot_start_a_process_is_retried_later(
     broker.tick(first)
     second = broker.next_deadline()
     assert second is not None and second - first > first - 10.0  # backing off
+
+
+def test_a_helper_stopped_and_reaped_by_itself_is_forgotten_by_the_reaper(tmp_path: Path) -> None:
+    """Its pid must not stay registered: the next process given that pid (a module's) would
+    have its exit handed to the dead helper."""
+    watched: dict[int, Any] = {}
+
+    def watch_exit(pid: int, handler: Any) -> None:
+        if handler is None:
+            watched.pop(pid, None)
+        else:
+            watched[pid] = handler
+
+    read_end, write_end = os.pipe()  # a lifeline that stays open
+    broker = BrokerProcess(
+        xsub=f"ipc://{tmp_path / 'xsub.sock'}",
+        xpub=f"ipc://{tmp_path / 'xpub.sock'}",
+        inject=f"ipc://{tmp_path / 'inject.sock'}",
+        max_message_size=1024,
+        high_water_mark=10,
+        memory_limit_mb=256,
+        lifeline=read_end,
+        poller=zmq.Poller(),
+        watch_exit=watch_exit,
+    )
+    try:
+        broker.start()
+        broker.wait_ready(10.0)
+        assert list(watched) == [broker.pid]
+        broker.stop()
+        assert watched == {}
+    finally:
+        os.close(read_end)
+        os.close(write_end)

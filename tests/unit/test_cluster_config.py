@@ -88,6 +88,11 @@ ERRORS = [
         "cluster.servers[1]: expected a nats:// or tls:// URL, got 'http://b:80'",
     ),
     (
+        "cluster: {servers: ['nats://bob:s3cr3t pw@nats-1:4222']}",
+        "cluster.servers[0]: a user or password in a server URL is not allowed: use "
+        "cluster.credentials",
+    ),
+    (
         f"cluster: {{{SERVERS}, name: a.b}}",
         "cluster.name: expected a NATS subject token (letters, digits, _ and -), got 'a.b'",
     ),
