@@ -15,7 +15,7 @@ import zmq
 
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
-from orchestrator.config import AppConfig, Redactor
+from orchestrator.config import AppConfig, BusSection, Redactor
 from orchestrator.helper_process import HelperProcess, WatchExit
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def reconcile_bridge(
     bridge: BridgeProcess | None,
     config: AppConfig,
     *,
+    bus: BusSection,
     xsub: str,
     xpub: str,
     curve: dict[str, str] | None,
@@ -101,8 +102,9 @@ def reconcile_bridge(
     watch_exit: WatchExit,
 ) -> BridgeProcess | None:
     """The bridge `config` asks for: `bridge` itself if its settings are the same, else a new one,
-    started (the old one stopped first), or None without `cluster:`. Credentials written in the
-    file (not from `${VAR}`) are given to `redactor` too."""
+    started (the old one stopped first), or None without `cluster:`. `bus` is the bus in force
+    (a reload's `bus:` changes apply at the next `up`, as for the broker). Credentials written in
+    the file (not from `${VAR}`) are given to `redactor` too."""
     cluster = config.cluster
     settings = None
     if cluster is not None:
@@ -112,8 +114,8 @@ def reconcile_bridge(
             xpub=xpub,
             lifeline=lifeline,
             curve=curve,
-            high_water_mark=config.bus.high_water_mark,
-            max_message_size=int(config.bus.max_message_size_mb * 1024 * 1024),
+            high_water_mark=bus.high_water_mark,
+            max_message_size=int(bus.max_message_size_mb * 1024 * 1024),
         )
         credentials = cluster.credentials
         if credentials is not None:

@@ -108,6 +108,7 @@ class Supervisor:
             env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
         self.bridge: BridgeProcess | None = None
+        self.bus = config.bus  # the bus in force: a reload's `bus:` changes wait for `up`
         self.health = Health(self.manager)
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
@@ -203,6 +204,7 @@ class Supervisor:
         self.bridge = reconcile_bridge(
             self.bridge,
             self.config,
+            bus=self.bus,
             xsub=self.xsub,
             xpub=self.xpub,
             curve=self.bus_keys.client() if self.bus_keys is not None else None,

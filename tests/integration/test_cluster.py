@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cluster_hosts import (
     bridge,
     configure,
@@ -146,9 +147,15 @@ def test_a_reload_that_changes_cluster_restarts_the_bridge_and_one_without_stops
     configure(project, "alpha", {"servers": [server.url]})
     project.up()
     first = wait_connected(project)
+    main_file = project.config_dir / "main.yaml"
+    main = yaml.safe_load(main_file.read_text())
+    main_file.write_text(yaml.safe_dump({**main, "bus": {"high_water_mark": 5000}}))
+    plan = json.loads(project.cli("reload", "--json", check=0).stdout)
+    assert any("bus" in section for section in plan["not_applied"]), plan
+    assert bridge(project)["pid"] == first["pid"]  # bus changes wait for `up`, here too
     configure(project, "alpha", {"servers": [server.url], "export": ["x.*"]})
     plan = json.loads(project.cli("reload", "--json", check=0).stdout)
-    assert plan["not_applied"] == [] and plan["restart"] == {}, plan
+    assert plan["not_applied"] == ["bus"] and plan["restart"] == {}, plan  # bus back to default
     second = wait_connected(project)
     assert second["pid"] != first["pid"]
     recorder_pid = project.module("recorder")["pid"]
