@@ -76,9 +76,23 @@ class App:
         except NotRunningError:
             abort(f"no supervisor is running for {self.config_dir}", exit_codes.NOT_RUNNING)
 
+    def _known_to_config(self, name: str) -> None:
+        """Exit 2 if the config names no module `name` (enabled or not)."""
+        if self.config_dir.is_dir():
+            known = [module.name for module in self.load().modules]
+            if name not in known:
+                abort(
+                    f"no module named {name!r} in {self.config_dir / 'modules.yaml'}"
+                    f" (modules: {', '.join(known) or 'none'})",
+                    exit_codes.USAGE,
+                )
+
     def request(self, cmd: str, wait: float = 10.0, **arguments: Any) -> Any:
         """Send a request; exit 4 if no supervisor runs, 2 if it names a module the supervisor
         does not have, 1 with its message if the request failed otherwise."""
+        name = arguments.get("name")
+        if isinstance(name, str) and self.run_dir.running_pid() is None:
+            self._known_to_config(name)  # a typo is a usage error, running or not
         client = self.client()
         try:
             return client.request(cmd, wait, **arguments)

@@ -129,6 +129,10 @@ def test_no_config_directory_is_exit_3_with_its_absolute_path_in_every_command(
 
 def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -> None:
     idle_project(project)
+    for command in (["status", "nope"], ["restart", "nope"]):  # nothing running yet
+        result = project.cli(*command, check=exit_codes.USAGE)
+        assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
+    assert project.cli("status", "idle").returncode == exit_codes.NOT_RUNNING
     project.up()
     for command in (["status", "nope"], ["restart", "nope"], ["logs", "nope"], ["test", "nope"]):
         result = project.cli(*command, check=exit_codes.USAGE)
