@@ -122,8 +122,7 @@ def _wait_started(
         if daemon.poll() is not None or time.monotonic() > deadline:
             if pid is not None and pid > 0:  # another `up` started at the same moment won
                 abort(f"a supervisor is already running for this config (pid {pid})")
-            code = exit_codes.BAD_CONFIG if daemon.poll() == exit_codes.BAD_CONFIG else None
-            abort(f"the supervisor did not start{_said(output)}", code or exit_codes.FAILED)
+            abort(f"the supervisor did not start{_said(output)}", _code_of(daemon))
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
     try:
@@ -132,7 +131,14 @@ def _wait_started(
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.wait(1.0)  # it may be on its way out, with its reason in its output
         said = _said(output) if daemon.poll() is not None else ""
-        abort(f"the supervisor did not start{said}" if said else str(exc))
+        abort(f"the supervisor did not start{said}" if said else str(exc), _code_of(daemon))
+
+
+def _code_of(daemon: subprocess.Popen[bytes]) -> int:
+    """Our exit code for a supervisor that did not start: 3 if its config was the reason (it
+    may fail that way even after taking its lock), else 1."""
+    bad_config = daemon.poll() == exit_codes.BAD_CONFIG
+    return exit_codes.BAD_CONFIG if bad_config else exit_codes.FAILED
 
 
 def _said(output: BinaryIO) -> str:
