@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -56,3 +57,31 @@ class Recorder:
 
     def got(self, event_type: str) -> bool:
         return event_type in self.types
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now (the OS picks them; a tiny window remains until we bind)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def make_secret(length: int, alphabet: str = "Kq7vZ2xW9pLm") -> str:
+    """A secret of `length` characters in which no 8-character slice repeats by chance."""
+    return "".join(alphabet[(i * 7 + i // len(alphabet)) % len(alphabet)] for i in range(length))
+
+
+def leaks(secret: str, text: str) -> list[str]:
+    """The secret, or any 8-character slice of it, found in `text`: as it is, or as escaping or
+    joining lines would have shown it."""
+    found = []
+    for form in {secret, repr(secret)[1:-1], " ".join(secret.splitlines())}:
+        if form in text:
+            return [form]
+        found += [form[i : i + 8] for i in range(len(form) - 7) if form[i : i + 8] in text]
+    return found

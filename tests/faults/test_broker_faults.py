@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
-from helpers import wait_until
+from helpers import free_ports, wait_until
 from project import FAST_SUPERVISION, Project, alive, describe
 
 TICKER = """
@@ -214,7 +214,7 @@ def test_running_out_of_descriptors_on_the_tcp_bus_spares_the_supervisor(
 ) -> None:
     """Half-open connections past the open-file limit: the broker may stall or restart, but the
     supervisor answers, no module restarts, and the bus works again once they are gone."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     project.configure(
         [
             {"name": "listener", "path": project.write_module("listener.py", LISTENER)},
@@ -261,17 +261,6 @@ def test_running_out_of_descriptors_on_the_tcp_bus_spares_the_supervisor(
     assert _pids(project.status()) == _pids(status)
     _receiving(project, project.module("listener")["events_in"], timeout=30)
     assert all(m["restarts"] == 0 for m in project.status()["modules"])
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_a_broker_package_in_the_working_directory_is_not_run(project: Project) -> None:

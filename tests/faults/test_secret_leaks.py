@@ -8,6 +8,7 @@ import json
 
 import yaml
 from click.testing import CliRunner
+from helpers import leaks, make_secret
 from project import Project, describe
 
 from orchestrator import exit_codes
@@ -16,25 +17,9 @@ from orchestrator.cli import cli
 LENGTHS = (4, 20, 75, 76, 77, 120, 1000)
 
 
-def make_secret(length: int, alphabet: str = "Kq7vZ2xW9pLm") -> str:
-    """A secret of `length` characters in which no 8-character slice repeats by chance."""
-    return "".join(alphabet[(i * 7 + i // len(alphabet)) % len(alphabet)] for i in range(length))
-
-
 SECRETS = [make_secret(n) for n in LENGTHS] + [
     make_secret(n, "abcdefg'hijklm\\nopq\"rstu\tvwxyz\n") for n in (20, 120)
 ]
-
-
-def leaks(secret: str, text: str) -> list[str]:
-    """The secret, or any 8-character slice of it, found in `text`: as it is, or as escaping or
-    joining lines would have shown it."""
-    found = []
-    for form in {secret, repr(secret)[1:-1], " ".join(secret.splitlines())}:
-        if form in text:
-            return [form]
-        found += [form[i : i + 8] for i in range(len(form) - 7) if form[i : i + 8] in text]
-    return found
 
 
 def dotenv_line(name: str, value: str) -> str:

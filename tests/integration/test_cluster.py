@@ -23,10 +23,10 @@ from cluster_hosts import (
     wait_connected,
     wait_received,
 )
-from helpers import wait_until
+from helpers import free_ports, wait_until
 from nats_server import NatsServer
 from project import Project, alive, projects
-from test_tcp_bus import _free_ports, _use_tcp
+from test_tcp_bus import _use_tcp
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_a_host_on_a_tcp_bus_bridges_with_its_curve_keys(
     gamma = next(gamma_projects)
     try:
         configure(gamma, "gamma", {"servers": [server.url]})
-        _use_tcp(gamma, *_free_ports(2))
+        _use_tcp(gamma, *free_ports(2))
         assert gamma.up()["bus"]["transport"] == "tcp"
         wait_connected(gamma)
         wait_until(crosses(gamma, beta), 10, "an event from the tcp bus to beta")

@@ -8,22 +8,10 @@ import subprocess
 import sys
 
 import yaml
-from helpers import wait_until
+from helpers import free_ports, wait_until
 from project import Project, describe
 
 from orchestrator import exit_codes
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (the OS picks them; a tiny window remains until we bind)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _use_tcp(project: Project, xsub_port: int, xpub_port: int) -> None:
@@ -41,7 +29,7 @@ def _use_tcp(project: Project, xsub_port: int, xpub_port: int) -> None:
 
 def test_the_demo_talks_over_tcp_and_down_leaves_nothing(project: Project) -> None:
     project.copy_demo()
-    xsub_port, xpub_port = _free_ports(2)
+    xsub_port, xpub_port = free_ports(2)
     _use_tcp(project, xsub_port, xpub_port)
     status = project.up()
     assert status["bus"]["xsub"] == f"tcp://127.0.0.1:{xsub_port}"
@@ -70,7 +58,7 @@ def test_a_taken_port_is_a_one_line_error_and_nothing_starts(project: Project) -
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (xpub_port,) = _free_ports(1)
+        (xpub_port,) = free_ports(1)
         _use_tcp(project, port, xpub_port)
         result = project.cli("up", "-d", check=exit_codes.FAILED)
     assert "main.yaml: bus.xsub_port: cannot bind port" in result.stderr, result.stderr
@@ -104,7 +92,7 @@ print(got)
 
 def test_a_peer_without_the_bus_key_can_neither_read_nor_inject(project: Project) -> None:
     project.copy_demo()
-    xsub_port, xpub_port = _free_ports(2)
+    xsub_port, xpub_port = free_ports(2)
     _use_tcp(project, xsub_port, xpub_port)
     status = project.up()
     wait_until(
@@ -131,7 +119,7 @@ def test_a_peer_without_the_bus_key_can_neither_read_nor_inject(project: Project
 
 def test_the_tcp_bus_binds_loopback_only(project: Project) -> None:
     project.copy_demo()
-    xsub_port, xpub_port = _free_ports(2)
+    xsub_port, xpub_port = free_ports(2)
     _use_tcp(project, xsub_port, xpub_port)
     main_file = project.config_dir / "main.yaml"
     main = yaml.safe_load(main_file.read_text())

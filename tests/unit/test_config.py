@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers import leaks, make_secret
 
 from orchestrator.config import (
     AppConfig,
@@ -354,22 +355,6 @@ def test_redacting_filter() -> None:
 # -- secrets in error messages: scrubbed whole, before the message is cut or escaped -------------
 
 SECRET_LENGTHS = (4, 20, 75, 76, 77, 120, 1000)
-
-
-def make_secret(length: int, alphabet: str = "Kq7vZ2xW9pLm") -> str:
-    """A secret of `length` characters in which no 8-character slice repeats by chance."""
-    return "".join(alphabet[(i * 7 + i // len(alphabet)) % len(alphabet)] for i in range(length))
-
-
-def leaks(secret: str, text: str) -> list[str]:
-    """The secret, or any 8-character slice of it, found in `text`: as it is, or as escaping or
-    joining lines would have shown it."""
-    found = []
-    for form in {secret, repr(secret)[1:-1], " ".join(secret.splitlines())}:
-        if form in text:
-            return [form]
-        found += [form[i : i + 8] for i in range(len(form) - 7) if form[i : i + 8] in text]
-    return found
 
 
 QUOTING_ERRORS = {  # each quotes the value of ${TOKEN} in its message
