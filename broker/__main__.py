@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import select
 import signal
 import sys
@@ -38,17 +37,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard one (libzmq aborts on EMFILE); returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-    return hard
-
-
 def main(argv: list[str] | None = None) -> int:
     """Bind, say so on stdout, forward until told to stop; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -60,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.set_wakeup_fd(wake_write)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: None)
-    raise_fd_limit()
     curve = os.environ.pop(ENV_CURVE, "")
     server_secret, _, client_public = curve.partition(" ")
+    # The open-files limit is inherited: the supervisor raised it to the hard limit at start.
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     broker = Broker(
         context,

@@ -50,6 +50,11 @@ def shutdown():
 
 
 def _start(project: Project, **main: Any) -> dict[str, Any]:
+    _configure(project, **main)
+    return project.up()
+
+
+def _configure(project: Project, **main: Any) -> None:
     project.configure(
         [
             {"name": "listener", "path": project.write_module("listener.py", LISTENER)},
@@ -62,7 +67,6 @@ def _start(project: Project, **main: Any) -> dict[str, Any]:
         supervision=FAST_SUPERVISION,
         **main,
     )
-    return project.up()
 
 
 def _pids(status: dict[str, Any]) -> dict[str, int]:
@@ -215,16 +219,8 @@ def test_running_out_of_descriptors_on_the_tcp_bus_spares_the_supervisor(
     """Half-open connections past the open-file limit: the broker may stall or restart, but the
     supervisor answers, no module restarts, and the bus works again once they are gone."""
     ports = free_ports(2)
-    project.configure(
-        [
-            {"name": "listener", "path": project.write_module("listener.py", LISTENER)},
-            {
-                "name": "ticker",
-                "path": project.write_module("ticker.py", TICKER),
-                "depends_on": ["listener"],
-            },
-        ],
-        supervision=FAST_SUPERVISION,
+    _configure(
+        project,
         bus={"transport": "tcp", "host": "127.0.0.1", "xsub_port": ports[0], "xpub_port": ports[1]},
     )
     limit = 256

@@ -19,9 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import wait_until
-from project import Project, describe
-
-from orchestrator.cgroups import ModuleCgroups
+from project import Project, cgroups_writable, describe
 
 START_METHODS = {"forked": "fork", "spawned": "spawn"}  # one module of each kind
 MODULES = tuple(START_METHODS)
@@ -33,14 +31,6 @@ def _cgroup2_mount() -> str | None:
         if " - cgroup2 " in line:
             return line.split()[4]
     return None
-
-
-def _cgroups_writable() -> bool:
-    probe = ModuleCgroups(f"probe-{uuid.uuid4().hex[:8]}")
-    try:
-        return probe.available()
-    finally:
-        probe.close()
 
 
 # `sh -c` with the cgroup2 mount point as $0: in a mount namespace of its own, with private
@@ -68,7 +58,7 @@ def _can_hide_cgroups(mount: str) -> bool:
 
 
 CGROUP2_MOUNT = _cgroup2_mount()
-CGROUPS_WRITABLE = _cgroups_writable()
+CGROUPS_WRITABLE = cgroups_writable()
 # Without writable cgroups here, the supervisor has none anyway; with them, hide them from it.
 HIDE = CGROUPS_WRITABLE and CGROUP2_MOUNT is not None and _can_hide_cgroups(CGROUP2_MOUNT)
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,15 @@ class Project:
         # A supervisor that was SIGKILLed could not remove its (empty) cgroups.
         ModuleCgroups(RunDir(self.config_dir, self.run_base).key).close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def cgroups_writable() -> bool:
+    """Whether this machine lets a supervisor make cgroup v2 directories (a probe, removed)."""
+    probe = ModuleCgroups(f"probe-{uuid.uuid4().hex[:8]}")
+    try:
+        return probe.available()
+    finally:
+        probe.close()
 
 
 def alive(pid: int) -> bool:

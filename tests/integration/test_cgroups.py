@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 
 import pytest
 from helpers import wait_until
-from project import Project, alive
-
-from orchestrator.cgroups import ModuleCgroups
-
-
-def _cgroups_writable() -> bool:
-    probe = ModuleCgroups(f"probe-{uuid.uuid4().hex[:8]}")
-    try:
-        return probe.available()
-    finally:
-        probe.close()
-
+from project import Project, alive, cgroups_writable
 
 pytestmark = pytest.mark.skipif(
-    not _cgroups_writable(), reason="cgroup v2 is not mounted or not writable here"
+    not cgroups_writable(), reason="cgroup v2 is not mounted or not writable here"
 )
 
 HIDES_A_DAEMON = """
