@@ -115,7 +115,7 @@ def reconcile_bridge(
             lifeline=lifeline,
             curve=curve,
             high_water_mark=bus.high_water_mark,
-            max_message_size=int(bus.max_message_size_mb * 1024 * 1024),
+            max_message_size=bus.max_message_bytes,
         )
         credentials = cluster.credentials
         if credentials is not None:

@@ -34,11 +34,11 @@ from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
+from orchestrator.spec import module_spec
 from orchestrator.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
-_HANDSHAKE_TIMEOUT = 10.0
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
 # A waiter is called after every loop turn; it returns the reply once it has one.
@@ -99,7 +99,7 @@ class Supervisor:
             xsub=self.xsub,
             xpub=self.xpub,
             inject=run_dir.inject,
-            max_message_size=int(config.bus.max_message_size_mb * 1024 * 1024),
+            max_message_size=config.bus.max_message_bytes,
             high_water_mark=config.bus.high_water_mark,
             memory_limit_mb=config.bus.broker_memory_limit_mb,
             lifeline=boot.lifeline,
@@ -163,7 +163,7 @@ class Supervisor:
         self.events = SystemEvents(
             self.context,
             self.run_dir.inject,
-            max_message_size=int(self.config.bus.max_message_size_mb * 1024 * 1024),
+            max_message_size=self.bus.max_message_bytes,
         )
         # The modules start while the broker binds: their handshakes wait for it.
         for child in self.manager.children.values():
@@ -377,21 +377,14 @@ class Supervisor:
             self.health.check_memory(child)
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
-        spec = child.spec
-        payload = {
-            "kind": protocol.SPEC,
-            "path": str(spec.path),
-            "config": dict(spec.config),
-            "xsub": self.xsub,
-            "xpub": self.xpub,
-            "heartbeat_interval": spec.supervision.heartbeat_interval,
-            "handshake_timeout": min(_HANDSHAKE_TIMEOUT, spec.supervision.start_timeout),
-            "high_water_mark": self.config.bus.high_water_mark,
-            "max_message_size": int(self.config.bus.max_message_size_mb * 1024 * 1024),
-            "log_level": self.config.logging.level,
-            "curve": self.bus_keys.client() if self.bus_keys is not None else None,
-            "log": str(child.log.path),  # should we die, it says so there itself
-        }
+        payload = module_spec(
+            child,
+            bus=self.bus,
+            xsub=self.xsub,
+            xpub=self.xpub,
+            curve=self.bus_keys.client() if self.bus_keys is not None else None,
+            log_level=self.config.logging.level,
+        )
         self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
     # -- teardown ---------------------------------------------------------------------------------

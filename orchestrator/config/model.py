@@ -96,6 +96,11 @@ class BusSection:
     # subscriptions grows it; the supervisor and the modules are not affected).
     broker_memory_limit_mb: float = 512.0
 
+    @property
+    def max_message_bytes(self) -> int:
+        """`max_message_size_mb` in bytes, as ZeroMQ and the SDK take it."""
+        return int(self.max_message_size_mb * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class Webhook:
