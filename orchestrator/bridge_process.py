@@ -9,11 +9,12 @@ CURVE keys among them) go in an environment variable, never on its command line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, STATE_PREFIX
+from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, BusSection, Redactor
 from orchestrator.helper_process import HelperProcess, WatchExit
@@ -21,6 +22,8 @@ from orchestrator.helper_process import HelperProcess, WatchExit
 log = logging.getLogger(__name__)
 
 _MEMORY_LIMIT_MB = 256.0  # a bridge is a small asyncio process; past this it leaks
+_HOST_CHANGES = ("joined", "lost", "left")  # `host: <change> NAME [why]` -> event host.<change>
+Publish = Callable[..., None]  # publish(event_type, **data): a built-in event
 
 
 class BridgeProcess(HelperProcess):
@@ -33,6 +36,7 @@ class BridgeProcess(HelperProcess):
         lifeline: int,
         poller: zmq.Poller,
         watch_exit: WatchExit,
+        publish: Publish,
     ) -> None:
         super().__init__(
             name="bridge",
@@ -47,6 +51,7 @@ class BridgeProcess(HelperProcess):
             memory_setting="the bridge's limit of",
         )
         self.settings = settings
+        self._publish = publish
         self.nats = "not connected yet"
         self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
@@ -63,8 +68,12 @@ class BridgeProcess(HelperProcess):
         return {key: self._earlier[key] + value for key, value in self.counts.items()}
 
     def on_line(self, line: str) -> None:
-        """`nats: <state>` lines are the connection's state, `counts: ...` its event counts; any
-        other is a log line."""
+        """`nats: <state>` lines are the connection's state, `counts: ...` its event counts,
+        `host: ...` another host joining, lost or leaving (a `host.*` event); any other is a log
+        line."""
+        if line.startswith(HOST_PREFIX):
+            self._host_changed(line[len(HOST_PREFIX) :])
+            return
         if line.startswith(COUNTS_PREFIX):
             numbers = line[len(COUNTS_PREFIX) :].split()
             if len(numbers) == len(self.counts) and all(n.isdigit() for n in numbers):
@@ -78,6 +87,21 @@ class BridgeProcess(HelperProcess):
             log.log(level, "bridge: nats %s", state)
             return
         super().on_line(line)
+
+    def _host_changed(self, text: str) -> None:
+        change, _, rest = text.partition(" ")
+        host, _, why = rest.partition(" ")
+        if change == "twin":
+            log.warning(
+                "cluster: another host also calls itself %r (%s): give each host its own"
+                " cluster.host (status --cluster and host-named events mix them up)",
+                host,
+                why,
+            )
+        elif change in _HOST_CHANGES and host:
+            level = logging.INFO if change == "joined" else logging.WARNING
+            log.log(level, "cluster: host %s %s%s", host, change, f" ({why})" if why else "")
+            self._publish(f"host.{change}", host=host, **({"reason": why} if why else {}))
 
     def status(self) -> dict[str, Any]:
         """Its row under `system`, with the NATS connection's state."""
@@ -100,6 +124,9 @@ def reconcile_bridge(
     lifeline: int,
     poller: zmq.Poller,
     watch_exit: WatchExit,
+    control: str,
+    link_key: str,
+    publish: Publish,
 ) -> BridgeProcess | None:
     """The bridge `config` asks for: `bridge` itself if its settings are the same, else a new one,
     started (the old one stopped first), or None without `cluster:`. `bus` is the bus in force
@@ -116,6 +143,8 @@ def reconcile_bridge(
             curve=curve,
             high_water_mark=bus.high_water_mark,
             max_message_size=bus.max_message_bytes,
+            control=control,
+            link_key=link_key,
         )
         credentials = cluster.credentials
         if credentials is not None:
@@ -127,7 +156,9 @@ def reconcile_bridge(
         bridge.stop(timeout=1.0)
     if settings is None:
         return None
-    bridge = BridgeProcess(settings, lifeline=lifeline, poller=poller, watch_exit=watch_exit)
+    bridge = BridgeProcess(
+        settings, lifeline=lifeline, poller=poller, watch_exit=watch_exit, publish=publish
+    )
     log.info("cluster: host %s joins %s", settings.host, ", ".join(settings.servers))
     try:
         bridge.start()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
+from orchestrator.cluster_commands import ClusterCommands
 from orchestrator.logsetup import log_losses
+from orchestrator.logtail import last_lines
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -17,10 +20,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _LOG_TAIL = 20  # lines of the module's log that `status NAME` shows
+_LOGS_MAX_LINES = 10_000  # lines `logs` may ask for
+_LOGS_MAX_BYTES = 512 * 1024  # of a log's end that `logs` reads: a reply must cross NATS
 
 
-class CommandHandler:
-    """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later."""
+class CommandHandler(ClusterCommands):
+    """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later.
+    The cluster's (`remote`, `cluster`, the bridge's link) are `ClusterCommands`'."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -75,11 +81,26 @@ class CommandHandler:
         if name is not None:
             child = self.supervisor.manager.children.get(name) if isinstance(name, str) else None
             if child is None:
-                return control.failure(self._unknown(name))
+                return control.failure(self._unknown(name), {"kind": "usage"})
             row = next(row for row in data["modules"] if row["name"] == name)
             row.update(child.details(self.supervisor.manager.redactor, _LOG_TAIL))
             data["modules"] = [row]
         return control.reply(data)
+
+    def cmd_logs(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        """The last `lines` lines of module `name`'s log (or `app`, the supervisor's): what
+        `logs HOST/NAME` shows of another host's module."""
+        name, count = request.get("name"), request.get("lines", 20)
+        children = self.supervisor.manager.children
+        if name != "app" and (not isinstance(name, str) or name not in children):
+            return control.failure(self._unknown(name), {"kind": "usage"})
+        if not isinstance(count, int) or not 0 <= count <= _LOGS_MAX_LINES:
+            return control.failure(f"lines: expected 0 to {_LOGS_MAX_LINES}, got {_shown(count)}")
+        config = self.supervisor.config
+        app_log = Path(config.logging.directory) / "app.log"
+        path = app_log if name == "app" else children[name].log.path
+        lines = last_lines(path, count, _LOGS_MAX_BYTES)
+        return control.reply({"name": name, "file": str(path), "lines": lines})
 
     def cmd_bus_client(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         """What a CLI needs to join the bus as a client (`events`): the CURVE keys of a tcp bus,
@@ -101,7 +122,7 @@ class CommandHandler:
         name = request.get("name")
         child = manager.children.get(name) if isinstance(name, str) else None
         if child is None:
-            return control.failure(self._unknown(name))
+            return control.failure(self._unknown(name), {"kind": "usage"})
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
         generation = child.spawns

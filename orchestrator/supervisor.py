@@ -27,6 +27,7 @@ from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.events import SystemEvents
+from orchestrator.forwarder import Forwarder
 from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
 from orchestrator.manager import ChildManager
@@ -108,6 +109,7 @@ class Supervisor:
             env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
         self.bridge: BridgeProcess | None = None
+        self.forwarder = Forwarder(self.send_reply, self._bridge_pid)
         self.bus = config.bus  # the bus in force: a reload's `bus:` changes wait for `up`
         self.health = Health(self.manager)
         self.notifier = self._notifier(config)
@@ -194,6 +196,9 @@ class Supervisor:
         )
         self._set_hot_reload()
 
+    def _bridge_pid(self) -> int | None:
+        return self.bridge.pid if self.bridge is not None else None
+
     @property
     def helpers(self) -> list[HelperProcess]:
         """The supervisor's own processes: the broker, and the bridge in cluster mode."""
@@ -212,6 +217,9 @@ class Supervisor:
             lifeline=self.boot.lifeline,
             poller=self.poller,
             watch_exit=self.manager.watch_exit,
+            control=self.run_dir.control,
+            link_key=self.forwarder.key,
+            publish=self.publish,
         )
 
     def _turn(self) -> None:

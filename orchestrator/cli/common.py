@@ -19,6 +19,8 @@ from orchestrator.rundir import RunDir
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = Path("config")
+_EXIT_OF_KIND = {"unreachable": exit_codes.NOT_RUNNING, "usage": exit_codes.USAGE}
+_REMOTE_SLACK = 8.0  # seconds past a remote request's own wait: acknowledgement and relays
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 
 
@@ -26,6 +28,17 @@ def abort(message: str, code: int = exit_codes.FAILED) -> NoReturn:
     """Print `Error: message` to stderr and exit with `code`."""
     click.echo(f"Error: {message}", err=True)
     raise SystemExit(code)
+
+
+def split_host(name: str) -> tuple[str | None, str]:
+    """`HOST/NAME` -> (HOST, NAME), a module of another host of the cluster; `NAME` -> (None,
+    NAME). Exits 2 if either part is empty."""
+    host, slash, module = name.rpartition("/")
+    if not slash:
+        return None, name
+    if not host or not module:
+        abort(f"{name!r}: expected HOST/NAME, a module NAME on cluster host HOST", exit_codes.USAGE)
+    return host, module
 
 
 def echo_json(data: Any) -> None:
@@ -99,9 +112,20 @@ class App:
         except NotRunningError as exc:
             abort(str(exc), exit_codes.NOT_RUNNING)
         except ControlError as exc:
+            kind = exc.data.get("kind") if isinstance(exc.data, dict) else None
+            if kind in _EXIT_OF_KIND:  # another host's answer, or none
+                abort(str(exc), _EXIT_OF_KIND[kind])
             name = arguments.get("name")
             unknown = isinstance(name, str) and not self._has_module(client, name)
             abort(str(exc), exit_codes.USAGE if unknown else exit_codes.FAILED)
+
+    def remote(self, host: str, request: dict[str, Any], wait: float = 10.0) -> Any:
+        """Send `request` to the supervisor of cluster host `host`, through this one; exits as
+        `request` does, and 4 if that host does not answer (within `wait` seconds once it took
+        the request)."""
+        return self.request(
+            "remote", wait=wait + _REMOTE_SLACK, host=host, request=request, timeout=wait
+        )
 
     @staticmethod
     def _has_module(client: ControlClient, name: str) -> bool:

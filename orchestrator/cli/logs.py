@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from orchestrator import exit_codes
-from orchestrator.cli.common import App, abort, config_option
+from orchestrator.cli.common import App, abort, config_option, split_host
+from orchestrator.logtail import last_lines
 
 _FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` does
 
@@ -33,8 +34,18 @@ _FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` doe
 def logs(app: App, name: str, count: int, follow: bool) -> None:
     """Show the log of module NAME (its stdout, stderr and logging), or `app` for the supervisor's.
 
-    Works whether or not the supervisor is running.
+    Works whether or not the supervisor is running. In cluster mode, HOST/NAME shows the log of
+    module NAME on cluster host HOST (or HOST/app, its supervisor's), through that host's
+    supervisor (without --follow); exits 4 if HOST does not answer.
     """
+    host, module = split_host(name)
+    if host is not None:
+        if follow:
+            abort("--follow works for this host's logs only, not HOST/NAME", exit_codes.USAGE)
+        data = app.remote(host, {"cmd": "logs", "name": module, "lines": count})
+        for line in data["lines"]:
+            click.echo(line)
+        return
     config = app.load()
     if name != "app" and config.module(name) is None:
         known = ", ".join(["app", *(m.name for m in config.modules)])
@@ -49,26 +60,6 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
             _follow(path)
         except KeyboardInterrupt:
             return
-
-
-def last_lines(path: Path, count: int) -> list[str]:
-    """The last `count` lines of `path` (reading only its end); [] if it does not exist."""
-    if count == 0:
-        return []
-    try:
-        with path.open("rb") as log_file:
-            size = log_file.seek(0, os.SEEK_END)
-            block = 8192
-            data = b""
-            while size > 0 and data.count(b"\n") <= count:
-                step = min(block, size)
-                size -= step
-                log_file.seek(size)
-                data = log_file.read(step) + data
-                block *= 2
-    except FileNotFoundError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
 def _follow(path: Path) -> None:

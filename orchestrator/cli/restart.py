@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json
+from orchestrator.cli.common import App, config_option, echo_json, split_host
 
 
 @click.command()
@@ -28,7 +28,18 @@ def restart(app: App, name: str, wait: float, as_json: bool) -> None:
 
     A module that has failed (restart limit reached) is started afresh. Exits 1 if it does not come
     back up, with the reason; 2 if there is no module NAME.
+
+    In cluster mode, HOST/NAME restarts module NAME on cluster host HOST, through that host's
+    supervisor; exits 4 if HOST does not answer.
     """
+    host, module = split_host(name)
+    if host is not None:
+        data = app.remote(host, {"cmd": "restart", "name": module}, wait)
+        if as_json:
+            echo_json(app.remote(host, {"cmd": "status", "name": module}))
+            return
+        click.echo(f"{host}/{data['name']} restarted (pid {data['pid']})")
+        return
     data = app.request("restart", wait=wait, name=name)
     if as_json:
         echo_json(app.request("status", name=name))

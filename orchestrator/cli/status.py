@@ -8,7 +8,10 @@ from typing import Any
 
 import click
 
-from orchestrator.cli.common import App, config_option
+from orchestrator import exit_codes
+from orchestrator.cli.cluster_view import render_cluster
+from orchestrator.cli.common import App, abort, config_option, split_host
+from orchestrator.cli.formatting import duration
 
 _COLUMNS = (
     "NAME",
@@ -30,7 +33,12 @@ _COLUMNS = (
 @click.argument("name", required=False)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
-def status(app: App, name: str | None, as_json: bool) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="In cluster mode: every host (up, unreachable or left) and its modules, this host first.",
+)
+def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
     """Show each module's state, pid, uptime, restarts, last exit, memory, CPU and event counts.
 
     With NAME, only that module, plus its settings (secrets shown as ***), its restart history and
@@ -40,8 +48,24 @@ def status(app: App, name: str | None, as_json: bool) -> None:
     lost, since, and whether it is still failing or when it recovered. A reload that was
     rejected (a bad config) is a warning below the table, and `config.rejected` in the JSON, until
     a good config is applied.
+
+    In cluster mode, HOST/NAME shows module NAME of cluster host HOST (exit 4 if HOST does not
+    answer), and --cluster every host of the cluster with its modules.
     """
-    data = app.request("status", name=name)
+    if cluster:
+        if name is not None:
+            abort(
+                "--cluster shows every host: give no NAME (or HOST/NAME without it)",
+                exit_codes.USAGE,
+            )
+        view = app.request("cluster")
+        click.echo(json.dumps(view, indent=2, sort_keys=True) if as_json else render_cluster(view))
+        return
+    host, module = split_host(name) if name is not None else (None, None)
+    if host is not None:
+        data = app.remote(host, {"cmd": "status", "name": module})
+    else:
+        data = app.request("status", name=name)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -166,15 +190,3 @@ def _log_loss(entry: dict[str, Any]) -> str:
         return f"warning: {what}; still failing, retrying"
     until = time.strftime("%H:%M:%S", time.localtime(entry["recovered"]))
     return f"note: {what}; writing again since {until}"
-
-
-def duration(seconds: float) -> str:
-    """`42s`, `5m03s`, `2h10m`, `3d04h`."""
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

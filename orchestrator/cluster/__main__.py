@@ -23,11 +23,17 @@ from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 async def _serve(settings: BridgeSettings) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    bridge = Bridge(settings)
+
+    def told_to_stop() -> None:
+        bridge.farewell = True  # an orderly stop: the other hosts hear that this one left
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, told_to_stop)
     if settings.lifeline is not None:
         loop.add_reader(settings.lifeline, stop.set)  # readable only at end of file
-    await Bridge(settings).run(stop)
+    await bridge.run(stop)
 
 
 def main() -> int:

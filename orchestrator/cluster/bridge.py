@@ -36,7 +36,10 @@ from module_sdk.event import Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
+from orchestrator.cluster.hosts import Hosts
+from orchestrator.cluster.remote import RemoteControl
 from orchestrator.cluster.settings import BridgeSettings
+from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import (
     EVENTS,
     SYNCS,
@@ -45,6 +48,7 @@ from orchestrator.cluster.subjects import (
     sync_subject,
     type_of,
 )
+from orchestrator.cluster.supervisor_link import SupervisorLink
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a 
 PUBLISH_TIMEOUT = 2.0  # seconds one publish may take in all, past which it is counted unsent
 LOCAL_QUEUE = 10_000  # events queued from the local bus while NATS is slow; past it, counted
 BUILT_IN_SOURCE = "orchestrator"
+CANCEL_WAIT = 0.2  # seconds the tasks have to end once cancelled, at stop
 
 
 def is_built_in(source: str, event_type: str) -> bool:
@@ -80,6 +85,12 @@ def is_refusal(exc: BaseException) -> bool:
         nats.errors.ConnectionClosedError,
     )
     return not isinstance(exc, transport)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A task of the bridge that ended by a bug: said, so it is not silent (it stays ended)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("bridge: %s failed", task.get_name(), exc_info=task.exception())
 
 
 def say(line: str) -> None:
@@ -132,6 +143,9 @@ class Bridge:
         self.exported = 0
         self.imported = 0
         self.unsent = 0  # exported events NATS would not take (its buffer full, or closed)
+        self.hosts: Hosts | None = None
+        self.farewell = False  # say goodbye at stop (not when the supervisor died: then "lost")
+        self.remote: RemoteControl | None = None
 
     # -- the local bus ------------------------------------------------------------------------
 
@@ -163,24 +177,58 @@ class Bridge:
         pub.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
         pub.connect(self.settings.xsub)
         self._pub = zmq.Socket.shadow(pub.underlying)
+        tasks = self._control_tasks(context)
         say(READY)
-        tasks = [
+        tasks += [
             asyncio.create_task(self._connect(), name="nats"),
             asyncio.create_task(self._local(sub), name="local"),
             asyncio.create_task(self._report(), name="counts"),
         ]
+        for task in tasks:
+            task.add_done_callback(_log_failure)
         try:
             await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not gather: a cancelled pyzmq receive now and then never completes, and the
+            # goodbye and the close below must not wait for it (the process ends anyway).
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT)
+            if self.hosts is not None and self.farewell:
+                await self.hosts.leave()
             if self._nc is not None and not self._nc.is_closed:
                 with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
                     await asyncio.wait_for(self._nc.close(), 1.0)
             sub.close(0)
             pub.close(0)
             context.term()
+
+    def _control_tasks(self, context: zmq.asyncio.Context) -> list[asyncio.Task[None]]:
+        """With a supervisor to talk to: announce this host, hear the others, and carry control
+        requests between the hosts' supervisors (see `hosts` and `remote`)."""
+        settings = self.settings
+        if not settings.control:
+            return []
+        link = SupervisorLink(context, settings.control, settings.link_key)
+        try:
+            key = control_key(settings.credentials)
+        except OSError as exc:  # NATS refuses them too, and says so: control stays shut
+            log.error("bridge: cannot read the credentials to sign control requests: %s", exc)
+            key = os.urandom(32)
+        self.hosts = Hosts(
+            name=settings.name, host=settings.host, instance=self._instance, link=link, say=say
+        )
+        self.remote = RemoteControl(
+            name=settings.name,
+            host=settings.host,
+            link=link,
+            hosts=self.hosts,
+            sealer=Sealer(key, settings.host),
+        )
+        return [
+            asyncio.create_task(self.hosts.run(), name="hosts"),
+            asyncio.create_task(link.serve_forwards(self.remote.forward), name="forwards"),
+        ]
 
     async def _local(self, sub: zmq.asyncio.Socket) -> None:
         # Wait through asyncio, then take what else is queued with plain non-blocking reads:
@@ -238,6 +286,8 @@ class Bridge:
                     return  # imported long ago (its id forgotten): never goes back out
                 if seq:
                     self._count_local_losses(event_id, topic, seq, time)
+                if source == BUILT_IN_SOURCE and event_type.startswith("host."):
+                    return  # each host says what it sees of the others
                 if is_built_in(source, event_type) and isinstance(data, dict):
                     data = {**data, "host": self.settings.host}
                     body = encode_envelope(source, event_id, time, data, seq)
@@ -285,6 +335,9 @@ class Bridge:
         name = self.settings.name
         for kind in (EVENTS, SYNCS):
             await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)
+        if self.hosts is not None and self.remote is not None:
+            await self.remote.connected(nc)
+            await self.hosts.connected(nc)
         await nc.flush()  # the server has our subscriptions: "connected" means receiving
         self._last_error, self._refused = "", False
         self._state_changed(f"connected to {self._server(nc)}")

@@ -33,6 +33,8 @@ class BridgeSettings:
     max_message_size: int = -1
     credentials: dict[str, str] = field(default_factory=dict)  # token | user+password | files
     tls: dict[str, str] = field(default_factory=dict)  # ca, cert, key
+    control: str = ""  # the supervisor's control socket (none: no announcements, no control)
+    link_key: str = ""  # proves to the supervisor that a `bridge_attach` comes from its bridge
 
     @classmethod
     def of(
@@ -45,6 +47,8 @@ class BridgeSettings:
         curve: dict[str, str] | None,
         high_water_mark: int,
         max_message_size: int,
+        control: str = "",
+        link_key: str = "",
     ) -> BridgeSettings:
         """The settings of the bridge for `cluster` on this host's bus."""
         credentials: dict[str, str] = {}
@@ -70,6 +74,8 @@ class BridgeSettings:
             max_message_size=max_message_size,
             credentials=credentials,
             tls=tls,
+            control=control,
+            link_key=link_key,
         )
 
     def to_json(self) -> str:

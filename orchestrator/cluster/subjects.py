@@ -11,6 +11,8 @@ from module_sdk.event import Pattern
 
 EVENTS = "ev"
 SYNCS = "sync"
+HOSTS = "host"  # announcements: `<name>.host.<host>`
+CONTROL = "ctl"  # requests to one host's supervisor: `<name>.ctl.<host>`
 
 
 def event_subject(name: str, event_type: str) -> str:
@@ -42,3 +44,13 @@ def type_of(name: str, subject: str) -> tuple[str, str] | None:
     if kind not in (EVENTS, SYNCS) or not event_type:
         return None
     return kind, event_type
+
+
+def host_subject(name: str, host: str) -> str:
+    """Where `host` announces itself (`>` for every host: a host name may hold dots)."""
+    return f"{name}.{HOSTS}.{host}"
+
+
+def control_subject(name: str, host: str) -> str:
+    """Where `host`'s bridge takes control requests for its supervisor."""
+    return f"{name}.{CONTROL}.{host}"

@@ -13,7 +13,7 @@ import pytest
 from helpers import wait_until
 from project import Project
 
-PATTERNS = ["x.*", "y.*", "module.*"]
+PATTERNS = ["x.*", "y.*", "module.*", "host.*"]
 
 
 def configure(project: Project, host: str, cluster: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,32 +26,6 @@ from helpers import free_ports, wait_until
 from nats_server import NatsServer
 from project import Project, alive, projects
 from test_tcp_bus import _use_tcp
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[NatsServer]:
-    with tempfile.TemporaryDirectory(prefix="nats-") as tmp:
-        nats = NatsServer(Path(tmp) / "nats.log")
-        yield nats
-        nats.stop()
-
-
-@pytest.fixture(scope="module")
-def hosts(server: NatsServer) -> Iterator[tuple[Project, Project]]:
-    """alpha (exports x.* and module.*) and beta (exports everything), both up and connected."""
-    alpha_projects, beta_projects = projects(), projects()
-    alpha, beta = next(alpha_projects), next(beta_projects)
-    try:
-        configure(alpha, "alpha", {"servers": [server.url], "export": ["x.*", "module.*"]})
-        configure(beta, "beta", {"servers": [server.url]})
-        alpha.up()
-        beta.up()
-        wait_connected(alpha)
-        wait_connected(beta)
-        yield alpha, beta
-    finally:
-        for generator in (alpha_projects, beta_projects):
-            generator.close()
 
 
 def test_events_cross_both_ways_with_source_and_id_once(hosts: tuple[Project, Project]) -> None:

@@ -1,0 +1,193 @@
+"""The hosts of the cluster as this host sees them, from their announcements (pure logic).
+
+Every bridge announces its host every `ANNOUNCE_EVERY` seconds on `<name>.host.<host>`: its
+supervisor's pid, the version, its modules and their states. A host first heard of (or heard
+again after it was lost) has *joined*; one not heard of for `LOST_AFTER` seconds is
+*unreachable* (lost); one that said goodbye (`down`) has *left*. Announcements come from the
+network: each is checked field by field and bounded, and the table holds at most `MAX_HOSTS`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+ANNOUNCE_EVERY = 1.0  # seconds between a host's announcements
+LOST_AFTER = 3.5  # seconds without one, after which a host is unreachable
+MAX_HOSTS = 1000
+MAX_MODULES = 10_000  # rows of one announcement
+MAX_ANNOUNCEMENT = 4 * 1024 * 1024  # bytes
+UP, UNREACHABLE, LEFT = "up", "unreachable", "left"
+_HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+_TEXT = 200  # characters of a text field kept
+MODULE_FIELDS = ("name", "state", "pid", "restarts", "uptime", "rss_mb", "why")
+
+
+class BadAnnouncementError(ValueError):
+    """An announcement that is not one (garbage, or from a broken peer)."""
+
+
+def encode_announcement(
+    *,
+    host: str,
+    instance: str,
+    status: dict[str, Any] | None,
+    version: str,
+    leaving: bool = False,
+) -> bytes:
+    """This host's announcement, from its supervisor's `status` data (None before the first)."""
+    supervisor = (status or {}).get("supervisor", {})
+    modules = [
+        {key: row.get(key) for key in MODULE_FIELDS} for row in (status or {}).get("modules", [])
+    ]
+    return msgpack.packb(  # type: ignore[no-any-return]
+        {
+            "host": host,
+            "instance": instance,
+            "version": version,
+            "pid": supervisor.get("pid"),
+            "started": supervisor.get("started"),
+            "modules": modules[:MAX_MODULES],
+            "leaving": leaving,
+        }
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value[:_TEXT] if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | int | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def decode_announcement(data: bytes) -> dict[str, Any]:
+    """A validated announcement; raises BadAnnouncementError."""
+    if len(data) > MAX_ANNOUNCEMENT:
+        raise BadAnnouncementError(f"{len(data)} bytes")
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except Exception:  # anything: garbage from the network
+        raise BadAnnouncementError("not msgpack") from None
+    if not isinstance(raw, dict):
+        raise BadAnnouncementError("not a map")
+    host, instance = raw.get("host"), raw.get("instance")
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
+        raise BadAnnouncementError("no valid host")
+    if not isinstance(instance, str) or not instance or len(instance) > 64:
+        raise BadAnnouncementError("no valid instance")
+    modules = raw.get("modules")
+    if not isinstance(modules, list) or len(modules) > MAX_MODULES:
+        raise BadAnnouncementError("no valid modules")
+    rows = []
+    for row in modules:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise BadAnnouncementError("a module row without a name")
+        rows.append(
+            {
+                "name": _text(row["name"]),
+                "state": _text(row.get("state")),
+                "pid": _number(row.get("pid")),
+                "restarts": _number(row.get("restarts")),
+                "uptime": _number(row.get("uptime")),
+                "rss_mb": _number(row.get("rss_mb")),
+                "why": _text(row.get("why")),
+            }
+        )
+    return {
+        "host": host,
+        "instance": instance,
+        "version": _text(raw.get("version")),
+        "pid": _number(raw.get("pid")),
+        "started": _number(raw.get("started")),
+        "modules": rows,
+        "leaving": raw.get("leaving") is True,
+    }
+
+
+@dataclass
+class Peer:
+    """Another host, as its last announcement described it."""
+
+    announcement: dict[str, Any]
+    state: str = UP
+    since: float = 0.0  # unix time the state began
+    last_heard: float = 0.0  # unix time of the last announcement
+
+    def row(self, now: float) -> dict[str, Any]:
+        """Its row in `status --cluster --json`."""
+        note = self.announcement
+        return {
+            "host": note["host"],
+            "state": self.state,
+            "since": self.since,
+            "last_heard": round(now - self.last_heard, 3),
+            "pid": note["pid"],
+            "version": note["version"],
+            "started": note["started"],
+            "modules": note["modules"],
+        }
+
+
+@dataclass
+class PeerTable:
+    """The other hosts, by name. `heard` and `expire` return what changed, as
+    (change, host, why) with change one of "joined", "lost", "left", "twin"."""
+
+    own_host: str
+    own_instance: str
+    peers: dict[str, Peer] = field(default_factory=dict)
+    twins: set[str] = field(default_factory=set)  # instances of another host named as this one
+
+    def heard(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
+        """A (decoded) announcement arrived."""
+        host = note["host"]
+        if note["instance"] == self.own_instance:
+            return []
+        if host == self.own_host:
+            if note["instance"] in self.twins or len(self.twins) >= MAX_HOSTS:
+                return []
+            self.twins.add(note["instance"])
+            return [("twin", host, f"pid {note['pid']}")]
+        peer = self.peers.get(host)
+        if peer is None:
+            if len(self.peers) >= MAX_HOSTS:
+                self._forget_one()
+                if len(self.peers) >= MAX_HOSTS:
+                    return []
+            peer = self.peers[host] = Peer(note, state=UP, since=now, last_heard=now)
+            return [] if note["leaving"] else [("joined", host, "")]
+        previous = peer.state
+        peer.announcement, peer.last_heard = note, now
+        if note["leaving"]:
+            if previous != LEFT:
+                peer.state, peer.since = LEFT, now
+                return [("left", host, "its supervisor stopped")]
+            return []
+        if previous != UP:
+            peer.state, peer.since = UP, now
+            return [("joined", host, "")]
+        return []
+
+    def expire(self, now: float) -> list[tuple[str, str, str]]:
+        """Hosts not heard of for LOST_AFTER seconds become unreachable."""
+        changes = []
+        for host, peer in self.peers.items():
+            if peer.state == UP and now - peer.last_heard > LOST_AFTER:
+                peer.state, peer.since = UNREACHABLE, now
+                changes.append(("lost", host, f"no announcement for {now - peer.last_heard:.1f}s"))
+        return changes
+
+    def rows(self, now: float) -> list[dict[str, Any]]:
+        """Every other host's row, by name."""
+        return [self.peers[host].row(now) for host in sorted(self.peers)]
+
+    def _forget_one(self) -> None:
+        """Make room: forget the host that left or was lost longest ago, if any."""
+        gone = [p for p in self.peers.values() if p.state != UP]
+        if gone:
+            oldest = min(gone, key=lambda p: p.since)
+            del self.peers[oldest.announcement["host"]]

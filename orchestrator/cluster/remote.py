@@ -1,0 +1,155 @@
+"""Control across hosts: `restart HOST/NAME`, `logs HOST/NAME`, through NATS request/reply.
+
+The asking side: the supervisor forwards the CLI's request to its bridge, which sends it sealed
+(see `signing`) to `<name>.ctl.<host>` with a reply inbox, and waits `ACK_TIMEOUT` seconds for
+the other host to acknowledge it, then as long as the request may take (a restart waits for the
+module to run again). No acknowledgement, or no one listening on that subject, is a host that
+does not answer: a failure of kind `unreachable` (the CLI exits 4).
+
+The answering side: the bridge takes what comes on its own host's subject, checks it (sealed with
+this cluster's credentials, addressed to this host, recent, not replayed, one of `ALLOWED`),
+acknowledges it and asks its supervisor over the control socket, as the CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgpack
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from orchestrator.cluster.hosts import Hosts
+from orchestrator.cluster.signing import RefusedError, Sealer
+from orchestrator.cluster.subjects import control_subject
+from orchestrator.cluster.supervisor_link import SupervisorLink, failure
+
+log = logging.getLogger(__name__)
+
+ACK_TIMEOUT = 3.0  # seconds a host has to acknowledge a request before it counts as unreachable
+ALLOWED = frozenset({"status", "restart", "logs"})  # what other hosts may ask of this one
+MAX_WAIT = 3600.0  # seconds a request may ask to be waited for
+_NO_RESPONDERS = "503"
+UNREACHABLE = "unreachable"
+
+
+class RemoteControl:
+    """Sends the CLI's requests to other hosts, and serves theirs."""
+
+    def __init__(self, *, name: str, host: str, link: SupervisorLink, hosts: Hosts, sealer: Sealer):
+        self.name = name
+        self.host = host
+        self._link = link
+        self._hosts = hosts
+        self._sealer = sealer
+        self._nc: Client | None = None
+
+    async def connected(self, nc: Client) -> None:
+        """NATS is there: take requests for this host."""
+        self._nc = nc
+        await nc.subscribe(control_subject(self.name, self.host), cb=self.serve)
+
+    # -- asking another host --------------------------------------------------------------------
+
+    async def forward(self, message: dict[str, Any]) -> None:
+        """A request the supervisor forwards: to another host, or (no host) for the view of the
+        cluster. The answer goes back to the supervisor."""
+        host, request = message.get("host"), message.get("request")
+        wait = message.get("wait")
+        wait = min(float(wait), MAX_WAIT) if isinstance(wait, int | float) and wait >= 0 else 10.0
+        if host is None:
+            answer: dict[str, Any] = {"ok": True, "data": self._hosts.view()}
+        elif not isinstance(host, str) or not isinstance(request, dict):
+            answer = failure("malformed forward")
+        else:
+            answer = await self.ask(host, request, wait)
+        await self._link.reply(message["forward"], answer)
+
+    async def ask(self, host: str, request: dict[str, Any], wait: float) -> dict[str, Any]:
+        """Host `host`'s answer to `request`, or a failure saying why there is none."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return failure(
+                f"cannot reach host {host!r}: this host is not connected to NATS (see `status`)",
+                UNREACHABLE,
+            )
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = nc.new_inbox()
+        try:
+            sub = await nc.subscribe(inbox, cb=replies.put, max_msgs=2)
+            await nc.publish(
+                control_subject(self.name, host), self._sealer.seal(host, request), reply=inbox
+            )
+        except (nats.errors.Error, OSError) as exc:
+            return failure(f"cannot reach host {host!r}: {exc}", UNREACHABLE)
+        acknowledged = False
+        try:
+            first = await asyncio.wait_for(replies.get(), ACK_TIMEOUT)
+            if (first.headers or {}).get("Status") == _NO_RESPONDERS:
+                return failure(self._unknown(host), UNREACHABLE)
+            answer = _decode(first.data)
+            if answer.get("ack"):
+                acknowledged = True
+                answer = _decode((await asyncio.wait_for(replies.get(), wait + 1.0)).data)
+        except TimeoutError:
+            if acknowledged:
+                return failure(f"host {host!r} took the request but did not finish it in {wait:g}s")
+            return failure(f"host {host!r} did not answer within {ACK_TIMEOUT:g}s", UNREACHABLE)
+        finally:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
+        return answer
+
+    def _unknown(self, host: str) -> str:
+        known = ", ".join(sorted(self._hosts.reachable())) or "none"
+        return f"no host {host!r} answers in cluster {self.name!r} (hosts reachable: {known})"
+
+    # -- answering --------------------------------------------------------------------------------
+
+    async def serve(self, msg: Msg) -> None:
+        """A request from another host for this one."""
+        if not msg.reply:
+            return
+        try:
+            sender, request = self._sealer.open(msg.data)
+        except RefusedError as exc:
+            log.warning("bridge: refused a control request on %s: %s", msg.subject, exc)
+            await self._respond(msg, failure(f"refused by host {self.host!r}: {exc}", "refused"))
+            return
+        cmd = request.get("cmd")
+        if cmd not in ALLOWED:
+            allowed = ", ".join(sorted(ALLOWED))
+            await self._respond(
+                msg, failure(f"{cmd!r} cannot be asked of another host (only {allowed})", "usage")
+            )
+            return
+        await self._respond(msg, {"ack": True})
+        wait = request.get("wait")
+        timeout = min(float(wait), MAX_WAIT) if isinstance(wait, int | float) and wait > 0 else 10.0
+        log.info("bridge: host %s asks %s of this host", sender, cmd)
+        answer = await self._link.ask(request, timeout)
+        await self._respond(msg, answer)
+
+    async def _respond(self, msg: Msg, answer: dict[str, Any]) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        payload: bytes = msgpack.packb(answer)
+        if len(payload) > nc.max_payload:
+            payload = msgpack.packb(
+                failure(f"the answer ({len(payload)} bytes) exceeds NATS's max_payload")
+            )
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await nc.publish(msg.reply, payload)
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    try:
+        answer = msgpack.unpackb(data, raw=False)
+    except Exception:  # garbage from the network
+        return failure("the host's answer was unreadable")
+    return answer if isinstance(answer, dict) else failure("the host's answer was unreadable")

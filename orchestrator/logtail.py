@@ -1,0 +1,30 @@
+"""The end of a log file, read without reading the whole of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def last_lines(path: Path, count: int, max_bytes: int | None = None) -> list[str]:
+    """The last `count` lines of `path` (reading only its end, and at most its last `max_bytes`
+    if given); [] if it does not exist."""
+    if count == 0:
+        return []
+    try:
+        with path.open("rb") as log_file:
+            size = log_file.seek(0, os.SEEK_END)
+            block = 8192
+            data = b""
+            limit = max_bytes if max_bytes is not None else size
+            while size > 0 and data.count(b"\n") <= count and len(data) < limit:
+                step = min(block, size)
+                size -= step
+                log_file.seek(size)
+                data = log_file.read(step) + data
+                block *= 2
+    except FileNotFoundError:
+        return []
+    if max_bytes is not None:
+        data = data[-max_bytes:]
+    return data.decode("utf-8", "replace").splitlines()[-count:]

@@ -1,0 +1,165 @@
+"""The pure parts of control across hosts: sealed requests, the table of hosts, the forwarder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from orchestrator.cluster.peers import (
+    LOST_AFTER,
+    MAX_ANNOUNCEMENT,
+    BadAnnouncementError,
+    PeerTable,
+    decode_announcement,
+    encode_announcement,
+)
+from orchestrator.cluster.signing import MAX_AGE, RefusedError, Sealer, control_key
+from orchestrator.forwarder import MAX_PENDING, Forwarder
+
+KEY = control_key({"token": "s3cret"})
+
+
+def test_a_request_sealed_with_the_clusters_credentials_opens_once() -> None:
+    data = Sealer(KEY, "alpha").seal("beta", {"cmd": "restart", "name": "x"})
+    beta = Sealer(KEY, "beta")
+    assert beta.open(data) == ("alpha", {"cmd": "restart", "name": "x"})
+    with pytest.raises(RefusedError, match="replayed"):
+        beta.open(data)
+
+
+@pytest.mark.parametrize(
+    ("sealer", "opener", "match"),
+    [
+        (Sealer(control_key({"token": "other"}), "alpha"), Sealer(KEY, "beta"), "credentials"),
+        (Sealer(None, "alpha"), Sealer(KEY, "beta"), "credentials"),  # unsigned
+        (Sealer(KEY, "alpha"), Sealer(KEY, "gamma"), "addressed to 'beta'"),
+    ],
+)
+def test_a_request_from_other_credentials_or_for_another_host_is_refused(
+    sealer: Sealer, opener: Sealer, match: str
+) -> None:
+    with pytest.raises(RefusedError, match=match):
+        opener.open(sealer.seal("beta", {"cmd": "status"}))
+
+
+def test_a_stale_request_or_garbage_is_refused() -> None:
+    data = Sealer(KEY, "alpha").seal("beta", {"cmd": "status"})
+    sent = msgpack.unpackb(msgpack.unpackb(data)[0])["sent"]
+    with pytest.raises(RefusedError, match="clock"):
+        Sealer(KEY, "beta").open(data, now=sent + MAX_AGE + 1)
+    for garbage in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"a": 1}), b"x" * 70_000):
+        with pytest.raises(RefusedError):
+            Sealer(KEY, "beta").open(garbage)
+
+
+def test_keys_come_from_every_kind_of_credential(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.nk"
+    seed.write_text("SUAIBDPBAUTW\n")
+    keys = {
+        control_key({"token": "a"}),
+        control_key({"token": "b"}),
+        control_key({"user": "u", "password": "p"}),
+        control_key({"nkey_seed": str(seed)}),
+    }
+    assert len(keys) == 4 and None not in keys
+    assert control_key({}) is None
+
+
+def note(host: str, instance: str = "i1", *, leaving: bool = False) -> dict[str, Any]:
+    status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": [{"name": "m", "state": "x"}]}
+    data = encode_announcement(
+        host=host, instance=instance, status=status, version="1", leaving=leaving
+    )
+    return decode_announcement(data)
+
+
+def test_hosts_join_get_lost_come_back_and_leave() -> None:
+    table = PeerTable("alpha", "me")
+    assert table.heard(note("beta"), 100.0) == [("joined", "beta", "")]
+    assert table.heard(note("beta"), 101.0) == []
+    assert table.expire(101.0 + LOST_AFTER) == []
+    lost = table.expire(101.1 + LOST_AFTER)
+    assert [change[:2] for change in lost] == [("lost", "beta")]
+    assert table.rows(110.0)[0]["state"] == "unreachable"
+    assert table.heard(note("beta", "i2"), 111.0) == [("joined", "beta", "")]
+    assert table.heard(note("beta", "i2", leaving=True), 112.0)[0][:2] == ("left", "beta")
+    assert table.expire(200.0) == []  # a host that left is not lost too
+    assert table.heard(note("alpha", "me"), 113.0) == []  # our own
+    assert table.heard(note("alpha", "twin"), 113.0) == [("twin", "alpha", "pid 7")]
+    assert table.heard(note("alpha", "twin"), 114.0) == []  # said once
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([1]),
+        msgpack.packb({"host": "a b", "instance": "i", "modules": []}),
+        msgpack.packb({"host": "a", "instance": "", "modules": []}),
+        msgpack.packb({"host": "a", "instance": "i", "modules": [{"state": "x"}]}),
+        msgpack.packb({"host": "a", "instance": "i", "modules": "no"}),
+        b"\x00" * (MAX_ANNOUNCEMENT + 1),
+    ],
+)
+def test_garbage_announcements_are_refused(data: bytes) -> None:
+    with pytest.raises(BadAnnouncementError):
+        decode_announcement(data)
+
+
+def test_fields_of_an_announcement_are_typed_and_cut() -> None:
+    raw = {
+        "host": "a",
+        "instance": "i",
+        "modules": [{"name": "n" * 1000, "pid": "nope", "restarts": True, "state": 5}],
+    }
+    row = decode_announcement(msgpack.packb(raw))["modules"][0]
+    assert len(row["name"]) == 200 and row["pid"] is None and row["restarts"] is None
+    assert row["state"] is None
+
+
+class Bridge:
+    def __init__(self) -> None:
+        self.pid: int | None = 10
+        self.sent: list[tuple[bytes, dict[str, Any]]] = []
+
+
+def forwarder() -> tuple[Forwarder, Bridge]:
+    bridge = Bridge()
+    return Forwarder(
+        lambda identity, m: bridge.sent.append((identity, m)), lambda: bridge.pid
+    ), bridge
+
+
+def test_a_forward_waits_for_the_bridges_reply() -> None:
+    forward, bridge = forwarder()
+    assert isinstance(forward.forward("beta", {"cmd": "status"}, 1.0), dict)  # not attached
+    assert not forward.attach(b"link", "wrong key")
+    assert forward.attach(b"link", forward.key)
+    waiter = forward.forward("beta", {"cmd": "status"}, 1.0)
+    assert callable(waiter) and waiter() is None
+    ((identity, message),) = bridge.sent
+    assert identity == b"link" and message["host"] == "beta"
+    assert not forward.answered("wrong", message["forward"], {"ok": True})
+    assert forward.answered(forward.key, message["forward"], {"ok": True, "data": 1})
+    assert waiter() == {"ok": True, "data": 1}
+    assert not forward.answered(forward.key, message["forward"], {"ok": True})  # once
+
+
+def test_a_forward_fails_when_the_bridge_goes_and_pending_ones_are_bounded() -> None:
+    forward, bridge = forwarder()
+    forward.attach(b"link", forward.key)
+    waiter = forward.forward("beta", {"cmd": "status"}, 1.0)
+    assert callable(waiter)
+    bridge.pid = 11  # restarted
+    answer = waiter()
+    assert answer is not None and answer["data"] == {"kind": "unreachable"}
+    assert isinstance(forward.forward("beta", None, 1.0), dict)  # the new one has not attached
+    forward.attach(b"link2", forward.key)
+    for _ in range(MAX_PENDING):
+        assert callable(forward.forward("beta", None, 1.0))
+    refused = forward.forward("beta", None, 1.0)
+    assert isinstance(refused, dict) and "already waiting" in refused["error"]
