@@ -123,3 +123,40 @@ def test_tls_with_the_cluster_ca(tmp_path: Path) -> None:
     finally:
         gamma_projects.close()
         node.stop()
+
+
+def test_only_hosts_with_the_clusters_credentials_control_each_other(tmp_path: Path) -> None:
+    """alpha and beta join as user `ops`, gamma as `monitor`: NATS admits all three, but beta
+    takes a restart from alpha only; gamma's request is refused (exit 1), and says why."""
+    server_conf = tmp_path / "nats.conf"
+    server_conf.write_text(
+        'authorization { users = [ {user: "ops", password: "ops-pass-1"},'
+        ' {user: "monitor", password: "monitor-pass-2"} ] }\n'
+    )
+    node = NatsServer(tmp_path / "nats.log", "-c", str(server_conf))
+    generators = [projects() for _ in range(3)]
+    alpha, beta, gamma = (next(generator) for generator in generators)
+    try:
+        for project, host, user in ((alpha, "alpha", "ops"), (beta, "beta", "ops")):
+            credentials = {"user": user, "password": "ops-pass-1"}
+            configure(project, host, {"servers": [node.url], "credentials": credentials})
+        credentials = {"user": "monitor", "password": "monitor-pass-2"}
+        configure(gamma, "gamma", {"servers": [node.url], "credentials": credentials})
+        for project in (alpha, beta, gamma):
+            project.up()
+            wait_connected(project)
+        before = beta.module("recorder")["pid"]
+        alpha.cli("restart", "beta/recorder", check=0)
+        assert beta.module("recorder")["pid"] != before
+        refused = gamma.cli("restart", "beta/recorder", check=1)
+        assert "refused by host 'beta': not signed with this cluster's credentials" in (
+            refused.stderr
+        ), refused.stderr
+        assert "refused a control request" in beta.log("app")
+        for project in (alpha, beta, gamma):  # no password shows in the logs
+            log = project.log("app")
+            assert "ops-pass-1" not in log and "monitor-pass-2" not in log
+    finally:
+        for generator in generators:
+            generator.close()
+        node.stop()
