@@ -41,7 +41,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 done, 1 failed, 2 bad usage (an unknown option, command or module name),
-    3 config directory missing or config invalid, 4 no supervisor running.
+    3 config directory missing or config invalid, 4 no supervisor running (or a cluster host
+    that does not answer).
     """
 
 
