@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 _MEMORY_LIMIT_MB = 256.0  # a bridge is a small asyncio process; past this it leaks
 _HOST_CHANGES = ("joined", "lost", "left")  # `host: <change> NAME [why]` -> event host.<change>
+_PEER_STATE = {"joined": "up", "lost": "unreachable", "left": "left"}
+_MAX_PEERS = 1000
 Publish = Callable[..., None]  # publish(event_type, **data): a built-in event
 
 
@@ -52,6 +54,7 @@ class BridgeProcess(HelperProcess):
         )
         self.settings = settings
         self._publish = publish
+        self.peers: dict[str, str] = {}  # other hosts this run of the bridge heard of: state
         self.nats = "not connected yet"
         self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
@@ -59,6 +62,7 @@ class BridgeProcess(HelperProcess):
     def start(self) -> None:
         """Spawn the bridge; it connects to NATS by itself."""
         self.nats = "not connected yet"
+        self.peers = {}  # the new run hears them again (and says they joined)
         self._earlier = dict(self.totals())
         self.counts = dict.fromkeys(self.counts, 0)
         super().start()
@@ -99,6 +103,10 @@ class BridgeProcess(HelperProcess):
                 why,
             )
         elif change in _HOST_CHANGES and host:
+            self.peers[host] = _PEER_STATE[change]
+            if len(self.peers) > _MAX_PEERS:  # as the bridge's own table: forget one gone
+                gone = next((h for h, state in self.peers.items() if state != "up"), host)
+                self.peers.pop(gone)
             level = logging.INFO if change == "joined" else logging.WARNING
             log.log(level, "cluster: host %s %s%s", host, change, f" ({why})" if why else "")
             self._publish(f"host.{change}", host=host, **({"reason": why} if why else {}))
@@ -108,6 +116,10 @@ class BridgeProcess(HelperProcess):
         row = super().status()
         row["nats"] = self.nats if self.pid is not None else "not connected (bridge not running)"
         row["host"] = self.settings.host
+        row["peers"] = {
+            state: sorted(h for h, s in self.peers.items() if s == state)
+            for state in ("up", "unreachable", "left")
+        }
         row.update(self.totals())
         return row
 

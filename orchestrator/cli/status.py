@@ -119,10 +119,26 @@ def _system_line(row: dict[str, Any]) -> str:
         parts.append(f"events out {row['exported']}, in {row['imported']}")
         if row["unsent"]:
             parts.append(f"{row['unsent']} not sent (lost)")
+    peers = row.get("peers")
+    if peers is not None:
+        parts.append(_peers(peers))
     parts.append(f"restarts {row['restarts']}")
     if last:
         parts.append(f"last exit {last['description']} ({last['reason']})")
     return ", ".join(parts)
+
+
+def _peers(peers: dict[str, list[str]]) -> str:
+    """`other hosts: 2 up, 1 unreachable (beta)` (see `status --cluster`)."""
+    parts = [f"{len(peers['up'])} up"]
+    if peers["unreachable"]:
+        shown = ", ".join(peers["unreachable"][:5]) + (
+            ", ..." if len(peers["unreachable"]) > 5 else ""
+        )
+        parts.append(f"{len(peers['unreachable'])} unreachable ({shown})")
+    if peers["left"]:
+        parts.append(f"{len(peers['left'])} left")
+    return "other hosts: " + ", ".join(parts)
 
 
 def render_details(module: dict[str, Any]) -> str:

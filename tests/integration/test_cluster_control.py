@@ -9,7 +9,7 @@ import os
 import signal
 from typing import Any
 
-from cluster_hosts import configure, wait_connected
+from cluster_hosts import bridge, configure, wait_connected
 from helpers import wait_until
 from nats_server import NatsServer
 from project import Project, projects
@@ -98,6 +98,8 @@ def test_hosts_joining_lost_and_leaving_are_events_and_states(
         lost = wait_until(lambda: host_events(alpha, "lost", "gamma"), 10, "host.lost gamma")
         assert "no announcement for" in lost[0]["data"]["reason"]
         assert host_row(alpha, "gamma")["state"] == "unreachable"  # type: ignore[index]
+        assert bridge(alpha)["peers"]["unreachable"] == ["gamma"]
+        assert "1 unreachable (gamma)" in alpha.cli("status", check=0).stdout
         failed = alpha.cli("restart", "gamma/recorder", check=4)
         assert "did not answer" in failed.stderr or "no host 'gamma'" in failed.stderr
         gamma.up()
@@ -111,6 +113,7 @@ def test_hosts_joining_lost_and_leaving_are_events_and_states(
         )
         assert left[0]["source"] == "orchestrator"
         assert host_row(alpha, "gamma")["state"] == "left"  # type: ignore[index]
+        assert bridge(alpha)["peers"] == {"up": ["beta"], "unreachable": [], "left": ["gamma"]}
     finally:
         gamma_projects.close()
 
