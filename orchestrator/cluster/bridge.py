@@ -39,9 +39,7 @@ from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.subjects import (
     EVENTS,
-    SYNCS,
     event_subject,
-    pattern_subject,
     sync_subject,
     type_of,
 )
@@ -282,9 +280,10 @@ class Bridge:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 await asyncio.sleep(GIVE_UP_WAIT)
-        name = self.settings.name
-        for kind in (EVENTS, SYNCS):
-            await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)
+        # One subscription for events and syncs: nats-py runs each subscription's callback in a
+        # task of its own, so with two a sync could overtake the event sent before it, and that
+        # event, arriving after all, would have been counted as dropped by its subscribers.
+        await nc.subscribe(f"{self.settings.name}.>", cb=self.receive)
         await nc.flush()  # the server has our subscriptions: "connected" means receiving
         self._last_error, self._refused = "", False
         self._state_changed(f"connected to {self._server(nc)}")
