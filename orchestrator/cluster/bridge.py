@@ -42,9 +42,7 @@ from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import (
     EVENTS,
-    SYNCS,
     event_subject,
-    pattern_subject,
     sync_subject,
     type_of,
 )
@@ -332,9 +330,12 @@ class Bridge:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 await asyncio.sleep(GIVE_UP_WAIT)
-        name = self.settings.name
-        for kind in (EVENTS, SYNCS):
-            await nc.subscribe(pattern_subject(name, "*", kind), cb=self.receive)
+        # One subscription for events and syncs: nats-py runs each subscription's callback in a
+        # task of its own, so with two a sync could overtake the event sent before it, and that
+        # event, arriving after all, would have been counted as dropped by its subscribers.
+        # (Announcements and control requests come along too, ignored by `receive`: `hosts`
+        # and `remote` have their own subscriptions.)
+        await nc.subscribe(f"{self.settings.name}.>", cb=self.receive)
         if self.hosts is not None and self.remote is not None:
             await self.remote.connected(nc)
             await self.hosts.connected(nc)

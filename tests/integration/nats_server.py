@@ -33,19 +33,20 @@ def binary() -> str:
 
 
 class NatsServer:
-    """One nats-server process on 127.0.0.1 with a port of its own choosing (`-p -1`)."""
+    """One nats-server process on `host` (127.0.0.1 unless told) with a port of its own
+    choosing (`-p -1`)."""
 
-    def __init__(self, log: Path, *args: str) -> None:
+    def __init__(self, log: Path, *args: str, host: str = "127.0.0.1") -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [binary(), "-a", "127.0.0.1", "-p", "-1", "-l", str(log), *args],
+            [binary(), "-a", host, "-p", "-1", "-l", str(log), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
         )
         self.port = self._wait_listening(_LISTENING, 10.0)
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.url = f"nats://{host}:{self.port}"
 
     def route_url(self) -> str:
         """Where other nodes of its cluster connect (started with `--cluster ...:-1`)."""

@@ -40,6 +40,7 @@ class Project:
         (self.root / "modules").mkdir()
         self.env = dict(os.environ, ORCHESTRATOR_RUN_BASE=str(self.root / "run"))
         self.env.pop("ORCHESTRATOR_CONFIG", None)
+        self.command_prefix: list[str] = []  # what every CLI command runs under (e.g. nsenter)
         self._foreground: list[subprocess.Popen[str]] = []
 
     # -- building the project --------------------------------------------------------------------
@@ -83,8 +84,9 @@ class Project:
         self, *args: str, timeout: float = 60.0, check: int | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run `orchestrator ARGS -c CONFIG`; with `check`, assert the exit code."""
+        command = [sys.executable, "-m", "orchestrator", *args, "-c", str(self.config_dir)]
         result = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args, "-c", str(self.config_dir)],
+            [*self.command_prefix, *command],
             capture_output=True,
             check=False,
             text=True,
@@ -103,8 +105,9 @@ class Project:
 
     def start_foreground(self) -> subprocess.Popen[str]:
         """`up` in the foreground, as a user at a terminal runs it."""
+        command = [sys.executable, "-m", "orchestrator", "up", "-c", str(self.config_dir)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "up", "-c", str(self.config_dir)],
+            [*self.command_prefix, *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
