@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 _MEMORY_LIMIT_MB = 256.0  # a bridge is a small asyncio process; past this it leaks
 _HOST_CHANGES = ("joined", "lost", "left")  # `host: <change> NAME [why]` -> event host.<change>
 _PEER_STATE = {"joined": "up", "lost": "unreachable", "left": "left"}
-_MAX_PEERS = 1000
+_MAX_PEERS = 256  # as the bridge's table (peers.MAX_HOSTS)
 Publish = Callable[..., None]  # publish(event_type, **data): a built-in event
 
 

@@ -92,8 +92,11 @@ class ClusterCommands:
     def _with_own_row(self, waiter: Waiter) -> Waiter:
         def answer() -> dict[str, Any] | None:
             reply = waiter()
-            if reply is not None and reply.get("ok") and isinstance(reply.get("data"), dict):
-                reply["data"]["hosts"].insert(0, self._own_row())
+            data = reply.get("data") if reply is not None else None
+            if reply is not None and reply.get("ok"):
+                if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
+                    return control.failure("the bridge's view of the cluster was malformed")
+                data["hosts"].insert(0, self._own_row())
             return reply
 
         return answer

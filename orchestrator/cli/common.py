@@ -20,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = Path("config")
 _EXIT_OF_KIND = {"unreachable": exit_codes.NOT_RUNNING, "usage": exit_codes.USAGE}
-_REMOTE_SLACK = 8.0  # seconds past a remote request's own wait: acknowledgement and relays
+_REMOTE_SLACK = 15.0  # seconds past a remote request's own wait: more than the supervisor's
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 
 
@@ -136,6 +136,14 @@ class App:
         except (ControlError, NotRunningError, KeyError, TypeError):
             return True
         return any(module.get("name") == name for module in modules)
+
+
+def expect(data: Any, host: str, **fields: type) -> dict[str, Any]:
+    """`data` (another host's answer) if it is a map with these fields of these types; else exit
+    1 saying the answer was malformed."""
+    if isinstance(data, dict) and all(isinstance(data.get(k), t) for k, t in fields.items()):
+        return data
+    abort(f"host {host!r} sent a malformed answer: expected {', '.join(fields)}")
 
 
 def config_option(command: F) -> F:

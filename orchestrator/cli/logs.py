@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from orchestrator import exit_codes
-from orchestrator.cli.common import App, abort, config_option, split_host
+from orchestrator.cli.common import App, abort, config_option, expect, split_host
 from orchestrator.logtail import last_lines
 
 _FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` does
@@ -43,8 +43,8 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
         if follow:
             abort("--follow works for this host's logs only, not HOST/NAME", exit_codes.USAGE)
         data = app.remote(host, {"cmd": "logs", "name": module, "lines": count})
-        for line in data["lines"]:
-            click.echo(line)
+        for line in expect(data, host, lines=list)["lines"]:
+            click.echo(str(line))
         return
     config = app.load()
     if name != "app" and config.module(name) is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json, split_host
+from orchestrator.cli.common import App, config_option, echo_json, expect, split_host
 
 
 @click.command()
@@ -34,11 +34,11 @@ def restart(app: App, name: str, wait: float, as_json: bool) -> None:
     """
     host, module = split_host(name)
     if host is not None:
-        data = app.remote(host, {"cmd": "restart", "name": module}, wait)
+        data = expect(app.remote(host, {"cmd": "restart", "name": module}, wait), host, pid=int)
         if as_json:
             echo_json(app.remote(host, {"cmd": "status", "name": module}))
             return
-        click.echo(f"{host}/{data['name']} restarted (pid {data['pid']})")
+        click.echo(f"{host}/{module} restarted (pid {data['pid']})")
         return
     data = app.request("restart", wait=wait, name=name)
     if as_json:

@@ -43,6 +43,8 @@ from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import (
     EVENTS,
     event_subject,
+    inbox_prefix,
+    pattern_subject,
     sync_subject,
     type_of,
 )
@@ -213,15 +215,17 @@ class Bridge:
         except OSError as exc:  # NATS refuses them too, and says so: control stays shut
             log.error("bridge: cannot read the credentials to sign control requests: %s", exc)
             key = os.urandom(32)
+        sealer = Sealer(key, settings.host)
         self.hosts = Hosts(
-            name=settings.name, host=settings.host, instance=self._instance, link=link, say=say
-        )
-        self.remote = RemoteControl(
             name=settings.name,
             host=settings.host,
+            instance=self._instance,
             link=link,
-            hosts=self.hosts,
-            sealer=Sealer(key, settings.host),
+            sealer=sealer,
+            say=say,
+        )
+        self.remote = RemoteControl(
+            name=settings.name, host=settings.host, link=link, hosts=self.hosts, sealer=sealer
         )
         return [
             asyncio.create_task(self.hosts.run(), name="hosts"),
@@ -330,12 +334,10 @@ class Bridge:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 await asyncio.sleep(GIVE_UP_WAIT)
-        # One subscription for events and syncs: nats-py runs each subscription's callback in a
-        # task of its own, so with two a sync could overtake the event sent before it, and that
-        # event, arriving after all, would have been counted as dropped by its subscribers.
-        # (Announcements and control requests come along too, ignored by `receive`: `hosts`
-        # and `remote` have their own subscriptions.)
-        await nc.subscribe(f"{self.settings.name}.>", cb=self.receive)
+        # One subscription for events and syncs (one subject tree, see `subjects`): nats-py runs
+        # each subscription's callback in a task of its own, so with two a sync could overtake
+        # the event sent before it, which its subscribers would then count as dropped.
+        await nc.subscribe(pattern_subject(self.settings.name, "*"), cb=self.receive)
         if self.hosts is not None and self.remote is not None:
             await self.remote.connected(nc)
             await self.hosts.connected(nc)
@@ -353,6 +355,7 @@ class Bridge:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT,
             "connect_timeout": 2,
+            "inbox_prefix": inbox_prefix(self.settings.name, self.settings.host),
             "ping_interval": 5,
             "max_outstanding_pings": 2,
             "flush_timeout": FLUSH_TIMEOUT,

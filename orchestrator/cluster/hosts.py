@@ -2,7 +2,9 @@
 was lost or left (`host: joined NAME`, `host: lost NAME <why>`, `host: left NAME <why>`,
 `host: twin NAME <pid>` lines on stdout, which the supervisor turns into `host.*` events).
 
-The announcement carries the supervisor's own `status` (asked over the control socket every
+Announcements are signed with the cluster's key (see `signing`): another NATS client cannot
+make a host look gone, or fill the table with hosts that are not. The announcement carries the
+supervisor's own `status` (asked over the control socket every
 `ANNOUNCE_EVERY` seconds), cut to the fields other hosts show: pid, version, modules and states.
 """
 
@@ -23,12 +25,14 @@ from orchestrator import __version__
 from orchestrator.cluster.bridge_lines import HOST_PREFIX
 from orchestrator.cluster.peers import (
     ANNOUNCE_EVERY,
+    MAX_ANNOUNCEMENT,
     UP,
     BadAnnouncementError,
     PeerTable,
     decode_announcement,
     encode_announcement,
 )
+from orchestrator.cluster.signing import RefusedError, Sealer
 from orchestrator.cluster.subjects import host_subject
 from orchestrator.cluster.supervisor_link import SupervisorLink
 
@@ -48,6 +52,7 @@ class Hosts:
         host: str,
         instance: str,
         link: SupervisorLink,
+        sealer: Sealer,
         say: Callable[[str], None],
     ) -> None:
         self.name = name
@@ -55,6 +60,7 @@ class Hosts:
         self.instance = instance
         self.table = PeerTable(host, instance)
         self._link = link
+        self._sealer = sealer
         self._say = say
         self._nc: Client | None = None
         self.status: dict[str, Any] | None = None  # the supervisor's, as last asked
@@ -79,8 +85,8 @@ class Hosts:
     async def heard(self, msg: Msg) -> None:
         """An announcement (ours among them: no_echo does not hold for every server setup)."""
         try:
-            note = decode_announcement(msg.data)
-        except BadAnnouncementError as exc:
+            note = decode_announcement(self._sealer.verify(msg.data, MAX_ANNOUNCEMENT))
+        except (BadAnnouncementError, RefusedError) as exc:
             log.debug("bridge: ignored an announcement on %s: %s", msg.subject, exc)
             return
         if msg.subject != host_subject(self.name, note["host"]):
@@ -119,13 +125,14 @@ class Hosts:
             await nc.publish(host_subject(self.name, self.host), self._encode())
 
     def _encode(self, *, leaving: bool = False) -> bytes:
-        return encode_announcement(
+        note = encode_announcement(
             host=self.host,
             instance=self.instance,
             status=self.status,
             version=__version__,
             leaving=leaving,
         )
+        return self._sealer.sign(note)
 
     def _changed(self, changes: list[tuple[str, str, str]]) -> None:
         for change, host, why in changes:

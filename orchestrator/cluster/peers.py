@@ -17,9 +17,9 @@ import msgpack
 
 ANNOUNCE_EVERY = 1.0  # seconds between a host's announcements
 LOST_AFTER = 3.5  # seconds without one, after which a host is unreachable
-MAX_HOSTS = 1000
-MAX_MODULES = 10_000  # rows of one announcement
-MAX_ANNOUNCEMENT = 4 * 1024 * 1024  # bytes
+MAX_HOSTS = 256
+MAX_MODULES = 2000  # rows of one announcement
+MAX_ANNOUNCEMENT = 512 * 1024  # bytes: the table holds at most MAX_HOSTS of these
 UP, UNREACHABLE, LEFT = "up", "unreachable", "left"
 _HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 _TEXT = 200  # characters of a text field kept

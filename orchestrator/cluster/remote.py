@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import msgpack
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT = 3.0  # seconds a host has to acknowledge a request before it counts as unreachable
 ALLOWED = frozenset({"status", "restart", "logs"})  # what other hosts may ask of this one
 MAX_WAIT = 3600.0  # seconds a request may ask to be waited for
+MAX_SERVING = 16  # requests of other hosts carried out at once; past it, refused as busy
+REFUSALS_LOGGED_EVERY = 60.0  # seconds: the first refusal is logged, then a count this often
 _NO_RESPONDERS = "503"
 UNREACHABLE = "unreachable"
 
@@ -47,6 +50,9 @@ class RemoteControl:
         self._hosts = hosts
         self._sealer = sealer
         self._nc: Client | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+        self._refusals = 0  # refused requests not logged yet
+        self._refusals_logged_at: float | None = None
 
     async def connected(self, nc: Client) -> None:
         """NATS is there: take requests for this host."""
@@ -79,11 +85,10 @@ class RemoteControl:
             )
         replies: asyncio.Queue[Msg] = asyncio.Queue()
         inbox = nc.new_inbox()
+        sealed, nonce = self._sealer.seal(host, request)
         try:
             sub = await nc.subscribe(inbox, cb=replies.put, max_msgs=2)
-            await nc.publish(
-                control_subject(self.name, host), self._sealer.seal(host, request), reply=inbox
-            )
+            await nc.publish(control_subject(self.name, host), sealed, reply=inbox)
         except (nats.errors.Error, OSError) as exc:
             return failure(f"cannot reach host {host!r}: {exc}", UNREACHABLE)
         acknowledged = False
@@ -91,10 +96,11 @@ class RemoteControl:
             first = await asyncio.wait_for(replies.get(), ACK_TIMEOUT)
             if (first.headers or {}).get("Status") == _NO_RESPONDERS:
                 return failure(self._unknown(host), UNREACHABLE)
-            answer = _decode(first.data)
+            answer = self._opened(first.data, nonce, host)
             if answer.get("ack"):
                 acknowledged = True
-                answer = _decode((await asyncio.wait_for(replies.get(), wait + 1.0)).data)
+                final = await asyncio.wait_for(replies.get(), wait + 1.0)
+                answer = self._opened(final.data, nonce, host)
         except TimeoutError:
             if acknowledged:
                 return failure(f"host {host!r} took the request but did not finish it in {wait:g}s")
@@ -110,41 +116,83 @@ class RemoteControl:
 
     # -- answering --------------------------------------------------------------------------------
 
+    def _opened(self, data: bytes, nonce: bytes, host: str) -> dict[str, Any]:
+        try:
+            return self._sealer.open_reply(data, nonce)
+        except RefusedError as exc:
+            plain = _decode(data)  # a host that refused us cannot sign for our key: unsigned
+            kind = (
+                plain.get("data", {}).get("kind") if isinstance(plain.get("data"), dict) else None
+            )
+            if plain.get("ok") is False and kind == "refused":
+                return plain  # (a forged one can only make a request look refused)
+            return failure(f"an answer in host {host!r}'s place was refused: {exc}")
+
     async def serve(self, msg: Msg) -> None:
-        """A request from another host for this one."""
+        """A request from another host for this one: checked and acknowledged here, carried out
+        in a task of its own (nats-py waits for this callback before the next message)."""
         if not msg.reply:
             return
         try:
-            sender, request = self._sealer.open(msg.data)
+            sender, request, nonce = self._sealer.open(msg.data)
         except RefusedError as exc:
-            log.warning("bridge: refused a control request on %s: %s", msg.subject, exc)
-            await self._respond(msg, failure(f"refused by host {self.host!r}: {exc}", "refused"))
+            self._refused(msg.subject, str(exc))
+            # Unsigned: a refusal reveals nothing, and tells a misconfigured host why.
+            await self._respond(
+                msg.reply, None, failure(f"refused by host {self.host!r}: {exc}", "refused")
+            )
             return
         cmd = request.get("cmd")
         if cmd not in ALLOWED:
             allowed = ", ".join(sorted(ALLOWED))
-            await self._respond(
-                msg, failure(f"{cmd!r} cannot be asked of another host (only {allowed})", "usage")
-            )
+            answer = failure(f"{cmd!r} cannot be asked of another host (only {allowed})", "usage")
+            await self._respond(msg.reply, nonce, answer)
             return
-        await self._respond(msg, {"ack": True})
+        if len(self._serving) >= MAX_SERVING:
+            busy = f"host {self.host!r} is busy with {MAX_SERVING} requests: try again shortly"
+            await self._respond(msg.reply, nonce, failure(busy))
+            return
+        await self._respond(msg.reply, nonce, {"ack": True})
+        log.info("bridge: host %s asks %s of this host", sender, cmd)
+        task = asyncio.create_task(self._carry_out(msg.reply, nonce, request))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def _carry_out(self, reply: str, nonce: bytes, request: dict[str, Any]) -> None:
         wait = request.get("wait")
         timeout = min(float(wait), MAX_WAIT) if isinstance(wait, int | float) and wait > 0 else 10.0
-        log.info("bridge: host %s asks %s of this host", sender, cmd)
         answer = await self._link.ask(request, timeout)
-        await self._respond(msg, answer)
+        await self._respond(reply, nonce, answer)
 
-    async def _respond(self, msg: Msg, answer: dict[str, Any]) -> None:
+    def _refused(self, subject: str, why: str) -> None:
+        """Log a refused request: the first at once, then how many every minute at most (anyone
+        who can publish on NATS can send them, as fast as they like)."""
+        now = time.monotonic()
+        if (
+            self._refusals_logged_at is None
+            or now - self._refusals_logged_at >= REFUSALS_LOGGED_EVERY
+        ):
+            more = f" (and {self._refusals} more since the last line)" if self._refusals else ""
+            log.warning("bridge: refused a control request on %s: %s%s", subject, why, more)
+            self._refusals, self._refusals_logged_at = 0, now
+        else:
+            self._refusals += 1
+
+    async def _respond(self, reply: str, nonce: bytes | None, answer: dict[str, Any]) -> None:
         nc = self._nc
         if nc is None:
             return
-        payload: bytes = msgpack.packb(answer)
+        payload = self._packed(nonce, answer)
         if len(payload) > nc.max_payload:
-            payload = msgpack.packb(
-                failure(f"the answer ({len(payload)} bytes) exceeds NATS's max_payload")
-            )
+            too_big = f"the answer ({len(payload)} bytes) exceeds NATS's max_payload"
+            payload = self._packed(nonce, failure(too_big))
         with contextlib.suppress(nats.errors.Error, OSError):
-            await nc.publish(msg.reply, payload)
+            await nc.publish(reply, payload)
+
+    def _packed(self, nonce: bytes | None, answer: dict[str, Any]) -> bytes:
+        if nonce is None:
+            return msgpack.packb(answer)  # type: ignore[no-any-return]
+        return self._sealer.seal_reply(nonce, answer)
 
 
 def _decode(data: bytes) -> dict[str, Any]:

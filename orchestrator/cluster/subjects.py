@@ -1,8 +1,10 @@
 """How event types and export patterns map onto NATS subjects (pure functions).
 
-Events go to `<name>.ev.<type>`, sequence syncs to `<name>.sync.<type>`. An event type holds only
+Events go to `<name>.ev.<type>`, and the sequence syncs of a type to `<name>.ev.<type>.~sync`: in
+one subject tree, so one subscription (`<name>.ev.>`) takes both in the order they were sent (a
+sync that overtook its event would count that event as dropped). An event type holds only
 letters, digits, `_`, `-` and dots (the SDK refuses any other), all of which a NATS subject
-carries, so each of its dot-separated parts is one subject token.
+carries, so each of its dot-separated parts is one subject token, and `~sync` is never one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from module_sdk.event import Pattern
 
 EVENTS = "ev"
 SYNCS = "sync"
+SYNC_TOKEN = "~sync"  # the last token of a sync's subject: no event type has a `~`
 HOSTS = "host"  # announcements: `<name>.host.<host>`
 CONTROL = "ctl"  # requests to one host's supervisor: `<name>.ctl.<host>`
 
@@ -21,29 +24,35 @@ def event_subject(name: str, event_type: str) -> str:
 
 
 def sync_subject(name: str, event_type: str) -> str:
-    """The subject of a sequence sync of `event_type`: `<name>.sync.<type>`."""
-    return f"{name}.{SYNCS}.{event_type}"
+    """The subject of a sequence sync of `event_type`: `<name>.ev.<type>.~sync`."""
+    return f"{name}.{EVENTS}.{event_type}.{SYNC_TOKEN}"
 
 
-def pattern_subject(name: str, pattern: str, kind: str = EVENTS) -> str:
-    """The subscription subject of an export pattern: `x.*` -> `<name>.ev.x.>`, `*` ->
-    `<name>.ev.>`, an exact type -> its own subject. Raises ValueError for an invalid pattern."""
+def pattern_subject(name: str, pattern: str) -> str:
+    """The subscription subject of an export pattern (its syncs included): `x.*` ->
+    `<name>.ev.x.>`, `*` -> `<name>.ev.>`, an exact type -> its subject and its syncs'
+    (`<name>.ev.<type>.>` would miss the events: the exact subject is returned, and syncs of an
+    exact type need `sync_subject`). Raises ValueError for an invalid pattern."""
     parsed = Pattern.parse(pattern)
     if parsed.exact is not None:
-        return f"{name}.{kind}.{parsed.exact}"
+        return event_subject(name, parsed.exact)
     prefix = parsed.zmq_prefix.decode()
-    return f"{name}.{kind}.{prefix}>"
+    return f"{name}.{EVENTS}.{prefix}>"
 
 
 def type_of(name: str, subject: str) -> tuple[str, str] | None:
-    """`(kind, event type)` of a subject under `<name>.`, or None if it is not one of ours."""
-    head = f"{name}."
+    """`(kind, event type)` of a subject under `<name>.ev.`, kind EVENTS or SYNCS, or None if it
+    is not one of ours."""
+    head = f"{name}.{EVENTS}."
     if not subject.startswith(head):
         return None
-    kind, _, event_type = subject[len(head) :].partition(".")
-    if kind not in (EVENTS, SYNCS) or not event_type:
+    event_type = subject[len(head) :]
+    if event_type == SYNC_TOKEN:
         return None
-    return kind, event_type
+    if event_type.endswith(f".{SYNC_TOKEN}"):
+        event_type = event_type[: -len(SYNC_TOKEN) - 1]
+        return (SYNCS, event_type) if event_type else None
+    return (EVENTS, event_type) if event_type else None
 
 
 def host_subject(name: str, host: str) -> str:
@@ -54,3 +63,9 @@ def host_subject(name: str, host: str) -> str:
 def control_subject(name: str, host: str) -> str:
     """Where `host`'s bridge takes control requests for its supervisor."""
     return f"{name}.{CONTROL}.{host}"
+
+
+def inbox_prefix(name: str, host: str) -> str:
+    """The reply subjects of `host`'s requests to others: `_INBOX.<name>.<host>`, so that NATS
+    permissions can keep each host's replies to itself."""
+    return f"_INBOX.{name}.{host}"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_hosts import bridge, configure, make_certificates, wait_connected
+from cluster_hosts import bridge, configure, crosses, make_certificates, wait_connected
 from helpers import wait_until
 from nats_server import NatsServer
 from project import projects
@@ -127,10 +127,13 @@ def test_tls_with_the_cluster_ca(tmp_path: Path) -> None:
 
 def test_only_hosts_with_the_clusters_credentials_control_each_other(tmp_path: Path) -> None:
     """alpha and beta join as user `ops`, gamma as `monitor`: NATS admits all three, but beta
-    takes a restart from alpha only; gamma's request is refused (exit 1), and says why."""
+    takes a restart from alpha only; gamma's request is refused (exit 1), and says why. `ops`
+    has only the permissions the README lists (for any host: wildcards)."""
+    subjects = '["orchestrator.ev.>", "orchestrator.host.>", "orchestrator.ctl.>", "_INBOX.orchestrator.>"]'
     server_conf = tmp_path / "nats.conf"
     server_conf.write_text(
-        'authorization { users = [ {user: "ops", password: "ops-pass-1"},'
+        'authorization { users = [ {user: "ops", password: "ops-pass-1", permissions:'
+        f" {{publish: {subjects}, subscribe: {subjects}}}}},"
         ' {user: "monitor", password: "monitor-pass-2"} ] }\n'
     )
     node = NatsServer(tmp_path / "nats.log", "-c", str(server_conf))
@@ -145,6 +148,8 @@ def test_only_hosts_with_the_clusters_credentials_control_each_other(tmp_path: P
         for project in (alpha, beta, gamma):
             project.up()
             wait_connected(project)
+        wait_until(crosses(alpha, beta), 10, "an event from alpha to beta")
+        wait_until(crosses(beta, alpha), 10, "an event from beta to alpha")
         before = beta.module("recorder")["pid"]
         alpha.cli("restart", "beta/recorder", check=0)
         assert beta.module("recorder")["pid"] != before
@@ -153,8 +158,9 @@ def test_only_hosts_with_the_clusters_credentials_control_each_other(tmp_path: P
             refused.stderr
         ), refused.stderr
         assert "refused a control request" in beta.log("app")
-        for project in (alpha, beta, gamma):  # no password shows in the logs
+        for project in (alpha, beta, gamma):  # no password shows, nor a permission violation
             log = project.log("app")
+            assert "violation" not in log.lower(), log
             assert "ops-pass-1" not in log and "monitor-pass-2" not in log
     finally:
         for generator in generators:

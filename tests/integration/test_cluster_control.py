@@ -62,10 +62,10 @@ def test_restart_host_slash_name_restarts_the_module_on_that_host(
 
 def test_logs_host_slash_name_shows_the_other_hosts_log(hosts: tuple[Project, Project]) -> None:
     alpha, beta = hosts
-    lines = alpha.cli("logs", "beta/app", "-n", "3", check=0).stdout.splitlines()
-    assert len(lines) == 3, lines
+    lines = alpha.cli("logs", "beta/app", "-n", "5", check=0).stdout.splitlines()
+    assert len(lines) == 5, lines
     assert set(lines) <= set(beta.log("app").splitlines()), lines
-    assert "host alpha asks logs of this host" in lines[-1]  # beta logged it before reading
+    assert any("host alpha asks logs of this host" in line for line in lines), lines
     assert alpha.cli("logs", "beta/app", "-f", check=2).stderr.count("--follow") == 1
 
 

@@ -72,7 +72,7 @@ def test_a_sync_leaves_on_its_own_subject() -> None:
     body = encode_sync("12-ab-", 7, 1.5)
     run(b.export(b"orders.created\x00", body))
     assert nats.sent == [
-        ("prod.sync.orders.created", body, {ORIGIN: "alpha", INSTANCE: b._instance})
+        ("prod.ev.orders.created.~sync", body, {ORIGIN: "alpha", INSTANCE: b._instance})
     ]
 
 
@@ -93,7 +93,7 @@ def test_an_imported_event_is_published_locally_unchanged_and_never_exported_aga
     assert pub.sent == [[b"orders.created", body]]
     run(b.export(b"orders.created", body))  # the local SUB sees it come back
     sync = encode_sync("99-zz-", 3, 2.0)
-    run(b.receive(Msg("prod.sync.orders.created", sync, "beta")))  # type: ignore[arg-type]
+    run(b.receive(Msg("prod.ev.orders.created.~sync", sync, "beta")))  # type: ignore[arg-type]
     assert pub.sent[-1] == [b"orders.created\x00", sync]
     run(b.export(b"orders.created\x00", sync))
     assert nats.sent == []

@@ -9,7 +9,7 @@ from orchestrator.cluster.subjects import event_subject, pattern_subject, sync_s
 
 def test_event_and_sync_subjects() -> None:
     assert event_subject("prod", "orders.created") == "prod.ev.orders.created"
-    assert sync_subject("prod", "orders.created") == "prod.sync.orders.created"
+    assert sync_subject("prod", "orders.created") == "prod.ev.orders.created.~sync"
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,6 @@ def test_event_and_sync_subjects() -> None:
 )
 def test_pattern_subjects(pattern: str, subject: str) -> None:
     assert pattern_subject("prod", pattern) == subject
-    assert pattern_subject("prod", pattern, "sync") == subject.replace(".ev.", ".sync.", 1)
 
 
 def test_an_invalid_pattern_is_refused() -> None:
@@ -35,7 +34,9 @@ def test_an_invalid_pattern_is_refused() -> None:
     ("subject", "parsed"),
     [
         ("prod.ev.orders.created", ("ev", "orders.created")),
-        ("prod.sync.a.b", ("sync", "a.b")),
+        ("prod.ev.a.b.~sync", ("sync", "a.b")),
+        ("prod.ev.~sync", None),
+        ("prod.sync.a.b", None),
         ("other.ev.a.b", None),
         ("prod.what.a.b", None),
         ("prod.ev", None),

@@ -23,11 +23,26 @@ KEY = control_key({"token": "s3cret"})
 
 
 def test_a_request_sealed_with_the_clusters_credentials_opens_once() -> None:
-    data = Sealer(KEY, "alpha").seal("beta", {"cmd": "restart", "name": "x"})
-    beta = Sealer(KEY, "beta")
-    assert beta.open(data) == ("alpha", {"cmd": "restart", "name": "x"})
+    beta = Sealer(KEY, "beta", not_before=0.0)
+    data, nonce = Sealer(KEY, "alpha").seal("beta", {"cmd": "restart", "name": "x"})
+    assert beta.open(data) == ("alpha", {"cmd": "restart", "name": "x"}, nonce)
     with pytest.raises(RefusedError, match="replayed"):
         beta.open(data)
+    with pytest.raises(RefusedError, match="before this host's bridge started"):
+        Sealer(KEY, "beta").open(data)  # a bridge started since: it forgot the nonces
+
+
+def test_replies_are_signed_for_their_request_only() -> None:
+    alpha, beta = Sealer(KEY, "alpha"), Sealer(KEY, "beta", not_before=0.0)
+    _, nonce = alpha.seal("beta", {"cmd": "status"})
+    reply = beta.seal_reply(nonce, {"ok": True, "data": 1})
+    assert alpha.open_reply(reply, nonce) == {"ok": True, "data": 1}
+    with pytest.raises(RefusedError, match="another request"):
+        alpha.open_reply(reply, b"other nonce!")
+    forged = Sealer(control_key({"token": "guess"}), "beta").seal_reply(nonce, {"ok": True})
+    for bad in (forged, msgpack.packb({"ok": True}), Sealer(None, "x").seal_reply(nonce, {})):
+        with pytest.raises(RefusedError):
+            alpha.open_reply(bad, nonce)
 
 
 @pytest.mark.parametrize(
@@ -42,14 +57,18 @@ def test_a_request_from_other_credentials_or_for_another_host_is_refused(
     sealer: Sealer, opener: Sealer, match: str
 ) -> None:
     with pytest.raises(RefusedError, match=match):
-        opener.open(sealer.seal("beta", {"cmd": "status"}))
+        opener.open(sealer.seal("beta", {"cmd": "status"})[0])
 
 
 def test_a_stale_request_or_garbage_is_refused() -> None:
-    data = Sealer(KEY, "alpha").seal("beta", {"cmd": "status"})
+    data, _ = Sealer(KEY, "alpha").seal("beta", {"cmd": "status"})
     sent = msgpack.unpackb(msgpack.unpackb(data)[0])["sent"]
     with pytest.raises(RefusedError, match="clock"):
-        Sealer(KEY, "beta").open(data, now=sent + MAX_AGE + 1)
+        Sealer(KEY, "beta", not_before=0.0).open(data, now=sent + MAX_AGE + 1)
+    body = msgpack.unpackb(msgpack.unpackb(data)[0])
+    nan = Sealer(None, "alpha").sign(msgpack.packb({**body, "sent": float("nan")}))
+    with pytest.raises(RefusedError, match="clock"):
+        Sealer(None, "beta", not_before=0.0).open(nan)
     for garbage in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"a": 1}), b"x" * 70_000):
         with pytest.raises(RefusedError):
             Sealer(KEY, "beta").open(garbage)
