@@ -1,5 +1,5 @@
-"""What a supervisor sets up before anything else: the subreaper flag, the lifeline pipe and the
-fork server.
+"""What a supervisor sets up before anything else: the subreaper flag, systemd's notify socket,
+the lifeline pipe and the fork server.
 
 The fork server's template needs an interpreter start-up and the SDK's imports (about 75 ms)
 before it can fork the first module. Started here, first thing, that boot overlaps the
@@ -15,6 +15,7 @@ from types import TracebackType
 
 from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl, raise_fd_limit
 from orchestrator.forkserver import ForkServer
+from orchestrator.systemd import SystemdNotify
 
 
 class Boot:
@@ -24,6 +25,8 @@ class Boot:
         # First, so that even the template's descendants inherit it on kernels before 4.11:
         # orphaned descendants (each forked module, a module's daemonised child) come to us.
         self.subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # Before the template starts: neither it nor the modules may inherit the notify socket.
+        self.systemd = SystemdNotify()
         # libzmq aborts the process on EMFILE in some paths: allow what the hard limit allows.
         self.fd_limit = raise_fd_limit()
         # Children get the read end; only we hold the write end, so our death is their EOF.
@@ -38,6 +41,7 @@ class Boot:
     def close(self) -> None:
         """Stop the template and close the pipe; safe to call more than once."""
         self.forkserver.close()
+        self.systemd.close()
         for fd in (self.lifeline, self._lifeline_write):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -36,6 +36,7 @@ from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
 from orchestrator.spec import module_spec
+from orchestrator.systemd import state_of
 from orchestrator.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ class Supervisor:
                 deadline = min(deadline, helper_deadline)
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
+        deadline = min(deadline, self.boot.systemd.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
@@ -254,6 +256,7 @@ class Supervisor:
             helper.tick(now)
         if self.events is not None:
             self.events.sync(now)
+        self.boot.systemd.tick(now, self.manager.shutting_down, lambda: state_of(self.manager))
         self._serve_waiters()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()

@@ -15,6 +15,7 @@ from orchestrator.cli.publish import publish
 from orchestrator.cli.reload import reload
 from orchestrator.cli.restart import restart
 from orchestrator.cli.status import status
+from orchestrator.cli.systemd_unit import systemd_unit
 from orchestrator.cli.test import test
 from orchestrator.cli.up import up
 
@@ -46,7 +47,20 @@ def cli() -> None:
     """
 
 
-for command in (init, up, down, status, restart, reload, test, logs, events, publish, new):
+for command in (
+    init,
+    up,
+    down,
+    status,
+    restart,
+    reload,
+    test,
+    logs,
+    events,
+    publish,
+    new,
+    systemd_unit,
+):
     cli.add_command(command)
 
 

@@ -41,7 +41,7 @@ def test_the_tutorial_works_as_written(project: Project) -> None:
 
 
 def test_every_command_the_readme_shows_exists_and_is_exercised_by_a_test() -> None:
-    shown = set(re.findall(r"orchestrator (\w+)", README))
+    shown = set(re.findall(r"orchestrator (\w[\w-]*)", README))
     assert shown <= set(cli.commands), shown - set(cli.commands)
     tests = "".join(p.read_text() for p in Path(__file__).resolve().parent.glob("test_*.py"))
     for command in cli.commands:

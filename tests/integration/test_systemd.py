@@ -1,0 +1,82 @@
+"""Under systemd: the supervisor's notifications on a real notify socket, and the unit it prints."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+from project import Project
+
+
+def test_up_in_the_foreground_notifies_systemd(project: Project, tmp_path: Path) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify"
+    sock.bind(str(path))
+    sock.settimeout(0)
+    said: list[str] = []
+
+    def heard(line: str) -> bool:
+        while True:
+            try:
+                said.extend(sock.recv(4096).decode().splitlines())
+            except BlockingIOError:
+                return line in said
+
+    try:
+        project.configure([{"name": "idle", "path": project.probe("idle")}])
+        project.env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="300000")
+        proc = project.start_foreground()
+        wait_until(lambda: heard("READY=1"), 15, "READY=1", lambda: f"{said}")
+        assert project.module("idle")["state"] == "running"  # ready means started
+        assert "STATUS=1 module: 1 running" in said, said
+        pings = said.count("WATCHDOG=1")
+        wait_until(
+            lambda: heard("WATCHDOG=1") and said.count("WATCHDOG=1") >= pings + 2,
+            5,
+            "watchdog pings from the loop",
+        )
+        environ = Path(f"/proc/{project.module('idle')['pid']}/environ").read_bytes()
+        assert b"NOTIFY_SOCKET" not in environ and b"WATCHDOG_USEC" not in environ
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        heard("")
+        assert "STOPPING=1" in said, said
+        assert said.index("STOPPING=1") > said.index("READY=1")
+    finally:
+        sock.close()
+
+
+def test_systemd_unit_prints_a_unit_that_runs_this_project(project: Project) -> None:
+    project.configure([])
+    text = project.cli("systemd-unit", check=0).stdout
+    unit = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#",))
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(text)
+    service = unit["Service"]
+    assert (service["Type"], service["KillMode"], service["Restart"]) == (
+        "notify",
+        "mixed",
+        "on-failure",
+    )
+    config = str(project.config_dir.resolve())
+    assert service["ExecStart"].endswith(f" up -c {config}"), service["ExecStart"]
+    assert Path(service["ExecStart"].split()[0]).is_file()
+    assert service["WorkingDirectory"] == str(project.root.resolve())
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    user = project.cli("systemd-unit", "--user", check=0).stdout
+    assert "WantedBy=default.target" in user and "User=" not in user
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("no systemd-analyze to verify the unit with")
+    unit_file = project.root / "orchestrator-test.service"
+    unit_file.write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", str(unit_file)], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and "ignoring" not in result.stderr, result.stderr
