@@ -73,6 +73,7 @@ class CommandHandler(ClusterCommands):
             "limits": manager.limits.as_dict(),
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
+            "webhooks": sup.notifier.stats(),
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

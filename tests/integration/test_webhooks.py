@@ -288,3 +288,10 @@ def test_the_supervisor_alerts_a_webhook_and_a_hanging_one_does_not_slow_restart
     assert good.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert first != project.module("idle")["pid"]
     assert SECRET not in (project.root / "logs" / "app.log").read_text()
+    webhooks = wait_until(
+        lambda: (hooks := project.status()["webhooks"])[good.url]["delivered"] >= 3 and hooks,
+        10,
+        "the deliveries counted in status --json",
+    )
+    assert webhooks[good.url]["breaker"] == "closed" and webhooks[good.url]["failed"] == 0
+    assert webhooks[stuck.url]["delivered"] == 0 and webhooks[stuck.url]["queued"] >= 1
