@@ -74,7 +74,7 @@ def raw_system(scratch: Path, url: str) -> Iterator[NatsDriver]:
         for proc in procs:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
-                raise BenchError(f"a raw nats-py peer did not start: {proc.args}")
+                raise BenchError(f"a raw nats-py peer did not start: {proc.args!r}")
         driver = NatsDriver(url)
         yield driver
     finally:

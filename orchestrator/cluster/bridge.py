@@ -57,7 +57,7 @@ INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a
 REMEMBERED = 65_536  # publisher prefixes of imported events kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
-BATCH = 1000  # local events forwarded per wake-up at most, before others get a turn
+BATCH = 256  # local events forwarded per wake-up at most, before others get a turn
 ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a hung server
@@ -279,7 +279,7 @@ class Bridge:
                 return None  # imported: it never goes back out
             if seq:
                 self._count_local_losses(event_id, topic, seq, time)
-            if built_in and is_built_in(source, built_in) and isinstance(data, dict):
+            if built_in and source == BUILT_IN_SOURCE and isinstance(data, dict):
                 data = {**data, "host": self.settings.host}
                 body = encode_envelope(source, event_id, time, data, seq)
         except (BadFrameError, TypeError):
@@ -287,8 +287,9 @@ class Bridge:
         return subject, body
 
     def _route(self, topic: bytes) -> tuple[str, str | None]:
-        """`(subject, event type)` of a local topic, `("", None)` if it is not exported; the type
-        is None for a sync. Remembered: topics are few, and this runs for every event."""
+        """`(subject, built-in type)` of a local topic: the type if events of it from the
+        supervisor are built-in ones (see is_built_in), "" if not, None for a sync; `("", None)`
+        if the topic is not exported. Remembered: topics are few, and this runs per event."""
         route: tuple[str, str | None] = ("", None)
         sync = topic.endswith(SYNC_SUFFIX)
         try:
