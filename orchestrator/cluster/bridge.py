@@ -330,6 +330,9 @@ class Bridge:
                         self.exported += len(bodies)
                     except (nats.errors.Error, OSError) as exc:
                         self._lost(len(bodies), str(exc) or type(exc).__name__)
+                    except Exception as exc:  # a bug (ours or nats-py's): said, and counted
+                        log.exception("bridge: publishing to NATS failed")
+                        self._lost(len(bodies), type(exc).__name__)
                     left -= len(bodies)
         except TimeoutError as exc:
             self._lost(left, str(exc) or "NATS took too long")

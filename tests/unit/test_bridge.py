@@ -274,3 +274,16 @@ def test_what_nats_refuses_or_takes_too_long_for_is_counted_unsent(
     run(b.send([(subject, body) for subject in subjects]))
     assert [subject for subject, _, _ in refusing.sent] == ["prod.ev.x.a", "prod.ev.x.b"]
     assert b.exported == 2 and b.unsent == 5  # two refused, the hung one and the two after it
+
+
+class BrokenNats(FakeNats):
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        raise AssertionError("Client.connect must be called first")  # as nats-py can
+
+
+def test_an_unexpected_publish_error_is_counted_and_forwarding_goes_on() -> None:
+    b, _, _ = bridge()
+    b._nc = BrokenNats()  # type: ignore[assignment]
+    body = encode_envelope("m", "1-a-1", 1.0, None, 0)
+    run(b.send([("prod.ev.x.a", body), ("prod.ev.x.a", body), ("prod.ev.x.b", body)]))
+    assert b.unsent == 3 and b.exported == 0
