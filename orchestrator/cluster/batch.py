@@ -3,8 +3,8 @@
 A NATS message costs a Python client far more than the event it carries (parsing, a message
 object, a queue, a task switch), so the bridge sends what it already has queued for one subject
 together: a message with the `Orch-Batch: <count>` header holds a msgpack array of that many
-envelopes, each as `bin` (the exact bytes a single-event message would carry). A message without
-that header is one envelope, as before. Nothing waits to fill a batch: the bridge only groups
+envelopes (sequence syncs, on a `.sync.` subject), each as `bin`: the exact bytes a message of
+one event would carry. A message without that header is one envelope (or sync), as before. Nothing waits to fill a batch: the bridge only groups
 events that were queued when it woke up, so a lone event leaves alone and at once.
 
 Only consecutive events of one subject are grouped, so the order of all events (across subjects

@@ -434,25 +434,20 @@ class Bridge:
         if not topic:
             return
         try:
-            if not topic.endswith(SYNC_SUFFIX):
-                bodies = [msg.data] if count is None else batch.unpack(msg.data, count)
-                remote = self._remote_publishers
-                send = _send_frame
-                for body in bodies:
-                    try:
-                        remote.add(_prefix(decode_envelope(body)[1]))
-                    except BadFrameError:
-                        continue
-                    send(pub, topic, _SNDMORE)
-                    send(pub, body)
-                    self.imported += 1
-            elif count is None:
-                self._remote_publishers.add(decode_sync(msg.data)[0])
-                _send_frame(pub, topic, _SNDMORE)
-                _send_frame(pub, msg.data)
-                self.imported += 1
+            bodies = [msg.data] if count is None else batch.unpack(msg.data, count)
         except BadFrameError:
             return
+        sync = topic.endswith(SYNC_SUFFIX)
+        remote = self._remote_publishers
+        send = _send_frame
+        for body in bodies:
+            try:
+                remote.add(decode_sync(body)[0] if sync else _prefix(decode_envelope(body)[1]))
+            except BadFrameError:
+                continue
+            send(pub, topic, _SNDMORE)
+            send(pub, body)
+            self.imported += 1
 
     def _topic(self, subject: str) -> bytes:
         """The local topic of a subject (a sync's with SYNC_SUFFIX), b"" if it is not one of

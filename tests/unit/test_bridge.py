@@ -287,3 +287,18 @@ def test_an_unexpected_publish_error_is_counted_and_forwarding_goes_on() -> None
     body = encode_envelope("m", "1-a-1", 1.0, None, 0)
     run(b.send([("prod.ev.x.a", body), ("prod.ev.x.a", body), ("prod.ev.x.b", body)]))
     assert b.unsent == 3 and b.exported == 0
+
+
+def test_syncs_queued_together_cross_as_a_batch_too() -> None:
+    a, nats, _ = bridge()
+    syncs = [encode_sync("12-ab-", 7, 1.5), encode_sync("13-cd-", 2, 1.5)]
+    run(a.send([("prod.sync.orders.created", body) for body in syncs]))
+    assert len(nats.messages) == 1
+    b, exported, pub = bridge()
+    subject, payload, headers = nats.messages[0]
+    msg = Msg(subject, payload, "beta")
+    msg.headers[BATCH_HEADER] = headers[BATCH_HEADER]
+    run(b.receive(msg))  # type: ignore[arg-type]
+    assert pub.sent == [[b"orders.created\x00", body] for body in syncs]
+    run(b.export(b"orders.created\x00", syncs[1]))  # its publisher is remote: stays
+    assert exported.sent == []
