@@ -318,9 +318,11 @@ class Bridge:
         if nc is None:
             return
         left = len(items)
+        # A batch stays well under the server's limit on a message (an event alone may not).
+        max_bytes = min(batch.BATCH_BYTES, nc.max_payload // 2)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                for subject, bodies in batch.runs(items):
+                for subject, bodies in batch.runs(items, max_bytes):
                     try:
                         if len(bodies) == 1:
                             await nc.publish(subject, bodies[0], headers=self._headers)

@@ -23,9 +23,10 @@ from orchestrator.cluster.settings import BridgeSettings
 class FakeNats:
     """Records each event it is given (a batch's one by one, in `sent`) and each message."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_payload: int = 1 << 20) -> None:
         self.sent: list[tuple[str, bytes, dict[str, str]]] = []
         self.messages: list[tuple[str, bytes, dict[str, str]]] = []
+        self.max_payload = max_payload
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         self.messages.append((subject, payload, headers))
@@ -302,3 +303,13 @@ def test_syncs_queued_together_cross_as_a_batch_too() -> None:
     assert pub.sent == [[b"orders.created\x00", body] for body in syncs]
     run(b.export(b"orders.created\x00", syncs[1]))  # its publisher is remote: stays
     assert exported.sent == []
+
+
+def test_a_batch_stays_under_the_servers_limit_on_a_message() -> None:
+    b, _, _ = bridge()
+    small = FakeNats(max_payload=1000)
+    b._nc = small  # type: ignore[assignment]
+    body = encode_envelope("m", "1-a-1", 1.0, "x" * 80, 0)
+    run(b.send([("prod.ev.x.a", body)] * 20))
+    assert len(small.sent) == 20
+    assert all(len(payload) <= 500 for _, payload, _ in small.messages)
