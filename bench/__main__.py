@@ -23,13 +23,23 @@ from typing import Any
 
 import psutil
 
-from bench import baselines, bus, coldstart, footprint, hotreload, machine, restart, rivals
+from bench import (
+    baselines,
+    bus,
+    cluster,
+    coldstart,
+    footprint,
+    hotreload,
+    machine,
+    restart,
+    rivals,
+)
 from bench.project import Project, kill_all, processes_marked
 from bench.table import Row, error_row, render
 
 BUDGET_SECONDS = 175  # everything, set-up and tear-down included, stays under 3 minutes
 RESULTS = Path(__file__).resolve().parent / "results.json"
-NAMES = ("restart", "coldstart", "footprint", "bus", "hotreload")
+NAMES = ("restart", "coldstart", "footprint", "bus", "hotreload", "cluster")
 OPTIONAL = ("rivals",)
 RIVALS_VENV = Path(__file__).resolve().parent.parent / ".venv-compare"
 
@@ -67,6 +77,7 @@ def _benchmarks(
         ),
         "bus": lambda: bus.rows(bus.measure(project("bus"), scratch)),
         "hotreload": lambda: hotreload.rows(hotreload.measure(project("reload"))),
+        "cluster": lambda: cluster.rows(cluster.measure(scratch)),
         "rivals": lambda: rivals.rows(rivals.measure(RIVALS_VENV, scratch), rivals.ours(done)),
     }
 

@@ -1,12 +1,14 @@
 """The bridge: carries events between this host's bus and NATS, in one asyncio thread.
 
 A ZeroMQ SUB on the local XPUB takes the events that match `export`; each goes to NATS on
-`<name>.ev.<type>` as its raw envelope, with this host in the `Orch-Origin` header (sequence
-syncs go to `<name>.sync.<type>`). What other hosts publish under `<name>.` comes back in and is
-published on the local XSUB unchanged (source, id, time and seq kept, so local subscribers count
-what NATS lost as `dropped`). An event never goes back out: the bridge remembers the ids (and
-publisher prefixes, for syncs) it imported and skips them when its SUB sees them, and it drops
-NATS messages that carry its own host as their origin (besides connecting with `no_echo`).
+`<name>.ev.<type>` as its raw envelope, with this host in the `Orch-Origin` header and this
+bridge run in `Orch-Instance` (sequence syncs go to `<name>.ev.<type>.~sync`). Events of one subject
+that were already queued together leave as one message with an `Orch-Batch` header (see
+`batch`). What other hosts publish under `<name>.` comes back in and is published on the local
+XSUB unchanged (source, id, time and seq kept, so local subscribers count what NATS lost as
+`dropped`). An event never goes back out: the bridge remembers the publishers (id prefixes) of
+what it imported and skips their events and syncs when its SUB sees them, and it drops NATS
+messages that carry its own instance (besides connecting with `no_echo`).
 
 Built-in events (source `orchestrator`: `module.*`, `app.*`, `resources.usage`) leave with
 `"host": <this host>` added to their data.
@@ -28,6 +30,7 @@ from typing import Any
 import nats
 import zmq
 import zmq.asyncio
+import zmq.backend
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -35,13 +38,14 @@ from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode
 from module_sdk.event import Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
+from orchestrator.cluster import batch
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
 from orchestrator.cluster.hosts import Hosts
 from orchestrator.cluster.remote import RemoteControl
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import (
-    EVENTS,
+    SYNCS,
     event_subject,
     inbox_prefix,
     pattern_subject,
@@ -54,16 +58,22 @@ log = logging.getLogger(__name__)
 
 ORIGIN = "Orch-Origin"
 INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a name
-REMEMBERED = 65_536  # imported event ids (and publisher prefixes) kept to recognise them
+REMEMBERED = 65_536  # publisher prefixes of imported events kept to recognise them
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
-BATCH = 1000  # local events forwarded per wake-up at most, before others get a turn
+BATCH = 256  # local events forwarded per wake-up at most, before others get a turn
+ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a hung server
 PUBLISH_TIMEOUT = 2.0  # seconds one publish may take in all, past which it is counted unsent
 LOCAL_QUEUE = 10_000  # events queued from the local bus while NATS is slow; past it, counted
 BUILT_IN_SOURCE = "orchestrator"
 CANCEL_WAIT = 0.2  # seconds the tasks have to end once cancelled, at stop
+# pyzmq's Socket.send is a Python layer over its backend's send, and its flags are enums whose
+# arithmetic runs in Python: per event, both cost more than the send (as in module_sdk.bus).
+_send_frame = zmq.backend.Socket.send
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def is_built_in(source: str, event_type: str) -> bool:
@@ -99,13 +109,17 @@ def say(line: str) -> None:
 
 
 class _Bounded:
-    """A set that forgets its oldest members past `limit`."""
+    """A set that forgets its least recently added members past `limit`."""
 
     def __init__(self, limit: int = REMEMBERED) -> None:
         self._items: OrderedDict[str, None] = OrderedDict()
         self._limit = limit
+        self._last = ""  # the last key added: a burst adds one key over and over
 
     def add(self, key: str) -> None:
+        if key == self._last:
+            return
+        self._last = key
         self._items[key] = None
         self._items.move_to_end(key)
         if len(self._items) > self._limit:
@@ -116,6 +130,26 @@ class _Bounded:
 
     def discard(self, key: str) -> None:
         self._items.pop(key, None)
+        if key == self._last:
+            self._last = ""
+
+
+def _drain(sock: zmq.Socket[bytes], into: list[list[bytes]], limit: int) -> None:
+    """Append the messages already queued on `sock` to `into` (up to `limit` in all), without
+    waiting. Reads Frames and their `more` flag, which pyzmq fills in C: recv_multipart asks
+    through getsockopt(RCVMORE), whose Python-level lookup costs more than the reads (as
+    module_sdk.bus does)."""
+    recv = sock.recv
+    while len(into) < limit:
+        try:
+            frame = recv(_NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        frames = [frame.bytes]
+        while frame.more:  # a message arrives whole: the rest of it is here
+            frame = recv(copy=False)
+            frames.append(frame.bytes)
+        into.append(frames)
 
 
 def _prefix(event_id: str) -> str:
@@ -129,8 +163,9 @@ class Bridge:
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self._patterns = [Pattern.parse(text) for text in settings.export]
-        self._imported = _Bounded()
-        self._remote_publishers = _Bounded()
+        self._remote_publishers = _Bounded()  # id prefixes of the events we imported
+        self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
+        self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
         self._headers = {ORIGIN: settings.host, INSTANCE: self._instance}
         self._local_gaps = GapCounter()  # events the local queue dropped before we saw them
@@ -234,22 +269,26 @@ class Bridge:
 
     async def _local(self, sub: zmq.asyncio.Socket) -> None:
         # Wait through asyncio, then take what else is queued with plain non-blocking reads:
-        # an awaited receive costs far more than the event it brings.
+        # an awaited receive costs far more than the event it brings. What one wake-up brings
+        # leaves together (see `send`), and then the loop lets the flusher write it.
         plain: zmq.Socket[bytes] = zmq.Socket.shadow(sub.underlying)
         while True:
-            batch = [await sub.recv_multipart()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(plain.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-            for frames in batch:
+            queued = [await sub.recv_multipart()]
+            _drain(plain, queued, BATCH)
+            out: list[tuple[str, bytes]] = []
+            for frames in queued:
                 if len(frames) != 2:
-                    continue
+                    continue  # not an event: a ZeroMQ peer of the bus sent something else
                 try:
-                    await self.export(frames[0], frames[1])
+                    item = self.outgoing(frames[0], frames[1])
                 except Exception:  # a bug here must not stop forwarding every other event
                     log.exception("bridge: exporting an event failed")
+                    continue
+                if item is not None:
+                    out.append(item)
+            if out:
+                await self.send(out)
+            await asyncio.sleep(0)  # a recv that finds a message queued never yields
 
     async def _report(self) -> None:
         """Say the counts every COUNTS_EVERY seconds while they change."""
@@ -264,45 +303,93 @@ class Bridge:
     async def export(self, topic: bytes, body: bytes) -> None:
         """A frame seen on the local bus: send it to NATS if it matches `export` and was not
         imported from there."""
-        if topic.startswith(INTERNAL_PREFIX) or self._nc is None:
-            return
+        item = self.outgoing(topic, body)
+        if item is not None:
+            await self.send([item])
+
+    def outgoing(self, topic: bytes, body: bytes) -> tuple[str, bytes] | None:
+        """`(subject, body)` that a frame seen on the local bus leaves as, or None if it stays
+        (not exported, imported from NATS, not a valid frame). Counts what the local queue lost
+        before it."""
+        if self._nc is None:
+            return None
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        subject, built_in = route
+        if not subject:
+            return None
+        try:
+            if built_in is None:  # a sync
+                if decode_sync(body)[0] in self._remote_publishers:
+                    return None
+                return subject, body
+            source, event_id, time, data, seq = decode_envelope(body)
+            if _prefix(event_id) in self._remote_publishers:
+                return None  # imported: it never goes back out
+            if seq:
+                self._count_local_losses(event_id, topic, seq, time)
+            if source == BUILT_IN_SOURCE and topic.startswith(b"host."):
+                return None  # each host says what it sees of the others: never exported
+            if built_in and source == BUILT_IN_SOURCE and isinstance(data, dict):
+                data = {**data, "host": self.settings.host}
+                body = encode_envelope(source, event_id, time, data, seq)
+        except (BadFrameError, TypeError):
+            return None
+        return subject, body
+
+    def _route(self, topic: bytes) -> tuple[str, str | None]:
+        """`(subject, built-in type)` of a local topic: the type if events of it from the
+        supervisor are built-in ones (see is_built_in), "" if not, None for a sync; `("", None)`
+        if the topic is not exported. Remembered: topics are few, and this runs per event."""
+        route: tuple[str, str | None] = ("", None)
         sync = topic.endswith(SYNC_SUFFIX)
         try:
             event_type = (topic[:-1] if sync else topic).decode()
         except UnicodeDecodeError:
-            return
-        if not any(pattern.matches(event_type) for pattern in self._patterns):
-            return
-        try:
+            event_type = ""
+        if (
+            event_type
+            and not topic.startswith(INTERNAL_PREFIX)
+            and any(pattern.matches(event_type) for pattern in self._patterns)
+        ):
             if sync:
-                prefix = decode_sync(body)[0]
-                if prefix in self._remote_publishers:
-                    return
-                subject = sync_subject(self.settings.name, event_type)
+                route = (sync_subject(self.settings.name, event_type), None)
             else:
-                source, event_id, time, data, seq = decode_envelope(body)
-                if event_id in self._imported:
-                    self._imported.discard(event_id)  # it came back once, as it does
-                    return
-                if _prefix(event_id) in self._remote_publishers:
-                    return  # imported long ago (its id forgotten): never goes back out
-                if seq:
-                    self._count_local_losses(event_id, topic, seq, time)
-                if source == BUILT_IN_SOURCE and event_type.startswith("host."):
-                    return  # each host says what it sees of the others
-                if is_built_in(source, event_type) and isinstance(data, dict):
-                    data = {**data, "host": self.settings.host}
-                    body = encode_envelope(source, event_id, time, data, seq)
-                subject = event_subject(self.settings.name, event_type)
-        except (BadFrameError, TypeError):
+                built_in = event_type if is_built_in(BUILT_IN_SOURCE, event_type) else ""
+                route = (event_subject(self.settings.name, event_type), built_in)
+        if len(self._routes) >= ROUTES:
+            self._routes.clear()  # any topic can be published: the cache must not grow forever
+        self._routes[topic] = route
+        return route
+
+    async def send(self, items: list[tuple[str, bytes]]) -> None:
+        """Publish `(subject, body)` items in order, consecutive ones of one subject as one
+        message (see `batch`). What NATS will not take within PUBLISH_TIMEOUT is counted."""
+        nc = self._nc
+        if nc is None:
             return
+        left = len(items)
+        # A batch stays well under the server's limit on a message (an event alone may not).
+        max_bytes = min(batch.BATCH_BYTES, nc.max_payload // 2)
         try:
-            await asyncio.wait_for(
-                self._nc.publish(subject, body, headers=self._headers), PUBLISH_TIMEOUT
-            )
-            self.exported += 1
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            self._lost(1, str(exc) or type(exc).__name__)
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                for subject, bodies in batch.runs(items, max_bytes):
+                    try:
+                        if len(bodies) == 1:
+                            await nc.publish(subject, bodies[0], headers=self._headers)
+                        else:
+                            headers = {**self._headers, batch.BATCH_HEADER: str(len(bodies))}
+                            await nc.publish(subject, batch.pack(bodies), headers=headers)
+                        self.exported += len(bodies)
+                    except (nats.errors.Error, OSError) as exc:
+                        self._lost(len(bodies), str(exc) or type(exc).__name__)
+                    except Exception as exc:  # a bug (ours or nats-py's): said, and counted
+                        log.exception("bridge: publishing to NATS failed")
+                        self._lost(len(bodies), type(exc).__name__)
+                    left -= len(bodies)
+        except TimeoutError as exc:
+            self._lost(left, str(exc) or "NATS took too long")
 
     def _count_local_losses(self, event_id: str, topic: bytes, seq: int, sent: float) -> None:
         before = self._local_gaps.dropped
@@ -383,34 +470,60 @@ class Bridge:
         return options
 
     async def receive(self, msg: Msg) -> None:
-        """A message from NATS: publish it on the local bus, unless it is our own."""
-        headers = msg.headers or {}
-        if headers.get(INSTANCE) == self._instance:
-            return  # our own (no_echo should have kept it from us)
-        if headers.get(ORIGIN) == self.settings.host and not self._twin_warned:
-            self._twin_warned = True
-            say(  # a log line, not a state: the connection is fine
-                f"warning: another host also calls itself {self.settings.host!r}: give each"
-                " host its own cluster.host (host-named events and status mix them up)"
-            )
-        parsed = type_of(self.settings.name, msg.subject)
-        if parsed is None or self._pub is None:
+        """A message from NATS: publish its event (or batch of them) on the local bus, unless it
+        is our own."""
+        headers = msg.headers
+        count = None
+        if headers:
+            if headers.get(INSTANCE) == self._instance:
+                return  # our own (no_echo should have kept it from us)
+            if headers.get(ORIGIN) == self.settings.host and not self._twin_warned:
+                self._twin_warned = True
+                say(  # a log line, not a state: the connection is fine
+                    f"warning: another host also calls itself {self.settings.host!r}: give each"
+                    " host its own cluster.host (host-named events and status mix them up)"
+                )
+            count = headers.get(batch.BATCH_HEADER)
+        pub = self._pub
+        if pub is None:
             return
-        kind, event_type = parsed
+        topic = self._topics.get(msg.subject)
+        if topic is None:
+            topic = self._topic(msg.subject)
+        if not topic:
+            return
         try:
-            validate_event_type(event_type)
-            if kind == EVENTS:
-                event_id = decode_envelope(msg.data)[1]
-                self._imported.add(event_id)
-                self._remote_publishers.add(_prefix(event_id))
-                topic = event_type.encode()
-            else:
-                self._remote_publishers.add(decode_sync(msg.data)[0])
-                topic = event_type.encode() + SYNC_SUFFIX
-        except (BadFrameError, ValueError, TypeError):
+            bodies = [msg.data] if count is None else batch.unpack(msg.data, count)
+        except BadFrameError:
             return
-        self._pub.send_multipart([topic, msg.data])
-        self.imported += 1
+        sync = topic.endswith(SYNC_SUFFIX)
+        remote = self._remote_publishers
+        send = _send_frame
+        for body in bodies:
+            try:
+                remote.add(decode_sync(body)[0] if sync else _prefix(decode_envelope(body)[1]))
+            except BadFrameError:
+                continue
+            send(pub, topic, _SNDMORE)
+            send(pub, body)
+            self.imported += 1
+
+    def _topic(self, subject: str) -> bytes:
+        """The local topic of a subject (a sync's with SYNC_SUFFIX), b"" if it is not one of
+        ours. Remembered, as `_route` is."""
+        topic = b""
+        parsed = type_of(self.settings.name, subject)
+        if parsed is not None:
+            kind, event_type = parsed
+            try:
+                validate_event_type(event_type)
+                topic = event_type.encode() + (SYNC_SUFFIX if kind == SYNCS else b"")
+            except ValueError:
+                pass
+        if len(self._topics) >= ROUTES:
+            self._topics.clear()
+        self._topics[subject] = topic
+        return topic
 
     def _server(self, nc: Client) -> str:
         server = nc.connected_url

@@ -13,24 +13,50 @@ import zmq
 import zmq.asyncio
 
 from module_sdk.codec import decode_envelope, encode_envelope, encode_sync
+from orchestrator.cluster import batch
+from orchestrator.cluster import bridge as bridge_module
+from orchestrator.cluster.batch import BATCH_HEADER
 from orchestrator.cluster.bridge import BATCH, INSTANCE, ORIGIN, Bridge
 from orchestrator.cluster.settings import BridgeSettings
 
 
 class FakeNats:
-    def __init__(self) -> None:
+    """Records each event it is given (a batch's one by one, in `sent`) and each message."""
+
+    def __init__(self, max_payload: int = 1 << 20) -> None:
         self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+        self.messages: list[tuple[str, bytes, dict[str, str]]] = []
+        self.max_payload = max_payload
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
-        self.sent.append((subject, payload, headers))
+        self.messages.append((subject, payload, headers))
+        count = headers.get(BATCH_HEADER)
+        bodies = [payload] if count is None else batch.unpack(payload, count)
+        alone = {key: value for key, value in headers.items() if key != BATCH_HEADER}
+        self.sent += [(subject, body, alone) for body in bodies]
 
 
 class FakePub:
+    """Collects the frames the bridge sends (through the backend send it calls) as messages."""
+
     def __init__(self) -> None:
         self.sent: list[list[bytes]] = []
+        self._more = False
 
-    def send_multipart(self, frames: list[bytes]) -> None:
-        self.sent.append(frames)
+    def send(self, data: bytes, flags: int = 0) -> None:
+        if self._more:
+            self.sent[-1].append(data)
+        else:
+            self.sent.append([data])
+        self._more = bool(flags & zmq.SNDMORE)
+
+
+@pytest.fixture(autouse=True)
+def _fake_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge sends through pyzmq's backend, which only takes a real socket."""
+    monkeypatch.setattr(
+        bridge_module, "_send_frame", lambda sock, data, flags=0: sock.send(data, flags)
+    )
 
 
 class Msg:
@@ -154,6 +180,7 @@ def test_a_burst_on_the_local_bus_is_forwarded_whole() -> None:
     asyncio.run(asyncio.wait_for(burst(), 10))
     ids = [decode_envelope(body)[1] for _, body, _ in nats.sent]
     assert ids == [f"1-a-{index}" for index in range(count)]
+    assert len(nats.messages) < count  # what was queued together left together
 
 
 def test_another_host_of_the_same_name_is_heard_and_named_once(
@@ -168,11 +195,10 @@ def test_another_host_of_the_same_name_is_heard_and_named_once(
     assert len(warnings) == 1, warnings
 
 
-def test_an_import_whose_id_was_forgotten_still_never_goes_back_out() -> None:
+def test_an_imported_publishers_other_events_never_go_back_out() -> None:
     b, nats, _ = bridge()
     first = encode_envelope("shop", "99-zz-1", 2.0, {}, 1)
     run(b.receive(Msg("prod.ev.orders.created", first, "beta")))  # type: ignore[arg-type]
-    b._imported.discard("99-zz-2")  # as if forgotten: the set is bounded
     later = encode_envelope("shop", "99-zz-2", 2.1, {}, 2)
     run(b.export(b"orders.created", later))  # its publisher is known to be remote
     assert nats.sent == []
@@ -183,3 +209,107 @@ def test_events_the_local_queue_dropped_are_counted_as_unsent() -> None:
     for seq in (1, 2, 6):  # 3, 4 and 5 overflowed the bridge's local queue
         run(b.export(b"orders.created", encode_envelope("shop", f"5-lo-{seq}", 1.0, {}, seq)))
     assert len(nats.sent) == 3 and b.unsent == 3
+
+
+def test_a_batch_from_nats_is_published_locally_event_by_event_in_order() -> None:
+    b, nats, pub = bridge()
+    bodies = [encode_envelope("shop", f"42-bt-{n}", 2.0, {"n": n}, n) for n in (1, 2, 3)]
+    msg = Msg("prod.ev.orders.created", batch.pack(bodies), "beta")
+    msg.headers[BATCH_HEADER] = "3"
+    run(b.receive(msg))  # type: ignore[arg-type]
+    assert pub.sent == [[b"orders.created", body] for body in bodies]
+    assert b.imported == 3
+    run(b.export(b"orders.created", bodies[0]))  # imported: never goes back out
+    assert nats.sent == []
+
+
+def test_a_bad_batch_publishes_nothing_and_a_bad_envelope_in_one_only_itself() -> None:
+    b, _, pub = bridge()
+    good = encode_envelope("shop", "42-bt-1", 2.0, {}, 1)
+    wrong_count = Msg("prod.ev.orders.created", batch.pack([good]), "beta")
+    wrong_count.headers[BATCH_HEADER] = "2"
+    one_bad = Msg("prod.ev.orders.created", batch.pack([b"\x01", good]), "beta")
+    one_bad.headers[BATCH_HEADER] = "2"
+    for msg in (wrong_count, one_bad):
+        run(b.receive(msg))  # type: ignore[arg-type]
+    assert pub.sent == [[b"orders.created", good]]
+
+
+def test_events_queued_together_leave_in_one_message_per_run_of_a_subject() -> None:
+    b, nats, _ = bridge()
+    items = [
+        ("prod.ev.x.a", encode_envelope("m", "1-a-1", 1.0, None, 1)),
+        ("prod.ev.x.a", encode_envelope("m", "1-a-2", 1.0, None, 2)),
+        ("prod.ev.x.b", encode_envelope("m", "1-a-3", 1.0, None, 1)),
+    ]
+    run(b.send(items))
+    assert [(subject, len(headers)) for subject, _, headers in nats.messages] == [
+        ("prod.ev.x.a", 3),  # origin, instance and the batch's count
+        ("prod.ev.x.b", 2),
+    ]
+    assert nats.sent == [(subject, body, b._headers) for subject, body in items]
+    assert b.exported == 3 and b.unsent == 0
+
+
+class RefusingNats(FakeNats):
+    """Refuses messages on one subject; hangs on another."""
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        if subject.endswith(".refused"):
+            raise nats.errors.MaxPayloadError()
+        if subject.endswith(".hung"):
+            await asyncio.sleep(3600)
+        await super().publish(subject, payload, headers)
+
+
+def test_what_nats_refuses_or_takes_too_long_for_is_counted_unsent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge_module, "PUBLISH_TIMEOUT", 0.05)
+    b, _, _ = bridge()
+    refusing = RefusingNats()
+    b._nc = refusing  # type: ignore[assignment]
+    body = encode_envelope("m", "1-a-1", 1.0, None, 0)
+    subjects = ["prod.ev.x.a", "prod.ev.x.refused", "prod.ev.x.refused", "prod.ev.x.b"]
+    subjects += ["prod.ev.x.hung", "prod.ev.x.c", "prod.ev.x.c"]
+    run(b.send([(subject, body) for subject in subjects]))
+    assert [subject for subject, _, _ in refusing.sent] == ["prod.ev.x.a", "prod.ev.x.b"]
+    assert b.exported == 2 and b.unsent == 5  # two refused, the hung one and the two after it
+
+
+class BrokenNats(FakeNats):
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        raise AssertionError("Client.connect must be called first")  # as nats-py can
+
+
+def test_an_unexpected_publish_error_is_counted_and_forwarding_goes_on() -> None:
+    b, _, _ = bridge()
+    b._nc = BrokenNats()  # type: ignore[assignment]
+    body = encode_envelope("m", "1-a-1", 1.0, None, 0)
+    run(b.send([("prod.ev.x.a", body), ("prod.ev.x.a", body), ("prod.ev.x.b", body)]))
+    assert b.unsent == 3 and b.exported == 0
+
+
+def test_syncs_queued_together_cross_as_a_batch_too() -> None:
+    a, nats, _ = bridge()
+    syncs = [encode_sync("12-ab-", 7, 1.5), encode_sync("13-cd-", 2, 1.5)]
+    run(a.send([("prod.ev.orders.created.~sync", body) for body in syncs]))
+    assert len(nats.messages) == 1
+    b, exported, pub = bridge()
+    subject, payload, headers = nats.messages[0]
+    msg = Msg(subject, payload, "beta")
+    msg.headers[BATCH_HEADER] = headers[BATCH_HEADER]
+    run(b.receive(msg))  # type: ignore[arg-type]
+    assert pub.sent == [[b"orders.created\x00", body] for body in syncs]
+    run(b.export(b"orders.created\x00", syncs[1]))  # its publisher is remote: stays
+    assert exported.sent == []
+
+
+def test_a_batch_stays_under_the_servers_limit_on_a_message() -> None:
+    b, _, _ = bridge()
+    small = FakeNats(max_payload=1000)
+    b._nc = small  # type: ignore[assignment]
+    body = encode_envelope("m", "1-a-1", 1.0, "x" * 80, 0)
+    run(b.send([("prod.ev.x.a", body)] * 20))
+    assert len(small.sent) == 20
+    assert all(len(payload) <= 500 for _, payload, _ in small.messages)
