@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 
-from orchestrator.cluster.bridge import Bridge, say
+from orchestrator.cluster.bridge import Bridge
+from orchestrator.cluster.bridge_lines import say
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 
 

@@ -23,9 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 from collections import OrderedDict
-from typing import Any
 
 import nats
 import zmq
@@ -39,7 +37,8 @@ from module_sdk.event import Pattern, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
 from orchestrator.cluster import batch
-from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX
+from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX, say
+from orchestrator.cluster.connection import NatsConnection
 from orchestrator.cluster.hosts import Hosts
 from orchestrator.cluster.remote import RemoteControl
 from orchestrator.cluster.settings import BridgeSettings
@@ -47,7 +46,6 @@ from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import (
     SYNCS,
     event_subject,
-    inbox_prefix,
     pattern_subject,
     sync_subject,
     type_of,
@@ -59,12 +57,9 @@ log = logging.getLogger(__name__)
 ORIGIN = "Orch-Origin"
 INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a name
 REMEMBERED = 65_536  # publisher prefixes of imported events kept to recognise them
-RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
 BATCH = 256  # local events forwarded per wake-up at most, before others get a turn
 ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
-GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
-FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a hung server
 PUBLISH_TIMEOUT = 2.0  # seconds one publish may take in all, past which it is counted unsent
 LOCAL_QUEUE = 10_000  # events queued from the local bus while NATS is slow; past it, counted
 BUILT_IN_SOURCE = "orchestrator"
@@ -83,29 +78,10 @@ def is_built_in(source: str, event_type: str) -> bool:
     )
 
 
-def is_refusal(exc: BaseException) -> bool:
-    """Whether an error is a server's or TLS's refusal (bad credentials, an unknown certificate,
-    a protocol error), rather than the transport failing (a reset, an EOF, a timeout)."""
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return True
-    transport = (
-        OSError,
-        asyncio.TimeoutError,
-        nats.errors.StaleConnectionError,
-        nats.errors.ConnectionClosedError,
-    )
-    return not isinstance(exc, transport)
-
-
 def _log_failure(task: asyncio.Task[None]) -> None:
     """A task of the bridge that ended by a bug: said, so it is not silent (it stays ended)."""
     if not task.cancelled() and task.exception() is not None:
         log.error("bridge: %s failed", task.get_name(), exc_info=task.exception())
-
-
-def say(line: str) -> None:
-    """One line for the supervisor, on stdout."""
-    print(line, flush=True)
 
 
 class _Bounded:
@@ -157,10 +133,11 @@ def _prefix(event_id: str) -> str:
     return event_id[: event_id.rfind("-") + 1] or event_id
 
 
-class Bridge:
+class Bridge(NatsConnection):
     """Forwards between the local bus and NATS until `stop` is set."""
 
     def __init__(self, settings: BridgeSettings) -> None:
+        super().__init__()
         self.settings = settings
         self._patterns = [Pattern.parse(text) for text in settings.export]
         self._remote_publishers = _Bounded()  # id prefixes of the events we imported
@@ -172,9 +149,6 @@ class Bridge:
         self._twin_warned = False
         self._nc: Client | None = None
         self._pub: zmq.Socket[bytes] | None = None  # a PUB never blocks: plain sends
-        self._state = ""
-        self._last_error = ""
-        self._refused = False  # the last error was the server's (or TLS's) refusal
         self.exported = 0
         self.imported = 0
         self.unsent = 0  # exported events NATS would not take (its buffer full, or closed)
@@ -404,23 +378,7 @@ class Bridge:
         if first or self.unsent // 1000 != (self.unsent - count) // 1000:
             say(f"{STATE_PREFIX}{self.unsent} event(s) not sent so far, lost ({why})")
 
-    # -- NATS -----------------------------------------------------------------------------------
-
-    async def _connect(self) -> None:
-        """Connect (nats-py retries every server for as long as it takes), subscribe, and say
-        so. What nats-py does not retry (a TLS file it cannot read, say) is said and tried again
-        every few seconds: the fix is a config change, which restarts the bridge anyway."""
-        while True:
-            nc = Client()
-            self._nc = nc
-            try:
-                await nc.connect(**self.connect_options())
-                break
-            except Exception as exc:  # anything: the state line says what, and we try again
-                self._state_changed(f"disconnected: {str(exc) or type(exc).__name__}")
-                with contextlib.suppress(Exception):
-                    await nc.close()
-                await asyncio.sleep(GIVE_UP_WAIT)
+    async def _subscribe(self, nc: Client) -> None:
         # One subscription for events and syncs (one subject tree, see `subjects`): nats-py runs
         # each subscription's callback in a task of its own, so with two a sync could overtake
         # the event sent before it, which its subscribers would then count as dropped.
@@ -428,46 +386,6 @@ class Bridge:
         if self.hosts is not None and self.remote is not None:
             await self.remote.connected(nc)
             await self.hosts.connected(nc)
-        await nc.flush()  # the server has our subscriptions: "connected" means receiving
-        self._last_error, self._refused = "", False
-        self._state_changed(f"connected to {self._server(nc)}")
-
-    def connect_options(self) -> dict[str, Any]:
-        """nats-py's `connect` arguments: reconnect forever, never echo our own messages."""
-        options: dict[str, Any] = {
-            "servers": list(self.settings.servers),
-            "name": f"orchestrator-bridge {self.settings.host}",
-            "no_echo": True,
-            "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": RECONNECT_WAIT,
-            "connect_timeout": 2,
-            "inbox_prefix": inbox_prefix(self.settings.name, self.settings.host),
-            "ping_interval": 5,
-            "max_outstanding_pings": 2,
-            "flush_timeout": FLUSH_TIMEOUT,
-            "error_cb": self._error,
-            "disconnected_cb": self._disconnected,
-            "reconnected_cb": self._reconnected,
-            "closed_cb": self._closed,
-        }
-        credentials = self.settings.credentials
-        for key, option in (
-            ("token", "token"),
-            ("user", "user"),
-            ("password", "password"),
-            ("nkey_seed", "nkeys_seed"),
-            ("creds", "user_credentials"),
-        ):
-            if key in credentials:
-                options[option] = credentials[key]
-        tls = self.settings.tls
-        if tls:
-            context = ssl.create_default_context(cafile=tls.get("ca"))
-            if "cert" in tls:
-                context.load_cert_chain(tls["cert"], tls.get("key"))
-            options["tls"] = context
-        return options
 
     async def receive(self, msg: Msg) -> None:
         """A message from NATS: publish its event (or batch of them) on the local bus, unless it
@@ -524,35 +442,3 @@ class Bridge:
             self._topics.clear()
         self._topics[subject] = topic
         return topic
-
-    def _server(self, nc: Client) -> str:
-        server = nc.connected_url
-        if server is None:
-            return "?"
-        return f"{server.scheme}://{server.hostname}:{server.port}"  # no user or password
-
-    def _state_changed(self, state: str) -> None:
-        if state != self._state:
-            self._state = state
-            say(f"{STATE_PREFIX}{state}")
-
-    async def _error(self, exc: Exception) -> None:
-        refusal = is_refusal(exc)
-        if self._refused and not refusal:
-            return  # "Authorization Violation" says more than the connection reset after it
-        self._refused = refusal
-        why = str(exc) or type(exc).__name__
-        self._last_error = why.removeprefix("nats: ")
-        if not self._state.startswith("connected"):
-            self._state_changed(f"disconnected: {self._last_error}")
-
-    async def _disconnected(self) -> None:
-        self._state_changed(f"disconnected: {self._last_error or 'connection lost'}")
-
-    async def _reconnected(self) -> None:
-        self._last_error, self._refused = "", False
-        if self._nc is not None:
-            self._state_changed(f"connected to {self._server(self._nc)}")
-
-    async def _closed(self) -> None:
-        self._state_changed("disconnected: closed")

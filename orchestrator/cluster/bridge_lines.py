@@ -8,3 +8,8 @@ READY: Final = "ready"  # first line, once the local sockets are up
 STATE_PREFIX: Final = "nats: "  # `nats: connected to URL`, `nats: disconnected: <why>`
 COUNTS_PREFIX: Final = "counts: "  # `counts: <exported> <imported> <unsent>`, when they change
 HOST_PREFIX: Final = "host: "  # `host: joined|lost|left|twin NAME [why]`, as they happen
+
+
+def say(line: str) -> None:
+    """One line for the supervisor, on stdout."""
+    print(line, flush=True)
