@@ -25,7 +25,7 @@ from module_sdk.codec import (
     BadFrameError,
     check_size,
     decode_envelope,
-    decode_sync,
+    decode_sync_first,
     encode_envelope,
     encode_sync,
 )
@@ -108,6 +108,7 @@ class ZmqEventBus:
         self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
         self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
+        self._firsts: dict[bytes, float] = {}  # per topic we publish: when seq 1 was sent
         self._sync_schedule = SyncSchedule()
         self._gaps = GapCounter()
         self._count_seq = self._gaps.event  # bound once: it runs for every numbered event
@@ -178,12 +179,13 @@ class ZmqEventBus:
             if self._closed:
                 raise RuntimeError("the event bus is closed (the module is shutting down)")
             seq = self._seqs.get(topic, 0) + 1
-            body = encode_envelope(
-                self._source, event_id, time.time(), data, seq, packer=self._packer
-            )
+            now = time.time()
+            body = encode_envelope(self._source, event_id, now, data, seq, packer=self._packer)
             if len(body) > self._large:
                 self._check_large(event_type, len(body))
             self._seqs[topic] = seq
+            if seq == 1:
+                self._firsts[topic] = now  # syncs say it: see module_sdk.sequence
             _send_frame(self._pub, topic, zmq.SNDMORE)
             _send_frame(self._pub, body)
             self.events_out += 1
@@ -232,7 +234,8 @@ class ZmqEventBus:
                 return
             for topic, seq in due:
                 _send_frame(self._pub, topic + SYNC_SUFFIX, zmq.SNDMORE)
-                _send_frame(self._pub, encode_sync(self._id_prefix, seq, now))
+                first = self._firsts.get(topic)
+                _send_frame(self._pub, encode_sync(self._id_prefix, seq, now, first))
 
     def start(self) -> None:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the
@@ -424,11 +427,11 @@ class ZmqEventBus:
         if route is None or not route[1]:
             return  # not a topic we route: its numbers are not ours to count
         try:
-            prefix, seq, sent = decode_sync(body)
+            prefix, seq, sent, first = decode_sync_first(body)
         except BadFrameError as exc:
             self._bad_frame(str(exc))
             return
-        if not self._gaps.sync(prefix, topic, seq, sent):
+        if not self._gaps.sync(prefix, topic, seq, sent, first):
             self._bad_frame(f"{route[0]}: sequence sync {seq} from {shown(prefix)} is implausible")
 
     def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:

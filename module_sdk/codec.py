@@ -90,22 +90,35 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
     raise BadFrameError(f"envelope is not a {ENVELOPE_FIELDS}-element array")
 
 
-def encode_sync(prefix: str, seq: int, time: float) -> bytes:
-    """Pack a publisher's sequence sync: its id prefix and the last seq it sent on a topic."""
-    return msgpack.packb((prefix, seq, time))  # type: ignore[no-any-return]
+def encode_sync(prefix: str, seq: int, time: float, first: float | None = None) -> bytes:
+    """Pack a publisher's sequence sync: its id prefix, the last seq it sent on a topic, now,
+    and (if known) when it sent the topic's seq 1."""
+    if first is None:
+        return msgpack.packb((prefix, seq, time))  # type: ignore[no-any-return]
+    return msgpack.packb((prefix, seq, time, first))  # type: ignore[no-any-return]
 
 
 def decode_sync(body: bytes) -> tuple[str, int, float]:
     """Unpack a sequence sync as `(id prefix, seq, time)`; raise BadFrameError if it is not one."""
+    return decode_sync_first(body)[:3]
+
+
+def decode_sync_first(body: bytes) -> tuple[str, int, float, float | None]:
+    """Unpack a sequence sync as `(id prefix, seq, time, first)`, `first` None if it does not
+    say when seq 1 was sent; raise BadFrameError if it is not a sync."""
     value = _unpack(body)
-    if type(value) is list and len(value) == SYNC_FIELDS:
-        prefix, seq, time = value
+    if type(value) is list and len(value) in (SYNC_FIELDS, SYNC_FIELDS + 1):
+        prefix, seq, time, *rest = value
+        first = rest[0] if rest else None
         if type(time) is int:
             time = float(time)
+        if type(first) is int:
+            first = float(first)
         finite = type(time) is float and _NEG_INF < time < _INF
-        if type(prefix) is str and type(seq) is int and seq > 0 and finite:
-            return prefix, seq, time
-    raise BadFrameError("not a sequence sync: expected [id prefix, seq > 0, finite time]")
+        first_ok = first is None or (type(first) is float and _NEG_INF < first < _INF)
+        if type(prefix) is str and type(seq) is int and seq > 0 and finite and first_ok:
+            return prefix, seq, time, first
+    raise BadFrameError("not a sequence sync: expected [id prefix, seq > 0, finite time(s)]")
 
 
 def _unpack(body: bytes) -> Any:

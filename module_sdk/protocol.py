@@ -19,8 +19,8 @@ PROBE_PREFIX: Final = b"\x00probe."
 ENVELOPE_FIELDS: Final = 5  # source, id, time, data, seq
 # `seq` counts a publisher's events per topic from 1 (0: not counted), so that a subscriber can
 # tell that ZeroMQ dropped some on the way (a high-water mark overflowed) and count them.
-SYNC_SUFFIX: Final = b"\x00"  # `[type + SYNC_SUFFIX, msgpack [id prefix, last seq, time]]`
-SYNC_FIELDS: Final = 3
+SYNC_SUFFIX: Final = b"\x00"  # `[type + SYNC_SUFFIX, msgpack [id prefix, last seq, time, first]]`
+SYNC_FIELDS: Final = 3  # and a 4th, optional: when the publisher sent seq 1 on the topic
 # A publisher that went quiet sends a sync per topic (on its heartbeat ticks): without it, the
 # events lost at the end of a burst would count only when the topic's next event arrived.
 

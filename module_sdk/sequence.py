@@ -6,6 +6,12 @@ event ids (up to the last "-": "<pid>-<random>-" for the SDK). A gap between two
 arrive on one topic from one publisher is events that ZeroMQ dropped on the way, a high-water mark
 having overflowed. A sync (sent by a publisher that went quiet) says what its last number was.
 
+The first event seen from a publisher on a topic is a baseline: the numbers before it may have
+been lost, or sent before this subscriber subscribed. Its syncs say when it sent its first event
+there: if that was after we subscribed (with `SUBSCRIBED_SLACK` for the subscription to reach
+it, and for clocks), the numbers before the baseline were lost on the way and count too (a host
+cut off from the cluster while a publisher elsewhere began a topic, say).
+
 Numbers can be forged by anyone who can write to the bus, so a gap is counted only if the publisher
 could have sent that many events in the time between the two (by its own clock, which may not be
 ahead of ours), and all gaps together only what could have been sent while this subscriber has
@@ -25,6 +31,7 @@ MAX_RATE = 10_000_000  # events per second on one topic: far beyond what a publi
 GAP_SLACK = 10_000  # allowed on top (clock resolution, a small step back of the wall clock)
 MAX_WINDOW = 3600.0  # seconds between two events that a gap may be credited with, at most
 CLOCK_AHEAD = 60.0  # how far a publisher's clock may be ahead of ours
+SUBSCRIBED_SLACK = 2.0  # s: a topic begun this long after we subscribed was meant for us
 SYNCS_PER_TICK = 1024
 
 
@@ -34,8 +41,10 @@ class GapCounter:
     def __init__(self) -> None:
         self.dropped = 0
         self._listening_since = time.monotonic()
-        # Per (publisher prefix, topic): [prefix, last seq, index of the prefix's "-", its time];
-        # per topic, the state of the publisher seen last on it (most topics have one).
+        self._subscribed_at = time.time()  # since when the subscriptions are what they are
+        # Per (publisher prefix, topic): [prefix, last seq, index of the prefix's "-", its time,
+        # the numbers before the first one seen (lost, or sent before we subscribed: a sync
+        # tells which)]; per topic, the state of the publisher seen last on it.
         self._states: dict[tuple[str, bytes], list[Any]] = {}
         self._by_topic: dict[bytes, list[Any]] = {}
 
@@ -51,13 +60,22 @@ class GapCounter:
         state[3] = sent
         return True
 
-    def sync(self, prefix: str, topic: bytes, seq: int, sent: float) -> bool:
+    def sync(
+        self, prefix: str, topic: bytes, seq: int, sent: float, first: float | None = None
+    ) -> bool:
         """Account for a publisher's sync: `seq` is the last number it sent on `topic`, so any
-        above the last one seen here were lost. False if implausible (a bad frame)."""
+        above the last one seen here were lost; `first`, when it sent seq 1 there, tells whether
+        those before the first one seen were meant for us. False if implausible (a bad frame)."""
         state = self._states.get((prefix, topic))
         if state is None:  # nothing seen from it yet: a baseline for its next event
-            self._state(prefix, topic, seq + 1, sent)
-            return True
+            state = self._state(prefix, topic, seq + 1, sent)
+            state[4] = seq  # all of them: lost, or sent before we subscribed
+        if state[4] and first is not None:
+            before, state[4] = state[4], 0
+            if first >= self._subscribed_at + SUBSCRIBED_SLACK and not self._lost(
+                state, before, sent, since=first
+            ):
+                return False
         if seq > state[1]:
             if not self._lost(state, seq - state[1], sent):
                 return False
@@ -66,9 +84,11 @@ class GapCounter:
         return True
 
     def forget(self) -> None:
-        """Forget every publisher (their next events are new baselines and count no gap)."""
+        """Forget every publisher (their next events are new baselines and count no gap): the
+        subscriptions changed, now."""
         self._states.clear()
         self._by_topic.clear()
+        self._subscribed_at = time.time()
 
     def _state(self, event_id: str, topic: bytes, seq: int, sent: float) -> list[Any]:
         """The state of this event's publisher on `topic`; new (counting no gap) if it is the
@@ -81,13 +101,15 @@ class GapCounter:
         if state is None:
             if len(self._states) >= TRACKED:
                 self.forget()
-            state = self._states[(prefix, topic)] = [prefix, seq - 1, cut, sent]
+            state = self._states[(prefix, topic)] = [prefix, seq - 1, cut, sent, seq - 1]
         if cut >= 0:
             self._by_topic[topic] = state
         return state
 
-    def _lost(self, state: list[Any], missing: int, sent: float) -> bool:
-        window = min(sent, time.time() + CLOCK_AHEAD) - state[3]
+    def _lost(
+        self, state: list[Any], missing: int, sent: float, since: float | None = None
+    ) -> bool:
+        window = min(sent, time.time() + CLOCK_AHEAD) - (state[3] if since is None else since)
         if missing > MAX_RATE * min(max(window, 0.0), MAX_WINDOW) + GAP_SLACK:
             return False
         # All publishers together: a forger with many fresh prefixes, each claiming an old

@@ -45,6 +45,7 @@ class SystemEvents:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-sup-"
         self._seqs: dict[bytes, int] = {}
+        self._firsts: dict[bytes, float] = {}  # per topic: when seq 1 was sent (syncs say it)
         self._sync_schedule = SyncSchedule()
         self._next_sync = 0.0
 
@@ -60,9 +61,12 @@ class SystemEvents:
         event_id = f"{self._prefix}{next(self._ids):x}"
         topic = event_type.encode()
         seq = self._seqs.get(topic, 0) + 1
-        body = encode_envelope(source, event_id, time.time(), data, seq)
+        now = time.time()
+        body = encode_envelope(source, event_id, now, data, seq)
         check_size(event_type, len(body), self._max_body)
         self._seqs[topic] = seq
+        if seq == 1:
+            self._firsts[topic] = now
         try:
             self._pub.send_multipart([topic, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -82,7 +86,11 @@ class SystemEvents:
         for topic, seq in self._sync_schedule.due(self._seqs):
             try:
                 self._pub.send_multipart(
-                    [topic + SYNC_SUFFIX, encode_sync(self._prefix, seq, sent)], zmq.NOBLOCK
+                    [
+                        topic + SYNC_SUFFIX,
+                        encode_sync(self._prefix, seq, sent, self._firsts[topic]),
+                    ],
+                    zmq.NOBLOCK,
                 )
             except zmq.ZMQError:
                 return  # the broker is away: the next tick tries again

@@ -14,6 +14,7 @@ from module_sdk.codec import (
     BadFrameError,
     decode_envelope,
     decode_sync,
+    decode_sync_first,
     encode_envelope,
     encode_sync,
 )
@@ -305,13 +306,18 @@ def test_sync_round_trip() -> None:
         1.7e9 + 0.5,
     )
     assert decode_sync(msgpack.packb(["p-", 3, 7])) == ("p-", 3, 7.0)
+    assert decode_sync_first(encode_sync("p-", 3, 7.0, 5.0)) == ("p-", 3, 7.0, 5.0)
+    assert decode_sync_first(encode_sync("p-", 3, 7.0)) == ("p-", 3, 7.0, None)
+    assert decode_sync(encode_sync("p-", 3, 7.0, 5.0)) == ("p-", 3, 7.0)
 
 
 @pytest.mark.parametrize(
     "value",
     [
         ["p-", 3],
-        ["p-", 3, 1.0, 0],
+        ["p-", 3, 1.0, 0, 0],
+        ["p-", 3, 1.0, "0"],
+        ["p-", 3, 1.0, float("nan")],
         ["p-", 0, 1.0],
         ["p-", -1, 1.0],
         ["p-", 1.5, 1.0],

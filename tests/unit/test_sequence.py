@@ -146,3 +146,48 @@ def test_many_forged_publishers_together_claim_no_more_than_could_have_been_sent
         gaps.event(f"{prefix}1", TOPIC, 1, now - 3600)
         gaps.event(f"{prefix}2", TOPIC, 3 * 10**10, now + 59)
     assert gaps.dropped <= MAX_RATE * (CLOCK_AHEAD + 60) + GAP_SLACK  # not 2000 x 3e10
+
+
+def test_the_numbers_before_the_first_one_seen_count_once_a_sync_says_they_were_ours() -> None:
+    gaps = GapCounter()
+    begun = time.time() + 10.0  # the publisher began the topic after we subscribed
+    assert gaps.event("p-5", TOPIC, 5, begun + 1.0)
+    assert gaps.dropped == 0  # not known yet: lost, or sent before we subscribed?
+    assert gaps.sync("p-", TOPIC, 5, begun + 2.0, first=begun)
+    assert gaps.dropped == 4
+    assert gaps.sync("p-", TOPIC, 5, begun + 3.0, first=begun)
+    assert gaps.dropped == 4  # once
+
+
+def test_a_topic_begun_before_we_subscribed_counts_nothing_before_the_first_seen() -> None:
+    gaps = GapCounter()
+    assert gaps.event("p-5", TOPIC, 5, T)
+    assert gaps.sync("p-", TOPIC, 5, T + 1.0, first=T)
+    assert gaps.sync("q-", b"test.other", 9, T + 1.0, first=T)  # nothing seen of it at all
+    assert gaps.event("p-6", TOPIC, 6, T + 2.0)
+    assert gaps.dropped == 0
+
+
+def test_a_sync_without_a_first_time_leaves_the_baseline_as_it_was() -> None:
+    gaps = GapCounter()
+    later = time.time() + 10.0
+    assert gaps.event("p-5", TOPIC, 5, later)
+    assert gaps.sync("p-", TOPIC, 5, later)  # an older publisher: it does not say
+    assert gaps.dropped == 0
+
+
+def test_every_event_of_a_topic_begun_after_we_subscribed_and_all_lost_counts() -> None:
+    gaps = GapCounter()
+    begun = time.time() + 10.0
+    assert gaps.sync("p-", TOPIC, 3, begun + 1.0, first=begun)
+    assert gaps.dropped == 3
+    assert gaps.event("p-4", TOPIC, 4, begun + 2.0)
+    assert gaps.dropped == 3
+
+
+def test_a_first_time_cannot_claim_more_than_could_be_sent_since() -> None:
+    gaps = GapCounter()
+    begun = time.time() + 10.0
+    assert gaps.event("p-1000000000", TOPIC, 1_000_000_000, begun)
+    assert not gaps.sync("p-", TOPIC, 1_000_000_000, begun, first=begun)  # no time to send them
+    assert gaps.dropped == 0
