@@ -27,6 +27,7 @@ from module_sdk import protocol
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.loader import ModuleLoadError, load_module
+from module_sdk.logformat import JsonFormatter
 from module_sdk.process import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
@@ -53,6 +54,7 @@ class _Child:
 
     def __init__(self, name: str, endpoint: str, lifeline: int | None) -> None:
         self.name = name
+        self.log_format = "text"  # until the spec says
         # The supervisor, which is our parent, or will be once a fork server's intermediate
         # process has exited and we have been adopted.
         supervisor = os.environ.get(protocol.ENV_SUPERVISOR_PID)
@@ -135,13 +137,20 @@ class _Child:
             (self.parent_pid, self.name),
             None,
         )
-        line = logging.Formatter(LOG_FORMAT).format(record) + "\n"
+        line = self.formatter().format(record) + "\n"
         with contextlib.suppress(OSError):
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # never create
             try:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
+
+    def formatter(self) -> logging.Formatter:
+        """How the module's log records are written: `LOG_FORMAT`, or one JSON object a line
+        (`logging.format: json`), which the supervisor then passes through as it is."""
+        if self.log_format == "json":
+            return JsonFormatter(self.name)
+        return logging.Formatter(LOG_FORMAT)
 
     def fail(self, stage: str, message: str, details: str, code: int) -> int:
         log.error("%s: %s%s", stage, message, f"\n{details.rstrip()}" if details else "")
@@ -156,7 +165,10 @@ class _Child:
         self.log_path = log_path if isinstance(log_path, str) else None
         if self.orphaned():  # it went away while we waited for the spec
             self.note_orphaned()
+        self.log_format = spec.get("log_format", "text")
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(self.formatter())
         code = self.connect_bus(spec)  # no module code yet: this overlaps joining the cgroup
         if code is not None:
             return code

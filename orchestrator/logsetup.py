@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from module_sdk.logformat import JsonFormatter
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -295,7 +296,8 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
         max_bytes=int(settings.max_file_size_mb * 1024 * 1024),
         backup_count=settings.backup_count,
     )
-    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    json_lines = settings.format == "json"
+    file_handler.setFormatter(JsonFormatter("app") if json_lines else logging.Formatter(LOG_FORMAT))
     handlers: list[logging.Handler] = [file_handler]
     if console:
         stream = logging.StreamHandler(sys.stderr)

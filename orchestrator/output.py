@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import BinaryIO
 
+from module_sdk.logformat import JSON_PREFIX, PRINT_LOGGER, json_line
 from orchestrator.config import LoggingSection, Redactor
 from orchestrator.logsetup import LogFile
 
 _READ_SIZE = 65536
 _MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line logging wrote: timed already
 
 
 class ModuleLog:
@@ -27,8 +31,11 @@ class ModuleLog:
         self, name: str, settings: LoggingSection, redactor: Redactor, *, echo: bool
     ) -> None:
         self.name = name
+        self.format = settings.format
         self.path = Path(settings.directory) / f"{name}.log"
         self._redactor = redactor
+        self._stamped_second = -1
+        self._stamp_prefix = ""
         self._logger = logging.Logger(f"module.{name}")  # standalone: never propagates to root
         self.file = LogFile(
             self.path,
@@ -37,7 +44,7 @@ class ModuleLog:
             announce=True,
             notice_prefix="[orchestrator] ",
         )
-        self.file.setFormatter(logging.Formatter("%(message)s"))
+        self.file.setFormatter(_LineFormatter(name, self.format))
         self._logger.addHandler(self.file)
         if echo:
             console = logging.StreamHandler(sys.stderr)
@@ -45,8 +52,25 @@ class ModuleLog:
             self._logger.addHandler(console)
 
     def write(self, line: str) -> None:
-        """Write one line of the module's output."""
+        """Write one line of the module's output: a line its logging wrote passes as it is
+        (the SDK stamps and formats them); one it printed gets the time, or in JSON logs
+        becomes a JSON object of logger `print`."""
+        now = time.time()
+        if self.format == "json":
+            if not line.startswith(JSON_PREFIX):
+                line = json_line(
+                    now, level="INFO", module=self.name, logger=PRINT_LOGGER, message=line
+                )
+        elif not _STAMPED.match(line):
+            line = self._stamp(now) + line
         self._logger.info(self._redactor.scrub(line))
+
+    def _stamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._stamped_second:  # strftime once a second, not once a line
+            self._stamped_second = second
+            self._stamp_prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp_prefix},{int(now % 1 * 1000):03d} "
 
     def tail(self, lines: int) -> list[str]:
         """The last `lines` lines of the current log file (reads at most 64 KB of it)."""
@@ -63,6 +87,31 @@ class ModuleLog:
         for handler in list(self._logger.handlers):
             handler.close()
             self._logger.removeHandler(handler)
+
+
+class _LineFormatter(logging.Formatter):
+    """A module's lines pass as `ModuleLog.write` made them; the log file's own notices (lines
+    lost to a full disk) are formatted as the rest of the file."""
+
+    def __init__(self, module: str, log_format: str) -> None:
+        super().__init__("%(message)s")
+        self._module = module
+        self._json = log_format == "json"
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.startswith("module."):
+            return record.getMessage()
+        if self._json:
+            message = record.getMessage()
+            return json_line(
+                record.created,
+                level=record.levelname,
+                module=self._module,
+                logger="orchestrator",
+                message=message,
+            )
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return f"{stamp},{int(record.msecs):03d} {record.getMessage()}"
 
 
 class OutputReader:

@@ -33,7 +33,8 @@ def module_spec(
         "handshake_timeout": min(HANDSHAKE_TIMEOUT, spec.supervision.start_timeout),
         "high_water_mark": bus.high_water_mark,
         "max_message_size": bus.max_message_bytes,
-        "log_level": log_level,
+        "log_level": spec.log_level or log_level,
+        "log_format": child.log.format,
         "curve": curve,
         "log": str(child.log.path),  # should the supervisor die, the module says so there itself
     }

@@ -17,6 +17,7 @@ RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class LoggingSection:
     directory: Path = Path("logs")
     max_file_size_mb: float = 10.0
     backup_count: int = 5
+    format: LogFormat = "text"  # json: one JSON object per line, in app.log and module logs
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class ModuleSpec:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
+    log_level: LogLevel | None = None  # its own logging level; None: `logging.level`
 
 
 @dataclass(frozen=True)

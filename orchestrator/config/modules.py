@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.model import ModuleSpec, SupervisionSettings
-from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision
+from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
+from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision, log_level
 from orchestrator.config.validate import (
     check_keys,
     child,
@@ -25,7 +25,7 @@ from orchestrator.config.validate import (
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
-_OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on")
+_OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
 MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
 
 
@@ -105,6 +105,8 @@ def build_module(
     _check_string_keys(config, file, child(where, "config"))
     env = _env(entry.get("env"), file, child(where, "env"))
     depends_on = _names(entry.get("depends_on"), file, child(where, "depends_on"))
+    level = entry.get("log_level")
+    level = log_level(level, file, child(where, "log_level")) if level is not None else None
     overrides = {
         key: SUPERVISION_FIELDS[key](value, file, child(where, key))
         for key, value in entry.items()
@@ -121,6 +123,7 @@ def build_module(
         supervision=supervision,
         env=env,
         depends_on=depends_on,
+        log_level=cast(LogLevel | None, level),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -44,9 +45,10 @@ class Redactor:
     def add(self, secrets: Iterable[str]) -> None:
         """Hide these secrets too (after a config reload); those known before stay hidden."""
         self._secrets = self._secrets | frozenset(s for s in secrets if s)
-        scrubbable = sorted(
-            (s for s in self._secrets if len(s) >= MIN_SCRUB_LENGTH), key=len, reverse=True
-        )
+        long_enough = [s for s in self._secrets if len(s) >= MIN_SCRUB_LENGTH]
+        # As a JSON log line shows them too (a quote, a backslash or a newline escaped).
+        escaped = (json.dumps(s, ensure_ascii=False)[1:-1] for s in long_enough)
+        scrubbable = sorted({*long_enough, *escaped}, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, scrubbable))) if scrubbable else None
 
     def scrub(self, text: str) -> str:

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from module_sdk.event import Pattern
 from orchestrator.config.errors import ConfigError
@@ -16,6 +16,7 @@ from orchestrator.config.model import (
     BusSection,
     BusTransport,
     ErrorHandlingSection,
+    LogFormat,
     LoggingSection,
     LogLevel,
     NotificationsSection,
@@ -45,6 +46,7 @@ RESTART_MODES: tuple[str, ...] = get_args(RestartMode)
 START_METHODS: tuple[str, ...] = get_args(StartMethod)
 TRANSPORTS: tuple[str, ...] = get_args(BusTransport)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 SUPERVISION_FIELDS: dict[str, Validator] = {
     "restart": partial(expect_choice, choices=RESTART_MODES),
@@ -88,7 +90,7 @@ def build_resources(raw: Any, file: str, where: str) -> ResourcesSection:
     return ResourcesSection(**values)
 
 
-def _log_level(value: Any, file: str, where: str) -> str:
+def log_level(value: Any, file: str, where: str) -> str:
     if isinstance(value, str) and value.upper() in LOG_LEVELS:
         return value.upper()
     raise ConfigError(
@@ -96,14 +98,21 @@ def _log_level(value: Any, file: str, where: str) -> str:
     )
 
 
+def _log_format(value: Any, file: str, where: str) -> LogFormat:
+    if value in LOG_FORMATS:
+        return cast(LogFormat, value)
+    raise ConfigError(file, where, f"expected text or json, got {describe(value)}")
+
+
 def build_logging(raw: Any, file: str, where: str, project_root: Path) -> LoggingSection:
     """`logging:`; the level is case-insensitive, the directory is made absolute against
     `project_root` (the default `logs` too)."""
     fields: dict[str, Validator] = {
-        "level": _log_level,
+        "level": log_level,
         "directory": partial(expect_str, allow_empty=False),
         "max_file_size_mb": partial(expect_number, gt=0),
         "backup_count": partial(expect_int, minimum=0),
+        "format": _log_format,
     }
     values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
     directory = Path(values.pop("directory", LoggingSection.directory))

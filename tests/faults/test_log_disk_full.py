@@ -75,7 +75,7 @@ def _loss(project: Project, filename: str) -> dict[str, Any] | None:
 
 
 def _chatter_numbers(text: str) -> list[int]:
-    return [int(n) for n in re.findall(r"^chatter (\d+) ", text, re.MULTILINE)]
+    return [int(n) for n in re.findall(r"^(?:[\d-]+ [\d:,]+ )?chatter (\d+) ", text, re.MULTILINE)]
 
 
 def test_a_full_log_disk_is_reported_bounded_and_recovered(

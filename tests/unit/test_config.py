@@ -22,7 +22,7 @@ ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
     "heartbeat_interval, "
-    "heartbeat_timeout, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (
@@ -144,7 +144,7 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
     "logging: {levle: INFO} => logging.levle: unknown key "
-    "(expected one of: backup_count, directory, level, max_file_size_mb)",
+    "(expected one of: backup_count, directory, format, level, max_file_size_mb)",
     "- a => expected a mapping at the top level, got a list",
     "logging: [1] => logging: expected a mapping, got a list",
     "logging: {level: verbose} => logging.level: "
