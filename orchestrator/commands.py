@@ -74,6 +74,7 @@ class CommandHandler(ClusterCommands):
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
             "webhooks": sup.notifier.stats(),
+            "metrics": sup.metrics.status(),
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""The supervisor's side of the metrics endpoint: it publishes a snapshot at most once a second
+(only while someone is scraping), keeps the recent built-in events and the modules' own metrics,
+and owns the HTTP thread that serves them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psutil
+
+from orchestrator.config import AppConfig
+from orchestrator.metrics.module_metrics import ModuleMetric, parse
+from orchestrator.metrics.routes import Routes
+from orchestrator.metrics.server import HttpServer
+from orchestrator.metrics.snapshot import EventRing, Snapshot
+
+log = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL = 1.0  # seconds between snapshots while scraped
+DEMAND_WINDOW = 60.0  # seconds after the last request during which snapshots are kept fresh
+
+
+class MetricsEndpoint:
+    """Does nothing unless `metrics.listen` is set. Every method but `snapshot`/`wanted` runs on
+    the supervisor's loop; the HTTP thread only reads `snapshot` and sets `wanted`."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        status: Callable[[], dict[str, Any]],
+        loop_lag: Callable[[], float],
+    ) -> None:
+        self.section = config.metrics
+        host = config.cluster.host if config.cluster is not None else socket.gethostname()
+        self._app = (config.app.name, config.app.version, host)
+        self._status = status
+        self._loop_lag = loop_lag
+        self._lag = 0.0
+        self._events = EventRing()
+        self._defined: dict[str, tuple[ModuleMetric, ...]] = {}
+        self._rejected: dict[str, int] = {}
+        self._next = 0.0
+        self._process = psutil.Process(os.getpid())
+        self._server: HttpServer | None = None
+        self.snapshot: Snapshot | None = None  # replaced whole, never changed: the thread reads it
+        self.wanted = 0.0  # monotonic time of the last request (written by the HTTP thread)
+
+    @property
+    def enabled(self) -> bool:
+        return self.section.listen is not None
+
+    def start(self) -> str | None:
+        """Listen, if enabled; the reason it cannot (a port in use), or None."""
+        if not self.enabled:
+            return None
+        host, port = self.section.host, self.section.port
+        try:
+            sock = HttpServer.listen(host, port)
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            message = f"metrics.listen {host}:{port}: cannot listen: {why}"
+            log.error("the supervisor cannot start: %s", message)
+            return message
+        self._server = HttpServer(sock, Routes(self).route)
+        self._server.start()
+        log.info("metrics and status page on %s", self.url())
+        return None
+
+    def url(self) -> str | None:
+        """Where it listens (the port picked, for port 0), or None when off."""
+        if self._server is None:
+            return None
+        host, port = self._server.address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+    def status(self) -> dict[str, Any]:
+        """Its part of `status --json`."""
+        return {"url": self.url()}
+
+    def next_deadline(self) -> float | None:
+        """When the loop must wake to publish (None: nothing to do)."""
+        return self._next if self._server is not None else None
+
+    def tick(self, now: float) -> None:
+        """After every turn of the loop: note its lag; publish a snapshot when one is due."""
+        if self._server is None:
+            return
+        self._lag = max(self._lag, self._loop_lag())
+        if now < self._next:
+            return
+        self._next = now + PUBLISH_INTERVAL
+        if now - self.wanted < DEMAND_WINDOW:
+            self._publish(now)
+
+    def record(self, event_type: str, data: Mapping[str, Any]) -> None:
+        """A built-in event was published: keep it for the status page."""
+        if self.enabled:
+            self._events.record(event_type, data)
+
+    def heartbeat(self, name: str, message: Mapping[str, Any]) -> None:
+        """A module's heartbeat: keep the metrics it defined, when it sent them (only changes
+        are sent)."""
+        raw = message.get("metrics")
+        if raw is None or not self.enabled:
+            return
+        self._defined[name], self._rejected[name] = parse(raw)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def _publish(self, now: float) -> None:
+        status = self._status()
+        names = {row["name"] for row in status["modules"]}
+        for gone in set(self._defined) - names:  # removed by a reload
+            self._defined.pop(gone, None)
+            self._rejected.pop(gone, None)
+        try:
+            rss = self._process.memory_info().rss
+            times = self._process.cpu_times()
+            cpu = times.user + times.system
+        except psutil.Error:
+            rss, cpu = 0, 0.0
+        app, version, host = self._app
+        self.snapshot = Snapshot(
+            taken=now,
+            time=time.time(),
+            app=app,
+            version=version,
+            host=host,
+            status=status,
+            loop_lag=round(self._lag, 6),
+            supervisor_rss_bytes=rss,
+            supervisor_cpu_seconds=cpu,
+            events=self._events.recent(),
+            module_metrics=dict(self._defined),
+            module_metrics_rejected={k: v for k, v in self._rejected.items() if v},
+        )
+        self._lag = 0.0

@@ -1,0 +1,88 @@
+"""What each path of the endpoint answers, from the latest snapshot: `/metrics`, `/status.json`,
+`/page.json` and the status page at `/`. Runs in the HTTP thread; each rendering is made once per
+snapshot, so a client that hammers the endpoint costs the sending of bytes, not their making."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.server import Response
+from orchestrator.metrics.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from orchestrator.metrics.endpoint import MetricsEndpoint
+
+FRESH_WAIT = 2.0  # seconds a request waits for a fresh snapshot after an idle spell
+_FRESH = 1.5  # seconds a snapshot counts as fresh (the loop publishes every second when asked)
+_JSON = "application/json"
+_PAGE = resources.files("orchestrator.metrics").joinpath("page.html").read_bytes()
+# The page is self-contained: its own inline script and style, and fetches to this origin only.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Routes:
+    """Answers one request from `endpoint.snapshot`."""
+
+    def __init__(self, endpoint: MetricsEndpoint) -> None:
+        self.endpoint = endpoint
+        self._cache: dict[str, Response] = {}
+        self._cached_for: Snapshot | None = None
+
+    async def route(self, path: str, accept: str) -> Response:
+        if path == "/":
+            return Response(200, "text/html; charset=utf-8", _PAGE, _PAGE_HEADERS)
+        if path not in ("/metrics", "/status.json", "/page.json"):
+            return Response(404, "text/plain; charset=utf-8", b"not found: try /metrics or /\n")
+        snapshot = await self._fresh()
+        if snapshot is None:
+            return Response(503, "text/plain; charset=utf-8", b"no snapshot yet\n")
+        if snapshot is not self._cached_for:
+            self._cache, self._cached_for = {}, snapshot
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(accept)
+            key = f"metrics {content_type}"
+            if key not in self._cache:
+                self._cache[key] = Response(200, content_type, _render(snapshot, encoder))
+        else:
+            key = path
+            if key not in self._cache:
+                data = snapshot.status if path == "/status.json" else snapshot.page_data()
+                self._cache[key] = Response(200, _JSON, _json(data))
+        return self._cache[key]
+
+    async def _fresh(self) -> Snapshot | None:
+        """The latest snapshot; after an idle spell (none published lately), the next one the
+        loop publishes now that it knows someone is asking, if it comes within FRESH_WAIT."""
+        endpoint = self.endpoint
+        endpoint.wanted = time.monotonic()
+        snapshot = endpoint.snapshot
+        if snapshot is not None and time.monotonic() - snapshot.taken < _FRESH:
+            return snapshot
+        deadline = time.monotonic() + FRESH_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if endpoint.snapshot is not snapshot:
+                return endpoint.snapshot
+        return endpoint.snapshot
+
+
+def _render(snapshot: Snapshot, encoder: Any) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return encoder(registry)  # type: ignore[no-any-return]
+
+
+def _json(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
