@@ -118,7 +118,10 @@ class Supervisor:
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
         self.metrics = MetricsEndpoint(
-            config, status=self.commands.status_data, loop_lag=lambda: self.health.last_turn
+            config,
+            status=self.commands.status_data,
+            loop_lag=lambda: self.health.last_turn,
+            cluster=lambda: self.forwarder.forward(None, None, 5.0),
         )
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
         # (error, since): the reloads rejected since a config was last applied, for `status`.

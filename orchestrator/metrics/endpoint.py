@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 1.0  # seconds between snapshots while scraped
 DEMAND_WINDOW = 60.0  # seconds after the last request during which snapshots are kept fresh
+CLUSTER_INTERVAL = 5.0  # seconds between two requests for the cluster's view (cluster mode)
+MAX_HOSTS = 64  # rows of the cluster's view kept for the page
+# Asks the bridge for the cluster's view: a waiter (called until it returns the reply), or a
+# failed reply at once (`Forwarder.forward`).
+Waiter = Callable[[], dict[str, Any] | None]
+ClusterView = Callable[[], Waiter | dict[str, Any]]
 
 
 class MetricsEndpoint:
@@ -35,12 +41,17 @@ class MetricsEndpoint:
         *,
         status: Callable[[], dict[str, Any]],
         loop_lag: Callable[[], float],
+        cluster: ClusterView | None = None,
     ) -> None:
         self.section = config.metrics
         host = config.cluster.host if config.cluster is not None else socket.gethostname()
         self._app = (config.app.name, config.app.version, host)
         self._status = status
         self._loop_lag = loop_lag
+        self._cluster = cluster if config.cluster is not None else None
+        self._cluster_waiter: Waiter | None = None
+        self._next_cluster = 0.0
+        self._hosts: tuple[Mapping[str, Any], ...] | None = None
         self._lag = 0.0
         self._events = EventRing()
         self._defined: dict[str, tuple[ModuleMetric, ...]] = {}
@@ -92,11 +103,37 @@ class MetricsEndpoint:
         if self._server is None:
             return
         self._lag = max(self._lag, self._loop_lag())
+        if self._cluster_waiter is not None:
+            self._cluster_reply(self._cluster_waiter())
         if now < self._next:
             return
         self._next = now + PUBLISH_INTERVAL
         if now - self.wanted < DEMAND_WINDOW:
             self._publish(now)
+            self._ask_cluster(now)
+
+    def _ask_cluster(self, now: float) -> None:
+        """In cluster mode, every CLUSTER_INTERVAL while scraped: ask the bridge for the other
+        hosts (the answer comes on a later turn)."""
+        if self._cluster is None or self._cluster_waiter is not None or now < self._next_cluster:
+            return
+        self._next_cluster = now + CLUSTER_INTERVAL
+        asked = self._cluster()
+        if callable(asked):
+            self._cluster_waiter = asked
+        else:
+            self._cluster_reply(asked)
+
+    def _cluster_reply(self, reply: dict[str, Any] | None) -> None:
+        """Keep the other hosts' rows from the bridge's answer (None: not yet); a failure (the
+        bridge restarting, say) keeps the rows of the last answer, whose states say how old."""
+        if reply is None:
+            return
+        self._cluster_waiter = None
+        data = reply.get("data") if reply.get("ok") else None
+        hosts = data.get("hosts") if isinstance(data, dict) else None
+        if isinstance(hosts, list):
+            self._hosts = tuple(row for row in hosts[:MAX_HOSTS] if isinstance(row, dict))
 
     def record(self, event_type: str, data: Mapping[str, Any]) -> None:
         """A built-in event was published: keep it for the status page."""
@@ -142,5 +179,6 @@ class MetricsEndpoint:
             events=self._events.recent(),
             module_metrics=dict(self._defined),
             module_metrics_rejected={k: v for k, v in self._rejected.items() if v},
+            hosts=self._hosts,
         )
         self._lag = 0.0

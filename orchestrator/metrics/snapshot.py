@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.metrics.module_metrics import ModuleMetric
 
 _EVENTS_KEPT = 50  # recent built-in events the status page shows
@@ -64,12 +65,14 @@ class Snapshot:
     events: tuple[RecentEvent, ...] = ()
     module_metrics: Mapping[str, tuple[ModuleMetric, ...]] = field(default_factory=dict)
     module_metrics_rejected: Mapping[str, int] = field(default_factory=dict)
-    hosts: tuple[Mapping[str, Any], ...] | None = None  # cluster mode: every host's row
+    hosts: tuple[Mapping[str, Any], ...] | None = None  # cluster mode: the other hosts' rows
 
     def page_data(self) -> dict[str, Any]:
-        """What the status page adds to `/status.json`: the host(s) and the recent events."""
+        """What the status page adds to `/status.json`: the other hosts (in cluster mode, as
+        `status --cluster --json` shows them) and the recent events, newest first."""
         return {
             "app": self.app,
+            "orchestrator": __version__,
             "version": self.version,
             "host": self.host,
             "time": self.time,

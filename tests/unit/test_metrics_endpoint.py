@@ -1,0 +1,95 @@
+"""The loop's side of the endpoint: snapshots only while scraped, the cluster's view asked of the
+bridge without waiting for it, the modules' metrics from heartbeats, a clean stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.config import AppConfig, MetricsSection
+from orchestrator.config.model import ClusterSection
+from orchestrator.metrics import MetricsEndpoint
+from orchestrator.metrics.endpoint import CLUSTER_INTERVAL, PUBLISH_INTERVAL
+
+
+def status() -> dict[str, Any]:
+    return {"supervisor": {"started": 1.0}, "modules": [{"name": "a", "state": "running"}]}
+
+
+def config(tmp_path: Path, cluster: bool) -> AppConfig:
+    return AppConfig(
+        config_dir=tmp_path,
+        main_file=tmp_path / "main.yaml",
+        modules_file=tmp_path / "modules.yaml",
+        metrics=MetricsSection(listen=("127.0.0.1", 0)),
+        cluster=ClusterSection(servers=("nats://127.0.0.1:4222",), host="alpha")
+        if cluster
+        else None,
+    )
+
+
+def test_off_it_does_nothing(tmp_path: Path) -> None:
+    endpoint = MetricsEndpoint(
+        AppConfig(tmp_path, tmp_path / "m", tmp_path / "n"), status=status, loop_lag=lambda: 0.0
+    )
+    assert endpoint.start() is None and endpoint.url() is None
+    assert endpoint.next_deadline() is None and endpoint.status() == {"url": None}
+    endpoint.tick(1e9)
+    endpoint.record("module.error", {"name": "a"})
+    assert endpoint.snapshot is None
+    endpoint.close()
+
+
+def test_snapshots_while_scraped_and_the_cluster_view_on_later_turns(tmp_path: Path) -> None:
+    replies: list[dict[str, Any] | None] = [None, None]
+    asked: list[int] = []
+
+    def waiter() -> dict[str, Any] | None:
+        return replies.pop(0) if replies else {"ok": True, "data": {"hosts": [{"host": "beta"}]}}
+
+    def cluster() -> Any:
+        asked.append(1)
+        return waiter if len(asked) == 1 else {"ok": False, "error": "bridge restarting"}
+
+    lags = iter([0.002, 0.03, 0.001])
+    endpoint = MetricsEndpoint(
+        config(tmp_path, cluster=True),
+        status=status,
+        loop_lag=lambda: next(lags, 0.0),
+        cluster=cluster,
+    )
+    assert endpoint.start() is None
+    try:
+        now = time.monotonic()  # the HTTP side compares snapshots with its clock
+        endpoint.tick(now)
+        assert endpoint.snapshot is None  # nobody asked: nothing built
+        endpoint.wanted = now
+        endpoint.record("module.error", {"name": "a", "error": "boom"})
+        endpoint.heartbeat("a", {"metrics": [{"name": "g", "kind": "gauge", "series": [[[], 3]]}]})
+        now += PUBLISH_INTERVAL
+        endpoint.tick(now)
+        first = endpoint.snapshot
+        assert first is not None and first.hosts is None and len(asked) == 1
+        assert first.loop_lag == 0.03  # the longest turn since the previous snapshot
+        assert [e.type for e in first.events] == ["module.error"]
+        assert [m.name for m in first.module_metrics["a"]] == ["g"]
+        endpoint.tick(now + 0.1)  # the waiter says "not yet"...
+        endpoint.tick(now + 0.2)  # ...and now answers; the next snapshot has the other host
+        now += PUBLISH_INTERVAL
+        endpoint.tick(now)
+        assert endpoint.snapshot is not first and endpoint.snapshot.hosts == ({"host": "beta"},)
+        assert len(asked) == 1  # not asked again before CLUSTER_INTERVAL
+        now += CLUSTER_INTERVAL
+        endpoint.tick(now)  # a failed ask keeps the last rows
+        now += PUBLISH_INTERVAL
+        endpoint.tick(now)
+        assert len(asked) == 2 and endpoint.snapshot.hosts == ({"host": "beta"},)
+        page = httpx.get(f"{endpoint.url()}page.json", timeout=5).json()
+        assert page["hosts"] == [{"host": "beta"}] and page["host"] == "alpha"
+        assert page["events"][0]["data"] == '{"error": "boom", "name": "a"}'
+    finally:
+        endpoint.close()
+    assert endpoint.url() is None
