@@ -119,7 +119,7 @@ class Supervisor:
         self.commands = CommandHandler(self)
         self.metrics = MetricsEndpoint(
             config,
-            status=self.commands.status_data,
+            status=lambda: self.commands.status_data(sample=False),
             loop_lag=lambda: self.health.last_turn,
             cluster=lambda: self.forwarder.forward(None, None, 5.0),
         )

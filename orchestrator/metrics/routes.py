@@ -5,6 +5,7 @@ snapshot, so a client that hammers the endpoint costs the sending of bytes, not 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from importlib import resources
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.sampling import TreeSampler
 from orchestrator.metrics.server import Response
 from orchestrator.metrics.snapshot import Snapshot
 
@@ -39,6 +41,8 @@ class Routes:
         self.endpoint = endpoint
         self._cache: dict[str, Response] = {}
         self._cached_for: Snapshot | None = None
+        self._sampled: Snapshot | None = None  # the latest one, with its modules' RSS and CPU
+        self._sampler = TreeSampler()
 
     async def route(self, path: str, accept: str) -> Response:
         if path == "/":
@@ -50,6 +54,9 @@ class Routes:
             return Response(503, "text/plain; charset=utf-8", b"no snapshot yet\n")
         if snapshot is not self._cached_for:
             self._cache, self._cached_for = {}, snapshot
+            self._sampled = with_samples(snapshot, self._sampler)
+        snapshot = self._sampled
+        assert snapshot is not None
         if path == "/metrics":
             encoder, content_type = choose_encoder(accept)
             key = f"metrics {content_type}"
@@ -76,6 +83,15 @@ class Routes:
             if endpoint.snapshot is not snapshot:
                 return endpoint.snapshot
         return endpoint.snapshot
+
+
+def with_samples(snapshot: Snapshot, sampler: TreeSampler) -> Snapshot:
+    """`snapshot` with each module's `rss_mb` and `cpu_percent` filled in, as `status` shows
+    them (the loop leaves them out: sampling is done here, off the loop)."""
+    rows = snapshot.status.get("modules", [])
+    samples = sampler.sample(row["pid"] for row in rows if isinstance(row.get("pid"), int))
+    modules = [{**row, **samples.get(row.get("pid"), {})} for row in rows]
+    return dataclasses.replace(snapshot, status={**snapshot.status, "modules": modules})
 
 
 def _render(snapshot: Snapshot, encoder: Any) -> bytes:

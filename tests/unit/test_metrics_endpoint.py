@@ -3,16 +3,22 @@ bridge without waiting for it, the modules' metrics from heartbeats, a clean sto
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+from helpers import wait_until
 
 from orchestrator.config import AppConfig, MetricsSection
 from orchestrator.config.model import ClusterSection
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.endpoint import CLUSTER_INTERVAL, PUBLISH_INTERVAL
+from orchestrator.metrics.sampling import TreeSampler
 
 
 def status() -> dict[str, Any]:
@@ -93,3 +99,18 @@ def test_snapshots_while_scraped_and_the_cluster_view_on_later_turns(tmp_path: P
     finally:
         endpoint.close()
     assert endpoint.url() is None
+
+
+def test_the_sampler_counts_a_process_with_its_descendants() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        wait_until(lambda: psutil.Process(child.pid).memory_info().rss > 0, 5, "the child up")
+        sampler = TreeSampler()
+        own = psutil.Process().memory_info().rss + psutil.Process(child.pid).memory_info().rss
+        sample = sampler.sample([os.getpid(), 999_999_999])
+        assert list(sample) == [os.getpid()]  # a pid that is gone is left out
+        assert sample[os.getpid()]["rss_mb"] >= 0.9 * own / 1024 / 1024
+        assert sampler.sample([child.pid])[child.pid]["cpu_percent"] >= 0
+    finally:
+        child.kill()
+        child.wait()

@@ -4,6 +4,7 @@ bounds, and well-behaved clients are served meanwhile or right after."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -82,6 +83,27 @@ def test_many_connections_beyond_the_bound_are_closed_at_once(server: HttpServer
             sock.close()
     # Their slots free up as they are cut off (or closed): the endpoint serves again.
     wait_until(lambda: served(server), 5, "served again")
+
+
+def test_new_connections_are_accepted_at_a_bounded_rate() -> None:
+    """A client that opens connections as fast as it can gets `rate` a second through; the rest
+    wait in the kernel's backlog (or are refused by it) at no cost to the process."""
+    rate = 20
+    http = HttpServer(HttpServer.listen("127.0.0.1", 0), echo, rate=rate, read_timeout=0.2)
+    http.start()
+    opened: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(60):  # within the listen backlog (64)
+            opened.append(socket.create_connection(http.address, timeout=5))
+        wait_until(lambda: http.accepted >= 2 * rate, 10, "the first two seconds' worth")
+        elapsed = time.monotonic() - started
+        # The first burst, then `rate` a second: never all 60 at once.
+        assert http.accepted <= rate + rate * elapsed + 1, (http.accepted, elapsed)
+    finally:
+        for sock in opened:
+            sock.close()
+        http.stop()
 
 
 def served(http: HttpServer) -> bool:
