@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 from helpers import wait_until
-from project import Project
+from nats_server import NatsServer
+from project import Project, projects
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -136,3 +137,34 @@ def test_an_invalid_listen_is_a_config_error(project: Project) -> None:
     project.configure([], metrics={"listen": "everywhere"})
     result = project.cli("up", "-d", check=3)
     assert "main.yaml: metrics.listen: expected HOST:PORT" in result.stderr, result.stderr
+
+
+def test_in_cluster_mode_the_page_lists_the_other_hosts(server: NatsServer) -> None:
+    alpha_projects, beta_projects = projects(), projects()
+    alpha, beta = next(alpha_projects), next(beta_projects)
+    try:
+        alpha.configure(
+            [],
+            cluster={"host": "alpha", "servers": [server.url]},
+            metrics={"listen": "127.0.0.1:0"},
+        )
+        beta.configure(
+            [{"name": "idle", "path": beta.probe("idle")}],
+            cluster={"host": "beta", "servers": [server.url]},
+        )
+        alpha.up()
+        beta.up()
+        url = metrics_url(alpha)
+
+        def beta_listed() -> dict[str, Any] | None:
+            page = httpx.get(url + "page.json", timeout=10).json()
+            rows = [row for row in page["hosts"] or [] if row.get("host") == "beta"]
+            return rows[0] if rows and rows[0].get("state") == "up" else None
+
+        row = wait_until(beta_listed, 20, "beta in the page's hosts")
+        assert [m["name"] for m in row["modules"]] == ["idle"]
+        page = httpx.get(url + "page.json", timeout=10).json()
+        assert page["host"] == "alpha"
+    finally:
+        for generator in (alpha_projects, beta_projects):
+            generator.close()
