@@ -14,7 +14,6 @@ from typing import Any
 import psutil
 
 from orchestrator.config import AppConfig
-from orchestrator.metrics.module_metrics import ModuleMetric, parse
 from orchestrator.metrics.routes import Routes
 from orchestrator.metrics.server import HttpServer
 from orchestrator.metrics.snapshot import EventRing, Snapshot
@@ -54,8 +53,7 @@ class MetricsEndpoint:
         self._hosts: tuple[Mapping[str, Any], ...] | None = None
         self._lag = 0.0
         self._events = EventRing()
-        self._defined: dict[str, tuple[ModuleMetric, ...]] = {}
-        self._rejected: dict[str, int] = {}
+        self._defined: dict[str, object] = {}  # module -> its metrics as sent, unchecked
         self._next = 0.0
         self._process = psutil.Process(os.getpid())
         self._server: HttpServer | None = None
@@ -108,7 +106,9 @@ class MetricsEndpoint:
         if now < self._next:
             return
         self._next = now + PUBLISH_INTERVAL
-        if now - self.wanted < DEMAND_WINDOW:
+        if now - self.wanted >= DEMAND_WINDOW:
+            self._lag = 0.0  # the lag shown is that of the last second, not of a quiet spell
+        else:
             self._publish(now)
             self._ask_cluster(now)
 
@@ -146,7 +146,7 @@ class MetricsEndpoint:
         raw = message.get("metrics")
         if raw is None or not self.enabled:
             return
-        self._defined[name], self._rejected[name] = parse(raw)
+        self._defined[name] = raw  # checked by the HTTP thread: a large set costs milliseconds
 
     def close(self) -> None:
         if self._server is not None:
@@ -157,8 +157,7 @@ class MetricsEndpoint:
         status = self._status()
         names = {row["name"] for row in status["modules"]}
         for gone in set(self._defined) - names:  # removed by a reload
-            self._defined.pop(gone, None)
-            self._rejected.pop(gone, None)
+            del self._defined[gone]
         try:
             rss = self._process.memory_info().rss
             times = self._process.cpu_times()
@@ -177,8 +176,7 @@ class MetricsEndpoint:
             supervisor_rss_bytes=rss,
             supervisor_cpu_seconds=cpu,
             events=self._events.recent(),
-            module_metrics=dict(self._defined),
-            module_metrics_rejected={k: v for k, v in self._rejected.items() if v},
+            module_metrics_sent=dict(self._defined),
             hosts=self._hosts,
         )
         self._lag = 0.0

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.module_metrics import ModuleMetric, parse
 from orchestrator.metrics.sampling import TreeSampler
 from orchestrator.metrics.server import Response
 from orchestrator.metrics.snapshot import Snapshot
@@ -43,6 +44,8 @@ class Routes:
         self._cached_for: Snapshot | None = None
         self._sampled: Snapshot | None = None  # the latest one, with its modules' RSS and CPU
         self._sampler = TreeSampler()
+        # module -> (the metrics it sent, checked): parsed again only when it sent new ones
+        self._parsed: dict[str, tuple[object, tuple[ModuleMetric, ...], int]] = {}
 
     async def route(self, path: str, accept: str) -> Response:
         if path == "/":
@@ -54,7 +57,7 @@ class Routes:
             return Response(503, "text/plain; charset=utf-8", b"no snapshot yet\n")
         if snapshot is not self._cached_for:
             self._cache, self._cached_for = {}, snapshot
-            self._sampled = with_samples(snapshot, self._sampler)
+            self._sampled = self._complete(snapshot)
         snapshot = self._sampled
         assert snapshot is not None
         if path == "/metrics":
@@ -68,6 +71,20 @@ class Routes:
                 data = snapshot.status if path == "/status.json" else snapshot.page_data()
                 self._cache[key] = Response(200, _JSON, _json(data))
         return self._cache[key]
+
+    def _complete(self, snapshot: Snapshot) -> Snapshot:
+        """`snapshot` with what the loop leaves to this thread: each module's RSS and CPU, and
+        the metrics the modules sent, checked."""
+        parsed = {}
+        for name, sent in snapshot.module_metrics_sent.items():
+            known = self._parsed.get(name)
+            parsed[name] = known if known is not None and known[0] is sent else (sent, *parse(sent))
+        self._parsed = parsed
+        return dataclasses.replace(
+            with_samples(snapshot, self._sampler),
+            module_metrics={name: entry[1] for name, entry in parsed.items()},
+            module_metrics_rejected={name: entry[2] for name, entry in parsed.items() if entry[2]},
+        )
 
     async def _fresh(self) -> Snapshot | None:
         """The latest snapshot; after an idle spell (none published lately), the next one the

@@ -31,6 +31,7 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -177,7 +178,11 @@ class HttpServer:
             name, _, value = line.partition(":")
             if name.strip().lower() == "accept":
                 accept = value.strip()
-        response = await self._route(target.split("?", 1)[0], accept)
+        try:
+            response = await self._route(target.split("?", 1)[0], accept)
+        except Exception:
+            log.exception("the metrics endpoint failed to answer %s", target[:200])
+            return _plain(500, "internal error (see the supervisor's log)\n")
         if method == "HEAD":
             length = {"Content-Length": str(len(response.body))}
             return Response(response.status, response.content_type, b"", response.headers | length)

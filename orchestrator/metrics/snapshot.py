@@ -63,6 +63,8 @@ class Snapshot:
     supervisor_rss_bytes: int
     supervisor_cpu_seconds: float
     events: tuple[RecentEvent, ...] = ()
+    module_metrics_sent: Mapping[str, object] = field(default_factory=dict)  # as modules sent them
+    # Filled in by the HTTP thread (`routes.complete`): checked, and what was left out.
     module_metrics: Mapping[str, tuple[ModuleMetric, ...]] = field(default_factory=dict)
     module_metrics_rejected: Mapping[str, int] = field(default_factory=dict)
     hosts: tuple[Mapping[str, Any], ...] | None = None  # cluster mode: the other hosts' rows

@@ -74,14 +74,15 @@ def test_snapshots_while_scraped_and_the_cluster_view_on_later_turns(tmp_path: P
         assert endpoint.snapshot is None  # nobody asked: nothing built
         endpoint.wanted = now
         endpoint.record("module.error", {"name": "a", "error": "boom"})
-        endpoint.heartbeat("a", {"metrics": [{"name": "g", "kind": "gauge", "series": [[[], 3]]}]})
+        sent = {"name": "g", "kind": "gauge", "series": [[[], 3]]}
+        endpoint.heartbeat("a", {"metrics": [sent]})
         now += PUBLISH_INTERVAL
         endpoint.tick(now)
         first = endpoint.snapshot
         assert first is not None and first.hosts is None and len(asked) == 1
         assert first.loop_lag == 0.03  # the longest turn since the previous snapshot
         assert [e.type for e in first.events] == ["module.error"]
-        assert [m.name for m in first.module_metrics["a"]] == ["g"]
+        assert first.module_metrics_sent["a"] == [sent]  # as sent: checked by the HTTP thread
         endpoint.tick(now + 0.1)  # the waiter says "not yet"...
         endpoint.tick(now + 0.2)  # ...and now answers; the next snapshot has the other host
         now += PUBLISH_INTERVAL
@@ -96,6 +97,8 @@ def test_snapshots_while_scraped_and_the_cluster_view_on_later_turns(tmp_path: P
         page = httpx.get(f"{endpoint.url()}page.json", timeout=5).json()
         assert page["hosts"] == [{"host": "beta"}] and page["host"] == "alpha"
         assert page["events"][0]["data"] == '{"error": "boom", "name": "a"}'
+        scraped = httpx.get(f"{endpoint.url()}metrics", timeout=5).text
+        assert 'g{module="a"} 3.0' in scraped
     finally:
         endpoint.close()
     assert endpoint.url() is None

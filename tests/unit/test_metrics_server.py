@@ -111,3 +111,18 @@ def served(http: HttpServer) -> bool:
         return httpx.get(url(http), timeout=5).status_code == 200
     except httpx.HTTPError:  # refused: a slot is not free yet
         return False
+
+
+def test_a_failing_route_is_a_500_and_the_server_goes_on() -> None:
+    async def broken(path: str, accept: str) -> Response:
+        if path == "/bad":
+            raise RuntimeError("a bug")
+        return await echo(path, accept)
+
+    http = HttpServer(HttpServer.listen("127.0.0.1", 0), broken)
+    http.start()
+    try:
+        assert httpx.get(url(http, "/bad"), timeout=5).status_code == 500
+        assert httpx.get(url(http, "/ok"), timeout=5).text == "/ok */*"
+    finally:
+        http.stop()
