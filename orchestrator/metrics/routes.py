@@ -11,7 +11,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from orchestrator.metrics.families import SnapshotCollector
@@ -114,6 +114,7 @@ def with_samples(snapshot: Snapshot, sampler: TreeSampler) -> Snapshot:
 def _render(snapshot: Snapshot, encoder: Any) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
+    ProcessCollector(registry=registry)  # the usual process_* of this (the supervisor's) process
     return encoder(registry)  # type: ignore[no-any-return]
 
 

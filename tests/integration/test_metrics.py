@@ -64,6 +64,7 @@ def test_a_scrape_shows_supervisor_modules_webhooks_and_module_metrics(project: 
     (exit_labels,) = got["orchestrator_module_last_exit_code"]
     assert ("reason", "stopped") in exit_labels
     assert got["orchestrator_supervisor_resident_memory_bytes"][()] > 1_000_000
+    assert got["process_open_fds"][()] > 0  # the conventional process_* of the supervisor
     assert got["orchestrator_loop_lag_seconds"][()] >= 0
     assert got["probe_depth"] == {metered: 42}
     assert got["probe_seconds_bucket"][(("le", "1.0"), *metered)] == 1
