@@ -31,7 +31,7 @@ READY: Final = (
     "ready"  # child -> supervisor: initialize() returned, the bus is connected; {contained}
 )
 ERROR: Final = "error"  # child -> supervisor: {stage, error, traceback} before a failing exit
-HEARTBEAT: Final = "heartbeat"  # child -> supervisor: {pid, counters, busy_for}
+HEARTBEAT: Final = "heartbeat"  # child -> supervisor: {pid, counters, busy_for, metrics?}
 
 # Environment of a child process
 ENV_CHANNEL: Final = "ORCHESTRATOR_CHANNEL"  # the supervisor's child-channel endpoint

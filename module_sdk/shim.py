@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from module_sdk import protocol
+from module_sdk import metrics, protocol
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.loader import ModuleLoadError, load_module
@@ -255,7 +255,10 @@ class _Child:
                 self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
             self.bus.sync()  # subscribers count the losses at the end of a burst
             self.channel.send(
-                protocol.HEARTBEAT, counters=self.bus.counters(), busy_for=self.bus.busy_for()
+                protocol.HEARTBEAT,
+                counters=self.bus.counters(),
+                busy_for=self.bus.busy_for(),
+                **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
             )
 
     def stop(self, orphaned: bool) -> int:

@@ -42,13 +42,16 @@ class CommandHandler(ClusterCommands):
         if answer is not None:
             self.supervisor.send_reply(identity, answer)
 
-    def status_data(self) -> dict[str, Any]:
-        """Everything `orchestrator status --json` prints."""
+    def status_data(self, *, sample: bool = True) -> dict[str, Any]:
+        """Everything `orchestrator status --json` prints; without `sample`, no module's RSS and
+        CPU (the metrics endpoint samples them off the loop)."""
         sup, manager = self.supervisor, self.supervisor.manager
         now = time.monotonic()
         rejected = sup.rejected_config
         modules = [
-            child.status(now, manager.sampler.sample(child.pid) if child.pid is not None else {})
+            child.status(
+                now, manager.sampler.sample(child.pid) if sample and child.pid is not None else {}
+            )
             for child in manager.children.values()
         ]
         return {
@@ -74,6 +77,7 @@ class CommandHandler(ClusterCommands):
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
             "webhooks": sup.notifier.stats(),
+            "metrics": sup.metrics.status(),
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

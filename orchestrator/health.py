@@ -34,6 +34,7 @@ class Health:
         self._last_tick: float | None = None  # monotonic; None until the loop's first tick
         self._waited = 0.0  # seconds the loop waited in the poller, as allowed, since then
         self._watch: float | None = None  # the longest wait allowed while modules run
+        self.last_turn = 0.0  # seconds the last turn of the loop took, waiting aside (metrics)
 
     def next_deadline(self) -> float:
         """The earliest moment `tick()` has something to do."""
@@ -113,6 +114,7 @@ class Health:
         if last is None:
             return
         stalled = now - last - waited
+        self.last_turn = stalled
         if stalled > (self._watch or _WATCH_MAX):
             self.excuse_stall(stalled, now)
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from orchestrator.manager import ChildManager
 
 # Sections of main.yaml that the running supervisor cannot switch to without a restart of its own.
-NEEDS_SUPERVISOR_RESTART = ("bus", "logging")
+NEEDS_SUPERVISOR_RESTART = ("bus", "logging", "metrics")
 
 
 @dataclass(frozen=True)

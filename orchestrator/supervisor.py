@@ -31,6 +31,7 @@ from orchestrator.forwarder import Forwarder
 from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
 from orchestrator.manager import ChildManager
+from orchestrator.metrics import MetricsEndpoint
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
@@ -116,6 +117,12 @@ class Supervisor:
         self.notifier = self._notifier(config)
         self.watcher: ChangeWatcher | None = None
         self.commands = CommandHandler(self)
+        self.metrics = MetricsEndpoint(
+            config,
+            status=lambda: self.commands.status_data(sample=False),
+            loop_lag=lambda: self.health.last_turn,
+            cluster=lambda: self.forwarder.forward(None, None, 5.0),
+        )
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
         # (error, since): the reloads rejected since a config was last applied, for `status`.
         self.rejected_config: tuple[str, float] | None = None
@@ -132,6 +139,7 @@ class Supervisor:
     def publish(self, event_type: str, **data: Any) -> None:
         """Publish a built-in event (source `orchestrator`) once the bus is up, and hand it to the
         webhooks that want it (they send it off the loop)."""
+        self.metrics.record(event_type, data)
         if self.events is not None:
             self.events.publish(event_type, **data)
         if self.notifier.wants(event_type):
@@ -158,6 +166,8 @@ class Supervisor:
         return 0
 
     def _start(self) -> None:
+        if (error := self.metrics.start()) is not None:  # before any module starts
+            raise StartError(error)
         if not self.boot.subreaper:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
@@ -232,6 +242,7 @@ class Supervisor:
         if self.watcher is not None:
             deadline = min(deadline, self.watcher.next_deadline() or deadline)
         deadline = min(deadline, self.boot.systemd.next_deadline() or deadline)
+        deadline = min(deadline, self.metrics.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
@@ -257,6 +268,7 @@ class Supervisor:
         if self.events is not None:
             self.events.sync(now)
         self.boot.systemd.tick(now, self.manager.shutting_down, lambda: state_of(self.manager))
+        self.metrics.tick(now)
         self._serve_waiters()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()
@@ -385,6 +397,7 @@ class Supervisor:
             self.manager.ready(child, contained=message.get("contained") is True)
         elif kind == protocol.HEARTBEAT:
             self.manager.heartbeat(child, message)
+            self.metrics.heartbeat(child.name, message)
             self.health.check_memory(child)
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
@@ -401,6 +414,7 @@ class Supervisor:
     # -- teardown ---------------------------------------------------------------------------------
 
     def _close(self) -> None:
+        self.metrics.close()
         if self.watcher is not None:
             self.watcher.close()
         if self.events is not None:

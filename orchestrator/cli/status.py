@@ -48,7 +48,9 @@ def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
     lost, since, and whether it is still failing or when it recovered. A reload that was
     rejected (a bad config) is a warning below the table, and `config.rejected` in the JSON, until
     a good config is applied. `webhooks` in the JSON counts each webhook's deliveries (delivered,
-    failed, skipped while its breaker is open, dropped, queued) and its breaker's state.
+    failed, skipped while its breaker is open, dropped, queued) and its breaker's state;
+    `metrics.url` where the metrics endpoint and status page listen (null when `metrics.listen`
+    is not set).
 
     In cluster mode, HOST/NAME shows module NAME of cluster host HOST (exit 4 if HOST does not
     answer), and --cluster every host of the cluster with its modules.

@@ -10,6 +10,7 @@ import yaml
 from orchestrator.config.cluster import build_cluster
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.interpolate import Substitution, read_variables
+from orchestrator.config.metrics import build_metrics
 from orchestrator.config.model import AppConfig
 from orchestrator.config.modules import build_modules
 from orchestrator.config.redact import Redactor
@@ -37,6 +38,7 @@ MAIN_KEYS = (
     "bus",
     "notifications",
     "hot_reload",
+    "metrics",
     "cluster",
 )
 MODULES_KEYS = ("modules",)
@@ -149,6 +151,7 @@ def _build(
         bus=build_bus(main.get("bus"), main_label, "bus"),
         notifications=build_notifications(main.get("notifications"), main_label, "notifications"),
         hot_reload=expect_bool(main.get("hot_reload", False), main_label, "hot_reload"),
+        metrics=build_metrics(main.get("metrics"), main_label, "metrics"),
         cluster=build_cluster(main.get("cluster"), main_label, "cluster", config_dir),
         modules=build_modules(
             modules.get("modules"), modules_label, "modules", config_dir, supervision

@@ -121,6 +121,23 @@ class NotificationsSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    """`metrics:` the Prometheus endpoint and status page, off unless `listen` is set (as
+    `(host, port)`; port 0 picks a free one). A non-loopback host needs `allow_remote`."""
+
+    listen: tuple[str, int] | None = None
+    allow_remote: bool = False
+
+    @property
+    def host(self) -> str:
+        return self.listen[0] if self.listen is not None else ""
+
+    @property
+    def port(self) -> int:
+        return self.listen[1] if self.listen is not None else 0
+
+
+@dataclass(frozen=True)
 class ClusterCredentials:
     """`cluster.credentials:` how the bridge authenticates to NATS; exactly one way is set: a
     `token`, a `user` with a `password`, an NKey seed file or a `.creds` file (absolute paths)."""
@@ -190,6 +207,7 @@ class AppConfig:
     bus: BusSection = field(default_factory=BusSection)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     hot_reload: bool = False
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     cluster: ClusterSection | None = None
     modules: tuple[ModuleSpec, ...] = ()
     secrets: frozenset[str] = frozenset()

@@ -53,6 +53,8 @@ NOTES: dict[str, str] = {
     "notifications.webhooks[].events": "event patterns, as modules subscribe",
     "notifications.webhooks[].headers": 'e.g. {Authorization: "Bearer ${TOKEN}"}',
     "hot_reload": "restart a module when its code is saved",
+    "metrics.listen": "off; 127.0.0.1:9464 serves /metrics and a page",
+    "metrics.allow_remote": "true to listen beyond loopback (no auth!)",
     "cluster": "off: one host; to join others through NATS:",
 }
 """One-line notes shown beside keys of the generated main.yaml. A key with a fixed set of values

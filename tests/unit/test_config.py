@@ -26,7 +26,8 @@ MODULE_KEYS = (
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (
-    "app, bus, cluster, error_handling, hot_reload, logging, notifications, resources, supervision"
+    "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "
+    "supervision"
 )
 
 

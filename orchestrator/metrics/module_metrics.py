@@ -1,0 +1,143 @@
+"""The metrics a module defines through `module_sdk.metrics`, as they arrive on its heartbeats:
+checked and cut to fixed bounds, since a module is not trusted with the supervisor's memory.
+
+The wire form (see `module_sdk.metrics`) is a list of
+`{"name", "kind", "help", "labels": [names], "series": [...], "buckets": [bounds]}` where a
+counter's or gauge's series is `[[label values], value]` and a histogram's
+`[[label values], [count per bucket, the last one +Inf], sum]`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_METRICS = 100  # per module
+MAX_SERIES = 1000  # label sets per module, all its metrics together
+MAX_LABELS = 8  # label names per metric
+MAX_BUCKETS = 30  # per histogram
+MAX_NAME = 100
+MAX_LABEL_VALUE = 200
+MAX_HELP = 300
+KINDS = ("counter", "gauge", "histogram")
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+RESERVED_PREFIX = "orchestrator_"  # the supervisor's own families
+RESERVED_LABELS = ("module", "le", "quantile")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One label set of a metric: a value, or a histogram's cumulative buckets and sum."""
+
+    labels: tuple[str, ...]
+    value: float = 0.0
+    cumulative: tuple[float, ...] = ()  # histograms: one per bound, then +Inf
+    sum: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModuleMetric:
+    """One metric a module defined, checked."""
+
+    name: str
+    kind: str
+    help: str
+    label_names: tuple[str, ...]
+    series: tuple[Series, ...]
+    buckets: tuple[float, ...] = ()  # histograms: the upper bounds, ascending, without +Inf
+
+
+def valid_name(name: object) -> bool:
+    """A metric or label name Prometheus accepts, of bounded length."""
+    return isinstance(name, str) and len(name) <= MAX_NAME and _NAME.match(name) is not None
+
+
+def parse(raw: object) -> tuple[tuple[ModuleMetric, ...], int]:
+    """The metrics in a heartbeat's `metrics` field, and how many metrics or series were left
+    out (malformed, or over a bound)."""
+    if not isinstance(raw, list):
+        return (), 1
+    metrics: list[ModuleMetric] = []
+    rejected = max(0, len(raw) - MAX_METRICS)
+    series_left = MAX_SERIES
+    seen: set[str] = set()
+    for entry in raw[:MAX_METRICS]:
+        metric = _metric(entry, series_left)
+        if metric is None or metric.name in seen:
+            rejected += 1
+            continue
+        seen.add(metric.name)
+        series_left -= len(metric.series)
+        declared = len(entry["series"])
+        rejected += declared - len(metric.series)
+        metrics.append(metric)
+    return tuple(metrics), rejected
+
+
+def _metric(entry: object, series_left: int) -> ModuleMetric | None:
+    if not isinstance(entry, dict):
+        return None
+    name, kind, text = entry.get("name"), entry.get("kind"), entry.get("help", "")
+    labels, series = entry.get("labels", []), entry.get("series")
+    if not isinstance(name, str) or not valid_name(name) or name.startswith(RESERVED_PREFIX):
+        return None
+    if kind not in KINDS:
+        return None
+    if not isinstance(text, str) or not isinstance(series, list) or not isinstance(labels, list):
+        return None
+    if len(labels) > MAX_LABELS or len(set(labels)) != len(labels):
+        return None
+    if not all(valid_name(label) and label not in RESERVED_LABELS for label in labels):
+        return None
+    if name.endswith("_total") and kind == "counter":
+        name = name.removesuffix("_total")  # the exposition adds it back
+    buckets: tuple[float, ...] = ()
+    if kind == "histogram":
+        bounds = _buckets(entry.get("buckets"))
+        if bounds is None:
+            return None
+        buckets = bounds
+    kept = []
+    for item in series[: max(0, series_left)]:
+        checked = _series(item, len(labels), buckets if kind == "histogram" else None)
+        if checked is not None:
+            kept.append(checked)
+    return ModuleMetric(name, str(kind), text[:MAX_HELP], tuple(labels), tuple(kept), buckets)
+
+
+def _buckets(raw: object) -> tuple[float, ...] | None:
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_BUCKETS:
+        return None
+    if not all(_finite(bound) for bound in raw):
+        return None
+    bounds = tuple(float(bound) for bound in raw)
+    return bounds if all(a < b for a, b in itertools.pairwise(bounds)) else None
+
+
+def _series(item: object, labels: int, buckets: tuple[float, ...] | None) -> Series | None:
+    if not isinstance(item, list) or len(item) != (2 if buckets is None else 3):
+        return None
+    values = item[0]
+    if not isinstance(values, list) or len(values) != labels:
+        return None
+    if not all(isinstance(v, str) and len(v) <= MAX_LABEL_VALUE for v in values):
+        return None
+    if buckets is None:
+        return Series(tuple(values), float(item[1])) if _finite(item[1]) else None
+    counts, total = item[1], item[2]
+    if not isinstance(counts, list) or len(counts) != len(buckets) + 1 or not _finite(total):
+        return None
+    if not all(_finite(count) and count >= 0 for count in counts):
+        return None
+    running, cumulative = 0.0, []
+    for count in counts:
+        running += float(count)
+        cumulative.append(running)
+    return Series(tuple(values), cumulative=tuple(cumulative), sum=float(total))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,208 @@
+"""A small HTTP server in a thread of its own, for the metrics endpoint and the status page.
+
+It runs an asyncio loop, so that idle or slow clients cost a little memory, not a thread each, and
+every client is bounded: 50 new connections a second, 32 at once (more are closed at once), a
+request head of 8 KiB read within 5 s, an answer written within 10 s, GET and HEAD only, one
+request per connection. Nothing here touches the supervisor's loop: the routes read the
+snapshot that loop published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 32
+RATE = 50  # connections accepted per second, at most
+HEAD_MAX = 8192  # bytes of request line and headers
+READ_TIMEOUT = 5.0  # seconds for the whole request head
+WRITE_TIMEOUT = 10.0  # seconds for the whole answer
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# route(path, accept header) -> the answer
+Route = Callable[[str, str], Awaitable[Response]]
+
+
+class HttpServer:
+    """Serves `route` on `sock` from a daemon thread until `stop()`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        route: Route,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        read_timeout: float = READ_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+        rate: float = RATE,
+    ) -> None:
+        self._sock = sock
+        self._route = route
+        self._max_connections = max_connections
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._rate = rate
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._connections = 0
+        self.accepted = 0  # connections accepted (refused ones too)
+        self.refused = 0  # connections closed at once: too many open
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
+
+    @staticmethod
+    def listen(host: str, port: int) -> socket.socket:
+        """Bind and listen (in the caller's thread, so that an error reaches the caller)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=64, reuse_port=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(5.0)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Close the listening socket and every connection; wait at most `timeout` seconds."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                loop.call_soon_threadsafe(stopping.set)
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception:
+            log.exception("the metrics endpoint stopped on an error")
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._sock.setblocking(False)
+        clients: set[asyncio.Task[None]] = set()
+        accepting = asyncio.create_task(self._accept(clients))
+        self._started.set()
+        await self._stopping.wait()
+        accepting.cancel()
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(accepting, *clients, return_exceptions=True)
+
+    async def _accept(self, clients: set[asyncio.Task[None]]) -> None:
+        """Accept at most `rate` connections a second (in bursts of as many): past that it stops
+        accepting for a while, and the kernel's backlog holds or refuses the rest at no cost to
+        this process. The supervisor shares this process, and its interpreter lock, with us."""
+        loop = asyncio.get_running_loop()
+        budget, last = self._rate, loop.time()
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            now = loop.time()
+            budget, last = min(self._rate, budget + (now - last) * self._rate), now
+            if budget < 1:
+                await asyncio.sleep((1 - budget) / self._rate)
+                budget, last = 1.0, loop.time()
+            budget -= 1
+            self.accepted += 1
+            if self._connections >= self._max_connections:
+                self.refused += 1
+                conn.close()
+                continue
+            self._connections += 1
+            task = asyncio.create_task(self._client(conn))
+            clients.add(task)
+            task.add_done_callback(clients.discard)
+
+    async def _client(self, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_MAX)
+            response = await self._answer(reader)
+            await asyncio.wait_for(self._write(writer, response), self._write_timeout)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._connections -= 1
+            if writer is not None:
+                writer.transport.abort()  # no lingering close: it had its answer or its time
+            else:
+                conn.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> Response:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._read_timeout)
+        except TimeoutError:
+            return _plain(408, "request head not received in time\n")
+        except asyncio.LimitOverrunError:
+            return _plain(431, f"request head over {HEAD_MAX} bytes\n")
+        except asyncio.IncompleteReadError:
+            return _plain(400, "incomplete request\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _plain(400, "malformed request line\n")
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            return _plain(405, "only GET and HEAD\n", {"Allow": "GET, HEAD"})
+        accept = ""
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "accept":
+                accept = value.strip()
+        try:
+            response = await self._route(target.split("?", 1)[0], accept)
+        except Exception:
+            log.exception("the metrics endpoint failed to answer %s", target[:200])
+            return _plain(500, "internal error (see the supervisor's log)\n")
+        if method == "HEAD":
+            length = {"Content-Length": str(len(response.body))}
+            return Response(response.status, response.content_type, b"", response.headers | length)
+        return response
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        length = len(response.body)
+        headers = {
+            "Content-Type": response.content_type,
+            "Content-Length": str(length),
+            "Connection": "close",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            **response.headers,
+        }
+        status = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
+        head = status + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        writer.write(head.encode("latin-1") + response.body)
+        await writer.drain()
+
+
+def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, "text/plain; charset=utf-8", text.encode(), headers or {})

@@ -1,0 +1,171 @@
+"""The metrics endpoint of a real supervisor: scraped with httpx, parsed by prometheus_client;
+the modules' own metrics through the child channel; hostile clients; start-up errors."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import httpx
+from helpers import wait_until
+from nats_server import NatsServer
+from project import Project, projects
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+TOKEN = "tok-6f1d0c9e77"
+
+
+def scrape(url: str) -> Samples:
+    """Sample name -> {sorted labels: value}, as Prometheus reads the text format."""
+    reply = httpx.get(url + "metrics", timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            key = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[key] = sample.value
+    return samples
+
+
+def metrics_url(project: Project) -> str:
+    url = project.status()["metrics"]["url"]
+    assert isinstance(url, str) and url.startswith("http://127.0.0.1:"), url
+    return url
+
+
+def test_a_scrape_shows_supervisor_modules_webhooks_and_module_metrics(project: Project) -> None:
+    project.env["HOOK_TOKEN"] = TOKEN
+    project.configure(
+        [{"name": "metered", "path": project.probe("metered")}],
+        metrics={"listen": "127.0.0.1:0"},
+        app={"name": "shop", "version": "2.1"},
+        notifications={"webhooks": [{"url": "http://127.0.0.1:9/hook?token=${HOOK_TOKEN}"}]},
+    )
+    project.up()
+    url = metrics_url(project)
+    project.cli("restart", "metered", check=0)
+    project.cli("publish", "probe.ping", '"a"', check=0)
+    metered = (("module", "metered"),)
+
+    def pinged() -> Samples | None:
+        got = scrape(url)
+        return got if got.get("probe_pings_total", {}).get((("kind", "a"), *metered)) else None
+
+    got = wait_until(pinged, 15, "the module's counter, through its heartbeats")
+    (info,) = got["orchestrator_app_info"]
+    assert ("app", "shop") in info and ("version", "2.1") in info
+    assert got["orchestrator_module_state"][(*metered, ("state", "running"))] == 1
+    assert got["orchestrator_module_restarts_total"][metered] == 1
+    assert got["orchestrator_module_events_received_total"][metered] >= 1
+    assert got["orchestrator_module_heartbeat_age_seconds"][metered] >= 0
+    assert got["orchestrator_module_resident_memory_bytes"][metered] > 1_000_000
+    (exit_labels,) = got["orchestrator_module_last_exit_code"]
+    assert ("reason", "stopped") in exit_labels
+    assert got["orchestrator_supervisor_resident_memory_bytes"][()] > 1_000_000
+    assert got["process_open_fds"][()] > 0  # the conventional process_* of the supervisor
+    assert got["orchestrator_loop_lag_seconds"][()] >= 0
+    assert got["probe_depth"] == {metered: 42}
+    assert got["probe_seconds_bucket"][(("le", "1.0"), *metered)] == 1
+    assert got["probe_seconds_count"][metered] == 1
+    (hook,) = got["orchestrator_webhook_deliveries_total"]
+    assert hook[0][1].startswith("http://127.0.0.1:9/hook"), hook  # scrubbed, as in status
+    assert got["orchestrator_webhook_breaker_state"][(("state", "closed"), *hook)] == 1
+    # OpenMetrics for a scraper that asks for it; the token appears nowhere.
+    reply = httpx.get(
+        url + "metrics", headers={"Accept": "application/openmetrics-text"}, timeout=10
+    )
+    assert reply.headers["content-type"].startswith("application/openmetrics-text")
+    assert reply.text.endswith("# EOF\n")
+    for path in ("metrics", "status.json", "page.json"):
+        assert TOKEN not in httpx.get(url + path, timeout=10).text, path
+    # /status.json: what `status --json` prints.
+    served: dict[str, Any] = httpx.get(url + "status.json", timeout=10).json()
+    cli = project.status()
+    assert served.keys() == cli.keys()
+    assert served["supervisor"]["pid"] == cli["supervisor"]["pid"]
+    assert [(m["name"], m["pid"], m["restarts"]) for m in served["modules"]] == [
+        (m["name"], m["pid"], m["restarts"]) for m in cli["modules"]
+    ]
+
+
+def test_hostile_clients_do_not_hold_the_supervisor(project: Project) -> None:
+    project.configure(
+        [{"name": "idle", "path": project.probe("idle")}], metrics={"listen": "127.0.0.1:0"}
+    )
+    project.up()
+    url = metrics_url(project)
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    # Many connections that never finish their request, one far over the head's bound.
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(100)]
+    try:
+        for sock in held[:50]:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        held[50].sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 100_000)
+        # The supervisor's loop is untouched: it restarts a module and answers as usual.
+        project.cli("restart", "idle", check=0)
+        assert project.module("idle")["restarts"] == 1
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they are gone the endpoint serves again.
+    wait_until(lambda: _serves(url), 15, "the endpoint serving again")
+
+
+def _serves(url: str) -> bool:
+    try:
+        return httpx.get(url + "metrics", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_port_in_use_stops_up_before_any_module_starts(project: Project) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        project.configure(
+            [{"name": "idle", "path": project.probe("idle")}],
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )
+        result = project.cli("up", "-d", check=1)
+    why = f"metrics.listen 127.0.0.1:{port}: cannot listen: Address already in use"
+    assert why in result.stderr, result.stderr
+    assert "idle module says hi" not in project.log("idle")
+    assert project.processes() == []
+
+
+def test_an_invalid_listen_is_a_config_error(project: Project) -> None:
+    project.configure([], metrics={"listen": "everywhere"})
+    result = project.cli("up", "-d", check=3)
+    assert "main.yaml: metrics.listen: expected HOST:PORT" in result.stderr, result.stderr
+
+
+def test_in_cluster_mode_the_page_lists_the_other_hosts(server: NatsServer) -> None:
+    alpha_projects, beta_projects = projects(), projects()
+    alpha, beta = next(alpha_projects), next(beta_projects)
+    try:
+        alpha.configure(
+            [],
+            cluster={"host": "alpha", "servers": [server.url]},
+            metrics={"listen": "127.0.0.1:0"},
+        )
+        beta.configure(
+            [{"name": "idle", "path": beta.probe("idle")}],
+            cluster={"host": "beta", "servers": [server.url]},
+        )
+        alpha.up()
+        beta.up()
+        url = metrics_url(alpha)
+
+        def beta_listed() -> dict[str, Any] | None:
+            page = httpx.get(url + "page.json", timeout=10).json()
+            rows = [row for row in page["hosts"] or [] if row.get("host") == "beta"]
+            return rows[0] if rows and rows[0].get("state") == "up" else None
+
+        row = wait_until(beta_listed, 20, "beta in the page's hosts")
+        assert [m["name"] for m in row["modules"]] == ["idle"]
+        page = httpx.get(url + "page.json", timeout=10).json()
+        assert page["host"] == "alpha"
+    finally:
+        for generator in (alpha_projects, beta_projects):
+            generator.close()

@@ -1,0 +1,238 @@
+"""The metric families of a snapshot, rendered by prometheus_client and parsed back; the modules'
+own metrics from the SDK's registry through the supervisor's checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families
+
+from module_sdk.metrics import Registry
+from orchestrator.metrics import module_metrics
+from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.module_metrics import parse
+from orchestrator.metrics.snapshot import EventRing, Snapshot
+
+ROW = {
+    "name": "worker",
+    "state": "running",
+    "restarts": 3,
+    "last_exit": {"code": None, "signal": 9, "reason": "hung", "time": 1700000000.0},
+    "uptime": 12.5,
+    "started": 1700000100.0,
+    "rss_mb": 20.0,
+    "cpu_percent": 1.5,
+    "heartbeat_age": 0.2,
+    "memory_limit_mb": None,
+    "events_in": 7,
+    "events_out": 5,
+    "callback_errors": 1,
+    "dropped": 2,
+    "bad_frames": 4,
+}
+STOPPED = {"name": "idle", "state": "failed", "restarts": 0, "last_exit": None}
+
+
+def snapshot(**extra: Any) -> Snapshot:
+    status = {
+        "supervisor": {"pid": 1, "started": 1700000000.0, "shutting_down": False},
+        "system": [{"name": "broker", "state": "running", "restarts": 1, "rss_mb": 10.0}],
+        "config": {"rejected": None},
+        "modules": [ROW, STOPPED],
+        "webhooks": {
+            "https://hooks.example/***": {
+                "delivered": 4,
+                "failed": 1,
+                "skipped_open": 0,
+                "dropped": 0,
+                "queued": 2,
+                "breaker": "open",
+            }
+        },
+    }
+    fields: dict[str, Any] = {
+        "taken": 0.0,
+        "time": 0.0,
+        "app": "shop",
+        "version": "2.1",
+        "host": "h1",
+        "status": status,
+        "loop_lag": 0.004,
+        "supervisor_rss_bytes": 30_000_000,
+        "supervisor_cpu_seconds": 1.25,
+    }
+    return Snapshot(**{**fields, **extra})
+
+
+def scrape(snap: Snapshot) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Sample name -> {sorted labels: value}, from the text format as Prometheus parses it."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snap))
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_supervisor_module_and_webhook_families() -> None:
+    got = scrape(snapshot())
+    app = {"app": "shop", "version": "2.1", "host": "h1", "orchestrator": "0.1.0"}
+    assert got["orchestrator_app_info"] == {tuple(sorted(app.items())): 1.0}
+    assert got["orchestrator_supervisor_resident_memory_bytes"] == {(): 30_000_000}
+    assert got["orchestrator_supervisor_cpu_seconds_total"] == {(): 1.25}
+    assert got["orchestrator_loop_lag_seconds"] == {(): 0.004}
+    assert got["orchestrator_helper_up"] == {(("helper", "broker"),): 1.0}
+    worker = (("module", "worker"),)
+    state = got["orchestrator_module_state"]
+    assert state[(("module", "worker"), ("state", "running"))] == 1.0
+    assert state[(("module", "worker"), ("state", "backoff"))] == 0.0
+    assert state[(("module", "idle"), ("state", "failed"))] == 1.0
+    assert sum(state.values()) == 2  # one state each
+    assert got["orchestrator_module_restarts_total"][worker] == 3
+    assert got["orchestrator_module_last_exit_code"] == {
+        (("module", "worker"), ("reason", "hung")): -9
+    }
+    assert got["orchestrator_module_resident_memory_bytes"] == {worker: 20 * 1024 * 1024}
+    assert got["orchestrator_module_heartbeat_age_seconds"] == {worker: 0.2}
+    assert got["orchestrator_module_uptime_seconds"] == {worker: 12.5}  # none for the failed one
+    for name, value in (
+        ("events_received", 7),
+        ("events_published", 5),
+        ("callback_errors", 1),
+        ("dropped_events", 2),
+        ("bad_frames", 4),
+    ):
+        assert got[f"orchestrator_module_{name}_total"][worker] == value, name
+    url = ("url", "https://hooks.example/***")
+    assert got["orchestrator_webhook_deliveries_total"] == {(url,): 4}
+    assert got["orchestrator_webhook_failures_total"] == {(url,): 1}
+    assert got["orchestrator_webhook_queued"] == {(url,): 2}
+    breaker = got["orchestrator_webhook_breaker_state"]
+    assert breaker[(("state", "open"), url)] == 1.0 and sum(breaker.values()) == 1
+
+
+def test_module_metrics_from_the_sdk_to_the_exposition() -> None:
+    registry = Registry()
+    jobs = registry.counter("jobs_done_total", "Jobs finished.", labels=("kind",))
+    jobs.inc(kind="resize")
+    jobs.inc(2, kind="crop")
+    registry.gauge("queue_depth", "Jobs waiting.").set(12)
+    took = registry.histogram("job_seconds", "Time per job.", buckets=(0.1, 1))
+    for value in (0.05, 0.1, 0.5, 3):
+        took.observe(value)
+    fields = registry.heartbeat_fields()
+    defined, rejected = parse(fields["metrics"])
+    assert rejected == 0
+    other, _ = parse(Registry().heartbeat_fields().get("metrics", []))
+    got = scrape(snapshot(module_metrics={"worker": defined, "idle": other}))
+    assert got["jobs_done_total"] == {
+        (("kind", "resize"), ("module", "worker")): 1,
+        (("kind", "crop"), ("module", "worker")): 2,
+    }
+    assert got["queue_depth"] == {(("module", "worker"),): 12}
+    buckets = got["job_seconds_bucket"]
+    assert [buckets[(("le", le), ("module", "worker"))] for le in ("0.1", "1.0", "+Inf")] == [
+        2,
+        3,
+        4,
+    ]
+    assert got["job_seconds_sum"] == {(("module", "worker"),): pytest.approx(3.65)}
+    assert got["job_seconds_count"] == {(("module", "worker"),): 4}
+    assert registry.heartbeat_fields() == {}  # unchanged: not sent again at once
+
+
+def test_the_openmetrics_format_parses_too() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot()))
+    names = {family.name for family in parse_om(generate_openmetrics(registry).decode())}
+    assert {
+        "orchestrator_app",
+        "orchestrator_module_restarts",
+        "orchestrator_loop_lag_seconds",
+    } <= names
+
+
+def test_the_sdk_refuses_what_the_supervisor_would() -> None:
+    registry = Registry()
+    for bad in ("1x", "a-b", "orchestrator_x", "x" * 101):
+        with pytest.raises(ValueError):
+            registry.counter(bad)
+    with pytest.raises(ValueError):
+        registry.gauge("g", labels=("module",))
+    counter = registry.counter("c", labels=("k",))
+    assert registry.counter("c", labels=("k",)) is counter
+    with pytest.raises(ValueError):
+        registry.gauge("c")
+    with pytest.raises(ValueError):
+        counter.inc(k="x" * 201)
+    with pytest.raises(ValueError):
+        counter.inc(other="x")
+    with pytest.raises(ValueError):
+        counter.inc(-1, k="x")
+    for index in range(module_metrics.MAX_METRICS - 1):
+        registry.gauge(f"g{index}")
+    with pytest.raises(ValueError):
+        registry.gauge("one_too_many")
+
+
+def test_the_sdk_drops_label_sets_past_its_bound() -> None:
+    registry = Registry()
+    counter = registry.counter("hits", labels=("user",))
+    for index in range(module_metrics.MAX_SERIES + 5):
+        counter.inc(user=str(index))
+    assert registry.dropped_series == 5
+    assert len(registry.collect()[0]["series"]) == module_metrics.MAX_SERIES
+
+
+def test_the_supervisor_bounds_what_a_module_sends() -> None:
+    """A module that does not use the SDK (or a hostile one) is cut to the same bounds."""
+    many = [
+        {"name": f"m{i}", "kind": "gauge", "help": "", "labels": [], "series": [[[], 1]]}
+        for i in range(module_metrics.MAX_METRICS + 10)
+    ]
+    defined, rejected = parse(many)
+    assert len(defined) == module_metrics.MAX_METRICS and rejected == 10
+    wide = {
+        "name": "wide",
+        "kind": "counter",
+        "labels": ["k"],
+        "series": [[[str(i)], 1] for i in range(module_metrics.MAX_SERIES + 1)],
+    }
+    defined, rejected = parse([wide])
+    assert len(defined[0].series) == module_metrics.MAX_SERIES and rejected == 1
+    bad = [
+        "not a mapping",
+        {"name": "orchestrator_up", "kind": "gauge", "series": []},
+        {"name": "x", "kind": "summary", "series": []},
+        {"name": "x y", "kind": "gauge", "series": []},
+        {"name": "lbl", "kind": "gauge", "labels": ["le"], "series": []},
+        {"name": "h", "kind": "histogram", "buckets": [2, 1], "series": []},
+    ]
+    defined, rejected = parse(bad)
+    assert defined == () and rejected == len(bad)
+    series = [[["a"], float("nan")], [["a", "b"], 1], [["x" * 201], 1], [["ok"], 2]]
+    defined, rejected = parse([{"name": "g", "kind": "gauge", "labels": ["k"], "series": series}])
+    assert [s.labels for s in defined[0].series] == [("ok",)] and rejected == 3
+    assert parse("garbage") == ((), 1)
+
+
+def test_conflicting_definitions_across_modules_keep_the_first() -> None:
+    a, _ = parse([{"name": "shared", "kind": "gauge", "labels": [], "series": [[[], 1]]}])
+    b, _ = parse([{"name": "shared", "kind": "counter", "labels": [], "series": [[[], 2]]}])
+    got = scrape(snapshot(module_metrics={"a": a, "b": b}))
+    assert got["shared"] == {(("module", "a"),): 1}
+    assert got["orchestrator_module_metrics_rejected_total"] == {(("module", "b"),): 1}
+
+
+def test_the_event_ring_keeps_the_last_events_cut_short() -> None:
+    ring = EventRing(size=3)
+    for index in range(5):
+        ring.record("module.error", {"name": f"m{index}", "error": "x" * 1000})
+    recent = ring.recent()
+    assert [event.name for event in recent] == ["m2", "m3", "m4"]
+    assert all(len(event.data) <= 300 for event in recent)
