@@ -81,8 +81,10 @@ class CommandHandler(ClusterCommands):
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
+        """`{"name": NAME}` for one module; `{"sample": false}` without RSS and CPU (cheap: the
+        bridge asks every second, for its announcements)."""
         name = request.get("name")
-        data = self.status_data()
+        data = self.status_data(sample=request.get("sample") is not False)
         if name is not None:
             child = self.supervisor.manager.children.get(name) if isinstance(name, str) else None
             if child is None:

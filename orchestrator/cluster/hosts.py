@@ -75,7 +75,9 @@ class Hosts:
         """Ask the supervisor's status, announce it, and expire silent hosts, every
         ANNOUNCE_EVERY seconds, until cancelled."""
         while True:
-            answer = await self._link.ask({"cmd": "status"}, _STATUS_TIMEOUT)
+            # Without RSS and CPU: sampling every module's memory would cost the loop dearly,
+            # every second.
+            answer = await self._link.ask({"cmd": "status", "sample": False}, _STATUS_TIMEOUT)
             if answer.get("ok") and isinstance(answer.get("data"), dict):
                 self.status = answer["data"]
             await self._announce()
