@@ -17,24 +17,35 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+MODULE_CGROUPS_PREFIX = "orchestrator-"  # <our cgroup>/orchestrator-<key>/<module>
 _KILL_WAIT = 1.0  # seconds to wait for a killed cgroup to empty before giving up on removing it
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the cgroup2 hierarchy is mounted, or None without one."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    mount = next((line.split()[4] for line in mounts if " - cgroup2 " in line), None)
+    return Path(mount) if mount is not None else None
+
+
+def cgroup_of(pid: int | str = "self") -> str | None:
+    """The cgroup v2 path of a process (`/a/b`, from its `/proc/PID/cgroup`), or None."""
+    try:
+        own = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line[3:] for line in own if line.startswith("0::")), None)
 
 
 def cgroup2_root() -> Path | None:
     """Where this process's own cgroup v2 lives, or None without a cgroup2 mount."""
-    try:
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-        own = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    mount = next(
-        (line.split()[4] for line in mounts if " - cgroup2 " in line),
-        None,
-    )
-    relative = next((line[3:] for line in own if line.startswith("0::")), None)
+    mount, relative = cgroup2_mount(), cgroup_of()
     if mount is None or relative is None:
         return None
-    return Path(mount) / relative.lstrip("/")
+    return mount / relative.lstrip("/")
 
 
 class ModuleCgroups:
@@ -45,7 +56,7 @@ class ModuleCgroups:
         root = cgroup2_root()
         if root is None:
             return
-        base = root / f"orchestrator-{key}"
+        base = root / f"{MODULE_CGROUPS_PREFIX}{key}"
         try:
             base.mkdir(exist_ok=True)
             probe = base / "probe"

@@ -61,3 +61,37 @@ def test_module_logs_rotate_by_size(project: Project) -> None:
     assert (logs / "chatty.log.1").exists() and (logs / "chatty.log.2").exists()
     assert not (logs / "chatty.log.3").exists()
     assert (logs / "chatty.log").stat().st_size <= 2100
+
+
+HOLDS_A_CHILD = """
+import subprocess
+import sys
+
+child = None
+
+
+def initialize(event_bus, config):
+    global child
+    code = "import time; x = bytearray(80 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+
+
+def shutdown():
+    child.kill()
+    child.wait()
+"""
+
+
+def test_a_modules_memory_counts_its_descendants(project: Project) -> None:
+    """In a cgroup of its own, the module's processes are read from it; without one, from the
+    process tree: either way, what its children hold counts."""
+    path = project.write_module("holder.py", HOLDS_A_CHILD)
+    project.configure([{"name": "holder", "path": path}])
+    project.up()
+    row = wait_until(
+        lambda: (row := project.module("holder"))["rss_mb"] and row["rss_mb"] > 80 and row,
+        15,
+        "the child's 80 MB counted in the module's RSS",
+        lambda: str(project.module("holder")),
+    )
+    assert row["rss_mb"] < 400, row  # its own, not the machine's
