@@ -3,8 +3,10 @@
 It runs an asyncio loop, so that idle or slow clients cost a little memory, not a thread each, and
 every client is bounded: 50 new connections a second, 32 at once (more are closed at once), a
 request head of 8 KiB read within 5 s, an answer written within 10 s, GET and HEAD only, one
-request per connection. Nothing here touches the supervisor's loop: the routes read the
-snapshot that loop published.
+request per connection. Unless told otherwise, only requests to a loopback name (localhost,
+127.0.0.1, [::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS
+rebinding) gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
+that loop published.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+
+from orchestrator.metrics.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +28,17 @@ RATE = 50  # connections accepted per second, at most
 HEAD_MAX = 8192  # bytes of request line and headers
 READ_TIMEOUT = 5.0  # seconds for the whole request head
 WRITE_TIMEOUT = 10.0  # seconds for the whole answer
+LINGER = 2.0  # seconds, within WRITE_TIMEOUT, for the client to close once answered
+LINGER_BYTES = 256 * 1024  # of unread input discarded meanwhile, at most
+ACCEPT_BACKOFF = 0.1  # seconds without accepting after accept() failed (out of descriptors)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    421: "Misdirected Request",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -60,13 +69,19 @@ class HttpServer:
         read_timeout: float = READ_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
         rate: float = RATE,
+        hosts: Collection[str] | None = None,
     ) -> None:
+        """`hosts`: the Host header values answered (any, when None); a request without a Host
+        header is answered too (HTTP/1.0: no browser sends one)."""
         self._sock = sock
         self._route = route
         self._max_connections = max_connections
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
         self._rate = rate
+        self._hosts = None if hosts is None else frozenset(host.lower() for host in hosts)
+        self._route_failed = RateLimitedLog(log)
+        self._accept_failed = RateLimitedLog(log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._connections = 0
@@ -80,6 +95,12 @@ class HttpServer:
         """Bind and listen (in the caller's thread, so that an error reaches the caller)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server((host, port), family=family, backlog=64, reuse_port=False)
+
+    @staticmethod
+    def local_hosts(sock: socket.socket) -> tuple[str, ...]:
+        """The Host header values that name this machine's loopback at `sock`'s port."""
+        port = sock.getsockname()[1]
+        return (*LOOPBACK_NAMES, *(f"{name}:{port}" for name in LOOPBACK_NAMES))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -111,6 +132,7 @@ class HttpServer:
         self._sock.setblocking(False)
         clients: set[asyncio.Task[None]] = set()
         accepting = asyncio.create_task(self._accept(clients))
+        accepting.add_done_callback(_accepting_ended)
         self._started.set()
         await self._stopping.wait()
         accepting.cancel()
@@ -125,7 +147,12 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         budget, last = self._rate, loop.time()
         while True:
-            conn, _ = await loop.sock_accept(self._sock)
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: the next one may work
+                self._accept_failed(logging.ERROR, "the metrics endpoint cannot accept: %s", exc)
+                await asyncio.sleep(ACCEPT_BACKOFF)
+                continue
             now = loop.time()
             budget, last = min(self._rate, budget + (now - last) * self._rate), now
             if budget < 1:
@@ -144,18 +171,37 @@ class HttpServer:
 
     async def _client(self, conn: socket.socket) -> None:
         writer: asyncio.StreamWriter | None = None
+        answered = False
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_MAX)
             response = await self._answer(reader)
-            await asyncio.wait_for(self._write(writer, response), self._write_timeout)
-        except (TimeoutError, ConnectionError):
+            await asyncio.wait_for(self._send(reader, writer, response), self._write_timeout)
+            answered = True
+        except (TimeoutError, OSError):  # ConnectionError among them
             pass
         finally:
             self._connections -= 1
-            if writer is not None:
-                writer.transport.abort()  # no lingering close: it had its answer or its time
-            else:
+            if writer is None:
                 conn.close()
+            elif answered:
+                writer.transport.close()  # its buffer is empty: a plain FIN
+            else:
+                writer.transport.abort()  # out of time: what is left unsent is dropped
+
+    async def _send(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: Response
+    ) -> None:
+        """Write the answer to the last byte, then close our side and let the client close its
+        own: closing a socket with unread input sends a reset, which can destroy the end of the
+        answer before the client has read it."""
+        writer.transport.set_write_buffer_limits(0)  # drain() returns once all of it is sent
+        await self._write(writer, response)
+        writer.write_eof()
+        read = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER):
+                while read <= LINGER_BYTES and (chunk := await reader.read(4096)):
+                    read += len(chunk)
 
     async def _answer(self, reader: asyncio.StreamReader) -> Response:
         try:
@@ -166,22 +212,34 @@ class HttpServer:
             return _plain(431, f"request head over {HEAD_MAX} bytes\n")
         except asyncio.IncompleteReadError:
             return _plain(400, "incomplete request\n")
-        lines = head.decode("latin-1").split("\r\n")
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        if any(_CONTROL.intersection(line) for line in lines):  # a bare LF or CR among them
+            return _plain(400, "control characters in the request head\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return _plain(400, "malformed request line\n")
         method, target = parts[0], parts[1]
         if method not in ("GET", "HEAD"):
             return _plain(405, "only GET and HEAD\n", {"Allow": "GET, HEAD"})
-        accept = ""
+        fields: dict[str, list[str]] = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "accept":
-                accept = value.strip()
+            fields.setdefault(name.strip().lower(), []).append(value.strip())
+        hosts = fields.get("host", [])
+        if len(hosts) > 1:
+            return _plain(400, "more than one Host header\n")
+        if hosts and self._hosts is not None and hosts[0].lower() not in self._hosts:
+            return _plain(421, "this endpoint answers to localhost, 127.0.0.1 and [::1] only\n")
+        accept = ",".join(fields.get("accept", []))
         try:
             response = await self._route(target.split("?", 1)[0], accept)
         except Exception:
-            log.exception("the metrics endpoint failed to answer %s", target[:200])
+            self._route_failed(
+                logging.ERROR,
+                "the metrics endpoint failed to answer %r",
+                target[:200],
+                exc_info=True,
+            )
             return _plain(500, "internal error (see the supervisor's log)\n")
         if method == "HEAD":
             length = {"Content-Length": str(len(response.body))}
@@ -202,6 +260,19 @@ class HttpServer:
         head = status + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         writer.write(head.encode("latin-1") + response.body)
         await writer.drain()
+
+
+# Bytes no request head may hold (tab is allowed in header values).
+_CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t"}
+
+
+def _accepting_ended(task: asyncio.Task[None]) -> None:
+    """The accept loop only ends when the server stops (cancelled): anything else is a bug that
+    would leave the endpoint deaf, so it is said."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.error("the metrics endpoint stopped accepting connections", exc_info=error)
 
 
 def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:

@@ -3,9 +3,12 @@ bounds, and well-behaved clients are served meanwhile or right after."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -124,5 +127,144 @@ def test_a_failing_route_is_a_500_and_the_server_goes_on() -> None:
     try:
         assert httpx.get(url(http, "/bad"), timeout=5).status_code == 500
         assert httpx.get(url(http, "/ok"), timeout=5).text == "/ok */*"
+    finally:
+        http.stop()
+
+
+def test_a_large_answer_reaches_a_slow_reader_whole() -> None:
+    """With small socket buffers the answer leaves in many sends: it is still sent to its last
+    byte (not cut where `drain()` returns, at the low-water mark); extra input the client sent (a second request) does not reset the connection."""
+    size = 1_000_000
+
+    async def large(path: str, accept: str) -> Response:
+        return Response(200, "text/plain", b"x" * size)
+
+    listening = HttpServer.listen("127.0.0.1", 0)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # inherited by each client
+    http = HttpServer(listening, large)
+    http.start()
+    try:
+        for extra in (b"", b"GET /again HTTP/1.1\r\n\r\n"):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(10)
+                sock.connect(http.address)
+                sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" + extra)
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and len(body) == size, (extra, len(body))
+    finally:
+        http.stop()
+
+
+class FlakySocket(socket.socket):
+    """A listening socket whose accept() fails as if out of descriptors, `failures` times."""
+
+    failures = 3
+    error: Exception = OSError(errno.EMFILE, "Too many open files")
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        return super().accept()
+
+
+def flaky(error: Exception, failures: int) -> FlakySocket:
+    listening = HttpServer.listen("127.0.0.1", 0)
+    sock = FlakySocket(listening.family, listening.type, fileno=listening.detach())
+    sock.error, sock.failures = error, failures
+    return sock
+
+
+def test_accept_errors_are_logged_once_and_accepting_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sock = flaky(OSError(errno.EMFILE, "Too many open files"), 3)
+    http = HttpServer(sock, echo)
+    http.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="orchestrator.metrics.server"):
+            assert httpx.get(url(http), timeout=5).status_code == 200
+        assert sock.failures == 0
+        lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
+    finally:
+        http.stop()
+
+
+def test_an_accept_loop_that_ends_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    sock = flaky(RuntimeError("a bug"), 1)
+    http = HttpServer(sock, echo)
+    with caplog.at_level(logging.ERROR, logger="orchestrator.metrics.server"):
+        http.start()
+        try:
+            with socket.create_connection(http.address, timeout=5):
+                wait_until(
+                    lambda: any("stopped accepting" in r.getMessage() for r in caplog.records),
+                    5,
+                    "the accept loop's end logged",
+                )
+        finally:
+            http.stop()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nAccept: text/plain\nSet-Cookie: x=1\r\n\r\n",  # a bare LF
+        b"GET / HTTP/1.1\r\nAccept: a\rb\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: \x7f\r\n\r\n",
+    ],
+)
+def test_control_characters_in_the_head_are_a_400(server: HttpServer, head: bytes) -> None:
+    answer = raw(server, head)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Set-Cookie" not in answer, answer
+
+
+def test_a_tab_in_a_header_value_is_fine(server: HttpServer) -> None:
+    assert raw(server, b"GET /t HTTP/1.1\r\nAccept: a\tb\r\n\r\n").endswith(b"/t a\tb")
+
+
+def test_only_loopback_host_names_are_answered() -> None:
+    sock = HttpServer.listen("127.0.0.1", 0)
+    http = HttpServer(sock, echo, hosts=HttpServer.local_hosts(sock))
+    http.start()
+    port = http.address[1]
+    try:
+        for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]"):
+            got = httpx.get(url(http), headers={"Host": host}, timeout=5)
+            assert got.status_code == 200, host
+        for host in ("evil.example", f"evil.example:{port}", "localhost:1", "127.0.0.1.nip.io"):
+            assert httpx.get(url(http), headers={"Host": host}, timeout=5).status_code == 421, host
+        # HTTP/1.0 without a Host: not a browser.
+        assert raw(http, b"GET /x HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        two = b"GET /x HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"
+        assert raw(http, two).startswith(b"HTTP/1.1 400")
+    finally:
+        http.stop()
+
+
+def test_without_hosts_any_host_is_answered(server: HttpServer) -> None:
+    got = httpx.get(url(server), headers={"Host": "metrics.example:80"}, timeout=5)
+    assert got.status_code == 200
+
+
+def test_route_failures_are_logged_at_most_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(path: str, accept: str) -> Response:
+        raise RuntimeError("a bug")
+
+    http = HttpServer(HttpServer.listen("127.0.0.1", 0), broken)
+    http.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="orchestrator.metrics.server"):
+            for _ in range(5):
+                assert httpx.get(url(http), timeout=5).status_code == 500
+        assert len([r for r in caplog.records if "failed to answer" in r.getMessage()]) == 1
     finally:
         http.stop()
