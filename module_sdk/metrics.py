@@ -14,9 +14,11 @@ shows them with the label `module="<name>"` (see the README, "Metrics and status
 Everything is thread-safe. Bounded, so that a module cannot grow the supervisor's memory: at
 most 100 metrics and 1000 label sets in all, 8 label names per metric, 30 buckets per histogram,
 label values of up to 200 characters. Defining past a bound, an invalid name or a wrong set of
-labels is a ValueError at the call; a new label set past the 1000th is dropped (and counted in
-`dropped_series`, with one warning in the module's log). Names starting with `orchestrator_`
-and the label names `module`, `le` and `quantile` are the supervisor's.
+labels, or a value that is not a finite number (NaN, infinity) is a ValueError at the call; a new label set past the 1000th is dropped (and counted in
+`dropped_series`, with one warning in the module's log). Names starting with `orchestrator_`,
+`process_` or `python_` (with a counter's `_total` and `_created`, a histogram's `_bucket`,
+`_count`, `_sum` and `_created`) and the label names `module`, `le` and `quantile` are the
+supervisor's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 RESEND_EVERY: Final = 10  # heartbeats: unchanged metrics are sent again, in case one was lost
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _RESERVED_LABELS = ("module", "le", "quantile")
+_RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
 _M = TypeVar("_M", bound="_Metric")
 
 
@@ -51,6 +54,9 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._metrics: dict[str, _Metric] = {}
+        self._samples: dict[
+            str, str
+        ] = {}  # each name the metrics put in the exposition -> its metric
         self._series = 0
         self._changed = False
         self._unsent = 0  # heartbeats since the metrics were last sent
@@ -86,8 +92,12 @@ class Registry:
         buckets: tuple[float, ...],
     ) -> _M:
         _check_name(name, "metric name")
-        if name.startswith("orchestrator_"):
-            raise ValueError(f"metric name {name!r}: the prefix orchestrator_ is the supervisor's")
+        samples = _sample_names(kind, name)
+        if any(sample.startswith(_RESERVED_PREFIXES) for sample in samples):
+            raise ValueError(
+                f"metric name {name!r}: the prefixes {', '.join(_RESERVED_PREFIXES)} are the"
+                " supervisor's"
+            )
         label_names = tuple(labels)
         if len(label_names) > MAX_LABELS or len(set(label_names)) != len(label_names):
             raise ValueError(f"labels: expected up to {MAX_LABELS} distinct names")
@@ -108,8 +118,12 @@ class Registry:
                 return existing
             if len(self._metrics) >= MAX_METRICS:
                 raise ValueError(f"a module may define at most {MAX_METRICS} metrics")
+            clash = next((self._samples[s] for s in samples if s in self._samples), None)
+            if clash is not None:
+                raise ValueError(f"metric {name!r} would clash with {clash!r} in the exposition")
             metric = kind(self, name, help[:MAX_HELP], label_names, buckets)
             self._metrics[name] = metric
+            self._samples.update(dict.fromkeys(samples, name))
             self._changed = True
             return metric
 
@@ -195,29 +209,32 @@ class _Metric:
 
 class Counter(_Metric):
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        """Add `amount` (>= 0) to the series with these labels."""
-        if not amount >= 0:
+        """Add `amount` (>= 0, finite) to the series with these labels."""
+        number = _finite(self.name, amount)
+        if number < 0:
             raise ValueError(f"{self.name}: a counter only goes up (got {amount})")
-        self._update(labels, lambda value: value + amount)
+        self._update(labels, lambda value: _finite(self.name, value + number))
 
 
 class Gauge(_Metric):
     def set(self, value: float, **labels: str) -> None:
-        """Set the series with these labels to `value`."""
-        number = float(value)
+        """Set the series with these labels to `value` (finite)."""
+        number = _finite(self.name, value)
         self._update(labels, lambda _: number)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self._update(labels, lambda value: value + amount)
+        number = _finite(self.name, amount)
+        self._update(labels, lambda value: _finite(self.name, value + number))
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self._update(labels, lambda value: value - amount)
+        number = _finite(self.name, amount)
+        self._update(labels, lambda value: _finite(self.name, value - number))
 
 
 class Histogram(_Metric):
     def observe(self, value: float, **labels: str) -> None:
-        """Count one observation of `value` in the series with these labels."""
-        number = float(value)
+        """Count one observation of `value` (finite) in the series with these labels."""
+        number = _finite(self.name, value)
         index = bisect.bisect_left(self.buckets, number)
 
         def add(state: tuple[list[int], float]) -> tuple[list[int], float]:
@@ -240,6 +257,25 @@ class Histogram(_Metric):
             "buckets": list(self.buckets),
             "series": series,
         }
+
+
+def _sample_names(kind: type[_Metric], name: str) -> tuple[str, ...]:
+    """The names a metric puts in the exposition (as the supervisor renders it)."""
+    if kind is Counter:
+        base = name.removesuffix("_total")
+        return base, f"{base}_total", f"{base}_created"
+    if kind is Histogram:
+        return name, *(f"{name}_{suffix}" for suffix in ("bucket", "count", "sum", "created"))
+    return (name,)
+
+
+def _finite(name: str, value: float) -> float:
+    """`value` as a float; NaN or infinity (which the supervisor would reject, series and all)
+    is a ValueError."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return number
 
 
 def _check_name(name: object, what: str) -> None:

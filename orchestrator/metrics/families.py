@@ -3,6 +3,7 @@ each module's, the webhooks', and the metrics the modules define themselves."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from orchestrator import __version__
-from orchestrator.metrics.module_metrics import ModuleMetric
+from orchestrator.metrics.module_metrics import MAX_SAMPLES, ModuleMetric, sample_names
 from orchestrator.metrics.snapshot import Snapshot
 from orchestrator.states import ChildState
 
@@ -31,6 +32,7 @@ _MODULE_COUNTERS = (
     ("dropped", "orchestrator_module_dropped_events", "Events the module lost (sequence gaps)."),
     ("bad_frames", "orchestrator_module_bad_frames", "Malformed frames the module discarded."),
 )
+MODULE_COUNTER_KEYS = tuple(key for key, _, _ in _MODULE_COUNTERS)
 # (stats field, family name, help) of each webhook.
 _WEBHOOK_COUNTERS = (
     ("delivered", "orchestrator_webhook_deliveries", "Notifications delivered."),
@@ -111,9 +113,9 @@ def _helper_families(helpers: list[dict[str, Any]]) -> Iterator[Metric]:
     for row in helpers:
         name = str(row.get("name"))
         up.add_metric([name], 1.0 if row.get("state") == "running" else 0.0)
-        restarts.add_metric([name], float(row.get("restarts") or 0))
-        if row.get("rss_mb") is not None:
-            rss.add_metric([name], float(row["rss_mb"]) * _MB)
+        restarts.add_metric([name], _number(row.get("restarts")) or 0.0)
+        if (mb := _number(row.get("rss_mb"))) is not None:
+            rss.add_metric([name], mb * _MB)
     yield from (up, restarts, rss)
 
 
@@ -174,20 +176,21 @@ def module_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
         name = str(row.get("name"))
         for state_name in _STATES:
             state.add_metric([name, state_name], 1.0 if row.get("state") == state_name else 0.0)
-        restarts.add_metric([name], float(row.get("restarts") or 0))
+        restarts.add_metric([name], _number(row.get("restarts")) or 0.0)
         last = row.get("last_exit")
         if isinstance(last, dict):
-            code = last.get("code")
-            code = -(last.get("signal") or 0) if code is None else code
-            exit_code.add_metric([name, str(last.get("reason"))], float(code))
-            exit_time.add_metric([name], float(last.get("time") or 0))
+            code = _number(last.get("code"))
+            code = -(_number(last.get("signal")) or 0.0) if code is None else code
+            exit_code.add_metric([name, str(last.get("reason"))], code)
+            exit_time.add_metric([name], _number(last.get("time")) or 0.0)
         for key, gauge in gauges.items():
-            value = row.get(key)
+            value = _number(row.get(key))
             if value is not None:
                 scale = _MB if key.endswith("_mb") else 1
-                gauge.add_metric([name], float(value) * scale)
+                gauge.add_metric([name], value * scale)
         for key, counter in counters.items():
-            counter.add_metric([name], float(row.get(key) or 0))
+            # The counters come from the module's heartbeats: anything but a number counts as 0.
+            counter.add_metric([name], _number(row.get(key)) or 0.0)
     yield from (state, restarts, exit_code, exit_time, *gauges.values(), *counters.values())
 
 
@@ -207,27 +210,41 @@ def webhook_families(stats: Mapping[str, dict[str, Any]]) -> Iterator[Metric]:
     )
     for url, row in stats.items():
         for key, family in counters.items():
-            family.add_metric([url], float(row.get(key) or 0))
-        queued.add_metric([url], float(row.get("queued") or 0))
+            family.add_metric([url], _number(row.get(key)) or 0.0)
+        queued.add_metric([url], _number(row.get("queued")) or 0.0)
         for value in _BREAKER_STATES:
             breaker.add_metric([url, value], 1.0 if row.get("breaker") == value else 0.0)
     yield from (*counters.values(), queued, breaker)
 
 
 def defined_families(
-    metrics: Mapping[str, tuple[ModuleMetric, ...]], rejected: Mapping[str, int]
+    metrics: Mapping[str, tuple[ModuleMetric, ...]],
+    rejected: Mapping[str, int],
+    budget: int = MAX_SAMPLES,
 ) -> Iterator[Metric]:
     """The modules' own metrics, label `module` first. Modules that define the same name share
-    one family; one whose kind or labels differ from the first module's is left out (and
-    counted as rejected)."""
+    one family; one whose kind or labels differ from the first module's, or whose sample names
+    clash with another family's (`jobs_total` the gauge and `jobs` the counter), is left out and
+    counted as rejected. All modules together render at most `budget` samples, shared fairly:
+    the series past a module's share are left out and counted too."""
     families: dict[str, tuple[ModuleMetric, Metric]] = {}
+    owners: dict[str, str] = {}  # sample name -> the family that emits it
     conflicts: dict[str, int] = dict(rejected)
+    shares = fair_shares(
+        {m: sum(x.samples_per_series * len(x.series) for x in d) for m, d in metrics.items()},
+        budget,
+    )
     for module, defined in sorted(metrics.items()):
+        left = shares[module]
         for metric in defined:
             first = families.get(metric.name)
             if first is None:
-                family = _family(metric)
-                families[metric.name] = (metric, family)
+                names = sample_names(metric.name, metric.kind)
+                if not owners.keys().isdisjoint(names):
+                    conflicts[module] = conflicts.get(module, 0) + 1
+                    continue
+                owners.update(dict.fromkeys(names, metric.name))
+                families[metric.name] = (metric, _family(metric))
             elif (first[0].kind, first[0].label_names, first[0].buckets) != (
                 metric.kind,
                 metric.label_names,
@@ -235,14 +252,17 @@ def defined_families(
             ):
                 conflicts[module] = conflicts.get(module, 0) + 1
                 continue
-            family = families[metric.name][1]
-            _add_series(family, metric, module)
+            fits = min(len(metric.series), left // metric.samples_per_series)
+            left -= fits * metric.samples_per_series
+            if fits < len(metric.series):
+                conflicts[module] = conflicts.get(module, 0) + len(metric.series) - fits
+            _add_series(families[metric.name][1], metric, module, fits)
     for _, family in families.values():
         yield family
     dropped = CounterMetricFamily(
         "orchestrator_module_metrics_rejected",
-        "Metrics or series a module defined that were left out (malformed, conflicting, or over"
-        " the bounds: 100 metrics, 1000 series).",
+        "Metrics or series a module defined that were left out (malformed, clashing, or over"
+        f" the bounds: 100 metrics and 1000 series a module, {budget} samples in all).",
         labels=["module"],
     )
     for module, count in sorted(conflicts.items()):
@@ -259,8 +279,19 @@ def _family(metric: ModuleMetric) -> Metric:
     return HistogramMetricFamily(metric.name, metric.help, labels=labels)
 
 
-def _add_series(family: Metric, metric: ModuleMetric, module: str) -> None:
-    for series in metric.series:
+def fair_shares(demands: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Split `budget` among the demands: the smallest are met in full, the rest get equal
+    shares of what is left (one module at the bounds cannot crowd out the others)."""
+    shares, left = {}, budget
+    ordered = sorted(demands, key=lambda key: (demands[key], key))
+    for index, key in enumerate(ordered):
+        shares[key] = min(demands[key], left // (len(ordered) - index))
+        left -= shares[key]
+    return shares
+
+
+def _add_series(family: Metric, metric: ModuleMetric, module: str, count: int) -> None:
+    for series in metric.series[:count]:
         values = [module, *series.labels]
         if isinstance(family, HistogramMetricFamily):
             bounds = [*(_bound(b) for b in metric.buckets), "+Inf"]
@@ -275,6 +306,18 @@ def _bound(value: float) -> str:
 
 def _gauge(name: str, text: str, value: Any) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, text)
-    if value is not None:
-        family.add_metric([], float(value))
+    if (number := _number(value)) is not None:
+        family.add_metric([], number)
     return family
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a float if it is a finite number (a bool is 0 or 1), else None: rows carry
+    what modules sent, which may be anything."""
+    if not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

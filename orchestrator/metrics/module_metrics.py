@@ -17,6 +17,13 @@ from typing import Any
 
 MAX_METRICS = 100  # per module
 MAX_SERIES = 1000  # label sets per module, all its metrics together
+# Samples all modules together render (a histogram's label set is one per bucket, plus three):
+# what a scrape costs the supervisor's process, whatever the modules send.
+MAX_SAMPLES = 20_000
+# The child channel's bound on one message (a heartbeat): one at the SDK's bounds, in the worst
+# case (label values of 4-byte characters), is under 7 MiB; a bigger one is a hostile module's,
+# which ZeroMQ drops (with the connection) before the supervisor's loop reads it.
+MAX_CHANNEL_MESSAGE = 16 * 1024 * 1024
 MAX_LABELS = 8  # label names per metric
 MAX_BUCKETS = 30  # per histogram
 MAX_NAME = 100
@@ -24,7 +31,9 @@ MAX_LABEL_VALUE = 200
 MAX_HELP = 300
 KINDS = ("counter", "gauge", "histogram")
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-RESERVED_PREFIX = "orchestrator_"  # the supervisor's own families
+# The supervisor's own families (orchestrator_*) and the conventional process_* and python_* of
+# prometheus_client's collectors: no sample a module defines may start with one.
+RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
 RESERVED_LABELS = ("module", "le", "quantile")
 
 
@@ -49,6 +58,28 @@ class ModuleMetric:
     series: tuple[Series, ...]
     buckets: tuple[float, ...] = ()  # histograms: the upper bounds, ascending, without +Inf
 
+    @property
+    def samples_per_series(self) -> int:
+        """Lines one label set costs in the exposition: a histogram's buckets, +Inf, sum, count."""
+        return len(self.buckets) + 3 if self.kind == "histogram" else 1
+
+
+def sample_names(name: str, kind: str) -> frozenset[str]:
+    """Every name a family of this kind may put in the exposition (its own, for OpenMetrics'
+    family, and each sample's): two families that share one make the exposition invalid."""
+    if kind == "counter":
+        suffixes: tuple[str, ...] = ("", "_total", "_created")
+    elif kind == "histogram":
+        suffixes = ("", "_bucket", "_count", "_sum", "_created")
+    else:
+        suffixes = ("",)
+    return frozenset(name + suffix for suffix in suffixes)
+
+
+def reserved(names: frozenset[str]) -> bool:
+    """Whether one of these sample names is the supervisor's."""
+    return any(name.startswith(RESERVED_PREFIXES) for name in names)
+
 
 def valid_name(name: object) -> bool:
     """A metric or label name Prometheus accepts, of bounded length."""
@@ -63,13 +94,14 @@ def parse(raw: object) -> tuple[tuple[ModuleMetric, ...], int]:
     metrics: list[ModuleMetric] = []
     rejected = max(0, len(raw) - MAX_METRICS)
     series_left = MAX_SERIES
-    seen: set[str] = set()
+    seen: set[str] = set()  # every sample name of the metrics kept
     for entry in raw[:MAX_METRICS]:
         metric = _metric(entry, series_left)
-        if metric is None or metric.name in seen:
+        names = sample_names(metric.name, metric.kind) if metric is not None else frozenset()
+        if metric is None or not seen.isdisjoint(names):
             rejected += 1
             continue
-        seen.add(metric.name)
+        seen |= names
         series_left -= len(metric.series)
         declared = len(entry["series"])
         rejected += declared - len(metric.series)
@@ -82,18 +114,19 @@ def _metric(entry: object, series_left: int) -> ModuleMetric | None:
         return None
     name, kind, text = entry.get("name"), entry.get("kind"), entry.get("help", "")
     labels, series = entry.get("labels", []), entry.get("series")
-    if not isinstance(name, str) or not valid_name(name) or name.startswith(RESERVED_PREFIX):
-        return None
-    if kind not in KINDS:
+    if not isinstance(name, str) or not valid_name(name) or kind not in KINDS:
         return None
     if not isinstance(text, str) or not isinstance(series, list) or not isinstance(labels, list):
         return None
-    if len(labels) > MAX_LABELS or len(set(labels)) != len(labels):
+    # Names before set(): a list among them is unhashable.
+    if len(labels) > MAX_LABELS or not all(valid_name(label) for label in labels):
         return None
-    if not all(valid_name(label) and label not in RESERVED_LABELS for label in labels):
+    if len(set(labels)) != len(labels) or any(label in RESERVED_LABELS for label in labels):
         return None
     if name.endswith("_total") and kind == "counter":
         name = name.removesuffix("_total")  # the exposition adds it back
+    if reserved(sample_names(name, str(kind))):
+        return None
     buckets: tuple[float, ...] = ()
     if kind == "histogram":
         bounds = _buckets(entry.get("buckets"))
@@ -140,4 +173,9 @@ def _series(item: object, labels: int, buckets: tuple[float, ...] | None) -> Ser
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
 
 from module_sdk.metrics import Registry
 from orchestrator.metrics import module_metrics
-from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.families import SnapshotCollector, fair_shares
 from orchestrator.metrics.module_metrics import parse
 from orchestrator.metrics.snapshot import EventRing, Snapshot
 
@@ -236,3 +236,119 @@ def test_the_event_ring_keeps_the_last_events_cut_short() -> None:
     recent = ring.recent()
     assert [event.name for event in recent] == ["m2", "m3", "m4"]
     assert all(len(event.data) <= 300 for event in recent)
+
+
+def test_malformed_label_names_are_rejected_not_raised() -> None:
+    """Unhashable label names once made `parse` raise, and every later scrape a 500."""
+    for labels in ([[1]], [{}], ["ok", ["x"]], "ab"):
+        entry = {"name": "a", "kind": "gauge", "labels": labels, "series": []}
+        assert parse([entry]) == ((), 1), labels
+
+
+def test_clashing_sample_names_are_rejected_within_and_across_modules() -> None:
+    """Every name a family puts in the exposition counts: the counter `jobs` is `jobs_total`
+    too, a histogram `h` is `h_bucket`, `h_count` and `h_sum`; `process_*` and `python_*` are
+    the supervisor's (its ProcessCollector)."""
+    own = [
+        {"name": "jobs", "kind": "counter", "labels": [], "series": [[[], 1]]},
+        {"name": "jobs_total", "kind": "gauge", "labels": [], "series": [[[], 2]]},
+        {"name": "process_open_fds", "kind": "gauge", "labels": [], "series": [[[], 1]]},
+        {"name": "process", "kind": "counter", "labels": [], "series": [[[], 1]]},
+        {"name": "python_info", "kind": "gauge", "labels": [], "series": [[[], 1]]},
+        {"name": "lat", "kind": "histogram", "buckets": [1], "series": [[[], [1, 0], 0.5]]},
+        {"name": "lat_count", "kind": "gauge", "labels": [], "series": [[[], 1]]},
+    ]
+    mine, rejected = parse(own)
+    assert [m.name for m in mine] == ["jobs", "lat"] and rejected == 5
+    theirs, _ = parse(
+        [
+            {"name": "jobs_created", "kind": "gauge", "labels": [], "series": [[[], 3]]},
+            {"name": "lat_sum", "kind": "counter", "labels": [], "series": [[[], 3]]},
+            {"name": "fine", "kind": "gauge", "labels": [], "series": [[[], 4]]},
+        ]
+    )
+    snap = snapshot(module_metrics={"a": mine, "b": theirs}, module_metrics_rejected={"a": 5})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snap))
+    ProcessCollector(registry=registry)
+    families = {f.name: f for f in parse_om(generate_openmetrics(registry).decode())}  # valid
+    assert {"jobs", "lat", "fine"} <= families.keys() and "jobs_created" not in families
+    rejected_family = families["orchestrator_module_metrics_rejected"]
+    got = {s.labels["module"]: s.value for s in rejected_family.samples if s.name.endswith("total")}
+    assert got == {"a": 5, "b": 2}
+
+
+def test_all_modules_together_render_a_bounded_number_of_samples() -> None:
+    """A histogram's label set renders a line per bucket: the bound counts lines, in all modules,
+    and a module at the per-module bounds cannot crowd out the others."""
+    wide = {
+        "name": "wide",
+        "kind": "histogram",
+        "labels": ["k"],
+        "buckets": list(range(1, module_metrics.MAX_BUCKETS + 1)),
+        "series": [
+            [[str(i)], [1] * (module_metrics.MAX_BUCKETS + 1), 1.0]
+            for i in range(module_metrics.MAX_SERIES)
+        ],
+    }
+    big, rejected = parse([wide])
+    assert rejected == 0 and len(big[0].series) == module_metrics.MAX_SERIES
+    small, _ = parse([{"name": "small", "kind": "gauge", "labels": [], "series": [[[], 1]]}])
+    got = scrape(snapshot(module_metrics={"big": big, "other": big, "tiny": small}))
+    lines = sum(len(got[name]) for name in ("wide_bucket", "wide_count", "wide_sum"))
+    assert module_metrics.MAX_SAMPLES - 33 < lines <= module_metrics.MAX_SAMPLES
+    assert got["small"] == {(("module", "tiny"),): 1}
+    per_module = {
+        m: sum(1 for k in got["wide_count"] if ("module", m) in k) for m in ("big", "other")
+    }
+    assert per_module["big"] == per_module["other"]  # fair shares
+    dropped = got["orchestrator_module_metrics_rejected_total"]
+    assert dropped[(("module", "big"),)] == module_metrics.MAX_SERIES - per_module["big"]
+
+
+def test_fair_shares() -> None:
+    assert fair_shares({"a": 10, "b": 100, "c": 100}, 90) == {"a": 10, "b": 40, "c": 40}
+    assert fair_shares({"a": 1, "b": 2}, 100) == {"a": 1, "b": 2}
+    assert fair_shares({}, 10) == {}
+
+
+def test_rows_with_junk_counters_still_render() -> None:
+    """The module counters come from its heartbeats, unchecked by the loop."""
+    junk = {**ROW, "events_in": "x", "events_out": {1: 0, "a": 1}, "restarts": float("nan")}
+    got = scrape(snapshot(status={"modules": [junk]}))
+    worker = (("module", "worker"),)
+    assert got["orchestrator_module_events_received_total"] == {worker: 0}
+    assert got["orchestrator_module_events_published_total"] == {worker: 0}
+    assert got["orchestrator_module_restarts_total"] == {worker: 0}
+
+
+def test_the_sdk_refuses_non_finite_values_and_clashing_names() -> None:
+    registry = Registry()
+    counter = registry.counter("c_total")
+    gauge = registry.gauge("g")
+    took = registry.histogram("h", buckets=(1,))
+    for call in (
+        lambda: counter.inc(float("inf")),
+        lambda: counter.inc(float("nan")),
+        lambda: gauge.set(float("nan")),
+        lambda: gauge.inc(float("-inf")),
+        lambda: took.observe(float("nan")),
+        lambda: took.observe(float("inf")),
+    ):
+        with pytest.raises(ValueError, match="finite"):
+            call()
+    gauge.set(1e308)
+    with pytest.raises(ValueError, match="finite"):
+        gauge.inc(1e308)  # overflows
+    assert registry.collect()[1]["series"] == [[[], 1e308]]
+    for name, define in (
+        ("c_created", registry.gauge),  # the counter's c_created
+        ("h_bucket", registry.gauge),
+        ("c", registry.counter),  # the same samples as c_total
+        ("process_cpu", registry.gauge),
+        ("python", registry.histogram),
+        ("process", registry.counter),  # process_total
+    ):
+        with pytest.raises(ValueError):
+            define(name)
+    registry.counter("processed")  # a prefix of a word is not the prefix
