@@ -32,6 +32,7 @@ from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
 from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
+from orchestrator.metrics.module_metrics import MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
@@ -81,7 +82,7 @@ class Supervisor:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
         self.control = self._bind(zmq.ROUTER, run_dir.control)
-        self.channel = self._bind(zmq.ROUTER, run_dir.child_channel)
+        self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
         self.signals = SignalPipe((signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         self.poller = zmq.Poller()
         for registered in (self.signals.read_fd, self.control, self.channel):
@@ -129,9 +130,10 @@ class Supervisor:
         self.child_inbox = control.Inbox(self.channel, "child message", None)
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
-    def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+    def _bind(self, kind: int, endpoint: str, max_message: int = -1) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)  # before bind(): it is copied then
         sock.bind(endpoint)
         os.chmod(endpoint.removeprefix("ipc://"), 0o600)
         return sock

@@ -53,7 +53,8 @@ class MetricsEndpoint:
         self._hosts: tuple[Mapping[str, Any], ...] | None = None
         self._lag = 0.0
         self._events = EventRing()
-        self._defined: dict[str, object] = {}  # module -> its metrics as sent, unchecked
+        # module -> (the pid of the process that sent them, its metrics as sent, unchecked)
+        self._defined: dict[str, tuple[object, object]] = {}
         self._next = 0.0
         self._process = psutil.Process(os.getpid())
         self._server: HttpServer | None = None
@@ -76,7 +77,8 @@ class MetricsEndpoint:
             message = f"metrics.listen {host}:{port}: cannot listen: {why}"
             log.error("the supervisor cannot start: %s", message)
             return message
-        self._server = HttpServer(sock, Routes(self).route)
+        hosts = None if self.section.allow_remote else HttpServer.local_hosts(sock)
+        self._server = HttpServer(sock, Routes(self).route, hosts=hosts)
         self._server.start()
         log.info("metrics and status page on %s", self.url())
         return None
@@ -142,11 +144,12 @@ class MetricsEndpoint:
 
     def heartbeat(self, name: str, message: Mapping[str, Any]) -> None:
         """A module's heartbeat: keep the metrics it defined, when it sent them (only changes
-        are sent)."""
+        are sent), until the process that sent them ends."""
         raw = message.get("metrics")
         if raw is None or not self.enabled:
             return
-        self._defined[name] = raw  # checked by the HTTP thread: a large set costs milliseconds
+        # Checked by the HTTP thread: a large set costs milliseconds.
+        self._defined[name] = (message.get("pid"), raw)
 
     def close(self) -> None:
         if self._server is not None:
@@ -155,9 +158,12 @@ class MetricsEndpoint:
 
     def _publish(self, now: float) -> None:
         status = self._status()
-        names = {row["name"] for row in status["modules"]}
-        for gone in set(self._defined) - names:  # removed by a reload
-            del self._defined[gone]
+        pids = {row["name"]: row.get("pid") for row in status["modules"]}
+        for name, (pid, _) in list(self._defined.items()):
+            # Removed by a reload, or its process ended: a new one (which may define none, and
+            # then sends none) starts from nothing.
+            if name not in pids or pids[name] != pid:
+                del self._defined[name]
         try:
             rss = self._process.memory_info().rss
             times = self._process.cpu_times()
@@ -176,7 +182,7 @@ class MetricsEndpoint:
             supervisor_rss_bytes=rss,
             supervisor_cpu_seconds=cpu,
             events=self._events.recent(),
-            module_metrics_sent=dict(self._defined),
+            module_metrics_sent={name: raw for name, (_, raw) in self._defined.items()},
             hosts=self._hosts,
         )
         self._lag = 0.0

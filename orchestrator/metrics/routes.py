@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
-from orchestrator.metrics.families import SnapshotCollector
+from orchestrator.metrics.families import MODULE_COUNTER_KEYS, SnapshotCollector
 from orchestrator.metrics.module_metrics import ModuleMetric, parse
+from orchestrator.metrics.ratelog import RateLimitedLog
 from orchestrator.metrics.sampling import TreeSampler
 from orchestrator.metrics.server import Response
 from orchestrator.metrics.snapshot import Snapshot
@@ -23,9 +27,18 @@ from orchestrator.metrics.snapshot import Snapshot
 if TYPE_CHECKING:
     from orchestrator.metrics.endpoint import MetricsEndpoint
 
+log = logging.getLogger(__name__)
+
 FRESH_WAIT = 2.0  # seconds a request waits for a fresh snapshot after an idle spell
 _FRESH = 1.5  # seconds a snapshot counts as fresh (the loop publishes every second when asked)
 _JSON = "application/json"
+# The two formats served, whatever the client's Accept says (never echoed back).
+_TEXT = CONTENT_TYPE_PLAIN_0_0_4
+_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_ENCODERS: dict[str, Callable[[CollectorRegistry], bytes]] = {
+    _TEXT: generate_latest,
+    _OPENMETRICS: openmetrics.generate_latest,
+}
 _PAGE = resources.files("orchestrator.metrics").joinpath("page.html").read_bytes()
 # The page is self-contained: its own inline script and style, and fetches to this origin only.
 _PAGE_HEADERS = {
@@ -46,6 +59,7 @@ class Routes:
         self._sampler = TreeSampler()
         # module -> (the metrics it sent, checked): parsed again only when it sent new ones
         self._parsed: dict[str, tuple[object, tuple[ModuleMetric, ...], int]] = {}
+        self._parse_failed = RateLimitedLog(log)
 
     async def route(self, path: str, accept: str) -> Response:
         if path == "/":
@@ -61,10 +75,11 @@ class Routes:
         snapshot = self._sampled
         assert snapshot is not None
         if path == "/metrics":
-            encoder, content_type = choose_encoder(accept)
+            content_type = content_type_for(accept)
             key = f"metrics {content_type}"
             if key not in self._cache:
-                self._cache[key] = Response(200, content_type, _render(snapshot, encoder))
+                body = _render(snapshot, _ENCODERS[content_type])
+                self._cache[key] = Response(200, content_type, body)
         else:
             key = path
             if key not in self._cache:
@@ -78,13 +93,22 @@ class Routes:
         parsed = {}
         for name, sent in snapshot.module_metrics_sent.items():
             known = self._parsed.get(name)
-            parsed[name] = known if known is not None and known[0] is sent else (sent, *parse(sent))
+            parsed[name] = known if known is not None and known[0] is sent else self._parse(sent)
         self._parsed = parsed
         return dataclasses.replace(
             with_samples(snapshot, self._sampler),
             module_metrics={name: entry[1] for name, entry in parsed.items()},
             module_metrics_rejected={name: entry[2] for name, entry in parsed.items() if entry[2]},
         )
+
+    def _parse(self, sent: object) -> tuple[object, tuple[ModuleMetric, ...], int]:
+        """One module's metrics, checked; a payload that trips the checks themselves is rejected
+        whole, and costs that module its metrics, not the endpoint its answers."""
+        try:
+            return (sent, *parse(sent))
+        except Exception:
+            self._parse_failed(logging.ERROR, "a module's metrics could not be read", exc_info=True)
+            return sent, (), 1
 
     async def _fresh(self) -> Snapshot | None:
         """The latest snapshot; after an idle spell (none published lately), the next one the
@@ -107,16 +131,39 @@ def with_samples(snapshot: Snapshot, sampler: TreeSampler) -> Snapshot:
     them (the loop leaves them out: sampling is done here, off the loop)."""
     rows = snapshot.status.get("modules", [])
     samples = sampler.sample(row["pid"] for row in rows if isinstance(row.get("pid"), int))
-    modules = [{**row, **samples.get(row.get("pid"), {})} for row in rows]
+    modules = [{**row, **_counters(row), **samples.get(row.get("pid"), {})} for row in rows]
     return dataclasses.replace(snapshot, status={**snapshot.status, "modules": modules})
 
 
-def _render(snapshot: Snapshot, encoder: Any) -> bytes:
+def content_type_for(accept: str) -> str:
+    """OpenMetrics if the client lists it, else Prometheus' text format 0.0.4."""
+    for entry in accept.split(","):
+        if entry.split(";", 1)[0].strip().lower() == "application/openmetrics-text":
+            return _OPENMETRICS
+    return _TEXT
+
+
+def _counters(row: dict[str, Any]) -> dict[str, Any]:
+    """The counters a module's heartbeats carry, as they arrived (anything at all): an int each,
+    0 for what is not one."""
+    fields: dict[str, Any] = {}
+    for key in MODULE_COUNTER_KEYS:
+        value = row.get(key)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        fields[key] = value if ok else 0
+    return fields
+
+
+def _render(snapshot: Snapshot, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
     ProcessCollector(registry=registry)  # the usual process_* of this (the supervisor's) process
-    return encoder(registry)  # type: ignore[no-any-return]
+    return encoder(registry)
 
 
 def _json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    except TypeError:  # keys of mixed types cannot be sorted: a peer's row, say
+        text = json.dumps(data, indent=2, default=str)
+    return (text + "\n").encode()
