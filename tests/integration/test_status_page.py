@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 import pytest
 from helpers import wait_until
 from project import Project
+
+from orchestrator.config import AppConfig, MetricsSection
+from orchestrator.config.model import ClusterSection
+from orchestrator.metrics import MetricsEndpoint
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome", "headless_shell")
 
@@ -117,3 +124,61 @@ def test_the_status_page_shows_hosts_modules_errors_and_events(
     )
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_a_peer_row_of_the_wrong_shape_does_not_break_the_page(tmp_path: Path) -> None:
+    """Rows of the other hosts come from other supervisors through the bridge: one whose
+    `modules` is not a list of rows is shown with what it has, and the page still loads."""
+    binary = browser()
+    hosts = [
+        {"host": "beta", "state": "up", "modules": "not a list"},
+        {"host": "gamma", "state": "up", "modules": [None, 5, {"state": "running"}]},
+        "not a row",
+    ]
+    config = AppConfig(
+        config_dir=tmp_path,
+        main_file=tmp_path / "main.yaml",
+        modules_file=tmp_path / "modules.yaml",
+        metrics=MetricsSection(listen=("127.0.0.1", 0)),
+        cluster=ClusterSection(servers=("nats://127.0.0.1:4222",), host="alpha"),
+    )
+    endpoint = MetricsEndpoint(
+        config,
+        status=lambda: {
+            "supervisor": {"pid": 1, "uptime": 5.0, "started": time.time(), "shutting_down": False},
+            "modules": [],
+            "system": [],
+            "webhooks": {},
+            "config": {"rejected": None},
+        },
+        loop_lag=lambda: 0.0,
+        cluster=lambda: {"ok": True, "data": {"hosts": hosts}},
+    )
+    stop = threading.Event()
+
+    def loop() -> None:  # the supervisor's loop, as far as the endpoint knows
+        while not stop.wait(0.05):
+            endpoint.tick(time.monotonic())
+
+    assert endpoint.start() is None
+    ticking = threading.Thread(target=loop)
+    ticking.start()
+    try:
+        url = endpoint.url()
+        assert url is not None
+
+        def listed() -> bool:
+            page = httpx.get(url + "page.json", timeout=10).json()
+            return len(page["hosts"] or []) == 2  # "not a row" is left out by the endpoint
+
+        wait_until(listed, 15, "the other hosts in page.json")
+        page = Tables()
+        page.feed(chromium(binary, tmp_path / "profile", "--dump-dom", url).stdout)
+        assert page.body.get("data-loaded") == "yes", page.rows
+        rows = {row[0]: row for row in page.rows["hosts"]}
+        assert rows.keys() == {"alpha (this host)", "beta", "gamma"}, rows
+        assert rows["beta"][4:6] == ["0", "0"] and rows["gamma"][4:6] == ["3", "1"], rows
+    finally:
+        stop.set()
+        ticking.join()
+        endpoint.close()
