@@ -3,6 +3,7 @@ the modules' own metrics through the child channel; hostile clients; start-up er
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -11,6 +12,9 @@ from helpers import wait_until
 from nats_server import NatsServer
 from project import Project, projects
 from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.metrics.module_metrics import MAX_CHANNEL_MESSAGE
+from orchestrator.metrics.server import MAX_CONNECTIONS
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 TOKEN = "tok-6f1d0c9e77"
@@ -97,20 +101,85 @@ def test_hostile_clients_do_not_hold_the_supervisor(project: Project) -> None:
     project.up()
     url = metrics_url(project)
     host, port = url.removeprefix("http://").rstrip("/").split(":")
-    # Many connections that never finish their request, one far over the head's bound.
-    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(100)]
+    address = (host, int(port))
+    # A head far over its bound is refused with a 431 (on a connection of its own: the slots
+    # are not all taken yet).
+    with socket.create_connection(address, timeout=10) as huge:
+        huge.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 100_000)
+        assert _read_all(huge).startswith(b"HTTP/1.1 431")
+    # Many connections that never finish their request: more than the slots.
+    held = [socket.create_connection(address, timeout=10) for _ in range(50)]
     try:
-        for sock in held[:50]:
-            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
-        held[50].sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 100_000)
+        for sock in held:
+            with contextlib.suppress(OSError):  # one refused at once may be closed already
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n")
         # The supervisor's loop is untouched: it restarts a module and answers as usual.
         project.cli("restart", "idle", check=0)
         assert project.module("idle")["restarts"] == 1
+        # The server frees the slots itself, though the clients keep their sockets open: those
+        # past the bound are closed at once, the others get a 408 after the read timeout...
+        answers = [_read_all(sock) for sock in held]
+        timed_out = [answer for answer in answers if answer.startswith(b"HTTP/1.1 408")]
+        assert len(timed_out) == MAX_CONNECTIONS, [answer[:20] for answer in answers]
+        assert answers.count(b"") == len(held) - MAX_CONNECTIONS
+        # ...and the endpoint serves again meanwhile.
+        wait_until(lambda: _serves(url), 15, "the endpoint serving again")
     finally:
         for sock in held:
             sock.close()
-    # Once they are gone the endpoint serves again.
-    wait_until(lambda: _serves(url), 15, "the endpoint serving again")
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """What the server sends until it closes (b"" for a connection closed or reset at once)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_a_heartbeat_over_the_channel_s_bound_never_reaches_the_loop(project: Project) -> None:
+    """ZeroMQ drops it (with the connection) unread: the module counts as silent, and is
+    restarted as hung, rather than costing the supervisor's loop the reading of it."""
+    path = project.write_module("huge.py", HUGE_HEARTBEATS)
+    project.configure(
+        [{"name": "huge", "path": path, "heartbeat_interval": 0.2, "heartbeat_timeout": 2}],
+        metrics={"listen": "127.0.0.1:0"},
+    )
+    project.up()
+    url = metrics_url(project)
+
+    def hung() -> bool:
+        last = project.module("huge").get("last_exit")
+        return isinstance(last, dict) and last.get("reason") == "hung"
+
+    wait_until(hung, 20, "the module restarted as hung")
+    assert "probe_huge" not in scrape(url)
+
+
+HUGE_HEARTBEATS = f"""
+from typing import Any
+
+from module_sdk import metrics
+
+
+def huge() -> dict[str, Any]:
+    gauge = {{"name": "probe_huge", "kind": "gauge", "labels": [], "series": [[[], 1]]}}
+    return {{"metrics": [gauge, "x" * {MAX_CHANNEL_MESSAGE + 1024}]}}
+
+
+metrics.REGISTRY.heartbeat_fields = huge  # type: ignore[method-assign]
+
+
+def initialize(event_bus: object, config: dict[str, Any]) -> None:
+    pass
+
+
+def shutdown() -> None:
+    pass
+"""
 
 
 def _serves(url: str) -> bool:
