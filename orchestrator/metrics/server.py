@@ -2,8 +2,8 @@
 
 It runs an asyncio loop, so that idle or slow clients cost a little memory, not a thread each, and
 every client is bounded: 50 new connections a second, 32 at once (more are closed at once), a
-request head of 8 KiB read within 5 s, an answer written within 10 s, GET and HEAD only, one
-request per connection. Unless told otherwise, only requests to a loopback name (localhost,
+request head of 8 KiB read within 5 s, an answer written within 10 s (and 2 s more for the client
+to close), GET and HEAD only, one request per connection. Unless told otherwise, only requests to a loopback name (localhost,
 127.0.0.1, [::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS
 rebinding) gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
 that loop published.
@@ -28,7 +28,7 @@ RATE = 50  # connections accepted per second, at most
 HEAD_MAX = 8192  # bytes of request line and headers
 READ_TIMEOUT = 5.0  # seconds for the whole request head
 WRITE_TIMEOUT = 10.0  # seconds for the whole answer
-LINGER = 2.0  # seconds, within WRITE_TIMEOUT, for the client to close once answered
+LINGER = 2.0  # seconds for the client to close once answered (then we close anyway)
 LINGER_BYTES = 256 * 1024  # of unread input discarded meanwhile, at most
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after accept() failed (out of descriptors)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -98,9 +98,11 @@ class HttpServer:
 
     @staticmethod
     def local_hosts(sock: socket.socket) -> tuple[str, ...]:
-        """The Host header values that name this machine's loopback at `sock`'s port."""
-        port = sock.getsockname()[1]
-        return (*LOOPBACK_NAMES, *(f"{name}:{port}" for name in LOOPBACK_NAMES))
+        """The Host header values that name this machine's loopback at `sock`'s port: the usual
+        names, and the address it is bound to (127.0.0.2, say)."""
+        bound, port = sock.getsockname()[:2]
+        names = dict.fromkeys((*LOOPBACK_NAMES, f"[{bound}]" if ":" in bound else bound))
+        return (*names, *(f"{name}:{port}" for name in names))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -175,8 +177,10 @@ class HttpServer:
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_MAX)
             response = await self._answer(reader)
-            await asyncio.wait_for(self._send(reader, writer, response), self._write_timeout)
+            writer.transport.set_write_buffer_limits(0)  # drain() returns once all is sent
+            await asyncio.wait_for(self._write(writer, response), self._write_timeout)
             answered = True
+            await _linger(reader, writer)
         except (TimeoutError, OSError):  # ConnectionError among them
             pass
         finally:
@@ -187,21 +191,6 @@ class HttpServer:
                 writer.transport.close()  # its buffer is empty: a plain FIN
             else:
                 writer.transport.abort()  # out of time: what is left unsent is dropped
-
-    async def _send(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: Response
-    ) -> None:
-        """Write the answer to the last byte, then close our side and let the client close its
-        own: closing a socket with unread input sends a reset, which can destroy the end of the
-        answer before the client has read it."""
-        writer.transport.set_write_buffer_limits(0)  # drain() returns once all of it is sent
-        await self._write(writer, response)
-        writer.write_eof()
-        read = 0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LINGER):
-                while read <= LINGER_BYTES and (chunk := await reader.read(4096)):
-                    read += len(chunk)
 
     async def _answer(self, reader: asyncio.StreamReader) -> Response:
         try:
@@ -264,6 +253,18 @@ class HttpServer:
 
 # Bytes no request head may hold (tab is allowed in header values).
 _CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t"}
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Once the whole answer is sent: close our side and let the client close its own (for
+    LINGER seconds at most), reading what it still sends. Closing a socket with unread input
+    sends a reset, which can destroy the end of the answer before the client has read it."""
+    writer.write_eof()
+    read = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER):
+            while read <= LINGER_BYTES and (chunk := await reader.read(4096)):
+                read += len(chunk)
 
 
 def _accepting_ended(task: asyncio.Task[None]) -> None:

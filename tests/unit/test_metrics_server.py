@@ -248,6 +248,15 @@ def test_only_loopback_host_names_are_answered() -> None:
         http.stop()
 
 
+def test_the_bound_loopback_address_is_a_local_host_name() -> None:
+    with HttpServer.listen("127.0.0.2", 0) as sock:
+        port = sock.getsockname()[1]
+        assert {"127.0.0.2", f"127.0.0.2:{port}", "localhost", f"[::1]:{port}"} <= set(
+            HttpServer.local_hosts(sock)
+        )
+        assert "127.0.0.2:1" not in HttpServer.local_hosts(sock)
+
+
 def test_without_hosts_any_host_is_answered(server: HttpServer) -> None:
     got = httpx.get(url(server), headers={"Host": "metrics.example:80"}, timeout=5)
     assert got.status_code == 200
