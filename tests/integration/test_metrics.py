@@ -120,8 +120,9 @@ def test_hostile_clients_do_not_hold_the_supervisor(project: Project) -> None:
         # past the bound are closed at once, the others get a 408 after the read timeout...
         answers = [_read_all(sock) for sock in held]
         timed_out = [answer for answer in answers if answer.startswith(b"HTTP/1.1 408")]
-        assert len(timed_out) == MAX_CONNECTIONS, [answer[:20] for answer in answers]
-        assert answers.count(b"") == len(held) - MAX_CONNECTIONS
+        # (One slot may still be the 431's, if the server had not yet seen that client close.)
+        assert MAX_CONNECTIONS - 1 <= len(timed_out) <= MAX_CONNECTIONS, [a[:20] for a in answers]
+        assert answers.count(b"") == len(held) - len(timed_out)
         # ...and the endpoint serves again meanwhile.
         wait_until(lambda: _serves(url), 15, "the endpoint serving again")
     finally:
