@@ -8,11 +8,10 @@ import logging
 import os
 import time
 
-from module_sdk.process import release_free_memory
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.manager import ChildManager
-from orchestrator.resources import system_usage
+from orchestrator.resources import release_free_memory, system_usage
 from orchestrator.states import ChildState, ExitReason
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,9 @@ import signal
 import time
 from typing import Any
 
-import msgpack
 import zmq
 
 from broker import ENV_CURVE
-from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.boot import Boot
@@ -22,7 +20,7 @@ from orchestrator.bridge_process import BridgeProcess, reconcile_bridge
 from orchestrator.broker_process import BrokerProcess, BrokerStartError, bind_error
 from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
-from orchestrator.child import ManagedChild
+from orchestrator.child_channel import ChildChannel
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.control_port import Replies, SupervisorPort
@@ -36,7 +34,6 @@ from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
-from orchestrator.spec import module_spec
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +117,16 @@ class Supervisor:
         # (error, since): the reloads rejected since a config was last applied, for `status`.
         self.rejected_config: tuple[str, float] | None = None
         self.child_inbox = control.Inbox(self.channel, "child message", None)
+        self.child_channel = ChildChannel(
+            self.channel,
+            self.manager,
+            self.health,
+            bus=self.bus,
+            xsub=self.xsub,
+            xpub=self.xpub,
+            curve=self.bus_keys.client() if self.bus_keys is not None else None,
+            log_level=lambda: self.config.logging.level,
+        )
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
@@ -279,7 +286,7 @@ class Supervisor:
             self._handle_signals(self.signals.pending())
         self.hot_reload.handle(ready)
         # Child messages before reaping: a child reports its error, then exits.
-        self.child_inbox.drain(self._child_message)
+        self.child_inbox.drain(self.child_channel.handle)
         for helper in self.helpers:
             if helper.fd is not None and helper.fd in ready:
                 helper.read()
@@ -350,36 +357,6 @@ class Supervisor:
         self.hot_reload.configure(self.config)
         self._set_bridge()
         return plan, ""
-
-    # -- the child channel ---------------------------------------------------------------------------
-
-    def _child_message(self, identity: bytes, message: dict[str, Any]) -> None:
-        pid = message.get("pid")
-        kind = message.get("kind")
-        if kind == protocol.ERROR:
-            self.manager.reported_error(pid, message)
-            return
-        child = self.manager.by_pid.get(pid) if isinstance(pid, int) else None
-        if child is None:
-            return
-        if kind == protocol.HELLO:
-            self._send_spec(identity, child)
-        elif kind == protocol.READY:
-            self.manager.ready(child, contained=message.get("contained") is True)
-        elif kind == protocol.HEARTBEAT:
-            self.manager.heartbeat(child, message)
-            self.health.check_memory(child)
-
-    def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
-        payload = module_spec(
-            child,
-            bus=self.bus,
-            xsub=self.xsub,
-            xpub=self.xpub,
-            curve=self.bus_keys.client() if self.bus_keys is not None else None,
-            log_level=self.config.logging.level,
-        )
-        self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
     # -- teardown ---------------------------------------------------------------------------------
 
