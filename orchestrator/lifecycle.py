@@ -295,8 +295,9 @@ class ResetBreaker:
 
 @dataclass(frozen=True)
 class Running:
-    """It runs: note whether it joined its cgroup, and start its heartbeat clock now."""
+    """It runs: its heartbeat window starts at `now`; note whether it joined its cgroup."""
 
+    now: float
     contained: bool | None = None  # None: a fresh heartbeat window only
 
 

@@ -134,7 +134,7 @@ class ChildManager:
                 if child.breaker is not None:
                     child.breaker.reset()
             case lc.Running():
-                child.last_heartbeat = time.monotonic()
+                child.last_heartbeat = effect.now
                 if effect.contained is not None:
                     self._contained(child, effect.contained)
             case lc.Forget():

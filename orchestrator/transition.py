@@ -150,7 +150,7 @@ def _ready(life: Life, event: lc.Ready) -> Step:
     return Step(
         running,
         (
-            lc.Running(contained=event.contained),
+            lc.Running(event.now, contained=event.contained),
             lc.RecordStart(started=True),
             lc.Log(lc.INFO, "%s running (pid %d, ready in %.0f ms)", (event.pid, took)),
             lc.Publish("module.loaded", {"pid": event.pid, "config": event.config}),
@@ -310,7 +310,7 @@ def _stalled(life: Life, event: lc.Stalled) -> Step:
     if life.kill is not None:
         return Step(life)
     if life.state is ChildState.RUNNING:
-        return Step(life, (lc.Running(),))
+        return Step(life, (lc.Running(event.now),))
     if life.state is ChildState.STARTING and life.deadline is not None:
         deadline = max(life.deadline + event.seconds, event.now + START_GRACE)
         return Step(replace(life, deadline=deadline))

@@ -198,7 +198,7 @@ def test_ready_announces_loaded_with_pid_and_config() -> None:
     assert _effects(step, lc.Publish) == [
         lc.Publish("module.loaded", {"pid": 9, "config": {"k": 1}})
     ]
-    assert _effects(step, lc.Running) == [lc.Running(contained=False)]
+    assert _effects(step, lc.Running) == [lc.Running(NOW, contained=False)]
 
 
 # -- what a stop leads to ----------------------------------------------------------------------------
