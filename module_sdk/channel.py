@@ -9,6 +9,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from module_sdk import protocol
+
 
 class SupervisorChannel:
     """Sends hello / ready / error / heartbeat to the supervisor and receives its replies."""
@@ -20,11 +22,35 @@ class SupervisorChannel:
         self.socket.setsockopt(zmq.ROUTING_ID, f"{name}:{self.pid}".encode())
         self.socket.connect(endpoint)
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def hello(self, name: str) -> None:
+        """Ask for the spec of module `name`."""
+        self.send(protocol.Hello(kind=protocol.HELLO, pid=self.pid, name=name))
+
+    def ready(self, *, contained: bool) -> None:
+        """`initialize()` returned and the bus is connected."""
+        self.send(protocol.Ready(kind=protocol.READY, pid=self.pid, contained=contained))
+
+    def heartbeat(self, counters: dict[str, int], busy_for: float, **extra: Any) -> None:
+        """Alive, with the bus's counters, how long the running callback has taken, and the
+        module's own metrics when they changed (`extra`: `metrics`)."""
+        message = protocol.Heartbeat(
+            kind=protocol.HEARTBEAT, pid=self.pid, counters=counters, busy_for=busy_for
+        )
+        if "metrics" in extra:
+            message["metrics"] = extra["metrics"]
+        self.send(message)
+
+    def error(self, stage: str, error: str, traceback: str) -> None:
+        """What went wrong, before a failing exit."""
+        message = protocol.Error(
+            kind=protocol.ERROR, pid=self.pid, stage=stage, error=error, traceback=traceback
+        )
+        self.send(message)
+
+    def send(self, message: protocol.ChildMessage) -> None:
         """Send one message; never blocks (a message to a supervisor that is gone is dropped)."""
-        payload = msgpack.packb({"kind": kind, "pid": self.pid, **fields})
         with contextlib.suppress(zmq.Again):
-            self.socket.send(payload, zmq.NOBLOCK)
+            self.socket.send(msgpack.packb(message), zmq.NOBLOCK)
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
         """The next message from the supervisor, or None after `timeout` seconds."""

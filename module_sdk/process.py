@@ -1,4 +1,4 @@
-"""Process-level set-up: parent-death signal, signal wake-ups, prctl and malloc_trim; and the
+"""Process-level set-up: parent-death signal, signal wake-ups and prctl; and the
 process tree as /proc shows it, to stop and kill whatever a module left behind.
 
 Containment without cgroups rests on two child subreapers: every module process is one for its
@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import resource
 import signal
 import sys
 from collections.abc import Iterable
@@ -34,30 +33,6 @@ def prctl(option: int, value: int | str) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     argument = ctypes.c_char_p(value.encode()[:15]) if isinstance(value, str) else value
     return bool(libc.prctl(option, argument, 0, 0, 0) == 0)
-
-
-def release_free_memory() -> bool:
-    """Give the heap's free pages back to the system (glibc's malloc_trim); False where there is
-    no glibc. glibc keeps what a process freed for reuse, so a long-lived process that parsed and
-    imported a lot at start (a supervisor) otherwise holds on to it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except AttributeError:  # musl and other C libraries without it
-        return False
-    return bool(trim(0))
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard one; returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-    return hard
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -11,7 +11,7 @@ supervisor's ROUTER socket, and the supervisor's replies back.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 # Bus
 INTERNAL_PREFIX: Final = b"\x00"
@@ -24,14 +24,64 @@ SYNC_FIELDS: Final = 3  # and a 4th, optional: when the publisher sent seq 1 on 
 # A publisher that went quiet sends a sync per topic (on its heartbeat ticks): without it, the
 # events lost at the end of a burst would count only when the topic's next event arrived.
 
-# Child channel message kinds
-HELLO: Final = "hello"  # child -> supervisor: {name, pid}
+# Child channel message kinds (their fields: the TypedDicts below)
+HELLO: Final = "hello"  # child -> supervisor: asks for its spec
 SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run the module
-READY: Final = (
-    "ready"  # child -> supervisor: initialize() returned, the bus is connected; {contained}
-)
-ERROR: Final = "error"  # child -> supervisor: {stage, error, traceback} before a failing exit
-HEARTBEAT: Final = "heartbeat"  # child -> supervisor: {pid, counters, busy_for, metrics?}
+READY: Final = "ready"  # child -> supervisor: initialize() returned, the bus is connected
+ERROR: Final = "error"  # child -> supervisor: what went wrong, before a failing exit
+HEARTBEAT: Final = "heartbeat"  # child -> supervisor: alive, with its counters
+
+
+# The fields of each child-channel message: both sides use these types, so that a field renamed on
+# one side is a type error on the other.
+class Hello(TypedDict):
+    kind: Literal["hello"]
+    pid: int
+    name: str  # the module
+
+
+class Ready(TypedDict):
+    kind: Literal["ready"]
+    pid: int
+    contained: bool  # it joined the cgroup it was given
+
+
+class Heartbeat(TypedDict):
+    kind: Literal["heartbeat"]
+    pid: int
+    counters: dict[str, int]  # events_in, events_out, callback_errors, bad_frames, dropped
+    busy_for: float  # seconds the callback running now has taken so far (0 when idle)
+    metrics: NotRequired[list[Any]]  # the module's own (module_sdk.metrics), when they changed
+
+
+class Error(TypedDict):
+    kind: Literal["error"]
+    pid: int
+    stage: str  # load, initialize, bus
+    error: str
+    traceback: str
+
+
+ChildMessage = Hello | Ready | Heartbeat | Error
+
+
+class Spec(TypedDict):
+    """The supervisor's answer to hello: everything the child needs to run its module."""
+
+    kind: Literal["spec"]
+    path: str  # the module's file or package directory
+    config: dict[str, Any]  # its `config` from modules.yaml
+    xsub: str  # the broker's endpoints
+    xpub: str
+    heartbeat_interval: float  # seconds
+    handshake_timeout: float  # seconds the bus probe may take, at most
+    high_water_mark: int
+    max_message_size: int  # bytes
+    log_level: str
+    log_format: str  # text or json (module_sdk.logformat)
+    curve: dict[str, str] | None  # the client keys of a tcp bus
+    log: str  # the module's log file: should the supervisor die, the module says so there
+
 
 # Environment of a child process
 ENV_CHANNEL: Final = "ORCHESTRATOR_CHANNEL"  # the supervisor's child-channel endpoint

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import cast
 
 import zmq
 
@@ -154,7 +154,7 @@ class _Child:
 
     def fail(self, stage: str, message: str, details: str, code: int) -> int:
         log.error("%s: %s%s", stage, message, f"\n{details.rstrip()}" if details else "")
-        self.channel.send(protocol.ERROR, stage=stage, error=message, traceback=details)
+        self.channel.error(stage, message, details)
         return code
 
     def run(self) -> int:
@@ -181,14 +181,14 @@ class _Child:
         code = self.initialize(spec)
         if code is not None:
             return code
-        self.channel.send(protocol.READY, contained=self.cgroup is not None)
+        self.channel.ready(contained=self.cgroup is not None)
         log.debug("%s ready", self.name)
         orphaned = self.serve(float(spec["heartbeat_interval"]))
         return self.stop(orphaned)
 
-    def await_spec(self) -> dict[str, Any] | None:
+    def await_spec(self) -> protocol.Spec | None:
         """Say hello and wait for the spec; None if stopped, orphaned or unanswered first."""
-        self.channel.send(protocol.HELLO, name=self.name)
+        self.channel.hello(self.name)
         poller = zmq.Poller()
         poller.register(self.signals.read_fd, zmq.POLLIN)
         poller.register(self.channel.socket, zmq.POLLIN)
@@ -196,12 +196,12 @@ class _Child:
         if self.channel.socket in ready:
             spec = self.channel.receive(0)
             if spec is not None and spec.get("kind") == protocol.SPEC:
-                return spec
+                return cast(protocol.Spec, spec)  # from our supervisor: see orchestrator/spec.py
         why = "stopped" if self.signals.read_fd in ready else "no spec from the supervisor"
         print(f"{self.name}: {why} before starting; exiting", file=sys.stderr)
         return None
 
-    def connect_bus(self, spec: dict[str, Any]) -> int | None:
+    def connect_bus(self, spec: protocol.Spec) -> int | None:
         """Connect to the broker and prove the path with a probe; an exit code if that fails."""
         self.bus = ZmqEventBus(
             self.context,
@@ -218,7 +218,7 @@ class _Child:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
         return None
 
-    def initialize(self, spec: dict[str, Any]) -> int | None:
+    def initialize(self, spec: protocol.Spec) -> int | None:
         """Call the module's initialize(), then probe again so that the subscriptions it made
         have reached the broker before we say ready; an exit code if either fails."""
         assert self.module is not None and self.bus is not None
@@ -254,10 +254,9 @@ class _Child:
             if self.channel.socket in ready:
                 self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
             self.bus.sync()  # subscribers count the losses at the end of a burst
-            self.channel.send(
-                protocol.HEARTBEAT,
-                counters=self.bus.counters(),
-                busy_for=self.bus.busy_for(),
+            self.channel.heartbeat(
+                self.bus.counters(),
+                self.bus.busy_for(),
                 **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
             )
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from types import TracebackType
 
-from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl, raise_fd_limit
+from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
 from orchestrator.forkserver import ForkServer
 from orchestrator.systemd import SystemdNotify
 
@@ -57,3 +58,14 @@ class Boot:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import ModuleSpec, Redactor
+from orchestrator.lifecycle import Life
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess
 from orchestrator.states import ChildState, ExitReason, ExitStatus
@@ -46,37 +47,83 @@ class LastExit:
         return f"{self.reason.value}: {self.error}"
 
 
-@dataclass
 class ManagedChild:
-    """One module under supervision. Only the supervisor's loop reads or writes it."""
+    """One module under supervision. Only the supervisor's loop reads or writes it; its
+    lifecycle (`life`) changes only by `orchestrator.transition.transition`."""
 
-    spec: ModuleSpec
-    log: ModuleLog
-    state: ChildState = ChildState.STOPPED
-    process: ModuleProcess | None = None
-    started_at: float = 0.0  # monotonic, when the current process was spawned
-    started_wall: float = 0.0  # unix time of the same moment
-    ready_at: float | None = None  # monotonic, when it said ready
-    deadline: float | None = None  # monotonic: start timeout, kill deadline or restart time
-    last_heartbeat: float = 0.0
-    busy_for: float = 0.0
-    counters: dict[str, int] = field(default_factory=dict)
-    spawns: int = 0  # processes started so far; a process's generation
-    failed_spawn: int = 0  # the generation of the latest start that never became ready
-    restarts: int = 0  # automatic and requested restarts
-    consecutive_failures: int = 0
-    restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
-    last_exit: LastExit | None = None
-    history: deque[LastExit] = field(default_factory=lambda: deque(maxlen=20))
-    breaker: StartBreaker | None = None  # created at the first failed start
-    rss_mb: float | None = None  # the module and its descendants, at the last memory check
-    reported_error: str = ""  # what the current process sent before failing
-    stop_requested: bool = False
-    restart_after_stop: bool = False
-    removing: bool = False  # a reload removed it: forget it once it has stopped
-    uncontained: bool = False  # it could not join its cgroup: sweep for its strays at exit
-    kill_reason: ExitReason | None = None  # set when we kill it for a reason of ours
-    why: str = ""  # a note for status: why it is waiting, failed, in backoff
+    def __init__(
+        self, spec: ModuleSpec, log: ModuleLog, state: ChildState = ChildState.STOPPED
+    ) -> None:
+        self.spec = spec
+        self.log = log
+        self.life = Life(state=state)
+        self.process: ModuleProcess | None = None
+        self.started_wall = 0.0  # unix time of the current process's spawn
+        self.last_heartbeat = 0.0  # monotonic
+        self.busy_for = 0.0
+        self.counters: dict[str, int] = {}
+        self.last_exit: LastExit | None = None
+        self.history: deque[LastExit] = deque(maxlen=20)
+        self.breaker: StartBreaker | None = None  # created at the first failed start
+        self.rss_mb: float | None = None  # the module and its descendants, at the last check
+        self.reported_error = ""  # what the current process sent before failing
+        self.uncontained = False  # it could not join its cgroup: sweep for its strays at exit
+
+    # The lifecycle's data, as status and commands read it (only tests set it this way).
+    @property
+    def state(self) -> ChildState:
+        return self.life.state
+
+    @state.setter
+    def state(self, value: ChildState) -> None:
+        self.life = replace(self.life, state=value)
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic: the start timeout, kill deadline, restart or re-check time."""
+        return self.life.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self.life = replace(self.life, deadline=value)
+
+    @property
+    def why(self) -> str:
+        """A note for status: why it is waiting, failed, in backoff."""
+        return self.life.why
+
+    @why.setter
+    def why(self, value: str) -> None:
+        self.life = replace(self.life, why=value)
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.life.consecutive_failures
+
+    @consecutive_failures.setter
+    def consecutive_failures(self, value: int) -> None:
+        self.life = replace(self.life, consecutive_failures=value)
+
+    @property
+    def started_at(self) -> float:
+        """Monotonic time the current process was spawned."""
+        return self.life.started_at
+
+    @property
+    def ready_at(self) -> float | None:
+        return self.life.ready_at
+
+    @property
+    def spawns(self) -> int:
+        return self.life.spawns
+
+    @property
+    def failed_spawn(self) -> int:
+        return self.life.failed_spawn
+
+    @property
+    def restarts(self) -> int:
+        return self.life.restarts
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ from orchestrator import __version__, control
 from orchestrator.cluster.peers import MODULE_FIELDS, UP
 
 if TYPE_CHECKING:
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.control_port import SupervisorPort
 
 REMOTE_COMMANDS = frozenset({"status", "restart", "logs"})  # what may be asked of another host
 _CLUSTER_WAIT = 5.0  # seconds the view of the cluster may take (it is the bridge's, in memory)
@@ -25,7 +25,7 @@ _NOT_CLUSTER = "this host is not in cluster mode (main.yaml has no cluster: sect
 class ClusterCommands:
     """Mixed into `CommandHandler`: its `supervisor`, `handle` and `status_data` are used."""
 
-    supervisor: Supervisor
+    supervisor: SupervisorPort
 
     def handle(self, identity: bytes, request: dict[str, Any]) -> None:
         raise NotImplementedError

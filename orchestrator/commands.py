@@ -16,7 +16,7 @@ from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
     from orchestrator.child import ManagedChild
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.control_port import SupervisorPort
 
 log = logging.getLogger(__name__)
 _LOG_TAIL = 20  # lines of the module's log that `status NAME` shows
@@ -28,8 +28,8 @@ class CommandHandler(ClusterCommands):
     """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later.
     The cluster's (`remote`, `cluster`, the bridge's link) are `ClusterCommands`'."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
+    def __init__(self, supervisor: SupervisorPort) -> None:
+        self.supervisor = supervisor  # narrow callables, not the Supervisor itself
 
     def handle(self, identity: bytes, request: dict[str, Any]) -> None:
         """Dispatch one request to the method of the same name."""
@@ -45,9 +45,8 @@ class CommandHandler(ClusterCommands):
     def status_data(self, *, sample: bool = True) -> dict[str, Any]:
         """Everything `orchestrator status --json` prints; without `sample`, no module's RSS and
         CPU (the metrics endpoint samples them off the loop)."""
-        sup, manager = self.supervisor, self.supervisor.manager
+        manager = self.supervisor.manager
         now = time.monotonic()
-        rejected = sup.rejected_config
         modules = [
             child.status(
                 now, manager.sampler.sample(child.pid) if sample and child.pid is not None else {}
@@ -55,29 +54,10 @@ class CommandHandler(ClusterCommands):
             for child in manager.children.values()
         ]
         return {
-            "supervisor": {
-                "pid": os.getpid(),
-                "started": sup.started_wall,
-                "uptime": round(time.time() - sup.started_wall, 3),
-                "config": str(sup.config.config_dir),
-                "shutting_down": manager.shutting_down,
-            },
-            "bus": {
-                "xsub": sup.xsub,
-                "xpub": sup.xpub,
-                "transport": sup.config.bus.transport,
-                **sup.broker.bus_status(),
-            },
-            "system": [helper.status() for helper in sup.helpers],
-            "config": {  # a reload's rejection, until a config is applied
-                "rejected": rejected[0] if rejected else None,
-                "since": rejected[1] if rejected else None,
-            },
+            **self.supervisor.overview(),  # supervisor, bus, system, config
             "limits": manager.limits.as_dict(),
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
-            "webhooks": sup.notifier.stats(),
-            "metrics": sup.metrics.status(),
         }
 
     def cmd_status(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +83,7 @@ class CommandHandler(ClusterCommands):
             return control.failure(self._unknown(name), {"kind": "usage"})
         if not isinstance(count, int) or not 0 <= count <= _LOGS_MAX_LINES:
             return control.failure(f"lines: expected 0 to {_LOGS_MAX_LINES}, got {_shown(count)}")
-        config = self.supervisor.config
+        config = self.supervisor.config()
         app_log = Path(config.logging.directory) / "app.log"
         path = app_log if name == "app" else children[name].log.path
         lines = last_lines(path, count, _LOGS_MAX_BYTES)
@@ -112,8 +92,7 @@ class CommandHandler(ClusterCommands):
     def cmd_bus_client(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         """What a CLI needs to join the bus as a client (`events`): the CURVE keys of a tcp bus,
         or None. Only the owner can reach this socket; never printed."""
-        keys = self.supervisor.bus_keys
-        return control.reply(keys.client() if keys is not None else None)
+        return control.reply(self.supervisor.bus_client())
 
     def cmd_wait_started(self, identity: bytes, request: dict[str, Any]) -> None:
         """Answer once every module is running or has failed to start at least once."""
@@ -152,13 +131,13 @@ class CommandHandler(ClusterCommands):
     def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         if self.supervisor.manager.shutting_down:
             return control.failure("the supervisor is shutting down; nothing was changed")
-        plan, error = self.supervisor.reload(dry_run=bool(request.get("dry_run")))
+        plan, error = self.supervisor.reload(bool(request.get("dry_run")))
         if plan is None:
             return control.failure(error, {"kind": "config"})
         return control.reply(plan.as_dict())
 
     def cmd_publish(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
-        events = self.supervisor.events
+        events = self.supervisor.events()
         if events is None:
             return control.failure("the bus is not up yet")
         try:

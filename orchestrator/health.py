@@ -8,10 +8,10 @@ import logging
 import os
 import time
 
-from module_sdk.process import release_free_memory
+from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.manager import ChildManager
-from orchestrator.resources import system_usage
+from orchestrator.resources import release_free_memory, system_usage
 from orchestrator.states import ChildState, ExitReason
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # was allowed is then too short to make a healthy module look hung, and a longer one is seen.
 _WATCH_MAX = 1.0
 _WATCH_MIN = 0.05
-_START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
 
 
 class Health:
@@ -43,7 +42,7 @@ class Health:
         if self._watch is not None:
             deadlines.append(time.monotonic() + self._watch)
         for child in self.manager.children.values():
-            if child.kill_reason is not None:
+            if child.life.kill is not None:
                 continue  # SIGKILLed: nothing to wait for but its SIGCHLD
             if child.deadline is not None:
                 deadlines.append(child.deadline)
@@ -62,29 +61,14 @@ class Health:
         """Act on every timer that is due at `now` (monotonic)."""
         self._check_stall(now)
         manager = self.manager
-        for child in manager.children.values():
-            if child.kill_reason is not None:
-                continue
-            due = child.deadline is not None and now >= child.deadline
-            if child.state is ChildState.BACKOFF and due:
-                child.restarts += 1
-                if manager.start(child):
-                    manager.publish(
-                        "module.restarted", name=child.name, pid=child.pid, restarts=child.restarts
-                    )
-            elif child.state is ChildState.WAITING and due:
-                manager.start(child)  # the memory reserve is re-checked
-            elif child.state is ChildState.STARTING and due:
-                manager.kill(child, ExitReason.START_TIMEOUT)
-            elif child.state is ChildState.STOPPING and due:
-                log.error("%s did not stop within its stop timeout", child.name)
-                manager.kill(child, ExitReason.STOPPED)
-            elif child.state is ChildState.RUNNING and self._hung(child, now):
-                manager.kill(child, ExitReason.HUNG)
+        for child in list(manager.children.values()):
+            manager.handle(child, lc.Due(now))
+            if child.state is ChildState.RUNNING and self._hung(child, now):
+                manager.handle(child, lc.HealthFailed(ExitReason.HUNG))
         if manager.shutdown_deadline is not None and now >= manager.shutdown_deadline:
             manager.shutdown_deadline = None
-            for child in manager.children.values():
-                manager.kill(child, ExitReason.STOPPED)
+            for child in list(manager.children.values()):
+                manager.handle(child, lc.KillRequested(ExitReason.STOPPED))
         if not self._announced and manager.settled():
             self._announced = True
             running = [c.name for c in manager.children.values() if c.state is ChildState.RUNNING]
@@ -101,7 +85,7 @@ class Health:
         periods = [
             (c.spec.supervision.heartbeat_timeout - c.spec.supervision.heartbeat_interval) / 4
             for c in self.manager.children.values()
-            if c.kill_reason is None and c.state in (ChildState.RUNNING, ChildState.STARTING)
+            if c.life.kill is None and c.state in (ChildState.RUNNING, ChildState.STARTING)
         ]
         return max(_WATCH_MIN, min([_WATCH_MAX, *periods])) if periods else None
 
@@ -122,19 +106,14 @@ class Health:
         """The loop did not run for `seconds`: the modules' messages waited unread meanwhile, so
         that silence was the supervisor's, not theirs. Each running module gets a fresh heartbeat
         window (a hung one is still caught, one heartbeat_timeout later), and each starting one's
-        start deadline moves by `seconds` (at least `_START_GRACE` from now)."""
+        start deadline moves by `seconds` (at least `transition.START_GRACE` from now)."""
         log.warning(
             "the supervisor stalled for %.1fs (it was stopped, or one turn of its loop took that "
             "long); that time does not count against the modules' heartbeat and start timeouts",
             seconds,
         )
-        for child in self.manager.children.values():
-            if child.kill_reason is not None:
-                continue
-            if child.state is ChildState.RUNNING:
-                child.last_heartbeat = now
-            elif child.state is ChildState.STARTING and child.deadline is not None:
-                child.deadline = max(child.deadline + seconds, now + _START_GRACE)
+        for child in list(self.manager.children.values()):
+            self.manager.handle(child, lc.Stalled(now, seconds))
 
     @staticmethod
     def _hung(child: ManagedChild, now: float) -> bool:
@@ -152,7 +131,7 @@ class Health:
             log.error(
                 "%s uses %.0f MB, over its memory_limit_mb %d", child.name, child.rss_mb, limit
             )
-            self.manager.kill(child, ExitReason.MEMORY_LIMIT)
+            self.manager.handle(child, lc.HealthFailed(ExitReason.MEMORY_LIMIT))
 
     def report_usage(self) -> None:
         """Log machine and per-module usage, and publish it as `resources.usage`."""

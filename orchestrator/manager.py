@@ -1,12 +1,13 @@
-"""Module processes from spawn to reap: starting within the limits and after their dependencies,
-stopping in dependency order, killing, and the restart policy applied to every exit. Only the
-supervisor's loop calls into it.
+"""The modules under supervision: each one's lifecycle event goes through the one transition
+function (`orchestrator.transition`), whose effects are carried out here (spawn, signal, publish,
+log, the start breaker); what holds a start back (dependencies, limits) and the shutdown order
+are found here too. Only the supervisor's loop calls into it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -15,31 +16,24 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from module_sdk import protocol
+from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
-from orchestrator.child import ManagedChild
+from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
-from orchestrator.exits import after_exit, exit_reason
 from orchestrator.forkserver import ForkServer
-from orchestrator.output import ModuleLog, OutputReader
-from orchestrator.processes import (
-    ModuleProcess,
-    kill_strays,
-    launch_module,
-    module_env,
-    reap,
-    signal_group,
-)
-from orchestrator.reconcile import ReloadPlan, apply_plan
+from orchestrator.module_processes import ModuleProcesses
+from orchestrator.output import ModuleLog
+from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
+from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
-from orchestrator.states import ChildState, ExitReason, ExitStatus
+from orchestrator.states import ChildState
+from orchestrator.transition import transition
 
 if TYPE_CHECKING:
-    pass
+    from orchestrator.breaker import StartBreaker
 
 log = logging.getLogger(__name__)
 
-_MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
-_CLOSE_REAP_WAIT = 1.0  # at close, how long a SIGKILLed process may take to be reaped
 Publish = Callable[..., None]  # publish(event_type, **data)
 
 
@@ -69,8 +63,11 @@ class ChildManager:
             )
             for spec in config.enabled_modules
         }
-        self.by_pid: dict[int, ManagedChild] = {}
         self.sampler = ProcessSampler()
+        self.processes = ModuleProcesses(
+            cgroups=cgroups, forkserver=forkserver, poller=poller, sampler=self.sampler
+        )
+        self.by_pid = self.processes.by_pid  # the live module processes
         self.shutting_down = False
         self.shutdown_deadline: float | None = None
         self.publish = publish
@@ -79,50 +76,96 @@ class ChildManager:
         self.forkserver = forkserver
         self._channel_endpoint = channel_endpoint
         self._lifeline = lifeline
-        self._poller = poller
-        self._readers: dict[int, OutputReader] = {}
-        self._exit_handlers: dict[int, Callable[[int], None]] = {}
-
-    def watch_exit(self, pid: int, handler: Callable[[int], None] | None) -> None:
-        """Hand the raw wait status of child `pid` (not a module: the broker, the bridge) to
-        `handler` when the loop reaps it; None forgets `pid` (its owner reaped it itself)."""
-        if handler is None:
-            self._exit_handlers.pop(pid, None)
-        else:
-            self._exit_handlers[pid] = handler
+        self.watch_exit = self.processes.watch_exit
+        self.read_output = self.processes.read_output
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
         return bool(self.by_pid)
 
-    def read_output(self, ready: dict[Any, int]) -> None:
-        """Consume the output of every child pipe the poller found readable."""
-        for fd in [fd for fd in ready if isinstance(fd, int) and fd in self._readers]:
-            if not self._readers[fd].read():
-                self._poller.unregister(fd)
-                del self._readers[fd]
-
     def close(self) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
-        for child in self.children.values():
-            if child.pid is not None:
-                signal_group(child.pid, signal.SIGKILL)
-        # Once a module process is gone, what it left is ours to find: wait for them first.
-        deadline = time.monotonic() + _CLOSE_REAP_WAIT
-        for pid, child in list(self.by_pid.items()):
-            if _reap_one(pid, deadline):
-                del self.by_pid[pid]
-                if child.process is not None:
-                    child.process.reaped(-signal.SIGKILL)
-        self.forkserver.close()
-        deadline = time.monotonic() + _CLOSE_REAP_WAIT
-        for pid in kill_strays(set(self.by_pid) | set(self._exit_handlers)):
-            _reap_one(pid, deadline)
-        self.cgroups.close()
-        for reader in self._readers.values():
-            reader.close()
-        for child in self.children.values():
-            child.log.close()
+        self.processes.close(list(self.children.values()))
+
+    # -- the lifecycle ---------------------------------------------------------------------------
+
+    def handle(self, child: ManagedChild, event: lc.Event) -> None:
+        """Move `child` by `event` and carry out the effects of the transition, in order."""
+        step = transition(child.life, event, child.spec.supervision)
+        child.life = step.life
+        for effect in step.effects:
+            self._carry_out(child, effect)
+
+    def _carry_out(self, child: ManagedChild, effect: lc.Effect) -> None:
+        match effect:
+            case lc.Log():
+                args = [child.name, *(_fill(child, arg) for arg in effect.args)]
+                log.log(effect.level, effect.message, *args)
+            case lc.Publish():
+                self.publish(effect.event_type, name=child.name, **effect.data)
+            case lc.Signal() if child.pid is not None:
+                if effect.term:
+                    signal_group(child.pid, signal.SIGTERM)
+                    signal_group(child.pid, signal.SIGCONT)
+                else:
+                    signal_group(child.pid, signal.SIGKILL)
+            case lc.TryStart():
+                start = lc.StartRequested(time.monotonic(), self._gate(child), **_carried(effect))
+                self.handle(child, start)
+            case lc.Spawn():
+                self._spawn(child, effect)
+            case lc.RecordExit():
+                child.last_exit = LastExit(
+                    effect.status, effect.reason, time.time(), effect.error, child.pid
+                )
+                child.history.append(child.last_exit)
+                child.process = None
+            case lc.RecordStart():
+                if not effect.started:
+                    self._breaker(child).record(started=False)
+                elif child.breaker is not None:
+                    child.breaker.record(started=True)
+            case lc.AskBreaker():
+                now, breaker = time.monotonic(), child.breaker
+                hold = breaker.retry_in(now) if breaker is not None else 0.0
+                failures = breaker.failures if breaker is not None else 0
+                self.handle(child, lc.BreakerHold(now, hold, failures))
+            case lc.ResetBreaker():
+                if child.breaker is not None:
+                    child.breaker.reset()
+            case lc.Running():
+                child.last_heartbeat = effect.now
+                if effect.contained is not None:
+                    self._contained(child, effect.contained)
+            case lc.Forget():
+                self.forget(child)
+            case lc.WakeWaiting():
+                self.start_waiting()
+
+    def _gate(self, child: ManagedChild) -> lc.Gate:
+        """What holds a start of `child` back now."""
+        if self.shutting_down:
+            return lc.Gate(shutting_down=True)
+        hold = child.breaker.retry_in(time.monotonic()) if child.breaker is not None else 0.0
+        return lc.Gate(hold=hold, blocked=None if hold > 0 else self.blocked_by(child))
+
+    def _breaker(self, child: ManagedChild) -> StartBreaker:
+        if child.breaker is None:
+            # Imported at the first failed start: most supervisors never need pybreaker.
+            from orchestrator.breaker import StartBreaker  # noqa: PLC0415
+
+            errors = self.config.error_handling
+            child.breaker = StartBreaker(
+                child.name, errors.circuit_breaker_fail_max, errors.circuit_breaker_reset_timeout
+            )
+        return child.breaker
+
+    def _contained(self, child: ManagedChild, contained: bool) -> None:
+        child.uncontained = self.cgroups.available() and not contained
+        if child.uncontained:
+            log.warning(
+                "%s could not join its cgroup; its strays are swept by other means", child.name
+            )
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -141,42 +184,23 @@ class ChildManager:
 
     def start(self, child: ManagedChild) -> bool:
         """Spawn the module now (True) unless something holds it back (it then waits)."""
-        if self.shutting_down:
-            return False
-        now = time.monotonic()
-        hold = child.breaker.retry_in(now) if child.breaker is not None else 0.0
-        if hold > 0:
-            child.state, child.deadline = ChildState.BACKOFF, now + hold
-            return False
-        why = self.blocked_by(child)
-        if why is not None:
-            if child.why != why:
-                log.warning("%s waits: %s", child.name, why)
-            child.state, child.why = ChildState.WAITING, why
-            child.deadline = now + _MEMORY_RECHECK if why.startswith("available memory") else None
-            return False
-        child.stop_requested = child.restart_after_stop = False
-        child.kill_reason, child.reported_error, child.why = None, "", ""
-        child.counters, child.busy_for = {}, 0.0
+        spawns = child.spawns
+        self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
+        return child.spawns > spawns
+
+    def _spawn(self, child: ManagedChild, effect: lc.Spawn) -> None:
+        child.reported_error, child.counters, child.busy_for = "", {}, 0.0
         try:
             process = self._launch(child)
         except OSError as exc:
-            log.error("%s: cannot start a process: %s", child.name, exc)
-            child.state = ChildState.STARTING
-            after_exit(self, child, ExitStatus(code=127), ExitReason.CRASHED, str(exc))
-            return False
-        child.process = process
-        child.spawns += 1
-        child.state = ChildState.STARTING
-        child.started_at, child.started_wall = now, time.time()
-        child.ready_at = None
-        child.deadline = now + child.spec.supervision.start_timeout
-        self.by_pid[process.pid] = child
-        reader = OutputReader(process.stdout, child.log)
-        self._readers[reader.fd] = reader
-        self._poller.register(reader.fd, zmq.POLLIN)
-        log.info("%s starting (pid %d)", child.name, process.pid)
-        return True
+            failed = lc.SpawnFailed(
+                time.monotonic(), str(exc), shutting_down=self.shutting_down, jitter=_jitter()
+            )
+            self.handle(child, failed)
+            return
+        child.started_wall = time.time()
+        self.processes.adopt(child, process)
+        self.handle(child, lc.Spawned(time.monotonic(), process.pid, **_carried(effect)))
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
@@ -189,27 +213,38 @@ class ChildManager:
 
     def start_waiting(self) -> None:
         """Start, in config order, every waiting module that nothing holds back any more."""
-        for child in self.children.values():
+        for child in list(self.children.values()):
             if child.state is ChildState.WAITING:
-                self.start(child)
+                self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
 
     def restart(self, child: ManagedChild) -> None:
         """An operator's restart: forget past failures, then stop and start (or just start)."""
-        log.info("restart of %s requested", child.name)
-        child.consecutive_failures = 0
-        child.restart_times.clear()
-        if child.breaker is not None:
-            child.breaker.reset()
-        if child.pid is not None:
-            self.stop(child, then_restart=True)
-        elif self.start(child):
-            child.restarts += 1
+        self.handle(child, lc.RestartRequested(time.monotonic()))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
-        """Switch to `config`, touching only the modules `plan` names (see reconcile.apply_plan)."""
+        """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
+        the changed, start the added. Every new module exists before any starts, since one may
+        depend on a newer one; a module removed and added back before its old process stopped is
+        revived, not duplicated."""
         self.config, self.limits = config, limits
         self.redactor.add(config.secrets)
-        apply_plan(self, config, plan)
+        specs = {spec.name: spec for spec in config.enabled_modules}
+        for name in plan.stop:
+            self.handle(self.children[name], lc.RemoveRequested(time.monotonic()))
+        fresh: list[ManagedChild] = []
+        for name in plan.start:
+            old = self.children.get(name)
+            if old is not None and old.life.intent is lc.Intent.REMOVE:
+                old.spec = specs[name]
+                self.handle(old, lc.RestartRequested(time.monotonic(), revive=True))
+            else:
+                fresh.append(self.add(specs[name]))
+        for name in plan.restart:
+            child = self.children[name]
+            child.spec = specs[name]
+            self.restart(child)
+        for child in fresh:
+            self.start(child)
         self.start_waiting()  # a changed dependency or limit may free a waiting module
 
     def add(self, spec: ModuleSpec) -> ManagedChild:
@@ -220,38 +255,9 @@ class ChildManager:
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def stop(
-        self, child: ManagedChild, *, then_restart: bool = False, timeout: float | None = None
-    ) -> None:
+    def stop(self, child: ManagedChild, *, timeout: float | None = None) -> None:
         """Ask the module to stop (SIGTERM to its group); SIGKILL follows at the deadline."""
-        child.restart_after_stop = then_restart
-        if child.pid is None:
-            child.state, child.deadline = ChildState.STOPPED, None
-            if child.removing:
-                self.forget(child)
-            elif then_restart:
-                self.start(child)
-            return
-        if child.state is ChildState.STOPPING:
-            return
-        child.stop_requested = True
-        child.state = ChildState.STOPPING
-        grace = child.spec.supervision.stop_timeout if timeout is None else timeout
-        child.deadline = time.monotonic() + grace
-        log.info("%s stopping (pid %d, SIGTERM, up to %gs)", child.name, child.pid, grace)
-        signal_group(child.pid, signal.SIGTERM)
-        # As systemd does: a stopped (SIGSTOPped) process would otherwise hold the TERM pending
-        # until the SIGKILL, and its shutdown() would never run.
-        signal_group(child.pid, signal.SIGCONT)
-
-    def kill(self, child: ManagedChild, reason: ExitReason) -> None:
-        """SIGKILL the module's process group now, recording why; its timers stop."""
-        if child.pid is None or child.kill_reason is not None:
-            return
-        child.kill_reason = child.kill_reason or reason
-        log.error("%s (pid %d): %s; killing its process group", child.name, child.pid, reason.value)
-        signal_group(child.pid, signal.SIGKILL)
-        child.deadline = None
+        self.handle(child, lc.StopRequested(time.monotonic(), timeout))
 
     def begin_shutdown(self, timeout: float | None = None) -> None:
         """Stop every module, dependents before what they depend on; the loop ends when none is
@@ -261,9 +267,8 @@ class ChildManager:
             self.publish("app.shutdown", name=self.config.app.name)
         if timeout is not None:
             self.shutdown_deadline = time.monotonic() + timeout
-        for child in self.children.values():
-            if child.pid is None:
-                child.state, child.deadline = ChildState.STOPPED, None
+        for child in list(self.children.values()):
+            self.handle(child, lc.ShutdownBegan())
         self.advance_shutdown()
 
     def advance_shutdown(self) -> None:
@@ -290,27 +295,8 @@ class ChildManager:
     def ready(self, child: ManagedChild, *, contained: bool) -> None:
         """The child said ready: `initialize()` returned and its bus is connected; `contained`:
         it joined its cgroup (when it was given one)."""
-        if child.state is not ChildState.STARTING or child.kill_reason is not None:
-            return  # too late: it is being stopped or killed
-        child.uncontained = self.cgroups.available() and not contained
-        if child.uncontained:
-            log.warning(
-                "%s could not join its cgroup; its strays are swept by other means", child.name
-            )
-        now = time.monotonic()
-        child.state, child.ready_at, child.deadline = ChildState.RUNNING, now, None
-        child.last_heartbeat = now
-        if child.breaker is not None:
-            child.breaker.record(started=True)
-        log.info(
-            "%s running (pid %d, ready in %.0f ms)",
-            child.name,
-            child.pid,
-            (now - child.started_at) * 1000,
-        )
         config = self.redactor.redact(dict(child.spec.config))
-        self.publish("module.loaded", name=child.name, pid=child.pid, config=config)
-        self.start_waiting()
+        self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
@@ -337,39 +323,17 @@ class ChildManager:
     # -- exits ------------------------------------------------------------------------------------
 
     def reap(self) -> None:
-        """Reap every exited child; apply the policy to module processes, kill their strays."""
-        for pid, raw in reap():
-            handler = self._exit_handlers.pop(pid, None)
-            if handler is not None:
-                handler(raw)
-                continue
-            child = self.by_pid.pop(pid, None)
-            if child is None or child.process is None:
-                if pid == self.forkserver.pid:
-                    log.warning("the fork server (pid %d) exited; it restarts when needed", pid)
-                    self.forkserver.reaped()
-                else:
-                    log.debug("reaped process %d (a module's stray)", pid)
-                continue
-            status = ExitStatus.from_wait_status(raw)
-            child.process.reaped(status.code if status.code is not None else -(status.signal or 0))
-            # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
-            signal_group(pid, signal.SIGKILL)
-            left = set(self.cgroups.kill(child.name)) | set(kill_strays(self._ours()))
-            if left:
-                log.warning("%s left %d process(es) behind; killed them", child.name, len(left))
-            self.sampler.forget(pid)
-            after_exit(self, child, status, exit_reason(child, status), child.reported_error)
+        """Reap every exited child; apply the policy to each module process's exit."""
+        for child, raw in self.processes.reap():
+            exited = lc.Exited(
+                time.monotonic(),
+                raw,
+                child.reported_error,
+                shutting_down=self.shutting_down,
+                jitter=_jitter(),
+            )
+            self.handle(child, exited)
         self.advance_shutdown()
-
-    def _ours(self) -> set[int]:
-        """The children we started and keep: the live module processes, the fork server and
-        those whose exits we watch (the broker). Any other child of ours is a stray of a module
-        process that is gone."""
-        ours = set(self.by_pid) | set(self._exit_handlers)
-        if self.forkserver.pid is not None:
-            ours.add(self.forkserver.pid)
-        return ours
 
     def forget(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""
@@ -389,14 +353,16 @@ class ChildManager:
         )
 
 
-def _reap_one(pid: int, deadline: float) -> bool:
-    """Reap `pid`, waiting for it until `deadline` at most; whether it is gone (or not ours)."""
-    while True:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
+def _carried(effect: lc.TryStart | lc.Spawn) -> dict[str, bool]:
+    """What a start carries to its spawn: whether it is announced and counted as a restart."""
+    return {"announce": effect.announce, "count": effect.count}
+
+
+def _fill(child: ManagedChild, arg: object) -> object:
+    if arg is lc.NAME:
+        return child.name
+    return child.pid if arg is lc.PID else arg
+
+
+def _jitter() -> float:
+    return random.random()

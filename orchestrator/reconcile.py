@@ -1,6 +1,6 @@
 """What a config reload changes: the plan that turns the running config into the new one.
 
-Only what differs is touched: modules added or newly enabled start, modules removed or disabled
+Only what differs is touched (`ChildManager.apply_reload` carries the plan out): modules added or newly enabled start, modules removed or disabled
 stop, modules whose effective settings changed restart, and every other module keeps its process.
 Sections that cannot change under a running supervisor are named, not applied.
 """
@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.config import AppConfig, ModuleSpec
-
-if TYPE_CHECKING:
-    from orchestrator.child import ManagedChild
-    from orchestrator.manager import ChildManager
 
 # Sections of main.yaml that the running supervisor cannot switch to without a restart of its own.
 NEEDS_SUPERVISOR_RESTART = ("bus", "logging", "metrics")
@@ -81,29 +77,3 @@ def _changed_fields(before: ModuleSpec, after: ModuleSpec) -> tuple[str, ...]:
         else:
             changed.append(item.name)
     return tuple(changed)
-
-
-def apply_plan(manager: ChildManager, config: AppConfig, plan: ReloadPlan) -> None:
-    """Carry `plan` out on the running modules: stop the removed, restart the changed, start the
-    added. Every new module exists before any starts, since one may depend on a newer one; a
-    module removed and added back before its old process stopped is revived, not duplicated."""
-    specs = {spec.name: spec for spec in config.enabled_modules}
-    for name in plan.stop:
-        child = manager.children[name]
-        child.removing = True
-        manager.stop(child)
-    fresh: list[ManagedChild] = []
-    for name in plan.start:
-        old = manager.children.get(name)
-        if old is not None and old.removing:
-            old.removing = False
-            old.spec = specs[name]
-            manager.restart(old)
-        else:
-            fresh.append(manager.add(specs[name]))
-    for name in plan.restart:
-        child = manager.children[name]
-        child.spec = specs[name]
-        manager.restart(child)
-    for child in fresh:
-        manager.start(child)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -152,3 +154,16 @@ def system_usage() -> dict[str, Any]:
         "memory_percent": memory.percent,
         "available_mb": memory.available // _MB,
     }
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the system (glibc's malloc_trim); False where there is
+    no glibc. glibc keeps what a process freed for reuse, so a long-lived process that parsed and
+    imported a lot at start (a supervisor) otherwise holds on to it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # musl and other C libraries without it
+        return False
+    return bool(trim(0))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from module_sdk import protocol
 from orchestrator.child import ManagedChild
 from orchestrator.config import BusSection
@@ -19,7 +17,7 @@ def module_spec(
     xpub: str,
     curve: dict[str, str] | None,
     log_level: str,
-) -> dict[str, Any]:
+) -> protocol.Spec:
     """The SPEC message for `child`, with the limits of the bus in force (`bus`: a reload's bus
     changes wait for the next `up`, as the broker's do)."""
     spec = child.spec
@@ -36,5 +34,5 @@ def module_spec(
         "log_level": spec.log_level or log_level,
         "log_format": child.log.format,
         "curve": curve,
-        "log": str(child.log.path),  # should the supervisor die, the module says so there itself
+        "log": str(child.log.path),
     }

@@ -1,4 +1,5 @@
-"""The child state machine and its restart policy, as pure functions: no clocks, no `os` calls.
+"""The child states and the restart policy, as pure functions: no clocks, no `os` calls. The
+transitions between the states are `orchestrator.transition`'s.
 
     stopped -> starting -> running -> stopping -> stopped
     (exit) -> backoff -> starting        a crash, restarted after the policy's delay

@@ -8,14 +8,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import zmq
 
 from broker import ENV_CURVE
-from module_sdk import protocol
 from module_sdk.process import SignalPipe
 from orchestrator import control
 from orchestrator.boot import Boot
@@ -23,13 +20,15 @@ from orchestrator.bridge_process import BridgeProcess, reconcile_bridge
 from orchestrator.broker_process import BrokerProcess, BrokerStartError, bind_error
 from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
-from orchestrator.child import ManagedChild
+from orchestrator.child_channel import ChildChannel
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
+from orchestrator.control_port import Replies, SupervisorPort
 from orchestrator.events import SystemEvents
 from orchestrator.forwarder import Forwarder
 from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
+from orchestrator.hot_reload import HotReload
 from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import MAX_CHANNEL_MESSAGE
@@ -37,16 +36,12 @@ from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
-from orchestrator.spec import module_spec
 from orchestrator.systemd import state_of
-from orchestrator.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
-# A waiter is called after every loop turn; it returns the reply once it has one.
-Waiter = Callable[[], dict[str, Any] | None]
 
 
 class StartError(RuntimeError):
@@ -70,7 +65,6 @@ class Supervisor:
         self.redactor = redactor
         self.run_dir = run_dir
         self.started_wall = time.time()
-        self._waiters: list[tuple[bytes, Waiter]] = []
         self.bus_keys: BusKeys | None = None
         if config.bus.transport == "tcp":
             self.bus_keys = BusKeys.generate()
@@ -83,6 +77,8 @@ class Supervisor:
         self.events: SystemEvents | None = None
         self.control = self._bind(zmq.ROUTER, run_dir.control)
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
+        self.replies = Replies(self.control)
+        self.send_reply, self.wait_for = self.replies.send, self.replies.wait_for
         self.signals = SignalPipe((signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         self.poller = zmq.Poller()
         for registered in (self.signals.read_fd, self.control, self.channel):
@@ -116,8 +112,10 @@ class Supervisor:
         self.bus = config.bus  # the bus in force: a reload's `bus:` changes wait for `up`
         self.health = Health(self.manager)
         self.notifier = self._notifier(config)
-        self.watcher: ChangeWatcher | None = None
-        self.commands = CommandHandler(self)
+        self.hot_reload = HotReload(
+            self.poller, self.manager, lambda: self.reload(dry_run=False)[0]
+        )
+        self.commands = CommandHandler(self._port())
         self.metrics = MetricsEndpoint(
             config,
             status=lambda: self.commands.status_data(sample=False),
@@ -128,6 +126,17 @@ class Supervisor:
         # (error, since): the reloads rejected since a config was last applied, for `status`.
         self.rejected_config: tuple[str, float] | None = None
         self.child_inbox = control.Inbox(self.channel, "child message", None)
+        self.child_channel = ChildChannel(
+            self.channel,
+            self.manager,
+            self.health,
+            bus=self.bus,
+            xsub=self.xsub,
+            xpub=self.xpub,
+            curve=self.bus_keys.client() if self.bus_keys is not None else None,
+            log_level=lambda: self.config.logging.level,
+            on_heartbeat=lambda child, message: self.metrics.heartbeat(child.name, message),
+        )
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
 
     def _bind(self, kind: int, endpoint: str, max_message: int = -1) -> zmq.Socket[bytes]:
@@ -148,6 +157,48 @@ class Supervisor:
             child = self.manager.children.get(str(data.get("name")))
             tail = child.log.tail(_WEBHOOK_LOG_LINES) if child is not None else []
             self.notifier.notify(event_type, data, tail)
+
+    def _port(self) -> SupervisorPort:
+        """What the control handler may use of the supervisor."""
+        return SupervisorPort(
+            manager=self.manager,
+            forwarder=self.forwarder,
+            send_reply=self.send_reply,
+            wait_for=self.wait_for,
+            reload=lambda dry_run: self.reload(dry_run=dry_run),
+            overview=self.overview,
+            config=lambda: self.config,
+            bus_client=lambda: self.bus_keys.client() if self.bus_keys is not None else None,
+            events=lambda: self.events,
+            current_bridge=lambda: self.bridge,
+        )
+
+    def overview(self) -> dict[str, Any]:
+        """What `status --json` shows of the supervisor itself: it, the bus, its own processes,
+        and a reload's rejection (until a config is applied)."""
+        rejected = self.rejected_config
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "started": self.started_wall,
+                "uptime": round(time.time() - self.started_wall, 3),
+                "config": str(self.config.config_dir),
+                "shutting_down": self.manager.shutting_down,
+            },
+            "bus": {
+                "xsub": self.xsub,
+                "xpub": self.xpub,
+                "transport": self.config.bus.transport,
+                **self.broker.bus_status(),
+            },
+            "system": [helper.status() for helper in self.helpers],
+            "config": {
+                "rejected": rejected[0] if rejected else None,
+                "since": rejected[1] if rejected else None,
+            },
+            "webhooks": self.notifier.stats(),
+            "metrics": self.metrics.status(),
+        }
 
     def _notifier(self, config: AppConfig) -> WebhookNotifier:
         return WebhookNotifier(
@@ -207,7 +258,7 @@ class Supervisor:
             self.boot.fd_limit,
             "cgroup v2" if self.manager.cgroups.available() else "process groups + subreaper",
         )
-        self._set_hot_reload()
+        self.hot_reload.configure(self.config)
 
     def _bridge_pid(self) -> int | None:
         return self.bridge.pid if self.bridge is not None else None
@@ -241,8 +292,7 @@ class Supervisor:
             helper_deadline = helper.next_deadline()
             if helper_deadline is not None:
                 deadline = min(deadline, helper_deadline)
-        if self.watcher is not None:
-            deadline = min(deadline, self.watcher.next_deadline() or deadline)
+        deadline = min(deadline, self.hot_reload.next_deadline() or deadline)
         deadline = min(deadline, self.boot.systemd.next_deadline() or deadline)
         deadline = min(deadline, self.metrics.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
@@ -252,10 +302,9 @@ class Supervisor:
         self.health.waited(min(time.monotonic() - polled, timeout / 1000))
         if self.signals.read_fd in ready:
             self._handle_signals(self.signals.pending())
-        if self.watcher is not None:
-            self._hot_reload(ready)
+        self.hot_reload.handle(ready)
         # Child messages before reaping: a child reports its error, then exits.
-        self.child_inbox.drain(self._child_message)
+        self.child_inbox.drain(self.child_channel.handle)
         for helper in self.helpers:
             if helper.fd is not None and helper.fd in ready:
                 helper.read()
@@ -271,7 +320,7 @@ class Supervisor:
             self.events.sync(now)
         self.boot.systemd.tick(now, self.manager.shutting_down, lambda: state_of(self.manager))
         self.metrics.tick(now)
-        self._serve_waiters()
+        self.replies.serve()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()
 
@@ -284,59 +333,6 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading the config")
                 self.reload(dry_run=False)
-
-    def _serve_waiters(self) -> None:
-        still: list[tuple[bytes, Waiter]] = []
-        for identity, waiter in self._waiters:
-            answer = waiter()
-            if answer is None:
-                still.append((identity, waiter))
-            else:
-                self.send_reply(identity, answer)
-        self._waiters = still
-
-    def wait_for(self, identity: bytes, waiter: Waiter) -> None:
-        """Reply to `identity` once `waiter` returns an answer (checked after every loop turn)."""
-        self._waiters.append((identity, waiter))
-
-    def send_reply(self, identity: bytes, answer: dict[str, Any]) -> None:
-        try:
-            self.control.send_multipart([identity, control.encode(answer)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.warning("could not answer a control request: %s", exc)
-
-    def _hot_reload(self, ready: dict[Any, int]) -> None:
-        assert self.watcher is not None
-        now = time.monotonic()
-        if self.watcher.read_fd in ready:
-            self.watcher.wake(now)
-        changed, config_changed = self.watcher.due(now)
-        handled: set[str] = set()
-        if config_changed:
-            log.info("hot reload: the config changed")
-            plan, _ = self.reload(dry_run=False)
-            if plan is not None:  # its restarts and starts run the saved code already
-                handled = {*plan.start, *plan.stop, *plan.restart}
-        for name in changed:
-            child = self.manager.children.get(name)
-            if child is not None and name not in handled and not self.manager.shutting_down:
-                log.info("hot reload: %s changed; restarting it", name)
-                self.manager.restart(child)
-
-    def _set_hot_reload(self) -> None:
-        """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""
-        modules = {spec.name: spec.path for spec in self.config.enabled_modules}
-        if self.config.hot_reload and self.watcher is None:
-            self.watcher = ChangeWatcher(self.config.config_dir, modules)
-            self.poller.register(self.watcher.read_fd, zmq.POLLIN)
-            log.info("hot reload on: watching %d modules and the config", len(modules))
-        elif self.config.hot_reload and self.watcher is not None:
-            self.watcher.watch(modules)
-        elif self.watcher is not None:
-            self.poller.unregister(self.watcher.read_fd)
-            self.watcher.close()
-            self.watcher = None
-            log.info("hot reload off")
 
     def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
         """Re-read the config and apply only the difference; (None, error) if the new config is
@@ -378,47 +374,15 @@ class Supervisor:
         if new.resources != self.manager.config.resources:
             limits = machine_limits(new.resources)
         self.manager.apply_reload(new, plan, limits)
-        self._set_hot_reload()
+        self.hot_reload.configure(self.config)
         self._set_bridge()
         return plan, ""
-
-    # -- the child channel ---------------------------------------------------------------------------
-
-    def _child_message(self, identity: bytes, message: dict[str, Any]) -> None:
-        pid = message.get("pid")
-        kind = message.get("kind")
-        if kind == protocol.ERROR:
-            self.manager.reported_error(pid, message)
-            return
-        child = self.manager.by_pid.get(pid) if isinstance(pid, int) else None
-        if child is None:
-            return
-        if kind == protocol.HELLO:
-            self._send_spec(identity, child)
-        elif kind == protocol.READY:
-            self.manager.ready(child, contained=message.get("contained") is True)
-        elif kind == protocol.HEARTBEAT:
-            self.manager.heartbeat(child, message)
-            self.metrics.heartbeat(child.name, message)
-            self.health.check_memory(child)
-
-    def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
-        payload = module_spec(
-            child,
-            bus=self.bus,
-            xsub=self.xsub,
-            xpub=self.xpub,
-            curve=self.bus_keys.client() if self.bus_keys is not None else None,
-            log_level=self.config.logging.level,
-        )
-        self.channel.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
 
     # -- teardown ---------------------------------------------------------------------------------
 
     def _close(self) -> None:
         self.metrics.close()
-        if self.watcher is not None:
-            self.watcher.close()
+        self.hot_reload.close()
         if self.events is not None:
             self.events.close()  # its I/O thread goes on handing the last events over for up to 0.5 s;
             # a subscriber may still miss those the broker had not forwarded when it stops
@@ -430,8 +394,7 @@ class Supervisor:
         close_all([*self._retired, self.notifier])  # every module has stopped: now we may wait
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush(force=True)
-        for identity, _ in self._waiters:
-            self.send_reply(identity, control.failure("the supervisor stopped"))
+        self.replies.close()
         log.info("supervisor %d stopped", os.getpid())
         self.control.close()
         self.channel.close()

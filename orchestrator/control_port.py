@@ -1,0 +1,84 @@
+"""The supervisor's side of the control socket: its replies (now, or once a waiter has one), and
+what the control handler may ask of the supervisor, as narrow callables. The handler never holds
+the `Supervisor`, so the supervisor imports the handler and not the other way round."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from orchestrator import control
+
+if TYPE_CHECKING:
+    from orchestrator.bridge_process import BridgeProcess
+    from orchestrator.config import AppConfig
+    from orchestrator.events import SystemEvents
+    from orchestrator.forwarder import Forwarder
+    from orchestrator.manager import ChildManager
+    from orchestrator.reconcile import ReloadPlan
+
+log = logging.getLogger(__name__)
+# A waiter is called after every loop turn; it returns the reply once it has one.
+Waiter = Callable[[], dict[str, Any] | None]
+
+
+class Replies:
+    """Answers to control requests on the ROUTER socket `control`."""
+
+    def __init__(self, control_socket: zmq.Socket[bytes]) -> None:
+        self._socket = control_socket
+        self._waiters: list[tuple[bytes, Waiter]] = []
+
+    def send(self, identity: bytes, answer: dict[str, Any]) -> None:
+        """Answer `identity` now."""
+        try:
+            self._socket.send_multipart([identity, control.encode(answer)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not answer a control request: %s", exc)
+
+    def wait_for(self, identity: bytes, waiter: Waiter) -> None:
+        """Reply to `identity` once `waiter` returns an answer (checked after every loop turn)."""
+        self._waiters.append((identity, waiter))
+
+    def serve(self) -> None:
+        """Send the answers that are ready (after a turn of the loop)."""
+        still: list[tuple[bytes, Waiter]] = []
+        for identity, waiter in self._waiters:
+            answer = waiter()
+            if answer is None:
+                still.append((identity, waiter))
+            else:
+                self.send(identity, answer)
+        self._waiters = still
+
+    def close(self) -> None:
+        """Tell every request still waiting that the supervisor stopped."""
+        for identity, _ in self._waiters:
+            self.send(identity, control.failure("the supervisor stopped"))
+        self._waiters = []
+
+
+@dataclass(frozen=True)
+class SupervisorPort:
+    """The supervisor's side of the control requests: its modules, its replies and the few
+    things only it knows."""
+
+    manager: ChildManager
+    forwarder: Forwarder
+    send_reply: Callable[[bytes, dict[str, Any]], None]
+    wait_for: Callable[[bytes, Waiter], None]  # reply once the waiter has an answer
+    reload: Callable[[bool], tuple[ReloadPlan | None, str]]  # (dry_run) -> (plan, error)
+    overview: Callable[[], dict[str, Any]]  # status: the supervisor, bus, system, config parts
+    config: Callable[[], AppConfig]  # the config in force
+    bus_client: Callable[[], dict[str, str] | None]  # the CURVE keys a bus client needs
+    events: Callable[[], SystemEvents | None]  # the supervisor's publisher, once the bus is up
+    current_bridge: Callable[[], BridgeProcess | None]
+
+    @property
+    def bridge(self) -> BridgeProcess | None:
+        """The cluster bridge, in cluster mode."""
+        return self.current_bridge()

@@ -1,0 +1,78 @@
+"""Hot reload on the loop: a saved config is reloaded, a saved module is restarted."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from orchestrator.config import AppConfig
+from orchestrator.manager import ChildManager
+from orchestrator.reconcile import ReloadPlan
+from orchestrator.watch import ChangeWatcher
+
+log = logging.getLogger(__name__)
+
+
+class HotReload:
+    """The file watcher while `hot_reload` is on, and what its changes lead to."""
+
+    def __init__(
+        self,
+        poller: zmq.Poller,
+        manager: ChildManager,
+        reload: Callable[[], ReloadPlan | None],
+    ) -> None:
+        self.watcher: ChangeWatcher | None = None
+        self._poller = poller
+        self._manager = manager
+        self._reload = reload
+
+    def next_deadline(self) -> float | None:
+        """When the debounced changes are due, if any are pending."""
+        return self.watcher.next_deadline() if self.watcher is not None else None
+
+    def handle(self, ready: dict[Any, int]) -> None:
+        """Act on the changes that are due: reload a changed config, restart a changed module
+        that the reload did not already restart or start."""
+        if self.watcher is None:
+            return
+        now = time.monotonic()
+        if self.watcher.read_fd in ready:
+            self.watcher.wake(now)
+        changed, config_changed = self.watcher.due(now)
+        handled: set[str] = set()
+        manager = self._manager
+        if config_changed:
+            log.info("hot reload: the config changed")
+            plan = self._reload()
+            if plan is not None:  # its restarts and starts run the saved code already
+                handled = {*plan.start, *plan.stop, *plan.restart}
+        for name in changed:
+            child = manager.children.get(name)
+            if child is not None and name not in handled and not manager.shutting_down:
+                log.info("hot reload: %s changed; restarting it", name)
+                manager.restart(child)
+
+    def configure(self, config: AppConfig) -> None:
+        """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""
+        modules = {spec.name: spec.path for spec in config.enabled_modules}
+        if config.hot_reload and self.watcher is None:
+            self.watcher = ChangeWatcher(config.config_dir, modules)
+            self._poller.register(self.watcher.read_fd, zmq.POLLIN)
+            log.info("hot reload on: watching %d modules and the config", len(modules))
+        elif config.hot_reload and self.watcher is not None:
+            self.watcher.watch(modules)
+        elif self.watcher is not None:
+            self._poller.unregister(self.watcher.read_fd)
+            self.close()
+            log.info("hot reload off")
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None

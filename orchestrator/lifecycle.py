@@ -1,0 +1,338 @@
+"""A module's life as plain values: its state data (`Life`), the events that move it and the
+effects that the `ChildManager` carries out. The rules that connect them are
+`orchestrator.transition.transition`; nothing here touches a clock or a process.
+
+    stopped/waiting/backoff/failed --start--> starting --ready--> running
+    starting/running --stop--> stopping --exited--> stopped (or starting again, or forgotten)
+    starting/running --exited--> backoff --due--> starting, or failed, or stopped (the policy)
+    waiting --a dependency runs, a slot frees--> starting
+
+What follows a stop we asked for is the stop's `Intent`; a SIGKILL we sent is `Life.kill`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.states import ChildState, ExitReason, ExitStatus
+
+
+class Intent(enum.Enum):
+    """What a stop we asked for leads to once the process has exited."""
+
+    NONE = "none"  # no stop asked for: the restart policy decides
+    STOP = "stop"  # stay stopped (`down`, a shutdown)
+    RESTART = "restart"  # start again at once (`restart NAME`, a changed config)
+    REMOVE = "remove"  # a reload removed the module: forget it
+
+
+@dataclass(frozen=True)
+class Life:
+    """Everything the lifecycle decides on, for one module. Times are monotonic seconds."""
+
+    state: ChildState = ChildState.STOPPED
+    intent: Intent = Intent.NONE
+    kill: ExitReason | None = None  # SIGKILLed for this reason: only its exit is awaited
+    deadline: float | None = None  # start timeout, stop (kill) deadline, restart or re-check time
+    why: str = ""  # a note for status: why it is waiting, failed, in backoff
+    started_at: float = 0.0  # when the current process was spawned
+    ready_at: float | None = None  # when it said ready
+    spawns: int = 0  # processes started so far; a process's generation
+    failed_spawn: int = 0  # the generation of the latest start that never became ready
+    restarts: int = 0  # automatic and requested restarts
+    consecutive_failures: int = 0
+    restart_times: tuple[float, ...] = ()  # automatic restarts, the latest 64
+
+    @property
+    def stopping_on_request(self) -> bool:
+        """A stop was asked for (of a process that may still be running)."""
+        return self.intent is not Intent.NONE
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What may hold a start back, as the manager found it: a shutdown, the start breaker's
+    remaining hold (seconds), or the reason another module or a limit blocks it."""
+
+    shutting_down: bool = False
+    hold: float = 0.0
+    blocked: str | None = None
+
+
+@dataclass(frozen=True)
+class StartRequested:
+    """Start the module if nothing holds it back. `announce`: a restart, published as
+    `module.restarted` once spawned; `count`: count a restart once spawned."""
+
+    now: float
+    gate: Gate
+    announce: bool = False
+    count: bool = False
+
+
+@dataclass(frozen=True)
+class DependencyChanged:
+    """Another module's state changed (it runs, stopped, was removed) or a limit freed: a
+    waiting module tries again."""
+
+    now: float
+    gate: Gate
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """Its process `pid` exists (the start's `announce` and `count` carried over)."""
+
+    now: float
+    pid: int
+    announce: bool = False
+    count: bool = False
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    """No process could be started (`error`: the OS's reason)."""
+
+    now: float
+    error: str
+    shutting_down: bool = False
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The child said ready: `initialize()` returned and its bus is connected."""
+
+    now: float
+    pid: int | None
+    contained: bool
+    config: dict[str, Any] = field(default_factory=dict)  # redacted, for `module.loaded`
+
+
+@dataclass(frozen=True)
+class Exited:
+    """Its process was reaped with the raw wait status `wait_status`; `error`: what it reported.
+    `jitter` in [0, 1) spreads a backoff."""
+
+    now: float
+    wait_status: int
+    error: str = ""
+    shutting_down: bool = False
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class BreakerHold:
+    """The start breaker, asked after a failed run: seconds until a start may be tried, and the
+    failed starts it counted."""
+
+    now: float
+    hold: float
+    failures: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """The loop woke at `now`: whatever deadline has passed is acted on."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """Stop it (SIGTERM, then SIGKILL after `timeout`, by default its `stop_timeout`)."""
+
+    now: float
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class RestartRequested:
+    """An operator's restart (or a changed config): forget past failures, stop, start again.
+    `revive`: a module a reload removed comes back before its old process stopped."""
+
+    now: float
+    revive: bool = False
+
+
+@dataclass(frozen=True)
+class RemoveRequested:
+    """A reload removed the module: stop it, then forget it."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class ShutdownBegan:
+    """The supervisor stops everything: a module without a process is stopped now."""
+
+
+@dataclass(frozen=True)
+class KillRequested:
+    """SIGKILL it now (the shutdown's deadline passed)."""
+
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class HealthFailed:
+    """A health check failed while it ran: no heartbeat (hung), or over its memory limit."""
+
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """The supervisor's own loop did not run for `seconds`: that silence was not the module's."""
+
+    now: float
+    seconds: float
+
+
+Event = (
+    StartRequested
+    | DependencyChanged
+    | Spawned
+    | SpawnFailed
+    | Ready
+    | Exited
+    | BreakerHold
+    | Due
+    | StopRequested
+    | RestartRequested
+    | RemoveRequested
+    | ShutdownBegan
+    | KillRequested
+    | HealthFailed
+    | Stalled
+)
+
+# -- effects -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TryStart:
+    """Find what may hold a start back (the `Gate`) and hand it back as `StartRequested`."""
+
+    announce: bool = False
+    count: bool = False
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Launch a process; hand back `Spawned` or `SpawnFailed`."""
+
+    announce: bool = False
+    count: bool = False
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Signal the process group: `term` is SIGTERM then SIGCONT (a SIGSTOPped process would hold
+    the TERM pending, as systemd knows), otherwise SIGKILL."""
+
+    term: bool
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Publish `event_type` with `name` and `data`."""
+
+    event_type: str
+    data: dict[str, Any]
+
+
+class Ref(enum.Enum):
+    """Stands in a `Log`'s arguments for what the manager knows, not the lifecycle."""
+
+    NAME = "name"
+    PID = "pid"
+
+
+NAME, PID = Ref.NAME, Ref.PID
+
+
+@dataclass(frozen=True)
+class Log:
+    """Log `message % (name, *args)` at `level`; a `Ref` in `args` is filled in."""
+
+    level: int
+    message: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordExit:
+    """Keep how the process ended (its last exit and history) and drop the process."""
+
+    status: ExitStatus
+    reason: ExitReason
+    error: str
+
+
+@dataclass(frozen=True)
+class RecordStart:
+    """Feed the start breaker the outcome of one start (created at the first failure)."""
+
+    started: bool
+
+
+@dataclass(frozen=True)
+class AskBreaker:
+    """Ask the start breaker how long it holds starts back; hand back `BreakerHold`."""
+
+
+@dataclass(frozen=True)
+class ResetBreaker:
+    """Close the start breaker (an operator asked for a restart)."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """It runs: its heartbeat window starts at `now`; note whether it joined its cgroup."""
+
+    now: float
+    contained: bool | None = None  # None: a fresh heartbeat window only
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Drop the module (a reload removed it and it has no process)."""
+
+
+@dataclass(frozen=True)
+class WakeWaiting:
+    """Other modules may wait on this one: hand each `DependencyChanged`."""
+
+
+Effect = (
+    TryStart
+    | Spawn
+    | Signal
+    | Publish
+    | Log
+    | RecordExit
+    | RecordStart
+    | AskBreaker
+    | ResetBreaker
+    | Running
+    | Forget
+    | WakeWaiting
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A transition's result: the new state data and the effects to carry out, in order."""
+
+    life: Life
+    effects: tuple[Effect, ...] = ()
+
+
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR

@@ -1,0 +1,317 @@
+"""The lifecycle's one transition function: `transition(life, event, settings) -> Step`.
+
+Pure: no clock (every event carries its time), no `os` call, no randomness (a jitter comes in
+the event). The `ChildManager` feeds it events and carries out the effects it returns; see
+`orchestrator.lifecycle` for the states, events and effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from module_sdk import protocol
+from orchestrator import lifecycle as lc
+from orchestrator.config import SupervisionSettings
+from orchestrator.lifecycle import Intent, Life, Step
+from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
+
+MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
+START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
+RESTART_TIMES_KEPT = 64
+
+_SHIM_EXIT_REASONS = {
+    protocol.EXIT_LOAD_FAILED: ExitReason.LOAD_FAILED,
+    protocol.EXIT_INIT_FAILED: ExitReason.INIT_FAILED,
+}
+_NOTHING: tuple[lc.Effect, ...] = ()
+
+
+def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
+    """The next state data of one module, and the effects to carry out, after `event`."""
+    match event:
+        case lc.StartRequested():
+            return _start(life, event.now, event.gate, event.announce, event.count)
+        case lc.DependencyChanged():
+            if life.state is not ChildState.WAITING:
+                return Step(life)
+            return _start(life, event.now, event.gate, announce=False, count=False)
+        case lc.Spawned():
+            return _spawned(life, event, settings)
+        case lc.SpawnFailed():
+            life = replace(life, state=ChildState.STARTING, intent=Intent.NONE, kill=None, why="")
+            spawn_failed = lc.Log(lc.ERROR, "%s: cannot start a process: %s", (event.error,))
+            step = _exited(
+                life,
+                settings,
+                now=event.now,
+                status=ExitStatus(code=127),
+                reason=ExitReason.CRASHED,
+                error=event.error,
+                shutting_down=event.shutting_down,
+                jitter=event.jitter,
+            )
+            return Step(step.life, (spawn_failed, *step.effects))
+        case lc.Ready():
+            return _ready(life, event)
+        case lc.Exited():
+            if not life.state.has_process:
+                return Step(life)  # not a process of this lifecycle
+            status = ExitStatus.from_wait_status(event.wait_status)
+            return _exited(
+                life,
+                settings,
+                now=event.now,
+                status=status,
+                reason=exit_reason(life, status),
+                error=event.error,
+                shutting_down=event.shutting_down,
+                jitter=event.jitter,
+            )
+        case lc.BreakerHold():
+            return _breaker_hold(life, event)
+        case lc.Due():
+            return _due(life, event.now)
+        case lc.StopRequested():
+            intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.STOP
+            return _stop(life, settings, event.now, intent, event.timeout)
+        case lc.RestartRequested():
+            return _restart(life, settings, event)
+        case lc.RemoveRequested():
+            return _stop(life, settings, event.now, Intent.REMOVE, None)
+        case lc.ShutdownBegan():
+            if life.state.has_process:
+                return Step(life)
+            return Step(replace(life, state=ChildState.STOPPED, deadline=None))
+        case lc.KillRequested():
+            return _kill(life, event.reason) if life.state.has_process else Step(life)
+        case lc.HealthFailed():
+            if life.state is not ChildState.RUNNING:
+                return Step(life)
+            return _kill(life, event.reason)
+        case lc.Stalled():
+            return _stalled(life, event)
+    raise AssertionError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def exit_reason(life: Life, status: ExitStatus) -> ExitReason:
+    """Why the process ended: our own reason if we killed it, else what its exit says."""
+    if life.kill is not None:
+        return life.kill
+    if life.stopping_on_request:
+        return ExitReason.STOPPED
+    if status.code in _SHIM_EXIT_REASONS:
+        return _SHIM_EXIT_REASONS[status.code]
+    return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
+
+
+def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -> Step:
+    if gate.shutting_down or life.state.has_process:
+        return Step(life)
+    if gate.hold > 0:
+        return Step(replace(life, state=ChildState.BACKOFF, deadline=now + gate.hold))
+    if gate.blocked is not None:
+        effects = (
+            ()
+            if life.why == gate.blocked
+            else (lc.Log(lc.WARNING, "%s waits: %s", (gate.blocked,)),)
+        )
+        recheck = gate.blocked.startswith("available memory")
+        deadline = now + MEMORY_RECHECK if recheck else None
+        waiting = replace(life, state=ChildState.WAITING, why=gate.blocked, deadline=deadline)
+        return Step(waiting, effects)
+    return Step(life, (lc.Spawn(announce=announce, count=count),))
+
+
+def _spawned(life: Life, event: lc.Spawned, settings: SupervisionSettings) -> Step:
+    restarts = life.restarts + 1 if event.count else life.restarts
+    life = replace(
+        life,
+        state=ChildState.STARTING,
+        intent=Intent.NONE,
+        kill=None,
+        why="",
+        spawns=life.spawns + 1,
+        started_at=event.now,
+        ready_at=None,
+        deadline=event.now + settings.start_timeout,
+        restarts=restarts,
+    )
+    effects: list[lc.Effect] = [lc.Log(lc.INFO, "%s starting (pid %d)", (event.pid,))]
+    if event.announce:
+        effects.append(lc.Publish("module.restarted", {"pid": event.pid, "restarts": restarts}))
+    return Step(life, tuple(effects))
+
+
+def _ready(life: Life, event: lc.Ready) -> Step:
+    if life.state is not ChildState.STARTING or life.kill is not None:
+        return Step(life)  # too late: it is being stopped or killed
+    running = replace(life, state=ChildState.RUNNING, ready_at=event.now, deadline=None)
+    took = (event.now - life.started_at) * 1000
+    return Step(
+        running,
+        (
+            lc.Running(event.now, contained=event.contained),
+            lc.RecordStart(started=True),
+            lc.Log(lc.INFO, "%s running (pid %d, ready in %.0f ms)", (event.pid, took)),
+            lc.Publish("module.loaded", {"pid": event.pid, "config": event.config}),
+            lc.WakeWaiting(),
+        ),
+    )
+
+
+def _exited(
+    life: Life,
+    settings: SupervisionSettings,
+    *,
+    now: float,
+    status: ExitStatus,
+    reason: ExitReason,
+    error: str,
+    shutting_down: bool,
+    jitter: float,
+) -> Step:
+    """Record and announce the end of the process, then decide what comes next: forget it (a
+    reload removed it), start it again (a restart asked for), or apply the restart policy."""
+    ran_stably = life.ready_at is not None and now - life.ready_at >= settings.stable_after
+    effects: list[lc.Effect] = []
+    if life.state is ChildState.STARTING:  # it never said ready: a failed start
+        life = replace(life, failed_spawn=life.spawns)
+        if reason is not ExitReason.STOPPED:
+            effects.append(lc.RecordStart(started=False))
+    life = replace(life, ready_at=None, kill=None)  # it is dead: its timers run again
+    effects.append(lc.RecordExit(status, reason, error))
+    detail = f": {error}" if error else ""
+    level = lc.ERROR if reason.is_failure else lc.INFO
+    effects.append(lc.Log(level, "%s exited (%s, %s)%s", (status.describe(), reason.value, detail)))
+    if reason.is_failure:
+        fields = {
+            "error": error or reason.value,
+            "reason": reason.value,
+            "exit_code": status.code,
+            "signal": status.signal,
+        }
+        effects.append(lc.Publish("module.error", fields))
+    effects.append(lc.Publish("module.unloaded", {}))
+    if life.intent is Intent.REMOVE:
+        return Step(life, (*effects, lc.Forget(), lc.WakeWaiting()))
+    if life.intent is Intent.RESTART and not shutting_down:
+        life = replace(
+            life,
+            state=ChildState.STOPPED,
+            deadline=None,
+            restarts=life.restarts + 1,
+            consecutive_failures=0,
+        )
+        return Step(life, (*effects, lc.TryStart(announce=True), lc.WakeWaiting()))
+    failures = 0
+    if reason.is_failure:
+        failures = 1 if ran_stably else life.consecutive_failures + 1
+    decision = decide_after_exit(
+        settings,
+        reason,
+        stop_requested=life.stopping_on_request or shutting_down,
+        consecutive_failures=failures,
+        recent_restarts=life.restart_times,
+        now=now,
+        jitter=jitter,
+    )
+    life = replace(
+        life,
+        state=decision.state,
+        why=decision.why,
+        deadline=None,
+        consecutive_failures=failures,
+    )
+    if decision.action is Action.RESTART:
+        life = replace(
+            life,
+            deadline=now + decision.delay,
+            restart_times=(*life.restart_times, now)[-RESTART_TIMES_KEPT:],
+        )
+        effects.append(lc.AskBreaker())
+    elif decision.action is Action.FAIL:
+        effects.append(
+            lc.Log(
+                lc.ERROR,
+                "%s failed: %s; it stays down until `orchestrator restart %s`",
+                (decision.why, lc.NAME),
+            )
+        )
+        effects.append(lc.Publish("module.failed", {"reason": decision.why}))
+    return Step(life, (*effects, lc.WakeWaiting()))
+
+
+def _breaker_hold(life: Life, event: lc.BreakerHold) -> Step:
+    """After a failed run's backoff was decided: an open start breaker may hold it longer."""
+    if life.state is not ChildState.BACKOFF or life.deadline is None:
+        return Step(life)
+    delay = life.deadline - event.now
+    if event.hold > delay:
+        delay = event.hold
+        # `status` adds the time left: see ManagedChild.reason().
+        why = f"circuit open after {event.failures} failed starts (circuit_breaker_fail_max)"
+        life = replace(life, deadline=event.now + delay, why=why)
+    return Step(life, (lc.Log(lc.INFO, "%s restarts in %.2fs", (delay,)),))
+
+
+def _due(life: Life, now: float) -> Step:
+    if life.kill is not None or life.deadline is None or now < life.deadline:
+        return Step(life)
+    if life.state is ChildState.BACKOFF:
+        life = replace(life, restarts=life.restarts + 1)
+        return Step(life, (lc.TryStart(announce=True),))
+    if life.state is ChildState.WAITING:
+        return Step(life, (lc.TryStart(),))  # the memory reserve is checked again
+    if life.state is ChildState.STARTING:
+        return _kill(life, ExitReason.START_TIMEOUT)
+    if life.state is ChildState.STOPPING:
+        step = _kill(life, ExitReason.STOPPED)
+        late = lc.Log(lc.ERROR, "%s did not stop within its stop timeout")
+        return Step(step.life, (late, *step.effects))
+    return Step(life)
+
+
+def _kill(life: Life, reason: ExitReason) -> Step:
+    """SIGKILL the process group now, recording why; its timers stop."""
+    if life.kill is not None:
+        return Step(life)
+    killed = replace(life, kill=reason, deadline=None)
+    note = lc.Log(lc.ERROR, "%s (pid %d): %s; killing its process group", (lc.PID, reason.value))
+    return Step(killed, (note, lc.Signal(term=False)))
+
+
+def _stop(
+    life: Life, settings: SupervisionSettings, now: float, intent: Intent, timeout: float | None
+) -> Step:
+    if not life.state.has_process:
+        kept = intent if intent is Intent.REMOVE else Intent.NONE  # no process: nothing pending
+        stopped = replace(life, state=ChildState.STOPPED, deadline=None, intent=kept)
+        return Step(stopped, (lc.Forget(),) if intent is Intent.REMOVE else _NOTHING)
+    if life.state is ChildState.STOPPING:
+        return Step(replace(life, intent=intent))
+    grace = settings.stop_timeout if timeout is None else timeout
+    stopping = replace(life, state=ChildState.STOPPING, intent=intent, deadline=now + grace)
+    note = lc.Log(lc.INFO, "%s stopping (pid %d, SIGTERM, up to %gs)", (lc.PID, grace))
+    return Step(stopping, (note, lc.Signal(term=True)))
+
+
+def _restart(life: Life, settings: SupervisionSettings, event: lc.RestartRequested) -> Step:
+    intent = Intent.NONE if event.revive else life.intent
+    life = replace(life, intent=intent, consecutive_failures=0, restart_times=())
+    effects: tuple[lc.Effect, ...] = (lc.Log(lc.INFO, "restart of %s requested"), lc.ResetBreaker())
+    if not life.state.has_process:
+        return Step(life, (*effects, lc.TryStart(count=True)))
+    keep = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
+    step = _stop(life, settings, event.now, keep, None)
+    return Step(step.life, (*effects, *step.effects))
+
+
+def _stalled(life: Life, event: lc.Stalled) -> Step:
+    if life.kill is not None:
+        return Step(life)
+    if life.state is ChildState.RUNNING:
+        return Step(life, (lc.Running(event.now),))
+    if life.state is ChildState.STARTING and life.deadline is not None:
+        deadline = max(life.deadline + event.seconds, event.now + START_GRACE)
+        return Step(replace(life, deadline=deadline))
+    return Step(life)
