@@ -21,6 +21,7 @@ from orchestrator.cluster.subjects import inbox_prefix
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
 FLUSH_TIMEOUT = 1.0  # seconds a publish may wait for a full outbound buffer: a hung server
+PING_INTERVAL = 2  # seconds: a connection that misses 2 pings is dead, found in 4-6 s
 
 
 def is_refusal(exc: BaseException) -> bool:
@@ -82,7 +83,7 @@ class NatsConnection:
             "reconnect_time_wait": RECONNECT_WAIT,
             "connect_timeout": 2,
             "inbox_prefix": inbox_prefix(self.settings.name, self.settings.host),
-            "ping_interval": 5,
+            "ping_interval": PING_INTERVAL,
             "max_outstanding_pings": 2,
             "flush_timeout": FLUSH_TIMEOUT,
             "error_cb": self._error,

@@ -2,8 +2,8 @@
 its own, joined to the nats-servers (in ours, with alpha) by a veth pair whose link goes down.
 
 One cut and one heal, driven by the `run` fixture, which polls each phase with a deadline and keeps
-what it saw; the tests then say what holds. The cut is found by the bridge's NATS pings (every 5 s,
-stale after 2 unanswered: 10-15 s), which is most of this module's time.
+what it saw; the tests then say what holds. The cut is found by the bridge's NATS pings (every 2 s,
+stale after 2 unanswered: 4-6 s).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from project import Project, projects
 
 pytestmark = pytest.mark.timeout(120)  # the module's one cut and heal run in its first test
 
-DETECTION = 20.0  # s: the bridge's pings give up 10-15 s after the last answer
+DETECTION = 15.0  # s: the bridge's pings give up 4-6 s after the last answer
 PART = "x.part"  # alpha -> beta: one topic, one sequence of alpha's supervisor to count gaps in
 BACK = "x.back"  # beta -> alpha
 FRESH = "y.fresh"  # a type alpha first publishes while beta is cut off
@@ -154,6 +154,12 @@ def run(space: NetNamespace, nodes: list[NatsServer]) -> Iterator[Run]:
         result.part += [result.cut_off["part before detection"], result.cut_off["part"]]
         result.back += [result.cut_off["back before detection"], result.cut_off["back"]]
         result.fresh.append(result.cut_off["fresh"])
+        for here, there in ((alpha, "beta"), (beta, "alpha")):  # 3.5 s without announcements
+            wait_until(
+                lambda p=here, o=there: bridge(p)["peers"]["unreachable"] == [o],  # type: ignore[misc]
+                10,
+                f"{there} unreachable",
+            )
         result.during = {"alpha": rows(alpha), "beta": rows(beta)}
 
         space.heal()
