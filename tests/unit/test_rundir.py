@@ -36,8 +36,9 @@ def test_xdg_runtime_dir_comes_before_tmpdir(
 
 
 def test_tmpdir_is_used_when_it_exists(no_overrides: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    no_overrides.setenv("TMPDIR", str(tmp_path))
-    assert RunDir(tmp_path).path.parent == tmp_path / f"orchestrator-{os.getuid()}"
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths must stay short
+        no_overrides.setenv("TMPDIR", short)
+        assert RunDir(tmp_path).path.parent == Path(short) / f"orchestrator-{os.getuid()}"
 
 
 def test_a_missing_tmpdir_falls_back_to_tmp(
