@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections import OrderedDict
 
 import nats
 import zmq
@@ -40,6 +39,7 @@ from orchestrator.cluster import batch
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX, say
 from orchestrator.cluster.connection import NatsConnection
 from orchestrator.cluster.hosts import Hosts
+from orchestrator.cluster.local_bus import Remembered, drain, publisher_prefix
 from orchestrator.cluster.remote import RemoteControl
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 ORIGIN = "Orch-Origin"
 INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a name
-REMEMBERED = 65_536  # publisher prefixes of imported events kept to recognise them
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
 BATCH = 256  # local events forwarded per wake-up at most, before others get a turn
 ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
@@ -68,7 +67,6 @@ CANCEL_WAIT = 0.2  # seconds the tasks have to end once cancelled, at stop
 # arithmetic runs in Python: per event, both cost more than the send (as in module_sdk.bus).
 _send_frame = zmq.backend.Socket.send
 _SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def is_built_in(source: str, event_type: str) -> bool:
@@ -84,55 +82,6 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("bridge: %s failed", task.get_name(), exc_info=task.exception())
 
 
-class _Bounded:
-    """A set that forgets its least recently added members past `limit`."""
-
-    def __init__(self, limit: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-        self._last = ""  # the last key added: a burst adds one key over and over
-
-    def add(self, key: str) -> None:
-        if key == self._last:
-            return
-        self._last = key
-        self._items[key] = None
-        self._items.move_to_end(key)
-        if len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def discard(self, key: str) -> None:
-        self._items.pop(key, None)
-        if key == self._last:
-            self._last = ""
-
-
-def _drain(sock: zmq.Socket[bytes], into: list[list[bytes]], limit: int) -> None:
-    """Append the messages already queued on `sock` to `into` (up to `limit` in all), without
-    waiting. Reads Frames and their `more` flag, which pyzmq fills in C: recv_multipart asks
-    through getsockopt(RCVMORE), whose Python-level lookup costs more than the reads (as
-    module_sdk.bus does)."""
-    recv = sock.recv
-    while len(into) < limit:
-        try:
-            frame = recv(_NOBLOCK, copy=False)
-        except zmq.Again:
-            return
-        frames = [frame.bytes]
-        while frame.more:  # a message arrives whole: the rest of it is here
-            frame = recv(copy=False)
-            frames.append(frame.bytes)
-        into.append(frames)
-
-
-def _prefix(event_id: str) -> str:
-    """A publisher's id prefix (up to the last `-`), as module_sdk.sequence names publishers."""
-    return event_id[: event_id.rfind("-") + 1] or event_id
-
-
 class Bridge(NatsConnection):
     """Forwards between the local bus and NATS until `stop` is set."""
 
@@ -140,7 +89,7 @@ class Bridge(NatsConnection):
         super().__init__()
         self.settings = settings
         self._patterns = [Pattern.parse(text) for text in settings.export]
-        self._remote_publishers = _Bounded()  # id prefixes of the events we imported
+        self._remote_publishers = Remembered()  # id prefixes of the events we imported
         self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
         self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
@@ -248,7 +197,7 @@ class Bridge(NatsConnection):
         plain: zmq.Socket[bytes] = zmq.Socket.shadow(sub.underlying)
         while True:
             queued = [await sub.recv_multipart()]
-            _drain(plain, queued, BATCH)
+            drain(plain, queued, BATCH)
             out: list[tuple[str, bytes]] = []
             for frames in queued:
                 if len(frames) != 2:
@@ -299,7 +248,7 @@ class Bridge(NatsConnection):
                     return None
                 return subject, body
             source, event_id, time, data, seq = decode_envelope(body)
-            if _prefix(event_id) in self._remote_publishers:
+            if publisher_prefix(event_id) in self._remote_publishers:
                 return None  # imported: it never goes back out
             if seq:
                 self._count_local_losses(event_id, topic, seq, time)
@@ -419,7 +368,9 @@ class Bridge(NatsConnection):
         send = _send_frame
         for body in bodies:
             try:
-                remote.add(decode_sync(body)[0] if sync else _prefix(decode_envelope(body)[1]))
+                remote.add(
+                    decode_sync(body)[0] if sync else publisher_prefix(decode_envelope(body)[1])
+                )
             except BadFrameError:
                 continue
             send(pub, topic, _SNDMORE)
