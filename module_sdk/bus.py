@@ -29,6 +29,7 @@ from module_sdk.codec import (
     encode_envelope,
     encode_sync,
 )
+from module_sdk.dispatch import CallbackPool
 from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter, SyncSchedule
@@ -79,6 +80,7 @@ class ZmqEventBus:
         high_water_mark: int = 100_000,
         max_message_size: int = -1,
         curve: Mapping[str, str] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self._source = source
         self._pub = context.socket(zmq.PUB)
@@ -123,6 +125,9 @@ class ZmqEventBus:
         self.callback_errors = 0
         self.bad_frames = 0
         self._busy_since: float | None = None
+        self._errors_lock = threading.Lock()  # callbacks may raise on several threads at once
+        # concurrency > 1: callbacks run on a pool, in order per event type (module_sdk.dispatch)
+        self._pool = CallbackPool(concurrency, self._run_callbacks) if concurrency > 1 else None
 
     @property
     def dropped(self) -> int:
@@ -241,6 +246,8 @@ class ZmqEventBus:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the
         SUB socket; other threads change subscriptions through the command socket."""
         with self._subs_lock:
+            if self._pool is not None:
+                self._pool.start()
             self._receiver = threading.Thread(
                 target=self._receive, name="module-sdk-bus", daemon=True
             )
@@ -252,8 +259,12 @@ class ZmqEventBus:
         with self._subs_lock:
             if self._receiver is not None and self._receiver.is_alive():
                 self._command_out.send(_STOP)
+        deadline = time.monotonic() + timeout
+        # The pool first: a receiver waiting for room in it is let go at once.
+        if self._pool is not None and not self._pool.stop(timeout):
+            return False
         if self._receiver is not None:
-            self._receiver.join(timeout)
+            self._receiver.join(max(0.0, deadline - time.monotonic()))
             if self._receiver.is_alive():
                 return False
         with self._pub_lock:
@@ -276,7 +287,7 @@ class ZmqEventBus:
 
     def busy_for(self) -> float:
         """How long the current callback has been running, 0.0 when idle."""
-        since = self._busy_since
+        since = self._busy_since if self._pool is None else self._pool.busy_since()
         return 0.0 if since is None else time.monotonic() - since
 
     # -- internals ---------------------------------------------------------------------------
@@ -386,19 +397,27 @@ class ZmqEventBus:
             return
         event = _new_event(Event, (event_type, data, source, event_id, sent))
         self.events_in += 1
+        if self._pool is not None:
+            self._pool.submit(event_type, event, callbacks)
+            return
         self._busy_since = _monotonic()
+        self._run_callbacks(event, callbacks)
+        self._busy_since = None
+
+    def _run_callbacks(self, event: Event, callbacks: tuple[EventCallback, ...]) -> None:
+        """Call each callback with `event`; one that raises is logged and counted."""
         for callback in callbacks:
             try:
                 callback(event)
             except Exception:
-                self.callback_errors += 1
+                with self._errors_lock:
+                    self.callback_errors += 1
                 log.exception(
                     "callback %s for %s (from %s) raised",
                     getattr(callback, "__qualname__", repr(callback)),
-                    event_type,
-                    source,
+                    event.type,
+                    event.source,
                 )
-        self._busy_since = None
 
     def _new_topic(self, topic: bytes, body: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
         """The route of a topic not in the cache, validated as publish() validates it; None

@@ -49,7 +49,8 @@ class Ready(TypedDict):
 class Heartbeat(TypedDict):
     kind: Literal["heartbeat"]
     pid: int
-    counters: dict[str, int]  # events_in, events_out, callback_errors, bad_frames, dropped
+    counters: dict[str, int]  # events_in, events_out, callback_errors, bad_frames, dropped,
+    # and retries, breaker_opens (module_sdk.resilience)
     busy_for: float  # seconds the callback running now has taken so far (0 when idle)
     metrics: NotRequired[list[Any]]  # the module's own (module_sdk.metrics), when they changed
 
@@ -63,6 +64,16 @@ class Error(TypedDict):
 
 
 ChildMessage = Hello | Ready | Heartbeat | Error
+
+
+class ErrorHandling(TypedDict):
+    """`main.yaml`'s `error_handling:`: the defaults of `@retry` and `@circuit_breaker`."""
+
+    retry_max_attempts: int
+    retry_wait_min: float
+    retry_wait_max: float
+    circuit_breaker_fail_max: int
+    circuit_breaker_reset_timeout: float
 
 
 class Spec(TypedDict):
@@ -81,6 +92,8 @@ class Spec(TypedDict):
     log_format: str  # text or json (module_sdk.logformat)
     curve: dict[str, str] | None  # the client keys of a tcp bus
     log: str  # the module's log file: should the supervisor die, the module says so there
+    error_handling: NotRequired[ErrorHandling]
+    concurrency: NotRequired[int]  # callback threads granted (module_sdk.dispatch); 1 if absent
 
 
 # Environment of a child process

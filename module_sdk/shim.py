@@ -23,7 +23,7 @@ from typing import cast
 
 import zmq
 
-from module_sdk import metrics, protocol
+from module_sdk import metrics, protocol, resilience
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.loader import ModuleLoadError, load_module
@@ -169,6 +169,7 @@ class _Child:
         logging.basicConfig(level=spec.get("log_level", "INFO"), format=LOG_FORMAT, force=True)
         for handler in logging.getLogger().handlers:
             handler.setFormatter(self.formatter())
+        resilience.configure(spec.get("error_handling"), module=self.name)  # @retry's defaults
         code = self.connect_bus(spec)  # no module code yet: this overlaps joining the cgroup
         if code is not None:
             return code
@@ -211,6 +212,7 @@ class _Child:
             high_water_mark=int(spec["high_water_mark"]),
             max_message_size=int(spec["max_message_size"]),
             curve=spec.get("curve"),
+            concurrency=int(spec.get("concurrency", 1)),
         )
         try:
             self.bus.handshake(float(spec["handshake_timeout"]))
@@ -255,7 +257,7 @@ class _Child:
                 self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
             self.bus.sync()  # subscribers count the losses at the end of a burst
             self.channel.heartbeat(
-                self.bus.counters(),
+                {**self.bus.counters(), **resilience.counts()},
                 self.bus.busy_for(),
                 **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
             )

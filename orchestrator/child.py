@@ -68,6 +68,7 @@ class ManagedChild:
         self.rss_mb: float | None = None  # the module and its descendants, at the last check
         self.reported_error = ""  # what the current process sent before failing
         self.uncontained = False  # it could not join its cgroup: sweep for its strays at exit
+        self.threads_granted: int | None = None  # callback threads its process was given
 
     # The lifecycle's data, as status and commands read it (only tests set it this way).
     @property
@@ -156,6 +157,12 @@ class ManagedChild:
             "callback_errors": self.counters.get("callback_errors", 0),
             "bad_frames": self.counters.get("bad_frames", 0),
             "dropped": self.counters.get("dropped", 0),
+            "retries": self.counters.get("retries", 0),
+            "breaker_opens": self.counters.get("breaker_opens", 0),
+            "concurrency": {
+                "asked": self.spec.supervision.concurrency,
+                "granted": self.threads_granted,
+            },
             "log": str(self.log.path),
             "memory_limit_mb": self.spec.supervision.memory_limit_mb,
             "depends_on": list(self.spec.depends_on),

@@ -14,6 +14,7 @@ from orchestrator.child import ManagedChild
 from orchestrator.config import BusSection
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
+from orchestrator.resources import grant_threads
 from orchestrator.spec import module_spec
 
 
@@ -62,6 +63,9 @@ class ChildChannel:
             self._health.check_memory(child)
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
+        manager = self._manager
+        asked = {c.name: c.spec.supervision.concurrency for c in manager.children.values()}
+        child.threads_granted = grant_threads(manager.limits.max_threads, asked)[child.name]
         payload = module_spec(
             child,
             bus=self._bus,
@@ -69,5 +73,7 @@ class ChildChannel:
             xpub=self._xpub,
             curve=self._curve,
             log_level=self._log_level(),
+            error_handling=manager.config.error_handling,
+            concurrency=child.threads_granted,
         )
         self._socket.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)

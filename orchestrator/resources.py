@@ -6,6 +6,7 @@ import ctypes
 import functools
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -52,6 +53,26 @@ def compute_limits(
         total_mb=total_bytes // _MB,
         cpu_count=cpu_count,
     )
+
+
+def grant_threads(max_threads: int, asked: Mapping[str, int]) -> dict[str, int]:
+    """The callback threads each module gets, of the `concurrency` it `asked` (module -> threads,
+    in config order), so that together they stay within `max_threads`: each gets 1 whatever
+    the limit (one thread is how a module runs at all), and the threads left over go one at a
+    time to each module still short, in turn (max-min fair: a module asking many cannot starve
+    one asking a few). Pure: it depends on the config and the limit, not on what runs now."""
+    granted = dict.fromkeys(asked, 1)
+    spare = max_threads - len(granted)
+    short = [name for name, want in asked.items() if want > 1]
+    while spare > 0 and short:
+        for name in list(short):
+            if spare == 0:
+                break
+            granted[name] += 1
+            spare -= 1
+            if granted[name] >= asked[name]:
+                short.remove(name)
+    return granted
 
 
 def machine_limits(settings: ResourcesSection) -> Limits:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from module_sdk import protocol
 from orchestrator.child import ManagedChild
-from orchestrator.config import BusSection
+from orchestrator.config import BusSection, ErrorHandlingSection
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a module may take to prove its bus path, at most
 
@@ -17,9 +17,13 @@ def module_spec(
     xpub: str,
     curve: dict[str, str] | None,
     log_level: str,
+    error_handling: ErrorHandlingSection | None = None,
+    concurrency: int = 1,
 ) -> protocol.Spec:
     """The SPEC message for `child`, with the limits of the bus in force (`bus`: a reload's bus
-    changes wait for the next `up`, as the broker's do)."""
+    changes wait for the next `up`, as the broker's do), the defaults of the module's `@retry`
+    and `@circuit_breaker`, and the callback threads it is granted (`concurrency`)."""
+    errors = error_handling if error_handling is not None else ErrorHandlingSection()
     spec = child.spec
     return {
         "kind": protocol.SPEC,
@@ -35,4 +39,12 @@ def module_spec(
         "log_format": child.log.format,
         "curve": curve,
         "log": str(child.log.path),
+        "error_handling": {
+            "retry_max_attempts": errors.retry_max_attempts,
+            "retry_wait_min": errors.retry_wait_min,
+            "retry_wait_max": errors.retry_wait_max,
+            "circuit_breaker_fail_max": errors.circuit_breaker_fail_max,
+            "circuit_breaker_reset_timeout": errors.circuit_breaker_reset_timeout,
+        },
+        "concurrency": concurrency,
     }

@@ -83,7 +83,8 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
     sup, limits = data["supervisor"], data["limits"]
     lines = [
         f"supervisor pid {sup['pid']}, up {duration(sup['uptime'])}; "
-        f"process limit {limits['max_processes']}, thread limit {limits['max_threads']}; "
+        f"process limit {limits['max_processes']}, thread limit {limits['max_threads']}"
+        f"{_threads_granted(data['modules'])}; "
         f"bus {data['bus']['xsub']} -> {data['bus']['xpub']}"
     ]
     lines += [_system_line(row) for row in data.get("system", []) if row["name"] != "broker"]
@@ -195,9 +196,31 @@ def _note(module: dict[str, Any]) -> str:
         parts.append(module["why"])
     if module["dropped"]:
         parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
+    parts += _resilience_notes(module)
     if parts:
         parts.append(f"log: {module['log']}")
     return "; ".join(parts)
+
+
+def _threads_granted(modules: list[dict[str, Any]]) -> str:
+    """` (6 granted)`: the callback threads the modules' processes were given, if any was."""
+    granted = [(m.get("concurrency") or {}).get("granted") for m in modules]
+    total = sum(g for g in granted if isinstance(g, int))
+    return f" ({total} granted)" if total else ""
+
+
+def _resilience_notes(module: dict[str, Any]) -> list[str]:
+    """Callback threads held back by the thread limit, and what @retry and @circuit_breaker
+    counted."""
+    notes = []
+    concurrency = module.get("concurrency") or {}
+    asked, granted = concurrency.get("asked"), concurrency.get("granted")
+    if isinstance(asked, int) and isinstance(granted, int) and granted < asked:
+        notes.append(f"concurrency {granted} of {asked} asked (held back by the thread limit)")
+    retries, opens = module.get("retries", 0), module.get("breaker_opens", 0)
+    if retries or opens:
+        notes.append(f"{retries} retries, circuit breakers opened {opens} times")
+    return notes
 
 
 def _log_loss(entry: dict[str, Any]) -> str:

@@ -54,7 +54,7 @@ class LoggingSection:
 @dataclass(frozen=True)
 class ErrorHandlingSection:
     """`error_handling:` retry and circuit-breaker settings for outbound calls and module
-    start-up."""
+    start-up, and the defaults of `@retry` and `@circuit_breaker` in modules."""
 
     retry_max_attempts: int = 3
     retry_wait_min: float = 1.0
@@ -81,6 +81,9 @@ class SupervisionSettings:
     heartbeat_timeout: float = 10.0
     memory_limit_mb: int | None = None
     start_method: StartMethod = "fork"  # fork a warm template, or spawn a fresh interpreter
+    # Callbacks that may run at once (a pool of threads; in order per event type); the sum over
+    # the modules is capped by the thread limit (orchestrator.resources.grant_threads).
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ TRANSPORTS: tuple[str, ...] = get_args(BusTransport)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
+MAX_CONCURRENCY = 256  # callback threads one module may ask for
+
 SUPERVISION_FIELDS: dict[str, Validator] = {
     "restart": partial(expect_choice, choices=RESTART_MODES),
     "max_restarts": partial(expect_int, minimum=0),
@@ -62,6 +64,7 @@ SUPERVISION_FIELDS: dict[str, Validator] = {
     "heartbeat_timeout": partial(expect_number, gt=0),
     "memory_limit_mb": partial(expect_optional_int, minimum=1),
     "start_method": partial(expect_choice, choices=START_METHODS),
+    "concurrency": partial(expect_int, minimum=1, maximum=MAX_CONCURRENCY),
 }
 """The supervision keys, valid under `main.yaml` `supervision:` and flat in a module entry."""
 

@@ -31,6 +31,8 @@ _MODULE_COUNTERS = (
     ("callback_errors", "orchestrator_module_callback_errors", "Callbacks that raised."),
     ("dropped", "orchestrator_module_dropped_events", "Events the module lost (sequence gaps)."),
     ("bad_frames", "orchestrator_module_bad_frames", "Malformed frames the module discarded."),
+    ("retries", "orchestrator_module_retries", "Calls the module's @retry tried again."),
+    ("breaker_opens", "orchestrator_module_breaker_opens", "Times a @circuit_breaker opened."),
 )
 MODULE_COUNTER_KEYS = tuple(key for key, _, _ in _MODULE_COUNTERS)
 # (stats field, family name, help) of each webhook.

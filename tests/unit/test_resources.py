@@ -11,7 +11,13 @@ import pytest
 from helpers import wait_until
 
 from orchestrator.config import ResourcesSection
-from orchestrator.resources import Limits, ProcessSampler, compute_limits, machine_limits
+from orchestrator.resources import (
+    Limits,
+    ProcessSampler,
+    compute_limits,
+    grant_threads,
+    machine_limits,
+)
 
 MB = 1024 * 1024
 GIB = 1024 * MB
@@ -125,3 +131,36 @@ def test_sampler_forgets_a_process_that_exits() -> None:
         process.wait()
     assert sampler.sample(process.pid) == {}
     sampler.forget(process.pid)  # forgetting an unknown pid is harmless
+
+
+# -- the thread limit: callback threads granted per module ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "asked", "granted"),
+    [
+        (8, {"a": 1, "b": 1}, {"a": 1, "b": 1}),  # today's behaviour: one each
+        (8, {"a": 4, "b": 2}, {"a": 4, "b": 2}),  # within the limit: what each asked
+        (8, {"a": 1, "p": 4, "g": 256}, {"a": 1, "p": 4, "g": 3}),  # the spare 5 in turn
+        (6, {"a": 10, "b": 10}, {"a": 3, "b": 3}),  # shared evenly
+        (7, {"a": 10, "b": 10}, {"a": 4, "b": 3}),  # the odd one to the first in config order
+        (9, {"big": 100, "small": 2}, {"big": 7, "small": 2}),  # the big one cannot starve it
+        (2, {"a": 4, "b": 4, "c": 4}, {"a": 1, "b": 1, "c": 1}),  # under one each: one each
+        (4, {}, {}),
+    ],
+)
+def test_grant_threads_is_max_min_fair_within_the_limit(
+    limit: int, asked: dict[str, int], granted: dict[str, int]
+) -> None:
+    assert grant_threads(limit, asked) == granted
+    assert list(grant_threads(limit, asked)) == list(asked)  # config order kept
+
+
+def test_grant_threads_never_exceeds_the_limit_nor_an_ask() -> None:
+    asks = {f"m{i}": (i * 7) % 13 + 1 for i in range(40)}
+    for limit in range(1, 400, 7):
+        granted = grant_threads(limit, asks)
+        assert sum(granted.values()) <= max(limit, len(asks))
+        assert all(1 <= granted[name] <= asks[name] for name in asks)
+        if sum(asks.values()) <= limit:
+            assert granted == asks
