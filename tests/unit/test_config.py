@@ -200,6 +200,8 @@ MODULES_ERRORS = [
     "letters, digits, '_', '.' or '-', starting with a letter or digit, got 'bad name'",
     f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, max_restarts: three}}] => "
     "modules[1].max_restarts: expected an integer >= 0, got 'three'",
+    "modules: [{name: a, path: ../mods/alpha.py, concurrency: 0}] => "
+    "modules[0].concurrency: expected an integer between 1 and 256, got 0",
     f"modules: [{ALPHA}, {{name: b, path: ../mods/beta}}, {ALPHA}] => "
     "modules[2].name: duplicate module name 'alpha' (first at modules[0])",
     "modules: [{name: a, path: ../mods/alpha.py, config: [1]}] => "
