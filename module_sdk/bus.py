@@ -3,7 +3,9 @@
 Threads: `publish()` may be called from any thread (one lock guards the PUB socket). Callbacks run on
 one receiver thread that owns the SUB socket once `start()` has run; before that, the thread that
 calls `initialize()` owns it, so subscriptions made in `initialize()` apply at once. Subscription
-changes from other threads reach the receiver through an inproc command socket, in order.
+changes from other threads reach the receiver through an inproc command socket, in order. With
+`concurrency` > 1 the receiver hands each event to a pool of that many callback threads instead
+(`module_sdk.dispatch`: in order per event type).
 """
 
 from __future__ import annotations
@@ -400,24 +402,33 @@ class ZmqEventBus:
         if self._pool is not None:
             self._pool.submit(event_type, event, callbacks)
             return
+        # Inline rather than through _run_callbacks: this is the hot path of every module.
         self._busy_since = _monotonic()
-        self._run_callbacks(event, callbacks)
-        self._busy_since = None
-
-    def _run_callbacks(self, event: Event, callbacks: tuple[EventCallback, ...]) -> None:
-        """Call each callback with `event`; one that raises is logged and counted."""
         for callback in callbacks:
             try:
                 callback(event)
             except Exception:
-                with self._errors_lock:
-                    self.callback_errors += 1
-                log.exception(
-                    "callback %s for %s (from %s) raised",
-                    getattr(callback, "__qualname__", repr(callback)),
-                    event.type,
-                    event.source,
-                )
+                self._callback_raised(callback, event)
+        self._busy_since = None
+
+    def _run_callbacks(self, event: Event, callbacks: tuple[EventCallback, ...]) -> None:
+        """Call each callback with `event` (on the pool's threads)."""
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                self._callback_raised(callback, event)
+
+    def _callback_raised(self, callback: EventCallback, event: Event) -> None:
+        """Log (with the traceback being handled) and count a callback that raised."""
+        with self._errors_lock:
+            self.callback_errors += 1
+        log.exception(
+            "callback %s for %s (from %s) raised",
+            getattr(callback, "__qualname__", repr(callback)),
+            event.type,
+            event.source,
+        )
 
     def _new_topic(self, topic: bytes, body: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
         """The route of a topic not in the cache, validated as publish() validates it; None
