@@ -4,6 +4,8 @@
 - `module_loader`: `module_sdk.testing.load_module`; after the test, every module it loaded whose
   `initialize()` was called and whose `shutdown()` was not gets `shutdown()` called, newest first.
   A `shutdown()` that raises then is reported as a `ModuleShutdownWarning`, not a test error.
+- `no_backoff`: `@retry` retries at once during the test, and the `retries` and `breaker_opens`
+  counts (`module_sdk.testing.resilience_counts()`) start from 0.
 - `module_process`: `start(path, config=None, *, name=None, settings=None)` runs a module in a
   real child process under a real supervisor and broker (`module_sdk.harness.RunningModule`:
   `publish`, `events`, `wait_for`, `wait_for_log`, `status`, `log`); everything is stopped after the test.
@@ -22,10 +24,11 @@ from typing import Any
 
 import pytest
 
+from module_sdk import resilience
 from module_sdk.harness import RunningModule
 from module_sdk.testing import InProcessBus, ModuleLoader, load_module
 
-__all__ = ["ModuleShutdownWarning", "event_bus", "module_loader", "module_process"]
+__all__ = ["ModuleShutdownWarning", "event_bus", "module_loader", "module_process", "no_backoff"]
 
 
 class ModuleShutdownWarning(UserWarning):
@@ -57,6 +60,15 @@ class _Tracked:
 def event_bus() -> InProcessBus:
     """A fresh in-process event bus; see `module_sdk.testing.InProcessBus`."""
     return InProcessBus()
+
+
+@pytest.fixture
+def no_backoff() -> Iterator[None]:
+    """`@retry` without waits for the test, and the retry and breaker counts from 0."""
+    resilience.reset_counts()
+    with resilience.no_backoff():
+        yield
+    resilience.reset_counts()
 
 
 @pytest.fixture

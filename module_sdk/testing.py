@@ -9,6 +9,9 @@
 `InProcessBus` has the `EventBus` API of `module_sdk.api` and validates like the ZeroMQ bus, but it
 delivers synchronously, in the publishing thread. With pytest, the `event_bus` and `module_loader`
 fixtures of `module_sdk.pytest_plugin` are available without any import.
+
+For code with `@retry` and `@circuit_breaker`: `no_backoff()` (a context manager, or the
+`no_backoff` fixture) retries at once, and `resilience_counts()` says what was counted.
 """
 
 from __future__ import annotations
@@ -25,8 +28,18 @@ from typing import Any, Protocol
 from module_sdk import loader
 from module_sdk.codec import decode_envelope, encode_envelope
 from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.resilience import counts as resilience_counts
+from module_sdk.resilience import no_backoff
+from module_sdk.resilience import reset_counts as reset_resilience_counts
 
-__all__ = ["InProcessBus", "ModuleLoader", "load_module"]
+__all__ = [
+    "InProcessBus",
+    "ModuleLoader",
+    "load_module",
+    "no_backoff",
+    "reset_resilience_counts",
+    "resilience_counts",
+]
 
 log = logging.getLogger(__name__)
 

@@ -373,3 +373,18 @@ def test_reset_closes_the_circuit() -> None:
 def test_bad_breaker_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises((ValueError, TypeError)):
         circuit_breaker(**kwargs)
+
+
+def test_the_testing_helpers_for_module_authors(no_backoff: None) -> None:
+    """What the README shows: the `no_backoff` fixture and `resilience_counts()`."""
+    from module_sdk.testing import resilience_counts
+
+    resilience.configure(retry_wait_min=5.0, retry_wait_max=5.0)  # inside: waits of 5 s ...
+    with resilience.no_backoff():  # ... made 0 again by the context manager
+        assert (resilience.defaults().retry_wait_min, resilience.defaults().retry_wait_max) == (
+            0.0,
+            0.0,
+        )
+        assert retry(Flaky(2))() == 3
+    assert resilience.defaults().retry_wait_min == 5.0  # and put back after
+    assert resilience_counts() == {"retries": 2, "breaker_opens": 0}
