@@ -68,8 +68,8 @@ def on_breaker(event: Event) -> None:
 
 
 def on_fan(event: Event) -> None:
-    for name in ("work.a", "work.b", "work.c", "work.d"):
-        _bus.publish(name)
+    for name in ("a", "b", "c", "d"):
+        _bus.publish(f"{event.type.split('.')[1]}.{name}")
 
 
 def on_feed(event: Event) -> None:
@@ -85,7 +85,7 @@ def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
     event_bus.subscribe("flaky.defaults", on_defaults)
     event_bus.subscribe("flaky.breaker", on_breaker)
     event_bus.subscribe("feed.go", on_feed)
-    event_bus.subscribe("fan.go", on_fan)
+    event_bus.subscribe("fan.*", on_fan)
 
 
 def shutdown() -> None:
@@ -159,10 +159,16 @@ def on_threads(event: Event) -> None:
     _bus.publish("greedy.threads", {"count": len(names)})
 
 
+def on_stuck(event: Event) -> None:
+    _bus.publish("greedy.entered", {"type": event.type})
+    threading.Event().wait()  # forever: only the process's end frees this thread
+
+
 def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
     global _bus
     _bus = event_bus
     event_bus.subscribe("greedy.count", on_threads)
+    event_bus.subscribe("stuck.*", on_stuck)
 
 
 def shutdown() -> None:
@@ -198,6 +204,7 @@ def running() -> Iterator[Project]:
                     "name": "greedy",
                     "path": project.write_module("greedy.py", GREEDY),
                     "concurrency": 256,
+                    "stop_timeout": 15,
                 },
             ],
             resources={"thread_per_core": per_core},
@@ -283,7 +290,7 @@ def test_the_counts_reach_the_metrics_endpoint(running: Project) -> None:
 
 
 def test_four_blocking_callbacks_overlap_on_a_pool_of_four(running: Project) -> None:
-    _publish(running, "fan.go")  # work.a, .b, .c and .d, one after the other
+    _publish(running, "fan.work")  # work.a, .b, .c and .d, one after the other
     done = _wait_records(running, "parallel.done", 4, timeout=30)
     # Each callback waited until four were inside at once: peak 4 proves they overlapped (on
     # one callback thread the first would have given up after 10 s with peak 1).
@@ -318,3 +325,16 @@ def test_the_thread_limit_holds_the_greedy_module_back(running: Project) -> None
     # The grant is what the module's process really runs with.
     _publish(running, "greedy.count")
     assert _wait_records(running, "greedy.threads", 1)[0]["data"] == {"count": granted}
+
+
+def test_a_module_stopped_with_every_callback_thread_stuck_still_exits_cleanly(
+    running: Project,
+) -> None:
+    _publish(running, "fan.stuck")  # flaky publishes stuck.a .. stuck.d to greedy
+    _wait_records(running, "greedy.entered", 4)
+    pid = running.module("greedy")["pid"]
+    running.cli("restart", "greedy", check=0)
+    row = running.wait_module("greedy", state="running")
+    last = row["last_exit"]
+    assert last["pid"] == pid and last["code"] == 0 and last["reason"] == "stopped", last
+    assert "a callback was still running at exit" in running.log("greedy")
