@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from module_sdk.protocol import ENV_MODULE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,22 @@ def configure(
     if module is not None:
         _module = module
     known = {field.name for field in dataclasses.fields(Defaults)}
-    changes: dict[str, Any] = {}
-    for key, value in (settings or {}).items():
-        if key in known and isinstance(value, int | float) and not isinstance(value, bool):
-            changes[key] = value
-    for key, value in overrides.items():
+    given = settings.items() if isinstance(settings, Mapping) else ()
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in given
+        if key in known and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    base = dataclasses.replace(_defaults, **changes)
+    try:
+        _check(base)
+    except ValueError as exc:  # the supervisor validated them: this is no config of ours
+        log.warning("error_handling defaults ignored: %s", exc)
+        base = _defaults
+    for key in overrides:
         if key not in known:
             raise TypeError(f"configure(): unknown setting {key!r}")
-        changes[key] = value
-    updated = dataclasses.replace(_defaults, **changes)
+    updated = dataclasses.replace(base, **overrides)
     _check(updated)
     with _lock:
         before, _defaults = _defaults, updated

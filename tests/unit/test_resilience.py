@@ -174,6 +174,13 @@ def test_retry_with_a_positional_number_is_a_clear_type_error() -> None:
         retry(3)  # type: ignore[call-overload]
 
 
+def test_settings_that_do_not_fit_together_are_ignored_not_fatal() -> None:
+    before = resilience.defaults()
+    resilience.configure({"retry_wait_min": 9.0, "retry_wait_max": 1.0})
+    resilience.configure(["not", "a", "mapping"])  # type: ignore[arg-type]
+    assert resilience.defaults() == before
+
+
 def test_bad_configure_values_are_refused() -> None:
     with pytest.raises(ValueError):
         resilience.configure(retry_wait_min=5.0, retry_wait_max=1.0)
