@@ -251,10 +251,11 @@ def test_a_handler_failing_twice_then_succeeding_counts_two_retries(running: Pro
 
 
 def test_bare_async_retry_takes_its_defaults_from_main_yaml(running: Project) -> None:
+    before = running.module("flaky")["retries"]
     _publish(running, "flaky.defaults")
     # Three failures, then success: only the 4 attempts of main.yaml allow it (the default is 3).
     assert _wait_records(running, "flaky.defaults_done", 1)[0]["data"] == {"attempts": 4}
-    running.wait_module("flaky", retries=5)
+    running.wait_module("flaky", retries=before + 3)
 
 
 def test_breaker_opens_after_fail_max_logged_once_and_counted(running: Project) -> None:
@@ -269,24 +270,27 @@ def test_breaker_opens_after_fail_max_logged_once_and_counted(running: Project) 
     assert "flaky: circuit breaker down open for 600s" in opened[0]
     assert "ConnectionError: the database is down" in opened[0]
     text = running.cli("status", check=0).stdout
-    assert re.search(r"flaky: .*5 retries, circuit breakers opened 1 times", text), text
+    assert re.search(r"flaky: .*\d+ retries, circuit breakers opened 1 times", text), text
     assert row["callback_errors"] == 0
 
 
 def test_the_counts_reach_the_metrics_endpoint(running: Project) -> None:
-    running.wait_module("flaky", retries=5, breaker_opens=1)
+    if running.module("flaky")["retries"] == 0:  # run alone: count some first
+        _publish(running, "flaky.go")
+        running.wait_module("flaky", retries=2)
+    row = running.module("flaky")
     url = running.status()["metrics"]["url"]
+    wanted = (
+        f'orchestrator_module_retries_total{{module="flaky"}} {float(row["retries"])}',
+        f'orchestrator_module_breaker_opens_total{{module="flaky"}} {float(row["breaker_opens"])}',
+        'orchestrator_module_retries_total{module="parallel"} 0.0',
+    )
 
     def scraped() -> str | None:
         text = httpx.get(url + "metrics", timeout=10).text
-        wanted = (
-            'orchestrator_module_retries_total{module="flaky"} 5.0',
-            'orchestrator_module_breaker_opens_total{module="flaky"} 1.0',
-        )
         return text if all(line in text for line in wanted) else None
 
-    text = wait_until(scraped, 15, "the counts in /metrics")
-    assert 'orchestrator_module_retries_total{module="parallel"} 0.0' in text
+    wait_until(scraped, 15, f"{wanted} in /metrics")
 
 
 def test_four_blocking_callbacks_overlap_on_a_pool_of_four(running: Project) -> None:
