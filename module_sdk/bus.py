@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -123,6 +123,7 @@ class ZmqEventBus:
         self.callback_errors = 0
         self.bad_frames = 0
         self._busy_since: float | None = None
+        self.on_ready: Callable[[], None] | None = None  # the shim's, with `ready: manual`
 
     @property
     def dropped(self) -> int:
@@ -189,6 +190,12 @@ class ZmqEventBus:
             _send_frame(self._pub, topic, zmq.SNDMORE)
             _send_frame(self._pub, body)
             self.events_out += 1
+
+    def ready(self) -> None:
+        """See `module_sdk.api.EventBus.ready`."""
+        hook = self.on_ready
+        if hook is not None:
+            hook()
 
     def _check_large(self, event_type: str, size: int) -> None:
         if size > _PACKER_KEEPS:  # a Packer keeps the largest buffer it ever needed

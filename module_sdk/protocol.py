@@ -30,6 +30,8 @@ SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run t
 READY: Final = "ready"  # child -> supervisor: initialize() returned, the bus is connected
 ERROR: Final = "error"  # child -> supervisor: what went wrong, before a failing exit
 HEARTBEAT: Final = "heartbeat"  # child -> supervisor: alive, with its counters
+UNHEALTHY: Final = "unhealthy"  # child -> supervisor: health() failed health_retries times in a row
+MESSAGE_LIMIT: Final = 500  # characters of a child's health message the supervisor keeps
 
 
 # The fields of each child-channel message: both sides use these types, so that a field renamed on
@@ -54,6 +56,13 @@ class Heartbeat(TypedDict):
     metrics: NotRequired[list[Any]]  # the module's own (module_sdk.metrics), when they changed
 
 
+class Unhealthy(TypedDict):
+    kind: Literal["unhealthy"]
+    pid: int
+    error: str  # what the failing check said (bounded: see module_sdk.health.bounded_message)
+    failures: int  # failed checks in a row, this one included
+
+
 class Error(TypedDict):
     kind: Literal["error"]
     pid: int
@@ -62,7 +71,7 @@ class Error(TypedDict):
     traceback: str
 
 
-ChildMessage = Hello | Ready | Heartbeat | Error
+ChildMessage = Hello | Ready | Heartbeat | Unhealthy | Error
 
 
 class Spec(TypedDict):
@@ -81,6 +90,9 @@ class Spec(TypedDict):
     log_format: str  # text or json (module_sdk.logformat)
     curve: dict[str, str] | None  # the client keys of a tcp bus
     log: str  # the module's log file: should the supervisor die, the module says so there
+    ready: str  # auto: ready once initialize() returns; manual: once it calls event_bus.ready()
+    health_interval: float  # seconds between calls of the module's health(), if it has one
+    health_retries: int  # failed checks in a row that make it unhealthy
 
 
 # Environment of a child process

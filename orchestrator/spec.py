@@ -35,4 +35,7 @@ def module_spec(
         "log_format": child.log.format,
         "curve": curve,
         "log": str(child.log.path),
+        "ready": spec.supervision.ready,
+        "health_interval": spec.supervision.health_interval,
+        "health_retries": spec.supervision.health_retries,
     }

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
+ReadyMode = Literal["auto", "manual"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
@@ -81,6 +82,9 @@ class SupervisionSettings:
     heartbeat_timeout: float = 10.0
     memory_limit_mb: int | None = None
     start_method: StartMethod = "fork"  # fork a warm template, or spawn a fresh interpreter
+    health_interval: float = 10.0  # seconds between calls of the module's health(), if any
+    health_retries: int = 3  # failed health checks in a row before a restart
+    ready: ReadyMode = "auto"  # manual: running once the module calls event_bus.ready()
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from orchestrator.config import (
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
-    "heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "health_interval, health_retries, heartbeat_interval, "
+    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, ready, restart, "
+    "restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (
