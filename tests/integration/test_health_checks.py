@@ -45,9 +45,11 @@ def initialize(event_bus, config):
     def wait_for_go():
         while not go.exists():
             time.sleep(0.01)
-        event_bus.ready()
+        for _ in range(20000):  # many times, from many threads at once: one ready is enough
+            event_bus.ready()
 
-    threading.Thread(target=wait_for_go, daemon=True).start()
+    for _ in range(4):
+        threading.Thread(target=wait_for_go, daemon=True).start()
 
 
 def shutdown():
@@ -86,8 +88,14 @@ def _first_exit(project: Project, name: str) -> dict[str, Any]:
 def test_failing_raising_and_hanging_checks_restart_and_a_healthy_one_runs_on(
     project: Project,
 ) -> None:
+    recorder = {
+        "name": "recorder",
+        "path": project.probe("recorder"),
+        "config": {"record": str(project.record_file), "patterns": ["module.error"]},
+    }
     project.configure(
         [
+            recorder,
             _health_module(project, "dbdown", 'return "db down"'),
             _health_module(project, "raises", 'raise RuntimeError("no connection")'),
             _health_module(project, "hangs", "time.sleep(3600)"),
@@ -115,6 +123,12 @@ def test_failing_raising_and_hanging_checks_restart_and_a_healthy_one_runs_on(
         app_log
     )
     assert "health check failed (3 of 3): db down" in project.log("dbdown")
+    announced = wait_until(
+        lambda: [e["data"] for e in project.recorded() if e["data"]["name"] == "dbdown"],
+        10,
+        "module.error of dbdown",
+    )
+    assert announced[0]["reason"] == "unhealthy" and announced[0]["error"] == "db down"
     # Every check of the healthy one ran (as many as the others' three failures took), and it
     # was never restarted.
     calls = Path(project.root / "modules/healthy.calls")
