@@ -33,3 +33,9 @@ class EventBus(Protocol):
         type or an event over the bus's `max_message_size_mb` (nothing is sent), and TypeError
         when `data` is not msgpack-serialisable."""
         ...
+
+    def ready(self) -> None:
+        """Say that the module is ready, for a module with `ready: manual` in modules.yaml: it
+        counts as running from then on, not when `initialize()` returns (still within its
+        `start_timeout`). Thread-safe; does nothing without `ready: manual` or when said before."""
+        ...

@@ -10,31 +10,26 @@ changes from other threads reach the receiver through an inproc command socket, 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import msgpack
 import zmq
 import zmq.backend
 
 from module_sdk.codec import (
     BadFrameError,
-    check_size,
     decode_envelope,
     decode_sync_first,
-    encode_envelope,
-    encode_sync,
 )
 from module_sdk.dispatch import CallbackPool
+from module_sdk.envelopes import Envelopes
 from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
 from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
-from module_sdk.sequence import GapCounter, SyncSchedule
+from module_sdk.sequence import GapCounter
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -49,7 +44,6 @@ _SUBSCRIBE = b"S"
 _UNSUBSCRIBE = b"U"
 _DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
-_PACKER_KEEPS = 256 * 1024  # bytes; after packing a larger event, start a new Packer
 
 
 def _prepare(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> None:
@@ -102,26 +96,24 @@ class ZmqEventBus:
         self._command_out = context.socket(zmq.PAIR)
         self._command_out.connect(command_endpoint)
 
-        self._packer = msgpack.Packer()  # used under _pub_lock; cheaper than a packb per event
-        self._max_body = max_message_size if max_message_size >= 0 else sys.maxsize
-        self._large = min(self._max_body, _PACKER_KEEPS)  # above: a second look at the size
+        # Ids, sequence numbers, packing and size checks; `pack` runs under _pub_lock.
+        self._envelopes = Envelopes(
+            source, f"{os.getpid():x}-{os.urandom(3).hex()}-", max_message_size
+        )
+        self._pack = self._envelopes.pack  # bound once: it runs for every event
+        self._max_body = self._envelopes.max_body
         self._pub_lock = threading.Lock()
         self._subs_lock = threading.RLock()
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
         self._zmq_refcount: dict[bytes, int] = {}
         self._route_cache: dict[bytes, tuple[str, tuple[EventCallback, ...]]] = {}
         self._topics: dict[str, bytes] = {}
-        self._seqs: dict[bytes, int] = {}  # per topic we publish: the last seq sent
-        self._firsts: dict[bytes, float] = {}  # per topic we publish: when seq 1 was sent
-        self._sync_schedule = SyncSchedule()
         self._gaps = GapCounter()
         self._count_seq = self._gaps.event  # bound once: it runs for every numbered event
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
 
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
         self.events_in = 0
         self.events_out = 0
         self.callback_errors = 0
@@ -130,6 +122,7 @@ class ZmqEventBus:
         self._errors_lock = threading.Lock()  # callbacks may raise on several threads at once
         # concurrency > 1: callbacks run on a pool, in order per event type (module_sdk.dispatch)
         self._pool = CallbackPool(concurrency, self._run_callbacks) if concurrency > 1 else None
+        self.on_ready: Callable[[], None] | None = None  # the shim's, with `ready: manual`
 
     @property
     def dropped(self) -> int:
@@ -181,26 +174,19 @@ class ZmqEventBus:
                 raise ValueError(f"event type {event_type!r} is over the bus's max_message_size")
             if len(self._topics) < _TOPIC_CACHE_SIZE:
                 self._topics[event_type] = topic
-        event_id = f"{self._id_prefix}{next(self._ids):x}"
         with self._pub_lock:  # packed inside: `seq` must follow the order of the sends
             if self._closed:
                 raise RuntimeError("the event bus is closed (the module is shutting down)")
-            seq = self._seqs.get(topic, 0) + 1
-            now = time.time()
-            body = encode_envelope(self._source, event_id, now, data, seq, packer=self._packer)
-            if len(body) > self._large:
-                self._check_large(event_type, len(body))
-            self._seqs[topic] = seq
-            if seq == 1:
-                self._firsts[topic] = now  # syncs say it: see module_sdk.sequence
+            body = self._pack(event_type, topic, data)
             _send_frame(self._pub, topic, zmq.SNDMORE)
             _send_frame(self._pub, body)
             self.events_out += 1
 
-    def _check_large(self, event_type: str, size: int) -> None:
-        if size > _PACKER_KEEPS:  # a Packer keeps the largest buffer it ever needed
-            self._packer = msgpack.Packer()
-        check_size(event_type, size, self._max_body)
+    def ready(self) -> None:
+        """See `module_sdk.api.EventBus.ready`."""
+        hook = self.on_ready
+        if hook is not None:
+            hook()
 
     # -- lifecycle, driven by the shim ---------------------------------------------------------
 
@@ -232,17 +218,15 @@ class ZmqEventBus:
         """Tell the subscribers of each topic we published on lately the last seq we sent there,
         so that they can count events lost at the end of a burst without waiting for the next
         one (see `SyncSchedule`). The shim calls this on each heartbeat tick."""
-        due = self._sync_schedule.due(self._seqs.copy())  # a copy: publish() may run meanwhile
-        if not due:
+        frames = self._envelopes.syncs()
+        if not frames:
             return
-        now = time.time()
         with self._pub_lock:  # the events counted by these seqs have all been sent
             if self._closed:
                 return
-            for topic, seq in due:
-                _send_frame(self._pub, topic + SYNC_SUFFIX, zmq.SNDMORE)
-                first = self._firsts.get(topic)
-                _send_frame(self._pub, encode_sync(self._id_prefix, seq, now, first))
+            for topic, body in frames:
+                _send_frame(self._pub, topic, zmq.SNDMORE)
+                _send_frame(self._pub, body)
 
     def start(self) -> None:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the

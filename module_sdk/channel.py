@@ -13,7 +13,7 @@ from module_sdk import protocol
 
 
 class SupervisorChannel:
-    """Sends hello / ready / error / heartbeat to the supervisor and receives its replies."""
+    """Sends hello / ready / heartbeat / unhealthy / error to the supervisor and receives its replies."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str) -> None:
         self.pid = os.getpid()
@@ -38,6 +38,13 @@ class SupervisorChannel:
         )
         if "metrics" in extra:
             message["metrics"] = extra["metrics"]
+        self.send(message)
+
+    def unhealthy(self, error: str, failures: int) -> None:
+        """`health()` failed `failures` times in a row (at least `health_retries`)."""
+        message = protocol.Unhealthy(
+            kind=protocol.UNHEALTHY, pid=self.pid, error=error, failures=failures
+        )
         self.send(message)
 
     def error(self, stage: str, error: str, traceback: str) -> None:

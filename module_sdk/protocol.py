@@ -30,6 +30,8 @@ SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run t
 READY: Final = "ready"  # child -> supervisor: initialize() returned, the bus is connected
 ERROR: Final = "error"  # child -> supervisor: what went wrong, before a failing exit
 HEARTBEAT: Final = "heartbeat"  # child -> supervisor: alive, with its counters
+UNHEALTHY: Final = "unhealthy"  # child -> supervisor: health() failed health_retries times in a row
+MESSAGE_LIMIT: Final = 500  # characters of a child's health message the supervisor keeps
 
 
 # The fields of each child-channel message: both sides use these types, so that a field renamed on
@@ -55,6 +57,13 @@ class Heartbeat(TypedDict):
     metrics: NotRequired[list[Any]]  # the module's own (module_sdk.metrics), when they changed
 
 
+class Unhealthy(TypedDict):
+    kind: Literal["unhealthy"]
+    pid: int
+    error: str  # what the failing check said (bounded: see module_sdk.health.bounded_message)
+    failures: int  # failed checks in a row, this one included
+
+
 class Error(TypedDict):
     kind: Literal["error"]
     pid: int
@@ -63,7 +72,7 @@ class Error(TypedDict):
     traceback: str
 
 
-ChildMessage = Hello | Ready | Heartbeat | Error
+ChildMessage = Hello | Ready | Heartbeat | Unhealthy | Error
 
 
 class ErrorHandling(TypedDict):
@@ -94,6 +103,9 @@ class Spec(TypedDict):
     log: str  # the module's log file: should the supervisor die, the module says so there
     error_handling: NotRequired[ErrorHandling]
     concurrency: NotRequired[int]  # callback threads granted (module_sdk.dispatch); 1 if absent
+    ready: str  # auto: ready once initialize() returns; manual: once it calls event_bus.ready()
+    health_interval: float  # seconds between calls of the module's health(), if it has one
+    health_retries: int  # failed checks in a row that make it unhealthy
 
 
 # Environment of a child process

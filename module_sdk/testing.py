@@ -5,6 +5,7 @@
     producer = load_module("modules-backend/mod-dummy-producer")
     bus = InProcessBus()
     producer.initialize(bus, {"publish_interval": 60})
+    assert check_health(producer) is None   # healthy (or no health() at all)
 
 `InProcessBus` has the `EventBus` API of `module_sdk.api` and validates like the ZeroMQ bus, but it
 delivers synchronously, in the publishing thread. With pytest, the `event_bus` and `module_loader`
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from module_sdk import loader
 from module_sdk.codec import decode_envelope, encode_envelope
 from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.health import check_once
 from module_sdk.resilience import counts as resilience_counts
 from module_sdk.resilience import no_backoff
 from module_sdk.resilience import reset_counts as reset_resilience_counts
@@ -35,6 +37,7 @@ from module_sdk.resilience import reset_counts as reset_resilience_counts
 __all__ = [
     "InProcessBus",
     "ModuleLoader",
+    "check_health",
     "load_module",
     "no_backoff",
     "reset_resilience_counts",
@@ -57,7 +60,8 @@ class InProcessBus:
     such error once every callback has run (the others are still logged).
 
     Every published event, matched by a subscription or not, is recorded in `published`;
-    `events(pattern)` returns those that match a subscription pattern.
+    `events(pattern)` returns those that match a subscription pattern. `ready()` (which a module
+    with `ready: manual` calls) sets the `is_ready` event.
     """
 
     def __init__(self, source: str = "test", *, raise_errors: bool = False) -> None:
@@ -69,6 +73,7 @@ class InProcessBus:
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{self.source}-{os.urandom(3).hex()}-"
+        self.is_ready = threading.Event()
 
     def subscribe(self, pattern: str, callback: EventCallback) -> None:
         """See `module_sdk.api.EventBus.subscribe`."""
@@ -131,11 +136,23 @@ class InProcessBus:
         if first_error is not None:
             raise first_error
 
+    def ready(self) -> None:
+        """See `module_sdk.api.EventBus.ready`: sets `is_ready` (from any thread)."""
+        self.is_ready.set()
+
     def events(self, pattern: str = "*") -> list[Event]:
         """The published events whose type matches `pattern` (as for `subscribe`), oldest first."""
         parsed = Pattern.parse(pattern)
         with self._lock:
             return [event for event in self.published if parsed.matches(event.type)]
+
+
+def check_health(module: ModuleType) -> str | None:
+    """Call the module's `health()` once, as the shim does: None when it is healthy (or has no
+    `health()`), else the message the supervisor would restart it with (`unhealthy: <message>`).
+    A `health()` that raises is unhealthy with the exception as the message."""
+    check = getattr(module, "health", None)
+    return check_once(check) if callable(check) else None
 
 
 class ModuleLoader(Protocol):

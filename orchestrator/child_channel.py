@@ -1,5 +1,5 @@
 """The supervisor's side of the child channel: what module processes say (`module_sdk.protocol`'s
-hello, ready, heartbeat and error), and the spec that answers a hello."""
+hello, ready, heartbeat, unhealthy and error), and the spec that answers a hello."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import msgpack
 import zmq
 
 from module_sdk import protocol
+from module_sdk.health import bounded_message
+from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import BusSection
 from orchestrator.health import Health
 from orchestrator.manager import ChildManager
 from orchestrator.resources import grant_threads
 from orchestrator.spec import module_spec
+from orchestrator.states import ExitReason
 
 
 class ChildChannel:
@@ -61,6 +64,13 @@ class ChildChannel:
             if self._on_heartbeat is not None:
                 self._on_heartbeat(child, message)
             self._health.check_memory(child)
+        elif kind == protocol.UNHEALTHY:
+            # Bounded here too (the child's own bounding is a courtesy, not a limit); scrubbed
+            # before the cut, so that no secret is cut in two and half of it shown.
+            said = message.get("error")
+            said = said[: 2 * protocol.MESSAGE_LIMIT] if isinstance(said, str) else ""
+            error = bounded_message(manager.redactor.scrub(said))
+            manager.handle(child, lc.HealthFailed(ExitReason.UNHEALTHY, error or "health() failed"))
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
         manager = self._manager

@@ -6,18 +6,14 @@ keep, every subscription any peer makes, so a peer could grow the supervisor's m
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import time
 from typing import Any
 
 import zmq
 
-from module_sdk.codec import check_size, encode_envelope, encode_sync
+from module_sdk.envelopes import Envelopes
 from module_sdk.event import validate_event_type
-from module_sdk.protocol import SYNC_SUFFIX
-from module_sdk.sequence import SyncSchedule
 
 log = logging.getLogger(__name__)
 SOURCE = "orchestrator"
@@ -34,7 +30,6 @@ class SystemEvents:
         *,
         max_message_size: int = -1,
     ) -> None:
-        self._max_body = max_message_size
         self._pub = context.socket(zmq.PUSH)
         self._pub.setsockopt(zmq.LINGER, 500)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)  # while the broker restarts
@@ -42,11 +37,7 @@ class SystemEvents:
         self._pub.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self._pub.connect(inject_endpoint)
         self.lost = 0
-        self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid():x}-sup-"
-        self._seqs: dict[bytes, int] = {}
-        self._firsts: dict[bytes, float] = {}  # per topic: when seq 1 was sent (syncs say it)
-        self._sync_schedule = SyncSchedule()
+        self._envelopes = Envelopes(SOURCE, f"{os.getpid():x}-sup-", max_message_size)
         self._next_sync = 0.0
 
     def publish(self, event_type: str, **data: Any) -> None:
@@ -58,15 +49,9 @@ class SystemEvents:
         invalid type or an event over the bus's max message size, TypeError for data msgpack
         cannot carry; logs a failure to send."""
         validate_event_type(event_type)
-        event_id = f"{self._prefix}{next(self._ids):x}"
         topic = event_type.encode()
-        seq = self._seqs.get(topic, 0) + 1
-        now = time.time()
-        body = encode_envelope(source, event_id, now, data, seq)
-        check_size(event_type, len(body), self._max_body)
-        self._seqs[topic] = seq
-        if seq == 1:
-            self._firsts[topic] = now
+        body = self._envelopes.pack(event_type, topic, data, source)
+        event_id = self._envelopes.last_id
         try:
             self._pub.send_multipart([topic, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -82,16 +67,9 @@ class SystemEvents:
         if now < self._next_sync:
             return
         self._next_sync = now + SYNC_INTERVAL
-        sent = time.time()
-        for topic, seq in self._sync_schedule.due(self._seqs):
+        for topic, body in self._envelopes.syncs():
             try:
-                self._pub.send_multipart(
-                    [
-                        topic + SYNC_SUFFIX,
-                        encode_sync(self._prefix, seq, sent, self._firsts[topic]),
-                    ],
-                    zmq.NOBLOCK,
-                )
+                self._pub.send_multipart([topic, body], zmq.NOBLOCK)
             except zmq.ZMQError:
                 return  # the broker is away: the next tick tries again
 

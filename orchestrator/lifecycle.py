@@ -36,6 +36,7 @@ class Life:
     state: ChildState = ChildState.STOPPED
     intent: Intent = Intent.NONE
     kill: ExitReason | None = None  # SIGKILLed for this reason: only its exit is awaited
+    kill_error: str = ""  # what the failed health check said, for the exit it causes
     deadline: float | None = None  # start timeout, stop (kill) deadline, restart or re-check time
     why: str = ""  # a note for status: why it is waiting, failed, in backoff
     started_at: float = 0.0  # when the current process was spawned
@@ -182,9 +183,11 @@ class KillRequested:
 
 @dataclass(frozen=True)
 class HealthFailed:
-    """A health check failed while it ran: no heartbeat (hung), or over its memory limit."""
+    """A health check failed while it ran: no heartbeat (hung), over its memory limit, or its
+    own `health()` failing (`message`: what it said)."""
 
     reason: ExitReason
+    message: str = ""
 
 
 @dataclass(frozen=True)

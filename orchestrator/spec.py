@@ -47,4 +47,7 @@ def module_spec(
             "circuit_breaker_reset_timeout": errors.circuit_breaker_reset_timeout,
         },
         "concurrency": concurrency,
+        "ready": spec.supervision.ready,
+        "health_interval": spec.supervision.health_interval,
+        "health_retries": spec.supervision.health_retries,
     }

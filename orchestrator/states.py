@@ -47,6 +47,7 @@ class ExitReason(enum.Enum):
     START_TIMEOUT = "start timeout"
     HUNG = "hung"
     MEMORY_LIMIT = "memory limit"
+    UNHEALTHY = "unhealthy"  # its health() failed health_retries times in a row
 
     @property
     def is_failure(self) -> bool:

@@ -63,7 +63,7 @@ def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> St
                 now=event.now,
                 status=status,
                 reason=exit_reason(life, status),
-                error=event.error,
+                error=life.kill_error or event.error,
                 shutting_down=event.shutting_down,
                 jitter=event.jitter,
             )
@@ -87,7 +87,7 @@ def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> St
         case lc.HealthFailed():
             if life.state is not ChildState.RUNNING:
                 return Step(life)
-            return _kill(life, event.reason)
+            return _kill(life, event.reason, event.message)
         case lc.Stalled():
             return _stalled(life, event)
     raise AssertionError(f"unknown event {event!r}")  # pragma: no cover
@@ -178,7 +178,7 @@ def _exited(
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))
-    life = replace(life, ready_at=None, kill=None)  # it is dead: its timers run again
+    life = replace(life, ready_at=None, kill=None, kill_error="")  # dead: its timers run again
     effects.append(lc.RecordExit(status, reason, error))
     detail = f": {error}" if error else ""
     level = lc.ERROR if reason.is_failure else lc.INFO
@@ -271,12 +271,14 @@ def _due(life: Life, now: float) -> Step:
     return Step(life)
 
 
-def _kill(life: Life, reason: ExitReason) -> Step:
-    """SIGKILL the process group now, recording why; its timers stop."""
+def _kill(life: Life, reason: ExitReason, message: str = "") -> Step:
+    """SIGKILL the process group now, recording why (and what its health check said); its
+    timers stop."""
     if life.kill is not None:
         return Step(life)
-    killed = replace(life, kill=reason, deadline=None)
-    note = lc.Log(lc.ERROR, "%s (pid %d): %s; killing its process group", (lc.PID, reason.value))
+    killed = replace(life, kill=reason, kill_error=message, deadline=None)
+    why = f"{reason.value}: {message}" if message else reason.value
+    note = lc.Log(lc.ERROR, "%s (pid %d): %s; killing its process group", (lc.PID, why))
     return Step(killed, (note, lc.Signal(term=False)))
 
 

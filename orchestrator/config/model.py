@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
+ReadyMode = Literal["auto", "manual"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
@@ -84,6 +85,9 @@ class SupervisionSettings:
     # Callbacks that may run at once (a pool of threads; in order per event type); the sum over
     # the modules is capped by the thread limit (orchestrator.resources.grant_threads).
     concurrency: int = 1
+    health_interval: float = 10.0  # seconds between calls of the module's health(), if any
+    health_retries: int = 3  # failed health checks in a row before a restart
+    ready: ReadyMode = "auto"  # manual: running once the module calls event_bus.ready()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from orchestrator.config.model import (
     LoggingSection,
     LogLevel,
     NotificationsSection,
+    ReadyMode,
     ResourcesSection,
     RestartMode,
     StartMethod,
@@ -47,6 +48,7 @@ START_METHODS: tuple[str, ...] = get_args(StartMethod)
 TRANSPORTS: tuple[str, ...] = get_args(BusTransport)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+READY_MODES: tuple[str, ...] = get_args(ReadyMode)
 
 MAX_CONCURRENCY = 256  # callback threads one module may ask for
 
@@ -65,6 +67,9 @@ SUPERVISION_FIELDS: dict[str, Validator] = {
     "memory_limit_mb": partial(expect_optional_int, minimum=1),
     "start_method": partial(expect_choice, choices=START_METHODS),
     "concurrency": partial(expect_int, minimum=1, maximum=MAX_CONCURRENCY),
+    "health_interval": partial(expect_number, gt=0),
+    "health_retries": partial(expect_int, minimum=1),
+    "ready": partial(expect_choice, choices=READY_MODES),
 }
 """The supervision keys, valid under `main.yaml` `supervision:` and flat in a module entry."""
 

@@ -7,55 +7,17 @@ thread. The queue is the only state both touch, under a lock held for a few inst
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
-import pybreaker
-
 from module_sdk.event import Pattern
+from orchestrator.breaker import Breaker
 from orchestrator.config.model import ErrorHandlingSection, Webhook
 from orchestrator.notify.payload import Notice
 
 log = logging.getLogger(__name__)
-
-
-class _TrippedError(Exception):
-    """Stands for an exhausted delivery inside the breaker's accounting."""
-
-
-def _fail() -> None:
-    raise _TrippedError
-
-
-def _succeed() -> None:
-    return None
-
-
-class _CircuitLog(pybreaker.CircuitBreakerListener):
-    """Remembers when the circuit opened (monotonic clock) and logs the first opening."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        if getattr(new_state, "name", None) != pybreaker.STATE_OPEN:
-            return
-        target = self._target
-        target.open_until = time.monotonic() + target.reset_timeout
-        if getattr(old_state, "name", None) == pybreaker.STATE_HALF_OPEN:
-            log.debug("webhook %s: trial delivery failed; circuit open again", target.name)
-        else:
-            log.warning(
-                "webhook %s: circuit open for %gs after %d failed deliveries; "
-                "notifications to it are skipped until then",
-                target.name,
-                target.reset_timeout,
-                cb.fail_max,
-            )
 
 
 class Target:
@@ -80,13 +42,11 @@ class Target:
         self.delivered = self.failed = self.skipped_open = self.dropped = 0
         self.problem: str | None = None  # the kind of failure last logged; None while healthy
         self.task: Any = None  # the worker's drain task (an asyncio.Task) while it runs
-        self.reset_timeout = errors.circuit_breaker_reset_timeout
-        self.open_until = 0.0
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=max(1, errors.circuit_breaker_fail_max),
-            reset_timeout=errors.circuit_breaker_reset_timeout,
-            name=name,
-            listeners=[_CircuitLog(self)],
+        self._breaker = Breaker(
+            name,
+            errors.circuit_breaker_fail_max,
+            errors.circuit_breaker_reset_timeout,
+            on_open=self._opened,
         )
         self._queue: deque[Notice] = deque()
         self._limit = max(1, queue_limit)
@@ -140,12 +100,24 @@ class Target:
 
     def circuit_open(self, now: float) -> bool:
         """Whether deliveries are skipped: the circuit is open and not yet due a trial."""
-        return self._breaker.current_state == pybreaker.STATE_OPEN and now < self.open_until
+        return self._breaker.retry_in(now) > 0
 
     def record(self, *, reachable: bool) -> None:
         """Feed the breaker one delivery's outcome: the endpoint answered, or retries ran out."""
-        with contextlib.suppress(_TrippedError, pybreaker.CircuitBreakerError):
-            self._breaker.call(_succeed if reachable else _fail)
+        self._breaker.outcome(ok=reachable)
+
+    def _opened(self, reopened: bool) -> None:
+        """The circuit opened: its first opening is logged, a failed trial only at debug."""
+        if reopened:
+            log.debug("webhook %s: trial delivery failed; circuit open again", self.name)
+            return
+        log.warning(
+            "webhook %s: circuit open for %gs after %d failed deliveries; "
+            "notifications to it are skipped until then",
+            self.name,
+            self._breaker.reset_timeout,
+            self._breaker.fail_max,
+        )
 
     def attempt_failed(self, problem: str, reason: str, *, will_retry: bool) -> None:
         """One attempt failed; logged only when the kind of failure changes."""
@@ -168,5 +140,5 @@ class Target:
             "skipped_open": self.skipped_open,
             "dropped": self.dropped,
             "queued": self.pending(),
-            "breaker": str(self._breaker.current_state),
+            "breaker": self._breaker.state,
         }

@@ -41,6 +41,14 @@ def shutdown() -> None:
         _bus.unsubscribe("{namespace}.ping", on_ping)
 
 
+def health() -> bool | str:
+    """Optional: called every `health_interval` seconds while the module runs, on a thread of
+    its own. Return True when healthy, or a message saying what is wrong: `health_retries`
+    failures in a row restart the module as `unhealthy: <message>`. Keep it quick. In a test,
+    `module_sdk.testing.check_health(module)` calls it as the supervisor would."""
+    return True if _bus is not None else "not initialized"
+
+
 def get_tests() -> list[str]:
     """Test paths, relative to this directory, that `orchestrator test` runs."""
     return ["tests"]

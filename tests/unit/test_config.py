@@ -21,9 +21,9 @@ from orchestrator.config import (
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, depends_on, enabled, "
-    "env, "
-    "heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "env, health_interval, health_retries, heartbeat_interval, "
+    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, ready, restart, "
+    "restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (
@@ -172,6 +172,11 @@ MAIN_ERRORS = [
     "heartbeat_timeout (1) must be greater than heartbeat_interval (2)",
     "supervision: {backoff_initial: 5, backoff_max: 1} => supervision.backoff_max: "
     "backoff_max (1) must be at least backoff_initial (5)",
+    "supervision: {health_interval: 0} => supervision.health_interval: "
+    "expected a number > 0, got 0",
+    "supervision: {health_retries: 0} => supervision.health_retries: "
+    "expected an integer >= 1, got 0",
+    "supervision: {ready: later} => supervision.ready: expected one of auto, manual, got 'later'",
     "bus: {transport: udp} => bus.transport: expected one of ipc, tcp, got 'udp'",
     "bus: {xsub_port: 70000} => bus.xsub_port: expected an integer between 1 and 65535, got 70000",
     "bus: {xpub_port: 5555} => bus.xpub_port: xpub_port must differ from xsub_port (both are 5555)",
@@ -210,6 +215,8 @@ MODULES_ERRORS = [
     "modules[0].config.x.1: expected a string key, got 1",
     "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: true}}] => "
     "modules[0].env.DEBUG: expected a string or a number, got true",
+    "modules: [{name: a, path: ../mods/alpha.py, ready: true}] => "
+    "modules[0].ready: expected one of auto, manual, got true",
     "modules: [{name: a, path: ../mods/alpha.py, heartbeat_interval: 20}] => "
     "modules[0].heartbeat_interval: heartbeat_timeout (10) must be greater than "
     "heartbeat_interval (20)",

@@ -59,6 +59,7 @@ EVENTS: dict[str, lc.Event] = {
     "shutdown": lc.ShutdownBegan(),
     "kill": lc.KillRequested(ExitReason.STOPPED),
     "unhealthy": lc.HealthFailed(ExitReason.HUNG),
+    "health_check": lc.HealthFailed(ExitReason.UNHEALTHY, "db down"),
     "stalled": lc.Stalled(NOW, 5.0),
 }
 PROCESS = (S.STARTING, S.RUNNING, S.STOPPING)
@@ -113,6 +114,8 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     **{(s, "kill"): (SAME, KILL) for s in PROCESS},
     **{(s, "unhealthy"): (SAME, NONE) for s in S if s is not S.RUNNING},
     (S.RUNNING, "unhealthy"): (SAME, KILL),
+    **{(s, "health_check"): (SAME, NONE) for s in S if s is not S.RUNNING},
+    (S.RUNNING, "health_check"): (SAME, KILL),
     **{(s, "stalled"): (SAME, NONE) for s in S if s is not S.RUNNING},
     (S.RUNNING, "stalled"): (SAME, ("Running",)),
 }
@@ -282,6 +285,26 @@ def test_a_killed_process_only_awaits_its_exit() -> None:
     step = transition(killed, lc.Exited(NOW, KILLED), SETTINGS)
     assert step.life.kill is None and step.life.state is S.BACKOFF
     assert _effects(step, lc.RecordExit)[0].reason is ExitReason.HUNG
+
+
+def test_a_failed_health_check_is_the_exit_reason_with_its_message() -> None:
+    step = transition(LIVES[S.RUNNING], EVENTS["health_check"], SETTINGS)
+    assert step.life.kill is ExitReason.UNHEALTHY and step.life.kill_error == "db down"
+    assert _effects(step, lc.Log)[0].args == (lc.PID, "unhealthy: db down")
+    again = transition(step.life, lc.HealthFailed(ExitReason.UNHEALTHY, "other"), SETTINGS)
+    assert again == lc.Step(step.life)  # the first reason stands
+    exited = transition(step.life, lc.Exited(NOW, KILLED, error="late report"), SETTINGS)
+    record = _effects(exited, lc.RecordExit)[0]
+    assert (record.reason, record.error) == (ExitReason.UNHEALTHY, "db down")
+    error = next(e for e in _effects(exited, lc.Publish) if e.event_type == "module.error")
+    assert error.data["error"] == "db down" and error.data["reason"] == "unhealthy"
+    assert exited.life.kill is None and exited.life.kill_error == ""
+    assert exited.life.state is S.BACKOFF  # a failure: the restart policy applies
+    hung = transition(LIVES[S.RUNNING], lc.HealthFailed(ExitReason.HUNG), SETTINGS)
+    record = _effects(
+        transition(hung.life, lc.Exited(NOW, KILLED, "said"), SETTINGS), lc.RecordExit
+    )
+    assert record[0].error == "said"  # no message of ours: the child's report stands
 
 
 def test_a_stall_moves_the_start_deadline() -> None:
