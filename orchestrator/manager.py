@@ -141,6 +141,8 @@ class ChildManager:
                 self.forget(child)
             case lc.WakeWaiting():
                 self.start_waiting()
+            case lc.DependentsFollow() if not self.shutting_down:
+                self._follow(child)
 
     def _gate(self, child: ManagedChild) -> lc.Gate:
         """What holds a start of `child` back now."""
@@ -217,9 +219,26 @@ class ChildManager:
             if child.state is ChildState.WAITING:
                 self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
 
-    def restart(self, child: ManagedChild) -> None:
-        """An operator's restart: forget past failures, then stop and start (or just start)."""
-        self.handle(child, lc.RestartRequested(time.monotonic()))
+    def restart(self, child: ManagedChild, *, release: bool = False) -> None:
+        """A restart: forget past failures, then stop and start (or just start). A held module
+        (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's)."""
+        self.handle(child, lc.RestartRequested(time.monotonic(), release=release))
+
+    def hold(self, child: ManagedChild, why: str) -> None:
+        """Stop the module and keep it stopped until `release` (its dependents follow)."""
+        self.handle(child, lc.HoldRequested(time.monotonic(), why))
+
+    def release(self, child: ManagedChild) -> None:
+        """Let a held module start again, and start it if nothing holds it back."""
+        self.handle(child, lc.ReleaseRequested(time.monotonic()))
+
+    def _follow(self, dependency: ManagedChild) -> None:
+        """`dependency` stopped running: each module depending on it follows its edge's policy."""
+        now = time.monotonic()
+        for other in list(self.children.values()):
+            if dependency.name in other.spec.depends_on:
+                policy = other.spec.on_failure(dependency.name)
+                self.handle(other, lc.DependencyDown(now, dependency.name, policy))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
         """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
