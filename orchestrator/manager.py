@@ -21,6 +21,7 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
 from orchestrator.forkserver import ForkServer
+from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
@@ -78,6 +79,7 @@ class ChildManager:
         self._lifeline = lifeline
         self.watch_exit = self.processes.watch_exit
         self.read_output = self.processes.read_output
+        self.handovers = Handovers(self.handle, self.by_pid, publish)
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
@@ -85,7 +87,11 @@ class ChildManager:
 
     def close(self) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
-        self.processes.close(list(self.children.values()))
+        self.processes.close([*self.children.values(), *self.handovers.stand_ins()])
+
+    def supervised(self) -> list[ManagedChild]:
+        """Every module, and the stand-ins of graceful restarts under way (their timers run)."""
+        return [*self.children.values(), *self.handovers.stand_ins()]
 
     # -- the lifecycle ---------------------------------------------------------------------------
 
@@ -101,7 +107,7 @@ class ChildManager:
             case lc.Log():
                 args = [child.name, *(_fill(child, arg) for arg in effect.args)]
                 log.log(effect.level, effect.message, *args)
-            case lc.Publish():
+            case lc.Publish() if not (child.stand_in and effect.event_type == "module.unloaded"):
                 self.publish(effect.event_type, name=child.name, **effect.data)
             case lc.Signal() if child.pid is not None:
                 if effect.term:
@@ -141,7 +147,7 @@ class ChildManager:
                 self.forget(child)
             case lc.WakeWaiting():
                 self.start_waiting()
-            case lc.DependentsFollow() if not self.shutting_down:
+            case lc.DependentsFollow() if not (self.shutting_down or child.stand_in):
                 self._follow(child)
 
     def _gate(self, child: ManagedChild) -> lc.Gate:
@@ -206,7 +212,7 @@ class ChildManager:
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
-        cgroup = self.cgroups.prepare(child.name)
+        cgroup = self.cgroups.prepare(child.cgroup)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
         return launch_module(
@@ -223,6 +229,11 @@ class ChildManager:
         """A restart: forget past failures, then stop and start (or just start). A held module
         (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's)."""
         self.handle(child, lc.RestartRequested(time.monotonic(), release=release))
+
+    def graceful_restart(self, child: ManagedChild) -> Handover | str:
+        """Start a new process beside the running one; stop the old one once the new one is
+        ready (see `orchestrator.handover`). The handover under way, or why not."""
+        return self.handovers.begin(child)
 
     def hold(self, child: ManagedChild, why: str) -> None:
         """Stop the module and keep it stopped until `release` (its dependents follow)."""
@@ -288,6 +299,7 @@ class ChildManager:
             self.shutdown_deadline = time.monotonic() + timeout
         for child in list(self.children.values()):
             self.handle(child, lc.ShutdownBegan())
+        self.handovers.shutdown(self.stop)
         self.advance_shutdown()
 
     def advance_shutdown(self) -> None:
@@ -316,6 +328,8 @@ class ChildManager:
         it joined its cgroup (when it was given one)."""
         config = self.redactor.redact(dict(child.spec.config))
         self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
+        if child.stand_in:
+            self.handovers.ready(child)
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
@@ -352,6 +366,8 @@ class ChildManager:
                 jitter=_jitter(),
             )
             self.handle(child, exited)
+            if child.stand_in:
+                self.handovers.exited(child)
         self.advance_shutdown()
 
     def forget(self, child: ManagedChild) -> None:
@@ -360,6 +376,7 @@ class ChildManager:
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
             self.cgroups.remove(child.name)
+            self.cgroups.remove(child.name + NEXT_CGROUP)
             del self.children[child.name]
 
     def settled(self) -> bool:

@@ -1,0 +1,112 @@
+"""The control requests that move one module: `stop NAME`, `start NAME` and `restart NAME
+[--graceful]`; each answers once the module got where it was asked to go (or could not)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import control
+from orchestrator.states import ChildState
+
+if TYPE_CHECKING:
+    from orchestrator.child import ManagedChild
+    from orchestrator.control_port import SupervisorPort
+    from orchestrator.handover import Handover
+
+OPERATOR_STOP = "stopped by operator"
+
+
+class ModuleCommands:
+    """Mixed into `CommandHandler`: its `supervisor` and `_unknown` are used."""
+
+    supervisor: SupervisorPort
+
+    def _unknown(self, name: object) -> str:
+        raise NotImplementedError
+
+    def _module(self, request: dict[str, Any]) -> ManagedChild | dict[str, Any]:
+        """The module the request names, or the failure to answer with."""
+        manager = self.supervisor.manager
+        name = request.get("name")
+        child = manager.children.get(name) if isinstance(name, str) else None
+        if child is None:
+            return control.failure(self._unknown(name), {"kind": "usage"})
+        if manager.shutting_down:
+            return control.failure("the supervisor is shutting down")
+        return child
+
+    def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Restart a module (an operator's: a module kept stopped starts too); `graceful`: its
+        new process starts beside the old one, which stops once the new one is ready."""
+        child = self._module(request)
+        if isinstance(child, dict):
+            return child
+        sup, manager = self.supervisor, self.supervisor.manager
+        if request.get("graceful") is True and child.state is ChildState.RUNNING:
+            handover = manager.graceful_restart(child)
+            if isinstance(handover, str):
+                return control.failure(handover)
+            sup.wait_for(identity, lambda: _handed_over(handover))
+            return None
+        generation = child.spawns
+        manager.restart(child, release=True)
+        sup.wait_for(identity, lambda: restarted(child, generation))
+        return None
+
+    def cmd_stop(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Stop a module and keep it stopped (through reloads) until `start` or `restart`."""
+        child = self._module(request)
+        if isinstance(child, dict):
+            return child
+        self.supervisor.manager.hold(child, OPERATOR_STOP)
+
+        def stopped() -> dict[str, Any] | None:
+            if child.state is not ChildState.STOPPED:
+                return None
+            if not child.life.held:
+                return control.failure(f"{child.name} was started again before it stopped")
+            return control.reply({"name": child.name, "why": child.why})
+
+        self.supervisor.wait_for(identity, stopped)
+        return None
+
+    def cmd_start(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Start a module that is stopped (by `stop`, a dependency, its policy) or failed; a
+        running one is left as it is."""
+        child = self._module(request)
+        if isinstance(child, dict):
+            return child
+        if child.state is ChildState.RUNNING:
+            return control.reply({"name": child.name, "pid": child.pid, "already": True})
+        starting = child.state is ChildState.STARTING
+        generation = child.spawns - 1 if starting else child.spawns
+        self.supervisor.manager.release(child)
+        self.supervisor.wait_for(identity, lambda: restarted(child, generation))
+        return None
+
+
+def restarted(child: ManagedChild, generation: int) -> dict[str, Any] | None:
+    """The answer once a process newer than `generation` runs, or why none does."""
+    if child.spawns > generation and child.state is ChildState.RUNNING:
+        return control.reply({"name": child.name, "pid": child.pid, "already": False})
+    settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
+    if child.failed_spawn > generation or (child.spawns > generation and settled_down):
+        cause = child.last_exit.cause() if child.last_exit else child.state.value
+        what = "did not start" if child.failed_spawn > generation else "stopped right after"
+        return control.failure(f"{child.name} {what}: {cause}")
+    if child.state is ChildState.WAITING:
+        return control.failure(f"{child.name} is waiting: {child.why}")
+    if child.life.held:
+        return control.failure(f"{child.name} is held stopped: {child.life.held}")
+    return None
+
+
+def _handed_over(handover: Handover) -> dict[str, Any] | None:
+    if handover.outcome is None:
+        return None
+    child = handover.child
+    if handover.outcome:
+        return control.failure(handover.outcome)
+    return control.reply(
+        {"name": child.name, "pid": child.pid, "old_pid": handover.old_pid, "graceful": True}
+    )
