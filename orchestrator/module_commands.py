@@ -106,7 +106,10 @@ def _handed_over(handover: Handover) -> dict[str, Any] | None:
         return None
     child = handover.child
     if handover.outcome:
-        return control.failure(handover.outcome)
+        kept = ""
+        if not handover.handed_over and child.pid == handover.old_pid:
+            kept = f"; the old one (pid {handover.old_pid}) keeps running"
+        return control.failure(f"{child.name}: {handover.outcome}{kept}")
     return control.reply(
         {"name": child.name, "pid": child.pid, "old_pid": handover.old_pid, "graceful": True}
     )
