@@ -77,13 +77,13 @@ class Handovers:
         if handover is None or handover.handed_over or stand_in.state is not ChildState.RUNNING:
             return
         child, now = handover.child, time.monotonic()
-        if child.state is not ChildState.RUNNING or child.process is None:
+        if child.state is not ChildState.RUNNING or child.pid != handover.old_pid:
             # The old process went meanwhile (a crash, a stop): its own policy goes on.
             self._handle(stand_in, lc.StopRequested(now))
-            self._end(handover, f"{child.name} stopped running during the graceful restart")
+            self._end(handover, "the old process stopped running during the graceful restart")
             return
         new, old = stand_in.process, child.process
-        if new is None:  # pragma: no cover (a ready stand-in has its process)
+        if new is None or old is None:  # pragma: no cover (both have their process here)
             return
         child.process, stand_in.process = new, old
         self._by_pid[new.pid], self._by_pid[old.pid] = child, stand_in
@@ -138,11 +138,13 @@ class Handovers:
     def _end(self, handover: Handover, outcome: str) -> None:
         handover.outcome = outcome
         if outcome:
+            child = handover.child
+            kept = child.pid == handover.old_pid and child.state is ChildState.RUNNING
             log.error(
-                "%s: graceful restart failed: %s; the old process (pid %s) keeps running",
-                handover.child.name,
+                "%s: graceful restart failed: %s%s",
+                child.name,
                 outcome,
-                handover.old_pid,
+                f"; the old process (pid {handover.old_pid}) keeps running" if kept else "",
             )
         if handover.stand_in.pid is None:
             self._under_way.pop(handover.child.name, None)

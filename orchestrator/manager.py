@@ -20,6 +20,7 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.dependents import dependents, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
@@ -179,13 +180,9 @@ class ChildManager:
 
     def blocked_by(self, child: ManagedChild) -> str | None:
         """Why `child` may not start now, or None."""
-        waiting_for = [
-            name
-            for name in child.spec.depends_on
-            if (other := self.children.get(name)) is None or other.state is not ChildState.RUNNING
-        ]
-        if waiting_for:
-            return "waiting for " + ", ".join(waiting_for) + " to run (depends_on)"
+        waiting = waiting_for(child, self.children)
+        if waiting is not None:
+            return waiting
         if sum(1 for c in self.children.values() if c.pid is not None) >= self.limits.max_processes:
             return f"process limit reached ({self.limits.max_processes} module processes)"
         return memory_reserve_shortfall(self.config.resources)
@@ -246,10 +243,9 @@ class ChildManager:
     def _follow(self, dependency: ManagedChild) -> None:
         """`dependency` stopped running: each module depending on it follows its edge's policy."""
         now = time.monotonic()
-        for other in list(self.children.values()):
-            if dependency.name in other.spec.depends_on:
-                policy = other.spec.on_failure(dependency.name)
-                self.handle(other, lc.DependencyDown(now, dependency.name, policy))
+        for other in dependents(dependency.name, list(self.children.values())):
+            policy = other.spec.on_failure(dependency.name)
+            self.handle(other, lc.DependencyDown(now, dependency.name, policy))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
         """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
@@ -307,19 +303,12 @@ class ChildManager:
         if not self.shutting_down:
             return
         now = time.monotonic()
-        for child in reversed(list(self.children.values())):
-            if child.pid is None or child.state is ChildState.STOPPING:
-                continue
-            dependents_alive = any(
-                other.pid is not None and child.name in other.spec.depends_on
-                for other in self.children.values()
-            )
-            if not dependents_alive:
-                remaining = None
-                if self.shutdown_deadline is not None:
-                    remaining = max(0.0, self.shutdown_deadline - now)
-                    remaining = min(remaining, child.spec.supervision.stop_timeout)
-                self.stop(child, timeout=remaining)
+        for child in stoppable(self.children):
+            remaining = None
+            if self.shutdown_deadline is not None:
+                remaining = max(0.0, self.shutdown_deadline - now)
+                remaining = min(remaining, child.spec.supervision.stop_timeout)
+            self.stop(child, timeout=remaining)
 
     # -- what children report ---------------------------------------------------------------------
 

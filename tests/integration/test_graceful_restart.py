@@ -3,6 +3,11 @@ absent, and a new process that cannot start leaves the old one running."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +19,11 @@ from orchestrator import exit_codes
 
 # Publishes `tick.beat` with its pid every 5 ms; once synchronously in initialize() (so before it
 # is ready) and once in shutdown() (so after it was told to stop). Refuses to start while the
-# file `fail_if` exists.
+# file `fail_if` exists; initialize() does not return while the file `hold` exists.
 TICKER = """
 import os
 import threading
+import time
 
 _stop = threading.Event()
 _bus = None
@@ -27,6 +33,9 @@ def initialize(event_bus, config):
     global _bus
     if os.path.exists(config["fail_if"]):
         raise RuntimeError("refusing to start: " + config["fail_if"] + " exists")
+    deadline = time.monotonic() + 60
+    while os.path.exists(config["hold"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     _bus = event_bus
     _stop.clear()
     event_bus.publish("tick.hello", {"pid": os.getpid()})
@@ -59,7 +68,10 @@ def ticking() -> Iterator[Project]:
                     "name": "ticker",
                     "path": project.write_module("ticker.py", TICKER),
                     "depends_on": ["recorder"],
-                    "config": {"fail_if": str(project.root / "refuse")},
+                    "config": {
+                        "fail_if": str(project.root / "refuse"),
+                        "hold": str(project.root / "hold"),
+                    },
                 },
             ]
         )
@@ -110,3 +122,60 @@ def test_a_new_process_that_cannot_start_leaves_the_old_one_running(ticking: Pro
         before["restarts"],
     )
     assert alive(before["pid"])
+
+
+def _graceful_in_background(project: Project) -> subprocess.Popen[str]:
+    """`restart ticker --graceful`, started now; once the new process is being started."""
+    command = [sys.executable, "-m", "orchestrator", "restart", "ticker", "--graceful"]
+    proc = subprocess.Popen(
+        [*command, "-c", str(project.config_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=project.env,
+        cwd=project.root,
+    )
+    app_log = project.root / "logs" / "app.log"
+    marks = app_log.read_text().count("graceful restart: starting a new process")
+    wait_until(
+        lambda: app_log.read_text().count("graceful restart: starting a new process") > marks,
+        timeout=30,
+        what="the graceful restart to begin",
+    )
+    return proc
+
+
+def test_a_second_graceful_restart_meanwhile_is_refused(ticking: Project) -> None:
+    before = ticking.module("ticker")
+    (ticking.root / "hold").write_text("")
+    try:
+        first = _graceful_in_background(ticking)
+        second = ticking.cli("restart", "ticker", "--graceful", check=exit_codes.FAILED)
+        assert "a graceful restart of ticker is already under way" in second.stderr
+        row = ticking.module("ticker")  # the module is there all along, with its old process
+        assert (row["state"], row["pid"]) == ("running", before["pid"])
+    finally:
+        (ticking.root / "hold").unlink()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, f"{out}\n{err}"
+    assert f"was {before['pid']})" in out
+
+
+def test_the_old_process_killed_during_the_handover(ticking: Project) -> None:
+    before = ticking.module("ticker")
+    (ticking.root / "hold").write_text("")
+    try:
+        first = _graceful_in_background(ticking)
+        os.kill(before["pid"], signal.SIGKILL)
+        ticking.wait_module("ticker", state="starting")  # its restart policy goes on
+    finally:
+        (ticking.root / "hold").unlink()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == exit_codes.FAILED, f"{out}\n{err}"
+    assert "the old process stopped running during the graceful restart" in err, err
+    assert "keeps running" not in err
+    row = ticking.wait_module("ticker", state="running")
+    assert row["pid"] != before["pid"]
+    log = (ticking.root / "logs" / "app.log").read_text()
+    started = [int(pid) for pid in re.findall(r"ticker starting \(pid (\d+)\)", log)]
+    assert [pid for pid in started if alive(pid)] == [row["pid"]], log  # the stand-in's is gone
