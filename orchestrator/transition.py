@@ -218,7 +218,13 @@ def _exited(
         )
         return Step(life, (*effects, lc.TryStart(announce=True), lc.WakeWaiting()))
     if life.intent is Intent.WAIT and not shutting_down:  # its dependencies decide when
-        life = replace(life, state=ChildState.STOPPED, deadline=None, consecutive_failures=0)
+        life = replace(
+            life,
+            state=ChildState.STOPPED,
+            deadline=None,
+            restarts=life.restarts + 1,
+            consecutive_failures=0,
+        )
         return Step(life, (*effects, lc.TryStart(), lc.WakeWaiting()))
     failures = 0
     if reason.is_failure:

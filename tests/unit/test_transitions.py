@@ -405,6 +405,7 @@ def test_a_dependent_that_follows_waits_for_its_dependency_after_its_stop() -> N
     assert stopping.intent is Intent.WAIT and not stopping.held
     step = transition(stopping, lc.Exited(NOW, EXIT_0), SETTINGS)
     assert step.life.state is S.STOPPED and step.life.consecutive_failures == 0
+    assert step.life.restarts == 1  # it counts as a restart, as one asked for does
     assert _kinds(step)[-2:] == ("TryStart", "WakeWaiting")
     assert _effects(step, lc.TryStart) == [lc.TryStart()]  # the gate makes it wait
     blocked = lc.Gate(blocked="waiting for db to run (depends_on)")
