@@ -61,10 +61,10 @@ class ModuleCommands:
         self.supervisor.manager.hold(child, OPERATOR_STOP)
 
         def stopped() -> dict[str, Any] | None:
-            if child.state is not ChildState.STOPPED:
-                return None
             if not child.life.held:
                 return control.failure(f"{child.name} was started again before it stopped")
+            if child.state is not ChildState.STOPPED:
+                return None
             return control.reply({"name": child.name, "why": child.why})
 
         self.supervisor.wait_for(identity, stopped)

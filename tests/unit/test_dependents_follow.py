@@ -36,7 +36,9 @@ class FakeCgroups:
         return False
 
 
-def _manager(tmp_path: Path) -> tuple[ChildManager, list[tuple[str, dict[str, Any]]]]:
+def manager_with_modules(tmp_path: Path) -> tuple[ChildManager, list[tuple[str, dict[str, Any]]]]:
+    """A manager of the modules of `EDGES`, all running (without processes), and what it
+    publishes."""
     published: list[tuple[str, dict[str, Any]]] = []
     config = AppConfig(
         config_dir=tmp_path, main_file=tmp_path / "main.yaml", modules_file=tmp_path / "m.yaml"
@@ -70,7 +72,7 @@ def _states(manager: ChildManager) -> dict[str, tuple[ChildState, Intent]]:
 
 
 def test_an_operator_stop_is_followed_edge_by_edge_and_down_the_chain(tmp_path: Path) -> None:
-    manager, _ = _manager(tmp_path)
+    manager, _ = manager_with_modules(tmp_path)
     manager.hold(manager.children["db"], "stopped by operator")
     assert _states(manager) == {
         "db": (S.STOPPING, Intent.STOP),
@@ -84,14 +86,14 @@ def test_an_operator_stop_is_followed_edge_by_edge_and_down_the_chain(tmp_path: 
 
 
 def test_nothing_follows_in_a_shutdown(tmp_path: Path) -> None:
-    manager, _ = _manager(tmp_path)
+    manager, _ = manager_with_modules(tmp_path)
     manager.shutting_down = True
     manager.stop(manager.children["db"])
     assert [n for n, (state, _) in _states(manager).items() if state is not S.RUNNING] == ["db"]
 
 
 def test_a_stand_in_leaving_running_is_not_followed(tmp_path: Path) -> None:
-    manager, published = _manager(tmp_path)
+    manager, published = manager_with_modules(tmp_path)
     db = manager.children["db"]
     stand_in = ManagedChild(db.spec, db.log, state=S.RUNNING)
     stand_in.stand_in = True
@@ -102,7 +104,7 @@ def test_a_stand_in_leaving_running_is_not_followed(tmp_path: Path) -> None:
 
 
 def test_waiting_for_and_the_shutdown_order(tmp_path: Path) -> None:
-    manager, _ = _manager(tmp_path)
+    manager, _ = manager_with_modules(tmp_path)
     children = manager.children
     assert waiting_for(children["web"], children) is None
     children["db"].state = S.BACKOFF
