@@ -13,8 +13,10 @@ from orchestrator.cluster_commands import ClusterCommands
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
 from orchestrator.module_commands import ModuleCommands
+from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
+    from orchestrator.child import ManagedChild
     from orchestrator.control_port import SupervisorPort
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,8 @@ _LOGS_MAX_BYTES = 512 * 1024  # of a log's end that `logs` reads: a reply must c
 
 class CommandHandler(ModuleCommands, ClusterCommands):
     """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later.
-    Those that move one module (`stop`, `start`, `restart`) are `ModuleCommands`'; the
-    cluster's (`remote`, `cluster`, the bridge's link) are `ClusterCommands`'."""
+    `stop`, `start` and graceful restarts are `ModuleCommands`'; the cluster's (`remote`,
+    `cluster`, the bridge's link) are `ClusterCommands`'."""
 
     def __init__(self, supervisor: SupervisorPort) -> None:
         self.supervisor = supervisor  # narrow callables, not the Supervisor itself
@@ -102,6 +104,35 @@ class CommandHandler(ModuleCommands, ClusterCommands):
             return control.reply(self.status_data()) if sup.manager.settled() else None
 
         sup.wait_for(identity, settled)
+
+    def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
+        sup, manager = self.supervisor, self.supervisor.manager
+        name = request.get("name")
+        child = manager.children.get(name) if isinstance(name, str) else None
+        if child is None:
+            return control.failure(self._unknown(name), {"kind": "usage"})
+        if manager.shutting_down:
+            return control.failure("the supervisor is shutting down")
+        if request.get("graceful") is True and child.state is ChildState.RUNNING:
+            return self.graceful_restart(identity, child)
+        generation = child.spawns
+        manager.restart(child, release=True)  # an operator's: a module kept stopped starts too
+        sup.wait_for(identity, lambda: self._restarted(child, generation))
+        return None
+
+    def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
+        if child.spawns > generation and child.state is ChildState.RUNNING:
+            return control.reply({"name": child.name, "pid": child.pid})
+        settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
+        if child.failed_spawn > generation or (child.spawns > generation and settled_down):
+            cause = child.last_exit.cause() if child.last_exit else child.state.value
+            what = "did not start" if child.failed_spawn > generation else "stopped right after"
+            return control.failure(f"{child.name} {what}: {cause}")
+        if child.state is ChildState.WAITING:
+            return control.failure(f"{child.name} is waiting: {child.why}")
+        if child.life.held:
+            return control.failure(f"{child.name} is held stopped: {child.life.held}")
+        return None
 
     def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:
         if self.supervisor.manager.shutting_down:

@@ -1,5 +1,6 @@
 """The control requests that move one module: `stop NAME`, `start NAME` and `restart NAME
-[--graceful]`; each answers once the module got where it was asked to go (or could not)."""
+--graceful` (a plain `restart` is `CommandHandler`'s); each answers once the module got where it
+was asked to go (or could not)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ OPERATOR_STOP = "stopped by operator"
 
 
 class ModuleCommands:
-    """Mixed into `CommandHandler`: its `supervisor` and `_unknown` are used."""
+    """Mixed into `CommandHandler`: its `supervisor`, `_unknown` and `_restarted` are used."""
 
     supervisor: SupervisorPort
 
     def _unknown(self, name: object) -> str:
+        raise NotImplementedError
+
+    def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
         raise NotImplementedError
 
     def _module(self, request: dict[str, Any]) -> ManagedChild | dict[str, Any]:
@@ -35,22 +39,13 @@ class ModuleCommands:
             return control.failure("the supervisor is shutting down")
         return child
 
-    def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Restart a module (an operator's: a module kept stopped starts too); `graceful`: its
-        new process starts beside the old one, which stops once the new one is ready."""
-        child = self._module(request)
-        if isinstance(child, dict):
-            return child
-        sup, manager = self.supervisor, self.supervisor.manager
-        if request.get("graceful") is True and child.state is ChildState.RUNNING:
-            handover = manager.graceful_restart(child)
-            if isinstance(handover, str):
-                return control.failure(handover)
-            sup.wait_for(identity, lambda: _handed_over(handover))
-            return None
-        generation = child.spawns
-        manager.restart(child, release=True)
-        sup.wait_for(identity, lambda: restarted(child, generation))
+    def graceful_restart(self, identity: bytes, child: ManagedChild) -> dict[str, Any] | None:
+        """`restart NAME --graceful` of a running module: its new process starts beside the old
+        one, which stops once the new one is ready; the answer comes once the old one is gone."""
+        handover = self.supervisor.manager.graceful_restart(child)
+        if isinstance(handover, str):
+            return control.failure(handover)
+        self.supervisor.wait_for(identity, lambda: _handed_over(handover))
         return None
 
     def cmd_stop(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -81,24 +76,8 @@ class ModuleCommands:
         starting = child.state is ChildState.STARTING
         generation = child.spawns - 1 if starting else child.spawns
         self.supervisor.manager.release(child)
-        self.supervisor.wait_for(identity, lambda: restarted(child, generation))
+        self.supervisor.wait_for(identity, lambda: self._restarted(child, generation))
         return None
-
-
-def restarted(child: ManagedChild, generation: int) -> dict[str, Any] | None:
-    """The answer once a process newer than `generation` runs, or why none does."""
-    if child.spawns > generation and child.state is ChildState.RUNNING:
-        return control.reply({"name": child.name, "pid": child.pid, "already": False})
-    settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
-    if child.failed_spawn > generation or (child.spawns > generation and settled_down):
-        cause = child.last_exit.cause() if child.last_exit else child.state.value
-        what = "did not start" if child.failed_spawn > generation else "stopped right after"
-        return control.failure(f"{child.name} {what}: {cause}")
-    if child.state is ChildState.WAITING:
-        return control.failure(f"{child.name} is waiting: {child.why}")
-    if child.life.held:
-        return control.failure(f"{child.name} is held stopped: {child.life.held}")
-    return None
 
 
 def _handed_over(handover: Handover) -> dict[str, Any] | None:
