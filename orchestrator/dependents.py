@@ -19,9 +19,9 @@ def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> st
     return "waiting for " + ", ".join(missing) + " to run (depends_on)" if missing else None
 
 
-def dependents(name: str, children: Iterable[ManagedChild]) -> list[ManagedChild]:
-    """The modules that depend on module `name`, in config order."""
-    return [other for other in children if name in other.spec.depends_on]
+def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[ManagedChild]:
+    """The modules that depend on `child`, in config order."""
+    return [other for other in children if child.name in other.spec.depends_on]
 
 
 def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:
@@ -32,5 +32,5 @@ def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:
         for child in reversed(list(children.values()))
         if child.pid is not None
         and child.state is not ChildState.STOPPING
-        and not any(other.pid is not None for other in dependents(child.name, children.values()))
+        and not any(other.pid is not None for other in dependents(child, children.values()))
     ]

@@ -243,7 +243,7 @@ class ChildManager:
     def _follow(self, dependency: ManagedChild) -> None:
         """`dependency` stopped running: each module depending on it follows its edge's policy."""
         now = time.monotonic()
-        for other in dependents(dependency.name, list(self.children.values())):
+        for other in dependents(dependency, list(self.children.values())):
             policy = other.spec.on_failure(dependency.name)
             self.handle(other, lc.DependencyDown(now, dependency.name, policy))
 
