@@ -55,7 +55,8 @@ def shutdown():
 
 @pytest.fixture(scope="module")
 def ticking() -> Iterator[Project]:
-    """A recorder of `tick.*` and a ticker that depends on it (so nothing it says is missed)."""
+    """A recorder of `tick.*`, a ticker that depends on it (so nothing it says is missed), and a
+    module that depends on the ticker."""
     for project in projects():
         project.configure(
             [
@@ -73,6 +74,7 @@ def ticking() -> Iterator[Project]:
                         "hold": str(project.root / "hold"),
                     },
                 },
+                {"name": "follower", "path": project.probe("idle"), "depends_on": ["ticker"]},
             ]
         )
         project.up()
@@ -85,6 +87,7 @@ def _ticks(project: Project) -> list[tuple[str, Any]]:
 
 def test_a_graceful_restart_leaves_no_gap(ticking: Project) -> None:
     old = ticking.module("ticker")["pid"]
+    follower = ticking.module("follower")["pid"]
     wait_until(lambda: ("tick.beat", old) in _ticks(ticking), what="the ticker's beats")
     result = ticking.cli("restart", "ticker", "--graceful", check=0)
     assert "ticker restarted gracefully (pid " in result.stdout, describe(result)
@@ -93,6 +96,7 @@ def test_a_graceful_restart_leaves_no_gap(ticking: Project) -> None:
     new = row["pid"]
     assert (row["state"], row["restarts"]) == ("running", 1) and new != old
     assert not alive(old)
+    assert ticking.module("follower")["pid"] == follower  # its dependent did not follow
     wait_until(lambda: ("tick.bye", old) in _ticks(ticking), what="the old process's bye")
     ticks = _ticks(ticking)
     first_new = ticks.index(("tick.hello", new))
