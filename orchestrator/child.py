@@ -69,6 +69,8 @@ class ManagedChild:
         self.reported_error = ""  # what the current process sent before failing
         self.uncontained = False  # it could not join its cgroup: sweep for its strays at exit
         self.threads_granted: int | None = None  # callback threads its process was given
+        self.cgroup = spec.name  # its cgroup's key (a graceful restart alternates two)
+        self.stand_in = False  # holds the other process of a graceful restart (not listed)
 
     # The lifecycle's data, as status and commands read it (only tests set it this way).
     @property

@@ -12,6 +12,7 @@ from orchestrator import control
 from orchestrator.cluster_commands import ClusterCommands
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
+from orchestrator.module_commands import ModuleCommands
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ _LOGS_MAX_LINES = 10_000  # lines `logs` may ask for
 _LOGS_MAX_BYTES = 512 * 1024  # of a log's end that `logs` reads: a reply must cross NATS
 
 
-class CommandHandler(ClusterCommands):
+class CommandHandler(ModuleCommands, ClusterCommands):
     """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later.
-    The cluster's (`remote`, `cluster`, the bridge's link) are `ClusterCommands`'."""
+    `stop`, `start` and graceful restarts are `ModuleCommands`'; the cluster's (`remote`,
+    `cluster`, the bridge's link) are `ClusterCommands`'."""
 
     def __init__(self, supervisor: SupervisorPort) -> None:
         self.supervisor = supervisor  # narrow callables, not the Supervisor itself
@@ -111,8 +113,10 @@ class CommandHandler(ClusterCommands):
             return control.failure(self._unknown(name), {"kind": "usage"})
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
+        if request.get("graceful") is True and child.state is ChildState.RUNNING:
+            return self.graceful_restart(identity, child)
         generation = child.spawns
-        manager.restart(child)
+        manager.restart(child, release=True)  # an operator's: a module kept stopped starts too
         sup.wait_for(identity, lambda: self._restarted(child, generation))
         return None
 
@@ -126,6 +130,8 @@ class CommandHandler(ClusterCommands):
             return control.failure(f"{child.name} {what}: {cause}")
         if child.state is ChildState.WAITING:
             return control.failure(f"{child.name} is waiting: {child.why}")
+        if child.life.held:
+            return control.failure(f"{child.name} is held stopped: {child.life.held}")
         return None
 
     def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

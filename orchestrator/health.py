@@ -41,7 +41,7 @@ class Health:
         self._watch = self._watch_period()
         if self._watch is not None:
             deadlines.append(time.monotonic() + self._watch)
-        for child in self.manager.children.values():
+        for child in self.manager.supervised():
             if child.life.kill is not None:
                 continue  # SIGKILLed: nothing to wait for but its SIGCHLD
             if child.deadline is not None:
@@ -61,7 +61,7 @@ class Health:
         """Act on every timer that is due at `now` (monotonic)."""
         self._check_stall(now)
         manager = self.manager
-        for child in list(manager.children.values()):
+        for child in manager.supervised():
             manager.handle(child, lc.Due(now))
             if child.state is ChildState.RUNNING and self._hung(child, now):
                 manager.handle(child, lc.HealthFailed(ExitReason.HUNG))

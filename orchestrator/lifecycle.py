@@ -6,6 +6,9 @@ effects that the `ChildManager` carries out. The rules that connect them are
     starting/running --stop--> stopping --exited--> stopped (or starting again, or forgotten)
     starting/running --exited--> backoff --due--> starting, or failed, or stopped (the policy)
     waiting --a dependency runs, a slot frees--> starting
+    running --leaves--> each dependent follows (`DependencyDown`): restart (stops, then waits),
+                        stop (held stopped), or ignore
+    any --hold (`stop NAME`, a dependency's on_failure: stop)--> stopped, held until released
 
 What follows a stop we asked for is the stop's `Intent`; a SIGKILL we sent is `Life.kill`.
 """
@@ -27,6 +30,7 @@ class Intent(enum.Enum):
     STOP = "stop"  # stay stopped (`down`, a shutdown)
     RESTART = "restart"  # start again at once (`restart NAME`, a changed config)
     REMOVE = "remove"  # a reload removed the module: forget it
+    WAIT = "wait"  # a dependency went down: start again once the dependencies run
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Life:
     restarts: int = 0  # automatic and requested restarts
     consecutive_failures: int = 0
     restart_times: tuple[float, ...] = ()  # automatic restarts, the latest 64
+    held: str = ""  # kept stopped for this reason until released (`start`/`restart NAME`)
 
     @property
     def stopping_on_request(self) -> bool:
@@ -160,6 +165,33 @@ class RestartRequested:
 
     now: float
     revive: bool = False
+    release: bool = False  # an operator's: a held module starts too (a reload's does not)
+
+
+@dataclass(frozen=True)
+class DependencyDown:
+    """`dependency`, which this module depends on, stopped running; `policy` is this edge's
+    `on_failure`: `restart` (stop, start again once it runs), `stop` (held stopped) or
+    `ignore`."""
+
+    now: float
+    dependency: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class HoldRequested:
+    """Stop it and keep it stopped, for `why`, until released (`orchestrator stop NAME`)."""
+
+    now: float
+    why: str
+
+
+@dataclass(frozen=True)
+class ReleaseRequested:
+    """Let a held module start again, and start it (`orchestrator start NAME`)."""
+
+    now: float
 
 
 @dataclass(frozen=True)
@@ -209,6 +241,9 @@ Event = (
     | Due
     | StopRequested
     | RestartRequested
+    | DependencyDown
+    | HoldRequested
+    | ReleaseRequested
     | RemoveRequested
     | ShutdownBegan
     | KillRequested
@@ -314,6 +349,12 @@ class WakeWaiting:
     """Other modules may wait on this one: hand each `DependencyChanged`."""
 
 
+@dataclass(frozen=True)
+class DependentsFollow:
+    """It stopped running: hand each module that depends on it `DependencyDown`, with that
+    edge's policy (not while the supervisor shuts down: the shutdown orders the stops)."""
+
+
 Effect = (
     TryStart
     | Spawn
@@ -327,6 +368,7 @@ Effect = (
     | Running
     | Forget
     | WakeWaiting
+    | DependentsFollow
 )
 
 

@@ -20,7 +20,9 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.dependents import dependents, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
+from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
@@ -78,6 +80,7 @@ class ChildManager:
         self._lifeline = lifeline
         self.watch_exit = self.processes.watch_exit
         self.read_output = self.processes.read_output
+        self.handovers = Handovers(self.handle, self.by_pid, publish)
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
@@ -85,7 +88,11 @@ class ChildManager:
 
     def close(self) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
-        self.processes.close(list(self.children.values()))
+        self.processes.close([*self.children.values(), *self.handovers.stand_ins()])
+
+    def supervised(self) -> list[ManagedChild]:
+        """Every module, and the stand-ins of graceful restarts under way (their timers run)."""
+        return [*self.children.values(), *self.handovers.stand_ins()]
 
     # -- the lifecycle ---------------------------------------------------------------------------
 
@@ -101,7 +108,7 @@ class ChildManager:
             case lc.Log():
                 args = [child.name, *(_fill(child, arg) for arg in effect.args)]
                 log.log(effect.level, effect.message, *args)
-            case lc.Publish():
+            case lc.Publish() if not (child.stand_in and effect.event_type == "module.unloaded"):
                 self.publish(effect.event_type, name=child.name, **effect.data)
             case lc.Signal() if child.pid is not None:
                 if effect.term:
@@ -141,6 +148,8 @@ class ChildManager:
                 self.forget(child)
             case lc.WakeWaiting():
                 self.start_waiting()
+            case lc.DependentsFollow() if not (self.shutting_down or child.stand_in):
+                self._follow(child)
 
     def _gate(self, child: ManagedChild) -> lc.Gate:
         """What holds a start of `child` back now."""
@@ -171,13 +180,9 @@ class ChildManager:
 
     def blocked_by(self, child: ManagedChild) -> str | None:
         """Why `child` may not start now, or None."""
-        waiting_for = [
-            name
-            for name in child.spec.depends_on
-            if (other := self.children.get(name)) is None or other.state is not ChildState.RUNNING
-        ]
-        if waiting_for:
-            return "waiting for " + ", ".join(waiting_for) + " to run (depends_on)"
+        waiting = waiting_for(child, self.children)
+        if waiting is not None:
+            return waiting
         if sum(1 for c in self.children.values() if c.pid is not None) >= self.limits.max_processes:
             return f"process limit reached ({self.limits.max_processes} module processes)"
         return memory_reserve_shortfall(self.config.resources)
@@ -204,7 +209,7 @@ class ChildManager:
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
-        cgroup = self.cgroups.prepare(child.name)
+        cgroup = self.cgroups.prepare(child.cgroup)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
         return launch_module(
@@ -217,9 +222,30 @@ class ChildManager:
             if child.state is ChildState.WAITING:
                 self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
 
-    def restart(self, child: ManagedChild) -> None:
-        """An operator's restart: forget past failures, then stop and start (or just start)."""
-        self.handle(child, lc.RestartRequested(time.monotonic()))
+    def restart(self, child: ManagedChild, *, release: bool = False) -> None:
+        """A restart: forget past failures, then stop and start (or just start). A held module
+        (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's)."""
+        self.handle(child, lc.RestartRequested(time.monotonic(), release=release))
+
+    def graceful_restart(self, child: ManagedChild) -> Handover | str:
+        """Start a new process beside the running one; stop the old one once the new one is
+        ready (see `orchestrator.handover`). The handover under way, or why not."""
+        return self.handovers.begin(child)
+
+    def hold(self, child: ManagedChild, why: str) -> None:
+        """Stop the module and keep it stopped until `release` (its dependents follow)."""
+        self.handle(child, lc.HoldRequested(time.monotonic(), why))
+
+    def release(self, child: ManagedChild) -> None:
+        """Let a held module start again, and start it if nothing holds it back."""
+        self.handle(child, lc.ReleaseRequested(time.monotonic()))
+
+    def _follow(self, dependency: ManagedChild) -> None:
+        """`dependency` stopped running: each module depending on it follows its edge's policy."""
+        now = time.monotonic()
+        for other in dependents(dependency, list(self.children.values())):
+            policy = other.spec.on_failure(dependency.name)
+            self.handle(other, lc.DependencyDown(now, dependency.name, policy))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
         """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
@@ -269,6 +295,7 @@ class ChildManager:
             self.shutdown_deadline = time.monotonic() + timeout
         for child in list(self.children.values()):
             self.handle(child, lc.ShutdownBegan())
+        self.handovers.shutdown(self.stop)
         self.advance_shutdown()
 
     def advance_shutdown(self) -> None:
@@ -276,19 +303,12 @@ class ChildManager:
         if not self.shutting_down:
             return
         now = time.monotonic()
-        for child in reversed(list(self.children.values())):
-            if child.pid is None or child.state is ChildState.STOPPING:
-                continue
-            dependents_alive = any(
-                other.pid is not None and child.name in other.spec.depends_on
-                for other in self.children.values()
-            )
-            if not dependents_alive:
-                remaining = None
-                if self.shutdown_deadline is not None:
-                    remaining = max(0.0, self.shutdown_deadline - now)
-                    remaining = min(remaining, child.spec.supervision.stop_timeout)
-                self.stop(child, timeout=remaining)
+        for child in stoppable(self.children):
+            remaining = None
+            if self.shutdown_deadline is not None:
+                remaining = max(0.0, self.shutdown_deadline - now)
+                remaining = min(remaining, child.spec.supervision.stop_timeout)
+            self.stop(child, timeout=remaining)
 
     # -- what children report ---------------------------------------------------------------------
 
@@ -297,6 +317,8 @@ class ChildManager:
         it joined its cgroup (when it was given one)."""
         config = self.redactor.redact(dict(child.spec.config))
         self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
+        if child.stand_in:
+            self.handovers.ready(child)
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
@@ -333,6 +355,8 @@ class ChildManager:
                 jitter=_jitter(),
             )
             self.handle(child, exited)
+            if child.stand_in:
+                self.handovers.exited(child)
         self.advance_shutdown()
 
     def forget(self, child: ManagedChild) -> None:
@@ -341,6 +365,7 @@ class ChildManager:
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
             self.cgroups.remove(child.name)
+            self.cgroups.remove(child.name + NEXT_CGROUP)
             del self.children[child.name]
 
     def settled(self) -> bool:

@@ -87,7 +87,7 @@ class ModuleProcesses:
             child.process.reaped(status.code if status.code is not None else -(status.signal or 0))
             # Whatever the module left behind: in its group, in its cgroup, or reparented to us.
             signal_group(pid, signal.SIGKILL)
-            left = set(self.cgroups.kill(child.name)) | set(kill_strays(self._ours()))
+            left = set(self.cgroups.kill(child.cgroup)) | set(kill_strays(self._ours()))
             if left:
                 log.warning("%s left %d process(es) behind; killed them", child.name, len(left))
             self.sampler.forget(pid)

@@ -27,7 +27,15 @@ _NOTHING: tuple[lc.Effect, ...] = ()
 
 
 def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
-    """The next state data of one module, and the effects to carry out, after `event`."""
+    """The next state data of one module, and the effects to carry out, after `event`. A module
+    that stops running (a crash, a stop, a restart) has its dependents follow, last."""
+    step = _next(life, event, settings)
+    if life.state is ChildState.RUNNING and step.life.state is not ChildState.RUNNING:
+        return Step(step.life, (*step.effects, lc.DependentsFollow()))
+    return step
+
+
+def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
     match event:
         case lc.StartRequested():
             return _start(life, event.now, event.gate, event.announce, event.count)
@@ -76,6 +84,12 @@ def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> St
             return _stop(life, settings, event.now, intent, event.timeout)
         case lc.RestartRequested():
             return _restart(life, settings, event)
+        case lc.DependencyDown():
+            return _dependency_down(life, settings, event)
+        case lc.HoldRequested():
+            return _hold(life, settings, event.now, event.why)
+        case lc.ReleaseRequested():
+            return _release(life)
         case lc.RemoveRequested():
             return _stop(life, settings, event.now, Intent.REMOVE, None)
         case lc.ShutdownBegan():
@@ -105,7 +119,7 @@ def exit_reason(life: Life, status: ExitStatus) -> ExitReason:
 
 
 def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -> Step:
-    if gate.shutting_down or life.state.has_process:
+    if gate.shutting_down or life.state.has_process or life.held:
         return Step(life)
     if gate.hold > 0:
         return Step(replace(life, state=ChildState.BACKOFF, deadline=now + gate.hold))
@@ -203,6 +217,15 @@ def _exited(
             consecutive_failures=0,
         )
         return Step(life, (*effects, lc.TryStart(announce=True), lc.WakeWaiting()))
+    if life.intent is Intent.WAIT and not shutting_down:  # its dependencies decide when
+        life = replace(
+            life,
+            state=ChildState.STOPPED,
+            deadline=None,
+            restarts=life.restarts + 1,
+            consecutive_failures=0,
+        )
+        return Step(life, (*effects, lc.TryStart(), lc.WakeWaiting()))
     failures = 0
     if reason.is_failure:
         failures = 1 if ran_stably else life.consecutive_failures + 1
@@ -218,7 +241,7 @@ def _exited(
     life = replace(
         life,
         state=decision.state,
-        why=decision.why,
+        why=life.held or decision.why,
         deadline=None,
         consecutive_failures=failures,
     )
@@ -298,8 +321,10 @@ def _stop(
 
 
 def _restart(life: Life, settings: SupervisionSettings, event: lc.RestartRequested) -> Step:
+    if life.held and not (event.release or event.revive):
+        return Step(life, (lc.Log(lc.INFO, "%s stays stopped (%s): not restarted", (life.held,)),))
     intent = Intent.NONE if event.revive else life.intent
-    life = replace(life, intent=intent, consecutive_failures=0, restart_times=())
+    life = replace(life, intent=intent, consecutive_failures=0, restart_times=(), held="")
     effects: tuple[lc.Effect, ...] = (lc.Log(lc.INFO, "restart of %s requested"), lc.ResetBreaker())
     if not life.state.has_process:
         return Step(life, (*effects, lc.TryStart(count=True)))
@@ -317,3 +342,51 @@ def _stalled(life: Life, event: lc.Stalled) -> Step:
         deadline = max(life.deadline + event.seconds, event.now + START_GRACE)
         return Step(replace(life, deadline=deadline))
     return Step(life)
+
+
+def _dependency_down(life: Life, settings: SupervisionSettings, event: lc.DependencyDown) -> Step:
+    """A dependency stopped running: follow it as this edge's policy says. A module that is
+    stopped, failed or already waiting has nothing to follow; one being stopped keeps what its
+    stop leads to (unless the policy holds it)."""
+    idle = life.state in (ChildState.STOPPED, ChildState.FAILED, ChildState.WAITING)
+    if event.policy == "ignore" or idle:
+        return Step(life)
+    if event.policy == "stop":
+        why = f"stopped because {event.dependency} stopped running (on_failure: stop)"
+        return _hold(life, settings, event.now, why)
+    if life.state is ChildState.STOPPING:
+        return Step(life)
+    note = lc.Log(lc.INFO, "%s follows %s: it starts again once that runs", (event.dependency,))
+    if life.state is ChildState.BACKOFF:  # its restart waits for the dependency instead
+        return Step(replace(life, state=ChildState.STOPPED, deadline=None), (note, lc.TryStart()))
+    step = _stop(life, settings, event.now, Intent.WAIT, None)
+    return Step(step.life, (note, *step.effects))
+
+
+def _hold(life: Life, settings: SupervisionSettings, now: float, why: str) -> Step:
+    """Stop it (if it has a process) and keep it stopped for `why` until released."""
+    intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.STOP
+    step = _stop(replace(life, held=why), settings, now, intent, None)
+    note = lc.Log(lc.INFO, "%s held stopped: %s", (why,))
+    return Step(replace(step.life, why=why), (note, *step.effects))
+
+
+def _release(life: Life) -> Step:
+    """Let it start again: at once if it has no process (past failures forgotten, as a restart
+    does), once stopped if it is being stopped; a running one has nothing to release."""
+    released = replace(life, held="")
+    if life.state is ChildState.STOPPING:
+        intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
+        return Step(replace(released, intent=intent, why=""))
+    if life.state.has_process:
+        return Step(released)
+    fresh = replace(
+        released,
+        state=ChildState.STOPPED,
+        deadline=None,
+        why="",
+        consecutive_failures=0,
+        restart_times=(),
+    )
+    note = lc.Log(lc.INFO, "start of %s requested")
+    return Step(fresh, (note, lc.ResetBreaker(), lc.TryStart()))

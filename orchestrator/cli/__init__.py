@@ -14,7 +14,9 @@ from orchestrator.cli.new import new
 from orchestrator.cli.publish import publish
 from orchestrator.cli.reload import reload
 from orchestrator.cli.restart import restart
+from orchestrator.cli.start import start
 from orchestrator.cli.status import status
+from orchestrator.cli.stop import stop
 from orchestrator.cli.systemd_unit import systemd_unit
 from orchestrator.cli.test import test
 from orchestrator.cli.up import up
@@ -53,6 +55,8 @@ for command in (
     down,
     status,
     restart,
+    stop,
+    start,
     reload,
     test,
     logs,

@@ -18,30 +18,44 @@ from orchestrator.cli.common import App, config_option, echo_json, expect, split
     help="Seconds to wait for the module to run again.",
 )
 @click.option(
+    "--graceful",
+    is_flag=True,
+    help="Start the new process first; stop the old one once the new one is ready.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
     help="Print the module's status once it runs again, as `status NAME --json` does.",
 )
-def restart(app: App, name: str, wait: float, as_json: bool) -> None:
+def restart(app: App, name: str, wait: float, graceful: bool, as_json: bool) -> None:
     """Restart module NAME and return once it is running again with a new pid.
 
-    A module that has failed (restart limit reached) is started afresh. Exits 1 if it does not come
-    back up, with the reason; 2 if there is no module NAME.
+    A module that has failed (restart limit reached) or was stopped (`stop NAME`) is started
+    afresh. Exits 1 if it does not come back up, with the reason; 2 if there is no module NAME.
+
+    With --graceful, a running module's new process starts beside the old one, which is stopped
+    only once the new one is ready (both receive events for that moment); if the new one does
+    not become ready, the old one keeps running and the command exits 1 saying why.
 
     In cluster mode, HOST/NAME restarts module NAME on cluster host HOST, through that host's
     supervisor; exits 4 if HOST does not answer.
     """
     host, module = split_host(name)
     if host is not None:
-        data = expect(app.remote(host, {"cmd": "restart", "name": module}, wait), host, pid=int)
+        request = {"cmd": "restart", "name": module, "graceful": graceful}
+        data = expect(app.remote(host, request, wait), host, pid=int)
         if as_json:
             echo_json(app.remote(host, {"cmd": "status", "name": module}))
             return
         click.echo(f"{host}/{module} restarted (pid {data['pid']})")
         return
-    data = app.request("restart", wait=wait, name=name)
+    data = app.request("restart", wait=wait, name=name, graceful=graceful)
     if as_json:
         echo_json(app.request("status", name=name))
+        return
+    if data.get("graceful"):
+        old = data["old_pid"]
+        click.echo(f"{data['name']} restarted gracefully (pid {data['pid']}, was {old})")
         return
     click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -19,6 +19,8 @@ ReadyMode = Literal["auto", "manual"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
+DependencyPolicy = Literal["restart", "stop", "ignore"]
+DEPENDENCY_POLICIES: tuple[DependencyPolicy, ...] = ("restart", "stop", "ignore")
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,12 @@ class ModuleSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
     log_level: LogLevel | None = None  # its own logging level; None: `logging.level`
+    # What it does when a dependency stops running, for each edge that is not `restart`.
+    dependency_policy: Mapping[str, DependencyPolicy] = field(default_factory=dict)
+
+    def on_failure(self, dependency: str) -> DependencyPolicy:
+        """What this module does when `dependency` stops running: restart, stop or ignore."""
+        return self.dependency_policy.get(dependency, "restart")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
+from orchestrator.config.dependencies import build_depends_on
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
 from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision, log_level
@@ -104,7 +105,9 @@ def build_module(
     config = expect_mapping(entry.get("config"), file, child(where, "config"), allow_null=True)
     _check_string_keys(config, file, child(where, "config"))
     env = _env(entry.get("env"), file, child(where, "env"))
-    depends_on = _names(entry.get("depends_on"), file, child(where, "depends_on"))
+    depends_on, policies = build_depends_on(
+        entry.get("depends_on"), file, child(where, "depends_on"), _name
+    )
     level = entry.get("log_level")
     level = log_level(level, file, child(where, "log_level")) if level is not None else None
     overrides = {
@@ -123,6 +126,7 @@ def build_module(
         supervision=supervision,
         env=env,
         depends_on=depends_on,
+        dependency_policy=policies,
         log_level=cast(LogLevel | None, level),
     )
 
@@ -136,19 +140,6 @@ def _name(value: Any, file: str, where: str) -> str:
             f"or digit, got {describe(value)}",
         )
     return value
-
-
-def _names(value: Any, file: str, where: str) -> tuple[str, ...]:
-    """A list of module names (a single name is accepted too), without repeats."""
-    if isinstance(value, str):
-        value = [value]
-    names = expect_list(value, file, where, allow_null=True)
-    result: list[str] = []
-    for index, name in enumerate(names):
-        checked = _name(name, file, item(where, index))
-        if checked not in result:
-            result.append(checked)
-    return tuple(result)
 
 
 def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: bool) -> Path:

@@ -97,6 +97,8 @@ NEEDS_CONFIG = [
     ["status"],
     ["status", "idle"],
     ["restart", "idle"],
+    ["stop", "idle"],
+    ["start", "idle"],
     ["reload"],
     ["test"],
     ["test", "idle"],
@@ -134,7 +136,8 @@ def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -
         assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
     assert project.cli("status", "idle").returncode == exit_codes.NOT_RUNNING
     project.up()
-    for command in (["status", "nope"], ["restart", "nope"], ["logs", "nope"], ["test", "nope"]):
+    unknown = (["status", "nope"], ["restart", "nope"], ["stop", "nope"], ["start", "nope"])
+    for command in (*unknown, ["logs", "nope"], ["test", "nope"]):
         result = project.cli(*command, check=exit_codes.USAGE)
         assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
     # A known module that does exist is not a usage error.
@@ -200,6 +203,10 @@ def test_json_output_parses_for_each_command_that_has_it(project: Project) -> No
     (row,) = restarted["modules"]
     assert row.keys() == status["modules"][0].keys()
     assert row["name"] == "idle" and row["state"] == "running" and row["restarts"] == 1
+    (row,) = document("stop", "idle")["modules"]
+    assert (row["state"], row["why"]) == ("stopped", "stopped by operator")
+    (row,) = document("start", "idle")["modules"]
+    assert (row["state"], row["why"]) == ("running", "")
     assert document("reload", "--dry-run") == {
         "start": [],
         "stop": [],

@@ -55,6 +55,11 @@ EVENTS: dict[str, lc.Event] = {
     "due": lc.Due(NOW),
     "stop": lc.StopRequested(NOW),
     "restart": lc.RestartRequested(NOW),
+    "dep_restart": lc.DependencyDown(NOW, "db", "restart"),
+    "dep_stop": lc.DependencyDown(NOW, "db", "stop"),
+    "dep_ignore": lc.DependencyDown(NOW, "db", "ignore"),
+    "hold": lc.HoldRequested(NOW, "stopped by operator"),
+    "release": lc.ReleaseRequested(NOW),
     "remove": lc.RemoveRequested(NOW),
     "shutdown": lc.ShutdownBegan(),
     "kill": lc.KillRequested(ExitReason.STOPPED),
@@ -78,6 +83,12 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.WAITING, "dependency"): (SAME, ("Spawn",)),
     **{(s, "spawned"): (S.STARTING, ("Log",)) for s in S},
     **{(s, "spawn_failed"): (S.BACKOFF, ("Log", "RecordStart", *CRASH_NEXT)) for s in S},
+    # (not reached: a running module is not spawned) whatever leaves running, dependents follow
+    (S.RUNNING, "spawned"): (S.STARTING, ("Log", "DependentsFollow")),
+    (S.RUNNING, "spawn_failed"): (
+        S.BACKOFF,
+        ("Log", "RecordStart", *CRASH_NEXT, "DependentsFollow"),
+    ),
     **{(s, "ready"): (SAME, NONE) for s in S if s is not S.STARTING},
     (S.STARTING, "ready"): (
         S.RUNNING,
@@ -85,7 +96,7 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     ),
     **{(s, "exited"): (SAME, NONE) for s in IDLE},
     (S.STARTING, "exited"): (S.BACKOFF, ("RecordStart", *CRASH_NEXT)),
-    (S.RUNNING, "exited"): (S.BACKOFF, CRASH_NEXT),
+    (S.RUNNING, "exited"): (S.BACKOFF, (*CRASH_NEXT, "DependentsFollow")),
     (S.STOPPING, "exited"): (S.STOPPED, ("RecordExit", "Log", "Publish", "WakeWaiting")),
     **{(s, "breaker"): (SAME, NONE) for s in S if s is not S.BACKOFF},
     (S.BACKOFF, "breaker"): (SAME, ("Log",)),
@@ -98,16 +109,32 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.FAILED, "due"): (SAME, NONE),
     **{(s, "stop"): (S.STOPPED, NONE) for s in IDLE},
     (S.STARTING, "stop"): (S.STOPPING, STOP),
-    (S.RUNNING, "stop"): (S.STOPPING, STOP),
+    (S.RUNNING, "stop"): (S.STOPPING, (*STOP, "DependentsFollow")),
     (S.STOPPING, "stop"): (SAME, NONE),
     **{(s, "restart"): (SAME, ("Log", "ResetBreaker", "TryStart")) for s in IDLE},
     (S.STARTING, "restart"): (S.STOPPING, ("Log", "ResetBreaker", *STOP)),
-    (S.RUNNING, "restart"): (S.STOPPING, ("Log", "ResetBreaker", *STOP)),
+    (S.RUNNING, "restart"): (S.STOPPING, ("Log", "ResetBreaker", *STOP, "DependentsFollow")),
     (S.STOPPING, "restart"): (SAME, ("Log", "ResetBreaker")),
     **{(s, "remove"): (S.STOPPED, ("Forget",)) for s in IDLE},
     (S.STARTING, "remove"): (S.STOPPING, STOP),
-    (S.RUNNING, "remove"): (S.STOPPING, STOP),
+    (S.RUNNING, "remove"): (S.STOPPING, (*STOP, "DependentsFollow")),
     (S.STOPPING, "remove"): (SAME, NONE),
+    **{(s, "dep_restart"): (SAME, NONE) for s in (S.STOPPED, S.WAITING, S.FAILED, S.STOPPING)},
+    (S.STARTING, "dep_restart"): (S.STOPPING, ("Log", *STOP)),
+    (S.RUNNING, "dep_restart"): (S.STOPPING, ("Log", *STOP, "DependentsFollow")),
+    (S.BACKOFF, "dep_restart"): (S.STOPPED, ("Log", "TryStart")),
+    **{(s, "dep_stop"): (SAME, NONE) for s in (S.STOPPED, S.WAITING, S.FAILED)},
+    (S.STARTING, "dep_stop"): (S.STOPPING, ("Log", *STOP)),
+    (S.RUNNING, "dep_stop"): (S.STOPPING, ("Log", *STOP, "DependentsFollow")),
+    (S.STOPPING, "dep_stop"): (SAME, ("Log",)),
+    (S.BACKOFF, "dep_stop"): (S.STOPPED, ("Log",)),
+    **{(s, "dep_ignore"): (SAME, NONE) for s in S},
+    **{(s, "hold"): (S.STOPPED, ("Log",)) for s in IDLE},
+    (S.STARTING, "hold"): (S.STOPPING, ("Log", *STOP)),
+    (S.RUNNING, "hold"): (S.STOPPING, ("Log", *STOP, "DependentsFollow")),
+    (S.STOPPING, "hold"): (SAME, ("Log",)),
+    **{(s, "release"): (S.STOPPED, ("Log", "ResetBreaker", "TryStart")) for s in IDLE},
+    **{(s, "release"): (SAME, NONE) for s in PROCESS},
     **{(s, "shutdown"): (S.STOPPED, NONE) for s in IDLE},
     **{(s, "shutdown"): (SAME, NONE) for s in PROCESS},
     **{(s, "kill"): (SAME, NONE) for s in IDLE},
@@ -391,3 +418,81 @@ def test_restart_times_keep_only_the_latest() -> None:
     life = Life(S.RUNNING, restart_times=tuple(NOW - 1000 - i for i in range(64)))
     step = transition(life, lc.Exited(NOW, EXIT_1), SETTINGS)
     assert len(step.life.restart_times) == 64 and step.life.restart_times[-1] == NOW
+
+
+# -- dependents follow, holds --------------------------------------------------------------------
+
+
+def test_a_dependent_that_follows_waits_for_its_dependency_after_its_stop() -> None:
+    stopping = transition(LIVES[S.RUNNING], EVENTS["dep_restart"], SETTINGS).life
+    assert stopping.intent is Intent.WAIT and not stopping.held
+    step = transition(stopping, lc.Exited(NOW, EXIT_0), SETTINGS)
+    assert step.life.state is S.STOPPED and step.life.consecutive_failures == 0
+    assert step.life.restarts == 1  # it counts as a restart, as one asked for does
+    assert _kinds(step)[-2:] == ("TryStart", "WakeWaiting")
+    assert _effects(step, lc.TryStart) == [lc.TryStart()]  # the gate makes it wait
+    blocked = lc.Gate(blocked="waiting for db to run (depends_on)")
+    waiting = transition(step.life, lc.StartRequested(NOW, blocked), SETTINGS).life
+    assert waiting.state is S.WAITING and waiting.why == blocked.blocked
+
+
+def test_a_dependent_caught_by_the_shutdown_stays_stopped() -> None:
+    stopping = transition(LIVES[S.RUNNING], EVENTS["dep_restart"], SETTINGS).life
+    step = transition(stopping, lc.Exited(NOW, EXIT_0, shutting_down=True), SETTINGS)
+    assert step.life.state is S.STOPPED and not _effects(step, lc.TryStart)
+
+
+@pytest.mark.parametrize("event", ["hold", "dep_stop"])
+def test_a_held_module_stays_stopped_and_says_why(event: str) -> None:
+    stopping = transition(LIVES[S.RUNNING], EVENTS[event], SETTINGS).life
+    why = stopping.held
+    assert why in ("stopped by operator", "stopped because db stopped running (on_failure: stop)")
+    stopped = transition(stopping, lc.Exited(NOW, EXIT_0), SETTINGS).life
+    assert stopped.state is S.STOPPED and stopped.why == why and stopped.held == why
+    for nothing in (
+        lc.StartRequested(NOW, lc.Gate()),
+        lc.DependencyChanged(NOW, lc.Gate()),
+        lc.Due(NOW),
+    ):
+        assert transition(stopped, nothing, SETTINGS).life == stopped
+        assert not _effects(transition(stopped, nothing, SETTINGS), lc.Spawn)
+    reload = transition(stopped, lc.RestartRequested(NOW), SETTINGS)  # a reload's, a hot reload's
+    assert reload.life == stopped and _kinds(reload) == ("Log",)
+    operator = transition(stopped, lc.RestartRequested(NOW, release=True), SETTINGS)
+    assert operator.life.held == "" and _effects(operator, lc.TryStart) == [lc.TryStart(count=True)]
+    started = transition(stopped, lc.ReleaseRequested(NOW), SETTINGS)
+    assert started.life.held == "" and started.life.why == ""
+    assert _effects(started, lc.TryStart) == [lc.TryStart()]
+    step = transition(started.life, lc.StartRequested(NOW, lc.Gate()), SETTINGS)
+    assert _kinds(step) == ("Spawn",)
+
+
+def test_a_hold_wins_over_a_restart_in_flight_and_a_release_over_the_hold() -> None:
+    restarting = transition(LIVES[S.RUNNING], lc.RestartRequested(NOW), SETTINGS).life
+    held = transition(restarting, EVENTS["hold"], SETTINGS).life
+    assert held.intent is Intent.STOP and held.held
+    released = transition(held, lc.ReleaseRequested(NOW), SETTINGS).life
+    assert released.intent is Intent.RESTART and not released.held  # starts once stopped
+    waiting = transition(LIVES[S.RUNNING], EVENTS["dep_restart"], SETTINGS).life
+    assert transition(waiting, EVENTS["dep_stop"], SETTINGS).life.intent is Intent.STOP
+
+
+def test_a_held_module_that_a_reload_removes_is_still_forgotten() -> None:
+    held = transition(LIVES[S.RUNNING], EVENTS["hold"], SETTINGS).life
+    removing = transition(held, lc.RemoveRequested(NOW), SETTINGS).life
+    assert removing.intent is Intent.REMOVE
+    assert _kinds(transition(removing, lc.Exited(NOW, EXIT_0), SETTINGS))[-2:] == (
+        "Forget",
+        "WakeWaiting",
+    )
+    back = transition(removing, lc.RestartRequested(NOW, revive=True), SETTINGS).life
+    assert back.intent is Intent.RESTART and not back.held  # added back: a new module
+
+
+def test_only_leaving_running_makes_dependents_follow() -> None:
+    for state in S:
+        for event in EVENTS.values():
+            step = transition(LIVES[state], event, SETTINGS)
+            follows = bool(_effects(step, lc.DependentsFollow))
+            left = state is S.RUNNING and step.life.state is not S.RUNNING
+            assert follows == left, (state, event)

@@ -1,0 +1,37 @@
+"""`orchestrator start NAME`."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import App, config_option, echo_json
+
+
+@click.command()
+@click.argument("name")
+@config_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=86400),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the module to run.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the module's status once it runs, as `status NAME --json` does.",
+)
+def start(app: App, name: str, wait: float, as_json: bool) -> None:
+    """Start module NAME again after `stop NAME` (or a failure); return once it is running.
+
+    A running module is left as it is. Exits 1 if it does not come up (or waits for a
+    dependency), with the reason; 2 if there is no module NAME, 4 if no supervisor runs.
+    """
+    data = app.request("start", wait=wait, name=name)
+    if as_json:
+        echo_json(app.request("status", name=name))
+        return
+    verb = "is already running" if data.get("already") else "started"
+    click.echo(f"{data['name']} {verb} (pid {data['pid']})")

@@ -1,0 +1,37 @@
+"""`orchestrator stop NAME`."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import App, config_option, echo_json
+
+
+@click.command()
+@click.argument("name")
+@config_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=86400),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the module to stop.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the module's status once it stopped, as `status NAME --json` does.",
+)
+def stop(app: App, name: str, wait: float, as_json: bool) -> None:
+    """Stop module NAME and keep it stopped until `start NAME`, `restart NAME` or the next `up`.
+
+    The config is not changed, and a reload does not start it. Modules that depend on it follow
+    as their `depends_on` says (by default they stop and wait for it). Returns once it stopped;
+    exits 2 if there is no module NAME, 4 if no supervisor runs.
+    """
+    data = app.request("stop", wait=wait, name=name)
+    if as_json:
+        echo_json(app.request("status", name=name))
+        return
+    click.echo(f"{data['name']} stopped ({data['why']}); `orchestrator start {name}` starts it")

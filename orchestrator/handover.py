@@ -1,0 +1,159 @@
+"""Graceful restarts (`orchestrator restart NAME --graceful`): the module's new process starts
+beside the old one, and the old one is stopped only once the new one is ready, so a module that
+serves requests is never absent. Until then the new process belongs to a stand-in
+`ManagedChild` (same name and log, `restart: never`, its own cgroup), driven by the same
+transition function; at the hand-over the two swap processes: the module keeps its state
+(`running` throughout, so its dependents do not follow), the stand-in stops the old process.
+If the new process never becomes ready, the old one keeps running, untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from orchestrator import lifecycle as lc
+from orchestrator.child import ManagedChild
+from orchestrator.states import ChildState
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[ManagedChild, lc.Event], None]
+Publish = Callable[..., None]
+NEXT_CGROUP = "~next"  # a suffix no module name has (`~` is not allowed in one)
+
+
+@dataclass
+class Handover:
+    """One graceful restart under way: `child` the module, `stand_in` the other process's.
+    `outcome` is None until it is over: then "" (handed over, the old process gone) or why the
+    new process did not take over."""
+
+    child: ManagedChild
+    stand_in: ManagedChild
+    old_pid: int | None
+    outcome: str | None = None
+    handed_over: bool = False
+
+
+class Handovers:
+    """The graceful restarts under way, by module name."""
+
+    def __init__(self, handle: Handle, by_pid: dict[int, ManagedChild], publish: Publish) -> None:
+        self._handle = handle
+        self._by_pid = by_pid
+        self._publish = publish
+        self._under_way: dict[str, Handover] = {}
+
+    def stand_ins(self) -> list[ManagedChild]:
+        """Every stand-in (its process starting, or the old one stopping)."""
+        return [handover.stand_in for handover in self._under_way.values()]
+
+    def begin(self, child: ManagedChild) -> Handover | str:
+        """Start `child`'s new process beside its running one; the handover, or why not."""
+        if child.name in self._under_way:
+            return f"a graceful restart of {child.name} is already under way"
+        if child.state is not ChildState.RUNNING or child.pid is None:
+            return f"{child.name} is {child.state.value}, not running: use `restart` instead"
+        never = replace(child.spec.supervision, restart="never")
+        stand_in = ManagedChild(replace(child.spec, supervision=never), child.log)
+        stand_in.stand_in = True
+        stand_in.cgroup = _other_cgroup(child)
+        handover = Handover(child, stand_in, child.pid)
+        self._under_way[child.name] = handover
+        log.info(
+            "%s: graceful restart: starting a new process beside pid %d", child.name, child.pid
+        )
+        self._handle(stand_in, lc.StartRequested(time.monotonic(), lc.Gate()))
+        if stand_in.pid is None:  # it could not even be spawned
+            self._end(handover, _cause(stand_in, "could not be started"))
+        return handover
+
+    def ready(self, stand_in: ManagedChild) -> None:
+        """The stand-in's new process is ready: hand it to the module, stop the old one."""
+        handover = self._find(stand_in)
+        if handover is None or handover.handed_over or stand_in.state is not ChildState.RUNNING:
+            return
+        child, now = handover.child, time.monotonic()
+        if child.state is not ChildState.RUNNING or child.pid != handover.old_pid:
+            # The old process went meanwhile (a crash, a stop): its own policy goes on.
+            self._handle(stand_in, lc.StopRequested(now))
+            self._end(handover, "the old process stopped running during the graceful restart")
+            return
+        new, old = stand_in.process, child.process
+        if new is None or old is None:  # pragma: no cover (both have their process here)
+            return
+        child.process, stand_in.process = new, old
+        self._by_pid[new.pid], self._by_pid[old.pid] = child, stand_in
+        child.cgroup, stand_in.cgroup = stand_in.cgroup, child.cgroup
+        child.started_wall, stand_in.started_wall = stand_in.started_wall, child.started_wall
+        child.counters, child.reported_error, child.busy_for = {}, "", 0.0
+        child.last_heartbeat = now
+        child.life = replace(
+            child.life,
+            started_at=stand_in.started_at,
+            ready_at=stand_in.ready_at,
+            spawns=child.spawns + 1,
+            restarts=child.restarts + 1,
+            consecutive_failures=0,
+            restart_times=(),
+        )
+        handover.handed_over = True
+        log.info(
+            "%s: graceful restart: pid %d is ready; stopping the old pid %d",
+            child.name,
+            new.pid,
+            old.pid,
+        )
+        self._publish(
+            "module.restarted", name=child.name, pid=new.pid, restarts=child.restarts, graceful=True
+        )
+        self._handle(stand_in, lc.StopRequested(now))
+
+    def exited(self, stand_in: ManagedChild) -> None:
+        """The stand-in's process was reaped: the old one (done) or a new one that failed."""
+        handover = self._find(stand_in)
+        if handover is None or stand_in.pid is not None:
+            return
+        if handover.handed_over:
+            self._end(handover, "")
+        elif handover.outcome is None:
+            self._end(handover, _cause(stand_in, "exited before it was ready"))
+        else:
+            self._under_way.pop(handover.child.name, None)
+
+    def shutdown(self, stop: Callable[[ManagedChild], None]) -> None:
+        """The supervisor stops: every stand-in's process stops too."""
+        for handover in list(self._under_way.values()):
+            if handover.outcome is None:
+                handover.outcome = "the supervisor is shutting down"
+            stop(handover.stand_in)
+
+    def _find(self, stand_in: ManagedChild) -> Handover | None:
+        handover = self._under_way.get(stand_in.name)
+        return handover if handover is not None and handover.stand_in is stand_in else None
+
+    def _end(self, handover: Handover, outcome: str) -> None:
+        handover.outcome = outcome
+        if outcome:
+            child = handover.child
+            kept = child.pid == handover.old_pid and child.state is ChildState.RUNNING
+            log.error(
+                "%s: graceful restart failed: %s%s",
+                child.name,
+                outcome,
+                f"; the old process (pid {handover.old_pid}) keeps running" if kept else "",
+            )
+        if handover.stand_in.pid is None:
+            self._under_way.pop(handover.child.name, None)
+
+
+def _other_cgroup(child: ManagedChild) -> str:
+    return child.name if child.cgroup != child.name else child.name + NEXT_CGROUP
+
+
+def _cause(stand_in: ManagedChild, fallback: str) -> str:
+    last = stand_in.last_exit
+    return f"the new process did not become ready: {last.cause() if last else fallback}"

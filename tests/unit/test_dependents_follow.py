@@ -1,0 +1,117 @@
+"""The manager hands a module's departure to its dependents, edge by edge and down the chain;
+not during a shutdown, and not for a graceful restart's stand-in. No processes: the lifecycle
+decides, and a signal to a module without a process is a no-op."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import zmq
+
+from orchestrator import lifecycle as lc
+from orchestrator.child import ManagedChild
+from orchestrator.config import AppConfig, LoggingSection, ModuleSpec, Redactor
+from orchestrator.dependents import stoppable, waiting_for
+from orchestrator.forkserver import ForkServer
+from orchestrator.lifecycle import Intent
+from orchestrator.manager import ChildManager
+from orchestrator.output import ModuleLog
+from orchestrator.resources import Limits
+from orchestrator.states import ChildState
+
+S = ChildState
+EDGES: dict[str, dict[str, str]] = {
+    "db": {},
+    "api": {"db": "restart"},
+    "web": {"api": "restart"},  # follows db through api
+    "cache": {"db": "stop"},
+    "audit": {"db": "ignore"},
+}
+
+
+class FakeCgroups:
+    def available(self) -> bool:
+        return False
+
+
+def manager_with_modules(tmp_path: Path) -> tuple[ChildManager, list[tuple[str, dict[str, Any]]]]:
+    """A manager of the modules of `EDGES`, all running (without processes), and what it
+    publishes."""
+    published: list[tuple[str, dict[str, Any]]] = []
+    config = AppConfig(
+        config_dir=tmp_path, main_file=tmp_path / "main.yaml", modules_file=tmp_path / "m.yaml"
+    )
+    manager = ChildManager(
+        config,
+        Limits(max_processes=9, max_threads=4, available_mb=1, total_mb=1, cpu_count=1),
+        redactor=Redactor(()),
+        cgroups=FakeCgroups(),  # type: ignore[arg-type]
+        channel_endpoint="ipc://unused",
+        lifeline=-1,
+        forkserver=ForkServer(-1),
+        poller=zmq.Poller(),
+        publish=lambda event_type, **data: published.append((event_type, data)),
+        foreground=False,
+    )
+    for name, edges in EDGES.items():
+        spec = ModuleSpec(
+            name=name,
+            path=tmp_path / "m.py",
+            depends_on=tuple(edges),
+            dependency_policy={dep: policy for dep, policy in edges.items() if policy != "restart"},
+        )
+        log = ModuleLog(name, LoggingSection(directory=tmp_path), Redactor(()), echo=False)
+        manager.children[name] = ManagedChild(spec, log, state=S.RUNNING)
+    return manager, published
+
+
+def _states(manager: ChildManager) -> dict[str, tuple[ChildState, Intent]]:
+    return {name: (c.state, c.life.intent) for name, c in manager.children.items()}
+
+
+def test_an_operator_stop_is_followed_edge_by_edge_and_down_the_chain(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    manager.hold(manager.children["db"], "stopped by operator")
+    assert _states(manager) == {
+        "db": (S.STOPPING, Intent.STOP),
+        "api": (S.STOPPING, Intent.WAIT),
+        "web": (S.STOPPING, Intent.WAIT),
+        "cache": (S.STOPPING, Intent.STOP),
+        "audit": (S.RUNNING, Intent.NONE),
+    }
+    assert manager.children["cache"].life.held.startswith("stopped because db stopped running")
+    assert manager.children["db"].life.held == "stopped by operator"
+
+
+def test_nothing_follows_in_a_shutdown(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    manager.shutting_down = True
+    manager.stop(manager.children["db"])
+    assert [n for n, (state, _) in _states(manager).items() if state is not S.RUNNING] == ["db"]
+
+
+def test_a_stand_in_leaving_running_is_not_followed(tmp_path: Path) -> None:
+    manager, published = manager_with_modules(tmp_path)
+    db = manager.children["db"]
+    stand_in = ManagedChild(db.spec, db.log, state=S.RUNNING)
+    stand_in.stand_in = True
+    manager.handle(stand_in, lc.StopRequested(0.0))
+    manager.handle(stand_in, lc.Exited(0.0, 0))
+    assert all(state is S.RUNNING for state, _ in _states(manager).values())
+    assert "module.unloaded" not in [event for event, _ in published]  # the module is still up
+
+
+def test_waiting_for_and_the_shutdown_order(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    children = manager.children
+    assert waiting_for(children["web"], children) is None
+    children["db"].state = S.BACKOFF
+    assert waiting_for(children["api"], children) == "waiting for db to run (depends_on)"
+    assert stoppable(children) == []  # no module here has a process
+    for pid, child in enumerate(children.values(), start=100):
+        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+    assert [c.name for c in stoppable(children)] == ["audit", "cache", "web"]  # dependents first
+    children["web"].process = None
+    assert [c.name for c in stoppable(children)] == ["audit", "cache", "api"]

@@ -1,0 +1,59 @@
+"""`stop`, `start` and `restart` requests against a manager without processes: what each
+answers, and that a request overtaken by another one answers at once instead of hanging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from test_dependents_follow import manager_with_modules
+
+from orchestrator.commands import CommandHandler
+from orchestrator.states import ChildState
+
+S = ChildState
+
+
+class _Port(SimpleNamespace):
+    """The narrow part of `SupervisorPort` these requests use."""
+
+    def __init__(self, manager: Any) -> None:
+        super().__init__(manager=manager, replies=[], waiters=[])
+        self.send_reply = lambda identity, answer: self.replies.append(answer)
+        self.wait_for = lambda identity, waiter: self.waiters.append(waiter)
+
+    def serve(self) -> list[dict[str, Any] | None]:
+        return [waiter() for waiter in self.waiters]
+
+
+def _handler(tmp_path: Path) -> tuple[CommandHandler, _Port]:
+    manager, _ = manager_with_modules(tmp_path)
+    port = _Port(manager)
+    return CommandHandler(port), port  # type: ignore[arg-type]
+
+
+def test_a_stop_overtaken_by_a_start_answers_instead_of_hanging(tmp_path: Path) -> None:
+    handler, port = _handler(tmp_path)
+    handler.handle(b"a", {"cmd": "stop", "name": "db"})
+    assert port.manager.children["db"].state is S.STOPPING and port.serve() == [None]
+    handler.handle(b"b", {"cmd": "start", "name": "db"})  # before the stop finished
+    stop_answer, start_answer = port.serve()
+    assert stop_answer is not None and not stop_answer["ok"]
+    assert stop_answer["error"] == "db was started again before it stopped"
+    assert start_answer is None  # it starts once its process has stopped
+
+
+def test_a_running_module_is_already_started_and_unknown_names_are_usage(
+    tmp_path: Path,
+) -> None:
+    handler, port = _handler(tmp_path)
+    handler.handle(b"a", {"cmd": "start", "name": "audit"})
+    assert port.replies[-1]["ok"] and port.replies[-1]["data"]["already"] is True
+    for cmd in ("stop", "start", "restart"):
+        for name in ("nosuch", None, 3, ["db"]):
+            handler.handle(b"a", {"cmd": cmd, "name": name})
+            assert port.replies[-1]["data"] == {"kind": "usage"}, (cmd, name)
+    port.manager.shutting_down = True
+    handler.handle(b"a", {"cmd": "stop", "name": "db"})
+    assert port.replies[-1]["error"] == "the supervisor is shutting down"
