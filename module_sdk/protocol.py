@@ -30,6 +30,8 @@ SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run t
 READY: Final = "ready"  # child -> supervisor: initialize() returned, the bus is connected
 ERROR: Final = "error"  # child -> supervisor: what went wrong, before a failing exit
 HEARTBEAT: Final = "heartbeat"  # child -> supervisor: alive, with its counters
+RUN: Final = "run"  # supervisor -> child: call the module's run() now (its schedule is due)
+RUN_RESULT: Final = "run_result"  # child -> supervisor: how that run() ended
 
 
 # The fields of each child-channel message: both sides use these types, so that a field renamed on
@@ -44,6 +46,7 @@ class Ready(TypedDict):
     kind: Literal["ready"]
     pid: int
     contained: bool  # it joined the cgroup it was given
+    run: NotRequired[bool]  # the module defines run(): a schedule calls it in this process
 
 
 class Heartbeat(TypedDict):
@@ -62,7 +65,21 @@ class Error(TypedDict):
     traceback: str
 
 
-ChildMessage = Hello | Ready | Heartbeat | Error
+class Run(TypedDict):
+    kind: Literal["run"]
+    id: int  # echoed in the result
+
+
+class RunResult(TypedDict):
+    kind: Literal["run_result"]
+    pid: int
+    id: int
+    ok: bool  # run() returned (False: it raised)
+    error: str  # what it raised, one line
+    seconds: float  # how long it took
+
+
+ChildMessage = Hello | Ready | Heartbeat | Error | RunResult
 
 
 class Spec(TypedDict):

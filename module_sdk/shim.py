@@ -37,6 +37,7 @@ from module_sdk.process import (
     prctl,
     reap_adopted,
 )
+from module_sdk.runner import Runner
 
 log = logging.getLogger("module_sdk.shim")
 
@@ -86,6 +87,7 @@ class _Child:
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
+        self.runner: Runner | None = None  # the module's run(), if it has one
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
 
     def orphaned(self) -> bool:
@@ -181,7 +183,9 @@ class _Child:
         code = self.initialize(spec)
         if code is not None:
             return code
-        self.channel.ready(contained=self.cgroup is not None)
+        run = getattr(self.module, "run", None)
+        self.runner = Runner(run, self.channel.pid) if callable(run) else None
+        self.channel.ready(contained=self.cgroup is not None, run=self.runner is not None)
         log.debug("%s ready", self.name)
         orphaned = self.serve(float(spec["heartbeat_interval"]))
         return self.stop(orphaned)
@@ -226,6 +230,8 @@ class _Child:
         timeout = float(spec["handshake_timeout"])
         try:
             self.module.initialize(bus, dict(spec["config"]))
+        except SystemExit as exc:
+            return self.finished(exc)
         except Exception as exc:
             message = f"initialize() raised {type(exc).__name__}: {exc}"
             return self.fail(
@@ -238,12 +244,30 @@ class _Child:
         bus.start()
         return None
 
+    def finished(self, exc: SystemExit) -> int:
+        """initialize() called sys.exit(): a module that exits when its work is done (a
+        scheduled job). Shut it down as a stop does, so that what it published goes out."""
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        log.info("%s finished in initialize() (exit %d)", self.name, code)
+        return self.stop(False, code)
+
+    def supervisor_message(self) -> None:
+        """A message from the supervisor while serving: `run` calls the module's run()."""
+        try:
+            message = self.channel.receive(0)
+        except ValueError:
+            return
+        if message is not None and message.get("kind") == protocol.RUN and self.runner:
+            self.runner.request(message)
+
     def serve(self, heartbeat_interval: float) -> bool:
         """Heartbeat until asked to stop; True if we stop because the supervisor is gone."""
         assert self.bus is not None
         poller = zmq.Poller()
         poller.register(self.signals.read_fd, zmq.POLLIN)
         poller.register(self.channel.socket, zmq.POLLIN)
+        if self.runner is not None:
+            poller.register(self.runner.fd, zmq.POLLIN)
         interval_ms = max(1, int(heartbeat_interval * 1000))
         while True:
             ready = dict(poller.poll(interval_ms))
@@ -252,7 +276,10 @@ class _Child:
             if self.signals.read_fd in ready and self.signals.pending():
                 return False
             if self.channel.socket in ready:
-                self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
+                self.supervisor_message()
+            if self.runner is not None and self.runner.fd in ready:
+                for result in self.runner.results():
+                    self.channel.send(result)
             self.bus.sync()  # subscribers count the losses at the end of a burst
             self.channel.heartbeat(
                 self.bus.counters(),
@@ -260,14 +287,14 @@ class _Child:
                 **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
             )
 
-    def stop(self, orphaned: bool) -> int:
+    def stop(self, orphaned: bool, code: int = protocol.EXIT_OK) -> int:
         assert self.module is not None and self.bus is not None
         if orphaned:
             self.note_orphaned()
         if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
             threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
-        code = protocol.EXIT_ORPHANED if orphaned else protocol.EXIT_OK
+        code = protocol.EXIT_ORPHANED if orphaned else code
         try:
             self.module.shutdown()
         except Exception:

@@ -21,6 +21,7 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
 from orchestrator.forkserver import ForkServer
+from orchestrator.instances import depends, members
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
@@ -61,7 +62,7 @@ class ChildManager:
             spec.name: ManagedChild(
                 spec, ModuleLog(spec.name, config.logging, redactor, echo=foreground)
             )
-            for spec in config.enabled_modules
+            for spec in config.enabled_instances
         }
         self.sampler = ProcessSampler()
         self.processes = ModuleProcesses(
@@ -174,7 +175,8 @@ class ChildManager:
         waiting_for = [
             name
             for name in child.spec.depends_on
-            if (other := self.children.get(name)) is None or other.state is not ChildState.RUNNING
+            if not (others := members(self.children, name))  # a module, or all its instances
+            or any(other.state is not ChildState.RUNNING for other in others)
         ]
         if waiting_for:
             return "waiting for " + ", ".join(waiting_for) + " to run (depends_on)"
@@ -182,8 +184,11 @@ class ChildManager:
             return f"process limit reached ({self.limits.max_processes} module processes)"
         return memory_reserve_shortfall(self.config.resources)
 
-    def start(self, child: ManagedChild) -> bool:
-        """Spawn the module now (True) unless something holds it back (it then waits)."""
+    def start(self, child: ManagedChild, *, scheduled: bool = False) -> bool:
+        """Spawn the module now (True) unless something holds it back (it then waits). A
+        scheduled module starts only when its schedule (`scheduled`) says."""
+        if child.spec.schedule is not None and not scheduled:
+            return False
         spawns = child.spawns
         self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
         return child.spawns > spawns
@@ -228,7 +233,7 @@ class ChildManager:
         revived, not duplicated."""
         self.config, self.limits = config, limits
         self.redactor.add(config.secrets)
-        specs = {spec.name: spec for spec in config.enabled_modules}
+        specs = {spec.name: spec for spec in config.enabled_instances}
         for name in plan.stop:
             self.handle(self.children[name], lc.RemoveRequested(time.monotonic()))
         fresh: list[ManagedChild] = []
@@ -280,8 +285,7 @@ class ChildManager:
             if child.pid is None or child.state is ChildState.STOPPING:
                 continue
             dependents_alive = any(
-                other.pid is not None and child.name in other.spec.depends_on
-                for other in self.children.values()
+                other.pid is not None and depends(other, child) for other in self.children.values()
             )
             if not dependents_alive:
                 remaining = None
@@ -347,7 +351,13 @@ class ChildManager:
         """Every module is running, or has failed or been held back at least once since `up`."""
         return all(
             c.state
-            in (ChildState.RUNNING, ChildState.FAILED, ChildState.WAITING, ChildState.STOPPED)
+            in (
+                ChildState.RUNNING,
+                ChildState.FAILED,
+                ChildState.WAITING,
+                ChildState.STOPPED,
+                ChildState.DONE,
+            )
             or c.failed_spawn > 0
             for c in self.children.values()
         )

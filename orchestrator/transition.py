@@ -174,7 +174,8 @@ def _exited(
     reload removed it), start it again (a restart asked for), or apply the restart policy."""
     ran_stably = life.ready_at is not None and now - life.ready_at >= settings.stable_after
     effects: list[lc.Effect] = []
-    if life.state is ChildState.STARTING:  # it never said ready: a failed start
+    done = reason is ExitReason.EXITED and settings.restart == "never"  # a job that finished
+    if life.state is ChildState.STARTING and not done:  # it never said ready: a failed start
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))

@@ -14,6 +14,8 @@ from orchestrator.cli.new import new
 from orchestrator.cli.publish import publish
 from orchestrator.cli.reload import reload
 from orchestrator.cli.restart import restart
+from orchestrator.cli.run import run
+from orchestrator.cli.scale import scale
 from orchestrator.cli.status import status
 from orchestrator.cli.systemd_unit import systemd_unit
 from orchestrator.cli.test import test
@@ -53,6 +55,8 @@ for command in (
     down,
     status,
     restart,
+    scale,
+    run,
     reload,
     test,
     logs,
