@@ -147,6 +147,7 @@ class Scheduler:
     def fire(self, name: str) -> int | None:
         """A due time (or `orchestrator run`): start a run unless `overlap` says otherwise.
         Returns the run's number, or None if it was skipped (or queued: see `queued_run`)."""
+        self._sync()
         schedule, child = self.schedules.get(name), self._manager.children.get(name)
         if schedule is None or child is None:
             return None
@@ -229,7 +230,7 @@ class Scheduler:
         """A run() call ended (the message is the child's: checked field by field)."""
         schedule = self.schedules.get(child.name)
         run_id = message.get("id")
-        if schedule is None or not isinstance(run_id, int):
+        if schedule is None or not isinstance(run_id, int) or isinstance(run_id, bool):
             return
         run = next((r for r in schedule.active if r.call == run_id), None)
         if run is None:
