@@ -40,7 +40,17 @@ def _running(project: Project, name: str, count: int) -> dict[str, dict[str, Any
 def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> None:
     project.configure(
         [
-            {"name": "worker", "path": project.write_module("worker.py", WORKER), "instances": 3},
+            {
+                "name": "recorder",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file), "patterns": ["worker.*"]},
+            },
+            {
+                "name": "worker",
+                "path": project.write_module("worker.py", WORKER),
+                "instances": 3,
+                "depends_on": ["recorder"],
+            },
             {"name": "user", "path": project.probe("idle"), "depends_on": ["worker"]},
         ]
     )
@@ -53,6 +63,10 @@ def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> 
     assert len(set(pids.values())) == 3
     assert rows["user"]["state"] == "running"  # it waited for all three
     assert (project.root / "logs" / "worker#2.log").exists()
+    sources = wait_until(
+        lambda: len(got := {e["source"] for e in project.recorded()}) == 3 and got, 10, "3 sources"
+    )
+    assert sources == set(names)  # each instance publishes under its own name
     assert list(_rows(project, "worker")) == names  # `status NAME`: every instance
 
     # One killed: only it restarts.
