@@ -20,6 +20,7 @@ from typing import Any
 def initialize(event_bus: Any, config: dict[str, Any]) -> None:
     with Path(config["file"]).open("a") as out:
         out.write("run\\n")
+    event_bus.publish("job.ran", {"file": config["file"]})  # goes out before the exit
     time.sleep(float(config.get("seconds", 0)))
     sys.exit(int(config.get("code", 0)))
 
@@ -61,6 +62,11 @@ def test_a_job_runs_at_its_times_and_overlaps_are_skipped(project: Project) -> N
     project.configure(
         [
             {
+                "name": "recorder",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file), "patterns": ["job.*"]},
+            },
+            {
                 "name": "job",
                 "path": job,
                 "schedule": EVERY_SECOND,
@@ -85,6 +91,7 @@ def test_a_job_runs_at_its_times_and_overlaps_are_skipped(project: Project) -> N
     assert schedule["last_result"] == "ok" and schedule["cron"] == EVERY_SECOND
     assert schedule["timezone"] == "UTC" and schedule["next_run"] > schedule["last_run"]
     assert ran.read_text().count("run") >= 2
+    assert any(e["source"] == "job" for e in project.recorded())
     wait_until(lambda: _schedule(project, "slow")["skipped"] >= 1, 15, "a skipped tick of slow")
     assert "running" in _schedule(project, "slow")
     table = project.cli("status", check=0).stdout
