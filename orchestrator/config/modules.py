@@ -113,6 +113,9 @@ def build_module(
         for key, value in entry.items()
         if key in SUPERVISION_FIELDS
     }
+    run_keys = build_run_keys(entry, file, where)
+    if "schedule" in run_keys and "restart" not in overrides:
+        overrides["restart"] = "never"  # a scheduled module runs again at its next time
     supervision = check_supervision(
         dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
     )
@@ -125,7 +128,7 @@ def build_module(
         env=env,
         depends_on=depends_on,
         log_level=cast(LogLevel | None, level),
-        **build_run_keys(entry, file, where),
+        **run_keys,
     )
 
 

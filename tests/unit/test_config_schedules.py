@@ -84,6 +84,12 @@ def test_a_reload_adds_or_removes_only_the_instances_whose_count_changed(config:
 def test_a_schedule_with_seconds_and_a_time_zone(config: Path) -> None:
     spec = load(config, "    schedule: '0 9 * * *'\n    timezone: Europe/Paris\n")
     assert (spec.schedule, spec.timezone, spec.overlap) == ("0 9 * * *", "Europe/Paris", "skip")
+    assert spec.supervision.restart == "never"  # its default when scheduled
+    assert (
+        load(config, "    schedule: '* * * * *'\n    restart: always\n").supervision.restart
+        == "always"
+    )
+    assert load(config, "").supervision.restart == "on-failure"
     winter = datetime(2026, 1, 1, 12, tzinfo=ZoneInfo("UTC")).timestamp()
     due = datetime.fromtimestamp(next_due(spec, winter), ZoneInfo("Europe/Paris"))
     assert (due.day, due.hour, due.minute) == (2, 9, 0)
