@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
+from orchestrator import lifecycle as lc
 from orchestrator.config.scheduling import MAX_INSTANCES
 from orchestrator.instances import live_members, members, scale
 from orchestrator.states import ChildState
@@ -112,8 +113,8 @@ class GroupCommands:
                     return control.failure(f"{child.name} did not start: {cause}")
                 if child.state is not ChildState.RUNNING:
                     return None
-            if any(manager.children.get(c.name) is c for c in removed):
-                return None
+            if any(manager.children.get(c.name) is c and _removing(c) for c in removed):
+                return None  # (one a later scale revived is not waited for)
             running = [c.name for c in live_members(manager.children, group)]
             return control.reply({"name": group, "count": count, "instances": running})
 
@@ -147,3 +148,7 @@ class GroupCommands:
 
         self.supervisor.wait_for(identity, ended)
         return None
+
+
+def _removing(child: ManagedChild) -> bool:
+    return child.life.intent is lc.Intent.REMOVE

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
 from typing import Any
 
 from helpers import wait_until
-from project import Project
+from project import Project, describe
 
 from orchestrator import exit_codes
 
@@ -116,3 +117,33 @@ def test_an_instance_beyond_the_process_limit_waits(project: Project) -> None:
     assert rows["worker#3"]["state"] == "waiting" and rows["worker#3"]["pid"] is None
     project.cli("scale", "worker", "1", check=0)  # a slot frees: the waiting one goes
     assert list(_rows(project, "worker")) == ["worker#1"]
+
+
+SLOW_STOP = """
+import time
+from typing import Any
+
+def initialize(event_bus: Any, config: dict[str, Any]) -> None:
+    pass
+
+def shutdown() -> None:
+    time.sleep(4)  # long enough for a CLI call to see it stopping
+"""
+
+
+def test_a_scale_up_during_a_scale_down_revives_the_stopping_instances(project: Project) -> None:
+    path = project.write_module("slow.py", SLOW_STOP)
+    project.configure([{"name": "slow", "path": path, "instances": 3, "stop_timeout": 10}])
+    project.up()
+    first = _rows(project, "slow")["slow#1"]["pid"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        down = pool.submit(project.cli, "scale", "slow", "1")
+        wait_until(
+            lambda: _rows(project, "slow").get("slow#3", {}).get("state") == "stopping",
+            10,
+            "slow#3 stopping",
+        )
+        project.cli("scale", "slow", "3", check=0)
+        assert down.result(timeout=30).returncode == 0, describe(down.result())
+    rows = _running(project, "slow", 3)
+    assert rows["slow#1"]["pid"] == first
