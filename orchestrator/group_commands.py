@@ -61,6 +61,8 @@ class GroupCommands:
         current: list[tuple[ManagedChild, int]] = []
 
         def next_one() -> Reply:
+            if current and manager.children.get(current[0][0].name) is not current[0][0]:
+                current.clear()  # removed meanwhile (a scale down, a reload): nothing to wait for
             if current:
                 answer = self._restarted(*current[0])
                 if answer is None:
@@ -69,6 +71,10 @@ class GroupCommands:
                     return answer
                 restarted.append(answer["data"])
                 current.clear()
+            while queue and (
+                manager.children.get(queue[0].name) is not queue[0] or _removing(queue[0])
+            ):
+                queue.pop(0)  # removed since the restart began
             if not queue:
                 return control.reply({"name": name, "pid": None, "instances": restarted})
             child = queue.pop(0)

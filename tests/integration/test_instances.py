@@ -147,3 +147,15 @@ def test_a_scale_up_during_a_scale_down_revives_the_stopping_instances(project: 
         assert down.result(timeout=30).returncode == 0, describe(down.result())
     rows = _running(project, "slow", 3)
     assert rows["slow#1"]["pid"] == first
+
+    # A restart of all while a scale down removes those not yet restarted: only #1 is.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        restart = pool.submit(project.cli, "restart", "slow", "--json")
+        wait_until(
+            lambda: _rows(project, "slow")["slow#1"]["state"] == "stopping", 10, "slow#1 stopping"
+        )
+        project.cli("scale", "slow", "1", check=0)
+        result = restart.result(timeout=60)
+    assert result.returncode == 0, describe(result)
+    (row,) = _running(project, "slow", 1).values()
+    assert row["name"] == "slow#1" and row["pid"] != first
