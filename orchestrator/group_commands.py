@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from orchestrator.scheduler import Scheduler
 
 Reply = dict[str, Any] | None
+_LOG_TAIL = 20  # lines of each instance's log that `status NAME` shows, as for a module
 
 
 class GroupCommands:
@@ -44,10 +45,13 @@ class GroupCommands:
     def group_status(self, name: str, data: dict[str, Any]) -> Reply:
         """`status NAME` of a module with instances: one row per instance; None if `name` is
         not such a module."""
-        names = [c.name for c in members(self.supervisor.manager.children, name)]
-        if not names:
+        manager = self.supervisor.manager
+        children = {c.name: c for c in members(manager.children, name)}
+        if not children:
             return None
-        data["modules"] = [row for row in data["modules"] if row["name"] in names]
+        data["modules"] = [row for row in data["modules"] if row["name"] in children]
+        for row in data["modules"]:
+            row.update(children[row["name"]].details(manager.redactor, _LOG_TAIL))
         return control.reply(data)
 
     def group_restart(self, identity: bytes, name: str) -> Reply:

@@ -73,8 +73,8 @@ def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     click.echo(render(data))
-    if name is not None:
-        click.echo(render_details(data["modules"][0]))
+    for module in data["modules"] if name is not None else ():  # a module's instances: each
+        click.echo(render_details(module))
 
 
 def render(data: dict[str, Any], *, module_notes: bool = True) -> str:

@@ -69,6 +69,8 @@ def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> 
     )
     assert sources == set(names)  # each instance publishes under its own name
     assert list(_rows(project, "worker")) == names  # `status NAME`: every instance
+    table = project.cli("status", "worker", check=0).stdout
+    assert table.count("worker#2.log") == 1 and table.count("supervision:") == 3
 
     # One killed: only it restarts.
     os.kill(pids["worker#2"], signal.SIGKILL)
