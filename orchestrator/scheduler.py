@@ -135,6 +135,8 @@ class Scheduler:
         self._sync()
         wall = self._clock() if now is None else now
         for name, schedule in self.schedules.items():
+            if not schedule.active and wall < schedule.due:
+                continue  # the common case: nothing to follow, nothing due
             child = self._manager.children.get(name)
             if child is None:
                 continue
