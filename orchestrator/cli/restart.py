@@ -44,4 +44,8 @@ def restart(app: App, name: str, wait: float, as_json: bool) -> None:
     if as_json:
         echo_json(app.request("status", name=name))
         return
+    if "instances" in data:  # a module with instances: each in turn
+        done = ", ".join(f"{i['name']} (pid {i['pid']})" for i in data["instances"])
+        click.echo(f"{data['name']} restarted: {done}")
+        return
     click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -96,7 +96,8 @@ def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> 
     assert rows["worker#1"]["pid"] != pids["worker#1"]
     assert rows["worker#2"]["pid"] == pids["worker#2"]
     before = {n: r["pid"] for n, r in rows.items()}
-    project.cli("restart", "worker", check=0)
+    restarted = project.cli("restart", "worker", check=0).stdout
+    assert restarted.startswith("worker restarted: worker#1 (pid "), restarted
     after = {n: r["pid"] for n, r in _running(project, "worker", 2).items()}
     assert all(after[n] != before[n] for n in after)
 

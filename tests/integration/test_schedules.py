@@ -107,11 +107,19 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
                 "path": project.write_module("runner.py", RUNNER),
                 "schedule": NEVER_SOON,
                 "config": {"file": str(calls)},
-            }
+            },
+            {  # not scheduled: it runs once, at `up`, and is done
+                "name": "oneshot",
+                "path": project.write_module("job.py", JOB),
+                "restart": "never",
+                "config": {"file": str(project.root / "oneshot.txt")},
+            },
         ]
     )
-    status = project.up()
-    assert status["modules"][0]["state"] == "stopped"  # it starts at its first due time
+    status = project.up()  # exit 0: a done module is fine
+    states = {m["name"]: (m["state"], m["schedule"]) for m in status["modules"]}
+    assert states["runner"][0] == "stopped"  # it starts at its first due time
+    assert states["oneshot"] == ("done", None)
     result = project.cli("run", "runner", "--json", check=0)
     assert json.loads(result.stdout)["result"] == "ok"
     row = project.module("runner")
