@@ -21,7 +21,7 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
 from orchestrator.forkserver import ForkServer
-from orchestrator.instances import depends, members
+from orchestrator.instances import depends, live_members
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
@@ -175,7 +175,7 @@ class ChildManager:
         waiting_for = [
             name
             for name in child.spec.depends_on
-            if not (others := members(self.children, name))  # a module, or all its instances
+            if not (others := live_members(self.children, name))  # a module, or all its instances
             or any(other.state is not ChildState.RUNNING for other in others)
         ]
         if waiting_for:
