@@ -248,6 +248,8 @@ class _Child:
         """initialize() called sys.exit(): a module that exits when its work is done (a
         scheduled job). Shut it down as a stop does, so that what it published goes out."""
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):  # sys.exit("why"): Python would print it
+            log.error("%s", exc.code)
         log.info("%s finished in initialize() (exit %d)", self.name, code)
         return self.stop(False, code)
 
