@@ -26,9 +26,12 @@ class SupervisorChannel:
         """Ask for the spec of module `name`."""
         self.send(protocol.Hello(kind=protocol.HELLO, pid=self.pid, name=name))
 
-    def ready(self, *, contained: bool) -> None:
-        """`initialize()` returned and the bus is connected."""
-        self.send(protocol.Ready(kind=protocol.READY, pid=self.pid, contained=contained))
+    def ready(self, *, contained: bool, run: bool = False) -> None:
+        """`initialize()` returned and the bus is connected; `run`: the module defines run()."""
+        message = protocol.Ready(kind=protocol.READY, pid=self.pid, contained=contained)
+        if run:
+            message["run"] = True
+        self.send(message)
 
     def heartbeat(self, counters: dict[str, int], busy_for: float, **extra: Any) -> None:
         """Alive, with the bus's counters, how long the running callback has taken, and the

@@ -32,6 +32,8 @@ ERROR: Final = "error"  # child -> supervisor: what went wrong, before a failing
 HEARTBEAT: Final = "heartbeat"  # child -> supervisor: alive, with its counters
 UNHEALTHY: Final = "unhealthy"  # child -> supervisor: health() failed health_retries times in a row
 MESSAGE_LIMIT: Final = 500  # characters of a child's health message the supervisor keeps
+RUN: Final = "run"  # supervisor -> child: call the module's run() now (its schedule is due)
+RUN_RESULT: Final = "run_result"  # child -> supervisor: how that run() ended
 
 
 # The fields of each child-channel message: both sides use these types, so that a field renamed on
@@ -46,6 +48,7 @@ class Ready(TypedDict):
     kind: Literal["ready"]
     pid: int
     contained: bool  # it joined the cgroup it was given
+    run: NotRequired[bool]  # the module defines run(): a schedule calls it in this process
 
 
 class Heartbeat(TypedDict):
@@ -72,7 +75,21 @@ class Error(TypedDict):
     traceback: str
 
 
-ChildMessage = Hello | Ready | Heartbeat | Unhealthy | Error
+class Run(TypedDict):
+    kind: Literal["run"]
+    id: int  # echoed in the result
+
+
+class RunResult(TypedDict):
+    kind: Literal["run_result"]
+    pid: int
+    id: int
+    ok: bool  # run() returned (False: it raised)
+    error: str  # what it raised, one line
+    seconds: float  # how long it took
+
+
+ChildMessage = Hello | Ready | Heartbeat | Unhealthy | Error | RunResult
 
 
 class ErrorHandling(TypedDict):

@@ -40,6 +40,7 @@ from module_sdk.process import (
     prctl,
     reap_adopted,
 )
+from module_sdk.runner import Runner
 
 log = logging.getLogger("module_sdk.shim")
 
@@ -89,6 +90,7 @@ class _Child:
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
+        self.runner: Runner | None = None  # the module's run(), if it has one
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
         self.ready_pipe = os.pipe()  # event_bus.ready() wakes the loop (`ready: manual`)
         for fd in self.ready_pipe:
@@ -192,6 +194,8 @@ class _Child:
         code = self.initialize(spec)
         if code is not None:
             return code
+        run = getattr(self.module, "run", None)
+        self.runner = Runner(run, self.channel.pid) if callable(run) else None
         orphaned = self.serve(spec, manual)
         return self.stop(orphaned)
 
@@ -201,7 +205,7 @@ class _Child:
             os.write(self.ready_pipe[1], b"r")
 
     def report_ready(self) -> None:
-        self.channel.ready(contained=self.cgroup is not None)
+        self.channel.ready(contained=self.cgroup is not None, run=self.runner is not None)
         log.debug("%s ready", self.name)
 
     def health_probe(self, spec: protocol.Spec) -> HealthProbe | None:
@@ -253,6 +257,8 @@ class _Child:
         timeout = float(spec["handshake_timeout"])
         try:
             self.module.initialize(bus, dict(spec["config"]))
+        except SystemExit as exc:
+            return self.finished(exc)
         except Exception as exc:
             message = f"initialize() raised {type(exc).__name__}: {exc}"
             return self.fail(
@@ -264,6 +270,24 @@ class _Child:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
         bus.start()
         return None
+
+    def finished(self, exc: SystemExit) -> int:
+        """initialize() called sys.exit(): a module that exits when its work is done (a
+        scheduled job). Shut it down as a stop does, so that what it published goes out."""
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):  # sys.exit("why"): Python would print it
+            log.error("%s", exc.code)
+        log.info("%s finished in initialize() (exit %d)", self.name, code)
+        return self.stop(False, code)
+
+    def supervisor_message(self) -> None:
+        """A message from the supervisor while serving: `run` calls the module's run()."""
+        try:
+            message = self.channel.receive(0)
+        except ValueError:
+            return
+        if message is not None and message.get("kind") == protocol.RUN and self.runner:
+            self.runner.request(message)
 
     def serve(self, spec: protocol.Spec, manual: bool) -> bool:
         """Report ready (at once, or once the module says so with `ready: manual`), then
@@ -282,6 +306,8 @@ class _Child:
             probe.start(time.monotonic())
         heartbeat_interval = float(spec["heartbeat_interval"])
         next_beat = time.monotonic()
+        if self.runner is not None:
+            poller.register(self.runner.fd, zmq.POLLIN)
         while True:
             due = next_beat if probe is None or manual else min(next_beat, probe.next_due)
             ready = dict(poller.poll(max(1, int((due - time.monotonic()) * 1000) + 1)))
@@ -290,7 +316,10 @@ class _Child:
             if self.signals.read_fd in ready and self.signals.pending():
                 return False
             if self.channel.socket in ready:
-                self.channel.socket.recv()  # nothing is expected here yet; keep the queue empty
+                self.supervisor_message()
+            if self.runner is not None and self.runner.fd in ready:
+                for result in self.runner.results():
+                    self.channel.send(result)
             now = time.monotonic()
             if manual and self.ready_pipe[0] in ready:
                 manual = False
@@ -311,14 +340,14 @@ class _Child:
                 if message is not None:
                     self.channel.unhealthy(message, probe.failures)
 
-    def stop(self, orphaned: bool) -> int:
+    def stop(self, orphaned: bool, code: int = protocol.EXIT_OK) -> int:
         assert self.module is not None and self.bus is not None
         if orphaned:
             self.note_orphaned()
         if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
             threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
-        code = protocol.EXIT_ORPHANED if orphaned else protocol.EXIT_OK
+        code = protocol.EXIT_ORPHANED if orphaned else code
         try:
             self.module.shutdown()
         except Exception:

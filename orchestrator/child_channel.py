@@ -4,7 +4,7 @@ hello, ready, heartbeat, unhealthy and error), and the spec that answers a hello
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import zmq
@@ -19,6 +19,14 @@ from orchestrator.manager import ChildManager
 from orchestrator.resources import grant_threads
 from orchestrator.spec import module_spec
 from orchestrator.states import ExitReason
+
+
+class RunHooks(Protocol):
+    """What the scheduler hears from the child channel."""
+
+    def ready(self, child: ManagedChild, *, can_run: bool) -> None: ...
+
+    def result(self, child: ManagedChild, message: dict[str, Any]) -> None: ...
 
 
 class ChildChannel:
@@ -36,6 +44,7 @@ class ChildChannel:
         curve: dict[str, str] | None,
         log_level: Callable[[], str],
         on_heartbeat: Callable[[ManagedChild, dict[str, Any]], None] | None = None,
+        runs: RunHooks | None = None,
     ) -> None:
         self._socket = socket
         self._manager = manager
@@ -43,6 +52,7 @@ class ChildChannel:
         self._bus, self._xsub, self._xpub, self._curve = bus, xsub, xpub, curve
         self._log_level = log_level
         self._on_heartbeat = on_heartbeat  # the metrics endpoint takes the module's own metrics
+        self.runs = runs  # the scheduler: which modules define run(), and how their runs end
 
     def handle(self, identity: bytes, message: dict[str, Any]) -> None:
         """One message from a module process (untrusted: checked field by field)."""
@@ -59,6 +69,11 @@ class ChildChannel:
             self._send_spec(identity, child)
         elif kind == protocol.READY:
             manager.ready(child, contained=message.get("contained") is True)
+            if self.runs is not None:
+                self.runs.ready(child, can_run=message.get("run") is True)
+        elif kind == protocol.RUN_RESULT:
+            if self.runs is not None:
+                self.runs.result(child, message)
         elif kind == protocol.HEARTBEAT:
             manager.heartbeat(child, message)
             if self._on_heartbeat is not None:
@@ -71,6 +86,18 @@ class ChildChannel:
             said = said[: 2 * protocol.MESSAGE_LIMIT] if isinstance(said, str) else ""
             error = bounded_message(manager.redactor.scrub(said))
             manager.handle(child, lc.HealthFailed(ExitReason.UNHEALTHY, error or "health() failed"))
+
+    def send_run(self, child: ManagedChild, run_id: int) -> bool:
+        """Ask `child` to call its module's run() (False if the message cannot go out now)."""
+        if child.pid is None:
+            return False
+        identity = f"{child.name}:{child.pid}".encode()  # the shim's routing id
+        message = protocol.Run(kind=protocol.RUN, id=run_id)
+        try:
+            self._socket.send_multipart([identity, msgpack.packb(message)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
     def _send_spec(self, identity: bytes, child: ManagedChild) -> None:
         manager = self._manager

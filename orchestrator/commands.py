@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
 from orchestrator.cluster_commands import ClusterCommands
+from orchestrator.group_commands import GroupCommands
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
 from orchestrator.module_commands import ModuleCommands
@@ -18,6 +20,7 @@ from orchestrator.states import ChildState
 if TYPE_CHECKING:
     from orchestrator.child import ManagedChild
     from orchestrator.control_port import SupervisorPort
+    from orchestrator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 _LOG_TAIL = 20  # lines of the module's log that `status NAME` shows
@@ -25,13 +28,16 @@ _LOGS_MAX_LINES = 10_000  # lines `logs` may ask for
 _LOGS_MAX_BYTES = 512 * 1024  # of a log's end that `logs` reads: a reply must cross NATS
 
 
-class CommandHandler(ModuleCommands, ClusterCommands):
+class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
     """Answers control requests; long ones (`restart`, `down`, `wait_started`) answer later.
     `stop`, `start` and graceful restarts are `ModuleCommands`'; the cluster's (`remote`,
     `cluster`, the bridge's link) are `ClusterCommands`'."""
 
-    def __init__(self, supervisor: SupervisorPort) -> None:
+    def __init__(
+        self, supervisor: SupervisorPort, scheduler: Callable[[], Scheduler] | None = None
+    ) -> None:
         self.supervisor = supervisor  # narrow callables, not the Supervisor itself
+        self.scheduler = scheduler
 
     def handle(self, identity: bytes, request: dict[str, Any]) -> None:
         """Dispatch one request to the method of the same name."""
@@ -55,6 +61,7 @@ class CommandHandler(ModuleCommands, ClusterCommands):
             )
             for child in manager.children.values()
         ]
+        self.annotate(modules)  # instances and schedules
         return {
             **self.supervisor.overview(),  # supervisor, bus, system, config
             "limits": manager.limits.as_dict(),
@@ -69,6 +76,8 @@ class CommandHandler(ModuleCommands, ClusterCommands):
         data = self.status_data(sample=request.get("sample") is not False)
         if name is not None:
             child = self.supervisor.manager.children.get(name) if isinstance(name, str) else None
+            if child is None and isinstance(name, str) and (group := self.group_status(name, data)):
+                return group  # a module with instances: every instance's row
             if child is None:
                 return control.failure(self._unknown(name), {"kind": "usage"})
             row = next(row for row in data["modules"] if row["name"] == name)
@@ -109,10 +118,12 @@ class CommandHandler(ModuleCommands, ClusterCommands):
         sup, manager = self.supervisor, self.supervisor.manager
         name = request.get("name")
         child = manager.children.get(name) if isinstance(name, str) else None
-        if child is None:
-            return control.failure(self._unknown(name), {"kind": "usage"})
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
+        if child is None and isinstance(name, str):
+            return self.group_restart(identity, name)  # every instance, one by one
+        if child is None:
+            return control.failure(self._unknown(name), {"kind": "usage"})
         if request.get("graceful") is True and child.state is ChildState.RUNNING:
             return self.graceful_restart(identity, child)
         generation = child.spawns
@@ -123,7 +134,7 @@ class CommandHandler(ModuleCommands, ClusterCommands):
     def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
         if child.spawns > generation and child.state is ChildState.RUNNING:
             return control.reply({"name": child.name, "pid": child.pid})
-        settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED)
+        settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED, ChildState.DONE)
         if child.failed_spawn > generation or (child.spawns > generation and settled_down):
             cause = child.last_exit.cause() if child.last_exit else child.state.value
             what = "did not start" if child.failed_spawn > generation else "stopped right after"

@@ -6,22 +6,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from orchestrator.child import ManagedChild
+from orchestrator.instances import depends, live_members
 from orchestrator.states import ChildState
 
 
 def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> str | None:
-    """Why `child` may not start yet because of its dependencies, or None."""
+    """Why `child` may not start yet because of its dependencies, or None. A dependency with
+    instances runs when every one of its instances runs."""
     missing = [
         name
         for name in child.spec.depends_on
-        if (other := children.get(name)) is None or other.state is not ChildState.RUNNING
+        if not (others := live_members(children, name))
+        or any(other.state is not ChildState.RUNNING for other in others)
     ]
     return "waiting for " + ", ".join(missing) + " to run (depends_on)" if missing else None
 
 
 def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[ManagedChild]:
-    """The modules that depend on `child`, in config order."""
-    return [other for other in children if child.name in other.spec.depends_on]
+    """The modules that depend on `child` (or on its module, for an instance), in config order."""
+    return [other for other in children if depends(other, child)]
 
 
 def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:

@@ -10,6 +10,7 @@ from typing import Any
 import zmq
 
 from orchestrator.config import AppConfig
+from orchestrator.instances import members
 from orchestrator.manager import ChildManager
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.watch import ChangeWatcher
@@ -52,10 +53,10 @@ class HotReload:
             if plan is not None:  # its restarts and starts run the saved code already
                 handled = {*plan.start, *plan.stop, *plan.restart}
         for name in changed:
-            child = manager.children.get(name)
-            if child is not None and name not in handled and not manager.shutting_down:
-                log.info("hot reload: %s changed; restarting it", name)
-                manager.restart(child)
+            for child in members(manager.children, name):  # a module's instances, each
+                if child.name not in handled and not manager.shutting_down:
+                    log.info("hot reload: %s changed; restarting it", child.name)
+                    manager.restart(child)
 
     def configure(self, config: AppConfig) -> None:
         """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""

@@ -63,7 +63,7 @@ class ChildManager:
             spec.name: ManagedChild(
                 spec, ModuleLog(spec.name, config.logging, redactor, echo=foreground)
             )
-            for spec in config.enabled_modules
+            for spec in config.enabled_instances
         }
         self.sampler = ProcessSampler()
         self.processes = ModuleProcesses(
@@ -187,8 +187,11 @@ class ChildManager:
             return f"process limit reached ({self.limits.max_processes} module processes)"
         return memory_reserve_shortfall(self.config.resources)
 
-    def start(self, child: ManagedChild) -> bool:
-        """Spawn the module now (True) unless something holds it back (it then waits)."""
+    def start(self, child: ManagedChild, *, scheduled: bool = False) -> bool:
+        """Spawn the module now (True) unless something holds it back (it then waits). A
+        scheduled module starts only when its schedule (`scheduled`) says."""
+        if child.spec.schedule is not None and not scheduled:
+            return False
         spawns = child.spawns
         self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
         return child.spawns > spawns
@@ -244,8 +247,9 @@ class ChildManager:
         """`dependency` stopped running: each module depending on it follows its edge's policy."""
         now = time.monotonic()
         for other in dependents(dependency, list(self.children.values())):
-            policy = other.spec.on_failure(dependency.name)
-            self.handle(other, lc.DependencyDown(now, dependency.name, policy))
+            edge = dependency.spec.instance_of or dependency.name  # an instance: its module's
+            policy = other.spec.on_failure(edge)
+            self.handle(other, lc.DependencyDown(now, edge, policy))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
         """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
@@ -254,7 +258,7 @@ class ChildManager:
         revived, not duplicated."""
         self.config, self.limits = config, limits
         self.redactor.add(config.secrets)
-        specs = {spec.name: spec for spec in config.enabled_modules}
+        specs = {spec.name: spec for spec in config.enabled_instances}
         for name in plan.stop:
             self.handle(self.children[name], lc.RemoveRequested(time.monotonic()))
         fresh: list[ManagedChild] = []
@@ -372,7 +376,13 @@ class ChildManager:
         """Every module is running, or has failed or been held back at least once since `up`."""
         return all(
             c.state
-            in (ChildState.RUNNING, ChildState.FAILED, ChildState.WAITING, ChildState.STOPPED)
+            in (
+                ChildState.RUNNING,
+                ChildState.FAILED,
+                ChildState.WAITING,
+                ChildState.STOPPED,
+                ChildState.DONE,
+            )
             or c.failed_spawn > 0
             for c in self.children.values()
         )

@@ -43,8 +43,8 @@ class ReloadPlan:
 
 def plan_reload(old: AppConfig, new: AppConfig) -> ReloadPlan:
     """Compare the enabled modules and the global sections of two configs."""
-    before = {spec.name: spec for spec in old.enabled_modules}
-    after = {spec.name: spec for spec in new.enabled_modules}
+    before = {spec.name: spec for spec in old.enabled_instances}  # an instance is a module here
+    after = {spec.name: spec for spec in new.enabled_instances}
     restart = {
         name: _changed_fields(before[name], spec)
         for name, spec in after.items()

@@ -5,6 +5,7 @@ transitions between the states are `orchestrator.transition`'s.
     (exit) -> backoff -> starting        a crash, restarted after the policy's delay
     (exit) -> failed                     the restart limit is reached
     waiting -> starting                  held back by the process limit until a slot frees
+    (exit 0) -> done                     `restart: never` and it finished by itself
 
 `running` means the child said ready: `initialize()` returned and its bus is connected.
 """
@@ -29,6 +30,7 @@ class ChildState(enum.Enum):
     STOPPING = "stopping"
     BACKOFF = "backoff"
     FAILED = "failed"
+    DONE = "done"  # exited 0 by itself with `restart: never`: its work is done, not a failure
 
     @property
     def has_process(self) -> bool:
@@ -150,6 +152,8 @@ def decide_after_exit(
     if stop_requested:
         return Decision(Action.STOP, ChildState.STOPPED, why="stop requested")
     if settings.restart == "never":
+        if reason is ExitReason.EXITED:
+            return Decision(Action.STOP, ChildState.DONE, why="done (exit 0, restart: never)")
         return Decision(Action.STOP, ChildState.STOPPED, why="restart: never")
     if settings.restart == "on-failure" and not reason.is_failure:
         return Decision(Action.STOP, ChildState.STOPPED, why="exited cleanly (restart: on-failure)")

@@ -36,6 +36,7 @@ from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
+from orchestrator.scheduler import Scheduler
 from orchestrator.systemd import state_of
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Supervisor:
         self.hot_reload = HotReload(
             self.poller, self.manager, lambda: self.reload(dry_run=False)[0]
         )
-        self.commands = CommandHandler(self._port())
+        self.commands = CommandHandler(self._port(), lambda: self.scheduler)
         self.metrics = MetricsEndpoint(
             config,
             status=lambda: self.commands.status_data(sample=False),
@@ -138,6 +139,8 @@ class Supervisor:
             on_heartbeat=lambda child, message: self.metrics.heartbeat(child.name, message),
         )
         self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
+        self.scheduler = Scheduler(self.manager, self.child_channel.send_run)
+        self.child_channel.runs = self.scheduler
 
     def _bind(self, kind: int, endpoint: str, max_message: int = -1) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
@@ -295,6 +298,7 @@ class Supervisor:
         deadline = min(deadline, self.hot_reload.next_deadline() or deadline)
         deadline = min(deadline, self.boot.systemd.next_deadline() or deadline)
         deadline = min(deadline, self.metrics.next_deadline() or deadline)
+        deadline = min(deadline, self.scheduler.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
@@ -320,6 +324,7 @@ class Supervisor:
             self.events.sync(now)
         self.boot.systemd.tick(now, self.manager.shutting_down, lambda: state_of(self.manager))
         self.metrics.tick(now)
+        self.scheduler.tick()
         self.replies.serve()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()
@@ -346,7 +351,7 @@ class Supervisor:
                 since = self.rejected_config[1] if self.rejected_config else time.time()
                 self.rejected_config = (" ".join(message.split()), since)
             return None, message
-        plan = plan_reload(self.config, new)
+        plan = plan_reload(self.manager.config, new)  # in force: with a `scale` applied
         if self.manager.shutting_down:
             return None, "the supervisor is shutting down; nothing was changed"
         if dry_run:

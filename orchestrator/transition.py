@@ -188,7 +188,8 @@ def _exited(
     reload removed it), start it again (a restart asked for), or apply the restart policy."""
     ran_stably = life.ready_at is not None and now - life.ready_at >= settings.stable_after
     effects: list[lc.Effect] = []
-    if life.state is ChildState.STARTING:  # it never said ready: a failed start
+    done = reason is ExitReason.EXITED and settings.restart == "never"  # a job that finished
+    if life.state is ChildState.STARTING and not done:  # it never said ready: a failed start
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))
@@ -346,9 +347,14 @@ def _stalled(life: Life, event: lc.Stalled) -> Step:
 
 def _dependency_down(life: Life, settings: SupervisionSettings, event: lc.DependencyDown) -> Step:
     """A dependency stopped running: follow it as this edge's policy says. A module that is
-    stopped, failed or already waiting has nothing to follow; one being stopped keeps what its
+    stopped, failed, done or already waiting has nothing to follow; one being stopped keeps what its
     stop leads to (unless the policy holds it)."""
-    idle = life.state in (ChildState.STOPPED, ChildState.FAILED, ChildState.WAITING)
+    idle = life.state in (
+        ChildState.STOPPED,
+        ChildState.FAILED,
+        ChildState.WAITING,
+        ChildState.DONE,
+    )
     if event.policy == "ignore" or idle:
         return Step(life)
     if event.policy == "stop":

@@ -14,6 +14,8 @@ from orchestrator.cli.new import new
 from orchestrator.cli.publish import publish
 from orchestrator.cli.reload import reload
 from orchestrator.cli.restart import restart
+from orchestrator.cli.run import run
+from orchestrator.cli.scale import scale
 from orchestrator.cli.start import start
 from orchestrator.cli.status import status
 from orchestrator.cli.stop import stop
@@ -57,6 +59,8 @@ for command in (
     restart,
     stop,
     start,
+    scale,
+    run,
     reload,
     test,
     logs,

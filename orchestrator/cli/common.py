@@ -93,7 +93,7 @@ class App:
         """Exit 2 if the config names no module `name` (enabled or not)."""
         if self.config_dir.is_dir():
             known = [module.name for module in self.load().modules]
-            if name not in known:
+            if name.partition("#")[0] not in known:  # NAME#k: an instance of NAME
                 abort(
                     f"no module named {name!r} in {self.config_dir / 'modules.yaml'}"
                     f" (modules: {', '.join(known) or 'none'})",
@@ -135,7 +135,7 @@ class App:
             modules = client.request("status")["modules"]
         except (ControlError, NotRunningError, KeyError, TypeError):
             return True
-        return any(module.get("name") == name for module in modules)
+        return any(name in (module.get("name"), module.get("instance_of")) for module in modules)
 
 
 def expect(data: Any, host: str, **fields: type) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
             click.echo(str(line))
         return
     config = app.load()
-    if name != "app" and config.module(name) is None:
+    if name != "app" and config.module(name.partition("#")[0]) is None:  # NAME#k: an instance
         known = ", ".join(["app", *(m.name for m in config.modules)])
         abort(f"no module named {name!r} (logs: {known})", exit_codes.USAGE)
     path = Path(config.logging.directory) / f"{name}.log"

@@ -58,4 +58,8 @@ def restart(app: App, name: str, wait: float, graceful: bool, as_json: bool) -> 
         old = data["old_pid"]
         click.echo(f"{data['name']} restarted gracefully (pid {data['pid']}, was {old})")
         return
+    if "instances" in data:  # a module with instances: each in turn
+        done = ", ".join(f"{i['name']} (pid {i['pid']})" for i in data["instances"])
+        click.echo(f"{data['name']} restarted: {done}")
+        return
     click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -73,8 +73,8 @@ def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     click.echo(render(data))
-    if name is not None:
-        click.echo(render_details(data["modules"][0]))
+    for module in data["modules"] if name is not None else ():  # a module's instances: each
+        click.echo(render_details(module))
 
 
 def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
@@ -95,6 +95,8 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
         note = _note(module) if module_notes else ""
         if note:
             notes.append(f"  {module['name']}: {note}")
+        if module.get("schedule"):
+            notes.append(f"  {module['name']}: {schedule_note(module['schedule'])}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines += [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -188,6 +190,25 @@ def _row(module: dict[str, Any]) -> tuple[str, ...]:
         str(module["events_out"]),
         f"in {module['next_retry']:.1f}s" if module["next_retry"] is not None else "-",
     )
+
+
+def schedule_note(schedule: dict[str, Any]) -> str:
+    """`schedule '*/5 * * * *' (UTC): next run 12:05:00; last run 12:00:00: ok (1.2s); 3 runs,
+    1 skipped`."""
+    zone = f" ({schedule['timezone']})" if schedule["timezone"] else ""
+    parts = [
+        f"schedule {schedule['cron']!r}{zone}",
+        "next run " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(schedule["next_run"])),
+    ]
+    if schedule["running"]:
+        parts.append("a run is in progress")
+    if schedule["last_run"] is not None and schedule["last_result"] is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(schedule["last_run"]))
+        parts.append(f"last run {when}: {schedule['last_result']} ({schedule['last_seconds']}s)")
+    counts = f"{schedule['runs']} runs, {schedule['skipped']} skipped"
+    if schedule["queued"]:
+        counts += f", {schedule['queued']} queued"
+    return "; ".join([*parts, counts])
 
 
 def _note(module: dict[str, Any]) -> str:

@@ -83,7 +83,7 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     click.echo(
         json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
     )
-    failed = [m for m in data["modules"] if m["state"] != "running"]
+    failed = [m for m in data["modules"] if not _fine(m)]
     if failed:
         lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]
         lines += [f"  {m['name']} ({m['state']}): {m['why']}; log: {m['log']}" for m in failed]
@@ -146,3 +146,12 @@ def _said(output: BinaryIO) -> str:
     output.seek(0)
     detail = output.read().decode(errors="replace").strip()
     return f": {detail.removeprefix('Error: ')}" if detail else ""
+
+
+def _fine(module: dict[str, Any]) -> bool:
+    """Running; or done (it exited 0 with `restart: never`); or scheduled and not failed (it
+    runs at its times)."""
+    state = module["state"]
+    if state in ("running", "done"):
+        return True
+    return bool(module.get("schedule")) and state in ("stopped", "starting", "waiting")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
 DependencyPolicy = Literal["restart", "stop", "ignore"]
 DEPENDENCY_POLICIES: tuple[DependencyPolicy, ...] = ("restart", "stop", "ignore")
+Overlap = Literal["skip", "queue", "allow"]
+
+INSTANCE_MARK = "#"  # NAME#k: instance k of module NAME (never in a configured name)
 
 
 @dataclass(frozen=True)
@@ -199,9 +202,28 @@ class ModuleSpec:
     # What it does when a dependency stops running, for each edge that is not `restart`.
     dependency_policy: Mapping[str, DependencyPolicy] = field(default_factory=dict)
 
+    instances: int | None = None  # None: one process named NAME; N: NAME#1..NAME#N
+    instance_of: str | None = None  # set on an instance's spec: the entry's name
+    schedule: str | None = None  # a cron expression (croniter; 6th field: seconds)
+    timezone: str | None = None  # the schedule's zoneinfo name; None: the machine's
+    overlap: Overlap = "skip"  # a due run while one is in progress: skip, queue or allow
+
     def on_failure(self, dependency: str) -> DependencyPolicy:
         """What this module does when `dependency` stops running: restart, stop or ignore."""
         return self.dependency_policy.get(dependency, "restart")
+
+    def instance_specs(self, count: int | None = None) -> tuple[ModuleSpec, ...]:
+        """The processes this entry runs: itself, or with `instances` (or `count`) its
+        instances `NAME#1`.. each a spec of its own (`instance_of` names the entry)."""
+        count = self.instances if count is None else count
+        if count is None:
+            return (self,)
+        return tuple(
+            replace(
+                self, name=f"{self.name}{INSTANCE_MARK}{k}", instances=None, instance_of=self.name
+            )
+            for k in range(1, count + 1)
+        )
 
 
 @dataclass(frozen=True)
@@ -231,6 +253,12 @@ class AppConfig:
     def enabled_modules(self) -> tuple[ModuleSpec, ...]:
         """The modules that `up` starts, in file order."""
         return tuple(m for m in self.modules if m.enabled)
+
+    @property
+    def enabled_instances(self) -> tuple[ModuleSpec, ...]:
+        """The module processes that `up` runs: `enabled_modules` with each `instances: N`
+        entry expanded to its N instances."""
+        return tuple(spec for m in self.enabled_modules for spec in m.instance_specs())
 
     def module(self, name: str) -> ModuleSpec | None:
         """The module called `name`, or None."""

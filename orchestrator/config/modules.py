@@ -10,6 +10,7 @@ from typing import Any, cast
 from orchestrator.config.dependencies import build_depends_on
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
+from orchestrator.config.scheduling import RUN_KEYS, build_run_keys
 from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision, log_level
 from orchestrator.config.validate import (
     check_keys,
@@ -27,7 +28,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
 _OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
-MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
+MODULE_KEYS = (*_OWN_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS)
 
 
 def build_modules(
@@ -115,6 +116,9 @@ def build_module(
         for key, value in entry.items()
         if key in SUPERVISION_FIELDS
     }
+    run_keys = build_run_keys(entry, file, where)
+    if "schedule" in run_keys and "restart" not in overrides:
+        overrides["restart"] = "never"  # a scheduled module runs again at its next time
     supervision = check_supervision(
         dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
     )
@@ -128,6 +132,7 @@ def build_module(
         depends_on=depends_on,
         dependency_policy=policies,
         log_level=cast(LogLevel | None, level),
+        **run_keys,
     )
 
 

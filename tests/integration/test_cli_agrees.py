@@ -103,6 +103,8 @@ NEEDS_CONFIG = [
     ["test"],
     ["test", "idle"],
     ["logs", "idle"],
+    ["scale", "idle", "2"],
+    ["run", "idle"],
     ["events", "--timeout", "1"],
     ["publish", "probe.note"],
     ["new", "fresh"],
@@ -137,7 +139,13 @@ def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -
     assert project.cli("status", "idle").returncode == exit_codes.NOT_RUNNING
     project.up()
     unknown = (["status", "nope"], ["restart", "nope"], ["stop", "nope"], ["start", "nope"])
-    for command in (*unknown, ["logs", "nope"], ["test", "nope"]):
+    for command in (
+        *unknown,
+        ["logs", "nope"],
+        ["test", "nope"],
+        ["scale", "nope", "2"],
+        ["run", "nope"],
+    ):
         result = project.cli(*command, check=exit_codes.USAGE)
         assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
     # A known module that does exist is not a usage error.

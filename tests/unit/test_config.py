@@ -22,9 +22,9 @@ ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, depends_on, enabled, "
     "env, health_interval, health_retries, heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, ready, restart, "
-    "restart_window, "
-    "stable_after, start_method, start_timeout, stop_timeout"
+    "heartbeat_timeout, instances, log_level, max_restarts, memory_limit_mb, name, overlap, path, "
+    "ready, restart, restart_window, schedule, stable_after, start_method, start_timeout, "
+    "stop_timeout, timezone"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "

@@ -36,6 +36,7 @@ FAILURES = [r for r in ExitReason if r not in (ExitReason.STOPPED, ExitReason.EX
 STOP = (Action.STOP, ChildState.STOPPED)
 RESTART = (Action.RESTART, ChildState.BACKOFF)
 FAIL = (Action.FAIL, ChildState.FAILED)
+DONE = (Action.STOP, ChildState.DONE)
 
 # id, settings overrides, reason, stop_requested, consecutive_failures, recent restarts, expected
 CASES: list[tuple[str, dict[str, Any], ExitReason, bool, int, tuple[float, ...], Any]] = [
@@ -47,7 +48,7 @@ CASES: list[tuple[str, dict[str, Any], ExitReason, bool, int, tuple[float, ...],
     ("stop-requested-beats-limit", {"restart": "always"}, ExitReason.CRASHED, True, 5, FULL, STOP),
     ("never-crash", {"restart": "never"}, ExitReason.CRASHED, False, 1, (), STOP),
     ("never-hung", {"restart": "never"}, ExitReason.HUNG, False, 1, (), STOP),
-    ("never-exit", {"restart": "never"}, ExitReason.EXITED, False, 0, (), STOP),
+    ("never-exit", {"restart": "never"}, ExitReason.EXITED, False, 0, (), DONE),
     ("on-failure-exit", {}, ExitReason.EXITED, False, 0, (), STOP),
     ("on-failure-stopped", {}, ExitReason.STOPPED, False, 0, (), STOP),
     *[(f"on-failure-{r.name}", {}, r, False, 1, (), RESTART) for r in FAILURES],
@@ -192,6 +193,7 @@ HAS_PROCESS = {
     ChildState.STOPPING: True,
     ChildState.BACKOFF: False,
     ChildState.FAILED: False,
+    ChildState.DONE: False,
 }
 
 

@@ -43,6 +43,7 @@ LIVES = {
     S.STOPPING: Life(S.STOPPING, intent=Intent.STOP, deadline=NOW - 1, spawns=1),
     S.BACKOFF: Life(S.BACKOFF, why="crash", deadline=NOW - 1, consecutive_failures=1),
     S.FAILED: Life(S.FAILED, why="3 restarts within 60s (max_restarts 3)"),
+    S.DONE: Life(S.DONE, why="done (exit 0, restart: never)", spawns=1),
 }
 EVENTS: dict[str, lc.Event] = {
     "start": lc.StartRequested(NOW, lc.Gate()),
@@ -68,7 +69,7 @@ EVENTS: dict[str, lc.Event] = {
     "stalled": lc.Stalled(NOW, 5.0),
 }
 PROCESS = (S.STARTING, S.RUNNING, S.STOPPING)
-IDLE = (S.STOPPED, S.WAITING, S.BACKOFF, S.FAILED)
+IDLE = (S.STOPPED, S.WAITING, S.BACKOFF, S.FAILED, S.DONE)
 SAME: Any = None  # the state does not change
 NONE = ()  # no effect
 KILL = ("Log", "Signal")
@@ -107,6 +108,7 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.STOPPING, "due"): (SAME, ("Log", *KILL)),
     (S.BACKOFF, "due"): (SAME, ("TryStart",)),
     (S.FAILED, "due"): (SAME, NONE),
+    (S.DONE, "due"): (SAME, NONE),
     **{(s, "stop"): (S.STOPPED, NONE) for s in IDLE},
     (S.STARTING, "stop"): (S.STOPPING, STOP),
     (S.RUNNING, "stop"): (S.STOPPING, (*STOP, "DependentsFollow")),
@@ -119,11 +121,14 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.STARTING, "remove"): (S.STOPPING, STOP),
     (S.RUNNING, "remove"): (S.STOPPING, (*STOP, "DependentsFollow")),
     (S.STOPPING, "remove"): (SAME, NONE),
-    **{(s, "dep_restart"): (SAME, NONE) for s in (S.STOPPED, S.WAITING, S.FAILED, S.STOPPING)},
+    **{
+        (s, "dep_restart"): (SAME, NONE)
+        for s in (S.STOPPED, S.WAITING, S.FAILED, S.DONE, S.STOPPING)
+    },
     (S.STARTING, "dep_restart"): (S.STOPPING, ("Log", *STOP)),
     (S.RUNNING, "dep_restart"): (S.STOPPING, ("Log", *STOP, "DependentsFollow")),
     (S.BACKOFF, "dep_restart"): (S.STOPPED, ("Log", "TryStart")),
-    **{(s, "dep_stop"): (SAME, NONE) for s in (S.STOPPED, S.WAITING, S.FAILED)},
+    **{(s, "dep_stop"): (SAME, NONE) for s in (S.STOPPED, S.WAITING, S.FAILED, S.DONE)},
     (S.STARTING, "dep_stop"): (S.STOPPING, ("Log", *STOP)),
     (S.RUNNING, "dep_stop"): (S.STOPPING, ("Log", *STOP, "DependentsFollow")),
     (S.STOPPING, "dep_stop"): (SAME, ("Log",)),
@@ -496,3 +501,32 @@ def test_only_leaving_running_makes_dependents_follow() -> None:
             follows = bool(_effects(step, lc.DependentsFollow))
             left = state is S.RUNNING and step.life.state is not S.RUNNING
             assert follows == left, (state, event)
+
+
+DONE_EXIT = ("RecordExit", "Log", "Publish", "WakeWaiting")  # no error, no failed start
+
+
+@pytest.mark.parametrize(
+    ("state", "restart", "wait_status", "expected", "kinds"),
+    [
+        (S.RUNNING, "never", EXIT_0, S.DONE, (*DONE_EXIT, "DependentsFollow")),
+        (S.STARTING, "never", EXIT_0, S.DONE, DONE_EXIT),  # a job finished in initialize()
+        (
+            S.RUNNING,
+            "never",
+            EXIT_1,
+            S.STOPPED,
+            ("RecordExit", "Log", "Publish", "Publish", "WakeWaiting", "DependentsFollow"),
+        ),
+        (S.STARTING, "on-failure", EXIT_0, S.STOPPED, ("RecordStart", *DONE_EXIT)),
+        (S.RUNNING, "on-failure", EXIT_0, S.STOPPED, (*DONE_EXIT, "DependentsFollow")),
+    ],
+    ids=["never-0", "never-0-before-ready", "never-1", "on-failure-0-before-ready", "on-failure-0"],
+)
+def test_done_is_exit_0_with_restart_never(
+    state: ChildState, restart: str, wait_status: int, expected: ChildState, kinds: tuple[str, ...]
+) -> None:
+    step = transition(LIVES[state], lc.Exited(NOW, wait_status), replace(SETTINGS, restart=restart))
+    assert step.life.state is expected
+    assert _kinds(step) == kinds
+    assert (step.life.failed_spawn == LIVES[state].spawns) is (kinds[0] == "RecordStart")

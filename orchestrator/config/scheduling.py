@@ -1,0 +1,73 @@
+"""The keys of a module entry that say how many processes it runs and when: `instances`,
+`schedule`, `timezone` and `overlap`."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.validate import child, describe, expect_choice, expect_int, expect_str
+
+MAX_INSTANCES = 64
+"""Instances of one module at most: each is a process, and a pool larger than this is a typo."""
+
+OVERLAPS = ("skip", "queue", "allow")
+RUN_KEYS = ("instances", "schedule", "timezone", "overlap")
+
+
+def build_run_keys(entry: dict[str, Any], file: str, where: str) -> dict[str, Any]:
+    """The `ModuleSpec` fields of `RUN_KEYS` that `entry` sets, checked."""
+    fields: dict[str, Any] = {}
+    if "instances" in entry:
+        at = child(where, "instances")
+        fields["instances"] = expect_int(
+            entry["instances"], file, at, minimum=1, maximum=MAX_INSTANCES
+        )
+    if "schedule" in entry:
+        fields["schedule"] = cron_expression(entry["schedule"], file, child(where, "schedule"))
+        if "instances" in fields:
+            raise ConfigError(
+                file,
+                child(where, "instances"),
+                "a scheduled module runs one process: drop instances or schedule",
+            )
+    for key in ("timezone", "overlap"):
+        if key in entry and "schedule" not in fields:
+            raise ConfigError(
+                file, child(where, key), "applies to a scheduled module only: set schedule too"
+            )
+    if "timezone" in entry:
+        fields["timezone"] = timezone(entry["timezone"], file, child(where, "timezone"))
+    if "overlap" in entry:
+        fields["overlap"] = expect_choice(entry["overlap"], file, child(where, "overlap"), OVERLAPS)
+    return fields
+
+
+def cron_expression(value: Any, file: str, where: str) -> str:
+    """A cron expression croniter accepts: 5 fields, or 6 with seconds last."""
+    from croniter import croniter  # noqa: PLC0415  (only configs with a schedule need it)
+
+    text = expect_str(value, file, where, allow_empty=False).strip()
+    if len(text.split()) not in (5, 6) or not croniter.is_valid(text):
+        raise ConfigError(
+            file,
+            where,
+            "expected a cron expression (minute hour day month weekday, and optionally seconds "
+            f"as a 6th field), got {describe(value)}",
+        )
+    return text
+
+
+def timezone(value: Any, file: str, where: str) -> str:
+    """An IANA time zone name that zoneinfo knows (`Europe/Paris`, `UTC`)."""
+    name = expect_str(value, file, where, allow_empty=False)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            file,
+            where,
+            f"expected a time zone name such as 'UTC' or 'Europe/Paris', got {describe(value)}",
+        ) from None
+    return name

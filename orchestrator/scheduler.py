@@ -1,0 +1,257 @@
+"""Scheduled modules (`schedule:` in modules.yaml): when each is due, and what a run is.
+
+A module whose process exits when its work is done (a job) is started at each due time and its
+run is that process, to its exit. A module that defines `run()` is started at its first due time
+and stays up; each due time after that calls `run()` in it, over the child channel. A due time
+while a run is in progress follows the module's `overlap:` (skip and count it, queue one more run,
+or allow: call run() again; a job's process cannot run twice, so there allow queues).
+
+The supervisor's loop asks `next_deadline()` for its poll timeout and calls `tick()` after each
+turn; nothing here sleeps or blocks. Cron times are wall-clock times in the module's `timezone`;
+`clock` (unix seconds) is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from orchestrator.config import AppConfig, ModuleSpec
+from orchestrator.states import ChildState
+
+if TYPE_CHECKING:
+    from orchestrator.child import ManagedChild
+    from orchestrator.manager import ChildManager
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+_AT_REST = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)  # no start is coming
+SendRun = Callable[["ManagedChild", int], bool]  # ask a child to call run(); False: not sent
+
+
+def next_due(spec: ModuleSpec, after: float) -> float:
+    """The first time (unix seconds) strictly after `after` that `spec.schedule` names, in the
+    module's time zone (the machine's when it has none)."""
+    from croniter import croniter  # noqa: PLC0415  (only supervisors with a schedule need it)
+
+    assert spec.schedule is not None
+    zone = ZoneInfo(spec.timezone) if spec.timezone else None
+    start = datetime.fromtimestamp(after, zone).astimezone(zone)
+    return float(croniter(spec.schedule, start).get_next(float))
+
+
+@dataclass
+class _Run:
+    """A run in progress: a job's process (`spawns` before it started), or a run() call."""
+
+    seq: int
+    started: float  # unix time
+    spawns: int  # the child's spawn count when the run began
+    call: int | None = None  # the run() request's id, once sent
+
+
+@dataclass
+class Schedule:
+    """One scheduled module's times and record, as `status` shows them."""
+
+    spec: ModuleSpec
+    due: float  # unix time of the next run
+    runs: int = 0
+    skipped: int = 0
+    queued: int = 0  # runs waiting for the one in progress (overlap: queue)
+    last_run: float | None = None
+    last_result: str | None = None  # ok, or why it failed
+    last_seconds: float | None = None
+    active: list[_Run] = field(default_factory=list)
+    finished: int = 0  # the seq of the latest finished run
+    can_run: bool = False  # its process said it defines run()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cron": self.spec.schedule,
+            "timezone": self.spec.timezone,
+            "overlap": self.spec.overlap,
+            "next_run": self.due,
+            "last_run": self.last_run,
+            "last_result": self.last_result,
+            "last_seconds": self.last_seconds,
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "queued": self.queued,
+            "running": bool(self.active),
+            "mode": "run()" if self.can_run else "process",
+        }
+
+
+class Scheduler:
+    """Fires each scheduled module of the manager's config at its times."""
+
+    def __init__(self, manager: ChildManager, send_run: SendRun, clock: Clock = time.time) -> None:
+        self._manager = manager
+        self._send_run = send_run
+        self._clock = clock
+        self._config: AppConfig | None = None
+        self.schedules: dict[str, Schedule] = {}
+        self._seq = 0
+
+    def _sync(self) -> None:
+        """Follow the manager's config (a reload replaces it): new schedules, changed ones get a
+        new due time, removed ones go; the record of an unchanged one stays."""
+        config = self._manager.config
+        if config is self._config:
+            return
+        self._config = config
+        now, kept = self._clock(), {}
+        for spec in config.enabled_modules:
+            if spec.schedule is None:
+                continue
+            old = self.schedules.get(spec.name)
+            if old is not None and (old.spec.schedule, old.spec.timezone) == (
+                spec.schedule,
+                spec.timezone,
+            ):
+                old.spec = spec
+                kept[spec.name] = old
+            else:
+                kept[spec.name] = Schedule(spec, next_due(spec, now))
+        self.schedules = kept
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the next due run, or None without schedules."""
+        self._sync()
+        if not self.schedules:
+            return None
+        soonest = min(s.due for s in self.schedules.values())
+        return time.monotonic() + max(0.0, soonest - self._clock())
+
+    def tick(self, now: float | None = None) -> None:
+        """After a loop turn: notice finished runs, then fire what is due (`now`: unix time)."""
+        self._sync()
+        wall = self._clock() if now is None else now
+        for name, schedule in self.schedules.items():
+            if not schedule.active and wall < schedule.due:
+                continue  # the common case: nothing to follow, nothing due
+            child = self._manager.children.get(name)
+            if child is None:
+                continue
+            self._follow(schedule, child)
+            if wall >= schedule.due:
+                # Missed times (a stopped loop) are not made up: the next is after now.
+                schedule.due = next_due(schedule.spec, wall)
+                self.fire(name)
+
+    def fire(self, name: str) -> int | None:
+        """A due time (or `orchestrator run`): start a run unless `overlap` says otherwise.
+        Returns the run's number, or None if it was skipped (or queued: see `queued_run`)."""
+        self._sync()
+        schedule, child = self.schedules.get(name), self._manager.children.get(name)
+        if schedule is None or child is None:
+            return None
+        overlap = schedule.spec.overlap
+        if schedule.active and not (overlap == "allow" and self._callable(schedule, child)):
+            if overlap == "skip":
+                schedule.skipped += 1
+                log.info("%s: a run is in progress; this one is skipped (overlap: skip)", name)
+                return None
+            schedule.queued += 1
+            return None
+        return self._begin(schedule, child)
+
+    def _callable(self, schedule: Schedule, child: ManagedChild) -> bool:
+        return schedule.can_run and child.state is ChildState.RUNNING
+
+    def _begin(self, schedule: Schedule, child: ManagedChild) -> int:
+        self._seq += 1
+        # A process already there (starting, say) is this run's: count from before it.
+        spawns = child.spawns - 1 if child.state.has_process else child.spawns
+        run = _Run(self._seq, self._clock(), spawns)
+        schedule.active.append(run)
+        schedule.last_run = run.started
+        log.info("%s: run %d begins", child.name, run.seq)
+        if self._callable(schedule, child):
+            self._call(run, child)
+        elif not child.state.has_process:
+            self._manager.start(child, scheduled=True)
+        return run.seq
+
+    def _call(self, run: _Run, child: ManagedChild) -> None:
+        if self._send_run(child, run.seq):
+            run.call, run.spawns = run.seq, child.spawns  # this process's call
+
+    def _follow(self, schedule: Schedule, child: ManagedChild) -> None:
+        """Finish the runs whose process exited (or whose module died in run()); ask a module
+        that became ready and defines run() for the run it was started for."""
+        for run in list(schedule.active):
+            if run.call is not None:
+                if child.state is not ChildState.RUNNING or child.spawns != run.spawns:
+                    self._finish(schedule, run, child, "lost: the module stopped during run()")
+            elif self._callable(schedule, child):
+                self._call(run, child)
+            elif child.spawns > run.spawns and not child.state.has_process:
+                self._finish(schedule, run, child, self._exit_result(child))
+            elif child.spawns == run.spawns and child.state in _AT_REST:
+                why = child.reason(time.monotonic()) or child.state.value
+                self._finish(schedule, run, child, f"not started: {why}")
+
+    def _exit_result(self, child: ManagedChild) -> str:
+        last = child.last_exit
+        if last is None:
+            return "not started"
+        if last.status.code == 0 and not last.reason.is_failure:
+            return "ok"
+        return last.cause()
+
+    def _finish(self, schedule: Schedule, run: _Run, child: ManagedChild, result: str) -> None:
+        schedule.active.remove(run)
+        schedule.runs += 1
+        schedule.finished = max(schedule.finished, run.seq)
+        schedule.last_result = result
+        schedule.last_seconds = round(self._clock() - run.started, 3)
+        level = logging.INFO if result == "ok" else logging.WARNING
+        log.log(level, "%s: run %d ended: %s", child.name, run.seq, result)
+        if schedule.queued and not schedule.active:
+            schedule.queued -= 1
+            self._begin(schedule, child)
+
+    # -- what the child channel hears -----------------------------------------------------------
+
+    def ready(self, child: ManagedChild, *, can_run: bool) -> None:
+        """`child` is ready; `can_run`: its module defines run()."""
+        schedule = self.schedules.get(child.name)
+        if schedule is not None:
+            schedule.can_run = can_run
+            self._follow(schedule, child)
+
+    def result(self, child: ManagedChild, message: dict[str, Any]) -> None:
+        """A run() call ended (the message is the child's: checked field by field)."""
+        schedule = self.schedules.get(child.name)
+        run_id = message.get("id")
+        if schedule is None or not isinstance(run_id, int) or isinstance(run_id, bool):
+            return
+        run = next((r for r in schedule.active if r.call == run_id), None)
+        if run is None:
+            return
+        error = message.get("error")
+        ok = message.get("ok") is True
+        result = "ok" if ok else (str(error)[:300] if error else "run() failed")
+        self._finish(schedule, run, child, self._manager.redactor.scrub(result))
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The `schedule` of module `name`'s status row (None: it has none)."""
+        self._sync()
+        schedule = self.schedules.get(name)
+        return schedule.as_dict() if schedule is not None else None
+
+    def outcome(self, name: str, seq: int) -> str | None:
+        """How run `seq` of `name` ended, once it has (the latest result: runs end in order
+        unless overlap allows them not to)."""
+        schedule = self.schedules.get(name)
+        if schedule is None:
+            return "the module is no longer scheduled"
+        return schedule.last_result if schedule.finished >= seq else None

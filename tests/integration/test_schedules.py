@@ -1,0 +1,135 @@
+"""`schedule:` runs a module at cron times (here with croniter's seconds field, to fire within a
+test): a job's process to its exit, or a running module's run(); `run NAME` runs one now."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from helpers import wait_until
+from project import Project
+
+from orchestrator import exit_codes
+
+JOB = """
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+def initialize(event_bus: Any, config: dict[str, Any]) -> None:
+    with Path(config["file"]).open("a") as out:
+        out.write("run\\n")
+    event_bus.publish("job.ran", {"file": config["file"]})  # goes out before the exit
+    time.sleep(float(config.get("seconds", 0)))
+    sys.exit(int(config.get("code", 0)))
+
+def shutdown() -> None:
+    pass
+"""
+
+RUNNER = """
+import os
+from pathlib import Path
+from typing import Any
+
+FILE = ""
+
+def initialize(event_bus: Any, config: dict[str, Any]) -> None:
+    global FILE
+    FILE = config["file"]
+
+def run() -> None:
+    text = Path(FILE).read_text() if Path(FILE).exists() else ""
+    Path(FILE).write_text(text + f"{os.getpid()}\\n")
+    if text.count("\\n") == 2:
+        raise RuntimeError("third run fails")
+
+def shutdown() -> None:
+    pass
+"""
+EVERY_SECOND = "* * * * * *"
+NEVER_SOON = "0 0 1 1 *"  # once a year: only `run NAME` runs it here
+
+
+def _schedule(project: Project, name: str) -> dict[str, Any]:
+    return project.module(name)["schedule"]  # type: ignore[no-any-return]
+
+
+def test_a_job_runs_at_its_times_and_overlaps_are_skipped(project: Project) -> None:
+    ran, slow = project.root / "ran.txt", project.root / "slow.txt"
+    job = project.write_module("job.py", JOB)
+    project.configure(
+        [
+            {
+                "name": "recorder",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file), "patterns": ["job.*"]},
+            },
+            {
+                "name": "job",
+                "path": job,
+                "schedule": EVERY_SECOND,
+                "timezone": "UTC",
+                "restart": "never",
+                "config": {"file": str(ran)},
+            },
+            {
+                "name": "slow",
+                "path": job,
+                "schedule": EVERY_SECOND,
+                "restart": "never",
+                "config": {"file": str(slow), "seconds": 2.5},
+            },
+        ]
+    )
+    project.up()  # scheduled modules not yet run are fine for `up -d`
+    wait_until(lambda: _schedule(project, "job")["runs"] >= 2, 15, "two runs of job")
+    row = project.module("job")
+    assert row["state"] == "done" and "done" in row["why"]
+    schedule = row["schedule"]
+    assert schedule["last_result"] == "ok" and schedule["cron"] == EVERY_SECOND
+    assert schedule["timezone"] == "UTC" and schedule["next_run"] > schedule["last_run"]
+    assert ran.read_text().count("run") >= 2
+    assert any(e["source"] == "job" for e in project.recorded())
+    wait_until(lambda: _schedule(project, "slow")["skipped"] >= 1, 15, "a skipped tick of slow")
+    assert "running" in _schedule(project, "slow")
+    table = project.cli("status", check=0).stdout
+    assert "job: schedule '* * * * * *' (UTC); next run" in table, table
+
+
+def test_run_calls_run_in_the_running_module(project: Project) -> None:
+    calls = project.root / "calls.txt"
+    project.configure(
+        [
+            {
+                "name": "runner",
+                "path": project.write_module("runner.py", RUNNER),
+                "schedule": NEVER_SOON,
+                "config": {"file": str(calls)},
+            },
+            {  # not scheduled: it runs once, at `up`, and is done
+                "name": "oneshot",
+                "path": project.write_module("job.py", JOB),
+                "restart": "never",
+                "config": {"file": str(project.root / "oneshot.txt")},
+            },
+        ]
+    )
+    status = project.up()  # exit 0: a done module is fine
+    states = {m["name"]: (m["state"], m["schedule"]) for m in status["modules"]}
+    assert states["runner"][0] == "stopped"  # it starts at its first due time
+    assert states["oneshot"] == ("done", None)
+    result = project.cli("run", "runner", "--json", check=0)
+    assert json.loads(result.stdout)["result"] == "ok"
+    row = project.module("runner")
+    assert row["state"] == "running" and row["schedule"]["mode"] == "run()"
+    project.cli("run", "runner", check=0)
+    pids = calls.read_text().split()
+    assert pids == [str(row["pid"])] * 2  # both in the one process
+    failed = project.cli("run", "runner", check=exit_codes.FAILED)
+    assert "RuntimeError: third run fails" in failed.stderr
+    schedule = project.module("runner")["schedule"]
+    assert schedule["runs"] == 3 and "third run fails" in schedule["last_result"]
+    assert project.module("runner")["pid"] == row["pid"]  # a failed run() is not a crash
+    assert project.cli("run", "nope").returncode == exit_codes.USAGE

@@ -1,0 +1,41 @@
+"""The shim's side of run(): one thread per request, results handed back through a pipe."""
+
+from __future__ import annotations
+
+import select
+import threading
+
+from helpers import wait_until
+
+from module_sdk.runner import Runner
+
+
+def test_runs_report_their_result_and_wake_the_loop() -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def run() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("second run")
+        release.wait(5)
+
+    runner = Runner(run, pid=7)
+    try:
+        for bad in ({"id": "1"}, {"id": True}, {}, {"id": None}):
+            runner.request(bad)  # ignored: the supervisor always sends an int
+        runner.request({"id": 1})
+        wait_until(lambda: calls, 5, "the first call")
+        runner.request({"id": 2})  # runs while the first is still in run()
+        assert select.select([runner.fd], [], [], 5)[0]
+        failed = runner.results()
+        assert [(r["id"], r["ok"]) for r in failed] == [(2, False)]
+        assert failed[0]["error"] == "run() raised ValueError: second run"
+        release.set()
+        assert select.select([runner.fd], [], [], 5)[0]
+        done = wait_until(runner.results, 5, "the first result")
+        assert [(r["id"], r["ok"], r["pid"]) for r in done] == [(1, True, 7)]
+        assert not select.select([runner.fd], [], [], 0)[0]  # drained
+    finally:
+        release.set()
+        runner.close()
