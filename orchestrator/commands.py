@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
 from orchestrator.cluster_commands import ClusterCommands
+from orchestrator.isolation import limits_report
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
 from orchestrator.states import ChildState
@@ -48,9 +49,13 @@ class CommandHandler(ClusterCommands):
         manager = self.supervisor.manager
         now = time.monotonic()
         modules = [
-            child.status(
-                now, manager.sampler.sample(child.pid) if sample and child.pid is not None else {}
-            )
+            {
+                **child.status(
+                    now,
+                    manager.sampler.sample(child.pid) if sample and child.pid is not None else {},
+                ),
+                "limits": limits_report(child.spec.limits, manager.cgroups.notes.get(child.name)),
+            }
             for child in manager.children.values()
         ]
         return {

@@ -10,6 +10,7 @@ import time
 
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
+from orchestrator.isolation import polled_memory_limit
 from orchestrator.manager import ChildManager
 from orchestrator.resources import release_free_memory, system_usage
 from orchestrator.states import ChildState, ExitReason
@@ -123,7 +124,7 @@ class Health:
 
     def check_memory(self, child: ManagedChild) -> None:
         """Compare the module's memory (with its descendants) with its `memory_limit_mb`."""
-        limit = child.spec.supervision.memory_limit_mb
+        limit = polled_memory_limit(child.spec, self.manager.cgroups)  # or memory_max_mb
         if limit is None or child.pid is None or child.state is not ChildState.RUNNING:
             return
         child.rss_mb = self.manager.sampler.tree_rss_mb(child.pid)

@@ -47,6 +47,7 @@ class ExitReason(enum.Enum):
     START_TIMEOUT = "start timeout"
     HUNG = "hung"
     MEMORY_LIMIT = "memory limit"
+    KERNEL_MEMORY_LIMIT = "memory limit (kernel)"  # the OOM killer, at its cgroup's memory.max
 
     @property
     def is_failure(self) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from orchestrator.config.limits import ModuleLimits
+
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
 BusTransport = Literal["ipc", "tcp"]
@@ -187,6 +189,7 @@ class ModuleSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
     log_level: LogLevel | None = None  # its own logging level; None: `logging.level`
+    limits: ModuleLimits = field(default_factory=ModuleLimits)  # cgroup, rlimits, user, ...
 
 
 @dataclass(frozen=True)
