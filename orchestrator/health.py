@@ -10,7 +10,7 @@ import time
 
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
-from orchestrator.isolation import polled_memory_limit
+from orchestrator.isolation import GRANTS, polled_memory_limit
 from orchestrator.manager import ChildManager
 from orchestrator.resources import release_free_memory, system_usage
 from orchestrator.states import ChildState, ExitReason
@@ -61,6 +61,7 @@ class Health:
     def tick(self, now: float) -> None:
         """Act on every timer that is due at `now` (monotonic)."""
         self._check_stall(now)
+        GRANTS.refresh(now)  # module users' access to sockets a restarted broker bound anew
         manager = self.manager
         for child in list(manager.children.values()):
             manager.handle(child, lc.Due(now))

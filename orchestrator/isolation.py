@@ -25,6 +25,7 @@ from orchestrator.config.limits import ModuleLimits
 log = logging.getLogger(__name__)
 
 _RUN_DIR_SOCKETS = ("child.sock", "xsub.sock", "xpub.sock")  # what a module connects to
+_REFRESH = 0.25  # seconds between looks for sockets bound anew
 
 
 def limits_env(spec: ModuleSpec, run_dir: Path | None) -> str | None:
@@ -72,13 +73,51 @@ def ids(limits: ModuleLimits) -> dict[str, Any]:
 
 def grant_run_dir(run_dir: Path, uid: int) -> None:
     """Let user `uid` reach the module sockets of the owner-only run directory: pass through it
-    (not list it) and connect to the child channel and the bus, including sockets made later
-    (a restarted broker binds anew). POSIX ACLs, so nobody else gains anything."""
+    (not list it) and connect to the child channel and the bus. POSIX ACLs, so nobody else gains
+    anything."""
     grant(run_dir, uid, 0o1, default=0o6)
     for name in _RUN_DIR_SOCKETS:
         socket = run_dir / name
         if socket.exists():
             grant(socket, uid, 0o6)
+
+
+class RunDirGrants:
+    """The grants of the module users, kept: a restarted broker binds new sockets, which inherit
+    the directory's default ACL masked by its umask (no write, so no connecting); `refresh`
+    grants each new socket again, as soon as the loop's next tick."""
+
+    def __init__(self) -> None:
+        self._users: dict[Path, set[int]] = {}
+        self._seen: dict[Path, int] = {}  # socket -> inode granted
+        self._next = 0.0
+
+    def add(self, run_dir: Path, uid: int) -> None:
+        """Grant `uid` its way to the sockets now, and keep it granted."""
+        grant_run_dir(run_dir, uid)
+        self._users.setdefault(run_dir, set()).add(uid)
+        self._seen.clear()  # the new user needs every socket, not only new ones
+
+    def refresh(self, now: float) -> None:
+        """Grant what was bound anew since the last look (at most every `_REFRESH` seconds)."""
+        if not self._users or now < self._next:
+            return
+        self._next = now + _REFRESH
+        for run_dir, uids in self._users.items():
+            for name in _RUN_DIR_SOCKETS:
+                socket = run_dir / name
+                try:
+                    inode = socket.stat().st_ino
+                    if self._seen.get(socket) != inode:
+                        for uid in uids:
+                            grant(socket, uid, 0o6)
+                        self._seen[socket] = inode
+                except OSError as exc:  # not bound (yet)
+                    log.debug("cannot grant %s: %s", socket, exc)
+
+
+GRANTS = RunDirGrants()
+"""The supervisor's one set of grants (a module's launch adds, the loop's tick refreshes)."""
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from module_sdk.limits import ENV_LIMITS
 from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer, ForkServerError
-from orchestrator.isolation import grant_run_dir, limits_env
+from orchestrator.isolation import GRANTS, limits_env
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:
         return env
     if spec.limits.user is not None and run_dir is not None:
         try:
-            grant_run_dir(run_dir, pwd.getpwnam(spec.limits.user).pw_uid)
+            GRANTS.add(run_dir, pwd.getpwnam(spec.limits.user).pw_uid)
         except OSError as exc:
             raise OSError(
                 exc.errno,

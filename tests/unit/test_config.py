@@ -20,10 +20,10 @@ from orchestrator.config import (
 
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
-    "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
-    "heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
-    "stable_after, start_method, start_timeout, stop_timeout"
+    "backoff_initial, backoff_max, backoff_multiplier, config, cpu_quota, depends_on, enabled, "
+    "env, filesystem, group, heartbeat_interval, heartbeat_timeout, log_level, max_restarts, "
+    "memory_limit_mb, memory_max_mb, name, path, pids_max, restart, restart_window, rlimits, "
+    "stable_after, start_method, start_timeout, stop_timeout, umask, user"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "
