@@ -17,7 +17,7 @@ from typing import Any
 
 from module_sdk import landlock
 from module_sdk.limits import via_run_dir_fd
-from orchestrator.acl import grant
+from orchestrator.acl import grant, granted
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.config import ModuleSpec
 from orchestrator.config.limits import ModuleLimits
@@ -85,33 +85,29 @@ def grant_run_dir(run_dir: Path, uid: int) -> None:
 class RunDirGrants:
     """The grants of the module users, kept: a restarted broker binds new sockets, which inherit
     the directory's default ACL masked by its umask (no write, so no connecting); `refresh`
-    grants each new socket again, as soon as the loop's next tick."""
+    grants each such socket again, at the loop's next tick."""
 
     def __init__(self) -> None:
         self._users: dict[Path, set[int]] = {}
-        self._seen: dict[Path, int] = {}  # socket -> inode granted
         self._next = 0.0
 
     def add(self, run_dir: Path, uid: int) -> None:
         """Grant `uid` its way to the sockets now, and keep it granted."""
         grant_run_dir(run_dir, uid)
         self._users.setdefault(run_dir, set()).add(uid)
-        self._seen.clear()  # the new user needs every socket, not only new ones
 
     def refresh(self, now: float) -> None:
-        """Grant what was bound anew since the last look (at most every `_REFRESH` seconds)."""
+        """Grant again what lost its grant (at most every `_REFRESH` seconds): a look at the
+        ACL of each socket, since a new one may have the inode number of the one it replaced."""
         if not self._users or now < self._next:
             return
         self._next = now + _REFRESH
         for run_dir, uids in self._users.items():
-            for name in _RUN_DIR_SOCKETS:
+            for name, uid in ((name, uid) for name in _RUN_DIR_SOCKETS for uid in uids):
                 socket = run_dir / name
                 try:
-                    inode = socket.stat().st_ino
-                    if self._seen.get(socket) != inode:
-                        for uid in uids:
-                            grant(socket, uid, 0o6)
-                        self._seen[socket] = inode
+                    if granted(socket, uid) != 0o6:
+                        grant(socket, uid, 0o6)
                 except OSError as exc:  # not bound (yet)
                     log.debug("cannot grant %s: %s", socket, exc)
 
