@@ -135,8 +135,13 @@ def limits_report(limits: ModuleLimits, notes: dict[str, str] | None) -> dict[st
             fallback = "; polled instead (memory_limit_mb)" if key == "memory_max_mb" else ""
             report[key] = _entry(value, f"{key} not enforced: {why}{fallback}" if why else "")
     if limits.rlimits:
+        as_root = limits.user is None and os.geteuid() == 0
+        exempt = any(name == "nproc" for name, _, _ in limits.rlimits) and as_root
         report["rlimits"] = _entry(
-            {name: [_limit(soft), _limit(hard)] for name, soft, hard in limits.rlimits}, ""
+            {name: [_limit(soft), _limit(hard)] for name, soft, hard in limits.rlimits},
+            "rlimits.nproc not enforced: the kernel does not hold root to it (pids_max does)"
+            if exempt
+            else "",
         )
     for key in ("user", "group"):
         if getattr(limits, key) is not None:

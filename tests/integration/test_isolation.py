@@ -165,7 +165,11 @@ def test_a_module_run_as_nobody_cannot_read_root_files_but_runs_and_publishes(
     secret.write_text("root only")
     secret.chmod(0o600)
     report = _run_reporter(
-        reporting, user="nobody", config={"read": {"secret": str(secret)}}, start_method="spawn"
+        reporting,
+        user="nobody",
+        config={"read": {"secret": str(secret)}},
+        start_method="spawn",
+        filesystem={"read_only": [str(reporting.root / "modules")]},  # Landlock as well
     )
     assert report["uid"] == pwd.getpwnam("nobody").pw_uid, report
     assert report["secret"] == "EACCES", report

@@ -124,3 +124,17 @@ def test_a_module_run_as_another_user_may_rejoin_its_cgroup(tmp_path: Path) -> N
     (group / "cgroup.procs").write_text("")  # the kernel makes it; here, a second prepare
     cgroups.prepare("m", ModuleLimits(user="nobody"))
     assert (group / "cgroup.procs").stat().st_uid != 0
+
+
+def test_nproc_is_noted_for_a_module_that_runs_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = ModuleLimits(rlimits=(("nproc", 10, 10), ("nofile", 64, 64)))
+    monkeypatch.setattr("orchestrator.isolation.os.geteuid", lambda: 0)
+    assert limits_report(limits, {})["rlimits"]["enforced"] is False
+    as_nobody = ModuleLimits(rlimits=limits.rlimits, user="nobody")
+    assert limits_report(as_nobody, {})["rlimits"]["enforced"] is True
+    monkeypatch.setattr("orchestrator.isolation.os.geteuid", lambda: 1000)
+    assert limits_report(limits, {})["rlimits"] == {
+        "value": {"nproc": [10, 10], "nofile": [64, 64]},
+        "enforced": True,
+        "note": "",
+    }
