@@ -5,18 +5,28 @@ pids.max, and the controllers that make them exist (orchestrator/cgroups.py plac
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import os
 from pathlib import Path
 
+from module_sdk.process import proc_stat
 from orchestrator.config.limits import ModuleLimits
+
+log = logging.getLogger(__name__)
 
 CONTROLLERS = {"memory_max_mb": "memory", "cpu_quota": "cpu", "pids_max": "pids"}
 CPU_PERIOD = 100_000  # microseconds: cpu.max is "<quota> <period>"
 
 
-def delegate(root: Path, base: Path) -> tuple[frozenset[str], str]:
+def delegate(root: Path, base: Path, leaf: Path | None = None) -> tuple[frozenset[str], str]:
     """Enable the memory, cpu and pids controllers for the cgroups below `base` (and so in
     `root`, our own cgroup, for `base`); return those that module cgroups now have, and why any
-    other is missing (empty when none is)."""
+    other is missing (empty when none is).
+
+    The kernel refuses (EBUSY) to enable a controller for the children of a cgroup that holds
+    processes, but in the root cgroup; if all of `root`'s processes are the supervisor and its
+    descendants, they move to `leaf` first (as systemd asks of a service with `Delegate=yes`)."""
     wanted = set(CONTROLLERS.values())
     why = ""
     for group in (root, base):
@@ -30,7 +40,7 @@ def delegate(root: Path, base: Path) -> tuple[frozenset[str], str]:
             why = f"the {'/'.join(sorted(missing))} controller is not available in {group}"
         for name in sorted((wanted & offered) - enabled):
             try:
-                (group / "cgroup.subtree_control").write_text(f"+{name}\n")
+                _enable(group, name, leaf if group == root else None)
             except OSError as exc:  # EBUSY: processes of its own (the supervisor's cgroup)
                 why = f"cannot enable the {name} controller in {group}: {exc.strerror}"
         try:
@@ -38,6 +48,50 @@ def delegate(root: Path, base: Path) -> tuple[frozenset[str], str]:
         except OSError as exc:
             return frozenset(), f"cannot read {group}: {exc.strerror}"
     return frozenset(wanted), why
+
+
+def _enable(group: Path, name: str, leaf: Path | None) -> None:
+    control = group / "cgroup.subtree_control"
+    try:
+        control.write_text(f"+{name}\n")
+    except OSError as exc:
+        if exc.errno != errno.EBUSY or leaf is None or not vacate(group, leaf):
+            raise
+        control.write_text(f"+{name}\n")
+
+
+def vacate(group: Path, leaf: Path) -> bool:
+    """Move every process of `group` into its child `leaf` if every one of them is this process
+    or a descendant of it; True if it did (and `group` is then free to delegate)."""
+    try:
+        pids = [int(pid) for pid in (group / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return False
+    if not pids or not all(_ours(pid) for pid in pids):
+        return False
+    try:
+        leaf.mkdir(exist_ok=True)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                (leaf / "cgroup.procs").write_text(f"{pid}\n")
+    except OSError as exc:
+        log.warning("cannot move the supervisor's processes to %s: %s", leaf, exc)
+        return False
+    log.info("moved the supervisor's %d process(es) to %s to delegate controllers", len(pids), leaf)
+    return True
+
+
+def _ours(pid: int) -> bool:
+    """Whether `pid` is this process or one of its descendants."""
+    me = os.getpid()
+    for _ in range(64):
+        if pid == me:
+            return True
+        stat = proc_stat(pid)
+        if stat is None or stat.ppid <= 1:
+            return False
+        pid = stat.ppid
+    return False
 
 
 def write_limits(

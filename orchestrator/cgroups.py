@@ -114,7 +114,8 @@ class ModuleCgroups:
         refuses in a cgroup that holds processes (but the root): run the supervisor alone in a
         delegated cgroup (systemd `Delegate=yes`) for them."""
         if self._delegated is None and self.base is not None and self._root and wanted:
-            self._delegated = delegate(self._root, self.base)
+            leaf = self._root / f"{self.base.name}.supervisor"
+            self._delegated = delegate(self._root, self.base, leaf)
         return self._delegated or (frozenset(), "no writable cgroup v2")
 
     def oom_killed(self, module: str, wait_status: int) -> bool:
@@ -166,6 +167,9 @@ class ModuleCgroups:
         for group in [p for p in self.base.iterdir() if p.is_dir()]:
             self.remove(group.name)
         self._rmdir(self.base)
+        if self._root is not None:  # where the supervisor moved to delegate: empty once it exits
+            with contextlib.suppress(OSError):
+                (self._root / f"{self.base.name}.supervisor").rmdir()
 
     @staticmethod
     def _rmdir(group: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from orchestrator.cgroup_limits import delegate, oom_kills, write_limits
+from orchestrator.cgroup_limits import delegate, oom_kills, vacate, write_limits
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.config.limits import ModuleLimits
 from orchestrator.isolation import limits_report
@@ -138,3 +139,21 @@ def test_nproc_is_noted_for_a_module_that_runs_as_root(monkeypatch: pytest.Monke
         "enforced": True,
         "note": "",
     }
+
+
+def test_the_supervisor_vacates_its_cgroup_only_if_every_process_there_is_its_own(
+    tmp_path: Path,
+) -> None:
+    group = fake_cgroup(tmp_path / "service", "memory")
+    leaf = group / "orchestrator-k.supervisor"
+    (group / "cgroup.procs").write_text(f"{os.getpid()}\n1\n")  # init: not ours
+    assert not vacate(group, leaf)
+    assert not leaf.exists()
+    helper = subprocess.Popen(["sleep", "30"])  # a helper of the supervisor's goes along
+    try:
+        (group / "cgroup.procs").write_text(f"{os.getpid()}\n{helper.pid}\n")
+        assert vacate(group, leaf)
+    finally:
+        helper.kill()
+        helper.wait()
+    assert (leaf / "cgroup.procs").read_text() == f"{helper.pid}\n"  # a file keeps the last
