@@ -15,6 +15,7 @@ from helpers import wait_until
 from project import Project
 
 from module_sdk import landlock
+from module_sdk.limits import RUN_DIR_FD
 from orchestrator.cgroups import ModuleCgroups
 
 REPORTER = """
@@ -39,6 +40,16 @@ def initialize(event_bus, config):
             report[key] = "written"
         except OSError as exc:
             report[key] = errno.errorcode[exc.errno]
+    for key, path in config.get("connect", {}).items():
+        import socket
+        client = socket.socket(socket.AF_UNIX)
+        try:
+            client.connect(path)
+            report[key] = "connected"
+        except OSError as exc:
+            report[key] = errno.errorcode[exc.errno]
+        finally:
+            client.close()
     if "files" in config:
         held = []
         try:
@@ -185,8 +196,16 @@ def test_a_forked_module_run_as_nobody_reaches_a_restarted_broker(reporting: Pro
     secret = reporting.root / "secret"
     secret.write_text("root only")
     secret.chmod(0o600)
-    report = _run_reporter(reporting, user="nobody", config={"read": {"secret": str(secret)}})
+    held = f"/proc/self/fd/{RUN_DIR_FD}"  # the run directory, as the module reaches it
+    # (A fork of the template, which has imported `socket`: a user that cannot read the Python
+    # installation, as nobody here, imports nothing new.)
+    connect = {"control": f"{held}/control.sock", "bus": f"{held}/xsub.sock"}
+    report = _run_reporter(
+        reporting, user="nobody", config={"read": {"secret": str(secret)}, "connect": connect}
+    )
     assert report["uid"] != 0 and report["secret"] == "EACCES", report
+    assert report["control"] == "EACCES", report  # no `orchestrator down` from the module
+    assert report["bus"] == "connected", report
     broker = reporting.status()["bus"]["broker_pid"]
     os.kill(broker, signal.SIGKILL)
 
