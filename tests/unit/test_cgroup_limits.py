@@ -3,7 +3,9 @@ on a directory tree laid out like a cgroup (the kernel's own checks are the inte
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import signal
 import subprocess
 from pathlib import Path
@@ -12,8 +14,9 @@ import pytest
 
 from orchestrator.cgroup_limits import delegate, oom_kills, vacate, write_limits
 from orchestrator.cgroups import ModuleCgroups
-from orchestrator.config.limits import ModuleLimits
-from orchestrator.isolation import limits_report
+from orchestrator.config import ModuleSpec
+from orchestrator.config.limits import FilesystemAccess, ModuleLimits
+from orchestrator.isolation import limits_env, limits_report
 
 ALL = frozenset({"memory", "cpu", "pids"})
 
@@ -157,3 +160,27 @@ def test_the_supervisor_vacates_its_cgroup_only_if_every_process_there_is_its_ow
         helper.kill()
         helper.wait()
     assert (leaf / "cgroup.procs").read_text() == f"{helper.pid}\n"  # a file keeps the last
+
+
+def test_what_the_module_process_is_told_to_apply(tmp_path: Path) -> None:
+    module = tmp_path / "mods" / "m.py"
+    module.parent.mkdir()
+    module.write_text("")
+    limits = ModuleLimits(
+        rlimits=(("nofile", 8, -1),),
+        umask=0o27,
+        user="nobody",
+        filesystem=FilesystemAccess(read_only=(Path("/srv"),), read_write=(Path("/var/m"),)),
+    )
+    spec = ModuleSpec(name="m", path=module, limits=limits)
+    told = json.loads(limits_env(spec, tmp_path / "run") or "")
+    nobody = pwd.getpwnam("nobody")
+    assert told["rlimits"] == [["nofile", 8, -1]] and told["umask"] == 0o27
+    assert (told["uid"], told["gid"]) == (nobody.pw_uid, nobody.pw_gid)
+    assert nobody.pw_gid in told["groups"]
+    assert told["run_dir"] == str(tmp_path / "run")
+    assert told["landlock"] == {
+        "read_only": [str(module.parent), "/srv"],
+        "read_write": ["/var/m", str(tmp_path / "run")],
+    }
+    assert limits_env(ModuleSpec(name="m", path=module), tmp_path / "run") is None
