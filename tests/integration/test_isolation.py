@@ -152,9 +152,17 @@ def _run_reporter(project: Project, **entry: Any) -> dict[str, Any]:
     return wait_until(report, 15, "the reporter's report", lambda: project.log("reporter"))
 
 
-def test_nofile_rlimit_makes_opening_past_it_fail_with_emfile(reporting: Project) -> None:
+def test_rlimits_and_umask_hold_and_status_says_which_cgroup_limits_the_kernel_enforces(
+    reporting: Project,
+) -> None:
     report = _run_reporter(
-        reporting, rlimits={"nofile": 64, "core": 0}, umask="027", config={"files": 200}
+        reporting,
+        rlimits={"nofile": 64, "core": 0},
+        umask="027",
+        memory_max_mb=512,
+        cpu_quota=0.5,
+        pids_max=100,
+        config={"files": 200},
     )
     assert report["files"] == "EMFILE", report
     assert 0 < report["opened"] < 64
@@ -166,6 +174,17 @@ def test_nofile_rlimit_makes_opening_past_it_fail_with_emfile(reporting: Project
         "note": "",
     }
     assert limits["umask"]["value"] == "027"
+    for key, controller in (
+        ("memory_max_mb", "memory"),
+        ("cpu_quota", "cpu"),
+        ("pids_max", "pids"),
+    ):
+        assert limits[key]["enforced"] is (controller in CONTROLLERS), limits
+        if controller not in CONTROLLERS:
+            assert limits[key]["note"].startswith(f"{key} not enforced: "), limits
+    assert limits["memory_max_mb"]["value"] == 512
+    text = reporting.cli("status", "reporter", check=0).stdout
+    assert "limits:" in text and "memory_max_mb 512" in text and "rlimits" in text
 
 
 @needs_root
@@ -245,27 +264,12 @@ def test_filesystem_restricts_a_module_to_its_paths(reporting: Project) -> None:
     assert limits["filesystem"]["enforced"] is True
 
 
-def test_status_says_whether_the_kernel_enforces_each_cgroup_limit(reporting: Project) -> None:
-    _run_reporter(reporting, memory_max_mb=512, cpu_quota=0.5, pids_max=100)
-    limits = reporting.module("reporter")["limits"]
-    for key, controller in (
-        ("memory_max_mb", "memory"),
-        ("cpu_quota", "cpu"),
-        ("pids_max", "pids"),
-    ):
-        assert limits[key]["enforced"] is (controller in CONTROLLERS), limits
-        if controller not in CONTROLLERS:
-            assert limits[key]["note"].startswith(f"{key} not enforced: "), limits
-    assert limits["memory_max_mb"]["value"] == 512
-    text = reporting.cli("status", "reporter", check=0).stdout
-    assert "limits:" in text and "memory_max_mb 512" in text
-
-
 @pytest.mark.skipif("pids" not in CONTROLLERS, reason="no cgroup v2 pids controller to delegate")
 def test_forking_past_pids_max_fails_inside_the_module(reporting: Project) -> None:
-    report = _run_reporter(reporting, pids_max=8, config={"forks": 50})
+    # Threads count too: the module process has a handful of its own (ZeroMQ's, the shim's).
+    report = _run_reporter(reporting, pids_max=24, config={"forks": 50})
     assert report["forks"] == "EAGAIN", report
-    assert report["forked"] < 8
+    assert report["forked"] < 24
 
 
 def test_a_module_past_memory_max_is_stopped_by_the_kernel_or_else_by_polling(
