@@ -84,3 +84,16 @@ def granted(path: Path, uid: int) -> int:
     except OSError:
         return 0
     return entries.get((_USER, uid), 0) & entries.get((_MASK, _NO_ID), 7)
+
+
+def only_users_named(path: Path) -> bool:
+    """Whether the access ACL of `path` opens it to named users only (the grants made here):
+    no permission for its group, any named group or others, whatever the mode's group bits
+    (which show the ACL's mask)."""
+    try:
+        entries = _decode(os.getxattr(path, _ACCESS, follow_symlinks=False))
+    except OSError:
+        return False
+    return bool(entries) and all(
+        perm == 0 for (tag, _), perm in entries.items() if tag in (_GROUP_OBJ, _GROUP, _OTHER)
+    )

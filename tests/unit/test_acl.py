@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import acl
 from orchestrator.isolation import RunDirGrants, grant_run_dir
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, UnsafeRunDirError
 
 NOBODY = 65534
 
@@ -75,3 +75,20 @@ def test_a_run_directory_left_with_grants_is_made_private_again(private: Path) -
     run_dir.prepare()
     assert acl.granted(run_dir.path, NOBODY) == 0
     assert stat.S_IMODE(run_dir.path.stat().st_mode) == 0o700
+
+
+def test_a_running_supervisors_grants_do_not_make_its_run_directory_unsafe(private: Path) -> None:
+    run_dir = RunDir(Path("/some/config"), base=private)
+    run_dir.acquire()  # it holds the lock: its grants stay
+    try:
+        grant_run_dir(run_dir.path, NOBODY)
+        run_dir.prepare()  # as a second `up` checks it
+        assert acl.granted(run_dir.path, NOBODY) == 0o1
+        os.chmod(run_dir.path, 0o711)  # others let through as well as the grant: unsafe
+        with pytest.raises(UnsafeRunDirError):
+            run_dir.prepare()
+        acl.clear(run_dir.path, 0o750)  # its group let in: unsafe
+        with pytest.raises(UnsafeRunDirError):
+            run_dir.prepare()
+    finally:
+        run_dir.release()
