@@ -31,6 +31,7 @@ import msgpack
 import module_sdk.bus
 import module_sdk.channel
 import module_sdk.codec
+import module_sdk.limits
 import module_sdk.loader
 import module_sdk.shim
 from module_sdk.process import PR_SET_NAME, prctl
@@ -100,6 +101,7 @@ def _become_module(request: dict[str, Any], output: int) -> None:
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         _as_if_started_here(request["cwd"])
+        module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
         sys.argv = ["module_sdk", request["name"]]
         code = module_sdk.shim.main()
     except BaseException:

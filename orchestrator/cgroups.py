@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import signal
 import time
 from pathlib import Path
+
+from orchestrator.cgroup_limits import delegate, oom_kills, write_limits
+from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,13 @@ def cgroup2_root() -> Path | None:
 class ModuleCgroups:
     """One cgroup per module under `<our cgroup>/orchestrator-<key>/`."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, root: Path | None = None) -> None:
         self.base: Path | None = None
-        root = cgroup2_root()
+        self.notes: dict[str, dict[str, str]] = {}  # module -> limit key -> why not enforced
+        self._oom_kills: dict[str, int] = {}  # module -> its memory.events oom_kill count seen
+        self._delegated: tuple[frozenset[str], str] | None = None  # see controllers()
+        root = root or cgroup2_root()
+        self._root = root
         if root is None:
             return
         base = root / f"{MODULE_CGROUPS_PREFIX}{key}"
@@ -72,18 +80,54 @@ class ModuleCgroups:
     def available(self) -> bool:
         return self.base is not None
 
-    def prepare(self, module: str) -> str | None:
-        """Create the module's cgroup; the module process joins it itself, at its start, before
-        any module code runs. None without cgroups (or if it cannot be created)."""
+    def prepare(self, module: str, limits: ModuleLimits | None = None) -> str | None:
+        """Create the module's cgroup and write its limits there (what could not be enforced is
+        in `notes[module]`); the module process joins it itself, at its start, before any
+        module code runs. None without cgroups (or if it cannot be created)."""
+        limits = limits or ModuleLimits()
+        self.notes[module] = {}
         if self.base is None:
+            why = "no writable cgroup v2"
+            self.notes[module] = {key: why for key in limits.cgroup_keys}
             return None
         group = self.base / module
         try:
             group.mkdir(exist_ok=True)
         except OSError as exc:
             log.warning("%s: cannot create cgroup %s (%s)", module, group, exc)
+            self.notes[module] = {
+                key: f"cannot create its cgroup: {exc}" for key in limits.cgroup_keys
+            }
             return None
+        self.notes[module] = write_limits(group, limits, self.controllers(bool(limits.cgroup_keys)))
+        for key, why in self.notes[module].items():
+            log.warning("%s: %s not enforced: %s", module, key, why)
+        self._oom_kills[module] = oom_kills(group)
+        if limits.user is not None:  # it joins as root, then again as itself: let it
+            with contextlib.suppress(OSError, KeyError):
+                os.chown(group / "cgroup.procs", pwd.getpwnam(limits.user).pw_uid, -1)
         return str(group)
+
+    def controllers(self, wanted: bool = True) -> tuple[frozenset[str], str]:
+        """The controllers (of memory, cpu, pids) that module cgroups have, and why the others
+        are missing. Enabled on first need: in our cgroup and in the base, which the kernel
+        refuses in a cgroup that holds processes (but the root): run the supervisor alone in a
+        delegated cgroup (systemd `Delegate=yes`) for them."""
+        if self._delegated is None and self.base is not None and self._root and wanted:
+            leaf = self._root / f"{self.base.name}.supervisor"
+            self._delegated = delegate(self._root, self.base, leaf)
+        return self._delegated or (frozenset(), "no writable cgroup v2")
+
+    def oom_killed(self, module: str, wait_status: int) -> bool:
+        """Whether the module process, reaped with `wait_status`, was killed by the kernel's
+        OOM killer: SIGKILLed, with an OOM kill in its cgroup since it started (at memory.max)."""
+        if self.base is None:
+            return False
+        seen = self._oom_kills.get(module, 0)
+        now = oom_kills(self.base / module)
+        self._oom_kills[module] = now
+        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
+        return killed and now > seen
 
     def pids(self, module: str) -> list[int]:
         """The processes in the module's cgroup now."""
@@ -123,6 +167,9 @@ class ModuleCgroups:
         for group in [p for p in self.base.iterdir() if p.is_dir()]:
             self.remove(group.name)
         self._rmdir(self.base)
+        if self._root is not None:  # where the supervisor moved to delegate: empty once it exits
+            with contextlib.suppress(OSError):
+                (self._root / f"{self.base.name}.supervisor").rmdir()
 
     @staticmethod
     def _rmdir(group: Path) -> None:

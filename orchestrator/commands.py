@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import control
 from orchestrator.cluster_commands import ClusterCommands
 from orchestrator.group_commands import GroupCommands
+from orchestrator.isolation import limits_report
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
 from orchestrator.module_commands import ModuleCommands
@@ -56,9 +57,13 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         manager = self.supervisor.manager
         now = time.monotonic()
         modules = [
-            child.status(
-                now, manager.sampler.sample(child.pid) if sample and child.pid is not None else {}
-            )
+            {
+                **child.status(
+                    now,
+                    manager.sampler.sample(child.pid) if sample and child.pid is not None else {},
+                ),
+                "limits": limits_report(child.spec.limits, manager.cgroups.notes.get(child.cgroup)),
+            }
             for child in manager.children.values()
         ]
         self.annotate(modules)  # instances and schedules

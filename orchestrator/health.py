@@ -10,6 +10,7 @@ import time
 
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
+from orchestrator.isolation import GRANTS, polled_memory_limit
 from orchestrator.manager import ChildManager
 from orchestrator.resources import release_free_memory, system_usage
 from orchestrator.states import ChildState, ExitReason
@@ -60,6 +61,7 @@ class Health:
     def tick(self, now: float) -> None:
         """Act on every timer that is due at `now` (monotonic)."""
         self._check_stall(now)
+        GRANTS.refresh(now)  # module users' access to sockets a restarted broker bound anew
         manager = self.manager
         for child in manager.supervised():
             manager.handle(child, lc.Due(now))
@@ -123,7 +125,7 @@ class Health:
 
     def check_memory(self, child: ManagedChild) -> None:
         """Compare the module's memory (with its descendants) with its `memory_limit_mb`."""
-        limit = child.spec.supervision.memory_limit_mb
+        limit = polled_memory_limit(child.spec, self.manager.cgroups)  # or memory_max_mb
         if limit is None or child.pid is None or child.state is not ChildState.RUNNING:
             return
         child.rss_mb = self.manager.sampler.tree_rss_mb(child.pid)

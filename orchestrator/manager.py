@@ -11,6 +11,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -28,7 +29,7 @@ from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
-from orchestrator.states import ChildState
+from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class ChildManager:
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
-        cgroup = self.cgroups.prepare(child.cgroup)
+        cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
         return launch_module(
@@ -351,6 +352,8 @@ class ChildManager:
     def reap(self) -> None:
         """Reap every exited child; apply the policy to each module process's exit."""
         for child, raw in self.processes.reap():
+            if self.cgroups.oom_killed(child.cgroup, raw) and child.life.kill is None:
+                child.life = replace(child.life, kill=ExitReason.KERNEL_MEMORY_LIMIT)
             exited = lc.Exited(
                 time.monotonic(),
                 raw,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from module_sdk import protocol
+from module_sdk.limits import ENV_LIMITS
 from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer, ForkServerError
+from orchestrator.isolation import GRANTS, limits_env
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ def launch_module(
 ) -> ModuleProcess:
     """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
     (`start_method: spawn`, or interpreter settings in its env) or the fork server fails."""
+    env = with_limits(spec, env)
     if spec.supervision.start_method == "fork" and not needs_new_interpreter(spec):
         try:
             pid, stdout = forkserver.fork(spec.name, env, cwd)
@@ -95,6 +99,26 @@ def launch_module(
         except ForkServerError as exc:
             log.error("%s: %s", spec.name, exc)
     return spawn_module(spec.name, cwd, env, lifeline)
+
+
+def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:
+    """`env` with what the module process applies to itself (module_sdk/limits.py); a module
+    run as another user is let into the run directory first."""
+    channel = env.get(protocol.ENV_CHANNEL, "")
+    run_dir = Path(channel[len("ipc://") :]).parent if channel.startswith("ipc://") else None
+    payload = limits_env(spec, run_dir)
+    if payload is None:
+        return env
+    if spec.limits.user is not None and run_dir is not None:
+        try:
+            GRANTS.add(run_dir, pwd.getpwnam(spec.limits.user).pw_uid)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot let user {spec.limits.user} reach the sockets in {run_dir} "
+                f"(POSIX ACLs): {exc.strerror}",
+            ) from None
+    return {**env, ENV_LIMITS: payload}
 
 
 def needs_new_interpreter(spec: ModuleSpec) -> bool:

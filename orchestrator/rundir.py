@@ -15,6 +15,8 @@ import stat
 import time
 from pathlib import Path
 
+from orchestrator import acl
+
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
 _PID_WAIT = 2.0  # seconds a reader waits for the lock holder's pid file
 _ACQUIRE_WAIT = 0.5  # seconds a new supervisor retries a lock held only by readers
@@ -87,6 +89,8 @@ class RunDir:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _check_private(self.path.parent)
         self.path.mkdir(mode=0o700, exist_ok=True)
+        if self._lock_fd is None and self.running_pid() is None and _owned_dir(self.path):
+            acl.clear(self.path, 0o700)  # left by a killed run that let a module user in
         _check_private(self.path)
         _write_private(self.daemon_output, b"", append=True)
 
@@ -214,13 +218,18 @@ class UnsafeRunDirError(RuntimeError):
     """The run directory (or its base) is not a private directory of ours."""
 
 
+def _owned_dir(path: Path) -> bool:
+    info = path.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+
+
 def _check_private(path: Path) -> None:
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise UnsafeRunDirError(f"{path}: expected a directory, found a link or a file")
     if info.st_uid != os.getuid():
         raise UnsafeRunDirError(f"{path}: owned by uid {info.st_uid}, not by us ({os.getuid()})")
-    if info.st_mode & 0o077:
+    if info.st_mode & 0o077 and not acl.only_users_named(path):  # a running supervisor's grants
         raise UnsafeRunDirError(
             f"{path}: mode {stat.S_IMODE(info.st_mode):o} lets others in; expected 700"
         )

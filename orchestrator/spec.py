@@ -5,6 +5,7 @@ from __future__ import annotations
 from module_sdk import protocol
 from orchestrator.child import ManagedChild
 from orchestrator.config import BusSection, ErrorHandlingSection
+from orchestrator.isolation import bus_endpoint
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a module may take to prove its bus path, at most
 
@@ -29,8 +30,8 @@ def module_spec(
         "kind": protocol.SPEC,
         "path": str(spec.path),
         "config": dict(spec.config),
-        "xsub": xsub,
-        "xpub": xpub,
+        "xsub": bus_endpoint(spec, xsub),  # reachable as the module's user
+        "xpub": bus_endpoint(spec, xpub),
         "heartbeat_interval": spec.supervision.heartbeat_interval,
         "handshake_timeout": min(HANDSHAKE_TIMEOUT, spec.supervision.start_timeout),
         "high_water_mark": bus.high_water_mark,

@@ -50,6 +50,7 @@ class ExitReason(enum.Enum):
     HUNG = "hung"
     MEMORY_LIMIT = "memory limit"
     UNHEALTHY = "unhealthy"  # its health() failed health_retries times in a row
+    KERNEL_MEMORY_LIMIT = "memory limit (kernel)"  # the OOM killer, at its cgroup's memory.max
 
     @property
     def is_failure(self) -> bool:

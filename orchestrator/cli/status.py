@@ -159,6 +159,7 @@ def render_details(module: dict[str, Any]) -> str:
     ]
     if module["env"]:
         lines.append(f"env:         {json.dumps(module['env'], sort_keys=True)}")
+    lines.extend(_limit_lines(module.get("limits") or {}))
     if module["circuit_open"]:
         lines.append("circuit:     open (starts paused after repeated failed starts)")
     lines.append("history:" if module["history"] else "history:     no exits yet")
@@ -211,10 +212,22 @@ def schedule_note(schedule: dict[str, Any]) -> str:
     return "; ".join([*parts, counts])
 
 
+def _limit_lines(limits: dict[str, Any]) -> list[str]:
+    """`limits:` then one line per limit the module sets, with whether it is enforced."""
+    lines = ["limits:"] if limits else []
+    for key, entry in limits.items():
+        value = entry["value"]
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        lines.append(f"  {key} {shown}: {'enforced' if entry['enforced'] else entry['note']}")
+    return lines
+
+
 def _note(module: dict[str, Any]) -> str:
     parts = []
     if module["why"]:  # the supervisor's one line: why it is not running
         parts.append(module["why"])
+    limits = module.get("limits") or {}
+    parts.extend(entry["note"] for entry in limits.values() if not entry["enforced"])
     if module["dropped"]:
         parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
     parts += _resilience_notes(module)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-MAX_MESSAGE = 400
+MAX_MESSAGE = 600  # room for the list of a module entry's keys
 """Characters of a message shown; a longer one (it quotes a long value) is cut in the middle."""
 MAX_LOCATION = 200
 """Characters of a location shown (a location is made of the file's keys, which can be long)."""

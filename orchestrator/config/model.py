@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from orchestrator.config.limits import ModuleLimits
+
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
 ReadyMode = Literal["auto", "manual"]
@@ -207,6 +209,7 @@ class ModuleSpec:
     schedule: str | None = None  # a cron expression (croniter; 6th field: seconds)
     timezone: str | None = None  # the schedule's zoneinfo name; None: the machine's
     overlap: Overlap = "skip"  # a due run while one is in progress: skip, queue or allow
+    limits: ModuleLimits = field(default_factory=ModuleLimits)  # cgroup, rlimits, user, ...
 
     def on_failure(self, dependency: str) -> DependencyPolicy:
         """What this module does when `dependency` stops running: restart, stop or ignore."""

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from orchestrator.config.dependencies import build_depends_on
 from orchestrator.config.errors import ConfigError
+from orchestrator.config.limits import LIMIT_KEYS, build_limits
 from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
 from orchestrator.config.scheduling import RUN_KEYS, build_run_keys
 from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision, log_level
@@ -28,7 +29,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
 _OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
-MODULE_KEYS = (*_OWN_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS)
+MODULE_KEYS = (*_OWN_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS, *LIMIT_KEYS)
 
 
 def build_modules(
@@ -133,6 +134,7 @@ def build_module(
         dependency_policy=policies,
         log_level=cast(LogLevel | None, level),
         **run_keys,
+        limits=build_limits(entry, file, where, modules_dir),
     )
 
 

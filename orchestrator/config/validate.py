@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -166,8 +167,10 @@ def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], file: str, where:
     known = sorted(allowed)
     for key in raw:
         if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                file, child(where, key), f"unknown key (expected one of: {', '.join(known)})"
+                file, child(where, key), f"unknown key{hint} (expected one of: {', '.join(known)})"
             )
 
 

@@ -20,11 +20,12 @@ from orchestrator.config import (
 
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
-    "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, depends_on, enabled, "
-    "env, health_interval, health_retries, heartbeat_interval, "
-    "heartbeat_timeout, instances, log_level, max_restarts, memory_limit_mb, name, overlap, path, "
-    "ready, restart, restart_window, schedule, stable_after, start_method, start_timeout, "
-    "stop_timeout, timezone"
+    "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, cpu_quota, "
+    "depends_on, enabled, env, filesystem, group, health_interval, health_retries, "
+    "heartbeat_interval, heartbeat_timeout, instances, log_level, max_restarts, "
+    "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, ready, restart, "
+    "restart_window, rlimits, schedule, stable_after, start_method, start_timeout, "
+    "stop_timeout, timezone, umask, user"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "
@@ -145,7 +146,7 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 # message after "config/main.yaml: "; {root} stands for the project root.
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
-    "logging: {levle: INFO} => logging.levle: unknown key "
+    "logging: {levle: INFO} => logging.levle: unknown key; did you mean 'level'? "
     "(expected one of: backup_count, directory, format, level, max_file_size_mb)",
     "- a => expected a mapping at the top level, got a list",
     "logging: [1] => logging: expected a mapping, got a list",
