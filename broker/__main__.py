@@ -20,13 +20,12 @@ from typing import Any
 
 import zmq
 
-from broker import ENV_CURVE
+from broker import ENV_CURVE, GROUPS_PREFIX
 from broker.proxy import Broker, BrokerError
 
 log = logging.getLogger("broker")
 READY = "ready"
 ERROR_PREFIX = "error: "
-GROUPS_PREFIX = "groups "
 MAX_GROUPS_LINE = 4000  # the supervisor reads lines of up to 4096 bytes
 
 

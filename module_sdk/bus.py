@@ -323,7 +323,10 @@ class ZmqEventBus(ReceivePath):
         self, op: bytes, group: str, parsed: Pattern, callback: EventCallback, redeliver: bool
     ) -> None:
         if self._groups is None:
-            raise RuntimeError("grouped subscriptions need the broker's groups endpoint")
+            raise RuntimeError(
+                "grouped subscriptions need the broker's groups socket (on a tcp bus: set"
+                " bus.groups_port in main.yaml)"
+            )
         with self._subs_lock:
             groups = self._groups
             if op == b"J" and not groups.add(group, parsed, callback, redeliver):

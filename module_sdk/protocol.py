@@ -81,6 +81,9 @@ class Spec(TypedDict):
     log_format: str  # text or json (module_sdk.logformat)
     curve: dict[str, str] | None  # the client keys of a tcp bus
     log: str  # the module's log file: should the supervisor die, the module says so there
+    groups: NotRequired[str | None]  # the broker's groups socket (grouped subscriptions)
+    group: NotRequired[str | None]  # the module's default group (`group:` in modules.yaml)
+    redeliver: NotRequired[bool]  # its grouped events go to another member if it crashes
 
 
 # Environment of a child process

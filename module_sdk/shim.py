@@ -211,6 +211,9 @@ class _Child:
             high_water_mark=int(spec["high_water_mark"]),
             max_message_size=int(spec["max_message_size"]),
             curve=spec.get("curve"),
+            groups_endpoint=spec.get("groups"),
+            group=spec.get("group"),
+            redeliver=bool(spec.get("redeliver", False)),
         )
         try:
             self.bus.handshake(float(spec["handshake_timeout"]))

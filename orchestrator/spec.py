@@ -15,6 +15,7 @@ def module_spec(
     bus: BusSection,
     xsub: str,
     xpub: str,
+    groups: str | None = None,
     curve: dict[str, str] | None,
     log_level: str,
 ) -> protocol.Spec:
@@ -35,4 +36,7 @@ def module_spec(
         "log_format": child.log.format,
         "curve": curve,
         "log": str(child.log.path),
+        "groups": groups,
+        "group": spec.group,
+        "redeliver": spec.redeliver,
     }

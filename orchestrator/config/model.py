@@ -92,6 +92,8 @@ class BusSection:
     host: str = "127.0.0.1"
     xsub_port: int = 5555
     xpub_port: int = 5556
+    # Grouped subscriptions (module_sdk/groups.py) on a tcp bus: off unless a port is given.
+    groups_port: int | None = None
     max_message_size_mb: float = 64.0
     high_water_mark: int = 100_000
     # The broker process is killed and restarted past this (a peer holding huge numbers of
@@ -187,6 +189,8 @@ class ModuleSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
     log_level: LogLevel | None = None  # its own logging level; None: `logging.level`
+    group: str | None = None  # the default group of its subscriptions (module_sdk.groups)
+    redeliver: bool = False  # the default of its grouped subscriptions: redeliver if it crashes
 
 
 @dataclass(frozen=True)

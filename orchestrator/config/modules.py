@@ -26,7 +26,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
 _OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
-MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
+_GROUP_KEYS = ("group", "redeliver")  # grouped subscriptions: see module_sdk/groups.py
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:#-]{0,63}")
+MODULE_KEYS = (*_OWN_KEYS, *_GROUP_KEYS, *SUPERVISION_FIELDS)
 
 
 def build_modules(
@@ -124,6 +126,8 @@ def build_module(
         env=env,
         depends_on=depends_on,
         log_level=cast(LogLevel | None, level),
+        group=_group(entry.get("group"), file, child(where, "group")),
+        redeliver=expect_bool(entry.get("redeliver", False), file, child(where, "redeliver")),
     )
 
 
@@ -134,6 +138,19 @@ def _name(value: Any, file: str, where: str) -> str:
             where,
             "expected a name of up to 64 letters, digits, '_', '.' or '-', starting with a letter "
             f"or digit, got {describe(value)}",
+        )
+    return value
+
+
+def _group(value: Any, file: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _GROUP_NAME.fullmatch(value):
+        raise ConfigError(
+            file,
+            where,
+            "expected a group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', "
+            f"starting with a letter, digit or '_', got {describe(value)}",
         )
     return value
 

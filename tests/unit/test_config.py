@@ -20,9 +20,10 @@ from orchestrator.config import (
 
 ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
-    "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
+    "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, group, "
     "heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, redeliver, restart, "
+    "restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (
@@ -174,6 +175,8 @@ MAIN_ERRORS = [
     "bus: {transport: udp} => bus.transport: expected one of ipc, tcp, got 'udp'",
     "bus: {xsub_port: 70000} => bus.xsub_port: expected an integer between 1 and 65535, got 70000",
     "bus: {xpub_port: 5555} => bus.xpub_port: xpub_port must differ from xsub_port (both are 5555)",
+    "bus: {groups_port: 5556} => bus.groups_port: groups_port must differ from xsub_port and "
+    "xpub_port (5556)",
     "bus: {transport: tcp, host: 10.0.0.1} => bus.host: the tcp bus binds loopback addresses only "
     "(127.0.0.1, ::1, localhost), got '10.0.0.1': other hosts are to join through cluster mode, "
     "never an open ZeroMQ port",
@@ -195,6 +198,11 @@ MODULES_ERRORS = [
     f"modules: [{{name: a, path: x.py, colour: red}}] => modules[0].colour: "
     f"unknown key (expected one of: {MODULE_KEYS})",
     "modules: [{path: x.py}] => modules[0].name: required key is missing",
+    f"modules: [{{name: a, path: ../mods/alpha.py, group: 'a b'}}] => modules[0].group: expected a "
+    "group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', starting with a letter, "
+    "digit or '_', got 'a b'",
+    "modules: [{name: a, path: ../mods/alpha.py, redeliver: 3}] => modules[0].redeliver: "
+    "expected true or false, got 3",
     "modules: [{name: 'bad name', path: x.py}] => modules[0].name: expected a name of up to 64 "
     "letters, digits, '_', '.' or '-', starting with a letter or digit, got 'bad name'",
     f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, max_restarts: three}}] => "
