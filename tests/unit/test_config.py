@@ -198,7 +198,7 @@ MODULES_ERRORS = [
     f"modules: [{{name: a, path: x.py, colour: red}}] => modules[0].colour: "
     f"unknown key (expected one of: {MODULE_KEYS})",
     "modules: [{path: x.py}] => modules[0].name: required key is missing",
-    f"modules: [{{name: a, path: ../mods/alpha.py, group: 'a b'}}] => modules[0].group: expected a "
+    "modules: [{name: a, path: ../mods/alpha.py, group: 'a b'}] => modules[0].group: expected a "
     "group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', starting with a letter, "
     "digit or '_', got 'a b'",
     "modules: [{name: a, path: ../mods/alpha.py, redeliver: 3}] => modules[0].redeliver: "
