@@ -31,7 +31,7 @@ MAX_MEMBERS_PER_GROUP = 256
 MAX_GROUPS = 1024
 MAX_MEMBERS = 4096  # connections in any group
 MAX_CREDIT = 256
-MAX_QUEUED = 10_000  # events per group waiting for a member with room
+MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
 MAX_QUEUED_BYTES = 128 * 1024 * 1024  # bodies waiting, all groups together
 _ROUTE_CACHE = 4096
 
@@ -105,7 +105,7 @@ class Group:
             "overflow": self.overflow,
             "queued": len(self.queue),
             "in_flight": sum(len(m.in_flight) for m in self.members),
-            "per_member": sorted(m.delivered for m in self.members),
+            "per_member": [m.delivered for m in self.members],  # in the order they joined
         }
 
 
