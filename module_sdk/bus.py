@@ -4,6 +4,9 @@ Threads: `publish()` may be called from any thread (one lock guards the PUB sock
 one receiver thread that owns the SUB socket once `start()` has run; before that, the thread that
 calls `initialize()` owns it, so subscriptions made in `initialize()` apply at once. Subscription
 changes from other threads reach the receiver through an inproc command socket, in order.
+Grouped subscriptions (`subscribe(..., group=...)`) arrive on a DEALER socket of their own, made at
+the first one and owned by the same threads (see `module_sdk.groups`); the receive path of the
+ungrouped ones is in `module_sdk.receive`.
 """
 
 from __future__ import annotations
@@ -80,12 +83,16 @@ class ZmqEventBus(ReceivePath):
         self._command_out = context.socket(zmq.PAIR)
         self._command_out.connect(command_endpoint)
         self._groups: GroupMember | None = None
-        if groups_endpoint is not None:
-            dealer = context.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 200)  # the goodbye at close
-            prepare(dealer, curve)
-            dealer.connect(groups_endpoint)
-            self._groups = GroupMember(dealer)
+        if groups_endpoint is not None:  # its socket only once a grouped subscription needs it
+
+            def connect() -> zmq.Socket[bytes]:
+                dealer = context.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.LINGER, 200)  # the goodbye at close
+                prepare(dealer, curve)
+                dealer.connect(groups_endpoint)
+                return dealer
+
+            self._groups = GroupMember(connect)
         self._default_group = check_group(group) if group else None
         self._default_redeliver = redeliver
 
@@ -280,7 +287,6 @@ class ZmqEventBus(ReceivePath):
         with self._subs_lock:
             if self._groups is not None:
                 self._groups.close()
-                self._groups.socket.close()
             for sock in (self._sub, self._command_in, self._command_out):
                 sock.close(linger=0)
         return True
@@ -349,19 +355,21 @@ class ZmqEventBus(ReceivePath):
         poller.register(self._sub, zmq.POLLIN)
         poller.register(self._command_in, zmq.POLLIN)
         sub, commands, groups = self._sub, self._command_in, self._groups
+        member = None  # the groups socket, once a grouped subscription made one
         if groups is not None:
             groups.start()
-            poller.register(groups.socket, zmq.POLLIN)
-        tick = None if groups is None else 500
         try:
             while True:
-                ready = dict(poller.poll(tick))
+                if member is None and groups is not None and groups.socket is not None:
+                    member = groups.socket
+                    poller.register(member, zmq.POLLIN)
+                ready = dict(poller.poll(None if member is None else 500))
                 if commands in ready and not self._apply_commands():
                     return
                 if sub in ready:
                     self._drain(sub)
-                if groups is not None:
-                    if groups.socket in ready:
+                if member is not None and groups is not None:
+                    if member in ready:
                         groups.drain()
                     groups.tick()
         except zmq.ContextTerminated:

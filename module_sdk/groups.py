@@ -9,8 +9,10 @@ threads hand their joins and leaves to it as commands (`command()`, `apply()`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -47,8 +49,10 @@ def check_group(group: object) -> str:
 class GroupMember:
     """The grouped side of a `ZmqEventBus`: subscriptions by group, and their delivery."""
 
-    def __init__(self, sock: zmq.Socket[bytes]) -> None:
-        self.socket = sock
+    def __init__(self, connect: Callable[[], zmq.Socket[bytes]]) -> None:
+        """`connect` makes the DEALER socket, on the thread that owns it, at the first join."""
+        self.socket: zmq.Socket[bytes] | None = None
+        self._connect = connect
         self.subscriptions: dict[Key, tuple[Pattern, list[EventCallback], bool]] = {}
         self.joined: set[Key] = set()
         self.refused: dict[Key, str] = {}
@@ -109,11 +113,13 @@ class GroupMember:
             return
         flags = b"r" if entry[2] else b"-"
         group, pattern = key[0].encode(), key[1].encode()
+        if self.socket is None:
+            self.socket = self._connect()
         self.socket.send_multipart([b"J", group, pattern, str(CREDIT).encode(), flags])
 
     def send_leave(self, key: Key) -> None:
         """Leave on the socket's thread (unless the subscription came back meanwhile)."""
-        if key in self.subscriptions:
+        if key in self.subscriptions or self.socket is None:
             return
         self.joined.discard(key)
         self.socket.send_multipart([b"L", key[0].encode(), key[1].encode()])
@@ -125,7 +131,11 @@ class GroupMember:
         arrive meanwhile are kept for the receiver); False if `deadline` passes first."""
         while not self.subscriptions.keys() <= self.joined | self.refused.keys():
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.socket.poll(max(1, int(remaining * 1000))):
+            if (
+                self.socket is None
+                or remaining <= 0
+                or not self.socket.poll(max(1, int(remaining * 1000)))
+            ):
                 return False
             self.drain(keep=True)
         return True
@@ -139,6 +149,8 @@ class GroupMember:
     def drain(self, keep: bool = False) -> None:
         """Handle what the broker sent, up to a batch."""
         sock = self.socket
+        if sock is None:
+            return
         for _ in range(256):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -167,9 +179,14 @@ class GroupMember:
                 self.send_join(key)
 
     def close(self) -> None:
-        """Say goodbye, so that what is unacknowledged goes to another member at once."""
+        """Say goodbye, so that what is unacknowledged goes to another member at once, and
+        close the socket."""
+        if self.socket is None:
+            return
         if self.subscriptions:
-            self.socket.send(b"B", zmq.NOBLOCK)
+            with contextlib.suppress(zmq.Again):
+                self.socket.send(b"B", zmq.NOBLOCK)
+        self.socket.close()
 
     def _refused(self, group: bytes, pattern: bytes, why: bytes) -> None:
         key = (group.decode(errors="replace"), pattern.decode(errors="replace"))
@@ -185,6 +202,7 @@ class GroupMember:
         except (BadFrameError, ValueError) as exc:
             self._bad_frame(str(exc))
         finally:
+            assert self.socket is not None  # it brought this event
             self.socket.send_multipart([b"A", tag])  # done with it, whatever it was
 
     def _event_type(self, topic: bytes) -> str:
