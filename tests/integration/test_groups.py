@@ -38,24 +38,7 @@ class GroupNet:
         self.xpub = f"ipc://{directory}/xpub.sock"
         self.groups = f"ipc://{directory}/groups.sock"
         self.broker_out = directory / "broker.out"
-        with open(self.broker_out, "w") as out:  # a file: its stats lines never fill a pipe
-            self.broker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "broker",
-                    "--xsub",
-                    self.xsub,
-                    "--xpub",
-                    self.xpub,
-                    "--groups",
-                    self.groups,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_until(lambda: "ready" in self.broker_out.read_text(), 15.0, "the broker ready")
+        self.start_broker()
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.everything = Recorder()
         self.client = ZmqEventBus(self.ctx, "test", self.xsub, self.xpub)
@@ -64,6 +47,18 @@ class GroupNet:
         self.client.start()
         self.asker = self.raw()
         self.members: list[subprocess.Popen[str]] = []
+
+    def start_broker(self) -> None:
+        """Start the broker process (again) and wait until it says it is ready."""
+        args = ["--xsub", self.xsub, "--xpub", self.xpub, "--groups", self.groups]
+        with open(self.broker_out, "w") as out:  # a file: its stats lines never fill a pipe
+            self.broker = subprocess.Popen(
+                [sys.executable, "-m", "broker", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(lambda: "ready" in self.broker_out.read_text(), 15.0, "the broker ready")
 
     def raw(self) -> zmq.Socket[bytes]:
         """A DEALER on the groups socket, driven by hand."""
@@ -271,3 +266,22 @@ def test_a_member_may_join_so_many_groups(net: GroupNet) -> None:
         sock.send(b"B")  # leave them all
         sock.close()
     wait_until(lambda: net.stats("many0").get("members") == 0, 10.0, "left on goodbye")
+
+
+def test_members_join_a_restarted_broker_by_themselves(net: GroupNet) -> None:
+    """Last in this file: it replaces the broker process that the others share."""
+    where = net.dir / "restart"
+    names = ["r1", "r2"]
+    for name in names:
+        net.member(name, "restart", "restart.*", where)
+    net.broker.kill()
+    net.broker.wait(10)
+    net.start_broker()
+    wait_until(lambda: net.stats("restart").get("members") == 2, 15.0, "both joined again")
+    net.client.publish("restart.job", {"n": 0})  # once the client's PUB is back as well
+    wait_until(lambda: net.everything.got("restart.job"), 10.0, "the bus back")
+    for n in range(1, 31):
+        net.client.publish("restart.job", {"n": n})
+    wait_until(lambda: sum(map(len, _received(where, names).values())) >= 30, 10.0, "delivered")
+    every = sorted(n for got in _received(where, names).values() for n in got)
+    assert len(every) == len(set(every)) and {str(n) for n in range(1, 31)} <= set(every)
