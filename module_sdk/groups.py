@@ -115,14 +115,14 @@ class GroupMember:
         group, pattern = key[0].encode(), key[1].encode()
         if self.socket is None:
             self.socket = self._connect()
-        self.socket.send_multipart([b"J", group, pattern, str(CREDIT).encode(), flags])
+        self._send([b"J", group, pattern, str(CREDIT).encode(), flags])
 
     def send_leave(self, key: Key) -> None:
         """Leave on the socket's thread (unless the subscription came back meanwhile)."""
         if key in self.subscriptions or self.socket is None:
             return
         self.joined.discard(key)
-        self.socket.send_multipart([b"L", key[0].encode(), key[1].encode()])
+        self._send([b"L", key[0].encode(), key[1].encode()])
 
     # -- the receiver thread --------------------------------------------------------------
 
@@ -184,9 +184,15 @@ class GroupMember:
         if self.socket is None:
             return
         if self.subscriptions:
-            with contextlib.suppress(zmq.Again):
-                self.socket.send(b"B", zmq.NOBLOCK)
+            self._send([b"B"])
         self.socket.close()
+
+    def _send(self, frames: list[bytes]) -> None:
+        """Send without ever blocking the receiver: with the broker away long enough for the
+        queue to fill, what does not fit is dropped (joins are sent again; acks are moot)."""
+        assert self.socket is not None
+        with contextlib.suppress(zmq.Again):
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
 
     def _refused(self, group: bytes, pattern: bytes, why: bytes) -> None:
         key = (group.decode(errors="replace"), pattern.decode(errors="replace"))
@@ -202,8 +208,7 @@ class GroupMember:
         except (BadFrameError, ValueError) as exc:
             self._bad_frame(str(exc))
         finally:
-            assert self.socket is not None  # it brought this event
-            self.socket.send_multipart([b"A", tag])  # done with it, whatever it was
+            self._send([b"A", tag])  # done with it, whatever it was
 
     def _event_type(self, topic: bytes) -> str:
         event_type = self._topics.get(topic)
