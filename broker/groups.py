@@ -235,8 +235,10 @@ class GroupDispatcher:
             self._bad(f"a message of kind {kind[:16]!r} with {len(args)} arguments")
 
     def _send(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], out: list[Delivery]) -> None:
-        while out:
-            member, tag, name, pattern, topic, body = out.pop(0)
+        at = 0
+        while at < len(out):  # grows when a member turns out gone: its events go to others
+            member, tag, name, pattern, topic, body = out[at]
+            at += 1
             if member not in self.table.members:
                 continue  # dropped while this batch went out: its events are queued again
             try:
