@@ -268,6 +268,31 @@ def test_a_member_may_join_so_many_groups(net: GroupNet) -> None:
     wait_until(lambda: net.stats("many0").get("members") == 0, 10.0, "left on goodbye")
 
 
+def test_a_group_joined_after_start_from_another_thread(net: GroupNet) -> None:
+    """The receiver owns the groups socket then: it makes it on the command, and registers it."""
+    bus = ZmqEventBus(net.ctx, "late-joiner", net.xsub, net.xpub, groups_endpoint=net.groups)
+    got = Recorder()
+    try:
+        bus.handshake(10.0)
+        bus.start()
+        bus.subscribe("thread.*", got, group="thread")
+        wait_until(lambda: net.stats("thread").get("members") == 1, 10.0, "joined")
+        net.client.publish("thread.job", {"n": 1})
+        wait_until(lambda: got.got("thread.job"), 10.0, "delivered")
+        bus.unsubscribe("thread.*", got, group="thread")
+        wait_until(lambda: net.stats("thread").get("members") == 0, 10.0, "left")
+        bus.subscribe("thread.*", got, group="")  # explicitly ungrouped
+
+        def arrived() -> bool:  # the subscription reaches the broker in its own time
+            net.client.publish("thread.job", {"n": 2})
+            return len(got.events) >= 2
+
+        wait_until(arrived, 10.0, "ungrouped delivery")
+        assert net.stats("thread")["delivered"] == 1  # the later ones went past the group
+    finally:
+        bus.close()
+
+
 def test_members_join_a_restarted_broker_by_themselves(net: GroupNet) -> None:
     """Last in this file: it replaces the broker process that the others share."""
     where = net.dir / "restart"
