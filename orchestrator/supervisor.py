@@ -192,7 +192,7 @@ class Supervisor:
             "bus": {
                 "xsub": self.xsub,
                 "xpub": self.xpub,
-                "groups": self.groups,
+                "groups_endpoint": self.groups,
                 "transport": self.config.bus.transport,
                 **self.broker.bus_status(),
             },

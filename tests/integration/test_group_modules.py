@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers import wait_until
+import pytest
+from helpers import free_ports, wait_until
 from project import Project
 
 WORKER = """
@@ -48,7 +49,9 @@ def _done(project: Project, name: str) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
-def test_modules_of_one_group_share_the_events(project: Project) -> None:
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_modules_of_one_group_share_the_events(project: Project, transport: str) -> None:
+    """On tcp, the groups socket is a CURVE server as the bus's are: members have the key."""
     worker = project.write_module("worker.py", WORKER)
     producer = project.write_module("producer.py", PRODUCER)
     modules: list[dict[str, Any]] = [
@@ -64,8 +67,13 @@ def test_modules_of_one_group_share_the_events(project: Project) -> None:
     modules.append(
         {"name": "producer", "path": producer, "config": {"count": 100}, "depends_on": ["w1", "w2"]}
     )
-    project.configure(modules)
-    project.up()
+    bus: dict[str, Any] = {}
+    if transport == "tcp":
+        xsub, xpub, groups = free_ports(3)
+        bus = {"transport": "tcp", "xsub_port": xsub, "xpub_port": xpub, "groups_port": groups}
+    project.configure(modules, bus=bus)
+    status = project.up()
+    assert status["bus"]["groups_endpoint"].startswith(f"{transport}://"), status["bus"]
     wait_until(lambda: len(_done(project, "w1") + _done(project, "w2")) >= 100, 20.0, "all done")
     first, second = _done(project, "w1"), _done(project, "w2")
     assert sorted(first + second) == list(range(100))  # each to one worker, none lost
