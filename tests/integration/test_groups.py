@@ -159,7 +159,7 @@ def test_each_event_goes_to_exactly_one_member_and_ungrouped_subscribers_get_all
     got = _received(where, names)
     every = [n for name in names for n in got[name]]
     assert sorted(every, key=int) == [str(n) for n in range(300)]  # none twice, none missing
-    assert min(len(got[name]) for name in names) >= 30, {k: len(v) for k, v in got.items()}
+    assert min(len(got[name]) for name in names) >= 20, {k: len(v) for k, v in got.items()}
     wait_until(lambda: len([e for e in net.everything.events if e.type == "resize.job"]) == 300)
     stats = wait_until(lambda: (s := net.stats("resize"))["acked"] == 300 and s, 10.0, "all acked")
     assert stats["delivered"] == 300 and stats["lost"] == 0 and stats["redelivered"] == 0, stats
