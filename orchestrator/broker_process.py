@@ -72,6 +72,11 @@ class BrokerProcess(HelperProcess):
         )
         self.group_stats: dict[str, Any] | None = None  # the broker's last `groups` line
 
+    def start(self) -> None:
+        """Start (or restart) the broker: a new one knows no groups, whatever the last said."""
+        self.group_stats = None
+        super().start()
+
     def on_line(self, line: str) -> None:
         """The broker's `groups {json}` lines are its grouped-delivery counters; others are logs."""
         if not line.startswith(GROUPS_PREFIX):
