@@ -29,6 +29,7 @@ from bench import (
     cluster,
     coldstart,
     footprint,
+    groups,
     hotreload,
     machine,
     restart,
@@ -39,7 +40,7 @@ from bench.table import Row, error_row, render
 
 BUDGET_SECONDS = 175  # everything, set-up and tear-down included, stays under 3 minutes
 RESULTS = Path(__file__).resolve().parent / "results.json"
-NAMES = ("restart", "coldstart", "footprint", "bus", "hotreload", "cluster")
+NAMES = ("restart", "coldstart", "footprint", "bus", "groups", "hotreload", "cluster")
 OPTIONAL = ("rivals",)
 RIVALS_VENV = Path(__file__).resolve().parent.parent / ".venv-compare"
 
@@ -76,6 +77,7 @@ def _benchmarks(
             footprint.measure(project("foot")), footprint.reference_process()
         ),
         "bus": lambda: bus.rows(bus.measure(project("bus"), scratch)),
+        "groups": lambda: groups.rows(groups.measure(scratch)),
         "hotreload": lambda: hotreload.rows(hotreload.measure(project("reload"))),
         "cluster": lambda: cluster.rows(cluster.measure(scratch)),
         "rivals": lambda: rivals.rows(rivals.measure(RIVALS_VENV, scratch), rivals.ours(done)),

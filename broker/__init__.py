@@ -7,4 +7,7 @@ from broker.proxy import Broker, BrokerError
 # which only its owner can read, never on its command line, which everyone can.
 ENV_CURVE = "ORCHESTRATOR_BUS_CURVE"
 
-__all__ = ["ENV_CURVE", "Broker", "BrokerError"]
+# The line prefix of the broker's grouped-delivery counters on its stdout (then one JSON object).
+GROUPS_PREFIX = "groups "
+
+__all__ = ["ENV_CURVE", "GROUPS_PREFIX", "Broker", "BrokerError"]

@@ -10,20 +10,23 @@ on the lifeline pipe, whose write end only the supervisor holds).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
 import signal
 import sys
+from typing import Any
 
 import zmq
 
-from broker import ENV_CURVE
+from broker import ENV_CURVE, GROUPS_PREFIX
 from broker.proxy import Broker, BrokerError
 
 log = logging.getLogger("broker")
 READY = "ready"
 ERROR_PREFIX = "error: "
+MAX_GROUPS_LINE = 4000  # the supervisor reads lines of up to 4096 bytes
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,10 +34,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--xsub", required=True, help="endpoint publishers connect to")
     parser.add_argument("--xpub", required=True, help="endpoint subscribers connect to")
     parser.add_argument("--inject", help="endpoint of a PULL socket whose messages are published")
+    parser.add_argument("--groups", help="endpoint of the ROUTER socket for grouped delivery")
     parser.add_argument("--max-message-size", type=int, default=-1, help="bytes; -1: no limit")
     parser.add_argument("--hwm", type=int, default=100_000, help="high-water mark, messages")
     parser.add_argument("--lifeline", type=int, help="fd that reaches end of file when to stop")
     return parser.parse_args(argv)
+
+
+def report_groups(stats: dict[str, Any]) -> None:
+    """Print the grouped delivery's counters as one line, which the supervisor keeps for status
+    (as many groups as fit in a line it reads whole; `more` counts the others)."""
+    groups = list(stats["groups"])
+    while True:
+        line = json.dumps({**stats, "groups": groups, "more": len(stats["groups"]) - len(groups)})
+        if len(line) <= MAX_GROUPS_LINE or not groups:
+            break
+        groups.pop()
+    print(f"{GROUPS_PREFIX}{line}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         high_water_mark=args.hwm,
         inject_endpoint=args.inject,
         curve=(server_secret.encode(), client_public.encode()) if curve else None,
+        groups_endpoint=args.groups,
+        on_group_stats=report_groups,
     )
     try:
         broker.start()

@@ -16,6 +16,8 @@ from typing import Any
 
 import zmq
 
+from broker.groups import GroupDispatcher, StatsCallback
+
 log = logging.getLogger(__name__)
 
 # A subscription message is one byte (subscribe/unsubscribe) and the prefix: the SDK caps
@@ -36,6 +38,8 @@ class Broker:
     that admit only the one client key given. With `inject_endpoint`, a PULL socket is bound
     there whose messages are published on the bus: a sender that holds no subscriptions (the
     supervisor) can publish without libzmq keeping every subscriber's prefixes in its process.
+    With `groups_endpoint`, a ROUTER socket is bound there for grouped delivery (see
+    `broker.groups`); `on_group_stats` gets its counters when they change.
     """
 
     def __init__(
@@ -49,6 +53,8 @@ class Broker:
         inject_endpoint: str | None = None,
         max_subscription_size: int = MAX_SUBSCRIPTION_SIZE,
         curve: tuple[bytes, bytes] | None = None,
+        groups_endpoint: str | None = None,
+        on_group_stats: StatsCallback | None = None,
     ) -> None:
         self.xsub_endpoint = xsub_endpoint
         self.xpub_endpoint = xpub_endpoint
@@ -66,6 +72,18 @@ class Broker:
         self._control: zmq.Socket[bytes] | None = None
         self._curve = curve  # (server secret key, the one client public key allowed), z85
         self._auth: Any = None
+        self._internal_xpub = f"inproc://broker-xpub-{id(self)}"
+        self.groups: GroupDispatcher | None = None
+        if groups_endpoint is not None:
+            self.groups = GroupDispatcher(
+                context,
+                groups_endpoint,
+                self._internal_xpub,
+                high_water_mark=high_water_mark,
+                curve_secret=curve[0] if curve is not None else None,
+                on_stats=on_group_stats,
+                bind=_bind,
+            )
 
     def start(self, timeout: float = 5.0) -> None:
         """Bind both endpoints and start forwarding; raise BrokerError if binding fails."""
@@ -83,14 +101,23 @@ class Broker:
             raise BrokerError(str(self._error)) from self._error
         if self.inject_endpoint is not None:
             self._start_injector(self.inject_endpoint)
+        if self.groups is not None:
+            try:
+                self.groups.start(timeout)
+            except zmq.ZMQError as exc:
+                raise BrokerError(str(exc)) from exc
 
     def stop(self) -> None:
         """Ask the proxy to terminate; it closes its sockets on its own thread."""
+        if self.groups is not None:
+            self.groups.stop()
         if self._control is not None and self._thread.is_alive():
             self._control.send(b"TERMINATE")
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the broker thread to finish, then close the control socket."""
+        if self.groups is not None:
+            self.groups.join(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._auth is not None:
@@ -112,6 +139,8 @@ class Broker:
                 _bind(xpub, self.xpub_endpoint)
                 if self.inject_endpoint is not None:
                     xsub.bind(self._internal_xsub)
+                if self.groups is not None:  # its SUB takes the grouped topics from here
+                    xpub.bind(self._internal_xpub)
             except zmq.ZMQError as exc:
                 self._error = exc
                 return

@@ -14,14 +14,28 @@ class EventBus(Protocol):
     methods (an in-process bus for unit tests, say) works the same for the module.
     """
 
-    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+    def subscribe(
+        self,
+        pattern: str,
+        callback: EventCallback,
+        *,
+        group: str | None = None,
+        redeliver: bool | None = None,
+    ) -> None:
         """Call `callback(event)` for every event whose type matches `pattern`: an exact type
         (`test.ping`), a prefix (`test.*`) or `*`. Raises ValueError for an invalid pattern,
-        or one over 255 characters (the limit event types have)."""
+        or one over 255 characters (the limit event types have).
+
+        With `group`, each such event goes to one member of the group only (the processes
+        subscribed with that group and pattern); `redeliver=True` hands an event this member
+        took but did not finish (it crashed) to another member. Both default to the module's
+        `group:` and `redeliver:` settings; `group=""` subscribes ungrouped despite them."""
         ...
 
-    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
-        """Stop calling `callback` for `pattern`; does nothing if it was not subscribed."""
+    def unsubscribe(
+        self, pattern: str, callback: EventCallback, *, group: str | None = None
+    ) -> None:
+        """Stop calling `callback` for `pattern` (in `group`); does nothing if not subscribed."""
         ...
 
     def clear(self) -> None:

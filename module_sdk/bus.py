@@ -6,6 +6,9 @@ calls `initialize()` owns it, so subscriptions made in `initialize()` apply at o
 changes from other threads reach the receiver through an inproc command socket, in order. With
 `concurrency` > 1 the receiver hands each event to a pool of that many callback threads instead
 (`module_sdk.dispatch`: in order per event type).
+Grouped subscriptions (`subscribe(..., group=...)`) arrive on a DEALER socket of their own, made at
+the first one and owned by the same threads (see `module_sdk.groups`); the receive path of the
+ungrouped ones is in `module_sdk.receive`.
 """
 
 from __future__ import annotations
@@ -20,50 +23,28 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from module_sdk.codec import (
-    BadFrameError,
-    decode_envelope,
-    decode_sync_first,
-)
+from module_sdk.connect import HandshakeTimeoutError, await_probe, prepare, probe_token
 from module_sdk.dispatch import CallbackPool
 from module_sdk.envelopes import Envelopes
-from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
-from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
+from module_sdk.event import EventCallback, Pattern, validate_event_type
+from module_sdk.groups import GroupMember, check_group
+from module_sdk.receive import ReceivePath
 from module_sdk.sequence import GapCounter
 
+__all__ = ["HandshakeTimeoutError", "ZmqEventBus"]
+
 log = logging.getLogger(__name__)
-_monotonic = time.monotonic
 # pyzmq's Socket.send is a Python layer (for the draft API's routing_id and group) over its
 # backend's send; calling the backend's directly is the same send at a third of the cost.
 _send_frame = zmq.backend.Socket.send
-# An Event straight from its fields, without the Python-level __new__ a NamedTuple has.
-_new_event = tuple.__new__
 
 _STOP = b"stop"
 _SUBSCRIBE = b"S"
 _UNSUBSCRIBE = b"U"
-_DRAIN_BATCH = 1024
 _TOPIC_CACHE_SIZE = 4096
 
 
-def _prepare(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> None:
-    """Options a bus socket needs before it connects: retry 10 ms after a failed connection,
-    backing off to 200 ms, rather than ZeroMQ's fixed 100 ms (a module may connect before the
-    broker has bound, or while it restarts); and, on a tcp bus, the CURVE keys it was given
-    (`server_key`, `public_key`, `secret_key`, z85), without which the broker refuses it."""
-    sock.setsockopt(zmq.RECONNECT_IVL, 10)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-    if curve:
-        sock.setsockopt(zmq.CURVE_SERVERKEY, curve["server_key"].encode())
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public_key"].encode())
-        sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret_key"].encode())
-
-
-class HandshakeTimeoutError(RuntimeError):
-    """The probe did not come back through the broker in time."""
-
-
-class ZmqEventBus:
+class ZmqEventBus(ReceivePath):
     """The `EventBus` of a module running in a child process (see `module_sdk.api.EventBus`)."""
 
     def __init__(
@@ -77,24 +58,42 @@ class ZmqEventBus:
         max_message_size: int = -1,
         curve: Mapping[str, str] | None = None,
         concurrency: int = 1,
+        groups_endpoint: str | None = None,
+        group: str | None = None,
+        redeliver: bool = False,
     ) -> None:
+        """`groups_endpoint`: the broker's groups socket (grouped subscriptions need it);
+        `group`, `redeliver`: the defaults of `subscribe` (the module's settings)."""
         self._source = source
         self._pub = context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, high_water_mark)
         self._pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
-        _prepare(self._pub, curve)
+        prepare(self._pub, curve)
         self._pub.connect(xsub_endpoint)
         self._sub = context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, high_water_mark)
         self._sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         self._sub.setsockopt(zmq.LINGER, 0)
-        _prepare(self._sub, curve)
+        prepare(self._sub, curve)
         self._sub.connect(xpub_endpoint)
         command_endpoint = f"inproc://module-sdk-bus-{id(self)}"
         self._command_in = context.socket(zmq.PAIR)
         self._command_in.bind(command_endpoint)
         self._command_out = context.socket(zmq.PAIR)
         self._command_out.connect(command_endpoint)
+        self._groups: GroupMember | None = None
+        if groups_endpoint is not None:  # its socket only once a grouped subscription needs it
+
+            def connect() -> zmq.Socket[bytes]:
+                dealer = context.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.LINGER, 200)  # the goodbye at close
+                prepare(dealer, curve)
+                dealer.connect(groups_endpoint)
+                return dealer
+
+            self._groups = GroupMember(connect)
+        self._default_group = check_group(group) if group else None
+        self._default_redeliver = redeliver
 
         # Ids, sequence numbers, packing and size checks; `pack` runs under _pub_lock.
         self._envelopes = Envelopes(
@@ -131,11 +130,23 @@ class ZmqEventBus:
 
     # -- the module-facing API -------------------------------------------------------------
 
-    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+    def subscribe(
+        self,
+        pattern: str,
+        callback: EventCallback,
+        *,
+        group: str | None = None,
+        redeliver: bool | None = None,
+    ) -> None:
         """See `module_sdk.api.EventBus.subscribe`."""
         parsed = Pattern.parse(pattern)
         if not callable(callback):
             raise TypeError(f"callback for {pattern!r} is not callable")
+        group = self._default_group if group is None else group
+        if group:
+            again = self._default_redeliver if redeliver is None else redeliver
+            self._grouped(b"J", check_group(group), parsed, callback, again)
+            return
         with self._subs_lock:
             entry = self._subscriptions.setdefault(parsed.text, (parsed, []))
             entry[1].append(callback)
@@ -144,9 +155,15 @@ class ZmqEventBus:
             if len(entry[1]) == 1:
                 self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
 
-    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
+    def unsubscribe(
+        self, pattern: str, callback: EventCallback, *, group: str | None = None
+    ) -> None:
         """See `module_sdk.api.EventBus.unsubscribe`."""
         parsed = Pattern.parse(pattern)
+        group = self._default_group if group is None else group
+        if group:
+            self._grouped(b"L", group, parsed, callback, False)
+            return
         with self._subs_lock:
             entry = self._subscriptions.get(parsed.text)
             if entry is None or callback not in entry[1]:
@@ -164,6 +181,10 @@ class ZmqEventBus:
                 self._change_zmq(_UNSUBSCRIBE, parsed.zmq_prefix)
             self._subscriptions.clear()
             self._route_cache.clear()
+            if self._groups is not None:
+                for (group, _), (parsed, callbacks, _) in list(self._groups.subscriptions.items()):
+                    for callback in list(callbacks):
+                        self._grouped(b"L", group, parsed, callback, False)
 
     def publish(self, event_type: str, data: Any = None) -> None:
         """See `module_sdk.api.EventBus.publish`."""
@@ -196,17 +217,22 @@ class ZmqEventBus:
         When it does, every subscription the broker knew before (those of modules already running)
         has reached our PUB socket, and every subscription we made before has reached the broker, since
         each direction is one ordered pipe. Events that arrive meanwhile are kept for the callbacks.
+        Before that, the broker must have confirmed every group joined so far.
         """
-        token = PROBE_PREFIX + os.urandom(8).hex().encode()
+        token = probe_token()
         deadline = time.monotonic() + timeout
         wait = 0.001
         with self._subs_lock:
+            if self._groups is not None and not self._groups.await_joined(deadline):
+                raise HandshakeTimeoutError(
+                    f"the broker did not confirm the groups in {timeout:g}s"
+                )
             self._sub.setsockopt(zmq.SUBSCRIBE, token)
             try:
                 while True:
                     with self._pub_lock:
                         self._pub.send_multipart([token, b""])
-                    if self._await_probe(token, wait):
+                    if await_probe(self._sub, token, wait, self._early):
                         return
                     if time.monotonic() >= deadline:
                         raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
@@ -257,23 +283,28 @@ class ZmqEventBus:
             self._closed = True
             self._pub.close()
         with self._subs_lock:
+            if self._groups is not None:
+                self._groups.close()
             for sock in (self._sub, self._command_in, self._command_out):
                 sock.close(linger=0)
         return True
 
     def counters(self) -> dict[str, int]:
         """Events in and out, callback errors and dropped bad frames, since the start."""
+        grouped = self._groups
         return {
-            "events_in": self.events_in,
+            "events_in": self.events_in + (grouped.events_in if grouped else 0),
             "events_out": self.events_out,
-            "callback_errors": self.callback_errors,
-            "bad_frames": self.bad_frames,
+            "callback_errors": self.callback_errors + (grouped.callback_errors if grouped else 0),
+            "bad_frames": self.bad_frames + (grouped.bad_frames if grouped else 0),
             "dropped": self.dropped,
         }
 
     def busy_for(self) -> float:
         """How long the current callback has been running, 0.0 when idle."""
         since = self._busy_since if self._pool is None else self._pool.busy_since()
+        if since is None and self._groups is not None:
+            since = self._groups.busy_since
         return 0.0 if since is None else time.monotonic() - since
 
     # -- internals ---------------------------------------------------------------------------
@@ -294,21 +325,27 @@ class ZmqEventBus:
         else:  # the receiver owns the socket from start() on, running or not yet
             self._command_out.send(op + prefix)
 
-    def _await_probe(self, token: bytes, wait: float) -> bool:
-        until = time.monotonic() + wait
-        while (remaining := until - time.monotonic()) > 0:
-            if not self._sub.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
-                return False
-            while True:
-                try:
-                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if frames[0] == token:
-                    return True
-                if not frames[0].startswith(INTERNAL_PREFIX):
-                    self._early.append((frames[0], frames[1] if len(frames) == 2 else b""))
-        return False
+    def _grouped(
+        self, op: bytes, group: str, parsed: Pattern, callback: EventCallback, redeliver: bool
+    ) -> None:
+        if self._groups is None:
+            raise RuntimeError(
+                "grouped subscriptions need the broker's groups socket (on a tcp bus: set"
+                " bus.groups_port in main.yaml)"
+            )
+        with self._subs_lock:
+            groups = self._groups
+            if op == b"J" and not groups.add(group, parsed, callback, redeliver):
+                return
+            if op == b"L" and not groups.remove(group, parsed, callback):
+                return
+            if self._closed:
+                raise RuntimeError("the event bus is closed (the module is shutting down)")
+            receiver = self._receiver
+            if receiver is None or receiver is threading.current_thread():
+                groups.apply(groups.command(op, (group, parsed.text)))
+            else:
+                self._command_out.send(groups.command(op, (group, parsed.text)))
 
     def _receive(self) -> None:
         for topic, body in self._early:
@@ -317,14 +354,24 @@ class ZmqEventBus:
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
         poller.register(self._command_in, zmq.POLLIN)
-        sub, commands = self._sub, self._command_in
+        sub, commands, groups = self._sub, self._command_in, self._groups
+        member = None  # the groups socket, once a grouped subscription made one
+        if groups is not None:
+            groups.start()
         try:
             while True:
-                ready = dict(poller.poll())
+                if member is None and groups is not None and groups.socket is not None:
+                    member = groups.socket
+                    poller.register(member, zmq.POLLIN)
+                ready = dict(poller.poll(None if member is None else 500))
                 if commands in ready and not self._apply_commands():
                     return
                 if sub in ready:
                     self._drain(sub)
+                if member is not None and groups is not None:
+                    if member in ready:
+                        groups.drain()
+                    groups.tick()
         except zmq.ContextTerminated:
             return
 
@@ -336,132 +383,8 @@ class ZmqEventBus:
                 return True
             if command == _STOP:
                 return False
+            if command[:1] in (b"J", b"L") and self._groups is not None:
+                self._groups.apply(command)
+                continue
             option = zmq.SUBSCRIBE if command[:1] == _SUBSCRIBE else zmq.UNSUBSCRIBE
             self._sub.setsockopt(option, command[1:])
-
-    def _drain(self, sub: zmq.Socket[bytes]) -> None:
-        """Dispatch what has arrived, up to a batch. A message is a topic frame and a body frame;
-        any other shape is one bad frame. Whether more frames follow is read from each received
-        Frame (`more`), which pyzmq fills in C: recv_multipart asks through getsockopt(RCVMORE),
-        whose Python-level option lookup costs more than the recv calls themselves."""
-        recv = sub.recv
-        for _ in range(_DRAIN_BATCH):
-            try:
-                head = recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if not head.more:
-                self._bad_frame("a message of one frame, expected a topic and a body")
-                continue
-            body = recv(copy=False)  # a message arrives whole: the rest of it is here
-            if body.more:
-                extra = 1
-                while recv(copy=False).more:
-                    extra += 1
-                self._bad_frame(f"a message of {2 + extra} frames, expected a topic and a body")
-                continue
-            self._dispatch(head.bytes, body.bytes)
-
-    def _dispatch(self, topic: bytes, body: bytes) -> None:
-        route = self._route_cache.get(topic)  # keyed by the raw topic: no decode when known
-        if route is None:
-            route = self._new_topic(topic, body)
-            if route is None:
-                return
-        event_type, callbacks = route
-        if not callbacks:
-            return
-        try:
-            source, event_id, sent, data, seq = decode_envelope(body)
-        except BadFrameError as exc:
-            self._bad_frame(str(exc))
-            return
-        if seq and not self._count_seq(event_id, topic, seq, sent):
-            self._bad_frame(
-                f"{event_type}: sequence number {seq} from {shown(source)} is implausible"
-            )
-            return
-        event = _new_event(Event, (event_type, data, source, event_id, sent))
-        self.events_in += 1
-        if self._pool is not None:
-            self._pool.submit(event_type, event, callbacks)
-            return
-        # Inline rather than through _run_callbacks: this is the hot path of every module.
-        self._busy_since = _monotonic()
-        for callback in callbacks:
-            try:
-                callback(event)
-            except Exception:
-                self._callback_raised(callback, event)
-        self._busy_since = None
-
-    def _run_callbacks(self, event: Event, callbacks: tuple[EventCallback, ...]) -> None:
-        """Call each callback with `event` (on the pool's threads)."""
-        for callback in callbacks:
-            try:
-                callback(event)
-            except Exception:
-                self._callback_raised(callback, event)
-
-    def _callback_raised(self, callback: EventCallback, event: Event) -> None:
-        """Log (with the traceback being handled) and count a callback that raised."""
-        with self._errors_lock:
-            self.callback_errors += 1
-        log.exception(
-            "callback %s for %s (from %s) raised",
-            getattr(callback, "__qualname__", repr(callback)),
-            event.type,
-            event.source,
-        )
-
-    def _new_topic(self, topic: bytes, body: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
-        """The route of a topic not in the cache, validated as publish() validates it; None
-        for a frame that is not an event (counted if it is bad)."""
-        if topic.startswith(INTERNAL_PREFIX):
-            if not topic.startswith(PROBE_PREFIX):  # another module's handshake: not for us
-                self._bad_frame("a topic in the SDK's internal namespace")
-            return None
-        if topic.endswith(SYNC_SUFFIX):
-            self._receive_sync(topic[: -len(SYNC_SUFFIX)], body)
-            return None
-        return self._valid_route(topic)
-
-    def _valid_route(self, topic: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:
-        route = self._route_cache.get(topic)
-        if route is None:
-            try:
-                route = self._route(validate_event_type(topic.decode()))
-            except ValueError as exc:  # UnicodeDecodeError is one
-                self._bad_frame(str(exc))
-                return None
-        return route
-
-    def _receive_sync(self, topic: bytes, body: bytes) -> None:
-        route = self._valid_route(topic)
-        if route is None or not route[1]:
-            return  # not a topic we route: its numbers are not ours to count
-        try:
-            prefix, seq, sent, first = decode_sync_first(body)
-        except BadFrameError as exc:
-            self._bad_frame(str(exc))
-            return
-        if not self._gaps.sync(prefix, topic, seq, sent, first):
-            self._bad_frame(f"{route[0]}: sequence sync {seq} from {shown(prefix)} is implausible")
-
-    def _route(self, event_type: str) -> tuple[str, tuple[EventCallback, ...]]:
-        with self._subs_lock:
-            callbacks = tuple(
-                callback
-                for parsed, entry in self._subscriptions.values()
-                if parsed.matches(event_type)
-                for callback in entry
-            )
-            route = (event_type, callbacks)
-            if len(self._route_cache) < _TOPIC_CACHE_SIZE:
-                self._route_cache[event_type.encode()] = route
-        return route
-
-    def _bad_frame(self, why: str) -> None:
-        self.bad_frames += 1
-        if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
-            log.warning("dropped a bad frame on the bus (%d so far): %s", self.bad_frames, why)

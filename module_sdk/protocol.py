@@ -123,6 +123,9 @@ class Spec(TypedDict):
     ready: str  # auto: ready once initialize() returns; manual: once it calls event_bus.ready()
     health_interval: float  # seconds between calls of the module's health(), if it has one
     health_retries: int  # failed checks in a row that make it unhealthy
+    groups: NotRequired[str | None]  # the broker's groups socket (grouped subscriptions)
+    group: NotRequired[str | None]  # the module's default group (`work_group:` in modules.yaml)
+    redeliver: NotRequired[bool]  # its grouped events go to another member if it crashes
 
 
 # Environment of a child process

@@ -242,6 +242,9 @@ class _Child:
             max_message_size=int(spec["max_message_size"]),
             curve=spec.get("curve"),
             concurrency=int(spec.get("concurrency", 1)),
+            groups_endpoint=spec.get("groups"),
+            group=spec.get("group"),
+            redeliver=bool(spec.get("redeliver", False)),
         )
         try:
             self.bus.handshake(float(spec["handshake_timeout"]))

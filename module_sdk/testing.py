@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from module_sdk import loader
 from module_sdk.codec import decode_envelope, encode_envelope
 from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.groups import check_group
 from module_sdk.health import check_once
 from module_sdk.resilience import counts as resilience_counts
 from module_sdk.resilience import no_backoff
@@ -62,6 +63,10 @@ class InProcessBus:
     Every published event, matched by a subscription or not, is recorded in `published`;
     `events(pattern)` returns those that match a subscription pattern. `ready()` (which a module
     with `ready: manual` calls) sets the `is_ready` event.
+
+    `subscribe(..., group="name")` is accepted as on the real bus: each event of the group goes to
+    one of the callbacks subscribed with that group and pattern (in turn); there is no other
+    member, and no crash to redeliver after, so `redeliver` changes nothing here.
     """
 
     def __init__(self, source: str = "test", *, raise_errors: bool = False) -> None:
@@ -71,33 +76,53 @@ class InProcessBus:
         self.callback_errors = 0
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
+        self._grouped: dict[tuple[str, str], tuple[Pattern, list[EventCallback]]] = {}
+        self._turn = itertools.count()
         self._ids = itertools.count(1)
         self._id_prefix = f"{self.source}-{os.urandom(3).hex()}-"
         self.is_ready = threading.Event()
 
-    def subscribe(self, pattern: str, callback: EventCallback) -> None:
+    def subscribe(
+        self,
+        pattern: str,
+        callback: EventCallback,
+        *,
+        group: str | None = None,
+        redeliver: bool | None = None,
+    ) -> None:
         """See `module_sdk.api.EventBus.subscribe`."""
         parsed = Pattern.parse(pattern)
         if not callable(callback):
             raise TypeError(f"callback for {pattern!r} is not callable")
         with self._lock:
-            self._subscriptions.setdefault(parsed.text, (parsed, []))[1].append(callback)
+            if group:
+                key = (check_group(group), parsed.text)
+                self._grouped.setdefault(key, (parsed, []))[1].append(callback)
+            else:
+                self._subscriptions.setdefault(parsed.text, (parsed, []))[1].append(callback)
 
-    def unsubscribe(self, pattern: str, callback: EventCallback) -> None:
+    def unsubscribe(
+        self, pattern: str, callback: EventCallback, *, group: str | None = None
+    ) -> None:
         """See `module_sdk.api.EventBus.unsubscribe`."""
         parsed = Pattern.parse(pattern)
         with self._lock:
-            entry = self._subscriptions.get(parsed.text)
+            table: dict[Any, tuple[Pattern, list[EventCallback]]] = (
+                self._grouped if group else self._subscriptions
+            )
+            key = (group, parsed.text) if group else parsed.text
+            entry = table.get(key)
             if entry is None or callback not in entry[1]:
                 return
             entry[1].remove(callback)
             if not entry[1]:
-                del self._subscriptions[parsed.text]
+                del table[key]
 
     def clear(self) -> None:
         """See `module_sdk.api.EventBus.clear`."""
         with self._lock:
             self._subscriptions.clear()
+            self._grouped.clear()
 
     def publish(self, event_type: str, data: Any = None) -> None:
         """See `module_sdk.api.EventBus.publish`. Returns once every matching callback has run."""
@@ -116,6 +141,11 @@ class InProcessBus:
                 for parsed, entry in self._subscriptions.values()
                 if parsed.matches(event_type)
                 for callback in entry
+            ]
+            callbacks += [  # one member of each group
+                entry[next(self._turn) % len(entry)]
+                for parsed, entry in self._grouped.values()
+                if parsed.matches(event_type)
             ]
         first_error: Exception | None = None
         for callback in callbacks:

@@ -9,11 +9,13 @@ sequence numbers, counted in `status` as `dropped`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import zmq
 
+from broker import GROUPS_PREFIX
 from orchestrator.config import AppConfig
 from orchestrator.helper_process import HelperProcess, HelperStartError, WatchExit
 
@@ -30,6 +32,7 @@ class BrokerProcess(HelperProcess):
         xsub: str,
         xpub: str,
         inject: str,
+        groups: str | None = None,
         max_message_size: int,
         high_water_mark: int,
         memory_limit_mb: float,
@@ -48,6 +51,7 @@ class BrokerProcess(HelperProcess):
                 xpub,
                 "--inject",
                 inject,
+                *(["--groups", groups] if groups else []),
                 "--max-message-size",
                 str(max_message_size),
                 "--hwm",
@@ -66,6 +70,24 @@ class BrokerProcess(HelperProcess):
             ),
             memory_setting="bus.broker_memory_limit_mb",
         )
+        self.group_stats: dict[str, Any] | None = None  # the broker's last `groups` line
+
+    def start(self) -> None:
+        """Start (or restart) the broker: a new one knows no groups, whatever the last said."""
+        self.group_stats = None
+        super().start()
+
+    def on_line(self, line: str) -> None:
+        """The broker's `groups {json}` lines are its grouped-delivery counters; others are logs."""
+        if not line.startswith(GROUPS_PREFIX):
+            super().on_line(line)
+            return
+        try:
+            stats = json.loads(line[len(GROUPS_PREFIX) :])
+        except ValueError:
+            stats = None
+        if isinstance(stats, dict):
+            self.group_stats = stats
 
     def memory_hint(self) -> str:
         """A broker grows with the subscriptions its peers hold."""
@@ -79,6 +101,7 @@ class BrokerProcess(HelperProcess):
             "broker_restarts": self.restarts,
             "broker_last_exit": self.last_exit,
             "broker_rss_mb": None if self.rss_mb is None else round(self.rss_mb, 1),
+            "groups": self.group_stats,
         }
 
 
@@ -88,6 +111,7 @@ def bind_error(config: AppConfig, xsub: str, xpub: str, error: str) -> str:
     for field, endpoint, port in (
         ("xsub_port", xsub, bus.xsub_port),
         ("xpub_port", xpub, bus.xpub_port),
+        ("groups_port", f"tcp://{bus.host}:{bus.groups_port}", bus.groups_port or 0),
     ):
         prefix = f"cannot bind {endpoint}: "  # the ": " keeps port 5555 apart from 55556
         if bus.transport == "tcp" and prefix in error:

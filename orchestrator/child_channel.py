@@ -41,6 +41,7 @@ class ChildChannel:
         bus: BusSection,
         xsub: str,
         xpub: str,
+        groups: str | None = None,
         curve: dict[str, str] | None,
         log_level: Callable[[], str],
         on_heartbeat: Callable[[ManagedChild, dict[str, Any]], None] | None = None,
@@ -51,6 +52,7 @@ class ChildChannel:
         self._health = health
         self._bus, self._xsub, self._xpub, self._curve = bus, xsub, xpub, curve
         self._log_level = log_level
+        self._groups = groups
         self._on_heartbeat = on_heartbeat  # the metrics endpoint takes the module's own metrics
         self.runs = runs  # the scheduler: which modules define run(), and how their runs end
 
@@ -108,6 +110,7 @@ class ChildChannel:
             bus=self._bus,
             xsub=self._xsub,
             xpub=self._xpub,
+            groups=self._groups,
             curve=self._curve,
             log_level=self._log_level(),
             error_handling=manager.config.error_handling,

@@ -66,6 +66,11 @@ class RunDir:
         return f"ipc://{self.path / 'xpub.sock'}"
 
     @property
+    def groups(self) -> str:
+        """Where the members of subscription groups reach the broker, for an ipc bus."""
+        return f"ipc://{self.path / 'groups.sock'}"
+
+    @property
     def inject(self) -> str:
         """Where the supervisor hands the broker its own events (it holds no subscriptions)."""
         return f"ipc://{self.path / 'inject.sock'}"

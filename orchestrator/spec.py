@@ -16,6 +16,7 @@ def module_spec(
     bus: BusSection,
     xsub: str,
     xpub: str,
+    groups: str | None = None,
     curve: dict[str, str] | None,
     log_level: str,
     error_handling: ErrorHandlingSection | None = None,
@@ -51,4 +52,7 @@ def module_spec(
         "ready": spec.supervision.ready,
         "health_interval": spec.supervision.health_interval,
         "health_retries": spec.supervision.health_retries,
+        "groups": groups,
+        "group": spec.work_group,
+        "redeliver": spec.redeliver,
     }

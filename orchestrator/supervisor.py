@@ -72,8 +72,10 @@ class Supervisor:
             redactor.add(self.bus_keys.secrets())
             self.xsub = f"tcp://{config.bus.host}:{config.bus.xsub_port}"
             self.xpub = f"tcp://{config.bus.host}:{config.bus.xpub_port}"
+            port = config.bus.groups_port
+            self.groups = None if port is None else f"tcp://{config.bus.host}:{port}"
         else:
-            self.xsub, self.xpub = run_dir.xsub, run_dir.xpub
+            self.xsub, self.xpub, self.groups = run_dir.xsub, run_dir.xpub, run_dir.groups
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
         self.control = self._bind(zmq.ROUTER, run_dir.control)
@@ -99,6 +101,7 @@ class Supervisor:
         self.broker = BrokerProcess(
             xsub=self.xsub,
             xpub=self.xpub,
+            groups=self.groups,
             inject=run_dir.inject,
             max_message_size=config.bus.max_message_bytes,
             high_water_mark=config.bus.high_water_mark,
@@ -134,6 +137,7 @@ class Supervisor:
             bus=self.bus,
             xsub=self.xsub,
             xpub=self.xpub,
+            groups=self.groups,
             curve=self.bus_keys.client() if self.bus_keys is not None else None,
             log_level=lambda: self.config.logging.level,
             on_heartbeat=lambda child, message: self.metrics.heartbeat(child.name, message),
@@ -191,6 +195,7 @@ class Supervisor:
             "bus": {
                 "xsub": self.xsub,
                 "xpub": self.xpub,
+                "groups_endpoint": self.groups,
                 "transport": self.config.bus.transport,
                 **self.broker.bus_status(),
             },

@@ -88,6 +88,7 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
         f"bus {data['bus']['xsub']} -> {data['bus']['xpub']}"
     ]
     lines += [_system_line(row) for row in data.get("system", []) if row["name"] != "broker"]
+    lines += _group_lines(data["bus"].get("groups"))
     rows: list[tuple[str, ...]] = [_COLUMNS]
     notes = []
     for module in data["modules"]:
@@ -111,6 +112,26 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
             f" {rejected}; fix it, then save again (hot reload) or run `orchestrator reload`"
         )
     return "\n".join(lines + notes)
+
+
+def _group_lines(stats: dict[str, Any] | None) -> list[str]:
+    """One line per subscription group the broker reported (see broker/groups.py)."""
+    if not stats:
+        return []
+    lines = [
+        f"group {g['group']} ({g['pattern']}): {g['members']} member(s), {g['delivered']} delivered,"
+        f" {g['lost']} lost, {g['redelivered']} redelivered, {g['queued']} queued"
+        + (f", {g['overflow']} overflowed" if g["overflow"] else "")
+        for g in stats.get("groups", [])
+    ]
+    if stats.get("more"):
+        lines.append(f"... and {stats['more']} more group(s): see status --json")
+    if stats.get("bad_frames") or stats.get("refused"):
+        lines.append(
+            f"groups socket: {stats.get('bad_frames', 0)} bad message(s) dropped,"
+            f" {stats.get('refused', 0)} join(s) refused"
+        )
+    return lines
 
 
 def _system_line(row: dict[str, Any]) -> str:

@@ -106,6 +106,8 @@ class BusSection:
     host: str = "127.0.0.1"
     xsub_port: int = 5555
     xpub_port: int = 5556
+    # Grouped subscriptions (module_sdk/groups.py) on a tcp bus: off unless a port is given.
+    groups_port: int | None = None
     max_message_size_mb: float = 64.0
     high_water_mark: int = 100_000
     # The broker process is killed and restarted past this (a peer holding huge numbers of
@@ -210,6 +212,8 @@ class ModuleSpec:
     timezone: str | None = None  # the schedule's zoneinfo name; None: the machine's
     overlap: Overlap = "skip"  # a due run while one is in progress: skip, queue or allow
     limits: ModuleLimits = field(default_factory=ModuleLimits)  # cgroup, rlimits, user, ...
+    work_group: str | None = None  # the default group of its subscriptions (module_sdk.groups)
+    redeliver: bool = False  # the default of its grouped subscriptions: redeliver if it crashes
 
     def on_failure(self, dependency: str) -> DependencyPolicy:
         """What this module does when `dependency` stops running: restart, stop or ignore."""

@@ -29,7 +29,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
 _OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
-MODULE_KEYS = (*_OWN_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS, *LIMIT_KEYS)
+_GROUP_KEYS = ("work_group", "redeliver")  # grouped subscriptions: see module_sdk/groups.py
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:#-]{0,63}")
+MODULE_KEYS = (*_OWN_KEYS, *_GROUP_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS, *LIMIT_KEYS)
 
 
 def build_modules(
@@ -135,6 +137,8 @@ def build_module(
         log_level=cast(LogLevel | None, level),
         **run_keys,
         limits=build_limits(entry, file, where, modules_dir),
+        work_group=_group(entry.get("work_group"), file, child(where, "work_group")),
+        redeliver=expect_bool(entry.get("redeliver", False), file, child(where, "redeliver")),
     )
 
 
@@ -145,6 +149,19 @@ def _name(value: Any, file: str, where: str) -> str:
             where,
             "expected a name of up to 64 letters, digits, '_', '.' or '-', starting with a letter "
             f"or digit, got {describe(value)}",
+        )
+    return value
+
+
+def _group(value: Any, file: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _GROUP_NAME.fullmatch(value):
+        raise ConfigError(
+            file,
+            where,
+            "expected a group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', "
+            f"starting with a letter, digit or '_', got {describe(value)}",
         )
     return value
 

@@ -183,12 +183,13 @@ def build_supervision(raw: Any, file: str, where: str) -> SupervisionSettings:
 
 
 def build_bus(raw: Any, file: str, where: str) -> BusSection:
-    """`bus:` transport and endpoints; the two ports must differ."""
+    """`bus:` transport and endpoints; the three ports must differ."""
     fields: dict[str, Validator] = {
         "transport": partial(expect_choice, choices=TRANSPORTS),
         "host": partial(expect_str, allow_empty=False),
         "xsub_port": partial(expect_int, minimum=1, maximum=65535),
         "xpub_port": partial(expect_int, minimum=1, maximum=65535),
+        "groups_port": partial(expect_optional_int, minimum=1, maximum=65535),
         "max_message_size_mb": partial(expect_number, gt=0),
         "high_water_mark": partial(expect_int, minimum=0),
         "broker_memory_limit_mb": partial(expect_number, gt=0),
@@ -208,6 +209,15 @@ def build_bus(raw: Any, file: str, where: str) -> BusSection:
             file,
             child(where, "xpub_port"),
             f"xpub_port must differ from xsub_port (both are {section.xpub_port})",
+        )
+    if section.groups_port is not None and section.groups_port in (
+        section.xsub_port,
+        section.xpub_port,
+    ):
+        raise ConfigError(
+            file,
+            child(where, "groups_port"),
+            f"groups_port must differ from xsub_port and xpub_port ({section.groups_port})",
         )
     return section
 

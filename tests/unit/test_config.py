@@ -23,9 +23,9 @@ MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, cpu_quota, "
     "depends_on, enabled, env, filesystem, group, health_interval, health_retries, "
     "heartbeat_interval, heartbeat_timeout, instances, log_level, max_restarts, "
-    "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, ready, restart, "
-    "restart_window, rlimits, schedule, stable_after, start_method, start_timeout, "
-    "stop_timeout, timezone, umask, user"
+    "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, ready, redeliver, "
+    "restart, restart_window, rlimits, schedule, stable_after, start_method, start_timeout, "
+    "stop_timeout, timezone, umask, user, work_group"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "
@@ -181,6 +181,8 @@ MAIN_ERRORS = [
     "bus: {transport: udp} => bus.transport: expected one of ipc, tcp, got 'udp'",
     "bus: {xsub_port: 70000} => bus.xsub_port: expected an integer between 1 and 65535, got 70000",
     "bus: {xpub_port: 5555} => bus.xpub_port: xpub_port must differ from xsub_port (both are 5555)",
+    "bus: {groups_port: 5556} => bus.groups_port: groups_port must differ from xsub_port and "
+    "xpub_port (5556)",
     "bus: {transport: tcp, host: 10.0.0.1} => bus.host: the tcp bus binds loopback addresses only "
     "(127.0.0.1, ::1, localhost), got '10.0.0.1': other hosts are to join through cluster mode, "
     "never an open ZeroMQ port",
@@ -202,6 +204,11 @@ MODULES_ERRORS = [
     f"modules: [{{name: a, path: x.py, colour: red}}] => modules[0].colour: "
     f"unknown key (expected one of: {MODULE_KEYS})",
     "modules: [{path: x.py}] => modules[0].name: required key is missing",
+    "modules: [{name: a, path: ../mods/alpha.py, work_group: 'a b'}] => modules[0].work_group: expected a "
+    "group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', starting with a letter, "
+    "digit or '_', got 'a b'",
+    "modules: [{name: a, path: ../mods/alpha.py, redeliver: 3}] => modules[0].redeliver: "
+    "expected true or false, got 3",
     "modules: [{name: 'bad name', path: x.py}] => modules[0].name: expected a name of up to 64 "
     "letters, digits, '_', '.' or '-', starting with a letter or digit, got 'bad name'",
     f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, max_restarts: three}}] => "

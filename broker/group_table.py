@@ -1,0 +1,322 @@
+"""Who is in which group, what each member holds unacknowledged, and who gets the next event.
+
+Pure bookkeeping, no sockets: `broker.groups` feeds it what arrives and sends what it returns, so
+that the policy (one member per event, least busy first, credit, redelivery, lost counts, every
+bound) is tested without processes.
+
+A group is a name and a pattern: members are the connections that joined with both. Each event
+whose type matches goes to one member: the one with the fewest events unacknowledged, ties taken
+in turn, never one at its credit (its bound on events in flight). Without a member with room, the
+event waits in the group's queue (bounded: past it, `overflow` counts it). A member that goes away
+with events unacknowledged loses them: each is counted `lost`, or, when the member joined with
+redelivery, put back at the head of the queue for another member (`redelivered`).
+
+A group whose last member leaves stays in the table for its counters. If a member of it ever
+joined with redelivery, it keeps queueing (bounded) for the next member, a restarted one say;
+otherwise it stops receiving and what was queued is counted `lost`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_GROUP_NAME = 64  # bytes
+MAX_PATTERN = 255  # bytes, as the SDK's patterns
+MAX_PATTERNS_PER_MEMBER = 32
+MAX_MEMBERS_PER_GROUP = 256
+MAX_GROUPS = 1024
+MAX_MEMBERS = 4096  # connections in any group
+MAX_CREDIT = 256
+MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
+MAX_QUEUED_BYTES = 128 * 1024 * 1024  # bodies waiting, all groups together
+_ROUTE_CACHE = 4096
+
+_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.:#-]*")
+_SEGMENT = rb"[A-Za-z0-9_][A-Za-z0-9_-]*"
+_EXACT = re.compile(rb"%s(?:\.%s)+" % (_SEGMENT, _SEGMENT))
+_PREFIX = re.compile(rb"%s(?:\.%s)*\.\*" % (_SEGMENT, _SEGMENT))
+
+Delivery = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+"""(member routing id, tag, group name, pattern, topic, body): one event for one member."""
+
+
+class JoinRefusedError(ValueError):
+    """A join the table does not take: its message says why (sent back to the member)."""
+
+
+def zmq_prefix(pattern: bytes) -> bytes:
+    """The SUB prefix that lets every event of `pattern` through (and some others)."""
+    if pattern == b"*":
+        return b""
+    return pattern[:-1] if pattern.endswith(b"*") else pattern
+
+
+def _matches(pattern: bytes, topic: bytes) -> bool:
+    if pattern == b"*":
+        return True
+    if pattern.endswith(b"*"):
+        return topic.startswith(pattern[:-1])
+    return topic == pattern
+
+
+@dataclass(eq=False)
+class Membership:
+    """One connection's place in one group."""
+
+    member: bytes
+    group: Group
+    credit: int
+    redeliver: bool
+    in_flight: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    delivered: int = 0
+
+
+@dataclass(eq=False)
+class Group:
+    """The members of one (name, pattern) and its counters."""
+
+    name: bytes
+    pattern: bytes
+    members: list[Membership] = field(default_factory=list)
+    queue: deque[tuple[bytes, bytes]] = field(default_factory=deque)
+    turn: int = 0
+    subscribed: bool = False  # the dispatcher's SUB lets this group's events through
+    keeps: bool = False  # a member joined with redelivery: queue while there is none
+    delivered: int = 0
+    acked: int = 0
+    redelivered: int = 0
+    lost: int = 0
+    overflow: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        """The group's counters, for the broker's status line."""
+        return {
+            "group": self.name.decode(),
+            "pattern": self.pattern.decode(),
+            "members": len(self.members),
+            "delivered": self.delivered,
+            "acked": self.acked,
+            "redelivered": self.redelivered,
+            "lost": self.lost,
+            "overflow": self.overflow,
+            "queued": len(self.queue),
+            "in_flight": sum(len(m.in_flight) for m in self.members),
+            "per_member": [m.delivered for m in self.members],  # in the order they joined
+        }
+
+
+class GroupTable:
+    """Every group and member of one broker. Not thread-safe: one thread (the dispatcher) owns it."""
+
+    def __init__(
+        self, max_queued: int = MAX_QUEUED, max_queued_bytes: int = MAX_QUEUED_BYTES
+    ) -> None:
+        self.groups: dict[tuple[bytes, bytes], Group] = {}
+        self.members: dict[bytes, dict[tuple[bytes, bytes], Membership]] = {}
+        self._tags: dict[bytes, Membership] = {}
+        self._next_tag = itertools.count(1)
+        self._routes: dict[bytes, tuple[Group, ...]] = {}
+        self._max_queued = max_queued
+        self._max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+
+    # -- membership ----------------------------------------------------------------------
+
+    def join(
+        self, member: bytes, name: bytes, pattern: bytes, credit: int, redeliver: bool
+    ) -> bytes | None:
+        """Add `member` to the group (or update its credit); returns the SUB prefix to subscribe
+        when the group starts receiving, else None. Raises JoinRefusedError past a bound or for bad names."""
+        _check(name, pattern)
+        key = (name, pattern)
+        credit = max(1, min(credit, MAX_CREDIT))
+        joined = self.members.get(member)
+        if joined is not None and key in joined:
+            current = joined[key]
+            current.credit, current.redeliver = credit, redeliver
+            current.group.keeps |= redeliver
+            return None
+        if joined is None and len(self.members) >= MAX_MEMBERS:
+            raise JoinRefusedError(f"the broker has {MAX_MEMBERS} group members already")
+        if joined is not None and len(joined) >= MAX_PATTERNS_PER_MEMBER:
+            raise JoinRefusedError(f"a member may join at most {MAX_PATTERNS_PER_MEMBER} groups")
+        group = self.groups.get(key) or self._new_group(name, pattern)
+        if len(group.members) >= MAX_MEMBERS_PER_GROUP:
+            raise JoinRefusedError(
+                f"group {name.decode()!r} has {MAX_MEMBERS_PER_GROUP} members already"
+            )
+        membership = Membership(member, group, credit, redeliver)
+        group.members.append(membership)
+        group.keeps |= redeliver
+        self.members.setdefault(member, {})[key] = membership
+        if group.subscribed:
+            return None
+        group.subscribed = True
+        self._routes.clear()
+        return zmq_prefix(pattern)
+
+    def _new_group(self, name: bytes, pattern: bytes) -> Group:
+        if len(self.groups) >= MAX_GROUPS:
+            idle = next((k for k, g in self.groups.items() if not g.subscribed), None)
+            if idle is None:
+                raise JoinRefusedError(f"the broker has {MAX_GROUPS} groups already")
+            del self.groups[idle]  # forget the counters of a group nobody is in
+        group = self.groups[(name, pattern)] = Group(name, pattern)
+        return group
+
+    def leave(self, member: bytes, name: bytes, pattern: bytes) -> bytes | None:
+        """Take `member` out of one group; returns the SUB prefix to drop if the group is gone."""
+        joined = self.members.get(member)
+        membership = joined.pop((name, pattern), None) if joined is not None else None
+        if membership is None:
+            return None
+        if not joined:
+            del self.members[member]
+        return self._remove(membership)
+
+    def drop(self, member: bytes) -> list[bytes]:
+        """`member` is gone (closed, crashed, unreachable): take it out of every group; returns
+        the SUB prefixes to drop."""
+        joined = self.members.pop(member, {})
+        gone = [self._remove(membership) for membership in joined.values()]
+        return [prefix for prefix in gone if prefix is not None]
+
+    def _remove(self, membership: Membership) -> bytes | None:
+        group = membership.group
+        group.members.remove(membership)
+        # Newest first onto the head of the queue: the oldest ends up first, as it was sent.
+        for tag, (topic, body) in reversed(list(membership.in_flight.items())):
+            del self._tags[tag]
+            if membership.redeliver:
+                group.redelivered += 1
+                group.queue.appendleft((topic, body))
+                self.queued_bytes += len(body)
+            else:
+                group.lost += 1
+        membership.in_flight.clear()
+        self._trim(group)
+        if group.members or group.keeps or not group.subscribed:
+            return None
+        group.lost += len(group.queue)  # cannot be: without `keeps` nothing was requeued
+        self.queued_bytes -= sum(len(body) for _, body in group.queue)
+        group.queue.clear()
+        group.subscribed = False
+        self._routes.clear()
+        return zmq_prefix(group.pattern)
+
+    def _trim(self, group: Group) -> None:
+        while group.queue and (
+            len(group.queue) > self._max_queued or self.queued_bytes > self._max_queued_bytes
+        ):
+            self.queued_bytes -= len(group.queue.pop()[1])
+            group.overflow += 1
+
+    # -- events --------------------------------------------------------------------------
+
+    def route(self, topic: bytes, body: bytes) -> list[Delivery]:
+        """The deliveries for one event from the bus (none if no group matches)."""
+        groups = self._routes.get(topic)
+        if groups is None:
+            groups = tuple(
+                g for g in self.groups.values() if g.subscribed and _matches(g.pattern, topic)
+            )
+            if len(self._routes) < _ROUTE_CACHE:
+                self._routes[topic] = groups
+        out: list[Delivery] = []
+        for group in groups:
+            if group.queue:  # others wait already: keep the order
+                self._enqueue(group, topic, body)
+                continue
+            membership = self._pick(group)
+            if membership is None:
+                self._enqueue(group, topic, body)
+            else:
+                out.append(self._send(membership, topic, body))
+        return out
+
+    def ack(self, member: bytes, tag: bytes) -> list[Delivery]:
+        """`member` is done with `tag`; returns what may now go out of its group's queue.
+        An unknown tag (a member's ack to a broker before a restart) is ignored."""
+        membership = self._tags.get(tag)
+        if membership is None or membership.member != member:
+            return []
+        del self._tags[tag]
+        del membership.in_flight[tag]
+        membership.group.acked += 1
+        return self.pump(membership.group)
+
+    def pump(self, group: Group) -> list[Delivery]:
+        """Send queued events of `group` to members with room."""
+        out: list[Delivery] = []
+        while group.queue:
+            membership = self._pick(group)
+            if membership is None:
+                break
+            topic, body = group.queue.popleft()
+            self.queued_bytes -= len(body)
+            out.append(self._send(membership, topic, body))
+        return out
+
+    def pump_all(self) -> list[Delivery]:
+        """`pump` every group (after members joined or left)."""
+        return [d for group in list(self.groups.values()) if group.queue for d in self.pump(group)]
+
+    def _enqueue(self, group: Group, topic: bytes, body: bytes) -> None:
+        if (
+            len(group.queue) >= self._max_queued
+            or self.queued_bytes + len(body) > self._max_queued_bytes
+        ):
+            group.overflow += 1
+        else:
+            group.queue.append((topic, body))
+            self.queued_bytes += len(body)
+
+    def _pick(self, group: Group) -> Membership | None:
+        """The member with the most room left, ties taken in turn; None if all are full."""
+        members = group.members
+        count = len(members)
+        if not count:
+            return None
+        best: Membership | None = None
+        best_load = 0
+        start = group.turn
+        for offset in range(count):
+            candidate = members[(start + offset) % count]
+            load = len(candidate.in_flight)
+            if load < candidate.credit and (best is None or load < best_load):
+                best, best_load = candidate, load
+                if load == 0:
+                    break
+        if best is not None:
+            group.turn = (members.index(best) + 1) % count
+        return best
+
+    def _send(self, membership: Membership, topic: bytes, body: bytes) -> Delivery:
+        tag = next(self._next_tag).to_bytes(8, "big")
+        membership.in_flight[tag] = (topic, body)
+        membership.delivered += 1
+        membership.group.delivered += 1
+        self._tags[tag] = membership
+        group = membership.group
+        return (membership.member, tag, group.name, group.pattern, topic, body)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Each group's counters, in a stable order."""
+        return [self.groups[key].stats() for key in sorted(self.groups)]
+
+
+def _check(name: bytes, pattern: bytes) -> None:
+    if not 0 < len(name) <= MAX_GROUP_NAME or not _NAME.fullmatch(name):
+        raise JoinRefusedError(
+            f"a group name is 1-{MAX_GROUP_NAME} letters, digits, '_', '.', ':', '#' or '-'"
+        )
+    if len(pattern) > MAX_PATTERN or not (
+        pattern == b"*" or _EXACT.fullmatch(pattern) or _PREFIX.fullmatch(pattern)
+    ):
+        raise JoinRefusedError(
+            "a pattern is an event type ('jobs.resize'), a prefix ('jobs.*') or '*'"
+        )

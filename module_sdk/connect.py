@@ -1,0 +1,54 @@
+"""How a bus's sockets reach the broker: their options, and the probe that proves the path."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+
+import zmq
+
+from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX
+
+
+class HandshakeTimeoutError(RuntimeError):
+    """The probe did not come back through the broker in time."""
+
+
+def prepare(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> None:
+    """Options a bus socket needs before it connects: retry 10 ms after a failed connection,
+    backing off to 200 ms, rather than ZeroMQ's fixed 100 ms (a module may connect before the
+    broker has bound, or while it restarts); and, on a tcp bus, the CURVE keys it was given
+    (`server_key`, `public_key`, `secret_key`, z85), without which the broker refuses it."""
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+    if curve:
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve["server_key"].encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public_key"].encode())
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret_key"].encode())
+
+
+def probe_token() -> bytes:
+    """A topic of the SDK's own that nobody else subscribes to."""
+    return PROBE_PREFIX + os.urandom(8).hex().encode()
+
+
+def await_probe(
+    sub: zmq.Socket[bytes], token: bytes, wait: float, early: list[tuple[bytes, bytes]]
+) -> bool:
+    """Read `sub` for up to `wait` seconds until `token` comes back; True if it did. Events read
+    meanwhile are appended to `early`, for the callbacks once the receiver runs."""
+    until = time.monotonic() + wait
+    while (remaining := until - time.monotonic()) > 0:
+        if not sub.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+            return False
+        while True:
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if frames[0] == token:
+                return True
+            if not frames[0].startswith(INTERNAL_PREFIX):
+                early.append((frames[0], frames[1] if len(frames) == 2 else b""))
+    return False

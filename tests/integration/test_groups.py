@@ -1,0 +1,312 @@
+"""Grouped subscriptions with a real broker process and members as processes of their own:
+each event to exactly one member, crashes counted or redelivered, hostile peers shrugged off."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from helpers import Recorder, wait_until
+
+from module_sdk.bus import ZmqEventBus
+
+HERE = Path(__file__).parent
+MEMBER = HERE / "group_member.py"
+
+
+class GroupNet:
+    """A broker process, a client bus in this process (publisher and ungrouped subscriber of
+    everything), and member processes started per test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.xsub = f"ipc://{directory}/xsub.sock"
+        self.xpub = f"ipc://{directory}/xpub.sock"
+        self.groups = f"ipc://{directory}/groups.sock"
+        self.broker_out = directory / "broker.out"
+        self.start_broker()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.everything = Recorder()
+        self.client = ZmqEventBus(self.ctx, "test", self.xsub, self.xpub)
+        self.client.subscribe("*", self.everything)
+        self.client.handshake(10.0)
+        self.client.start()
+        self.asker = self.raw()
+        self.members: list[subprocess.Popen[str]] = []
+
+    def start_broker(self) -> None:
+        """Start the broker process (again) and wait until it says it is ready."""
+        args = ["--xsub", self.xsub, "--xpub", self.xpub, "--groups", self.groups]
+        with open(self.broker_out, "w") as out:  # a file: its stats lines never fill a pipe
+            self.broker = subprocess.Popen(
+                [sys.executable, "-m", "broker", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(lambda: "ready" in self.broker_out.read_text(), 15.0, "the broker ready")
+
+    def raw(self) -> zmq.Socket[bytes]:
+        """A DEALER on the groups socket, driven by hand."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.groups)
+        return sock
+
+    def member(
+        self, name: str, group: str, pattern: str, where: Path, *, redeliver: bool = False
+    ) -> subprocess.Popen[str]:
+        """Start a member process and wait until the broker confirmed its join."""
+        where.mkdir(exist_ok=True)
+        args = [self.xsub, self.xpub, self.groups, name, group, pattern, "1" if redeliver else "0"]
+        proc = subprocess.Popen(
+            [sys.executable, str(MEMBER), *args, str(where)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.members.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready and proc.stdout.readline().strip() == "ready", f"member {name} not ready"
+        return proc
+
+    def stats(self, group: str | None = None) -> dict[str, Any]:
+        """The broker's counters (of one group, if named), asked over the groups socket."""
+        self.asker.send(b"S")
+        deadline = time.monotonic() + 10.0
+        while self.asker.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            frames = self.asker.recv_multipart()
+            if frames[0] == b"S":
+                stats: dict[str, Any] = json.loads(frames[1])
+                if group is None:
+                    return stats
+                return next((g for g in stats["groups"] if g["group"] == group), {})
+        pytest.fail("the broker did not answer a stats request")
+
+    def close(self) -> None:
+        for proc in self.members:
+            proc.kill()
+            proc.wait(10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self.client.close()
+        self.ctx.destroy(linger=0)
+        self.broker.terminate()
+        try:
+            self.broker.wait(10)
+        except subprocess.TimeoutExpired:
+            self.broker.kill()
+            self.broker.wait(10)
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[GroupNet]:
+    directory = Path(tempfile.mkdtemp(prefix="groups-", dir="/tmp"))  # ipc paths stay short
+    try:
+        groups = GroupNet(directory)
+        try:
+            yield groups
+        finally:
+            groups.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _log(where: Path, name: str) -> list[str]:
+    path = where / f"{name}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _received(where: Path, names: list[str]) -> dict[str, list[str]]:
+    """Per member, the `n` of each event it finished."""
+    return {
+        name: [line.split()[1] for line in _log(where, name) if not line.startswith("stalled")]
+        for name in names
+    }
+
+
+def test_each_event_goes_to_exactly_one_member_and_ungrouped_subscribers_get_all(
+    net: GroupNet,
+) -> None:
+    where = net.dir / "spread"
+    names = ["w1", "w2", "w3"]
+    for name in names:
+        net.member(name, "resize", "resize.*", where)
+    wait_until(lambda: net.stats("resize").get("members") == 3, 10.0, "three members")
+    for n in range(300):
+        net.client.publish("resize.job", {"n": n})
+
+    def total() -> int:
+        return sum(len(got) for got in _received(where, names).values())
+
+    wait_until(lambda: total() >= 300, 20.0, "300 events done by the members", lambda: str(total()))
+    got = _received(where, names)
+    every = [n for name in names for n in got[name]]
+    assert sorted(every, key=int) == [str(n) for n in range(300)]  # none twice, none missing
+    assert min(len(got[name]) for name in names) >= 20, {k: len(v) for k, v in got.items()}
+    wait_until(lambda: len([e for e in net.everything.events if e.type == "resize.job"]) == 300)
+    stats = wait_until(lambda: (s := net.stats("resize"))["acked"] == 300 and s, 10.0, "all acked")
+    assert stats["delivered"] == 300 and stats["lost"] == 0 and stats["redelivered"] == 0, stats
+
+
+@pytest.mark.parametrize("redeliver", [True, False], ids=["redeliver", "at-most-once"])
+def test_a_member_killed_mid_callback(net: GroupNet, redeliver: bool) -> None:
+    group = "redo" if redeliver else "once"
+    where = net.dir / group
+    names = [f"{group}1", f"{group}2"]
+    procs = {
+        name: net.member(name, group, f"{group}.*", where, redeliver=redeliver) for name in names
+    }
+    wait_until(lambda: net.stats(group).get("members") == 2, 10.0, "two members")
+    net.client.publish(f"{group}.job", {"n": 0, "stall": True})
+
+    def stalled() -> tuple[str, str] | None:
+        for name in names:
+            for line in _log(where, name):
+                if line.startswith("stalled "):
+                    return name, line.split()[1]
+        return None
+
+    victim, event_id = wait_until(stalled, 10.0, "a member stalled in its callback")
+    procs[victim].send_signal(signal.SIGKILL)
+    survivor = next(name for name in names if name != victim)
+    if redeliver:
+        wait_until(lambda: "0" in _received(where, [survivor])[survivor], 10.0, "redelivered")
+        assert any(line.startswith(event_id) for line in _log(where, survivor))
+        stats = wait_until(lambda: (s := net.stats(group))["members"] == 1 and s, 10.0)
+        assert stats["redelivered"] == 1 and stats["lost"] == 0, stats
+    else:
+        stats = wait_until(lambda: (s := net.stats(group))["lost"] == 1 and s, 10.0, "lost")
+        assert stats["redelivered"] == 0 and stats["members"] == 1, stats
+        net.client.publish(f"{group}.job", {"n": 1})  # after the loss was counted: no redelivery
+        wait_until(lambda: "1" in _received(where, [survivor])[survivor], 10.0, "the next one")
+        assert _received(where, [survivor])[survivor] == ["1"]
+
+
+def test_a_member_joining_later_gets_a_share(net: GroupNet) -> None:
+    where = net.dir / "late"
+    net.member("early", "late", "late.*", where)
+    for n in range(20):
+        net.client.publish("late.job", {"n": n})
+    wait_until(lambda: len(_received(where, ["early"])["early"]) == 20, 10.0, "the first 20")
+    net.member("later", "late", "late.*", where)
+    wait_until(lambda: net.stats("late").get("members") == 2, 10.0, "two members")
+    for n in range(20, 220):
+        net.client.publish("late.job", {"n": n})
+    names = ["early", "later"]
+    wait_until(lambda: sum(map(len, _received(where, names).values())) == 220, 20.0, "220 done")
+    got = _received(where, names)
+    assert len(got["later"]) >= 20, {k: len(v) for k, v in got.items()}
+    assert sorted(got["early"] + got["later"], key=int) == [str(n) for n in range(220)]
+
+
+def test_garbage_on_the_groups_socket_is_dropped_and_counted(net: GroupNet) -> None:
+    before = net.stats()
+    hostile = net.raw()
+    for frames in (
+        [b"Z"],
+        [b"J"],
+        [b"A", b"123"],  # not a whole tag
+        [b"S", b"extra"],
+        [b"\xff" * 100],
+        [b"A"] * 20,  # too many frames
+    ):
+        hostile.send_multipart(frames)
+    hostile.send_multipart([b"J", b"x" * 100, b"a.*", b"8", b"-"])  # a name over the bound
+    hostile.send_multipart([b"J", b"ok", b"not a pattern", b"8", b"-"])
+    hostile.send_multipart([b"A", b"\x00" * 8])  # an unknown tag: ignored, not an error
+    stats = wait_until(  # in order: once both joins are refused, the garbage before was read
+        lambda: (s := net.stats())["refused"] == before["refused"] + 2 and s, 10.0, "refused"
+    )
+    assert stats["bad_frames"] == before["bad_frames"] + 6, stats
+    oversized = net.raw()
+    oversized.send_multipart([b"J", b"y" * 10_000, b"a.*", b"8", b"-"])  # over MAXMSGSIZE
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:  # not even ZMTP
+        raw.connect(net.groups[len("ipc://") :])
+        raw.sendall(os.urandom(4096))
+    assert net.stats()["refused"] == before["refused"] + 2  # the oversized join never arrived
+    assert net.broker.poll() is None
+    where = net.dir / "after"
+    net.member("after1", "after", "after.*", where)
+    net.client.publish("after.job", {"n": 7})
+    wait_until(lambda: _received(where, ["after1"])["after1"] == ["7"], 10.0, "still delivering")
+    hostile.close()
+    oversized.close()
+
+
+def test_a_member_may_join_so_many_groups(net: GroupNet) -> None:
+    sock = net.raw()
+    try:
+        for index in range(33):
+            sock.send_multipart([b"J", f"many{index}".encode(), b"many.*", b"8", b"-"])
+        replies: Counter[bytes] = Counter()
+        deadline = time.monotonic() + 10.0
+        while sum(replies.values()) < 33 and sock.poll(int((deadline - time.monotonic()) * 1000)):
+            frames = sock.recv_multipart()
+            if frames[0] != b"P":
+                replies[frames[0]] += 1
+        assert replies == {b"J": 32, b"X": 1}, replies
+    finally:
+        sock.send(b"B")  # leave them all
+        sock.close()
+    wait_until(lambda: net.stats("many0").get("members") == 0, 10.0, "left on goodbye")
+
+
+def test_a_group_joined_after_start_from_another_thread(net: GroupNet) -> None:
+    """The receiver owns the groups socket then: it makes it on the command, and registers it."""
+    bus = ZmqEventBus(net.ctx, "late-joiner", net.xsub, net.xpub, groups_endpoint=net.groups)
+    got = Recorder()
+    try:
+        bus.handshake(10.0)
+        bus.start()
+        bus.subscribe("thread.*", got, group="thread")
+        wait_until(lambda: net.stats("thread").get("members") == 1, 10.0, "joined")
+        net.client.publish("thread.job", {"n": 1})
+        wait_until(lambda: got.got("thread.job"), 10.0, "delivered")
+        bus.unsubscribe("thread.*", got, group="thread")
+        wait_until(lambda: net.stats("thread").get("members") == 0, 10.0, "left")
+        bus.subscribe("thread.*", got, group="")  # explicitly ungrouped
+
+        def arrived() -> bool:  # the subscription reaches the broker in its own time
+            net.client.publish("thread.job", {"n": 2})
+            return len(got.events) >= 2
+
+        wait_until(arrived, 10.0, "ungrouped delivery")
+        assert net.stats("thread")["delivered"] == 1  # the later ones went past the group
+    finally:
+        bus.close()
+
+
+def test_members_join_a_restarted_broker_by_themselves(net: GroupNet) -> None:
+    """Last in this file: it replaces the broker process that the others share."""
+    where = net.dir / "restart"
+    names = ["r1", "r2"]
+    for name in names:
+        net.member(name, "restart", "restart.*", where)
+    net.broker.kill()
+    net.broker.wait(10)
+    net.start_broker()
+    wait_until(lambda: net.stats("restart").get("members") == 2, 15.0, "both joined again")
+    net.client.publish("restart.job", {"n": 0})  # once the client's PUB is back as well
+    wait_until(lambda: net.everything.got("restart.job"), 10.0, "the bus back")
+    for n in range(1, 31):
+        net.client.publish("restart.job", {"n": n})
+    wait_until(lambda: sum(map(len, _received(where, names).values())) >= 30, 10.0, "delivered")
+    every = sorted(n for got in _received(where, names).values() for n in got)
+    assert len(every) == len(set(every)) and {str(n) for n in range(1, 31)} <= set(every)

@@ -1,0 +1,164 @@
+"""The broker's group bookkeeping without sockets: one member per event, credit, redelivery,
+lost counts and every bound."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from broker import group_table
+from broker.group_table import GroupTable, JoinRefusedError, zmq_prefix
+
+
+def _table(*members: bytes, credit: int = 2, redeliver: bool = False) -> GroupTable:
+    table = GroupTable()
+    for member in members:
+        table.join(member, b"g", b"jobs.*", credit, redeliver)
+    return table
+
+
+def test_the_first_join_subscribes_and_the_last_leave_unsubscribes() -> None:
+    table = GroupTable()
+    assert table.join(b"m1", b"g", b"jobs.*", 4, False) == b"jobs."
+    assert table.join(b"m2", b"g", b"jobs.*", 4, False) is None
+    assert table.join(b"m1", b"g", b"jobs.*", 9, False) is None  # again: an update
+    assert table.leave(b"m1", b"g", b"jobs.*") is None
+    assert table.leave(b"m2", b"g", b"jobs.*") == b"jobs."
+    assert table.stats()[0]["members"] == 0  # its counters stay, for status
+    assert zmq_prefix(b"*") == b"" and zmq_prefix(b"a.b") == b"a.b"
+
+
+def test_each_event_goes_to_one_member_spread_evenly() -> None:
+    table = _table(b"a", b"b", b"c", credit=1)
+    seen: Counter[bytes] = Counter()
+    for n in range(300):
+        (delivery,) = table.route(b"jobs.x", str(n).encode())
+        seen[delivery[0]] += 1
+        table.ack(delivery[0], delivery[1])
+    assert seen == {b"a": 100, b"b": 100, b"c": 100}
+
+
+def test_patterns_match_exactly_not_by_prefix() -> None:
+    table = GroupTable()
+    table.join(b"m", b"g", b"jobs.resize", 4, False)
+    assert table.route(b"jobs.resizer", b"") == []
+    assert len(table.route(b"jobs.resize", b"")) == 1
+
+
+def test_past_its_credit_a_member_gets_nothing_and_events_wait_in_order() -> None:
+    table = _table(b"a", credit=2)
+    sent = [table.route(b"jobs.x", bytes([n])) for n in range(4)]
+    assert [len(s) for s in sent] == [1, 1, 0, 0]
+    assert table.stats()[0]["queued"] == 2
+    (released,) = table.ack(b"a", sent[0][0][1])
+    assert released[5] == bytes([2])
+
+
+def test_the_least_busy_member_is_chosen() -> None:
+    table = _table(b"a", b"b", credit=4)
+    first = table.route(b"jobs.x", b"1")[0]
+    second = table.route(b"jobs.x", b"2")[0]
+    assert {first[0], second[0]} == {b"a", b"b"}
+    table.ack(first[0], first[1])
+    assert table.route(b"jobs.x", b"3")[0][0] == first[0]  # it has nothing in flight now
+
+
+@pytest.mark.parametrize("redeliver", [True, False])
+def test_a_member_gone_with_events_unacknowledged(redeliver: bool) -> None:
+    table = _table(b"a", b"b", credit=8, redeliver=redeliver)
+    out = [table.route(b"jobs.x", bytes([n]))[0] for n in range(4)]
+    to_a = [d[5] for d in out if d[0] == b"a"]
+    again = table.drop(b"a")
+    assert again == []  # b is still there: no unsubscribe
+    moved = table.pump_all()
+    stats = table.stats()[0]
+    if redeliver:
+        assert [d[5] for d in moved] == to_a and all(d[0] == b"b" for d in moved)
+        assert stats["redelivered"] == len(to_a) and stats["lost"] == 0
+    else:
+        assert moved == [] and stats["lost"] == len(to_a) and stats["redelivered"] == 0
+
+
+def test_a_redelivering_group_keeps_events_for_its_next_member() -> None:
+    table = _table(b"a", credit=8, redeliver=True)
+    table.route(b"jobs.x", b"1")
+    assert table.drop(b"a") == []  # still subscribed: it keeps what comes meanwhile
+    table.route(b"jobs.x", b"2")
+    table.join(b"b", b"g", b"jobs.*", 8, True)
+    assert [d[5] for d in table.pump_all()] == [b"1", b"2"]
+
+
+def test_an_ack_from_another_member_or_unknown_is_ignored() -> None:
+    table = _table(b"a", b"b")
+    delivery = table.route(b"jobs.x", b"1")[0]
+    other = b"b" if delivery[0] == b"a" else b"a"
+    table.ack(other, delivery[1])
+    table.ack(delivery[0], b"\x00" * 8)
+    assert table.stats()[0]["acked"] == 0 and table.stats()[0]["in_flight"] == 1
+
+
+def test_the_queue_is_bounded_by_count_and_bytes() -> None:
+    table = GroupTable(max_queued=3, max_queued_bytes=10)
+    table.join(b"a", b"g", b"jobs.*", 1, False)
+    table.route(b"jobs.x", b"sent")
+    for _ in range(5):
+        table.route(b"jobs.x", b"1234")
+    stats = table.stats()[0]
+    assert stats["queued"] == 2 and stats["overflow"] == 3  # 10 bytes hold two of them
+    assert table.queued_bytes == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        (b"", b"a.*"),
+        (b"x" * 65, b"a.*"),
+        (b"bad name", b"a.*"),
+        (b"-lead", b"a.*"),
+        (b"ok", b"a"),
+        (b"ok", b"a.**"),
+        (b"ok", b"a." + b"b" * 300),
+        (b"ok", b"\xff.x"),
+    ],
+)
+def test_bad_names_and_patterns_are_refused(name: bytes, pattern: bytes) -> None:
+    with pytest.raises(JoinRefusedError):
+        GroupTable().join(b"m", name, pattern, 1, False)
+
+
+def test_members_per_group_and_groups_per_member_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group_table, "MAX_MEMBERS_PER_GROUP", 3)
+    monkeypatch.setattr(group_table, "MAX_PATTERNS_PER_MEMBER", 2)
+    table = _table(b"a", b"b", b"c")
+    with pytest.raises(JoinRefusedError, match="3 members"):
+        table.join(b"d", b"g", b"jobs.*", 1, False)
+    table.join(b"a", b"h", b"jobs.*", 1, False)
+    with pytest.raises(JoinRefusedError, match="at most 2"):
+        table.join(b"a", b"i", b"jobs.*", 1, False)
+
+
+def test_groups_and_members_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_table, "MAX_GROUPS", 2)
+    monkeypatch.setattr(group_table, "MAX_MEMBERS", 3)
+    table = GroupTable()
+    table.join(b"a", b"g1", b"x.*", 1, False)
+    table.join(b"b", b"g2", b"x.*", 1, False)
+    with pytest.raises(JoinRefusedError, match="2 groups"):
+        table.join(b"c", b"g3", b"x.*", 1, False)
+    table.leave(b"a", b"g1", b"x.*")  # g1 idle now: a new group may take its place
+    table.join(b"c", b"g3", b"x.*", 1, False)
+    assert [g["group"] for g in table.stats()] == ["g2", "g3"]
+    table.join(b"d", b"g3", b"x.*", 1, False)  # b, c, d
+    with pytest.raises(JoinRefusedError, match="3 group members"):
+        table.join(b"e", b"g3", b"x.*", 1, False)
+
+
+def test_credit_is_clamped() -> None:
+    table = GroupTable()
+    table.join(b"a", b"g", b"x.*", 10**6, False)
+    table.join(b"b", b"g", b"y.*", 0, False)
+    assert table.members[b"a"][(b"g", b"x.*")].credit == group_table.MAX_CREDIT
+    assert table.members[b"b"][(b"g", b"y.*")].credit == 1
