@@ -18,6 +18,8 @@ StartMethod = Literal["fork", "spawn"]
 BusTransport = Literal["ipc", "tcp"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
+LogRotate = Literal["size", "daily"]
+LogCompress = Literal["none", "gzip"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class LoggingSection:
     max_file_size_mb: float = 10.0
     backup_count: int = 5
     format: LogFormat = "text"  # json: one JSON object per line, in app.log and module logs
+    rotate: LogRotate = "size"  # daily: also at local midnight
+    max_age: float | None = None  # seconds: rotated files older than this are deleted
+    compress: LogCompress = "none"  # gzip: rotated files compressed, off the loop
 
 
 @dataclass(frozen=True)
