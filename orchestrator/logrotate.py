@@ -85,12 +85,19 @@ def rotate(path: Path, rotation: Rotation, now: float) -> None:
 
 
 def recover(path: Path, rotation: Rotation, now: float) -> None:
-    """At open: finish rotations a previous supervisor left half done, and prune by age."""
+    """At open, before the first rotation: finish the rotations a previous supervisor left half
+    done (the files there now: not those this one's rotations set aside later), prune by age."""
+    try:
+        with os.scandir(path.parent) as entries:
+            left = sorted(e.name for e in entries if e.name.startswith(path.name + "."))
+    except OSError:  # a log directory that cannot be read (yet): nothing to recover
+        return
+    job = partial(_recover, path, left, rotation, now)
     if rotation.compress:
-        _worker.submit(partial(_recover, path, rotation, now))
+        _worker.submit(job)
     else:
-        with contextlib.suppress(OSError):  # a log directory that cannot be read: no rotation
-            _recover(path, rotation, now)
+        with contextlib.suppress(OSError):
+            job()
 
 
 def wait_idle(timeout: float) -> bool:
@@ -124,6 +131,8 @@ def prune(path: Path, max_age: float, now: float) -> int:
 
 def _finish(path: Path, source: Path, rotation: Rotation, now: float) -> None:
     """Make room for `<path>.1` and put `source` there (gzipped, with compression)."""
+    if not source.exists():  # finished already (a job of a log file closed since)
+        return
     _shift(path, rotation.backup_count)
     if rotation.compress:
         try:
@@ -163,7 +172,7 @@ def _compress(source: Path, target: Path) -> None:
     try:
         with (
             os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(target.name[:-3], "wb", fileobj=raw, mtime=int(info.st_mtime)) as packed,
+            gzip.GzipFile(target.name[:-3], "wb", 6, raw, int(info.st_mtime)) as packed,
             source.open("rb") as plain,
         ):
             shutil.copyfileobj(plain, packed, 1 << 20)
@@ -175,9 +184,7 @@ def _compress(source: Path, target: Path) -> None:
     source.unlink()
 
 
-def _recover(path: Path, rotation: Rotation, now: float) -> None:
-    with os.scandir(path.parent) as entries:
-        names = sorted(e.name for e in entries if e.name.startswith(path.name + "."))
+def _recover(path: Path, names: list[str], rotation: Rotation, now: float) -> None:
     for name in names:
         if name.endswith(".gz" + _PARTIAL):
             (path.parent / name).unlink(missing_ok=True)

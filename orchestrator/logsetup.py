@@ -181,8 +181,10 @@ class LogFile(logging.Handler):
             if not self._by_size or len(data) <= room:
                 break
             cut = data.rfind(b"\n", 0, room) + 1
-            if cut <= 0:  # not one whole line fits, in a file just rotated: write it whole
-                break
+            if cut <= 0:  # its first line alone is longer than a file: that line, whole
+                cut = data.find(b"\n") + 1
+                if cut <= 0 or cut == len(data):
+                    break
             self._write(data[:cut])
             data = data[cut:]
         self._write(data)

@@ -13,6 +13,8 @@ line.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -27,7 +29,8 @@ from orchestrator.config import LoggingSection, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.logsetup import LogFile
 
-_READ_SIZE = 65536
+READ_SIZE = 65536  # bytes handled at most per read: a read of less found the pipe empty
+_PIPE_SIZE = 1 << 20  # room for a burst while the loop does other work (the default is 64 KiB)
 _MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
 # At the start of each line that logging did not write (those are timed already), but not at the
 # very end of the text (re's `^` matches after a final newline too: the text is given without it).
@@ -157,18 +160,20 @@ class OutputReader:
         self._log = log
         self._partial = b""
         os.set_blocking(self.fd, False)
+        with contextlib.suppress(OSError):  # over the system's pipe-max-size: the default
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
-    def read(self) -> bool:
+    def read(self) -> int | None:
         """Consume one chunk (a chatty module must not keep the loop from the rest of its work);
-        False at end of file, when the pipe is closed."""
+        the bytes read (0: none were there), or None at end of file, when the pipe is closed."""
         try:
-            chunk = os.read(self.fd, _READ_SIZE)
+            chunk = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
-            return True
+            return 0
         if not chunk:
             self._flush_partial()
             self._stream.close()
-            return False
+            return None
         data = self._partial + chunk if self._partial else chunk
         end = data.rfind(b"\n") + 1
         self._partial = data[end:]
@@ -176,6 +181,16 @@ class OutputReader:
             self._log.write_lines(_text(data[:end]))
         if len(self._partial) > _MAX_PARTIAL:
             self._flush_partial()
+        return len(chunk)
+
+    def drain(self, reads: int = 16) -> bool:
+        """Read what is already there (at most `reads` chunks); False at end of file."""
+        for _ in range(reads):
+            got = self.read()
+            if got is None:
+                return False
+            if got < READ_SIZE:
+                return True
         return True
 
     def _flush_partial(self) -> None:
@@ -185,11 +200,9 @@ class OutputReader:
 
     def close(self) -> None:
         """Read what is already there (a bounded amount), then close the pipe."""
-        for _ in range(16):
-            if not self.read():
-                return
-        self._flush_partial()
-        self._stream.close()
+        if self.drain():
+            self._flush_partial()
+            self._stream.close()
 
 
 def _text(data: bytes) -> str:
