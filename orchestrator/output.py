@@ -69,10 +69,6 @@ class ModuleLog:
         )
         self.file.setFormatter(_NoticeFormatter(name, self.format))
 
-    def write(self, line: str) -> None:
-        """Write one line of the module's output (see `write_lines`)."""
-        self.write_lines(line + "\n")
-
     def write_lines(self, text: str) -> None:
         """Write `text`, whole lines of the module's output each ending with a newline, all
         stamped with the time now: a line its logging wrote passes as it is (the SDK stamps and

@@ -66,7 +66,7 @@ def _batch(text: str) -> list[str]:
 
 
 def test_a_flood_is_captured_whole_and_blocks_nobody(project: Project) -> None:
-    lines = 30_000
+    lines = 20_000
     project.configure(
         [
             {
