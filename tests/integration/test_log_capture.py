@@ -11,6 +11,7 @@ import stat
 
 from helpers import wait_until
 from project import Project
+from webhook_server import Server
 
 FLOODER = """
 import os
@@ -42,6 +43,29 @@ def _forever() -> None:
 
 def shutdown() -> None:
     _stop.set()
+"""
+
+DIES_TALKING = """
+import os
+import sys
+import threading
+import time
+
+
+def initialize(event_bus: object, config: object) -> None:
+    def talk_and_die() -> None:
+        time.sleep(0.3)
+        for n in range(3000):
+            print(f"chatter {n}")
+        sys.stdout.write("last words, no newline")
+        sys.stdout.flush()
+        os._exit(3)
+
+    threading.Thread(target=talk_and_die, daemon=True).start()
+
+
+def shutdown() -> None:
+    pass
 """
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
@@ -171,3 +195,30 @@ def test_rotated_module_logs_are_gzipped_whole_and_private(project: Project) -> 
         numbers += [int(n) for n in re.findall(r"chatter (\d+) ", text)]
     numbers += [int(n) for n in re.findall(r"chatter (\d+) ", (logs / "chatter.log").read_text())]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "a gap or a repeat"
+
+
+def test_a_crashed_modules_last_words_are_in_its_log_before_its_exit_is_told(
+    project: Project,
+) -> None:
+    """The webhook of a crash carries the log's last lines as they were when the exit was
+    handled: the pipe is read to its end first, even if it was resting."""
+    hook = Server()
+    try:
+        project.configure(
+            [
+                {
+                    "name": "talker",
+                    "path": project.write_module("talker.py", DIES_TALKING),
+                    "restart": "never",
+                }
+            ],
+            notifications={"webhooks": [{"url": hook.url, "events": ["module.error"]}]},
+        )
+        project.up()
+        payload = wait_until(
+            lambda: next(iter(hook.payloads()), None), 20, "the module.error webhook"
+        )
+        tail = payload["log_tail"]
+        assert tail and _STAMP.sub("", tail[-1]) == "last words, no newline", tail
+    finally:
+        hook.stop()
