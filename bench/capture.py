@@ -74,6 +74,9 @@ def measure(project: Project) -> dict[str, Any]:
         try:
             bursts = [_burst(probe, supervisor, log, f"burst-{i}") for i in range(BURSTS)]
             result["bursts"] = bursts
+            captured = log.read_bytes().count(b"printer line ")
+            if captured != BURSTS * LINES:  # a figure for lines not all written means nothing
+                raise BenchError(f"printer.log holds {captured} lines of {BURSTS * LINES}")
             quiet_kills: list[tuple[str, float]] = []
             result["quiet_ms"] = _kills(probe, pids, KILLS, quiet_kills)
             probe.publish("ctl.flood", {"seconds": 20})
