@@ -113,9 +113,9 @@ def _log_format(value: Any, file: str, where: str) -> LogFormat:
 
 def _max_age(value: Any, file: str, where: str) -> float | None:
     """`7d`, `12h`, `30m`, `90s` or `2w`, in seconds; null for no limit."""
-    match = _AGE.fullmatch(value.strip()) if isinstance(value, str) else None
     if value is None:
         return None
+    match = _AGE.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None or float(match.group(1)) <= 0:
         raise ConfigError(
             file, where, f"expected a duration such as 7d, 12h or 30m, got {describe(value)}"
