@@ -87,9 +87,11 @@ def rotate(path: Path, rotation: Rotation, now: float) -> None:
 def recover(path: Path, rotation: Rotation, now: float) -> None:
     """At open, before the first rotation: finish the rotations a previous supervisor left half
     done (the files there now: not those this one's rotations set aside later), prune by age."""
+    name, pending, packing = (re.escape(n) for n in (path.name, PENDING, ".gz" + _PARTIAL))
+    leftover = re.compile(rf"{name}\.\d+(?:{pending}|{packing})")  # not module `m.log`'s
     try:
         with os.scandir(path.parent) as entries:
-            left = sorted(e.name for e in entries if e.name.startswith(path.name + "."))
+            left = sorted(e.name for e in entries if leftover.fullmatch(e.name))
     except OSError:  # a log directory that cannot be read (yet): nothing to recover
         return
     job = partial(_recover, path, left, rotation, now)

@@ -203,11 +203,13 @@ def test_what_a_dead_supervisor_left_half_done_is_finished(tmp_path: Path) -> No
     (tmp_path / f"m.log.1000{PENDING}").write_bytes(_lines(3))
     (tmp_path / f"m.log.2000{PENDING}").write_bytes(_lines(3, 3))
     (tmp_path / "m.log.1.gz.tmp").write_bytes(b"half a gzip")
+    (tmp_path / f"m.log.log.3000{PENDING}").write_bytes(b"module m.log's, not m's")
     handler = LogFile(path, Rotation(max_bytes=10_000, backup_count=5, compress=True))
     assert wait_idle(10)
     handler.write_block(_lines(3, 6), 3)
     handler.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.log", "m.log.1.gz", "m.log.2.gz"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["m.log", "m.log.1.gz", "m.log.2.gz", f"m.log.log.3000{PENDING}"], names
     assert _numbers(_read_all(path)) == list(range(9))
 
 
