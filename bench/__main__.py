@@ -26,6 +26,7 @@ import psutil
 from bench import (
     baselines,
     bus,
+    capture,
     cluster,
     coldstart,
     footprint,
@@ -40,7 +41,7 @@ from bench.table import Row, error_row, render
 
 BUDGET_SECONDS = 175  # everything, set-up and tear-down included, stays under 3 minutes
 RESULTS = Path(__file__).resolve().parent / "results.json"
-NAMES = ("restart", "coldstart", "footprint", "bus", "groups", "hotreload", "cluster")
+NAMES = ("restart", "coldstart", "footprint", "bus", "groups", "hotreload", "capture", "cluster")
 OPTIONAL = ("rivals",)
 RIVALS_VENV = Path(__file__).resolve().parent.parent / ".venv-compare"
 
@@ -79,6 +80,7 @@ def _benchmarks(
         "bus": lambda: bus.rows(bus.measure(project("bus"), scratch)),
         "groups": lambda: groups.rows(groups.measure(scratch)),
         "hotreload": lambda: hotreload.rows(hotreload.measure(project("reload"))),
+        "capture": lambda: capture.rows(capture.measure(project("capture"))),
         "cluster": lambda: cluster.rows(cluster.measure(scratch)),
         "rivals": lambda: rivals.rows(rivals.measure(RIVALS_VENV, scratch), rivals.ours(done)),
     }

@@ -72,7 +72,7 @@ def measure(project: Project, samples: int = SAMPLES) -> dict[str, Any]:
     return {
         "latencies_ms": latencies,
         "spawn_to_ready_ms": _spawn_to_ready(project.app_log),
-        "phases_ms": _phases(applog.lines(project.app_log), kills, latencies),
+        "phases_ms": phases(applog.lines(project.app_log), kills, latencies),
     }
 
 
@@ -80,7 +80,7 @@ def _is_new_process(event: Event, *, name: str, old_pid: int) -> bool:
     return bool(event.data.get("name") == name and event.data.get("pid") != old_pid)
 
 
-def _phases(
+def phases(
     log: list[tuple[float, str]], kills: list[tuple[str, float]], latencies: list[float]
 ) -> dict[str, float]:
     """Median ms of each phase of a restart, from app.log: the kill until the supervisor logs the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 
 PRINT_LOGGER = "print"  # the `logger` of a line a module printed (stdout and stderr)
 JSON_PREFIX = '{"time": '  # how every line of ours begins: the supervisor passes them through
@@ -19,6 +20,20 @@ JSON_PREFIX = '{"time": '  # how every line of ours begins: the supervisor passe
 def iso_time(seconds: float) -> str:
     """`2026-12-02T17:30:01.123+00:00`: local time with its offset, to the millisecond."""
     return datetime.fromtimestamp(seconds, UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+def json_string(text: str) -> str:
+    """`text` as a JSON string, quoted, non-ASCII kept: as `json_line` writes its values."""
+    return encode_basestring(text)
+
+
+def json_head(seconds: float, *, level: str, module: str, logger: str) -> str:
+    """A `json_line` up to its message: `json_head(...) + json_string(message) + "}"` is
+    `json_line(...)` without an exception, built once for many lines of the same moment."""
+    return (
+        f'{{"time": "{iso_time(seconds)}", "level": {json_string(level)}, '
+        f'"module": {json_string(module)}, "logger": {json_string(logger)}, "message": '
+    )
 
 
 def json_line(

@@ -1,4 +1,4 @@
-"""The supervisor's own logging: `logs/app.log`, rotated by size, and the console in the foreground.
+"""The supervisor's own logging: `logs/app.log`, rotated, and the console in the foreground.
 
 `LogFile` is the handler behind app.log and every `logs/<module>.log`. A disk that fills up (or
 fails, or turns read-only) must cost lines, never the supervisor nor its run directory: a line that
@@ -15,17 +15,18 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from module_sdk.logformat import JsonFormatter
+from orchestrator import logrotate
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
+from orchestrator.logrotate import FILE_MODE, Rotation
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FILE_MODE = 0o600  # log files are the owner's: output may say more than it should
 _RETRY = 0.5  # seconds between attempts while a file cannot be written: lines meanwhile are lost
 _RECHECK = 1.0  # seconds between checks that the path still names the open file
 _STDERR_LIMIT = 64 * 1024  # characters a detached supervisor writes to its output file, at most
@@ -44,7 +45,8 @@ class LogLoss:
 
 
 class LogFile(logging.Handler):
-    """Appends formatted records to `path`, rotated by size, through an owner-only file descriptor.
+    """Appends formatted records (or blocks of lines, `write_block`) to `path`, rotated as
+    `rotation` says (see orchestrator/logrotate.py), through an owner-only file descriptor.
 
     When a write fails (ENOSPC, EIO, EDQUOT, EROFS...), the line is counted as lost and the file
     closed, so that deleting it frees its space; later lines retry (at most every `_RETRY`
@@ -56,16 +58,18 @@ class LogFile(logging.Handler):
     def __init__(
         self,
         path: Path,
+        rotation: Rotation,
         *,
-        max_bytes: int,
-        backup_count: int,
         announce: bool = False,
         notice_prefix: str = "",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.path = path
-        self._max_bytes = max_bytes
-        self._backup_count = backup_count
+        self._rotation = rotation
+        self._by_size = rotation.enabled and rotation.max_bytes > 0
+        self._clock = clock  # wall-clock time: when a day ends, how old a rotated file is
+        self._rotate_at: float | None = None  # the next midnight, with daily rotation
         self._announce = announce
         self._notice_prefix = notice_prefix
         self._fd: int | None = None
@@ -76,6 +80,8 @@ class LogFile(logging.Handler):
         self._torn = False  # a line was cut short: the next write starts on a fresh line
         self._closed = False
         self.loss: LogLoss | None = None
+        if rotation.enabled:
+            logrotate.recover(path, rotation, clock())
         with contextlib.suppress(OSError):  # the file exists from the start, as before any line
             self._open()
 
@@ -92,16 +98,25 @@ class LogFile(logging.Handler):
         except Exception as exc:  # a bad record costs itself, and says so in status
             self._count_loss(f"cannot format a record ({type(exc).__name__})")
             return
+        self._write_or_count((text + "\n").encode("utf-8", "replace"), 1)
+
+    def write_block(self, data: bytes, lines: int) -> None:
+        """Append `data`, `lines` whole lines formatted already (a module's output, a read at a
+        time), as `emit` does a record: rotated between lines, counted as lost if it fails."""
+        if not self._closed:
+            self._write_or_count(data, lines)
+
+    def _write_or_count(self, data: bytes, lines: int) -> None:
         now = time.monotonic()
         if self.failing and now < self._retry_at:
-            self._count_loss(None)
+            self._count_loss(None, lines)
             return
         try:
-            self._write_line(text, now)
+            self._write_block(data, now)
         except OSError as exc:
             self._retry_at = now + _RETRY
             self._close_fd()  # a deleted file frees its space; a reopen finds a new one
-            self._count_loss(_describe(exc))
+            self._count_loss(_describe(exc), lines)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  (logging's name)
         """Count the record as lost. Never logging's default: a traceback per line on stderr,
@@ -117,7 +132,7 @@ class LogFile(logging.Handler):
             if self._closed or not self.failing or now < self._retry_at:
                 return
             try:
-                self._write_line(None, now)
+                self._write_block(b"", now)
             except OSError as exc:
                 self._retry_at = now + _RETRY
                 self._close_fd()
@@ -149,19 +164,34 @@ class LogFile(logging.Handler):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _write_line(self, text: str | None, now: float) -> None:
-        """Write `text` (after the notice of a loss, if one is due); raises OSError."""
-        data = b"" if text is None else (text + "\n").encode("utf-8", "replace")
-        notice = self._notice() if self.failing else b""
-        self._prepare(now, len(notice) + len(data))
-        if notice:
-            self._write(notice)
+    def _write_block(self, data: bytes, now: float) -> None:
+        """Write `data` (after the notice of a loss, if one is due); raises OSError."""
+        if self.failing:
+            self._append(self._notice(), now)
             self._recovered()
         if data:
-            self._write(data)
+            self._append(data, now)
+
+    def _append(self, data: bytes, now: float) -> None:
+        """Write `data`, rotating by size between its lines: a file outgrows `max_bytes` only by
+        a single line longer than that."""
+        while True:
+            self._prepare(now, len(data))
+            room = self._rotation.max_bytes - self._size
+            if not self._by_size or len(data) <= room:
+                break
+            cut = data.rfind(b"\n", 0, room) + 1
+            if cut <= 0:  # its first line alone is longer than a file: that line, whole
+                cut = data.find(b"\n") + 1
+                if cut <= 0 or cut == len(data):
+                    break
+            self._write(data[:cut])
+            data = data[cut:]
+        self._write(data)
 
     def _prepare(self, now: float, size: int) -> None:
-        """Have an open file that is still at `path`, with room for `size` more bytes."""
+        """Have an open file that is still at `path`, with room for `size` more bytes (rotated
+        if not, or if a day ended)."""
         if self._fd is not None and now >= self._checked + _RECHECK:
             self._checked = now
             try:
@@ -175,7 +205,12 @@ class LogFile(logging.Handler):
                 self._size = info.st_size
         if self._fd is None:
             self._open()
-        if 0 < self._max_bytes < self._size + size and self._backup_count > 0 and self._size > 0:
+        if self._rotate_at is not None and self._clock() >= self._rotate_at:
+            if self._size > 0:
+                self._rollover()  # reopening sets the next midnight
+            else:
+                self._rotate_at = logrotate.next_midnight(self._clock())
+        if self._by_size and self._size > 0 and self._size + size > self._rotation.max_bytes:
             self._rollover()
 
     def _open(self) -> None:
@@ -189,17 +224,16 @@ class LogFile(logging.Handler):
         self._fd, self._size = fd, info.st_size
         self._identity = (info.st_dev, info.st_ino)
         self._checked = time.monotonic()
+        if self._rotation.daily and self._rotation.enabled:  # a file of yesterday rotates first
+            self._rotate_at = logrotate.next_midnight(
+                info.st_mtime if info.st_size else self._clock()
+            )
 
     def _rollover(self) -> None:
-        """`app.log` -> `app.log.1` -> ... -> `app.log.<backup_count>`, as logging's own
-        RotatingFileHandler names them; the renamed files keep their owner-only mode."""
+        """`app.log` -> `app.log.1` -> ... (see orchestrator/logrotate.py); the rotated files
+        keep their owner-only mode."""
         self._close_fd()
-        for index in range(self._backup_count - 1, 0, -1):
-            source = Path(f"{self.path}.{index}")
-            if source.exists():
-                os.replace(source, f"{self.path}.{index + 1}")
-        if self.path.exists():
-            os.replace(self.path, f"{self.path}.1")
+        logrotate.rotate(self.path, self._rotation, self._clock())
         self._open()
 
     def _write(self, data: bytes) -> None:
@@ -223,8 +257,8 @@ class LogFile(logging.Handler):
 
     # -- counting --------------------------------------------------------------------------------
 
-    def _count_loss(self, error: str | None) -> None:
-        """One more line lost; `error` is why (None: the same reason as the lines before)."""
+    def _count_loss(self, error: str | None, lines: int = 1) -> None:
+        """`lines` more lines lost; `error` is why (None: the same reason as the lines before)."""
         if not self.failing:
             self.loss = LogLoss(error=error or "cannot write", since=time.time())
             if self._announce:
@@ -236,7 +270,7 @@ class LogFile(logging.Handler):
         assert self.loss is not None
         if error is not None:
             self.loss.error = error
-        self.loss.lost += 1
+        self.loss.lost += lines
 
     def _notice(self) -> bytes:
         assert self.loss is not None
@@ -291,11 +325,7 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
     directory.mkdir(parents=True, exist_ok=True)
     app_log = directory / "app.log"
     redacting = RedactingFilter(redactor)
-    file_handler = LogFile(
-        app_log,
-        max_bytes=int(settings.max_file_size_mb * 1024 * 1024),
-        backup_count=settings.backup_count,
-    )
+    file_handler = LogFile(app_log, Rotation.from_settings(settings))
     json_lines = settings.format == "json"
     file_handler.setFormatter(JsonFormatter("app") if json_lines else logging.Formatter(LOG_FORMAT))
     handlers: list[logging.Handler] = [file_handler]

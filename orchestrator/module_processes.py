@@ -1,5 +1,10 @@
 """The processes behind the modules: their output pipes, reaping them (and the supervisor's
-other children), sweeping what a module left behind, and killing what is left at the end."""
+other children), sweeping what a module left behind, and killing what is left at the end.
+
+A pipe whose read found it all but empty rests for `_REST` before it is read again: a module that
+prints a line at a time as fast as it can would otherwise wake the loop for every few lines, and
+the loop's turn, not the handling of the lines, would be most of what its output costs.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import zmq
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.forkserver import ForkServer
-from orchestrator.output import OutputReader
+from orchestrator.output import READ_SIZE, OutputReader
 from orchestrator.processes import ModuleProcess, kill_strays, reap, signal_group
 from orchestrator.resources import ProcessSampler
 from orchestrator.states import ExitStatus
@@ -23,6 +28,7 @@ from orchestrator.states import ExitStatus
 log = logging.getLogger(__name__)
 
 _CLOSE_REAP_WAIT = 1.0  # at close, how long a SIGKILLed process may take to be reaped
+_REST = 0.005  # seconds a pipe read short is left alone: log lines wait that long at most
 
 
 class ModuleProcesses:
@@ -41,7 +47,9 @@ class ModuleProcesses:
         self.forkserver = forkserver
         self.sampler = sampler
         self._poller = poller
-        self._readers: dict[int, OutputReader] = {}
+        self._readers: dict[int, OutputReader] = {}  # by fd
+        self._reader_of: dict[int, OutputReader] = {}  # by pid, while the process lives
+        self._resting: dict[int, float] = {}  # fd -> when to read it again (monotonic)
         self._exit_handlers: dict[int, Callable[[int], None]] = {}
 
     def watch_exit(self, pid: int, handler: Callable[[int], None] | None) -> None:
@@ -58,14 +66,37 @@ class ModuleProcesses:
         self.by_pid[process.pid] = child
         reader = OutputReader(process.stdout, child.log)
         self._readers[reader.fd] = reader
+        self._reader_of[process.pid] = reader
         self._poller.register(reader.fd, zmq.POLLIN)
 
     def read_output(self, ready: dict[Any, int]) -> None:
-        """Consume the output of every child pipe the poller found readable."""
-        for fd in [fd for fd in ready if isinstance(fd, int) and fd in self._readers]:
-            if not self._readers[fd].read():
+        """Consume the output of every child pipe the poller found readable, and of those whose
+        rest is over."""
+        now = time.monotonic()
+        rested = [fd for fd, until in self._resting.items() if now >= until]
+        for fd in rested + [fd for fd in ready if isinstance(fd, int) and fd in self._readers]:
+            self._read(fd, now)
+
+    def _read(self, fd: int, now: float) -> None:
+        """Read `fd` once. A pipe is either in the poller or resting, until its end of file."""
+        got = self._readers[fd].read()
+        if got is None:  # end of file: the module and whatever it started are gone
+            self._forget(fd)
+        elif 0 < got < READ_SIZE:  # it is empty now: let lines gather before the next read
+            if fd not in self._resting:
                 self._poller.unregister(fd)
-                del self._readers[fd]
+            self._resting[fd] = now + _REST
+        elif self._resting.pop(fd, None) is not None:  # nothing came, or more than a read's worth
+            self._poller.register(fd, zmq.POLLIN)
+
+    def _forget(self, fd: int) -> None:
+        if self._resting.pop(fd, None) is None:
+            self._poller.unregister(fd)
+        del self._readers[fd]
+
+    def next_deadline(self) -> float | None:
+        """When a resting pipe is to be read again, if one is."""
+        return min(self._resting.values(), default=None)
 
     def reap(self) -> Iterator[tuple[ManagedChild, int]]:
         """Reap every exited child; yield each module's with its raw wait status, once what it
@@ -76,6 +107,9 @@ class ModuleProcesses:
                 handler(raw)
                 continue
             child = self.by_pid.pop(pid, None)
+            reader = self._reader_of.pop(pid, None)
+            if reader is not None and self._readers.get(reader.fd) is reader and not reader.drain():
+                self._forget(reader.fd)  # what it printed last is in its log before its exit
             if child is None or child.process is None:
                 if pid == self.forkserver.pid:
                     log.warning("the fork server (pid %d) exited; it restarts when needed", pid)

@@ -1,76 +1,114 @@
-"""Capture of each child's stdout and stderr into `logs/<module>.log`, rotated by size.
+"""Capture of each child's stdout and stderr into `logs/<module>.log`, rotated as `logging:` says.
 
 The supervisor owns the files, so rotation works however many times the child restarts and whatever
 the child prints. In the foreground, each line is also echoed to the console tagged with the module.
 A line that cannot be written (a full disk) is counted, not fatal: see `logsetup.LogFile`.
+
+Output is handled a read at a time, never a line at a time: the lines of one read (up to 64 KiB)
+are decoded, scrubbed of secrets, stamped with the one time of that read and written with one
+`write`. Per line, only what cannot be shared is done (a JSON string in JSON logs); that keeps a
+module that floods its output from costing the supervisor's loop more than a microsecond or two a
+line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
-from module_sdk.logformat import JSON_PREFIX, PRINT_LOGGER, json_line
+from module_sdk.logformat import JSON_PREFIX, PRINT_LOGGER, json_head, json_line, json_string
 from orchestrator.config import LoggingSection, Redactor
+from orchestrator.logrotate import Rotation
 from orchestrator.logsetup import LogFile
 
-_READ_SIZE = 65536
+READ_SIZE = 65536  # bytes handled at most per read: a read of less found the pipe empty
+_PIPE_SIZE = 1 << 20  # room for a burst while the loop does other work (the default is 64 KiB)
 _MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
-_STAMPED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line logging wrote: timed already
+# At the start of each line that logging did not write (those are timed already), but not at the
+# very end of the text (re's `^` matches after a final newline too: the text is given without it).
+_UNSTAMPED = re.compile(r"^(?!\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.MULTILINE)
+_CR_EOL = re.compile(r"\r+\n")
+_LINE_START = re.compile(r"^", re.MULTILINE)
 
 
 class ModuleLog:
     """The log file of one module (and the console echo), kept across the module's restarts."""
 
     def __init__(
-        self, name: str, settings: LoggingSection, redactor: Redactor, *, echo: bool
+        self,
+        name: str,
+        settings: LoggingSection,
+        redactor: Redactor,
+        *,
+        echo: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.format = settings.format
         self.path = Path(settings.directory) / f"{name}.log"
         self._redactor = redactor
+        self._clock = clock
         self._stamped_second = -1
         self._stamp_prefix = ""
-        self._logger = logging.Logger(f"module.{name}")  # standalone: never propagates to root
+        self._echo: TextIO | None = sys.stderr if echo else None
+        self._echo_prefix = f"[{name}] "
         self.file = LogFile(
             self.path,
-            max_bytes=int(settings.max_file_size_mb * 1024 * 1024),
-            backup_count=settings.backup_count,
+            Rotation.from_settings(settings),
             announce=True,
             notice_prefix="[orchestrator] ",
+            clock=clock,
         )
-        self.file.setFormatter(_LineFormatter(name, self.format))
-        self._logger.addHandler(self.file)
-        if echo:
-            console = logging.StreamHandler(sys.stderr)
-            console.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
-            self._logger.addHandler(console)
+        self.file.setFormatter(_NoticeFormatter(name, self.format))
 
-    def write(self, line: str) -> None:
-        """Write one line of the module's output: a line its logging wrote passes as it is
-        (the SDK stamps and formats them); one it printed gets the time, or in JSON logs
-        becomes a JSON object of logger `print`."""
-        now = time.time()
+    def write_lines(self, text: str) -> None:
+        """Write `text`, whole lines of the module's output each ending with a newline, all
+        stamped with the time now: a line its logging wrote passes as it is (the SDK stamps and
+        formats them); one it printed gets the time, or in JSON logs becomes a JSON object of
+        logger `print`. Secrets are scrubbed from what the module wrote, before it is wrapped."""
+        if not text:
+            return
+        now = self._clock()
+        text = self._redactor.scrub(text)
         if self.format == "json":
-            if not line.startswith(JSON_PREFIX):
-                line = json_line(
-                    now, level="INFO", module=self.name, logger=PRINT_LOGGER, message=line
+            head = json_head(now, level="INFO", module=self.name, logger=PRINT_LOGGER)
+            text = (
+                "\n".join(
+                    [
+                        line if line.startswith(JSON_PREFIX) else head + json_string(line) + "}"
+                        for line in text[:-1].split("\n")
+                    ]
                 )
-        elif not _STAMPED.match(line):
-            line = self._stamp(now) + line
-        self._logger.info(self._redactor.scrub(line))
+                + "\n"
+            )
+        else:
+            text = _UNSTAMPED.sub(self._stamp(now), text[:-1]) + "\n"
+        self.file.write_block(text.encode("utf-8", "replace"), text.count("\n"))
+        if self._echo is not None:
+            self._echo_lines(text)
 
     def _stamp(self, now: float) -> str:
         second = int(now)
-        if second != self._stamped_second:  # strftime once a second, not once a line
+        if second != self._stamped_second:  # strftime once a second, not once a read
             self._stamped_second = second
             self._stamp_prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return f"{self._stamp_prefix},{int(now % 1 * 1000):03d} "
+
+    def _echo_lines(self, text: str) -> None:
+        assert self._echo is not None
+        try:
+            self._echo.write(_LINE_START.sub(self._echo_prefix, text[:-1]) + "\n")
+            self._echo.flush()
+        except (OSError, ValueError):  # a closed terminal costs the echo, never the log
+            self._echo = None
 
     def tail(self, lines: int) -> list[str]:
         """The last `lines` lines of the current log file (reads at most 64 KB of it)."""
@@ -84,14 +122,11 @@ class ModuleLog:
         return data.decode("utf-8", "replace").splitlines()[-lines:]
 
     def close(self) -> None:
-        for handler in list(self._logger.handlers):
-            handler.close()
-            self._logger.removeHandler(handler)
+        self.file.close()
 
 
-class _LineFormatter(logging.Formatter):
-    """A module's lines pass as `ModuleLog.write` made them; the log file's own notices (lines
-    lost to a full disk) are formatted as the rest of the file."""
+class _NoticeFormatter(logging.Formatter):
+    """The log file's own notices (lines lost to a full disk), formatted as the rest of the file."""
 
     def __init__(self, module: str, log_format: str) -> None:
         super().__init__("%(message)s")
@@ -99,23 +134,21 @@ class _LineFormatter(logging.Formatter):
         self._json = log_format == "json"
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name.startswith("module."):
-            return record.getMessage()
         if self._json:
-            message = record.getMessage()
             return json_line(
                 record.created,
                 level=record.levelname,
                 module=self._module,
                 logger="orchestrator",
-                message=message,
+                message=record.getMessage(),
             )
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         return f"{stamp},{int(record.msecs):03d} {record.getMessage()}"
 
 
 class OutputReader:
-    """Reads one child's output pipe without blocking and splits it into lines for its ModuleLog."""
+    """Reads one child's output pipe without blocking and hands its whole lines to its ModuleLog,
+    a read at a time."""
 
     def __init__(self, stream: BinaryIO, log: ModuleLog) -> None:
         self._stream = stream  # owns the fd: closing it (or losing it) closes the pipe
@@ -123,34 +156,52 @@ class OutputReader:
         self._log = log
         self._partial = b""
         os.set_blocking(self.fd, False)
+        with contextlib.suppress(OSError):  # over the system's pipe-max-size: the default
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
-    def read(self) -> bool:
+    def read(self) -> int | None:
         """Consume one chunk (a chatty module must not keep the loop from the rest of its work);
-        False at end of file, when the pipe is closed."""
+        the bytes read (0: none were there), or None at end of file, when the pipe is closed."""
         try:
-            chunk = os.read(self.fd, _READ_SIZE)
+            chunk = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
-            return True
+            return 0
         if not chunk:
             self._flush_partial()
             self._stream.close()
-            return False
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            self._log.write(line.decode("utf-8", "replace").rstrip("\r"))
+            return None
+        data = self._partial + chunk if self._partial else chunk
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        if end:
+            self._log.write_lines(_text(data[:end]))
         if len(self._partial) > _MAX_PARTIAL:
             self._flush_partial()
+        return len(chunk)
+
+    def drain(self, reads: int = 16) -> bool:
+        """Read what is already there (at most `reads` chunks); False at end of file."""
+        for _ in range(reads):
+            got = self.read()
+            if got is None:
+                return False
+            if got < READ_SIZE:
+                return True
         return True
 
     def _flush_partial(self) -> None:
         if self._partial:
-            self._log.write(self._partial.decode("utf-8", "replace"))
+            self._log.write_lines(self._partial.decode("utf-8", "replace") + "\n")
             self._partial = b""
 
     def close(self) -> None:
         """Read what is already there (a bounded amount), then close the pipe."""
-        for _ in range(16):
-            if not self.read():
-                return
-        self._flush_partial()
-        self._stream.close()
+        if self.drain():
+            self._flush_partial()
+            self._stream.close()
+
+
+def _text(data: bytes) -> str:
+    """Whole lines of output as text, each line's trailing carriage returns dropped."""
+    text = data.decode("utf-8", "replace")
+    return _CR_EOL.sub("\n", text) if "\r" in text else text

@@ -304,6 +304,7 @@ class Supervisor:
         deadline = min(deadline, self.boot.systemd.next_deadline() or deadline)
         deadline = min(deadline, self.metrics.next_deadline() or deadline)
         deadline = min(deadline, self.scheduler.next_deadline() or deadline)
+        deadline = min(deadline, self.manager.processes.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))

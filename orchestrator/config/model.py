@@ -26,6 +26,8 @@ DEPENDENCY_POLICIES: tuple[DependencyPolicy, ...] = ("restart", "stop", "ignore"
 Overlap = Literal["skip", "queue", "allow"]
 
 INSTANCE_MARK = "#"  # NAME#k: instance k of module NAME (never in a configured name)
+LogRotate = Literal["size", "daily"]
+LogCompress = Literal["none", "gzip"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class LoggingSection:
     max_file_size_mb: float = 10.0
     backup_count: int = 5
     format: LogFormat = "text"  # json: one JSON object per line, in app.log and module logs
+    rotate: LogRotate = "size"  # daily: also at local midnight
+    max_age: float | None = None  # seconds: rotated files older than this are deleted
+    compress: LogCompress = "none"  # gzip: rotated files compressed, off the loop
 
 
 @dataclass(frozen=True)

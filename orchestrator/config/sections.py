@@ -4,6 +4,7 @@ unknown keys and returns the section's dataclass. `where` is the section's locat
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -16,9 +17,11 @@ from orchestrator.config.model import (
     BusSection,
     BusTransport,
     ErrorHandlingSection,
+    LogCompress,
     LogFormat,
     LoggingSection,
     LogLevel,
+    LogRotate,
     NotificationsSection,
     ReadyMode,
     ResourcesSection,
@@ -51,6 +54,10 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 READY_MODES: tuple[str, ...] = get_args(ReadyMode)
 
 MAX_CONCURRENCY = 256  # callback threads one module may ask for
+LOG_ROTATIONS: tuple[str, ...] = get_args(LogRotate)
+LOG_COMPRESSIONS: tuple[str, ...] = get_args(LogCompress)
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 
 SUPERVISION_FIELDS: dict[str, Validator] = {
     "restart": partial(expect_choice, choices=RESTART_MODES),
@@ -112,6 +119,18 @@ def _log_format(value: Any, file: str, where: str) -> LogFormat:
     raise ConfigError(file, where, f"expected text or json, got {describe(value)}")
 
 
+def _max_age(value: Any, file: str, where: str) -> float | None:
+    """`7d`, `12h`, `30m`, `90s` or `2w`, in seconds; null for no limit."""
+    if value is None:
+        return None
+    match = _AGE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(
+            file, where, f"expected a duration such as 7d, 12h or 30m, got {describe(value)}"
+        )
+    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
 def build_logging(raw: Any, file: str, where: str, project_root: Path) -> LoggingSection:
     """`logging:`; the level is case-insensitive, the directory is made absolute against
     `project_root` (the default `logs` too)."""
@@ -121,6 +140,9 @@ def build_logging(raw: Any, file: str, where: str, project_root: Path) -> Loggin
         "max_file_size_mb": partial(expect_number, gt=0),
         "backup_count": partial(expect_int, minimum=0),
         "format": _log_format,
+        "rotate": partial(expect_choice, choices=LOG_ROTATIONS),
+        "max_age": _max_age,
+        "compress": partial(expect_choice, choices=LOG_COMPRESSIONS),
     }
     values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
     directory = Path(values.pop("directory", LoggingSection.directory))

@@ -27,6 +27,7 @@ NOTES: dict[str, str] = {
     "logging.directory": "relative to the project root (above config/)",
     "logging.max_file_size_mb": "each log file rotates at this size",
     "logging.backup_count": "rotated files kept per log",
+    "logging.max_age": "delete rotated files older: 7d, 12h (null: keep)",
     "error_handling.retry_max_attempts": "webhook delivery attempts; @retry's default",
     "error_handling.retry_wait_min": "seconds between attempts, growing",
     "error_handling.circuit_breaker_fail_max": "failures before a breaker opens",

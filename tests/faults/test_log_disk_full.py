@@ -23,6 +23,7 @@ from helpers import wait_until
 from project import Project
 
 from orchestrator import logsetup
+from orchestrator.logrotate import Rotation
 from orchestrator.logsetup import LogFile
 from orchestrator.rundir import RunDir
 
@@ -146,7 +147,7 @@ def test_lost_lines_are_counted_silently_and_reported_once_the_path_works(
     path = tmp_path / "m.log"
     path.symlink_to("/dev/full")
     full_mode = os.stat("/dev/full").st_mode
-    handler = LogFile(path, max_bytes=0, backup_count=0)
+    handler = LogFile(path, Rotation())
     logger = _logger(handler)
     for number in range(1000):
         logger.info("line %d", number)
@@ -177,7 +178,7 @@ def test_a_log_file_removed_or_rotated_by_someone_else_is_reopened(
 ) -> None:
     monkeypatch.setattr(logsetup, "_RECHECK", 0.0)  # check the path on every line
     path = tmp_path / "m.log"
-    handler = LogFile(path, max_bytes=0, backup_count=0)
+    handler = LogFile(path, Rotation())
     logger = _logger(handler)
     logger.info("one")
     path.rename(tmp_path / "m.log.old")

@@ -26,11 +26,17 @@ def umask_022() -> Iterator[None]:
 
 
 def _readable_by_others(directory: Path) -> list[str]:
-    return [
-        f"{path}: {stat.S_IMODE(info.st_mode):o}"
-        for path in sorted(directory.rglob("*"))
-        if stat.S_ISREG((info := path.lstat()).st_mode) and info.st_mode & 0o007
-    ]
+    """Regular files under `directory` that others may read. The module keeps writing: a file
+    listed may be rotated away (`x.log.4` renamed over `x.log.5`) before it is looked at."""
+    found = []
+    for path in sorted(directory.rglob("*")):
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o007:
+            found.append(f"{path}: {stat.S_IMODE(info.st_mode):o}")
+    return found
 
 
 def test_log_and_run_files_are_not_world_readable(project: Project, umask_022: None) -> None:

@@ -146,8 +146,13 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 # message after "config/main.yaml: "; {root} stands for the project root.
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
-    "logging: {levle: INFO} => logging.levle: unknown key; did you mean 'level'? "
-    "(expected one of: backup_count, directory, format, level, max_file_size_mb)",
+    "logging: {levle: INFO} => logging.levle: unknown key; did you mean 'level'? (expected one of: backup_count, "
+    "compress, directory, format, level, max_age, max_file_size_mb, rotate)",
+    "logging: {rotate: weekly} => logging.rotate: expected one of size, daily, got 'weekly'",
+    "logging: {max_age: 7} => logging.max_age: expected a duration such as 7d, 12h or 30m, got 7",
+    "logging: {max_age: 0d} => logging.max_age: expected a duration such as 7d, 12h or 30m, "
+    "got '0d'",
+    "logging: {compress: true} => logging.compress: expected one of none, gzip, got true",
     "- a => expected a mapping at the top level, got a list",
     "logging: [1] => logging: expected a mapping, got a list",
     "logging: {level: verbose} => logging.level: "
