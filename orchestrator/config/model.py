@@ -187,6 +187,21 @@ class ModuleSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # modules that must be running before this one starts
     log_level: LogLevel | None = None  # its own logging level; None: `logging.level`
+    # Its own dependencies (orchestrator/venv/): the `requirements:` list, or the package
+    # directory's requirements.txt, and the interpreter its venv is built from. All None: it runs
+    # on the supervisor's interpreter.
+    requirements: tuple[str, ...] | None = None
+    requirements_file: Path | None = None
+    python: Path | None = None
+
+    @property
+    def own_environment(self) -> bool:
+        """Whether it runs in a venv of its own rather than on the supervisor's interpreter."""
+        return (
+            self.requirements is not None
+            or self.requirements_file is not None
+            or self.python is not None
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
+from orchestrator.config.environment import module_python, module_requirements
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
 from orchestrator.config.sections import SUPERVISION_FIELDS, check_supervision, log_level
@@ -25,7 +26,17 @@ from orchestrator.config.validate import (
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
-_OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
+_OWN_KEYS = (
+    "name",
+    "path",
+    "enabled",
+    "config",
+    "env",
+    "depends_on",
+    "log_level",
+    "requirements",
+    "python",
+)
 MODULE_KEYS = (*_OWN_KEYS, *SUPERVISION_FIELDS)
 
 
@@ -115,6 +126,10 @@ def build_module(
     supervision = check_supervision(
         dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
     )
+    requirements, requirements_file = module_requirements(
+        entry.get("requirements"), file, child(where, "requirements"), path, enabled
+    )
+    python = module_python(entry.get("python"), file, child(where, "python"), modules_dir, enabled)
     return ModuleSpec(
         name=name,
         path=path,
@@ -124,6 +139,9 @@ def build_module(
         env=env,
         depends_on=depends_on,
         log_level=cast(LogLevel | None, level),
+        requirements=requirements,
+        requirements_file=requirements_file,
+        python=python,
     )
 
 

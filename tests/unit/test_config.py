@@ -22,7 +22,8 @@ ALPHA = "{name: alpha, path: ../mods/alpha.py}"
 MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, config, depends_on, enabled, env, "
     "heartbeat_interval, "
-    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, restart, restart_window, "
+    "heartbeat_timeout, log_level, max_restarts, memory_limit_mb, name, path, python, requirements, "
+    "restart, restart_window, "
     "stable_after, start_method, start_timeout, stop_timeout"
 )
 MAIN_KEYS = (

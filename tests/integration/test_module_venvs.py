@@ -1,0 +1,247 @@
+"""Modules with dependencies of their own, in venvs the supervisor builds: real builds (pip,
+offline: the packages are wheels made here), real module processes, the real CLI.
+
+One project serves the module's tests (venv builds are slow): two modules pinning conflicting
+versions of one package, one whose requirement does not exist, one on another interpreter, and a
+plain module on the supervisor's interpreter that records what the others announce.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from project import Project, projects
+
+from orchestrator.venv import READY_MARKER
+
+pytestmark = pytest.mark.timeout(240)
+
+# Publishes what it runs with, once the recorder (which it depends on) runs.
+REPORTER = """
+import importlib.util, sys
+
+def initialize(event_bus, config):
+    try:
+        import localpkg
+        version = localpkg.VERSION
+    except ImportError:
+        version = None
+    event_bus.publish("deps.report", {
+        "module": config["name"],
+        "version": version,
+        "python": sys.executable,
+        "python_version": sys.version.split()[0],
+        "sees_yaml": importlib.util.find_spec("yaml") is not None,
+    })
+
+def shutdown():
+    pass
+"""
+
+
+def make_wheel(directory: Path, name: str, version: str) -> Path:
+    """A pure-Python wheel of package `name` whose `VERSION` is `version`, made by hand: no build
+    backend, no index, nothing from the network."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f'VERSION = "{version}"\n',
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={encoded},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def other_python() -> str:
+    """Another interpreter of the same ABI if the machine has one, else the base interpreter."""
+    debian = Path("/usr/bin/python3.11")
+    if sys.version_info[:2] == (3, 11) and debian.is_file():
+        return str(debian)
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+@pytest.fixture(scope="module")
+def built() -> Iterator[Project]:
+    """The project, up once: every venv in it built (or failed) by the first `up`."""
+    for project in projects():
+        wheels = project.root / "wheels"
+        wheels.mkdir()
+        make_wheel(wheels, "localpkg", "1.0")
+        make_wheel(wheels, "localpkg", "2.0")
+        package = project.root / "modules" / "pinned_one"
+        package.mkdir()
+        (package / "__init__.py").write_text(REPORTER)
+        # Relative paths in a requirements.txt resolve beside it.
+        (package / "requirements.txt").write_text(
+            "# the old one\n--no-index\n--find-links ../../wheels\nlocalpkg==1.0  # pinned\n"
+        )
+        reporter = project.write_module("reporter.py", REPORTER)
+        record = str(project.record_file)
+        offline = ["--no-index", "--find-links ../wheels"]  # relative to config/
+        project.configure(
+            [
+                {
+                    "name": "recorder",
+                    "path": project.probe("recorder"),
+                    "config": {"record": record},
+                },
+                {
+                    "name": "pinned_one",
+                    "path": "../modules/pinned_one",
+                    "config": {"name": "pinned_one"},
+                    "depends_on": ["recorder"],
+                },
+                {
+                    "name": "pinned_two",
+                    "path": reporter,
+                    "config": {"name": "pinned_two"},
+                    "requirements": [*offline, "localpkg==2.0"],
+                    "depends_on": ["recorder"],
+                },
+                {
+                    "name": "broken",
+                    "path": reporter,
+                    "config": {"name": "broken"},
+                    "requirements": ["--no-index", "no-such-package-orchestrator-test==9.9"],
+                },
+                {
+                    "name": "elsewhere",
+                    "path": reporter,
+                    "config": {"name": "elsewhere"},
+                    "python": other_python(),
+                    "depends_on": ["recorder"],
+                },
+            ]
+        )
+        result = project.cli("up", "-d", timeout=200)
+        assert result.returncode == 1, result.stderr  # `broken` did not start
+        yield project
+
+
+def reports(project: Project) -> dict[str, dict[str, Any]]:
+    """What each module announced, by module name."""
+    return {
+        line["data"]["module"]: line["data"]
+        for line in project.recorded()
+        if line["type"] == "deps.report"
+    }
+
+
+def reported(project: Project, names: set[str]) -> dict[str, dict[str, Any]] | None:
+    """Every report so far once each of `names` has reported, else None."""
+    found = reports(project)
+    return found if names <= set(found) else None
+
+
+def rows(project: Project) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in project.status()["modules"]}
+
+
+def markers(project: Project) -> dict[Path, int]:
+    cache = project.root / ".orchestrator" / "venvs"
+    return {path: path.stat().st_mtime_ns for path in cache.glob(f"*/{READY_MARKER}")}
+
+
+def test_conflicting_pins_both_run_each_in_its_own_venv(built: Project) -> None:
+    found = wait_until(
+        lambda: reported(built, {"pinned_one", "pinned_two"}),
+        20,
+        "both pinned modules report",
+        lambda: built.log("pinned_one") + built.log("pinned_two"),
+    )
+    assert found["pinned_one"]["version"] == "1.0"
+    assert found["pinned_two"]["version"] == "2.0"
+    cache = str(built.root / ".orchestrator" / "venvs")
+    status = rows(built)
+    for name in ("pinned_one", "pinned_two"):
+        assert status[name]["state"] == "running", status[name]
+        assert status[name]["dependencies"] == "ready"
+        assert status[name]["interpreter"] == found[name]["python"]
+        assert found[name]["python"].startswith(cache), found[name]
+        # Only module_sdk and its own dependencies reach the venv: not the supervisor's yaml.
+        assert found[name]["sees_yaml"] is False
+    assert found["pinned_one"]["python"] != found["pinned_two"]["python"]
+    assert status["recorder"]["interpreter"] == sys.executable
+    assert status["recorder"]["dependencies"] is None
+    # Nothing was written into the module's own directory.
+    assert sorted(p.name for p in (built.root / "modules" / "pinned_one").iterdir()) == [
+        "__init__.py",
+        "requirements.txt",
+    ]
+
+
+def test_a_broken_requirement_fails_that_module_alone(built: Project) -> None:
+    row = built.wait_module("broken", 20, state="failed")
+    assert "dependencies did not install" in row["why"], row
+    assert "no-such-package-orchestrator-test" in row["why"], row
+    assert row["dependencies"] == "failed"
+    assert 0 < len(row["install_error"]) <= 20
+    assert any("no-such-package-orchestrator-test" in line for line in row["install_error"])
+    assert row["pid"] is None and row["restarts"] == 0
+    shown = built.cli("status", "broken", check=0).stdout
+    assert "install error" in shown and "no-such-package-orchestrator-test" in shown, shown
+    assert "dependencies did not install" in (built.root / "logs" / "app.log").read_text()
+    others = rows(built)
+    assert all(others[n]["state"] == "running" for n in ("recorder", "pinned_one", "pinned_two"))
+    # A restart asks for a new build: it fails the same way, and says so.
+    log = built.root / ".orchestrator" / "venvs"
+    before = {p: p.stat().st_mtime_ns for p in log.glob("*.log")}
+    result = built.cli("restart", "broken", timeout=120, check=1)
+    assert "no-such-package-orchestrator-test" in result.stderr, result.stderr
+    after = {p: p.stat().st_mtime_ns for p in log.glob("*.log")}
+    assert [p for p in after if after[p] != before.get(p)], "the restart built nothing"
+
+
+def test_python_names_the_interpreter_the_venv_is_built_from(built: Project) -> None:
+    found = wait_until(
+        lambda: reports(built).get("elsewhere"),
+        20,
+        "elsewhere reports",
+        lambda: built.log("elsewhere"),
+    )
+    row = built.cli("status", "elsewhere", "--json", check=0)
+    detail = json.loads(row.stdout)["modules"][0]
+    assert detail["state"] == "running"
+    assert detail["venv_python"] == other_python()
+    assert detail["interpreter"] == found["python"]
+    assert found["version"] is None  # no localpkg there
+    base = Path(other_python()).resolve()
+    venv_config = (Path(detail["venv"]) / "pyvenv.cfg").read_text()
+    assert f"home = {base.parent}" in venv_config, venv_config
+
+
+def test_a_second_up_takes_the_venvs_from_the_cache(built: Project) -> None:
+    first = markers(built)
+    assert len(first) == 3, first  # pinned_one, pinned_two, elsewhere: `broken` never completed
+    built.cli("down", check=0, timeout=60)
+    built.record_file.unlink()
+    built.cli("up", "-d", timeout=200, check=1)  # `broken` still does not install
+    wait_until(
+        lambda: reported(built, {"pinned_one", "pinned_two", "elsewhere"}),
+        20,
+        "every module reports again",
+        lambda: str(rows(built)),
+    )
+    assert markers(built) == first  # not rebuilt: the same venvs, untouched
+    cache = built.root / ".orchestrator" / "venvs"
+    assert not list(cache.glob(".build-*")), list(cache.iterdir())
