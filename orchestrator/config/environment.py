@@ -21,7 +21,8 @@ def module_requirements(
     """The `requirements:` list (None when absent) and the package directory's requirements.txt
     (None when there is none). Both at once is refused: which one counts would be a guess."""
     found_file = path / REQUIREMENTS_FILE if path.is_dir() else None
-    if found_file is not None and not found_file.is_file():
+    # Whatever it is (a pipe, a dangling link): it is read, and refused, when the module starts.
+    if found_file is not None and not os.path.lexists(found_file):
         found_file = None
     if value is None:
         return None, found_file

@@ -37,14 +37,19 @@ _PROBE = (
 )
 
 
+_UNBLOCK = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class BuildError(Exception):
     """A step failed; the message says which and why."""
 
 
 def main(argv: list[str]) -> int:
     job: dict[str, Any] = json.loads(argv[0])
-    die_with_parent(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _kill_group)
+    # The supervisor spawns with these blocked; they stay blocked across exec until unblocked.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _UNBLOCK)
+    die_with_parent(signal.SIGTERM)
     if os.getppid() != job["supervisor"]:
         return 1  # the supervisor died before we could ask to die with it
     cache = Path(job["cache"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +79,13 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
     lines = tuple(line for line in (_strip(raw) for raw in lines) if line)
     try:
         real = os.path.realpath(base)
-        stat = os.stat(real)
+        found = os.stat(real)
     except OSError as exc:
         raise PlanError(f"python {base}: {exc.strerror or exc}") from None
     local = any(mark in line for line in lines for mark in _LOCAL_MARKS)
     identity = {
         "v": _KEY_VERSION,
-        "python": [real, stat.st_size, stat.st_mtime_ns],
+        "python": [real, found.st_size, found.st_mtime_ns],
         "lines": lines,
         "cwd": str(cwd) if local else None,
         "file": str(spec.requirements_file) if local and spec.requirements_file else None,
@@ -95,11 +96,19 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
 
 
 def _read(path: Path) -> tuple[str, ...]:
+    """The file's lines; read on the supervisor's loop, so never from a pipe or a device (a
+    FIFO would block the open until a writer came), and never more than a bounded size."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_REQUIREMENTS_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PlanError(f"{path}: not a regular file")
+        try:
+            data = file.read(MAX_REQUIREMENTS_BYTES + 1)
+        except OSError as exc:
+            raise PlanError(f"{path}: {exc.strerror or exc}") from None
     if len(data) > MAX_REQUIREMENTS_BYTES:
         raise PlanError(f"{path}: larger than {MAX_REQUIREMENTS_BYTES // 1024} KiB")
     try:

@@ -145,6 +145,9 @@ def test_a_requirements_file_is_read_bounded_and_strictly(tmp_path: Path) -> Non
     file.unlink()
     with pytest.raises(PlanError, match="No such file"):
         key(tmp_path, spec_with(requirements_file=file))
+    os.mkfifo(file)  # read on the loop: a pipe with no writer must not block it
+    with pytest.raises(PlanError, match="not a regular file"):
+        key(tmp_path, spec_with(requirements_file=file))
 
 
 def test_a_venv_without_its_marker_is_not_ready(tmp_path: Path) -> None:
