@@ -4,6 +4,7 @@ directory's `requirements.txt`, and `python:` (the interpreter its venv is built
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,13 @@ def module_requirements(
         text = expect_str(line, file, item(where, index), allow_empty=False)
         if "\n" in text or "\r" in text or "\0" in text:
             raise ConfigError(file, item(where, index), "expected one requirement line")
+        if text.lstrip().startswith("-"):  # an option line: split as a shell would
+            try:
+                shlex.split(text)
+            except ValueError as exc:
+                raise ConfigError(
+                    file, item(where, index), f"cannot split {text!r}: {exc}"
+                ) from None
         checked.append(text.strip())
     if found_file is not None and enabled:
         raise ConfigError(

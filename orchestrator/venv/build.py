@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -95,9 +96,7 @@ def _install(job: dict[str, Any], python: Path, extra: list[str]) -> None:
     if job["requirements_file"] is not None:
         files = ["-r", job["requirements_file"]]
     else:
-        generated = python.parent.parent / "orchestrator-requirements.txt"
-        generated.write_text("\n".join(job["lines"]) + "\n")
-        files = ["-r", str(generated)]
+        files = _arguments(job["lines"])
     if job["installer"]:
         command = [job["installer"], "pip", "install", "--python", str(python), *files, *extra]
     else:
@@ -105,6 +104,20 @@ def _install(job: dict[str, Any], python: Path, extra: list[str]) -> None:
         command += [*files, *extra]
     _say("installing: " + " ".join(command[1:]))
     _run(command, job, "installing the requirements")
+
+
+def _arguments(lines: list[str]) -> list[str]:
+    """A `requirements:` list as installer arguments, so that relative paths in it resolve in
+    the working directory (beside modules.yaml) for pip and uv alike (in a requirements file, uv
+    would resolve them beside the file): an option line is split as a shell would split it, a
+    requirement line (`name >= 1; python_version < "3.12"`) stays one argument."""
+    arguments: list[str] = []
+    for line in lines:
+        try:
+            arguments.extend(shlex.split(line) if line.startswith("-") else [line])
+        except ValueError as exc:
+            raise BuildError(f"cannot split {line!r}: {exc}") from None
+    return arguments
 
 
 def _link_sdk(job: dict[str, Any], work: Path, final: Path, purelib: Path, same_abi: bool) -> None:

@@ -256,8 +256,12 @@ def _tail(path: Path, count: int) -> list[str]:
 
 
 def _cause(lines: list[str]) -> str:
-    """The installer's own error line if it printed one, else the last line."""
-    for line in reversed(lines):
-        if line.startswith(("ERROR", "error:", "×")):
-            return line
-    return lines[-1] if lines else "unknown error"
+    """The installer's own last error, with the lines that explain it (uv says `error: No
+    solution found` and then why), else the last line; at most 400 characters."""
+    own = [line for line in lines if not line.startswith("[build]")]
+    starts = [i for i, line in enumerate(own) if line.startswith(("ERROR", "error:", "×"))]
+    if starts:
+        cause = " ".join(own[starts[-1] :])
+    else:
+        cause = lines[-1] if lines else "unknown error"
+    return cause if len(cause) <= 400 else cause[:399] + "…"

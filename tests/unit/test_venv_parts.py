@@ -18,7 +18,7 @@ from orchestrator.states import ChildState
 from orchestrator.transition import transition
 from orchestrator.venv import READY_MARKER, Environments, PlanError, plan_for
 from orchestrator.venv.build import _move_into_place, _remove_abandoned
-from orchestrator.venv.environments import INSTALL_FAILED, MAX_BUILDS
+from orchestrator.venv.environments import INSTALL_FAILED, MAX_BUILDS, _cause
 from orchestrator.venv.plan import MAX_REQUIREMENTS_BYTES
 from orchestrator.venv.sdk import sdk_parts
 
@@ -78,6 +78,10 @@ def test_python_is_a_path_beside_the_modules_file_or_a_name_on_path(root: Path) 
         ("requirements: [1]", "modules[0].requirements[0]: expected a non-empty string, got 1"),
         ("requirements: ['']", "modules[0].requirements[0]: expected a non-empty string"),
         ('requirements: ["a\\nb"]', "modules[0].requirements[0]: expected one requirement line"),
+        (
+            "requirements: ['--find-links \"x']",
+            "cannot split '--find-links \"x': No closing quotation",
+        ),
         ("python: ./no/such/python", "modules[0].python: "),
         (
             "python: no-such-python-anywhere",
@@ -285,3 +289,28 @@ def test_a_module_without_dependencies_runs_on_the_supervisors_python(tmp_path: 
     assert envs.prepare(spec) == (None, None, None) and reaper.spawned == 0
     assert envs.launch_env(spec) == (None, {})
     assert envs.status(spec) == {"interpreter": sys.executable, "dependencies": None}
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            ["Looking in links: /x", "ERROR: Could not find a version", "ERROR: No matching x==9"],
+            "ERROR: No matching x==9",
+        ),
+        (
+            [
+                "error: No solution found when resolving dependencies:",
+                "╰─▶ Because x was not found",
+            ],
+            "error: No solution found when resolving dependencies: ╰─▶ Because x was not found",
+        ),
+        (
+            ["[build] error: creating the venv failed (exit 3)"],
+            "[build] error: creating the venv failed (exit 3)",
+        ),
+        (["ERROR: " + "x" * 1000], "ERROR: " + "x" * 392 + "…"),
+    ],
+)
+def test_the_cause_is_the_installers_own_last_error(lines: list[str], expected: str) -> None:
+    assert _cause(lines) == expected
