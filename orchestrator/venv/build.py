@@ -102,7 +102,7 @@ def _install(job: dict[str, Any], python: Path, extra: list[str]) -> None:
     else:
         command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-input"]
         command += [*files, *extra]
-    _say("installing: " + " ".join(command[1:]))
+    _say("installing: " + " ".join(command))
     _run(command, job, "installing the requirements")
 
 

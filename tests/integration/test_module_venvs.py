@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 from helpers import wait_until
 from project import Project, projects
-from venv_kit import REPORTER, make_wheel, other_python, reported, reports
+from venv_kit import (
+    REPORTER,
+    make_wheels,
+    offline_package,
+    other_python,
+    path_with_uv,
+    path_without_uv,
+    reported,
+    reports,
+)
 
 from orchestrator.venv import READY_MARKER
 
@@ -28,17 +37,9 @@ pytestmark = pytest.mark.timeout(240)
 def built() -> Iterator[Project]:
     """The project, up once: every venv in it built (or failed) by the first `up`."""
     for project in projects():
-        wheels = project.root / "wheels"
-        wheels.mkdir()
-        make_wheel(wheels, "localpkg", "1.0")
-        make_wheel(wheels, "localpkg", "2.0")
-        package = project.root / "modules" / "pinned_one"
-        package.mkdir()
-        (package / "__init__.py").write_text(REPORTER)
-        # Relative paths in a requirements.txt resolve beside it.
-        (package / "requirements.txt").write_text(
-            "# the old one\n--no-index\n--find-links ../../wheels\nlocalpkg==1.0  # pinned\n"
-        )
+        project.env["PATH"] = path_without_uv()  # pip here; uv in its own test
+        make_wheels(project)
+        pinned_one = offline_package(project, "pinned_one", "1.0")
         reporter = project.write_module("reporter.py", REPORTER)
         record = str(project.record_file)
         offline = ["--no-index", "--find-links ../wheels"]  # relative to config/
@@ -51,7 +52,7 @@ def built() -> Iterator[Project]:
                 },
                 {
                     "name": "pinned_one",
-                    "path": "../modules/pinned_one",
+                    "path": pinned_one,
                     "config": {"name": "pinned_one"},
                     "depends_on": ["recorder"],
                 },
@@ -110,6 +111,10 @@ def test_conflicting_pins_both_run_each_in_its_own_venv(built: Project) -> None:
         # Only module_sdk and its own dependencies reach the venv: not the supervisor's yaml.
         assert found[name]["sees_yaml"] is False
     assert found["pinned_one"]["python"] != found["pinned_two"]["python"]
+    for name in ("pinned_one", "pinned_two"):  # no uv on PATH: pip installed them
+        venv = Path(found[name]["python"]).parents[1]  # <cache>/<key>/bin/python
+        log = venv.with_name(f"{venv.name}.log")
+        assert " -m pip --python " in log.read_text(), log.read_text()
     assert status["recorder"]["interpreter"] == sys.executable
     assert status["recorder"]["dependencies"] is None
     # Nothing was written into the module's own directory.
@@ -174,3 +179,42 @@ def test_a_second_up_takes_the_venvs_from_the_cache(built: Project) -> None:
     assert markers(built) == first  # not rebuilt: the same venvs, untouched
     cache = built.root / ".orchestrator" / "venvs"
     assert not list(cache.glob(".build-*")), list(cache.iterdir())
+
+
+def test_uv_builds_them_when_it_is_on_path(project: Project) -> None:
+    project.env["PATH"] = path_with_uv()
+    make_wheels(project)
+    reporter = project.write_module("reporter.py", REPORTER)
+    project.configure(
+        [
+            {
+                "name": "recorder",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file)},
+            },
+            {
+                "name": "uv_file",
+                "path": offline_package(project, "uv_file", "2.0"),
+                "config": {"name": "uv_file"},
+                "depends_on": ["recorder"],
+            },
+            {
+                "name": "uv_list",
+                "path": reporter,
+                "config": {"name": "uv_list"},
+                # uv reads a requirements file's relative paths beside it: these are
+                # arguments, relative to config/ as pip reads them.
+                "requirements": ["--no-index", "--find-links ../wheels", "localpkg==1.0"],
+                "depends_on": ["recorder"],
+            },
+        ]
+    )
+    project.cli("up", "-d", timeout=200, check=0)
+    found = wait_until(
+        lambda: reported(project, {"uv_file", "uv_list"}),
+        20,
+        "both report",
+    )
+    assert found["uv_file"]["version"] == "2.0" and found["uv_list"]["version"] == "1.0"
+    logs = [log.read_text() for log in (project.root / ".orchestrator" / "venvs").glob("*.log")]
+    assert len(logs) == 2 and all("/uv pip install --python" in log for log in logs), logs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -80,3 +81,38 @@ def reported(project: Project, names: set[str]) -> dict[str, dict[str, Any]] | N
     """Every report so far once each of `names` has reported, else None."""
     found = reports(project)
     return found if names <= set(found) else None
+
+
+def path_without_uv() -> str:
+    """PATH without the directories that hold a `uv`: the supervisor then installs with pip."""
+    keep = [
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if not shutil.which("uv", path=d)
+    ]
+    return os.pathsep.join(keep)
+
+
+def path_with_uv() -> str:
+    """PATH with the development environment's `uv` (a dev dependency) first."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent))
+    assert uv is not None, "uv is a development dependency: run `make dev`"
+    return os.pathsep.join([str(Path(uv).parent), os.environ.get("PATH", "")])
+
+
+def offline_package(project: Project, name: str, version: str) -> str:
+    """A package module whose requirements.txt pins localpkg `version` from the project's wheels
+    (relative paths in it resolve beside it); returns its path for modules.yaml."""
+    package = project.root / "modules" / name
+    package.mkdir()
+    (package / "__init__.py").write_text(REPORTER)
+    (package / "requirements.txt").write_text(
+        f"# offline\n--no-index\n--find-links ../../wheels\nlocalpkg=={version}  # pinned\n"
+    )
+    return f"../modules/{name}"
+
+
+def make_wheels(project: Project) -> None:
+    """localpkg 1.0 and 2.0 in the project's `wheels/`."""
+    wheels = project.root / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "localpkg", "1.0")
+    make_wheel(wheels, "localpkg", "2.0")
