@@ -81,7 +81,11 @@ class ChildManager:
         self.read_output = self.processes.read_output
         # Modules with their own dependencies: their venvs, built off the loop.
         self.venvs = Environments(
-            config.config_dir.parent, config.modules_file, self.watch_exit, self.start_waiting
+            config.config_dir.parent,
+            config.modules_file,
+            self.watch_exit,
+            self.start_waiting,
+            scrub=redactor.scrub,
         )
 
     def any_process(self) -> bool:

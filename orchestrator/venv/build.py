@@ -1,8 +1,9 @@
-"""`python -m orchestrator.venv.build JOB`: build one module venv, then exit 0 (built) or 1.
+"""`python -m orchestrator.venv.build JOB_FILE`: build one module venv, then exit 0 (built) or 1.
 
 The supervisor starts one such process per build (at most a few at once), with its output
 going to the venv's log file, and learns the outcome when its loop reaps it: the supervisor's
-loop never waits on an installer. JOB is a JSON object (see `Environments._job`).
+loop never waits on an installer. JOB_FILE holds a JSON object (see `Environments._job`), and
+is removed once read.
 
 The venv is built in `.build-<key>-<pid>/` beside its final place and renamed into place once
 complete, with its marker inside: a build that is killed halfway leaves only a `.build-` directory,
@@ -29,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from module_sdk.process import die_with_parent
+from orchestrator.venv.environments import hide_credentials
 from orchestrator.venv.plan import READY_MARKER
 from orchestrator.venv.sdk import OVERLAY_DIR, PTH_FILE
 
@@ -46,7 +48,9 @@ class BuildError(Exception):
 
 
 def main(argv: list[str]) -> int:
-    job: dict[str, Any] = json.loads(argv[0])
+    job_file = Path(argv[0])
+    job: dict[str, Any] = json.loads(job_file.read_text())
+    job_file.unlink(missing_ok=True)
     signal.signal(signal.SIGTERM, _kill_group)
     # The supervisor spawns with these blocked; they stay blocked across exec until unblocked.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _UNBLOCK)
@@ -102,7 +106,7 @@ def _install(job: dict[str, Any], python: Path, extra: list[str]) -> None:
     else:
         command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-input"]
         command += [*files, *extra]
-    _say("installing: " + " ".join(command))
+    _say("installing: " + hide_credentials(" ".join(command)))
     _run(command, job, "installing the requirements")
 
 

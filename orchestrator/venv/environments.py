@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ BUILD_TIMEOUT = 900.0  # seconds one step of a build (an install) may take
 ERROR_LINES = 20  # the installer's last lines kept for status
 _TAIL_BYTES = 64 * 1024
 _BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_USERINFO = re.compile(r"://[^/@\s]+@")
 INSTALL_FAILED = "dependencies did not install"  # how the why of such a failure starts
 
 WatchExit = Callable[[int, Callable[[int], None] | None], None]
@@ -60,9 +62,15 @@ class Environments:
     """Every module's venv, as far as the supervisor's loop needs to know."""
 
     def __init__(
-        self, project_dir: Path, modules_file: Path, watch_exit: WatchExit, on_change: Callable[[], None]
+        self,
+        project_dir: Path,
+        modules_file: Path,
+        watch_exit: WatchExit,
+        on_change: Callable[[], None],
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self.cache = project_dir / CACHE_DIR
+        self._scrub = scrub  # hides the config's secrets in what the installer said
         self.modules_file = modules_file
         self._watch_exit = watch_exit
         self._on_change = on_change
@@ -172,8 +180,12 @@ class Environments:
         plan = build.plan
         try:
             self.cache.mkdir(parents=True, exist_ok=True)
+            job = self.cache / f".job-{plan.key}.json"  # not on the command line: ps shows that
+            fd = os.open(job, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(self._job(plan))
             with plan.log.open("wb") as output:
-                build.popen = _popen(self._job(plan), output, plan.cwd)
+                build.popen = _popen(str(job), output, plan.cwd)
         except OSError as exc:
             self._failed(build, [f"cannot start the build: {exc}"])
             return
@@ -215,6 +227,7 @@ class Environments:
         self._on_change()
 
     def _failed(self, build: _Build, lines: list[str]) -> None:
+        lines = [self._scrub(hide_credentials(line)) for line in lines]
         build.error = lines
         build.why = f"{INSTALL_FAILED} ({build.plan.source}): {_cause(lines)}"
         log.error(
@@ -253,6 +266,11 @@ def _tail(path: Path, count: int) -> list[str]:
         return []
     lines = [line.strip()[:300] for line in data.decode(errors="replace").splitlines()]
     return [line for line in lines if line][-count:]
+
+
+def hide_credentials(text: str) -> str:
+    """`https://user:token@host/...` as `https://***@host/...`."""
+    return _USERINFO.sub("://***@", text)
 
 
 def _cause(lines: list[str]) -> str:

@@ -79,19 +79,35 @@ def test_a_supervisor_killed_mid_build_leaves_nothing_that_passes_for_a_venv(
     assert len(list(cache.glob(f"*/{READY_MARKER}"))) == 1
 
 
-def test_a_requirements_pipe_fails_its_module_without_blocking_the_loop(project: Project) -> None:
+def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
+    project: Project,
+) -> None:
     package = project.root / "modules" / "piped"
     package.mkdir()
     (package / "__init__.py").write_text(REPORTER)
     os.mkfifo(package / "requirements.txt")  # read on the loop: no writer must block it
+    flag = project.root / "slow"
+    flag.touch()
+    python = project.root / "slowpython"
+    python.write_text(SLOW_PYTHON.format(real=os.path.realpath(sys.executable), flag=flag))
+    python.chmod(0o755)
+    reporter = project.write_module("reporter.py", REPORTER)
     project.configure(
         [
             {"name": "piped", "path": "../modules/piped", "config": {"name": "piped"}},
             {"name": "idle", "path": project.probe("idle")},
+            {"name": "slow", "path": reporter, "config": {"name": "slow"}, "python": str(python)},
         ]
     )
-    result = project.cli("up", "-d", timeout=60)
-    assert result.returncode == 1, result.stderr
-    row = project.module("piped")
-    assert row["state"] == "failed" and "not a regular file" in row["why"], row
-    assert project.module("idle")["state"] == "running"
+    supervisor = project.start_foreground()
+    row = project.wait_module("piped", 30, state="failed")
+    assert "not a regular file" in row["why"], row
+    project.wait_module("idle", 15, state="running")
+    project.wait_module("slow", 15, state="waiting", dependencies="installing")
+    cache = project.root / ".orchestrator" / "venvs"
+    wait_until(lambda: list(cache.glob(".build-*/bin/python")), 30, "the build's venv made")
+    # `down` does not wait for a build: it stops it, and nothing of it is left running.
+    project.cli("down", timeout=30, check=0)
+    assert supervisor.wait(10) == 0
+    wait_until(lambda: project.processes() == [], 10, "no process of the project left")
+    assert not list(cache.rglob(READY_MARKER))

@@ -18,7 +18,7 @@ from orchestrator.states import ChildState
 from orchestrator.transition import transition
 from orchestrator.venv import READY_MARKER, Environments, PlanError, plan_for
 from orchestrator.venv.build import _move_into_place, _remove_abandoned
-from orchestrator.venv.environments import INSTALL_FAILED, MAX_BUILDS, _cause
+from orchestrator.venv.environments import INSTALL_FAILED, MAX_BUILDS, _cause, hide_credentials
 from orchestrator.venv.plan import MAX_REQUIREMENTS_BYTES
 from orchestrator.venv.sdk import sdk_parts
 
@@ -314,3 +314,12 @@ def test_a_module_without_dependencies_runs_on_the_supervisors_python(tmp_path: 
 )
 def test_the_cause_is_the_installers_own_last_error(lines: list[str], expected: str) -> None:
     assert _cause(lines) == expected
+
+
+def test_credentials_in_an_index_url_are_hidden() -> None:
+    line = "installing: pip install --index-url https://user:t0ken@pkgs.example/simple -r x"
+    assert (
+        hide_credentials(line)
+        == "installing: pip install --index-url https://***@pkgs.example/simple -r x"
+    )
+    assert hide_credentials("ERROR: see user@example.com") == "ERROR: see user@example.com"
