@@ -78,6 +78,8 @@ def _build(job: dict[str, Any], work: Path, final: Path) -> None:
     python = work / "bin" / "python"
     probe = _run([str(python), "-c", _PROBE], job, "asking the venv's python", quiet=True)
     found = json.loads(probe.strip().splitlines()[-1])
+    if tuple(int(part) for part in found["version"].split(".")[:2]) < (3, 11):
+        raise BuildError(f"{job['base_python']} is Python {found['version']}: module_sdk needs 3.11+")
     same_abi = found["abi"] == job["sdk"]["abi"]
     extra = [] if same_abi else list(job["sdk"]["requirements"])
     if job["lines"] or extra:
