@@ -104,6 +104,7 @@ logs/
 .env
 __pycache__/
 .pytest_cache/
+.orchestrator/
 """
 
 
