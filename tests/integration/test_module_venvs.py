@@ -218,3 +218,27 @@ def test_uv_builds_them_when_it_is_on_path(project: Project) -> None:
     assert found["uv_file"]["version"] == "2.0" and found["uv_list"]["version"] == "1.0"
     logs = [log.read_text() for log in (project.root / ".orchestrator" / "venvs").glob("*.log")]
     assert len(logs) == 2 and all("/uv pip install --python" in log for log in logs), logs
+
+
+def test_a_changed_requirement_restarts_the_module_onto_a_new_venv(built: Project) -> None:
+    # Last in this file: it changes the shared project.
+    modules_file = built.config_dir / "modules.yaml"
+    before = markers(built)
+    text = modules_file.read_text()
+    assert text.count("localpkg==2.0") == 1
+    modules_file.write_text(text.replace("localpkg==2.0", "localpkg==1.0"))
+    built.cli("reload", check=0, timeout=60)
+
+    def reported_one() -> dict[str, Any] | None:
+        latest = [
+            line["data"]
+            for line in built.recorded()
+            if line["type"] == "deps.report" and line["data"]["module"] == "pinned_two"
+        ]
+        return latest[-1] if latest and latest[-1]["version"] == "1.0" else None
+
+    found = wait_until(reported_one, 60, "pinned_two on localpkg 1.0", lambda: str(rows(built)))
+    row = built.wait_module("pinned_two", 10, state="running", dependencies="ready")
+    assert found["python"] == row["interpreter"]
+    after = markers(built)
+    assert len(after) == len(before) + 1 and all(after[p] == before[p] for p in before)
