@@ -76,6 +76,7 @@ class Environments:
         self._on_change = on_change
         self._builds: dict[str, _Build] = {}  # by key: queued, running or failed
         self._plans: dict[str, Plan] = {}  # by module: the latest plan asked for
+        self._memo: dict[str, tuple[ModuleSpec, tuple[object, object], Plan]] = {}
         self._installer = shutil.which("uv")
 
     def prepare(self, spec: ModuleSpec) -> Prepared:
@@ -84,7 +85,7 @@ class Environments:
             self._plans.pop(spec.name, None)
             return Prepared()
         try:
-            plan = plan_for(spec, self.modules_file, self.cache, sdk_parts())
+            plan = self._plan(spec)
         except PlanError as exc:
             return Prepared(failed=f"{INSTALL_FAILED}: {exc}")
         self._plans[spec.name] = plan
@@ -163,6 +164,17 @@ class Environments:
 
     # -- builds ----------------------------------------------------------------------------------
 
+    def _plan(self, spec: ModuleSpec) -> Plan:
+        """`plan_for(spec)`, read and hashed again only when the spec, its requirements file or
+        its interpreter changed (two stats, not a read and a hash, on each start)."""
+        stamp = (_stamp(spec.requirements_file), _stamp(spec.python or Path(sys.executable)))
+        memo = self._memo.get(spec.name)
+        if memo is not None and memo[0] == spec and memo[1] == stamp:
+            return memo[2]
+        plan = plan_for(spec, self.modules_file, self.cache, sdk_parts())
+        self._memo[spec.name] = (spec, stamp, plan)
+        return plan
+
     def _build_of(self, name: str) -> _Build | None:
         plan = self._plans.get(name)
         return self._builds.get(plan.key) if plan is not None else None
@@ -236,6 +248,17 @@ class Environments:
             build.why,
             " | ".join(lines),
         )
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or written (None: no file, or none to be read)."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def _popen(job: str, output: Any, cwd: Path) -> subprocess.Popen[bytes]:

@@ -323,3 +323,19 @@ def test_credentials_in_an_index_url_are_hidden() -> None:
         == "installing: pip install --index-url https://***@pkgs.example/simple -r x"
     )
     assert hide_credentials("ERROR: see user@example.com") == "ERROR: see user@example.com"
+
+
+def test_a_requirements_file_is_read_again_only_when_it_changes(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("a==1\n")
+    spec = ModuleSpec("m", tmp_path / "m", requirements_file=requirements)
+    reaper = Reaper()
+    envs = Environments(tmp_path, tmp_path / "modules.yaml", reaper.watch_exit, lambda: None)
+    plan = plan_for(spec, tmp_path / "modules.yaml", envs.cache, sdk_parts())
+    (plan.venv / "bin").mkdir(parents=True)
+    (plan.venv / "bin" / "python").symlink_to(sys.executable)
+    (plan.venv / READY_MARKER).write_text("{}")
+    assert envs.prepare(spec).python == plan.python and reaper.spawned == 0  # a cache hit
+    assert envs._plan(spec) is envs._plan(spec)  # not read again
+    requirements.write_text("a==2\n")
+    assert envs._plan(spec).key != plan.key
