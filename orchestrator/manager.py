@@ -219,7 +219,7 @@ class ChildManager:
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
-        python, venv_env = self.venvs.launch_env(child.spec)
+        python, venv_env = self.venvs.launch_env(child.spec, env.get("PATH", ""))
         env.update(venv_env)
         cgroup = self.cgroups.prepare(child.name)
         if cgroup is not None:

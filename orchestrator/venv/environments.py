@@ -77,6 +77,7 @@ class Environments:
         self._builds: dict[str, _Build] = {}  # by key: queued, running or failed
         self._plans: dict[str, Plan] = {}  # by module: the latest plan asked for
         self._memo: dict[str, tuple[ModuleSpec, tuple[object, object], Plan]] = {}
+        self._unplanned: dict[str, str] = {}  # by module: why its requirements cannot be read
         self._installer = shutil.which("uv")
 
     def prepare(self, spec: ModuleSpec) -> Prepared:
@@ -87,7 +88,10 @@ class Environments:
         try:
             plan = self._plan(spec)
         except PlanError as exc:
-            return Prepared(failed=f"{INSTALL_FAILED}: {exc}")
+            self._plans.pop(spec.name, None)
+            self._unplanned[spec.name] = self._scrub(f"{INSTALL_FAILED}: {exc}")
+            return Prepared(failed=self._unplanned[spec.name])
+        self._unplanned.pop(spec.name, None)
         self._plans[spec.name] = plan
         build = self._builds.get(plan.key)
         if build is None:
@@ -100,7 +104,7 @@ class Environments:
         if build.why:
             return Prepared(failed=build.why)
         if build.popen is None:
-            running = sum(1 for b in self._builds.values() if b.popen is not None)
+            running = sum(1 for b in self._builds.values() if b.popen is not None and not b.why)
             return Prepared(waiting=f"installing dependencies: queued ({running} builds running)")
         return Prepared(waiting=f"installing dependencies ({plan.source})")
 
@@ -116,19 +120,21 @@ class Environments:
         build = self._build_of(spec.name)
         return build is not None and not build.why
 
-    def launch_env(self, spec: ModuleSpec) -> tuple[Path | None, dict[str, str]]:
+    def launch_env(self, spec: ModuleSpec, path: str) -> tuple[Path | None, dict[str, str]]:
         """The interpreter `spec` starts on (None: the supervisor's) and what its environment
-        gains: the venv active, as a shell would have it."""
+        (whose PATH is `path`) gains: the venv active, as a shell would have it."""
         plan = self._plans.get(spec.name)
         if plan is None or not spec.own_environment:
             return None, {}
-        path = f"{plan.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        path = f"{plan.venv / 'bin'}{os.pathsep}{path}" if path else str(plan.venv / "bin")
         return plan.python, {"VIRTUAL_ENV": str(plan.venv), "PATH": path}
 
     def status(self, spec: ModuleSpec) -> dict[str, Any]:
         """What `status` shows in a module's row: its interpreter and its dependencies' state
         (None: it has none of its own; `ready`, `queued`, `installing`, `failed`)."""
         plan = self._plans.get(spec.name)
+        if spec.own_environment and spec.name in self._unplanned:
+            return {"interpreter": None, "dependencies": "failed"}
         if plan is None or not spec.own_environment:
             return {"interpreter": sys.executable, "dependencies": None}
         build = self._builds.get(plan.key)
@@ -141,7 +147,14 @@ class Environments:
         """What `status NAME` adds: the venv, what it was built from, the installer's error."""
         plan = self._plans.get(spec.name)
         if plan is None or not spec.own_environment:
-            return {"venv": None}
+            unplanned = self._unplanned.get(spec.name) if spec.own_environment else None
+            return {
+                "venv": None,
+                "venv_python": None,
+                "requirements": None,
+                "install_log": None,
+                "install_error": [unplanned] if unplanned else [],
+            }
         build = self._builds.get(plan.key)
         return {
             "venv": str(plan.venv),

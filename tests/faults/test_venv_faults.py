@@ -102,6 +102,8 @@ def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
     supervisor = project.start_foreground()
     row = project.wait_module("piped", 30, state="failed")
     assert "not a regular file" in row["why"], row
+    assert row["dependencies"] == "failed" and row["interpreter"] is None
+    assert any("not a regular file" in line for line in row["install_error"])
     project.wait_module("idle", 15, state="running")
     project.wait_module("slow", 15, state="waiting", dependencies="installing")
     cache = project.root / ".orchestrator" / "venvs"

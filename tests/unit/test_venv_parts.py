@@ -287,7 +287,7 @@ def test_a_module_without_dependencies_runs_on_the_supervisors_python(tmp_path: 
     envs = Environments(tmp_path, tmp_path / "modules.yaml", reaper.watch_exit, lambda: None)
     spec = ModuleSpec("plain", tmp_path / "m.py")
     assert envs.prepare(spec) == (None, None, None) and reaper.spawned == 0
-    assert envs.launch_env(spec) == (None, {})
+    assert envs.launch_env(spec, "/bin") == (None, {})
     assert envs.status(spec) == {"interpreter": sys.executable, "dependencies": None}
 
 
@@ -336,6 +336,9 @@ def test_a_requirements_file_is_read_again_only_when_it_changes(tmp_path: Path) 
     (plan.venv / "bin" / "python").symlink_to(sys.executable)
     (plan.venv / READY_MARKER).write_text("{}")
     assert envs.prepare(spec).python == plan.python and reaper.spawned == 0  # a cache hit
+    python, env = envs.launch_env(spec, "/usr/bin")  # the venv active, as a shell would have it
+    assert python == plan.python
+    assert env == {"VIRTUAL_ENV": str(plan.venv), "PATH": f"{plan.venv}/bin:/usr/bin"}
     assert envs._plan(spec) is envs._plan(spec)  # not read again
     requirements.write_text("a==2\n")
     assert envs._plan(spec).key != plan.key
