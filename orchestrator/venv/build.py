@@ -17,6 +17,7 @@ group, and a build whose supervisor dies kills its group itself (parent-death si
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
     _remove_abandoned(cache, job["key"])
     try:
         _build(job, work, final)
-    except BuildError as exc:
+    except (BuildError, OSError) as exc:  # OSError: a full disk, a directory we may not write
         _say(f"error: {exc}")
         shutil.rmtree(work, ignore_errors=True)
         return 1
@@ -105,9 +106,12 @@ def _install(job: dict[str, Any], python: Path, extra: list[str]) -> None:
         files = _arguments(job["lines"])
     if job["installer"]:
         command = [job["installer"], "pip", "install", "--python", str(python), *files, *extra]
-    else:
+    elif importlib.util.find_spec("pip") is not None:  # ours installs into the venv (pip 22.3+)
         command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-input"]
         command += [*files, *extra]
+    else:  # a supervisor's environment without pip: the venv gets its own
+        _run([str(python), "-m", "ensurepip", "--default-pip"], job, "installing pip")
+        command = [str(python), "-m", "pip", "install", "--no-input", *files, *extra]
     _say("installing: " + hide_credentials(" ".join(command)))
     _run(command, job, "installing the requirements")
 
