@@ -63,7 +63,7 @@ def module_python(
         return None
     text = expect_str(value, file, where, allow_empty=False)
     if os.sep in text:
-        path = modules_dir / text  # an absolute `text` stays as it is
+        path = modules_dir / Path(text).expanduser()  # an absolute one stays as it is
     else:
         on_path = shutil.which(text)
         if on_path is None:
