@@ -11,6 +11,7 @@ from orchestrator.lifecycle import Life
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess
 from orchestrator.states import ChildState, ExitReason, ExitStatus
+from orchestrator.venv.environments import INSTALL_FAILED
 
 if TYPE_CHECKING:
     from orchestrator.breaker import StartBreaker
@@ -191,6 +192,8 @@ class ManagedChild:
                 return f"{cause}; starting again (attempt {self.consecutive_failures + 1})"
             timeout = self.spec.supervision.start_timeout
             return f"starting, not ready yet (start_timeout {timeout:g}s)"
+        if state is ChildState.FAILED and self.why.startswith(INSTALL_FAILED):
+            return f"{self.why}; `orchestrator restart {self.name}` retries"
         if state is ChildState.FAILED:
             gave_up = f"gave up after {self.why}: `orchestrator restart {self.name}` retries"
             return f"{cause}; {gave_up}" if cause else gave_up

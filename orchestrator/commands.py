@@ -66,6 +66,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             }
             for child in manager.children.values()
         ]
+        for row, child in zip(modules, manager.children.values(), strict=True):
+            row.update(manager.venvs.status(child.spec))
         self.annotate(modules)  # instances and schedules
         return {
             **self.supervisor.overview(),  # supervisor, bus, system, config
@@ -87,6 +89,7 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
                 return control.failure(self._unknown(name), {"kind": "usage"})
             row = next(row for row in data["modules"] if row["name"] == name)
             row.update(child.details(self.supervisor.manager.redactor, _LOG_TAIL))
+            row.update(self.supervisor.manager.venvs.details(child.spec))
             data["modules"] = [row]
         return control.reply(data)
 
@@ -144,10 +147,13 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             cause = child.last_exit.cause() if child.last_exit else child.state.value
             what = "did not start" if child.failed_spawn > generation else "stopped right after"
             return control.failure(f"{child.name} {what}: {cause}")
-        if child.state is ChildState.WAITING:
+        building = self.supervisor.manager.venvs.preparing(child.spec)  # a restart waits for it
+        if child.state is ChildState.WAITING and not building:
             return control.failure(f"{child.name} is waiting: {child.why}")
         if child.life.held:
             return control.failure(f"{child.name} is held stopped: {child.life.held}")
+        if child.state is ChildState.FAILED and child.spawns == generation:  # refused to start
+            return control.failure(f"{child.name} did not start: {child.why}")
         return None
 
     def cmd_reload(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

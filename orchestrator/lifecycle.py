@@ -64,11 +64,13 @@ class Life:
 @dataclass(frozen=True)
 class Gate:
     """What may hold a start back, as the manager found it: a shutdown, the start breaker's
-    remaining hold (seconds), or the reason another module or a limit blocks it."""
+    remaining hold (seconds), or the reason another module or a limit blocks it; `failed`: it
+    cannot start until an operator's restart (its dependencies did not install)."""
 
     shutting_down: bool = False
     hold: float = 0.0
     blocked: str | None = None
+    failed: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
+from orchestrator.venv import Environments
 
 if TYPE_CHECKING:
     from orchestrator.breaker import StartBreaker
@@ -82,6 +83,14 @@ class ChildManager:
         self.watch_exit = self.processes.watch_exit
         self.read_output = self.processes.read_output
         self.handovers = Handovers(self.handle, self.by_pid, publish)
+        # Modules with their own dependencies: their venvs, built off the loop.
+        self.venvs = Environments(
+            config.config_dir.parent,
+            config.modules_file,
+            self.watch_exit,
+            self.start_waiting,
+            scrub=redactor.scrub,
+        )
 
     def any_process(self) -> bool:
         """Whether any module process is still alive (not yet reaped)."""
@@ -89,6 +98,7 @@ class ChildManager:
 
     def close(self) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
+        self.venvs.close()
         self.processes.close([*self.children.values(), *self.handovers.stand_ins()])
 
     def supervised(self) -> list[ManagedChild]:
@@ -157,7 +167,12 @@ class ChildManager:
         if self.shutting_down:
             return lc.Gate(shutting_down=True)
         hold = child.breaker.retry_in(time.monotonic()) if child.breaker is not None else 0.0
-        return lc.Gate(hold=hold, blocked=None if hold > 0 else self.blocked_by(child))
+        if hold > 0:
+            return lc.Gate(hold=hold)
+        venv = self.venvs.prepare(child.spec)  # its own dependencies: a build may be under way
+        if venv.failed is not None:
+            return lc.Gate(failed=venv.failed)
+        return lc.Gate(blocked=self.blocked_by(child) or venv.waiting)
 
     def _breaker(self, child: ManagedChild) -> StartBreaker:
         if child.breaker is None:
@@ -213,11 +228,18 @@ class ChildManager:
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
+        python, venv_env = self.venvs.launch_env(child.spec, env.get("PATH", ""))
+        env.update(venv_env)
         cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
         return launch_module(
-            child.spec, env, self.config.config_dir.parent, self._lifeline, self.forkserver
+            child.spec,
+            env,
+            self.config.config_dir.parent,
+            self._lifeline,
+            self.forkserver,
+            python=python,
         )
 
     def start_waiting(self) -> None:
@@ -228,7 +250,9 @@ class ChildManager:
 
     def restart(self, child: ManagedChild, *, release: bool = False) -> None:
         """A restart: forget past failures, then stop and start (or just start). A held module
-        (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's)."""
+        (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's).
+        A failed build of its venv is tried again."""
+        self.venvs.forget_failure(child.spec)
         self.handle(child, lc.RestartRequested(time.monotonic(), release=release))
 
     def graceful_restart(self, child: ManagedChild) -> Handover | str:
@@ -378,13 +402,16 @@ class ChildManager:
     def settled(self) -> bool:
         """Every module is running, or has failed or been held back at least once since `up`."""
         return all(
-            c.state
-            in (
-                ChildState.RUNNING,
-                ChildState.FAILED,
-                ChildState.WAITING,
-                ChildState.STOPPED,
-                ChildState.DONE,
+            (
+                c.state
+                in (
+                    ChildState.RUNNING,
+                    ChildState.FAILED,
+                    ChildState.WAITING,
+                    ChildState.STOPPED,
+                    ChildState.DONE,
+                )
+                and not (c.state is ChildState.WAITING and self.venvs.preparing(c.spec))
             )
             or c.failed_spawn > 0
             for c in self.children.values()

@@ -64,12 +64,15 @@ def module_env(
     return env
 
 
-def spawn_module(name: str, cwd: Path, env: Mapping[str, str], lifeline: int) -> ModuleProcess:
-    """Start a fresh interpreter running the shim for module `name`, in a new process group."""
+def spawn_module(
+    name: str, cwd: Path, env: Mapping[str, str], lifeline: int, python: Path | None = None
+) -> ModuleProcess:
+    """Start a fresh interpreter (`python`, by default the supervisor's) running the shim for
+    module `name`, in a new process group."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "module_sdk", name],
+            [str(python or sys.executable), "-m", "module_sdk", name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -87,18 +90,29 @@ def spawn_module(name: str, cwd: Path, env: Mapping[str, str], lifeline: int) ->
 
 
 def launch_module(
-    spec: ModuleSpec, env: Mapping[str, str], cwd: Path, lifeline: int, forkserver: ForkServer
+    spec: ModuleSpec,
+    env: Mapping[str, str],
+    cwd: Path,
+    lifeline: int,
+    forkserver: ForkServer,
+    *,
+    python: Path | None = None,
 ) -> ModuleProcess:
     """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
-    (`start_method: spawn`, or interpreter settings in its env) or the fork server fails."""
+    (`start_method: spawn`, or interpreter settings in its env), runs in a venv of its own
+    (`python`), or the fork server fails."""
     env = with_limits(spec, env)
-    if spec.supervision.start_method == "fork" and not needs_new_interpreter(spec):
+    if (
+        python is None
+        and spec.supervision.start_method == "fork"
+        and not needs_new_interpreter(spec)
+    ):
         try:
             pid, stdout = forkserver.fork(spec.name, env, cwd)
             return ModuleProcess(pid, stdout)
         except ForkServerError as exc:
             log.error("%s: %s", spec.name, exc)
-    return spawn_module(spec.name, cwd, env, lifeline)
+    return spawn_module(spec.name, cwd, env, lifeline, python)
 
 
 def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:

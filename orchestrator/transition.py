@@ -123,6 +123,8 @@ def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -
         return Step(life)
     if gate.hold > 0:
         return Step(replace(life, state=ChildState.BACKOFF, deadline=now + gate.hold))
+    if gate.failed is not None:
+        return _refused(life, gate.failed)
     if gate.blocked is not None:
         effects = (
             ()
@@ -134,6 +136,17 @@ def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -
         waiting = replace(life, state=ChildState.WAITING, why=gate.blocked, deadline=deadline)
         return Step(waiting, effects)
     return Step(life, (lc.Spawn(announce=announce, count=count),))
+
+
+def _refused(life: Life, why: str) -> Step:
+    """It cannot start at all (its dependencies did not install): failed, without a process."""
+    if life.state is ChildState.FAILED and life.why == why:
+        return Step(life)
+    failed = replace(life, state=ChildState.FAILED, why=why, deadline=None)
+    note = lc.Log(
+        lc.ERROR, "%s failed: %s; it stays down until `orchestrator restart %s`", (why, lc.NAME)
+    )
+    return Step(failed, (note, lc.Publish("module.failed", {"reason": why})))
 
 
 def _spawned(life: Life, event: lc.Spawned, settings: SupervisionSettings) -> Step:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.config.environment import REQUIREMENTS_FILE
+
 CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
 DEBOUNCE = 0.05  # seconds of quiet after the last write before acting: an editor's save is a burst
 MAX_DELAY = 1.0  # but act at most this long after the first write, however busy the files stay
@@ -95,7 +97,9 @@ class ChangeWatcher:
         file = Path(path)
         if file.parent == self._config_dir and file.name in CONFIG_FILES:
             owner: str | None = _CONFIG
-        elif file.suffix == ".py" and "__pycache__" not in file.parts:
+        elif (
+            file.suffix == ".py" or file.name == REQUIREMENTS_FILE
+        ) and "__pycache__" not in file.parts:
             owner = self._owner(file)
         else:
             owner = None

@@ -181,6 +181,7 @@ def render_details(module: dict[str, Any]) -> str:
     if module["env"]:
         lines.append(f"env:         {json.dumps(module['env'], sort_keys=True)}")
     lines.extend(_limit_lines(module.get("limits") or {}))
+    lines.extend(_environment(module))
     if module["circuit_open"]:
         lines.append("circuit:     open (starts paused after repeated failed starts)")
     lines.append("history:" if module["history"] else "history:     no exits yet")
@@ -193,6 +194,19 @@ def render_details(module: dict[str, Any]) -> str:
     lines.append(f"log ({module['log']}):")
     lines.extend(f"  {line}" for line in module["log_tail"])
     return "\n".join(lines)
+
+
+def _environment(module: dict[str, Any]) -> list[str]:
+    """The interpreter it runs on; with a venv of its own, what that was built from."""
+    lines = [f"python:      {module.get('interpreter') or '-'}"]
+    if module.get("venv"):
+        state = module.get("dependencies") or "-"
+        lines.append(f"venv:        {module['venv']} ({state}; from {module['venv_python']})")
+        lines.append(f"requires:    {module['requirements']} (log {module['install_log']})")
+        if module.get("install_error"):
+            lines.append("install error (the installer's last lines):")
+            lines.extend(f"  {line}" for line in module["install_error"])
+    return lines
 
 
 def _row(module: dict[str, Any]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from orchestrator.daemon import LaunchError, run_supervisor
 from orchestrator.rundir import UnsafeRunDirError
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
+_INSTALL_WAIT = 600.0  # seconds `up -d` also allows for building modules' venvs
 
 
 @click.command()
@@ -125,6 +126,8 @@ def _wait_started(
             abort(f"the supervisor did not start{_said(output)}", _code_of(daemon))
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
+    if any(m.own_environment for m in config.enabled_modules):
+        wait += _INSTALL_WAIT  # modules wait for their venvs to be built first
     try:
         return ControlClient(app.run_dir).request("wait_started", wait)
     except (ControlError, NotRunningError) as exc:

@@ -219,6 +219,12 @@ class ModuleSpec:
     limits: ModuleLimits = field(default_factory=ModuleLimits)  # cgroup, rlimits, user, ...
     work_group: str | None = None  # the default group of its subscriptions (module_sdk.groups)
     redeliver: bool = False  # the default of its grouped subscriptions: redeliver if it crashes
+    # Its own dependencies (orchestrator/venv/): the `requirements:` list, or the package
+    # directory's requirements.txt, and the interpreter its venv is built from. All None: it runs
+    # on the supervisor's interpreter.
+    requirements: tuple[str, ...] | None = None
+    requirements_file: Path | None = None
+    python: Path | None = None
 
     def on_failure(self, dependency: str) -> DependencyPolicy:
         """What this module does when `dependency` stops running: restart, stop or ignore."""
@@ -235,6 +241,15 @@ class ModuleSpec:
                 self, name=f"{self.name}{INSTANCE_MARK}{k}", instances=None, instance_of=self.name
             )
             for k in range(1, count + 1)
+        )
+
+    @property
+    def own_environment(self) -> bool:
+        """Whether it runs in a venv of its own rather than on the supervisor's interpreter."""
+        return (
+            self.requirements is not None
+            or self.requirements_file is not None
+            or self.python is not None
         )
 
 

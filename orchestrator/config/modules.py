@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from orchestrator.config.dependencies import build_depends_on
+from orchestrator.config.environment import module_python, module_requirements
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.limits import LIMIT_KEYS, build_limits
 from orchestrator.config.model import LogLevel, ModuleSpec, SupervisionSettings
@@ -28,7 +29,17 @@ from orchestrator.config.validate import (
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
-_OWN_KEYS = ("name", "path", "enabled", "config", "env", "depends_on", "log_level")
+_OWN_KEYS = (
+    "name",
+    "path",
+    "enabled",
+    "config",
+    "env",
+    "depends_on",
+    "log_level",
+    "requirements",
+    "python",
+)
 _GROUP_KEYS = ("work_group", "redeliver")  # grouped subscriptions: see module_sdk/groups.py
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:#-]{0,63}")
 MODULE_KEYS = (*_OWN_KEYS, *_GROUP_KEYS, *RUN_KEYS, *SUPERVISION_FIELDS, *LIMIT_KEYS)
@@ -125,6 +136,10 @@ def build_module(
     supervision = check_supervision(
         dataclasses.replace(defaults, **overrides), file, where, overridden=overrides
     )
+    requirements, requirements_file = module_requirements(
+        entry.get("requirements"), file, child(where, "requirements"), path, enabled
+    )
+    python = module_python(entry.get("python"), file, child(where, "python"), modules_dir, enabled)
     return ModuleSpec(
         name=name,
         path=path,
@@ -139,6 +154,9 @@ def build_module(
         limits=build_limits(entry, file, where, modules_dir),
         work_group=_group(entry.get("work_group"), file, child(where, "work_group")),
         redeliver=expect_bool(entry.get("redeliver", False), file, child(where, "redeliver")),
+        requirements=requirements,
+        requirements_file=requirements_file,
+        python=python,
     )
 
 

@@ -109,6 +109,7 @@ logs/
 .env
 __pycache__/
 .pytest_cache/
+.orchestrator/
 """
 
 

@@ -23,9 +23,9 @@ MODULE_KEYS = (
     "backoff_initial, backoff_max, backoff_multiplier, concurrency, config, cpu_quota, "
     "depends_on, enabled, env, filesystem, group, health_interval, health_retries, "
     "heartbeat_interval, heartbeat_timeout, instances, log_level, max_restarts, "
-    "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, ready, redeliver, "
-    "restart, restart_window, rlimits, schedule, stable_after, start_method, start_timeout, "
-    "stop_timeout, timezone, umask, user, work_group"
+    "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, python, ready, "
+    "redeliver, requirements, restart, restart_window, rlimits, schedule, stable_after, "
+    "start_method, start_timeout, stop_timeout, timezone, umask, user, work_group"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "

@@ -130,7 +130,8 @@ def test_project_files_list_the_example_module_they_contain(tmp_path: Path) -> N
     assert [(m.name, m.path) for m in config.modules] == [
         ("example", tmp_path.resolve() / "modules-backend" / "example")
     ]
-    assert "logs/" in (tmp_path / ".gitignore").read_text().splitlines()
+    ignored = (tmp_path / ".gitignore").read_text().splitlines()
+    assert "logs/" in ignored and ".orchestrator/" in ignored  # modules' venvs
 
 
 ENTRY = module_entry("new-one", "../modules-backend/new-one")

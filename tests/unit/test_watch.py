@@ -51,3 +51,15 @@ def test_other_files_are_ignored(watcher: ChangeWatcher, tmp_path: Path) -> None
     _save(watcher, tmp_path / "notes.txt", 30.0)
     _save(watcher, tmp_path / "config" / "other.yaml", 30.0)
     assert watcher.next_deadline() is None
+
+
+def test_a_package_modules_requirements_file_restarts_it(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    package = tmp_path / "pkg"
+    package.mkdir()
+    watching = ChangeWatcher(tmp_path / "config", {"pkg": package})
+    try:
+        _save(watching, package / "requirements.txt", 40.0)  # its venv is rebuilt as it starts
+        assert watching.due(40.0 + DEBOUNCE) == (["pkg"], False)
+    finally:
+        watching.close()

@@ -1,0 +1,126 @@
+"""Which venv a module needs: its requirement lines, the interpreter it is built from, and the
+cache key that names it.
+
+The cache lives in the project, beside the config directory: `<project>/.orchestrator/venvs/`
+(`<project>` is the config directory's parent, the modules' working directory), never inside a
+module's directory. `<key>/` is a complete venv (it holds `READY_MARKER`: it is renamed into
+place only once built); `<key>.log` is its installer's output; `.build-<key>-<pid>/` is a build
+under way (or one a killed supervisor left, removed by the next build of that key).
+
+The key hashes the requirement lines (comments and blank lines dropped), the interpreter (its
+real path, size and modification time: an upgraded interpreter is a new key), what the SDK
+brings (`sdk.SdkParts.fingerprint`) and, when a line names a local path, the directory such
+paths are relative to. The contents behind a local path are not hashed: a changed local
+package needs a new version (or a changed line) to be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import ModuleSpec
+from orchestrator.venv.sdk import SdkParts
+
+CACHE_DIR = Path(".orchestrator") / "venvs"
+READY_MARKER = ".orchestrator-ready"
+MAX_REQUIREMENTS_BYTES = 256 * 1024
+_KEY_VERSION = "1"  # bump when the layout of a venv changes
+_LOCAL_MARKS = ("./", "../", "/", "~", "file:", ".\\")
+
+
+class PlanError(Exception):
+    """The module's requirements cannot be read (a missing, unreadable or oversized file)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One module's venv: where it is, what it holds, where its relative paths resolve."""
+
+    key: str
+    base_python: Path  # the interpreter the venv is built from
+    lines: tuple[str, ...]  # the requirement lines, as hashed
+    source: str  # where the lines come from, for messages: `.../requirements.txt`, `modules.yaml`
+    requirements_file: Path | None  # handed to the installer as is (`-r` lines resolve beside it)
+    cwd: Path  # where the installer runs: relative paths in the lines resolve here
+    cache: Path
+
+    @property
+    def venv(self) -> Path:
+        return self.cache / self.key
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def log(self) -> Path:
+        return self.cache / f"{self.key}.log"
+
+    def ready(self) -> bool:
+        """The venv is complete: it was renamed into place with its marker."""
+        return (self.venv / READY_MARKER).is_file() and self.python.exists()
+
+
+def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -> Plan:
+    """The venv `spec` needs (the caller checks `spec.own_environment` first)."""
+    base = spec.python if spec.python is not None else Path(sys.executable)
+    if spec.requirements_file is not None:
+        lines = _read(spec.requirements_file)
+        source, cwd = str(spec.requirements_file), spec.requirements_file.parent
+    else:
+        lines = tuple(spec.requirements or ())
+        source, cwd = f"{modules_file.name} requirements of {spec.name}", modules_file.parent
+    lines = tuple(line for line in (_strip(raw) for raw in lines) if line)
+    try:
+        real = os.path.realpath(base)
+        found = os.stat(real)
+    except OSError as exc:
+        raise PlanError(f"python {base}: {exc.strerror or exc}") from None
+    local = any(mark in line for line in lines for mark in _LOCAL_MARKS)
+    identity = {
+        "v": _KEY_VERSION,
+        "python": [real, found.st_size, found.st_mtime_ns],
+        "lines": lines,
+        "cwd": str(cwd) if local else None,
+        "file": str(spec.requirements_file) if local and spec.requirements_file else None,
+        "sdk": sdk.fingerprint,
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return Plan(key, base, lines, source, spec.requirements_file, cwd, cache)
+
+
+def _read(path: Path) -> tuple[str, ...]:
+    """The file's lines; read on the supervisor's loop, so never from a pipe or a device (a
+    FIFO would block the open until a writer came), and never more than a bounded size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PlanError(f"{path}: not a regular file")
+        try:
+            data = file.read(MAX_REQUIREMENTS_BYTES + 1)
+        except OSError as exc:
+            raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_REQUIREMENTS_BYTES:
+        raise PlanError(f"{path}: larger than {MAX_REQUIREMENTS_BYTES // 1024} KiB")
+    try:
+        return tuple(data.decode("utf-8").splitlines())
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _strip(line: str) -> str:
+    """A requirement line without its comment (pip's rule: `#` at the start or after a space)."""
+    line = line.strip()
+    if line.startswith("#"):
+        return ""
+    cut = line.find(" #")
+    return (line[:cut] if cut >= 0 else line).strip()
