@@ -74,8 +74,9 @@ class Health:
         if not self._announced and manager.settled():
             self._announced = True
             running = [c.name for c in manager.children.values() if c.state is ChildState.RUNNING]
+            app = manager.config.app
             manager.publish(
-                "app.started", name=manager.config.app.name, pid=os.getpid(), modules=running
+                "app.started", name=app.name, version=app.version, pid=os.getpid(), modules=running
             )
             release_free_memory()  # what the start freed (config parsing, imports): ~0.5 MB
         if now >= self._next_usage:

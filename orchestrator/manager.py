@@ -319,7 +319,7 @@ class ChildManager:
         left. With `timeout`, whatever still runs after that many seconds is killed."""
         if not self.shutting_down:
             self.shutting_down = True
-            self.publish("app.shutdown", name=self.config.app.name)
+            self.publish("app.shutdown", name=self.config.app.name, version=self.config.app.version)
         if timeout is not None:
             self.shutdown_deadline = time.monotonic() + timeout
         for child in list(self.children.values()):

@@ -252,9 +252,11 @@ class Supervisor:
         self._set_bridge()
         limits = self.manager.limits
         log.info(
-            "supervisor %d up: bus %s -> %s (broker pid %s); limits: %d module processes, "
+            "supervisor %d up (%s %s): bus %s -> %s (broker pid %s); limits: %d module processes, "
             "%d threads (%d MB available of %d MB, %d CPUs), %d open files; containment: %s",
             os.getpid(),
+            self.config.app.name,
+            self.config.app.version,
             self.xsub,
             self.xpub,
             self.broker.pid,

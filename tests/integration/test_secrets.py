@@ -28,7 +28,7 @@ def test_a_secret_from_dotenv_is_hidden_everywhere_but_the_module(project: Proje
             {
                 "name": "recorder",
                 "path": project.probe("recorder"),
-                "config": {"record": str(project.record_file), "patterns": ["module.*"]},
+                "config": {"record": str(project.record_file), "patterns": ["module.*", "app.*"]},
             },
             {
                 "name": "leaky",
@@ -77,3 +77,10 @@ def test_a_secret_from_dotenv_is_hidden_everywhere_but_the_module(project: Proje
     assert loaded["leaky"]["data"]["config"]["token"] == "***"
     assert all(e["data"]["config"].get("token") in (None, "***") for e in loaded.values())
     assert "from-environment" not in places["status NAME"]
+    # The deployment is named in the events and the log: app.name and app.version.
+    wait_until(
+        lambda: any(e["type"] == "app.started" for e in project.recorded()), 10, "app.started"
+    )
+    started = next(e["data"] for e in project.recorded() if e["type"] == "app.started")
+    assert started["version"] and started["name"], started
+    assert f"({started['name']} {started['version']}): bus" in places["app.log"]
