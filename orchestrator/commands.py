@@ -129,6 +129,12 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
         if child is None and isinstance(name, str):
+            if request.get("graceful") is True and manager.config.module(name) is not None:
+                return control.failure(
+                    f"restart --graceful takes one instance ({name}#K); `restart {name}` restarts "
+                    "its instances one at a time, so the pool loses at most one meanwhile",
+                    {"kind": "usage"},
+                )
             return self.group_restart(identity, name)  # every instance, one by one
         if child is None:
             return control.failure(self._unknown(name), {"kind": "usage"})

@@ -83,7 +83,7 @@ class GroupCommands:
                 return control.reply({"name": name, "pid": None, "instances": restarted})
             child = queue.pop(0)
             current.append((child, child.spawns))
-            manager.restart(child)
+            manager.restart(child, release=True)  # an operator's, as for one module
             return next_one()
 
         answer = next_one()
@@ -116,7 +116,7 @@ class GroupCommands:
 
         def scaled() -> Reply:
             for child in started:
-                if child.state is ChildState.WAITING:
+                if child.state is ChildState.WAITING and not manager.venvs.preparing(child.spec):
                     return control.failure(f"{child.name} is waiting: {child.why}")
                 if child.state is ChildState.FAILED or child.failed_spawn >= child.spawns > 0:
                     cause = child.last_exit.cause() if child.last_exit else child.state.value

@@ -57,6 +57,8 @@ class Handovers:
             return f"a graceful restart of {child.name} is already under way"
         if child.state is not ChildState.RUNNING or child.pid is None:
             return f"{child.name} is {child.state.value}, not running: use `restart` instead"
+        if _leaving(child):
+            return f"{child.name} is being stopped: use `restart` instead"
         never = replace(child.spec.supervision, restart="never")
         stand_in = ManagedChild(replace(child.spec, supervision=never), child.log)
         stand_in.stand_in = True
@@ -77,8 +79,13 @@ class Handovers:
         if handover is None or handover.handed_over or stand_in.state is not ChildState.RUNNING:
             return
         child, now = handover.child, time.monotonic()
-        if child.state is not ChildState.RUNNING or child.pid != handover.old_pid:
-            # The old process went meanwhile (a crash, a stop): its own policy goes on.
+        if (
+            child.state is not ChildState.RUNNING
+            or child.pid != handover.old_pid
+            or _leaving(child)
+        ):
+            # The old process went meanwhile (a crash, a stop), or is being killed (hung, over its
+            # memory limit, unhealthy) or stopped: its own policy goes on, not the new process.
             self._handle(stand_in, lc.StopRequested(now))
             self._end(handover, "the old process stopped running during the graceful restart")
             return
@@ -157,3 +164,9 @@ def _other_cgroup(child: ManagedChild) -> str:
 def _cause(stand_in: ManagedChild, fallback: str) -> str:
     last = stand_in.last_exit
     return f"the new process did not become ready: {last.cause() if last else fallback}"
+
+
+def _leaving(child: ManagedChild) -> bool:
+    """Its process is being killed or stopped: a new one must not take over its life (the kill
+    or the stop would then be the new process's, never watched nor escalated)."""
+    return child.life.kill is not None or child.life.intent is not lc.Intent.NONE

@@ -126,7 +126,7 @@ class Health:
 
     def check_memory(self, child: ManagedChild) -> None:
         """Compare the module's memory (with its descendants) with its `memory_limit_mb`."""
-        limit = polled_memory_limit(child.spec, self.manager.cgroups)  # or memory_max_mb
+        limit = polled_memory_limit(child.spec, self.manager.cgroups, child.cgroup)
         if limit is None or child.pid is None or child.state is not ChildState.RUNNING:
             return
         child.rss_mb = self.manager.sampler.tree_rss_mb(child.pid)

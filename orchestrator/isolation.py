@@ -158,12 +158,13 @@ def limits_report(limits: ModuleLimits, notes: dict[str, str] | None) -> dict[st
     return report
 
 
-def polled_memory_limit(spec: ModuleSpec, cgroups: ModuleCgroups) -> int | None:
+def polled_memory_limit(spec: ModuleSpec, cgroups: ModuleCgroups, cgroup: str) -> int | None:
     """The memory limit the supervisor polls for: `memory_limit_mb`, or `memory_max_mb` where
-    the kernel cannot enforce it."""
+    the kernel cannot enforce it in the module's cgroup (`cgroup`: its key, which a graceful
+    restart alternates)."""
     limit = spec.supervision.memory_limit_mb
     kernel = spec.limits.memory_max_mb
-    if limit is None and kernel is not None and "memory_max_mb" in cgroups.notes.get(spec.name, {}):
+    if limit is None and kernel is not None and "memory_max_mb" in cgroups.notes.get(cgroup, {}):
         return kernel
     return limit
 

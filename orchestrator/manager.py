@@ -257,7 +257,13 @@ class ChildManager:
 
     def graceful_restart(self, child: ManagedChild) -> Handover | str:
         """Start a new process beside the running one; stop the old one once the new one is
-        ready (see `orchestrator.handover`). The handover under way, or why not."""
+        ready (see `orchestrator.handover`). The handover under way, or why not. The new
+        process runs on the module's dependencies as they are now: not while they are built."""
+        venv = self.venvs.prepare(child.spec)  # a changed requirements.txt starts its build
+        if venv.failed is not None:
+            return f"{child.name} cannot start a new process: {venv.failed}"
+        if venv.waiting is not None:
+            return f"{child.name} is {venv.waiting}: restart it gracefully once that is done"
         return self.handovers.begin(child)
 
     def hold(self, child: ManagedChild, why: str) -> None:
@@ -265,7 +271,9 @@ class ChildManager:
         self.handle(child, lc.HoldRequested(time.monotonic(), why))
 
     def release(self, child: ManagedChild) -> None:
-        """Let a held module start again, and start it if nothing holds it back."""
+        """Let a held module start again, and start it if nothing holds it back (a failed build
+        of its venv is tried again)."""
+        self.venvs.forget_failure(child.spec)
         self.handle(child, lc.ReleaseRequested(time.monotonic()))
 
     def _follow(self, dependency: ManagedChild) -> None:

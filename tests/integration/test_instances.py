@@ -96,6 +96,9 @@ def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> 
     assert rows["worker#1"]["pid"] != pids["worker#1"]
     assert rows["worker#2"]["pid"] == pids["worker#2"]
     before = {n: r["pid"] for n, r in rows.items()}
+    graceful = project.cli("restart", "worker", "--graceful")  # one instance at a time, or none
+    assert graceful.returncode == exit_codes.USAGE and "worker#K" in graceful.stderr, graceful
+    project.cli("stop", "worker#2", check=0)  # held: the module's restart starts it again
     restarted = project.cli("restart", "worker", check=0).stdout
     assert restarted.startswith("worker restarted: worker#1 (pid "), restarted
     after = {n: r["pid"] for n, r in _running(project, "worker", 2).items()}

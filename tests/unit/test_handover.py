@@ -14,7 +14,7 @@ from orchestrator.config import LoggingSection, ModuleSpec, Redactor
 from orchestrator.handover import NEXT_CGROUP, Handovers
 from orchestrator.lifecycle import Life
 from orchestrator.output import ModuleLog
-from orchestrator.states import ChildState
+from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
 
 S = ChildState
@@ -123,3 +123,20 @@ def test_only_a_running_module_can_restart_gracefully(tmp_path: Path) -> None:
     assert world.handovers.begin(world.child) == (
         "svc is backoff, not running: use `restart` instead"
     )
+
+
+def test_an_old_process_being_killed_is_not_taken_over(tmp_path: Path) -> None:
+    """Hung (or over its limit, or unhealthy) while the new one started: the kill belongs to the
+    old process, so the new one is stopped rather than handed a life that awaits a SIGKILL."""
+    world = World(tmp_path)
+    handover = world.handovers.begin(world.child)
+    assert not isinstance(handover, str)
+    (stand_in,) = world.handovers.stand_ins()
+    world.handle(world.child, lc.HealthFailed(ExitReason.HUNG))
+    assert world.child.life.kill is ExitReason.HUNG and world.child.state is S.RUNNING
+    world.ready(stand_in)
+    assert handover.outcome == "the old process stopped running during the graceful restart"
+    assert world.child.pid == 100 and stand_in.state is S.STOPPING  # no swap: the new one stops
+    assert world.handovers.begin(world.child) == "a graceful restart of svc is already under way"
+    world.exit(stand_in)
+    assert world.handovers.begin(world.child) == "svc is being stopped: use `restart` instead"
