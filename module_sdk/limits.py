@@ -2,8 +2,7 @@
 
 The supervisor passes them in `ENV_LIMITS` (JSON, see `orchestrator/isolation.py`), and the
 module process applies them, in this order, right where it starts (the fork server's child, or
-`python -m module_sdk`): join its cgroups (v1 ones, `ENV_CGROUPS_V1`, whatever else it asks
-for; while it may still write there), set its rlimits and
+`python -m module_sdk`): join its cgroups (while it may still write there), set its rlimits and
 umask, restrict its filesystem with Landlock, then drop to the configured user and group. What
 it starts inherits all of it. A limit that cannot be applied stops the module: it must not run
 with less isolation than its config asks for (Landlock where the kernel has none excepted; the
@@ -57,14 +56,17 @@ class LimitsError(RuntimeError):
 
 
 def apply_from_env() -> None:
-    """Join the cgroup v1 groups of `ENV_CGROUPS_V1` and apply what `ENV_LIMITS` asks for, if
-    anything; on failure, say why on stderr and exit."""
-    groups = os.environ.pop(ENV_CGROUPS_V1, "")
+    """Apply what `ENV_LIMITS` asks for, if anything, joining the cgroup v1 groups of
+    `ENV_CGROUPS_V1` first if it switches user or restricts the filesystem (the shim joins them
+    otherwise, before any module code runs); on failure, say why on stderr and exit."""
     raw = os.environ.pop(ENV_LIMITS, None)
     try:
-        join_v1(groups)
-        if raw:
-            apply(json.loads(raw))
+        limits = json.loads(raw) if raw else {}
+        if limits.keys() & {"uid", "gid", "landlock"}:
+            # Now, while it may write there; else the shim joins while it says hello.
+            join_v1(os.environ.pop(ENV_CGROUPS_V1, ""))
+        if limits:
+            apply(limits)
     except (LimitsError, OSError, ValueError, TypeError, KeyError) as exc:
         name = os.environ.get(protocol.ENV_MODULE, "module")
         print(f"{name}: cannot apply its limits: {exc}", file=sys.stderr, flush=True)

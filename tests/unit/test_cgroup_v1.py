@@ -4,13 +4,17 @@ module process's side (joining). The kernel's own checks are test_cgroup_v1_limi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from module_sdk.limits import ENV_CGROUPS_V1, LimitsError, join_v1
+from module_sdk import protocol
+from module_sdk.limits import ENV_CGROUPS_V1, ENV_LIMITS, EXIT_LIMITS_FAILED, LimitsError, join_v1
 from orchestrator.cgroup_v1 import V1Cgroups, sweep, v1_mounts, v1_paths_of
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.config.limits import ModuleLimits
@@ -196,3 +200,45 @@ def test_the_module_process_joins_every_group_or_refuses_to_run(tmp_path: Path) 
     join_v1("")
     with pytest.raises(LimitsError, match="cannot join cgroup"):
         join_v1(str(tmp_path / "missing"))
+
+
+SHOW = """
+import os
+from module_sdk.limits import apply_from_env
+apply_from_env()
+print(os.getpid(), os.environ.get("ORCHESTRATOR_CGROUPS_V1", "-"))
+"""
+
+
+def _run(limits: dict[str, object], groups: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, ENV_LIMITS: json.dumps(limits), ENV_CGROUPS_V1: groups}
+    return subprocess.run(
+        [sys.executable, "-c", SHOW],
+        env={**env, protocol.ENV_MODULE: "probe"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setgroups needs root")
+def test_a_module_that_switches_ids_joins_first_or_refuses_to_run(tmp_path: Path) -> None:
+    ids = {"gid": os.getgid(), "groups": os.getgroups()}
+    group = tmp_path / "pids"
+    group.mkdir()
+    result = _run(ids, str(group))
+    assert result.returncode == 0, result.stderr
+    pid, left = result.stdout.split()
+    assert (group / "cgroup.procs").read_text() == f"{pid}\n"  # before it drops privileges
+    assert left == "-"  # consumed: module code does not see it
+    result = _run(ids, str(tmp_path / "gone"))
+    assert result.returncode == EXIT_LIMITS_FAILED, result
+    assert result.stderr.startswith("probe: cannot apply its limits: cannot join cgroup")
+
+
+def test_otherwise_the_groups_are_left_for_the_shim_to_join(tmp_path: Path) -> None:
+    result = _run({"umask": 0o22}, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1] == str(tmp_path)
+    assert not (tmp_path / "cgroup.procs").exists()
