@@ -9,6 +9,7 @@ import os
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -36,7 +37,7 @@ def _v1_controllers() -> frozenset[str]:
     """The controllers a supervisor here enforces on cgroup v1 (a probe, removed)."""
     probe = ModuleCgroups(f"probe-{uuid.uuid4().hex[:8]}")
     try:
-        probe.prepare("probe", ModuleLimits(**LIMITS))  # type: ignore[arg-type]
+        probe.prepare("probe", ModuleLimits(memory_max_mb=64, cpu_quota=0.25, pids_max=32))
         how = probe.enforced_by["probe"]
         return frozenset(CONTROLLERS[key] for key, by in how.items() if by == "cgroup v1")
     finally:
@@ -56,7 +57,7 @@ def _bases(project: Project) -> dict[str, Path]:
     return {c: mounts[c] / own.get(c, "/").lstrip("/") / f"{PREFIX}{key}" for c in V1}
 
 
-def _start(project: Project, name: str) -> dict[str, object]:
+def _start(project: Project, name: str) -> dict[str, Any]:
     path = project.write_module(f"{name}.py", IDLE)
     project.configure([{"name": name, "path": path, "restart": "never", **LIMITS}])
     project.up()
@@ -67,7 +68,7 @@ def test_v1_limits_are_written_joined_reported_and_removed_at_down(project: Proj
     row = _start(project, "limited")
     for key, controller in CONTROLLERS.items():
         if controller in V1:
-            entry = row["limits"][key]  # type: ignore[index]
+            entry = row["limits"][key]
             assert entry == {"value": LIMITS[key], "enforced": True, "note": "enforced (cgroup v1)"}
     groups = {c: base / "limited" for c, base in _bases(project).items()}
     for group in groups.values():
@@ -94,8 +95,8 @@ def test_v1_groups_a_sigkilled_supervisor_left_go_at_the_next_up(project: Projec
     row = _start(project, "first")
     supervisor = project.status()["supervisor"]["pid"]
     os.kill(supervisor, signal.SIGKILL)
-    wait_until(lambda: not alive(int(row["pid"])), 10, "the module to go with its supervisor")  # type: ignore[call-overload]
-    wait_until(lambda: project.processes() == [], 10, "no process of the project left")
+    wait_until(lambda: not alive(row["pid"]), 15, "the module to go with its supervisor")
+    wait_until(lambda: project.processes() == [], 15, "no process of the project left")
     stale = [base / "first" for base in _bases(project).values()]
     assert all(group.is_dir() for group in stale), stale  # nobody could remove them: yet
     _start(project, "second")  # the next supervisor, with another module
