@@ -21,7 +21,7 @@ from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
 
-PREFIX = "orchestrator-"  # as cgroups.MODULE_CGROUPS_PREFIX (which imports this module)
+PREFIX = "orchestrator-"  # <our cgroup>/orchestrator-<key>/<module>, on v2 as on v1
 MECHANISM = "cgroup v1"
 _UNLIMITED = "-1"
 _KILL_WAIT = 1.0  # seconds for a killed group to empty before giving up on removing it

@@ -20,13 +20,13 @@ from pathlib import Path
 from module_sdk.limits import ENV_CGROUPS_V1
 from orchestrator.cgroup_limits import CONTROLLERS, delegate, oom_kills, write_limits
 from orchestrator.cgroup_v1 import MECHANISM as V1
-from orchestrator.cgroup_v1 import V1Cgroups, sweep
+from orchestrator.cgroup_v1 import PREFIX, V1Cgroups, sweep
 from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
 
 V2 = "cgroup v2"
-MODULE_CGROUPS_PREFIX = "orchestrator-"  # <our cgroup>/orchestrator-<key>/<module>
+MODULE_CGROUPS_PREFIX = PREFIX  # <our cgroup>/orchestrator-<key>/<module>
 _KILL_WAIT = 1.0  # seconds to wait for a killed cgroup to empty before giving up on removing it
 
 
@@ -138,11 +138,11 @@ class ModuleCgroups:
         if self._v1 is None and limits.cgroup_keys:
             lacking = frozenset(CONTROLLERS.values()) - self.controllers()[0]
             self._v1 = V1Cgroups(self._key, lacking, self._v1_mounts) if lacking else None
-        if self._v1 is None or not self._v1.bases:
+        if self._v1 is None:
             return
-        v1_notes = self._v1.prepare(module, limits)
-        self._v1_groups[module] = [str(group) for group in self._v1.groups(module)]
         notes = self.notes[module]
+        v1_notes = self._v1.prepare(module, limits) if self._v1.bases else {}
+        self._v1_groups[module] = [str(group) for group in self._v1.groups(module)]
         for key in [key for key in notes if CONTROLLERS[key] in self._v1.bases]:
             if key in v1_notes:
                 notes[key] = f"{notes[key]}; {v1_notes[key]}"

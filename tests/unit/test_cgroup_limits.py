@@ -108,10 +108,12 @@ def test_without_cgroups_every_cgroup_limit_is_noted(tmp_path: Path) -> None:
     assert report["memory_max_mb"] == {
         "value": 10,
         "enforced": False,
-        "note": "memory_max_mb not enforced: no writable cgroup v2; polled instead "
-        "(memory_limit_mb)",
+        "note": "memory_max_mb not enforced: no writable cgroup v2; no cgroup v1 memory "
+        "hierarchy either; polled instead (memory_limit_mb)",
     }
-    assert report["cpu_quota"]["note"] == "cpu_quota not enforced: no writable cgroup v2"
+    assert report["cpu_quota"]["note"] == (
+        "cpu_quota not enforced: no writable cgroup v2; no cgroup v1 cpu hierarchy either"
+    )
 
 
 def test_the_report_before_a_first_start(tmp_path: Path) -> None:

@@ -134,6 +134,15 @@ def test_without_v2_or_a_writable_v1_each_limit_says_why_for_both(tmp_path: Path
     assert cgroups.env("m") != {}
 
 
+def test_with_no_v1_hierarchy_at_all_the_notes_say_so(tmp_path: Path) -> None:
+    cgroups = ModuleCgroups("k", root=tmp_path / "missing", v1_mounts={})
+    cgroups.prepare("m", ModuleLimits(pids_max=4))
+    assert cgroups.notes["m"] == {
+        "pids_max": "no writable cgroup v2; no cgroup v1 pids hierarchy either"
+    }
+    assert cgroups.enforced_by["m"] == {} and cgroups.env("m") == {}
+
+
 def test_no_limits_no_v1_groups(tmp_path: Path) -> None:
     mounts = fake_v1(tmp_path)
     cgroups = ModuleCgroups("k", root=tmp_path / "missing", v1_mounts=mounts)
