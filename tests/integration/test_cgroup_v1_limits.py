@@ -104,3 +104,18 @@ def test_v1_groups_a_sigkilled_supervisor_left_go_at_the_next_up(project: Projec
     assert all((base / "second").is_dir() for base in _bases(project).values())
     project.cli("down", check=0)
     assert [base for base in _bases(project).values() if base.exists()] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_module_run_as_nobody_joins_its_v1_groups_before_dropping_root(project: Project) -> None:
+    for path in (project.root, project.root / "modules"):
+        path.chmod(0o755)
+    path = project.write_module("dropper.py", IDLE)
+    (project.root / "modules" / "dropper.py").chmod(0o644)
+    entry = {"name": "dropper", "path": path, "user": "nobody", "start_method": "spawn", **LIMITS}
+    project.configure([entry])
+    project.up()
+    row = project.wait_module("dropper", state="running")
+    for base in _bases(project).values():
+        assert str(row["pid"]) in (base / "dropper" / "cgroup.procs").read_text().split()
+    assert all(row["limits"][key]["enforced"] for key in LIMITS), row["limits"]
