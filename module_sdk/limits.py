@@ -2,7 +2,7 @@
 
 The supervisor passes them in `ENV_LIMITS` (JSON, see `orchestrator/isolation.py`), and the
 module process applies them, in this order, right where it starts (the fork server's child, or
-`python -m module_sdk`): join its cgroup (while it may still write there), set its rlimits and
+`python -m module_sdk`): join its cgroups (while it may still write there), set its rlimits and
 umask, restrict its filesystem with Landlock, then drop to the configured user and group. What
 it starts inherits all of it. A limit that cannot be applied stops the module: it must not run
 with less isolation than its config asks for (Landlock where the kernel has none excepted; the
@@ -21,6 +21,7 @@ from typing import Any
 from module_sdk import landlock, protocol
 
 ENV_LIMITS = "ORCHESTRATOR_LIMITS"
+ENV_CGROUPS_V1 = "ORCHESTRATOR_CGROUPS_V1"  # os.pathsep-separated cgroup v1 directories to join
 RUN_DIR_FD = 1000  # where a module run as another user holds the run directory open
 EXIT_LIMITS_FAILED = protocol.EXIT_LOAD_FAILED  # reported by the supervisor as a failed load
 
@@ -55,12 +56,17 @@ class LimitsError(RuntimeError):
 
 
 def apply_from_env() -> None:
-    """Apply what `ENV_LIMITS` asks for, if anything; on failure, say why on stderr and exit."""
+    """Apply what `ENV_LIMITS` asks for, if anything, joining the cgroup v1 groups of
+    `ENV_CGROUPS_V1` first if it switches user or restricts the filesystem (the shim joins them
+    otherwise, before any module code runs); on failure, say why on stderr and exit."""
     raw = os.environ.pop(ENV_LIMITS, None)
-    if not raw:
-        return
     try:
-        apply(json.loads(raw))
+        limits = json.loads(raw) if raw else {}
+        if limits.keys() & {"uid", "gid", "landlock"}:
+            # Now, while it may write there; else the shim joins while it says hello.
+            join_v1(os.environ.pop(ENV_CGROUPS_V1, ""))
+        if limits:
+            apply(limits)
     except (LimitsError, OSError, ValueError, TypeError, KeyError) as exc:
         name = os.environ.get(protocol.ENV_MODULE, "module")
         print(f"{name}: cannot apply its limits: {exc}", file=sys.stderr, flush=True)
@@ -87,6 +93,16 @@ def apply(limits: dict[str, Any]) -> None:
         )
     if limits.get("uid") is not None or limits.get("gid") is not None:
         _become(limits.get("uid"), limits.get("gid"), limits.get("groups"))
+
+
+def join_v1(groups: str) -> None:
+    """Move this process into each cgroup v1 group of `groups` (os.pathsep-separated): the
+    kernel enforces the module's limits there (hosts with memory, cpu or pids not on v2)."""
+    for group in filter(None, groups.split(os.pathsep)):
+        try:
+            Path(group, "cgroup.procs").write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise LimitsError(f"cannot join cgroup {group}: {exc.strerror or exc}") from None
 
 
 def via_run_dir_fd(endpoint: str) -> str:

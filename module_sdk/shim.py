@@ -29,6 +29,7 @@ from module_sdk import metrics, protocol, resilience
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.health import HealthProbe
+from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 from module_sdk.loader import ModuleLoadError, load_module
 from module_sdk.logformat import JsonFormatter
 from module_sdk.process import (
@@ -81,8 +82,10 @@ class _Child:
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
         self.cgroup = os.environ.get(protocol.ENV_CGROUP) or None
+        self.cgroups_v1 = os.environ.pop(ENV_CGROUPS_V1, "")  # those limits.py left to us
+        self.join_failed = ""  # why a cgroup v1 group (so a limit) could not be joined
         self.joining: threading.Thread | None = None
-        if self.cgroup is not None:
+        if self.cgroup is not None or self.cgroups_v1:
             self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
             self.joining.start()
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -102,8 +105,14 @@ class _Child:
         return os.getppid() != self.parent_pid
 
     def join_cgroup(self) -> None:
-        """Move this process into the module's cgroup (the supervisor created it)."""
-        assert self.cgroup is not None
+        """Move this process into the module's cgroup and its cgroup v1 groups (the supervisor
+        created them)."""
+        try:
+            join_v1(self.cgroups_v1)
+        except LimitsError as exc:
+            self.join_failed = str(exc)
+        if self.cgroup is None:
+            return
         try:
             Path(self.cgroup, "cgroup.procs").write_text(f"{os.getpid()}\n")
         except OSError as exc:
@@ -183,6 +192,8 @@ class _Child:
             return code
         if self.joining is not None:
             self.joining.join()
+        if self.join_failed:  # its limits do not hold: it must not run
+            return self.fail("load", self.join_failed, "", EXIT_LIMITS_FAILED)
         try:
             self.module = load_module(self.name, Path(spec["path"]))
         except ModuleLoadError as exc:

@@ -62,7 +62,11 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
                     now,
                     manager.sampler.sample(child.pid) if sample and child.pid is not None else {},
                 ),
-                "limits": limits_report(child.spec.limits, manager.cgroups.notes.get(child.cgroup)),
+                "limits": limits_report(
+                    child.spec.limits,
+                    manager.cgroups.notes.get(child.cgroup),
+                    manager.cgroups.enforced_by.get(child.cgroup),
+                ),
             }
             for child in manager.children.values()
         ]

@@ -122,18 +122,23 @@ def landlock_abi() -> int:
     return landlock.abi_version()
 
 
-def limits_report(limits: ModuleLimits, notes: dict[str, str] | None) -> dict[str, Any]:
-    """Each limit the module sets: `{"value": ..., "enforced": bool, "note": why not}`.
+def limits_report(
+    limits: ModuleLimits, notes: dict[str, str] | None, enforced_by: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Each limit the module sets: `{"value": ..., "enforced": bool, "note": why not, or how}`.
     `notes`: why a cgroup limit is not enforced (`ModuleCgroups.notes`), None before its first
-    start (then cgroup limits read as not enforced yet)."""
+    start (then cgroup limits read as not enforced yet); `enforced_by`: how each enforced one
+    is ("cgroup v1", "cgroup v2": `ModuleCgroups.enforced_by`)."""
     report: dict[str, Any] = {}
     for key, value in limits.cgroup_keys.items():
         if notes is None:
             report[key] = _entry(value, "not applied yet (the module has not started)")
-        else:
-            why = notes.get(key, "")
+        elif why := notes.get(key, ""):
             fallback = "; polled instead (memory_limit_mb)" if key == "memory_max_mb" else ""
-            report[key] = _entry(value, f"{key} not enforced: {why}{fallback}" if why else "")
+            report[key] = _entry(value, f"{key} not enforced: {why}{fallback}")
+        else:
+            how = (enforced_by or {}).get(key)
+            report[key] = _entry(value, "", f"enforced ({how})" if how else "")
     if limits.rlimits:
         as_root = limits.user is None and os.geteuid() == 0
         exempt = any(name == "nproc" for name, _, _ in limits.rlimits) and as_root
@@ -169,8 +174,8 @@ def polled_memory_limit(spec: ModuleSpec, cgroups: ModuleCgroups, cgroup: str) -
     return limit
 
 
-def _entry(value: Any, note: str) -> dict[str, Any]:
-    return {"value": value, "enforced": not note, "note": note}
+def _entry(value: Any, why_not: str, how: str = "") -> dict[str, Any]:
+    return {"value": value, "enforced": not why_not, "note": why_not or how}
 
 
 def _limit(value: int) -> int | str:

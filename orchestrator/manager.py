@@ -233,6 +233,7 @@ class ChildManager:
         cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
+        env.update(self.cgroups.env(child.cgroup))  # cgroup v1 groups, where v2 lacks one
         return launch_module(
             child.spec,
             env,

@@ -253,7 +253,7 @@ def _limit_lines(limits: dict[str, Any]) -> list[str]:
     for key, entry in limits.items():
         value = entry["value"]
         shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-        lines.append(f"  {key} {shown}: {'enforced' if entry['enforced'] else entry['note']}")
+        lines.append(f"  {key} {shown}: {entry['note'] or 'enforced'}")
     return lines
 
 

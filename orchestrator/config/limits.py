@@ -1,6 +1,7 @@
 """A module's resource limits and isolation in `modules.yaml`: validated here, applied by the
-supervisor (cgroup v2 files, orchestrator/cgroups.py) and by the module process itself before any
-module code runs (rlimits, umask, Landlock, user and group: module_sdk/limits.py).
+supervisor (cgroup v2 files, or v1 ones: orchestrator/cgroups.py) and by the module process
+itself before any module code runs (rlimits, umask, Landlock, user and group:
+module_sdk/limits.py).
 
 ```yaml
 - name: worker

@@ -1,5 +1,5 @@
 """Per-module limits and isolation with real module processes: rlimits, another user, Landlock,
-and the cgroup v2 limits where this machine lets a supervisor enforce them."""
+and the cgroup limits where this machine lets a supervisor enforce them (on v2, or else v1)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from project import Project
 
 from module_sdk import landlock
 from module_sdk.limits import RUN_DIR_FD
+from orchestrator.cgroup_limits import CONTROLLERS as CGROUP_CONTROLLERS
 from orchestrator.cgroups import ModuleCgroups
+from orchestrator.config.limits import ModuleLimits
 
 REPORTER = """
 import errno
@@ -112,10 +114,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running as another us
 
 
 def _controllers() -> frozenset[str]:
-    """The cgroup v2 controllers a supervisor here could give its modules (a probe, removed)."""
+    """The controllers a supervisor here could limit its modules with, on cgroup v2 or else v1
+    (a probe, removed)."""
     probe = ModuleCgroups(f"probe-{uuid.uuid4().hex[:8]}")
     try:
-        return probe.controllers()[0] if probe.available() else frozenset()
+        probe.prepare("probe", ModuleLimits(memory_max_mb=64, cpu_quota=1.0, pids_max=64))
+        return frozenset(CGROUP_CONTROLLERS[key] for key in probe.enforced_by["probe"])
     finally:
         probe.close()
 
@@ -180,7 +184,9 @@ def test_rlimits_and_umask_hold_and_status_says_which_cgroup_limits_the_kernel_e
         ("pids_max", "pids"),
     ):
         assert limits[key]["enforced"] is (controller in CONTROLLERS), limits
-        if controller not in CONTROLLERS:
+        if controller in CONTROLLERS:
+            assert limits[key]["note"] in ("enforced (cgroup v1)", "enforced (cgroup v2)"), limits
+        else:
             assert limits[key]["note"].startswith(f"{key} not enforced: "), limits
     assert limits["memory_max_mb"]["value"] == 512
     text = reporting.cli("status", "reporter", check=0).stdout
@@ -264,7 +270,7 @@ def test_filesystem_restricts_a_module_to_its_paths(reporting: Project) -> None:
     assert limits["filesystem"]["enforced"] is True
 
 
-@pytest.mark.skipif("pids" not in CONTROLLERS, reason="no cgroup v2 pids controller to delegate")
+@pytest.mark.skipif("pids" not in CONTROLLERS, reason="no writable pids controller (v2 nor v1)")
 def test_forking_past_pids_max_fails_inside_the_module(reporting: Project) -> None:
     # Threads count too: the module process has a handful of its own (ZeroMQ's, the shim's).
     report = _run_reporter(reporting, pids_max=24, config={"forks": 50})

@@ -87,7 +87,7 @@ def test_oom_kill_is_read_from_memory_events(tmp_path: Path) -> None:
 
 def test_an_oom_kill_names_only_a_sigkilled_exit_after_one_more_kill(tmp_path: Path) -> None:
     root = fake_cgroup(tmp_path, "")
-    cgroups = ModuleCgroups("k", root=root)
+    cgroups = ModuleCgroups("k", root=root, v1_mounts={})
     assert cgroups.available()
     group = Path(cgroups.prepare("m", ModuleLimits()) or "")
     sigkill = signal.SIGKILL  # a raw wait status of a process killed by SIGKILL is the signal
@@ -100,7 +100,7 @@ def test_an_oom_kill_names_only_a_sigkilled_exit_after_one_more_kill(tmp_path: P
 
 
 def test_without_cgroups_every_cgroup_limit_is_noted(tmp_path: Path) -> None:
-    cgroups = ModuleCgroups("k", root=tmp_path / "missing")
+    cgroups = ModuleCgroups("k", root=tmp_path / "missing", v1_mounts={})
     assert not cgroups.available()
     limits = ModuleLimits(memory_max_mb=10, cpu_quota=1.0)
     assert cgroups.prepare("m", limits) is None
@@ -108,10 +108,12 @@ def test_without_cgroups_every_cgroup_limit_is_noted(tmp_path: Path) -> None:
     assert report["memory_max_mb"] == {
         "value": 10,
         "enforced": False,
-        "note": "memory_max_mb not enforced: no writable cgroup v2; polled instead "
-        "(memory_limit_mb)",
+        "note": "memory_max_mb not enforced: no writable cgroup v2; no cgroup v1 memory "
+        "hierarchy either; polled instead (memory_limit_mb)",
     }
-    assert report["cpu_quota"]["note"] == "cpu_quota not enforced: no writable cgroup v2"
+    assert report["cpu_quota"]["note"] == (
+        "cpu_quota not enforced: no writable cgroup v2; no cgroup v1 cpu hierarchy either"
+    )
 
 
 def test_the_report_before_a_first_start(tmp_path: Path) -> None:
@@ -123,7 +125,7 @@ def test_the_report_before_a_first_start(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_a_module_run_as_another_user_may_rejoin_its_cgroup(tmp_path: Path) -> None:
-    cgroups = ModuleCgroups("k", root=fake_cgroup(tmp_path, ""))
+    cgroups = ModuleCgroups("k", root=fake_cgroup(tmp_path, ""), v1_mounts={})
     group = Path(cgroups.prepare("m", ModuleLimits(user="nobody")) or "")
     (group / "cgroup.procs").write_text("")  # the kernel makes it; here, a second prepare
     cgroups.prepare("m", ModuleLimits(user="nobody"))
