@@ -49,6 +49,11 @@ class Runner:
         except Exception as exc:
             log.exception("run() raised")
             ok, error = False, f"run() raised {type(exc).__name__}: {exc}"
+        except BaseException as exc:  # sys.exit() in run() ends this thread, not the module
+            log.error(
+                "run() raised %s (%s): the run failed; the module runs on", type(exc).__name__, exc
+            )
+            ok, error = False, f"run() raised {type(exc).__name__}: {exc}"
         result = protocol.RunResult(
             kind=protocol.RUN_RESULT,
             pid=self._pid,

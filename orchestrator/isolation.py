@@ -24,7 +24,12 @@ from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
 
-_RUN_DIR_SOCKETS = ("child.sock", "xsub.sock", "xpub.sock")  # what a module connects to
+_RUN_DIR_SOCKETS = (
+    "child.sock",
+    "xsub.sock",
+    "xpub.sock",
+    "groups.sock",
+)  # what a module connects to
 _REFRESH = 0.25  # seconds between looks for sockets bound anew
 
 

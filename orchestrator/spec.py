@@ -52,7 +52,7 @@ def module_spec(
         "ready": spec.supervision.ready,
         "health_interval": spec.supervision.health_interval,
         "health_retries": spec.supervision.health_retries,
-        "groups": groups,
+        "groups": bus_endpoint(spec, groups) if groups is not None else None,
         "group": spec.work_group,
         "redeliver": spec.redeliver,
     }

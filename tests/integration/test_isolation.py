@@ -224,13 +224,17 @@ def test_a_forked_module_run_as_nobody_reaches_a_restarted_broker(reporting: Pro
     held = f"/proc/self/fd/{RUN_DIR_FD}"  # the run directory, as the module reaches it
     # (A fork of the template, which has imported `socket`: a user that cannot read the Python
     # installation, as nobody here, imports nothing new.)
-    connect = {"control": f"{held}/control.sock", "bus": f"{held}/xsub.sock"}
+    connect = {
+        "control": f"{held}/control.sock",
+        "bus": f"{held}/xsub.sock",
+        "groups": f"{held}/groups.sock",  # grouped subscriptions, as a `work_group:` needs
+    }
     report = _run_reporter(
         reporting, user="nobody", config={"read": {"secret": str(secret)}, "connect": connect}
     )
     assert report["uid"] != 0 and report["secret"] == "EACCES", report
     assert report["control"] == "EACCES", report  # no `orchestrator down` from the module
-    assert report["bus"] == "connected", report
+    assert report["bus"] == "connected" and report["groups"] == "connected", report
     broker = reporting.status()["bus"]["broker_pid"]
     os.kill(broker, signal.SIGKILL)
 

@@ -39,3 +39,20 @@ def test_runs_report_their_result_and_wake_the_loop() -> None:
     finally:
         release.set()
         runner.close()
+
+
+def test_a_run_that_calls_sys_exit_is_a_failed_run_not_a_lost_one() -> None:
+    """Without a result the scheduler would hold the run as in progress for good, and with
+    `overlap: skip` skip every later one."""
+
+    def run() -> None:
+        raise SystemExit(0)
+
+    runner = Runner(run, pid=7)
+    try:
+        runner.request({"id": 1})
+        (result,) = wait_until(runner.results, 5, "the run's result")
+        assert (result["id"], result["ok"]) == (1, False)
+        assert result["error"] == "run() raised SystemExit: 0"
+    finally:
+        runner.close()
