@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,15 +20,23 @@ def test_up_in_the_foreground_notifies_systemd(project: Project, tmp_path: Path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = tmp_path / "notify"
     sock.bind(str(path))
-    sock.settimeout(0)
+    sock.settimeout(0.05)
     said: list[str] = []
+    done = threading.Event()
+
+    # Read all the time, as systemd does: a unix datagram queue holds only
+    # net.unix.max_dgram_qlen messages (10 by default), past which the supervisor's
+    # non-blocking notifications are dropped, so a test reading late would miss STOPPING=1.
+    def read() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                said.extend(sock.recv(4096).decode().splitlines())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
 
     def heard(line: str) -> bool:
-        while True:
-            try:
-                said.extend(sock.recv(4096).decode().splitlines())
-            except BlockingIOError:
-                return line in said
+        return line in said
 
     try:
         project.configure([{"name": "idle", "path": project.probe("idle")}])
@@ -36,19 +46,16 @@ def test_up_in_the_foreground_notifies_systemd(project: Project, tmp_path: Path)
         assert project.module("idle")["state"] == "running"  # ready means started
         assert "STATUS=1 module: 1 running" in said, said
         pings = said.count("WATCHDOG=1")
-        wait_until(
-            lambda: heard("WATCHDOG=1") and said.count("WATCHDOG=1") >= pings + 2,
-            5,
-            "watchdog pings from the loop",
-        )
+        wait_until(lambda: said.count("WATCHDOG=1") >= pings + 2, 5, "watchdog pings from the loop")
         environ = Path(f"/proc/{project.module('idle')['pid']}/environ").read_bytes()
         assert b"NOTIFY_SOCKET" not in environ and b"WATCHDOG_USEC" not in environ
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-        heard("")
-        assert "STOPPING=1" in said, said
+        wait_until(lambda: heard("STOPPING=1"), 5, "STOPPING=1", lambda: f"{said}")
         assert said.index("STOPPING=1") > said.index("READY=1")
     finally:
+        done.set()
+        reader.join(5)
         sock.close()
 
 
