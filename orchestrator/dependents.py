@@ -12,12 +12,13 @@ from orchestrator.states import ChildState
 
 def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> str | None:
     """Why `child` may not start yet because of its dependencies, or None. A dependency with
-    instances runs when every one of its instances runs."""
+    instances runs when every one of its instances runs; one that drains (it stops once its
+    dependents have) no longer counts as running."""
     missing = [
         name
         for name in child.spec.depends_on
         if not (others := live_members(children, name))
-        or any(other.state is not ChildState.RUNNING for other in others)
+        or any(other.state is not ChildState.RUNNING or other.life.draining for other in others)
     ]
     return "waiting for " + ", ".join(missing) + " to run (depends_on)" if missing else None
 

@@ -87,7 +87,11 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
         case lc.DependencyDown():
             return _dependency_down(life, settings, event)
         case lc.HoldRequested():
-            return _hold(life, settings, event.now, event.why)
+            return _hold(life, settings, event.now, event.why, drain=event.drain)
+        case lc.DependentsStopped():
+            if not (life.draining and life.state is ChildState.RUNNING):
+                return Step(replace(life, draining=False))
+            return _stop(life, settings, event.now, life.intent, None)
         case lc.ReleaseRequested():
             return _release(life)
         case lc.RemoveRequested():
@@ -206,7 +210,8 @@ def _exited(
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))
-    life = replace(life, ready_at=None, kill=None, kill_error="")  # dead: its timers run again
+    # Dead: its timers run again, and nothing is left to drain.
+    life = replace(life, ready_at=None, kill=None, kill_error="", draining=False)
     effects.append(lc.RecordExit(status, reason, error))
     detail = f": {error}" if error else ""
     level = lc.ERROR if reason.is_failure else lc.INFO
@@ -322,6 +327,7 @@ def _kill(life: Life, reason: ExitReason, message: str = "") -> Step:
 def _stop(
     life: Life, settings: SupervisionSettings, now: float, intent: Intent, timeout: float | None
 ) -> Step:
+    life = replace(life, draining=False)
     if not life.state.has_process:
         kept = intent if intent is Intent.REMOVE else Intent.NONE  # no process: nothing pending
         stopped = replace(life, state=ChildState.STOPPED, deadline=None, intent=kept)
@@ -343,8 +349,22 @@ def _restart(life: Life, settings: SupervisionSettings, event: lc.RestartRequest
     if not life.state.has_process:
         return Step(life, (*effects, lc.TryStart(count=True)))
     keep = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
-    step = _stop(life, settings, event.now, keep, None)
+    step = _leave(life, settings, event.now, keep, drain=event.drain)
     return Step(step.life, (*effects, *step.effects))
+
+
+def _leave(
+    life: Life, settings: SupervisionSettings, now: float, intent: Intent, *, drain: bool
+) -> Step:
+    """Stop it for `intent`; a running one whose dependents follow (`drain`: they have a
+    process) keeps running until they have stopped (`DependentsStopped`), as OTP's
+    `rest_for_one` and systemd stop dependents before what they depend on."""
+    if not (drain and life.state is ChildState.RUNNING):
+        return _stop(life, settings, now, intent, None)
+    if life.draining:
+        return Step(replace(life, intent=intent))
+    note = lc.Log(lc.INFO, "%s stops once its dependents have stopped")
+    return Step(replace(life, intent=intent, draining=True), (note, lc.DependentsFollow()))
 
 
 def _stalled(life: Life, event: lc.Stalled) -> Step:
@@ -372,20 +392,23 @@ def _dependency_down(life: Life, settings: SupervisionSettings, event: lc.Depend
         return Step(life)
     if event.policy == "stop":
         why = f"stopped because {event.dependency} stopped running (on_failure: stop)"
-        return _hold(life, settings, event.now, why)
+        return _hold(life, settings, event.now, why, drain=event.drain)
     if life.state is ChildState.STOPPING:
         return Step(life)
     note = lc.Log(lc.INFO, "%s follows %s: it starts again once that runs", (event.dependency,))
     if life.state is ChildState.BACKOFF:  # its restart waits for the dependency instead
         return Step(replace(life, state=ChildState.STOPPED, deadline=None), (note, lc.TryStart()))
-    step = _stop(life, settings, event.now, Intent.WAIT, None)
+    step = _leave(life, settings, event.now, Intent.WAIT, drain=event.drain)
     return Step(step.life, (note, *step.effects))
 
 
-def _hold(life: Life, settings: SupervisionSettings, now: float, why: str) -> Step:
-    """Stop it (if it has a process) and keep it stopped for `why` until released."""
+def _hold(
+    life: Life, settings: SupervisionSettings, now: float, why: str, *, drain: bool = False
+) -> Step:
+    """Stop it (if it has a process; its dependents first, with `drain`) and keep it stopped
+    for `why` until released."""
     intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.STOP
-    step = _stop(replace(life, held=why), settings, now, intent, None)
+    step = _leave(replace(life, held=why), settings, now, intent, drain=drain)
     note = lc.Log(lc.INFO, "%s held stopped: %s", (why,))
     return Step(replace(step.life, why=why), (note, *step.effects))
 

@@ -4,6 +4,7 @@ decides, and a signal to a module without a process is a no-op."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,3 +116,51 @@ def test_waiting_for_and_the_shutdown_order(tmp_path: Path) -> None:
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "web"]  # dependents first
     children["web"].process = None
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "api"]
+
+
+def test_a_restart_stops_its_dependents_first_leaves_first(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    signalled: list[int] = []
+    monkeypatch.setattr(
+        "orchestrator.manager.signal_group",
+        lambda pid, sig: signalled.append(pid) if sig == signal.SIGTERM else None,
+    )
+    children = manager.children
+    pids = {name: pid for pid, name in enumerate(children, start=100)}
+    for name, child in children.items():
+        child.process = SimpleNamespace(pid=pids[name])  # type: ignore[assignment]
+    by_pid = {pid: name for name, pid in pids.items()}
+
+    def exit_of(name: str) -> None:
+        manager.handle(children[name], lc.Exited(0.0, 0))  # its process is gone
+        manager.advance_drains()
+
+    manager.restart(children["db"], release=True)
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache"]  # the leaves of db's followers
+    assert children["db"].state is S.RUNNING and children["db"].life.draining
+    assert children["api"].state is S.RUNNING and children["api"].life.draining
+    assert children["audit"].life == lc.Life(S.RUNNING)  # ignore: not in the drain
+    exit_of("web")
+    assert children["web"].state is S.WAITING, children["web"].life
+    assert children["web"].life.why == "waiting for api to run (depends_on)"
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache", "api"]
+    exit_of("cache")
+    assert children["cache"].state is S.STOPPED and children["db"].life.draining
+    exit_of("api")
+    assert children["api"].life.why == "waiting for db to run (depends_on)"
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache", "api", "db"]
+    assert (children["db"].state, children["db"].life.intent) == (S.STOPPING, Intent.RESTART)
+
+
+def test_a_crashed_dependency_is_followed_at_once(tmp_path: Path, monkeypatch: Any) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
+    for pid, child in enumerate(manager.children.values(), start=100):
+        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+    manager.handle(manager.children["db"], lc.Exited(0.0, 1 << 8))
+    states = _states(manager)
+    assert states["cache"] == (S.STOPPING, Intent.STOP)  # no dependent of its own: at once
+    assert states["api"] == (S.RUNNING, Intent.WAIT)  # web, its own dependent, stops first
+    assert states["web"] == (S.STOPPING, Intent.WAIT)
