@@ -12,7 +12,7 @@ from project import Project, describe
 
 # Each module journals its start and its shutdown; a dependent's shutdown first lingers (so that
 # a dependency stopped beside it would be gone) and then records whether its dependency lives.
-JOURNALED = '''
+JOURNALED = """
 import json, os, time
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ def shutdown() -> None:
     time.sleep(0.4)
     pid = int(Path(conf["journal"] + "." + dep).read_text())
     _note(event="shutdown", dep=dep, dep_pid=pid, dep_alive=_alive(pid))
-'''
+"""
 
 
 def _configure(project: Project, version: int = 1) -> None:
