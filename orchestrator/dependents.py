@@ -28,6 +28,16 @@ def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[Ma
     return [other for other in children if depends(other, child)]
 
 
+def must_drain(child: ManagedChild, children: Iterable[ManagedChild]) -> bool:
+    """Whether a stop of `child` must wait for dependents that follow it (any edge but
+    `ignore`) and still have a process: they stop first."""
+    edge = child.spec.instance_of or child.name  # an instance: its module's edge
+    return any(
+        other.pid is not None and other.spec.on_failure(edge) != "ignore"
+        for other in dependents(child, children)
+    )
+
+
 def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:
     """In a shutdown: the modules with a process not yet stopping none of whose dependents has
     a process any more (dependents stop before what they depend on), last in config first."""

@@ -21,7 +21,7 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
-from orchestrator.dependents import dependents, stoppable, waiting_for
+from orchestrator.dependents import dependents, must_drain, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
@@ -288,13 +288,7 @@ class ChildManager:
             self.handle(other, lc.DependencyDown(now, edge, policy, drain=self._drains(other)))
 
     def _drains(self, child: ManagedChild) -> bool:
-        """Whether a stop of `child` must wait for dependents that follow it (any edge but
-        `ignore`) and still have a process: they stop first."""
-        edge = child.spec.instance_of or child.name
-        return any(
-            other.pid is not None and other.spec.on_failure(edge) != "ignore"
-            for other in dependents(child, list(self.children.values()))
-        )
+        return must_drain(child, self.children.values())
 
     def advance_drains(self) -> None:
         """Each draining module whose following dependents have all stopped stops now."""
