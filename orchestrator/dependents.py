@@ -20,7 +20,19 @@ def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> st
         if not (others := live_members(children, name))
         or any(other.state is not ChildState.RUNNING or other.life.draining for other in others)
     ]
-    return "waiting for " + ", ".join(missing) + " to run (depends_on)" if missing else None
+    if not missing:
+        return None
+    chain = [f"{name}: {why}" for name in missing if (why := _waits(children, name))]
+    return "waiting for " + ", ".join(missing) + f" to run ({'; '.join(['depends_on', *chain])})"
+
+
+def _waits(children: Mapping[str, ManagedChild], name: str) -> str:
+    """Why dependency `name` (or one of its instances) waits itself, shortened, or "": the chain
+    `status` shows, e.g. `waiting for api to run (depends_on; api: waiting for db)`."""
+    for member in live_members(children, name):
+        if member.state is ChildState.WAITING and member.why:
+            return member.why.removesuffix(" to run (depends_on)")
+    return ""
 
 
 def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[ManagedChild]:

@@ -115,3 +115,9 @@ def test_a_restart_and_a_reload_stop_dependents_first(project: Project) -> None:
     project.wait_module("web", state="running", restarts=2)
     _check_order(_journal(project), (project.root / "logs/app.log").read_text())
     assert project.module("web")["pid"] != web["pid"]
+
+    # `stop db`: what waits on a module that waits itself says so, down the chain.
+    project.cli("stop", "db", check=0)
+    chain = "waiting for api to run (depends_on; api: waiting for db)"
+    project.wait_module("web", state="waiting", why=chain)
+    assert f"web: {chain}" in project.cli("status", check=0).stdout

@@ -164,3 +164,20 @@ def test_a_crashed_dependency_is_followed_at_once(tmp_path: Path, monkeypatch: A
     assert states["cache"] == (S.STOPPING, Intent.STOP)  # no dependent of its own: at once
     assert states["api"] == (S.RUNNING, Intent.WAIT)  # web, its own dependent, stops first
     assert states["web"] == (S.STOPPING, Intent.WAIT)
+
+
+def test_waiting_for_names_the_chain_when_the_dependency_waits_too(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    children = manager.children
+    children["db"].state = S.STOPPED
+    children["api"].life = lc.Life(S.WAITING, why="waiting for db to run (depends_on)")
+    assert waiting_for(children["api"], children) == "waiting for db to run (depends_on)"
+    assert waiting_for(children["web"], children) == (
+        "waiting for api to run (depends_on; api: waiting for db)"
+    )
+    children["api"].life = lc.Life(S.WAITING, why="process limit reached (9 module processes)")
+    assert waiting_for(children["web"], children) == (
+        "waiting for api to run (depends_on; api: process limit reached (9 module processes))"
+    )
+    children["api"].life = lc.Life(S.BACKOFF, why="crash")  # not waiting: no chain
+    assert waiting_for(children["web"], children) == "waiting for api to run (depends_on)"
