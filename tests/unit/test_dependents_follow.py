@@ -5,6 +5,7 @@ decides, and a signal to a module without a process is a no-op."""
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,3 +182,35 @@ def test_waiting_for_names_the_chain_when_the_dependency_waits_too(tmp_path: Pat
     )
     children["api"].life = lc.Life(S.BACKOFF, why="crash")  # not waiting: no chain
     assert waiting_for(children["web"], children) == "waiting for api to run (depends_on)"
+
+
+def test_a_change_does_not_start_a_scheduled_module_that_is_not_running(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    audit = manager.children["audit"]
+    audit.spec = replace(audit.spec, schedule="0 0 1 1 *")
+    for state in (S.STOPPED, S.DONE, S.FAILED, S.STARTING):  # STARTING: a job under way
+        audit.life = lc.Life(state, spawns=1)
+        manager.restart_changed(audit)  # what a reload and a hot reload call
+        assert audit.life == lc.Life(state, spawns=1), state
+    audit.life = lc.Life(S.RUNNING, spawns=1)  # a run() module: restarted as any other
+    manager.restart_changed(audit)
+    assert (audit.state, audit.life.intent) == (S.STOPPING, Intent.RESTART)
+
+
+def test_a_drain_waits_for_a_dependent_already_stopping(tmp_path: Path, monkeypatch: Any) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
+    children = manager.children
+    for pid, child in enumerate(children.values(), start=100):
+        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+    manager.hold(children["web"], "stopped by operator")  # a leaf: it stops at once
+    assert children["web"].state is S.STOPPING
+    manager.restart(children["api"], release=True)
+    assert children["api"].life.draining  # web's process is still there
+    manager.advance_drains()  # nothing changed: it keeps waiting
+    assert children["api"].state is S.RUNNING
+    manager.handle(children["web"], lc.Exited(0.0, 0))
+    manager.advance_drains()
+    assert (children["api"].state, children["api"].life.intent) == (S.STOPPING, Intent.RESTART)
+    assert (children["web"].state, children["web"].life.held) == (S.STOPPED, "stopped by operator")
+    assert children["db"].state is S.RUNNING  # what api depends on is untouched
