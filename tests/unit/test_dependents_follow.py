@@ -15,7 +15,7 @@ import zmq
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, LoggingSection, ModuleSpec, Redactor
-from orchestrator.dependents import stoppable, waiting_for
+from orchestrator.dependents import must_drain, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
 from orchestrator.lifecycle import Intent
 from orchestrator.manager import ChildManager
@@ -214,3 +214,24 @@ def test_a_drain_waits_for_a_dependent_already_stopping(tmp_path: Path, monkeypa
     assert (children["api"].state, children["api"].life.intent) == (S.STOPPING, Intent.RESTART)
     assert (children["web"].state, children["web"].life.held) == (S.STOPPED, "stopped by operator")
     assert children["db"].state is S.RUNNING  # what api depends on is untouched
+
+
+def test_an_instance_drains_what_depends_on_its_module(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    children, log = manager.children, manager.children["db"].log
+    worker = ModuleSpec(name="worker#2", path=tmp_path / "m.py", instance_of="worker")
+    consumer = ModuleSpec(
+        name="consumer",
+        path=tmp_path / "m.py",
+        depends_on=("worker",),
+        dependency_policy={},
+    )
+    children["worker#2"] = ManagedChild(worker, log, state=S.RUNNING)
+    children["consumer"] = ManagedChild(consumer, log, state=S.RUNNING)
+    assert not must_drain(children["worker#2"], children.values())  # no process to wait for
+    children["consumer"].process = SimpleNamespace(pid=7)  # type: ignore[assignment]
+    assert must_drain(children["worker#2"], children.values())
+    children["consumer"].spec = replace(consumer, dependency_policy={"worker": "ignore"})
+    assert not must_drain(children["worker#2"], children.values())  # it does not follow
+    children["worker#2"].life = lc.Life(S.RUNNING, draining=True)
+    assert waiting_for(children["consumer"], children) == "waiting for worker to run (depends_on)"
