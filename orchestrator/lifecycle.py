@@ -57,8 +57,9 @@ class Life:
 
     @property
     def stopping_on_request(self) -> bool:
-        """A stop was asked for (of a process that may still be running)."""
-        return self.intent is not Intent.NONE
+        """A stop was asked for (of a process that may still be running): not yet while it
+        drains (its process was not told to stop, so an exit then is its own)."""
+        return self.intent is not Intent.NONE and not self.draining
 
 
 # -- events --------------------------------------------------------------------------------------

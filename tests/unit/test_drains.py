@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_transitions import EXIT_0, LIVES, NOW, SETTINGS
+from test_transitions import EXIT_0, EXIT_1, LIVES, NOW, SETTINGS
 
 from orchestrator import lifecycle as lc
 from orchestrator.lifecycle import Intent, Life
-from orchestrator.states import ChildState
-from orchestrator.transition import transition
+from orchestrator.states import ChildState, ExitReason, ExitStatus
+from orchestrator.transition import exit_reason, transition
 
 S = ChildState
 RUNNING = LIVES[S.RUNNING]
@@ -66,6 +66,13 @@ def test_a_draining_module_that_exits_meanwhile_is_no_longer_draining() -> None:
     exited = transition(draining, lc.Exited(NOW, EXIT_0), SETTINGS)
     assert not exited.life.draining and exited.life.state is S.STOPPED
     assert _kinds(exited)[-3:] == ("TryStart", "WakeWaiting", "DependentsFollow")  # as asked
+    # It was not told to stop yet: a crash then is a crash, reported as one.
+    crashed = transition(draining, lc.Exited(NOW, EXIT_1), SETTINGS)
+    assert exit_reason(draining, ExitStatus(code=1)) is ExitReason.CRASHED
+    published = [e.event_type for e in crashed.effects if isinstance(e, lc.Publish)]
+    assert published[0] == "module.error", published
+    held = transition(RUNNING, DRAINS["hold"][0], SETTINGS).life
+    assert transition(held, lc.Exited(NOW, EXIT_1), SETTINGS).life.state is S.STOPPED  # still held
     late = transition(exited.life, lc.DependentsStopped(NOW), SETTINGS)
     assert late.life == exited.life and not late.effects
 
