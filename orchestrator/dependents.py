@@ -12,19 +12,42 @@ from orchestrator.states import ChildState
 
 def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> str | None:
     """Why `child` may not start yet because of its dependencies, or None. A dependency with
-    instances runs when every one of its instances runs."""
+    instances runs when every one of its instances runs; one that drains (it stops once its
+    dependents have) no longer counts as running."""
     missing = [
         name
         for name in child.spec.depends_on
         if not (others := live_members(children, name))
-        or any(other.state is not ChildState.RUNNING for other in others)
+        or any(other.state is not ChildState.RUNNING or other.life.draining for other in others)
     ]
-    return "waiting for " + ", ".join(missing) + " to run (depends_on)" if missing else None
+    if not missing:
+        return None
+    chain = [f"{name}: {why}" for name in missing if (why := _waits(children, name))]
+    return "waiting for " + ", ".join(missing) + f" to run ({'; '.join(['depends_on', *chain])})"
+
+
+def _waits(children: Mapping[str, ManagedChild], name: str) -> str:
+    """Why dependency `name` (or one of its instances) waits itself, shortened, or "": the chain
+    `status` shows, e.g. `waiting for api to run (depends_on; api: waiting for db)`."""
+    for member in live_members(children, name):
+        if member.state is ChildState.WAITING and member.why:
+            return member.why.removesuffix(" to run (depends_on)")
+    return ""
 
 
 def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[ManagedChild]:
     """The modules that depend on `child` (or on its module, for an instance), in config order."""
     return [other for other in children if depends(other, child)]
+
+
+def must_drain(child: ManagedChild, children: Iterable[ManagedChild]) -> bool:
+    """Whether a stop of `child` must wait for dependents that follow it (any edge but
+    `ignore`) and still have a process: they stop first."""
+    edge = child.spec.instance_of or child.name  # an instance: its module's edge
+    return any(
+        other.pid is not None and other.spec.on_failure(edge) != "ignore"
+        for other in dependents(child, children)
+    )
 
 
 def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:

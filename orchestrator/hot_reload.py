@@ -56,7 +56,7 @@ class HotReload:
             for child in members(manager.children, name):  # a module's instances, each
                 if child.name not in handled and not manager.shutting_down:
                     log.info("hot reload: %s changed; restarting it", child.name)
-                    manager.restart(child)
+                    manager.restart_changed(child)
 
     def configure(self, config: AppConfig) -> None:
         """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""

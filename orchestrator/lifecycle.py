@@ -51,11 +51,15 @@ class Life:
     consecutive_failures: int = 0
     restart_times: tuple[float, ...] = ()  # automatic restarts, the latest 64
     held: str = ""  # kept stopped for this reason until released (`start`/`restart NAME`)
+    # A stop asked for waits, the module still running, until its dependents have stopped
+    # (`DependentsStopped`); meanwhile they count it as not running.
+    draining: bool = False
 
     @property
     def stopping_on_request(self) -> bool:
-        """A stop was asked for (of a process that may still be running)."""
-        return self.intent is not Intent.NONE
+        """A stop was asked for (of a process that may still be running): not yet while it
+        drains (its process was not told to stop, so an exit then is its own)."""
+        return self.intent is not Intent.NONE and not self.draining
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -168,6 +172,7 @@ class RestartRequested:
     now: float
     revive: bool = False
     release: bool = False  # an operator's: a held module starts too (a reload's does not)
+    drain: bool = False  # dependents that follow it have a process: they stop first
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,7 @@ class DependencyDown:
     now: float
     dependency: str
     policy: str
+    drain: bool = False  # its own dependents that follow have a process: they stop first
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,15 @@ class HoldRequested:
 
     now: float
     why: str
+    drain: bool = False  # dependents that follow it have a process: they stop first
+
+
+@dataclass(frozen=True)
+class DependentsStopped:
+    """The dependents that follow this draining module have no process any more: the stop it
+    waited with goes on now."""
+
+    now: float
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,7 @@ Event = (
     | RestartRequested
     | DependencyDown
     | HoldRequested
+    | DependentsStopped
     | ReleaseRequested
     | RemoveRequested
     | ShutdownBegan
@@ -353,8 +369,9 @@ class WakeWaiting:
 
 @dataclass(frozen=True)
 class DependentsFollow:
-    """It stopped running: hand each module that depends on it `DependencyDown`, with that
-    edge's policy (not while the supervisor shuts down: the shutdown orders the stops)."""
+    """It stopped running (or it drains: it stops once they have): hand each module that
+    depends on it `DependencyDown`, with that edge's policy (not while the supervisor shuts
+    down: the shutdown orders the stops)."""
 
 
 Effect = (

@@ -21,7 +21,7 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
-from orchestrator.dependents import dependents, stoppable, waiting_for
+from orchestrator.dependents import dependents, must_drain, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
@@ -254,7 +254,18 @@ class ChildManager:
         (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's).
         A failed build of its venv is tried again."""
         self.venvs.forget_failure(child.spec)
-        self.handle(child, lc.RestartRequested(time.monotonic(), release=release))
+        restart = lc.RestartRequested(time.monotonic(), release=release, drain=self._drains(child))
+        self.handle(child, restart)
+
+    def restart_changed(self, child: ManagedChild) -> None:
+        """A reload (or a hot reload) changed the module: restart it, unless it is scheduled and
+        not running (nothing to restart: its next run, due or `orchestrator run`, is of the new
+        code; a job under way finishes as it began)."""
+        if child.spec.schedule is not None and child.state is not ChildState.RUNNING:
+            self.venvs.forget_failure(child.spec)
+            log.info("%s changed; scheduled, it runs the change at its next run", child.name)
+            return
+        self.restart(child)
 
     def graceful_restart(self, child: ManagedChild) -> Handover | str:
         """Start a new process beside the running one; stop the old one once the new one is
@@ -269,7 +280,7 @@ class ChildManager:
 
     def hold(self, child: ManagedChild, why: str) -> None:
         """Stop the module and keep it stopped until `release` (its dependents follow)."""
-        self.handle(child, lc.HoldRequested(time.monotonic(), why))
+        self.handle(child, lc.HoldRequested(time.monotonic(), why, drain=self._drains(child)))
 
     def release(self, child: ManagedChild) -> None:
         """Let a held module start again, and start it if nothing holds it back (a failed build
@@ -283,7 +294,18 @@ class ChildManager:
         for other in dependents(dependency, list(self.children.values())):
             edge = dependency.spec.instance_of or dependency.name  # an instance: its module's
             policy = other.spec.on_failure(edge)
-            self.handle(other, lc.DependencyDown(now, edge, policy))
+            self.handle(other, lc.DependencyDown(now, edge, policy, drain=self._drains(other)))
+
+    def _drains(self, child: ManagedChild) -> bool:
+        return must_drain(child, self.children.values())
+
+    def advance_drains(self) -> None:
+        """Each draining module whose following dependents have all stopped stops now."""
+        if self.shutting_down:
+            return  # the shutdown orders the stops
+        for child in list(self.children.values()):
+            if child.life.draining and not self._drains(child):
+                self.handle(child, lc.DependentsStopped(time.monotonic()))
 
     def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
         """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
@@ -306,7 +328,7 @@ class ChildManager:
         for name in plan.restart:
             child = self.children[name]
             child.spec = specs[name]
-            self.restart(child)
+            self.restart_changed(child)
         for child in fresh:
             self.start(child)
         self.start_waiting()  # a changed dependency or limit may free a waiting module
@@ -397,6 +419,7 @@ class ChildManager:
             self.handle(child, exited)
             if child.stand_in:
                 self.handovers.exited(child)
+        self.advance_drains()
         self.advance_shutdown()
 
     def forget(self, child: ManagedChild) -> None:

@@ -14,6 +14,7 @@ from orchestrator import lifecycle as lc
 from orchestrator.config import SupervisionSettings
 from orchestrator.lifecycle import Intent, Life, Step
 from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
+from orchestrator.stops import dependency_down, hold, leave, release, stop
 
 MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
 START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
@@ -23,7 +24,6 @@ _SHIM_EXIT_REASONS = {
     protocol.EXIT_LOAD_FAILED: ExitReason.LOAD_FAILED,
     protocol.EXIT_INIT_FAILED: ExitReason.INIT_FAILED,
 }
-_NOTHING: tuple[lc.Effect, ...] = ()
 
 
 def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
@@ -81,17 +81,21 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
             return _due(life, event.now)
         case lc.StopRequested():
             intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.STOP
-            return _stop(life, settings, event.now, intent, event.timeout)
+            return stop(life, settings, event.now, intent, event.timeout)
         case lc.RestartRequested():
             return _restart(life, settings, event)
         case lc.DependencyDown():
-            return _dependency_down(life, settings, event)
+            return dependency_down(life, settings, event)
         case lc.HoldRequested():
-            return _hold(life, settings, event.now, event.why)
+            return hold(life, settings, event.now, event.why, drain=event.drain)
+        case lc.DependentsStopped():
+            if not (life.draining and life.state is ChildState.RUNNING):
+                return Step(replace(life, draining=False))
+            return stop(life, settings, event.now, life.intent, None)
         case lc.ReleaseRequested():
-            return _release(life)
+            return release(life)
         case lc.RemoveRequested():
-            return _stop(life, settings, event.now, Intent.REMOVE, None)
+            return stop(life, settings, event.now, Intent.REMOVE, None)
         case lc.ShutdownBegan():
             if life.state.has_process:
                 return Step(life)
@@ -206,7 +210,8 @@ def _exited(
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))
-    life = replace(life, ready_at=None, kill=None, kill_error="")  # dead: its timers run again
+    # Dead: its timers run again, and nothing is left to drain.
+    life = replace(life, ready_at=None, kill=None, kill_error="", draining=False)
     effects.append(lc.RecordExit(status, reason, error))
     detail = f": {error}" if error else ""
     level = lc.ERROR if reason.is_failure else lc.INFO
@@ -319,21 +324,6 @@ def _kill(life: Life, reason: ExitReason, message: str = "") -> Step:
     return Step(killed, (note, lc.Signal(term=False)))
 
 
-def _stop(
-    life: Life, settings: SupervisionSettings, now: float, intent: Intent, timeout: float | None
-) -> Step:
-    if not life.state.has_process:
-        kept = intent if intent is Intent.REMOVE else Intent.NONE  # no process: nothing pending
-        stopped = replace(life, state=ChildState.STOPPED, deadline=None, intent=kept)
-        return Step(stopped, (lc.Forget(),) if intent is Intent.REMOVE else _NOTHING)
-    if life.state is ChildState.STOPPING:
-        return Step(replace(life, intent=intent))
-    grace = settings.stop_timeout if timeout is None else timeout
-    stopping = replace(life, state=ChildState.STOPPING, intent=intent, deadline=now + grace)
-    note = lc.Log(lc.INFO, "%s stopping (pid %d, SIGTERM, up to %gs)", (lc.PID, grace))
-    return Step(stopping, (note, lc.Signal(term=True)))
-
-
 def _restart(life: Life, settings: SupervisionSettings, event: lc.RestartRequested) -> Step:
     if life.held and not (event.release or event.revive):
         return Step(life, (lc.Log(lc.INFO, "%s stays stopped (%s): not restarted", (life.held,)),))
@@ -343,7 +333,7 @@ def _restart(life: Life, settings: SupervisionSettings, event: lc.RestartRequest
     if not life.state.has_process:
         return Step(life, (*effects, lc.TryStart(count=True)))
     keep = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
-    step = _stop(life, settings, event.now, keep, None)
+    step = leave(life, settings, event.now, keep, drain=event.drain)
     return Step(step.life, (*effects, *step.effects))
 
 
@@ -356,56 +346,3 @@ def _stalled(life: Life, event: lc.Stalled) -> Step:
         deadline = max(life.deadline + event.seconds, event.now + START_GRACE)
         return Step(replace(life, deadline=deadline))
     return Step(life)
-
-
-def _dependency_down(life: Life, settings: SupervisionSettings, event: lc.DependencyDown) -> Step:
-    """A dependency stopped running: follow it as this edge's policy says. A module that is
-    stopped, failed, done or already waiting has nothing to follow; one being stopped keeps what its
-    stop leads to (unless the policy holds it)."""
-    idle = life.state in (
-        ChildState.STOPPED,
-        ChildState.FAILED,
-        ChildState.WAITING,
-        ChildState.DONE,
-    )
-    if event.policy == "ignore" or idle:
-        return Step(life)
-    if event.policy == "stop":
-        why = f"stopped because {event.dependency} stopped running (on_failure: stop)"
-        return _hold(life, settings, event.now, why)
-    if life.state is ChildState.STOPPING:
-        return Step(life)
-    note = lc.Log(lc.INFO, "%s follows %s: it starts again once that runs", (event.dependency,))
-    if life.state is ChildState.BACKOFF:  # its restart waits for the dependency instead
-        return Step(replace(life, state=ChildState.STOPPED, deadline=None), (note, lc.TryStart()))
-    step = _stop(life, settings, event.now, Intent.WAIT, None)
-    return Step(step.life, (note, *step.effects))
-
-
-def _hold(life: Life, settings: SupervisionSettings, now: float, why: str) -> Step:
-    """Stop it (if it has a process) and keep it stopped for `why` until released."""
-    intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.STOP
-    step = _stop(replace(life, held=why), settings, now, intent, None)
-    note = lc.Log(lc.INFO, "%s held stopped: %s", (why,))
-    return Step(replace(step.life, why=why), (note, *step.effects))
-
-
-def _release(life: Life) -> Step:
-    """Let it start again: at once if it has no process (past failures forgotten, as a restart
-    does), once stopped if it is being stopped; a running one has nothing to release."""
-    released = replace(life, held="")
-    if life.state is ChildState.STOPPING:
-        intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
-        return Step(replace(released, intent=intent, why=""))
-    if life.state.has_process:
-        return Step(released)
-    fresh = replace(
-        released,
-        state=ChildState.STOPPED,
-        deadline=None,
-        why="",
-        consecutive_failures=0,
-        restart_times=(),
-    )
-    note = lc.Log(lc.INFO, "start of %s requested")
-    return Step(fresh, (note, lc.ResetBreaker(), lc.TryStart()))

@@ -77,12 +77,19 @@ def test_hot_reload_restarts_a_saved_module_once_and_survives_a_broken_save(
     project: Project,
 ) -> None:
     path = project.write_module("live.py", GOOD)
+    later = {"name": "later", "path": project.write_module("later.py", GOOD)}
+    later.update(schedule="0 0 1 1 *", restart="never")  # not due in this test
     project.configure(
-        [{"name": "live", "path": path}, {"name": "idle", "path": project.probe("idle")}],
+        [{"name": "live", "path": path}, {"name": "idle", "path": project.probe("idle")}, later],
         hot_reload=True,
         supervision=FAST_SUPERVISION,
     )
     status = project.up()
+    # A saved scheduled module that is not running is not started by the hot reload.
+    (project.root / "modules" / "later.py").write_text(GOOD + "\n# saved\n")
+    app_log = project.root / "logs" / "app.log"
+    wait_until(lambda: "later changed; scheduled" in app_log.read_text(), 10, "later's save seen")
+    assert (project.module("later")["state"], project.module("later")["pid"]) == ("stopped", None)
     idle_pid = next(m["pid"] for m in status["modules"] if m["name"] == "idle")
     source = project.root / "modules" / "live.py"
     for version in range(2, 7):  # an editor's burst of writes

@@ -98,15 +98,14 @@ def test_a_job_runs_at_its_times_and_overlaps_are_skipped(project: Project) -> N
     assert "job: schedule '* * * * * *' (UTC); next run" in table, table
 
 
-def test_run_calls_run_in_the_running_module(project: Project) -> None:
-    calls = project.root / "calls.txt"
+def _runner_project(project: Project, version: int = 1) -> None:
     project.configure(
         [
             {
                 "name": "runner",
                 "path": project.write_module("runner.py", RUNNER),
                 "schedule": NEVER_SOON,
-                "config": {"file": str(calls)},
+                "config": {"file": str(project.root / "calls.txt"), "version": version},
             },
             {  # not scheduled: it runs once, at `up`, and is done
                 "name": "oneshot",
@@ -114,8 +113,20 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
                 "restart": "never",
                 "config": {"file": str(project.root / "oneshot.txt")},
             },
+            {  # scheduled, not run yet: a reload that changes it does not run it
+                "name": "yearly",
+                "path": project.write_module("job.py", JOB),
+                "schedule": NEVER_SOON,
+                "restart": "never",
+                "config": {"file": str(project.root / f"yearly{version}.txt")},
+            },
         ]
     )
+
+
+def test_run_calls_run_in_the_running_module(project: Project) -> None:
+    calls = project.root / "calls.txt"
+    _runner_project(project)
     status = project.up()  # exit 0: a done module is fine
     states = {m["name"]: (m["state"], m["schedule"]) for m in status["modules"]}
     assert states["runner"][0] == "stopped"  # it starts at its first due time
@@ -133,3 +144,17 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
     assert schedule["runs"] == 3 and "third run fails" in schedule["last_result"]
     assert project.module("runner")["pid"] == row["pid"]  # a failed run() is not a crash
     assert project.cli("run", "nope").returncode == exit_codes.USAGE
+    # A reload that changes both: the running one restarts, the scheduled job that is not
+    # running is not started by it; `run` runs it, with the change.
+    _runner_project(project, version=2)
+    reloaded = json.loads(project.cli("reload", "--json", check=0).stdout)
+    assert sorted(reloaded["restart"]) == ["runner", "yearly"], reloaded
+    yearly = project.module("yearly")
+    assert (yearly["state"], yearly["pid"]) == ("stopped", None), yearly
+    assert yearly["schedule"]["runs"] == 0 and yearly["restarts"] == 0, yearly
+    assert not (project.root / "yearly1.txt").exists()
+    assert not (project.root / "yearly2.txt").exists()
+    project.wait_module("runner", state="running", restarts=1)
+    assert project.module("runner")["pid"] != row["pid"]
+    assert json.loads(project.cli("run", "yearly", "--json", check=0).stdout)["result"] == "ok"
+    assert (project.root / "yearly2.txt").read_text() == "run\n"

@@ -4,6 +4,8 @@ decides, and a signal to a module without a process is a no-op."""
 
 from __future__ import annotations
 
+import signal
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +15,7 @@ import zmq
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, LoggingSection, ModuleSpec, Redactor
-from orchestrator.dependents import stoppable, waiting_for
+from orchestrator.dependents import must_drain, stoppable, waiting_for
 from orchestrator.forkserver import ForkServer
 from orchestrator.lifecycle import Intent
 from orchestrator.manager import ChildManager
@@ -115,3 +117,121 @@ def test_waiting_for_and_the_shutdown_order(tmp_path: Path) -> None:
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "web"]  # dependents first
     children["web"].process = None
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "api"]
+
+
+def test_a_restart_stops_its_dependents_first_leaves_first(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    signalled: list[int] = []
+    monkeypatch.setattr(
+        "orchestrator.manager.signal_group",
+        lambda pid, sig: signalled.append(pid) if sig == signal.SIGTERM else None,
+    )
+    children = manager.children
+    pids = {name: pid for pid, name in enumerate(children, start=100)}
+    for name, child in children.items():
+        child.process = SimpleNamespace(pid=pids[name])  # type: ignore[assignment]
+    by_pid = {pid: name for name, pid in pids.items()}
+
+    def exit_of(name: str) -> None:
+        manager.handle(children[name], lc.Exited(0.0, 0))  # its process is gone
+        manager.advance_drains()
+
+    manager.restart(children["db"], release=True)
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache"]  # the leaves of db's followers
+    assert children["db"].state is S.RUNNING and children["db"].life.draining
+    assert children["api"].state is S.RUNNING and children["api"].life.draining
+    assert children["audit"].life == lc.Life(S.RUNNING)  # ignore: not in the drain
+    exit_of("web")
+    assert children["web"].state is S.WAITING, children["web"].life
+    assert children["web"].life.why == "waiting for api to run (depends_on)"
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache", "api"]
+    exit_of("cache")
+    assert children["cache"].state is S.STOPPED and children["db"].life.draining
+    exit_of("api")
+    assert children["api"].life.why == "waiting for db to run (depends_on)"
+    assert [by_pid[pid] for pid in signalled] == ["web", "cache", "api", "db"]
+    assert (children["db"].state, children["db"].life.intent) == (S.STOPPING, Intent.RESTART)
+
+
+def test_a_crashed_dependency_is_followed_at_once(tmp_path: Path, monkeypatch: Any) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
+    for pid, child in enumerate(manager.children.values(), start=100):
+        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+    manager.handle(manager.children["db"], lc.Exited(0.0, 1 << 8))
+    states = _states(manager)
+    assert states["cache"] == (S.STOPPING, Intent.STOP)  # no dependent of its own: at once
+    assert states["api"] == (S.RUNNING, Intent.WAIT)  # web, its own dependent, stops first
+    assert states["web"] == (S.STOPPING, Intent.WAIT)
+
+
+def test_waiting_for_names_the_chain_when_the_dependency_waits_too(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    children = manager.children
+    children["db"].state = S.STOPPED
+    children["api"].life = lc.Life(S.WAITING, why="waiting for db to run (depends_on)")
+    assert waiting_for(children["api"], children) == "waiting for db to run (depends_on)"
+    assert waiting_for(children["web"], children) == (
+        "waiting for api to run (depends_on; api: waiting for db)"
+    )
+    children["api"].life = lc.Life(S.WAITING, why="process limit reached (9 module processes)")
+    assert waiting_for(children["web"], children) == (
+        "waiting for api to run (depends_on; api: process limit reached (9 module processes))"
+    )
+    children["api"].life = lc.Life(S.BACKOFF, why="crash")  # not waiting: no chain
+    assert waiting_for(children["web"], children) == "waiting for api to run (depends_on)"
+
+
+def test_a_change_does_not_start_a_scheduled_module_that_is_not_running(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    audit = manager.children["audit"]
+    audit.spec = replace(audit.spec, schedule="0 0 1 1 *")
+    for state in (S.STOPPED, S.DONE, S.FAILED, S.STARTING):  # STARTING: a job under way
+        audit.life = lc.Life(state, spawns=1)
+        manager.restart_changed(audit)  # what a reload and a hot reload call
+        assert audit.life == lc.Life(state, spawns=1), state
+    audit.life = lc.Life(S.RUNNING, spawns=1)  # a run() module: restarted as any other
+    manager.restart_changed(audit)
+    assert (audit.state, audit.life.intent) == (S.STOPPING, Intent.RESTART)
+
+
+def test_a_drain_waits_for_a_dependent_already_stopping(tmp_path: Path, monkeypatch: Any) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
+    children = manager.children
+    for pid, child in enumerate(children.values(), start=100):
+        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+    manager.hold(children["web"], "stopped by operator")  # a leaf: it stops at once
+    assert children["web"].state is S.STOPPING
+    manager.restart(children["api"], release=True)
+    assert children["api"].life.draining  # web's process is still there
+    manager.advance_drains()  # nothing changed: it keeps waiting
+    assert children["api"].state is S.RUNNING
+    manager.handle(children["web"], lc.Exited(0.0, 0))
+    manager.advance_drains()
+    assert (children["api"].state, children["api"].life.intent) == (S.STOPPING, Intent.RESTART)
+    assert (children["web"].state, children["web"].life.held) == (S.STOPPED, "stopped by operator")
+    assert children["db"].state is S.RUNNING  # what api depends on is untouched
+
+
+def test_an_instance_drains_what_depends_on_its_module(tmp_path: Path) -> None:
+    manager, _ = manager_with_modules(tmp_path)
+    children, log = manager.children, manager.children["db"].log
+    worker = ModuleSpec(name="worker#2", path=tmp_path / "m.py", instance_of="worker")
+    consumer = ModuleSpec(
+        name="consumer",
+        path=tmp_path / "m.py",
+        depends_on=("worker",),
+        dependency_policy={},
+    )
+    children["worker#2"] = ManagedChild(worker, log, state=S.RUNNING)
+    children["consumer"] = ManagedChild(consumer, log, state=S.RUNNING)
+    assert not must_drain(children["worker#2"], children.values())  # no process to wait for
+    children["consumer"].process = SimpleNamespace(pid=7)  # type: ignore[assignment]
+    assert must_drain(children["worker#2"], children.values())
+    children["consumer"].spec = replace(consumer, dependency_policy={"worker": "ignore"})
+    assert not must_drain(children["worker#2"], children.values())  # it does not follow
+    children["worker#2"].life = lc.Life(S.RUNNING, draining=True)
+    assert waiting_for(children["consumer"], children) == "waiting for worker to run (depends_on)"

@@ -67,6 +67,7 @@ EVENTS: dict[str, lc.Event] = {
     "unhealthy": lc.HealthFailed(ExitReason.HUNG),
     "health_check": lc.HealthFailed(ExitReason.UNHEALTHY, "db down"),
     "stalled": lc.Stalled(NOW, 5.0),
+    "dependents_stopped": lc.DependentsStopped(NOW),  # not draining: nothing (test_drains.py)
 }
 PROCESS = (S.STARTING, S.RUNNING, S.STOPPING)
 IDLE = (S.STOPPED, S.WAITING, S.BACKOFF, S.FAILED, S.DONE)
@@ -150,6 +151,7 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.RUNNING, "health_check"): (SAME, KILL),
     **{(s, "stalled"): (SAME, NONE) for s in S if s is not S.RUNNING},
     (S.RUNNING, "stalled"): (SAME, ("Running",)),
+    **{(s, "dependents_stopped"): (SAME, NONE) for s in S},
 }
 
 
