@@ -152,6 +152,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
     def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
         if child.spawns > generation and child.state is ChildState.RUNNING:
             return control.reply({"name": child.name, "pid": child.pid})
+        if child.spawns > generation and child.state is ChildState.DONE:  # a job that finished
+            return control.reply({"name": child.name, "pid": None, "done": True})
         settled_down = child.state in (ChildState.FAILED, ChildState.STOPPED, ChildState.DONE)
         if child.failed_spawn > generation or (child.spawns > generation and settled_down):
             cause = child.last_exit.cause() if child.last_exit else child.state.value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.instances import depends, live_members
 from orchestrator.states import ChildState
@@ -18,7 +19,7 @@ def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> st
         name
         for name in child.spec.depends_on
         if not (others := live_members(children, name))
-        or any(other.state is not ChildState.RUNNING or other.life.draining for other in others)
+        or any(not _satisfies(other) for other in others)
     ]
     if not missing:
         return None
@@ -42,7 +43,11 @@ def dependents(child: ManagedChild, children: Iterable[ManagedChild]) -> list[Ma
 
 def must_drain(child: ManagedChild, children: Iterable[ManagedChild]) -> bool:
     """Whether a stop of `child` must wait for dependents that follow it (any edge but
-    `ignore`) and still have a process: they stop first."""
+    `ignore`) and still have a process: they stop first. Not for an instance while another
+    instance of its module runs: the pool they depend on stays up."""
+    children = list(children)
+    if pool_remains(child, children):
+        return False
     edge = child.spec.instance_of or child.name  # an instance: its module's edge
     return any(
         other.pid is not None and other.spec.on_failure(edge) != "ignore"
@@ -60,3 +65,24 @@ def stoppable(children: Mapping[str, ManagedChild]) -> list[ManagedChild]:
         and child.state is not ChildState.STOPPING
         and not any(other.pid is not None for other in dependents(child, children.values()))
     ]
+
+
+def _satisfies(dependency: ManagedChild) -> bool:
+    """A dependency is met by a running module that is not draining, or by a job that finished
+    (`done`: exit 0 with `restart: never`), as systemd's oneshot units are."""
+    if dependency.state is ChildState.DONE:
+        return True
+    return dependency.state is ChildState.RUNNING and not dependency.life.draining
+
+
+def pool_remains(child: ManagedChild, children: Iterable[ManagedChild]) -> bool:
+    """Whether `child` is an instance and another instance of its module runs (and stays): its
+    dependents then have what they depend on, and need not follow it."""
+    module = child.spec.instance_of
+    return module is not None and any(
+        other is not child
+        and other.spec.instance_of == module
+        and other.state is ChildState.RUNNING
+        and other.life.intent is not lc.Intent.REMOVE
+        for other in children
+    )

@@ -21,7 +21,13 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
-from orchestrator.dependents import dependents, must_drain, stoppable, waiting_for
+from orchestrator.dependents import (
+    dependents,
+    must_drain,
+    pool_remains,
+    stoppable,
+    waiting_for,
+)
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
 from orchestrator.module_processes import ModuleProcesses
@@ -289,7 +295,13 @@ class ChildManager:
         self.handle(child, lc.ReleaseRequested(time.monotonic()))
 
     def _follow(self, dependency: ManagedChild) -> None:
-        """`dependency` stopped running: each module depending on it follows its edge's policy."""
+        """`dependency` stopped running: each module depending on it follows its edge's policy.
+        Not when it finished its work (`done`), nor for an instance that a scale down removes or
+        while another instance of its module still runs: a pool that shrinks is still there."""
+        if dependency.state is ChildState.DONE or dependency.life.intent is lc.Intent.REMOVE:
+            return
+        if pool_remains(dependency, self.children.values()):
+            return
         now = time.monotonic()
         for other in dependents(dependency, list(self.children.values())):
             edge = dependency.spec.instance_of or dependency.name  # an instance: its module's

@@ -21,7 +21,8 @@ def stop(
     if not life.state.has_process:
         kept = intent if intent is Intent.REMOVE else Intent.NONE  # no process: nothing pending
         stopped = replace(life, state=ChildState.STOPPED, deadline=None, intent=kept)
-        return Step(stopped, (lc.Forget(),) if intent is Intent.REMOVE else _NOTHING)
+        removed = (lc.Forget(), lc.WakeWaiting())  # a dependent may wait on it no more
+        return Step(stopped, removed if intent is Intent.REMOVE else _NOTHING)
     if life.state is ChildState.STOPPING:
         return Step(replace(life, intent=intent))
     grace = settings.stop_timeout if timeout is None else timeout

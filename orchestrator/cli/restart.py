@@ -62,4 +62,7 @@ def restart(app: App, name: str, wait: float, graceful: bool, as_json: bool) -> 
         done = ", ".join(f"{i['name']} (pid {i['pid']})" for i in data["instances"])
         click.echo(f"{data['name']} restarted: {done}")
         return
+    if data.get("done"):  # a job: it ran again and finished
+        click.echo(f"{data['name']} ran again and is done (exit 0)")
+        return
     click.echo(f"{data['name']} restarted (pid {data['pid']})")

@@ -131,6 +131,9 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
     states = {m["name"]: (m["state"], m["schedule"]) for m in status["modules"]}
     assert states["runner"][0] == "stopped"  # it starts at its first due time
     assert states["oneshot"] == ("done", None)
+    again = project.cli("restart", "oneshot", check=0)  # it runs again, and is done again: fine
+    assert "oneshot ran again and is done" in again.stdout, again.stdout
+    assert project.module("oneshot")["state"] == "done"
     result = project.cli("run", "runner", "--json", check=0)
     assert json.loads(result.stdout)["result"] == "ok"
     row = project.module("runner")

@@ -235,3 +235,28 @@ def test_an_instance_drains_what_depends_on_its_module(tmp_path: Path) -> None:
     assert not must_drain(children["worker#2"], children.values())  # it does not follow
     children["worker#2"].life = lc.Life(S.RUNNING, draining=True)
     assert waiting_for(children["consumer"], children) == "waiting for worker to run (depends_on)"
+
+
+def test_a_pool_that_shrinks_or_rolls_is_still_there_for_its_dependents(tmp_path: Path) -> None:
+    """One instance leaving while another runs (a rolling restart, a crash, a scale down) is not
+    followed; a job that finished (`done`) meets a dependency as a running module does."""
+    manager, _ = manager_with_modules(tmp_path)
+    children, log = manager.children, manager.children["db"].log
+    for k in (1, 2):
+        spec = ModuleSpec(name=f"worker#{k}", path=tmp_path / "m.py", instance_of="worker")
+        children[spec.name] = ManagedChild(spec, log, state=S.RUNNING)
+    consumer = ModuleSpec(name="consumer", path=tmp_path / "m.py", depends_on=("worker",))
+    children["consumer"] = ManagedChild(consumer, log, state=S.RUNNING)
+    children["consumer"].process = SimpleNamespace(pid=7)  # type: ignore[assignment]
+    assert not must_drain(children["worker#2"], children.values())  # worker#1 still runs
+    manager.handle(children["worker#2"], lc.StopRequested(0.0))
+    assert (
+        children["consumer"].state is S.RUNNING and children["consumer"].life.intent is Intent.NONE
+    )
+    children["worker#1"].state = S.BACKOFF  # the last one goes too: now it is followed
+    assert must_drain(children["worker#2"], children.values())
+    job = ModuleSpec(name="job", path=tmp_path / "m.py")
+    children["job"] = ManagedChild(job, log, state=S.DONE)
+    report = ModuleSpec(name="report", path=tmp_path / "m.py", depends_on=("job",))
+    children["report"] = ManagedChild(report, log, state=S.WAITING)
+    assert waiting_for(children["report"], children) is None  # done: met, as a oneshot is

@@ -118,7 +118,7 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.STARTING, "restart"): (S.STOPPING, ("Log", "ResetBreaker", *STOP)),
     (S.RUNNING, "restart"): (S.STOPPING, ("Log", "ResetBreaker", *STOP, "DependentsFollow")),
     (S.STOPPING, "restart"): (SAME, ("Log", "ResetBreaker")),
-    **{(s, "remove"): (S.STOPPED, ("Forget",)) for s in IDLE},
+    **{(s, "remove"): (S.STOPPED, ("Forget", "WakeWaiting")) for s in IDLE},
     (S.STARTING, "remove"): (S.STOPPING, STOP),
     (S.RUNNING, "remove"): (S.STOPPING, (*STOP, "DependentsFollow")),
     (S.STOPPING, "remove"): (SAME, NONE),
