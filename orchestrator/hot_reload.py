@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -31,6 +32,10 @@ class HotReload:
         self._poller = poller
         self._manager = manager
         self._reload = reload
+        # What each module's files were when a change last restarted it: a late event of the
+        # same writes (the watcher's thread starved under load past the quiet period) is not
+        # a second restart.
+        self._restarted_at: dict[str, tuple[tuple[str, int, int], ...] | None] = {}
 
     def next_deadline(self) -> float | None:
         """When the debounced changes are due, if any are pending."""
@@ -53,6 +58,11 @@ class HotReload:
             if plan is not None:  # its restarts and starts run the saved code already
                 handled = {*plan.start, *plan.stop, *plan.restart}
         for name in changed:
+            spec = manager.config.module(name)
+            seen = fingerprint(spec.path) if spec is not None else None
+            if seen is not None and self._restarted_at.get(name) == seen:
+                continue  # a late event of writes whose restart is under way already
+            self._restarted_at[name] = seen
             for child in members(manager.children, name):  # a module's instances, each
                 if child.name not in handled and not manager.shutting_down:
                     log.info("hot reload: %s changed; restarting it", child.name)
@@ -77,3 +87,18 @@ class HotReload:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
+
+
+_FINGERPRINT_FILES = 2000  # a package's files looked at, at most: past that, always restart
+
+
+def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...] | None:
+    """The module's `.py` files as (name, mtime, size): a file module, or a package's (None when
+    it cannot be read, or is too large to tell)."""
+    try:
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        if len(files) > _FINGERPRINT_FILES:
+            return None
+        return tuple((str(f), (s := f.stat()).st_mtime_ns, s.st_size) for f in files)
+    except OSError:
+        return None
