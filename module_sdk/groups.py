@@ -183,8 +183,7 @@ class GroupMember:
         close the socket."""
         if self.socket is None:
             return
-        if self.subscriptions:
-            self._send([b"B"])
+        self._send([b"B"])  # also after the last leave: what arrived since is given back
         self.socket.close()
 
     def _send(self, frames: list[bytes]) -> None:
@@ -203,12 +202,19 @@ class GroupMember:
         _, tag, group, pattern, topic, body = frames
         try:
             entry = self.subscriptions.get((group.decode(), pattern.decode()))
-            if entry is not None:
-                self._call(entry[1], self._event_type(topic), body)
+        except ValueError as exc:
+            self._bad_frame(str(exc))
+            self._send([b"A", tag])  # garbage: acknowledged, never to come again
+            return
+        if entry is None:
+            # Unsubscribed meanwhile: no ack, so that the leave (or the goodbye) that follows
+            # gives it back to the broker, which redelivers it or counts it lost, per the group.
+            return
+        try:
+            self._call(entry[1], self._event_type(topic), body)
         except (BadFrameError, ValueError) as exc:
             self._bad_frame(str(exc))
-        finally:
-            self._send([b"A", tag])  # done with it, whatever it was
+        self._send([b"A", tag])  # done with it, whatever it was
 
     def _event_type(self, topic: bytes) -> str:
         event_type = self._topics.get(topic)
