@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import zmq
 from group_net import GroupNet, group_net
 from helpers import wait_until
 
@@ -56,3 +57,54 @@ def test_events_arriving_after_an_unsubscribe_are_redelivered_not_acknowledged(
     finally:
         release.set()
         bus.close()
+
+
+def _until_joined(sock: zmq.Socket[bytes], group: bytes) -> list[list[bytes]]:
+    """Read everything `sock` was sent up to the broker's confirmation of a join of `group`."""
+    got: list[list[bytes]] = []
+    while sock.poll(10_000):
+        frames = sock.recv_multipart()
+        got.append(frames)
+        if frames[:2] == [b"J", group]:
+            return got
+    pytest.fail(f"no confirmation of the join of {group!r}")
+
+
+def test_a_peer_asking_for_the_counters_without_reading_gets_few_answers(net: GroupNet) -> None:
+    asker = net.raw()
+    try:
+        for _ in range(5000):
+            asker.send(b"S")
+        asker.send_multipart([b"J", b"flood-marker", b"marker.x", b"1", b"-"])  # after them all
+        answers = [f for f in _until_joined(asker, b"flood-marker") if f[0] == b"S"]
+        assert 1 <= len(answers) <= 50  # not 5000: they are coalesced, ten a second at most
+        asker.send(b"B")
+        assert net.stats("flood-marker")["members"] in (0, 1)  # the broker answers others
+    finally:
+        asker.close()
+
+
+def test_a_member_that_never_reads_is_dropped_and_its_events_redelivered(net: GroupNet) -> None:
+    """Its queue at the broker fills (join confirmations, here): the next send finds it full,
+    and the broker drops it instead of queueing without bound."""
+    stuck = net.ctx.socket(zmq.DEALER)
+    stuck.setsockopt(zmq.LINGER, 0)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.connect(net.groups)
+    try:
+        stuck.send_multipart([b"J", b"stuck", b"stuck.*", b"8", b"r"])
+        wait_until(lambda: net.stats("stuck").get("members") == 1, 10.0, "joined")
+        for n in range(8):
+            net.client.publish("stuck.job", {"n": n})
+        wait_until(lambda: net.stats("stuck").get("in_flight") == 8, 10.0, "8 in flight")
+        for _ in range(30_000):  # each confirmed, never read
+            stuck.send_multipart([b"J", b"stuck", b"stuck.*", b"8", b"r"])
+
+        def dropped() -> bool:
+            stats = net.stats("stuck")
+            return stats["redelivered"] >= 8 and stats["in_flight"] == 0
+
+        wait_until(dropped, 20.0, "the member dropped, its events queued again")
+        assert net.stats("stuck")["lost"] == 0
+    finally:
+        stuck.close()
