@@ -230,6 +230,8 @@ class GroupDispatcher:
                 self.refused += 1
                 self._reply(router, sub, member, [b"X", name, pattern, str(exc).encode()])
                 return
+            for gone in table.evicted():  # a group without members made room
+                self._subscribe(sub, gone, -1)
             if prefix is not None:
                 self._subscribe(sub, prefix, 1)
             self._reply(router, sub, member, [b"J", name, pattern])

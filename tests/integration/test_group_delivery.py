@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import zmq
 from group_net import GroupNet, group_net
-from helpers import wait_until
+from helpers import Recorder, wait_until
 
+from module_sdk import groups
 from module_sdk.bus import ZmqEventBus
 from module_sdk.event import Event
 
@@ -108,3 +109,39 @@ def test_a_member_that_never_reads_is_dropped_and_its_events_redelivered(net: Gr
         assert net.stats("stuck")["lost"] == 0
     finally:
         stuck.close()
+
+
+def test_a_refused_join_is_tried_again_until_the_broker_has_room(
+    net: GroupNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last in this file: it fills the broker's table of groups. The member is in another group
+    as well, so that the broker's pings keep it from joining everything again anyway."""
+    monkeypatch.setattr(groups, "RETRY_REFUSED", 0.2)
+    fillers = [net.raw() for _ in range(33)]  # 33 x 32 joins: more than the 1,024 groups
+    bus = ZmqEventBus(net.ctx, "patient", net.xsub, net.xpub, groups_endpoint=net.groups)
+    got = Recorder()
+    try:
+        bus.subscribe("patient.other", got, group="patient-other")
+        bus.handshake(10.0)
+        bus.start()
+        for n, filler in enumerate(fillers):
+            for k in range(32):
+                filler.send_multipart([b"J", b"fill-%d-%d" % (n, k), b"fill.x", b"1", b"-"])
+        for filler in fillers:  # every join answered, taken or refused
+            answers = 0
+            while answers < 32 and filler.poll(10_000):
+                answers += filler.recv_multipart()[0] in (b"J", b"X")
+            assert answers == 32
+        refused = net.stats()["refused"]
+        bus.subscribe("patient.*", got, group="patient")
+        wait_until(lambda: net.stats()["refused"] > refused, 10.0, "the join refused")
+        assert net.stats("patient") == {}  # not in the table
+        fillers[0].send(b"B")  # 32 groups without members: room
+        wait_until(lambda: net.stats("patient").get("members") == 1, 10.0, "joined at last")
+        net.client.publish("patient.job", {"n": 1})
+        wait_until(lambda: got.got("patient.job"), 10.0, "delivered")
+    finally:
+        bus.close()
+        for filler in fillers:
+            filler.send(b"B")
+            filler.close()

@@ -162,3 +162,30 @@ def test_credit_is_clamped() -> None:
     table.join(b"b", b"g", b"y.*", 0, False)
     assert table.members[b"a"][(b"g", b"x.*")].credit == group_table.MAX_CREDIT
     assert table.members[b"b"][(b"g", b"y.*")].credit == 1
+
+
+def test_a_full_table_forgets_the_longest_empty_redelivering_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redelivering groups keep receiving without members; they must not fill the table for
+    good: the one empty longest makes room, what it queued counted lost."""
+    monkeypatch.setattr(group_table, "MAX_GROUPS", 3)
+    table = GroupTable()
+    for name in (b"g1", b"g2", b"g3"):
+        table.join(b"m-" + name, name, b"x.*", 1, True)
+    table.route(b"x.a", b"kept")  # one each in flight
+    table.drop(b"m-g2")  # empty first: its event goes back to its queue
+    table.drop(b"m-g1")
+    assert table.queued_bytes == 8
+    assert table.join(b"n", b"g4", b"y.*", 1, True) == b"y."
+    assert table.evicted() == [b"x."] and table.evicted() == []
+    assert [g["group"] for g in table.stats()] == ["g1", "g3", "g4"]
+    assert table.queued_bytes == 4
+    table.drop(b"m-g3")
+    table.join(b"n", b"g5", b"y.*", 1, True)  # g1 (empty before g3) goes
+    table.join(b"n", b"g6", b"y.*", 1, True)  # then g3
+    assert table.evicted() == [b"x.", b"x."]
+    assert [g["group"] for g in table.stats()] == ["g4", "g5", "g6"]
+    assert table.queued_bytes == 0
+    with pytest.raises(JoinRefusedError, match="3 groups"):  # every group has a member
+        table.join(b"n2", b"g7", b"y.*", 1, True)
