@@ -4,7 +4,8 @@ memory) costs a broker restart, never the supervisor.
 
 Its first line on stdout says whether it forwards: `ready` once every endpoint is bound, or
 `error: <why>` before it exits 1. It runs until SIGTERM, or until the supervisor dies (end of file
-on the lifeline pipe, whose write end only the supervisor holds).
+on the lifeline pipe, whose write end only the supervisor holds); it exits 1 if its grouped
+delivery thread failed, so that the supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     poller.register(wake_read, select.POLLIN)
     if args.lifeline is not None:
         poller.register(args.lifeline, select.POLLIN)
-    while not poller.poll():
-        pass
+    while not poller.poll(1000):
+        if broker.groups is not None and not broker.groups.is_alive():
+            log.error("grouped delivery stopped on a failure (see above): the broker exits")
+            broker.stop()
+            return 1  # the supervisor starts a broker again
     broker.stop()
     broker.join(1.0)
     return 0

@@ -102,6 +102,10 @@ class GroupDispatcher:
         if self._control is not None and self._thread.is_alive():
             self._control.send(_STOP)
 
+    def is_alive(self) -> bool:
+        """Whether the thread runs: False once `stop()` took effect, or after a failure."""
+        return self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread, then close the control socket."""
         if self._thread.is_alive():
@@ -139,6 +143,8 @@ class GroupDispatcher:
             self._loop(router, sub, control)
         except zmq.ContextTerminated:
             pass
+        except Exception:  # a bug: say so; the process notices the thread gone (is_alive)
+            log.exception("the grouped-delivery thread failed")
         finally:
             for sock in (router, sub, control):
                 sock.close(linger=0)
