@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,8 @@ class GroupTable:
         self.groups: dict[tuple[bytes, bytes], Group] = {}
         self.members: dict[bytes, dict[tuple[bytes, bytes], Membership]] = {}
         self._tags: dict[bytes, Membership] = {}
-        self._next_tag = itertools.count(1)
+        # Random, not 1: a member's acks to a broker before a restart must not match new tags.
+        self._next_tag = itertools.count(secrets.randbits(63))
         self._clock = itertools.count(1)
         self._evicted: list[bytes] = []
         self._routes: dict[bytes, tuple[Group, ...]] = {}

@@ -189,3 +189,13 @@ def test_a_full_table_forgets_the_longest_empty_redelivering_group(
     assert table.queued_bytes == 0
     with pytest.raises(JoinRefusedError, match="3 groups"):  # every group has a member
         table.join(b"n2", b"g7", b"y.*", 1, True)
+
+
+def test_an_ack_meant_for_a_broker_before_a_restart_acks_nothing() -> None:
+    """Tags do not start over in each broker: a stale ack must not ack a new event."""
+    before, after = _table(b"a"), _table(b"a")  # the same member, in the new broker too
+    stale = before.route(b"jobs.x", b"old")[0][1]
+    fresh = after.route(b"jobs.x", b"new")[0][1]
+    assert stale != fresh
+    after.ack(b"a", stale)
+    assert after.stats()[0]["acked"] == 0 and after.stats()[0]["in_flight"] == 1
