@@ -36,7 +36,8 @@ MAX_GROUPS = 1024
 MAX_MEMBERS = 4096  # connections in any group
 MAX_CREDIT = 256
 MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
-MAX_QUEUED_BYTES = 128 * 1024 * 1024  # bodies waiting, all groups together
+MAX_QUEUED_BYTES = 128 * 1024 * 1024  # events waiting, all groups together (see `_size`)
+_OVERHEAD = 64  # bytes an event costs queued besides its frames, at least (a tuple, bytes headers)
 _ROUTE_CACHE = 4096
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class GroupTable:
                     len(group.queue),
                 )
             group.lost += len(group.queue)
-            self.queued_bytes -= sum(len(body) for _, body in group.queue)
+            self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
             group.queue.clear()
             self._routes.clear()
             self._evicted.append(zmq_prefix(group.pattern))
@@ -232,7 +233,7 @@ class GroupTable:
             if membership.redeliver:
                 group.redelivered += 1
                 group.queue.appendleft((topic, body))
-                self.queued_bytes += len(body)
+                self.queued_bytes += _size(topic, body)
             else:
                 group.lost += 1
         membership.in_flight.clear()
@@ -240,7 +241,7 @@ class GroupTable:
         if group.members or group.keeps or not group.subscribed:
             return None
         group.lost += len(group.queue)  # cannot be: without `keeps` nothing was requeued
-        self.queued_bytes -= sum(len(body) for _, body in group.queue)
+        self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
         group.queue.clear()
         group.subscribed = False
         self._routes.clear()
@@ -250,7 +251,7 @@ class GroupTable:
         while group.queue and (
             len(group.queue) > self._max_queued or self.queued_bytes > self._max_queued_bytes
         ):
-            self.queued_bytes -= len(group.queue.pop()[1])
+            self.queued_bytes -= _size(*group.queue.pop())
             group.overflow += 1
 
     # -- events --------------------------------------------------------------------------
@@ -295,7 +296,7 @@ class GroupTable:
             if membership is None:
                 break
             topic, body = group.queue.popleft()
-            self.queued_bytes -= len(body)
+            self.queued_bytes -= _size(topic, body)
             out.append(self._send(membership, topic, body))
         return out
 
@@ -306,12 +307,12 @@ class GroupTable:
     def _enqueue(self, group: Group, topic: bytes, body: bytes) -> None:
         if (
             len(group.queue) >= self._max_queued
-            or self.queued_bytes + len(body) > self._max_queued_bytes
+            or self.queued_bytes + _size(topic, body) > self._max_queued_bytes
         ):
             group.overflow += 1
         else:
             group.queue.append((topic, body))
-            self.queued_bytes += len(body)
+            self.queued_bytes += _size(topic, body)
 
     def _pick(self, group: Group) -> Membership | None:
         """The member with the most room left, ties taken in turn; None if all are full."""
@@ -345,6 +346,11 @@ class GroupTable:
     def stats(self) -> list[dict[str, Any]]:
         """Each group's counters, in a stable order."""
         return [self.groups[key].stats() for key in sorted(self.groups)]
+
+
+def _size(topic: bytes, body: bytes) -> int:
+    """What one queued event counts against MAX_QUEUED_BYTES: empty bodies are not free."""
+    return len(topic) + len(body) + _OVERHEAD
 
 
 def _check(name: bytes, pattern: bytes) -> None:
