@@ -20,8 +20,12 @@ joins again (after a broker restart, the new broker knows nobody). What waits to
 is bounded (`SEND_HWM` messages): a member whose queue is full when an event or a reply is due
 does not read, and is dropped as a crashed one is; `S` is answered ten times a second at most.
 
-The payload is never decoded; the topic frame is read to match patterns. Every input is bounded:
-a message's size and frame count, names, and the table's sizes; a bad one is dropped and counted.
+The payload is never decoded; the topic frame is read to match patterns. What a member sends is
+checked: each frame's size (libzmq drops a peer past MAX_MEMBER_MESSAGE), the frame count, names,
+and the table's sizes; a bad message is dropped and counted. The frame count is checked only once
+libzmq hands the message over, whole: the frames of a message never finished (the last one
+always says more follows) are buffered by libzmq without limit. Nothing here bounds that; the
+supervisor's restart of the broker past `bus.broker_memory_limit_mb` does.
 """
 
 from __future__ import annotations
@@ -359,8 +363,9 @@ class GroupDispatcher:
 
 
 def _read_bounded(sock: zmq.Socket[bytes]) -> list[bytes] | None:
-    """One message of at most MAX_FRAMES + 1 frames (the rest is read and dropped, so that a
-    peer's million-frame message costs no memory); None when nothing is waiting."""
+    """One message of at most MAX_FRAMES + 1 frames (the rest is read and dropped, not kept as
+    Python objects); None when nothing is waiting. libzmq has buffered the whole message by then:
+    a million-frame message costs its memory, once, in libzmq (see the module's docstring)."""
     try:
         first = sock.recv(zmq.NOBLOCK, copy=False)
     except zmq.Again:
