@@ -4,7 +4,8 @@ memory) costs a broker restart, never the supervisor.
 
 Its first line on stdout says whether it forwards: `ready` once every endpoint is bound, or
 `error: <why>` before it exits 1. It runs until SIGTERM, or until the supervisor dies (end of file
-on the lifeline pipe, whose write end only the supervisor holds).
+on the lifeline pipe, whose write end only the supervisor holds); it exits 1 if its grouped
+delivery thread failed, so that the supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -43,14 +44,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def report_groups(stats: dict[str, Any]) -> None:
     """Print the grouped delivery's counters as one line, which the supervisor keeps for status
-    (as many groups as fit in a line it reads whole; `more` counts the others)."""
-    groups = list(stats["groups"])
-    while True:
-        line = json.dumps({**stats, "groups": groups, "more": len(stats["groups"]) - len(groups)})
-        if len(line) <= MAX_GROUPS_LINE or not groups:
+    (as many groups as fit in a line it reads whole; `more` counts the others). Each group is
+    encoded once: this runs on the dispatcher thread, every second, with up to 1024 groups."""
+    groups = [json.dumps(group) for group in stats["groups"]]
+    others = {key: value for key, value in stats.items() if key != "groups"}
+    # `more` as large as it can be: a shorter count only leaves the line shorter.
+    room = MAX_GROUPS_LINE - len(_groups_line([], {**others, "more": len(groups)}))
+    kept = 0
+    for text in groups:
+        room -= len(text) + (2 if kept else 0)  # ", " between two
+        if room < 0:
             break
-        groups.pop()
+        kept += 1
+    line = _groups_line(groups[:kept], {**others, "more": len(groups) - kept})
     print(f"{GROUPS_PREFIX}{line}", flush=True)
+
+
+def _groups_line(groups: list[str], others: dict[str, Any]) -> str:
+    """`{"groups": [...], ...others}` from groups encoded already."""
+    return '{"groups": [' + ", ".join(groups) + "], " + json.dumps(others)[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     poller.register(wake_read, select.POLLIN)
     if args.lifeline is not None:
         poller.register(args.lifeline, select.POLLIN)
-    while not poller.poll():
-        pass
+    while not poller.poll(1000):
+        if broker.groups is not None and not broker.groups.is_alive():
+            log.error("grouped delivery stopped on a failure (see above): the broker exits")
+            broker.stop()
+            return 1  # the supervisor starts a broker again
     broker.stop()
     broker.join(1.0)
     return 0

@@ -13,13 +13,17 @@ redelivery, put back at the head of the queue for another member (`redelivered`)
 
 A group whose last member leaves stays in the table for its counters. If a member of it ever
 joined with redelivery, it keeps queueing (bounded) for the next member, a restarted one say;
-otherwise it stops receiving and what was queued is counted `lost`.
+otherwise it stops receiving and what was queued is counted `lost`. When the table is full, a new
+group takes the place of one without members: one that stopped receiving if any, else the one
+that has been without members longest (what it queued is counted `lost`, and logged).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +36,11 @@ MAX_GROUPS = 1024
 MAX_MEMBERS = 4096  # connections in any group
 MAX_CREDIT = 256
 MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
-MAX_QUEUED_BYTES = 128 * 1024 * 1024  # bodies waiting, all groups together
+MAX_QUEUED_BYTES = 128 * 1024 * 1024  # events waiting, all groups together (see `_size`)
+_OVERHEAD = 64  # bytes an event costs queued besides its frames, at least (a tuple, bytes headers)
 _ROUTE_CACHE = 4096
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.:#-]*")
 _SEGMENT = rb"[A-Za-z0-9_][A-Za-z0-9_-]*"
@@ -91,6 +98,7 @@ class Group:
     redelivered: int = 0
     lost: int = 0
     overflow: int = 0
+    idle_since: int = 0  # when (a `GroupTable` tick) its last member left
 
     def stats(self) -> dict[str, Any]:
         """The group's counters, for the broker's status line."""
@@ -118,7 +126,10 @@ class GroupTable:
         self.groups: dict[tuple[bytes, bytes], Group] = {}
         self.members: dict[bytes, dict[tuple[bytes, bytes], Membership]] = {}
         self._tags: dict[bytes, Membership] = {}
-        self._next_tag = itertools.count(1)
+        # Random, not 1: a member's acks to a broker before a restart must not match new tags.
+        self._next_tag = itertools.count(secrets.randbits(63))
+        self._clock = itertools.count(1)
+        self._evicted: list[bytes] = []
         self._routes: dict[bytes, tuple[Group, ...]] = {}
         self._max_queued = max_queued
         self._max_queued_bytes = max_queued_bytes
@@ -161,12 +172,38 @@ class GroupTable:
 
     def _new_group(self, name: bytes, pattern: bytes) -> Group:
         if len(self.groups) >= MAX_GROUPS:
-            idle = next((k for k, g in self.groups.items() if not g.subscribed), None)
-            if idle is None:
-                raise JoinRefusedError(f"the broker has {MAX_GROUPS} groups already")
-            del self.groups[idle]  # forget the counters of a group nobody is in
+            self._evict()
         group = self.groups[(name, pattern)] = Group(name, pattern)
         return group
+
+    def _evict(self) -> None:
+        """Make room: forget a group nobody is in (its counters, and what it kept queued)."""
+        idle = next((k for k, g in self.groups.items() if not g.subscribed), None)
+        if idle is None:
+            empty = [(g.idle_since, k) for k, g in self.groups.items() if not g.members]
+            if not empty:
+                raise JoinRefusedError(f"the broker has {MAX_GROUPS} groups already")
+            idle = min(empty)[1]
+            group = self.groups[idle]
+            if group.queue:
+                log.warning(
+                    "group %s (%s) forgotten for a new one, without a member for long: %d queued"
+                    " event(s) lost",
+                    group.name.decode(),
+                    group.pattern.decode(),
+                    len(group.queue),
+                )
+            group.lost += len(group.queue)
+            self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
+            group.queue.clear()
+            self._routes.clear()
+            self._evicted.append(zmq_prefix(group.pattern))
+        del self.groups[idle]
+
+    def evicted(self) -> list[bytes]:
+        """The SUB prefixes to drop for groups forgotten (by joins) since the last call."""
+        gone, self._evicted = self._evicted, []
+        return gone
 
     def leave(self, member: bytes, name: bytes, pattern: bytes) -> bytes | None:
         """Take `member` out of one group; returns the SUB prefix to drop if the group is gone."""
@@ -188,13 +225,15 @@ class GroupTable:
     def _remove(self, membership: Membership) -> bytes | None:
         group = membership.group
         group.members.remove(membership)
+        if not group.members:
+            group.idle_since = next(self._clock)
         # Newest first onto the head of the queue: the oldest ends up first, as it was sent.
         for tag, (topic, body) in reversed(list(membership.in_flight.items())):
             del self._tags[tag]
             if membership.redeliver:
                 group.redelivered += 1
                 group.queue.appendleft((topic, body))
-                self.queued_bytes += len(body)
+                self.queued_bytes += _size(topic, body)
             else:
                 group.lost += 1
         membership.in_flight.clear()
@@ -202,7 +241,7 @@ class GroupTable:
         if group.members or group.keeps or not group.subscribed:
             return None
         group.lost += len(group.queue)  # cannot be: without `keeps` nothing was requeued
-        self.queued_bytes -= sum(len(body) for _, body in group.queue)
+        self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
         group.queue.clear()
         group.subscribed = False
         self._routes.clear()
@@ -212,7 +251,7 @@ class GroupTable:
         while group.queue and (
             len(group.queue) > self._max_queued or self.queued_bytes > self._max_queued_bytes
         ):
-            self.queued_bytes -= len(group.queue.pop()[1])
+            self.queued_bytes -= _size(*group.queue.pop())
             group.overflow += 1
 
     # -- events --------------------------------------------------------------------------
@@ -257,7 +296,7 @@ class GroupTable:
             if membership is None:
                 break
             topic, body = group.queue.popleft()
-            self.queued_bytes -= len(body)
+            self.queued_bytes -= _size(topic, body)
             out.append(self._send(membership, topic, body))
         return out
 
@@ -268,12 +307,12 @@ class GroupTable:
     def _enqueue(self, group: Group, topic: bytes, body: bytes) -> None:
         if (
             len(group.queue) >= self._max_queued
-            or self.queued_bytes + len(body) > self._max_queued_bytes
+            or self.queued_bytes + _size(topic, body) > self._max_queued_bytes
         ):
             group.overflow += 1
         else:
             group.queue.append((topic, body))
-            self.queued_bytes += len(body)
+            self.queued_bytes += _size(topic, body)
 
     def _pick(self, group: Group) -> Membership | None:
         """The member with the most room left, ties taken in turn; None if all are full."""
@@ -307,6 +346,11 @@ class GroupTable:
     def stats(self) -> list[dict[str, Any]]:
         """Each group's counters, in a stable order."""
         return [self.groups[key].stats() for key in sorted(self.groups)]
+
+
+def _size(topic: bytes, body: bytes) -> int:
+    """What one queued event counts against MAX_QUEUED_BYTES: empty bodies are not free."""
+    return len(topic) + len(body) + _OVERHEAD
 
 
 def _check(name: bytes, pattern: bytes) -> None:

@@ -16,10 +16,16 @@ Broker -> member: `E tag name pattern topic body`: one event; `J name pattern`: 
 Liveness: the ROUTER is mandatory, so a send to a member whose connection is gone fails at once.
 Every `PING_INTERVAL` each member gets a ping: a crashed member is found within that, and its
 unacknowledged events are redelivered or counted lost. A member that hears nothing for a while
-joins again (after a broker restart, the new broker knows nobody).
+joins again (after a broker restart, the new broker knows nobody). What waits to go to one member
+is bounded (`SEND_HWM` messages): a member whose queue is full when an event or a reply is due
+does not read, and is dropped as a crashed one is; `S` is answered ten times a second at most.
 
-The payload is never decoded; the topic frame is read to match patterns. Every input is bounded:
-a message's size and frame count, names, and the table's sizes; a bad one is dropped and counted.
+The payload is never decoded; the topic frame is read to match patterns. What a member sends is
+checked: each frame's size (libzmq drops a peer past MAX_MEMBER_MESSAGE), the frame count, names,
+and the table's sizes; a bad message is dropped and counted. The frame count is checked only once
+libzmq hands the message over, whole: the frames of a message never finished (the last one
+always says more follows) are buffered by libzmq without limit. Nothing here bounds that; the
+supervisor's restart of the broker past `bus.broker_memory_limit_mb` does.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ PING_INTERVAL = 0.5  # seconds
 STATS_INTERVAL = 1.0  # seconds between two reports of changed counters, at least
 MAX_FRAMES = 8  # in one message from a member
 MAX_MEMBER_MESSAGE = 2048  # bytes of one frame from a member: names, a pattern, a few acks
+SEND_HWM = 1024  # messages queued to one member: its credit (256 at most), pings and replies
+STATS_EVERY = 0.1  # seconds: one `S` answer per asker at most this often (more are coalesced)
 _TAG = 8
 _STOP = b"stop"
 
@@ -79,6 +87,8 @@ class GroupDispatcher:
         self._thread = threading.Thread(target=self._run, name="broker-groups", daemon=True)
         self._prefixes: dict[bytes, int] = {}
         self._reported: str | None = None
+        self._answered: dict[bytes, float] = {}  # asker -> when it last got the counters
+        self._asking: set[bytes] = set()  # askers owed the counters, once STATS_EVERY passed
 
     def start(self, timeout: float = 5.0) -> None:
         """Bind the groups endpoint and start dispatching; raise zmq.ZMQError if binding fails."""
@@ -95,6 +105,10 @@ class GroupDispatcher:
         """Ask the thread to finish."""
         if self._control is not None and self._thread.is_alive():
             self._control.send(_STOP)
+
+    def is_alive(self) -> bool:
+        """Whether the thread runs: False once `stop()` took effect, or after a failure."""
+        return self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread, then close the control socket."""
@@ -133,6 +147,8 @@ class GroupDispatcher:
             self._loop(router, sub, control)
         except zmq.ContextTerminated:
             pass
+        except Exception:  # a bug: say so; the process notices the thread gone (is_alive)
+            log.exception("the grouped-delivery thread failed")
         finally:
             for sock in (router, sub, control):
                 sock.close(linger=0)
@@ -140,7 +156,9 @@ class GroupDispatcher:
     def _configure(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes]) -> None:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a member gone fails: see ping
-        router.setsockopt(zmq.SNDHWM, 0)  # what goes out is bounded by each member's credit
+        # Bounded, so that a member that never reads costs at most this much: a send that finds
+        # its queue full (EAGAIN) drops the member; pings merely wait for room.
+        router.setsockopt(zmq.SNDHWM, SEND_HWM)
         router.setsockopt(zmq.RCVHWM, self._hwm)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MEMBER_MESSAGE)
         router.setsockopt(zmq.HANDSHAKE_IVL, 10_000)
@@ -159,7 +177,8 @@ class GroupDispatcher:
             poller.register(sock, zmq.POLLIN)
         next_ping = next_report = time.monotonic()
         while True:
-            ready = dict(poller.poll(int(PING_INTERVAL * 1000)))
+            wait = STATS_EVERY if self._asking else PING_INTERVAL
+            ready = dict(poller.poll(int(wait * 1000)))
             if control in ready:
                 return
             if router in ready:
@@ -167,7 +186,10 @@ class GroupDispatcher:
             if sub in ready:
                 self._drain_events(router, sub)
             now = time.monotonic()
+            if self._asking:
+                self._answer_stats(router, sub, now)
             if now >= next_ping:
+                self._answered = {k: t for k, t in self._answered.items() if now - t < STATS_EVERY}
                 self._ping(router, sub)
                 next_ping = now + PING_INTERVAL
             if now >= next_report:
@@ -218,6 +240,8 @@ class GroupDispatcher:
                 self.refused += 1
                 self._reply(router, sub, member, [b"X", name, pattern, str(exc).encode()])
                 return
+            for gone in table.evicted():  # a group without members made room
+                self._subscribe(sub, gone, -1)
             if prefix is not None:
                 self._subscribe(sub, prefix, 1)
             self._reply(router, sub, member, [b"J", name, pattern])
@@ -230,7 +254,8 @@ class GroupDispatcher:
         elif kind == b"B" and not args:
             self._drop(router, sub, member)
         elif kind == b"S" and not args:
-            self._reply(router, sub, member, [b"S", json.dumps(self.stats()).encode()])
+            self._asking.add(member)
+            self._answer_stats(router, sub, time.monotonic())
         else:
             self._bad(f"a message of kind {kind[:16]!r} with {len(args)} arguments")
 
@@ -242,22 +267,40 @@ class GroupDispatcher:
             if member not in self.table.members:
                 continue  # dropped while this batch went out: its events are queued again
             try:
-                router.send_multipart([member, b"E", tag, name, pattern, topic, body])
+                router.send_multipart([member, b"E", tag, name, pattern, topic, body], zmq.NOBLOCK)
             except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
+                if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     raise
+                if exc.errno == zmq.EAGAIN:
+                    log.warning("a group member does not read (its queue is full): dropped")
                 out.extend(self._drop_quietly(sub, member))
 
     def _reply(
         self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], member: bytes, frames: list[bytes]
     ) -> None:
+        """Answer a peer; one whose queue is full (it does not read) or that is gone is dropped
+        from its groups, its events redelivered or counted lost."""
         try:
             router.send_multipart([member, *frames], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 raise
-            if exc.errno == zmq.EHOSTUNREACH and member in self.table.members:
+            if member in self.table.members:
+                if exc.errno == zmq.EAGAIN:
+                    log.warning("a group member does not read (its queue is full): dropped")
                 self._drop(router, sub, member)
+
+    def _answer_stats(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], now: float) -> None:
+        """Answer the askers whose last answer is STATS_EVERY old: a peer that asks without
+        reading gets ten answers a second at most, not one per request."""
+        due = [a for a in self._asking if now - self._answered.get(a, -STATS_EVERY) >= STATS_EVERY]
+        if not due:
+            return
+        text = json.dumps(self.stats()).encode()
+        for asker in due:
+            self._asking.discard(asker)
+            self._answered[asker] = now
+            self._reply(router, sub, asker, [b"S", text])
 
     def _ping(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes]) -> None:
         for member in list(self.table.members):
@@ -320,8 +363,9 @@ class GroupDispatcher:
 
 
 def _read_bounded(sock: zmq.Socket[bytes]) -> list[bytes] | None:
-    """One message of at most MAX_FRAMES + 1 frames (the rest is read and dropped, so that a
-    peer's million-frame message costs no memory); None when nothing is waiting."""
+    """One message of at most MAX_FRAMES + 1 frames (the rest is read and dropped, not kept as
+    Python objects); None when nothing is waiting. libzmq has buffered the whole message by then:
+    a million-frame message costs its memory, once, in libzmq (see the module's docstring)."""
     try:
         first = sock.recv(zmq.NOBLOCK, copy=False)
     except zmq.Again:

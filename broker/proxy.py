@@ -1,10 +1,13 @@
 """The XSUB/XPUB forwarder. Publishers connect to XSUB, subscribers to XPUB; libzmq's steerable
 proxy moves frames between them without Python on the hot path, and subscriptions the other way.
 
-Every input is bounded before libzmq's routing sees it: a frame on XSUB by the bus's maximum
+Every frame is bounded before libzmq's routing sees it: a frame on XSUB by the bus's maximum
 message size, a subscription on XPUB by `max_subscription_size` (libzmq keeps subscriptions in a
 trie it walks recursively: a 200 KB prefix overflows the stack), and a peer that never completes
-its handshake is dropped after `handshake_ms`. A peer that breaks a bound is disconnected.
+its handshake is dropped after `handshake_ms`. A peer that breaks a bound is disconnected. The
+number of frames in a message is not bounded: libzmq buffers the frames of a message until its
+last one, without limit, so a peer that never finishes one grows the broker until the
+supervisor restarts it past `bus.broker_memory_limit_mb`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CREDIT = 8  # events a member holds unacknowledged, at most: its prefetch
 REJOIN_AFTER = 2.0  # seconds without a word from the broker (it pings every 0.5 s): join again
+RETRY_REFUSED = 5.0  # seconds between two tries of a join the broker refused (it was full, say)
 MAX_GROUP_NAME = 64  # bytes, as the broker takes them
 _TOPICS = 4096
 _SEP = b"\x00"
@@ -63,6 +64,7 @@ class GroupMember:
         self._topics: dict[bytes, str] = {}
         self._early: list[list[bytes]] = []
         self._heard = time.monotonic()
+        self._retried = time.monotonic()
 
     # -- subscriptions (the bus holds its lock around these) -----------------------------------
 
@@ -164,27 +166,38 @@ class GroupMember:
                 else:
                     self._deliver(frames)
             elif kind == b"J" and len(frames) == 3:
-                self.joined.add((frames[1].decode(), frames[2].decode()))
+                key = (frames[1].decode(), frames[2].decode())
+                self.joined.add(key)
+                if self.refused.pop(key, None) is not None:
+                    log.info("the broker took group %r (%s) at last", key[0], key[1])
             elif kind == b"X" and len(frames) == 4:
                 self._refused(frames[1], frames[2], frames[3])
             elif kind != b"P":
                 self._bad_frame(f"a message of kind {kind[:16]!r} from the groups socket")
 
     def tick(self) -> None:
-        """Join again when the broker has been silent for long (it restarted, say)."""
-        if self.subscriptions and time.monotonic() - self._heard > REJOIN_AFTER:
-            self._heard = time.monotonic()
+        """Join again when the broker has been silent for long (it restarted, say), and try the
+        joins it refused again every RETRY_REFUSED (its table may have room now)."""
+        now = time.monotonic()
+        if self.subscriptions and now - self._heard > REJOIN_AFTER:
+            self._heard = self._retried = now
             self.joined.clear()
             for key in list(self.subscriptions):
                 self.send_join(key)
+        elif self.refused and now - self._retried > RETRY_REFUSED:
+            self._retried = now
+            for key in list(self.refused):
+                if key in self.subscriptions:
+                    self.send_join(key)  # refused again: quietly, it was logged once
+                else:
+                    del self.refused[key]
 
     def close(self) -> None:
         """Say goodbye, so that what is unacknowledged goes to another member at once, and
         close the socket."""
         if self.socket is None:
             return
-        if self.subscriptions:
-            self._send([b"B"])
+        self._send([b"B"])  # also after the last leave: what arrived since is given back
         self.socket.close()
 
     def _send(self, frames: list[bytes]) -> None:
@@ -196,19 +209,33 @@ class GroupMember:
 
     def _refused(self, group: bytes, pattern: bytes, why: bytes) -> None:
         key = (group.decode(errors="replace"), pattern.decode(errors="replace"))
+        if key not in self.refused:
+            log.error(
+                "the broker refused group %r (%s): %s (tried again every %gs)",
+                key[0],
+                key[1],
+                why.decode(errors="replace"),
+                RETRY_REFUSED,
+            )
         self.refused[key] = why.decode(errors="replace")
-        log.error("the broker refused group %r (%s): %s", key[0], key[1], self.refused[key])
 
     def _deliver(self, frames: list[bytes]) -> None:
         _, tag, group, pattern, topic, body = frames
         try:
             entry = self.subscriptions.get((group.decode(), pattern.decode()))
-            if entry is not None:
-                self._call(entry[1], self._event_type(topic), body)
+        except ValueError as exc:
+            self._bad_frame(str(exc))
+            self._send([b"A", tag])  # garbage: acknowledged, never to come again
+            return
+        if entry is None:
+            # Unsubscribed meanwhile: no ack, so that the leave (or the goodbye) that follows
+            # gives it back to the broker, which redelivers it or counts it lost, per the group.
+            return
+        try:
+            self._call(entry[1], self._event_type(topic), body)
         except (BadFrameError, ValueError) as exc:
             self._bad_frame(str(exc))
-        finally:
-            self._send([b"A", tag])  # done with it, whatever it was
+        self._send([b"A", tag])  # done with it, whatever it was
 
     def _event_type(self, topic: bytes) -> str:
         event_type = self._topics.get(topic)

@@ -99,14 +99,35 @@ def test_an_ack_from_another_member_or_unknown_is_ignored() -> None:
 
 
 def test_the_queue_is_bounded_by_count_and_bytes() -> None:
-    table = GroupTable(max_queued=3, max_queued_bytes=10)
+    each = len(b"jobs.x") + 4 + 64  # topic, body and what a queued event costs besides
+    table = GroupTable(max_queued=3, max_queued_bytes=2 * each + 1)
     table.join(b"a", b"g", b"jobs.*", 1, False)
     table.route(b"jobs.x", b"sent")
     for _ in range(5):
         table.route(b"jobs.x", b"1234")
     stats = table.stats()[0]
-    assert stats["queued"] == 2 and stats["overflow"] == 3  # 10 bytes hold two of them
-    assert table.queued_bytes == 8
+    assert stats["queued"] == 2 and stats["overflow"] == 3  # the bytes hold two of them
+    assert table.queued_bytes == 2 * each
+    (tag,) = _tags(table)
+    table.ack(b"a", tag)
+    assert table.queued_bytes == each  # one went out
+
+
+def _tags(table: GroupTable) -> list[bytes]:
+    return [
+        tag for joined in table.members.values() for m in joined.values() for tag in m.in_flight
+    ]
+
+
+def test_events_with_empty_bodies_count_against_the_byte_bound() -> None:
+    """Long topics and empty bodies: each queued event costs memory all the same."""
+    table = GroupTable(max_queued=100_000, max_queued_bytes=10_000)
+    table.join(b"a", b"g", b"jobs.*", 1, True)
+    topic = b"jobs." + b"x" * 200
+    for _ in range(1000):
+        table.route(topic, b"")
+    stats = table.stats()[0]
+    assert stats["queued"] == 10_000 // (len(topic) + 64) and stats["overflow"] > 900
 
 
 @pytest.mark.parametrize(
@@ -162,3 +183,41 @@ def test_credit_is_clamped() -> None:
     table.join(b"b", b"g", b"y.*", 0, False)
     assert table.members[b"a"][(b"g", b"x.*")].credit == group_table.MAX_CREDIT
     assert table.members[b"b"][(b"g", b"y.*")].credit == 1
+
+
+def test_a_full_table_forgets_the_longest_empty_redelivering_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redelivering groups keep receiving without members; they must not fill the table for
+    good: the one empty longest makes room, what it queued counted lost."""
+    monkeypatch.setattr(group_table, "MAX_GROUPS", 3)
+    table = GroupTable()
+    for name in (b"g1", b"g2", b"g3"):
+        table.join(b"m-" + name, name, b"x.*", 1, True)
+    table.route(b"x.a", b"kept")  # one each in flight
+    table.drop(b"m-g2")  # empty first: its event goes back to its queue
+    table.drop(b"m-g1")
+    each = len(b"x.a") + len(b"kept") + 64
+    assert table.queued_bytes == 2 * each
+    assert table.join(b"n", b"g4", b"y.*", 1, True) == b"y."
+    assert table.evicted() == [b"x."] and table.evicted() == []
+    assert [g["group"] for g in table.stats()] == ["g1", "g3", "g4"]
+    assert table.queued_bytes == each
+    table.drop(b"m-g3")
+    table.join(b"n", b"g5", b"y.*", 1, True)  # g1 (empty before g3) goes
+    table.join(b"n", b"g6", b"y.*", 1, True)  # then g3
+    assert table.evicted() == [b"x.", b"x."]
+    assert [g["group"] for g in table.stats()] == ["g4", "g5", "g6"]
+    assert table.queued_bytes == 0
+    with pytest.raises(JoinRefusedError, match="3 groups"):  # every group has a member
+        table.join(b"n2", b"g7", b"y.*", 1, True)
+
+
+def test_an_ack_meant_for_a_broker_before_a_restart_acks_nothing() -> None:
+    """Tags do not start over in each broker: a stale ack must not ack a new event."""
+    before, after = _table(b"a"), _table(b"a")  # the same member, in the new broker too
+    stale = before.route(b"jobs.x", b"old")[0][1]
+    fresh = after.route(b"jobs.x", b"new")[0][1]
+    assert stale != fresh
+    after.ack(b"a", stale)
+    assert after.stats()[0]["acked"] == 0 and after.stats()[0]["in_flight"] == 1
