@@ -99,6 +99,9 @@ class CircuitBreaker:
         self._breaker: pybreaker.CircuitBreaker | None = None  # made at the first call
         self._opened_at = 0.0  # monotonic
         self._trial = False  # a trial call (half-open) is running
+        # Bumped as the circuit opens or is reset: the outcome of a call admitted before (it ran
+        # while the circuit was closed, and ended after it opened) is stale, not the trial's.
+        self._epoch = 0
         self._last_error = ""
 
     @property
@@ -121,6 +124,7 @@ class CircuitBreaker:
             if self._breaker is not None:
                 self._breaker.close()
             self._trial = False
+            self._epoch += 1
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
@@ -129,40 +133,41 @@ class CircuitBreaker:
 
             @functools.wraps(func)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-                trial = self._admit()
+                admitted = self._admit()
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
-                    self._record(exc, trial)
+                    self._record(exc, *admitted)
                     raise
-                self._record(None, trial)
+                self._record(None, *admitted)
                 return result
 
             return cast(Callable[P, R], guarded_async)
 
         @functools.wraps(func)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            trial = self._admit()
+            admitted = self._admit()
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                self._record(exc, trial)
+                self._record(exc, *admitted)
                 raise
-            self._record(None, trial)
+            self._record(None, *admitted)
             return result
 
         return guarded
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        """Whether the call may run (True: as the trial call); CircuitOpenError if not."""
+    def _admit(self) -> tuple[bool, int]:
+        """Whether the call may run as the trial call, and the epoch it was admitted in;
+        CircuitOpenError if it may not run."""
         with self._lock:
             breaker = self._breaker
             if breaker is None:
                 breaker = self._breaker = self._make()
             if breaker.current_state == pybreaker.STATE_CLOSED:
-                return False
+                return False, self._epoch
             left = self._opened_at + float(breaker.reset_timeout) - time.monotonic()
             if self._trial or left > 0:
                 wait = f"{left:.1f}s" if left > 0 else "the trial call"
@@ -171,15 +176,17 @@ class CircuitBreaker:
                     f"last failure: {self._last_error}"
                 )
             self._trial = True
-            return True
+            return True, self._epoch
 
-    def _record(self, exc: BaseException | None, trial: bool) -> None:
+    def _record(self, exc: BaseException | None, trial: bool, epoch: int) -> None:
         """Feed pybreaker the outcome of one call. An exception outside `exceptions` counts as a
         success (the dependency answered), and one that is no Exception (a cancellation, an
-        exit) as nothing."""
+        exit) as nothing; so does a call admitted before the circuit last opened."""
         with self._lock:
             if trial:
                 self._trial = False
+            elif epoch != self._epoch:
+                return
             breaker = self._breaker
             if breaker is None or (exc is not None and not isinstance(exc, Exception)):
                 return
@@ -202,6 +209,7 @@ class CircuitBreaker:
     def _opened(self, again: bool) -> None:
         """Called (by pybreaker, under our lock) as the circuit opens."""
         self._opened_at = time.monotonic()
+        self._epoch += 1
         resilience.count("breaker_opens")
         breaker = self._breaker
         timeout = float(breaker.reset_timeout) if breaker is not None else 0.0

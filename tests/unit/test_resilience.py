@@ -395,3 +395,61 @@ def test_the_testing_helpers_for_module_authors(no_backoff: None) -> None:
         assert retry(Flaky(2))() == 3
     assert resilience.defaults().retry_wait_min == 5.0  # and put back after
     assert resilience_counts() == {"retries": 2, "breaker_opens": 0}
+
+
+def test_a_call_admitted_before_the_circuit_opened_does_not_decide_the_trial() -> None:
+    """A slow call that began while the circuit was closed and fails after it opened (and after
+    its timeout) is stale: the trial call's success closes the circuit."""
+    breaker = CircuitBreaker("stale", fail_max=1, reset_timeout=0.01)
+    late, started = threading.Event(), threading.Event()
+    trial_may_end, trial_in = threading.Event(), threading.Event()
+
+    @breaker
+    def slow() -> None:
+        started.set()
+        late.wait(5)
+        raise ConnectionError("late")
+
+    @breaker
+    def fails() -> None:
+        raise ConnectionError("now")
+
+    @breaker
+    def trial() -> int:
+        trial_in.set()
+        trial_may_end.wait(5)
+        return 1
+
+    def run_slow() -> None:
+        with contextlib.suppress(ConnectionError):
+            slow()
+
+    first = threading.Thread(target=run_slow)
+    first.start()
+    assert started.wait(5)
+    with contextlib.suppress(ConnectionError):
+        fails()  # opens the circuit
+    assert breaker.state == "open"
+
+    def try_trial() -> None:
+        with contextlib.suppress(CircuitOpenError):  # refused until reset_timeout passed
+            trial()
+
+    def admitted() -> bool:
+        second = threading.Thread(target=try_trial)
+        second.start()
+        threads.append(second)
+        return trial_in.wait(0.05)
+
+    threads: list[threading.Thread] = []
+    deadline = 50
+    while not admitted() and deadline:  # once reset_timeout passed, one call is the trial
+        deadline -= 1
+    assert trial_in.is_set()
+    late.set()
+    first.join(5)  # its failure arrives while the trial runs
+    assert breaker.state == "half-open"
+    trial_may_end.set()
+    for thread in threads:
+        thread.join(5)
+    assert breaker.state == "closed"
