@@ -12,7 +12,6 @@ code); a venv of another Python gets those two installed by the installer instea
 from __future__ import annotations
 
 import functools
-import hashlib
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,9 @@ class SdkParts:
 @functools.cache
 def sdk_parts() -> SdkParts:
     """The parts, found once per supervisor (installed distributions do not change under it)."""
-    # Imported here: only a config with modules of their own dependencies pays for it (~1 MB).
+    # Imported here: only a config with modules of their own dependencies pays for them (~1 MB,
+    # and hashlib's OpenSSL ~3.5 MB).
+    import hashlib  # noqa: PLC0415
     from importlib import metadata  # noqa: PLC0415
 
     package = Path(module_sdk.__file__).resolve().parent
