@@ -7,7 +7,8 @@ that the template's interpreter boots while this one imports and sets up the sup
 
 `up -d` forks itself (`detach`) rather than starting a second interpreter: the fork has the
 config loaded and validated already, and pays neither an interpreter's start-up nor the config's
-imports again; what the CLI imported on top (click, a few kB of commands) costs it about 2 MB.
+imports again. What the CLI imported on top (click, the `up` command) does not make it bigger than
+a supervisor started as an interpreter of its own (25.6 against 27.5 MB RSS, one module).
 """
 
 from __future__ import annotations
