@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from orchestrator import __version__
@@ -108,6 +109,16 @@ def test_the_supervisor_loads_only_what_its_defaults_need(tmp_path: Path) -> Non
     modules = imported_by(tmp_path, "-c", "import orchestrator.daemon, orchestrator.supervisor")
     assert loaded(modules, NOT_FOR_SUPERVISOR) == []
     assert "zmq" in modules  # the check sees the supervisor's real imports
+
+
+def test_every_listed_command_resolves_to_itself() -> None:
+    from orchestrator.cli.group import COMMANDS, cli
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == list(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name, name
 
 
 def test_an_unknown_command_is_still_a_usage_error(tmp_path: Path) -> None:
