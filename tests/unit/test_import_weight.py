@@ -46,6 +46,8 @@ NOT_FOR_SUPERVISOR = (
     "hmac",
     "secrets",
     "ssl",
+    "gzip",
+    "difflib",
 )
 # What any command's module may not load at import (each loads them when it runs, if it must).
 NOT_FOR_COMMANDS = ("watchdog", "httpx", "tenacity", "prometheus_client", "asyncio")
