@@ -1,18 +1,28 @@
-"""`python -m orchestrator.daemon CONFIG_DIR`: the supervisor that `orchestrator up -d` starts.
+"""The supervisor that `orchestrator up -d` starts (`detach`), or `python -m orchestrator.daemon
+CONFIG_DIR` (for whoever starts it by hand).
 
-Also what `orchestrator up` runs in the foreground. It imports no CLI code (click and the other
-commands would only cost the long-lived supervisor memory): errors are one line on stderr and an
-exit code from `orchestrator.exit_codes`. Its first act is to start the fork server's template
-(`Boot`), so that the template's interpreter boots while this one loads the config.
+Also what `orchestrator up` runs in the foreground. Errors are one line on stderr and an exit code
+from `orchestrator.exit_codes`. Its first act is to start the fork server's template (`Boot`), so
+that the template's interpreter boots while this one imports and sets up the supervisor.
+
+`up -d` forks itself (`detach`) rather than starting a second interpreter: the fork has the
+config loaded and validated already, and pays neither an interpreter's start-up nor the config's
+imports again. What the CLI imported on top (click, the `up` command) does not make it bigger than
+a supervisor started as an interpreter of its own (25.6 against 27.5 MB RSS, one module).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from module_sdk.process import PR_SET_NAME, prctl
 from orchestrator import exit_codes
 from orchestrator.boot import Boot
 
@@ -21,6 +31,8 @@ if TYPE_CHECKING:
     from orchestrator.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+PROCESS_NAME = "orchestratord"  # the detached supervisor's name (comm), as `ps -e` lists it
 
 
 class LaunchError(Exception):
@@ -90,6 +102,78 @@ def main(argv: list[str]) -> int:
         except LaunchError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return exc.code
+
+
+class Daemon:
+    """The forked supervisor, from the CLI's side: its pid and, once it has exited, its code."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        """Its exit code if it has exited (and is reaped now), else None."""
+        if self._code is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: no code to tell
+                self._code = exit_codes.FAILED
+            else:
+                if pid == self.pid:
+                    self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    def wait(self, timeout: float) -> int | None:
+        """`poll` until it has exited or `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return code
+
+
+def detach(config: AppConfig, run_dir: RunDir, output: int, *, close: tuple[int, ...]) -> Daemon:
+    """Fork the supervisor of `config` into a session of its own, its stdout and stderr on file
+    descriptor `output`, stdin /dev/null, and `output` and `close` closed; returns at once, in
+    the caller only. The caller must have no threads and no ZeroMQ context yet (neither
+    survives a fork)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return Daemon(pid)
+    code = exit_codes.FAILED
+    try:
+        os.setsid()
+        prctl(PR_SET_NAME, PROCESS_NAME)  # what `ps` and `top` show: its command line is `up -d`'s
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        for fd in (output, *close):
+            os.close(fd)
+        # What `python -P` did for the daemon as a process of its own: a package in the working
+        # directory must not shadow one the supervisor imports from here on.
+        if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
+            del sys.path[0]
+        with Boot() as boot:
+            code = run_supervisor(config, run_dir, boot, foreground=False)
+    except LaunchError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        code = exc.code
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else exit_codes.FAILED
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # Never back into the CLI's frames: run what an exit runs (log files' last writes and
+        # compressions, logging's flush), then go.
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 if __name__ == "__main__":

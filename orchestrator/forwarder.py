@@ -9,9 +9,8 @@ waits: the loop checks each pending request after every turn (see `Supervisor.wa
 
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,9 @@ class Forwarder:
     """The bridge's link, and the requests forwarded to it that still wait for an answer."""
 
     def __init__(self, send: Send, bridge_pid: BridgePid) -> None:
-        self.key = secrets.token_hex(16)  # in the bridge's settings, never on a command line
+        # in the bridge's settings, never on a command line. os.urandom, as secrets.token_hex:
+        # the secrets and hmac modules load OpenSSL (~3.5 MB of RSS) into every supervisor.
+        self.key = os.urandom(16).hex()
         self._send = send
         self._bridge_pid = bridge_pid
         self._link: bytes | None = None
@@ -40,14 +41,14 @@ class Forwarder:
 
     def attach(self, identity: bytes, key: object) -> bool:
         """The bridge's link asks to attach; True if `key` proves it is our bridge."""
-        if not isinstance(key, str) or not hmac.compare_digest(key, self.key):
+        if not isinstance(key, str) or not _same(key, self.key):
             return False
         self._link, self._link_pid = identity, self._bridge_pid()
         return True
 
     def answered(self, key: object, forward: object, reply: object) -> bool:
         """The bridge's reply to forward number `forward`; False if it is not a valid one."""
-        if not isinstance(key, str) or not hmac.compare_digest(key, self.key):
+        if not isinstance(key, str) or not _same(key, self.key):
             return False
         if not isinstance(forward, int) or forward not in self._answers:
             return False  # answered too late: the CLI was told already
@@ -88,3 +89,10 @@ class Forwarder:
             return None
 
         return answer
+
+
+def _same(given: str, key: str) -> bool:
+    """`hmac.compare_digest`, imported only when a bridge (cluster mode) presents a key."""
+    import hmac  # noqa: PLC0415
+
+    return hmac.compare_digest(given, key)

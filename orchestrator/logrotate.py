@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import gzip
 import logging
 import os
 import queue
@@ -168,6 +167,8 @@ def _shift(path: Path, count: int) -> None:
 def _compress(source: Path, target: Path) -> None:
     """`source` gzipped to `target` (owner-only, with `source`'s times), then `source` deleted;
     a reader never sees a partial `target`."""
+    import gzip  # noqa: PLC0415  (only with `logging.compress: gzip`: not in every supervisor)
+
     partial_file = target.with_name(target.name + _PARTIAL)
     info = os.stat(source)
     fd = os.open(partial_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from typing import Any, BinaryIO
 
@@ -17,7 +15,7 @@ from orchestrator.cli.common import App, abort, config_option
 from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
 from orchestrator.control import ControlClient, ControlError, NotRunningError
-from orchestrator.daemon import LaunchError, run_supervisor
+from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
 from orchestrator.rundir import UnsafeRunDirError
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
@@ -72,14 +70,7 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     # Read through our own handle: a supervisor that fails removes its run directory, and this
     # file with it, before it exits.
     with run_dir.daemon_output.open("wb") as sink, run_dir.daemon_output.open("rb") as output:
-        daemon = subprocess.Popen(
-            # -P: the working directory may hold a package of the same name as one of ours.
-            [sys.executable, "-P", "-m", "orchestrator.daemon", str(app.config_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        daemon = detach(config, run_dir, sink.fileno(), close=(output.fileno(),))
         data = _wait_started(app, config, daemon, output)
     click.echo(
         json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
@@ -113,9 +104,7 @@ def _report_previous(app: App, config: AppConfig) -> None:
     )
 
 
-def _wait_started(
-    app: App, config: AppConfig, daemon: subprocess.Popen[bytes], output: BinaryIO
-) -> Any:
+def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO) -> Any:
     """Wait for the new supervisor to take its lock, then for every module to start; aborts
     with the supervisor's own error if it exits first."""
     deadline = time.monotonic() + _SUPERVISOR_START
@@ -131,13 +120,12 @@ def _wait_started(
     try:
         return ControlClient(app.run_dir).request("wait_started", wait)
     except (ControlError, NotRunningError) as exc:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.wait(1.0)  # it may be on its way out, with its reason in its output
+        daemon.wait(1.0)  # it may be on its way out, with its reason in its output
         said = _said(output) if daemon.poll() is not None else ""
         abort(f"the supervisor did not start{said}" if said else str(exc), _code_of(daemon))
 
 
-def _code_of(daemon: subprocess.Popen[bytes]) -> int:
+def _code_of(daemon: Daemon) -> int:
     """Our exit code for a supervisor that did not start: 3 if its config was the reason (it
     may fail that way even after taking its lock), else 1."""
     bad_config = daemon.poll() == exit_codes.BAD_CONFIG

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -167,6 +166,8 @@ def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], file: str, where:
     known = sorted(allowed)
     for key in raw:
         if key not in known:
+            import difflib  # noqa: PLC0415  (an error's hint only: not in every supervisor)
+
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(

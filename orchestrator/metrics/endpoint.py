@@ -9,14 +9,15 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from orchestrator.config import AppConfig
-from orchestrator.metrics.routes import Routes
-from orchestrator.metrics.server import HttpServer
 from orchestrator.metrics.snapshot import EventRing, Snapshot
+
+if TYPE_CHECKING:
+    from orchestrator.metrics.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class MetricsEndpoint:
         """Listen, if enabled; the reason it cannot (a port in use), or None."""
         if not self.enabled:
             return None
+        # Imported here: asyncio and prometheus_client cost a supervisor without metrics ~8 MB.
+        from orchestrator.metrics.routes import Routes  # noqa: PLC0415
+        from orchestrator.metrics.server import HttpServer  # noqa: PLC0415
+
         host, port = self.section.host, self.section.port
         try:
             sock = HttpServer.listen(host, port)

@@ -16,7 +16,6 @@ package needs a new version (or a changed line) to be rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -91,6 +90,8 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
         "file": str(spec.requirements_file) if local and spec.requirements_file else None,
         "sdk": sdk.fingerprint,
     }
+    import hashlib  # noqa: PLC0415  (here: it loads OpenSSL, ~3.5 MB, into every supervisor)
+
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     return Plan(key, base, lines, source, spec.requirements_file, cwd, cache)
 

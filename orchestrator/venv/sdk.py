@@ -12,10 +12,8 @@ code); a venv of another Python gets those two installed by the installer instea
 from __future__ import annotations
 
 import functools
-import hashlib
 import sysconfig
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import module_sdk
@@ -40,6 +38,11 @@ class SdkParts:
 @functools.cache
 def sdk_parts() -> SdkParts:
     """The parts, found once per supervisor (installed distributions do not change under it)."""
+    # Imported here: only a config with modules of their own dependencies pays for them (~1 MB,
+    # and hashlib's OpenSSL ~3.5 MB).
+    import hashlib  # noqa: PLC0415
+    from importlib import metadata  # noqa: PLC0415
+
     package = Path(module_sdk.__file__).resolve().parent
     links: list[Path] = []
     versions: list[str] = []
@@ -57,6 +60,8 @@ def sdk_parts() -> SdkParts:
 
 def _requirements() -> tuple[str, ...]:
     """The SDK distributions as orchestrator's own metadata asks for them (`pyzmq>=26`)."""
+    from importlib import metadata  # noqa: PLC0415
+
     try:
         declared = metadata.requires("orchestrator") or []
     except metadata.PackageNotFoundError:

@@ -14,6 +14,7 @@ import pytest
 from project import Project, describe
 
 from orchestrator import exit_codes
+from orchestrator.daemon import PROCESS_NAME
 
 WITH_TESTS = """
 def initialize(event_bus, config):
@@ -169,9 +170,7 @@ def test_two_up_at_once_start_exactly_one_supervisor(project: Project) -> None:
         results = [finished(proc) for proc in racers]
         codes = sorted(result.returncode for result in results)
         assert codes == [0, 1], "\n".join(map(describe, results))
-        supervisors = [
-            p for p in project.processes() if "orchestrator.daemon" in " ".join(p.cmdline())
-        ]
+        supervisors = [p for p in project.processes() if p.name() == PROCESS_NAME]
         assert len(supervisors) == 1, supervisors
         loser = next(result for result in results if result.returncode == 1)
         assert f"already running for this config (pid {supervisors[0].pid})" in loser.stderr

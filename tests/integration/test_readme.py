@@ -8,7 +8,7 @@ from pathlib import Path
 
 from project import REPO, Project
 
-from orchestrator.cli import cli
+from orchestrator.cli.group import COMMANDS
 
 README = (REPO / "README.md").read_text()
 _BLOCK = re.compile(r"<!-- tutorial-(file|append|shell)(?:: (\S+))? -->\n```\w*\n(.*?)```", re.S)
@@ -42,9 +42,9 @@ def test_the_tutorial_works_as_written(project: Project) -> None:
 
 def test_every_command_the_readme_shows_exists_and_is_exercised_by_a_test() -> None:
     shown = set(re.findall(r"orchestrator (\w[\w-]*)", README))
-    assert shown <= set(cli.commands), shown - set(cli.commands)
+    assert shown <= set(COMMANDS), shown - set(COMMANDS)
     tests = "".join(p.read_text() for p in Path(__file__).resolve().parent.glob("test_*.py"))
-    for command in cli.commands:
+    for command in COMMANDS:
         assert re.search(rf'cli\(\s*"{command}"|"{command}",', tests), f"no test runs {command}"
 
 

@@ -1,0 +1,68 @@
+"""The `orchestrator` click group; each command lives in a module of its own, imported when run."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from orchestrator import __version__
+from orchestrator.cli.common import group_config_option
+
+# Command name -> the module that defines it (its function is named as the command, with "_"
+# for "-"), in the order `--help` lists them: lifecycle first. A command's module, and what it
+# imports, loads only when that command runs (or `--help` lists them all).
+COMMANDS = (
+    "init",
+    "up",
+    "down",
+    "status",
+    "restart",
+    "stop",
+    "start",
+    "scale",
+    "run",
+    "reload",
+    "test",
+    "logs",
+    "events",
+    "publish",
+    "new",
+    "systemd-unit",
+)
+
+
+class _Lazy(click.Group):
+    """Lists `COMMANDS` in their order, and imports a command's module only when it is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        attribute = cmd_name.replace("-", "_")
+        module: Any = importlib.import_module(f"orchestrator.cli.{attribute}")
+        command: click.Command = getattr(module, attribute)
+        return command
+
+
+@click.group(
+    cls=_Lazy, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(__version__, prog_name="orchestrator")
+@group_config_option
+def cli() -> None:
+    """Supervise Python modules that talk over a ZeroMQ event bus.
+
+    Each enabled module in config/modules.yaml runs in its own process, restarted when it crashes,
+    stopped gracefully with the rest. Every command works on one config directory, -c/--config DIR
+    before or after the command (default ./config, or $ORCHESTRATOR_CONFIG), and talks to the
+    supervisor running for it. Commands that print a result take --json.
+
+    \b
+    Exit codes: 0 done, 1 failed, 2 bad usage (an unknown option, command or module name),
+    3 config directory missing or config invalid, 4 no supervisor running (or a cluster host
+    that does not answer).
+    """

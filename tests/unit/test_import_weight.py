@@ -1,0 +1,136 @@
+"""What the CLI and the supervisor import before they need it: each is checked in a fresh
+interpreter (`python -X importtime`, or `sys.modules` after the import), so that a top-level
+import of a heavy package somewhere in the graph fails here, by name, rather than as a slower
+start-up or a bigger supervisor in `make bench`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from orchestrator import __version__
+
+# What `orchestrator --version` may not load: all of it is for commands that do something.
+NOT_FOR_VERSION = (
+    "click",
+    "zmq",
+    "msgpack",
+    "yaml",
+    "psutil",
+    "watchdog",
+    "httpx",
+    "tenacity",
+    "pybreaker",
+    "prometheus_client",
+    "asyncio",
+    "orchestrator.config",
+)
+# What a supervisor with the defaults (no metrics, no webhooks, no hot reload, no module venvs,
+# no cluster) may not load: it would only cost it memory for as long as it runs. hashlib, hmac
+# and secrets load OpenSSL's libcrypto (~3.5 MB).
+NOT_FOR_SUPERVISOR = (
+    "click",
+    "orchestrator.cli",
+    "watchdog",
+    "httpx",
+    "tenacity",
+    "prometheus_client",
+    "asyncio",
+    "importlib.metadata",
+    "hashlib",
+    "_hashlib",
+    "hmac",
+    "secrets",
+    "ssl",
+    "gzip",
+    "difflib",
+)
+# What any command's module may not load at import (each loads them when it runs, if it must).
+NOT_FOR_COMMANDS = ("watchdog", "httpx", "tenacity", "prometheus_client", "asyncio")
+
+
+def imported_by(tmp_path: Path, *args: str) -> set[str]:
+    """The modules `python -X importtime ARGS` imports, run from an empty directory."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("import time:")]
+    assert len(lines) > 10, out.stderr[-2000:]  # importtime's output, or this test proves nothing
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def loaded(modules: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    """Which of `forbidden` (packages, with their submodules) are in `modules`."""
+    return sorted(
+        name for name in forbidden if any(m == name or m.startswith(f"{name}.") for m in modules)
+    )
+
+
+def test_version_imports_almost_nothing(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "-m", "orchestrator", "--version")
+    assert loaded(modules, NOT_FOR_VERSION) == []
+    ours = sorted(m for m in modules if m.startswith("orchestrator"))
+    assert ours == ["orchestrator", "orchestrator.cli"]
+
+
+def test_version_prints_what_click_printed(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout == f"orchestrator, version {__version__}\n"
+
+
+def test_the_group_imports_no_command(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "-c", "import orchestrator.cli.group")
+    commands = sorted(m for m in modules if m.startswith("orchestrator.cli."))
+    assert commands == ["orchestrator.cli.common", "orchestrator.cli.group"]
+
+
+@pytest.mark.parametrize("command", ["up", "status", "down", "logs", "events", "init"])
+def test_a_command_module_loads_nothing_heavy_it_does_not_run(tmp_path: Path, command: str) -> None:
+    modules = imported_by(tmp_path, "-c", f"import orchestrator.cli.{command}")
+    assert loaded(modules, NOT_FOR_COMMANDS) == []
+
+
+def test_the_supervisor_loads_only_what_its_defaults_need(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "-c", "import orchestrator.daemon, orchestrator.supervisor")
+    assert loaded(modules, NOT_FOR_SUPERVISOR) == []
+    assert "zmq" in modules  # the check sees the supervisor's real imports
+
+
+def test_every_listed_command_resolves_to_itself() -> None:
+    from orchestrator.cli.group import COMMANDS, cli
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == list(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name, name
+
+
+def test_an_unknown_command_is_still_a_usage_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "no-such-command"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "No such command 'no-such-command'" in out.stderr
