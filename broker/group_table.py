@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
-import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +127,8 @@ class GroupTable:
         self.members: dict[bytes, dict[tuple[bytes, bytes], Membership]] = {}
         self._tags: dict[bytes, Membership] = {}
         # Random, not 1: a member's acks to a broker before a restart must not match new tags.
-        self._next_tag = itertools.count(secrets.randbits(63))
+        # (os.urandom, not `secrets`: that imports hmac and OpenSSL, ~3.5 MB in every broker)
+        self._next_tag = itertools.count(int.from_bytes(os.urandom(8), "big") >> 1)
         self._clock = itertools.count(1)
         self._evicted: list[bytes] = []
         self._routes: dict[bytes, tuple[Group, ...]] = {}
