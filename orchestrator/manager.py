@@ -327,6 +327,8 @@ class ChildManager:
         self.config, self.limits = config, limits
         self.redactor.add(config.secrets)
         specs = {spec.name: spec for spec in config.enabled_instances}
+        for name in plan.restart:  # first: a removed module is followed by the new edges only
+            self.children[name].spec = specs[name]
         for name in plan.stop:
             self.handle(self.children[name], lc.RemoveRequested(time.monotonic()))
         fresh: list[ManagedChild] = []
@@ -338,9 +340,7 @@ class ChildManager:
             else:
                 fresh.append(self.add(specs[name]))
         for name in plan.restart:
-            child = self.children[name]
-            child.spec = specs[name]
-            self.restart_changed(child)
+            self.restart_changed(self.children[name])
         for child in fresh:
             self.start(child)
         self.start_waiting()  # a changed dependency or limit may free a waiting module

@@ -260,3 +260,28 @@ def test_a_pool_that_shrinks_or_rolls_is_still_there_for_its_dependents(tmp_path
     report = ModuleSpec(name="report", path=tmp_path / "m.py", depends_on=("job",))
     children["report"] = ManagedChild(report, log, state=S.WAITING)
     assert waiting_for(children["report"], children) is None  # done: met, as a oneshot is
+
+
+def test_a_reload_that_removes_a_dependency_does_not_hold_who_no_longer_needs_it(
+    tmp_path: Path,
+) -> None:
+    """`cache` depended on `db` with `on_failure: stop`; a reload removes db and cache's
+    dependency on it: cache is restarted as changed, not held stopped by db's removal."""
+    from orchestrator.reconcile import ReloadPlan
+
+    manager, _ = manager_with_modules(tmp_path)
+    children = manager.children
+    for name in ("api", "web", "audit"):
+        children[name].spec = replace(children[name].spec, depends_on=(), dependency_policy={})
+    new_cache = replace(children["cache"].spec, depends_on=(), dependency_policy={})
+    config = replace(
+        manager.config,
+        modules=tuple(
+            new_cache if name == "cache" else children[name].spec
+            for name in ("api", "web", "cache", "audit")
+        ),
+    )
+    plan = ReloadPlan(stop=("db",), restart={"cache": ("depends_on",)})
+    manager.apply_reload(config, plan, manager.limits)
+    assert not children["cache"].life.held, children["cache"].life
+    assert children["cache"].life.intent is not Intent.STOP
