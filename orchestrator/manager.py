@@ -20,7 +20,7 @@ from module_sdk import protocol
 from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
-from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.config import AppConfig, Redactor
 from orchestrator.dependents import (
     dependents,
     must_drain,
@@ -29,11 +29,11 @@ from orchestrator.dependents import (
     waiting_for,
 )
 from orchestrator.forkserver import ForkServer
-from orchestrator.handover import NEXT_CGROUP, Handover, Handovers
+from orchestrator.handover import NEXT_CGROUP, Handovers
+from orchestrator.manager_requests import ModuleRequests
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
-from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., None]  # publish(event_type, **data)
 
 
-class ChildManager:
+class ChildManager(ModuleRequests):
     """Owns every `ManagedChild` and the processes behind them."""
 
     def __init__(
@@ -255,45 +255,6 @@ class ChildManager:
             if child.state is ChildState.WAITING:
                 self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
 
-    def restart(self, child: ManagedChild, *, release: bool = False) -> None:
-        """A restart: forget past failures, then stop and start (or just start). A held module
-        (`stop NAME`) stays stopped unless `release` (an operator's restart, not a reload's).
-        A failed build of its venv is tried again."""
-        self.venvs.forget_failure(child.spec)
-        restart = lc.RestartRequested(time.monotonic(), release=release, drain=self._drains(child))
-        self.handle(child, restart)
-
-    def restart_changed(self, child: ManagedChild) -> None:
-        """A reload (or a hot reload) changed the module: restart it, unless it is scheduled and
-        not running (nothing to restart: its next run, due or `orchestrator run`, is of the new
-        code; a job under way finishes as it began)."""
-        if child.spec.schedule is not None and child.state is not ChildState.RUNNING:
-            self.venvs.forget_failure(child.spec)
-            log.info("%s changed; scheduled, it runs the change at its next run", child.name)
-            return
-        self.restart(child)
-
-    def graceful_restart(self, child: ManagedChild) -> Handover | str:
-        """Start a new process beside the running one; stop the old one once the new one is
-        ready (see `orchestrator.handover`). The handover under way, or why not. The new
-        process runs on the module's dependencies as they are now: not while they are built."""
-        venv = self.venvs.prepare(child.spec)  # a changed requirements.txt starts its build
-        if venv.failed is not None:
-            return f"{child.name} cannot start a new process: {venv.failed}"
-        if venv.waiting is not None:
-            return f"{child.name} is {venv.waiting}: restart it gracefully once that is done"
-        return self.handovers.begin(child)
-
-    def hold(self, child: ManagedChild, why: str) -> None:
-        """Stop the module and keep it stopped until `release` (its dependents follow)."""
-        self.handle(child, lc.HoldRequested(time.monotonic(), why, drain=self._drains(child)))
-
-    def release(self, child: ManagedChild) -> None:
-        """Let a held module start again, and start it if nothing holds it back (a failed build
-        of its venv is tried again)."""
-        self.venvs.forget_failure(child.spec)
-        self.handle(child, lc.ReleaseRequested(time.monotonic()))
-
     def _follow(self, dependency: ManagedChild) -> None:
         """`dependency` stopped running: each module depending on it follows its edge's policy.
         Not when it finished its work (`done`), nor for an instance that a scale down removes or
@@ -318,38 +279,6 @@ class ChildManager:
         for child in list(self.children.values()):
             if child.life.draining and not self._drains(child):
                 self.handle(child, lc.DependentsStopped(time.monotonic()))
-
-    def apply_reload(self, config: AppConfig, plan: ReloadPlan, limits: Limits) -> None:
-        """Switch to `config`, touching only the modules `plan` names: stop the removed, restart
-        the changed, start the added. Every new module exists before any starts, since one may
-        depend on a newer one; a module removed and added back before its old process stopped is
-        revived, not duplicated."""
-        self.config, self.limits = config, limits
-        self.redactor.add(config.secrets)
-        specs = {spec.name: spec for spec in config.enabled_instances}
-        for name in plan.restart:  # first: a removed module is followed by the new edges only
-            self.children[name].spec = specs[name]
-        for name in plan.stop:
-            self.handle(self.children[name], lc.RemoveRequested(time.monotonic()))
-        fresh: list[ManagedChild] = []
-        for name in plan.start:
-            old = self.children.get(name)
-            if old is not None and old.life.intent is lc.Intent.REMOVE:
-                old.spec = specs[name]
-                self.handle(old, lc.RestartRequested(time.monotonic(), revive=True))
-            else:
-                fresh.append(self.add(specs[name]))
-        for name in plan.restart:
-            self.restart_changed(self.children[name])
-        for child in fresh:
-            self.start(child)
-        self.start_waiting()  # a changed dependency or limit may free a waiting module
-
-    def add(self, spec: ModuleSpec) -> ManagedChild:
-        """A new module (from a reload), not started yet."""
-        log_file = ModuleLog(spec.name, self.config.logging, self.redactor, echo=self._foreground)
-        child = self.children[spec.name] = ManagedChild(spec, log_file)
-        return child
 
     # -- stopping --------------------------------------------------------------------------------
 
