@@ -138,6 +138,21 @@ class Handovers:
                 handover.outcome = "the supervisor is shutting down"
             stop(handover.stand_in)
 
+    def removed(self, child: ManagedChild, stop: Callable[[ManagedChild], None]) -> None:
+        """`child` is being removed (a reload, a scale down): a graceful restart of it ends, its
+        stand-in's process stopped as asked for, not killed with its cgroup as if it crashed."""
+        handover = self._under_way.get(child.name)
+        if handover is None or handover.child is not child:
+            return
+        if handover.outcome is None:
+            handover.outcome = "the module is being removed"
+        stop(handover.stand_in)
+
+    def holds(self, child: ManagedChild) -> bool:
+        """Whether a stand-in of `child` still has a process (its cgroup is in use)."""
+        handover = self._under_way.get(child.name)
+        return handover is not None and handover.stand_in.pid is not None
+
     def _find(self, stand_in: ManagedChild) -> Handover | None:
         handover = self._under_way.get(stand_in.name)
         return handover if handover is not None and handover.stand_in is stand_in else None

@@ -83,6 +83,7 @@ def scale(
     manager.config = scaled_config(manager.config, name, count)
     log.info("scale %s: %d -> %d instances", name, len(live), count)
     for child in removed:
+        manager.handovers.removed(child, manager.stop)
         manager.handle(child, lc.RemoveRequested(time.monotonic()))
     for child in started:
         if child.life.intent is lc.Intent.NONE and not child.state.has_process:

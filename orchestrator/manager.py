@@ -368,8 +368,9 @@ class ChildManager(ModuleRequests):
         log.info("%s removed", child.name)
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
-            self.cgroups.remove(child.name)
-            self.cgroups.remove(child.name + NEXT_CGROUP)
+            for key in (child.name, child.name + NEXT_CGROUP):
+                if key == child.cgroup or not self.handovers.holds(child):  # not a live stand-in's
+                    self.cgroups.remove(key)
             del self.children[child.name]
 
     def settled(self) -> bool:

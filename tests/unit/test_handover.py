@@ -140,3 +140,18 @@ def test_an_old_process_being_killed_is_not_taken_over(tmp_path: Path) -> None:
     assert world.handovers.begin(world.child) == "a graceful restart of svc is already under way"
     world.exit(stand_in)
     assert world.handovers.begin(world.child) == "svc is being stopped: use `restart` instead"
+
+
+def test_a_module_removed_meanwhile_stops_its_new_process_as_asked(tmp_path: Path) -> None:
+    """A scale down or a reload removing the module: the stand-in is stopped (SIGTERM), not
+    killed with its cgroup when the module is forgotten, which logged a crash."""
+    world = World(tmp_path)
+    handover = world.handovers.begin(world.child)
+    assert not isinstance(handover, str)
+    (stand_in,) = world.handovers.stand_ins()
+    world.handovers.removed(world.child, lambda child: world.handle(child, lc.StopRequested(5.0)))
+    assert handover.outcome == "the module is being removed"
+    assert stand_in.state is S.STOPPING and world.signalled == [200]
+    assert world.handovers.holds(world.child)  # its cgroup stays until its process is gone
+    world.exit(stand_in)
+    assert not world.handovers.holds(world.child) and world.handovers.stand_ins() == []
