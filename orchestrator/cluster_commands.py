@@ -16,7 +16,9 @@ from orchestrator.cluster.peers import MODULE_FIELDS, UP
 if TYPE_CHECKING:
     from orchestrator.control_port import SupervisorPort
 
-REMOTE_COMMANDS = frozenset({"status", "restart", "logs"})  # what may be asked of another host
+REMOTE_COMMANDS = frozenset(
+    {"status", "restart", "stop", "start", "logs"}
+)  # what may be asked of another host
 _CLUSTER_WAIT = 5.0  # seconds the view of the cluster may take (it is the bridge's, in memory)
 Waiter = Callable[[], dict[str, Any] | None]
 _NOT_CLUSTER = "this host is not in cluster mode (main.yaml has no cluster: section)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json
+from orchestrator.cli.common import App, config_option, echo_json, expect, split_host
 
 
 @click.command()
@@ -28,7 +28,19 @@ def start(app: App, name: str, wait: float, as_json: bool) -> None:
 
     A running module is left as it is. Exits 1 if it does not come up (or waits for a
     dependency), with the reason; 2 if there is no module NAME, 4 if no supervisor runs.
+
+    In cluster mode, HOST/NAME starts module NAME on cluster host HOST, through that host's
+    supervisor; exits 4 if HOST does not answer.
     """
+    host, module = split_host(name)
+    if host is not None:
+        data = expect(app.remote(host, {"cmd": "start", "name": module}, wait), host, name=str)
+        if as_json:
+            echo_json(app.remote(host, {"cmd": "status", "name": module}))
+            return
+        verb = "is already running" if data.get("already") else "started"
+        click.echo(f"{host}/{module} {verb} (pid {data.get('pid')})")
+        return
     data = app.request("start", wait=wait, name=name)
     if as_json:
         echo_json(app.request("status", name=name))

@@ -32,7 +32,9 @@ from orchestrator.cluster.supervisor_link import SupervisorLink, failure
 log = logging.getLogger(__name__)
 
 ACK_TIMEOUT = 3.0  # seconds a host has to acknowledge a request before it counts as unreachable
-ALLOWED = frozenset({"status", "restart", "logs"})  # what other hosts may ask of this one
+ALLOWED = frozenset(
+    {"status", "restart", "stop", "start", "logs"}
+)  # what other hosts may ask of this one
 MAX_WAIT = 3600.0  # seconds a request may ask to be waited for
 MAX_SERVING = 16  # requests of other hosts carried out at once; past it, refused as busy
 REFUSALS_LOGGED_EVERY = 60.0  # seconds: the first refusal is logged, then a count this often

@@ -60,6 +60,21 @@ def test_restart_host_slash_name_restarts_the_module_on_that_host(
     assert "host alpha asks restart" in beta.log("app")
 
 
+def test_stop_and_start_host_slash_name_hold_and_release_the_module_on_that_host(
+    hosts: tuple[Project, Project],
+) -> None:
+    alpha, beta = hosts
+    stopped = alpha.cli("stop", "beta/recorder", check=0)
+    assert stopped.stdout.startswith("beta/recorder stopped (stopped by operator)"), stopped.stdout
+    assert beta.module("recorder")["state"] == "stopped"
+    assert alpha.module("recorder")["state"] == "running"  # alpha's own is not touched
+    started = alpha.cli("start", "beta/recorder", check=0)
+    after = beta.module("recorder")
+    assert after["state"] == "running"
+    assert started.stdout.strip() == f"beta/recorder started (pid {after['pid']})"
+    assert "host alpha asks stop" in beta.log("app") and "host alpha asks start" in beta.log("app")
+
+
 def test_logs_host_slash_name_shows_the_other_hosts_log(hosts: tuple[Project, Project]) -> None:
     alpha, beta = hosts
     lines = alpha.cli("logs", "beta/app", "-n", "5", check=0).stdout.splitlines()
