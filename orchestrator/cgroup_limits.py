@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 from module_sdk.process import proc_stat
@@ -143,3 +144,23 @@ def _memory(mb: int | None) -> str:
 
 def _cpu(quota: float | None) -> str:
     return f"{round(quota * CPU_PERIOD)} {CPU_PERIOD}" if quota is not None else f"max {CPU_PERIOD}"
+
+
+_KILL_WAIT = 1.0  # seconds for a killed cgroup to empty before giving up on removing it
+
+
+def remove_group(group: Path) -> None:
+    """Remove cgroup directory `group` (v1 or v2), waiting up to a second for the processes
+    killed in it to be reaped; a warning if it stays."""
+    deadline = time.monotonic() + _KILL_WAIT
+    while True:  # a killed cgroup empties as its processes are reaped
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                log.warning("cannot remove cgroup %s: %s", group, exc)
+                return
+            time.sleep(0.01)

@@ -13,10 +13,9 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
-from orchestrator.cgroup_limits import CONTROLLERS, CPU_PERIOD
+from orchestrator.cgroup_limits import CONTROLLERS, CPU_PERIOD, remove_group
 from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 PREFIX = "orchestrator-"  # <our cgroup>/orchestrator-<key>/<module>, on v2 as on v1
 MECHANISM = "cgroup v1"
 _UNLIMITED = "-1"
-_KILL_WAIT = 1.0  # seconds for a killed group to empty before giving up on removing it
 _OOM_NEAR = 0.9  # without oom_kill in memory.oom_control: peak usage this close to the limit
 
 
@@ -166,7 +164,7 @@ class V1Cgroups:
         """Kill what is left and remove the module's groups."""
         self.kill(module)
         for group in self.groups(module):
-            _rmdir(group)
+            remove_group(group)
 
     def close(self) -> None:
         """Remove every module group and our base groups."""
@@ -174,8 +172,8 @@ class V1Cgroups:
             with contextlib.suppress(OSError):
                 for group in [p for p in base.iterdir() if p.is_dir()]:
                     self.kill(group.name)
-                    _rmdir(group)
-            _rmdir(base)
+                    remove_group(group)
+            remove_group(base)
 
 
 def _write_memory(group: Path, limits: ModuleLimits) -> None:
@@ -224,18 +222,3 @@ def _read(path: Path) -> str:
 def _number(path: Path) -> int:
     text = _read(path).strip()
     return int(text) if text.lstrip("-").isdigit() else 0
-
-
-def _rmdir(group: Path) -> None:
-    deadline = time.monotonic() + _KILL_WAIT
-    while True:  # a killed group empties as its processes are reaped
-        try:
-            group.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                log.warning("cannot remove cgroup %s: %s", group, exc)
-                return
-            time.sleep(0.01)

@@ -14,11 +14,16 @@ import logging
 import os
 import pwd
 import signal
-import time
 from pathlib import Path
 
 from module_sdk.limits import ENV_CGROUPS_V1
-from orchestrator.cgroup_limits import CONTROLLERS, delegate, oom_kills, write_limits
+from orchestrator.cgroup_limits import (
+    CONTROLLERS,
+    delegate,
+    oom_kills,
+    remove_group,
+    write_limits,
+)
 from orchestrator.cgroup_v1 import MECHANISM as V1
 from orchestrator.cgroup_v1 import PREFIX, V1Cgroups, sweep
 from orchestrator.config.limits import ModuleLimits
@@ -27,7 +32,6 @@ log = logging.getLogger(__name__)
 
 V2 = "cgroup v2"
 MODULE_CGROUPS_PREFIX = PREFIX  # <our cgroup>/orchestrator-<key>/<module>
-_KILL_WAIT = 1.0  # seconds to wait for a killed cgroup to empty before giving up on removing it
 
 
 def cgroup2_mount() -> Path | None:
@@ -211,7 +215,7 @@ class ModuleCgroups:
         if self.base is None:
             return
         self.kill(module)
-        self._rmdir(self.base / module)
+        remove_group(self.base / module)
 
     def close(self) -> None:
         """Remove every module cgroup and our base cgroup."""
@@ -222,22 +226,7 @@ class ModuleCgroups:
             return
         for group in [p for p in self.base.iterdir() if p.is_dir()]:
             self.remove(group.name)
-        self._rmdir(self.base)
+        remove_group(self.base)
         if self._root is not None:  # where the supervisor moved to delegate: empty once it exits
             with contextlib.suppress(OSError):
                 (self._root / f"{self.base.name}.supervisor").rmdir()
-
-    @staticmethod
-    def _rmdir(group: Path) -> None:
-        deadline = time.monotonic() + _KILL_WAIT
-        while True:  # a killed cgroup empties as its processes are reaped
-            try:
-                group.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if time.monotonic() >= deadline:
-                    log.warning("cannot remove cgroup %s: %s", group, exc)
-                    return
-                time.sleep(0.01)

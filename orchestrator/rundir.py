@@ -172,7 +172,7 @@ class RunDir:
         while True:
             with contextlib.suppress(OSError, ValueError):
                 pid = int(self.pid_file.read_text().strip())
-                if pid > 0 and _alive(pid):
+                if pid > 0 and process_alive(pid):
                     return pid
             if time.monotonic() >= deadline:
                 return -1
@@ -197,15 +197,21 @@ def _fnv1a_64(data: bytes) -> int:
     return value
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists (ours or not: EPERM means it does)."""
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (ours or not: EPERM means it does). A zombie does not: a
+    killed supervisor's process is reparented, and may wait a while to be reaped by an init
+    that is slow to (a container's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc: it exists, as kill() said
 
 
 def _write_private(path: Path, data: bytes, *, append: bool = False) -> None:

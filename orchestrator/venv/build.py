@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from module_sdk.process import die_with_parent
+from orchestrator.rundir import process_alive
 from orchestrator.venv.environments import hide_credentials
 from orchestrator.venv.plan import READY_MARKER
 from orchestrator.venv.sdk import OVERLAY_DIR, PTH_FILE
@@ -167,25 +168,9 @@ def _remove_abandoned(cache: Path, key: str) -> None:
     """`.build-<key>-<pid>` directories of builds whose process is gone."""
     for path in cache.glob(f".build-{key}-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             _say(f"removing an abandoned build: {path}")
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs. A zombie does not: a killed supervisor's builder is reparented, and
-    may wait a while to be reaped by an init that is slow to (a container's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True  # no /proc: take it as running (the build dir stays; it is never used)
 
 
 def _run(command: list[str], job: dict[str, Any], step: str, *, quiet: bool = False) -> str:

@@ -95,3 +95,22 @@ def test_a_cli_asking_whether_one_runs_never_makes_a_start_fail(tmp_path: Path) 
         for probe in probes:
             probe.kill()
             probe.wait()
+
+
+def test_a_zombie_is_not_a_live_process() -> None:
+    """A killed supervisor's process waits, reparented, to be reaped: it holds nothing."""
+    import os
+
+    from orchestrator.rundir import process_alive
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os._exit(0)
+    try:
+        assert process_alive(os.getpid())
+        # Exited but not reaped: a zombie until waitid below (WNOWAIT: look, do not reap).
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        assert not process_alive(pid)
+    finally:
+        os.waitpid(pid, 0)
+    assert not process_alive(pid)
