@@ -146,6 +146,17 @@ def expect(data: Any, host: str, **fields: type) -> dict[str, Any]:
     abort(f"host {host!r} sent a malformed answer: expected {', '.join(fields)}")
 
 
+def wait_option(what: str, default: float = 120.0) -> Callable[[F], F]:
+    """`--wait S`: how long a command waits for `what` ("the module to run again"), up to a day."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0, max=86400),
+        default=default,
+        show_default=True,
+        help=f"Seconds to wait for {what}.",
+    )
+
+
 def config_option(command: F) -> F:
     """Add -c/--config DIR to a command and pass an `App` as its first argument.
 

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json
+from orchestrator.cli.common import App, config_option, echo_json, wait_option
 
 
 @click.command()
 @click.argument("name")
 @config_option
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0, max=86400),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for the run to end.",
-)
+@wait_option("the run to end", default=300.0)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def run(app: App, name: str, wait: float, as_json: bool) -> None:
     """Run scheduled module NAME now, as if its schedule were due, and wait for the run to end.

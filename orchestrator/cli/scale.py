@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json
+from orchestrator.cli.common import App, config_option, echo_json, wait_option
 from orchestrator.config.scheduling import MAX_INSTANCES
 
 
@@ -12,13 +12,7 @@ from orchestrator.config.scheduling import MAX_INSTANCES
 @click.argument("name")
 @click.argument("count", type=click.IntRange(1, MAX_INSTANCES))
 @config_option
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0, max=86400),
-    default=120.0,
-    show_default=True,
-    help="Seconds to wait for the new instances to run and the extras to stop.",
-)
+@wait_option("the new instances to run and the extras to stop")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def scale(app: App, name: str, count: int, wait: float, as_json: bool) -> None:
     """Run COUNT instances of module NAME (it has `instances:` in modules.yaml).

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json, expect, split_host
+from orchestrator.cli.common import App, config_option, echo_json, expect, split_host, wait_option
 
 
 @click.command()
 @click.argument("name")
 @config_option
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0, max=86400),
-    default=120.0,
-    show_default=True,
-    help="Seconds to wait for the module to run.",
-)
+@wait_option("the module to run")
 @click.option(
     "--json",
     "as_json",
