@@ -22,11 +22,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from module_sdk.limits import RLIMITS
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import (
     check_keys,
@@ -40,17 +40,8 @@ from orchestrator.config.validate import (
     item,
 )
 
-RLIMITS: dict[str, int] = {
-    "as": resource.RLIMIT_AS,
-    "core": resource.RLIMIT_CORE,
-    "cpu": resource.RLIMIT_CPU,
-    "fsize": resource.RLIMIT_FSIZE,
-    "memlock": resource.RLIMIT_MEMLOCK,
-    "nofile": resource.RLIMIT_NOFILE,
-    "nproc": resource.RLIMIT_NPROC,
-    "stack": resource.RLIMIT_STACK,
-}
-"""The rlimits a module entry may set, by the name `ulimit` and prlimit(1) use."""
+# RLIMITS (module_sdk.limits, which applies them in the module process): the rlimits a module
+# entry may set, by the name `ulimit` and prlimit(1) use.
 
 UNLIMITED = -1  # RLIM_INFINITY, as `rlimits` values carry it
 LIMIT_KEYS = (
