@@ -227,7 +227,9 @@ def _exited(
     effects.append(lc.Publish("module.unloaded", {}))
     if life.intent is Intent.REMOVE:
         return Step(life, (*effects, lc.Forget(), lc.WakeWaiting()))
-    if life.intent is Intent.RESTART and not shutting_down:
+    if life.intent in (Intent.RESTART, Intent.WAIT) and not shutting_down:
+        # RESTART starts again at once (announced as a restart); WAIT: its dependencies decide.
+        start = lc.TryStart(announce=life.intent is Intent.RESTART)
         life = replace(
             life,
             state=ChildState.STOPPED,
@@ -235,16 +237,7 @@ def _exited(
             restarts=life.restarts + 1,
             consecutive_failures=0,
         )
-        return Step(life, (*effects, lc.TryStart(announce=True), lc.WakeWaiting()))
-    if life.intent is Intent.WAIT and not shutting_down:  # its dependencies decide when
-        life = replace(
-            life,
-            state=ChildState.STOPPED,
-            deadline=None,
-            restarts=life.restarts + 1,
-            consecutive_failures=0,
-        )
-        return Step(life, (*effects, lc.TryStart(), lc.WakeWaiting()))
+        return Step(life, (*effects, start, lc.WakeWaiting()))
     failures = 0
     if reason.is_failure:
         failures = 1 if ran_stably else life.consecutive_failures + 1
