@@ -25,10 +25,9 @@ from typing import cast
 
 import zmq
 
-from module_sdk import metrics, protocol, resilience
+from module_sdk import protocol, resilience
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
-from module_sdk.health import HealthProbe
 from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 from module_sdk.loader import ModuleLoadError, load_module
 from module_sdk.logformat import JsonFormatter
@@ -41,7 +40,7 @@ from module_sdk.process import (
     prctl,
     reap_adopted,
 )
-from module_sdk.runner import Runner
+from module_sdk.serving import Serving
 
 log = logging.getLogger("module_sdk.shim")
 
@@ -93,11 +92,7 @@ class _Child:
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
-        self.runner: Runner | None = None  # the module's run(), if it has one
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
-        self.ready_pipe = os.pipe()  # event_bus.ready() wakes the loop (`ready: manual`)
-        for fd in self.ready_pipe:
-            os.set_blocking(fd, False)
 
     def orphaned(self) -> bool:
         if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
@@ -198,34 +193,18 @@ class _Child:
             self.module = load_module(self.name, Path(spec["path"]))
         except ModuleLoadError as exc:
             return self.fail("load", str(exc), exc.details, protocol.EXIT_LOAD_FAILED)
+        assert self.bus is not None
+        serving = Serving(
+            self.name, self.channel, self.signals, self.orphaned, contained=self.cgroup is not None
+        )
         manual = spec.get("ready") == "manual"
         if manual:  # before initialize(), which may already say it
-            assert self.bus is not None
-            self.bus.on_ready = self.ready_said
+            self.bus.on_ready = serving.ready_said
         code = self.initialize(spec)
         if code is not None:
             return code
-        run = getattr(self.module, "run", None)
-        self.runner = Runner(run, self.channel.pid) if callable(run) else None
-        orphaned = self.serve(spec, manual)
+        orphaned = serving.serve(self.bus, self.module, spec, manual)
         return self.stop(orphaned)
-
-    def ready_said(self) -> None:
-        """`event_bus.ready()` was called (on any thread): wake the loop to report it."""
-        with contextlib.suppress(OSError):  # the pipe is full: it is awake already
-            os.write(self.ready_pipe[1], b"r")
-
-    def report_ready(self) -> None:
-        self.channel.ready(contained=self.cgroup is not None, run=self.runner is not None)
-        log.debug("%s ready", self.name)
-
-    def health_probe(self, spec: protocol.Spec) -> HealthProbe | None:
-        """The probe of the module's `health()`, if it defines one."""
-        check = getattr(self.module, "health", None)
-        if not callable(check):
-            return None
-        interval = float(spec.get("health_interval", 10.0))
-        return HealthProbe(check, interval, int(spec.get("health_retries", 3)))
 
     def await_spec(self) -> protocol.Spec | None:
         """Say hello and wait for the spec; None if stopped, orphaned or unanswered first."""
@@ -293,66 +272,6 @@ class _Child:
             log.error("%s", exc.code)
         log.info("%s finished in initialize() (exit %d)", self.name, code)
         return self.stop(False, code)
-
-    def supervisor_message(self) -> None:
-        """A message from the supervisor while serving: `run` calls the module's run()."""
-        try:
-            message = self.channel.receive(0)
-        except ValueError:
-            return
-        if message is not None and message.get("kind") == protocol.RUN and self.runner:
-            self.runner.request(message)
-
-    def serve(self, spec: protocol.Spec, manual: bool) -> bool:
-        """Report ready (at once, or once the module says so with `ready: manual`), then
-        heartbeat and run the health checks until asked to stop; True if we stop because the
-        supervisor is gone."""
-        assert self.bus is not None
-        poller = zmq.Poller()
-        poller.register(self.signals.read_fd, zmq.POLLIN)
-        poller.register(self.channel.socket, zmq.POLLIN)
-        if manual:
-            poller.register(self.ready_pipe[0], zmq.POLLIN)
-        else:
-            self.report_ready()
-        probe = self.health_probe(spec)
-        if probe is not None and not manual:
-            probe.start(time.monotonic())
-        heartbeat_interval = float(spec["heartbeat_interval"])
-        next_beat = time.monotonic()
-        if self.runner is not None:
-            poller.register(self.runner.fd, zmq.POLLIN)
-        while True:
-            due = next_beat if probe is None or manual else min(next_beat, probe.next_due)
-            ready = dict(poller.poll(max(1, int((due - time.monotonic()) * 1000) + 1)))
-            if self.orphaned():
-                return True
-            if self.signals.read_fd in ready and self.signals.pending():
-                return False
-            if self.channel.socket in ready:
-                self.supervisor_message()
-            if self.runner is not None and self.runner.fd in ready:
-                for result in self.runner.results():
-                    self.channel.send(result)
-            now = time.monotonic()
-            if manual and self.ready_pipe[0] in ready:
-                manual = False
-                poller.unregister(self.ready_pipe[0])
-                self.report_ready()
-                if probe is not None:
-                    probe.start(now)
-            if now >= next_beat:
-                next_beat = now + heartbeat_interval
-                self.bus.sync()  # subscribers count the losses at the end of a burst
-                self.channel.heartbeat(
-                    {**self.bus.counters(), **resilience.counts()},
-                    self.bus.busy_for(),
-                    **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
-                )
-            if probe is not None and not manual and now >= probe.next_due:
-                message = probe.tick(now)
-                if message is not None:
-                    self.channel.unhealthy(message, probe.failures)
 
     def stop(self, orphaned: bool, code: int = protocol.EXIT_OK) -> int:
         assert self.module is not None and self.bus is not None
