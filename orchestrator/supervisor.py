@@ -22,7 +22,7 @@ from orchestrator.bus_keys import BusKeys
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child_channel import ChildChannel
 from orchestrator.commands import CommandHandler
-from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
+from orchestrator.config import AppConfig, Redactor
 from orchestrator.control_port import Replies, SupervisorPort
 from orchestrator.events import SystemEvents
 from orchestrator.forwarder import Forwarder
@@ -33,10 +33,10 @@ from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
-from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
 from orchestrator.scheduler import Scheduler
+from orchestrator.supervisor_reload import ConfigReload
 from orchestrator.systemd import state_of
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class StartError(RuntimeError):
     """The supervisor cannot start for a reason the user can fix (a bus port in use, say)."""
 
 
-class Supervisor:
+class Supervisor(ConfigReload):
     """Runs the broker and every enabled module of `config` until asked to stop."""
 
     def __init__(
@@ -346,50 +346,6 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading the config")
                 self.reload(dry_run=False)
-
-    def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
-        """Re-read the config and apply only the difference; (None, error) if the new config is
-        invalid, in which case nothing changes."""
-        try:
-            new = load_config(self.config.config_dir)
-        except ConfigError as exc:
-            message = self.redactor.scrub(str(exc))
-            log.error("config reload rejected, keeping the running config: %s", message)
-            if not dry_run:
-                since = self.rejected_config[1] if self.rejected_config else time.time()
-                self.rejected_config = (" ".join(message.split()), since)
-            return None, message
-        plan = plan_reload(self.manager.config, new)  # in force: with a `scale` applied
-        if self.manager.shutting_down:
-            return None, "the supervisor is shutting down; nothing was changed"
-        if dry_run:
-            return plan, ""
-        self.rejected_config = None
-        for section in plan.not_applied:
-            log.warning("reload: %s changed; it applies at the next `up`", section)
-        if plan.empty:
-            log.info("reload: no module changed")
-        else:
-            log.info(
-                "reload: start %s; stop %s; restart %s",
-                ", ".join(plan.start) or "-",
-                ", ".join(plan.stop) or "-",
-                ", ".join(f"{n} ({', '.join(f)})" for n, f in plan.restart.items()) or "-",
-            )
-        old, self.config = self.config, new
-        if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
-            # The old webhooks finish in the background, within their own bound: nothing that
-            # waits for the network may hold the loop (a crash meanwhile is restarted at once).
-            self.notifier.stop()
-            self._retired = [n for n in self._retired if n.running] + [self.notifier]
-            self.notifier = self._notifier(new)
-        limits = self.manager.limits
-        if new.resources != self.manager.config.resources:
-            limits = machine_limits(new.resources)
-        self.manager.apply_reload(new, plan, limits)
-        self.hot_reload.configure(self.config)
-        self._set_bridge()
-        return plan, ""
 
     # -- teardown ---------------------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""`reload`: the supervisor re-reads its config and applies only the difference (a part of
+`Supervisor`, whose state it uses): the modules' plan to the `ChildManager`, new webhooks,
+limits, hot reload and the cluster bridge. An invalid config changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
+from orchestrator.hot_reload import HotReload
+from orchestrator.manager import ChildManager
+from orchestrator.notify import WebhookNotifier
+from orchestrator.reconcile import ReloadPlan, plan_reload
+from orchestrator.resources import machine_limits
+
+log = logging.getLogger(__name__)
+
+
+class ConfigReload:
+    """The reload of `Supervisor`."""
+
+    config: AppConfig
+    redactor: Redactor
+    manager: ChildManager
+    notifier: WebhookNotifier
+    hot_reload: HotReload
+    rejected_config: tuple[str, float] | None  # the last invalid config's error, and since when
+    _retired: list[WebhookNotifier]  # replaced by a reload, still delivering
+
+    if TYPE_CHECKING:
+
+        def _notifier(self, config: AppConfig) -> WebhookNotifier: ...
+        def _set_bridge(self) -> None: ...
+
+    def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
+        """Re-read the config and apply only the difference; (None, error) if the new config is
+        invalid, in which case nothing changes."""
+        try:
+            new = load_config(self.config.config_dir)
+        except ConfigError as exc:
+            message = self.redactor.scrub(str(exc))
+            log.error("config reload rejected, keeping the running config: %s", message)
+            if not dry_run:
+                since = self.rejected_config[1] if self.rejected_config else time.time()
+                self.rejected_config = (" ".join(message.split()), since)
+            return None, message
+        plan = plan_reload(self.manager.config, new)  # in force: with a `scale` applied
+        if self.manager.shutting_down:
+            return None, "the supervisor is shutting down; nothing was changed"
+        if dry_run:
+            return plan, ""
+        self.rejected_config = None
+        for section in plan.not_applied:
+            log.warning("reload: %s changed; it applies at the next `up`", section)
+        if plan.empty:
+            log.info("reload: no module changed")
+        else:
+            log.info(
+                "reload: start %s; stop %s; restart %s",
+                ", ".join(plan.start) or "-",
+                ", ".join(plan.stop) or "-",
+                ", ".join(f"{n} ({', '.join(f)})" for n, f in plan.restart.items()) or "-",
+            )
+        old, self.config = self.config, new
+        if (old.notifications, old.error_handling) != (new.notifications, new.error_handling):
+            # The old webhooks finish in the background, within their own bound: nothing that
+            # waits for the network may hold the loop (a crash meanwhile is restarted at once).
+            self.notifier.stop()
+            self._retired = [n for n in self._retired if n.running] + [self.notifier]
+            self.notifier = self._notifier(new)
+        limits = self.manager.limits
+        if new.resources != self.manager.config.resources:
+            limits = machine_limits(new.resources)
+        self.manager.apply_reload(new, plan, limits)
+        self.hot_reload.configure(self.config)
+        self._set_bridge()
+        return plan, ""
