@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...] | None:
     """The module's `.py` files as (name, mtime, size): a file module, or a package's (None when
     it cannot be read, or is too large to tell)."""
     try:
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        # Looked at on the loop: a huge package is not walked whole (past the bound: None).
+        found = islice(path.rglob("*.py"), _FINGERPRINT_FILES + 1) if path.is_dir() else [path]
+        files = sorted(found)
         if len(files) > _FINGERPRINT_FILES:
             return None
         return tuple((str(f), (s := f.stat()).st_mtime_ns, s.st_size) for f in files)
