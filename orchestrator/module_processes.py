@@ -108,8 +108,13 @@ class ModuleProcesses:
                 continue
             child = self.by_pid.pop(pid, None)
             reader = self._reader_of.pop(pid, None)
-            if reader is not None and self._readers.get(reader.fd) is reader and not reader.drain():
-                self._forget(reader.fd)  # what it printed last is in its log before its exit
+            if reader is not None and self._readers.get(reader.fd) is reader:
+                # What it printed last is in its log before its exit is handled (the webhook's
+                # log tail), an unterminated last line too, even if a stray still holds the pipe.
+                if reader.drain():
+                    reader.flush_partial()
+                else:
+                    self._forget(reader.fd)
             if child is None or child.process is None:
                 if pid == self.forkserver.pid:
                     log.warning("the fork server (pid %d) exited; it restarts when needed", pid)

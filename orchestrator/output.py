@@ -180,14 +180,19 @@ class OutputReader:
         return len(chunk)
 
     def drain(self, reads: int = 16) -> bool:
-        """Read what is already there (at most `reads` chunks); False at end of file."""
+        """Read what is already there (at most `reads` chunks); False at end of file. A short
+        read is not the end: the next one may be (end of file after the writer's last bytes)."""
         for _ in range(reads):
             got = self.read()
             if got is None:
                 return False
-            if got < READ_SIZE:
+            if got == 0:
                 return True
         return True
+
+    def flush_partial(self) -> None:
+        """Write an unterminated last line as a line: its writer exited (its last words)."""
+        self._flush_partial()
 
     def _flush_partial(self) -> None:
         if self._partial:
