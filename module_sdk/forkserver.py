@@ -4,7 +4,9 @@ Starting a new interpreter and importing ZeroMQ costs tens of milliseconds per m
 fork of this process, which has imported everything a module process needs but has created no
 ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD):
 each request is a msgpack map `{name, env, cwd}` with the write end of the output pipe attached;
-the answer is `{pid}` or `{error}`.
+the answer is `{pid}` or `{error}`. A request with `standby: true` also attaches the read end of a
+"go" pipe: the process forked for it is a standby (module_sdk/standby.py), which joins the
+module's cgroups at once and runs the module only when the supervisor says go.
 
 Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
 template's; a module whose `env` sets any PYTHON* variable other than PYTHONPATH is spawned.
@@ -34,6 +36,7 @@ import module_sdk.codec
 import module_sdk.limits
 import module_sdk.loader
 import module_sdk.shim
+import module_sdk.standby
 from module_sdk.process import PR_SET_NAME, prctl
 
 _MAX_REQUEST = 1 << 20
@@ -51,6 +54,7 @@ def serve(control: socket.socket) -> None:
         try:
             request = msgpack.unpackb(payload, raw=False)
             output = fds[0]
+            go = fds[1] if request.get("standby") else None
         except Exception as exc:
             for fd in fds:
                 os.close(fd)
@@ -58,13 +62,16 @@ def serve(control: socket.socket) -> None:
             continue
         intermediate = os.fork()
         if intermediate == 0:
-            _intermediate(control, request, output)
-        os.close(output)
+            _intermediate(control, request, output, go)
+        for fd in fds:
+            os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(intermediate, 0)
 
 
-def _intermediate(control: socket.socket, request: dict[str, Any], output: int) -> None:
+def _intermediate(
+    control: socket.socket, request: dict[str, Any], output: int, go: int | None
+) -> None:
     """Fork the module process, report its pid, and exit so that it is orphaned to the
     supervisor (never returns)."""
     code = 0
@@ -72,7 +79,7 @@ def _intermediate(control: socket.socket, request: dict[str, Any], output: int) 
         pid = os.fork()
         if pid == 0:
             control.close()
-            _become_module(request, output)
+            _become_module(request, output, go)
         with contextlib.suppress(OSError):  # its own group before anyone may signal it
             os.setpgid(pid, pid)
         control.send(msgpack.packb({"pid": pid}))
@@ -84,13 +91,16 @@ def _intermediate(control: socket.socket, request: dict[str, Any], output: int) 
         os._exit(code)
 
 
-def _become_module(request: dict[str, Any], output: int) -> None:
+def _become_module(request: dict[str, Any], output: int, go: int | None) -> None:
     """In the new process: own process group, output to the pipe, the module's environment and
-    working directory, default signal handling; then run the shim (never returns)."""
+    working directory, default signal handling; then run the shim (never returns). A standby
+    (`go` given) first joins its cgroups and waits for the supervisor's word."""
     code = 70
     try:
         os.setpgid(0, 0)
-        prctl(PR_SET_NAME, f"mod:{request['name']}")  # what ps -o comm and top show
+        name = request["name"]
+        # What ps -o comm and top show
+        prctl(PR_SET_NAME, f"{module_sdk.standby.COMM_PREFIX if go is not None else 'mod:'}{name}")
         os.dup2(output, 1)
         os.dup2(output, 2)
         os.close(output)
@@ -102,8 +112,13 @@ def _become_module(request: dict[str, Any], output: int) -> None:
         os.chdir(request["cwd"])
         _as_if_started_here(request["cwd"])
         module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
-        sys.argv = ["module_sdk", request["name"]]
-        code = module_sdk.shim.main()
+        if go is not None:
+            if not module_sdk.standby.wait_for_go(go):
+                code = 0
+                return
+            prctl(PR_SET_NAME, f"mod:{name}")
+        sys.argv = ["module_sdk", name]
+        code = module_sdk.shim.main(joined=go is not None)
     except BaseException:
         traceback.print_exc()
     finally:

@@ -56,7 +56,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class _Child:
     """The state of one shim run; `run()` returns the exit code."""
 
-    def __init__(self, name: str, endpoint: str, lifeline: int | None) -> None:
+    def __init__(
+        self, name: str, endpoint: str, lifeline: int | None, *, joined: bool = False
+    ) -> None:
         self.name = name
         self.log_format = "text"  # until the spec says
         # The supervisor, which is our parent, or will be once a fork server's intermediate
@@ -80,11 +82,12 @@ class _Child:
         threading.Thread(target=self.keep, args=(lifeline,), name="keeper", daemon=True).start()
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
+        # A standby (`joined`) is in its cgroups already: module_sdk/standby.py.
         self.cgroup = os.environ.get(protocol.ENV_CGROUP) or None
         self.cgroups_v1 = os.environ.pop(ENV_CGROUPS_V1, "")  # those limits.py left to us
         self.join_failed = ""  # why a cgroup v1 group (so a limit) could not be joined
         self.joining: threading.Thread | None = None
-        if self.cgroup is not None or self.cgroups_v1:
+        if (self.cgroup is not None or self.cgroups_v1) and not joined:
             self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
             self.joining.start()
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -305,8 +308,9 @@ class _Child:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def main() -> int:
-    """Run the module named by the environment the supervisor set; return the exit code."""
+def main(*, joined: bool = False) -> int:
+    """Run the module named by the environment the supervisor set; return the exit code.
+    `joined`: this process joined the module's cgroups already (a standby taking over)."""
     name = os.environ.get(protocol.ENV_MODULE)
     endpoint = os.environ.get(protocol.ENV_CHANNEL)
     if not name or not endpoint:
@@ -321,7 +325,7 @@ def main() -> int:
     # Before any module code runs: whatever it starts stays below this process, even once its
     # own parent has died (a double fork) or it has left the session. See module_sdk/process.py.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    child = _Child(name, endpoint, int(lifeline) if lifeline else None)
+    child = _Child(name, endpoint, int(lifeline) if lifeline else None, joined=joined)
     try:
         code = child.run()
         if not child.context.closed:  # an early exit: let the error report reach the supervisor

@@ -72,6 +72,7 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         ]
         for row, child in zip(modules, manager.children.values(), strict=True):
             row.update(manager.venvs.status(child.spec))
+            row["standby_pid"] = manager.standbys.pid(child.name)  # waiting to take over
         self.annotate(modules)  # instances and schedules
         return {
             **self.supervisor.overview(),  # supervisor, bus, system, config

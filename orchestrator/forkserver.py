@@ -41,14 +41,17 @@ class ForkServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def fork(self, name: str, env: Mapping[str, str], cwd: Path) -> tuple[int, BinaryIO]:
+    def fork(
+        self, name: str, env: Mapping[str, str], cwd: Path, *, go: int | None = None
+    ) -> tuple[int, BinaryIO]:
         """Fork module `name` from the template: its pid and the read end of its output pipe.
-        Raises ForkServerError if that fails twice."""
+        With `go` (the read end of a pipe), a standby that waits for the word on it
+        (module_sdk/standby.py). Raises ForkServerError if that fails twice."""
         for attempt in (1, 2):
             if self._sock is None:
                 self._start()
             try:
-                return self._fork(name, env, cwd)
+                return self._fork(name, env, cwd, go)
             except (OSError, ValueError, ForkServerError) as exc:
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
@@ -76,12 +79,18 @@ class ForkServer:
         self._sock = ours
         log.debug("fork server started (pid %d)", self._proc.pid)
 
-    def _fork(self, name: str, env: Mapping[str, str], cwd: Path) -> tuple[int, BinaryIO]:
+    def _fork(
+        self, name: str, env: Mapping[str, str], cwd: Path, go: int | None
+    ) -> tuple[int, BinaryIO]:
         assert self._sock is not None
         read_end, write_end = os.pipe()
         try:
-            request = msgpack.packb({"name": name, "env": dict(env), "cwd": str(cwd)})
-            socket.send_fds(self._sock, [request], [write_end])
+            request: dict[str, object] = {"name": name, "env": dict(env), "cwd": str(cwd)}
+            fds = [write_end]
+            if go is not None:
+                request["standby"] = True
+                fds.append(go)
+            socket.send_fds(self._sock, [msgpack.packb(request)], fds)
         except BaseException:
             os.close(read_end)
             raise

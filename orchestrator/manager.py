@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -35,6 +36,7 @@ from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
+from orchestrator.standby import SPARE_CGROUP, Standbys, wanted
 from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
 from orchestrator.venv import Environments
@@ -89,6 +91,7 @@ class ChildManager(ModuleRequests):
         self.watch_exit = self.processes.watch_exit
         self.read_output = self.processes.read_output
         self.handovers = Handovers(self.handle, self.by_pid, publish)
+        self.standbys = Standbys(forkserver=forkserver, cgroups=cgroups, watch_exit=self.watch_exit)
         # Modules with their own dependencies: their venvs, built off the loop.
         self.venvs = Environments(
             config.config_dir.parent,
@@ -105,6 +108,7 @@ class ChildManager(ModuleRequests):
     def close(self) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
         self.venvs.close()
+        self.standbys.close()  # first: the processes' sweep spares what it is told is ours
         self.processes.close([*self.children.values(), *self.handovers.stand_ins()])
 
     def supervised(self) -> list[ManagedChild]:
@@ -232,10 +236,18 @@ class ChildManager(ModuleRequests):
         self.processes.adopt(child, process)
         self.handle(child, lc.Spawned(time.monotonic(), process.pid, **_carried(effect)))
 
-    def _launch(self, child: ManagedChild) -> ModuleProcess:
+    def _launch_env(self, child: ManagedChild) -> tuple[dict[str, str], Path | None]:
+        """The module's environment (before its cgroup's and limits' entries), and the python
+        of its own venv, if it has one."""
         env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
         python, venv_env = self.venvs.launch_env(child.spec, env.get("PATH", ""))
         env.update(venv_env)
+        return env, python
+
+    def _launch(self, child: ManagedChild) -> ModuleProcess:
+        env, python = self._launch_env(child)
+        if python is None and (standby := self.standbys.take(child, env)) is not None:
+            return standby
         cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
         if cgroup is not None:
             env[protocol.ENV_CGROUP] = cgroup
@@ -294,6 +306,7 @@ class ChildManager(ModuleRequests):
             self.publish("app.shutdown", name=self.config.app.name, version=self.config.app.version)
         if timeout is not None:
             self.shutdown_deadline = time.monotonic() + timeout
+        self.standbys.close()
         for child in list(self.children.values()):
             self.handle(child, lc.ShutdownBegan())
         self.handovers.shutdown(self.stop)
@@ -320,6 +333,10 @@ class ChildManager(ModuleRequests):
         self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
         if child.stand_in:
             self.handovers.ready(child)
+        elif child.state is ChildState.RUNNING and wanted(child.spec) and not self.shutting_down:
+            env, python = self._launch_env(child)
+            if python is None:  # a venv's python is a new interpreter: no fork to keep ready
+                self.standbys.make(child, env, self.config.config_dir.parent)
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
@@ -368,7 +385,8 @@ class ChildManager(ModuleRequests):
         log.info("%s removed", child.name)
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
-            for key in (child.name, child.name + NEXT_CGROUP):
+            self.standbys.drop(child.name)
+            for key in (child.name, child.name + NEXT_CGROUP, child.name + SPARE_CGROUP):
                 if key == child.cgroup or not self.handovers.holds(child):  # not a live stand-in's
                     self.cgroups.remove(key)
             del self.children[child.name]

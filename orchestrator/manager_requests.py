@@ -15,6 +15,7 @@ from orchestrator.handover import Handover, Handovers
 from orchestrator.output import ModuleLog
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.resources import Limits
+from orchestrator.standby import Standbys
 from orchestrator.states import ChildState
 from orchestrator.venv import Environments
 
@@ -30,6 +31,7 @@ class ModuleRequests:
     children: dict[str, ManagedChild]
     venvs: Environments
     handovers: Handovers
+    standbys: Standbys
     _foreground: bool
 
     if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class ModuleRequests:
             return f"{child.name} cannot start a new process: {venv.failed}"
         if venv.waiting is not None:
             return f"{child.name} is {venv.waiting}: restart it gracefully once that is done"
+        self.standbys.drop(child.name)  # the stand-in may take the cgroup it waits in
         return self.handovers.begin(child)
 
     def hold(self, child: ManagedChild, why: str) -> None:

@@ -35,6 +35,7 @@ from orchestrator.config.validate import (
     check_keys,
     child,
     describe,
+    expect_bool,
     expect_choice,
     expect_int,
     expect_list,
@@ -77,6 +78,7 @@ SUPERVISION_FIELDS: dict[str, Validator] = {
     "health_interval": partial(expect_number, gt=0),
     "health_retries": partial(expect_int, minimum=1),
     "ready": partial(expect_choice, choices=READY_MODES),
+    "standby": expect_bool,
 }
 """The supervision keys, valid under `main.yaml` `supervision:` and flat in a module entry."""
 

@@ -102,7 +102,8 @@ def test_a_dead_fork_server_is_replaced_at_the_next_start(project: Project) -> N
     (template,) = [
         p
         for p in supervisor.children()
-        if "module_sdk.forkserver" in _cmdline(p.pid) and p.pid != status["modules"][0]["pid"]
+        if "module_sdk.forkserver" in _cmdline(p.pid)
+        and p.pid not in (status["modules"][0]["pid"], status["modules"][0]["standby_pid"])
     ]
     os.kill(template.pid, signal.SIGKILL)
     wait_until(lambda: "fork server" in (project.root / "logs/app.log").read_text(), 5, "noticed")

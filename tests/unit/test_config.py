@@ -25,7 +25,7 @@ MODULE_KEYS = (
     "heartbeat_interval, heartbeat_timeout, instances, log_level, max_restarts, "
     "memory_limit_mb, memory_max_mb, name, overlap, path, pids_max, python, ready, "
     "redeliver, requirements, restart, restart_window, rlimits, schedule, stable_after, "
-    "start_method, start_timeout, stop_timeout, timezone, umask, user, work_group"
+    "standby, start_method, start_timeout, stop_timeout, timezone, umask, user, work_group"
 )
 MAIN_KEYS = (
     "app, bus, cluster, error_handling, hot_reload, logging, metrics, notifications, resources, "

@@ -1,0 +1,179 @@
+"""Standbys: for each running module that may be restarted, a process forked ahead of time into
+the module's next cgroup, waiting to take over (module_sdk/standby.py has its side).
+
+A restart used to fork the module's new process and wait for it to join its cgroup, which costs
+an RCU grace period in the kernel (about 10 ms); with a standby, the restart writes "go" on its
+pipe instead, and the standby, already in place, goes straight to saying hello. It has run no
+module code: the module is imported after "go", as it is then.
+
+A standby is made once the module is running (`supervision.standby: true`, the default, for
+modules forked from the template and not scheduled, not `restart: never`), in the cgroup the
+module's next process will use (its key alternates between NAME and NAME~spare). It is only
+taken if the module's spec and environment are still those it was made with; else it is dropped
+and the restart forks as before. Its memory is what a fork of the template writes to (about
+1 MB), and it is not counted as a module process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from module_sdk import protocol
+from module_sdk.standby import GO
+from orchestrator.cgroups import ModuleCgroups
+from orchestrator.child import ManagedChild
+from orchestrator.config import ModuleSpec
+from orchestrator.forkserver import ForkServer, ForkServerError
+from orchestrator.processes import ModuleProcess, needs_new_interpreter, with_limits
+
+log = logging.getLogger(__name__)
+
+SPARE_CGROUP = "~spare"  # the second cgroup key of a module, besides its name
+
+WatchExit = Callable[[int, Callable[[int], None] | None], None]
+
+
+@dataclass
+class Standby:
+    """One waiting process: its pid, output pipe, the write end of its go pipe, and what it was
+    made for."""
+
+    pid: int
+    stdout: BinaryIO
+    go: int
+    cgroup: str  # the cgroup key it joined
+    spec: ModuleSpec
+    env: Mapping[str, str]  # the module's environment, before its cgroup's and limits' entries
+    made: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        """Drop it: without a word on its pipe it exits by itself (it runs nothing of the
+        module's); SIGKILL too, in case it is stopped."""
+        with contextlib.suppress(OSError):
+            os.close(self.go)
+        self.stdout.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def wanted(spec: ModuleSpec) -> bool:
+    """Whether a module of `spec` keeps a standby while it runs (its own venv aside, which the
+    caller knows)."""
+    supervision = spec.supervision
+    return (
+        supervision.standby
+        and supervision.start_method == "fork"
+        and supervision.restart != "never"
+        and spec.schedule is None
+        and not needs_new_interpreter(spec)
+    )
+
+
+def spare_cgroup(child: ManagedChild) -> str:
+    """The cgroup key the module's next process uses: the one its current process does not.
+    (A graceful restart's stand-in takes NAME~next; no standby is kept meanwhile.)"""
+    spare = child.name + SPARE_CGROUP
+    return child.name if child.cgroup == spare else spare
+
+
+class Standbys:
+    """The standby of each module that has one, by module name."""
+
+    def __init__(
+        self, *, forkserver: ForkServer, cgroups: ModuleCgroups, watch_exit: WatchExit
+    ) -> None:
+        self._forkserver = forkserver
+        self._cgroups = cgroups
+        self._watch_exit = watch_exit
+        self._by_name: dict[str, Standby] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def pid(self, name: str) -> int | None:
+        standby = self._by_name.get(name)
+        return standby.pid if standby is not None else None
+
+    def make(self, child: ManagedChild, env: Mapping[str, str], cwd: Path) -> None:
+        """Fork a standby for `child` (running, with `env` as its next process's environment
+        before cgroup and limits), unless it has one. A failure is logged and leaves it
+        without: its next start forks as before."""
+        if child.name in self._by_name or self._forkserver.pid is None:
+            return
+        key = spare_cgroup(child)
+        full = dict(env)
+        cgroup = self._cgroups.prepare(key, child.spec.limits)
+        if cgroup is not None:
+            full[protocol.ENV_CGROUP] = cgroup
+        full.update(self._cgroups.env(key))
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid, stdout = self._forkserver.fork(
+                child.name, with_limits(child.spec, full), cwd, go=read_end
+            )
+        except (OSError, ForkServerError) as exc:
+            os.close(write_end)
+            log.warning("%s: no standby (%s); its next start forks anew", child.name, exc)
+            return
+        finally:
+            os.close(read_end)
+        standby = Standby(pid, stdout, write_end, key, child.spec, dict(env))
+        self._by_name[child.name] = standby
+        self._watch_exit(pid, lambda raw: self._exited(child.name, standby, raw))
+        log.debug("%s: standby ready to take over (pid %d, cgroup %s)", child.name, pid, key)
+
+    def take(self, child: ManagedChild, env: Mapping[str, str]) -> ModuleProcess | None:
+        """Hand `child`'s start to its standby: its process, now running the module, in the
+        cgroup it joined (set on `child`); None if it has none fit for `env` and its spec."""
+        standby = self._by_name.pop(child.name, None)
+        if standby is None:
+            return None
+        self._watch_exit(standby.pid, None)
+        if standby.spec != child.spec or standby.env != env or standby.cgroup == child.cgroup:
+            log.debug("%s: standby (pid %d) out of date; dropped", child.name, standby.pid)
+            self._drop(standby)
+            return None
+        try:
+            os.write(standby.go, GO)
+        except OSError as exc:  # it died just now; its exit is reaped as a stray's
+            log.debug("%s: standby (pid %d) gone (%s)", child.name, standby.pid, exc)
+            self._drop(standby)
+            return None
+        os.close(standby.go)
+        child.cgroup = standby.cgroup
+        return ModuleProcess(standby.pid, standby.stdout)
+
+    def drop(self, name: str) -> None:
+        """Drop the standby of module `name`, if it has one (it was removed, stopped for good,
+        or its next start will differ)."""
+        standby = self._by_name.pop(name, None)
+        if standby is not None:
+            self._watch_exit(standby.pid, None)
+            self._drop(standby)
+
+    def close(self) -> None:
+        """Drop them all (the supervisor stops)."""
+        for name in list(self._by_name):
+            self.drop(name)
+
+    def _drop(self, standby: Standby) -> None:
+        standby.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(standby.pid, 0)  # at once: SIGKILLed, waiting on a pipe
+
+    def _exited(self, name: str, standby: Standby, raw: int) -> None:
+        """The loop reaped a standby before it was taken: forget it."""
+        if self._by_name.get(name) is standby:
+            del self._by_name[name]
+        standby.stdout.close()
+        with contextlib.suppress(OSError):
+            os.close(standby.go)
+        log.debug("%s: standby (pid %d) exited (wait status %d)", name, standby.pid, raw)

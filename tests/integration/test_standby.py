@@ -1,0 +1,127 @@
+"""Standbys: a process forked ahead into a module's next cgroup takes over at its restart, runs the
+module's code as it is then, is dropped when the module's spec or environment changed, and never
+outlives the supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import wait_until
+from project import Project, alive, cgroups_writable
+
+WORKER = """
+import os
+
+
+def initialize(event_bus, config):
+    print("worker VERSION", os.environ.get("SETTING"), flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def _worker(project: Project, version: str) -> str:
+    return project.write_module("worker.py", WORKER.replace("VERSION", version))
+
+
+def _standby_of(project: Project, name: str) -> int:
+    found = wait_until(lambda: project.module(name)["standby_pid"], 10, f"a standby of {name}")
+    return int(found)
+
+
+def _cgroup_v2(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return next(line[3:] for line in lines if line.startswith("0::"))
+
+
+def test_a_crashed_module_is_taken_over_by_its_standby_with_its_code_as_it_is_now(
+    project: Project,
+) -> None:
+    project.configure([{"name": "worker", "path": _worker(project, "v1")}])
+    first = project.up()["modules"][0]["pid"]
+    standby = _standby_of(project, "worker")
+    assert psutil.Process(standby).name() == "standby:worker"
+    contained = cgroups_writable()
+    if contained:  # it joined the module's next cgroup before it was needed
+        wait_until(lambda: _cgroup_v2(standby).endswith("/worker~spare"), 5, "joined")
+    _worker(project, "v2")  # no hot reload: the standby imports it only when it takes over
+    os.kill(first, signal.SIGKILL)
+    row = project.wait_module("worker", state="running", pid=standby)
+    assert row["restarts"] == 1
+    assert psutil.Process(standby).name() == "mod:worker"
+    wait_until(lambda: "worker v2" in project.log("worker"), 5, "the new code ran")
+    # The next standby waits in the cgroup the first process left.
+    following = _standby_of(project, "worker")
+    assert following != standby
+    if contained:
+        wait_until(lambda: _cgroup_v2(following).endswith("/worker"), 5, "the other cgroup")
+    os.kill(standby, signal.SIGKILL)
+    project.wait_module("worker", state="running", pid=following)
+
+
+def test_a_standby_made_for_another_spec_is_dropped_and_the_restart_forks_anew(
+    project: Project,
+) -> None:
+    path = _worker(project, "v1")
+    project.configure([{"name": "worker", "path": path, "env": {"SETTING": "old"}}])
+    project.up()
+    standby = _standby_of(project, "worker")
+    project.configure([{"name": "worker", "path": path, "env": {"SETTING": "new"}}])
+    project.cli("reload", check=0)
+    wait_until(lambda: "worker v1 new" in project.log("worker"), 10, "restarted with the change")
+    row = project.module("worker")
+    assert row["state"] == "running" and row["pid"] != standby
+    wait_until(lambda: not alive(standby), 5, "the stale standby gone")
+
+
+def test_a_standby_killed_by_someone_is_replaced_and_the_restart_still_works(
+    project: Project,
+) -> None:
+    project.configure([{"name": "worker", "path": _worker(project, "v1")}])
+    first = project.up()["modules"][0]["pid"]
+    standby = _standby_of(project, "worker")
+    os.kill(standby, signal.SIGKILL)
+    wait_until(lambda: project.module("worker")["standby_pid"] is None, 5, "its exit noticed")
+    os.kill(first, signal.SIGKILL)
+    wait_until(
+        lambda: project.module("worker")["pid"] not in (None, first, standby), 10, "a new fork"
+    )
+    project.wait_module("worker", state="running")
+    assert _standby_of(project, "worker") not in (first, standby)
+    assert "Traceback" not in project.log("worker")
+
+
+@pytest.mark.parametrize("setting", [{"standby": False}, {"start_method": "spawn"}])
+def test_no_standby_where_it_is_off_or_could_not_be_forked(
+    project: Project, setting: dict[str, object]
+) -> None:
+    project.configure([{"name": "worker", "path": _worker(project, "v1"), **setting}])
+    project.up()
+    project.wait_module("worker", state="running")
+    # A standby is made as the module says ready: by the time status answers, it would be there.
+    assert project.module("worker")["standby_pid"] is None
+    assert not [p for p in project.processes() if p.name().startswith("standby:")]
+
+
+def test_standbys_go_with_their_supervisor_even_a_killed_one(project: Project) -> None:
+    project.configure(
+        [
+            {"name": "a", "path": _worker(project, "v1")},
+            {"name": "b", "path": project.probe("idle")},
+        ]
+    )
+    supervisor = project.up()["supervisor"]["pid"]
+    standbys = [_standby_of(project, name) for name in ("a", "b")]
+    project.cli("down", check=0)
+    assert not [pid for pid in standbys if alive(pid)]
+    project.up()
+    standbys = [_standby_of(project, name) for name in ("a", "b")]
+    supervisor = project.status()["supervisor"]["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not [pid for pid in standbys if alive(pid)], 5, "standbys gone")
