@@ -19,6 +19,7 @@ a child subreaper, which alone signals and reaps it, as if it had spawned it its
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -107,16 +108,16 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if go is not None:  # as little as it can before it waits: a fork's every write is a copy
+            if not module_sdk.standby.wait_for_go(go, request["env"]):
+                code = 0
+                return
+            prctl(PR_SET_NAME, f"mod:{name}")
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         _as_if_started_here(request["cwd"])
         module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
-        if go is not None:
-            if not module_sdk.standby.wait_for_go(go):
-                code = 0
-                return
-            prctl(PR_SET_NAME, f"mod:{name}")
         sys.argv = ["module_sdk", name]
         code = module_sdk.shim.main(joined=go is not None)
     except BaseException:
@@ -140,6 +141,9 @@ def _as_if_started_here(cwd: str) -> None:
 def main() -> int:
     """Entry point: serve the control socket passed as the first argument."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
+    # What the template holds now is shared with every fork until a fork writes to it, and a
+    # collection in a fork writes to every object it visits: leave these out of collections.
+    gc.freeze()
     control = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(control)

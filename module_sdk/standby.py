@@ -18,6 +18,7 @@ import contextlib
 import os
 import select
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from module_sdk import protocol
@@ -27,21 +28,22 @@ GO = b"g"
 COMM_PREFIX = "standby:"  # its name in ps -o comm, until it takes over as `mod:NAME`
 
 
-def wait_for_go(go: int) -> bool:
-    """Join the module's cgroups, then block until the supervisor's word on `go`: True to run
-    the module now, False if the supervisor dropped this standby or is gone. A cgroup that
-    cannot be joined ends the standby too (False, the reason on stderr): the module's next
-    start is then a plain fork, which reports the failure as it always does."""
+def wait_for_go(go: int, env: Mapping[str, str]) -> bool:
+    """Join the module's cgroups named in `env` (the module's environment, not installed yet),
+    then block until the supervisor's word on `go`: True to run the module now, False if the
+    supervisor dropped this standby or is gone. A cgroup that cannot be joined ends the standby
+    too (False, the reason on stderr): the module's next start is then a plain fork, which
+    reports the failure as it always does."""
     try:
-        join_v1(os.environ.pop(ENV_CGROUPS_V1, ""))
-        cgroup = os.environ.get(protocol.ENV_CGROUP)
+        join_v1(env.get(ENV_CGROUPS_V1, ""))
+        cgroup = env.get(protocol.ENV_CGROUP)
         if cgroup:
             Path(cgroup, "cgroup.procs").write_text(f"{os.getpid()}\n")
     except (LimitsError, OSError) as exc:
         print(f"standby: cannot join the module's cgroups: {exc}", file=sys.stderr, flush=True)
         return False
     watched = [go]
-    lifeline = os.environ.get(protocol.ENV_LIFELINE)
+    lifeline = env.get(protocol.ENV_LIFELINE)
     if lifeline:
         watched.append(int(lifeline))
     try:

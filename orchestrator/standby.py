@@ -11,7 +11,7 @@ modules forked from the template and not scheduled, not `restart: never`), in th
 module's next process will use (its key alternates between NAME and NAME~spare). It is only
 taken if the module's spec and environment are still those it was made with; else it is dropped
 and the restart forks as before. Its memory is what a fork of the template writes to (about
-1 MB), and it is not counted as a module process.
+1.7 MB here), and it is not counted as a module process.
 """
 
 from __future__ import annotations
