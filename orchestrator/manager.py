@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -31,12 +31,13 @@ from orchestrator.dependents import (
 )
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handovers
+from orchestrator.manager_reports import ChildReports
 from orchestrator.manager_requests import ModuleRequests
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
-from orchestrator.standby import SPARE_CGROUP, Standbys, wanted
+from orchestrator.standby import SPARE_CGROUP, Standbys
 from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
 from orchestrator.venv import Environments
@@ -47,9 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Publish = Callable[..., None]  # publish(event_type, **data)
+_NOT_COMING_BACK = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)
 
 
-class ChildManager(ModuleRequests):
+class ChildManager(ModuleRequests, ChildReports):
     """Owns every `ManagedChild` and the processes behind them."""
 
     def __init__(
@@ -324,42 +326,6 @@ class ChildManager(ModuleRequests):
                 remaining = min(remaining, child.spec.supervision.stop_timeout)
             self.stop(child, timeout=remaining)
 
-    # -- what children report ---------------------------------------------------------------------
-
-    def ready(self, child: ManagedChild, *, contained: bool) -> None:
-        """The child said ready: `initialize()` returned and its bus is connected; `contained`:
-        it joined its cgroup (when it was given one)."""
-        config = self.redactor.redact(dict(child.spec.config))
-        self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
-        if child.stand_in:
-            self.handovers.ready(child)
-        elif child.state is ChildState.RUNNING and wanted(child.spec) and not self.shutting_down:
-            env, python = self._launch_env(child)
-            if python is None:  # a venv's python is a new interpreter: no fork to keep ready
-                self.standbys.make(child, env, self.config.config_dir.parent)
-
-    def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
-        """Record a heartbeat and the counters it carries."""
-        child.last_heartbeat = time.monotonic()
-        counters = message.get("counters")
-        if isinstance(counters, dict):
-            child.counters = counters
-        busy = message.get("busy_for")
-        child.busy_for = float(busy) if isinstance(busy, int | float) else 0.0
-
-    def reported_error(self, pid: object, message: dict[str, Any]) -> None:
-        """A child's error report; one that arrives after its process was reaped still belongs to
-        that process's last exit."""
-        error = self.redactor.scrub(str(message.get("error", "")))
-        child = self.by_pid.get(pid) if isinstance(pid, int) else None
-        if child is not None:
-            child.reported_error = error
-            return
-        for child in self.children.values():
-            last = child.last_exit
-            if last is not None and last.pid == pid and not last.error:
-                last.error = error
-
     # -- exits ------------------------------------------------------------------------------------
 
     def reap(self) -> None:
@@ -377,6 +343,8 @@ class ChildManager(ModuleRequests):
             self.handle(child, exited)
             if child.stand_in:
                 self.handovers.exited(child)
+            elif child.state in _NOT_COMING_BACK:  # until someone starts it: no standby meanwhile
+                self.standbys.drop(child.name)
         self.advance_drains()
         self.advance_shutdown()
 

@@ -78,6 +78,11 @@ def test_a_standby_made_for_another_spec_is_dropped_and_the_restart_forks_anew(
     row = project.module("worker")
     assert row["state"] == "running" and row["pid"] != standby
     wait_until(lambda: not alive(standby), 5, "the stale standby gone")
+    # Stopped until someone starts it: no standby kept meanwhile.
+    following = _standby_of(project, "worker")
+    project.cli("stop", "worker", check=0)
+    assert project.module("worker")["standby_pid"] is None
+    wait_until(lambda: not alive(following), 5, "the standby of a stopped module gone")
 
 
 def test_a_standby_killed_by_someone_is_replaced_and_the_restart_still_works(

@@ -1,0 +1,67 @@
+"""What module processes report to the supervisor, as the lifecycle sees it: ready (and, then,
+a standby for the module's next start), heartbeats with their counters, and errors. A part of
+`ChildManager`, whose state it uses."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import lifecycle as lc
+from orchestrator.child import ManagedChild
+from orchestrator.config import AppConfig, Redactor
+from orchestrator.handover import Handovers
+from orchestrator.standby import Standbys, wanted
+from orchestrator.states import ChildState
+
+
+class ChildReports:
+    """The reports of module processes to `ChildManager`."""
+
+    config: AppConfig
+    redactor: Redactor
+    children: dict[str, ManagedChild]
+    by_pid: dict[int, ManagedChild]
+    handovers: Handovers
+    standbys: Standbys
+    shutting_down: bool
+
+    if TYPE_CHECKING:
+
+        def handle(self, child: ManagedChild, event: lc.Event) -> None: ...
+        def _launch_env(self, child: ManagedChild) -> tuple[dict[str, str], Path | None]: ...
+
+    def ready(self, child: ManagedChild, *, contained: bool) -> None:
+        """The child said ready: `initialize()` returned and its bus is connected; `contained`:
+        it joined its cgroup (when it was given one)."""
+        config = self.redactor.redact(dict(child.spec.config))
+        self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
+        if child.stand_in:
+            self.handovers.ready(child)
+        elif child.state is ChildState.RUNNING and wanted(child.spec) and not self.shutting_down:
+            env, python = self._launch_env(child)
+            if python is None:  # a venv's python is a new interpreter: no fork to keep ready
+                self.standbys.make(child, env, self.config.config_dir.parent)
+
+    def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
+        """Record a heartbeat and the counters it carries."""
+        child.last_heartbeat = time.monotonic()
+        counters = message.get("counters")
+        if isinstance(counters, dict):
+            child.counters = counters
+        busy = message.get("busy_for")
+        child.busy_for = float(busy) if isinstance(busy, int | float) else 0.0
+
+    def reported_error(self, pid: object, message: dict[str, Any]) -> None:
+        """A child's error report; one that arrives after its process was reaped still belongs to
+        that process's last exit."""
+        error = self.redactor.scrub(str(message.get("error", "")))
+        child = self.by_pid.get(pid) if isinstance(pid, int) else None
+        if child is not None:
+            child.reported_error = error
+            return
+        for child in self.children.values():
+            last = child.last_exit
+            if last is not None and last.pid == pid and not last.error:
+                last.error = error
