@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import signal
+import subprocess
+from collections.abc import Sequence
 from types import TracebackType
 
 from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
@@ -33,14 +36,28 @@ class Boot:
         # Children get the read end; only we hold the write end, so our death is their EOF.
         self.lifeline, self._lifeline_write = os.pipe()
         self.forkserver = ForkServer(self.lifeline)
+        self.early_broker: subprocess.Popen[bytes] | None = None  # see `take_broker`
         try:
             self.forkserver.start()
         except BaseException:
             self.close()
             raise
 
+    def take_broker(self, argv: Sequence[str]) -> subprocess.Popen[bytes] | None:
+        """The broker started early (orchestrator/broker_process.py `prestart`), if it is the
+        one to run (`argv`); else None, and one started early for other arguments is stopped."""
+        early, self.early_broker = self.early_broker, None
+        if early is not None and list(early.args) != list(argv):  # type: ignore[arg-type]
+            _stop(early)
+            return None
+        return early
+
     def close(self) -> None:
-        """Stop the template and close the pipe; safe to call more than once."""
+        """Stop the template (and a broker started early that nobody took) and close the pipe;
+        safe to call more than once."""
+        if self.early_broker is not None:
+            _stop(self.early_broker)
+            self.early_broker = None
         self.forkserver.close()
         self.systemd.close()
         for fd in (self.lifeline, self._lifeline_write):
@@ -69,3 +86,11 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             return soft
     return hard
+
+
+def _stop(popen: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(popen.pid, signal.SIGKILL)
+    popen.wait()
+    if popen.stdout is not None:
+        popen.stdout.close()

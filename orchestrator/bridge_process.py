@@ -17,7 +17,7 @@ import zmq
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, BusSection, Redactor
-from orchestrator.helper_process import HelperProcess, WatchExit
+from orchestrator.helper_process import HelperProcess, Popen, WatchExit
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ class BridgeProcess(HelperProcess):
         self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
 
-    def start(self) -> None:
-        """Spawn the bridge; it connects to NATS by itself."""
+    def start(self, started: Popen | None = None) -> None:
+        """Spawn the bridge (or take `started`); it connects to NATS by itself."""
         self.nats = "not connected yet"
         self.peers = {}  # the new run hears them again (and says they joined)
         self._earlier = dict(self.totals())
         self.counts = dict.fromkeys(self.counts, 0)
-        super().start()
+        super().start(started)
 
     def totals(self) -> dict[str, int]:
         """Events exported, imported, and not sent (lost), over every run of the bridge."""

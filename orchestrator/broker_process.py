@@ -10,6 +10,7 @@ sequence numbers, counted in `status` as `dropped`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,15 @@ import zmq
 
 from broker import GROUPS_PREFIX
 from orchestrator.config import AppConfig
-from orchestrator.helper_process import HelperProcess, HelperStartError, WatchExit
+from orchestrator.helper_process import (
+    HelperProcess,
+    HelperStartError,
+    Popen,
+    WatchExit,
+    helper_argv,
+    spawn_helper,
+)
+from orchestrator.rundir import RunDir
 
 BrokerStartError = HelperStartError
 """The broker could not bind its endpoints (or did not say so in time)."""
@@ -44,21 +53,9 @@ class BrokerProcess(HelperProcess):
         super().__init__(
             name="broker",
             module="broker",
-            args=[
-                "--xsub",
-                xsub,
-                "--xpub",
-                xpub,
-                "--inject",
-                inject,
-                *(["--groups", groups] if groups else []),
-                "--max-message-size",
-                str(max_message_size),
-                "--hwm",
-                str(high_water_mark),
-                "--lifeline",
-                str(lifeline),
-            ],
+            args=broker_args(
+                xsub, xpub, inject, groups, max_message_size, high_water_mark, lifeline
+            ),
             memory_limit_mb=memory_limit_mb,
             lifeline=lifeline,
             poller=poller,
@@ -72,10 +69,11 @@ class BrokerProcess(HelperProcess):
         )
         self.group_stats: dict[str, Any] | None = None  # the broker's last `groups` line
 
-    def start(self) -> None:
-        """Start (or restart) the broker: a new one knows no groups, whatever the last said."""
+    def start(self, started: Popen | None = None) -> None:
+        """Start (or restart) the broker, or take the one `prestart` started: a new one knows
+        no groups, whatever the last said."""
         self.group_stats = None
-        super().start()
+        super().start(started)
 
     def on_line(self, line: str) -> None:
         """The broker's `groups {json}` lines are its grouped-delivery counters; others are logs."""
@@ -121,3 +119,50 @@ def bind_error(config: AppConfig, xsub: str, xpub: str, error: str) -> str:
                 " supervisor, is using it)"
             )
     return f"the bus cannot start: {error}"
+
+
+def broker_args(  # noqa: PLR0917  (each is one flag of the broker's command line)
+    xsub: str,
+    xpub: str,
+    inject: str,
+    groups: str | None,
+    max_message_size: int,
+    high_water_mark: int,
+    lifeline: int,
+) -> list[str]:
+    """The broker's command line arguments (see broker/__main__.py)."""
+    return [
+        "--xsub",
+        xsub,
+        "--xpub",
+        xpub,
+        "--inject",
+        inject,
+        *(["--groups", groups] if groups else []),
+        "--max-message-size",
+        str(max_message_size),
+        "--hwm",
+        str(high_water_mark),
+        "--lifeline",
+        str(lifeline),
+    ]
+
+
+def prestart(config: AppConfig, run_dir: RunDir, lifeline: int) -> Popen | None:
+    """Start the broker of an ipc bus now, as soon as the run directory is ours: its interpreter
+    boots while the supervisor imports the rest of itself and sets up, instead of after that
+    (it was on the critical path of `up`). The supervisor's `BrokerProcess` takes it over if it
+    is the broker it would start (`Boot.take_broker`). A tcp bus waits for the supervisor (its
+    CURVE keys are made there). Raises OSError."""
+    if config.bus.transport != "ipc":
+        return None
+    args = broker_args(
+        run_dir.xsub,
+        run_dir.xpub,
+        run_dir.inject,
+        run_dir.groups,
+        config.bus.max_message_bytes,
+        config.bus.high_water_mark,
+        lifeline,
+    )
+    return spawn_helper(helper_argv("broker", args), os.environ, lifeline)

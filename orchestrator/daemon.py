@@ -47,10 +47,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     """Be the supervisor until it is stopped; returns the exit code, raises LaunchError.
     The supervisor owns `boot` from here on."""
     # Imported here, not above, so that `main` starts the template before paying for them.
-    from orchestrator.config import Redactor  # noqa: PLC0415
-    from orchestrator.logsetup import setup_logging  # noqa: PLC0415
     from orchestrator.rundir import AlreadyRunningError, UnsafeRunDirError  # noqa: PLC0415
-    from orchestrator.supervisor import StartError, Supervisor  # noqa: PLC0415
 
     try:
         run_dir.acquire()
@@ -60,6 +57,17 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         raise LaunchError(f"unsafe run directory: {exc}") from None
     # From here on the run directory is ours: whatever stops us before the Supervisor's own
     # teardown runs must release it, or the next `up` takes it for a supervisor that was killed.
+    try:
+        # The broker boots meanwhile (the supervisor takes it over); then the rest is imported.
+        from orchestrator.broker_process import prestart  # noqa: PLC0415
+
+        boot.early_broker = prestart(config, run_dir, boot.lifeline)
+        from orchestrator.config import Redactor  # noqa: PLC0415
+        from orchestrator.logsetup import setup_logging  # noqa: PLC0415
+        from orchestrator.supervisor import StartError, Supervisor  # noqa: PLC0415
+    except BaseException:
+        run_dir.release()
+        raise
     redactor = Redactor(config.secrets)
     try:
         setup_logging(config.logging, redactor, console=foreground)

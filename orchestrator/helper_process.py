@@ -39,6 +39,32 @@ _BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.S
 
 # (pid, handler of its raw wait status), or (pid, None): forget it, it was reaped elsewhere
 WatchExit = Callable[[int, Callable[[int], None] | None], None]
+Popen = subprocess.Popen[bytes]
+
+
+def helper_argv(module: str, args: Sequence[str]) -> list[str]:
+    """The command line of a helper running `python -m module ARGS`; -P: not the working
+    directory's package of that name, should a project have one."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
+def spawn_helper(argv: Sequence[str], env: Mapping[str, str], lifeline: int) -> Popen:
+    """Start a helper process: its output on a pipe, in a process group of its own (a terminal's
+    Ctrl+C is the supervisor's to handle), with the lifeline. Raises OSError."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            close_fds=True,
+            pass_fds=(lifeline,),
+            env=env,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class HelperStartError(RuntimeError):
@@ -69,8 +95,7 @@ class HelperProcess:
         memory_setting: str = "",
     ) -> None:
         self.name = name
-        # -P: not the working directory's package of that name, should a project have one
-        self._argv = [sys.executable, "-P", "-m", module, *args]
+        self.argv = helper_argv(module, args)
         self._env = {**os.environ, **(env or {})}
         self._restart_note = restart_note
         self._memory_setting = memory_setting
@@ -104,23 +129,11 @@ class HelperProcess:
 
     # -- starting ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Spawn the helper (it says `ready` on its own; see `wait_ready`). Raises
-        OSError if no process can be started (see `tick` for restarts)."""
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
-        try:
-            popen = subprocess.Popen(
-                self._argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # a terminal's Ctrl+C is the supervisor's to handle
-                close_fds=True,
-                pass_fds=(self._lifeline,),
-                env=self._env,
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    def start(self, started: Popen | None = None) -> None:
+        """Spawn the helper (it says `ready` on its own; see `wait_ready`), or take `started`,
+        the same helper spawned before the loop was there (`spawn_helper`). Raises OSError if no
+        process can be started (see `tick` for restarts)."""
+        popen = started or spawn_helper(self.argv, self._env, self._lifeline)
         self._watch_exit(popen.pid, self._exited)  # ours from its first moment
         assert popen.stdout is not None
         self._stdout, popen.stdout = popen.stdout, None  # we read its fd; Popen never does

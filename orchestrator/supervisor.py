@@ -233,7 +233,7 @@ class Supervisor(ConfigReload):
             log.debug("not a subreaper here: strays of modules are found only in their groups")
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
-        self.broker.start()
+        self.broker.start(self.boot.take_broker(self.broker.argv))
         self.events = SystemEvents(
             self.context,
             self.run_dir.inject,

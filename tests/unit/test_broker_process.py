@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import zmq
 
+from orchestrator.boot import Boot
 from orchestrator.broker_process import BrokerProcess
+from orchestrator.helper_process import helper_argv, spawn_helper
 
 
 def _broker() -> BrokerProcess:
@@ -77,3 +79,22 @@ def test_a_helper_stopped_and_reaped_by_itself_is_forgotten_by_the_reaper(tmp_pa
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_broker_started_early_is_taken_over_only_if_it_is_the_one_to_run() -> None:
+    broker = _broker()
+    with Boot() as boot:
+        sleeper = [*helper_argv("broker", []), "never", "parsed"]  # exits at once: bad usage
+        boot.early_broker = spawn_helper(["sleep", "30"], os.environ, boot.lifeline)
+        stale = boot.early_broker
+        assert boot.take_broker(broker.argv) is None  # not its command line: stopped
+        assert stale.returncode is not None and boot.early_broker is None
+        boot.early_broker = spawn_helper(sleeper, os.environ, boot.lifeline)
+        taken = boot.take_broker(sleeper)
+        assert taken is not None and boot.early_broker is None
+        taken.wait(10)
+        assert taken.stdout is not None
+        taken.stdout.close()
+        boot.early_broker = spawn_helper(["sleep", "30"], os.environ, boot.lifeline)
+        left = boot.early_broker
+    assert left.returncode is not None  # nobody took it: gone with the boot
