@@ -109,8 +109,9 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if go is not None:  # as little as it can before it waits: a fork's every write is a copy
-            if not module_sdk.standby.wait_for_go(go, request["env"]):
-                code = 0
+            declined = module_sdk.standby.wait_for_go(go, request["env"])
+            if declined is not None:
+                code = declined
                 return
             prctl(PR_SET_NAME, f"mod:{name}")
         os.environ.clear()

@@ -22,18 +22,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from module_sdk import protocol
-from module_sdk.limits import ENV_CGROUPS_V1, LimitsError, join_v1
+from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 
 GO = b"g"
 COMM_PREFIX = "standby:"  # its name in ps -o comm, until it takes over as `mod:NAME`
 
 
-def wait_for_go(go: int, env: Mapping[str, str]) -> bool:
+def wait_for_go(go: int, env: Mapping[str, str]) -> int | None:
     """Join the module's cgroups named in `env` (the module's environment, not installed yet),
-    then block until the supervisor's word on `go`: True to run the module now, False if the
-    supervisor dropped this standby or is gone. A cgroup that cannot be joined ends the standby
-    too (False, the reason on stderr): the module's next start is then a plain fork, which
-    reports the failure as it always does."""
+    then block until the supervisor's word on `go`: None to run the module now, else the code to
+    exit with: 0 if the supervisor dropped this standby or is gone, EXIT_LIMITS_FAILED if a
+    cgroup could not be joined (the reason on stderr; the module's next start is then a plain
+    fork, which reports the failure as it always does; and a "go" that raced with this exit
+    counts as a failed start, not as a module that exited 0)."""
     try:
         join_v1(env.get(ENV_CGROUPS_V1, ""))
         cgroup = env.get(protocol.ENV_CGROUP)
@@ -41,7 +42,7 @@ def wait_for_go(go: int, env: Mapping[str, str]) -> bool:
             Path(cgroup, "cgroup.procs").write_text(f"{os.getpid()}\n")
     except (LimitsError, OSError) as exc:
         print(f"standby: cannot join the module's cgroups: {exc}", file=sys.stderr, flush=True)
-        return False
+        return EXIT_LIMITS_FAILED
     watched = [go]
     lifeline = env.get(protocol.ENV_LIFELINE)
     if lifeline:
@@ -52,9 +53,9 @@ def wait_for_go(go: int, env: Mapping[str, str]) -> bool:
                 readable, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 continue
-            if go in readable:
-                return os.read(go, 1) == GO
-            return False  # the lifeline's end of file: the supervisor is gone
+            if go in readable and os.read(go, 1) == GO:
+                return None
+            return 0  # dropped (its pipe closed), or the lifeline's end of file
     finally:
         with contextlib.suppress(OSError):
             os.close(go)

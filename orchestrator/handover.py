@@ -148,6 +148,11 @@ class Handovers:
             handover.outcome = "the module is being removed"
         stop(handover.stand_in)
 
+    def busy(self, name: str) -> bool:
+        """Whether a graceful restart of module `name` is under way: its stand-in holds (or is
+        about to hold) the module's other cgroup."""
+        return name in self._under_way
+
     def holds(self, child: ManagedChild) -> bool:
         """Whether a stand-in of `child` still has a process (its cgroup is in use)."""
         handover = self._under_way.get(child.name)

@@ -125,6 +125,8 @@ class ChildManager(ModuleRequests, ChildReports):
         child.life = step.life
         for effect in step.effects:
             self._carry_out(child, effect)
+        if child.life.state in _NOT_COMING_BACK and not child.stand_in:
+            self.standbys.drop(child.name)  # until someone starts it: no standby meanwhile
 
     def _carry_out(self, child: ManagedChild, effect: lc.Effect) -> None:
         match effect:
@@ -248,7 +250,9 @@ class ChildManager(ModuleRequests, ChildReports):
 
     def _launch(self, child: ManagedChild) -> ModuleProcess:
         env, python = self._launch_env(child)
-        if python is None and (standby := self.standbys.take(child, env)) is not None:
+        if python is not None or self.handovers.busy(child.name):
+            self.standbys.drop(child.name)  # a venv's new interpreter; a stand-in's cgroup
+        elif (standby := self.standbys.take(child, env)) is not None:
             return standby
         cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
         if cgroup is not None:
@@ -343,8 +347,9 @@ class ChildManager(ModuleRequests, ChildReports):
             self.handle(child, exited)
             if child.stand_in:
                 self.handovers.exited(child)
-            elif child.state in _NOT_COMING_BACK:  # until someone starts it: no standby meanwhile
-                self.standbys.drop(child.name)
+                module = self.children.get(child.name)
+                if module is not None and not self.handovers.busy(child.name):
+                    self.keep_standby(module)  # the handover is over: its cgroup is free
         self.advance_drains()
         self.advance_shutdown()
 

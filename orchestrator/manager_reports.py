@@ -39,7 +39,18 @@ class ChildReports:
         self.handle(child, lc.Ready(time.monotonic(), child.pid, contained, config))
         if child.stand_in:
             self.handovers.ready(child)
-        elif child.state is ChildState.RUNNING and wanted(child.spec) and not self.shutting_down:
+        else:
+            self.keep_standby(child)
+
+    def keep_standby(self, child: ManagedChild) -> None:
+        """Make `child` a standby for its next start if it is running and may have one: not
+        while a graceful restart of it is under way (its stand-in holds the other cgroup)."""
+        if (
+            child.state is ChildState.RUNNING
+            and wanted(child.spec)
+            and not self.shutting_down
+            and not self.handovers.busy(child.name)
+        ):
             env, python = self._launch_env(child)
             if python is None:  # a venv's python is a new interpreter: no fork to keep ready
                 self.standbys.make(child, env, self.config.config_dir.parent)

@@ -31,12 +31,14 @@ from module_sdk.standby import GO
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.config import ModuleSpec
-from orchestrator.forkserver import ForkServer, ForkServerError
+from orchestrator.forkserver import ForkServer
 from orchestrator.processes import ModuleProcess, needs_new_interpreter, with_limits
+from orchestrator.states import ExitStatus
 
 log = logging.getLogger(__name__)
 
 SPARE_CGROUP = "~spare"  # the second cgroup key of a module, besides its name
+_SAID = 4096  # bytes of a standby's own output kept for the log line of its early exit
 
 WatchExit = Callable[[int, Callable[[int], None] | None], None]
 
@@ -119,7 +121,7 @@ class Standbys:
             pid, stdout = self._forkserver.fork(
                 child.name, with_limits(child.spec, full), cwd, go=read_end
             )
-        except (OSError, ForkServerError) as exc:
+        except Exception as exc:  # whatever it is, the module runs on; its next start forks
             os.close(write_end)
             log.warning("%s: no standby (%s); its next start forks anew", child.name, exc)
             return
@@ -170,10 +172,20 @@ class Standbys:
             os.waitpid(standby.pid, 0)  # at once: SIGKILLed, waiting on a pipe
 
     def _exited(self, name: str, standby: Standby, raw: int) -> None:
-        """The loop reaped a standby before it was taken: forget it."""
+        """The loop reaped a standby before it was taken: forget it, and say why it went if it
+        said so (it cannot join the module's cgroups, say)."""
         if self._by_name.get(name) is standby:
             del self._by_name[name]
+        said = b""
+        with contextlib.suppress(OSError, ValueError):
+            os.set_blocking(standby.stdout.fileno(), False)
+            said = standby.stdout.read(_SAID) or b""
         standby.stdout.close()
         with contextlib.suppress(OSError):
             os.close(standby.go)
-        log.debug("%s: standby (pid %d) exited (wait status %d)", name, standby.pid, raw)
+        status = ExitStatus.from_wait_status(raw).describe()
+        if said.strip():
+            text = said.decode("utf-8", "replace").strip().replace("\n", "; ")
+            log.warning("%s: its standby (pid %d) left (%s): %s", name, standby.pid, status, text)
+        else:
+            log.debug("%s: its standby (pid %d) left (%s)", name, standby.pid, status)

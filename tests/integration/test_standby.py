@@ -130,3 +130,37 @@ def test_standbys_go_with_their_supervisor_even_a_killed_one(project: Project) -
     supervisor = project.status()["supervisor"]["pid"]
     os.kill(supervisor, signal.SIGKILL)
     wait_until(lambda: not [pid for pid in standbys if alive(pid)], 5, "standbys gone")
+
+
+def test_a_graceful_restart_keeps_clear_of_the_standby_and_leaves_one_behind(
+    project: Project,
+) -> None:
+    project.configure([{"name": "worker", "path": _worker(project, "v1")}])
+    first = project.up()["modules"][0]["pid"]
+    standby = _standby_of(project, "worker")
+    os.kill(first, signal.SIGKILL)  # now in worker~spare: the stand-in takes worker
+    project.wait_module("worker", state="running", pid=standby)
+    result = project.cli("restart", "worker", "--graceful", check=0)
+    assert "restarted gracefully" in result.stdout
+    row = project.wait_module("worker", state="running")
+    assert row["pid"] != standby
+    following = _standby_of(project, "worker")  # once the old process has left its cgroup
+    if cgroups_writable():
+        assert _cgroup_v2(following) != _cgroup_v2(row["pid"])
+
+
+def test_a_module_held_stopped_in_its_backoff_drops_its_standby(project: Project) -> None:
+    project.configure(
+        [{"name": "worker", "path": _worker(project, "v1"), "backoff_initial": 30}],
+        supervision={"stable_after": 60, "heartbeat_interval": 0.2, "heartbeat_timeout": 5},
+    )
+    first = project.up()["modules"][0]["pid"]
+    os.kill(first, signal.SIGKILL)  # the first restart of a crash loop is at once
+    second = project.wait_module("worker", state="running", restarts=1)["pid"]
+    standby = _standby_of(project, "worker")
+    os.kill(second, signal.SIGKILL)  # the second, after backoff_initial
+    project.wait_module("worker", state="backoff")
+    assert project.module("worker")["standby_pid"] == standby  # kept for the restart to come
+    project.cli("stop", "worker", check=0)
+    assert project.module("worker")["standby_pid"] is None
+    wait_until(lambda: not alive(standby), 5, "the standby of a held module gone")
