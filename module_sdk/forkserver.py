@@ -6,7 +6,9 @@ ZeroMQ context and no thread, costs about one. The supervisor talks to it over a
 each request is a msgpack map `{name, env, cwd}` with the write end of the output pipe attached;
 the answer is `{pid}` or `{error}`. A request with `standby: true` also attaches the read end of a
 "go" pipe: the process forked for it is a standby (module_sdk/standby.py), which joins the
-module's cgroups at once and runs the module only when the supervisor says go.
+module's cgroups at once and runs the module only when the supervisor says go. A request
+`{main, argv, env, cwd}` runs module `main` as `python -P -m main ARGV` would: the supervisor's
+broker, which so costs no interpreter start-up of its own.
 
 Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
 template's; a module whose `env` sets any PYTHON* variable other than PYTHONPATH is spawned.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import runpy
 import signal
 import socket
 import sys
@@ -80,6 +83,8 @@ def _intermediate(
         pid = os.fork()
         if pid == 0:
             control.close()
+            if "main" in request:
+                _run_main(request, output)
             _become_module(request, output, go)
         with contextlib.suppress(OSError):  # its own group before anyone may signal it
             os.setpgid(pid, pid)
@@ -130,6 +135,39 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
         os._exit(code)
 
 
+def _run_main(request: dict[str, Any], output: int) -> None:
+    """In the new process: run module `main` as `python -P -m` would, with `argv`, in its own
+    process group, output to the pipe, default signal handling (never returns)."""
+    code = 70
+    try:
+        os.setpgid(0, 0)
+        name = str(request["main"])
+        prctl(PR_SET_NAME, name)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        if _SCRIPT_DIR is not None and sys.path and sys.path[0] == _SCRIPT_DIR:
+            del sys.path[0]  # -P: not a package of that name where the template was started
+        sys.argv = [name, *request["argv"]]
+        runpy.run_module(name, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 def _as_if_started_here(cwd: str) -> None:
     """What a fresh `python -m module_sdk` would have set up from its environment and directory:
     sys.path starting at the working directory, then PYTHONPATH, and the time zone."""
@@ -139,8 +177,13 @@ def _as_if_started_here(cwd: str) -> None:
     time.tzset()
 
 
+_SCRIPT_DIR: str | None = None  # what `python -m` put first in sys.path: where it started
+
+
 def main() -> int:
     """Entry point: serve the control socket passed as the first argument."""
+    global _SCRIPT_DIR
+    _SCRIPT_DIR = None if sys.flags.safe_path or not sys.path else sys.path[0]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     # What the template holds now is shared with every fork until a fork writes to it, and a
     # collection in a fork writes to every object it visits: leave these out of collections.

@@ -10,16 +10,22 @@ This module imports nothing heavy, so that the template starts within millisecon
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import signal
-import subprocess
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from module_sdk.process import PR_SET_CHILD_SUBREAPER, prctl
-from orchestrator.forkserver import ForkServer
+from orchestrator.forkserver import ForkServer, ForkServerError
 from orchestrator.systemd import SystemdNotify
+
+if TYPE_CHECKING:
+    from orchestrator.helper_process import Popen, Started
+
+log = logging.getLogger(__name__)
 
 
 class Boot:
@@ -36,28 +42,44 @@ class Boot:
         # Children get the read end; only we hold the write end, so our death is their EOF.
         self.lifeline, self._lifeline_write = os.pipe()
         self.forkserver = ForkServer(self.lifeline)
-        self.early_broker: subprocess.Popen[bytes] | None = None  # see `take_broker`
+        # The broker started before the supervisor was there (see `take_broker`): spawned, or
+        # asked of the fork server (what `receive` takes, and its command line).
+        self.early_broker: Popen | tuple[int, list[str]] | None = None
         try:
             self.forkserver.start()
         except BaseException:
             self.close()
             raise
 
-    def take_broker(self, argv: Sequence[str]) -> subprocess.Popen[bytes] | None:
+    def take_broker(self, argv: Sequence[str]) -> Started | None:
         """The broker started early (orchestrator/broker_process.py `prestart`), if it is the
-        one to run (`argv`); else None, and one started early for other arguments is stopped."""
+        one to run (`argv`); else None: one started early for other arguments is stopped, and a
+        fork that failed is logged (the supervisor then spawns one)."""
         early, self.early_broker = self.early_broker, None
-        if early is not None and list(early.args) != list(argv):  # type: ignore[arg-type]
-            _stop(early)
+        started: Started | None
+        if isinstance(early, tuple):
+            pending, args = early
+            try:
+                pid, stdout = self.forkserver.receive(pending)
+            except (OSError, ForkServerError) as exc:
+                log.warning("the broker could not be forked (%s); spawning it", exc)
+                return None
+            from orchestrator.helper_process import ForkedHelper  # noqa: PLC0415  (see above)
+
+            started = ForkedHelper(pid, stdout, args)
+        else:
+            started = early
+        if started is not None and list(started.args) != list(argv):  # type: ignore[arg-type]
+            _stop(started)
             return None
-        return early
+        return started
 
     def close(self) -> None:
         """Stop the template (and a broker started early that nobody took) and close the pipe;
         safe to call more than once."""
         if self.early_broker is not None:
-            _stop(self.early_broker)
-            self.early_broker = None
+            with contextlib.suppress(OSError, ForkServerError):
+                _stop(self.take_broker(()))
         self.forkserver.close()
         self.systemd.close()
         for fd in (self.lifeline, self._lifeline_write):
@@ -88,9 +110,15 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def _stop(popen: subprocess.Popen[bytes]) -> None:
+def _stop(helper: Started | None) -> None:
+    """SIGKILL a helper nobody took, and reap it (a fork may not be our child yet: then the
+    loop's reaper, or init, does)."""
+    if helper is None:
+        return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(popen.pid, signal.SIGKILL)
-    popen.wait()
-    if popen.stdout is not None:
-        popen.stdout.close()
+        os.kill(helper.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(helper.pid, 0)
+    helper.returncode = -signal.SIGKILL
+    if helper.stdout is not None:
+        helper.stdout.close()

@@ -17,7 +17,7 @@ import zmq
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, BusSection, Redactor
-from orchestrator.helper_process import HelperProcess, Popen, WatchExit
+from orchestrator.helper_process import HelperProcess, Started, WatchExit
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class BridgeProcess(HelperProcess):
         self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
 
-    def start(self, started: Popen | None = None) -> None:
+    def start(self, started: Started | None = None) -> None:
         """Spawn the bridge (or take `started`); it connects to NATS by itself."""
         self.nats = "not connected yet"
         self.peers = {}  # the new run hears them again (and says they joined)

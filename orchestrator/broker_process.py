@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -21,12 +22,15 @@ from orchestrator.config import AppConfig
 from orchestrator.helper_process import (
     HelperProcess,
     HelperStartError,
-    Popen,
+    Started,
     WatchExit,
     helper_argv,
     spawn_helper,
 )
-from orchestrator.rundir import RunDir
+
+if TYPE_CHECKING:
+    from orchestrator.boot import Boot
+    from orchestrator.rundir import RunDir
 
 BrokerStartError = HelperStartError
 """The broker could not bind its endpoints (or did not say so in time)."""
@@ -69,7 +73,7 @@ class BrokerProcess(HelperProcess):
         )
         self.group_stats: dict[str, Any] | None = None  # the broker's last `groups` line
 
-    def start(self, started: Popen | None = None) -> None:
+    def start(self, started: Started | None = None) -> None:
         """Start (or restart) the broker, or take the one `prestart` started: a new one knows
         no groups, whatever the last said."""
         self.group_stats = None
@@ -148,14 +152,16 @@ def broker_args(  # noqa: PLR0917  (each is one flag of the broker's command lin
     ]
 
 
-def prestart(config: AppConfig, run_dir: RunDir, lifeline: int) -> Popen | None:
-    """Start the broker of an ipc bus now, as soon as the run directory is ours: its interpreter
+def prestart(config: AppConfig, run_dir: RunDir, boot: Boot) -> None:
+    """Start the broker of an ipc bus now, as soon as the run directory is ours, so that it
     boots while the supervisor imports the rest of itself and sets up, instead of after that
-    (it was on the critical path of `up`). The supervisor's `BrokerProcess` takes it over if it
-    is the broker it would start (`Boot.take_broker`). A tcp bus waits for the supervisor (its
-    CURVE keys are made there). Raises OSError."""
+    (it was on the critical path of `up`): forked by the fork server's template, which has
+    imported ZeroMQ already (no interpreter start-up: less CPU for a launch on few cores), or
+    spawned where the supervisor could not reap a fork (not a subreaper). The supervisor's
+    `BrokerProcess` takes it over if it is the broker it would start (`Boot.take_broker`). A
+    tcp bus waits for the supervisor (its CURVE keys are made there). Raises OSError."""
     if config.bus.transport != "ipc":
-        return None
+        return
     args = broker_args(
         run_dir.xsub,
         run_dir.xpub,
@@ -163,6 +169,15 @@ def prestart(config: AppConfig, run_dir: RunDir, lifeline: int) -> Popen | None:
         run_dir.groups,
         config.bus.max_message_bytes,
         config.bus.high_water_mark,
-        lifeline,
+        boot.lifeline,
     )
-    return spawn_helper(helper_argv("broker", args), os.environ, lifeline)
+    argv = helper_argv("broker", args)
+    if boot.subreaper:
+        try:
+            pending = boot.forkserver.send_main("broker", args, os.environ, Path.cwd())
+        except OSError:
+            boot.forkserver.close()  # the next fork starts a template anew
+        else:
+            boot.early_broker = (pending, argv)
+            return
+    boot.early_broker = spawn_helper(argv, os.environ, boot.lifeline)

@@ -61,7 +61,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         # The broker boots meanwhile (the supervisor takes it over); then the rest is imported.
         from orchestrator.broker_process import prestart  # noqa: PLC0415
 
-        boot.early_broker = prestart(config, run_dir, boot.lifeline)
+        prestart(config, run_dir, boot)
         from orchestrator.config import Redactor  # noqa: PLC0415
         from orchestrator.logsetup import setup_logging  # noqa: PLC0415
         from orchestrator.supervisor import StartError, Supervisor  # noqa: PLC0415

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,20 +82,50 @@ class ForkServer:
     def _fork(
         self, name: str, env: Mapping[str, str], cwd: Path, go: int | None
     ) -> tuple[int, BinaryIO]:
+        request: dict[str, object] = {"name": name, "env": dict(env), "cwd": str(cwd)}
+        fds = []
+        if go is not None:
+            request["standby"] = True
+            fds.append(go)
+        return self._receive(self._send(request, fds))
+
+    def send_main(self, module: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
+        """Ask for a fork that runs `module` as `python -P -m module ARGV` would (a helper of
+        the supervisor's: the broker), without waiting for the answer: the template may still be
+        booting. Returns what `receive` takes, which must come before any other request. Raises
+        OSError if the template cannot be asked."""
+        if self._sock is None:
+            self._start()
+        request = {"main": module, "argv": list(argv), "env": dict(env), "cwd": str(cwd)}
+        return self._send(request, [])
+
+    def receive(self, pending: int) -> tuple[int, BinaryIO]:
+        """The answer to `send_main`: the pid and output pipe of the process. Raises OSError or
+        ForkServerError (the template is then stopped: the next fork starts a new one)."""
+        try:
+            return self._receive(pending)
+        except BaseException:
+            self.close()
+            raise
+
+    def _send(self, request: Mapping[str, object], fds: list[int]) -> int:
+        """Send `request` with the write end of a new output pipe (and `fds`); returns the read
+        end."""
         assert self._sock is not None
         read_end, write_end = os.pipe()
         try:
-            request: dict[str, object] = {"name": name, "env": dict(env), "cwd": str(cwd)}
-            fds = [write_end]
-            if go is not None:
-                request["standby"] = True
-                fds.append(go)
-            socket.send_fds(self._sock, [msgpack.packb(request)], fds)
+            socket.send_fds(self._sock, [msgpack.packb(request)], [write_end, *fds])
         except BaseException:
             os.close(read_end)
             raise
         finally:
             os.close(write_end)
+        return read_end
+
+    def _receive(self, read_end: int) -> tuple[int, BinaryIO]:
+        if self._sock is None:  # closed since the request was sent
+            os.close(read_end)
+            raise ForkServerError("the fork server was stopped")
         try:
             payload = self._sock.recv(65536)
             answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}

@@ -42,6 +42,21 @@ WatchExit = Callable[[int, Callable[[int], None] | None], None]
 Popen = subprocess.Popen[bytes]
 
 
+class ForkedHelper:
+    """A helper forked by the fork server's template (`ForkServer.send_main`) rather than spawned:
+    what `HelperProcess` uses of a Popen. It is the supervisor's child once the template's
+    intermediate process has exited (the supervisor is a child subreaper)."""
+
+    def __init__(self, pid: int, stdout: IO[bytes], args: Sequence[str]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.args = list(args)
+        self.returncode: int | None = None
+
+
+Started = Popen | ForkedHelper  # a helper process, spawned or forked
+
+
 def helper_argv(module: str, args: Sequence[str]) -> list[str]:
     """The command line of a helper running `python -m module ARGS`; -P: not the working
     directory's package of that name, should a project have one."""
@@ -103,7 +118,7 @@ class HelperProcess:
         self._lifeline = lifeline
         self._poller = poller
         self._watch_exit = watch_exit
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._popen: Started | None = None
         self._fd: int | None = None
         self._stdout: IO[bytes] | None = None
         self._partial = b""
@@ -129,7 +144,7 @@ class HelperProcess:
 
     # -- starting ---------------------------------------------------------------------------------
 
-    def start(self, started: Popen | None = None) -> None:
+    def start(self, started: Started | None = None) -> None:
         """Spawn the helper (it says `ready` on its own; see `wait_ready`), or take `started`,
         the same helper spawned before the loop was there (`spawn_helper`). Raises OSError if no
         process can be started (see `tick` for restarts)."""

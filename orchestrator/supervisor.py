@@ -231,9 +231,10 @@ class Supervisor(ConfigReload):
             raise StartError(error)
         if not self.boot.subreaper:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
+        broker = self.boot.take_broker(self.broker.argv)  # before the template may go
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
-        self.broker.start(self.boot.take_broker(self.broker.argv))
+        self.broker.start(broker)
         self.events = SystemEvents(
             self.context,
             self.run_dir.inject,

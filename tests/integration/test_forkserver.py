@@ -103,10 +103,40 @@ def test_a_dead_fork_server_is_replaced_at_the_next_start(project: Project) -> N
         p
         for p in supervisor.children()
         if "module_sdk.forkserver" in _cmdline(p.pid)
-        and p.pid not in (status["modules"][0]["pid"], status["modules"][0]["standby_pid"])
+        and p.pid
+        not in (
+            status["modules"][0]["pid"],
+            status["modules"][0]["standby_pid"],
+            status["bus"]["broker_pid"],  # forked by it too
+        )
     ]
     os.kill(template.pid, signal.SIGKILL)
     wait_until(lambda: "fork server" in (project.root / "logs/app.log").read_text(), 5, "noticed")
     project.cli("restart", "idle", check=0)
     row = project.module("idle")
     assert row["state"] == "running" and "module_sdk.forkserver" in _cmdline(row["pid"])
+
+
+def test_the_broker_is_a_fork_of_the_template_not_shadowed_by_a_project_package(
+    project: Project,
+) -> None:
+    # A package named like ours where `up` runs (and the template starts) must not be the one
+    # the broker runs: `python -P -m broker` would not have imported it either.
+    (project.root / "broker").mkdir()
+    (project.root / "broker" / "__init__.py").write_text("raise SystemExit('shadowed broker')\n")
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    status = project.up()
+    broker = psutil.Process(status["bus"]["broker_pid"])
+    assert broker.name() == "broker"
+    assert "module_sdk.forkserver" in _cmdline(broker.pid)  # no interpreter of its own
+    assert broker.ppid() == status["supervisor"]["pid"]  # adopted: the supervisor reaps it
+    os.kill(broker.pid, signal.SIGKILL)  # its restart is spawned, as any later one
+    wait_until(
+        lambda: (
+            project.status()["bus"]["broker_pid"] not in (None, broker.pid)
+            and project.status()["bus"]["broker_running"]
+        ),
+        10,
+        "the broker restarted",
+    )
+    assert "shadowed" not in (project.root / "logs/app.log").read_text()
