@@ -24,13 +24,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as day_start
 from functools import partial
 from pathlib import Path
 
 from orchestrator.config import LoggingSection
+from orchestrator.record import record
 
 FILE_MODE = 0o600  # log files are the owner's: output may say more than it should
 PENDING = ".rotating"  # suffix of a file renamed aside, waiting for the background thread
@@ -40,7 +40,7 @@ _EXIT_WAIT = 5.0  # seconds a finishing supervisor waits for pending compression
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@record
 class Rotation:
     """When a log file rotates and what becomes of the rotated files. `backup_count` 0 means
     never rotate (the file grows); `max_bytes` 0 means not by size."""

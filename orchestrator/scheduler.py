@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from orchestrator.config import AppConfig, ModuleSpec
+from orchestrator.record import mutable_record
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def next_due(spec: ModuleSpec, after: float) -> float:
     return float(croniter(spec.schedule, start).get_next(float))
 
 
-@dataclass
+@mutable_record
 class _Run:
     """A run in progress: a job's process (`spawns` before it started), or a run() call."""
 
@@ -56,7 +57,7 @@ class _Run:
     call: int | None = None  # the run() request's id, once sent
 
 
-@dataclass
+@mutable_record
 class Schedule:
     """One scheduled module's times and record, as `status` shows them."""
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.config.limits import ModuleLimits
+from orchestrator.record import record
 
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
@@ -30,7 +31,7 @@ LogRotate = Literal["size", "daily"]
 LogCompress = Literal["none", "gzip"]
 
 
-@dataclass(frozen=True)
+@record
 class AppSection:
     """`app:` identifies the deployment in logs and events."""
 
@@ -38,7 +39,7 @@ class AppSection:
     version: str = "0.1.0"
 
 
-@dataclass(frozen=True)
+@record
 class ResourcesSection:
     """`resources:` the inputs of the process and thread limits derived from the machine."""
 
@@ -49,7 +50,7 @@ class ResourcesSection:
     max_processes: int | None = None  # an explicit cap; the derived limit still applies
 
 
-@dataclass(frozen=True)
+@record
 class LoggingSection:
     """`logging:` where logs go and how they rotate; `directory` is resolved against the project
     root."""
@@ -64,7 +65,7 @@ class LoggingSection:
     compress: LogCompress = "none"  # gzip: rotated files compressed, off the loop
 
 
-@dataclass(frozen=True)
+@record
 class ErrorHandlingSection:
     """`error_handling:` retry and circuit-breaker settings for outbound calls and module
     start-up, and the defaults of `@retry` and `@circuit_breaker` in modules."""
@@ -76,7 +77,7 @@ class ErrorHandlingSection:
     circuit_breaker_reset_timeout: float = 60.0
 
 
-@dataclass(frozen=True)
+@record
 class SupervisionSettings:
     """How one module is supervised. `main.yaml` `supervision:` holds the defaults; a module's
     entry in `modules.yaml` may override any of these keys, flat, under the same names."""
@@ -102,7 +103,7 @@ class SupervisionSettings:
     ready: ReadyMode = "auto"  # manual: running once the module calls event_bus.ready()
 
 
-@dataclass(frozen=True)
+@record
 class BusSection:
     """`bus:` the broker's endpoints. `ipc` puts socket files in the run directory (owner-only);
     `tcp` binds `host` on the two ports so that modules on other hosts can join."""
@@ -125,7 +126,7 @@ class BusSection:
         return int(self.max_message_size_mb * 1024 * 1024)
 
 
-@dataclass(frozen=True)
+@record
 class Webhook:
     """One entry of `notifications.webhooks`."""
 
@@ -134,14 +135,14 @@ class Webhook:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class NotificationsSection:
     """`notifications:` outbound alerts."""
 
     webhooks: tuple[Webhook, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class MetricsSection:
     """`metrics:` the Prometheus endpoint and status page, off unless `listen` is set (as
     `(host, port)`; port 0 picks a free one). A non-loopback host needs `allow_remote`."""
@@ -158,7 +159,7 @@ class MetricsSection:
         return self.listen[1] if self.listen is not None else 0
 
 
-@dataclass(frozen=True)
+@record
 class ClusterCredentials:
     """`cluster.credentials:` how the bridge authenticates to NATS; exactly one way is set: a
     `token`, a `user` with a `password`, an NKey seed file or a `.creds` file (absolute paths)."""
@@ -170,7 +171,7 @@ class ClusterCredentials:
     creds: Path | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ClusterTLS:
     """`cluster.tls:` the CA that signs the servers' certificates and, for mutual TLS, this
     host's certificate and key (absolute paths)."""
@@ -180,7 +181,7 @@ class ClusterTLS:
     key: Path | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ClusterSection:
     """`cluster:` joins this host to others through NATS (off when the section is absent).
 
@@ -195,7 +196,7 @@ class ClusterSection:
     tls: ClusterTLS | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ModuleSpec:
     """One entry of `modules.yaml`, with its supervision settings already merged over the
     defaults."""
@@ -253,7 +254,7 @@ class ModuleSpec:
         )
 
 
-@dataclass(frozen=True)
+@record
 class AppConfig:
     """Everything `main.yaml` and `modules.yaml` say, validated.
 
