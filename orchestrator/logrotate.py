@@ -20,7 +20,6 @@ import logging
 import os
 import queue
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -168,6 +167,7 @@ def _compress(source: Path, target: Path) -> None:
     """`source` gzipped to `target` (owner-only, with `source`'s times), then `source` deleted;
     a reader never sees a partial `target`."""
     import gzip  # noqa: PLC0415  (only with `logging.compress: gzip`: not in every supervisor)
+    import shutil  # noqa: PLC0415  (as gzip)
 
     partial_file = target.with_name(target.name + _PARTIAL)
     info = os.stat(source)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from orchestrator.config import AppConfig, ModuleSpec
 from orchestrator.record import mutable_record
@@ -39,6 +38,8 @@ SendRun = Callable[["ManagedChild", int], bool]  # ask a child to call run(); Fa
 def next_due(spec: ModuleSpec, after: float) -> float:
     """The first time (unix seconds) strictly after `after` that `spec.schedule` names, in the
     module's time zone (the machine's when it has none)."""
+    from zoneinfo import ZoneInfo  # noqa: PLC0415  (as croniter)
+
     from croniter import croniter  # noqa: PLC0415  (only supervisors with a schedule need it)
 
     assert spec.schedule is not None

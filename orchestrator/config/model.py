@@ -7,7 +7,6 @@ anything it does not recognise, so code that holds an `AppConfig` never re-check
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from dataclasses import field, replace
 from pathlib import Path
@@ -181,6 +180,13 @@ class ClusterTLS:
     key: Path | None = None
 
 
+def _hostname() -> str:
+    """This machine's name: the default name of a cluster node."""
+    import socket  # noqa: PLC0415  (~6 ms: only a config with a cluster section needs it)
+
+    return socket.gethostname()
+
+
 @record
 class ClusterSection:
     """`cluster:` joins this host to others through NATS (off when the section is absent).
@@ -190,7 +196,7 @@ class ClusterSection:
 
     servers: tuple[str, ...]
     name: str = "orchestrator"
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=_hostname)
     export: tuple[str, ...] = ("*",)
     credentials: ClusterCredentials | None = None
     tls: ClusterTLS | None = None
