@@ -93,39 +93,43 @@ def _build(cls: _T, *, frozen: bool) -> _T:
     fields = _fields(cls)
     qualname = cls.__qualname__
     params = tuple(item.name for item in fields.values() if item.init)
-    plan: tuple[tuple[str, bool, Any, Any], ...] = tuple(
-        (item.name, item.init, item.default, item.default_factory) for item in fields.values()
-    )
-    setter = object.__setattr__
+    plan = [(item.name, item.init, item.default, item.default_factory) for item in fields.values()]
+    # What is left to fill after `n` positional arguments (they are the first `n` init fields).
+    rest: list[tuple[tuple[str, bool, Any, Any], ...]] = []
+    for given in range(len(params) + 1):
+        taken = set(params[:given])
+        rest.append(tuple(step for step in plan if step[0] not in taken))
     post_init = getattr(cls, "__post_init__", None)
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(params):
+        given = len(args)
+        if given > len(params):
             raise TypeError(
                 f"{qualname}.__init__() takes {len(params) + 1} positional arguments "
-                f"but {len(args) + 1} were given"
+                f"but {given + 1} were given"
             )
-        given = len(args)
-        index = 0
-        for name, init, default, factory in plan:
-            if init and index < given:
-                value = args[index]
-                index += 1
+        # Straight into the instance's dict: a frozen record's __setattr__ refuses, and
+        # object.__setattr__ per field is what makes a constructor slow.
+        values = self.__dict__
+        for name, value in zip(params, args, strict=False):  # args may be fewer
+            values[name] = value
+        if kwargs and given:
+            for name in params[:given]:
                 if name in kwargs:
                     raise TypeError(
                         f"{qualname}.__init__() got multiple values for argument {name!r}"
                     )
-            elif init and name in kwargs:
-                value = kwargs.pop(name)
+        for name, init, default, factory in rest[given]:
+            if init and name in kwargs:
+                values[name] = kwargs.pop(name)
             elif default is not _MISSING:
-                value = default
+                values[name] = default
             elif factory is not _MISSING:
-                value = factory()
+                values[name] = factory()
             else:
                 raise TypeError(
                     f"{qualname}.__init__() missing 1 required positional argument: {name!r}"
                 )
-            setter(self, name, value)
         if kwargs:
             raise TypeError(
                 f"{qualname}.__init__() got an unexpected keyword argument {next(iter(kwargs))!r}"

@@ -54,6 +54,7 @@ def test_a_record_has_what_the_dataclass_has(maker: Maker) -> None:
     assert point.y == "a" and not hasattr(point, "tags") and point.secret is None
     assert point.__match_args__ == ("x", "y", "tags", "secret", "note")
     assert point(1).tags is not point(1).tags  # a factory per instance
+    assert list(vars(point(note="n", x=1))) == ["x", "y", "tags", "secret", "note"]
     assert dataclasses.is_dataclass(made)
     assert [f.name for f in dataclasses.fields(point)] == ["x", "y", "tags", "secret", "note"]
     assert dataclasses.replace(made, x=5) == point(5, tags={"k": 1}, secret="s")
