@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from orchestrator.record import record
 from orchestrator.states import ChildState, ExitReason, ExitStatus
 
 
@@ -33,7 +34,7 @@ class Intent(enum.Enum):
     WAIT = "wait"  # a dependency went down: start again once the dependencies run
 
 
-@dataclass(frozen=True)
+@record
 class Life:
     """Everything the lifecycle decides on, for one module. Times are monotonic seconds."""
 
@@ -65,7 +66,7 @@ class Life:
 # -- events --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Gate:
     """What may hold a start back, as the manager found it: a shutdown, the start breaker's
     remaining hold (seconds), or the reason another module or a limit blocks it; `failed`: it
@@ -77,7 +78,7 @@ class Gate:
     failed: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class StartRequested:
     """Start the module if nothing holds it back. `announce`: a restart, published as
     `module.restarted` once spawned; `count`: count a restart once spawned."""
@@ -88,7 +89,7 @@ class StartRequested:
     count: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class DependencyChanged:
     """Another module's state changed (it runs, stopped, was removed) or a limit freed: a
     waiting module tries again."""
@@ -97,7 +98,7 @@ class DependencyChanged:
     gate: Gate
 
 
-@dataclass(frozen=True)
+@record
 class Spawned:
     """Its process `pid` exists (the start's `announce` and `count` carried over)."""
 
@@ -107,7 +108,7 @@ class Spawned:
     count: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class SpawnFailed:
     """No process could be started (`error`: the OS's reason)."""
 
@@ -117,7 +118,7 @@ class SpawnFailed:
     jitter: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class Ready:
     """The child said ready: `initialize()` returned and its bus is connected."""
 
@@ -127,7 +128,7 @@ class Ready:
     config: dict[str, Any] = field(default_factory=dict)  # redacted, for `module.loaded`
 
 
-@dataclass(frozen=True)
+@record
 class Exited:
     """Its process was reaped with the raw wait status `wait_status`; `error`: what it reported.
     `jitter` in [0, 1) spreads a backoff."""
@@ -139,7 +140,7 @@ class Exited:
     jitter: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class BreakerHold:
     """The start breaker, asked after a failed run: seconds until a start may be tried, and the
     failed starts it counted."""
@@ -149,14 +150,14 @@ class BreakerHold:
     failures: int
 
 
-@dataclass(frozen=True)
+@record
 class Due:
     """The loop woke at `now`: whatever deadline has passed is acted on."""
 
     now: float
 
 
-@dataclass(frozen=True)
+@record
 class StopRequested:
     """Stop it (SIGTERM, then SIGKILL after `timeout`, by default its `stop_timeout`)."""
 
@@ -164,7 +165,7 @@ class StopRequested:
     timeout: float | None = None
 
 
-@dataclass(frozen=True)
+@record
 class RestartRequested:
     """An operator's restart (or a changed config): forget past failures, stop, start again.
     `revive`: a module a reload removed comes back before its old process stopped."""
@@ -175,7 +176,7 @@ class RestartRequested:
     drain: bool = False  # dependents that follow it have a process: they stop first
 
 
-@dataclass(frozen=True)
+@record
 class DependencyDown:
     """`dependency`, which this module depends on, stopped running; `policy` is this edge's
     `on_failure`: `restart` (stop, start again once it runs), `stop` (held stopped) or
@@ -187,7 +188,7 @@ class DependencyDown:
     drain: bool = False  # its own dependents that follow have a process: they stop first
 
 
-@dataclass(frozen=True)
+@record
 class HoldRequested:
     """Stop it and keep it stopped, for `why`, until released (`orchestrator stop NAME`)."""
 
@@ -196,7 +197,7 @@ class HoldRequested:
     drain: bool = False  # dependents that follow it have a process: they stop first
 
 
-@dataclass(frozen=True)
+@record
 class DependentsStopped:
     """The dependents that follow this draining module have no process any more: the stop it
     waited with goes on now."""
@@ -204,33 +205,33 @@ class DependentsStopped:
     now: float
 
 
-@dataclass(frozen=True)
+@record
 class ReleaseRequested:
     """Let a held module start again, and start it (`orchestrator start NAME`)."""
 
     now: float
 
 
-@dataclass(frozen=True)
+@record
 class RemoveRequested:
     """A reload removed the module: stop it, then forget it."""
 
     now: float
 
 
-@dataclass(frozen=True)
+@record
 class ShutdownBegan:
     """The supervisor stops everything: a module without a process is stopped now."""
 
 
-@dataclass(frozen=True)
+@record
 class KillRequested:
     """SIGKILL it now (the shutdown's deadline passed)."""
 
     reason: ExitReason
 
 
-@dataclass(frozen=True)
+@record
 class HealthFailed:
     """A health check failed while it ran: no heartbeat (hung), over its memory limit, or its
     own `health()` failing (`message`: what it said)."""
@@ -239,7 +240,7 @@ class HealthFailed:
     message: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Stalled:
     """The supervisor's own loop did not run for `seconds`: that silence was not the module's."""
 
@@ -272,7 +273,7 @@ Event = (
 # -- effects -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class TryStart:
     """Find what may hold a start back (the `Gate`) and hand it back as `StartRequested`."""
 
@@ -280,7 +281,7 @@ class TryStart:
     count: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Spawn:
     """Launch a process; hand back `Spawned` or `SpawnFailed`."""
 
@@ -288,7 +289,7 @@ class Spawn:
     count: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Signal:
     """Signal the process group: `term` is SIGTERM then SIGCONT (a SIGSTOPped process would hold
     the TERM pending, as systemd knows), otherwise SIGKILL."""
@@ -296,7 +297,7 @@ class Signal:
     term: bool
 
 
-@dataclass(frozen=True)
+@record
 class Publish:
     """Publish `event_type` with `name` and `data`."""
 
@@ -314,7 +315,7 @@ class Ref(enum.Enum):
 NAME, PID = Ref.NAME, Ref.PID
 
 
-@dataclass(frozen=True)
+@record
 class Log:
     """Log `message % (name, *args)` at `level`; a `Ref` in `args` is filled in."""
 
@@ -323,7 +324,7 @@ class Log:
     args: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class RecordExit:
     """Keep how the process ended (its last exit and history) and drop the process."""
 
@@ -332,24 +333,24 @@ class RecordExit:
     error: str
 
 
-@dataclass(frozen=True)
+@record
 class RecordStart:
     """Feed the start breaker the outcome of one start (created at the first failure)."""
 
     started: bool
 
 
-@dataclass(frozen=True)
+@record
 class AskBreaker:
     """Ask the start breaker how long it holds starts back; hand back `BreakerHold`."""
 
 
-@dataclass(frozen=True)
+@record
 class ResetBreaker:
     """Close the start breaker (an operator asked for a restart)."""
 
 
-@dataclass(frozen=True)
+@record
 class Running:
     """It runs: its heartbeat window starts at `now`; note whether it joined its cgroup."""
 
@@ -357,17 +358,17 @@ class Running:
     contained: bool | None = None  # None: a fresh heartbeat window only
 
 
-@dataclass(frozen=True)
+@record
 class Forget:
     """Drop the module (a reload removed it and it has no process)."""
 
 
-@dataclass(frozen=True)
+@record
 class WakeWaiting:
     """Other modules may wait on this one: hand each `DependencyChanged`."""
 
 
-@dataclass(frozen=True)
+@record
 class DependentsFollow:
     """It stopped running (or it drains: it stops once they have): hand each module that
     depends on it `DependencyDown`, with that edge's policy (not while the supervisor shuts
@@ -391,7 +392,7 @@ Effect = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     """A transition's result: the new state data and the effects to carry out, in order."""
 

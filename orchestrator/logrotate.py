@@ -20,17 +20,16 @@ import logging
 import os
 import queue
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as day_start
 from functools import partial
 from pathlib import Path
 
 from orchestrator.config import LoggingSection
+from orchestrator.record import record
 
 FILE_MODE = 0o600  # log files are the owner's: output may say more than it should
 PENDING = ".rotating"  # suffix of a file renamed aside, waiting for the background thread
@@ -40,7 +39,7 @@ _EXIT_WAIT = 5.0  # seconds a finishing supervisor waits for pending compression
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@record
 class Rotation:
     """When a log file rotates and what becomes of the rotated files. `backup_count` 0 means
     never rotate (the file grows); `max_bytes` 0 means not by size."""
@@ -168,6 +167,7 @@ def _compress(source: Path, target: Path) -> None:
     """`source` gzipped to `target` (owner-only, with `source`'s times), then `source` deleted;
     a reader never sees a partial `target`."""
     import gzip  # noqa: PLC0415  (only with `logging.compress: gzip`: not in every supervisor)
+    import shutil  # noqa: PLC0415  (as gzip)
 
     partial_file = target.with_name(target.name + _PARTIAL)
     info = os.stat(source)

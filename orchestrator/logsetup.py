@@ -16,7 +16,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -24,6 +23,7 @@ from module_sdk.logformat import JsonFormatter
 from orchestrator import logrotate
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 from orchestrator.logrotate import FILE_MODE, Rotation
+from orchestrator.record import mutable_record
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,7 +34,7 @@ _STDERR_LIMIT = 64 * 1024  # characters a detached supervisor writes to its outp
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@mutable_record
 class LogLoss:
     """Lines one log file lost: the current episode while it is failing, else the last one."""
 

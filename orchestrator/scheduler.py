@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from orchestrator.config import AppConfig, ModuleSpec
+from orchestrator.record import mutable_record
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ SendRun = Callable[["ManagedChild", int], bool]  # ask a child to call run(); Fa
 def next_due(spec: ModuleSpec, after: float) -> float:
     """The first time (unix seconds) strictly after `after` that `spec.schedule` names, in the
     module's time zone (the machine's when it has none)."""
+    from zoneinfo import ZoneInfo  # noqa: PLC0415  (as croniter)
+
     from croniter import croniter  # noqa: PLC0415  (only supervisors with a schedule need it)
 
     assert spec.schedule is not None
@@ -46,7 +48,7 @@ def next_due(spec: ModuleSpec, after: float) -> float:
     return float(croniter(spec.schedule, start).get_next(float))
 
 
-@dataclass
+@mutable_record
 class _Run:
     """A run in progress: a job's process (`spawns` before it started), or a run() call."""
 
@@ -56,7 +58,7 @@ class _Run:
     call: int | None = None  # the run() request's id, once sent
 
 
-@dataclass
+@mutable_record
 class Schedule:
     """One scheduled module's times and record, as `status` shows them."""
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import enum
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from orchestrator.config import SupervisionSettings
+from orchestrator.record import record
 
 
 class ChildState(enum.Enum):
@@ -57,7 +57,7 @@ class ExitReason(enum.Enum):
         return self not in (ExitReason.STOPPED, ExitReason.EXITED)
 
 
-@dataclass(frozen=True)
+@record
 class ExitStatus:
     """How a process ended: `code` for a normal exit, `signal` when a signal killed it."""
 
@@ -94,7 +94,7 @@ class Action(enum.Enum):
     FAIL = "fail"  # give up until an operator restarts it
 
 
-@dataclass(frozen=True)
+@record
 class Decision:
     """The policy's answer: the next state, and how long to wait before starting again."""
 

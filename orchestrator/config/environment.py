@@ -4,8 +4,6 @@ directory's `requirements.txt`, and `python:` (the interpreter its venv is built
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,8 @@ def module_requirements(
         if "\n" in text or "\r" in text or "\0" in text:
             raise ConfigError(file, item(where, index), "expected one requirement line")
         if text.lstrip().startswith("-"):  # an option line: split as a shell would
+            import shlex  # noqa: PLC0415  (only requirements with options need it)
+
             try:
                 shlex.split(text)
             except ValueError as exc:
@@ -65,6 +65,8 @@ def module_python(
     if os.sep in text:
         path = modules_dir / Path(text).expanduser()  # an absolute one stays as it is
     else:
+        import shutil  # noqa: PLC0415  (only modules with a venv of their own name a python)
+
         on_path = shutil.which(text)
         if on_path is None:
             if enabled:

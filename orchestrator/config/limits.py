@@ -22,7 +22,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from orchestrator.config.validate import (
     expect_str,
     item,
 )
+from orchestrator.record import record
 
 # RLIMITS (module_sdk.limits, which applies them in the module process): the rlimits a module
 # entry may set, by the name `ulimit` and prlimit(1) use.
@@ -57,7 +57,7 @@ LIMIT_KEYS = (
 """The keys of a module entry that this file validates."""
 
 
-@dataclass(frozen=True)
+@record
 class FilesystemAccess:
     """`filesystem:` the paths a module may read (and execute) and those it may also write;
     everything else is out of reach (Landlock), but for what the module process itself needs."""
@@ -66,7 +66,7 @@ class FilesystemAccess:
     read_write: tuple[Path, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class ModuleLimits:
     """A module's limits and isolation; every field None (or empty) means: not set."""
 

@@ -7,13 +7,13 @@ anything it does not recognise, so code that holds an `AppConfig` never re-check
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.config.limits import ModuleLimits
+from orchestrator.record import record
 
 RestartMode = Literal["always", "on-failure", "never"]
 StartMethod = Literal["fork", "spawn"]
@@ -30,7 +30,7 @@ LogRotate = Literal["size", "daily"]
 LogCompress = Literal["none", "gzip"]
 
 
-@dataclass(frozen=True)
+@record
 class AppSection:
     """`app:` identifies the deployment in logs and events."""
 
@@ -38,7 +38,7 @@ class AppSection:
     version: str = "0.1.0"
 
 
-@dataclass(frozen=True)
+@record
 class ResourcesSection:
     """`resources:` the inputs of the process and thread limits derived from the machine."""
 
@@ -49,7 +49,7 @@ class ResourcesSection:
     max_processes: int | None = None  # an explicit cap; the derived limit still applies
 
 
-@dataclass(frozen=True)
+@record
 class LoggingSection:
     """`logging:` where logs go and how they rotate; `directory` is resolved against the project
     root."""
@@ -64,7 +64,7 @@ class LoggingSection:
     compress: LogCompress = "none"  # gzip: rotated files compressed, off the loop
 
 
-@dataclass(frozen=True)
+@record
 class ErrorHandlingSection:
     """`error_handling:` retry and circuit-breaker settings for outbound calls and module
     start-up, and the defaults of `@retry` and `@circuit_breaker` in modules."""
@@ -76,7 +76,7 @@ class ErrorHandlingSection:
     circuit_breaker_reset_timeout: float = 60.0
 
 
-@dataclass(frozen=True)
+@record
 class SupervisionSettings:
     """How one module is supervised. `main.yaml` `supervision:` holds the defaults; a module's
     entry in `modules.yaml` may override any of these keys, flat, under the same names."""
@@ -105,7 +105,7 @@ class SupervisionSettings:
     standby: bool = True
 
 
-@dataclass(frozen=True)
+@record
 class BusSection:
     """`bus:` the broker's endpoints. `ipc` puts socket files in the run directory (owner-only);
     `tcp` binds `host` on the two ports so that modules on other hosts can join."""
@@ -128,7 +128,7 @@ class BusSection:
         return int(self.max_message_size_mb * 1024 * 1024)
 
 
-@dataclass(frozen=True)
+@record
 class Webhook:
     """One entry of `notifications.webhooks`."""
 
@@ -137,14 +137,14 @@ class Webhook:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class NotificationsSection:
     """`notifications:` outbound alerts."""
 
     webhooks: tuple[Webhook, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class MetricsSection:
     """`metrics:` the Prometheus endpoint and status page, off unless `listen` is set (as
     `(host, port)`; port 0 picks a free one). A non-loopback host needs `allow_remote`."""
@@ -161,7 +161,7 @@ class MetricsSection:
         return self.listen[1] if self.listen is not None else 0
 
 
-@dataclass(frozen=True)
+@record
 class ClusterCredentials:
     """`cluster.credentials:` how the bridge authenticates to NATS; exactly one way is set: a
     `token`, a `user` with a `password`, an NKey seed file or a `.creds` file (absolute paths)."""
@@ -173,7 +173,7 @@ class ClusterCredentials:
     creds: Path | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ClusterTLS:
     """`cluster.tls:` the CA that signs the servers' certificates and, for mutual TLS, this
     host's certificate and key (absolute paths)."""
@@ -183,7 +183,14 @@ class ClusterTLS:
     key: Path | None = None
 
 
-@dataclass(frozen=True)
+def _hostname() -> str:
+    """This machine's name: the default name of a cluster node."""
+    import socket  # noqa: PLC0415  (~6 ms: only a config with a cluster section needs it)
+
+    return socket.gethostname()
+
+
+@record
 class ClusterSection:
     """`cluster:` joins this host to others through NATS (off when the section is absent).
 
@@ -192,13 +199,13 @@ class ClusterSection:
 
     servers: tuple[str, ...]
     name: str = "orchestrator"
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=_hostname)
     export: tuple[str, ...] = ("*",)
     credentials: ClusterCredentials | None = None
     tls: ClusterTLS | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ModuleSpec:
     """One entry of `modules.yaml`, with its supervision settings already merged over the
     defaults."""
@@ -256,7 +263,7 @@ class ModuleSpec:
         )
 
 
-@dataclass(frozen=True)
+@record
 class AppConfig:
     """Everything `main.yaml` and `modules.yaml` say, validated.
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import child, describe, expect_choice, expect_int, expect_str
@@ -62,6 +61,8 @@ def cron_expression(value: Any, file: str, where: str) -> str:
 def timezone(value: Any, file: str, where: str) -> str:
     """An IANA time zone name that zoneinfo knows (`Europe/Paris`, `UTC`)."""
     name = expect_str(value, file, where, allow_empty=False)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415  (as croniter above)
+
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

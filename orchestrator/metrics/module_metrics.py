@@ -12,8 +12,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.record import record
 
 MAX_METRICS = 100  # per module
 MAX_SERIES = 1000  # label sets per module, all its metrics together
@@ -37,7 +38,7 @@ RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
 RESERVED_LABELS = ("module", "le", "quantile")
 
 
-@dataclass(frozen=True)
+@record
 class Series:
     """One label set of a metric: a value, or a histogram's cumulative buckets and sum."""
 
@@ -47,7 +48,7 @@ class Series:
     sum: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class ModuleMetric:
     """One metric a module defined, checked."""
 

@@ -17,9 +17,10 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from orchestrator.metrics.ratelog import RateLimitedLog
+from orchestrator.record import record
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Response:
     status: int
     content_type: str

@@ -6,17 +6,18 @@ import json
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from orchestrator import __version__
 from orchestrator.metrics.module_metrics import ModuleMetric
+from orchestrator.record import record
 
 _EVENTS_KEPT = 50  # recent built-in events the status page shows
 _EVENT_TEXT_MAX = 300  # characters of an event's data kept for the page
 
 
-@dataclass(frozen=True)
+@record
 class RecentEvent:
     """One built-in event the supervisor published, as the status page lists it."""
 
@@ -48,7 +49,7 @@ class EventRing:
         return tuple(self._events)
 
 
-@dataclass(frozen=True)
+@record
 class Snapshot:
     """Everything one scrape or page load shows. Built by the loop, never changed after: the HTTP
     thread reads it without a lock (publishing is one reference assignment)."""
