@@ -22,7 +22,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +33,7 @@ from orchestrator.child import ManagedChild
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer
 from orchestrator.processes import ModuleProcess, needs_new_interpreter, with_limits
+from orchestrator.record import record
 from orchestrator.states import ExitStatus
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _SAID = 4096  # bytes of a standby's own output kept for the log line of its ear
 WatchExit = Callable[[int, Callable[[int], None] | None], None]
 
 
-@dataclass
+@record
 class Standby:
     """One waiting process: its pid, output pipe, the write end of its go pipe, and what it was
     made for."""
