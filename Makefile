@@ -40,7 +40,8 @@ COMPAT := --config-settings editable_mode=compat
 # Our packages are byte-compiled once here: where PYTHONDONTWRITEBYTECODE is set (some containers
 # and CI images), Python would otherwise compile them from source at every start, about 0.25 s
 # of each CLI call and of `up -d`. A source edited later is compiled in memory, as usual.
-$(INSTALLED): $(BIN)/python pyproject.toml
+# The Makefile is a prerequisite too: a venv made by an older one is installed again its way.
+$(INSTALLED): $(BIN)/python pyproject.toml Makefile
 	$(EDITABLE) . $(COMPAT) 2> /dev/null || $(EDITABLE) .
 	$(BIN)/python -m compileall -q orchestrator module_sdk broker > /dev/null
 	@touch $@
