@@ -44,6 +44,30 @@ _UNSUBSCRIBE = b"U"
 _TOPIC_CACHE_SIZE = 4096
 
 
+def bus_sockets(  # noqa: PLR0917  (the bus settings, as ZmqEventBus takes them)
+    context: zmq.Context[zmq.Socket[bytes]],
+    xsub_endpoint: str,
+    xpub_endpoint: str,
+    high_water_mark: int,
+    max_message_size: int,
+    curve: Mapping[str, str] | None,
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """The PUB socket (to the broker's XSUB) and the SUB socket (from its XPUB) of a module's
+    bus, connecting (ZeroMQ connects in the background)."""
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, high_water_mark)
+    pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
+    prepare(pub, curve)
+    pub.connect(xsub_endpoint)
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, high_water_mark)
+    sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    sub.setsockopt(zmq.LINGER, 0)
+    prepare(sub, curve)
+    sub.connect(xpub_endpoint)
+    return pub, sub
+
+
 class ZmqEventBus(ReceivePath):
     """The `EventBus` of a module running in a child process (see `module_sdk.api.EventBus`)."""
 
@@ -61,21 +85,15 @@ class ZmqEventBus(ReceivePath):
         groups_endpoint: str | None = None,
         group: str | None = None,
         redeliver: bool = False,
+        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = None,
     ) -> None:
         """`groups_endpoint`: the broker's groups socket (grouped subscriptions need it);
-        `group`, `redeliver`: the defaults of `subscribe` (the module's settings)."""
+        `group`, `redeliver`: the defaults of `subscribe` (the module's settings); `sockets`:
+        the PUB and SUB sockets `bus_sockets` made for these settings already (a standby's)."""
         self._source = source
-        self._pub = context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.SNDHWM, high_water_mark)
-        self._pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
-        prepare(self._pub, curve)
-        self._pub.connect(xsub_endpoint)
-        self._sub = context.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, high_water_mark)
-        self._sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        prepare(self._sub, curve)
-        self._sub.connect(xpub_endpoint)
+        self._pub, self._sub = sockets or bus_sockets(
+            context, xsub_endpoint, xpub_endpoint, high_water_mark, max_message_size, curve
+        )
         command_endpoint = f"inproc://module-sdk-bus-{id(self)}"
         self._command_in = context.socket(zmq.PAIR)
         self._command_in.bind(command_endpoint)
@@ -112,6 +130,10 @@ class ZmqEventBus(ReceivePath):
         self._early: list[tuple[bytes, bytes]] = []
         self._receiver: threading.Thread | None = None
         self._closed = False
+        # Subscription changes sent to the broker, and how many of them the last handshake
+        # proved: see `proven`.
+        self._changes = 0
+        self._proven = -1
 
         self.events_in = 0
         self.events_out = 0
@@ -221,6 +243,7 @@ class ZmqEventBus(ReceivePath):
         """
         token = probe_token()
         deadline = time.monotonic() + timeout
+        changes = self._changes  # what this handshake proves, if it succeeds
         wait = 0.001
         with self._subs_lock:
             if self._groups is not None and not self._groups.await_joined(deadline):
@@ -233,12 +256,19 @@ class ZmqEventBus(ReceivePath):
                     with self._pub_lock:
                         self._pub.send_multipart([token, b""])
                     if await_probe(self._sub, token, wait, self._early):
+                        self._proven = changes
                         return
                     if time.monotonic() >= deadline:
                         raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
                     wait = min(wait * 2, 0.05)
             finally:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
+
+    def proven(self) -> bool:
+        """Whether a handshake completed after the last change of subscriptions (or group
+        membership): then another would prove nothing new, since the path it proved is one
+        ordered pipe each way."""
+        return self._proven == self._changes
 
     def sync(self) -> None:
         """Tell the subscribers of each topic we published on lately the last seq we sent there,
@@ -319,6 +349,7 @@ class ZmqEventBus(ReceivePath):
             return
         if self._closed:
             raise RuntimeError("the event bus is closed (the module is shutting down)")
+        self._changes += 1
         receiver = self._receiver  # set under _subs_lock, which our callers hold
         if receiver is None or receiver is threading.current_thread():
             self._sub.setsockopt(zmq.SUBSCRIBE if op == _SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
@@ -341,6 +372,7 @@ class ZmqEventBus(ReceivePath):
                 return
             if self._closed:
                 raise RuntimeError("the event bus is closed (the module is shutting down)")
+            self._changes += 1
             receiver = self._receiver
             if receiver is None or receiver is threading.current_thread():
                 groups.apply(groups.command(op, (group, parsed.text)))

@@ -114,7 +114,7 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if go is not None:  # as little as it can before it waits: a fork's every write is a copy
-            declined = module_sdk.standby.wait_for_go(go, request["env"])
+            declined = module_sdk.standby.wait_for_go(go, request["env"], request.get("bus"))
             if declined is not None:
                 code = declined
                 return

@@ -1,11 +1,11 @@
 """The process a module runs in: `python -m module_sdk`, started by the supervisor.
 
 Sequence: say hello on the child channel and receive the spec; import the module; connect the bus
-and complete the handshake; call `initialize(event_bus, config)`; handshake again so that its
-subscriptions have reached the broker; start the receiver thread; report ready (with `ready: manual`,
-once the module calls `event_bus.ready()`); then send heartbeats, and call the module's `health()`
-if it has one (module_sdk.health), until SIGTERM (or the supervisor's death); call `shutdown()`
-and exit.
+and complete the handshake; call `initialize(event_bus, config)`; if it subscribed, handshake
+again so that its subscriptions have reached the broker; start the receiver thread; report ready
+(with `ready: manual`, once the module calls `event_bus.ready()`); then send heartbeats, and
+call the module's `health()` if it has one (module_sdk.health), until SIGTERM (or the
+supervisor's death); call `shutdown()` and exit.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import cast
 
 import zmq
 
-from module_sdk import protocol, resilience
+from module_sdk import protocol, resilience, standby
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
@@ -90,8 +90,12 @@ class _Child:
         if (self.cgroup is not None or self.cgroups_v1) and not joined:
             self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
             self.joining.start()
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.channel = SupervisorChannel(self.context, endpoint, name)
+        self.prepared = standby.PREPARED if joined else None  # connected while it waited
+        if self.prepared is not None:
+            self.context, self.channel = self.prepared.context, self.prepared.channel
+        else:
+            self.context = zmq.Context()
+            self.channel = SupervisorChannel(self.context, endpoint, name)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
@@ -226,14 +230,22 @@ class _Child:
 
     def connect_bus(self, spec: protocol.Spec) -> int | None:
         """Connect to the broker and prove the path with a probe; an exit code if that fails."""
+        settings = (
+            spec["xsub"],
+            spec["xpub"],
+            int(spec["high_water_mark"]),
+            int(spec["max_message_size"]),
+        )
+        prepared = self.prepared
         self.bus = ZmqEventBus(
             self.context,
             self.name,
-            spec["xsub"],
-            spec["xpub"],
-            high_water_mark=int(spec["high_water_mark"]),
-            max_message_size=int(spec["max_message_size"]),
+            settings[0],
+            settings[1],
+            high_water_mark=settings[2],
+            max_message_size=settings[3],
             curve=spec.get("curve"),
+            sockets=prepared.take_bus(settings, spec.get("curve")) if prepared else None,
             concurrency=int(spec.get("concurrency", 1)),
             groups_endpoint=spec.get("groups"),
             group=spec.get("group"),
@@ -246,8 +258,9 @@ class _Child:
         return None
 
     def initialize(self, spec: protocol.Spec) -> int | None:
-        """Call the module's initialize(), then probe again so that the subscriptions it made
-        have reached the broker before we say ready; an exit code if either fails."""
+        """Call the module's initialize(), then, if it subscribed, probe again so that its
+        subscriptions have reached the broker before we say ready; an exit code if either
+        fails."""
         assert self.module is not None and self.bus is not None
         bus = self.bus
         timeout = float(spec["handshake_timeout"])
@@ -261,7 +274,8 @@ class _Child:
                 "initialize", message, traceback.format_exc(), protocol.EXIT_INIT_FAILED
             )
         try:
-            bus.handshake(timeout)
+            if not bus.proven():  # it subscribed (or joined a group) in initialize()
+                bus.handshake(timeout)
         except HandshakeTimeoutError as exc:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
         bus.start()

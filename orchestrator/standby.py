@@ -97,6 +97,9 @@ class Standbys:
         self._cgroups = cgroups
         self._watch_exit = watch_exit
         self._by_name: dict[str, Standby] = {}
+        # Where an ipc bus is (xsub, xpub, high_water_mark, max_message_size), for standbys to
+        # connect ahead; None: they connect once they take over (a tcp bus, with its keys).
+        self.bus: dict[str, object] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -119,8 +122,14 @@ class Standbys:
         full.update(self._cgroups.env(key))
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
+            limits = child.spec.limits  # one to run as another user connects as that user
+            ahead = limits.user is None and limits.filesystem is None
             pid, stdout = self._forkserver.fork(
-                child.name, with_limits(child.spec, full), cwd, go=read_end
+                child.name,
+                with_limits(child.spec, full),
+                cwd,
+                go=read_end,
+                bus=self.bus if ahead else None,
             )
         except Exception as exc:  # whatever it is, the module runs on; its next start forks
             os.close(write_end)

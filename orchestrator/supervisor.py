@@ -111,6 +111,13 @@ class Supervisor(ConfigReload):
             watch_exit=self.manager.watch_exit,
             env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
+        if self.bus_keys is None:  # an ipc bus: standbys connect to it ahead
+            self.manager.standbys.bus = {
+                "xsub": self.xsub,
+                "xpub": self.xpub,
+                "high_water_mark": config.bus.high_water_mark,
+                "max_message_size": config.bus.max_message_bytes,
+            }
         self.bridge: BridgeProcess | None = None
         self.forwarder = Forwarder(self.send_reply, self._bridge_pid)
         self.bus = config.bus  # the bus in force: a reload's `bus:` changes wait for `up`

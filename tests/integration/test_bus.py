@@ -327,3 +327,21 @@ def test_publishing_one_large_event_does_not_keep_its_memory(net: Net) -> None:
     a.publish("big.two", {"small": True})
     wait_for(got, "big.two")
     assert got.events[-1].data == {"small": True} and b.bad_frames == 0
+
+
+def test_a_handshake_proves_the_subscriptions_made_before_it_and_no_later_ones(net: Net) -> None:
+    got = Recorder()
+    bus = ZmqEventBus(net.ctx, "late", net.xsub, net.xpub)
+    net.buses.append(bus)
+    assert not bus.proven()  # never shaken hands
+    bus.handshake(5.0)
+    assert bus.proven()  # nothing changed since: the shim's second handshake is skipped
+    bus.subscribe("test.late", got)
+    assert not bus.proven()  # a subscription the broker may not have yet
+    bus.handshake(5.0)
+    assert bus.proven()
+    bus.subscribe("test.late", Recorder())  # the same prefix again: nothing sent to the broker
+    assert bus.proven()
+    bus.start()
+    net.bus("sender").publish("test.late")  # proven: the first event gets there
+    wait_for(got, "test.late")

@@ -47,6 +47,8 @@ def test_a_crashed_module_is_taken_over_by_its_standby_with_its_code_as_it_is_no
     first = project.up()["modules"][0]["pid"]
     standby = _standby_of(project, "worker")
     assert psutil.Process(standby).name() == "standby:worker"
+    # Connected to the supervisor and the bus ahead: ZeroMQ's I/O thread runs in it already.
+    wait_until(lambda: psutil.Process(standby).num_threads() > 1, 5, "its ZeroMQ context")
     contained = cgroups_writable()
     if contained:  # it joined the module's next cgroup before it was needed
         wait_until(lambda: _cgroup_v2(standby).endswith("/worker~spare"), 5, "joined")
