@@ -53,6 +53,8 @@ def serve(control: socket.socket) -> None:
             payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 4)
         except InterruptedError:
             continue
+        except ConnectionResetError:  # closed with an answer of ours unread: gone all the same
+            return
         if not payload:
             return  # the supervisor is gone
         try:

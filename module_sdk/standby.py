@@ -44,19 +44,23 @@ class Prepared:
     its bus sockets with the settings they were made for (`take_bus` hands them out once)."""
 
     def __init__(self, env: Mapping[str, str], bus: Mapping[str, Any]) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.channel = SupervisorChannel(
-            self.context, env[protocol.ENV_CHANNEL], env[protocol.ENV_MODULE]
-        )
         self.bus = (
             str(bus["xsub"]),
             str(bus["xpub"]),
             int(bus["high_water_mark"]),
             int(bus["max_message_size"]),
         )
-        self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = bus_sockets(
-            self.context, *self.bus, None
-        )
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            self.channel = SupervisorChannel(
+                self.context, env[protocol.ENV_CHANNEL], env[protocol.ENV_MODULE]
+            )
+            self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = bus_sockets(
+                self.context, *self.bus, None
+            )
+        except BaseException:  # none of it half made: the shim makes its own
+            self.context.destroy(linger=0)
+            raise
 
     def take_bus(
         self, settings: tuple[str, str, int, int], curve: object

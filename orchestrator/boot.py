@@ -62,7 +62,7 @@ class Boot:
             try:
                 pid, stdout = self.forkserver.receive(pending)
             except (OSError, ForkServerError) as exc:
-                log.warning("the broker could not be forked (%s); spawning it", exc)
+                log.warning("the broker could not be forked early (%s)", exc)
                 return None
             from orchestrator.helper_process import ForkedHelper  # noqa: PLC0415  (see above)
 

@@ -118,9 +118,9 @@ def backoff_delay(
         return 0.0
     try:
         delay = settings.backoff_initial * settings.backoff_multiplier ** (consecutive_failures - 1)
+        return min(delay * (1.0 + JITTER * jitter), settings.backoff_max)
     except OverflowError:
-        delay = settings.backoff_max
-    return min(delay * (1.0 + JITTER * jitter), settings.backoff_max)
+        return settings.backoff_max
 
 
 def decide_after_exit(

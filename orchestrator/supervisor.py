@@ -234,14 +234,15 @@ class Supervisor(ConfigReload):
         return 0
 
     def _start(self) -> None:
+        # The broker started early is ours first (the template's answer read, before anything
+        # may close the template), so that whatever stops the start stops it too.
+        self.broker.start(self.boot.take_broker(self.broker.argv))
         if (error := self.metrics.start()) is not None:  # before any module starts
             raise StartError(error)
         if not self.boot.subreaper:
             log.debug("not a subreaper here: strays of modules are found only in their groups")
-        broker = self.boot.take_broker(self.broker.argv)  # before the template may go
         if not any(m.supervision.start_method == "fork" for m in self.config.enabled_modules):
             self.boot.forkserver.close()  # not needed now; a reload that adds one restarts it
-        self.broker.start(broker)
         self.events = SystemEvents(
             self.context,
             self.run_dir.inject,

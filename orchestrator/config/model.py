@@ -101,7 +101,7 @@ class SupervisionSettings:
     health_retries: int = 3  # failed health checks in a row before a restart
     ready: ReadyMode = "auto"  # manual: running once the module calls event_bus.ready()
     # A process forked ahead into the module's next cgroup, to take over at its restart
-    # (orchestrator/standby.py): a restart without the wait for a cgroup move, ~1.7 MB each.
+    # (orchestrator/standby.py): a restart without the wait for a cgroup move, ~2.5 MB each.
     standby: bool = True
 
 

@@ -200,8 +200,10 @@ def test_a_port_in_use_stops_up_before_any_module_starts(project: Project) -> No
         result = project.cli("up", "-d", check=1)
     why = f"metrics.listen 127.0.0.1:{port}: cannot listen: Address already in use"
     assert why in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr  # the broker started early: stopped
     assert "idle module says hi" not in project.log("idle")
     assert project.processes() == []
+    assert "could not be forked" not in (project.root / "logs/app.log").read_text()
 
 
 def test_an_invalid_listen_is_a_config_error(project: Project) -> None:

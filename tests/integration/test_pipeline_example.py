@@ -52,7 +52,12 @@ def test_the_pipeline_example_shares_each_job_with_one_worker(project: Project) 
     project.cli("run", "producer", check=0)
     wait_until(lambda: len(_results(project)) >= 2 * BATCH, 15, "the second batch's results")
     assert sorted(n for n, _, _ in _results(project)) == sorted(list(range(BATCH)) * 2)
-    wait_until(lambda: _workers(project)["delivered"] == 2 * BATCH, 5, "the counters updated")
+    wait_until(
+        lambda: _workers(project)["delivered"] == 2 * BATCH,
+        5,
+        "the counters updated",
+        lambda: f"{_workers(project)}\n{(project.root / 'logs/app.log').read_text()[-3000:]}",
+    )
     assert sum(_workers(project)["per_member"]) == 2 * BATCH
     logs = project.cli("logs", "consumer", check=0).stdout  # as the README says to look
     assert "(by worker#" in logs, logs
