@@ -134,6 +134,7 @@ ENV_MODULE: Final = "ORCHESTRATOR_MODULE"  # the module's name
 ENV_LIFELINE: Final = "ORCHESTRATOR_LIFELINE_FD"  # read end of a pipe only the supervisor writes
 ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once adopted
 ENV_CGROUP: Final = "ORCHESTRATOR_CGROUP"  # the cgroup v2 directory to join before module code runs
+STANDBY_GO: Final = b"g"  # written on a standby's pipe: take over now (module_sdk/standby.py)
 
 # Exit codes of the shim, so that the supervisor can tell what went wrong
 EXIT_OK: Final = 0

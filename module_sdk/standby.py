@@ -35,7 +35,6 @@ from module_sdk.bus import bus_sockets
 from module_sdk.channel import SupervisorChannel
 from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 
-GO = b"g"
 COMM_PREFIX = "standby:"  # its name in ps -o comm, until it takes over as `mod:NAME`
 
 
@@ -110,7 +109,7 @@ def wait_for_go(
                 readable, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 continue
-            if go in readable and os.read(go, 1) == GO:
+            if go in readable and os.read(go, 1) == protocol.STANDBY_GO:
                 return None
             return 0  # dropped (its pipe closed), or the lifeline's end of file
     finally:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from module_sdk import protocol
-from module_sdk.standby import GO
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.config import ModuleSpec
@@ -155,7 +154,7 @@ class Standbys:
             self._drop(standby)
             return None
         try:
-            os.write(standby.go, GO)
+            os.write(standby.go, protocol.STANDBY_GO)
         except OSError as exc:  # it died just now; its exit is reaped as a stray's
             log.debug("%s: standby (pid %d) gone (%s)", child.name, standby.pid, exc)
             self._drop(standby)
