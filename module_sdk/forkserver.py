@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -105,16 +105,10 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
     (`go` given) first joins its cgroups and waits for the supervisor's word."""
     code = 70
     try:
-        os.setpgid(0, 0)
         name = request["name"]
-        # What ps -o comm and top show
-        prctl(PR_SET_NAME, f"{module_sdk.standby.COMM_PREFIX if go is not None else 'mod:'}{name}")
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.close(output)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        _own_process(
+            f"{module_sdk.standby.COMM_PREFIX if go is not None else 'mod:'}{name}", output
+        )
         if go is not None:  # as little as it can before it waits: a fork's every write is a copy
             declined = module_sdk.standby.wait_for_go(go, request["env"], request.get("bus"))
             if declined is not None:
@@ -131,10 +125,7 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
     except BaseException:
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
 
 
 def _run_main(request: dict[str, Any], output: int) -> None:
@@ -142,15 +133,8 @@ def _run_main(request: dict[str, Any], output: int) -> None:
     process group, output to the pipe, default signal handling (never returns)."""
     code = 70
     try:
-        os.setpgid(0, 0)
         name = str(request["main"])
-        prctl(PR_SET_NAME, name)
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.close(output)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        _own_process(name, output)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -164,10 +148,28 @@ def _run_main(request: dict[str, Any], output: int) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
+
+
+def _own_process(comm: str, output: int) -> None:
+    """A forked process made its own: its process group, its name (what ps -o comm and top
+    show), its output on the pipe, default signal handling."""
+    os.setpgid(0, 0)
+    prctl(PR_SET_NAME, comm)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit a forked process without running what its template registered (atexit)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _as_if_started_here(cwd: str) -> None:

@@ -91,17 +91,23 @@ print("\\n".join(sorted({
 """
 
 
-def imported_by(tmp_path: Path, *args: str) -> set[str]:
-    """The modules `python -X importtime ARGS` imports, run from an empty directory."""
+def python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` run from an empty directory, which must exit 0."""
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=60,
-        check=False,
+        check=False,  # the assertion says why, with its stderr
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def imported_by(tmp_path: Path, *args: str) -> set[str]:
+    """The modules `python -X importtime ARGS` imports, run from an empty directory."""
+    out = python(tmp_path, "-X", "importtime", *args)
     lines = [line for line in out.stderr.splitlines() if line.startswith("import time:")]
     assert len(lines) > 10, out.stderr[-2000:]  # importtime's output, or this test proves nothing
     return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
@@ -166,15 +172,7 @@ def test_status_loads_nothing_for_sections_it_does_not_read(tmp_path: Path) -> N
     ],
 )
 def test_no_new_module_defines_dataclasses_at_import(tmp_path: Path, imports: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", f"import {imports}\n{_DATACLASS_REPORT}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = python(tmp_path, "-c", f"import {imports}\n{_DATACLASS_REPORT}")
     defined = set(out.stdout.split())
     assert defined, "no @dataclass found at all: the check no longer sees them"
     assert sorted(defined - DATACLASS_MODULES) == []
