@@ -23,7 +23,13 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from module_sdk.connect import HandshakeTimeoutError, await_probe, prepare, probe_token
+from module_sdk.connect import (
+    HandshakeTimeoutError,
+    await_probe,
+    bus_sockets,
+    prepare,
+    probe_token,
+)
 from module_sdk.dispatch import CallbackPool
 from module_sdk.envelopes import Envelopes
 from module_sdk.event import EventCallback, Pattern, validate_event_type
@@ -42,30 +48,6 @@ _STOP = b"stop"
 _SUBSCRIBE = b"S"
 _UNSUBSCRIBE = b"U"
 _TOPIC_CACHE_SIZE = 4096
-
-
-def bus_sockets(  # noqa: PLR0917  (the bus settings, as ZmqEventBus takes them)
-    context: zmq.Context[zmq.Socket[bytes]],
-    xsub_endpoint: str,
-    xpub_endpoint: str,
-    high_water_mark: int,
-    max_message_size: int,
-    curve: Mapping[str, str] | None,
-) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
-    """The PUB socket (to the broker's XSUB) and the SUB socket (from its XPUB) of a module's
-    bus, connecting (ZeroMQ connects in the background)."""
-    pub = context.socket(zmq.PUB)
-    pub.setsockopt(zmq.SNDHWM, high_water_mark)
-    pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
-    prepare(pub, curve)
-    pub.connect(xsub_endpoint)
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, high_water_mark)
-    sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
-    sub.setsockopt(zmq.LINGER, 0)
-    prepare(sub, curve)
-    sub.connect(xpub_endpoint)
-    return pub, sub
 
 
 class ZmqEventBus(ReceivePath):

@@ -28,6 +28,30 @@ def prepare(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> None:
         sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret_key"].encode())
 
 
+def bus_sockets(  # noqa: PLR0917  (the bus settings, as ZmqEventBus takes them)
+    context: zmq.Context[zmq.Socket[bytes]],
+    xsub_endpoint: str,
+    xpub_endpoint: str,
+    high_water_mark: int,
+    max_message_size: int,
+    curve: Mapping[str, str] | None,
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """The PUB socket (to the broker's XSUB) and the SUB socket (from its XPUB) of a module's
+    bus, connecting (ZeroMQ connects in the background)."""
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, high_water_mark)
+    pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
+    prepare(pub, curve)
+    pub.connect(xsub_endpoint)
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, high_water_mark)
+    sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    sub.setsockopt(zmq.LINGER, 0)
+    prepare(sub, curve)
+    sub.connect(xpub_endpoint)
+    return pub, sub
+
+
 def probe_token() -> bytes:
     """A topic of the SDK's own that nobody else subscribes to."""
     return PROBE_PREFIX + os.urandom(8).hex().encode()

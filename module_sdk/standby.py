@@ -31,8 +31,8 @@ from typing import Any
 import zmq
 
 from module_sdk import protocol
-from module_sdk.bus import bus_sockets
 from module_sdk.channel import SupervisorChannel
+from module_sdk.connect import bus_sockets
 from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 
 COMM_PREFIX = "standby:"  # its name in ps -o comm, until it takes over as `mod:NAME`
