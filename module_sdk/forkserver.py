@@ -110,7 +110,7 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
             f"{module_sdk.standby.COMM_PREFIX if go is not None else 'mod:'}{name}", output
         )
         if go is not None:  # as little as it can before it waits: a fork's every write is a copy
-            declined = module_sdk.standby.wait_for_go(go, request["env"], request.get("bus"))
+            declined = module_sdk.standby.wait_for_go(go, request["env"], request.get("ahead"))
             if declined is not None:
                 code = declined
                 return

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import re
 import sys
 import traceback
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
+from typing import Any
 
 
 class ModuleLoadError(Exception):
@@ -27,8 +29,28 @@ def python_name(module_name: str) -> str:
     return f"_{name}" if name[:1].isdigit() else name
 
 
-def load_module(module_name: str, path: Path) -> ModuleType:
-    """Import the file or package at `path` and check its interface; raise ModuleLoadError."""
+class _CompiledAhead(importlib.machinery.SourceFileLoader):
+    """A source file's loader that takes the code compiled ahead of time (by a standby: see
+    module_sdk/standby.py) when the source it reads now is the very source that was compiled;
+    else it compiles as usual. A valid `__pycache__` file is used first, as always."""
+
+    def __init__(self, fullname: str, path: str, source: bytes, code: CodeType) -> None:
+        super().__init__(fullname, path)
+        self._ahead: tuple[bytes, CodeType] | None = (source, code)
+
+    def source_to_code(self, data: Any, path: Any, *, _optimize: int = -1) -> CodeType:  # type: ignore[override]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and data == ahead[0] and _optimize == -1:
+            return ahead[1]
+        return super().source_to_code(data, path, _optimize=_optimize)
+
+
+def load_module(
+    module_name: str, path: Path, ahead: tuple[str, bytes, CodeType] | None = None
+) -> ModuleType:
+    """Import the file or package at `path` and check its interface; raise ModuleLoadError.
+    `ahead`: (file, source, code) compiled before (a standby's), used if the file's source is
+    still that source."""
     if path.is_dir():
         init_file, search = path / "__init__.py", [str(path)]
     else:
@@ -37,8 +59,11 @@ def load_module(module_name: str, path: Path) -> ModuleType:
     if not init_file.is_file():
         raise ModuleLoadError(f"no such file: {init_file}")
     name = python_name(module_name)
+    loader = None
+    if ahead is not None and ahead[0] == str(init_file):
+        loader = _CompiledAhead(name, str(init_file), ahead[1], ahead[2])
     spec = importlib.util.spec_from_file_location(
-        name, init_file, submodule_search_locations=search
+        name, init_file, loader=loader, submodule_search_locations=search
     )
     if spec is None or spec.loader is None:
         raise ModuleLoadError(f"cannot import {init_file}: not a Python module")

@@ -91,6 +91,7 @@ class _Child:
             self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
             self.joining.start()
         self.prepared = standby.PREPARED if joined else None  # connected while it waited
+        self.precompiled = standby.PRECOMPILED if joined else None  # its source, compiled
         if self.prepared is not None:
             self.context, self.channel = self.prepared.context, self.prepared.channel
         else:
@@ -197,7 +198,7 @@ class _Child:
         if self.join_failed:  # its limits do not hold: it must not run
             return self.fail("load", self.join_failed, "", EXIT_LIMITS_FAILED)
         try:
-            self.module = load_module(self.name, Path(spec["path"]))
+            self.module = load_module(self.name, Path(spec["path"]), self.precompiled)
         except ModuleLoadError as exc:
             return self.fail("load", str(exc), exc.details, protocol.EXIT_LOAD_FAILED)
         assert self.bus is not None

@@ -24,9 +24,11 @@ import contextlib
 import os
 import select
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import CodeType
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -77,8 +79,35 @@ class Prepared:
 PREPARED: Prepared | None = None  # this process's, once it is a standby that takes over
 
 
+class Precompiled(NamedTuple):
+    """The module's source file as the standby read and compiled it (see `precompile`)."""
+
+    path: str
+    source: bytes
+    code: CodeType
+
+
+PRECOMPILED: Precompiled | None = None  # taken by the loader if the source is still this
+
+
+def precompile(path: str) -> Precompiled | None:
+    """Compile the module's file (a package's `__init__.py`) as an import would; None if that
+    fails or warns (the import then compiles it, and says so, itself)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "__init__.py"
+    try:
+        source = file.read_bytes()
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            code = compile(source, str(file), "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return None if said else Precompiled(str(file), source, code)
+
+
 def wait_for_go(
-    go: int, env: Mapping[str, str], bus: Mapping[str, Any] | None = None
+    go: int, env: Mapping[str, str], ahead: Mapping[str, Any] | None = None
 ) -> int | None:
     """Join the module's cgroups named in `env` (the module's environment, not installed yet),
     then block until the supervisor's word on `go`: None to run the module now, else the code to
@@ -94,7 +123,10 @@ def wait_for_go(
     except (LimitsError, OSError) as exc:
         print(f"standby: cannot join the module's cgroups: {exc}", file=sys.stderr, flush=True)
         return EXIT_LIMITS_FAILED
-    global PREPARED
+    global PREPARED, PRECOMPILED
+    ahead = ahead or {}
+    source, bus = ahead.get("source"), ahead.get("bus")
+    PRECOMPILED = precompile(source) if isinstance(source, str) else None
     try:
         PREPARED = Prepared(env, bus) if bus else None
     except (zmq.ZMQError, KeyError, TypeError, ValueError) as exc:  # it connects after "go"

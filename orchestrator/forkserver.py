@@ -48,17 +48,17 @@ class ForkServer:
         cwd: Path,
         *,
         go: int | None = None,
-        bus: Mapping[str, object] | None = None,
+        ahead: Mapping[str, object] | None = None,
     ) -> tuple[int, BinaryIO]:
         """Fork module `name` from the template: its pid and the read end of its output pipe.
         With `go` (the read end of a pipe), a standby that waits for the word on it
-        (module_sdk/standby.py), connected ahead to `bus` if given. Raises ForkServerError if
-        that fails twice."""
+        (module_sdk/standby.py), which does `ahead` (its `bus`, its `source`) while it waits.
+        Raises ForkServerError if that fails twice."""
         for attempt in (1, 2):
             if self._sock is None:
                 self._start()
             try:
-                return self._fork(name, env, cwd, go, bus)
+                return self._fork(name, env, cwd, go, ahead)
             except (OSError, ValueError, ForkServerError) as exc:
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
@@ -92,15 +92,15 @@ class ForkServer:
         env: Mapping[str, str],
         cwd: Path,
         go: int | None,
-        bus: Mapping[str, object] | None,
+        ahead: Mapping[str, object] | None,
     ) -> tuple[int, BinaryIO]:
         request: dict[str, object] = {"name": name, "env": dict(env), "cwd": str(cwd)}
         fds = []
         if go is not None:
             request["standby"] = True
             fds.append(go)
-            if bus is not None:
-                request["bus"] = dict(bus)
+            if ahead:
+                request["ahead"] = dict(ahead)
         return self._receive(self._send(request, fds))
 
     def send_main(self, module: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:

@@ -123,13 +123,12 @@ class Standbys:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             limits = child.spec.limits  # one run as another user or group connects as such
-            ahead = limits.user is None and limits.group is None and limits.filesystem is None
+            itself = limits.user is None and limits.group is None and limits.filesystem is None
+            ahead: dict[str, object] = {"source": str(child.spec.path)}
+            if itself and self.bus is not None:
+                ahead["bus"] = self.bus
             pid, stdout = self._forkserver.fork(
-                child.name,
-                with_limits(child.spec, full),
-                cwd,
-                go=read_end,
-                bus=self.bus if ahead else None,
+                child.name, with_limits(child.spec, full), cwd, go=read_end, ahead=ahead
             )
         except Exception as exc:  # whatever it is, the module runs on; its next start forks
             os.close(write_end)
