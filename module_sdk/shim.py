@@ -199,6 +199,7 @@ class _Child:
             return self.fail("load", self.join_failed, "", EXIT_LIMITS_FAILED)
         try:
             self.module = load_module(self.name, Path(spec["path"]), self.precompiled)
+            self.precompiled = standby.PRECOMPILED = None  # used, or out of date: let it go
         except ModuleLoadError as exc:
             return self.fail("load", str(exc), exc.details, protocol.EXIT_LOAD_FAILED)
         assert self.bus is not None
