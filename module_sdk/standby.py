@@ -12,7 +12,9 @@ Where the supervisor says where the bus is (`bus`, an ipc bus), the standby also
 ZeroMQ context, its channel to the supervisor and its bus sockets before it waits, so that
 ZeroMQ has connected them by the time it takes over (`PREPARED`): about 4 ms of a restart. The
 shim still says hello, gets the spec and proves the bus with a probe as any new process does;
-sockets made for other settings than the spec's are closed and made anew.
+sockets made for other settings than the spec's are closed and made anew. It also compiles the
+module's source (`PRECOMPILED`), which the loader takes only if the file still holds those very
+bytes at "go".
 
 The supervisor closing its end of the pipe without a word, or the supervisor's death (the
 lifeline's end of file), ends the standby quietly.
