@@ -85,13 +85,20 @@ def rotate(path: Path, rotation: Rotation, now: float) -> None:
 def recover(path: Path, rotation: Rotation, now: float) -> None:
     """At open, before the first rotation: finish the rotations a previous supervisor left half
     done (the files there now: not those this one's rotations set aside later), prune by age."""
-    name, pending, packing = (re.escape(n) for n in (path.name, PENDING, ".gz" + _PARTIAL))
-    leftover = re.compile(rf"{name}\.\d+(?:{pending}|{packing})")  # not module `m.log`'s
+    prefix, suffixes = f"{path.name}.", (PENDING, ".gz" + _PARTIAL)
     try:
-        with os.scandir(path.parent) as entries:
-            left = sorted(e.name for e in entries if leftover.fullmatch(e.name))
+        with os.scandir(path.parent) as entries:  # a regex only for the few that may be
+            maybe = [
+                e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(suffixes)
+            ]
     except OSError:  # a log directory that cannot be read (yet): nothing to recover
         return
+    if maybe:
+        name, pending, packing = (re.escape(n) for n in (path.name, *suffixes))
+        leftover = re.compile(rf"{name}\.\d+(?:{pending}|{packing})")  # not module `m.log`'s
+        left = sorted(n for n in maybe if leftover.fullmatch(n))
+    else:
+        left = []
     job = partial(_recover, path, left, rotation, now)
     if rotation.compress:
         _worker.submit(job)
