@@ -9,6 +9,7 @@ sequence numbers, counted in `status` as `dropped`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -159,7 +160,8 @@ def prestart(config: AppConfig, run_dir: RunDir, boot: Boot) -> None:
     imported ZeroMQ already (no interpreter start-up: less CPU for a launch on few cores), or
     spawned where the supervisor could not reap a fork (not a subreaper). The supervisor's
     `BrokerProcess` takes it over if it is the broker it would start (`Boot.take_broker`). A
-    tcp bus waits for the supervisor (its CURVE keys are made there). Raises OSError."""
+    tcp bus waits for the supervisor (its CURVE keys are made there). If no process can be had
+    now, nothing is started: the supervisor's own start of the broker says why."""
     if config.bus.transport != "ipc":
         return
     args = broker_args(
@@ -180,4 +182,5 @@ def prestart(config: AppConfig, run_dir: RunDir, boot: Boot) -> None:
         else:
             boot.early_broker = (pending, argv)
             return
-    boot.early_broker = spawn_helper(argv, os.environ, boot.lifeline)
+    with contextlib.suppress(OSError):  # no process now: the supervisor tries, and says why
+        boot.early_broker = spawn_helper(argv, os.environ, boot.lifeline)

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 import zmq
 
+from orchestrator import broker_process
 from orchestrator.boot import Boot
 from orchestrator.broker_process import BrokerProcess
+from orchestrator.config import load_config
 from orchestrator.helper_process import helper_argv, spawn_helper
+from orchestrator.rundir import RunDir
 
 
 def _broker() -> BrokerProcess:
@@ -98,3 +101,20 @@ def test_a_broker_started_early_is_taken_over_only_if_it_is_the_one_to_run() -> 
         boot.early_broker = spawn_helper(["sleep", "30"], os.environ, boot.lifeline)
         left = boot.early_broker
     assert left.returncode is not None  # nobody took it: gone with the boot
+
+
+def test_no_process_for_the_early_broker_leaves_it_to_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "modules.yaml").write_text("modules: []\n")
+    config = load_config(tmp_path / "config")
+    monkeypatch.setattr(broker_process, "spawn_helper", no_process)
+    with Boot() as boot:
+        boot.subreaper = False  # the spawned path, which has no process to give
+        broker_process.prestart(config, RunDir(tmp_path / "config", tmp_path / "run"), boot)
+        assert boot.early_broker is None  # the supervisor's own start tries again, says why
