@@ -138,6 +138,28 @@ class App:
         return any(name in (module.get("name"), module.get("instance_of")) for module in modules)
 
 
+def module_request(
+    app: App, cmd: str, name: str, wait: float, as_json: bool, **arguments: Any
+) -> tuple[str, dict[str, Any]] | None:
+    """Ask for `cmd` on module `name`, or, as `HOST/NAME`, on module NAME of cluster host HOST
+    through that host's supervisor. With `as_json`, print the module's status once it is done
+    and return None; else return what to call the module in a message ("NAME", "HOST/NAME")
+    and the answer (another host's must name the module, or the command exits 1)."""
+    host, module = split_host(name)
+    if host is not None:
+        request = {"cmd": cmd, "name": module, **arguments}
+        data = expect(app.remote(host, request, wait), host, name=str)
+        if as_json:
+            echo_json(app.remote(host, {"cmd": "status", "name": module}))
+            return None
+        return f"{host}/{module}", data
+    data = app.request(cmd, wait=wait, name=name, **arguments)
+    if as_json:
+        echo_json(app.request("status", name=name))
+        return None
+    return data["name"], data
+
+
 def expect(data: Any, host: str, **fields: type) -> dict[str, Any]:
     """`data` (another host's answer) if it is a map with these fields of these types; else exit
     1 saying the answer was malformed."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json, expect, split_host, wait_option
+from orchestrator.cli.common import App, config_option, module_request, wait_option
 
 
 @click.command()
@@ -35,28 +35,18 @@ def restart(app: App, name: str, wait: float, graceful: bool, as_json: bool) -> 
     In cluster mode, HOST/NAME restarts module NAME on cluster host HOST, through that host's
     supervisor; exits 4 if HOST does not answer.
     """
-    host, module = split_host(name)
-    if host is not None:
-        request = {"cmd": "restart", "name": module, "graceful": graceful}
-        data = expect(app.remote(host, request, wait), host, pid=int)
-        if as_json:
-            echo_json(app.remote(host, {"cmd": "status", "name": module}))
-            return
-        click.echo(f"{host}/{module} restarted (pid {data['pid']})")
+    answer = module_request(app, "restart", name, wait, as_json, graceful=graceful)
+    if answer is None:
         return
-    data = app.request("restart", wait=wait, name=name, graceful=graceful)
-    if as_json:
-        echo_json(app.request("status", name=name))
-        return
+    label, data = answer
     if data.get("graceful"):
-        old = data["old_pid"]
-        click.echo(f"{data['name']} restarted gracefully (pid {data['pid']}, was {old})")
-        return
-    if "instances" in data:  # a module with instances: each in turn
-        done = ", ".join(f"{i['name']} (pid {i['pid']})" for i in data["instances"])
-        click.echo(f"{data['name']} restarted: {done}")
-        return
-    if data.get("done"):  # a job: it ran again and finished
-        click.echo(f"{data['name']} ran again and is done (exit 0)")
-        return
-    click.echo(f"{data['name']} restarted (pid {data['pid']})")
+        click.echo(
+            f"{label} restarted gracefully (pid {data.get('pid')}, was {data.get('old_pid')})"
+        )
+    elif isinstance(data.get("instances"), list):  # a module with instances: each in turn
+        done = ", ".join(f"{i.get('name')} (pid {i.get('pid')})" for i in data["instances"])
+        click.echo(f"{label} restarted: {done}")
+    elif data.get("done"):  # a job: it ran again and finished
+        click.echo(f"{label} ran again and is done (exit 0)")
+    else:
+        click.echo(f"{label} restarted (pid {data.get('pid')})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json, expect, split_host, wait_option
+from orchestrator.cli.common import App, config_option, module_request, wait_option
 
 
 @click.command()
@@ -26,18 +26,8 @@ def start(app: App, name: str, wait: float, as_json: bool) -> None:
     In cluster mode, HOST/NAME starts module NAME on cluster host HOST, through that host's
     supervisor; exits 4 if HOST does not answer.
     """
-    host, module = split_host(name)
-    if host is not None:
-        data = expect(app.remote(host, {"cmd": "start", "name": module}, wait), host, name=str)
-        if as_json:
-            echo_json(app.remote(host, {"cmd": "status", "name": module}))
-            return
+    answer = module_request(app, "start", name, wait, as_json)
+    if answer is not None:
+        label, data = answer
         verb = "is already running" if data.get("already") else "started"
-        click.echo(f"{host}/{module} {verb} (pid {data.get('pid')})")
-        return
-    data = app.request("start", wait=wait, name=name)
-    if as_json:
-        echo_json(app.request("status", name=name))
-        return
-    verb = "is already running" if data.get("already") else "started"
-    click.echo(f"{data['name']} {verb} (pid {data['pid']})")
+        click.echo(f"{label} {verb} (pid {data.get('pid')})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import App, config_option, echo_json, expect, split_host, wait_option
+from orchestrator.cli.common import App, config_option, module_request, wait_option
 
 
 @click.command()
@@ -27,16 +27,9 @@ def stop(app: App, name: str, wait: float, as_json: bool) -> None:
     In cluster mode, HOST/NAME stops module NAME on cluster host HOST, through that host's
     supervisor; exits 4 if HOST does not answer.
     """
-    host, module = split_host(name)
-    if host is not None:
-        data = expect(app.remote(host, {"cmd": "stop", "name": module}, wait), host, name=str)
-        if as_json:
-            echo_json(app.remote(host, {"cmd": "status", "name": module}))
-            return
-        click.echo(f"{host}/{module} stopped ({data.get('why', '')}); `start {name}` starts it")
-        return
-    data = app.request("stop", wait=wait, name=name)
-    if as_json:
-        echo_json(app.request("status", name=name))
-        return
-    click.echo(f"{data['name']} stopped ({data['why']}); `orchestrator start {name}` starts it")
+    answer = module_request(app, "stop", name, wait, as_json)
+    if answer is not None:
+        label, data = answer
+        click.echo(
+            f"{label} stopped ({data.get('why', '')}); `orchestrator start {name}` starts it"
+        )
