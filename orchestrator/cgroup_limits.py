@@ -149,6 +149,15 @@ def _cpu(quota: float | None) -> str:
 _KILL_WAIT = 1.0  # seconds for a killed cgroup to empty before giving up on removing it
 
 
+def make_base(base: Path) -> None:
+    """Create our base cgroup directory (if need be) and prove that cgroups can be made in it, as
+    each module's is: raises OSError if not (not mounted writable, or not ours)."""
+    base.mkdir(exist_ok=True)
+    probe = base / "probe"
+    probe.mkdir(exist_ok=True)
+    probe.rmdir()
+
+
 def remove_group(group: Path) -> None:
     """Remove cgroup directory `group` (v1 or v2), waiting up to a second for the processes
     killed in it to be reaped; a warning if it stays."""

@@ -15,7 +15,7 @@ import os
 import signal
 from pathlib import Path
 
-from orchestrator.cgroup_limits import CONTROLLERS, CPU_PERIOD, remove_group
+from orchestrator.cgroup_limits import CONTROLLERS, CPU_PERIOD, make_base, remove_group
 from orchestrator.config.limits import ModuleLimits
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,7 @@ class V1Cgroups:
                 continue
             base = mount / own.get(controller, "/").lstrip("/") / f"{PREFIX}{key}"
             try:
-                base.mkdir(exist_ok=True)
-                probe = base / "probe"
-                probe.mkdir(exist_ok=True)
-                probe.rmdir()
+                make_base(base)
             except OSError as exc:
                 self.why[controller] = f"cgroup v1 {controller} at {mount} is not writable here"
                 log.debug("cannot use cgroup v1 %s at %s: %s", controller, base, exc)

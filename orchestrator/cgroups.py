@@ -20,6 +20,7 @@ from module_sdk.limits import ENV_CGROUPS_V1
 from orchestrator.cgroup_limits import (
     CONTROLLERS,
     delegate,
+    make_base,
     oom_kills,
     remove_group,
     write_limits,
@@ -85,10 +86,7 @@ class ModuleCgroups:
             return
         base = root / f"{MODULE_CGROUPS_PREFIX}{key}"
         try:
-            base.mkdir(exist_ok=True)
-            probe = base / "probe"
-            probe.mkdir(exist_ok=True)
-            probe.rmdir()
+            make_base(base)
         except OSError as exc:
             log.debug("cgroup v2 at %s is not writable here (%s); using process groups", root, exc)
             with contextlib.suppress(OSError):
