@@ -34,7 +34,7 @@ from module_sdk.dispatch import CallbackPool
 from module_sdk.envelopes import Envelopes
 from module_sdk.event import EventCallback, Pattern, validate_event_type
 from module_sdk.groups import GroupMember, check_group
-from module_sdk.receive import ReceivePath
+from module_sdk.receive import STOP, SUBSCRIBE, UNSUBSCRIBE, ReceivePath
 from module_sdk.sequence import GapCounter
 
 __all__ = ["HandshakeTimeoutError", "ZmqEventBus"]
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 # backend's send; calling the backend's directly is the same send at a third of the cost.
 _send_frame = zmq.backend.Socket.send
 
-_STOP = b"stop"
-_SUBSCRIBE = b"S"
-_UNSUBSCRIBE = b"U"
 _TOPIC_CACHE_SIZE = 4096
 
 
@@ -157,7 +154,7 @@ class ZmqEventBus(ReceivePath):
             self._route_cache.clear()
             self._gaps.forget()  # what passed while we were not subscribed was no drop
             if len(entry[1]) == 1:
-                self._change_zmq(_SUBSCRIBE, parsed.zmq_prefix)
+                self._change_zmq(SUBSCRIBE, parsed.zmq_prefix)
 
     def unsubscribe(
         self, pattern: str, callback: EventCallback, *, group: str | None = None
@@ -176,13 +173,13 @@ class ZmqEventBus(ReceivePath):
             self._route_cache.clear()
             if not entry[1]:
                 del self._subscriptions[parsed.text]
-                self._change_zmq(_UNSUBSCRIBE, parsed.zmq_prefix)
+                self._change_zmq(UNSUBSCRIBE, parsed.zmq_prefix)
 
     def clear(self) -> None:
         """See `module_sdk.api.EventBus.clear`."""
         with self._subs_lock:
             for parsed, _ in self._subscriptions.values():
-                self._change_zmq(_UNSUBSCRIBE, parsed.zmq_prefix)
+                self._change_zmq(UNSUBSCRIBE, parsed.zmq_prefix)
             self._subscriptions.clear()
             self._route_cache.clear()
             if self._groups is not None:
@@ -282,7 +279,7 @@ class ZmqEventBus(ReceivePath):
         busy past `timeout` (its sockets are then left to process exit)."""
         with self._subs_lock:
             if self._receiver is not None and self._receiver.is_alive():
-                self._command_out.send(_STOP)
+                self._command_out.send(STOP)
         deadline = time.monotonic() + timeout
         # The pool first: a receiver waiting for room in it is let go at once.
         if self._pool is not None and not self._pool.stop(timeout):
@@ -322,19 +319,19 @@ class ZmqEventBus(ReceivePath):
     # -- internals ---------------------------------------------------------------------------
 
     def _change_zmq(self, op: bytes, prefix: bytes) -> None:
-        count = self._zmq_refcount.get(prefix, 0) + (1 if op == _SUBSCRIBE else -1)
+        count = self._zmq_refcount.get(prefix, 0) + (1 if op == SUBSCRIBE else -1)
         if count > 0:
             self._zmq_refcount[prefix] = count
         else:
             self._zmq_refcount.pop(prefix, None)
-        if (op == _SUBSCRIBE and count != 1) or (op == _UNSUBSCRIBE and count != 0):
+        if (op == SUBSCRIBE and count != 1) or (op == UNSUBSCRIBE and count != 0):
             return
         if self._closed:
             raise RuntimeError("the event bus is closed (the module is shutting down)")
         self._changes += 1
         receiver = self._receiver  # set under _subs_lock, which our callers hold
         if receiver is None or receiver is threading.current_thread():
-            self._sub.setsockopt(zmq.SUBSCRIBE if op == _SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
+            self._sub.setsockopt(zmq.SUBSCRIBE if op == SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
         else:  # the receiver owns the socket from start() on, running or not yet
             self._command_out.send(op + prefix)
 
@@ -360,45 +357,3 @@ class ZmqEventBus(ReceivePath):
                 groups.apply(groups.command(op, (group, parsed.text)))
             else:
                 self._command_out.send(groups.command(op, (group, parsed.text)))
-
-    def _receive(self) -> None:
-        for topic, body in self._early:
-            self._dispatch(topic, body)
-        self._early.clear()
-        poller = zmq.Poller()
-        poller.register(self._sub, zmq.POLLIN)
-        poller.register(self._command_in, zmq.POLLIN)
-        sub, commands, groups = self._sub, self._command_in, self._groups
-        member = None  # the groups socket, once a grouped subscription made one
-        if groups is not None:
-            groups.start()
-        try:
-            while True:
-                if member is None and groups is not None and groups.socket is not None:
-                    member = groups.socket
-                    poller.register(member, zmq.POLLIN)
-                ready = dict(poller.poll(None if member is None else 500))
-                if commands in ready and not self._apply_commands():
-                    return
-                if sub in ready:
-                    self._drain(sub)
-                if member is not None and groups is not None:
-                    if member in ready:
-                        groups.drain()
-                    groups.tick()
-        except zmq.ContextTerminated:
-            return
-
-    def _apply_commands(self) -> bool:
-        while True:
-            try:
-                command = self._command_in.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
-            if command == _STOP:
-                return False
-            if command[:1] in (b"J", b"L") and self._groups is not None:
-                self._groups.apply(command)
-                continue
-            option = zmq.SUBSCRIBE if command[:1] == _SUBSCRIBE else zmq.UNSUBSCRIBE
-            self._sub.setsockopt(option, command[1:])

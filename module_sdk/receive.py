@@ -16,6 +16,7 @@ import zmq
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync_first
 from module_sdk.dispatch import CallbackPool
 from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
+from module_sdk.groups import GroupMember
 from module_sdk.protocol import INTERNAL_PREFIX, PROBE_PREFIX, SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
 
@@ -27,6 +28,11 @@ _TOPIC_CACHE_SIZE = 4096
 _DRAIN_BATCH = 1024
 
 Route = tuple[str, tuple[EventCallback, ...]]
+# Commands to the receiver thread on its PAIR socket (it owns the SUB socket): stop, or change a
+# subscription (then the prefix follows the byte); "J"/"L" are group joins and leaves.
+STOP = b"stop"
+SUBSCRIBE = b"S"
+UNSUBSCRIBE = b"U"
 
 
 class ReceivePath:
@@ -43,6 +49,10 @@ class ReceivePath:
     _busy_since: float | None
     _errors_lock: threading.Lock  # callbacks may raise on several threads at once
     _pool: CallbackPool | None  # concurrency > 1: callbacks run on a pool (module_sdk.dispatch)
+    _sub: zmq.Socket[bytes]
+    _command_in: zmq.Socket[bytes]
+    _groups: GroupMember | None
+    _early: list[tuple[bytes, bytes]]  # what arrived during the handshakes, before start()
 
     def _drain(self, sub: zmq.Socket[bytes]) -> None:
         """Dispatch what has arrived, up to a batch. A message is a topic frame and a body frame;
@@ -170,3 +180,47 @@ class ReceivePath:
         self.bad_frames += 1
         if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
             log.warning("dropped a bad frame on the bus (%d so far): %s", self.bad_frames, why)
+
+    def _receive(self) -> None:
+        """The receiver thread: what arrived early, then the SUB socket, the commands and the
+        group socket, until told to stop."""
+        for topic, body in self._early:
+            self._dispatch(topic, body)
+        self._early.clear()
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        poller.register(self._command_in, zmq.POLLIN)
+        sub, commands, groups = self._sub, self._command_in, self._groups
+        member = None  # the groups socket, once a grouped subscription made one
+        if groups is not None:
+            groups.start()
+        try:
+            while True:
+                if member is None and groups is not None and groups.socket is not None:
+                    member = groups.socket
+                    poller.register(member, zmq.POLLIN)
+                ready = dict(poller.poll(None if member is None else 500))
+                if commands in ready and not self._apply_commands():
+                    return
+                if sub in ready:
+                    self._drain(sub)
+                if member is not None and groups is not None:
+                    if member in ready:
+                        groups.drain()
+                    groups.tick()
+        except zmq.ContextTerminated:
+            return
+
+    def _apply_commands(self) -> bool:
+        while True:
+            try:
+                command = self._command_in.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            if command == STOP:
+                return False
+            if command[:1] in (b"J", b"L") and self._groups is not None:
+                self._groups.apply(command)
+                continue
+            option = zmq.SUBSCRIBE if command[:1] == SUBSCRIBE else zmq.UNSUBSCRIBE
+            self._sub.setsockopt(option, command[1:])
