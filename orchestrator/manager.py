@@ -94,6 +94,7 @@ class ChildManager(ModuleRequests, ChildReports):
         self.read_output = self.processes.read_output
         self.handovers = Handovers(self.handle, self.by_pid, publish)
         self.standbys = Standbys(forkserver=forkserver, cgroups=cgroups, watch_exit=self.watch_exit)
+        self.standbys_later: set[str] = set()
         # Modules with their own dependencies: their venvs, built off the loop.
         self.venvs = Environments(
             config.config_dir.parent,

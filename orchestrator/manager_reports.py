@@ -25,6 +25,7 @@ class ChildReports:
     by_pid: dict[int, ManagedChild]
     handovers: Handovers
     standbys: Standbys
+    standbys_later: set[str]  # modules whose standby waits until no module is starting
     shutting_down: bool
 
     if TYPE_CHECKING:
@@ -44,16 +45,35 @@ class ChildReports:
 
     def keep_standby(self, child: ManagedChild) -> None:
         """Make `child` a standby for its next start if it is running and may have one: not
-        while a graceful restart of it is under way (its stand-in holds the other cgroup)."""
+        while a graceful restart of it is under way (its stand-in holds the other cgroup), and
+        not while other modules are starting (an `up`: they have the CPU first; see
+        `keep_standbys_later`)."""
         if (
-            child.state is ChildState.RUNNING
-            and wanted(child.spec)
-            and not self.shutting_down
-            and not self.handovers.busy(child.name)
+            child.state is not ChildState.RUNNING
+            or not wanted(child.spec)
+            or self.shutting_down
+            or self.handovers.busy(child.name)
         ):
-            env, python = self._launch_env(child)
-            if python is None:  # a venv's python is a new interpreter: no fork to keep ready
-                self.standbys.make(child, env, self.config.config_dir.parent)
+            return
+        if self._starting():
+            self.standbys_later.add(child.name)
+            return
+        env, python = self._launch_env(child)
+        if python is None:  # a venv's python is a new interpreter: no fork to keep ready
+            self.standbys.make(child, env, self.config.config_dir.parent)
+
+    def keep_standbys_later(self) -> None:
+        """The standbys put off while modules were starting, once none is (the loop asks after
+        each turn's replies: `up -d` has its answer first)."""
+        if self.standbys_later and not self._starting():
+            names, self.standbys_later = self.standbys_later, set()
+            for name in names:
+                child = self.children.get(name)
+                if child is not None:
+                    self.keep_standby(child)
+
+    def _starting(self) -> bool:
+        return any(c.state is ChildState.STARTING for c in self.children.values())
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
