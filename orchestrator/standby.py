@@ -21,9 +21,7 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,7 +53,6 @@ class Standby:
     cgroup: str  # the cgroup key it joined
     spec: ModuleSpec
     env: Mapping[str, str]  # the module's environment, before its cgroup's and limits' entries
-    made: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
         """Drop it: without a word on its pipe it exits by itself (it runs nothing of the
@@ -100,9 +97,6 @@ class Standbys:
         # Where an ipc bus is (xsub, xpub, high_water_mark, max_message_size), for standbys to
         # connect ahead; None: they connect once they take over (a tcp bus, with its keys).
         self.bus: dict[str, object] | None = None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
 
     def pid(self, name: str) -> int | None:
         standby = self._by_name.get(name)
