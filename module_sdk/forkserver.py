@@ -7,7 +7,9 @@ each request is a msgpack map `{name, env, cwd}` with the write end of the outpu
 the answer is `{pid}` or `{error}`. A request with `standby: true` also attaches the read end of a
 "go" pipe: the process forked for it is a standby (module_sdk/standby.py), which joins the
 module's cgroups at once and runs the module only when the supervisor says go. A request
-`{main, argv, env, cwd}` runs module `main` as `python -P -m main ARGV` would: the supervisor's
+`{batch: [{name, env, cwd}, ...]}` attaches one output pipe per entry, in order, and is answered
+`{pids: [...]}` (a pid, or the error for that entry): one intermediate forks them all, which is how
+`up` starts many modules at once. A request `{main, argv, env, cwd}` runs module `main` as `python -P -m main ARGV` would: the supervisor's
 broker, which so costs no interpreter start-up of its own.
 
 Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
@@ -42,6 +44,7 @@ import module_sdk.loader
 import module_sdk.shim
 import module_sdk.standby
 from module_sdk.process import PR_SET_NAME, prctl
+from module_sdk.protocol import FORK_BATCH_MAX
 
 _MAX_REQUEST = 1 << 20
 
@@ -50,7 +53,7 @@ def serve(control: socket.socket) -> None:
     """Answer fork requests until the supervisor closes its end."""
     while True:
         try:
-            payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 4)
+            payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, FORK_BATCH_MAX)
         except InterruptedError:
             continue
         except ConnectionResetError:  # closed with an answer of ours unread: gone all the same
@@ -59,6 +62,9 @@ def serve(control: socket.socket) -> None:
             return  # the supervisor is gone
         try:
             request = msgpack.unpackb(payload, raw=False)
+            batch = request.get("batch")
+            if batch is not None and (not isinstance(batch, list) or len(batch) != len(fds)):
+                raise ValueError(f"{len(fds)} pipes for a batch of {len(batch or ())}")
             output = fds[0]
             go = fds[1] if request.get("standby") else None
         except Exception as exc:
@@ -68,6 +74,8 @@ def serve(control: socket.socket) -> None:
             continue
         intermediate = os.fork()
         if intermediate == 0:
+            if batch is not None:
+                _intermediate_batch(control, batch, fds)
             _intermediate(control, request, output, go)
         for fd in fds:
             os.close(fd)
@@ -91,6 +99,35 @@ def _intermediate(
         with contextlib.suppress(OSError):  # its own group before anyone may signal it
             os.setpgid(pid, pid)
         control.send(msgpack.packb({"pid": pid}))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _intermediate_batch(control: socket.socket, batch: list[Any], outputs: list[int]) -> NoReturn:
+    """`_intermediate` for each entry of a batch, the answer being every pid (or error), in
+    order. Each module process keeps only its own output pipe of the batch's."""
+    code = 0
+    try:
+        pids: list[int | str] = []
+        for index, request in enumerate(batch):
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                pids.append(f"fork failed: {exc}")
+                continue
+            if pid == 0:
+                control.close()
+                for other in outputs[:index] + outputs[index + 1 :]:
+                    os.close(other)
+                _become_module(request, outputs[index], None)
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
+            pids.append(pid)
+        control.send(msgpack.packb({"pids": pids}))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             control.send(msgpack.packb({"error": f"fork failed: {exc}"}))

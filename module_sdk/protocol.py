@@ -135,6 +135,8 @@ ENV_LIFELINE: Final = "ORCHESTRATOR_LIFELINE_FD"  # read end of a pipe only the 
 ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once adopted
 ENV_CGROUP: Final = "ORCHESTRATOR_CGROUP"  # the cgroup v2 directory to join before module code runs
 STANDBY_GO: Final = b"g"  # written on a standby's pipe: take over now (module_sdk/standby.py)
+# Module processes per fork server request (one output pipe each; a message carries 253 at most).
+FORK_BATCH_MAX: Final = 64
 
 # Exit codes of the shim, so that the supervisor can tell what went wrong
 EXIT_OK: Final = 0

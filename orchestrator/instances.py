@@ -85,7 +85,8 @@ def scale(
     for child in removed:
         manager.handovers.removed(child, manager.stop)
         manager.handle(child, lc.RemoveRequested(time.monotonic()))
-    for child in started:
-        if child.life.intent is lc.Intent.NONE and not child.state.has_process:
-            manager.start(child)
+    with manager.starting_together():
+        for child in started:
+            if child.life.intent is lc.Intent.NONE and not child.state.has_process:
+                manager.start(child)
     return started, removed

@@ -7,17 +7,14 @@ are found here too. Only the supervisor's loop calls into it.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
 
-from module_sdk import protocol
 from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
@@ -33,9 +30,10 @@ from orchestrator.forkserver import ForkServer
 from orchestrator.handover import NEXT_CGROUP, Handovers
 from orchestrator.manager_reports import ChildReports
 from orchestrator.manager_requests import ModuleRequests
+from orchestrator.manager_spawns import ModuleSpawns, carried, jitter
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
-from orchestrator.processes import ModuleProcess, launch_module, module_env, signal_group
+from orchestrator.processes import signal_group
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.standby import SPARE_CGROUP, Standbys
 from orchestrator.states import ChildState, ExitReason
@@ -51,7 +49,7 @@ Publish = Callable[..., None]  # publish(event_type, **data)
 _NOT_COMING_BACK = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)
 
 
-class ChildManager(ModuleRequests, ChildReports):
+class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
     """Owns every `ManagedChild` and the processes behind them."""
 
     def __init__(
@@ -143,7 +141,7 @@ class ChildManager(ModuleRequests, ChildReports):
                 else:
                     signal_group(child.pid, signal.SIGKILL)
             case lc.TryStart():
-                start = lc.StartRequested(time.monotonic(), self._gate(child), **_carried(effect))
+                start = lc.StartRequested(time.monotonic(), self._gate(child), **carried(effect))
                 self.handle(child, start)
             case lc.Spawn():
                 self._spawn(child, effect)
@@ -214,7 +212,8 @@ class ChildManager(ModuleRequests, ChildReports):
         waiting = waiting_for(child, self.children)
         if waiting is not None:
             return waiting
-        if sum(1 for c in self.children.values() if c.pid is not None) >= self.limits.max_processes:
+        processes = sum(1 for c in self.children.values() if c.pid is not None) + self.starting()
+        if processes >= self.limits.max_processes:
             return f"process limit reached ({self.limits.max_processes} module processes)"
         return memory_reserve_shortfall(self.config.resources)
 
@@ -227,52 +226,12 @@ class ChildManager(ModuleRequests, ChildReports):
         self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
         return child.spawns > spawns
 
-    def _spawn(self, child: ManagedChild, effect: lc.Spawn) -> None:
-        child.reported_error, child.counters, child.busy_for = "", {}, 0.0
-        try:
-            process = self._launch(child)
-        except OSError as exc:
-            failed = lc.SpawnFailed(
-                time.monotonic(), str(exc), shutting_down=self.shutting_down, jitter=_jitter()
-            )
-            self.handle(child, failed)
-            return
-        child.started_wall = time.time()
-        self.processes.adopt(child, process)
-        self.handle(child, lc.Spawned(time.monotonic(), process.pid, **_carried(effect)))
-
-    def _launch_env(self, child: ManagedChild) -> tuple[dict[str, str], Path | None]:
-        """The module's environment (before its cgroup's and limits' entries), and the python
-        of its own venv, if it has one."""
-        env = module_env(child.name, self._channel_endpoint, child.spec.env, self._lifeline)
-        python, venv_env = self.venvs.launch_env(child.spec, env.get("PATH", ""))
-        env.update(venv_env)
-        return env, python
-
-    def _launch(self, child: ManagedChild) -> ModuleProcess:
-        env, python = self._launch_env(child)
-        if python is not None or self.handovers.busy(child.name):
-            self.standbys.drop(child.name)  # a venv's new interpreter; a stand-in's cgroup
-        elif (standby := self.standbys.take(child, env)) is not None:
-            return standby
-        cgroup = self.cgroups.prepare(child.cgroup, child.spec.limits)
-        if cgroup is not None:
-            env[protocol.ENV_CGROUP] = cgroup
-        env.update(self.cgroups.env(child.cgroup))  # cgroup v1 groups, where v2 lacks one
-        return launch_module(
-            child.spec,
-            env,
-            self.config.config_dir.parent,
-            self._lifeline,
-            self.forkserver,
-            python=python,
-        )
-
     def start_waiting(self) -> None:
         """Start, in config order, every waiting module that nothing holds back any more."""
-        for child in list(self.children.values()):
-            if child.state is ChildState.WAITING:
-                self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
+        with self.starting_together():
+            for child in list(self.children.values()):
+                if child.state is ChildState.WAITING:
+                    self.handle(child, lc.DependencyChanged(time.monotonic(), self._gate(child)))
 
     def _follow(self, dependency: ManagedChild) -> None:
         """`dependency` stopped running: each module depending on it follows its edge's policy.
@@ -343,7 +302,7 @@ class ChildManager(ModuleRequests, ChildReports):
                 raw,
                 child.reported_error,
                 shutting_down=self.shutting_down,
-                jitter=_jitter(),
+                jitter=jitter(),
             )
             self.handle(child, exited)
             if child.stand_in:
@@ -384,16 +343,7 @@ class ChildManager(ModuleRequests, ChildReports):
         )
 
 
-def _carried(effect: lc.TryStart | lc.Spawn) -> dict[str, bool]:
-    """What a start carries to its spawn: whether it is announced and counted as a restart."""
-    return {"announce": effect.announce, "count": effect.count}
-
-
 def _fill(child: ManagedChild, arg: object) -> object:
     if arg is lc.NAME:
         return child.name
     return child.pid if arg is lc.PID else arg
-
-
-def _jitter() -> float:
-    return random.random()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from orchestrator import lifecycle as lc
@@ -38,6 +39,7 @@ class ModuleRequests:
 
         def handle(self, child: ManagedChild, event: lc.Event) -> None: ...
         def start(self, child: ManagedChild, *, scheduled: bool = False) -> bool: ...
+        def starting_together(self) -> AbstractContextManager[None]: ...
         def start_waiting(self) -> None: ...
         def stop(self, child: ManagedChild, *, timeout: float | None = None) -> None: ...
         def _drains(self, child: ManagedChild) -> bool: ...
@@ -105,9 +107,10 @@ class ModuleRequests:
                 fresh.append(self.add(specs[name]))
         for name in plan.restart:
             self.restart_changed(self.children[name])
-        for child in fresh:
-            self.start(child)
-        self.start_waiting()  # a changed dependency or limit may free a waiting module
+        with self.starting_together():
+            for child in fresh:
+                self.start(child)
+            self.start_waiting()  # a changed dependency or limit may free a waiting module
 
     def add(self, spec: ModuleSpec) -> ManagedChild:
         """A new module (from a reload), not started yet."""

@@ -16,7 +16,7 @@ import pwd
 import signal
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +27,7 @@ from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer, ForkServerError
 from orchestrator.isolation import GRANTS, limits_env
+from orchestrator.record import record
 
 log = logging.getLogger(__name__)
 
@@ -89,30 +90,61 @@ def spawn_module(
     return ModuleProcess(popen.pid, stdout, popen)  # type: ignore[arg-type]
 
 
-def launch_module(
-    spec: ModuleSpec,
-    env: Mapping[str, str],
-    cwd: Path,
-    lifeline: int,
-    forkserver: ForkServer,
-    *,
-    python: Path | None = None,
-) -> ModuleProcess:
-    """Fork the module from the warm template, or spawn a fresh interpreter when it asks for one
-    (`start_method: spawn`, or interpreter settings in its env), runs in a venv of its own
-    (`python`), or the fork server fails."""
-    env = with_limits(spec, env)
-    if (
-        python is None
-        and spec.supervision.start_method == "fork"
-        and not needs_new_interpreter(spec)
-    ):
+@record
+class Launch:
+    """A module process to start: its module, environment (before limits), working directory,
+    and the python of its own venv, if it has one."""
+
+    spec: ModuleSpec
+    env: Mapping[str, str]
+    cwd: Path
+    python: Path | None = None
+
+    @property
+    def forks(self) -> bool:
+        """Forked from the warm template; else a fresh interpreter (`start_method: spawn`,
+        interpreter settings in its env, or a venv of its own)."""
+        return (
+            self.python is None
+            and self.spec.supervision.start_method == "fork"
+            and not needs_new_interpreter(self.spec)
+        )
+
+
+def launch_modules(
+    launches: Sequence[Launch], lifeline: int, forkserver: ForkServer
+) -> list[ModuleProcess | OSError]:
+    """Start module processes, in order: those that fork, from the warm template all at once
+    (`ForkServer.fork_many`); the others, and any the fork server fails, spawned. Each result is
+    the process, or the OSError that kept it from starting."""
+    results: list[ModuleProcess | OSError | None] = [None] * len(launches)
+    envs: list[Mapping[str, str]] = []
+    for index, launch in enumerate(launches):
         try:
-            pid, stdout = forkserver.fork(spec.name, env, cwd)
-            return ModuleProcess(pid, stdout)
-        except ForkServerError as exc:
-            log.error("%s: %s", spec.name, exc)
-    return spawn_module(spec.name, cwd, env, lifeline, python)
+            envs.append(with_limits(launch.spec, launch.env))
+        except OSError as exc:
+            envs.append(launch.env)
+            results[index] = exc
+    forking = [i for i, launch in enumerate(launches) if results[i] is None and launch.forks]
+    if forking:
+        requests = [(launches[i].spec.name, envs[i], launches[i].cwd) for i in forking]
+        for index, forked in zip(forking, forkserver.fork_many(requests), strict=True):
+            if isinstance(forked, ForkServerError):
+                log.error("%s: %s", launches[index].spec.name, forked)
+            else:
+                results[index] = ModuleProcess(*forked)
+    started: list[ModuleProcess | OSError] = []
+    for index, launch in enumerate(launches):
+        result = results[index]
+        if result is None:
+            try:
+                result = spawn_module(
+                    launch.spec.name, launch.cwd, envs[index], lifeline, launch.python
+                )
+            except OSError as exc:
+                result = exc
+        started.append(result)
+    return started
 
 
 def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:

@@ -234,6 +234,13 @@ class Supervisor(ConfigReload):
         return 0
 
     def _start(self) -> None:
+        log.info(
+            "supervisor %d starting (%s %s): %d modules",
+            os.getpid(),
+            self.config.app.name,
+            self.config.app.version,
+            len(self.manager.children),
+        )
         # The broker started early is ours first (the template's answer read, before anything
         # may close the template), so that whatever stops the start stops it too.
         self.broker.start(self.boot.take_broker(self.broker.argv))
@@ -249,8 +256,9 @@ class Supervisor(ConfigReload):
             max_message_size=self.bus.max_message_bytes,
         )
         # The modules start while the broker binds: their handshakes wait for it.
-        for child in self.manager.children.values():
-            self.manager.start(child)
+        with self.manager.starting_together():
+            for child in self.manager.children.values():
+                self.manager.start(child)
         try:
             self.broker.wait_ready(_BROKER_START_TIMEOUT)
         except BrokerStartError as exc:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
+import msgpack
 import psutil
 from helpers import wait_until
 from project import Project
+
+from orchestrator.forkserver import ForkServer
 
 REPORTS = """
 import os
@@ -71,20 +75,50 @@ def shutdown():
 
 
 def test_a_forked_module_has_the_open_files_of_a_spawned_one(project: Project) -> None:
+    # The three forks are asked for in one batch: none may keep another's output pipe open.
     path = project.write_module("fds.py", FDS)
+    forked = ["forked-1", "forked-2", "forked-3"]
     project.configure(
         [
-            {"name": "forked", "path": path},
+            *({"name": name, "path": path} for name in forked),
             {"name": "spawned", "path": path, "start_method": "spawn"},
         ]
     )
-    project.up()
+    status = project.up()
     seen = {}
-    for name in ("forked", "spawned"):
+    for name in [*forked, "spawned"]:
         line = wait_until(lambda n=name: "fds" in project.log(n) and project.log(n), 5, name)
         seen[name] = line.split("fds", 1)[1].strip()
-    assert seen["forked"] == seen["spawned"]
-    assert "socket:" in seen["forked"] and "/dev/null" in seen["forked"]  # the bus; stdin
+    for name in forked:
+        assert seen[name] == seen["spawned"], name
+    assert "socket:" in seen["spawned"] and "/dev/null" in seen["spawned"]  # the bus; stdin
+    pids = {m["name"]: m["pid"] for m in status["modules"]}
+    for name in forked:
+        assert "module_sdk.forkserver" in _cmdline(pids[name])  # a fork, not a fallback spawn
+        assert psutil.Process(pids[name]).ppid() == status["supervisor"]["pid"]
+    assert "spawning instead" not in (project.root / "logs/app.log").read_text()
+
+
+def test_the_template_refuses_a_batch_whose_pipes_do_not_match_it() -> None:
+    lifeline, keep = os.pipe()
+    server = ForkServer(lifeline)
+    try:
+        server.start()
+        sock = server._sock
+        assert sock is not None
+        read_end, write_end = os.pipe()
+        batch = [{"name": "a", "env": {}, "cwd": "/"}, {"name": "b", "env": {}, "cwd": "/"}]
+        socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
+        os.close(write_end)
+        sock.settimeout(30)  # the template may still be booting
+        answer = msgpack.unpackb(sock.recv(65536))
+        assert answer == {"error": "bad request: 1 pipes for a batch of 2"}
+        assert os.read(read_end, 1) == b""  # it closed the pipe it was given
+        os.close(read_end)
+    finally:
+        server.close()
+        os.close(lifeline)
+        os.close(keep)
 
 
 def test_interpreter_settings_in_env_mean_a_fresh_interpreter(project: Project) -> None:

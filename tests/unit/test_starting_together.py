@@ -1,0 +1,122 @@
+"""Modules started together are forked with one request to the fork server, and still each
+counts against the process limit as it is decided."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+import zmq
+
+from orchestrator import processes
+from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.forkserver import ForkServerError, Request
+from orchestrator.manager import ChildManager
+from orchestrator.resources import Limits
+from orchestrator.states import ChildState
+
+
+class FakeCgroups:
+    def available(self) -> bool:
+        return False
+
+    def prepare(self, module: str, limits: object = None) -> str | None:
+        return None
+
+    def env(self, module: str) -> dict[str, str]:
+        return {}
+
+
+class FakeForkServer:
+    """Records each call; answers a pid and a pipe per request, or an error for `refuse`."""
+
+    def __init__(self, refuse: Sequence[str] = ()) -> None:
+        self.calls: list[list[str]] = []
+        self.refuse = set(refuse)
+        self.pipes: list[int] = []
+
+    def fork_many(
+        self, requests: Sequence[Request]
+    ) -> list[tuple[int, BinaryIO] | ForkServerError]:
+        self.calls.append([name for name, _, _ in requests])
+        results: list[tuple[int, BinaryIO] | ForkServerError] = []
+        for index, (name, env, _) in enumerate(requests):
+            assert isinstance(env, Mapping)
+            if name in self.refuse:
+                results.append(ForkServerError("no"))
+                continue
+            read_end, write_end = os.pipe()
+            self.pipes.append(write_end)
+            results.append((900_000 + index, os.fdopen(read_end, "rb", buffering=0)))
+        return results
+
+
+def _manager(tmp_path: Path, names: list[str], forkserver: FakeForkServer) -> ChildManager:
+    modules = tuple(ModuleSpec(name=name, path=tmp_path / f"{name}.py") for name in names)
+    config = AppConfig(
+        config_dir=tmp_path / "config",
+        main_file=tmp_path / "main.yaml",
+        modules_file=tmp_path / "m.yaml",
+        modules=modules,
+    )
+    return ChildManager(
+        config,
+        Limits(max_processes=2, max_threads=4, available_mb=1, total_mb=1, cpu_count=1),
+        redactor=Redactor(()),
+        cgroups=FakeCgroups(),  # type: ignore[arg-type]
+        channel_endpoint="ipc://unused",
+        lifeline=-1,
+        forkserver=forkserver,  # type: ignore[arg-type]
+        poller=zmq.Poller(),
+        publish=lambda *args, **kwargs: None,
+        foreground=False,
+    )
+
+
+def test_one_request_for_all_and_the_process_limit_counts_those_not_forked_yet(
+    tmp_path: Path,
+) -> None:
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, ["a", "b", "c"], forkserver)
+    with manager.starting_together():
+        for child in manager.children.values():
+            manager.start(child)
+        assert forkserver.calls == []  # not before the end
+        assert all(child.pid is None for child in manager.children.values())
+    assert forkserver.calls == [["a", "b"]]
+    a, b, c = manager.children.values()
+    assert a.state is ChildState.STARTING and a.pid == 900_000
+    assert b.state is ChildState.STARTING and b.pid == 900_001
+    assert c.state is ChildState.WAITING and "process limit" in c.life.why
+
+
+def test_outside_it_each_start_forks_at_once(tmp_path: Path) -> None:
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, ["a", "b"], forkserver)
+    for child in manager.children.values():
+        manager.start(child)
+    assert forkserver.calls == [["a"], ["b"]]
+
+
+def test_a_module_the_template_could_not_fork_is_spawned_the_others_keep_their_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forkserver = FakeForkServer(refuse=["a"])
+    manager = _manager(tmp_path, ["a", "b"], forkserver)
+    spawned: list[str] = []
+
+    def spawn(name: str, *args: object) -> object:
+        spawned.append(name)
+        raise OSError(12, "no memory for a new interpreter")
+
+    monkeypatch.setattr(processes, "spawn_module", spawn)
+    with manager.starting_together():
+        for child in manager.children.values():
+            manager.start(child)
+    a, b = manager.children.values()
+    assert spawned == ["a"]
+    assert a.pid is None and a.state is not ChildState.STARTING  # its spawn failed: held back
+    assert b.state is ChildState.STARTING and b.pid == 900_001
