@@ -6,6 +6,8 @@ command imports its own module (and what that needs) only when it runs (`group.p
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from typing import Any
 
@@ -17,6 +19,9 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:  # as click's version option prints it, without click
         print(f"orchestrator, version {__version__}")
         return
+    # A command's objects die with its process: the interpreter's own collections at exit,
+    # which walk every object the imports made, would only add 20-40 ms to each command.
+    atexit.register(gc.freeze)  # registered first, so it runs last
     from orchestrator.cli.group import cli  # noqa: PLC0415
 
     cli()
