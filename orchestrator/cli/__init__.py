@@ -9,9 +9,12 @@ from __future__ import annotations
 import atexit
 import gc
 import sys
-from typing import Any
 
 from orchestrator import __version__
+
+TYPE_CHECKING = False  # as typing's: typing itself (15-20 ms) waits for a command that needs it
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def main() -> None:
