@@ -8,6 +8,7 @@ supervisor dies), and answers one request at a time over a SOCK_SEQPACKET socket
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -25,7 +26,6 @@ from module_sdk.protocol import FORK_BATCH_MAX
 log = logging.getLogger(__name__)
 
 _REPLY_TIMEOUT = 2.0  # it answers in about a millisecond; past this it is stuck: restart it
-_BATCH_BYTES = 512 * 1024  # per batch request (the template reads at most 1 MiB)
 
 Request = tuple[str, Mapping[str, str], Path]  # a module process to fork: name, env, cwd
 
@@ -80,20 +80,39 @@ class ForkServer:
         entries: list[dict[str, object]] = [
             {"name": name, "env": dict(env), "cwd": str(cwd)} for name, env, cwd in requests
         ]
-        for batch in _batches(entries):
-            for attempt in (1, 2):
-                if self._sock is None:
-                    self._start()
-                try:
-                    results += self._fork_batch(batch)
-                    break
-                except (OSError, ValueError, ForkServerError) as exc:
-                    log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
-                    self.close()
-            else:
+        if self._sock is None:
+            self._start()
+        assert self._sock is not None
+        # One request is one message, which must fit the socket's send buffer as a whole.
+        budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+        for batch in _batches(entries, budget):
+            forked = self._fork_batch_twice(batch)
+            if forked is None:
                 failed = ForkServerError("the fork server failed twice; spawning instead")
                 return results + [failed] * (len(entries) - len(results))
+            results += forked
         return results
+
+    def _fork_batch_twice(
+        self, batch: list[dict[str, object]]
+    ) -> list[tuple[int, BinaryIO] | ForkServerError] | None:
+        """`_fork_batch`, on a new template the second time; None if that fails too."""
+        for attempt in (1, 2):
+            if self._sock is None:
+                self._start()
+            error: Exception
+            try:
+                return self._fork_batch(batch)
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # one module's request alone: its environment
+                    too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
+                    return [too_large] * len(batch)
+                error = exc
+            except (ValueError, ForkServerError) as exc:
+                error = exc
+            log.warning("fork server: %s (attempt %d); restarting it", error, attempt)
+            self.close()
+        return None
 
     def _fork_batch(
         self, batch: list[dict[str, object]]
@@ -242,13 +261,14 @@ class ForkServer:
             self._proc = None
 
 
-def _batches(entries: list[dict[str, object]]) -> list[list[dict[str, object]]]:
-    """`entries` in order, cut where a batch would exceed either bound."""
+def _batches(entries: list[dict[str, object]], budget: int) -> list[list[dict[str, object]]]:
+    """`entries` in order, cut where a batch would exceed `FORK_BATCH_MAX` pipes or `budget`
+    bytes (an entry larger than that goes alone)."""
     batches: list[list[dict[str, object]]] = []
     size = 0
     for entry in entries:
         length = len(msgpack.packb(entry))
-        if not batches or len(batches[-1]) >= FORK_BATCH_MAX or size + length > _BATCH_BYTES:
+        if not batches or len(batches[-1]) >= FORK_BATCH_MAX or size + length > budget:
             batches.append([])
             size = 0
         batches[-1].append(entry)

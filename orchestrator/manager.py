@@ -224,7 +224,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
             return False
         spawns = child.spawns
         self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
-        return child.spawns > spawns
+        return child.spawns > spawns or self.deferred(child)
 
     def start_waiting(self) -> None:
         """Start, in config order, every waiting module that nothing holds back any more."""

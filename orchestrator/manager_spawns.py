@@ -43,6 +43,8 @@ class ModuleSpawns:
     _lifeline: int
     # The forks of `starting_together`, asked for when it ends; None outside it.
     _together: list[Deferred] | None = None
+    # Modules of the batch being launched whose process is not recorded yet.
+    _in_flight: frozenset[str] | set[str] = frozenset()
 
     if TYPE_CHECKING:
 
@@ -61,19 +63,41 @@ class ModuleSpawns:
         try:
             yield
         finally:
-            together, self._together = self._together, None
-            if together:
-                launched = launch_modules(
-                    [launch for _, _, launch in together], self._lifeline, self.forkserver
-                )
-                for (child, effect, _), process in zip(together, launched, strict=True):
-                    self._launched(child, effect, process)
+            try:
+                while self._together:  # what handling a batch starts is the next batch
+                    self._launch_together()
+            finally:
+                self._together = None
+
+    def _launch_together(self) -> None:
+        assert self._together is not None
+        together, self._together = self._together, []
+        self._in_flight = {child.name for child, _, _ in together}
+        launched = launch_modules(
+            [launch for _, _, launch in together], self._lifeline, self.forkserver
+        )
+        results = [
+            (child, effect, process)
+            for (child, effect, _), process in zip(together, launched, strict=True)
+        ]
+        # Every process is recorded before any failure is handled: handling one may start the
+        # modules that wait (`start_waiting`), which must see these started, and count them.
+        results.sort(key=lambda result: isinstance(result[2], OSError))  # stable: in order
+        for child, effect, process in results:
+            self._in_flight.discard(child.name)
+            self._launched(child, effect, process)
 
     def starting(self) -> int:
-        """Module processes decided but not forked yet (`starting_together`)."""
-        return len(self._together or ())
+        """Module processes decided but not recorded yet (`starting_together`)."""
+        return len(self._together or ()) + len(self._in_flight)
+
+    def deferred(self, child: ManagedChild) -> bool:
+        """Whether `child`'s start is decided and on its way (`starting_together`)."""
+        return child.name in self._in_flight or any(c is child for c, _, _ in self._together or ())
 
     def _spawn(self, child: ManagedChild, effect: lc.Spawn) -> None:
+        if self.deferred(child):  # decided twice before its process is there: once is enough
+            return
         child.reported_error, child.counters, child.busy_for = "", {}, 0.0
         process: ModuleProcess | OSError
         try:

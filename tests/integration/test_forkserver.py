@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from pathlib import Path
 
 import msgpack
 import psutil
 from helpers import wait_until
 from project import Project
 
-from orchestrator.forkserver import ForkServer
+from orchestrator.forkserver import ForkServer, ForkServerError
 
 REPORTS = """
 import os
@@ -97,6 +98,46 @@ def test_a_forked_module_has_the_open_files_of_a_spawned_one(project: Project) -
         assert "module_sdk.forkserver" in _cmdline(pids[name])  # a fork, not a fallback spawn
         assert psutil.Process(pids[name]).ppid() == status["supervisor"]["pid"]
     assert "spawning instead" not in (project.root / "logs/app.log").read_text()
+
+
+def test_batches_larger_than_the_socket_takes_in_one_message_are_cut_not_refused() -> None:
+    # 40 modules with 12 KiB of environment each: about 480 KiB, twice what the socket's send
+    # buffer takes at once. Each fork runs the shim, which exits: not started by a supervisor.
+    lifeline, keep = os.pipe()
+    server = ForkServer(lifeline)
+    env = {"PATH": os.environ["PATH"], "BIG": "x" * 12 * 1024}
+    try:
+        results = server.fork_many([(f"m{i}", env, Path("/")) for i in range(40)])
+        for result in results:
+            assert not isinstance(result, ForkServerError), result
+            pid, output = result
+            said = output.read()  # to its end: the process has exited
+            output.close()
+            assert b"started by the orchestrator supervisor" in said, (pid, said)
+        assert len({pid for pid, _ in results}) == 40  # type: ignore[misc]
+    finally:
+        server.close()
+        os.close(lifeline)
+        os.close(keep)
+
+
+def test_a_fork_request_too_large_for_one_message_is_an_error_for_it_alone() -> None:
+    lifeline, keep = os.pipe()
+    server = ForkServer(lifeline)
+    small = {"PATH": os.environ["PATH"]}
+    huge = {**small, "BIG": "x" * 4 * 1024 * 1024}
+    try:
+        first, second, third = server.fork_many(
+            [("a", small, Path("/")), ("b", huge, Path("/")), ("c", small, Path("/"))]
+        )
+        assert isinstance(second, ForkServerError) and "too large" in str(second)
+        for result in (first, third):  # the template was not restarted for it
+            assert not isinstance(result, ForkServerError), result
+            result[1].close()
+    finally:
+        server.close()
+        os.close(lifeline)
+        os.close(keep)
 
 
 def test_the_template_refuses_a_batch_whose_pipes_do_not_match_it() -> None:

@@ -13,6 +13,7 @@ import zmq
 
 from orchestrator import processes
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.config.model import SupervisionSettings
 from orchestrator.forkserver import ForkServerError, Request
 from orchestrator.manager import ChildManager
 from orchestrator.resources import Limits
@@ -54,17 +55,32 @@ class FakeForkServer:
         return results
 
 
-def _manager(tmp_path: Path, names: list[str], forkserver: FakeForkServer) -> ChildManager:
-    modules = tuple(ModuleSpec(name=name, path=tmp_path / f"{name}.py") for name in names)
+def _manager(
+    tmp_path: Path,
+    names: list[str],
+    forkserver: FakeForkServer,
+    *,
+    max_processes: int = 2,
+    waiting: dict[str, str] | None = None,
+) -> ChildManager:
+    """A manager of modules `names`; with `waiting` (name: start method), also `d`, running, and
+    those modules, waiting for it."""
+    modules = [ModuleSpec(name=name, path=tmp_path / f"{name}.py") for name in names]
+    if waiting:
+        modules.append(ModuleSpec(name="d", path=tmp_path / "d.py"))
+    for name, method in (waiting or {}).items():
+        supervision = SupervisionSettings(start_method=method)  # type: ignore[arg-type]
+        path = tmp_path / f"{name}.py"
+        modules.append(ModuleSpec(name=name, path=path, depends_on=("d",), supervision=supervision))
     config = AppConfig(
         config_dir=tmp_path / "config",
         main_file=tmp_path / "main.yaml",
         modules_file=tmp_path / "m.yaml",
-        modules=modules,
+        modules=tuple(modules),
     )
-    return ChildManager(
+    manager = ChildManager(
         config,
-        Limits(max_processes=2, max_threads=4, available_mb=1, total_mb=1, cpu_count=1),
+        Limits(max_processes=max_processes, max_threads=4, available_mb=1, total_mb=1, cpu_count=1),
         redactor=Redactor(()),
         cgroups=FakeCgroups(),  # type: ignore[arg-type]
         channel_endpoint="ipc://unused",
@@ -74,6 +90,12 @@ def _manager(tmp_path: Path, names: list[str], forkserver: FakeForkServer) -> Ch
         publish=lambda *args, **kwargs: None,
         foreground=False,
     )
+    for child in manager.children.values():
+        if child.spec.depends_on:
+            child.state = ChildState.WAITING
+    if waiting:
+        manager.children["d"].state = ChildState.RUNNING
+    return manager
 
 
 def test_one_request_for_all_and_the_process_limit_counts_those_not_forked_yet(
@@ -120,3 +142,58 @@ def test_a_module_the_template_could_not_fork_is_spawned_the_others_keep_their_f
     assert spawned == ["a"]
     assert a.pid is None and a.state is not ChildState.STARTING  # its spawn failed: held back
     assert b.state is ChildState.STARTING and b.pid == 900_001
+
+
+def _refuse_limits(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`name`'s limits cannot be applied (as a `user:` module's without POSIX ACLs)."""
+    real = processes.with_limits
+
+    def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:
+        if spec.name == name:
+            raise OSError(95, "cannot let user nobody reach the sockets (POSIX ACLs)")
+        return real(spec, env)
+
+    monkeypatch.setattr(processes, "with_limits", with_limits)
+
+
+def test_a_failure_handled_while_the_others_wait_does_not_start_one_of_them_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `s` (spawned) fails at once; handling that wakes the waiting modules again, `a` among them,
+    # whose fork is only decided.
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, [], forkserver, waiting={"a": "fork", "s": "spawn"})
+
+    def spawn(name: str, *args: object) -> object:
+        raise OSError(11, "no process for it")
+
+    monkeypatch.setattr(processes, "spawn_module", spawn)
+    manager.start_waiting()
+    a = manager.children["a"]
+    assert forkserver.calls == [["a"]]
+    assert [c.name for c in manager.by_pid.values()] == ["a"] and a.spawns == 1
+
+
+def test_a_failure_in_a_batch_is_handled_once_the_batch_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, [], forkserver, waiting={"u": "fork", "a": "fork"})
+    _refuse_limits(monkeypatch, "u")
+    manager.start_waiting()
+    assert forkserver.calls == [["a"]]
+    assert [c.name for c in manager.by_pid.values()] == ["a"]
+
+
+def test_the_process_limit_holds_when_a_failure_in_a_batch_wakes_the_waiting_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, ["u", "m1", "m2", "m3", "m4"], forkserver, max_processes=3)
+    _refuse_limits(monkeypatch, "u")
+    with manager.starting_together():
+        for child in manager.children.values():
+            manager.start(child)
+    live = [c.name for c in manager.children.values() if c.pid is not None]
+    assert live == ["m1", "m2", "m3"]  # u's failure freed a place: m3 took it, not m4 too
+    assert manager.children["m4"].state is ChildState.WAITING
