@@ -152,8 +152,7 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
                 code = declined
                 return
             prctl(PR_SET_NAME, f"mod:{name}")
-        os.environ.clear()
-        os.environ.update(request["env"])
+        _set_environ(request["env"])
         os.chdir(request["cwd"])
         _as_if_started_here(request["cwd"])
         module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
@@ -172,8 +171,7 @@ def _run_main(request: dict[str, Any], output: int) -> None:
     try:
         name = str(request["main"])
         _own_process(name, output)
-        os.environ.clear()
-        os.environ.update(request["env"])
+        _set_environ(request["env"])
         os.chdir(request["cwd"])
         if _SCRIPT_DIR is not None and sys.path and sys.path[0] == _SCRIPT_DIR:
             del sys.path[0]  # -P: not a package of that name where the template was started
@@ -199,6 +197,16 @@ def _own_process(comm: str, output: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Make the process environment `env`, changing only what differs from the template's (most
+    of it is the same): every write to a fork's memory copies a page."""
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _exit(code: int) -> NoReturn:
