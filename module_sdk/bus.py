@@ -46,6 +46,12 @@ _send_frame = zmq.backend.Socket.send
 
 _TOPIC_CACHE_SIZE = 4096
 
+# Probes sent a millisecond apart before the waits double. Until our subscription to a probe has
+# reached our own publisher (through the broker: 1-3 ms on a busy machine), every probe is
+# dropped there; a probe each millisecond meanwhile proves the bus about 1 ms sooner, per
+# handshake, than waits of 1, 2, 4 ms would.
+_EAGER_PROBES = 6
+
 
 class ZmqEventBus(ReceivePath):
     """The `EventBus` of a module running in a child process (see `module_sdk.api.EventBus`)."""
@@ -230,16 +236,18 @@ class ZmqEventBus(ReceivePath):
                     f"the broker did not confirm the groups in {timeout:g}s"
                 )
             self._sub.setsockopt(zmq.SUBSCRIBE, token)
+            sends = 0
             try:
                 while True:
                     with self._pub_lock:
                         self._pub.send_multipart([token, b""])
+                    sends += 1
                     if await_probe(self._sub, token, wait, self._early):
                         self._proven = changes
                         return
                     if time.monotonic() >= deadline:
                         raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
-                    wait = min(wait * 2, 0.05)
+                    wait = wait if sends < _EAGER_PROBES else min(wait * 2, 0.05)
             finally:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
 
