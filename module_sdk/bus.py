@@ -119,6 +119,7 @@ class ZmqEventBus(ReceivePath):
         # proved: see `proven`.
         self._changes = 0
         self._proven = -1
+        self._prove_first: float | None = None  # see `prove_before_publishing`
 
         self.events_in = 0
         self.events_out = 0
@@ -202,6 +203,8 @@ class ZmqEventBus(ReceivePath):
                 raise ValueError(f"event type {event_type!r} is over the bus's max_message_size")
             if len(self._topics) < _TOPIC_CACHE_SIZE:
                 self._topics[event_type] = topic
+        if self._prove_first is not None:  # before the first event, not lost to our filter
+            self._prove_now()
         with self._pub_lock:  # packed inside: `seq` must follow the order of the sends
             if self._closed:
                 raise RuntimeError("the event bus is closed (the module is shutting down)")
@@ -217,6 +220,19 @@ class ZmqEventBus(ReceivePath):
             hook()
 
     # -- lifecycle, driven by the shim ---------------------------------------------------------
+
+    def prove_before_publishing(self, timeout: float) -> None:
+        """Leave the first handshake to the first `publish` (with `timeout`), if one comes
+        before the shim's own handshake once initialize() has returned: a module that publishes
+        nothing in initialize() then proves its bus once, not twice (about 2 ms of each start).
+        Until proven, our publisher may not have the subscriptions of the modules already
+        running, and would drop an event they want."""
+        self._prove_first = timeout
+
+    def _prove_now(self) -> None:
+        with self._subs_lock:  # checked again: another thread may have proven it meanwhile
+            if self._prove_first is not None:
+                self.handshake(self._prove_first)
 
     def handshake(self, timeout: float) -> None:
         """Send a probe through the broker until it comes back on our own SUB socket.
@@ -244,6 +260,7 @@ class ZmqEventBus(ReceivePath):
                     sends += 1
                     if await_probe(self._sub, token, wait, self._early):
                         self._proven = changes
+                        self._prove_first = None
                         return
                     if time.monotonic() >= deadline:
                         raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")

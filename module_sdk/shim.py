@@ -190,10 +190,11 @@ class _Child:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(self.formatter())
         resilience.configure(spec.get("error_handling"), module=self.name)  # @retry's defaults
-        code = self.connect_bus(spec)  # no module code yet: this overlaps joining the cgroup
-        if code is not None:
-            return code
-        if self.joining is not None:
+        self.connect_bus(spec)
+        if self.joining is not None:  # the kernel takes milliseconds to move us: prove it now
+            code = self.prove_bus(spec)
+            if code is not None:
+                return code
             self.joining.join()
         if self.join_failed:  # its limits do not hold: it must not run
             return self.fail("load", self.join_failed, "", EXIT_LIMITS_FAILED)
@@ -230,8 +231,9 @@ class _Child:
         print(f"{self.name}: {why} before starting; exiting", file=sys.stderr)
         return None
 
-    def connect_bus(self, spec: protocol.Spec) -> int | None:
-        """Connect to the broker and prove the path with a probe; an exit code if that fails."""
+    def connect_bus(self, spec: protocol.Spec) -> None:
+        """Connect to the broker; the path is proven before the first event goes out, or once
+        initialize() has returned (`initialize`), whichever comes first."""
         settings = (
             spec["xsub"],
             spec["xpub"],
@@ -253,6 +255,11 @@ class _Child:
             group=spec.get("group"),
             redeliver=bool(spec.get("redeliver", False)),
         )
+        self.bus.prove_before_publishing(float(spec["handshake_timeout"]))
+
+    def prove_bus(self, spec: protocol.Spec) -> int | None:
+        """Prove the path with a probe now; an exit code if that fails."""
+        assert self.bus is not None
         try:
             self.bus.handshake(float(spec["handshake_timeout"]))
         except HandshakeTimeoutError as exc:
@@ -260,9 +267,9 @@ class _Child:
         return None
 
     def initialize(self, spec: protocol.Spec) -> int | None:
-        """Call the module's initialize(), then, if it subscribed, probe again so that its
-        subscriptions have reached the broker before we say ready; an exit code if either
-        fails."""
+        """Call the module's initialize(), then, unless a probe proved the bus since its last
+        subscription, probe (again) so that its subscriptions have reached the broker before we
+        say ready; an exit code if either fails."""
         assert self.module is not None and self.bus is not None
         bus = self.bus
         timeout = float(spec["handshake_timeout"])
@@ -270,13 +277,15 @@ class _Child:
             self.module.initialize(bus, dict(spec["config"]))
         except SystemExit as exc:
             return self.finished(exc)
+        except HandshakeTimeoutError as exc:  # its first publish proved the bus: it failed
+            return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
         except Exception as exc:
             message = f"initialize() raised {type(exc).__name__}: {exc}"
             return self.fail(
                 "initialize", message, traceback.format_exc(), protocol.EXIT_INIT_FAILED
             )
         try:
-            if not bus.proven():  # it subscribed (or joined a group) in initialize()
+            if not bus.proven():  # not yet, or it subscribed (or joined a group) since
                 bus.handshake(timeout)
         except HandshakeTimeoutError as exc:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)

@@ -345,3 +345,19 @@ def test_a_handshake_proves_the_subscriptions_made_before_it_and_no_later_ones(n
     bus.start()
     net.bus("sender").publish("test.late")  # proven: the first event gets there
     wait_for(got, "test.late")
+
+
+def test_a_bus_left_unproven_proves_itself_before_its_first_event(net: Net) -> None:
+    # The shim leaves a module's first handshake to its first publish: that event must not be
+    # dropped by its own publisher, which has no subscription of the running modules yet.
+    got = Recorder()
+    net.bus("listener", [("test.first", got)])
+    for attempt in range(20):  # each a new publisher, as fresh as a module's
+        bus = ZmqEventBus(net.ctx, f"fresh-{attempt}", net.xsub, net.xpub)
+        net.buses.append(bus)
+        bus.prove_before_publishing(5.0)
+        assert not bus.proven()
+        bus.publish("test.first", {"attempt": attempt})
+        assert bus.proven()
+        bus.publish("test.first", {"attempt": attempt, "second": True})
+    wait_until(lambda: len(got.events) == 40, 10, "every first event")
