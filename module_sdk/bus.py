@@ -120,6 +120,7 @@ class ZmqEventBus(ReceivePath):
         self._changes = 0
         self._proven = -1
         self._prove_first: float | None = None  # see `prove_before_publishing`
+        self.proof_failed: HandshakeTimeoutError | None = None  # that first proof's failure
 
         self.events_in = 0
         self.events_out = 0
@@ -226,13 +227,31 @@ class ZmqEventBus(ReceivePath):
         before the shim's own handshake once initialize() has returned: a module that publishes
         nothing in initialize() then proves its bus once, not twice (about 2 ms of each start).
         Until proven, our publisher may not have the subscriptions of the modules already
-        running, and would drop an event they want."""
+        running, and would drop an event they want. If that proof fails, that publish and any
+        later one raise HandshakeTimeoutError at once, and `proof_failed` tells the shim, which
+        then exits as for any bus failure, whichever thread published."""
         self._prove_first = timeout
 
     def _prove_now(self) -> None:
         with self._subs_lock:  # checked again: another thread may have proven it meanwhile
-            if self._prove_first is not None:
-                self.handshake(self._prove_first)
+            timeout = self._prove_first
+            if timeout is not None or self.proof_failed is not None:
+                self.prove(timeout or 0.0)
+
+    def prove(self, timeout: float) -> None:
+        """`handshake`, unless nothing changed since the last one; a failure is kept in
+        `proof_failed`, and raised again at once by this and by `publish` from then on (once
+        closed, nothing is proven)."""
+        with self._subs_lock:
+            if self.proof_failed is not None:
+                raise self.proof_failed
+            if self._closed:
+                return
+            try:
+                self.handshake(timeout)
+            except HandshakeTimeoutError as exc:
+                self.proof_failed = exc
+                raise
 
     def handshake(self, timeout: float) -> None:
         """Send a probe through the broker until it comes back on our own SUB socket.
@@ -243,10 +262,12 @@ class ZmqEventBus(ReceivePath):
         Before that, the broker must have confirmed every group joined so far.
         """
         token = probe_token()
-        deadline = time.monotonic() + timeout
-        changes = self._changes  # what this handshake proves, if it succeeds
         wait = 0.001
         with self._subs_lock:
+            if self.proven():  # by another thread while we waited for the lock: nothing new
+                return
+            deadline = time.monotonic() + timeout
+            changes = self._changes  # what this handshake proves, if it succeeds
             if self._groups is not None and not self._groups.await_joined(deadline):
                 raise HandshakeTimeoutError(
                     f"the broker did not confirm the groups in {timeout:g}s"

@@ -1,8 +1,10 @@
 """The process a module runs in: `python -m module_sdk`, started by the supervisor.
 
-Sequence: say hello on the child channel and receive the spec; import the module; connect the bus
-and complete the handshake; call `initialize(event_bus, config)`; if it subscribed, handshake
-again so that its subscriptions have reached the broker; start the receiver thread; report ready
+Sequence: say hello on the child channel and receive the spec; connect the bus (and, while a
+cold start joins its cgroup, complete the handshake); import the module; call
+`initialize(event_bus, config)`; handshake, unless one since its last subscription proved the bus
+already (its first publish proves it first), so that its subscriptions have reached the broker
+and its events those of the modules already running; start the receiver thread; report ready
 (with `ready: manual`, once the module calls `event_bus.ready()`); then send heartbeats, and
 call the module's `health()` if it has one (module_sdk.health), until SIGTERM (or the
 supervisor's death); call `shutdown()` and exit.
@@ -261,7 +263,7 @@ class _Child:
         """Prove the path with a probe now; an exit code if that fails."""
         assert self.bus is not None
         try:
-            self.bus.handshake(float(spec["handshake_timeout"]))
+            self.bus.prove(float(spec["handshake_timeout"]))
         except HandshakeTimeoutError as exc:
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
         return None
@@ -284,11 +286,15 @@ class _Child:
             return self.fail(
                 "initialize", message, traceback.format_exc(), protocol.EXIT_INIT_FAILED
             )
-        try:
-            if not bus.proven():  # not yet, or it subscribed (or joined a group) since
-                bus.handshake(timeout)
+        try:  # unless proven since its last subscription; a failed first publish's is raised
+            bus.prove(timeout)
         except HandshakeTimeoutError as exc:
-            return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
+            code = self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
+            try:  # it was initialized: let it undo what it did
+                self.module.shutdown()
+            except Exception:
+                log.exception("shutdown() raised")
+            return code
         bus.start()
         return None
 

@@ -16,7 +16,7 @@ import zmq
 from helpers import Recorder, wait_until
 
 from broker import Broker
-from module_sdk.bus import ZmqEventBus
+from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.codec import encode_envelope
 from module_sdk.event import Event
 
@@ -361,3 +361,44 @@ def test_a_bus_left_unproven_proves_itself_before_its_first_event(net: Net) -> N
         assert bus.proven()
         bus.publish("test.first", {"attempt": attempt, "second": True})
     wait_until(lambda: len(got.events) == 40, 10, "every first event")
+
+
+def test_a_first_publish_that_cannot_prove_the_bus_fails_once_and_for_every_thread() -> None:
+    # No broker: a worker thread's first publish fails, and so, at once and with the same
+    # error, does every later publish and the shim's own proof after initialize().
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    directory = tempfile.mkdtemp(dir="/tmp")  # short: an ipc path
+    nowhere = f"ipc://{directory}/none"
+    bus = ZmqEventBus(ctx, "alone", nowhere + "-xsub", nowhere + "-xpub")
+    try:
+        bus.prove_before_publishing(0.2)
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                bus.publish("test.first")
+            except HandshakeTimeoutError as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(30)
+        assert failures and bus.proof_failed is failures[0]
+        with pytest.raises(HandshakeTimeoutError) as again:
+            bus.publish("test.second")
+        assert again.value is bus.proof_failed  # not a second wait
+        with pytest.raises(HandshakeTimeoutError) as shim:
+            bus.prove(5.0)  # what the shim calls once initialize() has returned
+        assert shim.value is bus.proof_failed
+    finally:
+        bus.close()
+        ctx.destroy(linger=0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_publishing_on_a_closed_bus_never_proven_says_it_is_closed(net: Net) -> None:
+    bus = ZmqEventBus(net.ctx, "closing", net.xsub, net.xpub)
+    bus.prove_before_publishing(5.0)
+    bus.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        bus.publish("test.late")
