@@ -31,6 +31,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import msgpack
@@ -85,55 +86,62 @@ def serve(control: socket.socket) -> None:
 
 def _intermediate(
     control: socket.socket, request: dict[str, Any], output: int, go: int | None
-) -> None:
+) -> NoReturn:
     """Fork the module process, report its pid, and exit so that it is orphaned to the
     supervisor (never returns)."""
-    code = 0
-    try:
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            if "main" in request:
-                _run_main(request, output)
-            _become_module(request, output, go)
-        with contextlib.suppress(OSError):  # its own group before anyone may signal it
-            os.setpgid(pid, pid)
-        control.send(msgpack.packb({"pid": pid}))
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
-        code = 1
-    finally:
-        os._exit(code)
+    _answer(control, lambda: {"pid": _fork(control, request, output, go)})
 
 
 def _intermediate_batch(control: socket.socket, batch: list[Any], outputs: list[int]) -> NoReturn:
     """`_intermediate` for each entry of a batch, the answer being every pid (or error), in
     order. Each module process keeps only its own output pipe of the batch's."""
-    code = 0
-    try:
+
+    def fork_all() -> dict[str, Any]:
         pids: list[int | str] = []
         for index, request in enumerate(batch):
+            others = outputs[:index] + outputs[index + 1 :]
             try:
-                pid = os.fork()
+                pids.append(_fork(control, request, outputs[index], None, others))
             except OSError as exc:
                 pids.append(f"fork failed: {exc}")
-                continue
-            if pid == 0:
-                control.close()
-                for other in outputs[:index] + outputs[index + 1 :]:
-                    os.close(other)
-                _become_module(request, outputs[index], None)
-            with contextlib.suppress(OSError):
-                os.setpgid(pid, pid)
-            pids.append(pid)
-        control.send(msgpack.packb({"pids": pids}))
+        return {"pids": pids}
+
+    _answer(control, fork_all)
+
+
+def _answer(control: socket.socket, work: Callable[[], dict[str, Any]]) -> NoReturn:
+    """An intermediate's life: send what `work` returns (or the error it raised), and exit."""
+    code = 0
+    try:
+        control.send(msgpack.packb(work()))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
         code = 1
     finally:
         os._exit(code)
+
+
+def _fork(
+    control: socket.socket,
+    request: dict[str, Any],
+    output: int,
+    go: int | None,
+    others: Sequence[int] = (),
+) -> int:
+    """Fork the process `request` asks for; its pid. The process closes `control` and `others`
+    (the pipes of the other modules of a batch) and never returns."""
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        for fd in others:
+            os.close(fd)
+        if "main" in request:
+            _run_main(request, output)
+        _become_module(request, output, go)
+    with contextlib.suppress(OSError):  # its own group before anyone may signal it
+        os.setpgid(pid, pid)
+    return pid
 
 
 def _become_module(request: dict[str, Any], output: int, go: int | None) -> None:

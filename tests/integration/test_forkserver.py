@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import psutil
+import pytest
 from helpers import wait_until
 from project import Project
 
@@ -100,96 +102,64 @@ def test_a_forked_module_has_the_open_files_of_a_spawned_one(project: Project) -
     assert "spawning instead" not in (project.root / "logs/app.log").read_text()
 
 
-def test_batches_larger_than_the_socket_takes_in_one_message_are_cut_not_refused() -> None:
+@pytest.fixture
+def template() -> Iterator[ForkServer]:
+    """A fork server of our own (no supervisor): what it forks is orphaned to init."""
+    lifeline, keep = os.pipe()
+    server = ForkServer(lifeline)
+    try:
+        yield server
+    finally:
+        server.close()
+        os.close(lifeline)
+        os.close(keep)
+
+
+def test_batches_larger_than_the_socket_takes_in_one_message_are_cut_not_refused(
+    template: ForkServer,
+) -> None:
     # 40 modules with 12 KiB of environment each: about 480 KiB, twice what the socket's send
     # buffer takes at once. Each fork runs the shim, which exits: not started by a supervisor.
-    lifeline, keep = os.pipe()
-    server = ForkServer(lifeline)
     env = {"PATH": os.environ["PATH"], "BIG": "x" * 12 * 1024}
-    try:
-        results = server.fork_many([(f"m{i}", env, Path("/")) for i in range(40)])
-        for result in results:
-            assert not isinstance(result, ForkServerError), result
-            pid, output = result
-            said = output.read()  # to its end: the process has exited
-            output.close()
-            assert b"started by the orchestrator supervisor" in said, (pid, said)
-        assert len({pid for pid, _ in results}) == 40  # type: ignore[misc]
-    finally:
-        server.close()
-        os.close(lifeline)
-        os.close(keep)
+    results = template.fork_many([(f"m{i}", env, Path("/")) for i in range(40)])
+    pids = set()
+    for result in results:
+        assert not isinstance(result, ForkServerError), result
+        pid, output = result
+        said = output.read()  # to its end: the process has exited
+        output.close()
+        assert b"started by the orchestrator supervisor" in said, (pid, said)
+        pids.add(pid)
+    assert len(pids) == 40
 
 
-def test_a_fork_request_too_large_for_one_message_is_an_error_for_it_alone() -> None:
-    lifeline, keep = os.pipe()
-    server = ForkServer(lifeline)
+def test_a_fork_request_too_large_for_one_message_is_an_error_for_it_alone(
+    template: ForkServer,
+) -> None:
     small = {"PATH": os.environ["PATH"]}
     huge = {**small, "BIG": "x" * 4 * 1024 * 1024}
-    try:
-        first, second, third = server.fork_many(
-            [("a", small, Path("/")), ("b", huge, Path("/")), ("c", small, Path("/"))]
-        )
-        assert isinstance(second, ForkServerError) and "too large" in str(second)
-        for result in (first, third):  # the template was not restarted for it
-            assert not isinstance(result, ForkServerError), result
-            result[1].close()
-    finally:
-        server.close()
-        os.close(lifeline)
-        os.close(keep)
-
-
-def test_the_template_refuses_a_batch_whose_pipes_do_not_match_it() -> None:
-    lifeline, keep = os.pipe()
-    server = ForkServer(lifeline)
-    try:
-        server.start()
-        sock = server._sock
-        assert sock is not None
-        read_end, write_end = os.pipe()
-        batch = [{"name": "a", "env": {}, "cwd": "/"}, {"name": "b", "env": {}, "cwd": "/"}]
-        socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
-        os.close(write_end)
-        sock.settimeout(30)  # the template may still be booting
-        answer = msgpack.unpackb(sock.recv(65536))
-        assert answer == {"error": "bad request: 1 pipes for a batch of 2"}
-        assert os.read(read_end, 1) == b""  # it closed the pipe it was given
-        os.close(read_end)
-    finally:
-        server.close()
-        os.close(lifeline)
-        os.close(keep)
-
-
-def test_interpreter_settings_in_env_mean_a_fresh_interpreter(project: Project) -> None:
-    project.configure(
-        [{"name": "seeded", "path": project.probe("idle"), "env": {"PYTHONHASHSEED": "7"}}]
+    first, second, third = template.fork_many(
+        [("a", small, Path("/")), ("b", huge, Path("/")), ("c", small, Path("/"))]
     )
-    pid = project.up()["modules"][0]["pid"]
-    assert "-m module_sdk seeded" in _cmdline(pid)
+    assert isinstance(second, ForkServerError) and "too large" in str(second)
+    for result in (first, third):  # the template was not restarted for it
+        assert not isinstance(result, ForkServerError), result
+        result[1].close()
 
 
-def test_a_dead_fork_server_is_replaced_at_the_next_start(project: Project) -> None:
-    project.configure([{"name": "idle", "path": project.probe("idle")}])
-    status = project.up()
-    supervisor = psutil.Process(status["supervisor"]["pid"])
-    (template,) = [
-        p
-        for p in supervisor.children()
-        if "module_sdk.forkserver" in _cmdline(p.pid)
-        and p.pid
-        not in (
-            status["modules"][0]["pid"],
-            status["modules"][0]["standby_pid"],
-            status["bus"]["broker_pid"],  # forked by it too
-        )
-    ]
-    os.kill(template.pid, signal.SIGKILL)
-    wait_until(lambda: "fork server" in (project.root / "logs/app.log").read_text(), 5, "noticed")
-    project.cli("restart", "idle", check=0)
-    row = project.module("idle")
-    assert row["state"] == "running" and "module_sdk.forkserver" in _cmdline(row["pid"])
+def test_the_template_refuses_a_batch_whose_pipes_do_not_match_it(template: ForkServer) -> None:
+    template.start()
+    sock = template._sock
+    assert sock is not None
+    read_end, write_end = os.pipe()
+    batch = [{"name": "a", "env": {}, "cwd": "/"}, {"name": "b", "env": {}, "cwd": "/"}]
+    socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
+    os.close(write_end)
+    sock.settimeout(30)  # the template may still be booting
+    answer = msgpack.unpackb(sock.recv(65536))
+    assert answer == {"error": "bad request: 1 pipes for a batch of 2"}
+    assert os.read(read_end, 1) == b""  # it closed the pipe it was given
+    os.close(read_end)
 
 
 def test_the_broker_is_a_fork_of_the_template_not_shadowed_by_a_project_package(
