@@ -81,7 +81,6 @@ class _Child:
             # the supervisor died wakes up to see its lifeline closed and take its tree down.
             prctl(PR_SET_PDEATHSIG, signal.SIGCONT)
         self.lifeline = lifeline  # readable only at end of file: nobody ever writes to it
-        threading.Thread(target=self.keep, args=(lifeline,), name="keeper", daemon=True).start()
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
         # A standby (`joined`) is in its cgroups already: module_sdk/standby.py.
@@ -103,6 +102,8 @@ class _Child:
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
+        # Last: it uses all of the above, at once if the supervisor is gone already.
+        threading.Thread(target=self.keep, args=(lifeline,), name="keeper", daemon=True).start()
 
     def orphaned(self) -> bool:
         if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
