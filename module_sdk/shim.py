@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ import zmq
 from module_sdk import protocol, resilience, standby
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
+from module_sdk.lifeline import Lifeline
 from module_sdk.limits import ENV_CGROUPS_V1, EXIT_LIMITS_FAILED, LimitsError, join_v1
 from module_sdk.loader import ModuleLoadError, load_module
 from module_sdk.logformat import JsonFormatter
@@ -80,7 +80,10 @@ class _Child:
             # SIGCONT, harmless however early it comes: a module that someone SIGSTOPped when
             # the supervisor died wakes up to see its lifeline closed and take its tree down.
             prctl(PR_SET_PDEATHSIG, signal.SIGCONT)
-        self.lifeline = lifeline  # readable only at end of file: nobody ever writes to it
+        self.lifeline: Lifeline | None = None  # readable only at end of file
+        if lifeline is not None:
+            with contextlib.suppress(OSError):  # not open: as if there were none
+                self.lifeline = Lifeline(lifeline)
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
         # A standby (`joined`) is in its cgroups already: module_sdk/standby.py.
@@ -103,12 +106,17 @@ class _Child:
         self.log_path: str | None = None  # the module's log file, once the spec names it
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
         # Last: it uses all of the above, at once if the supervisor is gone already.
-        threading.Thread(target=self.keep, args=(lifeline,), name="keeper", daemon=True).start()
+        threading.Thread(target=self.keep, name="keeper", daemon=True).start()
 
     def orphaned(self) -> bool:
-        if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
-            return self.orphan.is_set() or bool(select.select([self.lifeline], [], [], 0)[0])
-        return os.getppid() != self.parent_pid
+        if self.orphan.is_set():
+            return True
+        lifeline = self.lifeline
+        if lifeline is not None:  # exact, even while a fork server's intermediate lives
+            gone = lifeline.check()
+            if gone is not None:
+                return gone
+        return os.getppid() != self.parent_pid  # the module closed the lifeline: adopted by now
 
     def join_cgroup(self) -> None:
         """Move this process into the module's cgroup and its cgroup v1 groups (the supervisor
@@ -125,15 +133,30 @@ class _Child:
             print(f"{self.name}: cannot join cgroup {self.cgroup}: {exc}", file=sys.stderr)
             self.cgroup = None
 
-    def keep(self, lifeline: int | None) -> None:
+    def keep(self) -> None:
         """Watch the supervisor's lifeline pipe: end of file means the supervisor is gone, at
-        whatever stage this process is (even inside the module's import or initialize()).
+        whatever stage this process is (even inside the module's import or initialize()). If
+        the module closes it, watch our parent instead: the supervisor, or init once it is gone.
         Meanwhile, reap the orphans this process adopts as a subreaper once they exit."""
         zombie_since: dict[int, float] = {}
-        watched = [lifeline] if lifeline is not None else []
+        watching_parent = False
         try:
             while True:
-                if select.select(watched, [], [], _REAP_INTERVAL)[0] and not os.read(watched[0], 1):
+                lifeline = self.lifeline
+                if lifeline is not None:
+                    gone = lifeline.check(_REAP_INTERVAL)
+                    if gone is None:  # the module closed it (os.closerange, ...)
+                        log.warning(
+                            "the module closed the supervisor's lifeline (fd %d); watching the "
+                            "parent process instead",
+                            lifeline.fd,
+                        )
+                        self.lifeline, watching_parent = None, True
+                        continue
+                else:
+                    time.sleep(_REAP_INTERVAL)
+                    gone = watching_parent and os.getppid() != self.parent_pid
+                if gone:
                     break
                 reap_adopted(zombie_since, time.monotonic(), _UNCLAIMED_ZOMBIES)
         except OSError:

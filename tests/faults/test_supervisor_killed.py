@@ -1,0 +1,83 @@
+"""A SIGKILLed supervisor leaves no module process behind, at once: whatever the moment of its
+modules' start (before the forks asked for together are answered, between the first and the
+last of them, with half of the modules running), and even for a module that closed the
+supervisor's lifeline and reused its file descriptor."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+import pytest
+from helpers import wait_until
+from project import Project
+
+MODULES = 20
+# The orphan grace (1.5 s) and more. A module process that missed its supervisor's death would
+# wait 10 s for a spec before it gave up (it did, when the death came as it set itself up).
+GONE_WITHIN = 6.0
+
+MOMENTS: dict[str, Callable[[str], bool]] = {
+    "starting": lambda log: f": {MODULES} modules" in log,  # the supervisor's first line
+    "first forked": lambda log: "starting (pid" in log,
+    "half running": lambda log: log.count(" running (pid") >= MODULES // 2,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_a_supervisor_killed_while_it_starts_its_modules_leaves_nothing(
+    project: Project, moment: str
+) -> None:
+    project.configure(
+        [{"name": f"idle-{i}", "path": project.probe("idle")} for i in range(MODULES)]
+    )
+    app_log = project.root / "logs" / "app.log"
+    supervisor = project.start_foreground()
+    reached = MOMENTS[moment]
+    wait_until(
+        lambda: app_log.exists() and reached(app_log.read_text()),
+        30,
+        f"the start reached '{moment}'",
+        lambda: app_log.read_text() if app_log.exists() else "(no app.log)",
+    )
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(10)
+    wait_until(lambda: project.processes() == [], GONE_WITHIN, "no process of the project left")
+
+
+CLOSER = """
+import os
+
+held = []
+
+
+def initialize(event_bus, config):
+    fd = int(os.environ["ORCHESTRATOR_LIFELINE_FD"])
+    os.close(fd)  # as os.closerange(3, ...) in daemonizing code would
+    read_end, write_end = os.pipe()  # most likely that number again: a pipe of its own, readable
+    os.write(write_end, b"mine")
+    held.extend((read_end, write_end))
+    print("lifeline", fd, "now", read_end, flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_module_that_closes_the_lifeline_runs_on_and_still_goes_with_its_supervisor(
+    project: Project,
+) -> None:
+    project.configure([{"name": "closer", "path": project.write_module("closer.py", CLOSER)}])
+    status = project.up()
+    wait_until(
+        lambda: "watching the parent process instead" in project.log("closer"),
+        10,
+        "the shim noticed its lifeline gone",
+        lambda: project.log("closer"),
+    )
+    row = project.module("closer")
+    assert row["state"] == "running" and row["restarts"] == 0, row
+    os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+    wait_until(lambda: project.processes() == [], GONE_WITHIN, "the module gone with it")
