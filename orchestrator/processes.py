@@ -143,6 +143,8 @@ def launch_modules(
                 )
             except OSError as exc:
                 result = exc
+            except ValueError as exc:  # what exec() cannot take (an environment): this one fails
+                result = OSError(errno.EINVAL, str(exc))
         started.append(result)
     return started
 

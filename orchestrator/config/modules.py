@@ -227,8 +227,15 @@ def _env(value: Any, file: str, where: str) -> dict[str, str]:
     env = expect_mapping(value, file, where, allow_null=True)
     result: dict[str, str] = {}
     for key, text in env.items():
+        at = child(where, key)
+        if not key or "=" in key or "\0" in key:
+            # Neither putenv() nor exec() can carry such a name: a module could never start.
+            raise ConfigError(
+                file, at, f"expected a variable name without '=' or NUL characters, got {key!r}"
+            )
         if isinstance(text, bool) or not isinstance(text, str | int | float):
-            at = child(where, key)
             raise ConfigError(file, at, f"expected a string or a number, got {found(text, at)}")
+        if "\0" in str(text):
+            raise ConfigError(file, at, "a value cannot contain a NUL character")
         result[key] = str(text)
     return result

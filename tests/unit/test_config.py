@@ -228,6 +228,12 @@ MODULES_ERRORS = [
     "modules[0].config.x.1: expected a string key, got 1",
     "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: true}}] => "
     "modules[0].env.DEBUG: expected a string or a number, got true",
+    "modules: [{name: a, path: ../mods/alpha.py, env: {'A=B': 1}}] => "
+    "modules[0].env.A=B: expected a variable name without '=' or NUL characters, got 'A=B'",
+    "modules: [{name: a, path: ../mods/alpha.py, env: {'': 1}}] => "
+    "modules[0].env.: expected a variable name without '=' or NUL characters, got ''",
+    'modules: [{name: a, path: ../mods/alpha.py, env: {A: "x\\0y"}}] => '
+    "modules[0].env.A: a value cannot contain a NUL character",
     "modules: [{name: a, path: ../mods/alpha.py, ready: true}] => "
     "modules[0].ready: expected one of auto, manual, got true",
     "modules: [{name: a, path: ../mods/alpha.py, heartbeat_interval: 20}] => "

@@ -197,3 +197,20 @@ def test_the_process_limit_holds_when_a_failure_in_a_batch_wakes_the_waiting_mod
     live = [c.name for c in manager.children.values() if c.pid is not None]
     assert live == ["m1", "m2", "m3"]  # u's failure freed a place: m3 took it, not m4 too
     assert manager.children["m4"].state is ChildState.WAITING
+
+
+def test_a_spawn_refused_for_its_environment_fails_that_module_not_the_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forkserver = FakeForkServer()
+    manager = _manager(tmp_path, [], forkserver, waiting={"s": "spawn", "a": "fork"})
+
+    def spawn(name: str, *args: object) -> object:
+        raise ValueError("illegal environment variable name")  # as subprocess.Popen says it
+
+    monkeypatch.setattr(processes, "spawn_module", spawn)
+    manager.start_waiting()
+    s, a = manager.children["s"], manager.children["a"]
+    assert s.pid is None and s.state is ChildState.BACKOFF
+    assert s.last_exit is not None and "illegal environment" in s.last_exit.error
+    assert a.pid == 900_000
