@@ -13,6 +13,11 @@ Validator = Callable[[Any, str, str], Any]
 """`validator(value, file, where) -> normalised value`; raises `ConfigError`."""
 
 
+LARGEST_NUMBER = 1e9
+"""The largest magnitude of a number setting (about 31 years in seconds): beyond it, turning a
+timeout into milliseconds for a poll, or adding it to a clock, overflows."""
+
+
 def child(where: str, key: object) -> str:
     """The location of `key` under `where`: `logging` + `level` -> `logging.level`."""
     return f"{where}.{key}" if where else str(key)
@@ -97,7 +102,8 @@ def expect_number(
     ge: float | None = None,
     lt: float | None = None,
 ) -> float:
-    """An int or float (not a boolean), returned as float, with optional `>`, `>=`, `<` bounds."""
+    """An int or float (not a boolean), returned as float, with optional `>`, `>=`, `<` bounds,
+    and never beyond `LARGEST_NUMBER` (`.inf` and `.nan` are refused with the rest)."""
     bounds = [
         f"{op} {bound:g}" for op, bound in ((">", gt), (">=", ge), ("<", lt)) if bound is not None
     ]
@@ -105,6 +111,8 @@ def expect_number(
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _fail(file, where, expected, value)
     number = float(value)
+    if not -LARGEST_NUMBER <= number <= LARGEST_NUMBER:  # NaN compares false too
+        raise _fail(file, where, f"{expected}, at most {LARGEST_NUMBER:g}", value)
     if (
         (gt is not None and not number > gt)
         or (ge is not None and not number >= ge)

@@ -233,7 +233,13 @@ MODULES_ERRORS = [
     "modules: [{name: a, path: ../mods/alpha.py, env: {'': 1}}] => "
     "modules[0].env.: expected a variable name without '=' or NUL characters, got ''",
     'modules: [{name: a, path: ../mods/alpha.py, env: {A: "x\\0y"}}] => '
-    "modules[0].env.A: a value cannot contain a NUL character",
+    "line 1, column 54: a NUL character in this value",
+    "modules: [{name: a, path: ../mods/alpha.py, start_timeout: .inf}] => "
+    "modules[0].start_timeout: expected a number > 0, at most 1e+09, got inf",
+    "modules: [{name: a, path: ../mods/alpha.py, stop_timeout: .nan}] => "
+    "modules[0].stop_timeout: expected a number > 0, at most 1e+09, got nan",
+    "modules: [{name: a, path: ../mods/alpha.py, backoff_max: 1.0e+12}] => "
+    "modules[0].backoff_max: expected a number >= 0, at most 1e+09, got 1000000000000.0",
     "modules: [{name: a, path: ../mods/alpha.py, ready: true}] => "
     "modules[0].ready: expected one of auto, manual, got true",
     "modules: [{name: a, path: ../mods/alpha.py, heartbeat_interval: 20}] => "
