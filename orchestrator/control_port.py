@@ -34,9 +34,15 @@ class Replies:
         self._waiters: list[tuple[bytes, Waiter]] = []
 
     def send(self, identity: bytes, answer: dict[str, Any]) -> None:
-        """Answer `identity` now."""
+        """Answer `identity` now; an answer that cannot be encoded is logged and answered as a
+        failure (one request's answer must not stop the loop)."""
         try:
-            self._socket.send_multipart([identity, control.encode(answer)], zmq.NOBLOCK)
+            payload = control.encode(answer)
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.error("a control answer could not be encoded (%s: %s)", type(exc).__name__, exc)
+            payload = control.encode(control.failure(f"the answer could not be encoded: {exc}"))
+        try:
+            self._socket.send_multipart([identity, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not answer a control request: %s", exc)
 

@@ -44,6 +44,7 @@ from orchestrator.record import record
 # entry may set, by the name `ulimit` and prlimit(1) use.
 
 UNLIMITED = -1  # RLIM_INFINITY, as `rlimits` values carry it
+_RLIMIT_MAX = 2**63 - 1  # what setrlimit() takes below RLIM_INFINITY
 LIMIT_KEYS = (
     "memory_max_mb",
     "cpu_quota",
@@ -133,9 +134,11 @@ def _cpu_quota(value: Any, file: str, where: str) -> float | None:
 def _rlimit_value(value: Any, file: str, where: str) -> int:
     if value == "unlimited":
         return UNLIMITED
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _RLIMIT_MAX:
         raise ConfigError(
-            file, where, f"expected an integer >= 0 or 'unlimited', got {describe(value)}"
+            file,
+            where,
+            f"expected an integer between 0 and {_RLIMIT_MAX} or 'unlimited', got {describe(value)}",
         )
     return value
 

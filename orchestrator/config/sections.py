@@ -215,7 +215,7 @@ def build_bus(raw: Any, file: str, where: str) -> BusSection:
         "xpub_port": partial(expect_int, minimum=1, maximum=65535),
         "groups_port": partial(expect_optional_int, minimum=1, maximum=65535),
         "max_message_size_mb": partial(expect_number, gt=0),
-        "high_water_mark": partial(expect_int, minimum=0),
+        "high_water_mark": partial(expect_int, minimum=0, maximum=2**31 - 1),  # a C int
         "broker_memory_limit_mb": partial(expect_number, gt=0),
     }
     values = validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)

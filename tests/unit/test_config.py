@@ -146,6 +146,8 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 # message after "config/main.yaml: "; {root} stands for the project root.
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
+    "bus: {high_water_mark: 1000000000000} => bus.high_water_mark: expected an integer between 0 "
+    "and 2147483647, got 1000000000000",
     "logging: {levle: INFO} => logging.levle: unknown key; did you mean 'level'? (expected one of: backup_count, "
     "compress, directory, format, level, max_age, max_file_size_mb, rotate)",
     "logging: {rotate: weekly} => logging.rotate: expected one of size, daily, got 'weekly'",

@@ -67,14 +67,22 @@ ERRORS = [
         "rlimits.nofiles: unknown rlimit 'nofiles'; expected one of as, core, cpu, fsize, "
         "memlock, nofile, nproc, stack",
     ),
-    ("rlimits: {nofile: -1}", "rlimits.nofile: expected an integer >= 0 or 'unlimited', got -1"),
+    (
+        "rlimits: {nofile: -1}",
+        f"rlimits.nofile: expected an integer between 0 and {2**63 - 1} or 'unlimited', got -1",
+    ),
+    (
+        "rlimits: {as: [1000000000000000000000000000000, unlimited]}",
+        f"rlimits.as[0]: expected an integer between 0 and {2**63 - 1} or 'unlimited', "
+        "got 1000000000000000000000000000000",
+    ),
     (
         "rlimits: {nofile: many}",
-        "rlimits.nofile: expected an integer >= 0 or 'unlimited', got 'many'",
+        f"rlimits.nofile: expected an integer between 0 and {2**63 - 1} or 'unlimited', got 'many'",
     ),
     (
         "rlimits: {core: [1, x]}",
-        "rlimits.core[1]: expected an integer >= 0 or 'unlimited', got 'x'",
+        f"rlimits.core[1]: expected an integer between 0 and {2**63 - 1} or 'unlimited', got 'x'",
     ),
     ("rlimits: {nofile: [10, 5]}", "rlimits.nofile: the soft limit 10 exceeds the hard limit"),
     (
