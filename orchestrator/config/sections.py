@@ -55,6 +55,7 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 READY_MODES: tuple[str, ...] = get_args(ReadyMode)
 
 MAX_CONCURRENCY = 256  # callback threads one module may ask for
+MAX_BACKUPS = 1000  # rotated files one log keeps: each rotation renames every one of them
 LOG_ROTATIONS: tuple[str, ...] = get_args(LogRotate)
 LOG_COMPRESSIONS: tuple[str, ...] = get_args(LogCompress)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -140,7 +141,7 @@ def build_logging(raw: Any, file: str, where: str, project_root: Path) -> Loggin
         "level": log_level,
         "directory": partial(expect_str, allow_empty=False),
         "max_file_size_mb": partial(expect_number, gt=0),
-        "backup_count": partial(expect_int, minimum=0),
+        "backup_count": partial(expect_int, minimum=0, maximum=MAX_BACKUPS),
         "format": _log_format,
         "rotate": partial(expect_choice, choices=LOG_ROTATIONS),
         "max_age": _max_age,

@@ -14,8 +14,9 @@ Validator = Callable[[Any, str, str], Any]
 
 
 LARGEST_NUMBER = 1e9
-"""The largest magnitude of a number setting (about 31 years in seconds): beyond it, turning a
-timeout into milliseconds for a poll, or adding it to a clock, overflows."""
+"""The largest magnitude of a number setting without a bound of its own (about 31 years in
+seconds): beyond it, turning a timeout into milliseconds for a poll, adding it to a clock, or
+packing it in an answer overflows."""
 
 
 def child(where: str, key: object) -> str:
@@ -73,13 +74,23 @@ def _int_ok(value: Any, minimum: int | None, maximum: int | None) -> bool:
     return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
 
+def _check_int(
+    value: Any, file: str, where: str, *, minimum: int | None, maximum: int | None, suffix: str
+) -> int:
+    if not _int_ok(value, minimum, maximum):
+        raise _fail(file, where, _int_expectation(minimum, maximum) + suffix, value)
+    if maximum is None and not -LARGEST_NUMBER <= value <= LARGEST_NUMBER:
+        expected = f"{_int_expectation(minimum, None)}, at most {LARGEST_NUMBER:.0f}{suffix}"
+        raise _fail(file, where, expected, value)
+    return int(value)
+
+
 def expect_int(
     value: Any, file: str, where: str, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
-    """An integer (not a boolean) within the inclusive bounds."""
-    if not _int_ok(value, minimum, maximum):
-        raise _fail(file, where, _int_expectation(minimum, maximum), value)
-    return int(value)
+    """An integer (not a boolean) within the inclusive bounds (and never beyond
+    `LARGEST_NUMBER`, what every answer and message that carries it can encode)."""
+    return _check_int(value, file, where, minimum=minimum, maximum=maximum, suffix="")
 
 
 def expect_optional_int(
@@ -88,9 +99,7 @@ def expect_optional_int(
     """Like `expect_int`, but null is accepted and returned as None."""
     if value is None:
         return None
-    if not _int_ok(value, minimum, maximum):
-        raise _fail(file, where, _int_expectation(minimum, maximum) + " or null", value)
-    return int(value)
+    return _check_int(value, file, where, minimum=minimum, maximum=maximum, suffix=" or null")
 
 
 def expect_number(

@@ -148,6 +148,10 @@ MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
     "bus: {high_water_mark: 1000000000000} => bus.high_water_mark: expected an integer between 0 "
     "and 2147483647, got 1000000000000",
+    "logging: {backup_count: 100000} => logging.backup_count: expected an integer between 0 and "
+    "1000, got 100000",
+    "supervision: {max_restarts: 100000000000000000000000000000} => supervision.max_restarts: "
+    "expected an integer >= 0, at most 1000000000, got 100000000000000000000000000000",
     "logging: {levle: INFO} => logging.levle: unknown key; did you mean 'level'? (expected one of: backup_count, "
     "compress, directory, format, level, max_age, max_file_size_mb, rotate)",
     "logging: {rotate: weekly} => logging.rotate: expected one of size, daily, got 'weekly'",
