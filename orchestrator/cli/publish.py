@@ -18,13 +18,38 @@ def _event_type(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+_MAX_DEPTH = 64  # nested lists and objects in an event's data, as in a config file
+
+
 def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value)
+        data = json.loads(value)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}") from None
+    except RecursionError:  # nested far too deep for the parser itself
+        data = _TOO_DEEP
+    if data is _TOO_DEEP or _too_deep(data):
+        raise click.BadParameter(f"lists and objects nested more than {_MAX_DEPTH} deep")
+    return data
+
+
+_TOO_DEEP = object()
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether `data` nests lists and objects more than `_MAX_DEPTH` deep (looked at without
+    recursion: the nesting is the user's)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > _MAX_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @click.command()
