@@ -32,11 +32,18 @@ def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
     values: dict[str, str] = {}
     if env_file.is_file():
         from dotenv import dotenv_values  # noqa: PLC0415  (only when there is a .env to read)
+        from dotenv.parser import parse_stream  # noqa: PLC0415
 
         try:
             text = read_text(env_file, MAX_BYTES)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(env_label, "", f"cannot read file: {exc}") from None
+        for binding in parse_stream(io.StringIO(text)):
+            if binding.error:  # dotenv would skip it (and a variable with it), with a warning
+                line = binding.original.line  # its text is not shown: it may hold a secret
+                raise ConfigError(
+                    env_label, f"line {line}", "cannot parse it: expected NAME=value, # comment"
+                )
         _check_expansion(dotenv_values(stream=io.StringIO(text), interpolate=False), env_label)
         raw = dotenv_values(stream=io.StringIO(text))
         values.update({key: value for key, value in raw.items() if value is not None})

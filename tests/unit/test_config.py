@@ -325,6 +325,13 @@ notifications:
     assert config.secrets == {"7000", "localhost", "fallback", "from-environment"}
 
 
+def test_a_dotenv_line_that_cannot_be_parsed_is_an_error_naming_the_line_not_its_text(
+    root: Path,
+) -> None:
+    message = load_error(env="OK=1\nMY TOKEN=s3cret\n")
+    assert message == "config/.env: line 2: cannot parse it: expected NAME=value, # comment"
+
+
 def test_interpolation_keeps_strings_and_scrubs_errors(root: Path) -> None:
     message = load_error("bus: {xsub_port: '${PORT}'}", env="PORT=5555")
     assert message == (
