@@ -194,6 +194,8 @@ def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: 
             raise ConfigError(file, where, f"{path} is a directory without __init__.py")
     elif path.suffix != ".py":
         raise ConfigError(file, where, f"{path} is not a .py file")
+    elif not path.is_file():  # a FIFO would hold its module's load until a writer came
+        raise ConfigError(file, where, f"{path} is not a regular file")
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (mods / "beta" / "__init__.py").write_text("")
     (mods / "nopkg").mkdir()
     (mods / "notes.txt").write_text("")
+    os.mkfifo(mods / "pipe.py")  # a module file that would block whoever reads it
     return tmp_path.resolve()
 
 
@@ -257,6 +259,8 @@ MODULES_ERRORS = [
     "modules[0].path: {root}/mods/nopkg is a directory without __init__.py",
     "modules: [{name: a, path: ../mods/notes.txt}] => "
     "modules[0].path: {root}/mods/notes.txt is not a .py file",
+    "modules: [{name: a, path: ../mods/pipe.py}] => "
+    "modules[0].path: {root}/mods/pipe.py is not a regular file",
     "modules: [{name: a, path: ../mods/alpha.py, config: {k: '${MISSING}'}}] => "
     "modules[0].config.k: environment variable MISSING is not set (nor in config/.env)",
     "modules: [{name: a, path: ../mods/alpha.py, depends_on: [b]}] => "
