@@ -1,0 +1,44 @@
+"""Settings that no syscall, clock or answer could carry are refused at load: `up -d` exits 3
+with one line naming the file and the field (or line), and nothing starts. Each of them, before,
+got through: some to kill the supervisor on its first `status`, some to loop a module."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from project import Project
+
+CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    # name: (module entry keys, the file named, what the line says)
+    "infinite timeout": ({"start_timeout": float("inf")}, "modules.yaml", "at most 1e+09, got inf"),
+    "rlimit beyond 2**63": (
+        {"rlimits": {"as": [10**30, 10**30]}},
+        "modules.yaml",
+        "rlimits.as[0]: expected an integer between 0 and",
+    ),
+    "env name with =": ({"env": {"A=B": "1"}}, "modules.yaml", "env.A=B: expected a variable"),
+    "NUL in a path": ({"path": "mods/a\0b.py"}, "modules.yaml", "a NUL character in this value"),
+    "FIFO as module": ({"path": "fifo.py"}, "modules.yaml", "fifo.py is not a regular file"),
+    "unparsable .env": ({}, ".env", "line 1: cannot parse it"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_setting_no_syscall_can_carry_is_one_line_and_nothing_starts(
+    project: Project, case: str
+) -> None:
+    keys, file, said = CASES[case]
+    os.mkfifo(project.root / "modules" / "fifo.py")
+    entry = {"name": "m", "path": project.probe("idle"), **keys}
+    if entry["path"] == "fifo.py":
+        entry["path"] = str(project.root / "modules" / "fifo.py")
+    project.configure([entry, {"name": "other", "path": project.probe("idle")}])
+    if file == ".env":
+        (project.config_dir / ".env").write_text("MY TOKEN=s3cret\n")
+    result = project.cli("up", "-d", check=3)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and file in lines[0] and said in lines[0], result.stderr
+    assert "s3cret" not in result.stderr
+    assert project.processes() == []
