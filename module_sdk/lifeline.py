@@ -4,26 +4,51 @@ the supervisor is gone, however it died.
 
 The module's own code may close that file descriptor (`os.closerange(3, ...)`, as daemonizing
 code does) and even get its number back for a file of its own. Each look first checks that the
-descriptor is still the pipe it was; once it is not, the lifeline is lost and the shim watches
-its parent process instead (`Lifeline.check` says None).
+descriptor is still the pipe it was. Once it is not, the lifeline is lost, and the supervisor is
+watched as a process instead: gone when its pid no longer names the process that started when it
+was first looked at (whoever our parent is meanwhile: an intermediate of the fork server, or init
+where the supervisor is not a subreaper).
 """
 
 from __future__ import annotations
 
 import os
 import select
+import threading
+import time
 
 
 class Lifeline:
-    """The read end of the lifeline pipe, `fd`; raises OSError if it is not open."""
+    """Whether the supervisor `supervisor_pid` is gone, from the lifeline `fd` while it is the
+    pipe it was (a descriptor that is not open is lost from the start), else from the
+    supervisor's process."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, supervisor_pid: int) -> None:
         self.fd = fd
-        self._identity = _identity(fd)
+        self._supervisor = supervisor_pid
+        self._lock = threading.Lock()  # the keeper thread and the main thread both look
+        self.lost = False
+        self._started: int | None = None  # the supervisor's start, once the pipe is lost
+        try:
+            self._identity = _identity(fd)
+        except OSError:
+            self._identity = (-1, -1)
+            self._lose()
 
-    def check(self, timeout: float = 0.0) -> bool | None:
-        """Wait up to `timeout` seconds: True if the supervisor is gone, False if it is not (yet),
-        None if the descriptor is no longer the lifeline (closed, or another file now)."""
+    def gone(self, timeout: float = 0.0) -> bool:
+        """Whether the supervisor is gone, waiting up to `timeout` seconds for the pipe to say
+        so (lost, it is looked at after that long)."""
+        if not self.lost:
+            said = self._look(timeout)
+            if said is not None:
+                return said
+            self._lose()
+        elif timeout > 0:
+            time.sleep(timeout)
+        return self._started is None or _started(self._supervisor) != self._started
+
+    def _look(self, timeout: float) -> bool | None:
+        """The pipe's answer: True (end-of-file), False (not within `timeout`), None (lost)."""
         try:
             if _identity(self.fd) != self._identity:
                 return None
@@ -35,7 +60,24 @@ class Lifeline:
         except OSError:
             return None
 
+    def _lose(self) -> None:
+        with self._lock:
+            if not self.lost:
+                self._started = _started(self._supervisor)  # None: it is gone already
+                self.lost = True
+
 
 def _identity(fd: int) -> tuple[int, int]:
     status = os.fstat(fd)
     return status.st_dev, status.st_ino
+
+
+def _started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if it
+    is gone: with its pid, it names one process, whatever reuses the pid later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as source:
+            data = source.read()
+        return int(data[data.rfind(b")") + 2 :].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -80,10 +80,8 @@ class _Child:
             # SIGCONT, harmless however early it comes: a module that someone SIGSTOPped when
             # the supervisor died wakes up to see its lifeline closed and take its tree down.
             prctl(PR_SET_PDEATHSIG, signal.SIGCONT)
-        self.lifeline: Lifeline | None = None  # readable only at end of file
-        if lifeline is not None:
-            with contextlib.suppress(OSError):  # not open: as if there were none
-                self.lifeline = Lifeline(lifeline)
+        # Readable only at end of file; if the module closes it, the supervisor's process says.
+        self.lifeline = Lifeline(lifeline, self.parent_pid) if lifeline is not None else None
         # Joining a cgroup takes milliseconds in the kernel: do it while we say hello, and wait
         # for it before any module code runs, so that everything the module starts is inside.
         # A standby (`joined`) is in its cgroups already: module_sdk/standby.py.
@@ -111,12 +109,9 @@ class _Child:
     def orphaned(self) -> bool:
         if self.orphan.is_set():
             return True
-        lifeline = self.lifeline
-        if lifeline is not None:  # exact, even while a fork server's intermediate lives
-            gone = lifeline.check()
-            if gone is not None:
-                return gone
-        return os.getppid() != self.parent_pid  # the module closed the lifeline: adopted by now
+        if self.lifeline is not None:  # exact, even while a fork server's intermediate lives
+            return self.lifeline.gone()
+        return os.getppid() != self.parent_pid
 
     def join_cgroup(self) -> None:
         """Move this process into the module's cgroup and its cgroup v1 groups (the supervisor
@@ -135,29 +130,25 @@ class _Child:
 
     def keep(self) -> None:
         """Watch the supervisor's lifeline pipe: end of file means the supervisor is gone, at
-        whatever stage this process is (even inside the module's import or initialize()). If
-        the module closes it, watch our parent instead: the supervisor, or init once it is gone.
+        whatever stage this process is (even inside the module's import or initialize()); if
+        the module closes it, watch the supervisor's process instead (module_sdk/lifeline.py).
         Meanwhile, reap the orphans this process adopts as a subreaper once they exit."""
         zombie_since: dict[int, float] = {}
-        watching_parent = False
+        lifeline, warned = self.lifeline, False
         try:
             while True:
-                lifeline = self.lifeline
-                if lifeline is not None:
-                    gone = lifeline.check(_REAP_INTERVAL)
-                    if gone is None:  # the module closed it (os.closerange, ...)
-                        log.warning(
-                            "the module closed the supervisor's lifeline (fd %d); watching the "
-                            "parent process instead",
-                            lifeline.fd,
-                        )
-                        self.lifeline, watching_parent = None, True
-                        continue
-                else:
-                    time.sleep(_REAP_INTERVAL)
-                    gone = watching_parent and os.getppid() != self.parent_pid
-                if gone:
+                if lifeline is None:
+                    time.sleep(_REAP_INTERVAL)  # a parent-death signal says it (see __init__)
+                elif lifeline.gone(_REAP_INTERVAL):
                     break
+                if lifeline is not None and lifeline.lost and not warned:
+                    warned = True
+                    log.warning(
+                        "the module closed the supervisor's lifeline (fd %d); watching the "
+                        "supervisor's process (pid %d) instead",
+                        lifeline.fd,
+                        self.parent_pid,
+                    )
                 reap_adopted(zombie_since, time.monotonic(), _UNCLAIMED_ZOMBIES)
         except OSError:
             return

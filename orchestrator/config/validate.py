@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -119,7 +120,10 @@ def expect_number(
     expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _fail(file, where, expected, value)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
     if not -LARGEST_NUMBER <= number <= LARGEST_NUMBER:  # NaN compares false too
         raise _fail(file, where, f"{expected}, at most {LARGEST_NUMBER:g}", value)
     if (
@@ -139,9 +143,13 @@ def expect_bool(value: Any, file: str, where: str) -> bool:
 
 
 def expect_str(value: Any, file: str, where: str, *, allow_empty: bool = True) -> str:
-    """A string; with `allow_empty=False`, a non-empty one."""
+    """A string; with `allow_empty=False`, a non-empty one. Never one with a NUL character: every
+    setting string is a path, a name, an address or an argument, none of which can hold one (a
+    module's own `config:` is not checked here)."""
     if not isinstance(value, str) or (not allow_empty and not value):
         raise _fail(file, where, "a string" if allow_empty else "a non-empty string", value)
+    if "\0" in value:  # the value is not shown: it may be a secret
+        raise ConfigError(file, where, "a NUL character cannot be in it")
     return value
 
 

@@ -6,7 +6,7 @@ pays for every reference, exponentially. `BoundedLoader` measures the composed d
 every alias were expanded (an alias counts its anchor's whole subtree each time it is used), in
 time linear in the file, and refuses it past a bound before anything is constructed. It also
 refuses a mapping that repeats a key, which YAML forbids and PyYAML would resolve silently (the
-last wins), and a NUL character anywhere (`"\\0"`), which no path, name or variable can hold. It uses libyaml's parser when PyYAML has it (eight times faster), as `yaml.CSafeLoader`.
+last wins). It uses libyaml's parser when PyYAML has it (eight times faster), as `yaml.CSafeLoader`.
 """
 
 from __future__ import annotations
@@ -116,8 +116,6 @@ class BoundedLoader(_SafeLoader):
     @staticmethod
     def _size(node: Node, sizes: dict[int, tuple[int, int, int]]) -> tuple[int, int, int]:
         if isinstance(node, ScalarNode):
-            if "\0" in node.value:  # no path, name, argument or variable can hold one
-                raise RefusedYAMLError("a NUL character in this value", node.start_mark)
             return 1, len(node.value), 0
         nodes, chars, depth = 1, 0, 0
         for child in _children(node):

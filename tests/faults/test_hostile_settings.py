@@ -13,13 +13,18 @@ from project import Project
 CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     # name: (module entry keys, the file named, what the line says)
     "infinite timeout": ({"start_timeout": float("inf")}, "modules.yaml", "at most 1e+09, got inf"),
+    "an integer beyond floats": (
+        {"stop_timeout": 10**400},
+        "modules.yaml",
+        "stop_timeout: expected a number > 0, at most 1e+09",
+    ),
     "rlimit beyond 2**63": (
         {"rlimits": {"as": [10**30, 10**30]}},
         "modules.yaml",
         "rlimits.as[0]: expected an integer between 0 and",
     ),
     "env name with =": ({"env": {"A=B": "1"}}, "modules.yaml", "env.A=B: expected a variable"),
-    "NUL in a path": ({"path": "mods/a\0b.py"}, "modules.yaml", "a NUL character in this value"),
+    "NUL in a path": ({"path": "mods/a\0b.py"}, "modules.yaml", "path: a NUL character cannot be"),
     "FIFO as module": ({"path": "fifo.py"}, "modules.yaml", "fifo.py is not a regular file"),
     "unparsable .env": ({}, ".env", "line 1: cannot parse it"),
 }

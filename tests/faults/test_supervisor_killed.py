@@ -72,7 +72,7 @@ def test_a_module_that_closes_the_lifeline_runs_on_and_still_goes_with_its_super
     project.configure([{"name": "closer", "path": project.write_module("closer.py", CLOSER)}])
     status = project.up()
     wait_until(
-        lambda: "watching the parent process instead" in project.log("closer"),
+        lambda: "watching the supervisor's process" in project.log("closer"),
         10,
         "the shim noticed its lifeline gone",
         lambda: project.log("closer"),

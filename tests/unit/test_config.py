@@ -241,7 +241,11 @@ MODULES_ERRORS = [
     "modules: [{name: a, path: ../mods/alpha.py, env: {'': 1}}] => "
     "modules[0].env.: expected a variable name without '=' or NUL characters, got ''",
     'modules: [{name: a, path: ../mods/alpha.py, env: {A: "x\\0y"}}] => '
-    "line 1, column 54: a NUL character in this value",
+    "modules[0].env.A: a value cannot contain a NUL character",
+    'modules: [{name: a, path: "../mods/al\\0pha.py"}] => '
+    "modules[0].path: a NUL character cannot be in it",
+    "modules: [{name: a, path: ../mods/alpha.py, stop_timeout: 1" + "0" * 400 + "}] => "
+    "modules[0].stop_timeout: expected a number > 0, at most 1e+09, got 1" + "0" * 400,
     "modules: [{name: a, path: ../mods/alpha.py, start_timeout: .inf}] => "
     "modules[0].start_timeout: expected a number > 0, at most 1e+09, got inf",
     "modules: [{name: a, path: ../mods/alpha.py, stop_timeout: .nan}] => "
@@ -327,6 +331,13 @@ notifications:
     assert hook.url == "https://x/from-environment"  # the environment wins over .env
     assert hook.headers == {"Authorization": "Bearer 7000"}
     assert config.secrets == {"7000", "localhost", "fallback", "from-environment"}
+
+
+def test_a_module_config_may_hold_any_string_a_nul_included(root: Path) -> None:
+    config = load_config(
+        write(modules='modules: [{name: a, path: ../mods/alpha.py, config: {sep: "\\0"}}]')
+    )
+    assert config.modules[0].config == {"sep": "\0"}  # msgpack carries it to the module
 
 
 def test_a_dotenv_line_that_cannot_be_parsed_is_an_error_naming_the_line_not_its_text(

@@ -1,45 +1,60 @@
-"""The module's end of the lifeline: end-of-file only when the supervisor is gone, and never
-another file that took its descriptor's number."""
+"""The module's end of the lifeline: end-of-file only when the supervisor is gone, never another
+file that took its descriptor's number; once lost, the supervisor's process says."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 from module_sdk.lifeline import Lifeline
 
 
 def test_open_while_the_writer_lives_and_gone_once_it_closes() -> None:
     read_end, write_end = os.pipe()
-    lifeline = Lifeline(read_end)
+    lifeline = Lifeline(read_end, os.getpid())
     try:
-        assert lifeline.check() is False
+        assert lifeline.gone() is False
         os.close(write_end)
-        assert lifeline.check() is True
+        assert lifeline.gone() is True and not lifeline.lost
     finally:
         os.close(read_end)
 
 
-def test_a_closed_descriptor_is_a_lost_lifeline() -> None:
+def test_a_closed_descriptor_is_lost_and_the_supervisor_process_answers() -> None:
+    supervisor = subprocess.Popen(["sleep", "60"])
     read_end, write_end = os.pipe()
-    lifeline = Lifeline(read_end)
+    lifeline = Lifeline(read_end, supervisor.pid)
     os.close(read_end)
     try:
-        assert lifeline.check() is None
+        assert lifeline.gone() is False and lifeline.lost  # its process lives
+        supervisor.kill()
+        supervisor.wait(10)
+        assert lifeline.gone() is True
     finally:
         os.close(write_end)
+        supervisor.kill()
+        supervisor.wait(10)
 
 
-def test_another_file_under_its_number_is_a_lost_lifeline_and_is_not_read() -> None:
+def test_another_file_under_its_number_is_not_read() -> None:
     read_end, write_end = os.pipe()
-    lifeline = Lifeline(read_end)
+    lifeline = Lifeline(read_end, os.getpid())
     os.close(read_end)
     other_read, other_write = os.pipe()
     if other_read != read_end:  # the lowest free number: usually the lifeline's already
         os.dup2(other_read, read_end)
     os.write(other_write, b"mine")  # the module's own pipe, readable, under the lifeline's number
     try:
-        assert lifeline.check() is None
+        assert lifeline.gone() is False and lifeline.lost
         assert os.read(read_end, 4) == b"mine"  # nothing of it consumed
     finally:
         for fd in {read_end, write_end, other_read, other_write}:
             os.close(fd)
+
+
+def test_a_descriptor_not_open_at_the_start_is_lost_from_the_start() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    os.close(write_end)
+    lifeline = Lifeline(read_end, os.getpid())
+    assert lifeline.lost and lifeline.gone() is False
