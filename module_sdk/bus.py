@@ -23,13 +23,7 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from module_sdk.connect import (
-    HandshakeTimeoutError,
-    await_probe,
-    bus_sockets,
-    prepare,
-    probe_token,
-)
+from module_sdk.connect import HandshakeTimeoutError, bus_sockets, prepare, round_trip
 from module_sdk.dispatch import CallbackPool
 from module_sdk.envelopes import Envelopes
 from module_sdk.event import EventCallback, Pattern, validate_event_type
@@ -45,12 +39,6 @@ log = logging.getLogger(__name__)
 _send_frame = zmq.backend.Socket.send
 
 _TOPIC_CACHE_SIZE = 4096
-
-# Probes sent a millisecond apart before the waits double. Until our subscription to a probe has
-# reached our own publisher (through the broker: 1-3 ms on a busy machine), every probe is
-# dropped there; a probe each millisecond meanwhile proves the bus about 1 ms sooner, per
-# handshake, than waits of 1, 2, 4 ms would.
-_EAGER_PROBES = 6
 
 
 class ZmqEventBus(ReceivePath):
@@ -261,8 +249,6 @@ class ZmqEventBus(ReceivePath):
         each direction is one ordered pipe. Events that arrive meanwhile are kept for the callbacks.
         Before that, the broker must have confirmed every group joined so far.
         """
-        token = probe_token()
-        wait = 0.001
         with self._subs_lock:
             if self.proven():  # by another thread while we waited for the lock: nothing new
                 return
@@ -272,22 +258,10 @@ class ZmqEventBus(ReceivePath):
                 raise HandshakeTimeoutError(
                     f"the broker did not confirm the groups in {timeout:g}s"
                 )
-            self._sub.setsockopt(zmq.SUBSCRIBE, token)
-            sends = 0
-            try:
-                while True:
-                    with self._pub_lock:
-                        self._pub.send_multipart([token, b""])
-                    sends += 1
-                    if await_probe(self._sub, token, wait, self._early):
-                        self._proven = changes
-                        self._prove_first = None
-                        return
-                    if time.monotonic() >= deadline:
-                        raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
-                    wait = wait if sends < _EAGER_PROBES else min(wait * 2, 0.05)
-            finally:
-                self._sub.setsockopt(zmq.UNSUBSCRIBE, token)
+            if not round_trip(self._pub, self._sub, self._pub_lock, deadline, self._early):
+                raise HandshakeTimeoutError(f"no reply from the broker within {timeout:g}s")
+            self._proven = changes
+            self._prove_first = None
 
     def proven(self) -> bool:
         """Whether a handshake completed after the last change of subscriptions (or group
