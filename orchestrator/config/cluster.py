@@ -43,7 +43,7 @@ def _server(value: Any, file: str, where: str) -> str:
         not isinstance(value, str)
         or not value.startswith(URL_SCHEMES)
         or len(value) <= len("nats://")
-        or any(c.isspace() for c in value)
+        or any(c.isspace() or not c.isprintable() for c in value)
     ):
         raise ConfigError(file, where, f"expected a nats:// or tls:// URL, got {describe(value)}")
     return value

@@ -55,6 +55,7 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 READY_MODES: tuple[str, ...] = get_args(ReadyMode)
 
 MAX_CONCURRENCY = 256  # callback threads one module may ask for
+MAX_LABEL = 128  # characters of app.name and app.version
 MAX_BACKUPS = 1000  # rotated files one log keeps: each rotation renames every one of them
 LOG_ROTATIONS: tuple[str, ...] = get_args(LogRotate)
 LOG_COMPRESSIONS: tuple[str, ...] = get_args(LogCompress)
@@ -85,14 +86,26 @@ SUPERVISION_FIELDS: dict[str, Validator] = {
 
 
 def build_app(raw: Any, file: str, where: str) -> AppSection:
-    """`app:` name and version, both strings."""
+    """`app:` name and version, both strings of one printable line (they are in log lines)."""
     fields: dict[str, Validator] = {
-        "name": partial(expect_str, allow_empty=False),
-        "version": expect_str,
+        "name": partial(_label, allow_empty=False),
+        "version": partial(_label, allow_empty=True),
     }
     return AppSection(
         **validate_fields(expect_mapping(raw, file, where, allow_null=True), fields, file, where)
     )
+
+
+def _label(value: Any, file: str, where: str, *, allow_empty: bool) -> str:
+    """Up to `MAX_LABEL` printable characters: a newline in a log line would forge another."""
+    text = expect_str(value, file, where, allow_empty=allow_empty)
+    if len(text) > MAX_LABEL or not text.isprintable():
+        raise ConfigError(
+            file,
+            where,
+            f"expected one line of up to {MAX_LABEL} printable characters, got {describe(text)}",
+        )
+    return text
 
 
 def build_resources(raw: Any, file: str, where: str) -> ResourcesSection:

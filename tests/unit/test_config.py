@@ -148,6 +148,10 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 # message after "config/main.yaml: "; {root} stands for the project root.
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
+    'app: {name: "shop\\nINFO forged line"} => app.name: expected one line of up to 128 '
+    "printable characters, got 'shop\\nINFO forged line'",
+    'cluster: {servers: ["nats://a\\u0001b:4222"]} => cluster.servers[0]: expected a nats:// or '
+    "tls:// URL, got 'nats://a\\x01b:4222'",
     "bus: {high_water_mark: 1000000000000} => bus.high_water_mark: expected an integer between 0 "
     "and 2147483647, got 1000000000000",
     "logging: {backup_count: 100000} => logging.backup_count: expected an integer between 0 and "
