@@ -291,9 +291,23 @@ def _events(value: Any, file: str, where: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
 def _headers(value: Any, file: str, where: str) -> dict[str, str]:
+    """HTTP headers: token names, values without control characters (a CR or LF would end the
+    header and start one of the value's choosing). Values are not shown: they may be secrets."""
     headers = expect_mapping(value, file, where, allow_null=True)
-    return {key: expect_str(text, file, child(where, key)) for key, text in headers.items()}
+    checked: dict[str, str] = {}
+    for key, text in headers.items():
+        at = child(where, key)
+        if not _HEADER_NAME.fullmatch(key):
+            raise ConfigError(file, at, f"expected an HTTP header name, got {describe(key)}")
+        value_text = expect_str(text, file, at)
+        if any(not c.isprintable() and c != "\t" for c in value_text):
+            raise ConfigError(file, at, "a header value cannot hold control characters (CR, LF)")
+        checked[key] = value_text
+    return checked
 
 
 def build_webhook(raw: Any, file: str, where: str) -> Webhook:

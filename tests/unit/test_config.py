@@ -148,6 +148,11 @@ def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> Non
 # message after "config/main.yaml: "; {root} stands for the project root.
 MAIN_ERRORS = [
     f"bogus: 1 => bogus: unknown key (expected one of: {MAIN_KEYS})",
+    "notifications: {webhooks: [{url: 'http://h/x', headers: {'Bad Name': '1'}}]} => "
+    "notifications.webhooks[0].headers.Bad Name: expected an HTTP header name, got 'Bad Name'",
+    'notifications: {webhooks: [{url: "http://h/x", headers: {X-Key: "a\\r\\nInjected: 1"}}]}'
+    " => notifications.webhooks[0].headers.X-Key: a header value cannot hold control characters "
+    "(CR, LF)",
     'app: {name: "shop\\nINFO forged line"} => app.name: expected one line of up to 128 '
     "printable characters, got 'shop\\nINFO forged line'",
     'cluster: {servers: ["nats://a\\u0001b:4222"]} => cluster.servers[0]: expected a nats:// or '
