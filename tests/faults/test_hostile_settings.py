@@ -47,3 +47,15 @@ def test_a_setting_no_syscall_can_carry_is_one_line_and_nothing_starts(
     assert len(lines) == 1 and file in lines[0] and said in lines[0], result.stderr
     assert "s3cret" not in result.stderr
     assert project.processes() == []
+
+
+def test_a_log_directory_that_can_never_take_a_file_is_refused_at_start(project: Project) -> None:
+    # /proc/1 exists, and no file can be made there (as root: ENOENT; else: EACCES). A disk that
+    # fills up later is another matter: lines lost, counted, written again (test_log_disk_full).
+    project.configure(
+        [{"name": "m", "path": project.probe("idle")}], logging={"directory": "/proc/1"}
+    )
+    result = project.cli("up", "-d", check=3)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "logging.directory: cannot write logs in /proc/1" in lines[0], lines
+    assert project.processes() == []
