@@ -49,6 +49,31 @@ def test_a_setting_no_syscall_can_carry_is_one_line_and_nothing_starts(
     assert project.processes() == []
 
 
+MAIN_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "a newline in app.name": (
+        {"app": {"name": "shop\nINFO forged"}},
+        "app.name: expected one line",
+    ),
+    "a header with CR LF": (
+        {"notifications": {"webhooks": [{"url": "http://h/x", "headers": {"X": "a\r\nB: 1"}}]}},
+        "headers.X: a header value cannot hold control characters",
+    ),
+    "a huge high_water_mark": ({"bus": {"high_water_mark": 10**12}}, "bus.high_water_mark"),
+}
+
+
+@pytest.mark.parametrize("case", list(MAIN_CASES))
+def test_a_main_setting_no_syscall_or_protocol_can_carry_is_one_line(
+    project: Project, case: str
+) -> None:
+    main, said = MAIN_CASES[case]
+    project.configure([{"name": "m", "path": project.probe("idle")}], **main)
+    result = project.cli("up", "-d", check=3)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "main.yaml" in lines[0] and said in lines[0], result.stderr
+    assert project.processes() == []
+
+
 def test_a_log_directory_that_can_never_take_a_file_is_refused_at_start(project: Project) -> None:
     # /proc/1 exists, and no file can be made there (as root: ENOENT; else: EACCES). A disk that
     # fills up later is another matter: lines lost, counted, written again (test_log_disk_full).
