@@ -15,11 +15,15 @@ from module_sdk import protocol
 class SupervisorChannel:
     """Sends hello / ready / heartbeat / unhealthy / error to the supervisor and receives its replies."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str) -> None:
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str, routing_id: str
+    ) -> None:
+        """`routing_id`: what the supervisor gave this process (`ENV_CHANNEL_ID`); it answers
+        nothing else for it."""
         self.pid = os.getpid()
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 500)
-        self.socket.setsockopt(zmq.ROUTING_ID, f"{name}:{self.pid}".encode())
+        self.socket.setsockopt(zmq.ROUTING_ID, routing_id.encode())
         self.socket.connect(endpoint)
 
     def hello(self, name: str) -> None:

@@ -133,6 +133,9 @@ ENV_CHANNEL: Final = "ORCHESTRATOR_CHANNEL"  # the supervisor's child-channel en
 ENV_MODULE: Final = "ORCHESTRATOR_MODULE"  # the module's name
 ENV_LIFELINE: Final = "ORCHESTRATOR_LIFELINE_FD"  # read end of a pipe only the supervisor writes
 ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once adopted
+# The routing id of a module process's child channel: its name and a secret (see
+# orchestrator/child_channel.py), so that no other process can speak for it.
+ENV_CHANNEL_ID: Final = "ORCHESTRATOR_CHANNEL_ID"
 ENV_CGROUP: Final = "ORCHESTRATOR_CGROUP"  # the cgroup v2 directory to join before module code runs
 STANDBY_GO: Final = b"g"  # written on a standby's pipe: take over now (module_sdk/standby.py)
 # Module processes per fork server request (one output pipe each; a message carries 253 at most).

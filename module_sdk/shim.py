@@ -98,7 +98,8 @@ class _Child:
             self.context, self.channel = self.prepared.context, self.prepared.channel
         else:
             self.context = zmq.Context()
-            self.channel = SupervisorChannel(self.context, endpoint, name)
+            routing_id = os.environ.get(protocol.ENV_CHANNEL_ID, f"{name}:{os.getpid()}")
+            self.channel = SupervisorChannel(self.context, endpoint, name, routing_id)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it

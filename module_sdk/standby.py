@@ -56,7 +56,10 @@ class Prepared:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             self.channel = SupervisorChannel(
-                self.context, env[protocol.ENV_CHANNEL], env[protocol.ENV_MODULE]
+                self.context,
+                env[protocol.ENV_CHANNEL],
+                env[protocol.ENV_MODULE],
+                env[protocol.ENV_CHANNEL_ID],
             )
             self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = bus_sockets(
                 self.context, *self.bus, None

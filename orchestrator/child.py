@@ -26,6 +26,7 @@ class LastExit:
     at: float  # unix time
     error: str = ""
     pid: int | None = None
+    channel_id: bytes = b""  # what its reports came from (orchestrator/child_channel.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,9 @@ hello, ready, heartbeat, unhealthy and error), and the spec that answers a hello
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +22,8 @@ from orchestrator.manager import ChildManager
 from orchestrator.resources import grant_threads
 from orchestrator.spec import module_spec
 from orchestrator.states import ExitReason
+
+log = logging.getLogger(__name__)
 
 
 class RunHooks(Protocol):
@@ -55,6 +60,7 @@ class ChildChannel:
         self._groups = groups
         self._on_heartbeat = on_heartbeat  # the metrics endpoint takes the module's own metrics
         self.runs = runs  # the scheduler: which modules define run(), and how their runs end
+        self._impostors = Impostors()
 
     def handle(self, identity: bytes, message: dict[str, Any]) -> None:
         """One message from a module process (untrusted: checked field by field)."""
@@ -62,10 +68,13 @@ class ChildChannel:
         kind = message.get("kind")
         manager = self._manager
         if kind == protocol.ERROR:
-            manager.reported_error(pid, message)
+            manager.reported_error(pid, message, identity)
             return
         child = manager.by_pid.get(pid) if isinstance(pid, int) else None
-        if child is None:
+        if child is None or child.process is None:
+            return
+        if identity != child.process.channel_id:  # not the process it claims to be
+            self._impostors.note(child.name, pid)
             return
         if kind == protocol.HELLO:
             self._send_spec(identity, child)
@@ -93,7 +102,9 @@ class ChildChannel:
         """Ask `child` to call its module's run() (False if the message cannot go out now)."""
         if child.pid is None:
             return False
-        identity = f"{child.name}:{child.pid}".encode()  # the shim's routing id
+        if child.process is None:
+            return False
+        identity = child.process.channel_id  # the shim's routing id
         message = protocol.Run(kind=protocol.RUN, id=run_id)
         try:
             self._socket.send_multipart([identity, msgpack.packb(message)], zmq.NOBLOCK)
@@ -117,3 +128,24 @@ class ChildChannel:
             concurrency=child.threads_granted,
         )
         self._socket.send_multipart([identity, msgpack.packb(payload)], zmq.NOBLOCK)
+
+
+class Impostors:
+    """Messages that name a module process but come from another routing id: dropped, and said
+    once per minute (a module run as another user trying to speak for a module it is not)."""
+
+    def __init__(self) -> None:
+        self._dropped = 0
+        self._said = -math.inf
+
+    def note(self, name: str, pid: object) -> None:
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._said >= 60.0:
+            log.warning(
+                "ignored %d child message(s) claiming to be %s (pid %s) from another process",
+                self._dropped,
+                name,
+                pid,
+            )
+            self._said, self._dropped = now, 0

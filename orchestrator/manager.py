@@ -147,7 +147,12 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 self._spawn(child, effect)
             case lc.RecordExit():
                 child.last_exit = LastExit(
-                    effect.status, effect.reason, time.time(), effect.error, child.pid
+                    effect.status,
+                    effect.reason,
+                    time.time(),
+                    effect.error,
+                    child.pid,
+                    child.process.channel_id if child.process is not None else b"",
                 )
                 child.history.append(child.last_exit)
                 child.process = None

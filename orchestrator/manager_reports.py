@@ -84,15 +84,16 @@ class ChildReports:
         busy = message.get("busy_for")
         child.busy_for = float(busy) if isinstance(busy, int | float) else 0.0
 
-    def reported_error(self, pid: object, message: dict[str, Any]) -> None:
-        """A child's error report; one that arrives after its process was reaped still belongs to
-        that process's last exit."""
+    def reported_error(self, pid: object, message: dict[str, Any], identity: bytes) -> None:
+        """A child's error report, from the process's own routing id (`identity`); one that
+        arrives after its process was reaped still belongs to that process's last exit."""
         error = self.redactor.scrub(str(message.get("error", "")))
         child = self.by_pid.get(pid) if isinstance(pid, int) else None
         if child is not None:
-            child.reported_error = error
+            if child.process is not None and identity == child.process.channel_id:
+                child.reported_error = error
             return
         for child in self.children.values():
             last = child.last_exit
-            if last is not None and last.pid == pid and not last.error:
-                last.error = error
+            if last is not None and last.pid == pid and identity == last.channel_id:
+                last.error = last.error or error

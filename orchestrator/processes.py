@@ -43,6 +43,7 @@ class ModuleProcess:
     pid: int
     stdout: BinaryIO
     popen: subprocess.Popen[bytes] | None = None  # for spawned ones, told of the reap
+    channel_id: bytes = b""  # the routing id only it speaks with on the child channel
 
     def reaped(self, code: int) -> None:
         """Record the exit status we reaped, so that Popen never waits for it itself."""
@@ -61,6 +62,9 @@ def module_env(
     env[protocol.ENV_CHANNEL] = channel_endpoint
     env[protocol.ENV_LIFELINE] = str(lifeline)
     env[protocol.ENV_SUPERVISOR_PID] = str(os.getpid())
+    # Its name, as the channel's messages are read, and a secret: a module run as another user
+    # cannot read another's environment, so it cannot speak for it (restart it as unhealthy).
+    env[protocol.ENV_CHANNEL_ID] = f"{name}:{os.urandom(12).hex()}"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -145,6 +149,8 @@ def launch_modules(
                 result = exc
             except ValueError as exc:  # what exec() cannot take (an environment): this one fails
                 result = OSError(errno.EINVAL, str(exc))
+        if not isinstance(result, OSError):
+            result.channel_id = envs[index][protocol.ENV_CHANNEL_ID].encode()
         started.append(result)
     return started
 

@@ -142,7 +142,11 @@ class Standbys:
         if standby is None:
             return None
         self._watch_exit(standby.pid, None)
-        if standby.spec != child.spec or standby.env != env or standby.cgroup == child.cgroup:
+        if (
+            standby.spec != child.spec
+            or _without_id(standby.env) != _without_id(env)
+            or standby.cgroup == child.cgroup
+        ):
             log.debug("%s: standby (pid %d) out of date; dropped", child.name, standby.pid)
             self._drop(standby)
             return None
@@ -154,7 +158,8 @@ class Standbys:
             return None
         os.close(standby.go)
         child.cgroup = standby.cgroup
-        return ModuleProcess(standby.pid, standby.stdout)
+        channel_id = standby.env.get(protocol.ENV_CHANNEL_ID, "").encode()
+        return ModuleProcess(standby.pid, standby.stdout, channel_id=channel_id)
 
     def drop(self, name: str) -> None:
         """Drop the standby of module `name`, if it has one (it was removed, stopped for good,
@@ -192,3 +197,8 @@ class Standbys:
             log.warning("%s: its standby (pid %d) left (%s): %s", name, standby.pid, status, text)
         else:
             log.debug("%s: its standby (pid %d) left (%s)", name, standby.pid, status)
+
+
+def _without_id(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` but its channel id, which is each process's own."""
+    return {key: value for key, value in env.items() if key != protocol.ENV_CHANNEL_ID}

@@ -3,6 +3,7 @@ before it becomes the lifecycle's `HealthFailed`."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -13,10 +14,12 @@ from orchestrator.child_channel import ChildChannel
 from orchestrator.config import BusSection, Redactor
 from orchestrator.states import ExitReason
 
+CHILD = SimpleNamespace(name="child", process=SimpleNamespace(channel_id=b"child:secret"))
+
 
 class _Manager:
     def __init__(self) -> None:
-        self.by_pid = {42: "child"}
+        self.by_pid = {42: CHILD}
         self.redactor = Redactor({"hunter22secret"})
         self.events: list[tuple[object, lc.Event]] = []
 
@@ -53,15 +56,25 @@ def test_an_unhealthy_message_becomes_a_bounded_health_failure(
 ) -> None:
     manager = _Manager()
     message = {"kind": protocol.UNHEALTHY, "pid": 42, "error": error, "failures": 3}
-    _channel(manager).handle(b"id", message)
-    assert manager.events == [("child", lc.HealthFailed(ExitReason.UNHEALTHY, expected))]
+    _channel(manager).handle(b"child:secret", message)
+    assert manager.events == [(CHILD, lc.HealthFailed(ExitReason.UNHEALTHY, expected))]
 
 
 def test_a_huge_message_is_cut_and_one_from_an_unknown_pid_ignored() -> None:
     manager = _Manager()
     channel = _channel(manager)
-    channel.handle(b"id", {"kind": protocol.UNHEALTHY, "pid": 42, "error": "x" * 10_000_000})
-    channel.handle(b"id", {"kind": protocol.UNHEALTHY, "pid": 7, "error": "nobody"})
-    channel.handle(b"id", {"kind": protocol.UNHEALTHY, "pid": "42", "error": "wrong type"})
+    channel.handle(b"child:secret", {"kind": protocol.UNHEALTHY, "pid": 42, "error": "x" * 10**7})
+    channel.handle(b"child:secret", {"kind": protocol.UNHEALTHY, "pid": 7, "error": "nobody"})
+    channel.handle(b"child:secret", {"kind": protocol.UNHEALTHY, "pid": "42", "error": "a str"})
     [(_, event)] = manager.events
     assert isinstance(event, lc.HealthFailed) and len(event.message) == protocol.MESSAGE_LIMIT
+
+
+def test_a_message_for_a_process_from_another_routing_id_is_ignored() -> None:
+    # Another module (run as another user, say) naming this one's pid: it does not know the
+    # secret part of this process's routing id, so it cannot have it restarted as unhealthy.
+    manager = _Manager()
+    channel = _channel(manager)
+    for impostor in (b"child:42", b"anyone", b""):
+        channel.handle(impostor, {"kind": protocol.UNHEALTHY, "pid": 42, "error": "spoofed"})
+    assert manager.events == []

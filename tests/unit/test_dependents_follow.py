@@ -113,7 +113,7 @@ def test_waiting_for_and_the_shutdown_order(tmp_path: Path) -> None:
     assert waiting_for(children["api"], children) == "waiting for db to run (depends_on)"
     assert stoppable(children) == []  # no module here has a process
     for pid, child in enumerate(children.values(), start=100):
-        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+        child.process = SimpleNamespace(channel_id=b"", pid=pid)  # type: ignore[assignment]
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "web"]  # dependents first
     children["web"].process = None
     assert [c.name for c in stoppable(children)] == ["audit", "cache", "api"]
@@ -131,7 +131,7 @@ def test_a_restart_stops_its_dependents_first_leaves_first(
     children = manager.children
     pids = {name: pid for pid, name in enumerate(children, start=100)}
     for name, child in children.items():
-        child.process = SimpleNamespace(pid=pids[name])  # type: ignore[assignment]
+        child.process = SimpleNamespace(channel_id=b"", pid=pids[name])  # type: ignore[assignment]
     by_pid = {pid: name for name, pid in pids.items()}
 
     def exit_of(name: str) -> None:
@@ -159,7 +159,7 @@ def test_a_crashed_dependency_is_followed_at_once(tmp_path: Path, monkeypatch: A
     manager, _ = manager_with_modules(tmp_path)
     monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
     for pid, child in enumerate(manager.children.values(), start=100):
-        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+        child.process = SimpleNamespace(channel_id=b"", pid=pid)  # type: ignore[assignment]
     manager.handle(manager.children["db"], lc.Exited(0.0, 1 << 8))
     states = _states(manager)
     assert states["cache"] == (S.STOPPING, Intent.STOP)  # no dependent of its own: at once
@@ -202,7 +202,7 @@ def test_a_drain_waits_for_a_dependent_already_stopping(tmp_path: Path, monkeypa
     monkeypatch.setattr("orchestrator.manager.signal_group", lambda pid, sig: None)
     children = manager.children
     for pid, child in enumerate(children.values(), start=100):
-        child.process = SimpleNamespace(pid=pid)  # type: ignore[assignment]
+        child.process = SimpleNamespace(channel_id=b"", pid=pid)  # type: ignore[assignment]
     manager.hold(children["web"], "stopped by operator")  # a leaf: it stops at once
     assert children["web"].state is S.STOPPING
     manager.restart(children["api"], release=True)
@@ -229,7 +229,7 @@ def test_an_instance_drains_what_depends_on_its_module(tmp_path: Path) -> None:
     children["worker#2"] = ManagedChild(worker, log, state=S.RUNNING)
     children["consumer"] = ManagedChild(consumer, log, state=S.RUNNING)
     assert not must_drain(children["worker#2"], children.values())  # no process to wait for
-    children["consumer"].process = SimpleNamespace(pid=7)  # type: ignore[assignment]
+    children["consumer"].process = SimpleNamespace(channel_id=b"", pid=7)  # type: ignore[assignment]
     assert must_drain(children["worker#2"], children.values())
     children["consumer"].spec = replace(consumer, dependency_policy={"worker": "ignore"})
     assert not must_drain(children["worker#2"], children.values())  # it does not follow
@@ -247,7 +247,7 @@ def test_a_pool_that_shrinks_or_rolls_is_still_there_for_its_dependents(tmp_path
         children[spec.name] = ManagedChild(spec, log, state=S.RUNNING)
     consumer = ModuleSpec(name="consumer", path=tmp_path / "m.py", depends_on=("worker",))
     children["consumer"] = ManagedChild(consumer, log, state=S.RUNNING)
-    children["consumer"].process = SimpleNamespace(pid=7)  # type: ignore[assignment]
+    children["consumer"].process = SimpleNamespace(channel_id=b"", pid=7)  # type: ignore[assignment]
     assert not must_drain(children["worker#2"], children.values())  # worker#1 still runs
     manager.handle(children["worker#2"], lc.StopRequested(0.0))
     assert (
