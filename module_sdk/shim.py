@@ -92,13 +92,14 @@ class _Child:
         if (self.cgroup is not None or self.cgroups_v1) and not joined:
             self.joining = threading.Thread(target=self.join_cgroup, name="cgroup", daemon=True)
             self.joining.start()
+        # Its secret, out of the environment that whatever the module starts inherits.
+        routing_id = os.environ.pop(protocol.ENV_CHANNEL_ID, f"{name}:{os.getpid()}")
         self.prepared = standby.PREPARED if joined else None  # connected while it waited
         self.precompiled = standby.PRECOMPILED if joined else None  # its source, compiled
         if self.prepared is not None:
             self.context, self.channel = self.prepared.context, self.prepared.channel
         else:
             self.context = zmq.Context()
-            routing_id = os.environ.get(protocol.ENV_CHANNEL_ID, f"{name}:{os.getpid()}")
             self.channel = SupervisorChannel(self.context, endpoint, name, routing_id)
         self.bus: ZmqEventBus | None = None
         self.module: ModuleType | None = None

@@ -67,3 +67,29 @@ def test_a_module_cannot_report_another_unhealthy(project: Project, user: str | 
     row = project.module("victim")
     assert row["state"] == "running" and row["pid"] == victim["pid"] and row["restarts"] == 0
     assert "spoofed" not in app_log.read_text()
+
+
+PRINTS_ENV = """
+import os
+
+
+def initialize(event_bus, config):
+    print("channel id in env:", "ORCHESTRATOR_CHANNEL_ID" in os.environ, flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_the_secret_is_not_left_for_what_a_module_starts(project: Project) -> None:
+    path = project.write_module("prints_env.py", PRINTS_ENV)
+    project.configure(
+        [
+            {"name": "forked", "path": path},
+            {"name": "spawned", "path": path, "start_method": "spawn"},
+        ]
+    )
+    project.up()
+    for name in ("forked", "spawned"):
+        wait_until(lambda n=name: "channel id in env: False" in project.log(n), 10, name)
