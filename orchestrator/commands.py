@@ -110,7 +110,10 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         config = self.supervisor.config()
         app_log = Path(config.logging.directory) / "app.log"
         path = app_log if name == "app" else children[name].log.path
-        lines = last_lines(path, count, _LOGS_MAX_BYTES)
+        try:
+            lines = last_lines(path, count, _LOGS_MAX_BYTES)
+        except OSError as exc:  # a FIFO or a device in its place, unreadable
+            return control.failure(f"{path}: cannot read it: {exc.strerror or exc}")
         return control.reply({"name": name, "file": str(path), "lines": lines})
 
     def cmd_bus_client(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from orchestrator.config import LoggingSection
 from orchestrator.record import record
+from orchestrator.regular_file import open_regular
 
-FILE_MODE = 0o600  # log files are the owner's: output may say more than it should
 PENDING = ".rotating"  # suffix of a file renamed aside, waiting for the background thread
 _PARTIAL = ".tmp"  # suffix of a `.gz` being written
 _EXIT_WAIT = 5.0  # seconds a finishing supervisor waits for pending compressions
@@ -177,13 +177,18 @@ def _compress(source: Path, target: Path) -> None:
     import shutil  # noqa: PLC0415  (as gzip)
 
     partial_file = target.with_name(target.name + _PARTIAL)
-    info = os.stat(source)
-    fd = os.open(partial_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    source_fd = open_regular(source, os.O_RDONLY)
+    info = os.fstat(source_fd)
+    try:
+        fd = open_regular(partial_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except BaseException:
+        os.close(source_fd)
+        raise
     try:
         with (
             os.fdopen(fd, "wb") as raw,
             gzip.GzipFile(target.name[:-3], "wb", 6, raw, int(info.st_mtime)) as packed,
-            source.open("rb") as plain,
+            os.fdopen(source_fd, "rb") as plain,
         ):
             shutil.copyfileobj(plain, packed, 1 << 20)
         os.utime(partial_file, (info.st_atime, info.st_mtime))

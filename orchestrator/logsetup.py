@@ -22,8 +22,9 @@ from typing import Any, TextIO, cast
 from module_sdk.logformat import JsonFormatter
 from orchestrator import logrotate
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
-from orchestrator.logrotate import FILE_MODE, Rotation
+from orchestrator.logrotate import Rotation
 from orchestrator.record import mutable_record
+from orchestrator.regular_file import open_regular
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -215,8 +216,7 @@ class LogFile(logging.Handler):
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        fd = os.open(self.path, flags, FILE_MODE)
+        fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_mode & 0o037:  # made before logs were private
             with contextlib.suppress(OSError):
@@ -331,7 +331,7 @@ def _check_writable(path: Path) -> None:
     """Raise OSError if `path` cannot be created or appended to, for a reason that is the
     config's (the directory's permissions, a read-only or pseudo file system)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except OSError as exc:
         if exc.errno in _NEVER_WRITABLE:
             raise

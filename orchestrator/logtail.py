@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orchestrator.regular_file import open_regular
+
 
 def last_lines(path: Path, count: int, max_bytes: int | None = None) -> list[str]:
     """The last `count` lines of `path` (reading only its end, and at most its last `max_bytes`
@@ -12,7 +14,7 @@ def last_lines(path: Path, count: int, max_bytes: int | None = None) -> list[str
     if count == 0:
         return []
     try:
-        with path.open("rb") as log_file:
+        with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as log_file:
             size = log_file.seek(0, os.SEEK_END)
             block = 8192
             data = b""

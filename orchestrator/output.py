@@ -28,6 +28,7 @@ from module_sdk.logformat import JSON_PREFIX, PRINT_LOGGER, json_head, json_line
 from orchestrator.config import LoggingSection, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.logsetup import LogFile
+from orchestrator.regular_file import open_regular
 
 READ_SIZE = 65536  # bytes handled at most per read: a read of less found the pipe empty
 _PIPE_SIZE = 1 << 20  # room for a burst while the loop does other work (the default is 64 KiB)
@@ -113,7 +114,7 @@ class ModuleLog:
     def tail(self, lines: int) -> list[str]:
         """The last `lines` lines of the current log file (reads at most 64 KB of it)."""
         try:
-            with self.path.open("rb") as log_file:
+            with os.fdopen(open_regular(self.path, os.O_RDONLY), "rb") as log_file:
                 size = log_file.seek(0, os.SEEK_END)
                 log_file.seek(max(0, size - 65536))
                 data = log_file.read()

@@ -12,6 +12,7 @@ import click
 from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, expect, split_host
 from orchestrator.logtail import last_lines
+from orchestrator.regular_file import open_regular
 
 _FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` does
 
@@ -53,7 +54,11 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
     path = Path(config.logging.directory) / f"{name}.log"
     if not path.exists() and not follow:
         abort(f"{path}: no log yet (has {name} run?)")
-    for line in last_lines(path, count):
+    try:
+        lines = last_lines(path, count)
+    except OSError as exc:  # a FIFO or a device in its place, unreadable
+        abort(f"{path}: cannot read it: {exc.strerror or exc}")
+    for line in lines:
         click.echo(line)
     if follow:
         try:
@@ -78,7 +83,10 @@ def _follow(path: Path) -> None:
                 _print(handle.read())  # the rest of the rotated file
                 handle.close()
             fresh = identity is not None or handle is not None
-            handle = path.open("rb")
+            try:
+                handle = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
+            except OSError as exc:  # a FIFO or a device in its place
+                abort(f"{path}: cannot read it: {exc.strerror or exc}")
             identity = (stat.st_dev, stat.st_ino)
             position = 0 if fresh else handle.seek(0, os.SEEK_END)
         chunk = handle.read()
