@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from module_sdk.health import bounded_message
+from module_sdk.protocol import MESSAGE_LIMIT
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, Redactor
@@ -87,7 +89,11 @@ class ChildReports:
     def reported_error(self, pid: object, message: dict[str, Any], identity: bytes) -> None:
         """A child's error report, from the process's own routing id (`identity`); one that
         arrives after its process was reaped still belongs to that process's last exit."""
-        error = self.redactor.scrub(str(message.get("error", "")))
+        said = message.get("error")
+        said = said[: 2 * MESSAGE_LIMIT] if isinstance(said, str) else ""
+        # One printable line: its text goes into app.log and status, where a newline would
+        # forge a line of the module's choosing (scrubbed first, so that no secret is cut).
+        error = bounded_message(self.redactor.scrub(said))
         child = self.by_pid.get(pid) if isinstance(pid, int) else None
         if child is not None:
             if child.process is not None and identity == child.process.channel_id:

@@ -20,6 +20,7 @@ from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from module_sdk.health import bounded_message
 from orchestrator.config import AppConfig, ModuleSpec
 from orchestrator.record import mutable_record
 from orchestrator.states import ChildState
@@ -241,8 +242,9 @@ class Scheduler:
             return
         error = message.get("error")
         ok = message.get("ok") is True
-        result = "ok" if ok else (str(error)[:300] if error else "run() failed")
-        self._finish(schedule, run, child, self._manager.redactor.scrub(result))
+        said = str(error)[:600] if error else "run() failed"
+        result = "ok" if ok else bounded_message(self._manager.redactor.scrub(said), 300)
+        self._finish(schedule, run, child, result)
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The `schedule` of module `name`'s status row (None: it has none)."""
