@@ -24,7 +24,7 @@ from orchestrator import logrotate
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.record import mutable_record
-from orchestrator.regular_file import open_regular
+from orchestrator.regular_file import check_writable, open_regular
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -315,30 +315,6 @@ def log_losses(handlers: Iterable[LogFile]) -> list[dict[str, Any]]:
     return reports
 
 
-# Errors that mean the directory will never take a log file (a full or failing disk may recover,
-# and is counted as lines lost instead).
-_NEVER_WRITABLE = (
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.ENOENT,
-    errno.ENOTDIR,
-    errno.EISDIR,
-)
-
-
-def _check_writable(path: Path) -> None:
-    """Raise OSError if `path` cannot be created or appended to, for a reason that is the
-    config's (the directory's permissions, a read-only or pseudo file system)."""
-    try:
-        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    except OSError as exc:
-        if exc.errno in _NEVER_WRITABLE:
-            raise
-        return
-    os.close(fd)
-
-
 def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool) -> Path:
     """Send every `orchestrator`, `broker` and `module_sdk` logger to `app.log` (and the console)
     through a filter that hides secrets. Returns the path of `app.log`.
@@ -348,7 +324,7 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
     directory = Path(settings.directory)
     directory.mkdir(parents=True, exist_ok=True)
     app_log = directory / "app.log"
-    _check_writable(app_log)  # before the handler, which would count it as lines lost
+    check_writable(app_log)  # before the handler, which would count it as lines lost
     redacting = RedactingFilter(redactor)
     file_handler = LogFile(app_log, Rotation.from_settings(settings))
     json_lines = settings.format == "json"

@@ -1,4 +1,5 @@
-"""Opening a log file without ever blocking on what was put in its place."""
+"""Opening log files: never blocking on what was put in their place, and telling a directory
+that can never take one from a disk that is full for now."""
 
 from __future__ import annotations
 
@@ -27,3 +28,27 @@ def open_regular(path: Path, flags: int, mode: int = FILE_MODE) -> int:
         os.close(fd)
         raise
     return fd
+
+
+# Errors that mean the directory will never take a log file (a full or failing disk may recover,
+# and is counted as lines lost instead).
+_NEVER_WRITABLE = (
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+)
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError if `path` cannot be created or appended to, for a reason that is the
+    config's (the directory's permissions, a read-only or pseudo file system)."""
+    try:
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError as exc:
+        if exc.errno in _NEVER_WRITABLE:
+            raise
+        return
+    os.close(fd)
