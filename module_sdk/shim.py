@@ -178,7 +178,8 @@ class _Child:
         )
         line = self.formatter().format(record) + "\n"
         with contextlib.suppress(OSError):
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # never create
+            # Never created; and never waited on: a FIFO in its place would keep us alive, orphaned.
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
                 os.write(fd, line.encode())
             finally:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from orchestrator import acl
+from orchestrator.regular_file import NotRegularFileError, open_regular
 
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
 _PID_WAIT = 2.0  # seconds a reader waits for the lock holder's pid file
@@ -97,6 +98,8 @@ class RunDir:
         if self._lock_fd is None and self.running_pid() is None and _owned_dir(self.path):
             acl.clear(self.path, 0o700)  # left by a killed run that let a module user in
         _check_private(self.path)
+        for name in ("supervisor.lock", "supervisor.pid"):
+            _check_regular(self.path / name)
         _write_private(self.daemon_output, b"", append=True)
 
     def acquire(self) -> None:
@@ -105,7 +108,7 @@ class RunDir:
         Raises AlreadyRunningError if a live supervisor holds it.
         """
         self.prepare()
-        fd = os.open(self.path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_run_file(self.path / "supervisor.lock", os.O_RDWR | os.O_CREAT)
         # A CLI asking whether a supervisor runs holds a shared lock for a moment: that is no
         # supervisor, so try again for a little while, until an exclusive holder shows.
         deadline = time.monotonic() + _ACQUIRE_WAIT
@@ -141,9 +144,9 @@ class RunDir:
         if self._lock_fd is not None:
             return os.getpid()
         try:
-            fd = os.open(lock, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
+            fd = open_run_file(lock, os.O_RDONLY)
+        except (FileNotFoundError, UnsafeRunDirError):
+            return None  # no supervisor of ours locks anything but the regular file it made
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -161,17 +164,20 @@ class RunDir:
         if self.running_pid() is not None:
             return None
         try:
-            with self.pid_file.open("rb") as pid_file:
-                return int(pid_file.read().strip()), os.fstat(pid_file.fileno()).st_mtime
-        except (OSError, ValueError):
+            with os.fdopen(open_run_file(self.pid_file, os.O_RDONLY), "rb") as pid_file:
+                return int(pid_file.read(64).strip()), os.fstat(pid_file.fileno()).st_mtime
+        except (OSError, ValueError, UnsafeRunDirError):
             return None
 
     def _holder_pid(self) -> int:
         """The pid in the pid file once it names a live process, or -1 if it does not in time."""
         deadline = time.monotonic() + _PID_WAIT
         while True:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(self.pid_file.read_text().strip())
+            with (
+                contextlib.suppress(OSError, ValueError, UnsafeRunDirError),
+                os.fdopen(open_run_file(self.pid_file, os.O_RDONLY), "rb") as pid_file,
+            ):
+                pid = int(pid_file.read(64).strip())
                 if pid > 0 and process_alive(pid):
                     return pid
             if time.monotonic() >= deadline:
@@ -214,10 +220,37 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc: it exists, as kill() said
 
 
+def open_run_file(path: Path, flags: int) -> int:
+    """`os.open` of a file of the run directory (created 0600): a FIFO, a device or a link put in
+    its place (by a module running as us, say) raises UnsafeRunDirError, naming it, instead of
+    holding the CLI or the supervisor until someone opens its other end."""
+    try:
+        return open_regular(path, flags | os.O_NOFOLLOW, 0o600)
+    except NotRegularFileError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENXIO, errno.ELOOP):  # ENXIO: a FIFO nobody reads
+            raise
+    raise UnsafeRunDirError(_NOT_REGULAR.format(path=path))
+
+
+_NOT_REGULAR = "{path}: not a regular file (a FIFO, a device or a link); remove it"
+
+
+def _check_regular(path: Path) -> None:
+    """Raise UnsafeRunDirError if `path` exists and is not a regular file."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeRunDirError(_NOT_REGULAR.format(path=path))
+
+
 def _write_private(path: Path, data: bytes, *, append: bool = False) -> None:
     """Write `data` to `path`, created (or made) owner-only: 0600 whatever the umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = open_run_file(path, flags)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, data)

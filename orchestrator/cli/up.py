@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from typing import Any, BinaryIO
 
@@ -16,7 +17,7 @@ from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
-from orchestrator.rundir import UnsafeRunDirError
+from orchestrator.rundir import UnsafeRunDirError, open_run_file
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
 _INSTALL_WAIT = 600.0  # seconds `up -d` also allows for building modules' venvs
@@ -65,11 +66,13 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     _report_previous(app, config)
     try:
         run_dir.prepare()
+        # Read through our own handle: a supervisor that fails removes its run directory, and
+        # this file with it, before it exits.
+        sink = os.fdopen(open_run_file(run_dir.daemon_output, os.O_WRONLY | os.O_TRUNC), "wb")
+        output = os.fdopen(open_run_file(run_dir.daemon_output, os.O_RDONLY), "rb")
     except UnsafeRunDirError as exc:
         abort(f"unsafe run directory: {exc}")
-    # Read through our own handle: a supervisor that fails removes its run directory, and this
-    # file with it, before it exits.
-    with run_dir.daemon_output.open("wb") as sink, run_dir.daemon_output.open("rb") as output:
+    with sink, output:
         daemon = detach(config, run_dir, sink.fileno(), close=(output.fileno(),))
         data = _wait_started(app, config, daemon, output)
     click.echo(

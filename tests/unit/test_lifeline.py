@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from module_sdk.lifeline import Lifeline
 
@@ -58,3 +59,24 @@ def test_a_descriptor_not_open_at_the_start_is_lost_from_the_start() -> None:
     os.close(write_end)
     lifeline = Lifeline(read_end, os.getpid())
     assert lifeline.lost and lifeline.gone() is False
+
+
+def test_the_orphans_last_line_never_waits_on_a_fifo(tmp_path: Path) -> None:
+    """The line saying the supervisor went away is written before the module stops: a FIFO in
+    place of its log file must not keep it alive, orphaned (hanging fails on the timeout)."""
+    import threading
+    from types import SimpleNamespace
+
+    from module_sdk.shim import _Child
+
+    log = tmp_path / "m.log"
+    os.mkfifo(log)
+    shim = SimpleNamespace(
+        log_path=log,
+        orphan_noted=threading.Lock(),
+        parent_pid=1,
+        name="m",
+        formatter=lambda: __import__("logging").Formatter("%(message)s"),
+    )
+    _Child.note_orphaned(shim)  # type: ignore[arg-type]
+    assert shim.orphan_noted.locked()  # it did try, once

@@ -114,3 +114,33 @@ def test_a_zombie_is_not_a_live_process() -> None:
     finally:
         os.waitpid(pid, 0)
     assert not process_alive(pid)
+
+
+@pytest.mark.parametrize("name", ["supervisor.lock", "supervisor.pid", "supervisor.out"])
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_fifo_or_link_in_the_run_directory_is_refused_not_waited_on(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    """Opening a FIFO blocks until its other end opens: `status`, `down` and `up` hung on one a
+    module running as us had put there. They now say what is there, or that nothing runs (a
+    supervisor of ours only ever locks the regular file it made). Hanging fails on the timeout."""
+    from orchestrator.rundir import UnsafeRunDirError
+
+    config = tmp_path / "config"
+    config.mkdir()
+    run_dir = RunDir(config, tmp_path / "run")
+    run_dir.prepare()
+    target = run_dir.path / name
+    target.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        (tmp_path / "elsewhere").write_text(f"{os.getpid()}\n")
+        target.symlink_to(tmp_path / "elsewhere")
+    assert run_dir.running_pid() is None
+    assert run_dir.stale_pid() is None
+    with pytest.raises(UnsafeRunDirError, match=f"{name}: not a regular file"):
+        run_dir.prepare()
+    with pytest.raises(UnsafeRunDirError, match=f"{name}: not a regular file"):
+        run_dir.acquire()
+    assert target.is_symlink() if kind == "link" else target.is_fifo()  # left for its owner
