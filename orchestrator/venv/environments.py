@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -78,7 +77,6 @@ class Environments:
         self._plans: dict[str, Plan] = {}  # by module: the latest plan asked for
         self._memo: dict[str, tuple[ModuleSpec, tuple[object, object], Plan]] = {}
         self._unplanned: dict[str, str] = {}  # by module: why its requirements cannot be read
-        self._installer = shutil.which("uv")
 
     def prepare(self, spec: ModuleSpec) -> Prepared:
         """Whether `spec` may start now, and on which interpreter; queues its build if needed."""
@@ -219,6 +217,8 @@ class Environments:
         log.info("building venv %s (pid %d, log %s)", plan.key, pid, plan.log)
 
     def _job(self, plan: Plan) -> str:
+        import shutil  # noqa: PLC0415  (here: with bz2 and lzma, 0.6 MB only builds need)
+
         sdk = sdk_parts()
         return json.dumps(
             {
@@ -227,7 +227,7 @@ class Environments:
                 "lines": list(plan.lines),
                 "requirements_file": str(plan.requirements_file) if plan.requirements_file else None,
                 "cache": str(self.cache),
-                "installer": self._installer,
+                "installer": shutil.which("uv"),
                 "supervisor": os.getpid(),
                 "timeout": BUILD_TIMEOUT,
                 "sdk": {

@@ -48,6 +48,9 @@ NOT_FOR_SUPERVISOR = (
     "secrets",
     "ssl",
     "gzip",
+    "shutil",  # and with it bz2 and lzma (0.6 MB): module venv builds and `down` use it
+    "bz2",
+    "lzma",
     "difflib",
     "zoneinfo",  # a schedule's time zone
     "shlex",  # module venvs' requirement options
