@@ -1,9 +1,12 @@
 """A small HTTP server in a thread of its own, for the metrics endpoint and the status page.
 
 It runs an asyncio loop, so that idle or slow clients cost a little memory, not a thread each, and
-every client is bounded: 50 new connections a second, 32 at once (more are closed at once), a
-request head of 8 KiB read within 5 s, an answer written within 10 s (and 2 s more for the client
-to close), GET and HEAD only, one request per connection. Unless told otherwise, only requests to a loopback name (localhost,
+every client is bounded: 50 new connections a second, 32 at once, a request head of 8 KiB read
+within 5 s, an answer written within 10 s (and 2 s more for the client to close), in chunks of
+64 KiB (a client that does not read holds one chunk, not a copy of the answer), GET and HEAD only,
+one request per connection. When all 32 are taken, a new connection takes the place of the oldest
+one still sending its request head (a client that trickles its head, slowloris, cannot hold the
+endpoint); only when every one of them is being answered is it closed at once. Unless told otherwise, only requests to a loopback name (localhost,
 127.0.0.1, [::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS
 rebinding) gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
 that loop published.
@@ -31,6 +34,7 @@ READ_TIMEOUT = 5.0  # seconds for the whole request head
 WRITE_TIMEOUT = 10.0  # seconds for the whole answer
 LINGER = 2.0  # seconds for the client to close once answered (then we close anyway)
 LINGER_BYTES = 256 * 1024  # of unread input discarded meanwhile, at most
+WRITE_CHUNK = 64 * 1024  # bytes handed to a connection's transport at a time
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after accept() failed (out of descriptors)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _REASONS = {
@@ -87,7 +91,10 @@ class HttpServer:
         self._stopping: asyncio.Event | None = None
         self._connections = 0
         self.accepted = 0  # connections accepted (refused ones too)
-        self.refused = 0  # connections closed at once: too many open
+        self.refused = 0  # connections closed at once: too many open, all being answered
+        self.evicted = 0  # connections closed for a new one while still sending their head
+        # The clients still reading their request head, oldest first.
+        self._reading: dict[asyncio.Task[None], None] = {}
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
 
@@ -164,11 +171,17 @@ class HttpServer:
             budget -= 1
             self.accepted += 1
             if self._connections >= self._max_connections:
-                self.refused += 1
-                conn.close()
-                continue
+                if not self._reading:
+                    self.refused += 1
+                    conn.close()
+                    continue
+                oldest = next(iter(self._reading))
+                del self._reading[oldest]
+                oldest.cancel()  # its slot frees as it ends: one over the bound until then
+                self.evicted += 1
             self._connections += 1
             task = asyncio.create_task(self._client(conn))
+            self._reading[task] = None
             clients.add(task)
             task.add_done_callback(clients.discard)
 
@@ -186,6 +199,7 @@ class HttpServer:
             pass
         finally:
             self._connections -= 1
+            self._reading.pop(_this_task(), None)
             if writer is None:
                 conn.close()
             elif answered:
@@ -196,6 +210,7 @@ class HttpServer:
     async def _answer(self, reader: asyncio.StreamReader) -> Response:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._read_timeout)
+            self._reading.pop(_this_task(), None)  # past its head: never evicted now
         except TimeoutError:
             return _plain(408, "request head not received in time\n")
         except asyncio.LimitOverrunError:
@@ -248,7 +263,11 @@ class HttpServer:
         }
         status = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
         head = status + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        writer.write(head.encode("latin-1") + response.body)
+        writer.write(head.encode("latin-1"))
+        body = memoryview(response.body)
+        for start in range(0, length, WRITE_CHUNK):
+            writer.write(body[start : start + WRITE_CHUNK])
+            await writer.drain()
         await writer.drain()
 
 
@@ -266,6 +285,12 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         async with asyncio.timeout(LINGER):
             while read <= LINGER_BYTES and (chunk := await reader.read(4096)):
                 read += len(chunk)
+
+
+def _this_task() -> asyncio.Task[None]:
+    task = asyncio.current_task()
+    assert task is not None  # a client's coroutine runs as a task of its own
+    return task
 
 
 def _accepting_ended(task: asyncio.Task[None]) -> None:

@@ -3,6 +3,7 @@ bounds, and well-behaved clients are served meanwhile or right after."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -70,22 +71,52 @@ def test_a_slow_client_is_cut_off_and_others_are_served_meanwhile(server: HttpSe
         slow.close()
 
 
-def test_many_connections_beyond_the_bound_are_closed_at_once(server: HttpServer) -> None:
+def test_idle_connections_give_their_place_to_a_new_one(server: HttpServer) -> None:
+    """Slowloris: clients that trickle (or never send) their request head hold every slot. A
+    new connection takes the place of the oldest of them, so a scraper is still answered."""
     idle = [socket.create_connection(server.address, timeout=5) for _ in range(MAX)]
     try:
+        for sock in idle:
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
         wait_until(lambda: server._connections == MAX, 5, "every idle connection counted")
-        extra = socket.create_connection(server.address, timeout=5)
-        with extra:
+        for _ in range(3):
+            assert httpx.get(url(server), timeout=5).status_code == 200
+        assert server.evicted == 1 and server.refused == 0  # then its slot was free
+        try:
+            dropped = idle[0].recv(100) == b""
+        except ConnectionResetError:
+            dropped = True
+        assert dropped  # the oldest went first
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+async def held(path: str, accept: str) -> Response:
+    await asyncio.sleep(2.0 if path == "/hold" else 0)
+    return Response(200, "text/plain", path.encode())
+
+
+def test_connections_beyond_the_bound_are_closed_when_all_are_being_answered() -> None:
+    http = HttpServer(HttpServer.listen("127.0.0.1", 0), held, max_connections=MAX)
+    http.start()
+    holding = [socket.create_connection(http.address, timeout=5) for _ in range(MAX)]
+    try:
+        for sock in holding:
+            sock.sendall(b"GET /hold HTTP/1.1\r\n\r\n")
+        wait_until(lambda: http._connections == MAX and not http._reading, 5, "all answering")
+        with socket.create_connection(http.address, timeout=5) as extra:
             try:
                 closed = extra.recv(100) == b""
             except ConnectionResetError:
                 closed = True
-            assert closed and server.refused >= 1
+        assert closed and http.refused == 1 and http.evicted == 0
+        for sock in holding:  # each is answered, whole
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
     finally:
-        for sock in idle:
+        for sock in holding:
             sock.close()
-    # Their slots free up as they are cut off (or closed): the endpoint serves again.
-    wait_until(lambda: served(server), 5, "served again")
+        http.stop()
 
 
 def test_new_connections_are_accepted_at_a_bounded_rate() -> None:
