@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -183,7 +184,18 @@ class HttpServer:
             task = asyncio.create_task(self._client(conn))
             self._reading[task] = None
             clients.add(task)
-            task.add_done_callback(clients.discard)
+            task.add_done_callback(functools.partial(self._ended, clients, conn))
+
+    def _ended(
+        self, clients: set[asyncio.Task[None]], conn: socket.socket, task: asyncio.Task[None]
+    ) -> None:
+        """A client's slot is free. Here, not in the client's own `finally`: a task cancelled
+        (evicted) before it started never runs it, and its socket is still to be closed."""
+        clients.discard(task)
+        self._reading.pop(task, None)
+        self._connections -= 1
+        if task.cancelled():
+            conn.close()  # a no-op if its transport closed it already
 
     async def _client(self, conn: socket.socket) -> None:
         writer: asyncio.StreamWriter | None = None
@@ -198,8 +210,6 @@ class HttpServer:
         except (TimeoutError, OSError):  # ConnectionError among them
             pass
         finally:
-            self._connections -= 1
-            self._reading.pop(_this_task(), None)
             if writer is None:
                 conn.close()
             elif answered:

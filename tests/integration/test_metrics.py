@@ -116,8 +116,9 @@ def test_hostile_clients_do_not_hold_the_supervisor(project: Project) -> None:
         # The supervisor's loop is untouched: it restarts a module and answers as usual.
         project.cli("restart", "idle", check=0)
         assert project.module("idle")["restarts"] == 1
-        # The server frees the slots itself, though the clients keep their sockets open: those
-        # past the bound are closed at once, the others get a 408 after the read timeout...
+        # The server frees the slots itself, though the clients keep their sockets open: the
+        # oldest give their place to those past the bound (closed at once), the others get a
+        # 408 after the read timeout...
         answers = [_read_all(sock) for sock in held]
         timed_out = [answer for answer in answers if answer.startswith(b"HTTP/1.1 408")]
         # (One slot may still be the 431's, if the server had not yet seen that client close.)

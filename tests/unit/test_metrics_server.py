@@ -308,3 +308,29 @@ def test_route_failures_are_logged_at_most_once_per_interval(
         assert len([r for r in caplog.records if "failed to answer" in r.getMessage()]) == 1
     finally:
         http.stop()
+
+
+def test_a_burst_past_the_bound_evicts_without_losing_slots() -> None:
+    """Connections waiting in the backlog are accepted in one burst, and evicted before their
+    task has run: each is still closed and its slot counted free (a slot once leaked this way
+    stayed taken for good)."""
+    http = HttpServer(HttpServer.listen("127.0.0.1", 0), echo, max_connections=MAX)
+    burst = [socket.create_connection(http.address, timeout=5) for _ in range(4 * MAX)]
+    http.start()
+    try:
+        wait_until(lambda: http.accepted == 4 * MAX, 10, "the burst accepted")
+        wait_until(lambda: http._connections <= MAX, 5, "evicted slots counted free")
+        assert http.evicted == 3 * MAX
+        for sock in burst[: 3 * MAX]:  # closed (or reset) at once
+            try:
+                assert sock.recv(100) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in burst:
+            sock.close()
+    try:
+        wait_until(lambda: http._connections == 0, 5, "every slot free once they all close")
+        assert served(http)
+    finally:
+        http.stop()
