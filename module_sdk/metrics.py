@@ -105,6 +105,8 @@ class Registry:
             _check_name(label, "label name")
             if label in _RESERVED_LABELS:
                 raise ValueError(f"label name {label!r} is the supervisor's")
+            if label.startswith("__"):
+                raise ValueError(f"label name {label!r}: names starting with '__' are Prometheus's")
         with self._lock:
             existing = self._metrics.get(name)
             if existing is not None:

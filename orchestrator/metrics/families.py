@@ -233,7 +233,7 @@ def defined_families(
     owners: dict[str, str] = {}  # sample name -> the family that emits it
     conflicts: dict[str, int] = dict(rejected)
     shares = fair_shares(
-        {m: sum(x.samples_per_series * len(x.series) for x in d) for m, d in metrics.items()},
+        {m: sum(x.cost(s) for x in d for s in x.series) for m, d in metrics.items()},
         budget,
     )
     for module, defined in sorted(metrics.items()):
@@ -254,8 +254,11 @@ def defined_families(
             ):
                 conflicts[module] = conflicts.get(module, 0) + 1
                 continue
-            fits = min(len(metric.series), left // metric.samples_per_series)
-            left -= fits * metric.samples_per_series
+            fits = 0
+            for series in metric.series:
+                if (cost := metric.cost(series)) > left:
+                    break
+                left, fits = left - cost, fits + 1
             if fits < len(metric.series):
                 conflicts[module] = conflicts.get(module, 0) + len(metric.series) - fits
             _add_series(families[metric.name][1], metric, module, fits)
@@ -264,7 +267,8 @@ def defined_families(
     dropped = CounterMetricFamily(
         "orchestrator_module_metrics_rejected",
         "Metrics or series a module defined that were left out (malformed, clashing, or over"
-        f" the bounds: 100 metrics and 1000 series a module, {budget} samples in all).",
+        f" the bounds: 100 metrics and 1000 series a module, {budget} samples in all, a sample"
+        " counting once more for every 128 bytes of label values).",
         labels=["module"],
     )
     for module, count in sorted(conflicts.items()):
@@ -297,7 +301,9 @@ def _add_series(family: Metric, metric: ModuleMetric, module: str, count: int) -
         values = [module, *series.labels]
         if isinstance(family, HistogramMetricFamily):
             bounds = [*(_bound(b) for b in metric.buckets), "+Inf"]
-            family.add_metric(values, list(zip(bounds, series.cumulative, strict=True)), series.sum)
+            buckets = list(zip(bounds, series.cumulative, strict=True))
+            # A negative sum is no counter (OpenMetrics refuses the scrape): _sum and _count go.
+            family.add_metric(values, buckets, series.sum if series.sum >= 0 else None)
         elif isinstance(family, CounterMetricFamily | GaugeMetricFamily):
             family.add_metric(values, series.value)
 

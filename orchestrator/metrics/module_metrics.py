@@ -19,8 +19,11 @@ from orchestrator.record import record
 MAX_METRICS = 100  # per module
 MAX_SERIES = 1000  # label sets per module, all its metrics together
 # Samples all modules together render (a histogram's label set is one per bucket, plus three):
-# what a scrape costs the supervisor's process, whatever the modules send.
+# what a scrape costs the supervisor's process, whatever the modules send. A sample whose label
+# values take more than LABEL_BYTES bytes counts as one more per LABEL_BYTES: 8 labels of 200
+# four-byte characters are 6.4 KB a line, and a scrape of 20,000 of them would be 130 MB.
 MAX_SAMPLES = 20_000
+LABEL_BYTES = 128
 # The child channel's bound on one message (a heartbeat): one at the SDK's bounds, in the worst
 # case (label values of 4-byte characters), is under 7 MiB; a bigger one is a hostile module's,
 # which ZeroMQ drops (with the connection) before the supervisor's loop reads it.
@@ -32,6 +35,9 @@ MAX_LABEL_VALUE = 200
 MAX_HELP = 300
 KINDS = ("counter", "gauge", "histogram")
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+# Control characters the exposition would carry as they are (a newline is escaped): in a label
+# value they cost the series, in a help text they become spaces.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 # The supervisor's own families (orchestrator_*) and the conventional process_* and python_* of
 # prometheus_client's collectors: no sample a module defines may start with one.
 RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
@@ -46,6 +52,7 @@ class Series:
     value: float = 0.0
     cumulative: tuple[float, ...] = ()  # histograms: one per bound, then +Inf
     sum: float = 0.0
+    label_bytes: int = 0  # of its label values, UTF-8
 
 
 @record
@@ -63,6 +70,10 @@ class ModuleMetric:
     def samples_per_series(self) -> int:
         """Lines one label set costs in the exposition: a histogram's buckets, +Inf, sum, count."""
         return len(self.buckets) + 3 if self.kind == "histogram" else 1
+
+    def cost(self, series: Series) -> int:
+        """What one label set counts against the samples all modules may render."""
+        return self.samples_per_series * (1 + series.label_bytes // LABEL_BYTES)
 
 
 def sample_names(name: str, kind: str) -> frozenset[str]:
@@ -85,6 +96,12 @@ def reserved(names: frozenset[str]) -> bool:
 def valid_name(name: object) -> bool:
     """A metric or label name Prometheus accepts, of bounded length."""
     return isinstance(name, str) and len(name) <= MAX_NAME and _NAME.match(name) is not None
+
+
+def valid_label_name(name: object) -> bool:
+    """A label name a module may define: Prometheus keeps those starting with `__` (`__name__`
+    would make the whole scrape invalid)."""
+    return valid_name(name) and not str(name).startswith("__")
 
 
 def parse(raw: object) -> tuple[tuple[ModuleMetric, ...], int]:
@@ -120,7 +137,7 @@ def _metric(entry: object, series_left: int) -> ModuleMetric | None:
     if not isinstance(text, str) or not isinstance(series, list) or not isinstance(labels, list):
         return None
     # Names before set(): a list among them is unhashable.
-    if len(labels) > MAX_LABELS or not all(valid_name(label) for label in labels):
+    if len(labels) > MAX_LABELS or not all(valid_label_name(label) for label in labels):
         return None
     if len(set(labels)) != len(labels) or any(label in RESERVED_LABELS for label in labels):
         return None
@@ -134,12 +151,13 @@ def _metric(entry: object, series_left: int) -> ModuleMetric | None:
         if bounds is None:
             return None
         buckets = bounds
-    kept = []
+    kept: dict[tuple[str, ...], Series] = {}  # a label set sent twice is kept once
     for item in series[: max(0, series_left)]:
         checked = _series(item, len(labels), buckets if kind == "histogram" else None)
-        if checked is not None:
-            kept.append(checked)
-    return ModuleMetric(name, str(kind), text[:MAX_HELP], tuple(labels), tuple(kept), buckets)
+        if checked is not None and (kind != "counter" or checked.value >= 0):
+            kept.setdefault(checked.labels, checked)
+    text = _CONTROL.sub(" ", text[:MAX_HELP])
+    return ModuleMetric(name, str(kind), text, tuple(labels), tuple(kept.values()), buckets)
 
 
 def _buckets(raw: object) -> tuple[float, ...] | None:
@@ -159,8 +177,11 @@ def _series(item: object, labels: int, buckets: tuple[float, ...] | None) -> Ser
         return None
     if not all(isinstance(v, str) and len(v) <= MAX_LABEL_VALUE for v in values):
         return None
+    if any(_CONTROL.search(v) for v in values):
+        return None
+    size = sum(len(v.encode(errors="replace")) for v in values)
     if buckets is None:
-        return Series(tuple(values), float(item[1])) if _finite(item[1]) else None
+        return Series(tuple(values), float(item[1]), label_bytes=size) if _finite(item[1]) else None
     counts, total = item[1], item[2]
     if not isinstance(counts, list) or len(counts) != len(buckets) + 1 or not _finite(total):
         return None
@@ -170,7 +191,7 @@ def _series(item: object, labels: int, buckets: tuple[float, ...] | None) -> Ser
     for count in counts:
         running += float(count)
         cumulative.append(running)
-    return Series(tuple(values), cumulative=tuple(cumulative), sum=float(total))
+    return Series(tuple(values), cumulative=tuple(cumulative), sum=float(total), label_bytes=size)
 
 
 def _finite(value: Any) -> bool:

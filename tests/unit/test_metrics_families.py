@@ -162,8 +162,9 @@ def test_the_sdk_refuses_what_the_supervisor_would() -> None:
     for bad in ("1x", "a-b", "orchestrator_x", "x" * 101):
         with pytest.raises(ValueError):
             registry.counter(bad)
-    with pytest.raises(ValueError):
-        registry.gauge("g", labels=("module",))
+    for label in ("module", "__name__", "__x"):
+        with pytest.raises(ValueError):
+            registry.gauge("g", labels=(label,))
     counter = registry.counter("c", labels=("k",))
     assert registry.counter("c", labels=("k",)) is counter
     with pytest.raises(ValueError):
@@ -352,3 +353,54 @@ def test_the_sdk_refuses_non_finite_values_and_clashing_names() -> None:
         with pytest.raises(ValueError):
             define(name)
     registry.counter("processed")  # a prefix of a word is not the prefix
+
+
+def render_both(defined: dict[str, Any]) -> tuple[str, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot(module_metrics=defined)))
+    return generate_latest(registry).decode(), generate_openmetrics(registry).decode()
+
+
+def test_wide_label_values_count_against_the_bound_by_their_bytes() -> None:
+    """8 labels of 200 four-byte characters are 6.4 KB a line: counted by lines alone, 1000 such
+    histograms rendered 116 MB and lagged the supervisor's loop by a second."""
+    labels = [f"l{i}" for i in range(8)]
+    bomb = {
+        "name": "bomb",
+        "kind": "histogram",
+        "labels": labels,
+        "buckets": list(range(1, module_metrics.MAX_BUCKETS + 1)),
+        "series": [
+            [["😀" * 196 + str(s)] * 8, [1] * (module_metrics.MAX_BUCKETS + 1), 1.0]
+            for s in range(module_metrics.MAX_SERIES)
+        ],
+    }
+    defined, rejected = parse([bomb])
+    assert rejected == 0  # within every per-module bound: it is the render that is bounded
+    text, _ = render_both({"bomb": defined})
+    assert len(text.encode()) < 12 * 1024 * 1024
+    kept = len(text_string_to_metric_families(text).__next__().samples)
+    assert kept > 0
+
+
+def test_what_would_make_a_scrape_invalid_is_left_out() -> None:
+    raw = [
+        {"name": "a", "kind": "gauge", "labels": ["__name__"], "series": [[["up"], 1]]},
+        {"name": "b", "kind": "gauge", "labels": ["__x"], "series": [[["v"], 1]]},
+        {"name": "c", "kind": "counter", "labels": ["k"], "series": [[["x"], -5], [["y"], 2]]},
+        {"name": "d", "kind": "gauge", "labels": ["k"], "series": [[["x"], 1], [["x"], 2]]},
+        {"name": "e", "kind": "gauge", "labels": ["k"], "series": [[["a\rb"], 1], [["n\nl"], 3]]},
+        {"name": "f", "kind": "gauge", "help": "one\r\x00two", "series": [[[], 1]]},
+        {"name": "h", "kind": "histogram", "buckets": [1], "series": [[[], [1, 0], -5.0]]},
+    ]
+    defined, rejected = parse(raw)
+    by_name = {metric.name: metric for metric in defined}
+    assert sorted(by_name) == ["c", "d", "e", "f", "h"] and rejected == 2 + 1 + 1 + 1
+    assert [s.labels for s in by_name["c"].series] == [("y",)]  # a counter is never negative
+    assert [s.value for s in by_name["d"].series] == [1]  # a label set once
+    assert [s.labels for s in by_name["e"].series] == [("n\nl",)]  # a newline is escaped
+    assert by_name["f"].help == "one  two"
+    text, openmetrics = render_both({"m": defined})
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"c", "d", "e", "f", "h"} <= names
+    assert {family.name for family in parse_om(openmetrics)} >= {"c", "d", "e", "f", "h"}
