@@ -57,6 +57,12 @@ class Redactor:
             return text
         return self._pattern.sub(MASK, text)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where in `text` the secrets `scrub` would replace are: (start, end) of each."""
+        if self._pattern is None:
+            return []
+        return [match.span() for match in self._pattern.finditer(text)]
+
     def redact(self, obj: Any) -> Any:
         """A deep copy of a mapping/list tree in which a string that is a secret, or contains one of
         4 characters or more, becomes `***`, and so does any non-empty value under a secret-looking

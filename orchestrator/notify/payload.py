@@ -20,7 +20,9 @@ _TEXT_LIMIT = 200
 
 def display_url(url: str, redactor: Redactor) -> str:
     """`url` as logs may show it: scheme, host, port and path; never the user info, the query string
-    or the fragment (they may hold tokens), and scrubbed of secrets."""
+    or the fragment (they may hold tokens), and scrubbed of secrets. Where a secret reaches into the
+    path, it shows `scheme://host/***`, and `scheme://***` where it reaches into the host: cut
+    down, a secret would no longer be found whole, and its pieces would show (a `${HOOK_URL}`)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -29,7 +31,39 @@ def display_url(url: str, redactor: Redactor) -> str:
         return redactor.scrub(f"{url.split(':', 1)[0]}://?")
     if ":" in host:  # IPv6
         host = f"[{host}]"
+    hidden = _hidden_parts(url, redactor)
+    if "origin" in hidden:
+        return f"{redactor.scrub(parts.scheme)}://{MASK}"
+    if "path" in hidden:
+        return f"{parts.scheme}://{host}{port}/{MASK}"
     return redactor.scrub(f"{parts.scheme}://{host}{port}{parts.path}")
+
+
+def _hidden_parts(url: str, redactor: Redactor) -> set[str]:
+    """Which shown parts of `url` a secret reaches into, wholly or in part: "origin" (its scheme,
+    host and port) and "path". Its user info, query and fragment are never shown."""
+    spans = redactor.spans(url)
+    if not spans:
+        return set()
+    scheme, _, rest = url.partition("://")
+    after_scheme = len(scheme) + 3
+    netloc_end = after_scheme + _first_of(rest, "/?#")
+    host_start = url.rfind("@", after_scheme, netloc_end) + 1 or after_scheme
+    path_end = netloc_end + _first_of(url[netloc_end:], "?#")
+    shown = {
+        "origin": ((0, len(scheme)), (host_start, netloc_end)),
+        "path": ((netloc_end, path_end),),
+    }
+    return {
+        part
+        for part, ranges in shown.items()
+        if any(start < end and begin < stop for start, stop in spans for begin, end in ranges)
+    }
+
+
+def _first_of(text: str, characters: str) -> int:
+    """The index of the first of `characters` in `text`, or its length."""
+    return min((i for i in map(text.find, characters) if i >= 0), default=len(text))
 
 
 def safe_text(text: str, redactor: Redactor) -> str:
