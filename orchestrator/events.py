@@ -37,7 +37,10 @@ class SystemEvents:
         self._pub.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self._pub.connect(inject_endpoint)
         self.lost = 0
-        self._envelopes = Envelopes(SOURCE, f"{os.getpid():x}-sup-", max_message_size)
+        # Random, as a module's: two hosts' supervisors may share a pid (1, in containers), and a
+        # cluster bridge takes a prefix it imported from another host for that host's.
+        prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-sup-"
+        self._envelopes = Envelopes(SOURCE, prefix, max_message_size)
         self._next_sync = 0.0
 
     def publish(self, event_type: str, **data: Any) -> None:

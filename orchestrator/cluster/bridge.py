@@ -90,6 +90,9 @@ class Bridge(NatsConnection):
         self.settings = settings
         self._patterns = [Pattern.parse(text) for text in settings.export]
         self._remote_publishers = Remembered()  # id prefixes of the events we imported
+        # Id prefixes of the events we exported: a NATS message claiming one is not imported (it
+        # would make the bridge take this host's publisher for another's, and export no more).
+        self._local_publishers = Remembered()
         self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
         self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
@@ -244,12 +247,16 @@ class Bridge(NatsConnection):
             return None
         try:
             if built_in is None:  # a sync
-                if decode_sync(body)[0] in self._remote_publishers:
+                prefix = decode_sync(body)[0]
+                if prefix in self._remote_publishers:
                     return None
+                self._local_publishers.add(prefix)
                 return subject, body
             source, event_id, time, data, seq = decode_envelope(body)
-            if publisher_prefix(event_id) in self._remote_publishers:
+            prefix = publisher_prefix(event_id)
+            if prefix in self._remote_publishers:
                 return None  # imported: it never goes back out
+            self._local_publishers.add(prefix)
             if seq:
                 self._count_local_losses(event_id, topic, seq, time)
             if source == BUILT_IN_SOURCE and topic.startswith(b"host."):
@@ -364,15 +371,18 @@ class Bridge(NatsConnection):
         except BadFrameError:
             return
         sync = topic.endswith(SYNC_SUFFIX)
-        remote = self._remote_publishers
+        remote, local = self._remote_publishers, self._local_publishers
         send = _send_frame
         for body in bodies:
             try:
-                remote.add(
+                prefix = (
                     decode_sync(body)[0] if sync else publisher_prefix(decode_envelope(body)[1])
                 )
             except BadFrameError:
                 continue
+            if prefix in local:
+                continue  # a publisher of this host's: a copy, or a forgery
+            remote.add(prefix)
             send(pub, topic, _SNDMORE)
             send(pub, body)
             self.imported += 1

@@ -17,6 +17,7 @@ from orchestrator.cluster import batch
 from orchestrator.cluster import bridge as bridge_module
 from orchestrator.cluster.batch import BATCH_HEADER
 from orchestrator.cluster.bridge import BATCH, INSTANCE, ORIGIN, Bridge
+from orchestrator.cluster.local_bus import publisher_prefix
 from orchestrator.cluster.settings import BridgeSettings
 
 
@@ -202,6 +203,36 @@ def test_an_imported_publishers_other_events_never_go_back_out() -> None:
     later = encode_envelope("shop", "99-zz-2", 2.1, {}, 2)
     run(b.export(b"orders.created", later))  # its publisher is known to be remote
     assert nats.sent == []
+
+
+def test_a_message_claiming_a_local_publisher_does_not_silence_it() -> None:
+    """A publisher prefix seen in exported events is this host's: a NATS message claiming it (a
+    forgery, from any client that watched the exports) is not imported, and exports go on."""
+    b, nats, pub = bridge()
+    run(b.export(b"orders.created", encode_envelope("shop", "12-ab-1", 1.0, {}, 1)))
+    forged = encode_envelope("x", "12-ab-99", 1.0, {}, 1)
+    run(b.receive(Msg("prod.ev.zz.q", forged, "mallory")))  # type: ignore[arg-type]
+    run(b.receive(Msg("prod.ev.zz.q.~sync", encode_sync("12-ab-", 9, 1.0), "mallory")))  # type: ignore[arg-type]
+    assert pub.sent == []
+    run(b.export(b"orders.created", encode_envelope("shop", "12-ab-2", 1.1, {}, 2)))
+    assert len(nats.sent) == 2
+
+
+def test_two_supervisors_of_one_pid_publish_under_different_prefixes() -> None:
+    """Supervisors run as pid 1 in containers: their event ids must still differ, or a bridge
+    takes the other host's events' publisher for its own supervisor's."""
+    from orchestrator.events import SystemEvents
+
+    ids = set()
+    for _ in range(2):
+        context = zmq.Context()
+        try:
+            events = SystemEvents(context, "inproc://x")
+            ids.add(publisher_prefix(events.send("app.test", {}, "orchestrator")))
+            events.close()
+        finally:
+            context.destroy(linger=0)
+    assert len(ids) == 2
 
 
 def test_events_the_local_queue_dropped_are_counted_as_unsent() -> None:
