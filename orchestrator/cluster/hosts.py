@@ -63,6 +63,7 @@ class Hosts:
         self._sealer = sealer
         self._say = say
         self._nc: Client | None = None
+        self._seq = 0  # of this run's announcements: the others ignore one not after the last
         self.status: dict[str, Any] | None = None  # the supervisor's, as last asked
 
     async def connected(self, nc: Client) -> None:
@@ -127,11 +128,13 @@ class Hosts:
             await nc.publish(host_subject(self.name, self.host), self._encode())
 
     def _encode(self, *, leaving: bool = False) -> bytes:
+        self._seq += 1
         note = encode_announcement(
             host=self.host,
             instance=self.instance,
             status=self.status,
             version=__version__,
+            seq=self._seq,
             leaving=leaving,
         )
         return self._sealer.sign(note)

@@ -4,22 +4,37 @@ Every bridge announces its host every `ANNOUNCE_EVERY` seconds on `<name>.host.<
 supervisor's pid, the version, its modules and their states. A host first heard of (or heard
 again after it was lost) has *joined*; one not heard of for `LOST_AFTER` seconds is
 *unreachable* (lost); one that said goodbye (`down`) has *left*. Announcements come from the
-network: each is checked field by field and bounded, and the table holds at most `MAX_HOSTS`.
+network: each is checked field by field and bounded, and the table holds at most `MAX_HOSTS`,
+of `MAX_TABLE_BYTES` in all.
+
+Signed announcements can still be recorded and sent again by any client of the NATS server: each
+carries the time it was sent and a number its bridge run counts up. One not newer than the last
+of its run, from an older run than the last heard, or (from a run not heard yet) older than
+`MAX_AGE` is ignored: a replay can neither keep a stopped host up nor make a live one leave.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from module_sdk.health import bounded_message
+from orchestrator.cluster.signing import MAX_AGE
+
 ANNOUNCE_EVERY = 1.0  # seconds between a host's announcements
 LOST_AFTER = 3.5  # seconds without one, after which a host is unreachable
 MAX_HOSTS = 256
 MAX_MODULES = 2000  # rows of one announcement
-MAX_ANNOUNCEMENT = 512 * 1024  # bytes: the table holds at most MAX_HOSTS of these
+MAX_ANNOUNCEMENT = 512 * 1024  # bytes of one
+# Bytes of all the announcements the table holds: 256 of the largest would take the bridge past
+# its memory limit once decoded. An announcement that would not fit is ignored.
+MAX_TABLE_BYTES = 16 * 1024 * 1024
+_MAX_NUMBER = 1e15  # pids, counts, times and sizes: beyond it, it is not one
 UP, UNREACHABLE, LEFT = "up", "unreachable", "left"
 _HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 _TEXT = 200  # characters of a text field kept
@@ -36,9 +51,12 @@ def encode_announcement(
     instance: str,
     status: dict[str, Any] | None,
     version: str,
+    seq: int,
     leaving: bool = False,
+    sent: float | None = None,
 ) -> bytes:
-    """This host's announcement, from its supervisor's `status` data (None before the first)."""
+    """This host's announcement, from its supervisor's `status` data (None before the first);
+    `seq` counts up within this bridge run."""
     supervisor = (status or {}).get("supervisor", {})
     modules = [
         {key: row.get(key) for key in MODULE_FIELDS} for row in (status or {}).get("modules", [])
@@ -52,16 +70,21 @@ def encode_announcement(
             "started": supervisor.get("started"),
             "modules": modules[:MAX_MODULES],
             "leaving": leaving,
+            "seq": seq,
+            "sent": time.time() if sent is None else sent,
         }
     )
 
 
 def _text(value: Any) -> str | None:
-    return value[:_TEXT] if isinstance(value, str) else None
+    """A text field as `status --cluster` may print it: one printable line, cut."""
+    return bounded_message(value, _TEXT) if isinstance(value, str) else None
 
 
 def _number(value: Any) -> float | int | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return value if math.isfinite(value) and abs(value) <= _MAX_NUMBER else None
 
 
 def decode_announcement(data: bytes) -> dict[str, Any]:
@@ -105,6 +128,10 @@ def decode_announcement(data: bytes) -> dict[str, Any]:
         "started": _number(raw.get("started")),
         "modules": rows,
         "leaving": raw.get("leaving") is True,
+        # None from a bridge of a version before them: taken as it comes
+        "seq": seq if isinstance(seq := _number(raw.get("seq")), int) and seq >= 0 else None,
+        "sent": _number(raw.get("sent")),
+        "bytes": len(data),
     }
 
 
@@ -141,6 +168,7 @@ class PeerTable:
     own_instance: str
     peers: dict[str, Peer] = field(default_factory=dict)
     twins: set[str] = field(default_factory=set)  # instances of another host named as this one
+    bytes: int = 0  # of the announcements held
 
     def heard(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
         """A (decoded) announcement arrived."""
@@ -148,19 +176,27 @@ class PeerTable:
         if note["instance"] == self.own_instance:
             return []
         if host == self.own_host:
-            if note["instance"] in self.twins or len(self.twins) >= MAX_HOSTS:
+            if note["instance"] in self.twins or len(self.twins) >= MAX_HOSTS or _stale(note, now):
                 return []
             self.twins.add(note["instance"])
             return [("twin", host, f"pid {note['pid']}")]
         peer = self.peers.get(host)
         if peer is None:
-            if len(self.peers) >= MAX_HOSTS:
+            if _stale(note, now):
+                return []
+            if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
                 self._forget_one()
-                if len(self.peers) >= MAX_HOSTS:
+                if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
                     return []
             peer = self.peers[host] = Peer(note, state=UP, since=now, last_heard=now)
+            self.bytes += note["bytes"]
             return [] if note["leaving"] else [("joined", host, "")]
+        if _replayed(note, peer.announcement, now):
+            return []
+        if self.bytes - peer.announcement["bytes"] + note["bytes"] > MAX_TABLE_BYTES:
+            return []
         previous = peer.state
+        self.bytes += note["bytes"] - peer.announcement["bytes"]
         peer.announcement, peer.last_heard = note, now
         if note["leaving"]:
             if previous != LEFT:
@@ -191,3 +227,19 @@ class PeerTable:
         if gone:
             oldest = min(gone, key=lambda p: p.since)
             del self.peers[oldest.announcement["host"]]
+            self.bytes -= oldest.announcement["bytes"]
+
+
+def _stale(note: dict[str, Any], now: float) -> bool:
+    """Whether an announcement of a run not heard yet is too old to be a live one's."""
+    return note["sent"] is not None and now - note["sent"] > MAX_AGE
+
+
+def _replayed(note: dict[str, Any], last: dict[str, Any], now: float) -> bool:
+    """Whether `note` is older than `last`, the latest heard from its host: of the same bridge
+    run and not numbered after it, or of another run sent before it (or long ago)."""
+    if note["instance"] == last["instance"]:
+        return note["seq"] is not None and last["seq"] is not None and note["seq"] <= last["seq"]
+    if note["sent"] is not None and last["sent"] is not None and note["sent"] <= last["sent"]:
+        return True
+    return _stale(note, now)

@@ -11,6 +11,8 @@ import pytest
 from orchestrator.cluster.peers import (
     LOST_AFTER,
     MAX_ANNOUNCEMENT,
+    MAX_MODULES,
+    MAX_TABLE_BYTES,
     BadAnnouncementError,
     PeerTable,
     decode_announcement,
@@ -87,28 +89,102 @@ def test_keys_come_from_every_kind_of_credential(tmp_path: Path) -> None:
     assert control_key({}) is None
 
 
-def note(host: str, instance: str = "i1", *, leaving: bool = False) -> dict[str, Any]:
-    status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": [{"name": "m", "state": "x"}]}
+_SEQ = iter(range(1, 1_000_000))
+
+
+def note(
+    host: str,
+    instance: str = "i1",
+    *,
+    leaving: bool = False,
+    sent: float | None = None,
+    seq: int | None = None,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An announcement as it arrives; sent when `sent` says (by default the last `now` the test
+    gives the table), numbered after the last one unless `seq` says."""
+    status = status or {
+        "supervisor": {"pid": 7, "started": 1.0},
+        "modules": [{"name": "m", "state": "x"}],
+    }
     data = encode_announcement(
-        host=host, instance=instance, status=status, version="1", leaving=leaving
+        host=host,
+        instance=instance,
+        status=status,
+        version="1",
+        leaving=leaving,
+        seq=next(_SEQ) if seq is None else seq,
+        sent=sent,
     )
     return decode_announcement(data)
 
 
 def test_hosts_join_get_lost_come_back_and_leave() -> None:
     table = PeerTable("alpha", "me")
-    assert table.heard(note("beta"), 100.0) == [("joined", "beta", "")]
-    assert table.heard(note("beta"), 101.0) == []
+    assert table.heard(note("beta", sent=100.0), 100.0) == [("joined", "beta", "")]
+    assert table.heard(note("beta", sent=101.0), 101.0) == []
     assert table.expire(101.0 + LOST_AFTER) == []
     lost = table.expire(101.1 + LOST_AFTER)
     assert [change[:2] for change in lost] == [("lost", "beta")]
     assert table.rows(110.0)[0]["state"] == "unreachable"
-    assert table.heard(note("beta", "i2"), 111.0) == [("joined", "beta", "")]
-    assert table.heard(note("beta", "i2", leaving=True), 112.0)[0][:2] == ("left", "beta")
+    assert table.heard(note("beta", "i2", sent=111.0), 111.0) == [("joined", "beta", "")]
+    left = table.heard(note("beta", "i2", leaving=True, sent=112.0), 112.0)
+    assert left[0][:2] == ("left", "beta")
     assert table.expire(200.0) == []  # a host that left is not lost too
-    assert table.heard(note("alpha", "me"), 113.0) == []  # our own
-    assert table.heard(note("alpha", "twin"), 113.0) == [("twin", "alpha", "pid 7")]
-    assert table.heard(note("alpha", "twin"), 114.0) == []  # said once
+    assert table.heard(note("alpha", "me", sent=113.0), 113.0) == []  # our own
+    twin = table.heard(note("alpha", "twin", sent=113.0), 113.0)
+    assert twin == [("twin", "alpha", "pid 7")]
+    assert table.heard(note("alpha", "twin", sent=114.0), 114.0) == []  # said once
+
+
+def test_an_announcement_sent_again_changes_nothing() -> None:
+    """Any client of the NATS server can record signed announcements and send them again: one
+    must neither keep a stopped host up nor make a live one leave, nor a gone one join."""
+    table = PeerTable("alpha", "me")
+    old_run = [note("beta", "run1", sent=100.0 + i) for i in range(3)]
+    old_goodbye = note("beta", "run1", leaving=True, sent=103.0)
+    for n, announcement in enumerate(old_run):
+        table.heard(announcement, 100.0 + n)
+    assert table.heard(old_goodbye, 103.0) == [("left", "beta", "its supervisor stopped")]
+    assert table.heard(old_run[-1], 104.0) == []  # a stopped host is not up again
+    assert table.rows(104.0)[0]["state"] == "left"
+    assert table.heard(note("beta", "run2", sent=110.0), 110.0) == [("joined", "beta", "")]
+    assert table.heard(old_goodbye, 111.0) == []  # an old run's goodbye: it has not left
+    assert table.heard(old_run[0], 111.5) == []
+    assert table.rows(112.0)[0]["state"] == "up"
+    assert table.heard(note("beta", "run2", seq=1, sent=112.0), 112.0) == []  # not after the last
+    fresh = PeerTable("alpha", "me")  # one that never heard beta: a recording is too old
+    assert fresh.heard(old_run[-1], 102.0 + MAX_AGE + 1) == []
+    assert fresh.heard(note("beta", "run3", sent=130.0), 131.0) == [("joined", "beta", "")]
+
+
+def test_the_table_holds_a_bounded_number_of_bytes() -> None:
+    rows = [{"name": f"m{i:04}" + "x" * 150, "state": "running"} for i in range(MAX_MODULES)]
+    status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": rows}
+    big = note("h0", status=status, sent=1.0)
+    fits = MAX_TABLE_BYTES // big["bytes"]
+    table = PeerTable("alpha", "me")
+    for i in range(fits + 5):
+        table.heard(note(f"h{i}", status=status, sent=1.0), 1.0)
+    assert len(table.peers) == fits and table.bytes <= MAX_TABLE_BYTES
+    # A host already held may grow only within the bound too, and keeps what it had.
+    grown = note("h0", status={**status, "modules": rows * 1}, sent=2.0)
+    assert table.heard(grown, 2.0) == [] and table.bytes <= MAX_TABLE_BYTES
+
+
+def test_numbers_and_texts_of_an_announcement_are_fit_to_print() -> None:
+    raw = {
+        "host": "a",
+        "instance": "i",
+        "pid": float("nan"),
+        "started": float("inf"),
+        "modules": [{"name": "m\x1b]0;title\x07\nfake line", "uptime": 1e300, "rss_mb": -1e308}],
+    }
+    decoded = decode_announcement(msgpack.packb(raw))
+    assert decoded["pid"] is None and decoded["started"] is None
+    row = decoded["modules"][0]
+    assert row["uptime"] is None and row["rss_mb"] is None
+    assert row["name"].isprintable() and "fake line" in row["name"]
 
 
 @pytest.mark.parametrize(
