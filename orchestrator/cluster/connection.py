@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any
 
@@ -17,6 +18,8 @@ from nats.aio.client import Client
 from orchestrator.cluster.bridge_lines import STATE_PREFIX, say
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.subjects import inbox_prefix
+
+log = logging.getLogger(__name__)
 
 RECONNECT_WAIT = 0.5  # seconds between attempts at each server
 GIVE_UP_WAIT = 5.0  # seconds before trying again after an error nats-py does not retry
@@ -121,6 +124,11 @@ class NatsConnection:
             say(f"{STATE_PREFIX}{state}")
 
     async def _error(self, exc: Exception) -> None:
+        if not isinstance(exc, nats.errors.Error | OSError | asyncio.TimeoutError):
+            # Raised by one of our message callbacks (nats-py hands it here): a bug of ours,
+            # not the connection's state.
+            log.error("bridge: handling a NATS message failed", exc_info=exc)
+            return
         refusal = is_refusal(exc)
         if self._refused and not refusal:
             return  # "Authorization Violation" says more than the connection reset after it

@@ -145,9 +145,10 @@ class RemoteControl:
             )
             return
         cmd = request.get("cmd")
-        if cmd not in ALLOWED:
+        if not isinstance(cmd, str) or cmd not in ALLOWED:
             allowed = ", ".join(sorted(ALLOWED))
-            answer = failure(f"{cmd!r} cannot be asked of another host (only {allowed})", "usage")
+            asked = repr(cmd)[:100]
+            answer = failure(f"{asked} cannot be asked of another host (only {allowed})", "usage")
             await self._respond(msg.reply, nonce, answer)
             return
         if len(self._serving) >= MAX_SERVING:

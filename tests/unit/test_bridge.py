@@ -344,3 +344,18 @@ def test_a_batch_stays_under_the_servers_limit_on_a_message() -> None:
     run(b.send([("prod.ev.x.a", body)] * 20))
     assert len(small.sent) == 20
     assert all(len(payload) <= 500 for _, payload, _ in small.messages)
+
+
+def test_a_failing_message_callback_is_logged_not_taken_for_the_connections_state(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py hands what a subscription callback raised to the error callback: that is a bug of
+    ours, logged, and not `nats: disconnected: unhashable type: 'list'` in status."""
+    b, _, _ = bridge()
+    run(b._error(TypeError("unhashable type: 'list'")))
+    run(b._error(ConnectionResetError(104, "Connection reset by peer")))
+    run(b._disconnected())
+    assert capsys.readouterr().out.splitlines() == [
+        "nats: disconnected: [Errno 104] Connection reset by peer"
+    ]
+    assert "handling a NATS message failed" in caplog.text

@@ -258,3 +258,35 @@ def test_a_forward_fails_when_the_bridge_goes_and_pending_ones_are_bounded() -> 
         assert callable(forward.forward("beta", None, 1.0))
     refused = forward.forward("beta", None, 1.0)
     assert isinstance(refused, dict) and "already waiting" in refused["error"]
+
+
+def test_a_signed_request_for_a_command_that_is_no_string_gets_a_usage_answer() -> None:
+    """`{"cmd": ["x"]}` raised TypeError (unhashable) in the callback: no answer, and the error
+    showed as the NATS connection's state."""
+    import asyncio
+
+    from orchestrator.cluster.remote import RemoteControl
+
+    class Nats:
+        max_payload = 1 << 20
+
+        def __init__(self) -> None:
+            self.published: list[tuple[str, bytes]] = []
+
+        async def publish(self, subject: str, payload: bytes) -> None:
+            self.published.append((subject, payload))
+
+    class Msg:
+        subject, reply = "c.ctl.beta", "_INBOX.c.alpha.1"
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    beta = Sealer(KEY, "beta", not_before=0.0)
+    control = RemoteControl(name="c", host="beta", link=None, hosts=None, sealer=beta)  # type: ignore[arg-type]
+    control._nc = nats = Nats()  # type: ignore[assignment]
+    for cmd in (["x"], {"a": 1}, None, "rm"):
+        data, nonce = Sealer(KEY, "alpha").seal("beta", {"cmd": cmd})
+        asyncio.run(control.serve(Msg(data)))  # type: ignore[arg-type]
+        answer = Sealer(KEY, "alpha").open_reply(nats.published[-1][1], nonce)
+        assert answer["ok"] is False and answer["data"]["kind"] == "usage", answer
