@@ -24,7 +24,6 @@ from typing import Any
 import msgpack
 
 from module_sdk.health import bounded_message
-from orchestrator.cluster.signing import MAX_AGE
 
 ANNOUNCE_EVERY = 1.0  # seconds between a host's announcements
 LOST_AFTER = 3.5  # seconds without one, after which a host is unreachable
@@ -35,6 +34,10 @@ MAX_ANNOUNCEMENT = 512 * 1024  # bytes of one
 # its memory limit once decoded. An announcement that would not fit is ignored.
 MAX_TABLE_BYTES = 16 * 1024 * 1024
 _MAX_NUMBER = 1e15  # pids, counts, times and sizes: beyond it, it is not one
+# Seconds an announcement of a run not heard yet stays valid: hosts' clocks may differ by this
+# much, as for control requests (signing.MAX_AGE; not imported: signing loads hashlib, and with
+# it OpenSSL, into the supervisor, which imports this module).
+MAX_AGE = 30.0
 UP, UNREACHABLE, LEFT = "up", "unreachable", "left"
 _HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 _TEXT = 200  # characters of a text field kept

@@ -158,6 +158,12 @@ def test_an_announcement_sent_again_changes_nothing() -> None:
     assert fresh.heard(note("beta", "run3", sent=130.0), 131.0) == [("joined", "beta", "")]
 
 
+def test_announcements_and_requests_allow_the_same_clock_difference() -> None:
+    from orchestrator.cluster import peers
+
+    assert peers.MAX_AGE == MAX_AGE
+
+
 def test_the_table_holds_a_bounded_number_of_bytes() -> None:
     rows = [{"name": f"m{i:04}" + "x" * 150, "state": "running"} for i in range(MAX_MODULES)]
     status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": rows}
