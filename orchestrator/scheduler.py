@@ -14,6 +14,7 @@ turn; nothing here sleeps or blocks. Cron times are wall-clock times in the modu
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import field
@@ -34,19 +35,27 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 _AT_REST = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)  # no start is coming
 SendRun = Callable[["ManagedChild", int], bool]  # ask a child to call run(); False: not sent
+MAX_QUEUED = 1  # overlap: queue: runs waiting for the one in progress (more are skipped)
+MAX_CALLS = 4  # overlap: allow: run() calls in progress in one module (more are skipped)
+_CLOCK_STEP = 1.0  # seconds the wall clock may seem to go back before due times are redone
 
 
 def next_due(spec: ModuleSpec, after: float) -> float:
     """The first time (unix seconds) strictly after `after` that `spec.schedule` names, in the
-    module's time zone (the machine's when it has none)."""
+    module's time zone (the machine's when it has none); infinity if croniter finds none (the
+    config refuses such expressions: this is the loop's guard, never its crash)."""
     from zoneinfo import ZoneInfo  # noqa: PLC0415  (as croniter)
 
-    from croniter import croniter  # noqa: PLC0415  (only supervisors with a schedule need it)
+    from croniter import CroniterError, croniter  # noqa: PLC0415  (only with a schedule)
 
     assert spec.schedule is not None
     zone = ZoneInfo(spec.timezone) if spec.timezone else None
     start = datetime.fromtimestamp(after, zone).astimezone(zone)
-    return float(croniter(spec.schedule, start).get_next(float))
+    try:
+        return float(croniter(spec.schedule, start).get_next(float))
+    except (CroniterError, ValueError, OverflowError) as exc:
+        log.error("%s: schedule %r names no time to come: %s", spec.name, spec.schedule, exc)
+        return math.inf
 
 
 @mutable_record
@@ -80,7 +89,7 @@ class Schedule:
             "cron": self.spec.schedule,
             "timezone": self.spec.timezone,
             "overlap": self.spec.overlap,
-            "next_run": self.due,
+            "next_run": self.due if math.isfinite(self.due) else None,
             "last_run": self.last_run,
             "last_result": self.last_result,
             "last_seconds": self.last_seconds,
@@ -102,10 +111,12 @@ class Scheduler:
         self._config: AppConfig | None = None
         self.schedules: dict[str, Schedule] = {}
         self._seq = 0
+        self._last_wall: float | None = None
 
     def _sync(self) -> None:
         """Follow the manager's config (a reload replaces it): new schedules, changed ones get a
-        new due time, removed ones go; the record of an unchanged one stays."""
+        new due time, removed ones go; the record of one kept stays, with its runs in progress
+        (`orchestrator run` waits for one)."""
         config = self._manager.config
         if config is self._config:
             return
@@ -115,14 +126,13 @@ class Scheduler:
             if spec.schedule is None:
                 continue
             old = self.schedules.get(spec.name)
-            if old is not None and (old.spec.schedule, old.spec.timezone) == (
-                spec.schedule,
-                spec.timezone,
-            ):
-                old.spec = spec
-                kept[spec.name] = old
-            else:
+            if old is None:
                 kept[spec.name] = Schedule(spec, next_due(spec, now))
+                continue
+            if (old.spec.schedule, old.spec.timezone) != (spec.schedule, spec.timezone):
+                old.due = next_due(spec, now)
+            old.spec = spec
+            kept[spec.name] = old
         self.schedules = kept
 
     def next_deadline(self) -> float | None:
@@ -137,6 +147,13 @@ class Scheduler:
         """After a loop turn: notice finished runs, then fire what is due (`now`: unix time)."""
         self._sync()
         wall = self._clock() if now is None else now
+        if self._last_wall is not None and wall < self._last_wall - _CLOCK_STEP:
+            # The wall clock went back (NTP, by hand): due times computed from the later time
+            # would hold every schedule for as long as the step.
+            log.warning("the wall clock went back %.1fs: due times redone", self._last_wall - wall)
+            for schedule in self.schedules.values():
+                schedule.due = min(schedule.due, next_due(schedule.spec, wall))
+        self._last_wall = wall
         for name, schedule in self.schedules.items():
             if not schedule.active and wall < schedule.due:
                 continue  # the common case: nothing to follow, nothing due
@@ -157,10 +174,14 @@ class Scheduler:
         if schedule is None or child is None:
             return None
         overlap = schedule.spec.overlap
-        if schedule.active and not (overlap == "allow" and self._callable(schedule, child)):
-            if overlap == "skip":
+        calls = overlap == "allow" and self._callable(schedule, child)
+        if schedule.active and not (calls and len(schedule.active) < MAX_CALLS):
+            if overlap == "skip" or calls or schedule.queued >= MAX_QUEUED:
                 schedule.skipped += 1
-                log.info("%s: a run is in progress; this one is skipped (overlap: skip)", name)
+                why = "overlap: skip" if overlap == "skip" else "one is queued already"
+                if calls:
+                    why = f"{MAX_CALLS} run() calls in progress"
+                log.info("%s: a run is in progress; this one is skipped (%s)", name, why)
                 return None
             schedule.queued += 1
             return None

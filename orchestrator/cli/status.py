@@ -232,9 +232,11 @@ def schedule_note(schedule: dict[str, Any]) -> str:
     """`schedule '*/5 * * * *' (UTC): next run 12:05:00; last run 12:00:00: ok (1.2s); 3 runs,
     1 skipped`."""
     zone = f" ({schedule['timezone']})" if schedule["timezone"] else ""
+    due = schedule["next_run"]
     parts = [
         f"schedule {schedule['cron']!r}{zone}",
-        "next run " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(schedule["next_run"])),
+        "next run "
+        + (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(due)) if due is not None else "never"),
     ]
     if schedule["running"]:
         parts.append("a run is in progress")

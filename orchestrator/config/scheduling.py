@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 from orchestrator.config.errors import ConfigError
@@ -38,6 +40,8 @@ def build_run_keys(entry: dict[str, Any], file: str, where: str) -> dict[str, An
             )
     if "timezone" in entry:
         fields["timezone"] = timezone(entry["timezone"], file, child(where, "timezone"))
+    if "schedule" in fields:
+        _check_comes(fields["schedule"], fields.get("timezone"), file, child(where, "schedule"))
     if "overlap" in entry:
         fields["overlap"] = expect_choice(entry["overlap"], file, child(where, "overlap"), OVERLAPS)
     return fields
@@ -56,6 +60,21 @@ def cron_expression(value: Any, file: str, where: str) -> str:
             f"as a 6th field), got {describe(value)}",
         )
     return text
+
+
+def _check_comes(text: str, zone_name: str | None, file: str, where: str) -> None:
+    """Refuse an expression croniter takes but that names no time to come (`0 0 30 2 *`)."""
+    from zoneinfo import ZoneInfo  # noqa: PLC0415  (as croniter: only with a schedule)
+
+    from croniter import CroniterError, croniter  # noqa: PLC0415
+
+    zone = ZoneInfo(zone_name) if zone_name else None
+    try:
+        croniter(text, datetime.fromtimestamp(time.time(), zone).astimezone(zone)).get_next(float)
+    except (CroniterError, ValueError, OverflowError):
+        raise ConfigError(
+            file, where, f"{text!r} names no time to come (a 30th of February, say)"
+        ) from None
 
 
 def timezone(value: Any, file: str, where: str) -> str:

@@ -51,6 +51,9 @@ def load(config: Path, extra: str) -> ModuleSpec:
         ("    timezone: UTC\n", "modules[0].timezone", "set schedule too"),
         ("    overlap: queue\n", "modules[0].overlap", "set schedule too"),
         ("    schedule: '* * * * *'\n    instances: 2\n", "modules[0].instances", "one process"),
+        ("    schedule: '0 0 30 2 *'\n", "modules[0].schedule", "names no time to come"),
+        ("    schedule: '0 0 31 4 *'\n", "modules[0].schedule", "names no time to come"),
+        ("    schedule: '0 0 1 1 1#5'\n    timezone: UTC\n", "modules[0].schedule", "no time"),
     ],
 )
 def test_a_bad_value_is_named_with_its_field(

@@ -94,7 +94,8 @@ def test_a_due_time_during_a_run_follows_overlap(tmp_path: Path, overlap: str) -
     assert scheduler.fire("job") is None
     status = scheduler.status("job")
     assert status is not None and status["running"]
-    assert (status["skipped"], status["queued"]) == ((2, 0) if overlap == "skip" else (0, 2))
+    # One run waits at most (queue, or allow for a job): the next due time is skipped.
+    assert (status["skipped"], status["queued"]) == ((2, 0) if overlap == "skip" else (1, 1))
     manager.exit(1)
     scheduler.tick()
     status = scheduler.status("job")
@@ -132,3 +133,58 @@ def test_a_reload_keeps_the_record_of_an_unchanged_schedule(tmp_path: Path) -> N
     assert status is not None and status["skipped"] == 1 and status["overlap"] == "queue"
     manager.config = replace(manager.config, modules=())
     assert scheduler.status("job") is None and scheduler.next_deadline() is None
+
+
+def test_run_calls_at_once_are_bounded_under_allow(tmp_path: Path) -> None:
+    """A run() that hangs, due every second: a thread in the module and a record in the loop
+    for each, for ever, unless bounded."""
+    from orchestrator.scheduler import MAX_CALLS
+
+    scheduler, manager, _clock, sent = _scheduler(tmp_path, overlap="allow")
+    scheduler.tick()
+    manager.child.life = replace(manager.child.life, state=ChildState.RUNNING)
+    scheduler.ready(manager.child, can_run=True)
+    for _ in range(MAX_CALLS + 3):
+        scheduler.fire("job")
+    status = scheduler.status("job")
+    assert status is not None and len(sent) == MAX_CALLS and status["skipped"] == 3
+
+
+def test_a_schedule_that_names_no_time_to_come_never_fires_and_never_raises(
+    tmp_path: Path,
+) -> None:
+    scheduler, manager, _clock, _ = _scheduler(tmp_path)
+    spec = replace(manager.config.modules[0], schedule="0 0 30 2 *")
+    manager.config = replace(manager.config, modules=(spec,))
+    scheduler.tick()  # raised CroniterBadDateError in the supervisor's loop, which died of it
+    status = scheduler.status("job")
+    assert status is not None and status["next_run"] is None and manager.starts == 0
+    from orchestrator.cli.status import schedule_note
+
+    assert "next run never" in schedule_note(status)
+
+
+def test_a_wall_clock_that_goes_back_does_not_hold_the_schedules(tmp_path: Path) -> None:
+    scheduler, manager, clock, _ = _scheduler(tmp_path)
+    clock.now = T0 + 3600
+    scheduler.tick()  # due T0 + 3610
+    clock.now = T0  # an hour back: the next due time is T0 + 10, not in an hour
+    scheduler.tick()
+    clock.now = T0 + 10
+    scheduler.tick()
+    assert manager.starts == 1
+
+
+def test_a_changed_schedule_keeps_its_run_in_progress(tmp_path: Path) -> None:
+    """`orchestrator run` waits for its run's outcome: a reload that changed the cron
+    expression dropped the run, and the command waited out its timeout."""
+    scheduler, manager, _clock, _ = _scheduler(tmp_path)
+    assert scheduler.fire("job") == 1
+    spec = replace(manager.config.modules[0], schedule="*/5 * * * *")
+    manager.config = replace(manager.config, modules=(spec,))
+    scheduler.tick()
+    manager.exit(0)
+    scheduler.tick()
+    assert scheduler.outcome("job", 1) == "ok"
+    status = scheduler.status("job")
+    assert status is not None and status["cron"] == "*/5 * * * *" and status["runs"] == 1
