@@ -110,6 +110,15 @@ class ChangeWatcher:
         with contextlib.suppress(BlockingIOError):
             os.write(self._write_fd, b"!")
 
+    def lost(self) -> None:
+        """The kernel dropped events (inotify's queue overflowed in a storm of writes): take
+        every module and the config as changed. Modules whose files are as they were are not
+        restarted (hot_reload compares their fingerprints); a config as it was changes nothing."""
+        with self._lock:
+            self._changed |= {_CONFIG, *self._roots.values()}
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write_fd, b"!")
+
     def _owner(self, file: Path) -> str | None:
         for root, name in self._roots.items():
             if file == root or root in file.parents:
@@ -124,6 +133,9 @@ class _Handler:
         self._watcher = watcher
 
     def dispatch(self, event: Any) -> None:
+        if event.event_type == "events_lost":
+            self._watcher.lost()
+            return
         if event.is_directory or event.event_type not in _WRITES:
             return
         for path in (event.src_path, getattr(event, "dest_path", "")):

@@ -63,3 +63,15 @@ def test_a_package_modules_requirements_file_restarts_it(tmp_path: Path) -> None
         assert watching.due(40.0 + DEBOUNCE) == (["pkg"], False)
     finally:
         watching.close()
+
+
+def test_events_the_kernel_lost_count_as_every_file_changed(
+    watcher: ChangeWatcher, tmp_path: Path
+) -> None:
+    """In a storm of writes inotify's queue overflows and watchdog says events were lost (for a
+    directory watch): a module saved meanwhile must not be missed for good."""
+    from watchdog.events import EventsLostEvent
+
+    watcher._handler.dispatch(EventsLostEvent(str(tmp_path / "config"), is_directory=True))
+    watcher.wake(10.0)
+    assert watcher.due(10.0 + DEBOUNCE) == (["a", "b"], True)
