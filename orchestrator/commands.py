@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import control
 from orchestrator.cluster_commands import ClusterCommands
 from orchestrator.group_commands import GroupCommands
+from orchestrator.instances import being_removed
 from orchestrator.isolation import limits_report
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
@@ -146,6 +147,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             return self.group_restart(identity, name)  # every instance, one by one
         if child is None:
             return control.failure(self._unknown(name), {"kind": "usage"})
+        if being_removed(manager.children, child):
+            return control.failure(f"{child.name} is being removed: a reload took it out")
         if request.get("graceful") is True and child.state is ChildState.RUNNING:
             return self.graceful_restart(identity, child)
         generation = child.spawns
@@ -154,6 +157,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         return None
 
     def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
+        if being_removed(self.supervisor.manager.children, child):
+            return control.failure(f"{child.name} was removed meanwhile: a reload took it out")
         if child.spawns > generation and child.state is ChildState.RUNNING:
             return control.reply({"name": child.name, "pid": child.pid})
         if child.spawns > generation and child.state is ChildState.DONE:  # a job that finished

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import control
 from orchestrator import lifecycle as lc
 from orchestrator.config.scheduling import MAX_INSTANCES
-from orchestrator.instances import live_members, members, scale
+from orchestrator.instances import being_removed, live_members, members, scale
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -115,7 +115,11 @@ class GroupCommands:
         started, removed = scale(manager, group, count)
 
         def scaled() -> Reply:
+            running = [c.name for c in live_members(manager.children, group)]
             for child in started:
+                if being_removed(manager.children, child):
+                    now = f"{len(running)} running: {', '.join(running) or 'none'}"
+                    return control.failure(f"a reload changed {group} while it was scaled ({now})")
                 if child.state is ChildState.WAITING and not manager.venvs.preparing(child.spec):
                     return control.failure(f"{child.name} is waiting: {child.why}")
                 if child.state is ChildState.FAILED or child.failed_spawn >= child.spawns > 0:
@@ -125,8 +129,7 @@ class GroupCommands:
                     return None
             if any(manager.children.get(c.name) is c and _removing(c) for c in removed):
                 return None  # (one a later scale revived is not waited for)
-            running = [c.name for c in live_members(manager.children, group)]
-            return control.reply({"name": group, "count": count, "instances": running})
+            return control.reply({"name": group, "count": len(running), "instances": running})
 
         self.supervisor.wait_for(identity, scaled)
         return None

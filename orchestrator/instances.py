@@ -33,11 +33,18 @@ def instance_index(child: ManagedChild) -> int:
 
 def members(children: Mapping[str, ManagedChild], name: str) -> list[ManagedChild]:
     """The children `name` stands for: the module (or instance) of that name, or every instance
-    of module `name`, in instance order; empty if none."""
-    if name in children:
-        return [children[name]]
-    found = [c for c in children.values() if c.spec.instance_of == name]
-    return sorted(found, key=instance_index)
+    of module `name`, in instance order; empty if none. A module a reload turned into instances
+    of the same name stands for them while its process stops, not for itself."""
+    found = sorted((c for c in children.values() if c.spec.instance_of == name), key=instance_index)
+    exact = children.get(name)
+    if exact is not None and not (found and exact.life.intent is lc.Intent.REMOVE):
+        return [exact]
+    return found
+
+
+def being_removed(children: Mapping[str, ManagedChild], child: ManagedChild) -> bool:
+    """Whether a reload (or a scale down) took `child` out: it is stopping for good, or gone."""
+    return children.get(child.name) is not child or child.life.intent is lc.Intent.REMOVE
 
 
 def live_members(children: Mapping[str, ManagedChild], name: str) -> list[ManagedChild]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
+from orchestrator.instances import being_removed
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class ModuleCommands:
         self.supervisor.manager.hold(child, OPERATOR_STOP)
 
         def stopped() -> dict[str, Any] | None:
+            if being_removed(self.supervisor.manager.children, child):
+                return control.reply({"name": child.name, "why": "removed by a reload"})
             if not child.life.held:
                 return control.failure(f"{child.name} was started again before it stopped")
             if child.state is not ChildState.STOPPED:
@@ -73,6 +76,8 @@ class ModuleCommands:
             return child
         if child.state is ChildState.RUNNING:
             return control.reply({"name": child.name, "pid": child.pid, "already": True})
+        if being_removed(self.supervisor.manager.children, child):
+            return control.failure(f"{child.name} is being removed: a reload took it out")
         starting = child.state is ChildState.STARTING
         generation = child.spawns - 1 if starting else child.spawns
         self.supervisor.manager.release(child)

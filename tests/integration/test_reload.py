@@ -175,3 +175,31 @@ def test_new_modules_may_depend_on_each_other_in_any_order(project: Project) -> 
     project.cli("reload", check=0)
     for name in ("a", "b", "c"):
         project.wait_module(name, state="running")
+
+
+SLOW_STOP = """
+import time
+
+
+def initialize(event_bus, config):
+    pass
+
+
+def shutdown():
+    time.sleep(4)
+"""
+
+
+def test_a_command_on_a_module_a_reload_is_removing_answers_at_once(project: Project) -> None:
+    """`restart` or `start` of a module a reload is taking out used to wait out its --wait
+    (the restart never came), then blame the supervisor for not answering."""
+    slow = {"name": "slow", "path": project.write_module("slow.py", SLOW_STOP)}
+    project.configure([slow, {"name": "idle", "path": project.probe("idle")}])
+    project.up()
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    project.cli("reload", check=0)
+    for command in ("restart", "start"):
+        result = project.cli(command, "slow", "--wait", "30", check=1)
+        assert "slow is being removed: a reload took it out" in result.stderr
+    assert project.module("slow")["state"] in ("stopping", "running")  # still on its way out
+    wait_until(lambda: "slow" not in _pids(project), 15, "slow gone")

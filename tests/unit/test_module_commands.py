@@ -57,3 +57,27 @@ def test_a_running_module_is_already_started_and_unknown_names_are_usage(
     port.manager.shutting_down = True
     handler.handle(b"a", {"cmd": "stop", "name": "db"})
     assert port.replies[-1]["error"] == "the supervisor is shutting down"
+
+
+def test_a_module_turned_into_instances_stands_for_them_while_it_stops(tmp_path: Path) -> None:
+    """A reload made `pool` (one process) `pool` with `instances: 2`: while the old process
+    stops, `pool` means the instances (a `scale` took them for removed and restarted them)."""
+    from dataclasses import replace
+
+    from orchestrator import lifecycle as lc
+    from orchestrator.child import ManagedChild
+    from orchestrator.instances import being_removed, live_members, members
+
+    manager, _ = manager_with_modules(tmp_path)
+    old = next(iter(manager.children.values()))
+    name = old.name
+    children: dict[str, ManagedChild] = {name: old}
+    for k in (1, 2):
+        spec = replace(old.spec, name=f"{name}#{k}", instance_of=name)
+        children[spec.name] = ManagedChild(spec, old.log)
+    assert [c.name for c in members(children, name)] == [name]  # before: the module itself
+    old.life = replace(old.life, intent=lc.Intent.REMOVE)
+    assert [c.name for c in members(children, name)] == [f"{name}#1", f"{name}#2"]
+    assert [c.name for c in live_members(children, name)] == [f"{name}#1", f"{name}#2"]
+    assert being_removed(children, old) and not being_removed(children, children[f"{name}#1"])
+    assert being_removed({}, children[f"{name}#1"])  # gone from the manager altogether
