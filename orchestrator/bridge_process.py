@@ -102,6 +102,8 @@ class BridgeProcess(HelperProcess):
                 host,
                 why,
             )
+        elif change == "skewed":
+            log.warning("cluster: host %s is ignored: %s", host, why)
         elif change in _HOST_CHANGES and host:
             self.peers[host] = _PEER_STATE[change]
             if len(self.peers) > _MAX_PEERS:  # as the bridge's own table: forget one gone
@@ -139,6 +141,7 @@ def reconcile_bridge(
     control: str,
     link_key: str,
     publish: Publish,
+    local_prefix: str = "",
 ) -> BridgeProcess | None:
     """The bridge `config` asks for: `bridge` itself if its settings are the same, else a new one,
     started (the old one stopped first), or None without `cluster:`. `bus` is the bus in force
@@ -157,6 +160,7 @@ def reconcile_bridge(
             max_message_size=bus.max_message_bytes,
             control=control,
             link_key=link_key,
+            local_prefix=local_prefix,
         )
         credentials = cluster.credentials
         if credentials is not None:

@@ -39,8 +39,8 @@ class SystemEvents:
         self.lost = 0
         # Random, as a module's: two hosts' supervisors may share a pid (1, in containers), and a
         # cluster bridge takes a prefix it imported from another host for that host's.
-        prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-sup-"
-        self._envelopes = Envelopes(SOURCE, prefix, max_message_size)
+        self.prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-sup-"
+        self._envelopes = Envelopes(SOURCE, self.prefix, max_message_size)
         self._next_sync = 0.0
 
     def publish(self, event_type: str, **data: Any) -> None:

@@ -311,6 +311,7 @@ class Supervisor(ConfigReload):
             control=self.run_dir.control,
             link_key=self.forwarder.key,
             publish=self.publish,
+            local_prefix=self.events.prefix if self.events is not None else "",
         )
 
     def _turn(self) -> None:

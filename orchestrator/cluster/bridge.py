@@ -93,6 +93,8 @@ class Bridge(NatsConnection):
         # Id prefixes of the events we exported: a NATS message claiming one is not imported (it
         # would make the bridge take this host's publisher for another's, and export no more).
         self._local_publishers = Remembered()
+        if settings.local_prefix:
+            self._local_publishers.add(settings.local_prefix)
         self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
         self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()

@@ -7,7 +7,7 @@ from typing import Final
 READY: Final = "ready"  # first line, once the local sockets are up
 STATE_PREFIX: Final = "nats: "  # `nats: connected to URL`, `nats: disconnected: <why>`
 COUNTS_PREFIX: Final = "counts: "  # `counts: <exported> <imported> <unsent>`, when they change
-HOST_PREFIX: Final = "host: "  # `host: joined|lost|left|twin NAME [why]`, as they happen
+HOST_PREFIX: Final = "host: "  # `host: joined|lost|left|twin|skewed NAME [why]`, as they happen
 
 
 def say(line: str) -> None:

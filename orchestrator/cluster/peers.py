@@ -165,13 +165,14 @@ class Peer:
 @dataclass
 class PeerTable:
     """The other hosts, by name. `heard` and `expire` return what changed, as
-    (change, host, why) with change one of "joined", "lost", "left", "twin"."""
+    (change, host, why) with change one of "joined", "lost", "left", "twin", "skewed"."""
 
     own_host: str
     own_instance: str
     peers: dict[str, Peer] = field(default_factory=dict)
     twins: set[str] = field(default_factory=set)  # instances of another host named as this one
     bytes: int = 0  # of the announcements held
+    skewed: set[str] = field(default_factory=set)  # hosts whose clock is said to be apart
 
     def heard(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
         """A (decoded) announcement arrived."""
@@ -186,7 +187,8 @@ class PeerTable:
         peer = self.peers.get(host)
         if peer is None:
             if _stale(note, now):
-                return []
+                return self._skewed(host, now - note["sent"])
+            self.skewed.discard(host)
             if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
                 self._forget_one()
                 if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
@@ -197,7 +199,9 @@ class PeerTable:
         if _replayed(note, peer.announcement, now):
             return []
         if self.bytes - peer.announcement["bytes"] + note["bytes"] > MAX_TABLE_BYTES:
-            return []
+            # It grew past what the table holds: still heard (not lost), with its old rows.
+            note = {**note, "modules": peer.announcement["modules"]}
+            note["bytes"] = peer.announcement["bytes"]
         previous = peer.state
         self.bytes += note["bytes"] - peer.announcement["bytes"]
         peer.announcement, peer.last_heard = note, now
@@ -210,6 +214,15 @@ class PeerTable:
             peer.state, peer.since = UP, now
             return [("joined", host, "")]
         return []
+
+    def _skewed(self, host: str, age: float) -> list[tuple[str, str, str]]:
+        """An announcement of a run not heard yet, too old: a replay, or a clock far behind
+        ours (said once per host, until it is heard)."""
+        if host in self.skewed or len(self.skewed) >= MAX_HOSTS:
+            return []
+        self.skewed.add(host)
+        why = f"its announcements are {age:.0f}s old by this host's clock (more than {MAX_AGE:g}s:"
+        return [("skewed", host, f"{why} are the clocks apart?); not shown until they agree")]
 
     def expire(self, now: float) -> list[tuple[str, str, str]]:
         """Hosts not heard of for LOST_AFTER seconds become unreachable."""
@@ -241,6 +254,8 @@ def _stale(note: dict[str, Any], now: float) -> bool:
 def _replayed(note: dict[str, Any], last: dict[str, Any], now: float) -> bool:
     """Whether `note` is older than `last`, the latest heard from its host: of the same bridge
     run and not numbered after it, or of another run sent before it (or long ago)."""
+    if last["sent"] is not None and note["sent"] is None:
+        return True  # recorded from a bridge of a version before them: not the host's now
     if note["instance"] == last["instance"]:
         return note["seq"] is not None and last["seq"] is not None and note["seq"] <= last["seq"]
     if note["sent"] is not None and last["sent"] is not None and note["sent"] <= last["sent"]:

@@ -35,6 +35,9 @@ class BridgeSettings:
     tls: dict[str, str] = field(default_factory=dict)  # ca, cert, key
     control: str = ""  # the supervisor's control socket (none: no announcements, no control)
     link_key: str = ""  # proves to the supervisor that a `bridge_attach` comes from its bridge
+    # The supervisor's event id prefix: this host's from the bridge's start (a message from NATS
+    # claiming it is not imported), though the supervisor may not publish for a long while.
+    local_prefix: str = ""
 
     @classmethod
     def of(
@@ -49,6 +52,7 @@ class BridgeSettings:
         max_message_size: int,
         control: str = "",
         link_key: str = "",
+        local_prefix: str = "",
     ) -> BridgeSettings:
         """The settings of the bridge for `cluster` on this host's bus."""
         credentials: dict[str, str] = {}
@@ -76,6 +80,7 @@ class BridgeSettings:
             tls=tls,
             control=control,
             link_key=link_key,
+            local_prefix=local_prefix,
         )
 
     def to_json(self) -> str:

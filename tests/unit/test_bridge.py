@@ -218,6 +218,28 @@ def test_a_message_claiming_a_local_publisher_does_not_silence_it() -> None:
     assert len(nats.sent) == 2
 
 
+def test_the_supervisors_prefix_is_local_from_the_bridges_start() -> None:
+    """A bridge restarted (its process crashed) has exported nothing yet: a forged message
+    naming the supervisor's prefix, seen on NATS before, must still not silence it."""
+    settings = BridgeSettings(
+        xsub="ipc:///x",
+        xpub="ipc:///y",
+        servers=("nats://h:1",),
+        name="prod",
+        host="alpha",
+        export=("*",),
+        local_prefix="1-abcdef-sup-",
+    )
+    b = Bridge(BridgeSettings.from_json(settings.to_json()))
+    nats, pub = FakeNats(), FakePub()
+    b._nc, b._pub = nats, pub  # type: ignore[assignment]
+    forged = encode_envelope("orchestrator", "1-abcdef-sup-7", 1.0, {}, 1)
+    run(b.receive(Msg("prod.ev.module.x", forged, "mallory")))  # type: ignore[arg-type]
+    assert pub.sent == []
+    run(b.export(b"module.x", encode_envelope("orchestrator", "1-abcdef-sup-1", 1.0, {}, 1)))
+    assert len(nats.sent) == 1
+
+
 def test_two_supervisors_of_one_pid_publish_under_different_prefixes() -> None:
     """Supervisors run as pid 1 in containers: their event ids must still differ, or a bridge
     takes the other host's events' publisher for its own supervisor's."""

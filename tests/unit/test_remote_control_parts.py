@@ -154,8 +154,26 @@ def test_an_announcement_sent_again_changes_nothing() -> None:
     assert table.rows(112.0)[0]["state"] == "up"
     assert table.heard(note("beta", "run2", seq=1, sent=112.0), 112.0) == []  # not after the last
     fresh = PeerTable("alpha", "me")  # one that never heard beta: a recording is too old
-    assert fresh.heard(old_run[-1], 102.0 + MAX_AGE + 1) == []
+    skewed = fresh.heard(old_run[-1], 102.0 + MAX_AGE + 1)
+    assert [change[:2] for change in skewed] == [("skewed", "beta")]  # said once
+    assert "clocks apart" in skewed[0][2] and fresh.heard(old_run[-1], 140.0) == []
     assert fresh.heard(note("beta", "run3", sent=130.0), 131.0) == [("joined", "beta", "")]
+
+
+def test_an_announcement_from_before_the_upgrade_is_not_replayed_over_a_new_one() -> None:
+    """Recorded before the hosts carried a send time and a number (or forged without them):
+    once the host is heard with them, one without is old."""
+    table = PeerTable("alpha", "me")
+    table.heard(note("beta", "run2", sent=200.0), 200.0)
+    legacy = decode_announcement(
+        msgpack.packb({"host": "beta", "instance": "run1", "modules": [], "leaving": True})
+    )
+    assert legacy["sent"] is None and legacy["seq"] is None
+    assert table.heard(legacy, 201.0) == []
+    assert table.rows(201.0)[0]["state"] == "up"
+    old = PeerTable("alpha", "me")  # a host of the old version is heard as before
+    assert old.heard(legacy, 201.0) == []  # (a goodbye first: known, not joined)
+    assert old.rows(201.0)[0]["state"] == "up"
 
 
 def test_announcements_and_requests_allow_the_same_clock_difference() -> None:
@@ -165,7 +183,7 @@ def test_announcements_and_requests_allow_the_same_clock_difference() -> None:
 
 
 def test_the_table_holds_a_bounded_number_of_bytes() -> None:
-    rows = [{"name": f"m{i:04}" + "x" * 150, "state": "running"} for i in range(MAX_MODULES)]
+    rows = [{"name": f"m{i:04}" + "x" * 30, "state": "running"} for i in range(MAX_MODULES)]
     status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": rows}
     big = note("h0", status=status, sent=1.0)
     fits = MAX_TABLE_BYTES // big["bytes"]
@@ -173,9 +191,19 @@ def test_the_table_holds_a_bounded_number_of_bytes() -> None:
     for i in range(fits + 5):
         table.heard(note(f"h{i}", status=status, sent=1.0), 1.0)
     assert len(table.peers) == fits and table.bytes <= MAX_TABLE_BYTES
-    # A host already held may grow only within the bound too, and keeps what it had.
-    grown = note("h0", status={**status, "modules": rows * 1}, sent=2.0)
-    assert table.heard(grown, 2.0) == [] and table.bytes <= MAX_TABLE_BYTES
+    # A host already held may grow only within the bound: past it, it is still heard (never
+    # lost for it), with the rows it had.
+    room = MAX_TABLE_BYTES - table.bytes  # less than one more host
+    longer = [{**row, "why": "y" * (room // len(rows) + 10)} for row in rows]
+    grown = note("h0", status={**status, "modules": longer}, sent=2.0)
+    assert grown["bytes"] > big["bytes"]
+    for second in range(2, 10):
+        table.heard(note("h0", status={**status, "modules": longer}, sent=second), second)
+    lost = {host for _, host, _ in table.expire(10.0)}
+    assert lost and "h0" not in lost  # the others, silent since 1.0, are
+    assert table.bytes <= MAX_TABLE_BYTES
+    assert table.peers["h0"].announcement["modules"][0]["why"] is None  # the old rows
+    assert table.peers["h0"].last_heard == 9
 
 
 def test_numbers_and_texts_of_an_announcement_are_fit_to_print() -> None:
