@@ -19,9 +19,10 @@ from orchestrator.record import record
 MAX_METRICS = 100  # per module
 MAX_SERIES = 1000  # label sets per module, all its metrics together
 # Samples all modules together render (a histogram's label set is one per bucket, plus three):
-# what a scrape costs the supervisor's process, whatever the modules send. A sample whose label
-# values take more than LABEL_BYTES bytes counts as one more per LABEL_BYTES: 8 labels of 200
-# four-byte characters are 6.4 KB a line, and a scrape of 20,000 of them would be 130 MB.
+# what a scrape costs the supervisor's process, whatever the modules send. A sample whose name,
+# label names and label values take more than LABEL_BYTES bytes counts as one more per
+# LABEL_BYTES: 8 labels of 200 four-byte characters are 6.4 KB a line, and a scrape of 20,000
+# of them would be 130 MB.
 MAX_SAMPLES = 20_000
 LABEL_BYTES = 128
 # The child channel's bound on one message (a heartbeat): one at the SDK's bounds, in the worst
@@ -72,8 +73,11 @@ class ModuleMetric:
         return len(self.buckets) + 3 if self.kind == "histogram" else 1
 
     def cost(self, series: Series) -> int:
-        """What one label set counts against the samples all modules may render."""
-        return self.samples_per_series * (1 + series.label_bytes // LABEL_BYTES)
+        """What one label set counts against the samples all modules may render: its lines,
+        each once more for every LABEL_BYTES of what it repeats (its metric's name and label
+        names, and its label values)."""
+        names = len(self.name) + sum(len(label) for label in self.label_names)
+        return self.samples_per_series * (1 + (names + series.label_bytes) // LABEL_BYTES)
 
 
 def sample_names(name: str, kind: str) -> frozenset[str]:

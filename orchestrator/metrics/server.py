@@ -5,7 +5,8 @@ every client is bounded: 50 new connections a second, 32 at once, a request head
 within 5 s, an answer written within 10 s (and 2 s more for the client to close), in chunks of
 64 KiB (a client that does not read holds one chunk, not a copy of the answer), GET and HEAD only,
 one request per connection. When all 32 are taken, a new connection takes the place of the oldest
-one still sending its request head (a client that trickles its head, slowloris, cannot hold the
+one answered that waits for its client to close, or else of the oldest one still sending its
+request head (a client that trickles its head, slowloris, or never closes cannot hold the
 endpoint); only when every one of them is being answered is it closed at once. Unless told otherwise, only requests to a loopback name (localhost,
 127.0.0.1, [::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS
 rebinding) gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
@@ -94,8 +95,10 @@ class HttpServer:
         self.accepted = 0  # connections accepted (refused ones too)
         self.refused = 0  # connections closed at once: too many open, all being answered
         self.evicted = 0  # connections closed for a new one while still sending their head
-        # The clients still reading their request head, oldest first.
+        # The clients still reading their request head, and those answered that linger for
+        # the client to close, oldest first: both give their place to a new connection.
         self._reading: dict[asyncio.Task[None], None] = {}
+        self._lingering: dict[asyncio.Task[None], None] = {}
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
 
@@ -172,12 +175,15 @@ class HttpServer:
             budget -= 1
             self.accepted += 1
             if self._connections >= self._max_connections:
-                if not self._reading:
+                # Answered ones first (they only wait for the client to close), then those
+                # still sending their head, oldest first.
+                evictable = self._lingering or self._reading
+                if not evictable:
                     self.refused += 1
                     conn.close()
                     continue
-                oldest = next(iter(self._reading))
-                del self._reading[oldest]
+                oldest = next(iter(evictable))
+                del evictable[oldest]
                 oldest.cancel()  # its slot frees as it ends: one over the bound until then
                 self.evicted += 1
             self._connections += 1
@@ -193,6 +199,7 @@ class HttpServer:
         (evicted) before it started never runs it, and its socket is still to be closed."""
         clients.discard(task)
         self._reading.pop(task, None)
+        self._lingering.pop(task, None)
         self._connections -= 1
         if task.cancelled():
             conn.close()  # a no-op if its transport closed it already
@@ -206,6 +213,7 @@ class HttpServer:
             writer.transport.set_write_buffer_limits(0)  # drain() returns once all is sent
             await asyncio.wait_for(self._write(writer, response), self._write_timeout)
             answered = True
+            self._lingering[_this_task()] = None
             await _linger(reader, writer)
         except (TimeoutError, OSError):  # ConnectionError among them
             pass

@@ -383,6 +383,27 @@ def test_wide_label_values_count_against_the_bound_by_their_bytes() -> None:
     assert kept > 0
 
 
+def test_long_names_count_against_the_bound_too() -> None:
+    """A 100-character name and 8 label names of 100 repeat on every line as much as values."""
+    names = [f"{'n' * 98}{i}" for i in range(8)]
+    histograms = [
+        {
+            "name": f"{'h' * 95}{m:03}",
+            "kind": "histogram",
+            "labels": names,
+            "buckets": list(range(1, module_metrics.MAX_BUCKETS + 1)),
+            "series": [
+                [[f"{s:015}"] * 8, [1] * (module_metrics.MAX_BUCKETS + 1), 1.0] for s in range(10)
+            ],
+        }
+        for m in range(module_metrics.MAX_METRICS)
+    ]
+    defined, rejected = parse(histograms)
+    assert rejected == 0
+    text, _ = render_both({"wide": defined})
+    assert len(text.encode()) < 12 * 1024 * 1024
+
+
 def test_what_would_make_a_scrape_invalid_is_left_out() -> None:
     raw = [
         {"name": "a", "kind": "gauge", "labels": ["__name__"], "series": [[["up"], 1]]},

@@ -333,3 +333,19 @@ def test_a_burst_past_the_bound_evicts_without_losing_slots() -> None:
         assert served(http)
     finally:
         http.stop()
+
+
+def test_answered_clients_that_never_close_give_their_place_first(server: HttpServer) -> None:
+    """A client that sends a whole request, reads nothing and never closes holds its slot for
+    the linger: a scraper must still get in (20 a second of them denied every scrape)."""
+    holding = [socket.create_connection(server.address, timeout=5) for _ in range(MAX)]
+    try:
+        for sock in holding:
+            sock.sendall(b"GET /x HTTP/1.1\r\n\r\n")
+        wait_until(lambda: len(server._lingering) == MAX, 5, "all answered, lingering")
+        assert httpx.get(url(server), timeout=5).status_code == 200
+        assert server.evicted == 1 and server.refused == 0
+        assert holding[0].recv(100).startswith(b"HTTP/1.1 200")  # it had its whole answer
+    finally:
+        for sock in holding:
+            sock.close()
