@@ -183,7 +183,9 @@ class HttpServer:
                     conn.close()
                     continue
                 oldest = next(iter(evictable))
-                del evictable[oldest]
+                # Out of both (a 431 lingers with its head unread): chosen once, evicted once.
+                self._reading.pop(oldest, None)
+                self._lingering.pop(oldest, None)
                 oldest.cancel()  # its slot frees as it ends: one over the bound until then
                 self.evicted += 1
             self._connections += 1
@@ -227,8 +229,10 @@ class HttpServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> Response:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._read_timeout)
-            self._reading.pop(_this_task(), None)  # past its head: never evicted now
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._read_timeout)
+            finally:
+                self._reading.pop(_this_task(), None)  # past its head: never evicted as a reader
         except TimeoutError:
             return _plain(408, "request head not received in time\n")
         except asyncio.LimitOverrunError:

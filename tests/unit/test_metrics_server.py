@@ -349,3 +349,21 @@ def test_answered_clients_that_never_close_give_their_place_first(server: HttpSe
     finally:
         for sock in holding:
             sock.close()
+
+
+def test_a_connection_is_evicted_once_whatever_it_was_waiting_for(server: HttpServer) -> None:
+    """A 431 is answered without its head read whole: it lingered and still counted as a
+    reader, was evicted twice, and one more client than the bound stayed."""
+    with socket.create_connection(server.address, timeout=5) as huge:
+        huge.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * (HEAD_MAX + 10))
+        assert huge.recv(12) == b"HTTP/1.1 431"
+        wait_until(lambda: len(server._lingering) == 1, 5, "the 431 lingering")
+        held = [socket.create_connection(server.address, timeout=5) for _ in range(2 * MAX)]
+        try:
+            wait_until(lambda: server.accepted == 1 + 2 * MAX, 5, "all accepted")
+            wait_until(lambda: server.evicted == MAX + 1, 5, "the 431 and the oldest evicted")
+            wait_until(lambda: server._connections == MAX, 5, "the bound held")
+            assert len(server._reading) == MAX
+        finally:
+            for sock in held:
+                sock.close()
