@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -44,12 +44,13 @@ def encode(message: dict[str, Any]) -> bytes:
     return msgpack.packb(message)  # type: ignore[no-any-return]
 
 
-def decode(payload: bytes) -> dict[str, Any]:
-    """Decode one request or reply; raise ValueError if it is not a msgpack map."""
+def decode(payload: bytes, limits: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Decode one request or reply; raise ValueError if it is not a msgpack map (or exceeds
+    `limits`: msgpack's max_array_len and the like, checked before anything is built)."""
     if not payload:
         raise ValueError("empty message; expected a msgpack map")
     try:
-        message = msgpack.unpackb(payload, raw=False)
+        message = msgpack.unpackb(payload, raw=False, **(limits or {}))
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:_REASON_MAX] if str(exc) else type(exc).__name__
         raise ValueError(f"not a msgpack message ({reason})") from None
@@ -58,12 +59,12 @@ def decode(payload: bytes) -> dict[str, Any]:
     return message
 
 
-def unpack(frames: list[bytes]) -> dict[str, Any]:
+def unpack(frames: list[bytes], limits: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The message in `[identity, payload]`, as a ROUTER receives one from a DEALER; raise
     ValueError saying what is wrong with it otherwise."""
     if len(frames) != 2:
         raise ValueError(f"expected one frame holding a msgpack map, got {len(frames) - 1}")
-    return decode(frames[1])
+    return decode(frames[1], limits)
 
 
 def reply(data: Any = None) -> dict[str, Any]:
@@ -131,20 +132,36 @@ class Inbox:
     batch per loop turn and handed to `handle(identity, message)`. A malformed one is logged,
     rate-limited, and answered with an error through `answer` when there is one."""
 
-    def __init__(self, sock: zmq.Socket[bytes], what: str, answer: Handler | None) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        what: str,
+        answer: Handler | None,
+        *,
+        limits: Mapping[str, int] | None = None,
+        turn_bytes: int | None = None,
+    ) -> None:
+        """`limits`: msgpack's, for each message; `turn_bytes`: bytes read per turn at most
+        (with the batch's count: a flood of large messages must not hold the loop either)."""
         self.sock = sock
         self.malformed = MalformedLog(what)
         self._answer = answer
+        self._limits = limits
+        self._turn_bytes = turn_bytes
 
     def drain(self, handle: Handler) -> None:
         """Handle what is queued, up to a batch (the poller reports the rest next turn)."""
+        taken = 0
         for _ in range(_DRAIN_BATCH):
+            if self._turn_bytes is not None and taken >= self._turn_bytes:
+                return
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            taken += sum(map(len, frames))
             try:
-                message = unpack(frames)
+                message = unpack(frames, self._limits)
             except ValueError as exc:
                 self.malformed.add(str(exc))
                 if self._answer is not None and len(frames) > 1:  # frames[0]: who sent it

@@ -4,6 +4,7 @@ a standby for the module's next start), heartbeats with their counters, and erro
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,9 +83,14 @@ class ChildReports:
         child.last_heartbeat = time.monotonic()
         counters = message.get("counters")
         if isinstance(counters, dict):
-            child.counters = counters
+            # Only the counters status shows, each a count: what else a module sends would
+            # reach `status --json` (bytes it cannot encode, NaN) and the table (escapes).
+            child.counters = {key: _count(counters.get(key)) for key in COUNTERS}
         busy = message.get("busy_for")
-        child.busy_for = float(busy) if isinstance(busy, int | float) else 0.0
+        if isinstance(busy, int | float) and math.isfinite(busy):
+            child.busy_for = min(max(float(busy), 0.0), 1e9)
+        else:
+            child.busy_for = 0.0
 
     def reported_error(self, pid: object, message: dict[str, Any], identity: bytes) -> None:
         """A child's error report, from the process's own routing id (`identity`); one that
@@ -103,3 +109,23 @@ class ChildReports:
             last = child.last_exit
             if last is not None and last.pid == pid and identity == last.channel_id:
                 last.error = last.error or error
+
+
+# What a heartbeat's `counters` may hold (module_sdk.bus counters, and module_sdk.resilience's).
+COUNTERS = (
+    "events_in",
+    "events_out",
+    "callback_errors",
+    "bad_frames",
+    "dropped",
+    "retries",
+    "breaker_opens",
+)
+_MAX_COUNT = 2**53  # beyond it, no count of events a module could have made
+
+
+def _count(value: object) -> int:
+    """A counter as sent: a non-negative int (clamped), else 0."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return 0
+    return min(max(value, 0), _MAX_COUNT)

@@ -31,7 +31,7 @@ from orchestrator.helper_process import HelperProcess
 from orchestrator.hot_reload import HotReload
 from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
-from orchestrator.metrics.module_metrics import MAX_CHANNEL_MESSAGE
+from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.resources import machine_limits
 from orchestrator.rundir import RunDir
@@ -80,6 +80,9 @@ class Supervisor(ConfigReload):
         self.events: SystemEvents | None = None
         self.control = self._bind(zmq.ROUTER, run_dir.control)
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
+        # Per module process: a few heartbeats behind at most. A flood waits in its sender
+        # (32 x 16 MiB at worst), not in the supervisor's memory (1000 x 16 MiB by default).
+        self.channel.setsockopt(zmq.RCVHWM, 32)
         self.replies = Replies(self.control)
         self.send_reply, self.wait_for = self.replies.send, self.replies.wait_for
         self.signals = SignalPipe((signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
@@ -136,7 +139,13 @@ class Supervisor(ConfigReload):
         self._retired: list[WebhookNotifier] = []  # replaced by a reload, still delivering
         # (error, since): the reloads rejected since a config was last applied, for `status`.
         self.rejected_config: tuple[str, float] | None = None
-        self.child_inbox = control.Inbox(self.channel, "child message", None)
+        self.child_inbox = control.Inbox(
+            self.channel,
+            "child message",
+            None,
+            limits=CHANNEL_LIMITS,
+            turn_bytes=MAX_CHANNEL_MESSAGE * 2,
+        )
         self.child_channel = ChildChannel(
             self.channel,
             self.manager,

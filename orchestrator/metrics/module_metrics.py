@@ -29,6 +29,17 @@ LABEL_BYTES = 128
 # case (label values of 4-byte characters), is under 7 MiB; a bigger one is a hostile module's,
 # which ZeroMQ drops (with the connection) before the supervisor's loop reads it.
 MAX_CHANNEL_MESSAGE = 16 * 1024 * 1024
+# What msgpack may build of one child message, checked as it reads (a heartbeat of a module at
+# the SDK's bounds: 100 metrics, 1000 label sets, 8 labels of 200 characters, 31 buckets, and
+# an error report's text): a hostile module's 15-million-item list fails at its header instead
+# of costing the loop a third of a second.
+CHANNEL_LIMITS = {
+    "max_array_len": 4096,
+    "max_map_len": 256,
+    "max_str_len": 1024 * 1024,
+    "max_bin_len": 64 * 1024,
+    "max_ext_len": 0,
+}
 MAX_LABELS = 8  # label names per metric
 MAX_BUCKETS = 30  # per histogram
 MAX_NAME = 100

@@ -34,3 +34,31 @@ def test_an_answer_too_large_for_msgpack_is_answered_as_a_failure(
     assert dealer.poll(5000)
     answer = control.decode(dealer.recv())
     assert answer["ok"] is False and "could not be encoded" in answer["error"]
+
+
+def test_a_flood_of_huge_child_messages_is_refused_at_its_header_and_paced(
+    pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+) -> None:
+    """A module sent 16 MiB heartbeats of a 15-million-item list as fast as it could: each cost
+    the loop a third of a second to decode, status stopped answering and the supervisor grew to
+    10 GB. msgpack's limits refuse one at its header; a turn reads a bounded number of bytes."""
+    import msgpack
+
+    from orchestrator.metrics.module_metrics import CHANNEL_LIMITS
+
+    router, dealer = pair
+    bomb = msgpack.packb({"kind": "heartbeat", "pid": 1, "junk": [0] * 2_000_000})
+    for _ in range(6):
+        dealer.send(bomb)
+    dealer.send(msgpack.packb({"kind": "heartbeat", "pid": 1}))
+    handled: list[dict[str, object]] = []
+    inbox = control.Inbox(
+        router, "child message", None, limits=CHANNEL_LIMITS, turn_bytes=len(bomb) * 2
+    )
+    assert router.poll(5000)
+    inbox.drain(lambda identity, message: handled.append(message))
+    assert handled == [] and inbox.malformed.count == 1  # two read (the first logged), then paced
+    for _ in range(4):
+        inbox.drain(lambda identity, message: handled.append(message))
+    assert handled == [{"kind": "heartbeat", "pid": 1}]
+    assert inbox.malformed.count == 5

@@ -81,3 +81,28 @@ def test_a_module_turned_into_instances_stands_for_them_while_it_stops(tmp_path:
     assert [c.name for c in live_members(children, name)] == [f"{name}#1", f"{name}#2"]
     assert being_removed(children, old) and not being_removed(children, children[f"{name}#1"])
     assert being_removed({}, children[f"{name}#1"])  # gone from the manager altogether
+
+
+def test_a_heartbeats_counters_are_counts_whatever_a_module_sends(tmp_path: Path) -> None:
+    """bytes made `status --json` fail, NaN made it invalid JSON, escapes reached the table."""
+    manager, _ = manager_with_modules(tmp_path)
+    child = next(iter(manager.children.values()))
+    hostile = {
+        "dropped": b"\x00",
+        "events_in": "\x1b[2J\x1b[31mPWNED\nforged",
+        "bad_frames": float("nan"),
+        "events_out": -5,
+        "retries": 10**30,
+        "junk": 1,
+    }
+    manager.heartbeat(child, {"counters": hostile, "busy_for": float("inf")})
+    assert child.counters == {
+        "events_in": 0,
+        "events_out": 0,
+        "callback_errors": 0,
+        "bad_frames": 0,
+        "dropped": 0,
+        "retries": 2**53,
+        "breaker_opens": 0,
+    }
+    assert child.busy_for == 0.0
