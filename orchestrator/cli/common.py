@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -168,11 +169,24 @@ def expect(data: Any, host: str, **fields: type) -> dict[str, Any]:
     abort(f"host {host!r} sent a malformed answer: expected {', '.join(fields)}")
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds from 0 to `max`. NaN is none (click's FloatRange lets it through:
+    every comparison with it is false, so a deadline of NaN never comes)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail("nan is not a number of seconds", param, ctx)
+        return number
+
+
 def wait_option(what: str, default: float = 120.0) -> Callable[[F], F]:
     """`--wait S`: how long a command waits for `what` ("the module to run again"), up to a day."""
     return click.option(
         "--wait",
-        type=click.FloatRange(min=0, max=86400),
+        type=Seconds(min=0, max=86400),
         default=default,
         show_default=True,
         help=f"Seconds to wait for {what}.",

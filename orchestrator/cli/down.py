@@ -6,7 +6,7 @@ import time
 
 import click
 
-from orchestrator.cli.common import App, abort, config_option, echo_json
+from orchestrator.cli.common import App, Seconds, abort, config_option, echo_json
 from orchestrator.control import ControlClient, NotRunningError, process_exists
 
 _EXIT_WAIT = 10.0
@@ -16,7 +16,7 @@ _EXIT_WAIT = 10.0
 @config_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, max=86400),
+    type=Seconds(min=0, max=86400),
     default=None,
     help="Seconds to wait for graceful stops before SIGKILL. Default: each module's stop_timeout.",
 )

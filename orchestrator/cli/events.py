@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import click
@@ -12,7 +15,11 @@ import zmq
 
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.event import Event, Pattern
-from orchestrator.cli.common import App, abort, config_option
+from orchestrator.cli.common import App, Seconds, abort, config_option
+from orchestrator.config.errors import one_line
+
+_MAX_DEPTH = 64  # levels of data shown (as `publish` takes): deeper is cut
+_SEEN = 4096  # ids of events shown, remembered: patterns that overlap show an event once
 
 
 def _patterns(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -27,7 +34,7 @@ def _patterns(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+@click.option("--timeout", type=Seconds(min=0, max=1e9), help="Stop after this many seconds.")
 def events(
     app: App, patterns: list[str], as_json: bool, count: int | None, timeout: float | None
 ) -> None:
@@ -42,14 +49,24 @@ def events(
     bus = ZmqEventBus(context, "cli", bus_info["xsub"], bus_info["xpub"], curve=curve)
     done = threading.Event()
     seen = 0
+    shown: OrderedDict[str, None] = OrderedDict()
     lock = threading.Lock()
+    closed = threading.Event()  # stdout's reader went away (`| head -1`)
 
     def show(event: Event) -> None:
         nonlocal seen
         with lock:
-            if done.is_set():
+            if done.is_set() or event.id in shown:
                 return
-            click.echo(_format(event, as_json))
+            shown[event.id] = None
+            if len(shown) > _SEEN:
+                shown.popitem(last=False)
+            try:
+                click.echo(_format(event, as_json))
+            except BrokenPipeError:
+                closed.set()
+                done.set()
+                return
             seen += 1
             if count is not None and seen >= count:
                 done.set()
@@ -75,24 +92,46 @@ def events(
         done.set()
         bus.close(timeout=1.0)
         context.destroy(linger=0)
+        if closed.is_set():  # nothing more can be written there: not even Python's last flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 
 
 def _format(event: Event, as_json: bool) -> str:
+    """One line for `event`, whatever a publisher put in it: its source and id one printable
+    line (a forged line or a terminal escape is shown, not obeyed), its data valid JSON."""
+    data = _shown(event.data, 0)
+    source, event_id = one_line(str(event.source), 200), one_line(str(event.id), 200)
     if as_json:
         record = {
-            "time": event.time,
+            "time": event.time if math.isfinite(event.time) else None,
             "type": event.type,
-            "source": event.source,
-            "id": event.id,
-            "data": event.data,
+            "source": source,
+            "id": event_id,
+            "data": data,
         }
-        return json.dumps(record, default=_jsonable, sort_keys=True)
-    stamp = (
-        time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
-    )
-    data = json.dumps(event.data, default=_jsonable)
-    return f"{stamp}  {event.type}  {event.source}  {data}"
+        return json.dumps(record, sort_keys=True, allow_nan=False)
+    when = event.time if math.isfinite(event.time) and abs(event.time) < 1e11 else 0.0
+    stamp = time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}"
+    return f"{stamp}  {event.type}  {source}  {json.dumps(data, allow_nan=False)}"
 
 
-def _jsonable(value: Any) -> Any:
+def _shown(value: Any, depth: int) -> Any:
+    """`value` as JSON can carry it: bytes as hex, map keys as strings, NaN and infinities as
+    strings, anything else as its repr, and no deeper than _MAX_DEPTH."""
+    if depth >= _MAX_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {_key(key): _shown(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(item, depth + 1) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
     return value.hex() if isinstance(value, bytes) else repr(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    return key.hex() if isinstance(key, bytes) else repr(key)

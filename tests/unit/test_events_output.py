@@ -1,0 +1,52 @@
+"""What `orchestrator events` prints of an event a publisher made hostile: one line, valid JSON,
+no terminal escape obeyed; and options that take seconds refuse NaN."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+
+from module_sdk.event import Event
+from orchestrator.cli.common import Seconds
+from orchestrator.cli.events import _format
+
+FORGED = "billing  {}\n12:00:00.000  payments.refund  billing  {}\x1b]0;title\x07"
+
+
+def test_a_forged_source_is_shown_not_obeyed() -> None:
+    event = Event(type="a.b", data=1, source=FORGED, id="1-x-1\x1b[2J", time=1.0)
+    for as_json in (False, True):
+        line = _format(event, as_json)
+        assert "\n" not in line and "\x1b" not in line and "\x07" not in line
+    assert "\\n12:00:00.000" in _format(event, False)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {b"k": 1},
+        {"n": float("nan"), "i": float("-inf")},
+        {(1, 2): "tuple key"},
+        b"\x00\xff",
+    ],
+)
+def test_any_data_prints_as_valid_json(data: object) -> None:
+    event = Event(type="a.b", data=data, source="m", id="1-x-1", time=1.0)
+    json.loads(_format(event, True))  # raised TypeError (bytes keys), printed NaN
+    json.loads(_format(event, False).split("  ", 3)[3])
+
+
+def test_data_nested_deeper_than_shown_is_cut_not_a_recursion_error() -> None:
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    event = Event(type="a.b", data=deep, source="m", id="1-x-1", time=float("nan"))
+    assert '"..."' in _format(event, True)
+
+
+def test_seconds_refuse_nan() -> None:
+    with pytest.raises(click.BadParameter, match="nan"):
+        Seconds(min=0, max=10).convert("nan", None, None)
+    assert Seconds(min=0, max=10).convert("2.5", None, None) == 2.5
