@@ -11,6 +11,7 @@ import click
 
 from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, expect, split_host
+from orchestrator.cli.formatting import terminal_safe
 from orchestrator.logtail import last_lines
 from orchestrator.regular_file import open_regular
 
@@ -45,7 +46,7 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
             abort("--follow works for this host's logs only, not HOST/NAME", exit_codes.USAGE)
         data = app.remote(host, {"cmd": "logs", "name": module, "lines": count})
         for line in expect(data, host, lines=list)["lines"]:
-            click.echo(str(line))
+            click.echo(_shown(str(line)))
         return
     config = app.load()
     if name != "app" and config.module(name.partition("#")[0]) is None:  # NAME#k: an instance
@@ -59,7 +60,7 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
     except OSError as exc:  # a FIFO or a device in its place, unreadable
         abort(f"{path}: cannot read it: {exc.strerror or exc}")
     for line in lines:
-        click.echo(line)
+        click.echo(_shown(line))
     if follow:
         try:
             _follow(path)
@@ -99,5 +100,11 @@ def _follow(path: Path) -> None:
 
 def _print(data: bytes) -> None:
     if data:
-        sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.write(_shown(data.decode("utf-8", "replace")))
         sys.stdout.flush()
+
+
+def _shown(text: str) -> str:
+    """On a terminal, the module's escape sequences are shown, not obeyed; piped, the log goes
+    through as it is."""
+    return terminal_safe(text) if sys.stdout.isatty() else text

@@ -11,7 +11,7 @@ import click
 from orchestrator import exit_codes
 from orchestrator.cli.cluster_view import render_cluster
 from orchestrator.cli.common import App, abort, config_option, split_host
-from orchestrator.cli.formatting import duration
+from orchestrator.cli.formatting import duration, terminal_safe
 
 _COLUMNS = (
     "NAME",
@@ -192,7 +192,7 @@ def render_details(module: dict[str, Any]) -> str:
             f"  {when}  pid {entry['pid']}  {entry['description']} ({entry['reason']}){error}"
         )
     lines.append(f"log ({module['log']}):")
-    lines.extend(f"  {line}" for line in module["log_tail"])
+    lines.extend(f"  {terminal_safe(str(line))}" for line in module["log_tail"])
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ FORGER = """
 def initialize(event_bus, config):
     raise RuntimeError(
         "boom\\n2026-12-07 00:00:00,000 CRITICAL [1] orchestrator.supervisor: FORGED\\x1b[2J"
+        "\\x1b]0;TITLE\\x07"
     )
 
 
@@ -32,3 +33,7 @@ def test_a_module_error_with_newlines_stays_one_line(project: Project) -> None:
     status = project.cli("status", check=0).stdout
     assert "\x1b" not in status
     assert all("FORGED" not in line or "boom" in line for line in status.splitlines())
+    # Its log (the traceback, as the module printed it) is shown by `status NAME`: escapes
+    # shown, not obeyed (click strips CSI sequences when not on a terminal, but not OSC).
+    details = project.cli("status", "forger", check=0).stdout
+    assert "\x1b" not in details and "\x07" not in details and "\\x1b]0;TITLE" in details

@@ -50,3 +50,13 @@ def test_seconds_refuse_nan() -> None:
     with pytest.raises(click.BadParameter, match="nan"):
         Seconds(min=0, max=10).convert("nan", None, None)
     assert Seconds(min=0, max=10).convert("2.5", None, None) == 2.5
+
+
+def test_a_modules_output_is_shown_on_a_terminal_not_obeyed() -> None:
+    """`status NAME` prints the end of the module's log, `logs` on a terminal all of it: an
+    escape sequence in it cleared the screen or set the title, a CR overwrote a line."""
+    from orchestrator.cli.formatting import terminal_safe
+
+    said = "ok\x1b]0;PWN\x07\x1b[2J\rforged\tstill\x9b"
+    assert terminal_safe(said) == "ok\\x1b]0;PWN\\x07\\x1b[2J\\rforged\tstill\\x9b"
+    assert terminal_safe("two\nlines") == "two\nlines"
