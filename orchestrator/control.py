@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, process_stopped
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,13 @@ class ControlClient:
                 if self.run_dir.running_pid() is None:
                     raise NotRunningError("the supervisor stopped before it answered")
                 if time.monotonic() >= deadline:
+                    stopped = self.pid is not None and process_stopped(self.pid)
+                    hint = (
+                        f" (it is stopped: `kill -CONT {self.pid}` resumes it)" if stopped else ""
+                    )
                     raise ControlError(
-                        f"the supervisor (pid {self.pid}) did not answer within {wait:g}s"
+                        f"the supervisor (pid {self.pid}) did not answer within {wait:g}s{hint}",
+                        {"kind": "timeout"},
                     )
             answer = decode(sock.recv())
         finally:

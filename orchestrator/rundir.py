@@ -220,6 +220,15 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc: it exists, as kill() said
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP, a debugger): it cannot answer until resumed."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[-1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
 def open_run_file(path: Path, flags: int) -> int:
     """`os.open` of a file of the run directory (created 0600): a FIFO, a device or a link put in
     its place (by a module running as us, say) raises UnsafeRunDirError, naming it, instead of

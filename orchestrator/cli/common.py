@@ -116,6 +116,8 @@ class App:
             kind = exc.data.get("kind") if isinstance(exc.data, dict) else None
             if kind in _EXIT_OF_KIND:  # another host's answer, or none
                 abort(str(exc), _EXIT_OF_KIND[kind])
+            if kind == "timeout":  # asking again which modules it has would wait as long
+                abort(str(exc), exit_codes.FAILED)
             name = arguments.get("name")
             unknown = isinstance(name, str) and not self._has_module(client, name)
             abort(str(exc), exit_codes.USAGE if unknown else exit_codes.FAILED)

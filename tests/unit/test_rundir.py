@@ -144,3 +144,24 @@ def test_a_fifo_or_link_in_the_run_directory_is_refused_not_waited_on(
     with pytest.raises(UnsafeRunDirError, match=f"{name}: not a regular file"):
         run_dir.acquire()
     assert target.is_symlink() if kind == "link" else target.is_fifo()  # left for its owner
+
+
+def test_a_stopped_process_is_told_apart() -> None:
+    """A supervisor stopped by SIGSTOP cannot answer: the CLI says so (and how to resume it)."""
+    import signal
+
+    from orchestrator.rundir import process_stopped
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not process_stopped(sleeper.pid)
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        deadline = 50
+        while not process_stopped(sleeper.pid) and deadline:
+            subprocess.run(["true"], check=True)  # a moment, without sleeping blind
+            deadline -= 1
+        assert process_stopped(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not process_stopped(sleeper.pid)  # gone
