@@ -92,12 +92,18 @@ def test(
         code = subprocess.call(command, cwd=rootdir, stdout=sys.stderr if as_json else None)
         if not report.exists():
             abort(f"pytest did not run (exit {code})")
+        copy_failed = None
         if junit_xml is not None:
-            shutil.copyfile(report, junit_xml)
+            try:
+                shutil.copyfile(report, junit_xml)
+            except OSError as exc:  # the report below still shows; the exit says it was lost
+                copy_failed = f"--junit-xml {junit_xml}: cannot write it: {exc.strerror or exc}"
         results = tally(report, rootdir, owners)
     if not as_json:
         click.echo("")
     _report(as_json, order, untested, results, code)
+    if copy_failed is not None:
+        abort(copy_failed)
     if code != 0 or any(r.failed or r.errors for r in results.values()):
         raise SystemExit(exit_codes.FAILED)
 

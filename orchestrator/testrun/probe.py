@@ -1,7 +1,8 @@
 """`python -m orchestrator.testrun.probe NAME PATH`: print a module's `get_tests()` as JSON.
 
 Run in a subprocess because importing a module may have side effects the CLI must not suffer.
-Prints `null` when the module has no `get_tests()`; exits 1 with a message when it fails.
+Prints `MARK` and the JSON on its last line (the module may print before it), `null` when the
+module has no `get_tests()`; exits 1 with a message when it fails.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from module_sdk.loader import ModuleLoadError, load_module
 
+MARK = "orchestrator-tests: "
+
 
 def main(argv: list[str]) -> int:
     name, path = argv
@@ -20,19 +23,22 @@ def main(argv: list[str]) -> int:
     except ModuleLoadError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except BaseException as exc:  # sys.exit() at import, say: said, not raised
+        print(f"importing it raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     get_tests = getattr(module, "get_tests", None)
     if get_tests is None:
-        print("null")
+        print(f"\n{MARK}null", flush=True)
         return 0
     try:
         tests = get_tests()
-    except Exception as exc:
+    except BaseException as exc:
         print(f"get_tests() raised {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if not isinstance(tests, list | tuple) or not all(isinstance(t, str) for t in tests):
-        print(f"get_tests() must return a list of strings, got {tests!r}", file=sys.stderr)
+        print(f"get_tests() must return a list of strings, got {tests!r:.200}", file=sys.stderr)
         return 1
-    print(json.dumps(list(tests)))
+    print(f"\n{MARK}{json.dumps(list(tests))}", flush=True)
     return 0
 
 

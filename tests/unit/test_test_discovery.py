@@ -1,0 +1,69 @@
+"""`orchestrator test` asks each module for its tests in a probe process: whatever the module does
+at import (print, exit, start a process that outlives the probe), the answer is a list or one
+line saying why not, and the command never hangs on it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from orchestrator.config import ModuleSpec
+from orchestrator.testrun.discover import DiscoveryError, discover
+
+_API = "def initialize(event_bus, config):\n    pass\n\n\ndef shutdown():\n    pass\n"
+
+
+def _module(tmp_path: Path, source: str) -> ModuleSpec:
+    path = tmp_path / "m.py"
+    path.write_text(source + "\n" + _API)
+    (tmp_path / "test_m.py").write_text("def test_x():\n    pass\n")
+    return ModuleSpec(name="m", path=path)
+
+
+def test_a_module_that_prints_at_import_still_lists_its_tests(tmp_path: Path) -> None:
+    spec = _module(
+        tmp_path,
+        "print('loading', end='')\nprint('[1, 2]')\n"
+        "def get_tests():\n    print('asked')\n    return ['test_m.py']\n",
+    )
+    (found,) = discover([spec])
+    assert found.paths == ((tmp_path / "test_m.py").resolve(),)
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("import sys\nsys.exit(0)\n", "importing it raised SystemExit: 0"),
+        ("def get_tests():\n    raise SystemExit(3)\n", "get_tests() raised SystemExit: 3"),
+        ("def get_tests():\n    return 'test_m.py'\n", "must return a list of strings"),
+    ],
+)
+def test_what_a_module_does_instead_is_one_line(tmp_path: Path, source: str, said: str) -> None:
+    with pytest.raises(DiscoveryError, match=re.escape(said)):
+        discover([_module(tmp_path, source)])
+
+
+def test_a_process_the_module_started_does_not_hold_the_command(tmp_path: Path) -> None:
+    """It inherited the probe's pipes: reading them to their end waited for it (200 s)."""
+    marker = tmp_path / "child.pid"
+    spec = _module(
+        tmp_path,
+        "import subprocess\n"
+        f"child = subprocess.Popen(['sleep', '200'])\nopen({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "def get_tests():\n    return ['test_m.py']\n",
+    )
+    (found,) = discover([spec])
+    assert found.paths is not None
+    pid = int(marker.read_text())
+    wait_until(lambda: _gone(pid), 5, "the module's process killed with the probe")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
