@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import App, config_option
+from orchestrator.cli.common import App, abort, config_option
 from orchestrator.config import AppConfig
 
 _STOP_MARGIN = 15  # seconds systemd waits past the longest stop_timeout before SIGKILL
@@ -37,20 +36,29 @@ def systemd_unit(app: App, user_unit: bool) -> None:
       orchestrator systemd-unit | sudo tee /etc/systemd/system/myproject.service
       sudo systemctl daemon-reload && sudo systemctl enable --now myproject
     """
-    click.echo(unit_text(app.load(), user_unit=user_unit), nl=False)
+    try:
+        text = unit_text(app.load(), user_unit=user_unit)
+    except ValueError as exc:
+        abort(str(exc))
+    click.echo(text, nl=False)
 
 
 def unit_text(config: AppConfig, *, user_unit: bool) -> str:
-    """The unit for `config`'s project, the `orchestrator` of this installation running it."""
+    """The unit for `config`'s project, the `orchestrator` of this installation running it.
+    Raises ValueError for a path no unit file can hold (a newline in it, say)."""
     command = _orchestrator_command()
     config_dir = str(config.config_dir.resolve())
+    working_dir = str(config.config_dir.resolve().parent)
+    for what, text in (("the config directory", config_dir), ("orchestrator", command)):
+        if not text.isprintable():
+            raise ValueError(f"{what} ({text!r}): a unit file cannot hold a control character")
     stop = max(
         [m.supervision.stop_timeout for m in config.modules] + [config.supervision.stop_timeout]
     )
     service = [
         "Type=notify",
         "NotifyAccess=main",
-        f"WorkingDirectory={config.config_dir.resolve().parent}",
+        f"WorkingDirectory={_literal(working_dir)}",
         f"ExecStart={command} up -c {_quoted(config_dir)}",
         f"ExecReload={command} reload -c {_quoted(config_dir)}",
         "Environment=PYTHONUNBUFFERED=1",
@@ -68,7 +76,9 @@ def unit_text(config: AppConfig, *, user_unit: bool) -> str:
         service.insert(2, f"User={_user()}")
     lines = [
         "[Unit]",
-        f"Description=orchestrator: {config.app.name} {config.app.version} ({config_dir})",
+        _literal(
+            f"Description=orchestrator: {config.app.name} {config.app.version} ({config_dir})"
+        ),
         *(["After=network-online.target", "Wants=network-online.target"] if not user_unit else []),
         "",
         "[Service]",
@@ -92,10 +102,18 @@ def _orchestrator_command() -> str:
 
 
 def _quoted(text: str) -> str:
-    """A word of a unit's command line: systemd splits on spaces and honours double quotes."""
-    return (
-        text if text and not any(c.isspace() or c in "\"'\\" for c in text) else shlex.quote(text)
-    )
+    """A word of a unit's command line, as systemd reads it back: `%` (a specifier, `%h`) as
+    `%%`, `$` (a variable) as `$$`, and in double quotes, with `\\` and `"` escaped, if it
+    holds a space, a quote or a backslash (systemd unescapes C-style inside quotes)."""
+    text = _literal(text).replace("$", "$$")
+    if text and not any(c.isspace() or c in "\"'\\" for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _literal(text: str) -> str:
+    """A setting's value as systemd reads it back: `%` starts a specifier, `%%` is one `%`."""
+    return text.replace("%", "%%")
 
 
 def _user() -> str:

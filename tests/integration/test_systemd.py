@@ -87,3 +87,41 @@ def test_systemd_unit_prints_a_unit_that_runs_this_project(project: Project) -> 
         [analyze, "verify", str(unit_file)], check=False, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and "ignoring" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("odd", ["a b", "v%hx", "c$d", 'q"uo\\te'])
+def test_a_unit_for_a_path_systemd_would_read_otherwise(tmp_path: Path, odd: str) -> None:
+    """systemd expands `%h` and `$X` in a unit, unescapes C-style inside quotes, and reads a
+    newline as the next setting: a project at such a path got a unit that ran something else,
+    or none."""
+    from orchestrator.cli.systemd_unit import _quoted, unit_text
+    from orchestrator.config import load_config
+
+    project = tmp_path / odd
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "main.yaml").write_text("app: {name: demo}\n")
+    (project / "config" / "modules.yaml").write_text("modules: []\n")
+    text = unit_text(load_config(project / "config"), user_unit=True)
+    word = _quoted(str((project / "config").resolve()))
+    assert f" up -c {word}\n" in text
+    assert "%" not in text.replace("%%", "")  # a specifier, in any setting
+    commands = [line for line in text.splitlines() if line.startswith("Exec")]
+    assert all("$" not in line.replace("$$", "") for line in commands)  # a variable there
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        unit_file = tmp_path / "odd.service"
+        unit_file.write_text(text)
+        result = subprocess.run(
+            [analyze, "verify", str(unit_file)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0 and "ignoring" not in result.stderr, result.stderr
+    newline = tmp_path / "new\nline"
+    (newline / "config").mkdir(parents=True)
+    for name, body in (("main.yaml", "app: {name: demo}\n"), ("modules.yaml", "modules: []\n")):
+        (newline / "config" / name).write_text(body)
+    with pytest.raises(ValueError, match="control character"):
+        unit_text(load_config(newline / "config"), user_unit=True)
