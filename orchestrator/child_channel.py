@@ -17,7 +17,6 @@ from module_sdk.health import bounded_message
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import BusSection
-from orchestrator.health import Health
 from orchestrator.manager import ChildManager
 from orchestrator.resources import grant_threads
 from orchestrator.spec import module_spec
@@ -35,13 +34,12 @@ class RunHooks(Protocol):
 
 
 class ChildChannel:
-    """Hands each child message to the manager (and the memory check); answers hellos."""
+    """Hands each child message to the manager; answers hellos."""
 
     def __init__(
         self,
         socket: zmq.Socket[bytes],
         manager: ChildManager,
-        health: Health,
         *,
         bus: BusSection,
         xsub: str,
@@ -54,7 +52,6 @@ class ChildChannel:
     ) -> None:
         self._socket = socket
         self._manager = manager
-        self._health = health
         self._bus, self._xsub, self._xpub, self._curve = bus, xsub, xpub, curve
         self._log_level = log_level
         self._groups = groups
@@ -89,7 +86,6 @@ class ChildChannel:
             manager.heartbeat(child, message)
             if self._on_heartbeat is not None:
                 self._on_heartbeat(child, message)
-            self._health.check_memory(child)
         elif kind == protocol.UNHEALTHY:
             # Bounded here too (the child's own bounding is a courtesy, not a limit); scrubbed
             # before the cut, so that no secret is cut in two and half of it shown.

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # was allowed is then too short to make a healthy module look hung, and a longer one is seen.
 _WATCH_MAX = 1.0
 _WATCH_MIN = 0.05
+# Seconds between checks of the modules' memory against their limits: on a timer, not on their
+# heartbeats (a module that stops sending them, or allocates in initialize(), is checked too).
+MEMORY_CHECK = 1.0
 
 
 class Health:
@@ -31,6 +34,7 @@ class Health:
         self.manager = manager
         self._announced = False
         self._next_usage = time.monotonic() + manager.config.resources.usage_log_interval
+        self._next_memory = time.monotonic() + MEMORY_CHECK
         self._last_tick: float | None = None  # monotonic; None until the loop's first tick
         self._waited = 0.0  # seconds the loop waited in the poller, as allowed, since then
         self._watch: float | None = None  # the longest wait allowed while modules run
@@ -39,6 +43,8 @@ class Health:
     def next_deadline(self) -> float:
         """The earliest moment `tick()` has something to do."""
         deadlines = [self._next_usage]
+        if any(self._limited(child) for child in self.manager.children.values()):
+            deadlines.append(self._next_memory)
         self._watch = self._watch_period()
         if self._watch is not None:
             deadlines.append(time.monotonic() + self._watch)
@@ -79,6 +85,11 @@ class Health:
                 "app.started", name=app.name, version=app.version, pid=os.getpid(), modules=running
             )
             release_free_memory()  # what the start freed (config parsing, imports): ~0.5 MB
+        if now >= self._next_memory:
+            self._next_memory = now + MEMORY_CHECK
+            for child in list(manager.children.values()):
+                if self._limited(child):
+                    self.check_memory(child)
         if now >= self._next_usage:
             self._next_usage = now + manager.config.resources.usage_log_interval
             self.report_usage()
@@ -124,10 +135,19 @@ class Health:
         timeout = child.spec.supervision.heartbeat_timeout
         return now - child.last_heartbeat > timeout or child.busy_for > timeout
 
+    def _limited(self, child: ManagedChild) -> bool:
+        """Whether `child` has a process whose memory the supervisor polls."""
+        return (
+            child.pid is not None
+            and child.state in (ChildState.STARTING, ChildState.RUNNING)
+            and polled_memory_limit(child.spec, self.manager.cgroups, child.cgroup) is not None
+        )
+
     def check_memory(self, child: ManagedChild) -> None:
         """Compare the module's memory (with its descendants) with its `memory_limit_mb`."""
         limit = polled_memory_limit(child.spec, self.manager.cgroups, child.cgroup)
-        if limit is None or child.pid is None or child.state is not ChildState.RUNNING:
+        running = child.state in (ChildState.STARTING, ChildState.RUNNING)
+        if limit is None or child.pid is None or not running or child.life.kill is not None:
             return
         child.rss_mb = self.manager.sampler.tree_rss_mb(child.pid)
         if child.rss_mb is not None and child.rss_mb > limit:

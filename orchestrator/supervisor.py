@@ -149,7 +149,6 @@ class Supervisor(ConfigReload):
         self.child_channel = ChildChannel(
             self.channel,
             self.manager,
-            self.health,
             bus=self.bus,
             xsub=self.xsub,
             xpub=self.xpub,

@@ -103,7 +103,11 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
         case lc.KillRequested():
             return _kill(life, event.reason) if life.state.has_process else Step(life)
         case lc.HealthFailed():
-            if life.state is not ChildState.RUNNING:
+            # Memory counts from the first allocation; the rest only of a module that runs.
+            starting = life.state is ChildState.STARTING
+            if life.state is not ChildState.RUNNING and not (
+                starting and event.reason is ExitReason.MEMORY_LIMIT
+            ):
                 return Step(life)
             return _kill(life, event.reason, event.message)
         case lc.Stalled():

@@ -259,3 +259,31 @@ def test_status_name_shows_redacted_config_history_and_log(project: Project) -> 
     assert "idle module says hi" in details
     data = project.cli("status", "idle", "--json", check=0).stdout
     assert "s3cr3t-value-123" not in data and '"history"' in data
+
+
+GROWS_IN_INITIALIZE = """
+import time
+
+
+def initialize(event_bus, config):
+    hoard = [bytearray(64 * 1024 * 1024) for _ in range(4)]  # 256 MB, touched
+    for block in hoard:
+        block[::4096] = b"x" * len(block[::4096])
+    time.sleep(60)  # never says ready within the test
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_memory_counts_from_initialize_not_from_ready(project: Project) -> None:
+    """The limit was checked on heartbeats of a running module only: one that allocated in
+    initialize() held 2 GB against a limit of 100 until it said ready (up to start_timeout)."""
+    path = project.write_module("hoards.py", GROWS_IN_INITIALIZE)
+    module = {"name": "hoards", "path": path, "memory_limit_mb": 100, "start_timeout": 60}
+    project.configure([module])
+    project.cli("up", "-d", check=None)  # exit 1: it did not start
+    row = _wait_restarted(project, "hoards")
+    history = row["history"]
+    assert isinstance(history, list) and history[0]["reason"] == "memory limit", history

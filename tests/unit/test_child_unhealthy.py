@@ -31,7 +31,6 @@ def _channel(manager: _Manager) -> ChildChannel:
     return ChildChannel(
         cast(Any, None),
         cast(Any, manager),
-        cast(Any, None),
         bus=BusSection(),
         xsub="",
         xpub="",
