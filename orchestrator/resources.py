@@ -6,7 +6,7 @@ import ctypes
 import functools
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -108,30 +108,56 @@ class ProcessSampler:
         return {} if rss is None else {"rss_mb": round(rss, 1), "cpu_percent": round(cpu, 1)}
 
     def tree_rss_mb(self, pid: int) -> float | None:
-        """Resident memory of `pid` and all its descendants, in MB; None if it is gone.
+        """Resident memory of `pid` and all its descendants, in MB; None if it is gone."""
+        procs = _tree(pid)
+        return None if procs is None else _total(procs, _rss) / _MB
 
-        A module in a cgroup of its own: the processes listed there (a small file). Otherwise
-        psutil's walk of every process on the machine, which costs milliseconds."""
-        try:
-            root = psutil.Process(pid)
-            in_cgroup = module_cgroup_pids(pid)
-            if in_cgroup is not None and pid in in_cgroup:
-                procs = [root, *(psutil.Process(p) for p in in_cgroup if p != pid)]
-            else:
-                procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+    def tree_memory_mb(self, pid: int) -> float | None:
+        """The memory `pid` and all its descendants use, in MB, as a memory limit counts it:
+        their RSS if it is one process; else their PSS, in which a page they share (a fork's
+        copy-on-write pages) counts once, not once per process; None if it is gone."""
+        procs = _tree(pid)
+        if procs is None:
             return None
-        total = 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                continue
-        return total / _MB
+        return _total(procs, _rss if len(procs) == 1 else _pss) / _MB
 
     def forget(self, pid: int) -> None:
         """Drop the handle of a process that has exited."""
         self._procs.pop(pid, None)
+
+
+def _tree(pid: int) -> list[psutil.Process] | None:
+    """`pid` and its descendants. A module in a cgroup of its own: the processes listed there
+    (a small file). Otherwise psutil's walk of every process on the machine (milliseconds)."""
+    try:
+        root = psutil.Process(pid)
+        in_cgroup = module_cgroup_pids(pid)
+        if in_cgroup is not None and pid in in_cgroup:
+            return [root, *(psutil.Process(p) for p in in_cgroup if p != pid)]
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+
+
+def _total(procs: list[psutil.Process], measure: Callable[[psutil.Process], int]) -> int:
+    total = 0
+    for proc in procs:
+        try:
+            total += measure(proc)
+        except psutil.Error:
+            continue
+    return total
+
+
+def _rss(proc: psutil.Process) -> int:
+    return int(proc.memory_info().rss)
+
+
+def _pss(proc: psutil.Process) -> int:
+    try:
+        return int(proc.memory_full_info().pss)
+    except psutil.AccessDenied:  # another user's process (a module run as one): its RSS
+        return int(proc.memory_info().rss)
 
 
 def module_cgroup_pids(pid: int) -> list[int] | None:

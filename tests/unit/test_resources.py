@@ -164,3 +164,36 @@ def test_grant_threads_never_exceeds_the_limit_nor_an_ask() -> None:
         assert all(1 <= granted[name] <= asks[name] for name in asks)
         if sum(asks.values()) <= limit:
             assert granted == asks
+
+
+def test_a_forks_shared_pages_count_once_against_a_memory_limit() -> None:
+    """A module that forks a pool of workers shares its pages with them until they write: by
+    RSS each fork counted them again (40 idle forks of one module: 586 MB, killed at 400)."""
+    import os
+    import signal
+
+    from orchestrator.resources import ProcessSampler
+
+    hoard = bytearray(64 * 1024 * 1024)
+    hoard[::4096] = b"x" * len(hoard[::4096])  # touched: resident
+    forks = []
+    read, write = os.pipe()
+    try:
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the fork)
+                os.close(write)
+                os.read(read, 1)  # until the test ends
+                os._exit(0)
+            forks.append(pid)
+        sampler = ProcessSampler()
+        by_rss, counted = sampler.tree_rss_mb(os.getpid()), sampler.tree_memory_mb(os.getpid())
+        assert by_rss is not None and counted is not None
+        assert by_rss > 4 * 64  # the hoard counted in every fork
+        assert counted < by_rss / 2
+    finally:
+        os.close(write)
+        for pid in forks:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(read)
