@@ -60,7 +60,11 @@ class App:
         Every command starts here, so that a missing config reads the same everywhere (and never
         as "no supervisor is running", which would be true but beside the point).
         """
-        if not self.config_dir.is_dir():
+        try:
+            is_dir = self.config_dir.is_dir()
+        except OSError as exc:  # a name too long for the file system, say
+            abort(f"{self.config_dir}: {exc.strerror or exc}", exit_codes.BAD_CONFIG)
+        if not is_dir:
             abort(
                 f"no config directory at {self.config_dir}; run from your project's "
                 f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR"

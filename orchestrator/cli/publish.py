@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+import msgpack
 
 from module_sdk.event import validate_event_type
 from orchestrator.cli.common import App, config_option, echo_json
@@ -25,14 +26,26 @@ def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     if value is None:
         return None
     try:
-        data = json.loads(value)
+        data = json.loads(value, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}") from None
+    except ValueError as exc:  # NaN, Infinity: Python's json takes them, JSON has none
+        raise click.BadParameter(str(exc)) from None
     except RecursionError:  # nested far too deep for the parser itself
         data = _TOO_DEEP
     if data is _TOO_DEEP or _too_deep(data):
         raise click.BadParameter(f"lists and objects nested more than {_MAX_DEPTH} deep")
+    try:
+        msgpack.packb(data)
+    except OverflowError:
+        raise click.BadParameter("an integer beyond 64 bits: no event can carry it") from None
+    except UnicodeEncodeError:
+        raise click.BadParameter("a string that is not valid Unicode (a lone surrogate)") from None
     return data
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (and no event can carry it portably)")
 
 
 _TOO_DEEP = object()

@@ -23,3 +23,18 @@ def test_data_nested_64_deep_is_taken() -> None:
 def test_data_nested_deeper_is_a_usage_error(depth: int) -> None:
     with pytest.raises(click.BadParameter, match="nested more than 64 deep"):
         _payload(None, None, _nested(depth))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("123456789012345678901234567890", "beyond 64 bits"),
+        ('"\\ud800"', "lone surrogate"),
+        ("NaN", "NaN is not JSON"),
+        ('{"a": -Infinity}', "Infinity is not JSON"),
+    ],
+)
+def test_data_no_event_can_carry_is_a_usage_error(text: str, said: str) -> None:
+    """Each was a msgpack traceback from the supervisor's answer, exit 1 (or NaN sent on)."""
+    with pytest.raises(click.BadParameter, match=said):
+        _payload(None, None, text)  # type: ignore[arg-type]

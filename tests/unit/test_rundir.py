@@ -165,3 +165,15 @@ def test_a_stopped_process_is_told_apart() -> None:
         sleeper.kill()
         sleeper.wait()
     assert not process_stopped(sleeper.pid)  # gone
+
+
+def test_a_config_path_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", "-c", str(tmp_path / ("a" * 300))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("File name too long"), result.stderr
