@@ -99,6 +99,7 @@ class Group:
     lost: int = 0
     overflow: int = 0
     idle_since: int = 0  # when (a `GroupTable` tick) its last member left
+    bytes: int = 0  # of its queue, as `_size` counts them
 
     def stats(self) -> dict[str, Any]:
         """The group's counters, for the broker's status line."""
@@ -195,8 +196,7 @@ class GroupTable:
                     len(group.queue),
                 )
             group.lost += len(group.queue)
-            self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
-            group.queue.clear()
+            self._clear(group)
             self._routes.clear()
             self._evicted.append(zmq_prefix(group.pattern))
         del self.groups[idle]
@@ -233,8 +233,7 @@ class GroupTable:
             del self._tags[tag]
             if membership.redeliver:
                 group.redelivered += 1
-                group.queue.appendleft((topic, body))
-                self.queued_bytes += _size(topic, body)
+                self._add(group, topic, body, front=True)
             else:
                 group.lost += 1
         membership.in_flight.clear()
@@ -242,8 +241,7 @@ class GroupTable:
         if group.members or group.keeps or not group.subscribed:
             return None
         group.lost += len(group.queue)  # cannot be: without `keeps` nothing was requeued
-        self.queued_bytes -= sum(_size(topic, body) for topic, body in group.queue)
-        group.queue.clear()
+        self._clear(group)
         group.subscribed = False
         self._routes.clear()
         return zmq_prefix(group.pattern)
@@ -252,7 +250,7 @@ class GroupTable:
         while group.queue and (
             len(group.queue) > self._max_queued or self.queued_bytes > self._max_queued_bytes
         ):
-            self.queued_bytes -= _size(*group.queue.pop())
+            self._take(group, front=False)
             group.overflow += 1
 
     # -- events --------------------------------------------------------------------------
@@ -296,8 +294,7 @@ class GroupTable:
             membership = self._pick(group)
             if membership is None:
                 break
-            topic, body = group.queue.popleft()
-            self.queued_bytes -= _size(topic, body)
+            topic, body = self._take(group)
             out.append(self._send(membership, topic, body))
         return out
 
@@ -306,14 +303,39 @@ class GroupTable:
         return [d for group in list(self.groups.values()) if group.queue for d in self.pump(group)]
 
     def _enqueue(self, group: Group, topic: bytes, body: bytes) -> None:
-        if (
-            len(group.queue) >= self._max_queued
-            or self.queued_bytes + _size(topic, body) > self._max_queued_bytes
-        ):
+        """Queue an event for `group`. When the groups together hold all they may, the group
+        holding the most gives way, its oldest first: a group nobody takes events from (a
+        hostile module's, joined with redelivery then gone) cannot starve the others."""
+        size = _size(topic, body)
+        if len(group.queue) >= self._max_queued:
             group.overflow += 1
-        else:
-            group.queue.append((topic, body))
-            self.queued_bytes += _size(topic, body)
+            return
+        while self.queued_bytes + size > self._max_queued_bytes:
+            largest = max(self.groups.values(), key=lambda g: g.bytes)
+            if largest.bytes <= group.bytes + size:  # this one holds the most: it overflows
+                group.overflow += 1
+                return
+            self._take(largest)
+            largest.overflow += 1
+        self._add(group, topic, body)
+
+    def _add(self, group: Group, topic: bytes, body: bytes, *, front: bool = False) -> None:
+        (group.queue.appendleft if front else group.queue.append)((topic, body))
+        size = _size(topic, body)
+        group.bytes += size
+        self.queued_bytes += size
+
+    def _take(self, group: Group, *, front: bool = True) -> tuple[bytes, bytes]:
+        topic, body = group.queue.popleft() if front else group.queue.pop()
+        size = _size(topic, body)
+        group.bytes -= size
+        self.queued_bytes -= size
+        return topic, body
+
+    def _clear(self, group: Group) -> None:
+        self.queued_bytes -= group.bytes
+        group.bytes = 0
+        group.queue.clear()
 
     def _pick(self, group: Group) -> Membership | None:
         """The member with the most room left, ties taken in turn; None if all are full."""

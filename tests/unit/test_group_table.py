@@ -221,3 +221,28 @@ def test_an_ack_meant_for_a_broker_before_a_restart_acks_nothing() -> None:
     assert stale != fresh
     after.ack(b"a", stale)
     assert after.stats()[0]["acked"] == 0 and after.stats()[0]["in_flight"] == 1
+
+
+def test_a_group_nobody_takes_from_gives_way_to_the_others() -> None:
+    """A hostile module joined a group with redelivery and left: the group kept queueing its
+    events until the bytes all groups share were full, and a working group lost 85% of its
+    events as overflow, for good. The group holding the most now gives way, oldest first."""
+    each = len(b"hog.x") + 100 + 64
+    table = GroupTable(max_queued=100_000, max_queued_bytes=10 * each)
+    table.join(b"h", b"hog", b"hog.*", 1, True)
+    table.drop(b"h")  # gone: the group keeps queueing for its next member
+    for n in range(20):
+        table.route(b"hog.x", b"%100d" % n)
+    table.join(b"w", b"work", b"job.*", 1, False)
+    table.route(b"job.x", b"first")  # to the member at once
+    for n in range(5):
+        table.route(b"job.x", b"%100d" % n)  # the member is at its credit: they wait
+    stats = {s["group"]: s for s in table.stats()}
+    assert stats["work"]["queued"] == 5 and stats["work"]["overflow"] == 0
+    assert stats["hog"]["queued"] == 5 and stats["hog"]["overflow"] == 15
+    assert table.queued_bytes <= 10 * each
+    # Even then, the group holding the most overflows itself, not the smaller one.
+    for n in range(10):
+        table.route(b"job.x", b"%100d" % n)
+    stats = {s["group"]: s for s in table.stats()}
+    assert stats["hog"]["queued"] >= 4 and stats["work"]["overflow"] > 0
