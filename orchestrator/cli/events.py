@@ -43,7 +43,8 @@ def events(
     PATTERN is an event type (test.ping), a prefix (test.*) or * (the default), as modules
     subscribe. Runs until Ctrl+C, or --count events, or --timeout seconds.
     """
-    bus_info = app.request("status")["bus"]
+    asking = 10.0 if timeout is None else min(10.0, max(timeout, 1.0))  # --timeout bounds it
+    bus_info = app.request("status", wait=asking)["bus"]
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     curve = app.request("bus_client") if bus_info.get("transport") == "tcp" else None
     bus = ZmqEventBus(context, "cli", bus_info["xsub"], bus_info["xpub"], curve=curve)
