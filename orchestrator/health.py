@@ -149,7 +149,7 @@ class Health:
         running = child.state in (ChildState.STARTING, ChildState.RUNNING)
         if limit is None or child.pid is None or not running or child.life.kill is not None:
             return
-        child.rss_mb = self.manager.sampler.tree_memory_mb(child.pid)
+        child.rss_mb = self.manager.sampler.tree_memory_mb(child.pid, limit)
         if child.rss_mb is not None and child.rss_mb > limit:
             log.error(
                 "%s uses %.0f MB, over its memory_limit_mb %d", child.name, child.rss_mb, limit
