@@ -247,11 +247,16 @@ class GroupTable:
         return zmq_prefix(group.pattern)
 
     def _trim(self, group: Group) -> None:
-        while group.queue and (
-            len(group.queue) > self._max_queued or self.queued_bytes > self._max_queued_bytes
-        ):
+        """After events were put back at the head of `group`'s queue: within its count, and
+        within the bytes of all groups, taken from larger groups first (as `_enqueue` does),
+        else from its own newest."""
+        while len(group.queue) > self._max_queued:
             self._take(group, front=False)
             group.overflow += 1
+        if not self._make_room(group, 0):
+            while group.queue and self.queued_bytes > self._max_queued_bytes:
+                self._take(group, front=False)
+                group.overflow += 1
 
     # -- events --------------------------------------------------------------------------
 
@@ -307,17 +312,33 @@ class GroupTable:
         holding the most gives way, its oldest first: a group nobody takes events from (a
         hostile module's, joined with redelivery then gone) cannot starve the others."""
         size = _size(topic, body)
-        if len(group.queue) >= self._max_queued:
+        if len(group.queue) >= self._max_queued or not self._make_room(group, size):
             group.overflow += 1
             return
-        while self.queued_bytes + size > self._max_queued_bytes:
-            largest = max(self.groups.values(), key=lambda g: g.bytes)
-            if largest.bytes <= group.bytes + size:  # this one holds the most: it overflows
-                group.overflow += 1
-                return
-            self._take(largest)
-            largest.overflow += 1
         self._add(group, topic, body)
+
+    def _make_room(self, group: Group, size: int) -> bool:
+        """Room for `size` more bytes in `group`, taken from the groups holding more than it
+        then would (the largest first, oldest events first); False, and nothing taken, if
+        there is not enough to take."""
+        need = self.queued_bytes + size - self._max_queued_bytes
+        if need <= 0:
+            return True
+        after = group.bytes + size
+        larger = sorted(
+            (g for g in self.groups.values() if g is not group and g.bytes > after),
+            key=lambda g: g.bytes,
+            reverse=True,
+        )
+        if sum(g.bytes - after for g in larger) < need:
+            return False
+        for other in larger:
+            while need > 0 and other.queue and other.bytes > after:
+                need -= _size(*self._take(other))
+                other.overflow += 1
+            if need <= 0:
+                break
+        return need <= 0
 
     def _add(self, group: Group, topic: bytes, body: bytes, *, front: bool = False) -> None:
         (group.queue.appendleft if front else group.queue.append)((topic, body))

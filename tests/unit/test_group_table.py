@@ -246,3 +246,35 @@ def test_a_group_nobody_takes_from_gives_way_to_the_others() -> None:
         table.route(b"job.x", b"%100d" % n)
     stats = {s["group"]: s for s in table.stats()}
     assert stats["hog"]["queued"] >= 4 and stats["work"]["overflow"] > 0
+
+
+def test_room_is_made_whole_or_not_at_all() -> None:
+    """A reviewer's case: one group's events taken, then the newcomer refused all the same."""
+    table = GroupTable(max_queued=100_000, max_queued_bytes=1000)
+    table.join(b"a", b"big", b"a.*", 1, True)
+    table.drop(b"a")
+    for _ in range(11):
+        table.route(b"a.x", b"x" * 10)  # 77 bytes each: 847 in all
+    table.join(b"b", b"new", b"b.*", 1, True)
+    table.drop(b"b")
+    table.route(b"b.x", b"y" * 538)  # 605 bytes: 'big' would have to fall below that
+    stats = {s["group"]: s for s in table.stats()}
+    assert stats["new"]["overflow"] == 1 and stats["big"]["overflow"] == 0
+    assert table.queued_bytes == 11 * 77
+
+
+def test_events_put_back_for_redelivery_take_room_from_a_larger_group() -> None:
+    """A member crashed with events in flight: they went back to its group's queue, then were
+    cut from that queue's tail while an idle group kept all the bytes."""
+    each = len(b"x.x") + 100 + 64
+    table = GroupTable(max_queued=100_000, max_queued_bytes=20 * each)
+    table.join(b"h", b"idle", b"i.*", 1, True)
+    table.drop(b"h")
+    for _ in range(20):
+        table.route(b"i.x", b"%100d" % 0)  # fills every byte
+    table.join(b"w", b"work", b"x.*", 1, True)
+    table.route(b"x.x", b"%100d" % 1)  # to the member at once: in flight, not queued
+    table.drop(b"w")  # crashed: its event goes back to the queue
+    stats = {s["group"]: s for s in table.stats()}
+    assert stats["work"]["queued"] == 1 and stats["work"]["overflow"] == 0
+    assert stats["idle"]["overflow"] == 1 and table.queued_bytes <= 20 * each
