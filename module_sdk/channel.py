@@ -11,6 +11,9 @@ import zmq
 
 from module_sdk import protocol
 
+_ERROR_KEPT = 4000  # characters of an error report's message
+_TRACEBACK_KEPT = 64 * 1024  # characters of its traceback, from the end
+
 
 class SupervisorChannel:
     """Sends hello / ready / heartbeat / unhealthy / error to the supervisor and receives its replies."""
@@ -55,9 +58,15 @@ class SupervisorChannel:
         self.send(message)
 
     def error(self, stage: str, error: str, traceback: str) -> None:
-        """What went wrong, before a failing exit."""
+        """What went wrong, before a failing exit: the start of the message and the end of the
+        traceback (the supervisor refuses a message of more than 1 MiB of text, and shows one
+        line of the error; the whole traceback is in the module's log)."""
         message = protocol.Error(
-            kind=protocol.ERROR, pid=self.pid, stage=stage, error=error, traceback=traceback
+            kind=protocol.ERROR,
+            pid=self.pid,
+            stage=stage,
+            error=error[:_ERROR_KEPT],
+            traceback=traceback[-_TRACEBACK_KEPT:],
         )
         self.send(message)
 

@@ -46,11 +46,25 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(payload: bytes, limits: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Decode one request or reply; raise ValueError if it is not a msgpack map (or exceeds
-    `limits`: msgpack's max_array_len and the like, checked before anything is built)."""
+    `limits`: msgpack's max_array_len and the like, checked before anything is built, and
+    `max_items`, the lists' and maps' items in all, checked as each is built: nesting would
+    otherwise multiply the per-container bounds)."""
     if not payload:
         raise ValueError("empty message; expected a msgpack map")
+    options: dict[str, Any] = dict(limits or {})
+    if (max_items := options.pop("max_items", None)) is not None:
+        items = 0
+
+        def counted(container: Any) -> Any:
+            nonlocal items
+            items += len(container)
+            if items > max_items:
+                raise ValueError(f"more than {max_items} items in all")
+            return container
+
+        options["list_hook"] = options["object_hook"] = counted
     try:
-        message = msgpack.unpackb(payload, raw=False, **(limits or {}))
+        message = msgpack.unpackb(payload, raw=False, **options)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:_REASON_MAX] if str(exc) else type(exc).__name__
         raise ValueError(f"not a msgpack message ({reason})") from None

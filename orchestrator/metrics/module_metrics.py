@@ -34,6 +34,7 @@ MAX_CHANNEL_MESSAGE = 16 * 1024 * 1024
 # an error report's text): a hostile module's 15-million-item list fails at its header instead
 # of costing the loop a third of a second.
 CHANNEL_LIMITS = {
+    "max_items": 200_000,  # all lists and maps together (at the SDK's bounds: about 50,000)
     "max_array_len": 4096,
     "max_map_len": 256,
     "max_str_len": 1024 * 1024,

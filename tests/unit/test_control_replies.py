@@ -62,3 +62,49 @@ def test_a_flood_of_huge_child_messages_is_refused_at_its_header_and_paced(
         inbox.drain(lambda identity, message: handled.append(message))
     assert handled == [{"kind": "heartbeat", "pid": 1}]
     assert inbox.malformed.count == 5
+
+
+def test_nesting_cannot_multiply_the_per_container_bounds(
+    pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+) -> None:
+    """4000 lists of 4096 items each stay under every per-container bound: 16 million items,
+    a quarter of a second of the loop, twice a turn. Items are counted in all."""
+    import msgpack
+
+    from orchestrator.metrics.module_metrics import CHANNEL_LIMITS
+
+    bomb = msgpack.packb({"kind": "heartbeat", "junk": [[0] * 4096] * 4000})
+    with pytest.raises(ValueError, match="items in all"):
+        control.decode(bomb, CHANNEL_LIMITS)
+    # A heartbeat of a module at the SDK's bounds is well within them.
+    metrics = [
+        {
+            "name": f"m{i}",
+            "kind": "histogram",
+            "help": "h" * 300,
+            "labels": [f"l{k}" for k in range(8)],
+            "buckets": list(range(30)),
+            "series": [[["v" * 200] * 8, [1] * 31, 1.0] for _ in range(10)],
+        }
+        for i in range(100)
+    ]
+    message = {"kind": "heartbeat", "pid": 1, "counters": {}, "busy_for": 0.0, "metrics": metrics}
+    assert control.decode(msgpack.packb(message), CHANNEL_LIMITS)["metrics"] == metrics
+
+
+def test_an_error_report_with_a_huge_traceback_still_reaches_the_supervisor() -> None:
+    """The supervisor refuses a string of more than 1 MiB: the SDK sends the start of the
+    message and the end of the traceback."""
+    import msgpack
+
+    from module_sdk.channel import SupervisorChannel
+    from orchestrator.metrics.module_metrics import CHANNEL_LIMITS
+
+    sent: list[bytes] = []
+    channel = SupervisorChannel.__new__(SupervisorChannel)
+    channel.pid = 1
+    channel.socket = type("S", (), {"send": lambda self, data, flags=0: sent.append(data)})()  # type: ignore[assignment]
+    channel.error("initialize", "boom " * 500_000, "frame\n" * 400_000 + "the end")
+    report = control.decode(sent[0], CHANNEL_LIMITS)
+    assert report["error"].startswith("boom") and report["traceback"].endswith("the end")
+    assert msgpack.packb(report) == sent[0]
