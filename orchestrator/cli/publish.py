@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import click
@@ -35,6 +36,8 @@ def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> A
         data = _TOO_DEEP
     if data is _TOO_DEEP or _too_deep(data):
         raise click.BadParameter(f"lists and objects nested more than {_MAX_DEPTH} deep")
+    if _infinite(data):  # 1e400: too large a number becomes infinity, not an error
+        raise click.BadParameter("a number too large for a float (it would be infinity)")
     try:
         msgpack.packb(data)
     except OverflowError:
@@ -49,6 +52,15 @@ def _not_json(constant: str) -> Any:
 
 
 _TOO_DEEP = object()
+
+
+def _infinite(data: Any) -> bool:
+    """Whether a float of `data` is infinite (nested at most _MAX_DEPTH deep: checked first)."""
+    if isinstance(data, float):
+        return not math.isfinite(data)
+    if isinstance(data, dict | list):
+        return any(_infinite(item) for item in (data.values() if isinstance(data, dict) else data))
+    return False
 
 
 def _too_deep(data: Any) -> bool:

@@ -52,6 +52,8 @@ def unit_text(config: AppConfig, *, user_unit: bool) -> str:
     for what, text in (("the config directory", config_dir), ("orchestrator", command)):
         if not text.isprintable():
             raise ValueError(f"{what} ({text!r}): a unit file cannot hold a control character")
+    if working_dir.endswith("\\"):  # a setting's last backslash joins the next line to it
+        raise ValueError(f"the project directory ({working_dir!r}) ends in a backslash")
     stop = max(
         [m.supervision.stop_timeout for m in config.modules] + [config.supervision.stop_timeout]
     )

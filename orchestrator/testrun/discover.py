@@ -38,14 +38,17 @@ def module_directory(spec: ModuleSpec) -> Path:
     return spec.path if spec.path.is_dir() else spec.path.parent
 
 
+_Probe = tuple[ModuleSpec, "subprocess.Popen[bytes]", IO[bytes], IO[bytes]]  # its output files
+
+
 def discover(specs: list[ModuleSpec]) -> list[ModuleTests]:
     """Run `get_tests()` of every module in parallel subprocesses; raise DiscoveryError naming the
     first module that fails or lists a missing path."""
-    probes = []
+    probes: list[_Probe] = []
     for spec in specs:
         # Files, not pipes: a process the module starts at import inherits them, and reading
         # a pipe to its end would wait for that process too.
-        out_file = tempfile.TemporaryFile()  # noqa: SIM115  (closed below, once read)
+        out_file = tempfile.TemporaryFile()  # noqa: SIM115  (closed below, once all are read)
         err_file = tempfile.TemporaryFile()  # noqa: SIM115
         probe = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.testrun.probe", spec.name, str(spec.path)],
@@ -56,21 +59,30 @@ def discover(specs: list[ModuleSpec]) -> list[ModuleTests]:
             start_new_session=True,  # what the module starts at import is killed with it
         )
         probes.append((spec, probe, out_file, err_file))
+    try:
+        return _collect(probes)
+    finally:  # Ctrl+C included: in sessions of their own, the terminal's signal missed them
+        for _, started, output, errors in probes:
+            _kill_group(started)
+            output.close()
+            errors.close()
+
+
+def _collect(probes: list[_Probe]) -> list[ModuleTests]:
     found: list[ModuleTests] = []
     errors: list[str] = []
     for spec, probe, out_file, err_file in probes:
-        with out_file, err_file:
-            try:
-                probe.wait(timeout=_PROBE_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                errors.append(
-                    f"{spec.name}: listing its tests (importing it, get_tests()) took over"
-                    f" {_PROBE_TIMEOUT:g}s"
-                )
-                continue
-            finally:
-                _kill_group(probe)  # whatever it started goes with it
-            out, err = _text(out_file), _text(err_file)
+        try:
+            probe.wait(timeout=_PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            errors.append(
+                f"{spec.name}: listing its tests (importing it, get_tests()) took over"
+                f" {_PROBE_TIMEOUT:g}s"
+            )
+            continue
+        finally:
+            _kill_group(probe)  # whatever it started goes with it
+        out, err = _text(out_file), _text(err_file)
         if probe.returncode != 0:
             message = err.strip().splitlines()[-1] if err.strip() else f"exit {probe.returncode}"
             errors.append(f"{spec.name}: cannot list its tests: {message}")

@@ -38,3 +38,8 @@ def test_data_no_event_can_carry_is_a_usage_error(text: str, said: str) -> None:
     """Each was a msgpack traceback from the supervisor's answer, exit 1 (or NaN sent on)."""
     with pytest.raises(click.BadParameter, match=said):
         _payload(None, None, text)  # type: ignore[arg-type]
+
+
+def test_a_number_too_large_for_a_float_is_a_usage_error() -> None:
+    with pytest.raises(click.BadParameter, match="too large for a float"):
+        _payload(None, None, '{"x": [1e400]}')  # type: ignore[arg-type]

@@ -67,3 +67,34 @@ def _gone(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state == "Z"
+
+
+def test_ctrl_c_while_probes_run_kills_every_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each probe runs in a session of its own (so that what its module starts dies with it),
+    out of reach of the terminal's Ctrl+C: an interrupted `test` left the others running."""
+    from orchestrator.testrun import discover as discovery
+
+    specs = []
+    for name in ("a", "b", "c"):
+        directory = tmp_path / name
+        directory.mkdir()
+        path = directory / f"{name}.py"
+        pid_file = directory / "pid"
+        path.write_text(
+            f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+            "time.sleep(300)\n" + _API
+        )
+        specs.append(ModuleSpec(name=name, path=path))
+
+    def interrupted(probes: object) -> object:
+        wait_until(lambda: all((tmp_path / n / "pid").exists() for n in "abc"), 20, "every import")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(discovery, "_collect", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        discover(specs)
+    for name in "abc":
+        pid = int((tmp_path / name / "pid").read_text())
+        wait_until(lambda pid=pid: _gone(pid), 5, f"probe {pid} killed")
