@@ -130,13 +130,30 @@ def launch_modules(
             envs.append(launch.env)
             results[index] = exc
     forking = [i for i, launch in enumerate(launches) if results[i] is None and launch.forks]
-    if forking:
-        requests = [(launches[i].spec.name, envs[i], launches[i].cwd) for i in forking]
-        for index, forked in zip(forking, forkserver.fork_many(requests), strict=True):
-            if isinstance(forked, ForkServerError):
-                log.error("%s: %s", launches[index].spec.name, forked)
-            else:
-                results[index] = ModuleProcess(*forked)
+    # A module run as another user is forked on its own: a batch's intermediate holds every
+    # module's request (their environments, secrets among them), and each process it forks is
+    # a copy of it, that module's too once it has dropped to its user.
+    alone = [i for i in forking if _another_user(launches[i].spec)]
+    together = [i for i in forking if i not in alone]
+    forked_all: list[tuple[int, tuple[int, BinaryIO] | ForkServerError]] = []
+    if together:
+        requests = [(launches[i].spec.name, envs[i], launches[i].cwd) for i in together]
+        forked_all += zip(together, forkserver.fork_many(requests), strict=True)
+    for index in alone:
+        try:
+            forked_all.append(
+                (
+                    index,
+                    forkserver.fork(launches[index].spec.name, envs[index], launches[index].cwd),
+                )
+            )
+        except ForkServerError as exc:
+            forked_all.append((index, exc))
+    for index, forked in forked_all:
+        if isinstance(forked, ForkServerError):
+            log.error("%s: %s", launches[index].spec.name, forked)
+        else:
+            results[index] = ModuleProcess(*forked)
     started: list[ModuleProcess | OSError] = []
     for index, launch in enumerate(launches):
         result = results[index]
@@ -153,6 +170,10 @@ def launch_modules(
             result.channel_id = envs[index][protocol.ENV_CHANNEL_ID].encode()
         started.append(result)
     return started
+
+
+def _another_user(spec: ModuleSpec) -> bool:
+    return spec.limits.user is not None or spec.limits.group is not None
 
 
 def with_limits(spec: ModuleSpec, env: Mapping[str, str]) -> Mapping[str, str]:

@@ -214,3 +214,30 @@ def test_a_spawn_refused_for_its_environment_fails_that_module_not_the_superviso
     assert s.pid is None and s.state is ChildState.BACKOFF
     assert s.last_exit is not None and "illegal environment" in s.last_exit.error
     assert a.pid == 900_000
+
+
+def test_a_module_run_as_another_user_is_never_forked_in_a_batch(tmp_path: Path) -> None:
+    """A batch's intermediate holds every module's request, environments and secrets among
+    them; a module that drops to `nobody` was a copy of it, and read them in its own memory."""
+    from dataclasses import replace
+
+    from module_sdk import protocol
+    from orchestrator.config.limits import ModuleLimits
+
+    class BothWays(FakeForkServer):
+        def fork(self, name: str, env: Mapping[str, str], cwd: Path) -> tuple[int, BinaryIO]:
+            self.calls.append([f"alone:{name}"])
+            read_end, write_end = os.pipe()
+            self.pipes.append(write_end)
+            return 800_000, os.fdopen(read_end, "rb", buffering=0)
+
+    forkserver = BothWays()
+    specs = [ModuleSpec(name=name, path=tmp_path / f"{name}.py") for name in ("a", "spy", "b")]
+    specs[1] = replace(specs[1], limits=ModuleLimits(user="nobody"))
+    env = {protocol.ENV_CHANNEL_ID: "x", "SECRET": "s3cret"}
+    launches = [processes.Launch(spec, env, tmp_path) for spec in specs]
+    started = processes.launch_modules(launches, -1, forkserver)  # type: ignore[arg-type]
+    assert forkserver.calls == [["a", "b"], ["alone:spy"]]
+    assert [p.pid for p in started if not isinstance(p, OSError)] == [900_000, 800_000, 900_001]
+    for write_end in forkserver.pipes:
+        os.close(write_end)
