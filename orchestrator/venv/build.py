@@ -91,10 +91,13 @@ def _build(job: dict[str, Any], work: Path, final: Path) -> None:
     marker = {
         "python": job["base_python"],
         "version": found["version"],
-        "lines": job["lines"],
+        # Readable by whoever can list the venv: an index URL's credentials are not written.
+        "lines": [hide_credentials(line) for line in job["lines"]],
         "seconds": round(time.monotonic() - started, 3),
     }
-    (work / READY_MARKER).write_text(json.dumps(marker) + "\n")
+    fd = os.open(work / READY_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as ready:
+        ready.write(json.dumps(marker) + "\n")
     _move_into_place(work, final)
 
 

@@ -115,6 +115,8 @@ def test_conflicting_pins_both_run_each_in_its_own_venv(built: Project) -> None:
         venv = Path(found[name]["python"]).parents[1]  # <cache>/<key>/bin/python
         log = venv.with_name(f"{venv.name}.log")
         assert " -m pip --python " in log.read_text(), log.read_text()
+        # What it was built from may name an index with its credentials: the owner's only.
+        assert (venv / READY_MARKER).stat().st_mode & 0o777 == 0o600
     assert status["recorder"]["interpreter"] == sys.executable
     assert status["recorder"]["dependencies"] is None
     # Nothing was written into the module's own directory.
