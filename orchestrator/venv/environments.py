@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from orchestrator.config import ModuleSpec
+from orchestrator.regular_file import open_regular
 from orchestrator.venv.plan import CACHE_DIR, Plan, PlanError, plan_for
 from orchestrator.venv.sdk import sdk_parts
 
@@ -204,10 +205,12 @@ class Environments:
         try:
             self.cache.mkdir(parents=True, exist_ok=True)
             job = self.cache / f".job-{plan.key}.json"  # not on the command line: ps shows that
-            fd = os.open(job, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as file:
+            # Never through a link, never blocking on a FIFO: whoever owns the project may have
+            # put one there, and the supervisor (root, for a module's `user:`) writes these.
+            written = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            with os.fdopen(open_regular(job, written), "w") as file:
                 file.write(self._job(plan))
-            with plan.log.open("wb") as output:
+            with os.fdopen(open_regular(plan.log, written), "wb") as output:
                 build.popen = _popen(str(job), output, plan.cwd)
         except OSError as exc:
             self._failed(build, [f"cannot start the build: {exc}"])
@@ -295,7 +298,7 @@ def _popen(job: str, output: Any, cwd: Path) -> subprocess.Popen[bytes]:
 def _tail(path: Path, count: int) -> list[str]:
     """The last `count` non-blank lines of `path` (its last 64 KiB), each cut to 300 characters."""
     try:
-        with path.open("rb") as file:
+        with os.fdopen(open_regular(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
             file.seek(max(0, file.seek(0, os.SEEK_END) - _TAIL_BYTES))
             data = file.read()
     except OSError:

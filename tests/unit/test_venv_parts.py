@@ -342,3 +342,28 @@ def test_a_requirements_file_is_read_again_only_when_it_changes(tmp_path: Path) 
     assert envs._plan(spec) is envs._plan(spec)  # not read again
     requirements.write_text("a==2\n")
     assert envs._plan(spec).key != plan.key
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_fifo_or_link_in_the_venv_cache_fails_the_build_not_the_supervisor(
+    tmp_path: Path, kind: str
+) -> None:
+    """The supervisor opened `<key>.log` as it found it: a FIFO there held its loop until
+    someone read it, a link made root overwrite the file it pointed at. (A hang fails on the
+    test's timeout.)"""
+    from orchestrator.venv.sdk import sdk_parts
+
+    reaper = Reaper()
+    envs = Environments(tmp_path, tmp_path / "modules.yaml", reaper.watch_exit, lambda: None)
+    spec = ModuleSpec("m", tmp_path / "m.py", python=failing_python(tmp_path, "py"))
+    plan = plan_for(spec, tmp_path / "modules.yaml", envs.cache, sdk_parts())
+    envs.cache.mkdir(parents=True)
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    if kind == "fifo":
+        os.mkfifo(plan.log)
+    else:
+        plan.log.symlink_to(target)
+    answer = envs.prepare(spec)
+    assert answer.failed is not None and "cannot start the build" in answer.failed, answer
+    assert reaper.spawned == 0 and target.read_text() == "keep me"
