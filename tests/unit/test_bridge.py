@@ -66,7 +66,9 @@ class Msg:
         self.headers = {ORIGIN: origin, INSTANCE: instance}
 
 
-def bridge(export: tuple[str, ...] = ("*",)) -> tuple[Bridge, FakeNats, FakePub]:
+def bridge(
+    export: tuple[str, ...] = ("*",), local_prefix: str = ""
+) -> tuple[Bridge, FakeNats, FakePub]:
     settings = BridgeSettings(
         xsub="ipc:///x",
         xpub="ipc:///y",
@@ -74,8 +76,9 @@ def bridge(export: tuple[str, ...] = ("*",)) -> tuple[Bridge, FakeNats, FakePub]
         name="prod",
         host="alpha",
         export=export,
+        local_prefix=local_prefix,
     )
-    b = Bridge(settings)
+    b = Bridge(BridgeSettings.from_json(settings.to_json()))  # as its process reads them
     nats, pub = FakeNats(), FakePub()
     b._nc, b._pub = nats, pub  # type: ignore[assignment]
     return b, nats, pub
@@ -221,18 +224,7 @@ def test_a_message_claiming_a_local_publisher_does_not_silence_it() -> None:
 def test_the_supervisors_prefix_is_local_from_the_bridges_start() -> None:
     """A bridge restarted (its process crashed) has exported nothing yet: a forged message
     naming the supervisor's prefix, seen on NATS before, must still not silence it."""
-    settings = BridgeSettings(
-        xsub="ipc:///x",
-        xpub="ipc:///y",
-        servers=("nats://h:1",),
-        name="prod",
-        host="alpha",
-        export=("*",),
-        local_prefix="1-abcdef-sup-",
-    )
-    b = Bridge(BridgeSettings.from_json(settings.to_json()))
-    nats, pub = FakeNats(), FakePub()
-    b._nc, b._pub = nats, pub  # type: ignore[assignment]
+    b, nats, pub = bridge(local_prefix="1-abcdef-sup-")
     forged = encode_envelope("orchestrator", "1-abcdef-sup-7", 1.0, {}, 1)
     run(b.receive(Msg("prod.ev.module.x", forged, "mallory")))  # type: ignore[arg-type]
     assert pub.sent == []
