@@ -145,7 +145,7 @@ class RunDir:
             return os.getpid()
         try:
             fd = open_run_file(lock, os.O_RDONLY)
-        except (FileNotFoundError, UnsafeRunDirError):
+        except (FileNotFoundError, NotADirectoryError, UnsafeRunDirError):
             return None  # no supervisor of ours locks anything but the regular file it made
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

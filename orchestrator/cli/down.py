@@ -8,6 +8,7 @@ import click
 
 from orchestrator.cli.common import App, Seconds, abort, config_option, echo_json
 from orchestrator.control import ControlClient, NotRunningError, process_exists
+from orchestrator.rundir import process_stopped
 
 _EXIT_WAIT = 10.0
 
@@ -33,10 +34,15 @@ def down(app: App, timeout: float | None, as_json: bool) -> None:
     """
     app.require_config_dir()
     try:
-        ControlClient(app.run_dir)
+        client = ControlClient(app.run_dir)
     except NotRunningError:
         _done(as_json, None, f"nothing was running for {app.config_dir}")
         return
+    if client.pid is not None and process_stopped(client.pid):  # it would wait 5 minutes
+        abort(
+            f"the supervisor (pid {client.pid}) is stopped (SIGSTOP?): `kill -CONT {client.pid}`"
+            " resumes it, then `orchestrator down`"
+        )
     wait = (timeout if timeout is not None else 300.0) + _EXIT_WAIT
     arguments = {} if timeout is None else {"timeout": timeout}
     data = app.request("down", wait=wait, **arguments)

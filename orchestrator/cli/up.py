@@ -72,6 +72,8 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
         output = os.fdopen(open_run_file(run_dir.daemon_output, os.O_RDONLY), "rb")
     except UnsafeRunDirError as exc:
         abort(f"unsafe run directory: {exc}")
+    except OSError as exc:  # a read-only or full file system, say
+        abort(f"cannot prepare the run directory {run_dir.path}: {exc.strerror or exc}")
     with sink, output:
         daemon = detach(config, run_dir, sink.fileno(), close=(output.fileno(),))
         data = _wait_started(app, config, daemon, output)

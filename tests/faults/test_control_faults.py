@@ -107,3 +107,31 @@ def test_floods_of_bad_requests_and_child_messages_cost_the_log_a_few_lines(
         assert f"ignored a malformed {what}: " in lines[0]
         assert f"ignored {FLOOD - 1} more malformed {what}s since" in lines[1]
     assert len(added) < 20, "\n".join(added)
+
+
+def test_down_against_a_stopped_supervisor_says_so_at_once(running: Project) -> None:
+    """It waited five minutes for an answer that could not come, saying nothing."""
+    import os
+    import signal
+
+    pid = running.status()["supervisor"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        result = running.cli("down", timeout=30, check=1)
+        assert f"kill -CONT {pid}" in result.stderr, result.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    running.cli("down", check=0)
+    assert running.processes() == []
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(running: Project) -> None:
+    """A read-only or full file system, or a file where a directory should be: a traceback."""
+    base = running.root / "not-a-dir"
+    base.write_text("")
+    running.env["ORCHESTRATOR_RUN_BASE"] = str(base / "run")
+    result = running.cli("up", "-d", check=1)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("Error: cannot prepare the run directory"), (
+        result.stderr
+    )
