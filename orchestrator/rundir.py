@@ -43,6 +43,7 @@ class RunDir:
         # Names this run (config and run base) in shared places, like the cgroup tree.
         self.key = f"{_fnv1a_64(str(self.path).encode()):016x}"
         self._lock_fd: int | None = None
+        self._checked_at = 0.0  # monotonic: when `intact` last looked
         if len(str(self.path / "control.sock")) > _SUN_PATH_MAX:
             raise ValueError(f"run directory path too long for ipc sockets: {self.path}")
 
@@ -132,6 +133,20 @@ class RunDir:
         fresh = self.path / "supervisor.pid.new"
         _write_private(fresh, f"{os.getpid()}\n".encode())
         os.replace(fresh, self.pid_file)
+
+    def intact(self, now: float) -> bool:
+        """Whether the lock this process holds is still the run directory's (checked once a
+        second, `now` monotonic). A tmp cleaner, or logind at logout, may remove the directory:
+        then no command reaches this supervisor, and `up` would start a second one beside it."""
+        if self._lock_fd is None or now < self._checked_at + 1.0:
+            return True
+        self._checked_at = now
+        held = os.fstat(self._lock_fd)
+        try:
+            found = os.stat(self.path / "supervisor.lock")
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
     def running_pid(self) -> int | None:
         """The pid of the supervisor holding the lock, or None if no supervisor is running.

@@ -40,6 +40,7 @@ from orchestrator.supervisor_reload import ConfigReload
 from orchestrator.systemd import state_of
 
 log = logging.getLogger(__name__)
+UNREACHABLE = "run directory %s removed (a tmp cleaner?): no command can reach us; stopping"
 
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
@@ -351,6 +352,9 @@ class Supervisor(ConfigReload):
         if self.control in ready:
             self.control_inbox.drain(self.commands.handle)
         now = time.monotonic()
+        if not self.run_dir.intact(now) and not self.manager.shutting_down:
+            log.error(UNREACHABLE, self.run_dir.path)
+            self.manager.begin_shutdown()
         self.health.tick(now)
         for helper in self.helpers:
             helper.tick(now)

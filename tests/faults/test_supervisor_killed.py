@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 import pytest
 from helpers import wait_until
-from project import Project
+from project import Project, alive
 
 MODULES = 20
-# The orphan grace (1.5 s) and more. A module process that missed its supervisor's death would
+# The orphan grace (1.5 s) and more, on a loaded 2-core machine (6 s was missed now and then
+# with the whole suite running). A module process that missed its supervisor's death would
 # wait 10 s for a spec before it gave up (it did, when the death came as it set itself up).
-GONE_WITHIN = 6.0
+GONE_WITHIN = 9.0
 
 MOMENTS: dict[str, Callable[[str], bool]] = {
     "starting": lambda log: f": {MODULES} modules" in log,  # the supervisor's first line
@@ -81,3 +82,22 @@ def test_a_module_that_closes_the_lifeline_runs_on_and_still_goes_with_its_super
     assert row["state"] == "running" and row["restarts"] == 0, row
     os.kill(status["supervisor"]["pid"], signal.SIGKILL)
     wait_until(lambda: project.processes() == [], GONE_WITHIN, "the module gone with it")
+
+
+def test_a_supervisor_whose_run_directory_is_removed_stops_rather_than_run_twice(
+    project: Project,
+) -> None:
+    """A tmp cleaner (or logind at logout) removed the run directory: `status` said nothing
+    ran, `up` started a second supervisor beside the first, and the two killed each other's
+    modules through the cgroups they share. The first one now stops, modules and all."""
+    import shutil
+
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    status = project.up()
+    supervisor = status["supervisor"]["pid"]
+    shutil.rmtree(project.run_base)
+    wait_until(lambda: not alive(supervisor), 15, "the supervisor stopped")
+    wait_until(lambda: project.processes() == [], 10, "its modules stopped")
+    assert "no command can reach us; stopping" in (project.root / "logs" / "app.log").read_text()
+    project.up()  # and the next one starts cleanly
+    project.cli("down", check=0)
