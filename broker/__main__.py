@@ -26,6 +26,7 @@ from broker.proxy import Broker, BrokerError
 
 log = logging.getLogger("broker")
 READY = "ready"
+ALIVE = "alive"  # every second, once ready
 ERROR_PREFIX = "error: "
 MAX_GROUPS_LINE = 4000  # the supervisor reads lines of up to 4096 bytes
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lifeline is not None:
         poller.register(args.lifeline, select.POLLIN)
     while not poller.poll(1000):
+        print(ALIVE, flush=True)  # a broker that stops saying this is stopped or hung
         if broker.groups is not None and not broker.groups.is_alive():
             log.error("grouped delivery stopped on a failure (see above): the broker exits")
             broker.stop()

@@ -40,6 +40,8 @@ BrokerStartError = HelperStartError
 class BrokerProcess(HelperProcess):
     """Starts the broker, reads what it prints, and restarts it with a short backoff."""
 
+    silent_after = 5.0  # it says `alive` every second: five missed, it is stopped or hung
+
     def __init__(
         self,
         *,

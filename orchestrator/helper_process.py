@@ -29,6 +29,7 @@ from orchestrator.states import ExitStatus
 log = logging.getLogger(__name__)
 
 _READY = b"ready"
+_ALIVE = b"alive"  # a helper with `silent_after` says it every second once ready
 _ERROR_PREFIX = b"error: "
 _MAX_LINE = 4096  # helper output is short log lines; longer ones are cut
 _BACKOFF_FIRST = 0.05  # seconds before restarting a helper that died young
@@ -95,6 +96,10 @@ class HelperProcess:
     Subclasses may interpret their lines (`on_line`) and add to `status`.
     """
 
+    # Seconds without a line from the helper after which it is taken for stopped or hung
+    # (SIGSTOP, a deadlock) and killed, to be restarted; None: it does not say `alive`.
+    silent_after: float | None = None
+
     def __init__(
         self,
         *,
@@ -157,6 +162,7 @@ class HelperProcess:
         self._popen, self._partial, self.ready = popen, b"", False
         self._killed_for, self._restart_at = None, None
         self.started_at = time.monotonic()
+        self._last_heard = self.started_at
         self._next_memory_check = self.started_at + _MEMORY_CHECK
         self._poller.register(self._fd, zmq.POLLIN)
         log.debug("%s starting (pid %d)", self.name, popen.pid)
@@ -192,11 +198,14 @@ class HelperProcess:
         if not data:
             self._close_pipe()
             return None if self.ready else f"the {self.name} exited before it was ready"
+        self._last_heard = time.monotonic()
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-_MAX_LINE:]
         error = None
         for raw in lines:
             line = raw[:_MAX_LINE]
+            if line == _ALIVE:
+                continue
             if not self.ready and line == _READY:
                 self.ready = True
                 log.info("%s ready (pid %s)", self.name, self.pid)
@@ -259,7 +268,11 @@ class HelperProcess:
         """When `tick` has something to do."""
         if self._restart_at is not None:
             return self._restart_at
-        return self._next_memory_check if self._popen is not None else None
+        if self._popen is None:
+            return None
+        if self.silent_after is not None and self.ready and self._killed_for is None:
+            return min(self._next_memory_check, self._last_heard + self.silent_after)
+        return self._next_memory_check
 
     def tick(self, now: float) -> None:
         """Restart the helper when due; kill it if it outgrew its memory limit."""
@@ -281,6 +294,22 @@ class HelperProcess:
         if self._popen is not None and now >= self._next_memory_check:
             self._next_memory_check = now + _MEMORY_CHECK
             self._check_memory()
+        if self._silent(now):
+            assert self._popen is not None
+            self._killed_for = f"silent for {now - self._last_heard:.0f}s (stopped, or hung)"
+            log.error("%s (pid %d): %s; killing it", self.name, self._popen.pid, self._killed_for)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._popen.pid, signal.SIGKILL)
+
+    def _silent(self, now: float) -> bool:
+        """Whether a helper that says `alive` every second has not for `silent_after`."""
+        return (
+            self.silent_after is not None
+            and self._popen is not None
+            and self.ready
+            and self._killed_for is None
+            and now - self._last_heard > self.silent_after
+        )
 
     def memory_hint(self) -> str:
         """What may have made it grow, appended to the reason of a kill for memory."""

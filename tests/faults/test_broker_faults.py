@@ -268,3 +268,24 @@ def test_a_broker_package_in_the_working_directory_is_not_run(project: Project) 
     status = _start(project)  # project.cli runs from project.root
     assert status["bus"]["broker_running"], status["bus"]
     _receiving(project)
+
+
+def test_a_stopped_broker_is_taken_for_hung_and_restarted(project: Project) -> None:
+    """A broker stopped (SIGSTOP) or hung was never noticed: every module start failed on it
+    for as long (exit 72, counted as the module's crash) while status said it ran. It says
+    `alive` every second; five missed, it is killed and started again."""
+    status = _start(project)
+    broker = status["bus"]
+    os.kill(broker["broker_pid"], signal.SIGSTOP)
+    bus = wait_until(
+        lambda: (
+            (b := project.status()["bus"])["broker_restarts"] >= 1 and b["broker_running"] and b
+        ),
+        30,
+        "the stopped broker restarted",
+        lambda: str(project.status()["bus"]),
+    )
+    assert bus["broker_pid"] != broker["broker_pid"]
+    assert "silent for" in bus["broker_last_exit"]["reason"], bus
+    assert _pids(project.status()) == _pids(status)  # no module paid for it
+    _receiving(project)
