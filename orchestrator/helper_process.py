@@ -294,6 +294,8 @@ class HelperProcess:
         if self._popen is not None and now >= self._next_memory_check:
             self._next_memory_check = now + _MEMORY_CHECK
             self._check_memory()
+        if self._silent(now) and self._fd is not None:
+            self.read()  # what it said while the loop was held up elsewhere in this turn
         if self._silent(now):
             assert self._popen is not None
             self._killed_for = f"silent for {now - self._last_heard:.0f}s (stopped, or hung)"

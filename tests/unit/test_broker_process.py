@@ -118,3 +118,36 @@ def test_no_process_for_the_early_broker_leaves_it_to_the_supervisor(
         boot.subreaper = False  # the spawned path, which has no process to give
         broker_process.prestart(config, RunDir(tmp_path / "config", tmp_path / "run"), boot)
         assert boot.early_broker is None  # the supervisor's own start tries again, says why
+
+
+def test_a_helper_whose_lines_wait_unread_is_not_taken_for_silent() -> None:
+    """The loop was held up elsewhere in a turn (a long reload): the broker's `alive` lines wait
+    in the pipe, unread. They are read before the helper is judged silent; one that really says
+    nothing is killed."""
+    import signal
+    import sys
+    import time
+
+    script = (
+        "import time\nprint('ready', flush=True)\n"
+        "while True:\n    print('alive', flush=True)\n    time.sleep(0.05)\n"
+    )
+    broker = _broker()
+    broker.silent_after = 0.3
+    broker.argv = [sys.executable, "-c", script]
+    broker.start()
+    try:
+        broker.wait_ready(10)
+        time.sleep(0.6)  # the stall under test: no read meanwhile
+        broker.tick(time.monotonic())
+        assert broker._killed_for is None  # its lines were there
+        os.kill(broker.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while broker._killed_for is None and time.monotonic() < deadline:
+            broker.tick(time.monotonic())
+            time.sleep(0.05)
+        assert broker._killed_for is not None and "silent for" in broker._killed_for
+    finally:
+        if broker.pid is not None:
+            os.kill(broker.pid, signal.SIGKILL)
+            os.waitpid(broker.pid, 0)
