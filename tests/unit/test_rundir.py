@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from orchestrator.rundir import RunDir
 
@@ -156,11 +157,7 @@ def test_a_stopped_process_is_told_apart() -> None:
     try:
         assert not process_stopped(sleeper.pid)
         os.kill(sleeper.pid, signal.SIGSTOP)
-        deadline = 50
-        while not process_stopped(sleeper.pid) and deadline:
-            subprocess.run(["true"], check=True)  # a moment, without sleeping blind
-            deadline -= 1
-        assert process_stopped(sleeper.pid)
+        wait_until(lambda: process_stopped(sleeper.pid), 5, "the stopped state")
     finally:
         sleeper.kill()
         sleeper.wait()
