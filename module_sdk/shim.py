@@ -178,8 +178,10 @@ class _Child:
         )
         line = self.formatter().format(record) + "\n"
         with contextlib.suppress(OSError):
-            # Never created; and never waited on: a FIFO in its place would keep us alive, orphaned.
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK)
+            # Never created, never through a link; and never waited on: a FIFO in its place
+            # would keep us alive, orphaned.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+            fd = os.open(self.log_path, flags)
             try:
                 os.write(fd, line.encode())
             finally:

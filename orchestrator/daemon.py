@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from module_sdk.process import PR_SET_NAME, prctl
 from orchestrator import exit_codes
 from orchestrator.boot import Boot
+from orchestrator.regular_file import NotRegularFileError
 
 if TYPE_CHECKING:
     from orchestrator.config import AppConfig
@@ -73,9 +74,12 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         setup_logging(config.logging, redactor, console=foreground)
     except OSError as exc:
         run_dir.release()
+        detail = f"{exc.strerror or exc}"
+        if isinstance(exc, NotRegularFileError):  # app.log is a link, a FIFO, a device
+            detail = f"{Path(exc.filename).name} is {detail}"
         raise LaunchError(
             f"{config.main_file.name}: logging.directory: cannot write logs in"
-            f" {config.logging.directory}: {exc.strerror or exc}",
+            f" {config.logging.directory}: {detail}",
             exit_codes.BAD_CONFIG,
         ) from None
     except BaseException:

@@ -24,7 +24,7 @@ from orchestrator import logrotate
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.record import mutable_record
-from orchestrator.regular_file import check_writable, open_regular
+from orchestrator.regular_file import NotRegularFileError, check_writable, open_regular
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -386,6 +386,8 @@ def _describe(exc: BaseException) -> str:
     """`No space left on device (ENOSPC)` for an OSError, else the exception's type (its words
     might quote what the record held)."""
     code = getattr(exc, "errno", None)
+    if isinstance(exc, NotRegularFileError) and isinstance(code, int):
+        return f"{exc.strerror} ({errno.errorcode.get(code, code)})"
     if isinstance(code, int) and code in errno.errorcode:
         return f"{os.strerror(code)} ({errno.errorcode[code]})"
     return type(exc).__name__

@@ -12,14 +12,23 @@ FILE_MODE = 0o600  # log files are the owner's: output may say more than it shou
 
 
 class NotRegularFileError(OSError):
-    """A FIFO, a device or a socket where a log file should be."""
+    """A FIFO, a device, a socket or a symbolic link where a log file should be."""
 
 
 def open_regular(path: Path, flags: int, mode: int = FILE_MODE) -> int:
     """`os.open` of a log file that never blocks: a FIFO or a device put in its place (by a
     module of the same user, say) raises OSError (ENXIO, or NotRegularFileError) instead of
-    holding the supervisor's loop until someone reads it."""
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    holding the supervisor's loop until someone reads it. A symbolic link is never followed
+    (NotRegularFileError, errno ELOOP): a supervisor running as root would append a module's
+    output to whatever file the link names."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFileError(
+                errno.ELOOP, "a symbolic link, not followed", str(path)
+            ) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
@@ -39,6 +48,7 @@ _NEVER_WRITABLE = (
     errno.ENOENT,
     errno.ENOTDIR,
     errno.EISDIR,
+    errno.ELOOP,
 )
 
 
