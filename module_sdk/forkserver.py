@@ -3,14 +3,19 @@
 Starting a new interpreter and importing ZeroMQ costs tens of milliseconds per module start; a
 fork of this process, which has imported everything a module process needs but has created no
 ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD):
-each request is a msgpack map `{name, env, cwd}` with the write end of the output pipe attached;
-the answer is `{pid}` or `{error}`. A request with `standby: true` also attaches the read end of a
-"go" pipe: the process forked for it is a standby (module_sdk/standby.py), which joins the
-module's cgroups at once and runs the module only when the supervisor says go. A request
-`{batch: [{name, env, cwd}, ...]}` attaches one output pipe per entry, in order, and is answered
-`{pids: [...]}` (a pid, or the error for that entry): one intermediate forks them all, which is how
-`up` starts many modules at once. A request `{main, argv, env, cwd}` runs module `main` as `python -P -m main ARGV` would: the supervisor's
-broker, which so costs no interpreter start-up of its own.
+each request is a msgpack map `{name, cwd}` with two descriptors attached: the write end of the
+output pipe, and a memfd holding the module's environment (a msgpack map); the answer is `{pid}`
+or `{error}`. The template never reads an environment: only the forked process does, so no
+module's variables (secrets among them) stay in the template's memory, which every later fork
+(a module running as another user, say) inherits. A request with `standby: true` also attaches
+the read end of a "go" pipe: the process forked for it is a standby (module_sdk/standby.py),
+which joins the module's cgroups at once and runs the module only when the supervisor says go. A
+request `{batch: [{name, cwd}, ...]}` attaches one output pipe per entry, in order, then one
+environment per entry, and is answered `{pids: [...]}` (a pid, or the error for that entry): one
+intermediate forks them all, which is how `up` starts many modules at once. A request
+`{main, argv, cwd}` (and its output and environment) runs module `main` as
+`python -P -m main ARGV` would: the supervisor's broker, which so costs no interpreter start-up
+of its own.
 
 Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
 template's; a module whose `env` sets any PYTHON* variable other than PYTHONPATH is spawned.
@@ -54,7 +59,7 @@ def serve(control: socket.socket) -> None:
     """Answer fork requests until the supervisor closes its end."""
     while True:
         try:
-            payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, FORK_BATCH_MAX)
+            payload, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2 * FORK_BATCH_MAX)
         except InterruptedError:
             continue
         except ConnectionResetError:  # closed with an answer of ours unread: gone all the same
@@ -64,10 +69,11 @@ def serve(control: socket.socket) -> None:
         try:
             request = msgpack.unpackb(payload, raw=False)
             batch = request.get("batch")
-            if batch is not None and (not isinstance(batch, list) or len(batch) != len(fds)):
-                raise ValueError(f"{len(fds)} pipes for a batch of {len(batch or ())}")
-            output = fds[0]
-            go = fds[1] if request.get("standby") else None
+            if batch is not None:
+                if not isinstance(batch, list) or len(fds) != 2 * len(batch):
+                    raise ValueError(f"{len(fds)} descriptors for a batch of {len(batch or ())}")
+            elif len(fds) != (3 if request.get("standby") else 2):
+                raise ValueError(f"{len(fds)} descriptors for one process")
         except Exception as exc:
             for fd in fds:
                 os.close(fd)
@@ -77,31 +83,36 @@ def serve(control: socket.socket) -> None:
         if intermediate == 0:
             if batch is not None:
                 _intermediate_batch(control, batch, fds)
-            _intermediate(control, request, output, go)
+            _intermediate(control, request, fds)
         for fd in fds:
             os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(intermediate, 0)
 
 
-def _intermediate(
-    control: socket.socket, request: dict[str, Any], output: int, go: int | None
-) -> NoReturn:
+def _intermediate(control: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
     """Fork the module process, report its pid, and exit so that it is orphaned to the
-    supervisor (never returns)."""
-    _answer(control, lambda: {"pid": _fork(control, request, output, go)})
+    supervisor (never returns). `fds`: its output, its environment, and its "go" pipe if it is
+    a standby."""
+    go = fds[2] if len(fds) > 2 else None
+    _answer(control, lambda: {"pid": _fork(control, request, fds[0], fds[1], go)})
 
 
-def _intermediate_batch(control: socket.socket, batch: list[Any], outputs: list[int]) -> NoReturn:
+def _intermediate_batch(control: socket.socket, batch: list[Any], fds: list[int]) -> NoReturn:
     """`_intermediate` for each entry of a batch, the answer being every pid (or error), in
-    order. Each module process keeps only its own output pipe of the batch's."""
+    order. Each module process keeps only its own output pipe and environment of the batch's."""
+    outputs, environments = fds[: len(batch)], fds[len(batch) :]
 
     def fork_all() -> dict[str, Any]:
         pids: list[int | str] = []
         for index, request in enumerate(batch):
-            others = outputs[:index] + outputs[index + 1 :]
+            others = [fd for fd in fds if fd not in (outputs[index], environments[index])]
             try:
-                pids.append(_fork(control, request, outputs[index], None, others))
+                pids.append(
+                    _fork(
+                        control, request, outputs[index], environments[index], None, others=others
+                    )
+                )
             except OSError as exc:
                 pids.append(f"fork failed: {exc}")
         return {"pids": pids}
@@ -126,25 +137,51 @@ def _fork(
     control: socket.socket,
     request: dict[str, Any],
     output: int,
+    environment: int,
     go: int | None,
+    *,
     others: Sequence[int] = (),
 ) -> int:
     """Fork the process `request` asks for; its pid. The process closes `control` and `others`
-    (the pipes of the other modules of a batch) and never returns."""
+    (the descriptors of the other modules of a batch), reads its environment, and never
+    returns."""
     pid = os.fork()
     if pid == 0:
         control.close()
         for fd in others:
             os.close(fd)
         if "main" in request:
-            _run_main(request, output)
-        _become_module(request, output, go)
+            _run_main(request, output, environment)
+        _become_module(request, output, environment, go)
     with contextlib.suppress(OSError):  # its own group before anyone may signal it
         os.setpgid(pid, pid)
     return pid
 
 
-def _become_module(request: dict[str, Any], output: int, go: int | None) -> None:
+def _read_environment(fd: int) -> dict[str, str]:
+    """The environment the supervisor wrote to memfd `fd` (closed here): a msgpack map of
+    strings."""
+    try:
+        size = os.fstat(fd).st_size
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
+    env = msgpack.unpackb(b"".join(chunks), raw=False)
+    if not isinstance(env, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in env.items()
+    ):
+        raise ValueError("the environment is not a map of strings")
+    return env
+
+
+def _become_module(request: dict[str, Any], output: int, environment: int, go: int | None) -> None:
     """In the new process: own process group, output to the pipe, the module's environment and
     working directory, default signal handling; then run the shim (never returns). A standby
     (`go` given) first joins its cgroups and waits for the supervisor's word."""
@@ -154,13 +191,14 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
         _own_process(
             f"{module_sdk.standby.COMM_PREFIX if go is not None else 'mod:'}{name}", output
         )
+        env = _read_environment(environment)
         if go is not None:  # as little as it can before it waits: a fork's every write is a copy
-            declined = module_sdk.standby.wait_for_go(go, request["env"], request.get("ahead"))
+            declined = module_sdk.standby.wait_for_go(go, env, request.get("ahead"))
             if declined is not None:
                 code = declined
                 return
             prctl(PR_SET_NAME, f"mod:{name}")
-        _set_environ(request["env"])
+        _set_environ(env)
         os.chdir(request["cwd"])
         _as_if_started_here(request["cwd"])
         module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
@@ -172,14 +210,14 @@ def _become_module(request: dict[str, Any], output: int, go: int | None) -> None
         _exit(code)
 
 
-def _run_main(request: dict[str, Any], output: int) -> None:
+def _run_main(request: dict[str, Any], output: int, environment: int) -> None:
     """In the new process: run module `main` as `python -P -m` would, with `argv`, in its own
     process group, output to the pipe, default signal handling (never returns)."""
     code = 70
     try:
         name = str(request["main"])
         _own_process(name, output)
-        _set_environ(request["env"])
+        _set_environ(_read_environment(environment))
         os.chdir(request["cwd"])
         if _SCRIPT_DIR is not None and sys.path and sys.path[0] == _SCRIPT_DIR:
             del sys.path[0]  # -P: not a package of that name where the template was started

@@ -138,7 +138,8 @@ ENV_SUPERVISOR_PID: Final = "ORCHESTRATOR_SUPERVISOR_PID"  # our parent, once ad
 ENV_CHANNEL_ID: Final = "ORCHESTRATOR_CHANNEL_ID"
 ENV_CGROUP: Final = "ORCHESTRATOR_CGROUP"  # the cgroup v2 directory to join before module code runs
 STANDBY_GO: Final = b"g"  # written on a standby's pipe: take over now (module_sdk/standby.py)
-# Module processes per fork server request (one output pipe each; a message carries 253 at most).
+# Module processes per fork server request (an output pipe and an environment each: a message
+# carries 253 descriptors at most).
 FORK_BATCH_MAX: Final = 64
 
 # Exit codes of the shim, so that the supervisor can tell what went wrong

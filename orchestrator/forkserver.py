@@ -2,7 +2,9 @@
 that forks module processes in about a millisecond instead of starting a new interpreter.
 
 The template runs in its own process group, has the lifeline pipe (so it, too, goes when the
-supervisor dies), and answers one request at a time over a SOCK_SEQPACKET socket pair.
+supervisor dies), and answers one request at a time over a SOCK_SEQPACKET socket pair. A module's
+environment goes in a memfd attached to its request, which only the forked process reads: the
+template, whose memory every later fork inherits, never holds one.
 """
 
 from __future__ import annotations
@@ -78,15 +80,18 @@ class ForkServer:
         template that failed twice for every module from that batch on."""
         results: list[tuple[int, BinaryIO] | ForkServerError] = []
         entries: list[dict[str, object]] = [
-            {"name": name, "env": dict(env), "cwd": str(cwd)} for name, env, cwd in requests
+            {"name": name, "cwd": str(cwd)} for name, _, cwd in requests
         ]
+        environments = [env for _, env, _ in requests]
         if self._sock is None:
             self._start()
         assert self._sock is not None
         # One request is one message, which must fit the socket's send buffer as a whole.
         budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+        done = 0
         for batch in _batches(entries, budget):
-            forked = self._fork_batch_twice(batch)
+            forked = self._fork_batch_twice(batch, environments[done : done + len(batch)])
+            done += len(batch)
             if forked is None:
                 failed = ForkServerError("the fork server failed twice; spawning instead")
                 return results + [failed] * (len(entries) - len(results))
@@ -94,7 +99,7 @@ class ForkServer:
         return results
 
     def _fork_batch_twice(
-        self, batch: list[dict[str, object]]
+        self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
     ) -> list[tuple[int, BinaryIO] | ForkServerError] | None:
         """`_fork_batch`, on a new template the second time; None if that fails too."""
         for attempt in (1, 2):
@@ -102,9 +107,9 @@ class ForkServer:
                 self._start()
             error: Exception
             try:
-                return self._fork_batch(batch)
+                return self._fork_batch(batch, environments)
             except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:  # one module's request alone: its environment
+                if exc.errno == errno.EMSGSIZE:  # one module's request alone: its directory
                     too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
                     return [too_large] * len(batch)
                 error = exc
@@ -115,20 +120,25 @@ class ForkServer:
         return None
 
     def _fork_batch(
-        self, batch: list[dict[str, object]]
+        self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
     ) -> list[tuple[int, BinaryIO] | ForkServerError]:
         assert self._sock is not None
-        pipes = [os.pipe() for _ in batch]
+        pipes: list[tuple[int, int]] = []
+        files: list[int] = []
         try:
+            for env in environments:
+                files.append(environment_file(env))
+            for _ in batch:
+                pipes.append(os.pipe())
             message = msgpack.packb({"batch": batch})
-            socket.send_fds(self._sock, [message], [write_end for _, write_end in pipes])
+            socket.send_fds(self._sock, [message], [write_end for _, write_end in pipes] + files)
         except BaseException:
             for read_end, _ in pipes:
                 os.close(read_end)
             raise
         finally:
-            for _, write_end in pipes:
-                os.close(write_end)
+            for fd in [write_end for _, write_end in pipes] + files:
+                os.close(fd)
         read_ends = [read_end for read_end, _ in pipes]
         try:
             payload = self._sock.recv(65536)
@@ -180,14 +190,14 @@ class ForkServer:
         go: int | None,
         ahead: Mapping[str, object] | None,
     ) -> tuple[int, BinaryIO]:
-        request: dict[str, object] = {"name": name, "env": dict(env), "cwd": str(cwd)}
+        request: dict[str, object] = {"name": name, "cwd": str(cwd)}
         fds = []
         if go is not None:
             request["standby"] = True
             fds.append(go)
             if ahead:
                 request["ahead"] = dict(ahead)
-        return self._receive(self._send(request, fds))
+        return self._receive(self._send(request, env, fds))
 
     def send_main(self, module: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
         """Ask for a fork that runs `module` as `python -P -m module ARGV` would (a helper of
@@ -196,8 +206,8 @@ class ForkServer:
         OSError if the template cannot be asked."""
         if self._sock is None:
             self._start()
-        request = {"main": module, "argv": list(argv), "env": dict(env), "cwd": str(cwd)}
-        return self._send(request, [])
+        request = {"main": module, "argv": list(argv), "cwd": str(cwd)}
+        return self._send(request, env, [])
 
     def receive(self, pending: int) -> tuple[int, BinaryIO]:
         """The answer to `send_main`: the pid and output pipe of the process. Raises OSError or
@@ -208,18 +218,24 @@ class ForkServer:
             self.close()
             raise
 
-    def _send(self, request: Mapping[str, object], fds: list[int]) -> int:
-        """Send `request` with the write end of a new output pipe (and `fds`); returns the read
-        end."""
+    def _send(self, request: Mapping[str, object], env: Mapping[str, str], fds: list[int]) -> int:
+        """Send `request` with the write end of a new output pipe, the environment `env` (and
+        `fds`); returns the read end."""
         assert self._sock is not None
-        read_end, write_end = os.pipe()
+        environment = environment_file(env)
         try:
-            socket.send_fds(self._sock, [msgpack.packb(request)], [write_end, *fds])
+            read_end, write_end = os.pipe()
+        except BaseException:
+            os.close(environment)
+            raise
+        try:
+            socket.send_fds(self._sock, [msgpack.packb(request)], [write_end, environment, *fds])
         except BaseException:
             os.close(read_end)
             raise
         finally:
             os.close(write_end)
+            os.close(environment)
         return read_end
 
     def _receive(self, read_end: int) -> tuple[int, BinaryIO]:
@@ -259,6 +275,20 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
+
+
+def environment_file(env: Mapping[str, str]) -> int:
+    """A memfd (close-on-exec) holding `env` as a msgpack map, for the forked process to read:
+    only it ever does."""
+    fd = os.memfd_create("module-env", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(msgpack.packb(dict(env)))
+        while data:
+            data = data[os.write(fd, data) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _batches(entries: list[dict[str, object]], budget: int) -> list[list[dict[str, object]]]:

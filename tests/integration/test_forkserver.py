@@ -115,13 +115,23 @@ def template() -> Iterator[ForkServer]:
         os.close(keep)
 
 
+def _long_directory(base: Path) -> Path:
+    """A directory whose path is about 3.8 KB long (under PATH_MAX)."""
+    path = base
+    for index in range(15):
+        path = path / (chr(ord("a") + index) * 250)
+    path.mkdir(parents=True)
+    return path
+
+
 def test_batches_larger_than_the_socket_takes_in_one_message_are_cut_not_refused(
-    template: ForkServer,
+    template: ForkServer, tmp_path: Path
 ) -> None:
-    # 40 modules with 12 KiB of environment each: about 480 KiB, twice what the socket's send
-    # buffer takes at once. Each fork runs the shim, which exits: not started by a supervisor.
-    env = {"PATH": os.environ["PATH"], "BIG": "x" * 12 * 1024}
-    results = template.fork_many([(f"m{i}", env, Path("/")) for i in range(40)])
+    # 40 modules in a directory whose path is 3.8 KB: about 150 KiB of requests, more than half
+    # the socket's send buffer. Each fork runs the shim, which exits: not started by a supervisor.
+    cwd = _long_directory(tmp_path)
+    env = {"PATH": os.environ["PATH"]}
+    results = template.fork_many([(f"m{i}", env, cwd) for i in range(40)])
     pids = set()
     for result in results:
         assert not isinstance(result, ForkServerError), result
@@ -133,31 +143,70 @@ def test_batches_larger_than_the_socket_takes_in_one_message_are_cut_not_refused
     assert len(pids) == 40
 
 
-def test_a_fork_request_too_large_for_one_message_is_an_error_for_it_alone(
-    template: ForkServer,
-) -> None:
+def test_a_large_environment_is_forked_like_any_other(template: ForkServer) -> None:
     small = {"PATH": os.environ["PATH"]}
     huge = {**small, "BIG": "x" * 4 * 1024 * 1024}
-    first, second, third = template.fork_many(
+    results = template.fork_many(
         [("a", small, Path("/")), ("b", huge, Path("/")), ("c", small, Path("/"))]
     )
-    assert isinstance(second, ForkServerError) and "too large" in str(second)
-    for result in (first, third):  # the template was not restarted for it
+    results.append(template.fork("d", huge, Path("/")))
+    for result in results:
         assert not isinstance(result, ForkServerError), result
+        said = result[1].read()
         result[1].close()
+        assert b"started by the orchestrator supervisor" in said, said
 
 
-def test_the_template_refuses_a_batch_whose_pipes_do_not_match_it(template: ForkServer) -> None:
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any readable writable mapping of process `pid` holds `needle` now."""
+    found = False
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            bounds, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(value, 16) for value in bounds.split("-"))
+            try:
+                mem.seek(start)
+                found = found or needle in mem.read(end - start)
+            except OSError:  # [vvar] and the like
+                continue
+    return found
+
+
+def test_the_template_never_holds_a_module_environment(template: ForkServer) -> None:
+    # A module run as another user is forked from the template: whatever the template's memory
+    # held of other modules' environments (secrets in `env:`), freed or not, it could read.
+    secret = os.urandom(16).hex()
+    env = {"PATH": os.environ["PATH"], "API_TOKEN": secret}
+    for result in [
+        template.fork("alone", env, Path("/")),
+        *template.fork_many([("a", env, Path("/")), ("b", env, Path("/"))]),
+    ]:
+        assert not isinstance(result, ForkServerError), result
+        assert b"started by the orchestrator supervisor" in result[1].read()  # it read its env
+        result[1].close()
+    assert template.pid is not None
+    try:
+        held = _memory_holds(template.pid, secret.encode())
+    except PermissionError:
+        pytest.skip("cannot read the template's memory here (ptrace restricted)")
+    assert not held, "the template's memory holds a module's environment"
+
+
+def test_the_template_refuses_a_batch_whose_descriptors_do_not_match_it(
+    template: ForkServer,
+) -> None:
     template.start()
     sock = template._sock
     assert sock is not None
     read_end, write_end = os.pipe()
-    batch = [{"name": "a", "env": {}, "cwd": "/"}, {"name": "b", "env": {}, "cwd": "/"}]
+    batch = [{"name": "a", "cwd": "/"}, {"name": "b", "cwd": "/"}]
     socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
     os.close(write_end)
     sock.settimeout(30)  # the template may still be booting
     answer = msgpack.unpackb(sock.recv(65536))
-    assert answer == {"error": "bad request: 1 pipes for a batch of 2"}
+    assert answer == {"error": "bad request: 1 descriptors for a batch of 2"}
     assert os.read(read_end, 1) == b""  # it closed the pipe it was given
     os.close(read_end)
 

@@ -8,8 +8,8 @@ from orchestrator import forkserver
 _BUDGET = 100 * 1024
 
 
-def _entry(name: str, env_bytes: int = 0) -> dict[str, object]:
-    return {"name": name, "env": {"BIG": "x" * env_bytes}, "cwd": "/"}
+def _entry(name: str, cwd_bytes: int = 0) -> dict[str, object]:
+    return {"name": name, "cwd": "/" + "x" * cwd_bytes}
 
 
 def test_batches_hold_at_most_the_pipes_one_message_carries_in_order() -> None:
@@ -19,11 +19,11 @@ def test_batches_hold_at_most_the_pipes_one_message_carries_in_order() -> None:
     assert [e for b in batches for e in b] == entries
 
 
-def test_large_environments_cut_a_batch_at_the_budget() -> None:
-    entries = [_entry(f"m{i}", env_bytes=40 * 1024) for i in range(5)]
+def test_large_entries_cut_a_batch_at_the_budget() -> None:
+    entries = [_entry(f"m{i}", cwd_bytes=40 * 1024) for i in range(5)]
     assert [len(b) for b in forkserver._batches(entries, _BUDGET)] == [2, 2, 1]
 
 
 def test_one_entry_larger_than_the_budget_still_goes_alone() -> None:
-    entries = [_entry("small"), _entry("huge", env_bytes=2 * _BUDGET), _entry("after")]
+    entries = [_entry("small"), _entry("huge", cwd_bytes=2 * _BUDGET), _entry("after")]
     assert [len(b) for b in forkserver._batches(entries, _BUDGET)] == [1, 1, 1]
