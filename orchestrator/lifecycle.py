@@ -131,13 +131,15 @@ class Ready:
 @record
 class Exited:
     """Its process was reaped with the raw wait status `wait_status`; `error`: what it reported.
-    `jitter` in [0, 1) spreads a backoff."""
+    `jitter` in [0, 1) spreads a backoff. `scheduled`: the module has a schedule, so an exit 0
+    before it said ready is a job's run done, whatever its restart policy."""
 
     now: float
     wait_status: int
     error: str = ""
     shutting_down: bool = False
     jitter: float = 0.0
+    scheduled: bool = False
 
 
 @record

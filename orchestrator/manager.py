@@ -308,6 +308,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 child.reported_error,
                 shutting_down=self.shutting_down,
                 jitter=jitter(),
+                scheduled=child.spec.schedule is not None,
             )
             self.handle(child, exited)
             if child.stand_in:

@@ -13,7 +13,14 @@ from module_sdk import protocol
 from orchestrator import lifecycle as lc
 from orchestrator.config import SupervisionSettings
 from orchestrator.lifecycle import Intent, Life, Step
-from orchestrator.states import Action, ChildState, ExitReason, ExitStatus, decide_after_exit
+from orchestrator.states import (
+    Action,
+    ChildState,
+    Decision,
+    ExitReason,
+    ExitStatus,
+    decide_after_exit,
+)
 from orchestrator.stops import dependency_down, hold, leave, release, stop
 
 MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
@@ -74,6 +81,7 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
                 error=life.kill_error or event.error,
                 shutting_down=event.shutting_down,
                 jitter=event.jitter,
+                job=event.scheduled,
             )
         case lc.BreakerHold():
             return _breaker_hold(life, event)
@@ -204,12 +212,16 @@ def _exited(
     error: str,
     shutting_down: bool,
     jitter: float,
+    job: bool = False,
 ) -> Step:
     """Record and announce the end of the process, then decide what comes next: forget it (a
-    reload removed it), start it again (a restart asked for), or apply the restart policy."""
+    reload removed it), start it again (a restart asked for), or apply the restart policy. With
+    `job` (a scheduled module), an exit 0 before it said ready is its run done: `done`, never
+    restarted at once (`restart: always` would run a job in a loop) nor a failed start."""
     ran_stably = life.ready_at is not None and now - life.ready_at >= settings.stable_after
     effects: list[lc.Effect] = []
-    done = reason is ExitReason.EXITED and settings.restart == "never"  # a job that finished
+    job_done = job and reason is ExitReason.EXITED and life.state is ChildState.STARTING
+    done = job_done or (reason is ExitReason.EXITED and settings.restart == "never")
     if life.state is ChildState.STARTING and not done:  # it never said ready: a failed start
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
@@ -245,15 +257,19 @@ def _exited(
     failures = 0
     if reason.is_failure:
         failures = 1 if ran_stably else life.consecutive_failures + 1
-    decision = decide_after_exit(
-        settings,
-        reason,
-        stop_requested=life.stopping_on_request or shutting_down,
-        consecutive_failures=failures,
-        recent_restarts=life.restart_times,
-        now=now,
-        jitter=jitter,
-    )
+    stop_requested = life.stopping_on_request or shutting_down
+    if job_done and not stop_requested:
+        decision = Decision(Action.STOP, ChildState.DONE, why="done (exit 0)")
+    else:
+        decision = decide_after_exit(
+            settings,
+            reason,
+            stop_requested=stop_requested,
+            consecutive_failures=failures,
+            recent_restarts=life.restart_times,
+            now=now,
+            jitter=jitter,
+        )
     life = replace(
         life,
         state=decision.state,

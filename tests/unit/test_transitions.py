@@ -413,6 +413,26 @@ def test_a_clean_exit_is_not_restarted_on_failure_only() -> None:
     assert not _effects(step, lc.Publish)[:-1]  # only module.unloaded
 
 
+@pytest.mark.parametrize("restart", ["always", "on-failure", "never"])
+def test_a_scheduled_job_that_exits_0_is_done_whatever_its_restart_policy(restart: str) -> None:
+    settings = replace(SETTINGS, restart=restart)
+    step = transition(LIVES[S.STARTING], lc.Exited(NOW, EXIT_0, scheduled=True), settings)
+    assert step.life.state is S.DONE and step.life.deadline is None
+    assert not _effects(step, lc.RecordStart) and not _effects(step, lc.AskBreaker)
+    assert step.life.failed_spawn == 0  # not a failed start
+    failed = transition(LIVES[S.STARTING], lc.Exited(NOW, EXIT_1, scheduled=True), settings)
+    assert failed.life.state is (S.STOPPED if restart == "never" else S.BACKOFF)
+
+
+def test_a_scheduled_module_with_run_follows_its_policy_once_running() -> None:
+    settings = replace(SETTINGS, restart="always")
+    step = transition(LIVES[S.RUNNING], lc.Exited(NOW, EXIT_0, scheduled=True), settings)
+    assert step.life.state is S.BACKOFF  # it said ready: a module that stays up, not a job
+    unscheduled = transition(LIVES[S.STARTING], lc.Exited(NOW, EXIT_0), settings)
+    assert unscheduled.life.state is S.BACKOFF
+    assert lc.RecordStart(started=False) in unscheduled.effects
+
+
 def test_an_open_breaker_holds_the_restart_longer() -> None:
     backoff = replace(LIVES[S.BACKOFF], deadline=NOW + 1)
     step = transition(backoff, lc.BreakerHold(NOW, hold=20.0, failures=5), SETTINGS)
