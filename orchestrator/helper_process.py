@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _READY = b"ready"
 _ALIVE = b"alive"  # a helper with `silent_after` says it every second once ready
+_QUIET = 1.5  # seconds without `alive` after which a helper is not relied on (see up_since)
 _ERROR_PREFIX = b"error: "
 _MAX_LINE = 4096  # helper output is short log lines; longer ones are cut
 _BACKOFF_FIRST = 0.05  # seconds before restarting a helper that died young
@@ -128,6 +129,9 @@ class HelperProcess:
         self._stdout: IO[bytes] | None = None
         self._partial = b""
         self.ready = False
+        self.ready_at: float | None = None  # when it last said ready; None while it has not
+        self.was_ready = False  # it said ready at least once (this supervisor's run)
+        self.on_ready: Callable[[], None] = lambda: None  # called each time it says ready
         self.started_at = 0.0
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
@@ -137,6 +141,19 @@ class HelperProcess:
         self._killed_for: str | None = None
         self._stopping = False
         self.rss_mb: float | None = None
+
+    def up_since(self) -> float | None:
+        """When it last said ready or spoke again after a silence (monotonic); None while it is
+        down, silent (`_quiet`), or not ready again after having been ready; 0.0 before its
+        first ready (whoever needs it then simply waits for it)."""
+        if self.ready_at is None:
+            return None if self.was_ready else 0.0
+        return None if self._quiet(time.monotonic()) else self.ready_at
+
+    def _quiet(self, now: float) -> bool:
+        """Whether a helper that says `alive` every second has missed more than one: not to be
+        relied on (it is killed only after `silent_after`)."""
+        return self.silent_after is not None and now - self._last_heard > _QUIET
 
     @property
     def pid(self) -> int | None:
@@ -159,7 +176,7 @@ class HelperProcess:
         self._stdout, popen.stdout = popen.stdout, None  # we read its fd; Popen never does
         self._fd = self._stdout.fileno()
         os.set_blocking(self._fd, False)
-        self._popen, self._partial, self.ready = popen, b"", False
+        self._popen, self._partial, self.ready, self.ready_at = popen, b"", False, None
         self._killed_for, self._restart_at = None, None
         self.started_at = time.monotonic()
         self._last_heard = self.started_at
@@ -198,7 +215,13 @@ class HelperProcess:
         if not data:
             self._close_pipe()
             return None if self.ready else f"the {self.name} exited before it was ready"
-        self._last_heard = time.monotonic()
+        now = time.monotonic()
+        resumed = self.ready and self._quiet(now)  # stopped (SIGSTOP) a while, and back
+        self._last_heard = now
+        if resumed:
+            log.info("%s (pid %s) speaks again", self.name, self.pid)
+            self.ready_at = now
+            self.on_ready()
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-_MAX_LINE:]
         error = None
@@ -207,8 +230,9 @@ class HelperProcess:
             if line == _ALIVE:
                 continue
             if not self.ready and line == _READY:
-                self.ready = True
+                self.ready, self.ready_at, self.was_ready = True, time.monotonic(), True
                 log.info("%s ready (pid %s)", self.name, self.pid)
+                self.on_ready()
             elif not self.ready and line.startswith(_ERROR_PREFIX):
                 error = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
             elif line:
@@ -242,7 +266,7 @@ class HelperProcess:
             self._close_pipe()
         now = time.monotonic()
         lived = now - self.started_at
-        self._popen, self.ready, self.rss_mb = None, False, None
+        self._popen, self.ready, self.ready_at, self.rss_mb = None, False, None, None
         reason = self._killed_for or status.describe()
         self.last_exit = {"description": status.describe(), "reason": reason, "time": time.time()}
         if self._stopping:

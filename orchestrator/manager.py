@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[..., None]  # publish(event_type, **data)
 _NOT_COMING_BACK = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)
+BROKER_DOWN = "the broker is down or not answering"
 
 
 class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
@@ -80,6 +81,9 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
             cgroups=cgroups, forkserver=forkserver, poller=poller, sampler=self.sampler
         )
         self.by_pid = self.processes.by_pid  # the live module processes
+        # When the broker last became ready; None while it is down after having run (set by
+        # the supervisor; before the broker's first start, handshakes simply wait for it).
+        self.bus_up_since: Callable[[], float | None] = lambda: 0.0
         self.shutting_down = False
         self.shutdown_deadline: float | None = None
         self.publish = publish
@@ -217,6 +221,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         waiting = waiting_for(child, self.children)
         if waiting is not None:
             return waiting
+        if self.bus_up_since() is None:
+            return BROKER_DOWN
         processes = sum(1 for c in self.children.values() if c.pid is not None) + self.starting()
         if processes >= self.limits.max_processes:
             return f"process limit reached ({self.limits.max_processes} module processes)"
@@ -302,6 +308,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         for child, raw in self.processes.reap():
             if self.cgroups.oom_killed(child.cgroup, raw) and child.life.kill is None:
                 child.life = replace(child.life, kill=ExitReason.KERNEL_MEMORY_LIMIT)
+            up_since = self.bus_up_since()
             exited = lc.Exited(
                 time.monotonic(),
                 raw,
@@ -309,6 +316,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 shutting_down=self.shutting_down,
                 jitter=jitter(),
                 scheduled=child.spec.schedule is not None,
+                bus_outage=up_since is None or up_since > child.life.started_at,
             )
             self.handle(child, exited)
             if child.stand_in:

@@ -115,6 +115,8 @@ class Supervisor(ConfigReload):
             watch_exit=self.manager.watch_exit,
             env={ENV_CURVE: self.bus_keys.broker()} if self.bus_keys is not None else None,
         )
+        self.manager.bus_up_since = self.broker.up_since  # a start waits while it is down
+        self.broker.on_ready = self.manager.start_waiting
         if self.bus_keys is None:  # an ipc bus: standbys connect to it ahead
             self.manager.standbys.bus = {
                 "xsub": self.xsub,

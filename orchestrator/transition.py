@@ -82,6 +82,7 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
                 shutting_down=event.shutting_down,
                 jitter=event.jitter,
                 job=event.scheduled,
+                bus_outage=event.bus_outage,
             )
         case lc.BreakerHold():
             return _breaker_hold(life, event)
@@ -213,6 +214,7 @@ def _exited(
     shutting_down: bool,
     jitter: float,
     job: bool = False,
+    bus_outage: bool = False,
 ) -> Step:
     """Record and announce the end of the process, then decide what comes next: forget it (a
     reload removed it), start it again (a restart asked for), or apply the restart policy. With
@@ -222,7 +224,17 @@ def _exited(
     effects: list[lc.Effect] = []
     job_done = job and reason is ExitReason.EXITED and life.state is ChildState.STARTING
     done = job_done or (reason is ExitReason.EXITED and settings.restart == "never")
-    if life.state is ChildState.STARTING and not done:  # it never said ready: a failed start
+    # It could not prove its bus (exit 72, or the start timeout on the way) while the broker
+    # was down or silent: the broker's outage, not its own failure.
+    excused = (
+        bus_outage
+        and life.state is ChildState.STARTING
+        and (
+            (reason is ExitReason.CRASHED and status.code == protocol.EXIT_BUS_FAILED)
+            or reason is ExitReason.START_TIMEOUT
+        )
+    )
+    if life.state is ChildState.STARTING and not (done or excused):  # a failed start
         life = replace(life, failed_spawn=life.spawns)
         if reason is not ExitReason.STOPPED:
             effects.append(lc.RecordStart(started=False))
@@ -254,6 +266,12 @@ def _exited(
             consecutive_failures=0,
         )
         return Step(life, (*effects, start, lc.WakeWaiting()))
+    if excused and not (life.stopping_on_request or shutting_down):
+        note = lc.Log(
+            lc.WARNING, "%s: the broker was down; not counted against it, it starts once it runs"
+        )
+        life = replace(life, state=ChildState.STOPPED, deadline=None)
+        return Step(life, (*effects, note, lc.TryStart(), lc.WakeWaiting()))
     failures = 0
     if reason.is_failure:
         failures = 1 if ran_stably else life.consecutive_failures + 1

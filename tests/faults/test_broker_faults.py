@@ -289,3 +289,30 @@ def test_a_stopped_broker_is_taken_for_hung_and_restarted(project: Project) -> N
     assert "silent for" in bus["broker_last_exit"]["reason"], bus
     assert _pids(project.status()) == _pids(status)  # no module paid for it
     _receiving(project)
+
+
+def test_a_start_that_fails_while_the_broker_is_stopped_is_not_held_against_it(
+    project: Project,
+) -> None:
+    """A module that cannot prove its bus because the broker is stopped (exit 72) is not the
+    one at fault: it is not counted toward its restart limit, waits while the broker is down,
+    and starts once the broker runs again (here it would have failed at its second try)."""
+    supervision = {**FAST_SUPERVISION, "start_timeout": 2, "max_restarts": 1}
+    project.configure(
+        [{"name": "idle", "path": project.probe("idle"), "standby": False}],
+        supervision=supervision,
+    )
+    status = project.up()
+    pid, broker = _pids(status)["idle"], status["bus"]["broker_pid"]
+    os.kill(broker, signal.SIGSTOP)
+    os.kill(pid, signal.SIGKILL)  # its restart cannot prove the bus until the broker is back
+    row = wait_until(
+        lambda: (r := project.module("idle"))["state"] == "running" and r["pid"] != pid and r,
+        40,
+        "the module running again once the broker was restarted",
+        lambda: f"{project.status()['bus']}\n{(project.root / 'logs/app.log').read_text()}",
+    )
+    assert project.status()["bus"]["broker_pid"] != broker
+    app_log = (project.root / "logs/app.log").read_text()
+    assert "the broker was down; not counted" in app_log
+    assert "failed:" not in app_log and row["state"] == "running"

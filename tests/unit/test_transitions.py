@@ -433,6 +433,20 @@ def test_a_scheduled_module_with_run_follows_its_policy_once_running() -> None:
     assert lc.RecordStart(started=False) in unscheduled.effects
 
 
+@pytest.mark.parametrize("kill", [None, ExitReason.START_TIMEOUT])
+def test_a_start_that_failed_on_a_broker_outage_is_not_counted(kill: ExitReason | None) -> None:
+    starting = replace(LIVES[S.STARTING], kill=kill)
+    raw = KILLED if kill else 72 << 8  # the start timeout's kill, or the shim's bus failure
+    step = transition(starting, lc.Exited(NOW, raw, bus_outage=True), SETTINGS)
+    assert step.life.state is S.STOPPED and step.life.consecutive_failures == 0
+    assert step.life.failed_spawn == 0 and not _effects(step, lc.RecordStart)
+    assert lc.TryStart() in step.effects and not _effects(step, lc.AskBreaker)
+    counted = transition(starting, lc.Exited(NOW, raw), SETTINGS)  # the broker was up all along
+    assert counted.life.state is S.BACKOFF and lc.RecordStart(started=False) in counted.effects
+    crash = transition(starting, lc.Exited(NOW, EXIT_1, bus_outage=True), SETTINGS)
+    assert kill or crash.life.state is S.BACKOFF  # any other exit is its own
+
+
 def test_an_open_breaker_holds_the_restart_longer() -> None:
     backoff = replace(LIVES[S.BACKOFF], deadline=NOW + 1)
     step = transition(backoff, lc.BreakerHold(NOW, hold=20.0, failures=5), SETTINGS)
