@@ -93,6 +93,23 @@ class ModuleCgroups:
                 base.rmdir()
             return
         self.base = base
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Kill what a killed supervisor's modules left in their cgroups (a module that died
+        without taking down what it started: `os._exit` in its shutdown(), or SIGKILLed with
+        it). The run directory's lock is ours: nothing in these cgroups is of a live run."""
+        assert self.base is not None
+        with contextlib.suppress(OSError):
+            for group in sorted(p for p in self.base.iterdir() if p.is_dir()):
+                killed = self.kill(group.name)
+                if killed:
+                    log.warning(
+                        "%s: killed %d process(es) an earlier run left in its cgroup (pids %s)",
+                        group.name,
+                        len(killed),
+                        " ".join(map(str, killed[:10])),
+                    )
 
     def available(self) -> bool:
         return self.base is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from helpers import wait_until
@@ -101,3 +102,40 @@ def test_a_supervisor_whose_run_directory_is_removed_stops_rather_than_run_twice
     assert "no command can reach us; stopping" in (project.root / "logs" / "app.log").read_text()
     project.up()  # and the next one starts cleanly
     project.cli("down", check=0)
+
+
+DESERTER = """
+import os
+import subprocess
+import sys
+
+
+def initialize(event_bus, config):
+    sleeper = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+    with open(config["pid_file"], "w") as out:
+        out.write(str(sleeper.pid))
+
+
+def shutdown():
+    os._exit(0)  # before the shim can take down what the module started
+"""
+
+
+def test_what_a_deserting_module_left_in_its_cgroup_is_killed_at_the_next_up(
+    project: Project,
+) -> None:
+    pid_file = project.root / "sleeper.pid"
+    module = project.write_module("deserter.py", DESERTER)
+    project.configure([{"name": "deserter", "path": module, "config": {"pid_file": str(pid_file)}}])
+    status = project.up()
+    shim = status["modules"][0]["pid"]
+    if "/orchestrator-" not in Path(f"/proc/{shim}/cgroup").read_text():
+        pytest.skip("no writable cgroup v2 here: modules are contained by subreapers only")
+    sleeper = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, "its pid"))
+    os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(shim), GONE_WITHIN, "the module process gone with its supervisor")
+    if not alive(sleeper):
+        pytest.skip("the sleeper went with its module here: nothing left to sweep")
+    project.up()
+    wait_until(lambda: not alive(sleeper), 10, "the left-behind process killed at the next up")
+    assert "an earlier run left in its cgroup" in (project.root / "logs/app.log").read_text()
