@@ -2,8 +2,8 @@
 
 Starting a new interpreter and importing ZeroMQ costs tens of milliseconds per module start; a
 fork of this process, which has imported everything a module process needs but has created no
-ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD):
-each request is a msgpack map `{name, cwd}` with two descriptors attached: the write end of the
+ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD),
+on which it first says `{ready: PID}` once it has booted (imported all that): each request is a msgpack map `{name, cwd}` with two descriptors attached: the write end of the
 output pipe, and a memfd holding the module's environment (a msgpack map); the answer is `{pid}`
 or `{error}`. The template never reads an environment: only the forked process does, so no
 module's variables (secrets among them) stay in the template's memory, which every later fork
@@ -285,6 +285,7 @@ def main() -> int:
     gc.freeze()
     control = socket.socket(fileno=int(sys.argv[1]))
     try:
+        control.send(msgpack.packb({"ready": os.getpid()}))  # booted: its first message
         serve(control)
     finally:
         control.close()

@@ -13,11 +13,13 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,13 +29,22 @@ from module_sdk.protocol import FORK_BATCH_MAX
 
 log = logging.getLogger(__name__)
 
-_REPLY_TIMEOUT = 2.0  # it answers in about a millisecond; past this it is stuck: restart it
+_REPLY_TIMEOUT = 1.0  # it answers in about a millisecond; past this it is stuck: restart it
+# Seconds the template started with the supervisor may take to boot (an interpreter and its
+# imports, on a loaded machine). One started later, to replace one that died, is never waited
+# for: until it says ready, modules are spawned instead, and the loop goes on.
+_BOOT_TIMEOUT = 30.0
+_REVIVE_AFTER = 2.0  # seconds between starts of a template only standbys need
 
 Request = tuple[str, Mapping[str, str], Path]  # a module process to fork: name, env, cwd
 
 
 class ForkServerError(RuntimeError):
     """The template could not fork a module process."""
+
+
+class ForkServerBootingError(ForkServerError):
+    """A template started to replace one that died has not said ready yet: spawn instead."""
 
 
 class ForkServer:
@@ -43,10 +54,45 @@ class ForkServer:
         self._lifeline = lifeline
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._booted = False  # it said ready
+        self._patient = False  # started with the supervisor: its boot is waited for
+        self._started_at = float("-inf")
+        self._first = True  # no template started yet: the first one's boot is waited for
+        self._announced = True  # whether `became_ready` told of its latest boot
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def booted(self) -> bool:
+        """Whether there is a template that has said ready (see `became_ready`)."""
+        return self._sock is not None and self._booted
+
+    def became_ready(self) -> bool:
+        """True once for each template that has booted since the last call (never waits): what
+        only a template can make (standbys) can be made again."""
+        if self._sock is not None and not self._booted:
+            try:
+                self._await_boot(block=False)
+            except (OSError, ForkServerError):
+                self.close()
+                return False
+        if self._booted and not self._announced:
+            self._announced = True
+            return True
+        return False
+
+    def revive(self, needed: Callable[[], bool]) -> None:
+        """If there is no template (it died), start one if `needed()` says so: at most once
+        every `_REVIVE_AFTER` seconds (asked or started), never waited for (see
+        `became_ready`)."""
+        now = time.monotonic()
+        if self._sock is not None or now - self._started_at < _REVIVE_AFTER:
+            return
+        self._started_at = now  # asked: not again before _REVIVE_AFTER
+        if needed():
+            self._start(patient=False)
 
     def fork(
         self,
@@ -63,13 +109,47 @@ class ForkServer:
         Raises ForkServerError if that fails twice."""
         for attempt in (1, 2):
             if self._sock is None:
-                self._start()
+                self._start(patient=self._first)
             try:
+                self._booting_check()
                 return self._fork(name, env, cwd, go, ahead)
+            except ForkServerBootingError:
+                raise
             except (OSError, ValueError, ForkServerError) as exc:
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
         raise ForkServerError("the fork server failed twice; spawning instead")
+
+    def _booting_check(self) -> None:
+        """Have a booted template: wait for its boot if it started with the supervisor, else
+        raise ForkServerBootingError (the caller spawns instead) unless it has said ready already."""
+        if self._booted:
+            return
+        self._await_boot(block=self._patient)
+        if not self._booted:
+            raise ForkServerBootingError("the fork server is still starting; spawning instead")
+
+    def _await_boot(self, *, block: bool) -> None:
+        """Read the template's first message, `{ready: PID}`: waiting up to the boot timeout if
+        `block`, else only if it is there already. Raises OSError (a timeout) or
+        ForkServerError (it exited, or said something else)."""
+        assert self._sock is not None
+        if block:
+            self._sock.settimeout(_BOOT_TIMEOUT)
+            try:
+                payload = self._sock.recv(256)
+            finally:
+                self._sock.settimeout(_REPLY_TIMEOUT)
+        else:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return
+            payload = self._sock.recv(256)
+        message = msgpack.unpackb(payload, raw=False) if payload else None
+        if not isinstance(message, dict) or "ready" not in message:
+            raise ForkServerError(f"it did not boot: {message!r}"[:200] if payload else "it exited")
+        self._booted = True
+        log.debug("fork server ready (pid %s)", self.pid)
 
     def fork_many(
         self, requests: Sequence[Request]
@@ -84,7 +164,7 @@ class ForkServer:
         ]
         environments = [env for _, env, _ in requests]
         if self._sock is None:
-            self._start()
+            self._start(patient=self._first)
         assert self._sock is not None
         # One request is one message, which must fit the socket's send buffer as a whole.
         budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
@@ -92,22 +172,25 @@ class ForkServer:
         for batch in _batches(entries, budget):
             forked = self._fork_batch_twice(batch, environments[done : done + len(batch)])
             done += len(batch)
-            if forked is None:
-                failed = ForkServerError("the fork server failed twice; spawning instead")
-                return results + [failed] * (len(entries) - len(results))
+            if isinstance(forked, ForkServerError):
+                return results + [forked] * (len(entries) - len(results))
             results += forked
         return results
 
     def _fork_batch_twice(
         self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
-    ) -> list[tuple[int, BinaryIO] | ForkServerError] | None:
-        """`_fork_batch`, on a new template the second time; None if that fails too."""
+    ) -> list[tuple[int, BinaryIO] | ForkServerError] | ForkServerError:
+        """`_fork_batch`, on a new template the second time; the error for every module of it
+        if that fails too (or the new template is still booting)."""
         for attempt in (1, 2):
             if self._sock is None:
-                self._start()
+                self._start(patient=self._first)
             error: Exception
             try:
+                self._booting_check()
                 return self._fork_batch(batch, environments)
+            except ForkServerBootingError as exc:
+                return exc
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:  # one module's request alone: its directory
                     too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
@@ -117,7 +200,7 @@ class ForkServer:
                 error = exc
             log.warning("fork server: %s (attempt %d); restarting it", error, attempt)
             self.close()
-        return None
+        return ForkServerError("the fork server failed twice; spawning instead")
 
     def _fork_batch(
         self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
@@ -164,9 +247,9 @@ class ForkServer:
         """Start the template now (it takes an interpreter's start-up to be ready), so that its
         boot overlaps the supervisor's own; forks wait for it only if it is not ready yet."""
         if self._sock is None:
-            self._start()
+            self._start(patient=True)
 
-    def _start(self) -> None:
+    def _start(self, *, patient: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
@@ -180,6 +263,9 @@ class ForkServer:
             theirs.close()
         ours.settimeout(_REPLY_TIMEOUT)
         self._sock = ours
+        self._booted, self._patient, self._announced = False, patient, False
+        self._first = False
+        self._started_at = time.monotonic()
         log.debug("fork server started (pid %d)", self._proc.pid)
 
     def _fork(
@@ -205,7 +291,7 @@ class ForkServer:
         booting. Returns what `receive` takes, which must come before any other request. Raises
         OSError if the template cannot be asked."""
         if self._sock is None:
-            self._start()
+            self._start(patient=True)
         request = {"main": module, "argv": list(argv), "cwd": str(cwd)}
         return self._send(request, env, [])
 
@@ -243,6 +329,8 @@ class ForkServer:
             os.close(read_end)
             raise ForkServerError("the fork server was stopped")
         try:
+            if not self._booted:  # a request sent before it booted (send_main)
+                self._await_boot(block=True)
             payload = self._sock.recv(65536)
             answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
         except BaseException:

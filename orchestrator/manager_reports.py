@@ -14,6 +14,7 @@ from module_sdk.protocol import MESSAGE_LIMIT
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, Redactor
+from orchestrator.forkserver import ForkServer
 from orchestrator.handover import Handovers
 from orchestrator.standby import Standbys, wanted
 from orchestrator.states import ChildState
@@ -28,6 +29,7 @@ class ChildReports:
     by_pid: dict[int, ManagedChild]
     handovers: Handovers
     standbys: Standbys
+    forkserver: ForkServer
     standbys_later: set[str]  # modules whose standby waits until no module is starting
     shutting_down: bool
 
@@ -67,7 +69,21 @@ class ChildReports:
 
     def keep_standbys_later(self) -> None:
         """The standbys put off while modules were starting, once none is (the loop asks after
-        each turn's replies: `up -d` has its answer first)."""
+        each turn's replies: `up -d` has its answer first); and, once a template that replaced
+        one that died has booted, those that could not be made without it. A template that
+        died is started again (in the background) if a running module wants a standby."""
+        self.forkserver.revive(
+            lambda: any(
+                c.state is ChildState.RUNNING
+                and wanted(c.spec)
+                and self.standbys.pid(c.name) is None
+                for c in self.children.values()
+            )
+        )
+        if self.forkserver.became_ready():
+            self.standbys_later.update(
+                name for name, c in self.children.items() if self.standbys.pid(name) is None
+            )
         if self.standbys_later and not self._starting():
             names, self.standbys_later = self.standbys_later, set()
             for name in names:

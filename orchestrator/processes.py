@@ -25,7 +25,7 @@ from module_sdk import protocol
 from module_sdk.limits import ENV_LIMITS
 from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
-from orchestrator.forkserver import ForkServer, ForkServerError
+from orchestrator.forkserver import ForkServer, ForkServerBootingError, ForkServerError
 from orchestrator.isolation import GRANTS, limits_env
 from orchestrator.record import record
 
@@ -150,7 +150,9 @@ def launch_modules(
         except ForkServerError as exc:
             forked_all.append((index, exc))
     for index, forked in forked_all:
-        if isinstance(forked, ForkServerError):
+        if isinstance(forked, ForkServerBootingError):
+            log.info("%s: %s", launches[index].spec.name, forked)
+        elif isinstance(forked, ForkServerError):
             log.error("%s: %s", launches[index].spec.name, forked)
         else:
             results[index] = ModuleProcess(*forked)

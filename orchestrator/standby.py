@@ -106,8 +106,8 @@ class Standbys:
         """Fork a standby for `child` (running, with `env` as its next process's environment
         before cgroup and limits), unless it has one. A failure is logged and leaves it
         without: its next start forks as before."""
-        if child.name in self._by_name or self._forkserver.pid is None:
-            return
+        if child.name in self._by_name or not self._forkserver.booted:
+            return  # without a template that is ready: made once it is (`became_ready`)
         key = spare_cgroup(child)
         full = dict(env)
         cgroup = self._cgroups.prepare(key, child.spec.limits)

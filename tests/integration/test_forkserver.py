@@ -198,13 +198,13 @@ def test_the_template_refuses_a_batch_whose_descriptors_do_not_match_it(
     template: ForkServer,
 ) -> None:
     template.start()
+    wait_until(template.became_ready, 30, "the template booted (its first message read)")
     sock = template._sock
     assert sock is not None
     read_end, write_end = os.pipe()
     batch = [{"name": "a", "cwd": "/"}, {"name": "b", "cwd": "/"}]
     socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
     os.close(write_end)
-    sock.settimeout(30)  # the template may still be booting
     answer = msgpack.unpackb(sock.recv(65536))
     assert answer == {"error": "bad request: 1 descriptors for a batch of 2"}
     assert os.read(read_end, 1) == b""  # it closed the pipe it was given

@@ -166,3 +166,66 @@ def test_a_module_held_stopped_in_its_backoff_drops_its_standby(project: Project
     project.cli("stop", "worker", check=0)
     assert project.module("worker")["standby_pid"] is None
     wait_until(lambda: not alive(standby), 5, "the standby of a held module gone")
+
+
+SLOW_BOOT = """
+import time
+
+with open("/proc/self/cmdline", "rb") as cmdline:
+    if b"module_sdk.forkserver" in cmdline.read():
+        time.sleep(2.5)  # a template slow to boot (a loaded machine, a cold disk)
+"""
+
+
+def _template(project: Project) -> psutil.Process:
+    def find() -> psutil.Process | None:
+        for proc in project.processes():
+            try:
+                name, cmdline = proc.name(), " ".join(proc.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            if "module_sdk.forkserver" in cmdline and not name.startswith(
+                ("mod:", "standby:", "broker")
+            ):
+                return proc
+        return None
+
+    return wait_until(find, 15, "the fork server's template")
+
+
+def test_a_template_slow_to_boot_is_waited_for_at_up_and_never_by_the_loop(
+    project: Project,
+) -> None:
+    # Booting counted against the 2 s reply timeout: at `up` the template was taken for stuck
+    # twice and every module spawned; later each restart stalled the loop that long, and no
+    # standby was made again once the template had died.
+    (project.root / "slowboot").mkdir()
+    (project.root / "slowboot" / "sitecustomize.py").write_text(SLOW_BOOT)
+    project.env["PYTHONPATH"] = str(project.root / "slowboot")
+    project.configure(
+        [
+            {"name": "plain", "path": project.probe("idle"), "standby": False},
+            {"name": "worker", "path": _worker(project, "v1")},
+        ]
+    )
+    pids = {m["name"]: m["pid"] for m in project.up()["modules"]}
+    assert all(
+        "module_sdk.forkserver" in " ".join(psutil.Process(p).cmdline()) for p in pids.values()
+    )
+    standby = _standby_of(project, "worker")
+    _template(project).kill()
+    os.kill(pids["plain"], signal.SIGKILL)  # a new template boots: this restart spawns meanwhile
+    row = wait_until(
+        lambda: (
+            (r := project.module("plain"))["state"] == "running" and r["pid"] != pids["plain"] and r
+        ),
+        15,
+        "plain running again",
+    )
+    assert "-m module_sdk plain" in " ".join(psutil.Process(row["pid"]).cmdline())
+    os.kill(pids["worker"], signal.SIGKILL)  # its standby takes over; another is made later
+    project.wait_module("worker", state="running", pid=standby)
+    again = _standby_of(project, "worker")
+    assert again != standby and alive(again)
+    app_log = (project.root / "logs" / "app.log").read_text()
+    assert "stalled" not in app_log and "failed twice" not in app_log, app_log
