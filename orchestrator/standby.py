@@ -32,6 +32,7 @@ from orchestrator.config import ModuleSpec
 from orchestrator.forkserver import ForkServer
 from orchestrator.processes import ModuleProcess, needs_new_interpreter, with_limits
 from orchestrator.record import record
+from orchestrator.rundir import process_stopped
 from orchestrator.states import ExitStatus
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,10 @@ class Standbys:
             or standby.cgroup == child.cgroup
         ):
             log.debug("%s: standby (pid %d) out of date; dropped", child.name, standby.pid)
+            self._drop(standby)
+            return None
+        if process_stopped(standby.pid):  # SIGSTOPped: it would hold the start to its timeout
+            log.warning("%s: standby (pid %d) is stopped; dropped", child.name, standby.pid)
             self._drop(standby)
             return None
         try:

@@ -229,3 +229,26 @@ def test_a_template_slow_to_boot_is_waited_for_at_up_and_never_by_the_loop(
     assert again != standby and alive(again)
     app_log = (project.root / "logs" / "app.log").read_text()
     assert "stalled" not in app_log and "failed twice" not in app_log, app_log
+
+
+def test_a_stopped_standby_is_dropped_not_handed_the_restart(project: Project) -> None:
+    project.configure([{"name": "worker", "path": _worker(project, "v1")}])
+    first = project.up()["modules"][0]["pid"]
+    standby = _standby_of(project, "worker")
+    os.kill(standby, signal.SIGSTOP)  # it would take "go" and sit there to the start timeout
+    os.kill(first, signal.SIGKILL)
+    row = wait_until(
+        lambda: (
+            (r := project.module("worker"))["state"] == "running"
+            and r["pid"] not in (first, standby)
+            and r
+        ),
+        10,
+        "the module running again in a new process",
+    )
+    assert row["restarts"] == 1
+    wait_until(lambda: not alive(standby), 5, "the stopped standby killed")
+    assert (
+        f"standby (pid {standby}) is stopped; dropped"
+        in (project.root / "logs/app.log").read_text()
+    )
