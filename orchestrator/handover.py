@@ -119,6 +119,24 @@ class Handovers:
         )
         self._handle(stand_in, lc.StopRequested(now))
 
+    def check(self, child: ManagedChild) -> None:
+        """After any event of module `child`: if its old process stopped running, or is being
+        stopped or killed, before the new one took over, the new process is stopped at once.
+        (It ran on, unseen by `status`, to its start timeout or its ready, handling events.)"""
+        handover = self._under_way.get(child.name)
+        if (
+            handover is None
+            or handover.child is not child
+            or handover.handed_over
+            or handover.outcome is not None
+        ):
+            return
+        old_runs_on = child.state is ChildState.RUNNING and child.pid == handover.old_pid
+        if old_runs_on and not _leaving(child):
+            return
+        self._handle(handover.stand_in, lc.StopRequested(time.monotonic()))
+        self._end(handover, "the old process stopped running during the graceful restart")
+
     def exited(self, stand_in: ManagedChild) -> None:
         """The stand-in's process was reaped: the old one (done) or a new one that failed."""
         handover = self._find(stand_in)

@@ -130,6 +130,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
             self._carry_out(child, effect)
         if child.life.state in _NOT_COMING_BACK and not child.stand_in:
             self.standbys.drop(child.name)  # until someone starts it: no standby meanwhile
+        if not child.stand_in:
+            self.handovers.check(child)  # its old process left: a graceful restart's new one too
 
     def _carry_out(self, child: ManagedChild, effect: lc.Effect) -> None:
         match effect:

@@ -91,7 +91,12 @@ def _handed_over(handover: Handover) -> dict[str, Any] | None:
     child = handover.child
     if handover.outcome:
         kept = ""
-        if not handover.handed_over and child.pid == handover.old_pid:
+        if (
+            not handover.handed_over
+            and child.pid == handover.old_pid
+            and child.state is ChildState.RUNNING
+            and not child.life.held
+        ):
             kept = f"; the old one (pid {handover.old_pid}) keeps running"
         return control.failure(f"{child.name}: {handover.outcome}{kept}")
     return control.reply(

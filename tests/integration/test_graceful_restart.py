@@ -170,8 +170,11 @@ def test_the_old_process_killed_during_the_handover(ticking: Project) -> None:
     (ticking.root / "hold").write_text("")
     try:
         first = _graceful_in_background(ticking)
+        stand_in = _stand_in_pid(ticking, before["pid"])
         os.kill(before["pid"], signal.SIGKILL)
         ticking.wait_module("ticker", state="starting")  # its restart policy goes on
+        # The new process is stopped at once, not left (unseen, handling events) to its ready.
+        wait_until(lambda: not alive(stand_in), 10, "the graceful restart's new process gone")
     finally:
         (ticking.root / "hold").unlink()
     out, err = first.communicate(timeout=60)
@@ -183,3 +186,16 @@ def test_the_old_process_killed_during_the_handover(ticking: Project) -> None:
     log = (ticking.root / "logs" / "app.log").read_text()
     started = [int(pid) for pid in re.findall(r"ticker starting \(pid (\d+)\)", log)]
     assert [pid for pid in started if alive(pid)] == [row["pid"]], log  # the stand-in's is gone
+
+
+def _stand_in_pid(project: Project, old_pid: int) -> int:
+    """The pid of the new process a graceful restart of the ticker (old pid `old_pid`) started."""
+    marker = f"ticker: graceful restart: starting a new process beside pid {old_pid}"
+
+    def started() -> int | None:
+        log = (project.root / "logs" / "app.log").read_text()
+        after = log[log.index(marker) :] if marker in log else ""
+        found = re.search(r"ticker starting \(pid (\d+)\)", after)
+        return int(found.group(1)) if found else None
+
+    return wait_until(started, 15, "the graceful restart's new process")
