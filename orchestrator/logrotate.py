@@ -7,8 +7,10 @@ The loop that writes the file only renames it. Without compression, the numbered
 shifted there and then (a few renames). With it, the full file is renamed to a pending name
 (`app.log.<ns>.rotating`) and one background thread, the same for every log file, shifts,
 compresses and prunes: one job after the other, so two rotations of one file never race, and a
-large file never holds up the loop. What a supervisor that died left half done (a pending file, a
-partial `.gz.tmp`) is finished when the file is next opened.
+large file never holds up the loop. A file that fills faster than gzip packs it would pile pending
+files up without end: beyond `backup_count` of them waiting, the oldest are deleted uncompressed
+(they would be shifted away anyway). What a supervisor that died left half done (a pending file, a
+partial `.gz.tmp`) is finished when the file is next opened, its surplus deleted likewise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import time as day_start
@@ -77,7 +80,9 @@ def rotate(path: Path, rotation: Rotation, now: float) -> None:
     if rotation.compress:
         pending = path.with_name(f"{path.name}.{time.time_ns()}{PENDING}")
         os.replace(path, pending)
-        _worker.submit(partial(_finish_quietly, path, pending, rotation, now))
+        for surplus in _backlog.add(path, pending, rotation.backup_count):
+            surplus.unlink(missing_ok=True)
+        _worker.submit(partial(_finish_pending, path, pending, rotation, now))
     else:
         _finish(path, path, rotation, now)
 
@@ -153,6 +158,21 @@ def _finish(path: Path, source: Path, rotation: Rotation, now: float) -> None:
         prune(path, rotation.max_age, now)
 
 
+def _finish_pending(path: Path, pending: Path, rotation: Rotation, now: float) -> None:
+    """The job of one rotation: nothing if its file was deleted as surplus meanwhile."""
+    taken, dropped = _backlog.take(path, pending)
+    if dropped:
+        log.warning(
+            "%s fills faster than it can be compressed: rotated files beyond the %d kept are "
+            "deleted uncompressed (%d so far; not logged again)",
+            path,
+            rotation.backup_count,
+            dropped,
+        )
+    if taken:
+        _finish_quietly(path, pending, rotation, now)
+
+
 def _finish_quietly(path: Path, source: Path, rotation: Rotation, now: float) -> None:
     try:
         _finish(path, source, rotation, now)
@@ -203,9 +223,12 @@ def _recover(path: Path, names: list[str], rotation: Rotation, now: float) -> No
     for name in names:
         if name.endswith(".gz" + _PARTIAL):
             (path.parent / name).unlink(missing_ok=True)
-    for name in names:  # oldest first: their names sort by the time they were set aside
-        if name.endswith(PENDING):
-            _finish_quietly(path, path.parent / name, rotation, now)
+    pending = [name for name in names if name.endswith(PENDING)]  # oldest first, by their names
+    surplus = len(pending) - rotation.backup_count  # the newest would shift them away at once
+    for name in pending[: max(surplus, 0)]:
+        (path.parent / name).unlink(missing_ok=True)
+    for name in pending[max(surplus, 0) :]:
+        _finish_quietly(path, path.parent / name, rotation, now)
     if rotation.max_age is not None:
         prune(path, rotation.max_age, now)
 
@@ -215,6 +238,41 @@ def _describe(exc: OSError) -> str:
     if isinstance(code, int) and code in errno.errorcode:
         return f"{os.strerror(code)} ({errno.errorcode[code]})"
     return type(exc).__name__
+
+
+class _Backlog:
+    """The files of each log set aside by `rotate` that the worker has not taken up yet, oldest
+    first: at most `backup_count` of them; and how many were deleted as surplus."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[Path, deque[Path]] = {}
+        self._dropped: dict[Path, int] = {}
+        self._told: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def add(self, path: Path, pending: Path, keep: int) -> list[Path]:
+        """Note `pending` as waiting; returns the oldest waiting files beyond `keep`, to delete."""
+        with self._lock:
+            waiting = self._waiting.setdefault(path, deque())
+            waiting.append(pending)
+            surplus = [waiting.popleft() for _ in range(len(waiting) - keep)]
+            if surplus:
+                self._dropped[path] = self._dropped.get(path, 0) + len(surplus)
+            return surplus
+
+    def take(self, path: Path, pending: Path) -> tuple[bool, int]:
+        """Whether `pending` is still to be finished (it is no longer waiting then), and how
+        many files of `path` were deleted as surplus if that was not said yet (else 0)."""
+        with self._lock:
+            waiting = self._waiting.get(path, deque())
+            taken = pending in waiting
+            if taken:
+                waiting.remove(pending)
+            dropped = self._dropped.get(path, 0)
+            if not dropped or path in self._told:
+                return taken, 0
+            self._told.add(path)
+            return taken, dropped
 
 
 class _Worker:
@@ -251,3 +309,4 @@ class _Worker:
 
 
 _worker = _Worker()
+_backlog = _Backlog()

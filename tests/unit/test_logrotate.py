@@ -8,6 +8,7 @@ import gzip
 import logging
 import os
 import stat
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -242,3 +243,57 @@ def test_the_logging_section_reads_rotation_settings(tmp_path: Path) -> None:
         assert built.max_age == seconds
     with pytest.raises(ConfigError, match=r"logging\.max_age: expected a duration"):
         build_logging({"max_age": "soon"}, "config/main.yaml", "logging", tmp_path)
+
+
+def test_rotations_faster_than_compression_keep_the_disk_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A module that fills a file faster than gzip packs one: the files set aside beyond what
+    `backup_count` keeps are deleted, not queued (they would be shifted away anyway)."""
+    compress, release = logrotate._compress, threading.Event()
+
+    def stuck(source: Path, target: Path) -> None:
+        release.wait(30)
+        compress(source, target)
+
+    monkeypatch.setattr(logrotate, "_compress", stuck)
+    path = tmp_path / "m.log"
+    handler = LogFile(path, Rotation(max_bytes=500, backup_count=3, compress=True))
+    try:
+        with caplog.at_level(logging.WARNING, logger="orchestrator.logrotate"):
+            for start in range(0, 1000, 10):  # about 100 rotations while the first is packed
+                handler.write_block(_lines(10, start), 10)
+                files = list(tmp_path.iterdir())
+                assert len(files) <= 1 + 1 + 3, sorted(f.name for f in files)  # + one packing
+            release.set()
+            assert wait_idle(10)
+    finally:
+        release.set()
+        handler.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["m.log", "m.log.1.gz", "m.log.2.gz", "m.log.3.gz"], names
+    kept = _numbers(_read_all(path))
+    assert kept == list(range(1000 - len(kept), 1000)), kept  # the newest, in order
+    assert caplog.text.count("deleted uncompressed") == 1, caplog.text
+
+
+def test_a_dead_supervisors_backlog_is_not_compressed_only_to_be_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compress, packed = logrotate._compress, []
+
+    def counted(source: Path, target: Path) -> None:
+        packed.append(source.name)
+        compress(source, target)
+
+    monkeypatch.setattr(logrotate, "_compress", counted)
+    path = tmp_path / "m.log"
+    for n in range(10):
+        (tmp_path / f"m.log.{1000 + n}{PENDING}").write_bytes(_lines(3, 3 * n))
+    handler = LogFile(path, Rotation(max_bytes=10_000, backup_count=3, compress=True))
+    assert wait_idle(10)
+    handler.close()
+    assert packed == [f"m.log.{1000 + n}{PENDING}" for n in (7, 8, 9)]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["m.log", "m.log.1.gz", "m.log.2.gz", "m.log.3.gz"], names
+    assert _numbers(_read_all(path)) == list(range(21, 30))
