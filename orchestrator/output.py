@@ -33,6 +33,7 @@ from orchestrator.regular_file import open_regular
 READ_SIZE = 65536  # bytes handled at most per read: a read of less found the pipe empty
 _PIPE_SIZE = 1 << 20  # room for a burst while the loop does other work (the default is 64 KiB)
 _MAX_PARTIAL = 64 * 1024  # a line longer than this is written in pieces
+_CUT_SHORT = re.compile("[\udc80-\udcff]+\\Z")  # bytes of a character cut short (surrogateescape)
 # At the start of each line that logging did not write (those are timed already), but not at the
 # very end of the text (re's `^` matches after a final newline too: the text is given without it).
 _UNSTAMPED = re.compile(r"^(?!\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.MULTILINE)
@@ -55,7 +56,7 @@ class ModuleLog:
         self.name = name
         self.format = settings.format
         self.path = Path(settings.directory) / f"{name}.log"
-        self._redactor = redactor
+        self.redactor = redactor
         self._clock = clock
         self._stamped_second = -1
         self._stamp_prefix = ""
@@ -78,7 +79,7 @@ class ModuleLog:
         if not text:
             return
         now = self._clock()
-        text = self._redactor.scrub(text)
+        text = self.redactor.scrub(text)
         if self.format == "json":
             head = json_head(now, level="INFO", module=self.name, logger=PRINT_LOGGER)
             text = (
@@ -177,7 +178,7 @@ class OutputReader:
         if end:
             self._log.write_lines(_text(data[:end]))
         if len(self._partial) > _MAX_PARTIAL:
-            self._flush_partial()
+            self._write_piece()
         return len(chunk)
 
     def drain(self, reads: int = 16) -> bool:
@@ -195,6 +196,16 @@ class OutputReader:
         """Write an unterminated last line as a line: its writer exited (its last words)."""
         self._flush_partial()
 
+    def _write_piece(self) -> None:
+        """Write most of an unfinished line that grew too long as a line of its own (the rest
+        waits for what follows; see `_piece_end`)."""
+        text = self._partial.decode("utf-8", "surrogateescape")  # the bytes as they are, even cut
+        cut = _piece_end(text, self._log.redactor)
+        if cut > 0:
+            piece = text[:cut].encode("utf-8", "surrogateescape")
+            self._partial = self._partial[len(piece) :]
+            self._log.write_lines(piece.decode("utf-8", "replace") + "\n")
+
     def _flush_partial(self) -> None:
         if self._partial:
             self._log.write_lines(self._partial.decode("utf-8", "replace") + "\n")
@@ -211,3 +222,17 @@ def _text(data: bytes) -> str:
     """Whole lines of output as text, each line's trailing carriage returns dropped."""
     text = data.decode("utf-8", "replace")
     return _CR_EOL.sub("\n", text) if "\r" in text else text
+
+
+def _piece_end(text: str, redactor: Redactor) -> int:
+    """Where to cut an overlong unfinished line, `text`, for a piece scrubbed on its own: before
+    what might be the start of a secret (its last `longest - 1` characters), outside any secret
+    and any character (a character cut short shows as up to 3 surrogates at the end)."""
+    cut_short = _CUT_SHORT.search(text, max(len(text) - 3, 0))
+    cut = (cut_short.start() if cut_short else len(text)) - max(redactor.longest - 1, 0)
+    for start, end in redactor.spans(text):
+        if start < cut < end:
+            return start
+        if end >= cut:
+            break
+    return cut

@@ -49,6 +49,7 @@ class Redactor:
         # As a JSON log line shows them too (a quote, a backslash or a newline escaped).
         escaped = (json.dumps(s, ensure_ascii=False)[1:-1] for s in long_enough)
         scrubbable = sorted({*long_enough, *escaped}, key=len, reverse=True)
+        self._longest = len(scrubbable[0]) if scrubbable else 0
         self._pattern = re.compile("|".join(map(re.escape, scrubbable))) if scrubbable else None
 
     def scrub(self, text: str) -> str:
@@ -56,6 +57,13 @@ class Redactor:
         if self._pattern is None:
             return text
         return self._pattern.sub(MASK, text)
+
+    @property
+    def longest(self) -> int:
+        """The length of the longest text `scrub` replaces (0: none): text scrubbed in pieces
+        hides every secret if each piece but the last keeps back its last `longest - 1`
+        characters for the next (and is not cut within a secret)."""
+        return self._longest
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where in `text` the secrets `scrub` would replace are: (start, end) of each."""

@@ -86,6 +86,26 @@ def test_secrets_are_scrubbed_before_the_line_is_wrapped(log: ModuleLog) -> None
     assert _messages(log) == ["token ***", '"***" quoted']
 
 
+def test_a_secret_is_scrubbed_where_a_long_line_is_cut(log: ModuleLog) -> None:
+    """A line longer than 64 KiB is written in pieces, scrubbed one by one: no cut may leave
+    part of a secret in each piece (there is one at every offset, so some cut falls in one)."""
+    pipe = Pipe(log)
+    pipe.feed(" ".join([SECRET] * 15_000).encode() + b"\n")
+    pipe.end()
+    text = log.path.read_text()
+    slices = {SECRET[i : i + 6] for i in range(len(SECRET) - 5)}
+    assert not [part for part in slices if part in text], text[:200]
+    messages = _messages(log)
+    assert len(messages) > 2 and "".join(messages) == " ".join(["***"] * 15_000)
+
+
+def test_a_character_is_never_cut_where_a_long_line_is(log: ModuleLog) -> None:
+    pipe = Pipe(log)
+    pipe.feed("€".encode() * 70_000 + b"\n")  # 3 bytes a character: a cut falls in one
+    pipe.end()
+    assert "".join(_messages(log)) == "€" * 70_000
+
+
 def test_lines_the_modules_logging_wrote_pass_as_they_are(tmp_path: Path) -> None:
     for log_format, own in (
         ("text", "2026-12-07 10:00:00,123 INFO m.db: stamped by the SDK"),
