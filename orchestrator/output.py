@@ -1,7 +1,8 @@
 """Capture of each child's stdout and stderr into `logs/<module>.log`, rotated as `logging:` says.
 
 The supervisor owns the files, so rotation works however many times the child restarts and whatever
-the child prints. In the foreground, each line is also echoed to the console tagged with the module.
+the child prints. In the foreground, each line is also echoed to the console tagged with the module
+(on a terminal, its escape sequences shown, not obeyed, as `logs` shows them).
 A line that cannot be written (a full disk) is counted, not fatal: see `logsetup.LogFile`.
 
 Output is handled a read at a time, never a line at a time: the lines of one read (up to 64 KiB)
@@ -29,6 +30,7 @@ from orchestrator.config import LoggingSection, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.logsetup import LogFile
 from orchestrator.regular_file import open_regular
+from orchestrator.terminal import terminal_safe
 
 READ_SIZE = 65536  # bytes handled at most per read: a read of less found the pipe empty
 _PIPE_SIZE = 1 << 20  # room for a burst while the loop does other work (the default is 64 KiB)
@@ -61,6 +63,7 @@ class ModuleLog:
         self._stamped_second = -1
         self._stamp_prefix = ""
         self._echo: TextIO | None = sys.stderr if echo else None
+        self._echo_escaped = echo and _isatty(sys.stderr)  # on a terminal, as `logs` shows it
         self._echo_prefix = f"[{name}] "
         self.file = LogFile(
             self.path,
@@ -106,6 +109,8 @@ class ModuleLog:
 
     def _echo_lines(self, text: str) -> None:
         assert self._echo is not None
+        if self._echo_escaped:
+            text = terminal_safe(text)
         try:
             self._echo.write(_LINE_START.sub(self._echo_prefix, text[:-1]) + "\n")
             self._echo.flush()
@@ -216,6 +221,14 @@ class OutputReader:
         if self.drain():
             self._flush_partial()
             self._stream.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal (a closed one is not)."""
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed
+        return False
 
 
 def _text(data: bytes) -> str:

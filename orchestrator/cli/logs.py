@@ -11,9 +11,9 @@ import click
 
 from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, expect, split_host
-from orchestrator.cli.formatting import terminal_safe
 from orchestrator.logtail import last_lines
 from orchestrator.regular_file import open_regular
+from orchestrator.terminal import terminal_safe
 
 _FOLLOW_POLL = 0.1  # seconds between looks at a followed file, as `tail -F` does
 

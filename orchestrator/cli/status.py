@@ -11,7 +11,8 @@ import click
 from orchestrator import exit_codes
 from orchestrator.cli.cluster_view import render_cluster
 from orchestrator.cli.common import App, abort, config_option, split_host
-from orchestrator.cli.formatting import duration, terminal_safe
+from orchestrator.cli.formatting import duration
+from orchestrator.terminal import terminal_safe
 
 _COLUMNS = (
     "NAME",

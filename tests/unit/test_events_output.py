@@ -55,7 +55,7 @@ def test_seconds_refuse_nan() -> None:
 def test_a_modules_output_is_shown_on_a_terminal_not_obeyed() -> None:
     """`status NAME` prints the end of the module's log, `logs` on a terminal all of it: an
     escape sequence in it cleared the screen or set the title, a CR overwrote a line."""
-    from orchestrator.cli.formatting import terminal_safe
+    from orchestrator.terminal import terminal_safe
 
     said = "ok\x1b]0;PWN\x07\x1b[2J\rforged\tstill\x9b"
     assert terminal_safe(said) == "ok\\x1b]0;PWN\\x07\\x1b[2J\\rforged\tstill\\x9b"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,23 @@ def test_the_echo_tags_each_line_with_the_module(
     echoed = capsys.readouterr().err.splitlines()
     assert [_STAMP.sub("", line.removeprefix("[m] ")) for line in echoed] == ["one", "two"]
     assert all(line.startswith("[m] ") for line in echoed)
+
+
+def test_the_echo_to_a_terminal_shows_escapes_rather_than_obeying_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `logs` does: on a terminal, a module cannot set its title or colours."""
+    controller, terminal_fd = os.openpty()
+    try:
+        with os.fdopen(terminal_fd, "w", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            module_log = ModuleLog("m", LoggingSection(directory=tmp_path), Redactor(()), echo=True)
+            module_log.write_lines("title \x1b]0;PWNED\x07 red \x1b[31m bell \x07\n")
+            module_log.close()
+        echoed = os.read(controller, 65536).decode()
+    finally:
+        os.close(terminal_fd)
+        os.close(controller)
+    assert "\x1b" not in echoed and "\x07" not in echoed, repr(echoed)
+    assert "title \\x1b]0;PWNED\\x07 red \\x1b[31m bell \\x07" in echoed, repr(echoed)
+    assert "\x1b]0;PWNED" in module_log.path.read_text()  # the log keeps what the module wrote
