@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import cast
 
 import httpx
 import tenacity
@@ -25,6 +26,7 @@ from orchestrator.notify.target import Target
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 5.0  # seconds, for each of connect, write, read and the pool
+REPLY_READ_LIMIT = 4096  # bytes of a reply's body read, as sent (never decoded), before closing
 
 
 def _quiet_http_loggers() -> None:
@@ -145,7 +147,7 @@ class Worker:
         self, target: Target, client: httpx.AsyncClient, body: bytes, *, will_retry: bool
     ) -> None:
         try:
-            response = await client.post(target.url, content=body, headers=target.headers)
+            status = await _status(client, target.url, body, target.headers)
         except httpx.TimeoutException as exc:
             target.attempt_failed(
                 "retryable", f"timeout: {type(exc).__name__}", will_retry=will_retry
@@ -155,10 +157,24 @@ class Worker:
             reason = f"{type(exc).__name__}: {safe_text(str(exc), self._redactor)}"
             target.attempt_failed("retryable", reason, will_retry=will_retry)
             raise _RetryableError from None
-        status = response.status_code
         if status >= 500:
             target.attempt_failed("retryable", f"HTTP {status}", will_retry=will_retry)
             raise _RetryableError
         if not 200 <= status < 300:
             target.attempt_failed("rejected", f"HTTP {status}", will_retry=False)
             raise _RejectedError
+
+
+async def _status(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST `body` and return the reply's status, the only part of it that counts. Of its body at
+    most `REPLY_READ_LIMIT` bytes (plus one network read) are read, raw: a small one lets the
+    connection be used again, a huge one or a compression bomb is cut off, never taken in."""
+    async with client.stream("POST", url, content=body, headers=headers) as response:
+        read = 0
+        raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())  # typed as an iterator
+        async with contextlib.aclosing(raw) as chunks:
+            async for chunk in chunks:
+                read += len(chunk)
+                if read >= REPLY_READ_LIMIT:
+                    break
+        return response.status_code

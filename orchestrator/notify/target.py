@@ -34,7 +34,11 @@ class Target:
         self.url = hook.url
         self.name = name  # what logs and stats show: scrubbed, no query string
         self.patterns = patterns
-        self.headers = {"Content-Type": "application/json", "User-Agent": "orchestrator-webhook"}
+        self.headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "orchestrator-webhook",
+            "Accept-Encoding": "identity",  # a reply is never decoded: no use compressing it
+        }
         for key, value in hook.headers.items():  # the configured ones win, whatever their case
             for default in [k for k in self.headers if k.lower() == key.lower()]:
                 del self.headers[default]

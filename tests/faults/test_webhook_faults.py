@@ -1,16 +1,22 @@
 """A webhook that never answers must not hold the supervisor's loop: replacing or closing the
-notifier lets its deliveries end in the background, and a crash meanwhile is restarted at once."""
+notifier lets its deliveries end in the background, and a crash meanwhile is restarted at once.
+One that answers with a huge body, or a compression bomb, must not fill the supervisor's memory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import selectors
 import signal
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -120,3 +126,116 @@ def logged_at(app_log: str, text: str) -> float:
     line = next(line for line in app_log.splitlines() if text in line)
     stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
     return stamp.timestamp()
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def gzip_zeros(size: int) -> Iterator[bytes]:
+    """A gzip stream that inflates to `size` zero bytes (a multiple of 1 MiB), about 1/1000 of
+    that: after a full flush the compressor starts afresh, so each further MiB compresses the
+    same."""
+    block = bytes(MIB)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    end = compressor.flush()[:-8]  # its trailer counts 2 MiB: ours counts them all
+    crc = 0
+    for _ in range(size // MIB):
+        crc = zlib.crc32(block, crc)
+    yield first
+    for _ in range(size // MIB - 1):
+        yield again
+    yield end + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+class Flood:
+    """An HTTP endpoint on 127.0.0.1 that reads a POST, holds it until `release` is set, then
+    answers 200 with a huge body: 1 GiB of zeros, or with `gzip` about 1 MiB that inflates to
+    1 GiB. It counts the body bytes it got out before the client closed the connection."""
+
+    def __init__(self, *, gzip: bool) -> None:
+        self.gzip = gzip
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.sent = 0
+        self.done = threading.Event()  # the answer ended: all sent, or the client closed
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed by stop()
+            conn, _ = self._listener.accept()
+            with conn:
+                self._answer(conn)
+        self.done.set()
+
+    def _answer(self, conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        while length and len(body) < int(length.group(1)):  # all of it: closing drops nothing
+            body += conn.recv(65536)
+        self.arrived.set()
+        if not self.release.wait(30):
+            return
+        if self.gzip:
+            reply = gzip_zeros(GIB)
+            fields = b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+        else:
+            reply = (bytes(MIB) for _ in range(GIB // MIB))
+            fields = f"Content-Length: {GIB}\r\n".encode()
+        with contextlib.suppress(OSError):  # the client closed: what it took is counted
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n")
+            for chunk in reply:
+                conn.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.gzip else chunk)
+                self.sent += len(chunk)
+            if self.gzip:
+                conn.sendall(b"0\r\n\r\n")
+
+    def stop(self) -> None:
+        self.release.set()
+        self._listener.close()
+        self._thread.join(10)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
+def test_a_huge_reply_is_not_taken_into_the_supervisors_memory(
+    project: Project, gzip: bool
+) -> None:
+    flood = Flood(gzip=gzip)
+    try:
+        modules = [{"name": "idle", "path": project.probe("idle")}]
+        hook = {"url": flood.url, "events": ["module.loaded"]}
+        project.configure(modules, notifications={"webhooks": [hook]})
+        pid = project.up()["supervisor"]["pid"]
+        assert flood.arrived.wait(15), "module.loaded was not posted"
+        before = peak_rss(pid)
+        flood.release.set()
+
+        def delivered() -> int:
+            (stats,) = project.status()["webhooks"].values()
+            return int(stats["delivered"])
+
+        wait_until(delivered, 60, "the 200 counted as delivered")
+        assert flood.done.wait(60), "the reply never ended"
+        grown = peak_rss(pid) - before
+        assert grown < 100 * MIB, f"the supervisor's peak RSS grew by {grown / MIB:.0f} MiB"
+        if not gzip:
+            assert flood.sent < 64 * MIB, f"{flood.sent / MIB:.0f} MiB of the reply were read"
+    finally:
+        flood.stop()
+
+
+def peak_rss(pid: int) -> int:
+    """Process `pid`'s peak resident memory so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
