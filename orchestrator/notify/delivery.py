@@ -26,6 +26,9 @@ from orchestrator.notify.target import Target
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 5.0  # seconds, for each of connect, write, read and the pool
+# Seconds for a whole attempt: a receiver that sends a byte now and then never lets a read
+# time out, and would hold its webhook for ever.
+ATTEMPT_TIMEOUT = 10.0
 REPLY_READ_LIMIT = 4096  # bytes of a reply's body read, as sent (never decoded), before closing
 
 
@@ -147,7 +150,12 @@ class Worker:
         self, target: Target, client: httpx.AsyncClient, body: bytes, *, will_retry: bool
     ) -> None:
         try:
-            status = await _status(client, target.url, body, target.headers)
+            async with asyncio.timeout(ATTEMPT_TIMEOUT):
+                status = await _status(client, target.url, body, target.headers)
+        except TimeoutError:
+            reason = f"timeout: no reply within {ATTEMPT_TIMEOUT:g}s"
+            target.attempt_failed("retryable", reason, will_retry=will_retry)
+            raise _RetryableError from None
         except httpx.TimeoutException as exc:
             target.attempt_failed(
                 "retryable", f"timeout: {type(exc).__name__}", will_retry=will_retry

@@ -1,6 +1,7 @@
 """A webhook that never answers must not hold the supervisor's loop: replacing or closing the
 notifier lets its deliveries end in the background, and a crash meanwhile is restarted at once.
-One that answers with a huge body, or a compression bomb, must not fill the supervisor's memory."""
+One that answers with a huge body, or a compression bomb, must not fill the supervisor's memory,
+and one that trickles its reply in fails the attempt, as a timeout does."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import zmq
 from helpers import wait_until
 from project import Project
 
+from orchestrator.config.model import ErrorHandlingSection, NotificationsSection, Webhook
+from orchestrator.config.redact import Redactor
+from orchestrator.notify import WebhookNotifier, delivery
 from orchestrator.rundir import RunDir
 
 
@@ -239,3 +243,52 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+class Trickle:
+    """An HTTP endpoint on 127.0.0.1 that reads a POST, sends the start of a 200 and then one
+    byte of a header every 0.1 s, for ever: no read ever waits long, the reply never ends. It
+    notes when the client gives up and closes."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self._stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed by stop()
+            conn, _ = self._listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not self._stopping.wait(0.1):
+                    conn.sendall(b"z")  # fails once the client has closed
+        if not self._stopping.is_set():
+            self.closed.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._listener.close()
+        self._thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_that_trickles_in_is_a_failed_attempt(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(delivery, "ATTEMPT_TIMEOUT", 0.5)
+    trickle = Trickle()
+    errors = ErrorHandlingSection(retry_max_attempts=1)
+    hooks = NotificationsSection(webhooks=(Webhook(url=trickle.url),))
+    notifier = WebhookNotifier(hooks, errors, Redactor([]), "shop")
+    try:
+        notifier.notify("module.error", {"name": "worker"}, [])
+        wait_until(lambda: notifier.stats()[trickle.url]["failed"], 10, "a failed delivery")
+        assert trickle.closed.wait(5), "the connection was left open"
+        assert "delivery failing (timeout" in caplog.text, caplog.text
+    finally:
+        notifier.close(timeout=1.0)
+        trickle.stop()
