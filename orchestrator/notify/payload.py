@@ -20,9 +20,11 @@ _TEXT_LIMIT = 200
 
 def display_url(url: str, redactor: Redactor) -> str:
     """`url` as logs may show it: scheme, host, port and path; never the user info, the query string
-    or the fragment (they may hold tokens), and scrubbed of secrets. Where a secret reaches into the
-    path, it shows `scheme://host/***`, and `scheme://***` where it reaches into the host: cut
-    down, a secret would no longer be found whole, and its pieces would show (a `${HOOK_URL}`)."""
+    or the fragment (they may hold tokens), and scrubbed of secrets. Each of host, port and path
+    that a secret reaches into shows as `***` (cut down, a secret would no longer be found whole,
+    and its pieces would show): `http://***:8001/hook` for a `${HOOKHOST}`,
+    `https://hooks.example/***` for a token in the path, `https://***` for a whole `${HOOK_URL}`.
+    The parts no secret touches stay, so that webhooks behind one secret host stay apart."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -31,17 +33,23 @@ def display_url(url: str, redactor: Redactor) -> str:
         return redactor.scrub(f"{url.split(':', 1)[0]}://?")
     if ":" in host:  # IPv6
         host = f"[{host}]"
+    path = parts.path
     hidden = _hidden_parts(url, redactor)
-    if "origin" in hidden:
-        return f"{redactor.scrub(parts.scheme)}://{MASK}"
+    if "host" in hidden:
+        host = MASK
+        if "port" in hidden:
+            port = ""  # one mask for both
+    elif "port" in hidden:
+        port = f":{MASK}"
     if "path" in hidden:
-        return f"{parts.scheme}://{host}{port}/{MASK}"
-    return redactor.scrub(f"{parts.scheme}://{host}{port}{parts.path}")
+        path = "" if "host" in hidden and not port else f"/{MASK}"  # all of it: one mask
+    return redactor.scrub(f"{parts.scheme}://{host}{port}{path}")
 
 
 def _hidden_parts(url: str, redactor: Redactor) -> set[str]:
-    """Which shown parts of `url` a secret reaches into, wholly or in part: "origin" (its scheme,
-    host and port) and "path". Its user info, query and fragment are never shown."""
+    """Which shown parts of `url` a secret reaches into, wholly or in part: "host", "port" (with
+    its colon) and "path". Its user info, query and fragment are never shown, and its scheme
+    always is."""
     spans = redactor.spans(url)
     if not spans:
         return set()
@@ -49,15 +57,19 @@ def _hidden_parts(url: str, redactor: Redactor) -> set[str]:
     after_scheme = len(scheme) + 3
     netloc_end = after_scheme + _first_of(rest, "/?#")
     host_start = url.rfind("@", after_scheme, netloc_end) + 1 or after_scheme
+    bracket = url.find("]", host_start, netloc_end)  # the end of an IPv6 address
+    colon = url.find(":", bracket + 1 if bracket >= 0 else host_start, netloc_end)
+    host_end = colon if colon >= 0 else netloc_end
     path_end = netloc_end + _first_of(url[netloc_end:], "?#")
     shown = {
-        "origin": ((0, len(scheme)), (host_start, netloc_end)),
-        "path": ((netloc_end, path_end),),
+        "host": (host_start, host_end),
+        "port": (host_end, netloc_end),
+        "path": (netloc_end, path_end),
     }
     return {
         part
-        for part, ranges in shown.items()
-        if any(start < end and begin < stop for start, stop in spans for begin, end in ranges)
+        for part, (begin, end) in shown.items()
+        if begin < end and any(start < end and begin < stop for start, stop in spans)
     }
 
 

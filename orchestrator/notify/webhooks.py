@@ -169,12 +169,10 @@ def _targets(
 
     targets: list[Target] = []
     names: set[str] = set()
-    for hook in hooks:
+    for number, hook in enumerate(hooks, 1):
         name = display_url(hook.url, redactor)
-        if name in names:  # the same URL twice, or two that differ only in the query string
-            name = next(
-                f"{name} #{n}" for n in range(2, len(hooks) + 2) if f"{name} #{n}" not in names
-            )
+        if name in names:  # the same URL twice, two that differ only in what is hidden: its place
+            name = f"{name} #{number}"  # in the list (no shown URL has " #", it starts a fragment)
         names.add(name)
         patterns = []
         for text in hook.events:
