@@ -5,7 +5,10 @@ limits, hot reload and the cluster bridge. An invalid config changes nothing."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
@@ -16,6 +19,31 @@ from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 
 log = logging.getLogger(__name__)
+
+
+_HEAD = 4096  # bytes read to tell a blank file
+_EMPTIED = (
+    "the file is empty (caught while being saved?), which would stop every module; "
+    "write `modules: []` to run none"
+)
+
+
+def _blank(path: Path) -> bool:
+    """Whether file `path` holds nothing but white space (what a save that truncates the file,
+    then writes it, shows for a moment)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, _HEAD)
+        return len(head) < _HEAD and not head.strip()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class ConfigReload:
@@ -39,6 +67,14 @@ class ConfigReload:
         invalid, in which case nothing changes."""
         try:
             new = load_config(self.config.config_dir)
+            if new.modules or not self.manager.config.modules:
+                pass
+            elif _blank(new.modules_file):  # every module would stop
+                raise ConfigError(str(new.modules_file), "", _EMPTIED)
+            else:  # filled since it was read (a save that was under way), or `modules: []`
+                new = load_config(self.config.config_dir)
+                if not new.modules and _blank(new.modules_file):
+                    raise ConfigError(str(new.modules_file), "", _EMPTIED)
         except ConfigError as exc:
             message = self.redactor.scrub(str(exc))
             log.error("config reload rejected, keeping the running config: %s", message)

@@ -64,6 +64,23 @@ def test_an_invalid_config_changes_nothing(project: Project) -> None:
     assert "config reload rejected" in (project.root / "logs/app.log").read_text()
 
 
+def test_a_reload_that_finds_modules_yaml_emptied_changes_nothing(project: Project) -> None:
+    # A save that truncates, then writes: a reload (systemd's ExecReload, a tool's) that reads
+    # it in between found "no modules" and stopped every one.
+    project.configure([])
+    _modules(project, ["a", "b"])
+    project.up()
+    before = _pids(project)
+    (project.config_dir / "modules.yaml").write_text("\n")
+    result = project.cli("reload", check=exit_codes.BAD_CONFIG)
+    assert "modules.yaml: the file is empty" in result.stderr, result.stderr
+    assert "write `modules: []` to run none" in result.stderr
+    assert _pids(project) == before
+    (project.config_dir / "modules.yaml").write_text("modules: []\n")  # said on purpose
+    project.cli("reload", check=0)
+    wait_until(lambda: _pids(project) == {}, 10, "every module stopped")
+
+
 def test_sighup_reloads(project: Project) -> None:
     project.configure([])
     _modules(project, ["a"])
