@@ -119,7 +119,10 @@ class GroupCommands:
             for child in started:
                 if being_removed(manager.children, child):
                     now = f"{len(running)} running: {', '.join(running) or 'none'}"
-                    return control.failure(f"a reload changed {group} while it was scaled ({now})")
+                    return control.failure(
+                        f"{group} was changed again (another `scale`, or a reload) before it was"
+                        f" scaled ({now})"
+                    )
                 if child.state is ChildState.WAITING and not manager.venvs.preparing(child.spec):
                     return control.failure(f"{child.name} is waiting: {child.why}")
                 if child.state is ChildState.FAILED or child.failed_spawn >= child.spawns > 0:
