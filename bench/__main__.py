@@ -35,13 +35,24 @@ from bench import (
     machine,
     restart,
     rivals,
+    scrub,
 )
 from bench.project import Project, kill_all, processes_marked
 from bench.table import Row, error_row, render
 
 BUDGET_SECONDS = 175  # everything, set-up and tear-down included, stays under 3 minutes
 RESULTS = Path(__file__).resolve().parent / "results.json"
-NAMES = ("restart", "coldstart", "footprint", "bus", "groups", "hotreload", "capture", "cluster")
+NAMES = (
+    "restart",
+    "coldstart",
+    "footprint",
+    "bus",
+    "groups",
+    "hotreload",
+    "capture",
+    "scrub",
+    "cluster",
+)
 OPTIONAL = ("rivals",)
 RIVALS_VENV = Path(__file__).resolve().parent.parent / ".venv-compare"
 
@@ -81,6 +92,7 @@ def _benchmarks(
         "groups": lambda: groups.rows(groups.measure(scratch)),
         "hotreload": lambda: hotreload.rows(hotreload.measure(project("reload"))),
         "capture": lambda: capture.rows(capture.measure(project("capture"))),
+        "scrub": lambda: scrub.rows(scrub.measure()),
         "cluster": lambda: cluster.rows(cluster.measure(scratch)),
         "rivals": lambda: rivals.rows(rivals.measure(RIVALS_VENV, scratch), rivals.ours(done)),
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ahocorasick_rs import BytesAhoCorasick
 
 MASK = "***"
 MIN_SCRUB_LENGTH = 4
@@ -35,28 +37,50 @@ def is_secret_key(key: object) -> bool:
 
 
 class Redactor:
-    """Hides a set of secret values in text and in configuration trees."""
+    """Hides a set of secret values in text and in configuration trees.
+
+    The text is searched for all the secrets at once, in one pass whatever their number (an
+    Aho-Corasick automaton): a supervisor scrubs every chunk of every module's output on its loop,
+    and one alternation regex of thousands of `.env` values took a second a chunk. Where several
+    secrets start at the same place, the longest is hidden; the search goes on after it.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        self._finder: BytesAhoCorasick | None = None
+        self._longest = 0
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         """Hide these secrets too (after a config reload); those known before stay hidden."""
         self._secrets = self._secrets | frozenset(s for s in secrets if s)
-        long_enough = [s for s in self._secrets if len(s) >= MIN_SCRUB_LENGTH]
-        # As a JSON log line shows them too (a quote, a backslash or a newline escaped).
-        escaped = (json.dumps(s, ensure_ascii=False)[1:-1] for s in long_enough)
-        scrubbable = sorted({*long_enough, *escaped}, key=len, reverse=True)
-        self._longest = len(scrubbable[0]) if scrubbable else 0
-        self._pattern = re.compile("|".join(map(re.escape, scrubbable))) if scrubbable else None
+        forms = {form for s in self._secrets if len(s) >= MIN_SCRUB_LENGTH for form in _forms(s)}
+        self._longest = max(map(len, forms), default=0)
+        if not forms:
+            self._finder = None
+            return
+        from ahocorasick_rs import BytesAhoCorasick, MatchKind  # noqa: PLC0415  (only with secrets)
+
+        # Bytes, not str: a value from the environment may hold a lone surrogate (an undecodable
+        # byte), which the str automaton refuses. UTF-8 keeps matches on character boundaries.
+        patterns = [_encode(form) for form in sorted(forms)]
+        self._finder = BytesAhoCorasick(patterns, matchkind=MatchKind.LeftmostLongest)
 
     def scrub(self, text: str) -> str:
         """`text` with each occurrence of each secret of 4 characters or more replaced by `***`."""
-        if self._pattern is None:
+        if self._finder is None:
             return text
-        return self._pattern.sub(MASK, text)
+        data = _encode(text)
+        matches = self._matches(data)
+        if not matches:
+            return text
+        pieces: list[bytes] = []
+        last = 0
+        for _, start, end in matches:
+            pieces += (data[last:start], _MASK_BYTES)
+            last = end
+        pieces.append(data[last:])
+        return b"".join(pieces).decode("utf-8", "surrogatepass")
 
     @property
     def longest(self) -> int:
@@ -67,9 +91,15 @@ class Redactor:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where in `text` the secrets `scrub` would replace are: (start, end) of each."""
-        if self._pattern is None:
-            return []
-        return [match.span() for match in self._pattern.finditer(text)]
+        data = _encode(text)
+        spans: list[tuple[int, int]] = []
+        last_byte = last_char = 0
+        for _, start, end in self._matches(data):
+            begin = last_char + _characters(data[last_byte:start])
+            last_char = begin + _characters(data[start:end])
+            last_byte = end
+            spans.append((begin, last_char))
+        return spans
 
     def redact(self, obj: Any) -> Any:
         """A deep copy of a mapping/list tree in which a string that is a secret, or contains one of
@@ -88,9 +118,29 @@ class Redactor:
         return copy.deepcopy(obj)
 
     def _is_secret_text(self, text: str) -> bool:
-        if text in self._secrets:
-            return True
-        return self._pattern is not None and self._pattern.search(text) is not None
+        return text in self._secrets or bool(self._matches(_encode(text)))
+
+    def _matches(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(secret, start, end) of each secret `scrub` replaces in `data`, in bytes."""
+        return [] if self._finder is None else self._finder.find_matches_as_indexes(data)
+
+
+_MASK_BYTES = MASK.encode()
+
+
+def _forms(secret: str) -> set[str]:
+    """`secret` as text may show it: as it is, and as a JSON log line shows it (a quote, a
+    backslash or a newline escaped)."""
+    return {secret, json.dumps(secret, ensure_ascii=False)[1:-1]}
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _characters(data: bytes) -> int:
+    """How many characters these whole UTF-8 (surrogatepass) characters are."""
+    return len(data.decode("utf-8", "surrogatepass"))
 
 
 def _present(value: Any) -> bool:
