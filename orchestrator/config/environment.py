@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.validate import expect_list, expect_str, item
+from orchestrator.config.validate import describe, expect_list, expect_str, item
 
 REQUIREMENTS_FILE = "requirements.txt"
 MAX_REQUIREMENT_LINES = 1000  # a requirements list longer than this is a mistake, not a project
@@ -41,8 +41,10 @@ def module_requirements(
             try:
                 shlex.split(text)
             except ValueError as exc:
+                # Quoted whole, never `repr`-escaped: the text may hold a secret with a quote in
+                # it, which the scrubber must find as it is.
                 raise ConfigError(
-                    file, item(where, index), f"cannot split {text!r}: {exc}"
+                    file, item(where, index), f"cannot split {describe(text)}: {exc}"
                 ) from None
         checked.append(text.strip())
     if found_file is not None and enabled:
@@ -70,7 +72,7 @@ def module_python(
         on_path = shutil.which(text)
         if on_path is None:
             if enabled:
-                raise ConfigError(file, where, f"no {text!r} on PATH")
+                raise ConfigError(file, where, f"no {describe(text)} on PATH")
             return Path(text)
         path = Path(on_path)
     path = Path(os.path.abspath(path))  # not resolved: a symlink names the interpreter it is

@@ -73,7 +73,7 @@ def _check_comes(text: str, zone_name: str | None, file: str, where: str) -> Non
         croniter(text, datetime.fromtimestamp(time.time(), zone).astimezone(zone)).get_next(float)
     except (CroniterError, ValueError, OverflowError):
         raise ConfigError(
-            file, where, f"{text!r} names no time to come (a 30th of February, say)"
+            file, where, f"{describe(text)} names no time to come (a 30th of February, say)"
         ) from None
 
 

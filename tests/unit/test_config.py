@@ -456,6 +456,35 @@ def test_a_quoted_secret_never_shows(root: Path, kind: str, length: int) -> None
         assert "\n" not in message
 
 
+def dotenv(**values: str) -> str:
+    """`.env` lines that set each of `values` to exactly that text."""
+    lines = []
+    for name, value in values.items():
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'{name}="{escaped}"\n')
+    return "".join(lines)
+
+
+ESCAPING_ERRORS = {  # each would show the value of ${TOKEN} as Python's repr escapes it
+    "requirements": (
+        "modules: [{name: a, path: ../mods/alpha.py, requirements: ['-e ${TOKEN}']}]",
+        "ab'cd\"SplitSecretQQ",  # shlex cannot split it: an unclosed quote
+    ),
+    "python": (
+        "modules: [{name: a, path: ../mods/alpha.py, python: '${TOKEN}'}]",
+        "PySecretQQ'x\"",  # not on PATH
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ESCAPING_ERRORS)
+def test_a_secret_with_quotes_is_quoted_whole_in_errors(root: Path, kind: str) -> None:
+    source, secret = ESCAPING_ERRORS[kind]
+    message = load_error(modules=source, env=dotenv(TOKEN=secret))
+    assert message.startswith(f"config/modules.yaml: modules[0].{kind}"), message
+    assert "***" in message and not leaks(secret, message), message
+
+
 def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
     long_value = "v" * 5000
     message = load_error(f"supervision: {{stop_timeout: '{long_value}'}}")
