@@ -129,9 +129,16 @@ _MASK_BYTES = MASK.encode()
 
 
 def _forms(secret: str) -> set[str]:
-    """`secret` as text may show it: as it is, and as a JSON log line shows it (a quote, a
-    backslash or a newline escaped)."""
-    return {secret, json.dumps(secret, ensure_ascii=False)[1:-1]}
+    """`secret` as text may show it: as it is and as Python's `repr` writes it inside its quotes
+    (a module that prints `repr(value)` or logs `%r`: backslashes and non-printable characters
+    escaped), each also as a JSON log line shows it (a quote, a backslash or a control character
+    escaped)."""
+    shown = {
+        secret,
+        repr(secret)[1:-1],  # alone: with a `'` and no `"`, quoted with `"`, the `'` as it is
+        repr('"' + secret)[2:-1],  # in a string that holds a `"` too: every `'` escaped
+    }
+    return shown | {json.dumps(form, ensure_ascii=False)[1:-1] for form in shown}
 
 
 def _encode(text: str) -> bytes:

@@ -6,19 +6,24 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+from helpers import leaks
+
+from module_sdk.logformat import json_string
 from orchestrator.config import Redactor
 from orchestrator.config.redact import MASK, MIN_SCRUB_LENGTH
 
 
 def reference_spans(secrets: set[str], text: str) -> list[tuple[int, int]]:
     """Leftmost first, the longest at each place, none overlapping: what one alternation regex of
-    the secrets (and their JSON forms), longest first, found."""
-    forms = {
+    the secrets (and their JSON and repr forms), longest first, found."""
+    shown = {
         form
         for secret in secrets
         if len(secret) >= MIN_SCRUB_LENGTH
-        for form in (secret, json.dumps(secret, ensure_ascii=False)[1:-1])
+        for form in (secret, repr(secret)[1:-1], repr('"' + secret)[2:-1])
     }
+    forms = shown | {json.dumps(form, ensure_ascii=False)[1:-1] for form in shown}
     by_first: dict[str, list[str]] = {}
     for form in sorted(forms, key=len, reverse=True):
         by_first.setdefault(form[0], []).append(form)
@@ -43,7 +48,7 @@ def masked(text: str, spans: list[tuple[int, int]]) -> str:
 
 def test_thousands_of_overlapping_secrets_are_hidden_as_one_search_would() -> None:
     rng = random.Random(3)
-    alphabet = 'ab"\\é\udcff'  # a JSON-escaped form, a 2-byte character, a lone surrogate
+    alphabet = "ab\"'\\é\udcff"  # escaped forms, a 2-byte character, a lone surrogate
     secrets = {"".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(5000)}
     chosen = sorted(secrets)
     text = "".join(rng.choice(chosen) + rng.choice(("", " ", "x", "\n")) for _ in range(2000))
@@ -61,3 +66,25 @@ def test_secrets_added_later_are_hidden_with_those_before() -> None:
     assert redactor.scrub("abcdefgh abcdxyz") == "***gh ***xyz"
     assert redactor.spans("é abcd") == [(2, 6)]  # in characters, not bytes
     assert Redactor(["", "abc"]).scrub("abc") == "abc"
+
+
+REPR_SECRETS = (
+    "ab'cd\"SplitSecretQQ",  # both quotes: repr escapes the '
+    "it's-a-secret",  # a ' alone: repr quotes with ", or escapes it beside a "
+    'say "hi" secret',
+    "back\\slash\ttab\nnewline",
+    "\x1bescape\u200bwidth",  # non-printable characters, escaped by repr and JSON
+)
+
+
+@pytest.mark.parametrize("secret", REPR_SECRETS)
+def test_a_secret_as_repr_writes_it_is_hidden(secret: str) -> None:
+    redactor = Redactor({secret})
+    quoted = repr(secret)
+    assert redactor.scrub(quoted) == f"{quoted[0]}***{quoted[0]}"
+    # In a longer string, or a container's repr, with either quoting style around it.
+    for shown in (repr(secret + '"'), repr("'" + secret), repr({"token": secret}), str([secret])):
+        scrubbed = redactor.scrub(shown)
+        assert "***" in scrubbed and not leaks(secret, scrubbed), scrubbed
+        scrubbed = redactor.scrub(json_string(shown))  # logged with %r, in JSON logs
+        assert "***" in scrubbed and not leaks(secret, scrubbed), scrubbed
