@@ -77,7 +77,7 @@ def _path(value: Any, file: str, where: str, *, base: Path) -> Path:
     text = expect_str(value, file, where, allow_empty=False)
     path = (base / Path(text).expanduser()).resolve()
     if not path.is_file():
-        raise ConfigError(file, where, f"no such file: {path}")
+        raise ConfigError(file, where, f"no such file: {path}", derived=(str(path), text))
     return path
 
 

@@ -51,7 +51,9 @@ def module_requirements(
         raise ConfigError(
             file,
             where,
-            f"{found_file} exists too: keep the requirements in one place (the list or the file)",
+            # Not its path: one made from a `path:` with a secret in it would show a piece of it.
+            f"the module's {REQUIREMENTS_FILE} exists too: keep the requirements in one place "
+            "(the list or the file)",
         )
     return tuple(checked), None
 
@@ -77,5 +79,6 @@ def module_python(
         path = Path(on_path)
     path = Path(os.path.abspath(path))  # not resolved: a symlink names the interpreter it is
     if enabled and not (path.is_file() and os.access(path, os.X_OK)):
-        raise ConfigError(file, where, f"{path} is not an executable file")
+        message = f"{path} is not an executable file"
+        raise ConfigError(file, where, message, derived=(str(path), text))
     return path

@@ -18,13 +18,21 @@ class ConfigError(Exception):
     `message` is kept exactly as written, quoted values whole, so that secrets can be scrubbed out
     of it (`with_message`) before anything alters it: only `str()` makes it one line (control
     characters escaped) and cuts what is too long.
+
+    `derived` is `(shown, value)` when `message` shows `shown`, made from `value` as written (a
+    path normalised from it): a secret in `value` need not be whole in `shown` (`a/../SECRET`
+    shows as `.../SECRET`), so scrubbing cannot find it; whoever knows the secrets hides all of
+    `shown` when `value` holds one.
     """
 
-    def __init__(self, file: str, location: str, message: str) -> None:
+    def __init__(
+        self, file: str, location: str, message: str, *, derived: tuple[str, str] | None = None
+    ) -> None:
         super().__init__(file, location, message)
         self.file = file
         self.location = location
         self.message = message
+        self.derived = derived
 
     def __str__(self) -> str:
         message = one_line(self.message, MAX_MESSAGE)

@@ -13,7 +13,7 @@ from orchestrator.config.interpolate import Substitution, read_variables
 from orchestrator.config.metrics import build_metrics
 from orchestrator.config.model import AppConfig
 from orchestrator.config.modules import build_modules
-from orchestrator.config.redact import Redactor
+from orchestrator.config.redact import MASK, Redactor
 from orchestrator.config.sections import (
     build_app,
     build_bus,
@@ -80,8 +80,13 @@ def load_config(config_dir: Path) -> AppConfig:
         )
     except ConfigError as exc:
         # A message may quote a value that came from the environment: scrub the whole of it, once,
-        # before `str()` cuts or escapes anything.
-        raise exc.with_message(Redactor(substitution.secrets).scrub(exc.message)) from None
+        # before `str()` cuts or escapes anything. What it shows made from such a value (a
+        # normalised path) may hold a piece of the secret only: that is hidden whole.
+        redactor = Redactor(substitution.secrets)
+        message = exc.message
+        if exc.derived is not None and redactor.holds(exc.derived[1]):
+            message = message.replace(exc.derived[0], MASK)
+        raise exc.with_message(redactor.scrub(message)) from None
 
 
 def read_yaml(

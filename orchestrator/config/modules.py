@@ -185,17 +185,20 @@ def _group(value: Any, file: str, where: str) -> str | None:
 
 
 def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: bool) -> Path:
-    path = (modules_dir / expect_str(value, file, where, allow_empty=False)).resolve()
+    text = expect_str(value, file, where, allow_empty=False)
+    path = (modules_dir / text).resolve()
+    derived = (str(path), text)  # hidden whole in errors if the text holds a secret
     if not path.exists():
         if enabled:
-            raise ConfigError(file, where, f"no such file: {path}")
+            raise ConfigError(file, where, f"no such file: {path}", derived=derived)
     elif path.is_dir():
         if not (path / "__init__.py").is_file():
-            raise ConfigError(file, where, f"{path} is a directory without __init__.py")
+            message = f"{path} is a directory without __init__.py"
+            raise ConfigError(file, where, message, derived=derived)
     elif path.suffix != ".py":
-        raise ConfigError(file, where, f"{path} is not a .py file")
+        raise ConfigError(file, where, f"{path} is not a .py file", derived=derived)
     elif not path.is_file():  # a FIFO would hold its module's load until a writer came
-        raise ConfigError(file, where, f"{path} is not a regular file")
+        raise ConfigError(file, where, f"{path} is not a regular file", derived=derived)
     return path
 
 

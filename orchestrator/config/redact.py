@@ -106,7 +106,7 @@ class Redactor:
         4 characters or more, becomes `***`, and so does any non-empty value under a secret-looking
         key (`password`, `token`, `api_key`, ...)."""
         if isinstance(obj, str):
-            return MASK if self._is_secret_text(obj) else obj
+            return MASK if self.holds(obj) else obj
         if isinstance(obj, Mapping):
             return {
                 key: MASK if is_secret_key(key) and _present(value) else self.redact(value)
@@ -117,7 +117,8 @@ class Redactor:
             return items if isinstance(obj, list) else tuple(items)
         return copy.deepcopy(obj)
 
-    def _is_secret_text(self, text: str) -> bool:
+    def holds(self, text: str) -> bool:
+        """Whether `text` is a secret, or holds one of 4 characters or more (what `redact` masks)."""
         return text in self._secrets or bool(self._matches(_encode(text)))
 
     def _matches(self, data: bytes) -> list[tuple[int, int, int]]:

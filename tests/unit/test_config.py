@@ -485,6 +485,35 @@ def test_a_secret_with_quotes_is_quoted_whole_in_errors(root: Path, kind: str) -
     assert "***" in message and not leaks(secret, message), message
 
 
+PATH_SECRET = "./zz-PathSecretA/../PathSecretQQ"  # normalised, only its end would be left
+PATH_ERRORS = {  # each names a file made from the value of ${TOKEN}, which does not exist
+    "modules.path": ("", "modules: [{name: a, path: '${TOKEN}'}]", "no such file: ***"),
+    "modules.python": (
+        "",
+        "modules: [{name: a, path: ../mods/alpha.py, python: '${TOKEN}'}]",
+        "*** is not an executable file",
+    ),
+    "cluster": (
+        "cluster: {servers: ['nats://127.0.0.1:4222'], tls: {ca: '${TOKEN}'}}",
+        "modules: []",
+        "no such file: ***",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", PATH_ERRORS)
+def test_a_path_made_from_a_secret_is_hidden_whole_in_errors(root: Path, kind: str) -> None:
+    main, modules, expected = PATH_ERRORS[kind]
+    message = load_error(main, modules, env=dotenv(TOKEN=PATH_SECRET))
+    assert message.endswith(expected) and not leaks(PATH_SECRET, message), message
+
+
+def test_a_path_made_from_a_short_value_is_shown_normalised(root: Path) -> None:
+    # Values under 4 characters are not scrubbed from free text: nor is a path hidden for one.
+    message = load_error(modules="modules: [{name: a, path: '${DIR}/../gone.py'}]", env="DIR=abc")
+    assert message.endswith(f"modules[0].path: no such file: {root}/config/gone.py"), message
+
+
 def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
     long_value = "v" * 5000
     message = load_error(f"supervision: {{stop_timeout: '{long_value}'}}")
