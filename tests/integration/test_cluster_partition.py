@@ -220,7 +220,9 @@ def test_events_from_a_cut_off_host_are_counted_or_arrive_late(run: Run) -> None
     there, never unsent, and as dropped by their subscribers once later ones arrive. Once it
     knows, nats-py holds them (up to 2 MB) and sends them on reconnecting."""
     missing = lost(run.alpha, run.back)
-    assert run.cut_off["back before detection"] in missing
+    # The one from before detection is lost (counted as dropped, below) or, where the old
+    # connection outlived the heal (a loaded machine: one CI run in many), delivered late:
+    # either way never silently gone. Those sent once it knew always arrive.
     assert run.cut_off["back"] not in missing
     assert bridge(run.beta)["unsent"] == run.before["beta"]["bridge"]["unsent"]
     wait_dropped(run.alpha, "recorder", run.before["alpha"]["recorder"]["dropped"], len(missing))
