@@ -30,6 +30,11 @@ _REFERENCE = re.compile(
 def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
     """The variables `${VAR}` may name: `env_file`'s (if it exists), overridden by `os.environ`."""
     values: dict[str, str] = {}
+    if not env_file.is_file() and os.path.lexists(env_file):  # silently using defaults would lie
+        what = "a directory" if env_file.is_dir() else "not a regular file"
+        if not env_file.exists():
+            what = "a symbolic link to a file that does not exist"
+        raise ConfigError(env_label, "", f"cannot read file: {what}")
     if env_file.is_file():
         from dotenv import dotenv_values  # noqa: PLC0415  (only when there is a .env to read)
         from dotenv.parser import parse_stream  # noqa: PLC0415

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -530,3 +531,21 @@ def test_a_value_under_a_secret_key_is_masked_in_errors(root: Path) -> None:
         "config/main.yaml: notifications.webhooks[0].headers.Authorization: "
         "expected a string, got ***"
     )
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda env: env.mkdir(), "a directory"),
+        (os.mkfifo, "not a regular file"),
+        (lambda env: env.symlink_to(env.parent / "missing"), "a symbolic link to a file that"),
+    ],
+)
+def test_a_dot_env_that_is_no_file_is_refused_not_ignored(
+    root: Path, make: Callable[[Path], None], what: str
+) -> None:
+    config = write(modules="modules: []")
+    make(config / ".env")  # its values (secrets, settings) would silently be the defaults
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert str(info.value).startswith(f"{config / '.env'}: cannot read file: {what}"), info.value
