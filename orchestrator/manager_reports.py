@@ -19,6 +19,8 @@ from orchestrator.handover import Handovers
 from orchestrator.standby import Standbys, wanted
 from orchestrator.states import ChildState
 
+_STANDBY_DEFER = 3.0  # seconds a module's start holds back the standbys of the others
+
 
 class ChildReports:
     """The reports of module processes to `ChildManager`."""
@@ -92,7 +94,13 @@ class ChildReports:
                     self.keep_standby(child)
 
     def _starting(self) -> bool:
-        return any(c.state is ChildState.STARTING for c in self.children.values())
+        """Whether a module started in the last `_STANDBY_DEFER` seconds is still starting (one
+        slow to start, or stuck in a start-timeout loop, holds back no one's standby for long)."""
+        since = time.monotonic() - _STANDBY_DEFER
+        return any(
+            c.state is ChildState.STARTING and c.life.started_at > since
+            for c in self.children.values()
+        )
 
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""

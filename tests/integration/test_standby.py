@@ -252,3 +252,38 @@ def test_a_stopped_standby_is_dropped_not_handed_the_restart(project: Project) -
         f"standby (pid {standby}) is stopped; dropped"
         in (project.root / "logs/app.log").read_text()
     )
+
+
+SLOW_START = """
+import time
+
+
+def initialize(event_bus, config):
+    time.sleep(60)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_module_slow_to_start_holds_back_the_others_standbys_only_briefly(
+    project: Project,
+) -> None:
+    project.configure(
+        [
+            {"name": "worker", "path": _worker(project, "v1")},
+            {
+                "name": "slow",
+                "path": project.write_module("slow.py", SLOW_START),
+                "start_timeout": 90,
+            },
+        ]
+    )
+    project.start_foreground()  # `up -d` would wait for slow
+    first = project.wait_module("worker", state="running")["pid"]
+    standby = _standby_of(project, "worker")
+    os.kill(first, signal.SIGKILL)  # its standby takes over while slow is still starting
+    project.wait_module("worker", state="running", pid=standby)
+    again = _standby_of(project, "worker")  # (waited until slow was running: 60 s)
+    assert again != standby and project.module("slow")["state"] == "starting"
