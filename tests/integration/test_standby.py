@@ -285,5 +285,5 @@ def test_a_module_slow_to_start_holds_back_the_others_standbys_only_briefly(
     standby = _standby_of(project, "worker")
     os.kill(first, signal.SIGKILL)  # its standby takes over while slow is still starting
     project.wait_module("worker", state="running", pid=standby)
-    again = _standby_of(project, "worker")  # (waited until slow was running: 60 s)
+    again = _standby_of(project, "worker")  # not only once slow runs, a minute on
     assert again != standby and project.module("slow")["state"] == "starting"
