@@ -4,7 +4,8 @@
 raising counts as unhealthy too, with the exception as the message. The shim calls it every
 `health_interval` seconds on a thread of its own, so that a check that hangs never holds up the
 heartbeats: one still running when its interval is over counts as a failure (and no second call
-starts while it hangs). After `health_retries` failures in a row, the shim tells the supervisor,
+starts while it hangs; what it returns late is no news: a check always slower than its interval
+keeps failing, and is not "healthy again" each time it ends). After `health_retries` failures in a row, the shim tells the supervisor,
 which restarts the module with the reason `unhealthy: <message>`.
 """
 
@@ -65,6 +66,7 @@ class HealthProbe:
         self.next_due = 0.0  # monotonic
         self._thread: threading.Thread | None = None
         self._started = 0.0
+        self._late = False  # the running check was counted as failed for not returning in time
         self._outcome: list[str | None] = []  # the running check's verdict, once it returned
 
     @property
@@ -83,18 +85,19 @@ class HealthProbe:
         message: str | None = None
         failed = False
         thread = self._thread
+        late = False  # a check counted as failed for being late: what it returned is no news
         if thread is not None:
             if thread.is_alive():
-                failed = True
+                failed, self._late = True, True
                 message = f"health() did not return within {now - self._started:.3g}s"
             else:
-                self._thread = None
+                self._thread, late, self._late = None, self._late, False
                 message = self._outcome[0] if self._outcome else "health() ended without a result"
-                failed = message is not None
+                failed = message is not None and not late
         if failed:
             self.failures += 1
             log.warning("health check failed (%d of %d): %s", self.failures, self.retries, message)
-        elif thread is not None and self.failures:
+        elif thread is not None and self.failures and not late:
             log.info("healthy again after %d failed check(s)", self.failures)
             self.failures = 0
         if self._thread is None:  # a hung check is left to finish: never two at once

@@ -105,7 +105,28 @@ def test_a_hanging_check_fails_each_interval_and_is_never_doubled() -> None:
     assert check.calls == 1  # still the first call: no second one piles up
     check.gate.set()
     _finished(probe)
-    assert probe.tick(8.0) is None and probe.failures == 0  # it did return, healthy
+    assert probe.tick(8.0) is None and probe.failures == 3  # what it returned late is no news
+    _finished(probe)
+    assert probe.tick(10.0) is None and probe.failures == 0  # the next one, in time, is
+
+
+def test_a_check_always_slower_than_its_interval_keeps_failing() -> None:
+    # It ran past each interval (a failure), then returned True: that late True reset the count,
+    # so the module was "healthy again" every other interval and never restarted.
+    check = _Check(True)
+    check.gate.clear()
+    probe = HealthProbe(check, interval=1.0, retries=3)
+    probe.start(0.0)
+    said = []
+    for now in (1.0, 2.0, 3.0, 4.0, 5.0):
+        if now in (2.0, 4.0):  # it returned late; the next one starts, as slow
+            check.gate.set()
+            _finished(probe)
+            check.gate.clear()
+        said.append(probe.tick(now))
+    assert said == [None, None, None, None, "health() did not return within 1s"], said
+    assert probe.failures == 3
+    check.gate.set()
 
 
 def test_the_in_process_bus_and_check_health_for_module_tests() -> None:
