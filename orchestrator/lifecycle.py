@@ -133,9 +133,9 @@ class Exited:
     """Its process was reaped with the raw wait status `wait_status`; `error`: what it reported.
     `jitter` in [0, 1) spreads a backoff. `scheduled`: the module has a schedule, so an exit 0
     before it said ready is a job's run done, whatever its restart policy. `bus_outage`: the
-    broker was down or silent at some time since it started: a start that could not prove its
-    bus meanwhile (exit 72, or the start timeout) is not counted against it, and it starts again
-    once the broker runs."""
+    broker was down or silent for part of its start, so that it had the broker for less than
+    half a handshake window: a start that could not prove its bus then (exit 72, or the start
+    timeout) is not counted against it, and it starts again once the broker runs."""
 
     now: float
     wait_status: int
@@ -143,7 +143,7 @@ class Exited:
     shutting_down: bool = False
     jitter: float = 0.0
     scheduled: bool = False
-    bus_outage: bool = False  # the broker was down or silent at some time since it started
+    bus_outage: bool = False  # it had the broker for less than half a handshake window
 
 
 @record

@@ -35,6 +35,7 @@ from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
 from orchestrator.processes import signal_group
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
+from orchestrator.spec import handshake_timeout
 from orchestrator.standby import SPARE_CGROUP, Standbys
 from orchestrator.states import ChildState, ExitReason
 from orchestrator.transition import transition
@@ -310,15 +311,19 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         for child, raw in self.processes.reap():
             if self.cgroups.oom_killed(child.cgroup, raw) and child.life.kill is None:
                 child.life = replace(child.life, kill=ExitReason.KERNEL_MEMORY_LIMIT)
-            up_since = self.bus_up_since()
+            now, up_since = time.monotonic(), self.bus_up_since()
+            # How long the broker was there for this start: less than half a handshake window
+            # (a proof takes milliseconds once it is), and a start that could not prove its bus
+            # was not given its chance. (At `up` modules start before the broker says ready.)
+            had_bus = 0.0 if up_since is None else now - max(up_since, child.life.started_at)
             exited = lc.Exited(
-                time.monotonic(),
+                now,
                 raw,
                 child.reported_error,
                 shutting_down=self.shutting_down,
                 jitter=jitter(),
                 scheduled=child.spec.schedule is not None,
-                bus_outage=up_since is None or up_since > child.life.started_at,
+                bus_outage=had_bus < handshake_timeout(child.spec) / 2,
             )
             self.handle(child, exited)
             if child.stand_in:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from module_sdk import protocol
 from orchestrator.child import ManagedChild
-from orchestrator.config import BusSection, ErrorHandlingSection
+from orchestrator.config import BusSection, ErrorHandlingSection, ModuleSpec
 from orchestrator.isolation import bus_endpoint
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a module may take to prove its bus path, at most
+
+
+def handshake_timeout(spec: ModuleSpec) -> float:
+    """Seconds module `spec` may take to prove its bus path: `HANDSHAKE_TIMEOUT`, or its
+    `start_timeout` if shorter."""
+    return min(HANDSHAKE_TIMEOUT, spec.supervision.start_timeout)
 
 
 def module_spec(
@@ -34,7 +40,7 @@ def module_spec(
         "xsub": bus_endpoint(spec, xsub),  # reachable as the module's user
         "xpub": bus_endpoint(spec, xpub),
         "heartbeat_interval": spec.supervision.heartbeat_interval,
-        "handshake_timeout": min(HANDSHAKE_TIMEOUT, spec.supervision.start_timeout),
+        "handshake_timeout": handshake_timeout(spec),
         "high_water_mark": bus.high_water_mark,
         "max_message_size": bus.max_message_bytes,
         "log_level": spec.log_level or log_level,

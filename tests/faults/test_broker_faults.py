@@ -316,3 +316,29 @@ def test_a_start_that_fails_while_the_broker_is_stopped_is_not_held_against_it(
     app_log = (project.root / "logs/app.log").read_text()
     assert "the broker was down; not counted" in app_log
     assert "failed:" not in app_log and row["state"] == "running"
+
+
+HANGS = """
+import time
+
+
+def initialize(event_bus, config):
+    time.sleep(3600)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_module_that_hangs_at_up_is_its_own_failure_not_the_brokers(project: Project) -> None:
+    """At `up` the modules start before the broker says ready: that moment must not excuse a
+    start that then hangs with the broker there all along (`up -d` waited on it for ever)."""
+    project.configure(
+        [{"name": "slow", "path": project.write_module("slow.py", HANGS), "start_timeout": 3}]
+    )
+    result = project.cli("up", "-d", check=1)
+    assert (
+        "slow" in result.stdout + result.stderr and "start timeout" in result.stdout + result.stderr
+    ), describe(result)
+    assert "the broker was down" not in (project.root / "logs/app.log").read_text()
