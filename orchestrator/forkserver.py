@@ -92,7 +92,10 @@ class ForkServer:
             return
         self._started_at = now  # asked: not again before _REVIVE_AFTER
         if needed():
-            self._start(patient=False)
+            try:
+                self._start(patient=False)
+            except (OSError, subprocess.SubprocessError) as exc:  # no fd, no process slot left
+                log.warning("fork server: cannot start a template (%s); trying again later", exc)
 
     def fork(
         self,
@@ -108,14 +111,14 @@ class ForkServer:
         (module_sdk/standby.py), which does `ahead` (its `bus`, its `source`) while it waits.
         Raises ForkServerError if that fails twice."""
         for attempt in (1, 2):
-            if self._sock is None:
-                self._start(patient=self._first)
             try:
+                if self._sock is None:
+                    self._start(patient=self._first)
                 self._booting_check()
                 return self._fork(name, env, cwd, go, ahead)
             except ForkServerBootingError:
                 raise
-            except (OSError, ValueError, ForkServerError) as exc:
+            except (OSError, ValueError, subprocess.SubprocessError, ForkServerError) as exc:
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
         raise ForkServerError("the fork server failed twice; spawning instead")
@@ -164,7 +167,10 @@ class ForkServer:
         ]
         environments = [env for _, env, _ in requests]
         if self._sock is None:
-            self._start(patient=self._first)
+            try:
+                self._start(patient=self._first)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return [ForkServerError(f"cannot start the fork server: {exc}")] * len(requests)
         assert self._sock is not None
         # One request is one message, which must fit the socket's send buffer as a whole.
         budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
@@ -183,10 +189,10 @@ class ForkServer:
         """`_fork_batch`, on a new template the second time; the error for every module of it
         if that fails too (or the new template is still booting)."""
         for attempt in (1, 2):
-            if self._sock is None:
-                self._start(patient=self._first)
             error: Exception
             try:
+                if self._sock is None:
+                    self._start(patient=self._first)
                 self._booting_check()
                 return self._fork_batch(batch, environments)
             except ForkServerBootingError as exc:
@@ -196,7 +202,7 @@ class ForkServer:
                     too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
                     return [too_large] * len(batch)
                 error = exc
-            except (ValueError, ForkServerError) as exc:
+            except (ValueError, subprocess.SubprocessError, ForkServerError) as exc:
                 error = exc
             log.warning("fork server: %s (attempt %d); restarting it", error, attempt)
             self.close()
