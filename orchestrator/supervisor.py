@@ -80,7 +80,7 @@ class Supervisor(ConfigReload):
         keep_large_allocations_apart()  # before ZeroMQ's I/O thread allocates its first
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
-        self.control = self._bind(zmq.ROUTER, run_dir.control)
+        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_REQUEST)
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
         # Per module process: a few heartbeats behind at most. A flood waits in its sender, not
         # in the supervisor's memory (1000 x 16 MiB by default): one connection sending 16 MB

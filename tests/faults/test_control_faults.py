@@ -135,3 +135,24 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(running: Project) -> No
     assert result.stderr.strip().startswith("Error: cannot prepare the run directory"), (
         result.stderr
     )
+
+
+def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
+    running: Project, dealer: zmq.Socket[bytes]
+) -> None:
+    pid = running.status()["supervisor"]["pid"]
+
+    def peak_mb() -> float:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    before = peak_mb()
+    huge = msgpack.packb({"cmd": "status", "pad": b"x" * (64 << 20)})
+    for _ in range(4):
+        dealer.send(huge)
+    dealer.setsockopt(zmq.RCVTIMEO, 2_000)
+    with pytest.raises(zmq.Again):  # no answer: ZeroMQ dropped it, and the connection
+        dealer.recv()
+    assert running.status()["supervisor"]["pid"] == pid  # still there, still answering
+    assert peak_mb() - before < 64, "the supervisor took a request bigger than any command's"
