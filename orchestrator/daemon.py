@@ -56,6 +56,10 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         raise LaunchError(f"{exc}; use `orchestrator status` or `orchestrator down`") from None
     except UnsafeRunDirError as exc:
         raise LaunchError(f"unsafe run directory: {exc}") from None
+    except OSError as exc:  # a full or read-only file system, no inode left
+        raise LaunchError(
+            f"cannot write in the run directory {run_dir.path}: {exc.strerror or exc}"
+        ) from None
     # From here on the run directory is ours: whatever stops us before the Supervisor's own
     # teardown runs must release it, or the next `up` takes it for a supervisor that was killed.
     try:

@@ -131,8 +131,14 @@ class RunDir:
             stale.unlink(missing_ok=True)
         # Written whole, then renamed: a reader sees the old file or the new one, never half.
         fresh = self.path / "supervisor.pid.new"
-        _write_private(fresh, f"{os.getpid()}\n".encode())
-        os.replace(fresh, self.pid_file)
+        try:
+            _write_private(fresh, f"{os.getpid()}\n".encode())
+            os.replace(fresh, self.pid_file)
+        except OSError:  # a full file system: as if never taken
+            fresh.unlink(missing_ok=True)
+            self._lock_fd = None
+            os.close(fd)
+            raise
 
     def intact(self, now: float) -> bool:
         """Whether the lock this process holds is still the run directory's (checked once a

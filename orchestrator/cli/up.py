@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
@@ -117,7 +118,8 @@ def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO)
         if daemon.poll() is not None or time.monotonic() > deadline:
             if pid is not None and pid > 0:  # another `up` started at the same moment won
                 abort(f"a supervisor is already running for this config (pid {pid})")
-            abort(f"the supervisor did not start{_said(output)}", _code_of(daemon))
+            said = _said(output) or _full(app.run_dir.path)
+            abort(f"the supervisor did not start{said}", _code_of(daemon))
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
     if any(m.own_environment for m in config.enabled_modules):
@@ -142,6 +144,18 @@ def _said(output: BinaryIO) -> str:
     output.seek(0)
     detail = output.read().decode(errors="replace").strip()
     return f": {detail.removeprefix('Error: ')}" if detail else ""
+
+
+def _full(directory: Path) -> str:
+    """ ": <why>" if `directory`'s file system has no space or inode left (the supervisor's own
+    error could not be written there either), else ""."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return ""
+    if fs.f_bavail == 0 or (fs.f_files and fs.f_favail == 0):
+        return f": the file system of its run directory {directory} is full"
+    return ""
 
 
 def _fine(module: dict[str, Any]) -> bool:

@@ -199,3 +199,32 @@ def test_a_detached_supervisors_stderr_is_bounded(monkeypatch: pytest.MonkeyPatc
     assert 1000 <= len(sink.getvalue()) < 1100, len(sink.getvalue())
     assert sink.getvalue().endswith("[orchestrator: further output dropped]\n")
     assert logging.raiseExceptions is False
+
+
+def test_a_full_run_directory_is_one_line_at_up(project: Project) -> None:
+    """`up -d` said only "the supervisor did not start" (its own error could not be written
+    either), a foreground `up` printed a traceback, and a half-written pid file stayed."""
+    project.configure([])
+    run_base = project.run_base
+    run_base.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(run_base)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the run directory here: {mounted.stderr.strip()}")
+    try:
+        _fill(run_base)
+        detached = project.cli("up", "-d", check=1)
+        assert "the supervisor did not start: the file system of its run directory" in (
+            detached.stderr
+        ), detached.stderr
+        foreground = project.cli("up", check=1)
+        assert foreground.stderr.strip().startswith("Error: cannot write in the run directory")
+        assert "No space left on device" in foreground.stderr
+        assert "Traceback" not in foreground.stderr + detached.stderr
+        assert not list(run_base.rglob("*.new"))
+    finally:
+        subprocess.run(["umount", "-l", str(run_base)], check=False)
