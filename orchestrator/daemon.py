@@ -89,6 +89,13 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     except BaseException:
         run_dir.release()
         raise
+    from orchestrator.rundir import ProjectTakenError, lock_project  # noqa: PLC0415
+
+    try:
+        project_lock = lock_project(Path(config.logging.directory))  # held until we exit
+    except ProjectTakenError as exc:
+        run_dir.release()
+        raise LaunchError(str(exc)) from None
     try:
         return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
     except StartError as exc:  # logged, and everything closed
@@ -100,6 +107,9 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         log.exception("the supervisor stopped on an error")
         run_dir.release()
         raise LaunchError(f"the supervisor stopped on an error: {exc}") from exc
+    finally:
+        if project_lock is not None:
+            os.close(project_lock)
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from project import Project, describe
 
@@ -251,3 +252,37 @@ def test_a_test_run_in_which_pytest_itself_fails_is_not_passed(project: Project)
     assert report["passed"] is False and report["pytest_exit"] == 5, report
     table = project.cli("test", check=exit_codes.FAILED).stdout
     assert "FAILED: no test ran (pytest exit 5)" in table, table
+
+
+def test_the_same_project_under_another_run_directory_is_refused(project: Project) -> None:
+    # ORCHESTRATOR_RUN_BASE (or XDG_RUNTIME_DIR) differs between a shell, cron, sudo and a unit:
+    # each found its own run directory, and the project ran twice, every module doubled.
+    idle_project(project)
+    first = project.up()["supervisor"]["pid"]
+    other_env = dict(project.env, ORCHESTRATOR_RUN_BASE=str(project.root / "other-run"))
+    for args in (("up", "-d"), ("up",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args, "-c", str(project.config_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=other_env,
+            cwd=project.root,
+            check=False,
+        )
+        assert result.returncode == 1, describe(result)
+        assert f"a supervisor (pid {first}) already runs with the logs directory" in result.stderr
+    assert [p.pid for p in project.processes() if p.name() == PROCESS_NAME] == [first]
+    assert _with_run_base(other_env["ORCHESTRATOR_RUN_BASE"]) == []  # nothing of the other left
+
+
+def _with_run_base(run_base: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["environ", "status"]):
+        environ = proc.info["environ"] or {}
+        if (
+            proc.info["status"] != psutil.STATUS_ZOMBIE
+            and environ.get("ORCHESTRATOR_RUN_BASE") == run_base
+        ):
+            found.append(proc.pid)
+    return found
