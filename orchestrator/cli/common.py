@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
+from orchestrator.config.loader import MODULES_FILE
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.rundir import RunDir
 
@@ -47,12 +48,26 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _config_of(directory: Path) -> Path:
+    """`directory`, or its `config/` if it is a project's root (as `init` makes one): -c PROJECT
+    reaches the same supervisor as -c PROJECT/config, instead of one of a config that is not."""
+    try:
+        if (
+            not (directory / MODULES_FILE).exists()
+            and (directory / "config" / MODULES_FILE).is_file()
+        ):
+            return directory / "config"
+    except OSError:  # a name too long, say: require_config_dir says so
+        pass
+    return directory
+
+
 class App:
     """The config directory a command works on, and how to reach its supervisor."""
 
     def __init__(self, config_dir: Path) -> None:
         # Absolute from here on: what errors quote, and what a detached supervisor is handed.
-        self.config_dir = config_dir.absolute()
+        self.config_dir = _config_of(config_dir.absolute())
 
     def require_config_dir(self) -> None:
         """Exit with code 3 and where it looked if the config directory does not exist.

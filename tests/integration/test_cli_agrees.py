@@ -286,3 +286,23 @@ def _with_run_base(run_base: str) -> list[int]:
         ):
             found.append(proc.pid)
     return found
+
+
+def test_config_given_as_the_project_directory_reaches_the_same_supervisor(
+    project: Project,
+) -> None:
+    # `-c PROJECT` (not PROJECT/config) said "nothing was running" to `down` (exit 0) and "no
+    # supervisor" to `status` while the project ran.
+    idle_project(project)
+    pid = project.up()["supervisor"]["pid"]
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", "--json", "-c", project.root.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=project.env,
+        cwd=project.root.parent,
+        check=False,
+    )
+    assert status.returncode == 0, describe(status)
+    assert json.loads(status.stdout)["supervisor"]["pid"] == pid
