@@ -89,6 +89,9 @@ class Supervisor(ConfigReload):
         self.replies = Replies(self.control)
         self.send_reply, self.wait_for = self.replies.send, self.replies.wait_for
         self.signals = SignalPipe((signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        # In the foreground on a terminal, SIGHUP is the terminal closing: stop, as programs do
+        # (elsewhere, as from systemd's ExecReload, it asks for a reload).
+        self._on_terminal = foreground and os.isatty(2)
         self.poller = zmq.Poller()
         for registered in (self.signals.read_fd, self.control, self.channel):
             self.poller.register(registered, zmq.POLLIN)
@@ -377,6 +380,10 @@ class Supervisor(ConfigReload):
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if not self.manager.shutting_down:
                     log.info("received %s: stopping all modules", signal.Signals(signum).name)
+                self.manager.begin_shutdown()
+            elif signum == signal.SIGHUP and self._on_terminal:  # the terminal closed
+                if not self.manager.shutting_down:
+                    log.info("received SIGHUP (the terminal hung up): stopping all modules")
                 self.manager.begin_shutdown()
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading the config")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import pty
+import shutil
 import signal
+import subprocess
+import sys
 from typing import Any
 
+import pytest
 import yaml
 from helpers import wait_until
 from project import FAST_SUPERVISION, Project, alive
@@ -220,3 +225,36 @@ def test_a_command_on_a_module_a_reload_is_removing_answers_at_once(project: Pro
         assert "slow is being removed: a reload took it out" in result.stderr
     assert project.module("slow")["state"] in ("stopping", "running")  # still on its way out
     wait_until(lambda: "slow" not in _pids(project), 15, "slow gone")
+
+
+def test_a_terminal_hangup_stops_a_foreground_up(project: Project) -> None:
+    # Closing the terminal of a foreground `up` sent SIGHUP, taken for "reload": everything ran
+    # on, writing to a terminal that was gone, and the next `up` said "already running".
+    if shutil.which("setsid") is None:
+        pytest.skip("no setsid (util-linux) here to give `up` a terminal of its own")
+    project.configure([])
+    _modules(project, ["a"])
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(  # its own session, with the pty as its terminal (setsid --ctty)
+        ["setsid", "--ctty", sys.executable, "-m", "orchestrator", "up"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=dict(project.env, ORCHESTRATOR_CONFIG=str(project.config_dir)),
+        cwd=project.root,
+    )
+    os.close(terminal)
+    try:
+        project.wait_module("a", state="running")
+        os.close(controller)  # the terminal window closes
+        controller = -1
+        assert proc.wait(30) == 0
+        wait_until(lambda: project.processes() == [], 10, "nothing of the project left")
+        log = (project.root / "logs" / "app.log").read_text()
+        assert "received SIGHUP (the terminal hung up): stopping all modules" in log
+    finally:
+        if controller != -1:
+            os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
