@@ -22,10 +22,11 @@ from orchestrator.rundir import RunDir, process_stopped
 log = logging.getLogger(__name__)
 
 _SLICE_MS = 200
-# Bytes of one request: the largest a command sends is `publish`'s data, one command-line
-# argument (Linux caps those at 128 KiB). ZeroMQ drops a larger one (and its connection)
-# before it is in our memory: a 400 MB request took the supervisor to 0.8 GB.
-MAX_REQUEST = 4 * 1024 * 1024
+# Bytes of one request. The largest a command sends is `publish`'s data, one command-line
+# argument (Linux caps those at 128 KiB); anything up to this still gets a reply, however wrong
+# (a client never waits for nothing). ZeroMQ drops a larger one, and its connection, before it is
+# in our memory: a 400 MB request took the supervisor to 0.8 GB.
+MAX_REQUEST = 64 * 1024 * 1024
 _ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
 _REASON_MAX = 120  # characters of a decoding error in a reply or a log line
 _DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest

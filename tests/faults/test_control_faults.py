@@ -148,7 +148,7 @@ def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
         return int(line.split()[1]) / 1024
 
     before = peak_mb()
-    huge = msgpack.packb({"cmd": "status", "pad": b"x" * (64 << 20)})
+    huge = msgpack.packb({"cmd": "status", "pad": b"x" * (65 << 20)})  # past MAX_REQUEST
     for _ in range(4):
         dealer.send(huge)
     dealer.setsockopt(zmq.RCVTIMEO, 2_000)
