@@ -7,6 +7,8 @@ are found here too. Only the supervisor's loop calls into it.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -15,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from module_sdk import protocol
+from module_sdk.health import bounded_message
+from module_sdk.protocol import MESSAGE_LIMIT
 from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import LastExit, ManagedChild
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., None]  # publish(event_type, **data)
 _NOT_COMING_BACK = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)
 BROKER_DOWN = "the broker is down or not answering"
+_SETUP_FAILURES = (1, protocol.EXIT_LOAD_FAILED, protocol.EXIT_BUS_FAILED)  # shim exits
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # a module log line's
 
 
 class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
@@ -319,7 +326,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
             exited = lc.Exited(
                 now,
                 raw,
-                child.reported_error,
+                child.reported_error or self._last_words(child, raw),
                 shutting_down=self.shutting_down,
                 jitter=jitter(),
                 scheduled=child.spec.schedule is not None,
@@ -333,6 +340,17 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                     self.keep_standby(module)  # the handover is over: its cgroup is free
         self.advance_drains()
         self.advance_shutdown()
+
+    def _last_words(self, child: ManagedChild, raw: int) -> str:
+        """For a start that failed before the module process could report why (its shim could
+        not even set up: a tiny `nofile`, an address space limit), the last line it printed,
+        one bounded line with secrets scrubbed; else ""."""
+        failed_setup = os.WIFEXITED(raw) and os.WEXITSTATUS(raw) in _SETUP_FAILURES
+        if not failed_setup or child.state is not ChildState.STARTING or child.log.format != "text":
+            return ""
+        lines = [_STAMP.sub("", line).strip() for line in child.log.tail(5)]
+        said = next((line for line in reversed(lines) if line), "")
+        return bounded_message(self.redactor.scrub(said[: 2 * MESSAGE_LIMIT])) if said else ""
 
     def forget(self, child: ManagedChild) -> None:
         """Forget a module that a reload removed, once it has no process."""

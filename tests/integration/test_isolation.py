@@ -291,3 +291,23 @@ def test_a_module_past_memory_max_is_stopped_by_the_kernel_or_else_by_polling(
     last = wait_until(lambda: project.module("hog")["last_exit"], 30, "the hog's exit")
     expected = "memory limit (kernel)" if "memory" in CONTROLLERS else "memory limit"
     assert last["reason"] == expected, last
+
+
+def test_a_limit_too_tight_for_the_module_process_to_set_up_says_why(project: Project) -> None:
+    # Its shim could not open its sockets: only "load failed (exit 70)" said so, the reason in
+    # a traceback in its log alone.
+    project.configure(
+        [
+            {
+                "name": "tiny",
+                "path": project.probe("idle"),
+                "restart": "never",
+                "rlimits": {"nofile": 8},
+            }
+        ]
+    )
+    result = project.cli("up", "-d", check=1)
+    assert "tiny (stopped): load failed: " in result.stderr, result.stderr
+    assert "Too many open files" in result.stderr
+    last = project.module("tiny")["last_exit"]
+    assert last["code"] == 70 and "Too many open files" in last["error"], last
