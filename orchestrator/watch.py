@@ -7,8 +7,11 @@ byte to a pipe that the supervisor's poller watches, so every decision stays on 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import sys
 import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,42 @@ _CONFIG = ""  # the pending key for a config change (no module is called "")
 _WRITES = {"created", "modified", "moved", "deleted", "closed"}  # not "opened", "closed_no_write"
 
 
+def _observer_class() -> Any:
+    """watchdog's Observer, imported here: only a supervisor with hot_reload on pays for it.
+
+    Its inotify module imports `ctypes.util` (which imports shutil, tempfile, bz2 and lzma: 0.7 MB
+    resident) and never uses it, opening libc with `CDLL(None)`. It is imported with a stand-in
+    for `ctypes.util` that imports the real one the first time anything asks it for anything.
+    """
+    if "ctypes.util" in sys.modules:
+        from watchdog.observers import Observer  # noqa: PLC0415
+
+        return Observer
+    import ctypes  # noqa: PLC0415
+
+    stand_in = types.ModuleType("ctypes.util")
+
+    def real(name: str) -> Any:
+        if sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+        return getattr(importlib.import_module("ctypes.util"), name)
+
+    stand_in.__getattr__ = real  # type: ignore[method-assign]  # PEP 562: on first use
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in  # type: ignore[attr-defined]
+    try:
+        from watchdog.observers import Observer  # noqa: PLC0415
+    finally:
+        if sys.modules.get("ctypes.util") is stand_in:  # later imports get the real one
+            del sys.modules["ctypes.util"]
+    return Observer
+
+
 class ChangeWatcher:
     """Watches `modules` (name -> the module's file or package directory) and `config_dir`."""
 
     def __init__(self, config_dir: Path, modules: Mapping[str, Path]) -> None:
-        # Imported here: only a supervisor with hot_reload on pays for watchdog.
-        from watchdog.observers import Observer  # noqa: PLC0415
-
+        Observer = _observer_class()  # noqa: N806  (a class)
         self.read_fd, self._write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self._write_fd, False)

@@ -203,3 +203,23 @@ def test_an_unknown_command_is_still_a_usage_error(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "No such command 'no-such-command'" in out.stderr
+
+
+def test_hot_reload_costs_watchdog_but_not_ctypes_util() -> None:
+    # watchdog's inotify module imports ctypes.util (shutil, tempfile, bz2, lzma: 0.7 MB
+    # resident) and, in the versions we run, never uses it: orchestrator.watch imports it with
+    # a stand-in. A watchdog that uses it at import loads the real one, and this fails.
+    probe = (
+        "import sys, ctypes\n"
+        "from orchestrator.watch import _observer_class\n"
+        "_observer_class()\n"
+        "heavy = [m for m in ('ctypes.util', 'shutil', 'tempfile', 'bz2', 'lzma') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+        "import ctypes.util\n"
+        "assert ctypes.util.find_library('c'), 'the real ctypes.util after it'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported with hot reload: {done.stdout.strip()}"
