@@ -69,6 +69,7 @@ class ManagedChild:
         self.breaker: StartBreaker | None = None  # created at the first failed start
         self.rss_mb: float | None = None  # the module and its descendants, at the last check
         self.reported_error = ""  # what the current process sent before failing
+        self.last_words = ""  # the last line the process just reaped printed
         self.uncontained = False  # it could not join its cgroup: sweep for its strays at exit
         self.threads_granted: int | None = None  # callback threads its process was given
         self.cgroup = spec.name  # its cgroup's key (a graceful restart alternates two)

@@ -216,7 +216,9 @@ class HelperProcess:
             self._close_pipe()
             return None if self.ready else f"the {self.name} exited before it was ready"
         now = time.monotonic()
-        resumed = self.ready and self._quiet(now)  # stopped (SIGSTOP) a while, and back
+        # Stopped (SIGSTOP) a while, and back: quiet since we last read, and not several `alive`
+        # lines waiting (those are our loop's own stall, the helper spoke all along).
+        resumed = self.ready and self._quiet(now) and data.count(_ALIVE) < 2
         self._last_heard = now
         if resumed:
             log.info("%s (pid %s) speaks again", self.name, self.pid)

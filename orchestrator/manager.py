@@ -345,11 +345,12 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         """For a start that failed before the module process could report why (its shim could
         not even set up: a tiny `nofile`, an address space limit), the last line it printed,
         one bounded line with secrets scrubbed; else ""."""
-        failed_setup = os.WIFEXITED(raw) and os.WEXITSTATUS(raw) in _SETUP_FAILURES
+        failed_setup = (os.WIFEXITED(raw) and os.WEXITSTATUS(raw) in _SETUP_FAILURES) or (
+            os.WIFSIGNALED(raw) and os.WTERMSIG(raw) == signal.SIGABRT  # libzmq's assertions
+        )
         if not failed_setup or child.state is not ChildState.STARTING or child.log.format != "text":
             return ""
-        lines = [_STAMP.sub("", line).strip() for line in child.log.tail(5)]
-        said = next((line for line in reversed(lines) if line), "")
+        said = _STAMP.sub("", child.last_words).strip()  # this process's own, never an earlier's
         return bounded_message(self.redactor.scrub(said[: 2 * MESSAGE_LIMIT])) if said else ""
 
     def forget(self, child: ManagedChild) -> None:

@@ -132,7 +132,7 @@ class ChildReports:
         for child in self.children.values():
             last = child.last_exit
             if last is not None and last.pid == pid and identity == last.channel_id:
-                last.error = last.error or error
+                last.error = error or last.error  # its own report, over its last words
 
 
 # What a heartbeat's `counters` may hold (module_sdk.bus counters, and module_sdk.resilience's).

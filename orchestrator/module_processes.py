@@ -115,6 +115,8 @@ class ModuleProcesses:
                     reader.flush_partial()
                 else:
                     self._forget(reader.fd)
+            if child is not None:
+                child.last_words = reader.last_line if reader is not None else ""
             if child is None or child.process is None:
                 if pid == self.forkserver.pid:
                     log.warning("the fork server (pid %d) exited; it restarts when needed", pid)

@@ -162,6 +162,7 @@ class OutputReader:
         self.fd = stream.fileno()
         self._log = log
         self._partial = b""
+        self.last_line = ""  # the last line it printed that was not blank (its last words)
         os.set_blocking(self.fd, False)
         with contextlib.suppress(OSError):  # over the system's pipe-max-size: the default
             fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
@@ -182,6 +183,7 @@ class OutputReader:
         self._partial = data[end:]
         if end:
             self._log.write_lines(_text(data[:end]))
+            self.last_line = _last_line(data[:end]) or self.last_line
         if len(self._partial) > _MAX_PARTIAL:
             self._write_piece()
         return len(chunk)
@@ -214,6 +216,7 @@ class OutputReader:
     def _flush_partial(self) -> None:
         if self._partial:
             self._log.write_lines(self._partial.decode("utf-8", "replace") + "\n")
+            self.last_line = _last_line(self._partial) or self.last_line
             self._partial = b""
 
     def close(self) -> None:
@@ -221,6 +224,14 @@ class OutputReader:
         if self.drain():
             self._flush_partial()
             self._stream.close()
+
+
+def _last_line(block: bytes) -> str:
+    """The last line of `block` that is not blank (looked for in its last 4 KiB), or ""."""
+    for line in reversed(block[-4096:].splitlines()):
+        if line.strip():
+            return line.decode("utf-8", "replace")
+    return ""
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from datetime import datetime
 from typing import Any
 
 import psutil
@@ -342,3 +344,29 @@ def test_a_module_that_hangs_at_up_is_its_own_failure_not_the_brokers(project: P
         "slow" in result.stdout + result.stderr and "start timeout" in result.stdout + result.stderr
     ), describe(result)
     assert "the broker was down" not in (project.root / "logs/app.log").read_text()
+
+
+def test_a_stall_of_the_supervisor_itself_is_not_taken_for_a_broker_outage(
+    project: Project,
+) -> None:
+    """After its own loop stalled (stopped, a VM pause), the supervisor read the broker's queued
+    `alive` lines as the broker coming back, and excused the module's own start timeout."""
+    project.configure(
+        [{"name": "slow", "path": project.write_module("slow.py", HANGS), "start_timeout": 3}]
+    )
+    supervisor = project.start_foreground()
+    app_log = project.root / "logs" / "app.log"
+
+    def count(text: str) -> int:
+        return app_log.read_text().count(text) if app_log.exists() else 0
+
+    wait_until(lambda: count("slow starting") >= 2, 30, "its second start (the broker long up)")
+    started = [line for line in app_log.read_text().splitlines() if "slow starting" in line][1]
+    when = datetime.strptime(started[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    time.sleep(max(0.0, when + 2.5 - time.time()))  # the stall comes just before its deadline
+    os.kill(supervisor.pid, signal.SIGSTOP)
+    time.sleep(2.2)  # the stall itself (the broker says `alive` every second meanwhile)
+    os.kill(supervisor.pid, signal.SIGCONT)
+    wait_until(lambda: count("exited (SIGKILL, start timeout)") >= 2, 15, "its start timeout")
+    wait_until(lambda: count("slow restarts in") >= 2, 15, "its restart decided")
+    assert "the broker was down" not in app_log.read_text(), app_log.read_text()
