@@ -116,6 +116,8 @@ def read_yaml(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "unparsable"
+        if mark is not None and _tab_at(text, mark):
+            problem += " (a tab: YAML indents with spaces only)"
         raise ConfigError(label, _position(mark), f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(label, "", f"invalid YAML: {exc}") from None
@@ -124,6 +126,15 @@ def read_yaml(
     if not isinstance(data, dict):
         raise ConfigError(label, "", f"expected a mapping at the top level, got {describe(data)}")
     return data
+
+
+def _tab_at(text: str, mark: yaml.Mark) -> bool:
+    """Whether the character YAML stopped at, or the indentation before it, is a tab."""
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return False
+    line = lines[mark.line]
+    return "\t" in line[: mark.column + 1]
 
 
 def _position(mark: yaml.Mark | None) -> str:

@@ -221,7 +221,8 @@ def _module_path(value: Any, file: str, where: str, modules_dir: Path, enabled: 
     derived = (str(path), text)  # hidden whole in errors if the text holds a secret
     if not path.exists():
         if enabled:
-            raise ConfigError(file, where, f"no such file: {path}", derived=derived)
+            hint = "" if Path(text).is_absolute() else " (a path is relative to modules.yaml)"
+            raise ConfigError(file, where, f"no such file: {path}{hint}", derived=derived)
     elif path.is_dir():
         if not (path / "__init__.py").is_file():
             message = f"{path} is a directory without __init__.py"

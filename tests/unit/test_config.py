@@ -268,7 +268,7 @@ MODULES_ERRORS = [
     "modules[0].heartbeat_interval: heartbeat_timeout (10) must be greater than "
     "heartbeat_interval (20)",
     "modules: [{name: a, path: ../mods/gone.py}] => "
-    "modules[0].path: no such file: {root}/mods/gone.py",
+    "modules[0].path: no such file: {root}/mods/gone.py (a path is relative to modules.yaml)",
     "modules: [{name: a, path: ../mods/nopkg, enabled: false}] => "
     "modules[0].path: {root}/mods/nopkg is a directory without __init__.py",
     "modules: [{name: a, path: ../mods/notes.txt}] => "
@@ -486,9 +486,14 @@ def test_a_secret_with_quotes_is_quoted_whole_in_errors(root: Path, kind: str) -
     assert "***" in message and not leaks(secret, message), message
 
 
+RELATIVE = "(a path is relative to modules.yaml)"
 PATH_SECRET = "./zz-PathSecretA/../PathSecretQQ"  # normalised, only its end would be left
 PATH_ERRORS = {  # each names a file made from the value of ${TOKEN}, which does not exist
-    "modules.path": ("", "modules: [{name: a, path: '${TOKEN}'}]", "no such file: ***"),
+    "modules.path": (
+        "",
+        "modules: [{name: a, path: '${TOKEN}'}]",
+        "no such file: *** (a path is relative to modules.yaml)",
+    ),
     "modules.python": (
         "",
         "modules: [{name: a, path: ../mods/alpha.py, python: '${TOKEN}'}]",
@@ -512,7 +517,7 @@ def test_a_path_made_from_a_secret_is_hidden_whole_in_errors(root: Path, kind: s
 def test_a_path_made_from_a_short_value_is_shown_normalised(root: Path) -> None:
     # Values under 4 characters are not scrubbed from free text: nor is a path hidden for one.
     message = load_error(modules="modules: [{name: a, path: '${DIR}/../gone.py'}]", env="DIR=abc")
-    assert message.endswith(f"modules[0].path: no such file: {root}/config/gone.py"), message
+    assert message.endswith(f"modules[0].path: no such file: {root}/config/gone.py {RELATIVE}")
 
 
 def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
@@ -563,3 +568,11 @@ def test_a_module_named_like_a_python_module_it_would_replace_is_refused(
     assert message.startswith("config/modules.yaml: modules[0].name: "), message
     assert f"is imported as `{python}` in its process" in message
     assert load_config(write(modules="modules: [{name: email-sender, path: ../mods/alpha.py}]"))
+
+
+def test_a_tab_in_the_indentation_is_named(root: Path) -> None:
+    message = load_error(modules="modules:\n\t- {name: alpha, path: ../mods/alpha.py}\n")
+    assert (
+        "line 2, column 1: invalid YAML:" in message
+        and "(a tab: YAML indents with spaces only)" in message
+    )
