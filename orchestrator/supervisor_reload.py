@@ -5,13 +5,12 @@ limits, hot reload and the cluster bridge. An invalid config changes nothing."""
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
+from orchestrator.config.loader import read_yaml
 from orchestrator.hot_reload import HotReload
 from orchestrator.manager import ChildManager
 from orchestrator.notify import WebhookNotifier
@@ -21,29 +20,19 @@ from orchestrator.resources import machine_limits
 log = logging.getLogger(__name__)
 
 
-_HEAD = 4096  # bytes read to tell a blank file
 _EMPTIED = (
-    "the file is empty (caught while being saved?), which would stop every module; "
+    "it lists no modules (caught while being saved?), which would stop every module; "
     "write `modules: []` to run none"
 )
 
 
-def _blank(path: Path) -> bool:
-    """Whether file `path` holds nothing but white space (what a save that truncates the file,
-    then writes it, shows for a moment)."""
+def _lists_none(path: Path) -> bool:
+    """Whether `path` says `modules: []` in so many words: a save caught halfway shows an empty
+    file, comments alone, or `modules:` with nothing after it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO
-    except OSError:
+        return isinstance(read_yaml(path, str(path)).get("modules"), list)
+    except ConfigError:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = os.read(fd, _HEAD)
-        return len(head) < _HEAD and not head.strip()
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 class ConfigReload:
@@ -67,13 +56,10 @@ class ConfigReload:
         invalid, in which case nothing changes."""
         try:
             new = load_config(self.config.config_dir)
-            if new.modules or not self.manager.config.modules:
-                pass
-            elif _blank(new.modules_file):  # every module would stop
-                raise ConfigError(str(new.modules_file), "", _EMPTIED)
-            else:  # filled since it was read (a save that was under way), or `modules: []`
-                new = load_config(self.config.config_dir)
-                if not new.modules and _blank(new.modules_file):
+            if not new.modules and self.manager.config.modules:  # every module would stop
+                if not _lists_none(new.modules_file):  # read again: a save may have finished
+                    new = load_config(self.config.config_dir)
+                if not new.modules and not _lists_none(new.modules_file):
                     raise ConfigError(str(new.modules_file), "", _EMPTIED)
         except ConfigError as exc:
             message = self.redactor.scrub(str(exc))
