@@ -23,10 +23,29 @@ class ModuleLoadError(Exception):
         self.details = details
 
 
+# What a module process imports under its own names: the standard library, the SDK and what it
+# imports. A module imported under one of them would take that module's place in sys.modules:
+# one named `zmq` went deaf at its first event, `email` broke smtplib, `json` every `import json`.
+_TAKEN = frozenset(sys.stdlib_module_names) | {
+    "module_sdk",
+    "orchestrator",
+    "broker",
+    "zmq",
+    "msgpack",
+    "yaml",
+    "psutil",
+    "tenacity",
+    "pybreaker",
+}
+PRIVATE_PREFIX = "orchestrator_module_"  # before the name of one named like one of those
+
+
 def python_name(module_name: str) -> str:
-    """The name the module is imported under (and its loggers' prefix): `mod-x` becomes `mod_x`."""
+    """The name the module is imported under (and its loggers' prefix): `mod-x` becomes `mod_x`;
+    one named like a Python module of its process (`json`) gets `PRIVATE_PREFIX` before it."""
     name = re.sub(r"\W", "_", module_name)
-    return f"_{name}" if name[:1].isdigit() else name
+    name = f"_{name}" if name[:1].isdigit() else name
+    return PRIVATE_PREFIX + name if name in _TAKEN else name
 
 
 class _CompiledAhead(importlib.machinery.SourceFileLoader):

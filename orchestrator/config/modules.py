@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 from typing import Any, cast
 
-from module_sdk.loader import python_name
 from orchestrator.config.dependencies import build_depends_on
 from orchestrator.config.environment import module_python, module_requirements
 from orchestrator.config.errors import ConfigError
@@ -170,36 +168,7 @@ def _name(value: Any, file: str, where: str) -> str:
             "expected a name of up to 64 letters, digits, '_', '.' or '-', starting with a letter "
             f"or digit, got {describe(value)}",
         )
-    shadowed = shadowed_package(value)
-    if shadowed is not None:
-        raise ConfigError(file, where, shadowed)
     return value
-
-
-# What a module process imports under its own names: the standard library, the SDK and what the
-# SDK imports. A module is imported under its name (`mod-x` as `mod_x`), and one named like any of
-# these replaced it in its process: `zmq` went deaf at its first event, `email` broke smtplib.
-_TAKEN = frozenset(sys.stdlib_module_names) | {
-    "module_sdk",
-    "orchestrator",
-    "broker",
-    "zmq",
-    "msgpack",
-    "yaml",
-    "psutil",
-}
-
-
-def shadowed_package(name: str) -> str | None:
-    """Why module name `name` cannot be used (it is imported as a Python module of the standard
-    library or the SDK), or None."""
-    python = python_name(name)
-    if python not in _TAKEN:
-        return None
-    return (
-        f"{describe(name)} is imported as `{python}` in its process, the name of a Python module "
-        f"it would replace there; name it otherwise (`{name}-module`, say)"
-    )
 
 
 def _group(value: Any, file: str, where: str) -> str | None:

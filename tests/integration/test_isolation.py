@@ -337,3 +337,38 @@ def test_a_silent_failed_start_is_not_given_an_earlier_process_words(project: Pr
         "a second exit",
     )
     assert "STALE" not in row["last_exit"]["error"], row["last_exit"]
+
+
+USES_EMAIL = """
+import email.utils
+import smtplib
+
+
+def initialize(event_bus, config):
+    print("formatted", email.utils.formataddr(("a", "a@example.org")), flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_modules_named_like_python_modules_neither_replace_them_nor_break(project: Project) -> None:
+    # Imported under its name, a module named `zmq` took pyzmq's place in its process and went
+    # deaf at its first event (status: running); one named `email` broke smtplib.
+    project.configure(
+        [
+            {
+                "name": "zmq",
+                "path": project.probe("recorder"),
+                "config": {"record": str(project.record_file), "patterns": ["named.*"]},
+            },
+            {"name": "email", "path": project.write_module("mailer.py", USES_EMAIL)},
+        ]
+    )
+    project.up()
+    for _ in range(3):
+        project.cli("publish", "named.ping", check=0)
+    wait_until(lambda: len(project.recorded()) >= 3, 10, "every event recorded by `zmq`")
+    assert project.module("zmq")["state"] == "running"
+    wait_until(lambda: "formatted a <a@example.org>" in project.log("email"), 10, "email's line")

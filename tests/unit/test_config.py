@@ -556,20 +556,6 @@ def test_a_dot_env_that_is_no_file_is_refused_not_ignored(
     assert str(info.value).startswith(f"{config / '.env'}: cannot read file: {what}"), info.value
 
 
-@pytest.mark.parametrize(
-    ("name", "python"), [("zmq", "zmq"), ("email", "email"), ("module-sdk", "module_sdk")]
-)
-def test_a_module_named_like_a_python_module_it_would_replace_is_refused(
-    root: Path, name: str, python: str
-) -> None:
-    # Imported under its name in its process, it took the place of that module there: `zmq`
-    # went deaf at its first event, `email` broke smtplib, `json` every `import json`.
-    message = load_error(modules=f"modules: [{{name: {name}, path: ../mods/alpha.py}}]")
-    assert message.startswith("config/modules.yaml: modules[0].name: "), message
-    assert f"is imported as `{python}` in its process" in message
-    assert load_config(write(modules="modules: [{name: email-sender, path: ../mods/alpha.py}]"))
-
-
 def test_a_tab_in_the_indentation_is_named(root: Path) -> None:
     message = load_error(modules="modules:\n\t- {name: alpha, path: ../mods/alpha.py}\n")
     assert (
