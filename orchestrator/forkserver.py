@@ -75,7 +75,7 @@ class ForkServer:
         if self._sock is not None and not self._booted:
             try:
                 self._await_boot(block=False)
-            except (OSError, ForkServerError):
+            except (OSError, ValueError, ForkServerError):  # ValueError: not msgpack
                 self.close()
                 return False
         if self._booted and not self._announced:
@@ -148,7 +148,10 @@ class ForkServer:
             if not readable:
                 return
             payload = self._sock.recv(256)
-        message = msgpack.unpackb(payload, raw=False) if payload else None
+        try:
+            message = msgpack.unpackb(payload, raw=False) if payload else None
+        except ValueError:  # msgpack's errors: not its first message
+            message = payload[:64]
         if not isinstance(message, dict) or "ready" not in message:
             raise ForkServerError(f"it did not boot: {message!r}"[:200] if payload else "it exited")
         self._booted = True
