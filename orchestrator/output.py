@@ -83,6 +83,8 @@ class ModuleLog:
             return
         now = self._clock()
         text = self.redactor.scrub(text)
+        if not text.isascii() and _ESCAPED.search(text):  # bytes that were not UTF-8: shown as �
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.format == "json":
             head = json_head(now, level="INFO", module=self.name, logger=PRINT_LOGGER)
             text = (
@@ -211,11 +213,11 @@ class OutputReader:
         if cut > 0:
             piece = text[:cut].encode("utf-8", "surrogateescape")
             self._partial = self._partial[len(piece) :]
-            self._log.write_lines(piece.decode("utf-8", "replace") + "\n")
+            self._log.write_lines(_decode(piece) + "\n")
 
     def _flush_partial(self) -> None:
         if self._partial:
-            self._log.write_lines(self._partial.decode("utf-8", "replace") + "\n")
+            self._log.write_lines(_decode(self._partial) + "\n")
             self.last_line = _last_line(self._partial) or self.last_line
             self._partial = b""
 
@@ -242,10 +244,22 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+def _decode(data: bytes) -> str:
+    """Output as text; bytes that are not UTF-8 kept as surrogates (as os.environ keeps them), so
+    that a secret holding such bytes is still found, and shown as U+FFFD once scrubbed."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
+
+
 def _text(data: bytes) -> str:
     """Whole lines of output as text, each line's trailing carriage returns dropped."""
-    text = data.decode("utf-8", "replace")
+    text = _decode(data)
     return _CR_EOL.sub("\n", text) if "\r" in text else text
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte `_decode` could not read as UTF-8
 
 
 def _piece_end(text: str, redactor: Redactor) -> int:

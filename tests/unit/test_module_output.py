@@ -158,3 +158,22 @@ def test_the_echo_to_a_terminal_shows_escapes_rather_than_obeying_them(
     assert "\x1b" not in echoed and "\x07" not in echoed, repr(echoed)
     assert "title \\x1b]0;PWNED\\x07 red \\x1b[31m bell \\x07" in echoed, repr(echoed)
     assert "\x1b]0;PWNED" in module_log.path.read_text()  # the log keeps what the module wrote
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_secret_holding_bytes_that_are_not_utf8_is_scrubbed(
+    tmp_path: Path, log_format: str
+) -> None:
+    # os.environ keeps such bytes as surrogates; the output, decoded with "replace", never
+    # matched them, and the secret was written out whole.
+    raw = b"tok\xffSECRETVALUE"
+    secret = raw.decode("utf-8", "surrogateescape")
+    settings = LoggingSection(directory=tmp_path, format=log_format)
+    module_log = ModuleLog("m", settings, Redactor((secret,)), echo=False, clock=lambda: 1e9)
+    pipe = Pipe(module_log)
+    pipe.feed(b"before " + raw + b" after \xfe\n")
+    pipe.end()
+    module_log.close()
+    data = module_log.path.read_bytes()
+    assert b"SECRETVALUE" not in data, data
+    assert _messages(module_log) == ["before *** after \ufffd"]
