@@ -79,7 +79,13 @@ def serve(control: socket.socket) -> None:
                 os.close(fd)
             control.send(msgpack.packb({"error": f"bad request: {exc}"}))
             continue
-        intermediate = os.fork()
+        try:
+            intermediate = os.fork()
+        except OSError as exc:  # no process slot (a TasksMax), no memory: this request fails
+            for fd in fds:
+                os.close(fd)
+            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
+            continue
         if intermediate == 0:
             if batch is not None:
                 _intermediate_batch(control, batch, fds)
@@ -287,6 +293,8 @@ def main() -> int:
     try:
         control.send(msgpack.packb({"ready": os.getpid()}))  # booted: its first message
         serve(control)
+    except (BrokenPipeError, ConnectionResetError):  # the supervisor gave up on us, or is gone
+        pass
     finally:
         control.close()
     return 0

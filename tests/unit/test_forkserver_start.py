@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from module_sdk import forkserver as template
 from orchestrator import forkserver
 from orchestrator.forkserver import ForkServer, ForkServerError
 
@@ -40,3 +45,31 @@ def test_a_revival_that_cannot_start_is_logged_and_tried_later(
         starved.revive(lambda: True)
     assert "cannot start a template" in caplog.text and starved.pid is None
     assert not starved.became_ready()
+
+
+def test_a_template_that_cannot_fork_answers_an_error_and_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # os.fork() raising EAGAIN (no process slot left) killed the template with a traceback.
+    def no_slot() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(template.os, "fork", no_slot)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    serving = threading.Thread(target=template.serve, args=(theirs,), daemon=True)
+    serving.start()
+    read_end, write_end = os.pipe()
+    env = forkserver.environment_file({})
+    socket.send_fds(ours, [msgpack.packb({"name": "m", "cwd": "/"})], [write_end, env])
+    for fd in (write_end, env):
+        os.close(fd)
+    ours.settimeout(10)
+    assert msgpack.unpackb(ours.recv(4096)) == {
+        "error": "fork failed: [Errno 11] Resource temporarily unavailable"
+    }
+    assert os.read(read_end, 1) == b""  # it closed the pipe it was given
+    ours.close()  # the supervisor goes: it returns
+    serving.join(10)
+    assert not serving.is_alive()
+    os.close(read_end)
+    theirs.close()
