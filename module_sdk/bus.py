@@ -68,9 +68,15 @@ class ZmqEventBus(ReceivePath):
             context, xsub_endpoint, xpub_endpoint, high_water_mark, max_message_size, curve
         )
         command_endpoint = f"inproc://module-sdk-bus-{id(self)}"
+        # No high-water mark: a (un)subscribe sends its command under _subs_lock, and one that
+        # blocked on a full queue (the receiver busy in a long callback) deadlocked with the
+        # receiver, which takes that lock to route its next event. The module's own calls are
+        # the bound of what queues.
         self._command_in = context.socket(zmq.PAIR)
+        self._command_in.setsockopt(zmq.RCVHWM, 0)
         self._command_in.bind(command_endpoint)
         self._command_out = context.socket(zmq.PAIR)
+        self._command_out.setsockopt(zmq.SNDHWM, 0)
         self._command_out.connect(command_endpoint)
         self._groups: GroupMember | None = None
         if groups_endpoint is not None:  # its socket only once a grouped subscription needs it

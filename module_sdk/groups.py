@@ -253,7 +253,7 @@ class GroupMember:
         for callback in tuple(callbacks):
             try:
                 callback(event)
-            except Exception:
+            except BaseException:  # sys.exit() too: it would end the receiver's thread
                 self.callback_errors += 1
                 log.exception(
                     "callback %s for %s (from %s) raised",

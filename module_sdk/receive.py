@@ -106,7 +106,7 @@ class ReceivePath:
         for callback in callbacks:
             try:
                 callback(event)
-            except Exception:
+            except BaseException:  # sys.exit() too: it would end this thread, deaf, silently
                 self._callback_raised(callback, event)
         self._busy_since = None
 
@@ -115,7 +115,7 @@ class ReceivePath:
         for callback in callbacks:
             try:
                 callback(event)
-            except Exception:
+            except BaseException:  # as in _dispatch
                 self._callback_raised(callback, event)
 
     def _callback_raised(self, callback: EventCallback, event: Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -402,3 +403,46 @@ def test_publishing_on_a_closed_bus_never_proven_says_it_is_closed(net: Net) -> 
     bus.close()
     with pytest.raises(RuntimeError, match="closed"):
         bus.publish("test.late")
+
+
+def test_subscription_churn_while_a_callback_is_busy_never_deadlocks(net: Net) -> None:
+    # Each (un)subscribe queued a command for the busy receiver under the subscriptions' lock;
+    # past the queue's high-water mark the send blocked holding the lock, and the receiver,
+    # done with its callback, waited for that lock to route its next event: deaf for good.
+    after = Recorder()
+    churned = threading.Event()
+
+    def noop(event: Event) -> None:
+        pass
+
+    def churn() -> None:
+        for _ in range(1500):
+            b.subscribe("test.churn", noop)
+            b.unsubscribe("test.churn", noop)
+        churned.set()
+
+    def slow(event: Event) -> None:
+        threading.Thread(target=churn, daemon=True).start()
+        assert churned.wait(10), "the churn blocked while this callback was busy"
+
+    b = net.bus("b", [("test.slow", slow), ("test.after", after)])
+    a = net.bus("a")
+    a.publish("test.slow")
+    wait_until(churned.is_set, 15, "the churn done")
+    publish_until(a, "test.after", after)
+    assert b.counters()["callback_errors"] == 0
+
+
+def test_sys_exit_in_a_callback_is_counted_and_the_bus_goes_on(net: Net) -> None:
+    # SystemExit ended the receiver's thread: the module went deaf, silently, until its
+    # heartbeat timeout took it for hung.
+    after = Recorder()
+
+    def leave(event: Event) -> None:
+        sys.exit(3)
+
+    b = net.bus("b", [("test.leave", leave), ("test.after", after)])
+    a = net.bus("a")
+    a.publish("test.leave")
+    wait_until(lambda: b.counters()["callback_errors"] == 1, 10, "the SystemExit counted")
+    publish_until(a, "test.after", after)
