@@ -191,7 +191,12 @@ class ZmqEventBus(ReceivePath):
 
     def publish(self, event_type: str, data: Any = None) -> None:
         """See `module_sdk.api.EventBus.publish`."""
-        topic = self._topics.get(event_type)
+        try:
+            topic = self._topics.get(event_type)
+        except TypeError:  # unhashable: a list, say (a hashable non-string fails just below)
+            raise ValueError(
+                f"event type: expected a string, got {type(event_type).__name__}"
+            ) from None
         if topic is None:
             topic = validate_event_type(event_type).encode()
             if len(topic) > self._max_body:

@@ -98,6 +98,8 @@ class Registry:
                 f"metric name {name!r}: the prefixes {', '.join(_RESERVED_PREFIXES)} are the"
                 " supervisor's"
             )
+        if isinstance(labels, str | bytes):  # labels="kind" would be four labels, k, i, n, d
+            raise TypeError(f"labels: a sequence of names, like ({labels!r},), not a string")
         label_names = tuple(labels)
         if len(label_names) > MAX_LABELS or len(set(label_names)) != len(label_names):
             raise ValueError(f"labels: expected up to {MAX_LABELS} distinct names")

@@ -446,3 +446,10 @@ def test_sys_exit_in_a_callback_is_counted_and_the_bus_goes_on(net: Net) -> None
     a.publish("test.leave")
     wait_until(lambda: b.counters()["callback_errors"] == 1, 10, "the SystemExit counted")
     publish_until(a, "test.after", after)
+
+
+def test_an_event_type_that_is_not_a_string_is_a_value_error(net: Net) -> None:
+    a = net.bus("a")
+    for wrong in (["a.b"], {"a": 1}, 5, None):
+        with pytest.raises(ValueError, match="string"):
+            a.publish(wrong)  # type: ignore[arg-type]

@@ -425,3 +425,9 @@ def test_what_would_make_a_scrape_invalid_is_left_out() -> None:
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"c", "d", "e", "f", "h"} <= names
     assert {family.name for family in parse_om(openmetrics)} >= {"c", "d", "e", "f", "h"}
+
+
+def test_labels_given_as_one_string_are_refused() -> None:
+    # labels="kind" made four labels, k, i, n and d.
+    with pytest.raises(TypeError, match=r"not a string"):
+        Registry().counter("jobs_total", "Jobs.", labels="kind")
