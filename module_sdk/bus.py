@@ -146,6 +146,8 @@ class ZmqEventBus(ReceivePath):
         if not callable(callback):
             raise TypeError(f"callback for {pattern!r} is not callable")
         group = self._default_group if group is None else group
+        if redeliver is not None and not isinstance(redeliver, bool):  # "no" would be true
+            raise TypeError(f"redeliver: expected True or False, got {redeliver!r}")
         if group:
             again = self._default_redeliver if redeliver is None else redeliver
             self._grouped(b"J", check_group(group), parsed, callback, again)

@@ -63,11 +63,15 @@ def retry(
     calls in all, waiting `wait_min` seconds before the first retry and doubling (with jitter)
     up to `wait_max`. What is not given comes from `error_handling:` (retry_max_attempts,
     retry_wait_min, retry_wait_max) at each call. Usable bare (`@retry`) or with arguments."""
-    if max_attempts is not None and (isinstance(max_attempts, bool) or max_attempts < 1):
+    if max_attempts is not None and (
+        not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+    ):
         raise ValueError(f"max_attempts: expected an integer >= 1, got {max_attempts!r}")
     for name, wait in (("wait_min", wait_min), ("wait_max", wait_max)):
         if wait is not None and not wait >= 0:
             raise ValueError(f"{name}: expected a number of seconds >= 0, got {wait!r}")
+    if wait_min is not None and wait_max is not None and wait_min > wait_max:
+        raise ValueError(f"wait_min ({wait_min!r}) is over wait_max ({wait_max!r})")
     policy = _Policy(max_attempts, exception_types(exceptions), wait_min, wait_max)
     if func is None:
         return policy.wrap

@@ -453,3 +453,9 @@ def test_an_event_type_that_is_not_a_string_is_a_value_error(net: Net) -> None:
     for wrong in (["a.b"], {"a": 1}, 5, None):
         with pytest.raises(ValueError, match="string"):
             a.publish(wrong)  # type: ignore[arg-type]
+
+
+def test_redeliver_is_a_bool_not_anything_truthy(net: Net) -> None:
+    b = net.bus("b")
+    with pytest.raises(TypeError, match="redeliver: expected True or False"):
+        b.subscribe("test.x", Recorder(), group="g", redeliver="no")  # type: ignore[arg-type]

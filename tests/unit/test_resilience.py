@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -186,6 +187,21 @@ def test_bad_configure_values_are_refused() -> None:
         resilience.configure(retry_wait_min=5.0, retry_wait_max=1.0)
     with pytest.raises(TypeError):
         resilience.configure(nonsense=1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"max_attempts": 1.5}, "max_attempts: expected an integer >= 1"),
+        ({"max_attempts": True}, "max_attempts: expected an integer >= 1"),
+        ({"wait_min": 5, "wait_max": 1}, "wait_min (5) is over wait_max (1)"),
+    ],
+)
+def test_retry_arguments_that_make_no_sense_are_refused(
+    arguments: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        retry(**arguments)
 
 
 # -- circuit breaker -------------------------------------------------------------------------
