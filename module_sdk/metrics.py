@@ -79,7 +79,11 @@ class Registry:
     ) -> Histogram:
         """A histogram with these bucket upper bounds (ascending; +Inf is added)."""
         bounds = tuple(float(b) for b in buckets if not math.isinf(b))
-        if not 0 < len(bounds) <= MAX_BUCKETS or list(bounds) != sorted(set(bounds)):
+        if (
+            not 0 < len(bounds) <= MAX_BUCKETS
+            or any(math.isnan(b) for b in bounds)  # NaN == NaN for one object in a list
+            or list(bounds) != sorted(set(bounds))
+        ):
             raise ValueError(f"buckets: expected 1 to {MAX_BUCKETS} ascending distinct bounds")
         return self._define(Histogram, name, help, labels, bounds)
 

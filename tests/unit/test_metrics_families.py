@@ -431,3 +431,10 @@ def test_labels_given_as_one_string_are_refused() -> None:
     # labels="kind" made four labels, k, i, n and d.
     with pytest.raises(TypeError, match=r"not a string"):
         Registry().counter("jobs_total", "Jobs.", labels="kind")
+
+
+def test_a_nan_bucket_is_refused_where_it_is_defined() -> None:
+    # Accepted by the SDK (a list holding one NaN object equals its sorted copy), refused later
+    # by the supervisor, far from the mistake.
+    with pytest.raises(ValueError, match="ascending distinct bounds"):
+        Registry().histogram("job_seconds", "Time.", buckets=(float("nan"),))
