@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from orchestrator.config import AppConfig, ConfigError, Redactor, load_config
 from orchestrator.config.loader import read_yaml
+from orchestrator.config.yamlfile import load_yaml, read_text
 from orchestrator.hot_reload import HotReload
 from orchestrator.manager import ChildManager
 from orchestrator.notify import WebhookNotifier
@@ -24,6 +27,37 @@ _EMPTIED = (
     "it lists no modules (caught while being saved?), which would stop every module; "
     "write `modules: []` to run none"
 )
+
+
+_MAIN_EMPTIED = (
+    "it holds nothing (caught while being saved?), which would set every setting back to its "
+    "default; write `{}` for that"
+)
+
+
+def _says_nothing(path: Path) -> bool:
+    """Whether `path` holds no YAML document at all (blank, comments alone): what a save that
+    truncates, then writes, shows for a moment. A missing main.yaml, or `{}`, says "defaults"."""
+    try:
+        return load_yaml(read_text(path)) is None
+    except (OSError, ValueError, yaml.YAMLError):  # missing, unreadable, invalid: not that
+        return False
+
+
+def _main_of(config: AppConfig) -> tuple[object, ...]:
+    """What main.yaml sets."""
+    return (
+        config.app,
+        config.resources,
+        config.logging,
+        config.error_handling,
+        config.supervision,
+        config.bus,
+        config.notifications,
+        config.hot_reload,
+        config.metrics,
+        config.cluster,
+    )
 
 
 def _lists_none(path: Path) -> bool:
@@ -61,6 +95,10 @@ class ConfigReload:
                     new = load_config(self.config.config_dir)
                 if not new.modules and not _lists_none(new.modules_file):
                     raise ConfigError(str(new.modules_file), "", _EMPTIED)
+            if _main_of(new) != _main_of(self.manager.config) and _says_nothing(new.main_file):
+                new = load_config(self.config.config_dir)  # read again: a save may have finished
+                if _main_of(new) != _main_of(self.manager.config) and _says_nothing(new.main_file):
+                    raise ConfigError(str(new.main_file), "", _MAIN_EMPTIED)
         except ConfigError as exc:
             message = self.redactor.scrub(str(exc))
             log.error("config reload rejected, keeping the running config: %s", message)

@@ -87,6 +87,22 @@ def test_a_reload_that_finds_modules_yaml_emptied_changes_nothing(project: Proje
     wait_until(lambda: _pids(project) == {}, 10, "every module stopped")
 
 
+def test_a_reload_that_finds_main_yaml_emptied_changes_nothing(project: Project) -> None:
+    # The same save, of main.yaml: every setting went back to its default (webhooks gone,
+    # modules restarted under default supervision) until the next reload.
+    project.configure([])
+    _modules(project, ["a"])
+    project.up()
+    before = _pids(project)
+    for halfway in ("", "# settings of the supervisor\n"):
+        (project.config_dir / "main.yaml").write_text(halfway)
+        result = project.cli("reload", check=exit_codes.BAD_CONFIG)
+        assert "main.yaml: it holds nothing (caught while being saved?)" in result.stderr
+        assert _pids(project) == before
+    (project.config_dir / "main.yaml").write_text("{}\n")  # all defaults, on purpose
+    project.cli("reload", check=0)
+
+
 def test_sighup_reloads(project: Project) -> None:
     project.configure([])
     _modules(project, ["a"])
