@@ -212,29 +212,27 @@ _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 LARGE_ALLOCATION = 1 << 20  # bytes from which every allocation is a mapping of its own
 
 
+def _glibc(function: str) -> Any:
+    """glibc's `function` in this process, or None (not Linux, or musl and other C libraries
+    without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return getattr(ctypes.CDLL(None), function, None)
+
+
 def keep_large_allocations_apart() -> bool:
     """Have glibc serve every allocation of `LARGE_ALLOCATION` or more with a mapping of its own,
     given back to the system when freed. Otherwise glibc raises that threshold to the largest
     block freed so far (up to 32 MiB), and a peer's stream of large messages (a child channel
     message may be 16 MiB) grows the heap by hundreds of MB, kept after the flood: 0.9-1.2 GB
     for one connection, 0.25 GB with this. False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:  # musl and other C libraries without it
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION))
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION))
 
 
 def release_free_memory() -> bool:
     """Give the heap's free pages back to the system (glibc's malloc_trim); False where there is
     no glibc. glibc keeps what a process freed for reuse, so a long-lived process that parsed and
     imported a lot at start (a supervisor) otherwise holds on to it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except AttributeError:  # musl and other C libraries without it
-        return False
-    return bool(trim(0))
+    trim = _glibc("malloc_trim")
+    return trim is not None and bool(trim(0))

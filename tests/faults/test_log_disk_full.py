@@ -6,6 +6,7 @@ handler itself is also tried in this process, against /dev/full (every write: EN
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -30,25 +31,34 @@ from orchestrator.rundir import RunDir
 _BOUND = 4096  # bytes the supervisor's own output file may hold, whatever is lost
 
 
-@pytest.fixture
-def small_logs(project: Project) -> Iterator[Path]:
-    """The project's logs/ directory, on a 64 KB tmpfs of its own."""
-    logs = project.root / "logs"
-    logs.mkdir()
+@contextlib.contextmanager
+def tmpfs(directory: Path, mode: str, what: str) -> Iterator[Path]:
+    """`directory` (made if need be) on a 64 KB tmpfs of its own, unmounted after; the test is
+    skipped where no tmpfs can be mounted (not root)."""
+    directory.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(logs)],
+        ["mount", "-t", "tmpfs", "-o", f"size=64k,mode={mode}", "tmpfs", str(directory)],
         capture_output=True,
         text=True,
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for logs/ here: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs for {what} here: {mounted.stderr.strip()}")
     try:
-        yield logs
+        yield directory
     finally:
-        project.cli("down", "--timeout", "2", timeout=30)  # it holds files open on the mount
-        if subprocess.run(["umount", str(logs)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(logs)], check=False)
+        if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@pytest.fixture
+def small_logs(project: Project) -> Iterator[Path]:
+    """The project's logs/ directory, on a 64 KB tmpfs of its own."""
+    with tmpfs(project.root / "logs", "0755", "logs/") as logs:
+        try:
+            yield logs
+        finally:
+            project.cli("down", "--timeout", "2", timeout=30)  # it holds files open on the mount
 
 
 def _fill(directory: Path) -> Path:
@@ -205,17 +215,7 @@ def test_a_full_run_directory_is_one_line_at_up(project: Project) -> None:
     """`up -d` said only "the supervisor did not start" (its own error could not be written
     either), a foreground `up` printed a traceback, and a half-written pid file stayed."""
     project.configure([])
-    run_base = project.run_base
-    run_base.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(run_base)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the run directory here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(project.run_base, "0700", "the run directory") as run_base:
         _fill(run_base)
         detached = project.cli("up", "-d", check=1)
         assert "the supervisor did not start: the file system of its run directory" in (
@@ -226,5 +226,3 @@ def test_a_full_run_directory_is_one_line_at_up(project: Project) -> None:
         assert "No space left on device" in foreground.stderr
         assert "Traceback" not in foreground.stderr + detached.stderr
         assert not list(run_base.rglob("*.new"))
-    finally:
-        subprocess.run(["umount", "-l", str(run_base)], check=False)

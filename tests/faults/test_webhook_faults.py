@@ -154,16 +154,11 @@ def gzip_zeros(size: int) -> Iterator[bytes]:
     yield end + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
-class Flood:
-    """An HTTP endpoint on 127.0.0.1 that reads a POST, holds it until `release` is set, then
-    answers 200 with a huge body: 1 GiB of zeros, or with `gzip` about 1 MiB that inflates to
-    1 GiB. It counts the body bytes it got out before the client closed the connection."""
+class OneConnection:
+    """An HTTP endpoint on 127.0.0.1 that serves one connection, on a thread, as `_answer`
+    says; `stop` closes it."""
 
-    def __init__(self, *, gzip: bool) -> None:
-        self.gzip = gzip
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-        self.sent = 0
+    def __init__(self) -> None:
         self.done = threading.Event()  # the answer ended: all sent, or the client closed
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
@@ -176,6 +171,26 @@ class Flood:
             with conn:
                 self._answer(conn)
         self.done.set()
+
+    def _answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._listener.close()
+        self._thread.join(10)
+
+
+class Flood(OneConnection):
+    """Reads a POST, holds it until `release` is set, then answers 200 with a huge body: 1 GiB
+    of zeros, or with `gzip` about 1 MiB that inflates to 1 GiB. It counts the body bytes it got
+    out before the client closed the connection."""
+
+    def __init__(self, *, gzip: bool) -> None:
+        self.gzip = gzip
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.sent = 0
+        super().__init__()
 
     def _answer(self, conn: socket.socket) -> None:
         request = b""
@@ -204,8 +219,7 @@ class Flood:
 
     def stop(self) -> None:
         self.release.set()
-        self._listener.close()
-        self._thread.join(10)
+        super().stop()
 
 
 @pytest.mark.timeout(120)
@@ -245,34 +259,28 @@ def peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM for pid {pid}")
 
 
-class Trickle:
-    """An HTTP endpoint on 127.0.0.1 that reads a POST, sends the start of a 200 and then one
-    byte of a header every 0.1 s, for ever: no read ever waits long, the reply never ends. It
-    notes when the client gives up and closes."""
+class Trickle(OneConnection):
+    """Reads a POST, sends the start of a 200 and then one byte of a header every 0.1 s, for
+    ever: no read ever waits long, the reply never ends. It notes when the client gives up and
+    closes (`closed`)."""
 
     def __init__(self) -> None:
         self.closed = threading.Event()
         self._stopping = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):  # closed by stop()
-            conn, _ = self._listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                while not self._stopping.wait(0.1):
-                    conn.sendall(b"z")  # fails once the client has closed
-        if not self._stopping.is_set():
-            self.closed.set()
+    def _answer(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        with contextlib.suppress(OSError):
+            while not self._stopping.wait(0.1):
+                conn.sendall(b"z")  # fails once the client has closed
+            return
+        self.closed.set()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._listener.close()
-        self._thread.join(5)
+        super().stop()
 
 
 @pytest.mark.timeout(60)

@@ -261,15 +261,8 @@ def test_the_same_project_under_another_run_directory_is_refused(project: Projec
     first = project.up()["supervisor"]["pid"]
     other_env = dict(project.env, ORCHESTRATOR_RUN_BASE=str(project.root / "other-run"))
     for args in (("up", "-d"), ("up",)):
-        result = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args, "-c", str(project.config_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=other_env,
-            cwd=project.root,
-            check=False,
-        )
+        config = ("-c", str(project.config_dir))
+        result = orchestrator(project, *args, *config, cwd=project.root, env=other_env)
         assert result.returncode == 1, describe(result)
         assert f"a supervisor (pid {first}) already runs with the logs directory" in result.stderr
     assert [p.pid for p in project.processes() if p.name() == PROCESS_NAME] == [first]
@@ -295,14 +288,8 @@ def test_config_given_as_the_project_directory_reaches_the_same_supervisor(
     # supervisor" to `status` while the project ran.
     idle_project(project)
     pid = project.up()["supervisor"]["pid"]
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "status", "--json", "-c", project.root.name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=project.env,
-        cwd=project.root.parent,
-        check=False,
+    status = orchestrator(
+        project, "status", "--json", "-c", project.root.name, cwd=project.root.parent
     )
     assert status.returncode == 0, describe(status)
     assert json.loads(status.stdout)["supervisor"]["pid"] == pid
