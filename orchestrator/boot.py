@@ -23,7 +23,7 @@ from orchestrator.forkserver import ForkServer, ForkServerError
 from orchestrator.systemd import SystemdNotify
 
 if TYPE_CHECKING:
-    from orchestrator.helper_process import Popen, Started
+    from orchestrator.helper_spawn import Popen, Started
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Boot:
             except (OSError, ForkServerError) as exc:
                 log.warning("the broker could not be forked early (%s)", exc)
                 return None
-            from orchestrator.helper_process import ForkedHelper  # noqa: PLC0415  (see above)
+            from orchestrator.helper_spawn import ForkedHelper  # noqa: PLC0415  (see above)
 
             started = ForkedHelper(pid, stdout, args)
         else:

@@ -17,7 +17,8 @@ import zmq
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, BusSection, Redactor
-from orchestrator.helper_process import HelperProcess, Started, WatchExit
+from orchestrator.helper_process import HelperProcess, WatchExit
+from orchestrator.helper_spawn import Started
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,8 @@ import zmq
 
 from broker import GROUPS_PREFIX
 from orchestrator.config import AppConfig
-from orchestrator.helper_process import (
-    HelperProcess,
-    HelperStartError,
-    Started,
-    WatchExit,
-    helper_argv,
-    spawn_helper,
-)
+from orchestrator.helper_process import HelperProcess, HelperStartError, WatchExit
+from orchestrator.helper_spawn import Started, helper_argv, spawn_helper
 
 if TYPE_CHECKING:
     from orchestrator.boot import Boot

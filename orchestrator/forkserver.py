@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from module_sdk.protocol import FORK_BATCH_MAX
+from orchestrator.fork_requests import batches, environment_file
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ForkServer:
         # One request is one message, which must fit the socket's send buffer as a whole.
         budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
         done = 0
-        for batch in _batches(entries, budget):
+        for batch in batches(entries, budget):
             forked = self._fork_batch_twice(batch, environments[done : done + len(batch)])
             done += len(batch)
             if isinstance(forked, ForkServerError):
@@ -372,32 +372,3 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
-
-
-def environment_file(env: Mapping[str, str]) -> int:
-    """A memfd (close-on-exec) holding `env` as a msgpack map, for the forked process to read:
-    only it ever does."""
-    fd = os.memfd_create("module-env", os.MFD_CLOEXEC)
-    try:
-        data = memoryview(msgpack.packb(dict(env)))
-        while data:
-            data = data[os.write(fd, data) :]
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _batches(entries: list[dict[str, object]], budget: int) -> list[list[dict[str, object]]]:
-    """`entries` in order, cut where a batch would exceed `FORK_BATCH_MAX` pipes or `budget`
-    bytes (an entry larger than that goes alone)."""
-    batches: list[list[dict[str, object]]] = []
-    size = 0
-    for entry in entries:
-        length = len(msgpack.packb(entry))
-        if not batches or len(batches[-1]) >= FORK_BATCH_MAX or size + length > budget:
-            batches.append([])
-            size = 0
-        batches[-1].append(entry)
-        size += length
-    return batches

@@ -15,8 +15,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
@@ -24,6 +22,7 @@ from typing import IO, Any
 import psutil
 import zmq
 
+from orchestrator.helper_spawn import Started, helper_argv, spawn_helper
 from orchestrator.states import ExitStatus
 
 log = logging.getLogger(__name__)
@@ -37,51 +36,9 @@ _BACKOFF_FIRST = 0.05  # seconds before restarting a helper that died young
 _BACKOFF_MAX = 2.0
 _STABLE_AFTER = 5.0  # a helper that ran this long starts the backoff from zero again
 _MEMORY_CHECK = 2.0  # seconds between checks of the helper's memory
-_BLOCK_WHILE_SPAWNING = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 # (pid, handler of its raw wait status), or (pid, None): forget it, it was reaped elsewhere
 WatchExit = Callable[[int, Callable[[int], None] | None], None]
-Popen = subprocess.Popen[bytes]
-
-
-class ForkedHelper:
-    """A helper forked by the fork server's template (`ForkServer.send_main`) rather than spawned:
-    what `HelperProcess` uses of a Popen. It is the supervisor's child once the template's
-    intermediate process has exited (the supervisor is a child subreaper)."""
-
-    def __init__(self, pid: int, stdout: IO[bytes], args: Sequence[str]) -> None:
-        self.pid = pid
-        self.stdout: IO[bytes] | None = stdout
-        self.args = list(args)
-        self.returncode: int | None = None
-
-
-Started = Popen | ForkedHelper  # a helper process, spawned or forked
-
-
-def helper_argv(module: str, args: Sequence[str]) -> list[str]:
-    """The command line of a helper running `python -m module ARGS`; -P: not the working
-    directory's package of that name, should a project have one."""
-    return [sys.executable, "-P", "-m", module, *args]
-
-
-def spawn_helper(argv: Sequence[str], env: Mapping[str, str], lifeline: int) -> Popen:
-    """Start a helper process: its output on a pipe, in a process group of its own (a terminal's
-    Ctrl+C is the supervisor's to handle), with the lifeline. Raises OSError."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-            close_fds=True,
-            pass_fds=(lifeline,),
-            env=env,
-        )
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class HelperStartError(RuntimeError):

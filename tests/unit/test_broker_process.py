@@ -14,7 +14,7 @@ from orchestrator import broker_process
 from orchestrator.boot import Boot
 from orchestrator.broker_process import BrokerProcess
 from orchestrator.config import load_config
-from orchestrator.helper_process import helper_argv, spawn_helper
+from orchestrator.helper_spawn import helper_argv, spawn_helper
 from orchestrator.rundir import RunDir
 
 

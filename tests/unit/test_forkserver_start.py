@@ -16,7 +16,7 @@ import msgpack
 import pytest
 
 from module_sdk import forkserver as template
-from orchestrator import forkserver
+from orchestrator import fork_requests, forkserver
 from orchestrator.forkserver import ForkServer, ForkServerError
 
 
@@ -59,7 +59,7 @@ def test_a_template_that_cannot_fork_answers_an_error_and_serves_on(
     serving = threading.Thread(target=template.serve, args=(theirs,), daemon=True)
     serving.start()
     read_end, write_end = os.pipe()
-    env = forkserver.environment_file({})
+    env = fork_requests.environment_file({})
     socket.send_fds(ours, [msgpack.packb({"name": "m", "cwd": "/"})], [write_end, env])
     for fd in (write_end, env):
         os.close(fd)
