@@ -9,7 +9,10 @@ whose type matches goes to one member: the one with the fewest events unacknowle
 in turn, never one at its credit (its bound on events in flight). Without a member with room, the
 event waits in the group's queue (bounded: past it, `overflow` counts it). A member that goes away
 with events unacknowledged loses them: each is counted `lost`, or, when the member joined with
-redelivery, put back at the head of the queue for another member (`redelivered`).
+redelivery, put back at the head of the queue for another member (`redelivered`). A poison event
+(one whose callback crashes or hangs every member it reaches) is not redelivered without end: the
+oldest event a member held when it failed (not when it said goodbye) is the one its callback was
+running, and is counted against; at MAX_FAILURES it is dropped, counted `dead` and logged.
 
 A group whose last member leaves stays in the table for its counters. If a member of it ever
 joined with redelivery, it keeps queueing (bounded) for the next member, a restarted one say;
@@ -23,13 +26,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_GROUP_NAME = 64  # bytes
-MAX_PATTERN = 255  # bytes, as the SDK's patterns
+from broker.group_names import JoinRefusedError, check_join, matches, zmq_prefix
+
 MAX_PATTERNS_PER_MEMBER = 32
 MAX_MEMBERS_PER_GROUP = 256
 MAX_GROUPS = 1024
@@ -37,37 +39,16 @@ MAX_MEMBERS = 4096  # connections in any group
 MAX_CREDIT = 256
 MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
 MAX_QUEUED_BYTES = 128 * 1024 * 1024  # events waiting, all groups together (see `_size`)
+MAX_FAILURES = 3  # members that failed running one event: past this it is poison, dropped
 _OVERHEAD = 64  # bytes an event costs queued besides its frames, at least (a tuple, bytes headers)
 _ROUTE_CACHE = 4096
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.:#-]*")
-_SEGMENT = rb"[A-Za-z0-9_][A-Za-z0-9_-]*"
-_EXACT = re.compile(rb"%s(?:\.%s)+" % (_SEGMENT, _SEGMENT))
-_PREFIX = re.compile(rb"%s(?:\.%s)*\.\*" % (_SEGMENT, _SEGMENT))
-
 Delivery = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 """(member routing id, tag, group name, pattern, topic, body): one event for one member."""
-
-
-class JoinRefusedError(ValueError):
-    """A join the table does not take: its message says why (sent back to the member)."""
-
-
-def zmq_prefix(pattern: bytes) -> bytes:
-    """The SUB prefix that lets every event of `pattern` through (and some others)."""
-    if pattern == b"*":
-        return b""
-    return pattern[:-1] if pattern.endswith(b"*") else pattern
-
-
-def _matches(pattern: bytes, topic: bytes) -> bool:
-    if pattern == b"*":
-        return True
-    if pattern.endswith(b"*"):
-        return topic.startswith(pattern[:-1])
-    return topic == pattern
+Held = tuple[bytes, bytes, int]
+"""(topic, body, failures): an event queued or in flight, and how many members failed running it."""
 
 
 @dataclass(eq=False)
@@ -78,7 +59,7 @@ class Membership:
     group: Group
     credit: int
     redeliver: bool
-    in_flight: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    in_flight: dict[bytes, Held] = field(default_factory=dict)
     delivered: int = 0
 
 
@@ -89,7 +70,7 @@ class Group:
     name: bytes
     pattern: bytes
     members: list[Membership] = field(default_factory=list)
-    queue: deque[tuple[bytes, bytes]] = field(default_factory=deque)
+    queue: deque[Held] = field(default_factory=deque)
     turn: int = 0
     subscribed: bool = False  # the dispatcher's SUB lets this group's events through
     keeps: bool = False  # a member joined with redelivery: queue while there is none
@@ -98,6 +79,7 @@ class Group:
     redelivered: int = 0
     lost: int = 0
     overflow: int = 0
+    dead: int = 0  # poison events dropped after MAX_FAILURES members failed running them
     idle_since: int = 0  # when (a `GroupTable` tick) its last member left
     bytes: int = 0  # of its queue, as `_size` counts them
 
@@ -112,6 +94,7 @@ class Group:
             "redelivered": self.redelivered,
             "lost": self.lost,
             "overflow": self.overflow,
+            "dead": self.dead,
             "queued": len(self.queue),
             "in_flight": sum(len(m.in_flight) for m in self.members),
             "per_member": [m.delivered for m in self.members],  # in the order they joined
@@ -144,7 +127,7 @@ class GroupTable:
     ) -> bytes | None:
         """Add `member` to the group (or update its credit); returns the SUB prefix to subscribe
         when the group starts receiving, else None. Raises JoinRefusedError past a bound or for bad names."""
-        _check(name, pattern)
+        check_join(name, pattern)
         key = (name, pattern)
         credit = max(1, min(credit, MAX_CREDIT))
         joined = self.members.get(member)
@@ -216,24 +199,25 @@ class GroupTable:
             del self.members[member]
         return self._remove(membership)
 
-    def drop(self, member: bytes) -> list[bytes]:
-        """`member` is gone (closed, crashed, unreachable): take it out of every group; returns
-        the SUB prefixes to drop."""
+    def drop(self, member: bytes, *, failed: bool = True) -> list[bytes]:
+        """`member` is gone: take it out of every group; returns the SUB prefixes to drop.
+        `failed`: it crashed, hung or stopped reading (not a goodbye), so the oldest event it
+        held in each group, the one its callback was running, counts towards MAX_FAILURES."""
         joined = self.members.pop(member, {})
-        gone = [self._remove(membership) for membership in joined.values()]
+        gone = [self._remove(membership, failed) for membership in joined.values()]
         return [prefix for prefix in gone if prefix is not None]
 
-    def _remove(self, membership: Membership) -> bytes | None:
+    def _remove(self, membership: Membership, failed: bool = False) -> bytes | None:
         group = membership.group
         group.members.remove(membership)
         if not group.members:
             group.idle_since = next(self._clock)
         # Newest first onto the head of the queue: the oldest ends up first, as it was sent.
-        for tag, (topic, body) in reversed(list(membership.in_flight.items())):
+        for at, (tag, held) in reversed(list(enumerate(membership.in_flight.items()))):
             del self._tags[tag]
             if membership.redeliver:
-                group.redelivered += 1
-                self._add(group, topic, body, front=True)
+                # Acks go out as each event is done, in order: the oldest held is the one running.
+                self._give_back(group, held, blamed=failed and at == 0)
             else:
                 group.lost += 1
         membership.in_flight.clear()
@@ -245,6 +229,26 @@ class GroupTable:
         group.subscribed = False
         self._routes.clear()
         return zmq_prefix(group.pattern)
+
+    def _give_back(self, group: Group, held: Held, *, blamed: bool) -> None:
+        """Redeliver an event a member held; one `blamed` for the member's failure MAX_FAILURES
+        times is poison: dropped, counted `dead` and logged."""
+        topic, body, failures = held
+        failures += blamed
+        if failures >= MAX_FAILURES:
+            group.dead += 1
+            log.warning(
+                "group %s (%s): an event %s (%d bytes) was running when %d members failed:"
+                " dropped as poison, not redelivered (counted dead)",
+                group.name.decode(),
+                group.pattern.decode(),
+                topic.decode(errors="replace"),
+                len(body),
+                failures,
+            )
+            return
+        group.redelivered += 1
+        self._add(group, topic, body, failures, front=True)
 
     def _trim(self, group: Group) -> None:
         """After events were put back at the head of `group`'s queue: within its count, and
@@ -265,7 +269,7 @@ class GroupTable:
         groups = self._routes.get(topic)
         if groups is None:
             groups = tuple(
-                g for g in self.groups.values() if g.subscribed and _matches(g.pattern, topic)
+                g for g in self.groups.values() if g.subscribed and matches(g.pattern, topic)
             )
             if len(self._routes) < _ROUTE_CACHE:
                 self._routes[topic] = groups
@@ -299,8 +303,7 @@ class GroupTable:
             membership = self._pick(group)
             if membership is None:
                 break
-            topic, body = self._take(group)
-            out.append(self._send(membership, topic, body))
+            out.append(self._send(membership, *self._take(group)))
         return out
 
     def pump_all(self) -> list[Delivery]:
@@ -334,24 +337,26 @@ class GroupTable:
             return False
         for other in larger:
             while need > 0 and other.queue and other.bytes > after:
-                need -= _size(*self._take(other))
+                need -= _size(*self._take(other)[:2])
                 other.overflow += 1
             if need <= 0:
                 break
         return need <= 0
 
-    def _add(self, group: Group, topic: bytes, body: bytes, *, front: bool = False) -> None:
-        (group.queue.appendleft if front else group.queue.append)((topic, body))
+    def _add(
+        self, group: Group, topic: bytes, body: bytes, failures: int = 0, *, front: bool = False
+    ) -> None:
+        (group.queue.appendleft if front else group.queue.append)((topic, body, failures))
         size = _size(topic, body)
         group.bytes += size
         self.queued_bytes += size
 
-    def _take(self, group: Group, *, front: bool = True) -> tuple[bytes, bytes]:
-        topic, body = group.queue.popleft() if front else group.queue.pop()
-        size = _size(topic, body)
+    def _take(self, group: Group, *, front: bool = True) -> Held:
+        held = group.queue.popleft() if front else group.queue.pop()
+        size = _size(held[0], held[1])
         group.bytes -= size
         self.queued_bytes -= size
-        return topic, body
+        return held
 
     def _clear(self, group: Group) -> None:
         self.queued_bytes -= group.bytes
@@ -378,9 +383,11 @@ class GroupTable:
             group.turn = (members.index(best) + 1) % count
         return best
 
-    def _send(self, membership: Membership, topic: bytes, body: bytes) -> Delivery:
+    def _send(
+        self, membership: Membership, topic: bytes, body: bytes, failures: int = 0
+    ) -> Delivery:
         tag = next(self._next_tag).to_bytes(8, "big")
-        membership.in_flight[tag] = (topic, body)
+        membership.in_flight[tag] = (topic, body, failures)
         membership.delivered += 1
         membership.group.delivered += 1
         self._tags[tag] = membership
@@ -395,16 +402,3 @@ class GroupTable:
 def _size(topic: bytes, body: bytes) -> int:
     """What one queued event counts against MAX_QUEUED_BYTES: empty bodies are not free."""
     return len(topic) + len(body) + _OVERHEAD
-
-
-def _check(name: bytes, pattern: bytes) -> None:
-    if not 0 < len(name) <= MAX_GROUP_NAME or not _NAME.fullmatch(name):
-        raise JoinRefusedError(
-            f"a group name is 1-{MAX_GROUP_NAME} letters, digits, '_', '.', ':', '#' or '-'"
-        )
-    if len(pattern) > MAX_PATTERN or not (
-        pattern == b"*" or _EXACT.fullmatch(pattern) or _PREFIX.fullmatch(pattern)
-    ):
-        raise JoinRefusedError(
-            "a pattern is an event type ('jobs.resize'), a prefix ('jobs.*') or '*'"
-        )

@@ -39,7 +39,8 @@ from typing import Any
 
 import zmq
 
-from broker.group_table import Delivery, GroupTable, JoinRefusedError
+from broker.group_names import JoinRefusedError
+from broker.group_table import Delivery, GroupTable
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,8 @@ class GroupDispatcher:
             if prefix is not None:
                 self._subscribe(sub, prefix, -1)
             self._send(router, sub, table.pump_all())
-        elif kind == b"B" and not args:
-            self._drop(router, sub, member)
+        elif kind == b"B" and not args:  # a goodbye: what it held was not run, not its fault
+            self._drop(router, sub, member, failed=False)
         elif kind == b"S" and not args:
             self._asking.add(member)
             self._answer_stats(router, sub, time.monotonic())
@@ -312,25 +313,36 @@ class GroupDispatcher:
                 elif exc.errno != zmq.EAGAIN:
                     raise
 
-    def _drop(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], member: bytes) -> None:
-        self._send(router, sub, self._drop_quietly(sub, member))
+    def _drop(
+        self,
+        router: zmq.Socket[bytes],
+        sub: zmq.Socket[bytes],
+        member: bytes,
+        *,
+        failed: bool = True,
+    ) -> None:
+        self._send(router, sub, self._drop_quietly(sub, member, failed=failed))
 
-    def _drop_quietly(self, sub: zmq.Socket[bytes], member: bytes) -> list[Delivery]:
-        """Take `member` out; returns what its going lets out of the queues."""
-        before = {key: (g.lost, g.redelivered) for key, g in self.table.groups.items()}
-        for prefix in self.table.drop(member):
+    def _drop_quietly(
+        self, sub: zmq.Socket[bytes], member: bytes, *, failed: bool = True
+    ) -> list[Delivery]:
+        """Take `member` out (`failed`: not by its goodbye, see `GroupTable.drop`); returns
+        what its going lets out of the queues."""
+        before = {key: (g.lost, g.redelivered, g.dead) for key, g in self.table.groups.items()}
+        for prefix in self.table.drop(member, failed=failed):
             self._subscribe(sub, prefix, -1)
         for key, group in self.table.groups.items():
-            lost, redelivered = before.get(key, (0, 0))
-            if group.lost > lost or group.redelivered > redelivered:
+            lost, redelivered, dead = before.get(key, (0, 0, 0))
+            if group.lost > lost or group.redelivered > redelivered or group.dead > dead:
                 log.warning(
                     "group %s (%s): a member left with %d event(s) unacknowledged: %d lost,"
-                    " %d redelivered",
+                    " %d redelivered, %d dead",
                     group.name.decode(),
                     group.pattern.decode(),
-                    group.lost - lost + group.redelivered - redelivered,
+                    group.lost - lost + group.redelivered - redelivered + group.dead - dead,
                     group.lost - lost,
                     group.redelivered - redelivered,
+                    group.dead - dead,
                 )
         return self.table.pump_all()
 

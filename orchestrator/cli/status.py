@@ -123,6 +123,7 @@ def _group_lines(stats: dict[str, Any] | None) -> list[str]:
         f"group {g['group']} ({g['pattern']}): {g['members']} member(s), {g['delivered']} delivered,"
         f" {g['lost']} lost, {g['redelivered']} redelivered, {g['queued']} queued"
         + (f", {g['overflow']} overflowed" if g["overflow"] else "")
+        + (f", {g['dead']} dead" if g.get("dead") else "")
         for g in stats.get("groups", [])
     ]
     if stats.get("more"):

@@ -4,6 +4,7 @@
 prints `ready` once the broker confirmed it, and appends `<event id> <data n>` to DIR/NAME.log for
 every event it gets. An event whose data has `stall` is claimed by the first member to create
 DIR/stall.claim: it writes `stalled <event id>` and hangs in the callback, to be killed there.
+An event whose data has `poison` makes it write `poisoned <event id>` and exit 1 in the callback.
 It runs until its stdin closes.
 """
 
@@ -26,6 +27,9 @@ def main(argv: list[str]) -> int:
 
     def on_event(event: Event) -> None:
         data: Any = event.data if isinstance(event.data, dict) else {}
+        if data.get("poison"):
+            os.write(log_fd, f"poisoned {event.id}\n".encode())
+            os._exit(1)
         if data.get("stall") and _claim(os.path.join(directory, "stall.claim")):
             os.write(log_fd, f"stalled {event.id}\n".encode())
             time.sleep(3600)  # killed here

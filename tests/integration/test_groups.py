@@ -32,7 +32,11 @@ def _log(where: Path, name: str) -> list[str]:
 def _received(where: Path, names: list[str]) -> dict[str, list[str]]:
     """Per member, the `n` of each event it finished."""
     return {
-        name: [line.split()[1] for line in _log(where, name) if not line.startswith("stalled")]
+        name: [
+            line.split()[1]
+            for line in _log(where, name)
+            if not line.startswith(("stalled", "poisoned"))
+        ]
         for name in names
     }
 
@@ -93,6 +97,36 @@ def test_a_member_killed_mid_callback(net: GroupNet, redeliver: bool) -> None:
         net.client.publish(f"{group}.job", {"n": 1})  # after the loss was counted: no redelivery
         wait_until(lambda: "1" in _received(where, [survivor])[survivor], 10.0, "the next one")
         assert _received(where, [survivor])[survivor] == ["1"]
+
+
+def test_a_poison_event_is_dropped_as_dead_after_three_members_fail_on_it(net: GroupNet) -> None:
+    """Each member that runs it crashes: it is redelivered to two more, then dropped and counted
+    `dead`; the events around it reach the members left."""
+    where = net.dir / "poison"
+    names = [f"p{n}" for n in range(5)]
+    for name in names:
+        net.member(name, "poison", "poison.*", where, redeliver=True)
+    wait_until(lambda: net.stats("poison").get("members") == 5, 10.0, "five members")
+    net.client.publish("poison.job", {"poison": True})
+    for n in range(20):
+        net.client.publish("poison.job", {"n": n})
+    stats = wait_until(
+        lambda: (s := net.stats("poison"))["dead"] == 1 and s["queued"] == 0 and s, 15.0, "dead"
+    )
+
+    def poisoned() -> list[str]:
+        return [line for name in names for line in _log(where, name) if line.startswith("poisoned")]
+
+    done = wait_until(
+        lambda: (
+            len(got := [n for ns in _received(where, names).values() for n in ns]) >= 20 and got
+        ),
+        15.0,
+        "the other events done",
+    )
+    assert sorted(done) == sorted(str(n) for n in range(20))
+    assert len(poisoned()) == 3 and stats["members"] == 2, (poisoned(), stats)
+    assert "dropped as poison" in net.broker_out.read_text()
 
 
 def test_a_member_joining_later_gets_a_share(net: GroupNet) -> None:

@@ -11,6 +11,7 @@ import pytest
 from broker import GROUPS_PREFIX
 from broker.__main__ import MAX_GROUPS_LINE, report_groups
 from broker.group_table import GroupTable
+from orchestrator.cli.status import _group_lines
 
 
 def _stats(count: int) -> dict[str, Any]:
@@ -66,3 +67,11 @@ def test_each_group_is_encoded_once(
     monkeypatch.undo()
     capsys.readouterr()
     assert encoded <= 2 * len(json.dumps(stats))
+
+
+def test_status_shows_dead_events_only_when_a_group_has_some() -> None:
+    stats = _stats(2)
+    assert not any("dead" in line for line in _group_lines(stats))
+    stats["groups"][1]["dead"] = 2
+    lines = _group_lines(stats)
+    assert "dead" not in lines[0] and lines[1].endswith(", 2 dead"), lines

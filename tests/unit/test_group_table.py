@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from broker import group_table
-from broker.group_table import GroupTable, JoinRefusedError, zmq_prefix
+from broker.group_names import JoinRefusedError, zmq_prefix
+from broker.group_table import GroupTable
 
 
 def _table(*members: bytes, credit: int = 2, redeliver: bool = False) -> GroupTable:
@@ -278,3 +279,52 @@ def test_events_put_back_for_redelivery_take_room_from_a_larger_group() -> None:
     stats = {s["group"]: s for s in table.stats()}
     assert stats["work"]["queued"] == 1 and stats["work"]["overflow"] == 0
     assert stats["idle"]["overflow"] == 1 and table.queued_bytes <= 20 * each
+
+
+def _fail_member(table: GroupTable, member: bytes, *, failed: bool = True) -> list[bytes]:
+    """A member joins, gets what is queued, and goes away; returns the bodies it held."""
+    table.join(member, b"g", b"jobs.*", 8, True)
+    held = [d[5] for d in table.pump_all()]
+    table.drop(member, failed=failed)
+    return held
+
+
+def test_a_poison_event_is_dropped_as_dead_after_max_failures_and_only_it() -> None:
+    table = GroupTable()
+    table.join(b"first", b"g", b"jobs.*", 8, True)
+    for body in (b"poison", b"ok1", b"ok2"):
+        table.route(b"jobs.x", body)
+    table.drop(b"first")  # failure 1: it was running "poison", the oldest it held
+    for n in range(2, group_table.MAX_FAILURES + 1):
+        assert _fail_member(table, f"m{n}".encode()) == [b"poison", b"ok1", b"ok2"]
+    stats = table.stats()[0]
+    assert stats["dead"] == 1 and stats["lost"] == 0, stats
+    assert stats["redelivered"] == 3 * group_table.MAX_FAILURES - 1, stats
+    table.join(b"last", b"g", b"jobs.*", 8, True)
+    assert [d[5] for d in table.pump_all()] == [b"ok1", b"ok2"]  # the rest, never blamed
+    assert table.queued_bytes == 0
+
+
+def test_a_member_saying_goodbye_never_counts_against_its_events() -> None:
+    table = GroupTable()
+    table.join(b"first", b"g", b"jobs.*", 8, True)
+    table.route(b"jobs.x", b"e")
+    table.drop(b"first", failed=False)
+    for n in range(3 * group_table.MAX_FAILURES):
+        assert _fail_member(table, f"m{n}".encode(), failed=False) == [b"e"]
+    assert table.stats()[0]["dead"] == 0
+
+
+def test_events_behind_a_poison_one_are_blamed_only_once_they_run_first() -> None:
+    """A failure counts against the oldest event held: after the poison one is dead, the next
+    becomes the oldest and starts from the failures of its own (none so far)."""
+    table = GroupTable()
+    table.join(b"first", b"g", b"jobs.*", 8, True)
+    table.route(b"jobs.x", b"poison")
+    table.route(b"jobs.x", b"next")
+    table.drop(b"first")
+    for n in range(group_table.MAX_FAILURES - 1):
+        _fail_member(table, f"m{n}".encode())
+    assert table.stats()[0]["dead"] == 1
+    assert _fail_member(table, b"again") == [b"next"]  # its first failure
+    assert table.stats()[0]["dead"] == 1 and table.stats()[0]["queued"] == 1
