@@ -73,7 +73,7 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
     except BadFrameError:
         raise
     except Exception as exc:
-        raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
+        value = _unpack_tuple_keys(body, exc)
     # Exact type checks, the common case first: this runs for every event, and a subclass
     # cannot come out of msgpack.
     if type(value) is list and len(value) == ENVELOPE_FIELDS:
@@ -155,6 +155,43 @@ def _unpack_bounded(body: bytes) -> Any:
         list_hook=count,
         object_hook=count,
     )
+
+
+def _unpack_tuple_keys(body: bytes, error: Exception) -> Any:
+    """Unpack a frame the fast path refused because a map key came out as a list (unhashable):
+    a publisher's tuple key, `{(x, y): v}`, which msgpack packs as an array. Keys are rebuilt as
+    the tuples they were; any other refusal (`error`) is a bad frame."""
+    if not (type(error) is TypeError and "unhashable" in str(error)):
+        raise BadFrameError(f"not a msgpack envelope: {type(error).__name__}: {error}") from None
+    budget = DECODED_PER_BYTE * len(body) + DECODED_BASE
+
+    def count(container: Any) -> Any:
+        nonlocal budget
+        budget -= _getsizeof(container)
+        if budget < 0:
+            raise BadFrameError(f"a frame of {len(body)} bytes decodes to too much")
+        return container
+
+    def keyed(pairs: list[tuple[Any, Any]]) -> Any:
+        return count({_as_key(key): value for key, value in pairs})
+
+    try:
+        return _unpackb(
+            body,
+            strict_map_key=False,
+            ext_hook=_no_ext,
+            max_ext_len=0,
+            list_hook=count,
+            object_pairs_hook=keyed,
+        )
+    except BadFrameError:
+        raise
+    except Exception as exc:  # a key that no tuple could have been (a map), nesting too deep
+        raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
+
+
+def _as_key(key: Any) -> Any:
+    return tuple(_as_key(item) for item in key) if type(key) is list else key
 
 
 def _no_ext(code: int, data: bytes) -> NoReturn:

@@ -53,7 +53,8 @@ class InProcessBus:
 
     `publish()` validates the event type (ValueError) and that the data is msgpack-serialisable
     (TypeError), then calls every matching callback at once, in the publishing thread, with the data
-    as msgpack round-trips it (tuples become lists, ...): what a subscriber of the real bus sees.
+    as msgpack round-trips it (tuples become lists, except as dict keys, ...): what a subscriber
+    of the real bus sees.
     It is thread-safe; callbacks run outside its lock, so they may subscribe or publish themselves.
 
     A callback that raises is logged with its traceback and counted in `callback_errors`; the other

@@ -52,6 +52,22 @@ def test_tuples_come_back_as_lists() -> None:
     assert decode_envelope(body)[3] == [1, [2, 3]]
 
 
+def test_tuple_keys_come_back_as_tuples_not_a_bad_frame() -> None:
+    """msgpack packs a tuple key as an array; unpacked as a list it is unhashable, and every
+    subscriber dropped the event as a bad frame, counted a gap, while publish() said nothing."""
+    data = {(1, 2): "a", ("x", (3, (4,))): [(5, 6), {(7,): 8}], "plain": {9: 10}}
+    got = decode_envelope(encode_envelope("mod", "id", 1.0, data, 3))
+    assert got == ("mod", "id", 1.0, {**data, ("x", (3, (4,))): [[5, 6], {(7,): 8}]}, 3)
+    big = {(n, n): "x" * 100 for n in range(2000)}  # over the size that counts what it builds
+    assert decode_envelope(encode_envelope("mod", "id", 1.0, big))[3] == big
+
+
+def test_a_map_as_a_key_is_still_a_bad_frame() -> None:
+    body = msgpack.packb(["mod", "id", 1.0, None, 0])[:-2] + b"\x81\x81\x01\x02\x03\x00"
+    with pytest.raises(BadFrameError, match="unhashable"):
+        decode_envelope(body)
+
+
 def test_integer_time_comes_back_as_float() -> None:
     body = msgpack.packb(["mod", "id", 42, None, 0])
     _, _, time, _, _ = decode_envelope(body)

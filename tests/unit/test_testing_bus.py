@@ -210,6 +210,15 @@ def test_data_arrives_as_msgpack_round_trips_it(bus: InProcessBus) -> None:
     assert bus.published[0].data == expected
 
 
+def test_tuple_keys_arrive_as_tuples_as_on_the_real_bus(bus: InProcessBus) -> None:
+    got = Recorder()
+    bus.subscribe("test.ping", got)
+
+    bus.publish("test.ping", {(1, "a"): [1], "s": 2})
+
+    assert got.events[0].data == {(1, "a"): [1], "s": 2}
+
+
 def test_data_is_a_copy_of_what_was_published(bus: InProcessBus) -> None:
     got = Recorder()
     bus.subscribe("test.ping", got)
