@@ -50,7 +50,7 @@ import module_sdk.loader
 import module_sdk.shim
 import module_sdk.standby
 from module_sdk.process import PR_SET_NAME, prctl
-from module_sdk.protocol import FORK_BATCH_MAX
+from module_sdk.protocol import FORK_BATCH_MAX, version_mismatch
 
 _MAX_REQUEST = 1 << 20
 
@@ -68,6 +68,9 @@ def serve(control: socket.socket) -> None:
             return  # the supervisor is gone
         try:
             request = msgpack.unpackb(payload, raw=False)
+            mismatch = version_mismatch(request.get("protocol"))
+            if mismatch is not None:
+                raise ValueError(mismatch)
             batch = request.get("batch")
             if batch is not None:
                 if not isinstance(batch, list) or len(fds) != 2 * len(batch):

@@ -24,6 +24,26 @@ SYNC_FIELDS: Final = 3  # and a 4th, optional: when the publisher sent seq 1 on 
 # A publisher that went quiet sends a sync per topic (on its heartbeat ticks): without it, the
 # events lost at the end of a burst would count only when the topic's next event arrived.
 
+# The version of the child channel's and the fork server's messages: bumped by any change that a
+# supervisor of the previous version would misread. A supervisor keeps the code it started with,
+# but a module process it spawns (or a fork server it revives) imports module_sdk from disk: after
+# an upgrade on disk the two differ, and the new side says so instead of failing obscurely.
+VERSION: Final = 1
+
+
+def version_mismatch(theirs: object) -> str | None:
+    """What to say when the supervisor speaks protocol `theirs` (None: a version from before
+    there were versions), or None when it is ours."""
+    if theirs == VERSION:
+        return None
+    said = f"protocol {theirs}" if isinstance(theirs, int) else "an older protocol"
+    return (
+        f"the running supervisor speaks {said}, the module_sdk on disk protocol {VERSION}:"
+        " the code was upgraded while the supervisor ran; restart it"
+        " (`orchestrator down`, then `orchestrator up`)"
+    )
+
+
 # Child channel message kinds (their fields: the TypedDicts below)
 HELLO: Final = "hello"  # child -> supervisor: asks for its spec
 SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run the module
@@ -106,6 +126,7 @@ class Spec(TypedDict):
     """The supervisor's answer to hello: everything the child needs to run its module."""
 
     kind: Literal["spec"]
+    protocol: NotRequired[int]  # VERSION (absent from supervisors before there was one)
     path: str  # the module's file or package directory
     config: dict[str, Any]  # its `config` from modules.yaml
     xsub: str  # the broker's endpoints

@@ -203,6 +203,9 @@ class _Child:
         spec = self.await_spec()
         if spec is None:
             return protocol.EXIT_ORPHANED
+        mismatch = protocol.version_mismatch(spec.get("protocol"))
+        if mismatch is not None:
+            return self.fail("load", mismatch, "", protocol.EXIT_LOAD_FAILED)
         log_path = spec.get("log")
         self.log_path = log_path if isinstance(log_path, str) else None
         if self.orphaned():  # it went away while we waited for the spec

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import msgpack
 
+from module_sdk.protocol import VERSION
 from orchestrator.fork_requests import batches, environment_file
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class ForkServer:
                 files.append(environment_file(env))
             for _ in batch:
                 pipes.append(os.pipe())
-            message = msgpack.packb({"batch": batch})
+            message = msgpack.packb({"batch": batch, "protocol": VERSION})
             socket.send_fds(self._sock, [message], [write_end for _, write_end in pipes] + files)
         except BaseException:
             for read_end, _ in pipes:
@@ -324,7 +325,8 @@ class ForkServer:
             os.close(environment)
             raise
         try:
-            socket.send_fds(self._sock, [msgpack.packb(request)], [write_end, environment, *fds])
+            message = msgpack.packb({**request, "protocol": VERSION})
+            socket.send_fds(self._sock, [message], [write_end, environment, *fds])
         except BaseException:
             os.close(read_end)
             raise

@@ -35,6 +35,7 @@ def module_spec(
     spec = child.spec
     return {
         "kind": protocol.SPEC,
+        "protocol": protocol.VERSION,
         "path": str(spec.path),
         "config": dict(spec.config),
         "xsub": bus_endpoint(spec, xsub),  # reachable as the module's user

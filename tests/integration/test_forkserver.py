@@ -15,6 +15,7 @@ import pytest
 from helpers import wait_until
 from project import Project
 
+from module_sdk.protocol import VERSION
 from orchestrator.forkserver import ForkServer, ForkServerError
 
 REPORTS = """
@@ -203,7 +204,7 @@ def test_the_template_refuses_a_batch_whose_descriptors_do_not_match_it(
     assert sock is not None
     read_end, write_end = os.pipe()
     batch = [{"name": "a", "cwd": "/"}, {"name": "b", "cwd": "/"}]
-    socket.send_fds(sock, [msgpack.packb({"batch": batch})], [write_end])
+    socket.send_fds(sock, [msgpack.packb({"batch": batch, "protocol": VERSION})], [write_end])
     os.close(write_end)
     answer = msgpack.unpackb(sock.recv(65536))
     assert answer == {"error": "bad request: 1 descriptors for a batch of 2"}

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from module_sdk import forkserver as template
+from module_sdk.protocol import VERSION
 from orchestrator import fork_requests, forkserver
 from orchestrator.forkserver import ForkServer, ForkServerError
 
@@ -60,7 +61,8 @@ def test_a_template_that_cannot_fork_answers_an_error_and_serves_on(
     serving.start()
     read_end, write_end = os.pipe()
     env = fork_requests.environment_file({})
-    socket.send_fds(ours, [msgpack.packb({"name": "m", "cwd": "/"})], [write_end, env])
+    request = {"name": "m", "cwd": "/", "protocol": VERSION}
+    socket.send_fds(ours, [msgpack.packb(request)], [write_end, env])
     for fd in (write_end, env):
         os.close(fd)
     ours.settimeout(10)
