@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+import msgpack
 import zmq
 
 from module_sdk.envelopes import Envelopes
@@ -18,6 +19,7 @@ from module_sdk.event import validate_event_type
 log = logging.getLogger(__name__)
 SOURCE = "orchestrator"
 SYNC_INTERVAL = 1.0  # seconds between syncs, as a module's heartbeat ticks
+CUT_ABOVE = 1024  # bytes: a field of a built-in event over the bus's limit is cut above this
 
 
 class SystemEvents:
@@ -42,10 +44,34 @@ class SystemEvents:
         self.prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-sup-"
         self._envelopes = Envelopes(SOURCE, self.prefix, max_message_size)
         self._next_sync = 0.0
+        self._cut: set[str] = set()  # built-in event types sent cut once: said once
 
     def publish(self, event_type: str, **data: Any) -> None:
-        """Publish one built-in event; failures are logged, never raised into the loop."""
-        self.send(event_type, data, SOURCE)
+        """Publish one built-in event; failures are logged, never raised into the loop. One
+        over the bus's max message size (a module's large `config` in `module.loaded`, say)
+        goes out with its large fields cut, each replaced by a note of its size."""
+        try:
+            self.send(event_type, data, SOURCE)
+            return
+        except TypeError as exc:
+            self._unsent(event_type, str(exc))
+            return
+        except ValueError as exc:
+            too_large = str(exc)
+        slim, cut = _slim(data)
+        try:
+            self.send(event_type, slim, SOURCE)
+        except (TypeError, ValueError) as exc:
+            self._unsent(event_type, str(exc))
+            return
+        if event_type not in self._cut:
+            self._cut.add(event_type)
+            log.warning("%s; sent with %s cut (said once per event type)", too_large, cut)
+
+    def _unsent(self, event_type: str, why: str) -> None:
+        self.lost += 1
+        if self.lost == 1 or self.lost % 1000 == 0:
+            log.warning("could not publish %s (%d lost so far): %s", event_type, self.lost, why)
 
     def send(self, event_type: str, data: Any, source: str) -> str:
         """Publish one event on behalf of `source`; returns its id. Raises ValueError for an
@@ -78,3 +104,18 @@ class SystemEvents:
 
     def close(self) -> None:
         self._pub.close()
+
+
+def _slim(data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`data` with each field over CUT_ABOVE bytes packed replaced by a note of its size, and
+    the names of those fields."""
+    slim: dict[str, Any] = {}
+    cut: list[str] = []
+    for key, value in data.items():
+        size = len(msgpack.packb(value))
+        if size > CUT_ABOVE:
+            slim[key] = f"<cut: {size} bytes, over bus.max_message_size_mb>"
+            cut.append(key)
+        else:
+            slim[key] = value
+    return slim, ", ".join(cut) or "nothing"

@@ -220,6 +220,9 @@ def build_supervision(raw: Any, file: str, where: str) -> SupervisionSettings:
     return check_supervision(SupervisionSettings(**values), file, where)
 
 
+MIN_MESSAGE_SIZE_MB = 0.0625
+
+
 def build_bus(raw: Any, file: str, where: str) -> BusSection:
     """`bus:` transport and endpoints; the three ports must differ."""
     fields: dict[str, Validator] = {
@@ -228,7 +231,8 @@ def build_bus(raw: Any, file: str, where: str) -> BusSection:
         "xsub_port": partial(expect_int, minimum=1, maximum=65535),
         "xpub_port": partial(expect_int, minimum=1, maximum=65535),
         "groups_port": partial(expect_optional_int, minimum=1, maximum=65535),
-        "max_message_size_mb": partial(expect_number, gt=0),
+        # The supervisor's own events must fit (64 KiB: resources.usage of hundreds of modules).
+        "max_message_size_mb": partial(expect_number, ge=MIN_MESSAGE_SIZE_MB),
         "high_water_mark": partial(expect_int, minimum=0, maximum=2**31 - 1),  # a C int
         "broker_memory_limit_mb": partial(expect_number, gt=0),
     }

@@ -116,7 +116,7 @@ def initialize(event_bus: EventBus, config: dict) -> None:
     except ValueError as exc:
         outcome = f"ValueError: {exc}"
     try:
-        event_bus.publish("big.one", "x" * 20_000)
+        event_bus.publish("big.one", "x" * 100_000)
         published = "returned"
     except ValueError as exc:
         published = f"ValueError: {exc}"
@@ -144,12 +144,12 @@ def test_a_long_subscription_and_an_oversize_event_raise_at_the_call(project: Pr
                 "depends_on": ["recorder"],
             },
         ],
-        bus={"max_message_size_mb": 0.01},  # 10,485 bytes
+        bus={"max_message_size_mb": 0.0625},  # 65,536 bytes, the least allowed
     )
     project.up()
     outcome = wait_until(lambda: out.exists() and out.read_text(), 15, "greedy's outcome")
     assert "over the limit of 255 characters" in outcome and "200002 characters" in outcome
-    assert "over the bus's max_message_size of 10485 bytes" in outcome
+    assert "over the bus's max_message_size of 65536 bytes" in outcome
     wait_until(
         lambda: [r["type"] for r in project.recorded()] == ["big.after"],
         15,
@@ -161,7 +161,7 @@ def test_a_long_subscription_and_an_oversize_event_raise_at_the_call(project: Pr
     assert result.returncode == 2, result.stderr[-2000:]
     assert "over the limit of 255 characters" in result.stderr
     assert "Traceback" not in result.stderr
-    big = project.cli("publish", "big.cli", '"' + "x" * 20_000 + '"')
+    big = project.cli("publish", "big.cli", '"' + "x" * 100_000 + '"')
     assert big.returncode == 1 and "max_message_size" in big.stderr, big.stderr
     project.cli("publish", "big.cli", '"small"', check=0)  # the bus works on
     wait_until(lambda: len(project.recorded()) == 2, 15, "the small CLI event")
@@ -230,3 +230,33 @@ def test_drops_at_the_end_of_a_burst_show_without_a_later_event(project: Project
     )
     assert row["dropped"] > 0 and row["bad_frames"] == 0 and row["callback_errors"] == 0, row
     assert project.module("burst")["events_out"] == 20_000
+
+
+def test_a_config_too_large_for_the_bus_cuts_module_loaded_not_the_supervisor(
+    project: Project,
+) -> None:
+    """`module.loaded` carries the module's config: one over the bus's max message size raised
+    into the supervisor's loop, cutting its handling of `ready` short: a module depending on
+    it waited for ever."""
+    project.configure(
+        [
+            _recorder(project, patterns=["module.loaded"]),
+            {
+                "name": "large",
+                "path": project.probe("idle"),
+                "config": {"blob": "x" * 100_000},
+                "depends_on": ["recorder"],
+            },
+            {"name": "after", "path": project.probe("idle"), "depends_on": ["large"]},
+        ],
+        bus={"max_message_size_mb": 0.0625},
+    )
+    status = project.up()
+    assert all(m["state"] == "running" for m in status["modules"]), status
+    loaded = wait_until(
+        lambda: [r for r in project.recorded() if r["data"].get("name") == "large"],
+        15,
+        "module.loaded of the large module",
+    )
+    assert loaded[0]["data"]["config"].startswith("<cut: "), loaded
+    assert "module.loaded' is" in project.log("app") and "config cut" in project.log("app")

@@ -160,6 +160,8 @@ MAIN_ERRORS = [
     "tls:// URL, got 'nats://a\\x01b:4222'",
     "bus: {high_water_mark: 1000000000000} => bus.high_water_mark: expected an integer between 0 "
     "and 2147483647, got 1000000000000",
+    "bus: {max_message_size_mb: 0.0000001} => bus.max_message_size_mb: expected a number >= 0.0625,"
+    " got 1e-07",
     "logging: {backup_count: 100000} => logging.backup_count: expected an integer between 0 and "
     "1000, got 100000",
     "supervision: {max_restarts: 100000000000000000000000000000} => supervision.max_restarts: "
