@@ -19,6 +19,9 @@ DECODED_BASE = 8 << 20
 _CHECKED_ABOVE = 64 << 10
 _INF = float("inf")
 _NEG_INF = -_INF
+# An event's time is a Unix time a datetime can hold (up to 9999-12-31): a callback's
+# `datetime.fromtimestamp(event.time)` must not raise on a forged 1e300.
+MAX_TIME = 253402300799.0
 
 
 class BadFrameError(ValueError):
@@ -82,7 +85,7 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
             type(source) is str
             and type(event_id) is str
             and type(time) is float
-            and _NEG_INF < time < _INF  # finite (NaN compares false)
+            and 0.0 <= time <= MAX_TIME  # (NaN compares false)
             and type(seq) is int
         ):
             return source, event_id, time, data, seq
@@ -209,8 +212,10 @@ def _checked(
         if type(time) is not int:
             raise BadFrameError("envelope time must be a number")
         time = float(time)
-    if not _NEG_INF < time < _INF:
-        raise BadFrameError(f"envelope time must be finite, got {time}")
+    if not 0.0 <= time <= MAX_TIME:
+        raise BadFrameError(
+            f"envelope time must be a Unix time from 0 to {MAX_TIME:.0f}, got {time}"
+        )
     if type(seq) is not int:
         raise BadFrameError("envelope seq must be an integer")
     return source, event_id, time, data, seq

@@ -16,6 +16,9 @@ Numbers can be forged by anyone who can write to the bus, so a gap is counted on
 could have sent that many events in the time between the two (by its own clock, which may not be
 ahead of ours), and all gaps together only what could have been sent while this subscriber has
 been listening: a larger jump is a bad frame, and leaves the count and the baseline as they were.
+Nor can a forged frame hold the baseline against the publisher's real events: a number at or
+below the last one seen moves nothing (one forged with seq 1 and a time far ahead made every real
+event after it an implausible jump, dropped for good), and the time kept is never ahead of ours.
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ class GapCounter:
         if state is None or event_id.rfind("-") != state[2] or not event_id.startswith(state[0]):
             state = self._state(event_id, topic, seq, sent)
         last = state[1]
+        if seq <= last:  # a duplicate, a reordering, or a forgery: the baseline stays
+            return True
         if seq > last + 1 and not self._lost(state, seq - last - 1, sent):
             return False
         state[1] = seq
-        state[3] = sent
+        state[3] = min(sent, time.time())
         return True
 
     def sync(
@@ -80,7 +85,7 @@ class GapCounter:
             if not self._lost(state, seq - state[1], sent):
                 return False
             state[1] = seq
-            state[3] = sent
+            state[3] = min(sent, time.time())
         return True
 
     def forget(self) -> None:
@@ -101,7 +106,8 @@ class GapCounter:
         if state is None:
             if len(self._states) >= TRACKED:
                 self.forget()
-            state = self._states[(prefix, topic)] = [prefix, seq - 1, cut, sent, seq - 1]
+            when = min(sent, time.time())
+            state = self._states[(prefix, topic)] = [prefix, seq - 1, cut, when, seq - 1]
         if cut >= 0:
             self._by_topic[topic] = state
         return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 import subprocess
 import sys
 from typing import Any
@@ -252,14 +253,24 @@ def test_extension_types_are_bad_frames(data: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "time", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+    "time",
+    [float("nan"), float("inf"), -float("inf"), 1e300, -1.0, 253402300800.0, 2**63 - 1],
+    ids=["nan", "inf", "-inf", "1e300", "negative", "after 9999", "huge int"],
 )
-def test_non_finite_times_are_bad_frames(time: float) -> None:
-    with pytest.raises(BadFrameError, match="finite"):
+def test_times_no_datetime_can_hold_are_bad_frames(time: float) -> None:
+    """A forged 1e300 reached callbacks, where datetime.fromtimestamp(event.time) raised."""
+    with pytest.raises(BadFrameError, match="Unix time from 0"):
         decode_envelope(msgpack.packb(["src", "x-1", time, None, 1]))
-    single = b"\xca" + msgpack.packb(time, use_single_float=True)[1:]  # float32 comes as float
-    with pytest.raises(BadFrameError, match="finite"):
-        decode_envelope(_envelope_with(b"\xc0", time=single))
+    if isinstance(time, float) and not 3.5e38 < abs(time) < float("inf"):  # fits a float32
+        single = b"\xca" + msgpack.packb(time, use_single_float=True)[1:]  # float32 as float
+        if not 0 <= struct.unpack(">f", single[1:])[0] <= 253402300799.0:
+            with pytest.raises(BadFrameError, match="Unix time from 0"):
+                decode_envelope(_envelope_with(b"\xc0", time=single))
+
+
+def test_the_latest_time_a_datetime_holds_decodes() -> None:
+    assert decode_envelope(msgpack.packb(["src", "x-1", 253402300799.0, None, 1]))[2] > 0
+    assert decode_envelope(msgpack.packb(["src", "x-1", 0, None, 1]))[2] == 0.0
 
 
 _DECODE_EMPTY_ARRAYS = """

@@ -191,3 +191,36 @@ def test_a_first_time_cannot_claim_more_than_could_be_sent_since() -> None:
     assert gaps.event("p-1000000000", TOPIC, 1_000_000_000, begun)
     assert not gaps.sync("p-", TOPIC, 1_000_000_000, begun, first=begun)  # no time to send them
     assert gaps.dropped == 0
+
+
+def test_a_forged_low_number_with_a_far_future_time_does_not_block_the_real_events() -> None:
+    """A forger who knows a publisher's id prefix sent seq 1 with time 1e18: the baseline went
+    back to 1 and its time far ahead, so the publisher's next real event was an implausible
+    jump, dropped, and so was every one after it."""
+    gaps = GapCounter()
+    now = time.time()
+    for seq in range(1, 20_366):
+        assert gaps.event(f"p-{seq:x}", TOPIC, seq, now)
+    assert gaps.event("p-ffffffff", TOPIC, 1, 1e18)  # the forgery: delivered, moves nothing
+    assert gaps.event("p-5000", TOPIC, 20_366, time.time())
+    assert gaps.event("p-5001", TOPIC, 20_367, time.time())
+    assert gaps.dropped == 0
+
+
+def test_a_late_event_neither_moves_the_baseline_back_nor_counts_twice() -> None:
+    gaps = GapCounter()
+    for seq in (1, 2, 3, 5):  # 4 late: counted as lost when 5 came
+        assert gaps.event(f"p-{seq}", TOPIC, seq, T)
+    assert gaps.event("p-4", TOPIC, 4, T)
+    assert gaps.event("p-6", TOPIC, 6, T)
+    assert gaps.dropped == 1  # not 2: 5 is not missing again
+
+
+def test_a_time_ahead_of_ours_is_kept_as_ours() -> None:
+    """A forged far-future time must not shrink the window of the publisher's next real gap
+    to nothing (a large real loss would then be judged implausible)."""
+    gaps = GapCounter()
+    assert gaps.event("p-1", TOPIC, 1, T)
+    assert gaps.event("p-2", TOPIC, 2, 1e18)
+    assert gaps.event("p-9", TOPIC, 3 + 5 * GAP_SLACK, time.time() + 1.0)
+    assert gaps.dropped == 5 * GAP_SLACK
