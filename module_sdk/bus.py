@@ -285,16 +285,19 @@ class ZmqEventBus(ReceivePath):
     def sync(self) -> None:
         """Tell the subscribers of each topic we published on lately the last seq we sent there,
         so that they can count events lost at the end of a burst without waiting for the next
-        one (see `SyncSchedule`). The shim calls this on each heartbeat tick."""
+        one (see `SyncSchedule`), and read the subscriptions forwarded to us meanwhile. The shim
+        calls this on each heartbeat tick."""
         frames = self._envelopes.syncs()
-        if not frames:
-            return
         with self._pub_lock:  # the events counted by these seqs have all been sent
             if self._closed:
                 return
             for topic, body in frames:
                 _send_frame(self._pub, topic, zmq.SNDMORE)
                 _send_frame(self._pub, body)
+            # ZeroMQ reads the subscriptions the broker forwards to a PUB socket only when the
+            # socket is used: a module that seldom publishes left them queued at the broker
+            # (another module subscribing and unsubscribing in a loop grew it by 10 MB/s).
+            self._pub.getsockopt(zmq.EVENTS)
 
     def start(self) -> None:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the

@@ -41,6 +41,9 @@ def bus_sockets(  # noqa: PLR0917  (the bus settings, as ZmqEventBus takes them)
     bus, connecting (ZeroMQ connects in the background)."""
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, high_water_mark)
+    # What comes in are the subscriptions the broker forwards: taken off the connection at once
+    # (kept here, not at the broker) and read on each heartbeat tick if not by a publish.
+    pub.setsockopt(zmq.RCVHWM, 0)
     pub.setsockopt(zmq.LINGER, 1000)  # let events published in shutdown() go out
     prepare(pub, curve)
     pub.connect(xsub_endpoint)

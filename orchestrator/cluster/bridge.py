@@ -138,6 +138,7 @@ class Bridge(NatsConnection):
         sub.connect(self.settings.xpub)
         pub = self._socket(context, zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
+        pub.setsockopt(zmq.RCVHWM, 0)  # forwarded subscriptions: read here, see `_report`
         pub.connect(self.settings.xsub)
         self._pub = zmq.Socket.shadow(pub.underlying)
         tasks = self._control_tasks(context)
@@ -219,10 +220,14 @@ class Bridge(NatsConnection):
             await asyncio.sleep(0)  # a recv that finds a message queued never yields
 
     async def _report(self) -> None:
-        """Say the counts every COUNTS_EVERY seconds while they change."""
+        """Say the counts every COUNTS_EVERY seconds while they change; and read the
+        subscriptions the broker forwarded to our PUB (ZeroMQ reads them only when the socket
+        is used: with nothing coming from NATS they queued at the broker without bound)."""
         said: tuple[int, int, int] | None = None
         while True:
             await asyncio.sleep(COUNTS_EVERY)
+            if self._pub is not None:
+                self._pub.getsockopt(zmq.EVENTS)
             counts = (self.exported, self.imported, self.unsent)
             if counts != said:
                 said = counts

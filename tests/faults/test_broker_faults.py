@@ -370,3 +370,49 @@ def test_a_stall_of_the_supervisor_itself_is_not_taken_for_a_broker_outage(
     wait_until(lambda: count("exited (SIGKILL, start timeout)") >= 2, 15, "its start timeout")
     wait_until(lambda: count("slow restarts in") >= 2, 15, "its restart decided")
     assert "the broker was down" not in app_log.read_text(), app_log.read_text()
+
+
+CHURNER = """
+import threading
+from pathlib import Path
+
+
+def _churn(bus, pairs, out):
+    def callback(event):
+        pass
+
+    for _ in range(pairs):
+        bus.subscribe("churn.x", callback)
+        bus.unsubscribe("churn.x", callback)
+    Path(out).write_text("done")
+
+
+def initialize(event_bus, config):
+    args = (event_bus, config["pairs"], config["out"])
+    threading.Thread(target=_churn, args=args, daemon=True).start()
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_subscription_churn_does_not_pile_up_at_the_broker(project: Project) -> None:
+    """The broker forwards each subscription change to every publisher, and ZeroMQ reads them
+    off a PUB socket only when it is used: towards modules that seldom publish they queued at
+    the broker, one module subscribing and unsubscribing in a loop grew it by ~10 MB/s until
+    it was killed over its memory limit (every module's events in flight lost)."""
+    done = project.root / "churned"
+    churner = project.write_module("churner.py", CHURNER)
+    project.configure(
+        [
+            {"name": "quiet", "path": project.probe("idle")},
+            {"name": "churner", "path": churner, "config": {"pairs": 120_000, "out": str(done)}},
+        ]
+    )
+    broker = psutil.Process(project.up()["bus"]["broker_pid"])
+    before = broker.memory_info().rss
+    wait_until(done.exists, 120, "the churner's 120,000 subscribe/unsubscribe pairs")
+    grown = (broker.memory_info().rss - before) / (1024 * 1024)
+    assert grown < 16, f"the broker grew by {grown:.0f} MB"
+    assert project.status()["bus"]["broker_restarts"] == 0
