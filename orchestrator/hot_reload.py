@@ -15,7 +15,7 @@ from orchestrator.config import AppConfig
 from orchestrator.instances import members
 from orchestrator.manager import ChildManager
 from orchestrator.reconcile import ReloadPlan
-from orchestrator.watch import ChangeWatcher
+from orchestrator.watch import ChangeWatcher, ConfigState
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ class HotReload:
         changed, config_changed = self.watcher.due(now)
         handled: set[str] = set()
         manager = self._manager
-        if config_changed:
+        # An event names a config file, a link's target or a renamed link; only a content that
+        # differs from what the last reload read is a change (a ConfigMap swap of the same data,
+        # a touch of a rejected file are not).
+        if config_changed and self.watcher.config_state() != self.watcher.last_read:
             log.info("hot reload: the config changed")
             plan = self._reload()
             if plan is not None:  # its restarts and starts run the saved code already
@@ -82,6 +85,17 @@ class HotReload:
             self._poller.unregister(self.watcher.read_fd)
             self.close()
             log.info("hot reload off")
+
+    def config_state(self) -> ConfigState | None:
+        """What the config files hold, to be taken before a reload reads them (None while hot
+        reload is off)."""
+        return self.watcher.config_state() if self.watcher is not None else None
+
+    def config_read(self, state: ConfigState | None) -> None:
+        """A reload read the config that `state` was taken of (and applied or rejected it):
+        changes are told from it."""
+        if self.watcher is not None and state is not None:
+            self.watcher.last_read = state
 
     def close(self) -> None:
         """Stop watching."""

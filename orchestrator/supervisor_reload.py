@@ -88,6 +88,7 @@ class ConfigReload:
     def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
         """Re-read the config and apply only the difference; (None, error) if the new config is
         invalid, in which case nothing changes."""
+        seen = self.hot_reload.config_state()  # before reading: a save meanwhile is seen again
         try:
             new = load_config(self.config.config_dir)
             if not new.modules and self.manager.config.modules:  # every module would stop
@@ -105,6 +106,7 @@ class ConfigReload:
             if not dry_run:
                 since = self.rejected_config[1] if self.rejected_config else time.time()
                 self.rejected_config = (" ".join(message.split()), since)
+                self.hot_reload.config_read(seen)  # a touch of it is not rejected again
             return None, message
         plan = plan_reload(self.manager.config, new)  # in force: with a `scale` applied
         if self.manager.shutting_down:
@@ -135,5 +137,6 @@ class ConfigReload:
             limits = machine_limits(new.resources)
         self.manager.apply_reload(new, plan, limits)
         self.hot_reload.configure(self.config)
+        self.hot_reload.config_read(seen)
         self._set_bridge()
         return plan, ""

@@ -2,6 +2,11 @@
 
 The watchdog observer runs on its own thread; its handler only records what changed and writes a
 byte to a pipe that the supervisor's poller watches, so every decision stays on the loop.
+
+A config file may be a symbolic link (a Kubernetes ConfigMap: `main.yaml -> ..data/main.yaml`,
+`..data -> ..2024_a`, swapped by renaming a new `..data` over it): the directory of each file's
+resolved target is watched as well, and so is the rename of any link in the config directory.
+Whether the config changed is then told by its content (`config_state`), not by the event.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import stat
 import sys
 import threading
 import types
@@ -17,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.environment import REQUIREMENTS_FILE
+from orchestrator.config.yamlfile import MAX_BYTES
 
 CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
+ConfigState = tuple[object, ...]
+"""What the config files hold, one entry each (see `config_state`): equal means unchanged."""
 DEBOUNCE = 0.05  # seconds of quiet after the last write before acting: an editor's save is a burst
 MAX_DELAY = 1.0  # but act at most this long after the first write, however busy the files stay
 _CONFIG = ""  # the pending key for a config change (no module is called "")
@@ -73,22 +82,47 @@ class ChangeWatcher:
         self._due_at: float | None = None
         self._config_dir = config_dir.resolve()
         self._roots: dict[Path, str] = {}
+        self._module_watches: set[tuple[Path, bool]] = set()  # (directory, recursive)
+        # The config files' resolved targets outside the config directory (read by the observer
+        # thread: replaced whole, never changed in place), and the watches of their directories
+        # with the (device, inode) each was made on.
+        self._targets: frozenset[Path] = frozenset()
+        self._target_watches: dict[Path, tuple[Any, tuple[int, int]]] = {}
         self._observer: Any = Observer()
         self._observer.daemon = True
         self._handler = _Handler(self)
         self.watch(modules)
+        self.last_read: ConfigState = self._contents()
+        """The config files as the last reload read them, applied or rejected (the caller updates
+        it): the same content again asks for no reload, and a save that undoes a rejected one
+        does (it clears the rejection)."""
         self._observer.start()
 
     def watch(self, modules: Mapping[str, Path]) -> None:
         """Watch exactly these modules (and the config directory) from now on."""
         self._observer.unschedule_all()
+        self._target_watches = {}
         self._roots = {path.resolve(): name for name, path in modules.items()}
+        self._module_watches = set()
         self._observer.schedule(self._handler, str(self._config_dir), recursive=False)
         for root in self._roots:
             if root.is_dir():
-                self._observer.schedule(self._handler, str(root), recursive=True)
+                where = (root, True)
             elif root.parent.is_dir():
-                self._observer.schedule(self._handler, str(root.parent), recursive=False)
+                where = (root.parent, False)
+            else:
+                continue
+            self._observer.schedule(self._handler, str(where[0]), recursive=where[1])
+            self._module_watches.add(where)
+        self._follow_targets()
+
+    def config_state(self) -> ConfigState:
+        """What the config files hold now, after following their links anew (and moving the
+        watches of their targets' directories to match): compared with `last_read`, it tells a
+        config that changed from a touch, a save of the same text or a ConfigMap update that
+        changed nothing."""
+        self._follow_targets()
+        return self._contents()
 
     def wake(self, now: float) -> None:
         """Called when `read_fd` is readable: (re)start the quiet period. It is one for all the
@@ -127,7 +161,7 @@ class ChangeWatcher:
     def record(self, path: str) -> None:
         """Note a written path (called on the observer's thread) and wake the loop if it counts."""
         file = Path(path)
-        if file.parent == self._config_dir and file.name in CONFIG_FILES:
+        if self._is_config(file):
             owner: str | None = _CONFIG
         elif (
             file.suffix == ".py" or file.name == REQUIREMENTS_FILE
@@ -145,17 +179,90 @@ class ChangeWatcher:
     def lost(self) -> None:
         """The kernel dropped events (inotify's queue overflowed in a storm of writes): take
         every module and the config as changed. Modules whose files are as they were are not
-        restarted (hot_reload compares their fingerprints); a config as it was changes nothing."""
+        restarted (hot_reload compares their fingerprints), nor is a config that holds what it
+        held (`config_state`)."""
         with self._lock:
             self._changed |= {_CONFIG, *self._roots.values()}
         with contextlib.suppress(BlockingIOError):
             os.write(self._write_fd, b"!")
+
+    def _is_config(self, file: Path) -> bool:
+        """A config file, its link's target, or a link renamed or made in the config directory
+        (a ConfigMap's `..data`: the files' links go through it)."""
+        if file.parent == self._config_dir:
+            return file.name in CONFIG_FILES or os.path.islink(file)
+        return file in self._targets
+
+    def _follow_targets(self) -> None:
+        """Resolve the config files' links and watch the directories of their targets (each one
+        alone, not its tree); drop the watches no target needs any more."""
+        targets = {Path(os.path.realpath(self._config_dir / name)) for name in CONFIG_FILES}
+        self._targets = frozenset(t for t in targets if t.parent != self._config_dir)
+        wanted = {t.parent for t in self._targets if not self._covered(t.parent)}
+        for directory, (watch, made_on) in list(self._target_watches.items()):
+            if directory not in wanted or _identity(directory) != made_on:  # gone, or made anew
+                del self._target_watches[directory]
+                with contextlib.suppress(KeyError):
+                    self._observer.unschedule(watch)
+        for directory in wanted - self._target_watches.keys():
+            identity = _identity(directory)
+            if identity is None:
+                continue  # not there (a dangling link): the link's own change is still seen
+            try:
+                watch = self._observer.schedule(self._handler, str(directory), recursive=False)
+            except OSError:
+                continue
+            self._target_watches[directory] = (watch, identity)
+
+    def _covered(self, directory: Path) -> bool:
+        """Whether a watch of the config directory or a module's already sees `directory`'s files
+        (a second one would only repeat its events, and unscheduling it would end the first)."""
+        if directory == self._config_dir or (directory, False) in self._module_watches:
+            return True
+        return any(
+            recursive and (directory == root or root in directory.parents)
+            for root, recursive in self._module_watches
+        )
+
+    def _contents(self) -> ConfigState:
+        return tuple(_content(self._config_dir / name) for name in CONFIG_FILES)
 
     def _owner(self, file: Path) -> str | None:
         for root, name in self._roots.items():
             if file == root or root in file.parents:
                 return name
         return None
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """The (device, inode) of a directory, or None if it is not one."""
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
+
+
+def _content(path: Path) -> object:
+    """What a config file holds, as compactly as can be compared: its size and a hash of its
+    bytes (Python's own hash, salted per process: nothing outside this process sees it, and
+    hashlib would load OpenSSL). None if it is missing; a mark of the error if it cannot be read.
+    A FIFO or a device in its place is opened without blocking and not read: that could block."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return ("unreadable", exc.errno)
+    with os.fdopen(fd, "rb") as file:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return ("not a regular file", stat.S_IFMT(found.st_mode))
+        try:
+            data = file.read(MAX_BYTES + 1)  # the loader refuses a larger file unread, too
+        except OSError as exc:
+            return ("unreadable", exc.errno)
+    return (found.st_size, hash(data))
 
 
 class _Handler:

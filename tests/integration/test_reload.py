@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,6 +178,78 @@ def test_a_config_edit_is_applied_while_watching(project: Project) -> None:
     _modules(project, ["a", "f"])
     project.wait_module("f", state="running")
     assert (project.config_dir / "main.yaml").read_text() == main
+
+
+def _publish(config_dir: Path, version: str, files: dict[str, str]) -> None:
+    """What the kubelet does to a mounted ConfigMap: the files go to a new directory, then a new
+    `..data` link to it is renamed over the old one, then the old directory is removed. The
+    config files themselves are links through `..data`."""
+    (config_dir / version).mkdir()
+    for name, text in files.items():
+        (config_dir / version / name).write_text(text)
+        if not (config_dir / name).is_symlink():
+            (config_dir / name).unlink(missing_ok=True)
+            (config_dir / name).symlink_to(f"..data/{name}")
+    old = (config_dir / "..data").resolve() if (config_dir / "..data").is_symlink() else None
+    (config_dir / "..data_tmp").symlink_to(version)
+    os.replace(config_dir / "..data_tmp", config_dir / "..data")  # `mv -T`: atomic
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _live_config(version: int) -> str:
+    entry = {"name": "live", "path": "../modules/live.py", "config": {"version": version}}
+    return yaml.safe_dump({"modules": [entry]})
+
+
+def _applied(project: Project, version: int) -> None:
+    """Wait until `live` runs with the config of `version`."""
+    app_log = project.root / "logs" / "app.log"
+    wait_until(
+        lambda: f"version {version}" in project.log("live"),
+        10,
+        f"version {version} applied",
+        app_log.read_text,
+    )
+
+
+def test_a_configmap_update_is_applied_while_watching(project: Project) -> None:
+    # The update was never applied: only `..data` changes, and that is no config file's name.
+    project.write_module("live.py", GOOD)
+    project.configure([], hot_reload=True)
+    main = (project.config_dir / "main.yaml").read_text()
+    _publish(project.config_dir, "..2024_a", {"main.yaml": main, "modules.yaml": _live_config(1)})
+    project.up()
+    _applied(project, 1)
+    for version, folder in ((2, "..2024_b"), (3, "..2024_c")):
+        files = {"main.yaml": main, "modules.yaml": _live_config(version)}
+        _publish(project.config_dir, folder, files)
+        _applied(project, version)
+    project.wait_module("live", state="running", restarts=2)
+
+
+def test_a_linked_config_file_edited_in_place_is_applied(project: Project) -> None:
+    # `config/modules.yaml -> ../shared/modules.yaml`: a save of the file it names was never seen.
+    project.write_module("live.py", GOOD)
+    project.configure([], hot_reload=True)
+    config, shared, other = project.config_dir, project.root / "shared", project.root / "shared2"
+    shared.mkdir()
+    other.mkdir()
+    (shared / "modules.yaml").write_text(_live_config(1))
+    (config / "modules.yaml").unlink()
+    (config / "modules.yaml").symlink_to("../shared/modules.yaml")
+    project.up()
+    _applied(project, 1)
+    (shared / "modules.yaml").write_text(_live_config(2))  # in place
+    _applied(project, 2)
+    # The link now names another file (renamed over it: `ln -sfn` is not atomic)...
+    (other / "modules.yaml").write_text(_live_config(3))
+    (config / "modules.yaml.new").symlink_to("../shared2/modules.yaml")
+    os.replace(config / "modules.yaml.new", config / "modules.yaml")
+    _applied(project, 3)
+    (other / "modules.yaml").write_text(_live_config(4))  # ...whose saves are followed from now
+    _applied(project, 4)
+    project.wait_module("live", state="running", restarts=3)
 
 
 SLOW_STOP = """

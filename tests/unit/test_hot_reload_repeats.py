@@ -3,13 +3,16 @@ starved past the quiet period) restarts nothing; a new write restarts again."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import zmq
 
 from orchestrator.hot_reload import HotReload
+from orchestrator.watch import ChangeWatcher
 
 
 class FakeWatcher:
@@ -49,3 +52,36 @@ def test_a_late_event_of_the_same_writes_restarts_nothing(tmp_path: Path) -> Non
     watcher.pending = ["live"]
     hot.handle({})
     assert restarted == [child, child]
+
+
+def test_a_config_event_reloads_only_when_the_content_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A touch, a save of the same text or a ConfigMap published again with the same data is no
+    reload and no log line; a different content is, once, and becomes what is compared with."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "modules.yaml").write_text("modules: []\n")
+    reloads: list[None] = []
+    manager = SimpleNamespace(shutting_down=False)
+    hot = HotReload(zmq.Poller(), manager, lambda: reloads.append(None))  # type: ignore[arg-type]
+    hot.watcher = ChangeWatcher(config, {})
+    try:
+
+        def event() -> None:
+            assert hot.watcher is not None
+            hot.watcher.record(str(config / "modules.yaml"))
+            hot.watcher.wake(0.0)  # long past: due at the next handle
+            hot.handle({})
+
+        caplog.set_level(logging.INFO, logger="orchestrator.hot_reload")
+        event()
+        assert (reloads, caplog.messages) == ([], [])
+        (config / "modules.yaml").write_text("modules: []\n# saved\n")
+        event()
+        assert (reloads, caplog.messages) == ([None], ["hot reload: the config changed"])
+        hot.config_read(hot.config_state())  # what the reload does
+        event()
+        assert len(reloads) == 1
+    finally:
+        hot.close()

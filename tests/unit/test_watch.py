@@ -75,3 +75,100 @@ def test_events_the_kernel_lost_count_as_every_file_changed(
     watcher._handler.dispatch(EventsLostEvent(str(tmp_path / "config"), is_directory=True))
     watcher.wake(10.0)
     assert watcher.due(10.0 + DEBOUNCE) == (["a", "b"], True)
+
+
+def _configmap(config: Path, version: str, modules: str) -> None:
+    """A mounted ConfigMap: `modules.yaml -> ..data/modules.yaml`, `..data -> version`."""
+    (config / version).mkdir()
+    (config / version / "modules.yaml").write_text(modules)
+    if not (config / "modules.yaml").is_symlink():
+        (config / "modules.yaml").symlink_to("..data/modules.yaml")
+    (config / "..data_tmp").symlink_to(version)
+    (config / "..data_tmp").replace(config / "..data")
+
+
+@pytest.fixture
+def configmap(tmp_path: Path) -> Iterator[ChangeWatcher]:
+    config = tmp_path / "config"
+    config.mkdir()
+    _configmap(config, "..2024_a", "modules: []\n")
+    watching = ChangeWatcher(config, {})
+    yield watching
+    watching.close()
+
+
+def _config_due(watcher: ChangeWatcher, path: Path, now: float) -> bool:
+    _save(watcher, path, now)
+    return watcher.due(now + DEBOUNCE)[1]
+
+
+def test_a_configmap_swap_of_its_data_link_is_a_config_event(
+    configmap: ChangeWatcher, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    _configmap(config, "..2024_b", "modules: []\n")
+    assert _config_due(configmap, config / "..data", 10.0)  # the rename's destination
+    assert not _config_due(configmap, config / "..data_tmp", 20.0)  # gone by then: no link
+    assert not _config_due(configmap, config / "..2024_b", 30.0)  # a directory
+
+
+def test_the_config_state_tells_a_changed_configmap_from_the_same_data(
+    configmap: ChangeWatcher, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    assert configmap.config_state() == configmap.last_read
+    _configmap(config, "..2024_b", "modules: []\n")  # the same data, published again
+    assert configmap.config_state() == configmap.last_read
+    _configmap(config, "..2024_c", "modules: []\n# changed\n")
+    assert configmap.config_state() != configmap.last_read
+
+
+def test_the_targets_are_followed_and_the_old_directory_dropped(
+    configmap: ChangeWatcher, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+
+    def watched() -> set[str]:
+        return {emitter.watch.path for emitter in configmap._observer.emitters}
+
+    assert watched() == {str(config), str(config / "..2024_a")}
+    assert _config_due(configmap, config / "..2024_a" / "modules.yaml", 10.0)  # edited in place
+    assert not _config_due(configmap, config / "..2024_a" / "notes.yaml", 20.0)
+    _configmap(config, "..2024_b", "modules: []\n")
+    configmap.config_state()  # what the loop does before a reload
+    assert watched() == {str(config), str(config / "..2024_b")}
+    assert _config_due(configmap, config / "..2024_b" / "modules.yaml", 30.0)
+    assert not _config_due(configmap, config / "..2024_a" / "modules.yaml", 40.0)
+
+
+def test_a_linked_file_elsewhere_and_a_linked_env_count_as_config(tmp_path: Path) -> None:
+    config, shared = tmp_path / "config", tmp_path / "shared"
+    config.mkdir()
+    shared.mkdir()
+    for name in ("modules.yaml", ".env"):
+        (shared / name).write_text("")
+        (config / name).symlink_to(shared / name)
+    watching = ChangeWatcher(config, {})
+    try:
+        assert _config_due(watching, shared / "modules.yaml", 10.0)
+        assert _config_due(watching, shared / ".env", 20.0)
+        assert not _config_due(watching, shared / "other.yaml", 30.0)
+        (shared / ".env").write_text("TOKEN=2\n")
+        assert watching.config_state() != watching.last_read
+    finally:
+        watching.close()
+
+
+def test_a_module_file_reached_through_a_link_restarts_on_a_save_of_its_target(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "live.py").write_text("")
+    (tmp_path / "live.py").symlink_to(tmp_path / "elsewhere" / "live.py")
+    watching = ChangeWatcher(tmp_path / "config", {"live": tmp_path / "live.py"})
+    try:
+        _save(watching, tmp_path / "elsewhere" / "live.py", 10.0)
+        assert watching.due(10.0 + DEBOUNCE) == (["live"], False)
+    finally:
+        watching.close()
