@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from module_sdk.codec import BadFrameError, decode_envelope
-from module_sdk.event import Event, EventCallback, Pattern, validate_event_type
+from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class GroupMember:
                     "callback %s for %s (from %s) raised",
                     getattr(callback, "__qualname__", repr(callback)),
                     event_type,
-                    source,
+                    shown(source),
                 )
         self.busy_since = None
 

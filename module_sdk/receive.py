@@ -126,7 +126,7 @@ class ReceivePath:
             "callback %s for %s (from %s) raised",
             getattr(callback, "__qualname__", repr(callback)),
             event.type,
-            event.source,
+            shown(event.source),  # a forged one: cut, and no line breaks of its own
         )
 
     def _new_topic(self, topic: bytes, body: bytes) -> tuple[str, tuple[EventCallback, ...]] | None:

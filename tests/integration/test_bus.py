@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import sys
@@ -169,6 +170,28 @@ def test_clear_removes_every_subscription(net: Net) -> None:
     publish_until(a, "late.sentinel", late)
     assert [event.data for event in exact.events] == [1]
     assert [event.data for event in prefix.events] == [1]
+
+
+def test_a_raising_callback_logs_a_forged_source_cut_and_on_one_line(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any process on the bus can name any source: one of 10,000 characters with line breaks
+    went whole into the module's log (forged lines, and as much text as it liked)."""
+
+    def boom(event: Event) -> None:
+        raise RuntimeError("boom")
+
+    b = net.bus("b", [("test.ping", boom)])
+    a = net.bus("forged\nERROR not ours " + "x" * 10_000)
+    with caplog.at_level(logging.ERROR, logger="module_sdk"):
+        a.publish("test.ping")
+        (message,) = wait_until(
+            lambda: [r.getMessage() for r in caplog.records if "raised" in r.getMessage()],
+            what="the callback's error logged",
+        )
+    assert "\n" not in message and len(message) < 400, message[:500]
+    assert "10022 characters" in message, message
+    assert b.callback_errors == 1
 
 
 def test_a_raising_callback_is_counted_and_others_still_run(net: Net) -> None:
