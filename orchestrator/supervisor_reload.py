@@ -108,6 +108,8 @@ class ConfigReload:
                 self.rejected_config = (" ".join(message.split()), since)
                 self.hot_reload.config_read(seen)  # a touch of it is not rejected again
             return None, message
+        # Before anything below logs a name or a value of the new config, dry runs included.
+        self.redactor.add(new.secrets)
         plan = plan_reload(self.manager.config, new)  # in force: with a `scale` applied
         if self.manager.shutting_down:
             return None, "the supervisor is shutting down; nothing was changed"

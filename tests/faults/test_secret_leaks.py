@@ -8,7 +8,7 @@ import json
 
 import yaml
 from click.testing import CliRunner
-from helpers import leaks, make_secret
+from helpers import leaks, make_secret, wait_until
 from project import Project, describe
 
 from orchestrator import exit_codes
@@ -80,3 +80,24 @@ def test_a_quoted_secret_of_any_length_never_shows(project: Project) -> None:
         outputs += [(secret, "app.log", app_log), (secret, "status", status)]
     for secret, where, text in outputs:
         assert not leaks(secret, text), f"a {len(secret)}-character secret in {where}: {text}"
+
+
+def test_a_secret_new_in_a_reload_is_hidden_from_the_reload_log(project: Project) -> None:
+    """The reload logs its plan before it applies the new config: the new config's secrets must be
+    hidden from that line too (here a new module's name holds a value new in `.env`)."""
+    secret = "leakedname"
+    idle = {"name": "idle", "path": project.probe("idle")}
+    project.configure([idle])
+    project.up()
+    (project.config_dir / ".env").write_text(dotenv_line("NEW_TOKEN", secret))
+    added = {"name": f"{secret}-worker", "path": idle["path"], "config": {"t": "${NEW_TOKEN}"}}
+    project.configure([idle, added])
+
+    project.cli("reload", "--dry-run", check=0)
+    project.cli("reload", check=0)
+
+    app_log = project.root / "logs" / "app.log"
+    wait_until(lambda: "reload: start" in app_log.read_text(), what="the reload's plan logged")
+    text = app_log.read_text()
+    assert "reload: start ***-worker" in text, text
+    assert not leaks(secret, text), text
