@@ -1,8 +1,9 @@
 """`${VAR}` and `${VAR:-default}` substitution inside the string scalars of a raw YAML tree.
 
 Values come from the process environment first, then from an optional `.env` file beside the
-configuration (read with python-dotenv). `$${` is a literal `${`. Every value filled in, defaults
-included, is recorded as a secret so that it can be redacted from logs and events. Substitution
+configuration (read with python-dotenv). `$${` is a literal `${`. Every value filled in from the
+environment or `.env` is recorded as a secret so that it can be redacted from logs and events; a
+default is written in the file for all to read, and is not. Substitution
 never changes a value's type: `port: ${PORT}` is the string `'5555'`, which an integer setting
 refuses. Mapping keys are not interpolated.
 """
@@ -121,6 +122,8 @@ class Substitution:
         default = match.group("default")
         if default is not None and not value:  # `:-` also applies to an empty value, as in sh
             value = default
+        elif value:  # a default is written in the file for all to read: not a secret
+            self.secrets.add(value)
         if value is None:
             raise ConfigError(
                 file, where, f"environment variable {name} is not set (nor in {self.env_label})"
@@ -132,6 +135,4 @@ class Substitution:
                 where,
                 f"the values of ${{...}} references add up to more than {MAX_CHARS} characters",
             )
-        if value:
-            self.secrets.add(value)
         return value

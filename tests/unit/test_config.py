@@ -342,7 +342,17 @@ notifications:
     hook = config.notifications.webhooks[0]
     assert hook.url == "https://x/from-environment"  # the environment wins over .env
     assert hook.headers == {"Authorization": "Bearer 7000"}
-    assert config.secrets == {"7000", "localhost", "fallback", "from-environment"}
+    assert config.secrets == {"7000", "from-environment"}  # not the defaults, written in the file
+
+
+def test_a_default_is_not_a_secret(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODE", raising=False)
+    modules = 'modules: [{name: a, path: ../mods/alpha.py, config: {mode: "${MODE:-running}"}}]'
+    config = load_config(write(modules=modules))
+    assert config.modules[0].config == {"mode": "running"}
+    assert config.secrets == frozenset()  # else "running" is *** in every line of app.log
+    monkeypatch.setenv("MODE", "from-env")
+    assert load_config(write(modules=modules)).secrets == {"from-env"}
 
 
 def test_a_module_config_may_hold_any_string_a_nul_included(root: Path) -> None:
