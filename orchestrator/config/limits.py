@@ -19,6 +19,7 @@ module_sdk/limits.py).
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -199,18 +200,15 @@ def _group(value: Any, file: str, where: str) -> str:
 
 
 def _umask(value: Any, file: str, where: str) -> int | None:
-    """An octal string (`"027"`) or an integer (YAML reads an unquoted 027 as octal: 23)."""
+    """Octal digits, as systemd's UMask= reads them: `"027"`, `27` or `0o27` (the loader keeps
+    an unquoted umask's text, `MODULES_AS_TEXT`). An integer can only be one YAML already read
+    as decimal or octal, which cannot be told apart: it is refused."""
     if value is None:
         return None
+    number = -1
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             number = int(value, 8)
-        except ValueError:
-            number = -1
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        number = -1
     if not 0 <= number <= 0o777:
         raise ConfigError(
             file, where, f"expected an octal umask such as '027' (0 to 777), got {describe(value)}"

@@ -24,7 +24,7 @@ from orchestrator.config.sections import (
     build_supervision,
 )
 from orchestrator.config.validate import check_keys, describe, expect_bool
-from orchestrator.config.yamlfile import RefusedYAMLError, load_yaml, read_text
+from orchestrator.config.yamlfile import RefusedYAMLError, TextPath, load_yaml, read_text
 
 MAIN_FILE = "main.yaml"
 MODULES_FILE = "modules.yaml"
@@ -42,6 +42,9 @@ MAIN_KEYS = (
     "cluster",
 )
 MODULES_KEYS = ("modules",)
+MODULES_AS_TEXT: tuple[TextPath, ...] = (("modules", None, "umask"),)
+"""Values of modules.yaml read as written: `umask: 027` is octal 027 as for systemd's UMask=,
+not the YAML 1.1 integer 23 (nor `umask: 77` decimal 77, which is octal 115)."""
 _NO_MODULES_FILE = (
     "file not found; it lists the modules to run (`modules: []` for none; `orchestrator init` "
     "writes a starter project)"
@@ -64,7 +67,9 @@ def load_config(config_dir: Path) -> AppConfig:
     root = config_dir.resolve()
 
     raw_main = read_yaml(root / MAIN_FILE, main_label, missing_ok=True)
-    raw_modules = read_yaml(root / MODULES_FILE, modules_label, missing=_NO_MODULES_FILE)
+    raw_modules = read_yaml(
+        root / MODULES_FILE, modules_label, missing=_NO_MODULES_FILE, as_text=MODULES_AS_TEXT
+    )
     variables = read_variables(root / ENV_FILE, env_label)
     substitution = Substitution(variables, env_label)
     try:
@@ -90,11 +95,17 @@ def load_config(config_dir: Path) -> AppConfig:
 
 
 def read_yaml(
-    path: Path, label: str, *, missing_ok: bool = False, missing: str = "file not found"
+    path: Path,
+    label: str,
+    *,
+    missing_ok: bool = False,
+    missing: str = "file not found",
+    as_text: tuple[TextPath, ...] = (),
 ) -> dict[str, Any]:
     """The top-level mapping of a YAML file (`{}` when empty, or when missing with `missing_ok`);
     `label` names it in errors, `missing` is the message when it is not there. The file's size,
-    nesting and alias expansion are bounded, and a repeated key is refused (`yamlfile`)."""
+    nesting and alias expansion are bounded, and a repeated key is refused (`yamlfile`); the
+    scalars `as_text` names are read as the text written."""
     try:
         text = read_text(path)
     except FileNotFoundError:
@@ -110,7 +121,7 @@ def read_yaml(
     except ValueError as exc:
         raise ConfigError(label, "", f"cannot read file: {exc}") from None
     try:
-        data = load_yaml(text)
+        data = load_yaml(text, as_text)
     except RefusedYAMLError as exc:
         raise ConfigError(label, _position(exc.problem_mark), str(exc.problem)) from None
     except yaml.MarkedYAMLError as exc:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.error import MarkedYAMLError
-from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_BYTES = 128 * 1024
 """A config file larger than this is refused unread. Real ones are a few kilobytes; parsing this
@@ -64,10 +64,25 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
     return data.decode("utf-8")
 
 
-def load_yaml(text: str) -> Any:
+TextPath = tuple[str | None, ...]
+"""Where in a document a value is read as the text written (`load_yaml`'s `as_text`): mapping
+keys, with None for any key or any item of a list: `("modules", None, "umask")`."""
+
+_TYPED_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "timestamp")
+)
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def load_yaml(text: str, as_text: tuple[TextPath, ...] = ()) -> Any:
     """The one document in `text` (None if empty), within the bounds above. Raises
-    `RefusedYAMLError` past a bound or on a repeated key, other `yaml.YAMLError`s on bad syntax."""
-    loader = BoundedLoader(text)
+    `RefusedYAMLError` past a bound or on a repeated key, other `yaml.YAMLError`s on bad syntax.
+
+    An unquoted number, boolean or date at one of the places `as_text` names is the string
+    written, not what YAML 1.1 makes of it (`0644` is 420, `1.10` is 1.1, `12:30` is 750): where
+    only a string makes sense, an environment variable's value or a umask, the text is what the
+    user meant."""
+    loader = BoundedLoader(text, as_text)
     try:
         return loader.get_single_data()
     except RecursionError:  # the pure-Python composer recurses per level (libyaml stops at 1000)
@@ -80,14 +95,37 @@ class BoundedLoader(_SafeLoader):
     """A safe loader that refuses a document past `MAX_NODES`, `MAX_CHARS` or `MAX_DEPTH` with its
     aliases expanded, and a mapping that repeats a key."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, as_text: tuple[TextPath, ...] = ()) -> None:
         super().__init__(stream)
         self._own_keys: dict[int, list[Node]] = {}  # id(mapping) -> its keys as written
+        self._as_text = as_text
 
     def construct_document(self, node: Node) -> Any:
-        """Measure the composed document, then construct it as SafeLoader does."""
+        """Measure the composed document, then construct it as SafeLoader does (with the
+        scalars `as_text` names as strings)."""
         self._measure(node)
+        for path in self._as_text:
+            self._keep_text(node, path)
         return super().construct_document(node)
+
+    def _keep_text(self, node: Node, path: TextPath) -> Node:
+        """`node`, or the nodes `path` leads to within it, with each plain scalar that YAML would
+        read as a number, boolean or date replaced by a string of its text (a copy: an alias of
+        it elsewhere keeps its type)."""
+        if not path:  # plain: style None, or '' from libyaml
+            if isinstance(node, ScalarNode) and not node.style and node.tag in _TYPED_TAGS:
+                return ScalarNode(_STR_TAG, node.value, node.start_mark, node.end_mark)
+            return node
+        head, rest = path[0], path[1:]
+        if isinstance(node, SequenceNode) and head is None:
+            node.value = [self._keep_text(value, rest) for value in node.value]
+        elif isinstance(node, MappingNode):
+            self.flatten_mapping(node)  # the keys merged in with `<<: *x` count, as they will
+            node.value = [
+                (key, self._keep_text(value, rest) if _matches(key, head) else value)
+                for key, value in node.value
+            ]
+        return node
 
     def _measure(self, root: Node) -> None:
         """Walk each distinct node once (iteratively: no recursion), computing bottom-up the size
@@ -151,6 +189,10 @@ class BoundedLoader(_SafeLoader):
                     f"duplicate key {_show(key)} (first at line {line})", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+def _matches(key: Node, head: str | None) -> bool:
+    return head is None or (isinstance(key, ScalarNode) and key.value == head)
 
 
 def _children(node: Node) -> list[Node]:

@@ -50,8 +50,25 @@ def test_every_key_is_read(config_dir: Path) -> None:
     assert limits.cgroup_keys == {"memory_max_mb": 256, "cpu_quota": 0.5, "pids_max": 64}
 
 
-def test_an_unquoted_octal_umask_is_read_as_yaml_reads_it(config_dir: Path) -> None:
-    assert limits_of(config_dir, "umask: 0o22").umask == 0o22
+@pytest.mark.parametrize(
+    ("written", "umask"),
+    [("0o22", 0o22), ("022", 0o22), ("'022'", 0o22), ("77", 0o77), ("27", 0o27), ("0", 0)],
+)
+def test_a_umask_is_octal_quoted_or_not_as_for_systemd(
+    config_dir: Path, written: str, umask: int
+) -> None:
+    # YAML 1.1 reads an unquoted 77 as decimal 77 (octal 115: files -rw-rw--w-) and 022 as 18.
+    assert limits_of(config_dir, f"umask: {written}").umask == umask
+
+
+def test_a_umask_in_an_alias_is_octal_and_the_anchor_keeps_its_type(config_dir: Path) -> None:
+    entry = "{name: a, path: ../mods/a.py, pids_max: &n 77, umask: *n}"
+    (config_dir / "modules.yaml").write_text(f"modules: [{entry}]")
+    limits = load_config(config_dir).modules[0].limits
+    assert (limits.umask, limits.pids_max) == (0o77, 77)
+    merged = "{<<: {umask: 27}, name: a, path: ../mods/a.py}"
+    (config_dir / "modules.yaml").write_text(f"modules: [{merged}]")
+    assert load_config(config_dir).modules[0].limits.umask == 0o27
 
 
 ERRORS = [
@@ -98,8 +115,10 @@ ERRORS = [
     ("user: ''", "user: expected a non-empty string, got ''"),
     ("group: no-such-group-here", "group: no group 'no-such-group-here' on this host"),
     ("umask: '999'", "umask: expected an octal umask such as '027' (0 to 777), got '999'"),
-    ("umask: 512", "umask: expected an octal umask such as '027' (0 to 777), got 512"),
-    ("umask: true", "umask: expected an octal umask such as '027' (0 to 777), got true"),
+    ("umask: 1000", "umask: expected an octal umask such as '027' (0 to 777), got '1000'"),
+    ("umask: 8", "umask: expected an octal umask such as '027' (0 to 777), got '8'"),
+    ("umask: true", "umask: expected an octal umask such as '027' (0 to 777), got 'true'"),
+    ("umask: !!int '7'", "umask: expected an octal umask such as '027' (0 to 777), got 7"),
     ("filesystem: [a]", "filesystem: expected a mapping, got a list"),
     ("filesystem: {read_only: /usr}", "filesystem.read_only: expected a list, got '/usr'"),
     ("filesystem: {read_only: [7]}", "filesystem.read_only[0]: expected a non-empty string, got 7"),
