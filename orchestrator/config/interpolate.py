@@ -120,6 +120,10 @@ class Substitution:
             )
         value = self.variables.get(name)
         default = match.group("default")
+        if default is not None and "${" in default:  # the first `}` would end the reference
+            raise ConfigError(
+                file, where, f"the default of ${{{name}:-...}} cannot hold a ${{...}} reference"
+            )
         if default is not None and not value:  # `:-` also applies to an empty value, as in sh
             value = default
         elif value:  # a default is written in the file for all to read: not a secret

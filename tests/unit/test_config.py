@@ -345,6 +345,24 @@ notifications:
     assert config.secrets == {"7000", "from-environment"}  # not the defaults, written in the file
 
 
+@pytest.mark.parametrize("environ", [{}, {"A": "aaa"}, {"B": "bee"}])
+def test_a_nested_reference_in_a_default_is_an_error(
+    root: Path, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]
+) -> None:
+    for name in ("A", "B"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # Read as ${A:-${B} then "}": '${B' with A unset, 'aaa}' with A set.
+    message = load_error(
+        modules="modules: [{name: a, path: ../mods/alpha.py, config: {x: '${A:-${B}}'}}]"
+    )
+    assert message == (
+        "config/modules.yaml: modules[0].config.x: the default of ${A:-...} cannot hold a "
+        "${...} reference"
+    )
+
+
 def test_a_default_is_not_a_secret(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODE", raising=False)
     modules = 'modules: [{name: a, path: ../mods/alpha.py, config: {mode: "${MODE:-running}"}}]'
