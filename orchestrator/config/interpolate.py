@@ -1,18 +1,18 @@
 """`${VAR}` and `${VAR:-default}` substitution inside the string scalars of a raw YAML tree.
 
 Values come from the process environment first, then from an optional `.env` file beside the
-configuration (read with python-dotenv). `$${` is a literal `${`. Every value filled in from the
-environment or `.env` is recorded as a secret so that it can be redacted from logs and events; a
-default is written in the file for all to read, and is not. Substitution
-never changes a value's type: `port: ${PORT}` is the string `'5555'`, which an integer setting
-refuses. Mapping keys are not interpolated.
-"""
+configuration (parsed with python-dotenv; its own values filled in by the same rules, see
+`_read_dotenv`). `$${` is a literal `${`. Every value filled in from the environment or `.env` is
+recorded as a secret so that it can be redacted from logs and events; a default is written in
+the file for all to read, and is not. Substitution never changes a value's type: `port: ${PORT}`
+is the string `'5555'`, which an integer setting refuses. Mapping keys are not interpolated."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import child, item
 from orchestrator.config.yamlfile import MAX_BYTES, MAX_CHARS, read_text
 
+_SINGLE_QUOTED = re.compile(r"\s*(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*=[^\S\r\n]*'")
+"""A `.env` line whose value is in single quotes (python-dotenv's own grammar, up to the quote)."""
 _REFERENCE = re.compile(
     r"\$\$\{"  # escape: a literal ${
     r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
@@ -37,52 +39,41 @@ def read_variables(env_file: Path, env_label: str) -> dict[str, str]:
             what = "a symbolic link to a file that does not exist"
         raise ConfigError(env_label, "", f"cannot read file: {what}")
     if env_file.is_file():
-        from dotenv import dotenv_values  # noqa: PLC0415  (only when there is a .env to read)
-        from dotenv.parser import parse_stream  # noqa: PLC0415
-
         try:
             text = read_text(env_file, MAX_BYTES)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(env_label, "", f"cannot read file: {exc}") from None
-        for binding in parse_stream(io.StringIO(text)):
-            if binding.error:  # dotenv would skip it (and a variable with it), with a warning
-                line = binding.original.line  # its text is not shown: it may hold a secret
-                raise ConfigError(
-                    env_label, f"line {line}", "cannot parse it: expected NAME=value, # comment"
-                )
-        _check_expansion(dotenv_values(stream=io.StringIO(text), interpolate=False), env_label)
-        raw = dotenv_values(stream=io.StringIO(text))
-        values.update({key: value for key, value in raw.items() if value is not None})
+        values.update(_read_dotenv(text, env_label))
     values.update(os.environ)
     return values
 
 
-def _check_expansion(raw: Mapping[str, str | None], env_label: str) -> None:
-    """python-dotenv fills `${VAR}`s in a `.env` value from the values before it, so a few lines
-    that each repeat the one before a few hundred times are a bomb (3 KB made 800 MB). Add up the
-    lengths the values will have, as dotenv will fill them, before it does."""
-    from dotenv.variables import Literal, Variable, parse_variables  # noqa: PLC0415  (as dotenv above)
+def _read_dotenv(text: str, env_label: str) -> dict[str, str]:
+    """The values of a `.env` file, each with its references filled in by the rules of the YAML
+    files (`Substitution`), as docker compose fills them: from the environment first, then from
+    the lines above; an unset variable is an error naming the line's variable; `$${` is a literal
+    `${`; a single-quoted value is taken as written. (python-dotenv's own filling lets the file
+    win over the environment and makes an unset variable, or one set further down, an empty
+    string, silently.) Filling a line's value in stops past `MAX_CHARS` characters of values
+    filled in, over the whole file: a few lines that each repeat the one before a few hundred
+    times are a bomb."""
+    from dotenv.parser import parse_stream  # noqa: PLC0415  (only when there is a .env to read)
 
-    lengths = {name: len(value) for name, value in os.environ.items()}
-    total = 0
-    for name, value in raw.items():
-        if value is None:
-            continue
-        length = 0
-        for atom in parse_variables(value):
-            if isinstance(atom, Literal):
-                length += len(atom.value)
-            elif isinstance(atom, Variable):  # its value (the file's own wins, as in dotenv)
-                length += lengths.get(atom.name, len(atom.default or ""))
-        lengths[name] = length
-        total += length
-        if total > MAX_CHARS:
+    values: dict[str, str] = {}
+    substitution = Substitution(ChainMap(os.environ, values), "on a line above")
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:  # dotenv would skip it (and a variable with it), with a warning
+            line = binding.original.line  # its text is not shown: it may hold a secret
             raise ConfigError(
-                env_label,
-                name,
-                f"the values, with their ${{...}} filled in, add up to more than {MAX_CHARS} "
-                "characters",
+                env_label, f"line {line}", "cannot parse it: expected NAME=value, # comment"
             )
+        if binding.key is None or binding.value is None:  # a comment, or a name alone
+            continue
+        if _SINGLE_QUOTED.match(binding.original.string):
+            values[binding.key] = binding.value
+        else:
+            values[binding.key] = substitution.fill(binding.value, env_label, binding.key)
+    return values
 
 
 class Substitution:
@@ -90,9 +81,9 @@ class Substitution:
     in (`secrets`) and refusing to produce more than `MAX_CHARS` characters of them in all (a long
     value referenced many times, or through an alias, is a bomb of its own)."""
 
-    def __init__(self, variables: Mapping[str, str], env_label: str) -> None:
+    def __init__(self, variables: Mapping[str, str], elsewhere: str) -> None:
         self.variables = variables
-        self.env_label = env_label
+        self.elsewhere = elsewhere  # where else an unset variable was looked for
         self.secrets: set[str] = set()
         self._filled = 0
 
@@ -130,7 +121,7 @@ class Substitution:
             self.secrets.add(value)
         if value is None:
             raise ConfigError(
-                file, where, f"environment variable {name} is not set (nor in {self.env_label})"
+                file, where, f"environment variable {name} is not set (nor {self.elsewhere})"
             )
         self._filled += len(value)
         if self._filled > MAX_CHARS:

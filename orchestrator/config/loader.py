@@ -71,7 +71,7 @@ def load_config(config_dir: Path) -> AppConfig:
         root / MODULES_FILE, modules_label, missing=_NO_MODULES_FILE, as_text=MODULES_AS_TEXT
     )
     variables = read_variables(root / ENV_FILE, env_label)
-    substitution = Substitution(variables, env_label)
+    substitution = Substitution(variables, f"in {env_label}")
     try:
         main = substitution.fill(raw_main, main_label)
         modules = substitution.fill(raw_modules, modules_label)

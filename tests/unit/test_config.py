@@ -363,6 +363,36 @@ def test_a_nested_reference_in_a_default_is_an_error(
     )
 
 
+DOTENV_MODULE = "modules: [{name: a, path: ../mods/alpha.py, config: {a: '${A}', x: '${X}'}}]"
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "missing"),
+    [("A=pre-${X}\n", "X"), ("A=${Y}\nY=later\nX=1\n", "Y"), ('A="${Y}"\nX=1\n', "Y")],
+)
+def test_a_dotenv_reference_to_a_variable_not_set_above_is_an_error(
+    root: Path, monkeypatch: pytest.MonkeyPatch, dotenv: str, missing: str
+) -> None:
+    for name in ("A", "X", "Y"):
+        monkeypatch.delenv(name, raising=False)
+    message = load_error(modules=DOTENV_MODULE, env=dotenv)  # not silently an empty string
+    assert (
+        message
+        == f"config/.env: A: environment variable {missing} is not set (nor on a line above)"
+    )
+
+
+def test_dotenv_references_follow_the_rules_of_the_yaml_files(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("X", "envval")
+    monkeypatch.delenv("A", raising=False)
+    dotenv = "X=fileval\nA=${X}|$${X}|'${X}'|${UNSET_HERE:-d}\nB='${X}'\n"
+    config = load_config(write(modules=DOTENV_MODULE.replace("'${X}'", "'${X} ${B}'"), env=dotenv))
+    # The environment wins inside .env too; $${ is a literal ${; single quotes are as written.
+    assert config.modules[0].config == {"a": "envval|${X}|'envval'|d", "x": "envval ${X}"}
+
+
 def test_a_default_is_not_a_secret(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODE", raising=False)
     modules = 'modules: [{name: a, path: ../mods/alpha.py, config: {mode: "${MODE:-running}"}}]'
