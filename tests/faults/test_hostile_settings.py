@@ -59,6 +59,23 @@ MAIN_CASES: dict[str, tuple[dict[str, Any], str]] = {
         "headers.X: a header value cannot hold control characters",
     ),
     "a huge high_water_mark": ({"bus": {"high_water_mark": 10**12}}, "bus.high_water_mark"),
+    # Each of these kept the supervisor at 95% CPU, or a log from ever rotating by size.
+    "a heartbeat every 100 ns": (
+        {"supervision": {"heartbeat_interval": 1e-7}},
+        "supervision.heartbeat_interval: expected a number >= 0.05",
+    ),
+    "a health check every 100 ns": (
+        {"supervision": {"health_interval": 1e-7}},
+        "supervision.health_interval: expected a number >= 0.05",
+    ),
+    "a usage line every 100 ns": (
+        {"resources": {"usage_log_interval": 1e-7}},
+        "resources.usage_log_interval: expected a number >= 1",
+    ),
+    "a log file size under a byte": (
+        {"logging": {"max_file_size_mb": 1e-7}},
+        "logging.max_file_size_mb: expected a number >= 0.001",
+    ),
 }
 
 

@@ -199,7 +199,15 @@ MAIN_ERRORS = [
     "supervision: {backoff_initial: 5, backoff_max: 1} => supervision.backoff_max: "
     "backoff_max (1) must be at least backoff_initial (5)",
     "supervision: {health_interval: 0} => supervision.health_interval: "
-    "expected a number > 0, got 0",
+    "expected a number >= 0.05, got 0",
+    "supervision: {health_interval: 0.0000001} => supervision.health_interval: "
+    "expected a number >= 0.05, got 1e-07",
+    "supervision: {heartbeat_interval: 0.0000001} => supervision.heartbeat_interval: "
+    "expected a number >= 0.05, got 1e-07",
+    "resources: {usage_log_interval: 0.0000001} => resources.usage_log_interval: "
+    "expected a number >= 1, got 1e-07",
+    "logging: {max_file_size_mb: 0.0000001} => logging.max_file_size_mb: "
+    "expected a number >= 0.001, got 1e-07",
     "supervision: {health_retries: 0} => supervision.health_retries: "
     "expected an integer >= 1, got 0",
     "supervision: {ready: later} => supervision.ready: expected one of auto, manual, got 'later'",
@@ -229,6 +237,8 @@ MODULES_ERRORS = [
     f"modules: [{{name: a, path: x.py, colour: red}}] => modules[0].colour: "
     f"unknown key (expected one of: {MODULE_KEYS})",
     "modules: [{path: x.py}] => modules[0].name: required key is missing",
+    "modules: [{name: a, path: ../mods/alpha.py, health_interval: 0.01}] => "
+    "modules[0].health_interval: expected a number >= 0.05, got 0.01",
     "modules: [{name: a, path: ../mods/alpha.py, work_group: 'a b'}] => modules[0].work_group: expected a "
     "group name of up to 64 letters, digits, '_', '.', ':', '#' or '-', starting with a letter, "
     "digit or '_', got 'a b'",
