@@ -42,9 +42,11 @@ MAIN_KEYS = (
     "cluster",
 )
 MODULES_KEYS = ("modules",)
-MODULES_AS_TEXT: tuple[TextPath, ...] = (("modules", None, "umask"),)
+MODULES_AS_TEXT: tuple[TextPath, ...] = (("modules", None, "umask"), ("modules", None, "env", None))
 """Values of modules.yaml read as written: `umask: 027` is octal 027 as for systemd's UMask=,
-not the YAML 1.1 integer 23 (nor `umask: 77` decimal 77, which is octal 115)."""
+not the YAML 1.1 integer 23 (nor `umask: 77` decimal 77, which is octal 115); an `env:` value
+is the string written, `MODE: 0644` is '0644', `VER: 1.10` '1.10', `T: 12:30` '12:30' (YAML 1.1
+would make them 420, 1.1 and 750)."""
 _NO_MODULES_FILE = (
     "file not found; it lists the modules to run (`modules: []` for none; `orchestrator init` "
     "writes a starter project)"

@@ -239,9 +239,9 @@ def _env(value: Any, file: str, where: str) -> dict[str, str]:
             raise ConfigError(
                 file, at, f"expected a variable name without '=' or NUL characters, got {key!r}"
             )
-        if isinstance(text, bool) or not isinstance(text, str | int | float):
-            raise ConfigError(file, at, f"expected a string or a number, got {found(text, at)}")
-        if "\0" in str(text):
+        if not isinstance(text, str):  # an unquoted 8080 is '8080' (loader's MODULES_AS_TEXT)
+            raise ConfigError(file, at, f"expected a string, got {found(text, at)}")
+        if "\0" in text:
             raise ConfigError(file, at, "a value cannot contain a NUL character")
-        result[key] = str(text)
+        result[key] = text
     return result

@@ -137,6 +137,22 @@ modules:
     assert beta.supervision.stop_timeout == SupervisionSettings().stop_timeout
 
 
+def test_an_env_value_is_the_text_written_not_what_yaml_1_1_makes_of_it(root: Path) -> None:
+    env = "{MODE: 0644, VER: 1.10, T: 12:30, HEX: 0x1F, PORT: 8080, FLAG: yes, D: 2024-01-02}"
+    modules = f"modules: [{{name: a, path: ../mods/alpha.py, env: {env}, config: {{m: 0644}}}}]"
+    module = load_config(write(modules=modules)).modules[0]
+    assert module.env == {
+        "MODE": "0644",  # not '420'
+        "VER": "1.10",  # not '1.1'
+        "T": "12:30",  # not '750'
+        "HEX": "0x1F",  # not '31'
+        "PORT": "8080",
+        "FLAG": "yes",
+        "D": "2024-01-02",
+    }
+    assert module.config == {"m": 420}  # elsewhere, YAML reads it as YAML does
+
+
 def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> None:
     modules = "modules:\n  - {name: gone, path: ../mods/gone.py, enabled: false}"
     config = load_config(write(f"logging: {{directory: {root}/elsewhere}}", modules))
@@ -256,8 +272,10 @@ MODULES_ERRORS = [
     "modules[0].config: expected a mapping, got a list",
     "modules: [{name: a, path: ../mods/alpha.py, config: {x: {1: 2}}}] => "
     "modules[0].config.x.1: expected a string key, got 1",
-    "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: true}}] => "
-    "modules[0].env.DEBUG: expected a string or a number, got true",
+    "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: [1]}}] => "
+    "modules[0].env.DEBUG: expected a string, got a list",
+    "modules: [{name: a, path: ../mods/alpha.py, env: {DEBUG: }}] => "
+    "modules[0].env.DEBUG: expected a string, got null",
     "modules: [{name: a, path: ../mods/alpha.py, env: {'A=B': 1}}] => "
     "modules[0].env.A=B: expected a variable name without '=' or NUL characters, got 'A=B'",
     "modules: [{name: a, path: ../mods/alpha.py, env: {'': 1}}] => "
