@@ -13,13 +13,13 @@ import io
 import os
 import re
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.validate import child, item
-from orchestrator.config.yamlfile import MAX_BYTES, MAX_CHARS, read_text
+from orchestrator.config.yamlfile import MAX_BYTES, MAX_CHARS, TextPath, read_text
 
 _SINGLE_QUOTED = re.compile(r"\s*(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*=[^\S\r\n]*'")
 """A `.env` line whose value is in single quotes (python-dotenv's own grammar, up to the quote)."""
@@ -74,6 +74,37 @@ def _read_dotenv(text: str, env_label: str) -> dict[str, str]:
         else:
             values[binding.key] = substitution.fill(binding.value, env_label, binding.key)
     return values
+
+
+def refuse_references(tree: Any, file: str, paths: tuple[TextPath, ...]) -> None:
+    """Raise `ConfigError` at the first string that one of `paths` leads to in `tree` (as
+    `load_yaml`'s `as_text` names places) and that holds a `${VAR}` reference. A value filled in
+    is a secret, shown as `***`, but these values are shown as written wherever the config is:
+    names by which modules and the deployment are known, paths, schedules. (A malformed one is
+    left for `Substitution` to report.)"""
+    for path in paths:
+        for where, value in _values_at(tree, path, ""):
+            if isinstance(value, str) and any(m.group("name") for m in _REFERENCE.finditer(value)):
+                raise ConfigError(
+                    file,
+                    where,
+                    "cannot hold a ${...} reference: it is shown as written in status, metrics "
+                    "and events, where a value from the environment (a secret) would show",
+                )
+
+
+def _values_at(node: Any, path: TextPath, where: str) -> Iterator[tuple[str, Any]]:
+    if not path:
+        yield where, node
+        return
+    head, rest = path[0], path[1:]
+    if isinstance(node, list) and head is None:
+        for index, value in enumerate(node):
+            yield from _values_at(value, rest, item(where, index))
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            if head is None or key == head:
+                yield from _values_at(value, rest, child(where, key))
 
 
 class Substitution:

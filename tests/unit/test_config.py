@@ -360,13 +360,13 @@ def test_interpolation_sources(root: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("HOST", "")
     env = "WEBHOOK_API_KEY=from-dotenv\nPORT=7000\n"
     main = """
-app: {name: "n-${PORT}-${HOST:-localhost}", version: "$${KEEP} ${UNSET:-fallback}"}
+app: {version: "n-${PORT}-${HOST:-localhost} $${KEEP} ${UNSET:-fallback}"}
 notifications:
   webhooks: [{url: "https://x/${WEBHOOK_API_KEY}", headers: {Authorization: "Bearer ${PORT}"}}]
 """
     config = load_config(write(main, env=env))
-    assert config.app.name == "n-7000-localhost"  # .env; default also used for an empty value
-    assert config.app.version == "${KEEP} fallback"  # escape, default for an unset variable
+    # .env; a default for an empty value and for an unset one; an escape
+    assert config.app.version == "n-7000-localhost ${KEEP} fallback"
     hook = config.notifications.webhooks[0]
     assert hook.url == "https://x/from-environment"  # the environment wins over .env
     assert hook.headers == {"Authorization": "Bearer 7000"}
@@ -523,7 +523,7 @@ QUOTING_ERRORS = {  # each quotes the value of ${TOKEN} in its message
     "number": ("main", "supervision: {stop_timeout: '${TOKEN}'}"),
     "choice": ("main", "logging: {level: '${TOKEN}'}"),
     "url": ("main", "notifications: {webhooks: [{url: '${TOKEN}'}]}"),
-    "name": ("modules", "modules: [{name: '-${TOKEN}', path: ../mods/alpha.py}]"),
+    "group": ("modules", "modules: [{name: a, path: ../mods/alpha.py, work_group: '-${TOKEN}'}]"),
     "dependency": (
         "modules",
         "modules: [{name: a, path: ../mods/alpha.py, depends_on: ['${TOKEN}']}]",
@@ -574,14 +574,8 @@ def test_a_secret_with_quotes_is_quoted_whole_in_errors(root: Path, kind: str) -
     assert "***" in message and not leaks(secret, message), message
 
 
-RELATIVE = "(a path is relative to modules.yaml)"
 PATH_SECRET = "./zz-PathSecretA/../PathSecretQQ"  # normalised, only its end would be left
 PATH_ERRORS = {  # each names a file made from the value of ${TOKEN}, which does not exist
-    "modules.path": (
-        "",
-        "modules: [{name: a, path: '${TOKEN}'}]",
-        "no such file: *** (a path is relative to modules.yaml)",
-    ),
     "modules.python": (
         "",
         "modules: [{name: a, path: ../mods/alpha.py, python: '${TOKEN}'}]",
@@ -604,8 +598,42 @@ def test_a_path_made_from_a_secret_is_hidden_whole_in_errors(root: Path, kind: s
 
 def test_a_path_made_from_a_short_value_is_shown_normalised(root: Path) -> None:
     # Values under 4 characters are not scrubbed from free text: nor is a path hidden for one.
-    message = load_error(modules="modules: [{name: a, path: '${DIR}/../gone.py'}]", env="DIR=abc")
-    assert message.endswith(f"modules[0].path: no such file: {root}/config/gone.py {RELATIVE}")
+    message = load_error(
+        modules="modules: [{name: a, path: ../mods/alpha.py, python: '${DIR}/../gone'}]",
+        env="DIR=abc",
+    )
+    assert message.endswith(f"modules[0].python: {root}/config/gone is not an executable file")
+
+
+SHOWN_AS_WRITTEN = [
+    ("main", "app: {name: '${NAME}'}", "app.name"),
+    ("modules", "modules: [{name: 'w-${NAME:-x}', path: ../mods/alpha.py}]", "modules[0].name"),
+    ("modules", "modules: [{name: a, path: '${NAME}/alpha.py'}]", "modules[0].path"),
+    ("modules", f"modules: [{ALPHA[:-1]}, schedule: '${{NAME}}'}}]", "modules[0].schedule"),
+    ("modules", f"modules: [{ALPHA[:-1]}, timezone: '${{NAME}}'}}]", "modules[0].timezone"),
+    (
+        "modules",
+        f"modules: [{ALPHA[:-1]}, filesystem: {{read_write: [/srv, '${{NAME}}']}}}}]",
+        "modules[0].filesystem.read_write[1]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("file", "source", "where"), SHOWN_AS_WRITTEN)
+def test_a_value_shown_as_written_cannot_come_from_a_variable(
+    root: Path, file: str, source: str, where: str
+) -> None:
+    # Filled in, it would be a secret: *** in app.log, but as it is in status, metrics, events.
+    message = load_error(env="NAME=hidden\n", **{file: source})
+    assert message == (
+        f"config/{file}.yaml: {where}: cannot hold a ${{...}} reference: it is shown as written "
+        "in status, metrics and events, where a value from the environment (a secret) would show"
+    )
+    escaped = source.replace("${", "$${")  # a literal ${ is fine
+    try:  # it may still be refused for what it is, not for a reference
+        load_config(write(**{file: escaped}))
+    except ConfigError as exc:
+        assert "reference" not in str(exc), exc
 
 
 def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
