@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     """Load the config in `argv[0]` and supervise it in the background."""
     with Boot() as boot:
         from orchestrator.config import ConfigError, load_config  # noqa: PLC0415  (see above)
-        from orchestrator.rundir import RunDir  # noqa: PLC0415
+        from orchestrator.rundir import RunBaseError, RunDir  # noqa: PLC0415
 
         config_dir = Path(argv[0])
         try:
@@ -125,6 +125,9 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return exit_codes.BAD_CONFIG
+        except RunBaseError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return exit_codes.FAILED
         except LaunchError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return exc.code
@@ -180,7 +183,7 @@ def detach(config: AppConfig, run_dir: RunDir, output: int, *, close: tuple[int,
             os.close(fd)
         # What `python -P` did for the daemon as a process of its own: a package in the working
         # directory must not shadow one the supervisor imports from here on.
-        if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
+        if not sys.flags.safe_path and sys.path and sys.path[0] in ("", _working_directory()):
             del sys.path[0]
         with Boot() as boot:
             code = run_supervisor(config, run_dir, boot, foreground=False)
@@ -200,6 +203,14 @@ def detach(config: AppConfig, run_dir: RunDir, output: int, *, close: tuple[int,
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _working_directory() -> str:
+    """The working directory, or "" if it was removed (`up -d` run from a deleted directory)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from orchestrator import acl
 from orchestrator.regular_file import NotRegularFileError, open_regular
 
 _SUN_PATH_MAX = 107  # an ipc:// socket path must fit in sockaddr_un
+_LONGEST_SOCKET = "control.sock"
+_RUN_DIR_TAIL = len(f"/{0:016x}/{_LONGEST_SOCKET}")  # what a run base's path gets appended
 _PID_WAIT = 2.0  # seconds a reader waits for the lock holder's pid file
 _ACQUIRE_WAIT = 0.5  # seconds a new supervisor retries a lock held only by readers
 
@@ -32,20 +34,39 @@ class AlreadyRunningError(RuntimeError):
         self.pid = pid
 
 
+class RunBaseError(ValueError):
+    """No run directory can be made where the environment says (`ORCHESTRATOR_RUN_BASE`, say):
+    its sockets' paths would be too long, or it is relative to a directory that is gone."""
+
+
 class RunDir:
     """Paths of one run directory, and its lock."""
 
     def __init__(self, config_dir: Path, base: Path | None = None) -> None:
-        key = f"{_fnv1a_64(str(config_dir.resolve()).encode()):016x}"
+        # Bytes as the file system has them: a name that is not UTF-8 has no str encoding.
+        key = f"{_fnv1a_64(os.fsencode(config_dir.resolve())):016x}"
+        source = "the run directory's base"
         if base is None:
-            base = Path(os.environ.get("ORCHESTRATOR_RUN_BASE") or _default_base())
-        self.path = base / key
+            source = "ORCHESTRATOR_RUN_BASE"
+            base = Path(os.environ.get(source) or _default_base())
+        # Absolute once, here: modules run in their project's directory, and the supervisor hands
+        # them these paths (a relative one would name a place none of them can reach).
+        try:
+            self.path = (base if base.is_absolute() else Path(os.path.abspath(base))) / key
+        except FileNotFoundError:
+            raise RunBaseError(
+                f"{source} ({base}) is relative, and the current directory no longer exists;"
+                " cd elsewhere, or make it absolute"
+            ) from None
         # Names this run (config and run base) in shared places, like the cgroup tree.
-        self.key = f"{_fnv1a_64(str(self.path).encode()):016x}"
+        self.key = f"{_fnv1a_64(os.fsencode(self.path)):016x}"
         self._lock_fd: int | None = None
         self._checked_at = 0.0  # monotonic: when `intact` last looked
-        if len(str(self.path / "control.sock")) > _SUN_PATH_MAX:
-            raise ValueError(f"run directory path too long for ipc sockets: {self.path}")
+        if len(os.fsencode(self.path / _LONGEST_SOCKET)) > _SUN_PATH_MAX:
+            raise RunBaseError(
+                f"{source} ({self.path.parent}): too long for the run directory's ipc sockets (at most"
+                f" {_SUN_PATH_MAX - _RUN_DIR_TAIL} bytes); choose a shorter directory"
+            )
 
     @property
     def control(self) -> str:
@@ -349,9 +370,20 @@ def _default_base() -> str:
     """$XDG_RUNTIME_DIR/orchestrator, else orchestrator-<uid> in $TMPDIR or /tmp (as tmux and
     ssh-agent do; tempfile.gettempdir would cost the supervisor shutil, bz2 and lzma)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and len(runtime) < 40:
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime) and _fits(runtime, 39):
         return os.path.join(runtime, "orchestrator")
-    temp = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
-    if not (os.path.isdir(temp) and os.access(temp, os.W_OK | os.X_OK)):
+    temp = os.environ.get("TMPDIR") or "/tmp"
+    try:
+        temp = os.path.abspath(temp)
+    except FileNotFoundError:  # relative, in a working directory that is gone
+        temp = "/tmp"
+    user = f"orchestrator-{os.getuid()}"
+    usable = os.path.isdir(temp) and os.access(temp, os.W_OK | os.X_OK)
+    if not (usable and _fits(os.path.join(temp, user), _SUN_PATH_MAX - _RUN_DIR_TAIL)):
         temp = "/tmp"  # the per-user directory in it is checked to be private
-    return os.path.join(temp, f"orchestrator-{os.getuid()}")
+    return os.path.join(temp, user)
+
+
+def _fits(path: str, size: int) -> bool:
+    """Whether `path` takes at most `size` bytes (as a socket address holds it)."""
+    return len(os.fsencode(path)) <= size

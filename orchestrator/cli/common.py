@@ -16,7 +16,7 @@ from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
 from orchestrator.config.loader import MODULES_FILE
 from orchestrator.control import ControlClient, ControlError, NotRunningError
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunBaseError, RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +24,7 @@ DEFAULT_CONFIG = Path("config")
 _EXIT_OF_KIND = {"unreachable": exit_codes.NOT_RUNNING, "usage": exit_codes.USAGE}
 _REMOTE_SLACK = 15.0  # seconds past a remote request's own wait: more than the supervisor's
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
+CWD_GONE = "the current directory no longer exists; cd elsewhere or give -c with an absolute path"
 
 
 def abort(message: str, code: int = exit_codes.FAILED) -> NoReturn:
@@ -67,7 +68,11 @@ class App:
 
     def __init__(self, config_dir: Path) -> None:
         # Absolute from here on: what errors quote, and what a detached supervisor is handed.
-        self.config_dir = _config_of(config_dir.absolute())
+        try:
+            absolute = config_dir.absolute()
+        except FileNotFoundError:  # relative to a working directory that was removed
+            abort(CWD_GONE, exit_codes.BAD_CONFIG)
+        self.config_dir = _config_of(absolute)
 
     def require_config_dir(self) -> None:
         """Exit with code 3 and where it looked if the config directory does not exist.
@@ -98,7 +103,12 @@ class App:
 
     @cached_property
     def run_dir(self) -> RunDir:
-        return RunDir(self.config_dir)
+        """The run directory of this config's supervisor; exits 1 if the environment names one
+        no socket can be made in (`ORCHESTRATOR_RUN_BASE` too long, say)."""
+        try:
+            return RunDir(self.config_dir)
+        except RunBaseError as exc:
+            abort(str(exc), exit_codes.FAILED)
 
     def client(self) -> ControlClient:
         """A client for the running supervisor; exits with code 3 if the config directory does

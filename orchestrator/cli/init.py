@@ -45,7 +45,12 @@ def init(ctx: click.Context, directory: Path, force: bool, as_json: bool) -> Non
         raise click.UsageError(
             "init writes a new project into DIR and takes no -c: `orchestrator init DIR`"
         )
-    root = Path(os.path.abspath(directory))
+    try:
+        root = Path(os.path.abspath(directory))
+    except FileNotFoundError:  # relative to a working directory that was removed
+        abort(
+            "the current directory no longer exists; cd elsewhere or give DIR as an absolute path"
+        )
     if root.exists() and not root.is_dir():
         abort(f"{root}: not a directory")
     files = project_files()
@@ -118,9 +123,9 @@ _WHY = {
 
 def _next_steps(directory: Path) -> list[str]:
     """The commands to run next; `cd` first unless DIR is the current directory."""
-    steps = (
-        []
-        if Path(os.path.abspath(directory)) == Path.cwd()
-        else [f"cd {shlex.quote(str(directory))}"]
-    )
+    try:
+        here = Path(os.path.abspath(directory)) == Path.cwd()
+    except FileNotFoundError:  # the working directory was removed: DIR is elsewhere
+        here = False
+    steps = [] if here else [f"cd {shlex.quote(str(directory))}"]
     return [*steps, *_WHY]

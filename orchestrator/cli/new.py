@@ -17,6 +17,7 @@ from orchestrator.config import ConfigError
 from orchestrator.config.loader import MAIN_FILE, MODULES_FILE, read_yaml
 from orchestrator.config.modules import NAME_PATTERN
 from orchestrator.config.validate import describe
+from orchestrator.rundir import RunBaseError, RunDir
 from orchestrator.scaffold.files import FileSet, WriteError
 from orchestrator.scaffold.module import entry_text, module_entry, module_files
 from orchestrator.scaffold.modules_file import CannotEditError, with_entry
@@ -121,8 +122,8 @@ def _next_steps(app: App, name: str, *, added: bool) -> list[tuple[str, str]]:
     reload on starts it as soon as modules.yaml lists it)."""
     steps = [(_command(app, "test", name), "run its test")]
     try:
-        running = app.run_dir.running_pid() is not None
-    except ValueError:  # a run directory path too long for a socket: nothing can run there
+        running = RunDir(app.config_dir).running_pid() is not None
+    except RunBaseError:  # a run directory path too long for a socket: nothing can run there
         running = False
     if not running:
         steps.append((_command(app, "up", "-d"), "start the supervisor and every enabled module"))

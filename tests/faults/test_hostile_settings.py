@@ -5,10 +5,15 @@ got through: some to kill the supervisor on its first `status`, some to loop a m
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from project import Project
+from project import Project, describe
+
+from orchestrator.cli.common import CWD_GONE
 
 CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     # name: (module entry keys, the file named, what the line says)
@@ -101,3 +106,90 @@ def test_a_log_directory_that_can_never_take_a_file_is_refused_at_start(project:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "logging.directory: cannot write logs in /proc/1" in lines[0], lines
     assert project.processes() == []
+
+
+def test_a_relative_run_base_is_taken_from_where_the_command_runs(project: Project) -> None:
+    """Modules run in their project's directory: relative ipc paths, taken from there, named a
+    place none of them could reach, so every module died (exit 73, no spec from the supervisor)."""
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    elsewhere = project.root / "elsewhere"
+    elsewhere.mkdir()
+    project.env["ORCHESTRATOR_RUN_BASE"] = "../run"  # from elsewhere: project.run_base
+    try:
+        result = _cli_in(project, elsewhere, "up", "-d", "-c", str(project.config_dir))
+        assert result.returncode == 0, describe(result)
+        assert f"ipc://{project.run_base}/" in result.stdout, result.stdout
+    finally:
+        _cli_in(project, elsewhere, "down", "-c", str(project.config_dir))
+
+
+@pytest.mark.parametrize("where", ["ORCHESTRATOR_RUN_BASE", "TMPDIR"])
+def test_a_run_base_too_long_for_a_socket_is_one_line(project: Project, where: str) -> None:
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    deep = project.root / ("r" * 90)
+    deep.mkdir()
+    if where == "TMPDIR":  # falls back to /tmp
+        del project.env["ORCHESTRATOR_RUN_BASE"]
+        project.env.pop("XDG_RUNTIME_DIR", None)
+        project.env["TMPDIR"] = str(deep)
+        status = project.cli("status", check=4)
+        assert status.stderr.startswith("Error: no supervisor is running for"), describe(status)
+        return
+    project.env["ORCHESTRATOR_RUN_BASE"] = str(deep)
+    for command in (["up", "-d"], ["status"], ["down"]):
+        result = project.cli(*command, check=1)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, describe(result)
+        assert lines[0].startswith(f"Error: ORCHESTRATOR_RUN_BASE ({deep}): too long"), lines
+    assert project.processes() == []
+
+
+def _cli_in(project: Project, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`orchestrator ARGS`, run in directory `cwd`."""
+    return _run(project, cwd, sys.executable, "-m", "orchestrator", *args)
+
+
+def _run(project: Project, cwd: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=project.env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def _from_removed_directory(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """`orchestrator ARGS`, run in a working directory removed before it starts."""
+    gone = project.root / "gone"
+    gone.mkdir(exist_ok=True)
+    script = 'cd "$0" && rmdir "$0" && exec "$@"'
+    command = [sys.executable, "-m", "orchestrator", *args]
+    return _run(project, project.root, "sh", "-c", script, str(gone), *command)
+
+
+def test_a_removed_working_directory_is_said_once_and_absolute_paths_still_work(
+    project: Project,
+) -> None:
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    for relative in (["status"], ["status", "-c", "../p"]):
+        result = _from_removed_directory(project, *relative)
+        assert result.returncode == 3, describe(result)
+        assert result.stderr == f"Error: {CWD_GONE}\n", describe(result)
+    config = str(project.config_dir)
+    try:
+        result = _from_removed_directory(project, "up", "-d", "-c", config)
+        assert result.returncode == 0, describe(result)
+        result = _from_removed_directory(project, "status", "-c", config)
+        assert result.returncode == 0 and " running " in result.stdout, describe(result)
+    finally:
+        result = _from_removed_directory(project, "down", "-c", config)
+    assert result.returncode == 0 and result.stdout.startswith("stopped"), describe(result)
+    result = _from_removed_directory(project, "init", str(project.root / "new"))
+    assert result.returncode == 0, describe(result)
+    result = _from_removed_directory(project, "init", "relative")
+    assert result.returncode == 1, describe(result)
+    assert result.stderr.startswith("Error: the current directory no longer exists"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, describe(result)

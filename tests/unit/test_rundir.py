@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunBaseError, RunDir
 
 
 @pytest.fixture
@@ -57,6 +57,92 @@ def test_a_relative_tmpdir_is_made_absolute(
         Path(short, "t").mkdir()
         no_overrides.setenv("TMPDIR", "t")
         assert RunDir(tmp_path).path.parent == Path(short, "t", f"orchestrator-{os.getuid()}")
+
+
+def test_a_relative_run_base_is_made_absolute(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Modules run in their project's directory: a relative ipc path there named a place none of
+    them could reach, and every module died waiting for its spec."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths must stay short
+        no_overrides.chdir(short)
+        no_overrides.setenv("ORCHESTRATOR_RUN_BASE", "relrun")
+        run_dir = RunDir(tmp_path / "config")
+        assert run_dir.path.parent == Path(short, "relrun")
+        assert run_dir.xsub == f"ipc://{short}/relrun/{run_dir.path.name}/xsub.sock"
+
+
+def test_a_relative_xdg_runtime_dir_is_ignored(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The XDG base directory spec: a relative path in it is invalid, to be ignored."""
+    no_overrides.chdir(tmp_path)
+    (tmp_path / "xdg").mkdir()
+    no_overrides.setenv("XDG_RUNTIME_DIR", "xdg")
+    assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
+
+
+def test_a_relative_run_base_in_a_removed_directory_says_so(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    no_overrides.chdir(gone)
+    gone.rmdir()
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", "relrun")
+    with pytest.raises(RunBaseError, match=r"ORCHESTRATOR_RUN_BASE \(relrun\) is relative"):
+        RunDir(tmp_path / "config")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "r" * 90,
+        "漢" * 25,  # 69 characters, 119 bytes: it is bytes that must fit
+    ],
+)
+def test_a_run_base_too_long_for_sockets_is_an_error_naming_it(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path, tail: str
+) -> None:
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", f"/tmp/x/{tail}")
+    with pytest.raises(RunBaseError, match=r"^ORCHESTRATOR_RUN_BASE \(/tmp/x/.*too long"):
+        RunDir(tmp_path)
+
+
+def test_the_longest_run_base_that_fits_is_taken(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    longest = "/" + "r" * 76  # 77 bytes, and /<key>/control.sock after it: 107
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", longest)
+    assert len((RunDir(tmp_path).path / "control.sock").as_posix()) == 107
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", longest + "r")
+    with pytest.raises(RunBaseError):
+        RunDir(tmp_path)
+
+
+def test_a_tmpdir_too_long_for_sockets_falls_back_to_tmp(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    deep = tmp_path / ("t" * 100)
+    deep.mkdir()
+    no_overrides.setenv("TMPDIR", str(deep))
+    assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
+
+
+def test_the_key_of_a_utf8_path_is_what_it_was() -> None:
+    """A supervisor started by the previous version must still be found: the key is the FNV-1a
+    hash of the UTF-8 bytes of the config directory's real path, as it always was."""
+    assert RunDir(Path("/srv/shop/config"), Path("/run")).path.name == "adf198382f1667af"
+    assert RunDir(Path("/srv/caf\u00e9/config"), Path("/run")).path.name == "65350713b0e0db65"
+
+
+def test_a_path_that_is_not_utf8_has_a_run_directory(tmp_path: Path) -> None:
+    """Its name holds bytes no str encodes (surrogate escapes): it is hashed as bytes."""
+    config = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfename"))
+    run_dir = RunDir(config, tmp_path / "run")
+    assert run_dir.path.name != RunDir(tmp_path / "other", tmp_path / "run").path.name
+    run_dir.prepare()
+    assert run_dir.path.is_dir()
 
 
 # Asks "is a supervisor running?" as fast as it can, as a CLI polling `status` does.
