@@ -228,9 +228,15 @@ class ControlClient:
                         f"the supervisor (pid {self.pid}) did not answer within {wait:g}s{hint}",
                         {"kind": "timeout"},
                     )
-            answer = decode(sock.recv())
+            payload = sock.recv()
         finally:
             sock.close()
+        try:
+            answer = decode(payload)
+        except ValueError as exc:  # another version's supervisor, or not one at all
+            raise ControlError(
+                f"malformed reply from the supervisor (pid {self.pid}): {exc}"
+            ) from None
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error", "request failed")), answer.get("data"))
         return answer.get("data")

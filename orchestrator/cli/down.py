@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
@@ -36,7 +37,7 @@ def down(app: App, timeout: float | None, as_json: bool) -> None:
     try:
         client = ControlClient(app.run_dir)
     except NotRunningError:
-        _done(as_json, None, f"nothing was running for {app.config_dir}")
+        _done(as_json, None, f"nothing was running for {app.config_dir}", was_running=False)
         return
     if client.pid is not None and process_stopped(client.pid):  # it would wait 5 minutes
         abort(
@@ -46,17 +47,29 @@ def down(app: App, timeout: float | None, as_json: bool) -> None:
     wait = (timeout if timeout is not None else 300.0) + _EXIT_WAIT
     arguments = {} if timeout is None else {"timeout": timeout}
     data = app.request("down", wait=wait, **arguments)
-    pid = int(data["pid"])
+    pid = _pid_of(data, client.pid)
     deadline = time.monotonic() + _EXIT_WAIT
-    while process_exists(pid):
+    # Without a pid: until its lock is free (it drops it as it exits).
+    while process_exists(pid) if pid is not None else app.run_dir.running_pid() is not None:
         if time.monotonic() > deadline:
-            abort(f"modules stopped, but the supervisor (pid {pid}) did not exit")
+            abort(f"modules stopped, but the supervisor (pid {pid or '?'}) did not exit")
         time.sleep(0.01)
-    _done(as_json, pid, f"stopped (supervisor pid {pid})")
+    _done(as_json, pid, f"stopped (supervisor pid {pid or '?'})")
 
 
-def _done(as_json: bool, pid: int | None, sentence: str) -> None:
+def _pid_of(data: Any, known: int | None) -> int | None:
+    """The pid the supervisor's answer names, else the one its pid file gave (`known`); None if
+    neither is a pid. Its answer comes after it has stopped every module: a reply of another
+    shape (another version's) must not end `down` there."""
+    pid = data.get("pid") if isinstance(data, dict) else None
+    for candidate in (pid, known):
+        if isinstance(candidate, int) and not isinstance(candidate, bool) and candidate > 0:
+            return candidate
+    return None
+
+
+def _done(as_json: bool, pid: int | None, sentence: str, *, was_running: bool = True) -> None:
     if as_json:
-        echo_json({"was_running": pid is not None, "supervisor": {"pid": pid}})
+        echo_json({"was_running": was_running, "supervisor": {"pid": pid}})
     else:
         click.echo(sentence)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 import click
 
@@ -74,31 +74,48 @@ def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     click.echo(render(data))
-    for module in data["modules"] if name is not None else ():  # a module's instances: each
-        click.echo(render_details(module))
+    for row in _modules(data) if name is not None else ():  # a module's instances: each
+        try:
+            click.echo(render_details(row))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            abort(f"{_UNREADABLE} ({type(exc).__name__}: {exc}); `status --json` shows it as it is")
 
 
 def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
     """The human-readable status: a summary line, one row per module, then notes (without the
-    per-module ones if `module_notes` is false: `up -d` says those on stderr)."""
-    sup, limits = data["supervisor"], data["limits"]
+    per-module ones if `module_notes` is false: `up -d` says those on stderr). A field missing
+    from the supervisor's answer (another version's) shows as "-"; an answer of another shape
+    altogether is one error line, exit 1."""
+    try:
+        return _render(data, module_notes=module_notes)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        abort(f"{_UNREADABLE} ({type(exc).__name__}: {exc}); `status --json` shows it as it is")
+
+
+_UNREADABLE = "the supervisor's status answer is not one this version reads (another version?)"
+
+
+def _render(data: dict[str, Any], *, module_notes: bool) -> str:
+    sup, limits, bus = _map(data.get("supervisor")), _map(data.get("limits")), _map(data.get("bus"))
+    modules = _modules(data)
+    uptime = sup.get("uptime")
     lines = [
-        f"supervisor pid {sup['pid']}, up {duration(sup['uptime'])}; "
-        f"process limit {limits['max_processes']}, thread limit {limits['max_threads']}"
-        f"{_threads_granted(data['modules'])}; "
-        f"bus {data['bus']['xsub']} -> {data['bus']['xpub']}"
+        f"supervisor pid {_text(sup.get('pid'))}, up {duration(uptime) if _is_number(uptime) else '-'}; "
+        f"process limit {_text(limits.get('max_processes'))}, "
+        f"thread limit {_text(limits.get('max_threads'))}{_threads_granted(modules)}; "
+        f"bus {_text(bus.get('xsub'))} -> {_text(bus.get('xpub'))}"
     ]
     lines += [_system_line(row) for row in data.get("system", []) if row["name"] != "broker"]
-    lines += _group_lines(data["bus"].get("groups"))
+    lines += _group_lines(bus.get("groups"))
     rows: list[tuple[str, ...]] = [_COLUMNS]
     notes = []
-    for module in data["modules"]:
+    for module in modules:
         rows.append(_row(module))
         note = _note(module) if module_notes else ""
         if note:
-            notes.append(f"  {module['name']}: {note}")
+            notes.append(f"  {module.get('name')}: {note}")
         if module.get("schedule"):
-            notes.append(f"  {module['name']}: {schedule_note(module['schedule'])}")
+            notes.append(f"  {module.get('name')}: {schedule_note(module['schedule'])}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines += [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -113,6 +130,30 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
             f" {rejected}; fix it, then save again (hot reload) or run `orchestrator reload`"
         )
     return "\n".join(lines + notes)
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _modules(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The module rows of a status answer (those that are maps)."""
+    modules = data.get("modules")
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str:
+    """`value` as a cell: "-" for none."""
+    return "-" if value is None else str(value)
+
+
+def _number(value: Any, template: str) -> str:
+    """`template` filled with `value` if it is a number, else "-"."""
+    return template.format(value) if _is_number(value) else "-"
 
 
 def _group_lines(stats: dict[str, Any] | None) -> list[str]:
@@ -212,21 +253,22 @@ def _environment(module: dict[str, Any]) -> list[str]:
 
 
 def _row(module: dict[str, Any]) -> tuple[str, ...]:
-    last = module["last_exit"]
-    rss, cpu = module["rss_mb"], module["cpu_percent"]
+    last, uptime = module.get("last_exit"), module.get("uptime")
     return (
-        module["name"],
-        module["state"],
-        str(module["pid"] or "-"),
-        duration(module["uptime"]) if module["uptime"] is not None else "-",
-        str(module["restarts"]),
-        f"{last['description']} ({last['reason']})" if last else "-",
-        f"{rss:.1f}M" if rss is not None else "-",
-        f"{cpu:.0f}%" if cpu is not None else "-",
-        f"{module['heartbeat_age']:.1f}s ago" if module["heartbeat_age"] is not None else "-",
-        str(module["events_in"]),
-        str(module["events_out"]),
-        f"in {module['next_retry']:.1f}s" if module["next_retry"] is not None else "-",
+        _text(module.get("name")),
+        _text(module.get("state")),
+        _text(module.get("pid") or None),
+        duration(uptime) if _is_number(uptime) else "-",
+        _text(module.get("restarts")),
+        f"{last.get('description')} ({last.get('reason')})"
+        if isinstance(last, dict) and last
+        else "-",
+        _number(module.get("rss_mb"), "{:.1f}M"),
+        _number(module.get("cpu_percent"), "{:.0f}%"),
+        _number(module.get("heartbeat_age"), "{:.1f}s ago"),
+        _text(module.get("events_in")),
+        _text(module.get("events_out")),
+        _number(module.get("next_retry"), "in {:.1f}s"),
     )
 
 
@@ -263,15 +305,15 @@ def _limit_lines(limits: dict[str, Any]) -> list[str]:
 
 def _note(module: dict[str, Any]) -> str:
     parts = []
-    if module["why"]:  # the supervisor's one line: why it is not running
+    if module.get("why"):  # the supervisor's one line: why it is not running
         parts.append(module["why"])
     limits = module.get("limits") or {}
     parts.extend(entry["note"] for entry in limits.values() if not entry["enforced"])
-    if module["dropped"]:
+    if module.get("dropped"):
         parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
     parts += _resilience_notes(module)
     if parts:
-        parts.append(f"log: {module['log']}")
+        parts.append(f"log: {module.get('log', '-')}")
     return "; ".join(parts)
 
 

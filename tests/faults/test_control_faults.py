@@ -3,7 +3,9 @@ and a flood of bad requests costs the log a few lines, not one per request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 
 import msgpack
 import pytest
@@ -156,3 +158,106 @@ def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
         dealer.recv()
     assert running.status()["supervisor"]["pid"] == pid  # still there, still answering
     assert peak_mb() - before < 64, "the supervisor took a request bigger than any command's"
+
+
+# What binds control.sock in these tests: a supervisor of another version, or not one at all. It
+# takes the run directory's lock (so the CLI finds it), answers each request with the raw reply
+# given for its cmd, and exits after answering `down`.
+FOREIGN = """
+import sys, msgpack, zmq
+from pathlib import Path
+from orchestrator.rundir import RunDir
+run_dir = RunDir(Path(sys.argv[1]), Path(sys.argv[2]))
+replies = msgpack.unpackb(bytes.fromhex(sys.argv[3]))
+run_dir.acquire()
+context = zmq.Context()
+sock = context.socket(zmq.ROUTER)
+sock.bind(run_dir.control)
+print("ready", flush=True)
+while True:
+    identity, payload = sock.recv_multipart()
+    cmd = msgpack.unpackb(payload)["cmd"]
+    sock.send_multipart([identity, replies[cmd]])
+    if cmd == "down":
+        break
+sock.close(linger=2000)
+context.term()
+run_dir.release()
+"""
+
+MODULE_ROW = {"name": "m", "state": "running", "pid": 42, "uptime": 3.0, "restarts": 0}
+STATUS = {"supervisor": {"pid": 1, "uptime": 3.0}, "bus": {}, "modules": [MODULE_ROW]}
+
+
+@pytest.fixture
+def foreign(project: Project) -> Iterator[Callable[[dict[str, bytes]], subprocess.Popen[str]]]:
+    """Starts a foreign control server for `project` with the raw replies it is given."""
+    project.configure([])
+    started: list[subprocess.Popen[str]] = []
+
+    def start(replies: dict[str, bytes]) -> subprocess.Popen[str]:
+        arguments = [str(project.config_dir), str(project.run_base), msgpack.packb(replies).hex()]
+        server = subprocess.Popen(
+            [sys.executable, "-c", FOREIGN, *arguments], stdout=subprocess.PIPE, text=True
+        )
+        started.append(server)
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+        server.wait()
+
+
+def _ok(data: object) -> bytes:
+    return msgpack.packb({"ok": True, "data": data})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        STATUS,  # no "limits"; the module row lacks last_exit, rss_mb, events_in, ...
+        {**STATUS, "limits": None, "modules": [{**MODULE_ROW, "last_exit": {"code": 1}}]},
+        {**STATUS, "supervisor": None, "modules": [{**MODULE_ROW, "uptime": "long"}]},
+    ],
+    ids=["fields missing", "fields of another shape", "values of another type"],
+)
+def test_a_status_answer_missing_fields_shows_them_as_dashes(
+    project: Project, foreign: Callable[[dict[str, bytes]], subprocess.Popen[str]], data: object
+) -> None:
+    foreign({"status": _ok(data)})
+    result = project.cli("status", check=0)
+    row = result.stdout.splitlines()[-1].split()
+    assert row[:3] == ["m", "running", "42"] and "-" in row, result.stdout
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"\xc1",  # not msgpack
+        msgpack.packb(["ok"]),  # not a map
+        _ok(["a", "list"]),  # a map, its data of no shape status knows
+        _ok({**STATUS, "system": 5}),
+    ],
+    ids=["not msgpack", "not a map", "data not a map", "a field of another type"],
+)
+def test_a_status_answer_of_another_shape_is_one_line(
+    project: Project, foreign: Callable[[dict[str, bytes]], subprocess.Popen[str]], reply: bytes
+) -> None:
+    foreign({"status": reply})
+    result = project.cli("status", check=1)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "malformed reply" in lines[0] or "another version" in lines[0], lines
+
+
+@pytest.mark.parametrize("data", [{}, {"pid": None}, {"pid": "abc"}, None])
+def test_down_with_an_answer_without_its_pid_waits_on_the_pid_it_knows(
+    project: Project, foreign: Callable[[dict[str, bytes]], subprocess.Popen[str]], data: object
+) -> None:
+    """It crashed (KeyError, TypeError, ValueError) after the supervisor had already stopped."""
+    server = foreign({"down": _ok(data)})
+    result = project.cli("down", check=0)
+    assert result.stdout == f"stopped (supervisor pid {server.pid})\n", result.stderr
+    assert server.wait(10) == 0
