@@ -15,7 +15,7 @@ from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option
 from orchestrator.config import ConfigError
 from orchestrator.config.loader import MAIN_FILE, MODULES_FILE, read_yaml
-from orchestrator.config.modules import NAME_PATTERN
+from orchestrator.config.modules import NAME_PATTERN, RESERVED_NAMES, RESERVED_WHY
 from orchestrator.config.validate import describe
 from orchestrator.rundir import RunBaseError, RunDir
 from orchestrator.scaffold.files import FileSet, WriteError
@@ -49,6 +49,8 @@ def new(app: App, name: str, directory: Path | None, add: bool, as_json: bool) -
             "starting with a letter or digit",
             exit_codes.USAGE,
         )
+    if name.lower() in RESERVED_NAMES:
+        abort(f"invalid module name {describe(name)}: {RESERVED_WHY}", exit_codes.USAGE)
     app.require_config_dir()  # a module belongs to a project: never one beside nothing
     base = directory if directory is not None else app.config_dir.parent / "modules-backend"
     target = base / name

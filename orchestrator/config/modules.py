@@ -27,6 +27,12 @@ from orchestrator.config.validate import (
 )
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Names whose logs/<name>.log is another's: app.log is the supervisor's own (two writers and two
+# rotators on one file, and `orchestrator logs app` shows the supervisor's). In any case: on a
+# file system that ignores case, App.log is app.log. (Nothing else of ours is written there that
+# a name could reach: `.supervisor.lock` starts with a dot, which no name does.)
+RESERVED_NAMES = frozenset({"app"})
+RESERVED_WHY = "reserved: logs/app.log is the supervisor's own log; choose another name"
 """A module name: it is used in file names, so a safe subset of characters, at most 64."""
 
 _OWN_KEYS = (
@@ -168,6 +174,8 @@ def _name(value: Any, file: str, where: str) -> str:
             "expected a name of up to 64 letters, digits, '_', '.' or '-', starting with a letter "
             f"or digit, got {describe(value)}",
         )
+    if value.lower() in RESERVED_NAMES:
+        raise ConfigError(file, where, f"{describe(value)} is {RESERVED_WHY}")
     return value
 
 

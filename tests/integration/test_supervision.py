@@ -201,7 +201,7 @@ def test_depends_on_orders_start_and_stop(project: Project) -> None:
     slow = project.write_module("slow.py", SLOW_START)
     project.configure(
         [
-            {"name": "app", "path": project.probe("idle"), "depends_on": ["db"]},
+            {"name": "web", "path": project.probe("idle"), "depends_on": ["db"]},
             {"name": "db", "path": slow, "config": {"delay": 0.5}},
         ]
     )
@@ -212,8 +212,8 @@ def test_depends_on_orders_start_and_stop(project: Project) -> None:
     def first(text: str) -> int:
         return next(i for i, line in enumerate(lines) if text in line)
 
-    assert first("db running") < first("app starting")
-    assert first("app exited") < first("db stopping")
+    assert first("db running") < first("web starting")
+    assert first("web exited") < first("db stopping")
 
 
 def test_circuit_breaker_pauses_a_module_that_cannot_start(project: Project) -> None:

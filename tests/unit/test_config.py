@@ -262,6 +262,12 @@ MODULES_ERRORS = [
     "expected true or false, got 3",
     "modules: [{name: 'bad name', path: x.py}] => modules[0].name: expected a name of up to 64 "
     "letters, digits, '_', '.' or '-', starting with a letter or digit, got 'bad name'",
+    # logs/app.log is the supervisor's: a module `app` shared it (two writers, two rotators)
+    "modules: [{name: app, path: ../mods/alpha.py}] => modules[0].name: 'app' is reserved: "
+    "logs/app.log is the supervisor's own log; choose another name",
+    f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, depends_on: [App]}}] => "
+    "modules[1].depends_on[0]: 'App' is reserved: logs/app.log is the supervisor's own log; "
+    "choose another name",
     f"modules: [{ALPHA}, {{name: b, path: ../mods/alpha.py, max_restarts: three}}] => "
     "modules[1].max_restarts: expected an integer >= 0, got 'three'",
     "modules: [{name: a, path: ../mods/alpha.py, concurrency: 0}] => "

@@ -257,3 +257,19 @@ def test_new_that_fails_while_adding_leaves_nothing_and_the_retry_works(
     assert yaml.safe_load((tmp_path / "config" / "modules.yaml").read_text())["modules"] == [
         module_entry("mod-a", "../modules-backend/mod-a")
     ]
+
+
+def test_new_refuses_the_name_of_the_supervisors_own_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module `app` would write logs/app.log, the supervisor's: modules.yaml refuses it, and so
+    does `new`, before it writes anything."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ORCHESTRATOR_CONFIG", raising=False)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "modules.yaml").write_text("modules: []\n")
+    before = listing(tmp_path)
+    result = CliRunner().invoke(cli, ["new", "App", "--add"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "invalid module name 'App': reserved: logs/app.log is the supervisor's" in result.output
+    assert listing(tmp_path) == before
