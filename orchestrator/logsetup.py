@@ -84,7 +84,7 @@ class LogFile(logging.Handler):
         if rotation.enabled:
             logrotate.recover(path, rotation, clock())
         with contextlib.suppress(OSError):  # the file exists from the start, as before any line
-            self._open()
+            self._open(parents=True)
 
     @property
     def failing(self) -> bool:
@@ -214,8 +214,11 @@ class LogFile(logging.Handler):
         if self._by_size and self._size > 0 and self._size + size > self._rotation.max_bytes:
             self._rollover()
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _open(self, *, parents: bool = False) -> None:
+        """Open (or create) the file. A reopen makes its directory again if it was removed, but
+        never the directories above: a project that was moved or deleted would be made again at
+        its old path, for the supervisor alone to write in (the lines are counted as lost)."""
+        self.path.parent.mkdir(parents=parents, exist_ok=True)
         fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_mode & 0o037:  # made before logs were private

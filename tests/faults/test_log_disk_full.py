@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -226,3 +227,29 @@ def test_a_full_run_directory_is_one_line_at_up(project: Project) -> None:
         assert "No space left on device" in foreground.stderr
         assert "Traceback" not in foreground.stderr + detached.stderr
         assert not list(run_base.rglob("*.new"))
+
+
+def test_a_moved_project_is_not_made_again_at_its_old_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reopening made every missing directory up to the log: `mv ren1 ren2` under a running
+    supervisor, and ren1/logs/tick.log was back a second later, written by it alone. Now only a
+    removed logs/ itself is made again; above it, the lines are counted as lost."""
+    monkeypatch.setattr(logsetup, "_RECHECK", 0.0)  # check the path on every line
+    monkeypatch.setattr(logsetup, "_RETRY", 0.0)  # retry on every line
+    logs = tmp_path / "ren1" / "logs"
+    handler = LogFile(logs / "tick.log", Rotation(), announce=True)
+    logger = _logger(handler)
+    logger.info("one")
+    shutil.rmtree(logs)  # logs/ alone removed: made again
+    logger.info("two")
+    assert (logs / "tick.log").read_text() == "two\n"
+    (tmp_path / "ren1").rename(tmp_path / "ren2")
+    logger.info("three")
+    logger.info("four")
+    assert not (tmp_path / "ren1").exists()
+    assert (tmp_path / "ren2" / "logs" / "tick.log").read_text() == "two\n"
+    report = handler.report()
+    assert report is not None and report["failing"] and report["lost"] == 2, report
+    assert report["error"] == "No such file or directory (ENOENT)", report
+    handler.close()
