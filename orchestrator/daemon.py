@@ -89,15 +89,18 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     except BaseException:
         run_dir.release()
         raise
-    from orchestrator.rundir import ProjectTakenError, lock_project  # noqa: PLC0415
+    from orchestrator.project_lock import ProjectTakenError, lock_project  # noqa: PLC0415
 
     try:
-        project_lock = lock_project(Path(config.logging.directory))  # held until we exit
+        # Held until we exit; the supervisor keeps it (`keep`, in its loop).
+        project_lock = lock_project(Path(config.logging.directory), run_dir.path)
     except ProjectTakenError as exc:
         run_dir.release()
         raise LaunchError(str(exc)) from None
     try:
-        return Supervisor(config, run_dir, redactor, boot, foreground=foreground).run()
+        return Supervisor(
+            config, run_dir, redactor, boot, foreground=foreground, project_lock=project_lock
+        ).run()
     except StartError as exc:  # logged, and everything closed
         raise LaunchError(str(exc)) from None
     except KeyboardInterrupt:  # Ctrl+C before the supervisor's own handler was installed
@@ -109,7 +112,7 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
         raise LaunchError(f"the supervisor stopped on an error: {exc}") from exc
     finally:
         if project_lock is not None:
-            os.close(project_lock)
+            project_lock.close()
 
 
 def main(argv: list[str]) -> int:

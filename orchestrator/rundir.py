@@ -309,42 +309,6 @@ def _write_private(path: Path, data: bytes, *, append: bool = False) -> None:
         os.close(fd)
 
 
-PROJECT_LOCK = ".supervisor.lock"
-
-
-class ProjectTakenError(RuntimeError):
-    """Another supervisor holds the lock of this project's logs directory."""
-
-
-def lock_project(directory: Path) -> int | None:
-    """Take the lock in `directory` (the project's logs directory: the same whatever run
-    directory a supervisor found, which ORCHESTRATOR_RUN_BASE or XDG_RUNTIME_DIR decide, and
-    these differ between a shell, cron, sudo and a unit). Returns its descriptor, to keep open
-    (close-on-exec) while the supervisor runs; None if it cannot be made (the logs' own error
-    comes with their first line). Raises ProjectTakenError if another supervisor holds it."""
-    try:
-        fd = open_run_file(directory / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
-    except (OSError, UnsafeRunDirError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        held = exc.errno in (errno.EAGAIN, errno.EACCES)
-        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() if held else ""
-        os.close(fd)
-        if not held:
-            return None
-        raise ProjectTakenError(
-            f"a supervisor (pid {pid or '?'}) already runs with the logs directory {directory}: "
-            "this project's, started with another run directory (ORCHESTRATOR_RUN_BASE or "
-            "XDG_RUNTIME_DIR differ from its), or another project's using the same logs; stop "
-            "it first (`kill -TERM` that pid, or `orchestrator down` where it was started)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 class UnsafeRunDirError(RuntimeError):
     """The run directory (or its base) is not a private directory of ours."""
 

@@ -33,6 +33,7 @@ from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
+from orchestrator.project_lock import ProjectLock
 from orchestrator.resources import keep_large_allocations_apart, machine_limits
 from orchestrator.rundir import RunDir
 from orchestrator.scheduler import Scheduler
@@ -61,11 +62,13 @@ class Supervisor(ConfigReload):
         boot: Boot,
         *,
         foreground: bool,
+        project_lock: ProjectLock | None = None,
     ) -> None:
         self.config = config
         self.boot = boot
         self.redactor = redactor
         self.run_dir = run_dir
+        self.project_lock = project_lock  # kept in the loop; closed by whoever took it
         self.started_wall = time.time()
         self.bus_keys: BusKeys | None = None
         if config.bus.transport == "tcp":
@@ -362,6 +365,8 @@ class Supervisor(ConfigReload):
         if not self.run_dir.intact(now) and not self.manager.shutting_down:
             log.error(UNREACHABLE, self.run_dir.path)
             self.manager.begin_shutdown()
+        if self.project_lock is not None:
+            self.project_lock.keep(now)
         self.health.tick(now)
         for helper in self.helpers:
             helper.tick(now)

@@ -5,6 +5,7 @@ running, two `up -d` at once, and --json wherever a command prints a result."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import wait_until
 from project import Project, describe
 
 from orchestrator import exit_codes
@@ -267,6 +269,24 @@ def test_the_same_project_under_another_run_directory_is_refused(project: Projec
         assert f"a supervisor (pid {first}) already runs with the logs directory" in result.stderr
     assert [p.pid for p in project.processes() if p.name() == PROCESS_NAME] == [first]
     assert _with_run_base(other_env["ORCHESTRATOR_RUN_BASE"]) == []  # nothing of the other left
+
+
+def test_the_project_lock_removed_with_the_logs_is_taken_again(project: Project) -> None:
+    """`rm -rf logs` removed the lock with it: `up` with another run directory then started a
+    second supervisor for the project, and both ran the same modules."""
+    idle_project(project)
+    first = project.up()["supervisor"]["pid"]
+    lock = project.root / "logs" / ".supervisor.lock"
+    before = lock.stat().st_ino
+    shutil.rmtree(project.root / "logs")
+    wait_until(lambda: lock.exists() and lock.stat().st_ino != before, 10, "the lock made again")
+    wait_until(lambda: "made it again and locked it" in project.log("app"), 10, "its log line")
+    other_env = dict(project.env, ORCHESTRATOR_RUN_BASE=str(project.root / "other-run"))
+    config = ("-c", str(project.config_dir))
+    result = orchestrator(project, "up", "-d", *config, cwd=project.root, env=other_env)
+    assert result.returncode == 1, describe(result)
+    assert f"a supervisor (pid {first}) already runs with the logs directory" in result.stderr
+    assert _with_run_base(other_env["ORCHESTRATOR_RUN_BASE"]) == []
 
 
 def _with_run_base(run_base: str) -> list[int]:

@@ -1,0 +1,109 @@
+"""The lock in a project's logs directory (`logs/.supervisor.lock`): one supervisor per project,
+whatever run directory each found (ORCHESTRATOR_RUN_BASE or XDG_RUNTIME_DIR decide that, and they
+differ between a shell, cron, sudo and a unit). It holds the holder's pid and run directory."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from orchestrator.rundir import UnsafeRunDirError, open_run_file
+
+log = logging.getLogger(__name__)
+
+PROJECT_LOCK = ".supervisor.lock"
+_CHECK_EVERY = 1.0  # seconds between looks at the lock file
+
+
+class ProjectTakenError(RuntimeError):
+    """Another supervisor holds the lock of this project's logs directory."""
+
+
+class ProjectLock:
+    """The lock this supervisor holds, kept while it runs (`keep`, once a second): a lock file
+    removed (`rm -rf logs`) or replaced is made and locked again; else `up` with another run
+    directory would start a second supervisor for the project."""
+
+    def __init__(self, directory: Path, fd: int, run_dir: Path) -> None:
+        self.directory = directory
+        self.fd = fd
+        self._run_dir = run_dir
+        self._checked_at = 0.0  # monotonic
+        self._taken = False  # another supervisor locked the new file: said once
+
+    def keep(self, now: float) -> None:
+        """Make and lock the lock file again if it is gone or another file (`now` monotonic)."""
+        if now < self._checked_at + _CHECK_EVERY:
+            return
+        self._checked_at = now
+        path = self.directory / PROJECT_LOCK
+        held = os.fstat(self.fd)
+        try:
+            found = os.stat(path)
+        except OSError:
+            found = None
+        if found is not None and (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
+            return
+        try:
+            self.directory.mkdir(exist_ok=True)  # logs/ itself, never above: a moved project
+            fd = _take(self.directory, self._run_dir)
+        except ProjectTakenError as exc:
+            if not self._taken:
+                self._taken = True
+                log.error("%s was replaced, and the new one is locked: %s", path, exc)
+            return
+        except OSError:  # the project moved or was removed: nothing to lock there
+            return
+        if fd is None:
+            return
+        os.close(self.fd)
+        self.fd, self._taken = fd, False
+        log.warning("%s was removed or replaced; made it again and locked it", path)
+
+    def close(self) -> None:
+        """Drop the lock (the supervisor's last act)."""
+        os.close(self.fd)
+
+
+def lock_project(directory: Path, run_dir: Path) -> ProjectLock | None:
+    """Take the lock in `directory` (the project's logs directory), writing our pid and
+    `run_dir` in it. Returns it, to keep (close-on-exec) while the supervisor runs; None if it
+    cannot be made (the logs' own error comes with their first line). Raises ProjectTakenError
+    if another supervisor holds it."""
+    try:
+        fd = _take(directory, run_dir)
+    except OSError:
+        return None
+    return None if fd is None else ProjectLock(directory, fd, run_dir)
+
+
+def _take(directory: Path, run_dir: Path) -> int | None:
+    """The descriptor of the lock file, locked and written; None if it cannot be made."""
+    try:
+        fd = open_run_file(directory / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
+    except (OSError, UnsafeRunDirError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        held = exc.errno in (errno.EAGAIN, errno.EACCES)
+        pid = _first_line(os.pread(fd, 4096, 0)) if held else ""
+        os.close(fd)
+        if not held:
+            return None
+        raise ProjectTakenError(
+            f"a supervisor (pid {pid or '?'}) already runs with the logs directory {directory}: "
+            "this project's, started with another run directory (ORCHESTRATOR_RUN_BASE or "
+            "XDG_RUNTIME_DIR differ from its), or another project's using the same logs; stop "
+            "it first (`kill -TERM` that pid, or `orchestrator down` where it was started)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode() + os.fsencode(run_dir) + b"\n", 0)
+    return fd
+
+
+def _first_line(data: bytes) -> str:
+    return data.partition(b"\n")[0].decode(errors="replace").strip()
