@@ -8,6 +8,7 @@ import errno
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
 from orchestrator.rundir import UnsafeRunDirError, open_run_file
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_LOCK = ".supervisor.lock"
 _CHECK_EVERY = 1.0  # seconds between looks at the lock file
+_ACQUIRE_WAIT = 0.5  # seconds a new supervisor retries a lock held only by a CLI asking
 
 
 class ProjectTakenError(RuntimeError):
@@ -49,7 +51,7 @@ class ProjectLock:
             return
         try:
             self.directory.mkdir(exist_ok=True)  # logs/ itself, never above: a moved project
-            fd = _take(self.directory, self._run_dir)
+            fd = _take(self.directory, self._run_dir, wait=0.0)  # the loop never waits
         except ProjectTakenError as exc:
             if not self._taken:
                 self._taken = True
@@ -80,20 +82,29 @@ def lock_project(directory: Path, run_dir: Path) -> ProjectLock | None:
     return None if fd is None else ProjectLock(directory, fd, run_dir)
 
 
-def _take(directory: Path, run_dir: Path) -> int | None:
-    """The descriptor of the lock file, locked and written; None if it cannot be made."""
+def _take(directory: Path, run_dir: Path, wait: float = _ACQUIRE_WAIT) -> int | None:
+    """The descriptor of the lock file, locked and written; None if it cannot be made. A lock
+    held is retried for `wait` seconds before ProjectTakenError."""
     try:
         fd = open_run_file(directory / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
     except (OSError, UnsafeRunDirError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        held = exc.errno in (errno.EAGAIN, errno.EACCES)
-        pid = _first_line(os.pread(fd, 4096, 0)) if held else ""
+    # A CLI asking who holds it (`project_holder`) holds a shared lock for a moment: that is no
+    # supervisor, so try again for a little while, as RunDir.acquire does.
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                return None
+        if time.monotonic() < deadline:
+            time.sleep(0.002)
+            continue
+        pid = _first_line(os.pread(fd, 4096, 0))
         os.close(fd)
-        if not held:
-            return None
         raise ProjectTakenError(
             f"a supervisor (pid {pid or '?'}) already runs with the logs directory {directory}: "
             "this project's, started with another run directory (ORCHESTRATOR_RUN_BASE or "
@@ -103,6 +114,30 @@ def _take(directory: Path, run_dir: Path) -> int | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode() + os.fsencode(run_dir) + b"\n", 0)
     return fd
+
+
+def project_holder(directory: Path) -> tuple[int | None, str] | None:
+    """(pid, run directory) that the supervisor holding the lock in `directory` wrote, or None
+    if no process holds it. A held lock means a live holder: the lock goes with its last
+    descriptor."""
+    try:
+        fd = open_run_file(directory / PROJECT_LOCK, os.O_RDONLY)
+    except (OSError, UnsafeRunDirError):
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                return None
+            pid_line, _, rest = os.pread(fd, 4096, 0).partition(b"\n")
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+    finally:
+        os.close(fd)
+    pid = pid_line.strip()
+    return (int(pid) if pid.isdigit() else None), os.fsdecode(rest.partition(b"\n")[0])
 
 
 def _first_line(data: bytes) -> str:

@@ -16,6 +16,7 @@ from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
 from orchestrator.config.loader import MODULES_FILE
 from orchestrator.control import ControlClient, ControlError, NotRunningError
+from orchestrator.project_lock import project_holder
 from orchestrator.rundir import RunBaseError, RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,7 +118,32 @@ class App:
         try:
             return ControlClient(self.run_dir)
         except NotRunningError:
+            self.abort_if_elsewhere()
             abort(f"no supervisor is running for {self.config_dir}", exit_codes.NOT_RUNNING)
+
+    def abort_if_elsewhere(self) -> None:
+        """Exit 1 if no supervisor was found in this config's run directory, yet one holds the
+        project's lock (in its logs directory) with another: the project was moved or renamed
+        since `up`, or ORCHESTRATOR_RUN_BASE (or XDG_RUNTIME_DIR) differs from `up`'s. Saying
+        "nothing runs" then would be wrong."""
+        try:
+            logs = load_config(self.config_dir).logging.directory
+        except ConfigError:  # a config that cannot load: not the question here
+            return
+        holder = project_holder(Path(logs))
+        if holder is None:
+            return
+        pid, run_dir = holder
+        if run_dir == str(self.run_dir.path):  # ours, on its way in or out
+            return
+        which = f"pid {pid}" if pid is not None else "its pid unknown"
+        abort(
+            f"a supervisor ({which}) runs for this project with the run directory"
+            f" {run_dir or '?'}, not {self.run_dir.path}: the project was moved or renamed since"
+            " it started, or ORCHESTRATOR_RUN_BASE or XDG_RUNTIME_DIR differ from its; reach it"
+            " as it was started, or stop it with `kill -TERM"
+            f" {pid if pid is not None else 'PID'}`"
+        )
 
     def _known_to_config(self, name: str) -> None:
         """Exit 2 if the config names no module `name` (enabled or not)."""

@@ -37,6 +37,7 @@ def down(app: App, timeout: float | None, as_json: bool) -> None:
     try:
         client = ControlClient(app.run_dir)
     except NotRunningError:
+        app.abort_if_elsewhere()
         _done(as_json, None, f"nothing was running for {app.config_dir}", was_running=False)
         return
     if client.pid is not None and process_stopped(client.pid):  # it would wait 5 minutes

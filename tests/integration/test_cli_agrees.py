@@ -18,6 +18,7 @@ from project import Project, describe
 
 from orchestrator import exit_codes
 from orchestrator.daemon import PROCESS_NAME
+from orchestrator.rundir import RunDir
 
 WITH_TESTS = """
 def initialize(event_bus, config):
@@ -287,6 +288,27 @@ def test_the_project_lock_removed_with_the_logs_is_taken_again(project: Project)
     assert result.returncode == 1, describe(result)
     assert f"a supervisor (pid {first}) already runs with the logs directory" in result.stderr
     assert _with_run_base(other_env["ORCHESTRATOR_RUN_BASE"]) == []
+
+
+def test_down_and_status_through_another_run_directory_name_the_one_running(
+    project: Project,
+) -> None:
+    """They said "nothing was running" (exit 0) and "no supervisor" (exit 4) while the project's
+    supervisor ran, found through another run directory (or a project moved since `up`)."""
+    idle_project(project)
+    first = project.up()["supervisor"]["pid"]
+    running_in = RunDir(project.config_dir, project.run_base).path
+    other_env = dict(project.env, ORCHESTRATOR_RUN_BASE=str(project.root / "other-run"))
+    config = ("-c", str(project.config_dir))
+    for command in ("down", "status"):
+        result = orchestrator(project, command, *config, cwd=project.root, env=other_env)
+        assert result.returncode == 1, describe(result)
+        said = f"Error: a supervisor (pid {first}) runs for this project with the run directory"
+        assert result.stderr.startswith(f"{said} {running_in}, not "), describe(result)
+    assert project.status()["supervisor"]["pid"] == first  # still running
+    project.cli("down", check=0)
+    result = orchestrator(project, "down", *config, cwd=project.root, env=other_env)
+    assert (result.returncode, result.stdout) == (0, f"nothing was running for {config[1]}\n")
 
 
 def _with_run_base(run_base: str) -> list[int]:

@@ -1,0 +1,43 @@
+"""The lock in a project's logs directory: who holds it, and keeping it when it is removed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from orchestrator.project_lock import PROJECT_LOCK, lock_project, project_holder
+
+
+def test_the_holder_is_named_with_its_run_directory_while_it_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    lock = lock_project(tmp_path, Path("/run/x/0123"))
+    assert lock is not None
+    assert project_holder(tmp_path) == (os.getpid(), "/run/x/0123")
+    lock.close()
+    assert project_holder(tmp_path) is None  # the file stays; nobody holds it
+    assert project_holder(tmp_path / "nowhere") is None
+
+
+def test_a_lock_removed_with_its_directory_is_made_and_taken_again(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lock = lock_project(logs, Path("/run/x/0123"))
+    assert lock is not None
+    shutil.rmtree(logs)
+    lock.keep(now=1e9)
+    assert (logs / PROJECT_LOCK).is_file()
+    assert project_holder(logs) == (os.getpid(), "/run/x/0123")
+    lock.close()
+
+
+def test_a_moved_project_is_not_made_again_by_its_lock(tmp_path: Path) -> None:
+    logs = tmp_path / "p" / "logs"
+    logs.mkdir(parents=True)
+    lock = lock_project(logs, Path("/run/x/0123"))
+    assert lock is not None
+    (tmp_path / "p").rename(tmp_path / "q")
+    lock.keep(now=1e9)
+    assert not (tmp_path / "p").exists()
+    lock.close()
