@@ -48,6 +48,7 @@ def up(app: App, detach: bool, as_json: bool) -> None:
     """
     if as_json and not detach:
         raise click.UsageError("--json needs -d (in the foreground, up prints module output)")
+    _refuse_undecodable(app)
     if detach:
         raise SystemExit(_start_detached(app, app.load(), as_json=as_json))
     with Boot() as boot:  # the fork server's template boots while the config loads
@@ -57,6 +58,20 @@ def up(app: App, detach: bool, as_json: bool) -> None:
             raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
         except LaunchError as exc:
             abort(str(exc), exc.code)
+
+
+def _refuse_undecodable(app: App) -> None:
+    """Exit 3 if the project's path is not UTF-8: the endpoints and the messages between the
+    supervisor and its modules carry paths as UTF-8 text (it failed at the first spawn)."""
+    real = app.config_dir.resolve()  # module paths are resolved: a symlink would not do
+    try:
+        str(real).encode()
+    except UnicodeEncodeError:
+        shown = os.fsencode(real).decode(errors="backslashreplace")
+        abort(
+            f"{shown}: the project's path is not valid UTF-8; rename the directory",
+            exit_codes.BAD_CONFIG,
+        )
 
 
 def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:

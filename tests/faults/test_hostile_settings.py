@@ -5,6 +5,7 @@ got through: some to kill the supervisor on its first `status`, some to loop a m
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,18 @@ def test_a_removed_working_directory_is_said_once_and_absolute_paths_still_work(
     assert result.returncode == 1, describe(result)
     assert result.stderr.startswith("Error: the current directory no longer exists"), result.stderr
     assert len(result.stderr.splitlines()) == 1, describe(result)
+
+
+def test_a_project_path_that_is_not_utf8_is_refused_at_up_in_one_line(project: Project) -> None:
+    """Endpoints and the supervisor's messages carry paths as UTF-8: such a project's `up`
+    failed at the first module with a codec error (status and down cope with it)."""
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    odd = Path(os.fsdecode(bytes(project.root) + b"/bad\xff\xfename"))
+    shutil.copytree(project.config_dir, odd / "config")
+    shutil.copytree(project.root / "modules", odd / "modules")
+    for args in (["up", "-d"], ["up"]):
+        result = _cli_in(project, project.root, *args, "-c", str(odd / "config"))
+        assert result.returncode == 3, describe(result)
+        assert result.stderr.count("\n") == 1 and "not valid UTF-8" in result.stderr, result.stderr
+        assert "\\xff\\xfe" in result.stderr, result.stderr
+    assert project.processes() == []
