@@ -59,6 +59,17 @@ def cron_expression(value: Any, file: str, where: str) -> str:
             "expected a cron expression (minute hour day month weekday, and optionally seconds "
             f"as a 6th field), got {describe(value)}",
         )
+    fields = text.split()
+    if len(fields) == 6 and fields[5] == "*" and fields[0] != "*":
+        # Quartz and Spring put the seconds first: `*/10 * * * * *` meant as every 10 s runs
+        # every second of every 10th minute here.
+        raise ConfigError(
+            file,
+            where,
+            f"{describe(value)} runs every second of the minutes {fields[0]!r} names: with 6"
+            f" fields the seconds come last; for every 10 seconds write '* * * * * */10', and"
+            " for every second of those minutes write the seconds as 0-59",
+        )
     return text
 
 

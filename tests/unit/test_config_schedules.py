@@ -39,6 +39,11 @@ def load(config: Path, extra: str) -> ModuleSpec:
         ("    schedule: every minute\n", "modules[0].schedule", "cron expression"),
         ("    schedule: '61 * * * *'\n", "modules[0].schedule", "'61 * * * *'"),
         ("    schedule: '* * * * * * *'\n", "modules[0].schedule", "cron expression"),
+        (  # seconds first, as Quartz and Spring have them: every second of every 10th minute
+            "    schedule: '*/10 * * * * *'\n",
+            "modules[0].schedule",
+            "with 6 fields the seconds come last; for every 10 seconds write '* * * * * */10'",
+        ),
         ("    schedule: ''\n", "modules[0].schedule", "non-empty"),
         ("    schedule: 5\n", "modules[0].schedule", "5"),
         (
@@ -99,3 +104,8 @@ def test_a_schedule_with_seconds_and_a_time_zone(config: Path) -> None:
     seconds = load(config, "    schedule: '* * * * * */10'\n    overlap: queue\n")
     assert next_due(seconds, 1000.0) == 1010.0 and seconds.overlap == "queue"
     assert next_due(seconds, 1010.0) == 1020.0  # strictly after
+
+
+def test_every_second_of_some_minutes_is_written_with_its_seconds_spelled_out(config: Path) -> None:
+    assert load(config, "    schedule: '*/10 * * * * 0-59'\n").schedule == "*/10 * * * * 0-59"
+    assert load(config, "    schedule: '* * * * * *'\n").schedule == "* * * * * *"
