@@ -345,6 +345,9 @@ class _Child:
             code = protocol.EXIT_SHUTDOWN_FAILED
         if not self.bus.close():
             log.warning("a callback was still running at exit")
+        # The counters as they end: a module that exits at once (a job) has sent no heartbeat,
+        # and status would show its events as none.
+        self.channel.heartbeat({**self.bus.counters(), **resilience.counts()}, 0.0)
         self.channel.close()
         self.context.destroy(linger=200)
         return code

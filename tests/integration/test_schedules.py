@@ -92,6 +92,8 @@ def test_a_job_runs_at_its_times_and_overlaps_are_skipped(project: Project) -> N
     assert schedule["timezone"] == "UTC" and schedule["next_run"] > schedule["last_run"]
     assert 2 <= ran.read_text().count("run") <= _schedule(project, "job")["runs"] + 1
     assert any(e["source"] == "job" for e in project.recorded())
+    # Its events are counted although it exits before its first heartbeat.
+    wait_until(lambda: project.module("job")["events_out"] == 1, 10, "job's event counted")
     wait_until(lambda: _schedule(project, "slow")["skipped"] >= 1, 15, "a skipped tick of slow")
     assert "running" in _schedule(project, "slow")
     table = project.cli("status", check=0).stdout
