@@ -11,8 +11,9 @@ event waits in the group's queue (bounded: past it, `overflow` counts it). A mem
 with events unacknowledged loses them: each is counted `lost`, or, when the member joined with
 redelivery, put back at the head of the queue for another member (`redelivered`). A poison event
 (one whose callback crashes or hangs every member it reaches) is not redelivered without end: the
-oldest event a member held when it failed (not when it said goodbye) is the one its callback was
-running, and is counted against; at MAX_FAILURES it is dropped, counted `dead` and logged.
+oldest event a member held when it failed (not when it said goodbye), in any of its groups, is
+the one its callback was running, and is counted against; at MAX_FAILURES it is dropped,
+counted `dead` and logged.
 
 A group whose last member leaves stays in the table for its counters. If a member of it ever
 joined with redelivery, it keeps queueing (bounded) for the next member, a restarted one say;
@@ -199,25 +200,32 @@ class GroupTable:
             del self.members[member]
         return self._remove(membership)
 
-    def drop(self, member: bytes, *, failed: bool = True) -> list[bytes]:
+    def drop(
+        self, member: bytes, *, failed: bool = True, unsent: bytes | None = None
+    ) -> list[bytes]:
         """`member` is gone: take it out of every group; returns the SUB prefixes to drop.
         `failed`: it crashed, hung or stopped reading (not a goodbye), so the oldest event it
-        held in each group, the one its callback was running, counts towards MAX_FAILURES."""
+        held, in any of its groups, counts towards MAX_FAILURES: acks go out as each event is
+        done, in order, so that is the one its callback was running. `unsent`: the tag whose
+        send found it gone; that one and those after it never reached it."""
         joined = self.members.pop(member, {})
-        gone = [self._remove(membership, failed) for membership in joined.values()]
+        held = [tag for membership in joined.values() for tag in membership.in_flight]
+        # Tags count up from one counter, 8 bytes big-endian: the least is the oldest.
+        delivered = [tag for tag in held if unsent is None or tag < unsent]
+        blamed = min(delivered) if failed and delivered else None
+        gone = [self._remove(membership, blamed) for membership in joined.values()]
         return [prefix for prefix in gone if prefix is not None]
 
-    def _remove(self, membership: Membership, failed: bool = False) -> bytes | None:
+    def _remove(self, membership: Membership, blamed: bytes | None = None) -> bytes | None:
         group = membership.group
         group.members.remove(membership)
         if not group.members:
             group.idle_since = next(self._clock)
         # Newest first onto the head of the queue: the oldest ends up first, as it was sent.
-        for at, (tag, held) in reversed(list(enumerate(membership.in_flight.items()))):
+        for tag, held in reversed(list(membership.in_flight.items())):
             del self._tags[tag]
             if membership.redeliver:
-                # Acks go out as each event is done, in order: the oldest held is the one running.
-                self._give_back(group, held, blamed=failed and at == 0)
+                self._give_back(group, held, blamed=tag == blamed)
             else:
                 group.lost += 1
         membership.in_flight.clear()

@@ -274,7 +274,7 @@ class GroupDispatcher:
                     raise
                 if exc.errno == zmq.EAGAIN:
                     log.warning("a group member does not read (its queue is full): dropped")
-                out.extend(self._drop_quietly(sub, member))
+                out.extend(self._drop_quietly(sub, member, unsent=tag))
 
     def _reply(
         self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], member: bytes, frames: list[bytes]
@@ -324,12 +324,17 @@ class GroupDispatcher:
         self._send(router, sub, self._drop_quietly(sub, member, failed=failed))
 
     def _drop_quietly(
-        self, sub: zmq.Socket[bytes], member: bytes, *, failed: bool = True
+        self,
+        sub: zmq.Socket[bytes],
+        member: bytes,
+        *,
+        failed: bool = True,
+        unsent: bytes | None = None,
     ) -> list[Delivery]:
-        """Take `member` out (`failed`: not by its goodbye, see `GroupTable.drop`); returns
-        what its going lets out of the queues."""
+        """Take `member` out (`failed`: not by its goodbye; `unsent`: the event whose send
+        failed: see `GroupTable.drop`); returns what its going lets out of the queues."""
         before = {key: (g.lost, g.redelivered, g.dead) for key, g in self.table.groups.items()}
-        for prefix in self.table.drop(member, failed=failed):
+        for prefix in self.table.drop(member, failed=failed, unsent=unsent):
             self._subscribe(sub, prefix, -1)
         for key, group in self.table.groups.items():
             lost, redelivered, dead = before.get(key, (0, 0, 0))

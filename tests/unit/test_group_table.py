@@ -328,3 +328,36 @@ def test_events_behind_a_poison_one_are_blamed_only_once_they_run_first() -> Non
     assert table.stats()[0]["dead"] == 1
     assert _fail_member(table, b"again") == [b"next"]  # its first failure
     assert table.stats()[0]["dead"] == 1 and table.stats()[0]["queued"] == 1
+
+
+def test_only_the_oldest_event_of_all_a_member_held_is_blamed_not_one_per_group() -> None:
+    """Acks are in order across the member, not per group: in its other groups the oldest
+    held event was waiting, not running (a review: mail.send dead with the poison jobs.crash)."""
+    table = GroupTable()
+
+    def member(name: bytes) -> list[bytes]:
+        for pattern in (b"jobs.*", b"mail.*"):
+            table.join(name, b"g", pattern, 8, True)
+        return [d[4] for d in table.pump_all()]
+
+    member(b"first")
+    table.route(b"jobs.crash", b"")
+    table.route(b"mail.send", b"")
+    table.drop(b"first")
+    for n in range(group_table.MAX_FAILURES - 1):
+        assert member(b"m%d" % n) == [b"jobs.crash", b"mail.send"]
+        table.drop(b"m%d" % n)
+    dead = {g["pattern"]: g["dead"] for g in table.stats()}
+    assert dead == {"jobs.*": 1, "mail.*": 0}, dead
+
+
+def test_an_event_whose_send_found_the_member_gone_is_not_blamed() -> None:
+    """A member that died idle is found by the send of its next event: that event never
+    reached it, and nor did those after it."""
+    table = _table(b"a", credit=8, redeliver=True)
+    (delivery,) = table.route(b"jobs.x", b"never delivered")
+    for _ in range(group_table.MAX_FAILURES + 1):
+        table.drop(b"a", unsent=delivery[1])
+        table.join(b"a", b"g", b"jobs.*", 8, True)
+        (delivery,) = table.pump_all()
+    assert table.stats()[0]["dead"] == 0 and delivery[5] == b"never delivered"
