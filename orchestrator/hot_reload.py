@@ -37,6 +37,7 @@ class HotReload:
         # same writes (the watcher's thread starved under load past the quiet period) is not
         # a second restart.
         self._restarted_at: dict[str, tuple[tuple[str, int, int], ...] | None] = {}
+        self.rejected = False  # the last reload was refused (set by the supervisor's reload)
 
     def next_deadline(self) -> float | None:
         """When the debounced changes are due, if any are pending."""
@@ -54,9 +55,12 @@ class HotReload:
         handled: set[str] = set()
         manager = self._manager
         # An event names a config file, a link's target or a renamed link; only a content that
-        # differs from what the last reload read is a change (a ConfigMap swap of the same data,
-        # a touch of a rejected file are not).
-        if config_changed and self.watcher.config_state() != self.watcher.last_read:
+        # differs from what the last reload read is a change (a ConfigMap swap of the same data
+        # is not). After a rejected reload any save is tried again: the cause may have been
+        # outside these files (a module file not yet written), fixed since.
+        if config_changed and (
+            self.watcher.config_state() != self.watcher.last_read or self.rejected
+        ):
             log.info("hot reload: the config changed")
             plan = self._reload()
             if plan is not None:  # its restarts and starts run the saved code already

@@ -106,7 +106,8 @@ class ConfigReload:
             if not dry_run:
                 since = self.rejected_config[1] if self.rejected_config else time.time()
                 self.rejected_config = (" ".join(message.split()), since)
-                self.hot_reload.config_read(seen)  # a touch of it is not rejected again
+                self.hot_reload.config_read(seen)
+                self.hot_reload.rejected = True  # any save tries again (see HotReload.handle)
             return None, message
         # Before anything below logs a name or a value of the new config, dry runs included.
         self.redactor.add(new.secrets)
@@ -116,6 +117,7 @@ class ConfigReload:
         if dry_run:
             return plan, ""
         self.rejected_config = None
+        self.hot_reload.rejected = False
         for section in plan.not_applied:
             log.warning("reload: %s changed; it applies at the next `up`", section)
         if plan.empty:

@@ -213,6 +213,25 @@ def _applied(project: Project, version: int) -> None:
     )
 
 
+def test_a_config_saved_again_after_its_cause_was_fixed_elsewhere_is_applied(
+    project: Project,
+) -> None:
+    """A reload refused for a reason outside the config files (a module file not yet written):
+    saving the same config again, once the file is there, must try again (a review: the same
+    content was taken for no change, and nothing happened, silently)."""
+    project.write_module("live.py", GOOD)
+    entries = [{"name": "live", "path": "../modules/live.py"}]
+    project.configure(entries, hot_reload=True)
+    project.up()
+    text = yaml.safe_dump({"modules": [*entries, {"name": "late", "path": "../modules/late.py"}]})
+    (project.config_dir / "modules.yaml").write_text(text)
+    wait_until(lambda: project.status()["config"].get("rejected"), 10, "the reload rejected")
+    project.write_module("late.py", GOOD)
+    (project.config_dir / "modules.yaml").write_text(text)  # saved again, unchanged
+    project.wait_module("late", state="running")
+    assert not project.status()["config"].get("rejected")
+
+
 def test_a_configmap_update_is_applied_while_watching(project: Project) -> None:
     # The update was never applied: only `..data` changes, and that is no config file's name.
     project.write_module("live.py", GOOD)
