@@ -19,9 +19,10 @@ DECODED_BASE = 8 << 20
 _CHECKED_ABOVE = 64 << 10
 _INF = float("inf")
 _NEG_INF = -_INF
-# An event's time is a Unix time a datetime can hold (up to 9999-12-31): a callback's
-# `datetime.fromtimestamp(event.time)` must not raise on a forged 1e300.
-MAX_TIME = 253402300799.0
+# An event's time is a Unix time a datetime can hold in any time zone (up to 9999-12-30 UTC, so
+# that UTC+14 is still 9999): a callback's `datetime.fromtimestamp(event.time)` must not raise on
+# a forged 1e300.
+MAX_TIME = 253402128000.0
 
 
 class BadFrameError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 import subprocess
@@ -12,6 +13,7 @@ import msgpack
 import pytest
 
 from module_sdk.codec import (
+    MAX_TIME,
     BadFrameError,
     decode_envelope,
     decode_sync,
@@ -254,7 +256,7 @@ def test_extension_types_are_bad_frames(data: Any) -> None:
 
 @pytest.mark.parametrize(
     "time",
-    [float("nan"), float("inf"), -float("inf"), 1e300, -1.0, 253402300800.0, 2**63 - 1],
+    [float("nan"), float("inf"), -float("inf"), 1e300, -1.0, MAX_TIME + 1, 2**63 - 1],
     ids=["nan", "inf", "-inf", "1e300", "negative", "after 9999", "huge int"],
 )
 def test_times_no_datetime_can_hold_are_bad_frames(time: float) -> None:
@@ -263,14 +265,30 @@ def test_times_no_datetime_can_hold_are_bad_frames(time: float) -> None:
         decode_envelope(msgpack.packb(["src", "x-1", time, None, 1]))
     if isinstance(time, float) and not 3.5e38 < abs(time) < float("inf"):  # fits a float32
         single = b"\xca" + msgpack.packb(time, use_single_float=True)[1:]  # float32 as float
-        if not 0 <= struct.unpack(">f", single[1:])[0] <= 253402300799.0:
+        if not 0 <= struct.unpack(">f", single[1:])[0] <= MAX_TIME:
             with pytest.raises(BadFrameError, match="Unix time from 0"):
                 decode_envelope(_envelope_with(b"\xc0", time=single))
 
 
-def test_the_latest_time_a_datetime_holds_decodes() -> None:
-    assert decode_envelope(msgpack.packb(["src", "x-1", 253402300799.0, None, 1]))[2] > 0
-    assert decode_envelope(msgpack.packb(["src", "x-1", 0, None, 1]))[2] == 0.0
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])
+def test_every_time_that_decodes_is_a_local_datetime_in_any_zone(zone: str) -> None:
+    """The bound was 9999-12-31 23:59:59 UTC: east of UTC that is the year 10000 locally, and
+    fromtimestamp() raised (a review)."""
+    latest = decode_envelope(msgpack.packb(["src", "x-1", MAX_TIME, None, 1]))[2]
+    earliest = decode_envelope(msgpack.packb(["src", "x-1", 0, None, 1]))[2]
+    check = (
+        "import datetime, sys; [datetime.datetime.fromtimestamp(float(t)) for t in sys.argv[1:]]"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check, repr(latest), repr(earliest)],
+        env={**os.environ, "TZ": zone},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(BadFrameError):
+        decode_envelope(msgpack.packb(["src", "x-1", MAX_TIME + 1, None, 1]))
 
 
 _DECODE_EMPTY_ARRAYS = """
