@@ -105,26 +105,31 @@ class BoundedLoader(_SafeLoader):
         scalars `as_text` names as strings)."""
         self._measure(node)
         for path in self._as_text:
-            self._keep_text(node, path)
+            node = self._keep_text(node, path)
         return super().construct_document(node)
 
     def _keep_text(self, node: Node, path: TextPath) -> Node:
-        """`node`, or the nodes `path` leads to within it, with each plain scalar that YAML would
-        read as a number, boolean or date replaced by a string of its text (a copy: an alias of
-        it elsewhere keeps its type)."""
+        """`node`, or a copy of it with the nodes `path` leads to within it copied too, each
+        plain scalar there that YAML would read as a number, boolean or date replaced by a
+        string of its text. Copies, never changed in place: an alias of a node elsewhere (`env:
+        *c` with `config: &c {PORT: 8080}`) keeps its types there."""
         if not path:  # plain: style None, or '' from libyaml
             if isinstance(node, ScalarNode) and not node.style and node.tag in _TYPED_TAGS:
                 return ScalarNode(_STR_TAG, node.value, node.start_mark, node.end_mark)
             return node
         head, rest = path[0], path[1:]
         if isinstance(node, SequenceNode) and head is None:
-            node.value = [self._keep_text(value, rest) for value in node.value]
-        elif isinstance(node, MappingNode):
+            items = [self._keep_text(value, rest) for value in node.value]
+            return SequenceNode(node.tag, items, node.start_mark, node.end_mark, node.flow_style)
+        if isinstance(node, MappingNode):
             self.flatten_mapping(node)  # the keys merged in with `<<: *x` count, as they will
-            node.value = [
+            pairs = [
                 (key, self._keep_text(value, rest) if _matches(key, head) else value)
                 for key, value in node.value
             ]
+            copy = MappingNode(node.tag, pairs, node.start_mark, node.end_mark, node.flow_style)
+            self._own_keys[id(copy)] = self._own_keys.get(id(node), [])
+            return copy
         return node
 
     def _measure(self, root: Node) -> None:

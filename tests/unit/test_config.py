@@ -153,6 +153,17 @@ def test_an_env_value_is_the_text_written_not_what_yaml_1_1_makes_of_it(root: Pa
     assert module.config == {"m": 420}  # elsewhere, YAML reads it as YAML does
 
 
+def test_a_mapping_used_as_env_through_an_alias_keeps_its_types_elsewhere(root: Path) -> None:
+    """`env: *c` turned the numbers of `config: &c {...}` into strings too (a review)."""
+    modules = (
+        "modules:\n  - name: a\n    path: ../mods/alpha.py\n"
+        "    config: &c {PORT: 8080, RATIO: 0.5}\n    env: *c\n"
+    )
+    module = load_config(write(modules=modules)).modules[0]
+    assert module.config == {"PORT": 8080, "RATIO": 0.5}
+    assert module.env == {"PORT": "8080", "RATIO": "0.5"}
+
+
 def test_absolute_logging_directory_and_disabled_missing_path(root: Path) -> None:
     modules = "modules:\n  - {name: gone, path: ../mods/gone.py, enabled: false}"
     config = load_config(write(f"logging: {{directory: {root}/elsewhere}}", modules))
