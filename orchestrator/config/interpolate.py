@@ -13,7 +13,7 @@ import io
 import os
 import re
 from collections import ChainMap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,37 +76,6 @@ def _read_dotenv(text: str, env_label: str) -> dict[str, str]:
     return values
 
 
-def refuse_references(tree: Any, file: str, paths: tuple[TextPath, ...]) -> None:
-    """Raise `ConfigError` at the first string that one of `paths` leads to in `tree` (as
-    `load_yaml`'s `as_text` names places) and that holds a `${VAR}` reference. A value filled in
-    is a secret, shown as `***`, but these values are shown as written wherever the config is:
-    names by which modules and the deployment are known, paths, schedules. (A malformed one is
-    left for `Substitution` to report.)"""
-    for path in paths:
-        for where, value in _values_at(tree, path, ""):
-            if isinstance(value, str) and any(m.group("name") for m in _REFERENCE.finditer(value)):
-                raise ConfigError(
-                    file,
-                    where,
-                    "cannot hold a ${...} reference: it is shown as written in status, metrics "
-                    "and events, where a value from the environment (a secret) would show",
-                )
-
-
-def _values_at(node: Any, path: TextPath, where: str) -> Iterator[tuple[str, Any]]:
-    if not path:
-        yield where, node
-        return
-    head, rest = path[0], path[1:]
-    if isinstance(node, list) and head is None:
-        for index, value in enumerate(node):
-            yield from _values_at(value, rest, item(where, index))
-    elif isinstance(node, Mapping):
-        for key, value in node.items():
-            if head is None or key == head:
-                yield from _values_at(value, rest, child(where, key))
-
-
 class Substitution:
     """Fills the references of one or more trees from `variables`, collecting the values it filled
     in (`secrets`) and refusing to produce more than `MAX_CHARS` characters of them in all (a long
@@ -118,21 +87,34 @@ class Substitution:
         self.secrets: set[str] = set()
         self._filled = 0
 
-    def fill(self, tree: Any, file: str, where: str = "") -> Any:
+    def fill(
+        self, tree: Any, file: str, where: str = "", *, shown: tuple[TextPath, ...] = ()
+    ) -> Any:
         """A copy of `tree` with every reference in its strings substituted. A reference to an
-        unset variable without a default raises `ConfigError` at the string's location."""
-        return self._walk(tree, file, where)
+        unset variable without a default raises `ConfigError` at the string's location. The
+        values filled in are secrets, except at the places `shown` names (as `load_yaml`'s
+        `as_text` does): names, paths, schedules, shown as written wherever the config is."""
+        return self._walk(tree, file, where, (), shown)
 
-    def _walk(self, node: Any, file: str, where: str) -> Any:
+    def _walk(
+        self, node: Any, file: str, where: str, at: TextPath, shown: tuple[TextPath, ...]
+    ) -> Any:
         if isinstance(node, str):
-            return _REFERENCE.sub(lambda match: self._replace(match, file, where), node)
+            secret = not any(_leads_to(path, at) for path in shown)
+            return _REFERENCE.sub(lambda match: self._replace(match, file, where, secret), node)
         if isinstance(node, Mapping):
-            return {key: self._walk(value, file, child(where, key)) for key, value in node.items()}
+            return {
+                key: self._walk(value, file, child(where, key), (*at, key), shown)
+                for key, value in node.items()
+            }
         if isinstance(node, list):
-            return [self._walk(value, file, item(where, index)) for index, value in enumerate(node)]
+            return [
+                self._walk(value, file, item(where, index), (*at, None), shown)
+                for index, value in enumerate(node)
+            ]
         return node
 
-    def _replace(self, match: re.Match[str], file: str, where: str) -> str:
+    def _replace(self, match: re.Match[str], file: str, where: str, secret: bool = True) -> str:
         if match.group(0) == "$${":
             return "${"
         name = match.group("name")
@@ -148,7 +130,7 @@ class Substitution:
             )
         if default is not None and not value:  # `:-` also applies to an empty value, as in sh
             value = default
-        elif value:  # a default is written in the file for all to read: not a secret
+        elif value and secret:  # a default is written in the file for all to read: not a secret
             self.secrets.add(value)
         if value is None:
             raise ConfigError(
@@ -162,3 +144,8 @@ class Substitution:
                 f"the values of ${{...}} references add up to more than {MAX_CHARS} characters",
             )
         return value
+
+
+def _leads_to(path: TextPath, at: TextPath) -> bool:
+    """Whether `at` (keys, None for a list's item) is the place `path` names (None: any)."""
+    return len(path) == len(at) and all(p is None or p == a for p, a in zip(path, at, strict=True))

@@ -9,7 +9,7 @@ import yaml
 
 from orchestrator.config.cluster import build_cluster
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.interpolate import Substitution, read_variables, refuse_references
+from orchestrator.config.interpolate import Substitution, read_variables
 from orchestrator.config.metrics import build_metrics
 from orchestrator.config.model import AppConfig
 from orchestrator.config.modules import build_modules
@@ -47,16 +47,20 @@ MODULES_AS_TEXT: tuple[TextPath, ...] = (("modules", None, "umask"), ("modules",
 not the YAML 1.1 integer 23 (nor `umask: 77` decimal 77, which is octal 115); an `env:` value
 is the string written, `MODE: 0644` is '0644', `VER: 1.10` '1.10', `T: 12:30` '12:30' (YAML 1.1
 would make them 420, 1.1 and 750)."""
-MAIN_SHOWN: tuple[TextPath, ...] = (("app", "name"),)
+MAIN_SHOWN: tuple[TextPath, ...] = (("app", "name"), ("app", "version"))
 MODULES_SHOWN: tuple[TextPath, ...] = (
     ("modules", None, "name"),
     ("modules", None, "path"),
     ("modules", None, "schedule"),
     ("modules", None, "timezone"),
     ("modules", None, "filesystem", None, None),
+    ("modules", None, "work_group"),
+    ("modules", None, "depends_on", None),
+    ("modules", None, "user"),
+    ("modules", None, "group"),
 )
-"""Where a `${VAR}` is refused: values shown as written (in status, metrics, events), which a
-secret cannot be (`refuse_references`)."""
+"""Values shown as written wherever the config is (status, metrics, events): a `${VAR}` there
+is filled in, but its value is not a secret, masked elsewhere (`Substitution.fill`'s `shown`)."""
 _NO_MODULES_FILE = (
     "file not found; it lists the modules to run (`modules: []` for none; `orchestrator init` "
     "writes a starter project)"
@@ -82,13 +86,11 @@ def load_config(config_dir: Path) -> AppConfig:
     raw_modules = read_yaml(
         root / MODULES_FILE, modules_label, missing=_NO_MODULES_FILE, as_text=MODULES_AS_TEXT
     )
-    refuse_references(raw_main, main_label, MAIN_SHOWN)
-    refuse_references(raw_modules, modules_label, MODULES_SHOWN)
     variables = read_variables(root / ENV_FILE, env_label)
     substitution = Substitution(variables, f"in {env_label}")
     try:
-        main = substitution.fill(raw_main, main_label)
-        modules = substitution.fill(raw_modules, modules_label)
+        main = substitution.fill(raw_main, main_label, shown=MAIN_SHOWN)
+        modules = substitution.fill(raw_modules, modules_label, shown=MODULES_SHOWN)
         return _build(
             main=main,
             modules=modules,

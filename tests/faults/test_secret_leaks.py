@@ -46,12 +46,12 @@ def test_a_quoted_secret_of_any_length_never_shows(project: Project) -> None:
     good_main = (project.config_dir / "main.yaml").read_text()
     good_modules = (project.config_dir / "modules.yaml").read_text()
     main = yaml.safe_load(good_main)
-    # Each error quotes the value of ${TOKEN}: a number, a URL, a choice, a module name.
+    # Each error quotes the value of ${TOKEN}: a number, a URL, a choice, a level.
     bad_configs = [
         ("main.yaml", {**main, "supervision": {"stop_timeout": "${TOKEN}"}}),
         ("main.yaml", {**main, "notifications": {"webhooks": [{"url": "${TOKEN}"}]}}),
         ("modules.yaml", {"modules": [{**idle, "restart": "${TOKEN}"}]}),
-        ("modules.yaml", {"modules": [{**idle, "depends_on": ["${TOKEN}"]}]}),
+        ("modules.yaml", {"modules": [{**idle, "log_level": "${TOKEN}"}]}),
     ]
     project.up()
 

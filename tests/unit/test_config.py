@@ -540,11 +540,8 @@ QUOTING_ERRORS = {  # each quotes the value of ${TOKEN} in its message
     "number": ("main", "supervision: {stop_timeout: '${TOKEN}'}"),
     "choice": ("main", "logging: {level: '${TOKEN}'}"),
     "url": ("main", "notifications: {webhooks: [{url: '${TOKEN}'}]}"),
-    "group": ("modules", "modules: [{name: a, path: ../mods/alpha.py, work_group: '-${TOKEN}'}]"),
-    "dependency": (
-        "modules",
-        "modules: [{name: a, path: ../mods/alpha.py, depends_on: ['${TOKEN}']}]",
-    ),
+    # (work_group, depends_on: shown as written, their values are no secrets)
+    "log level": ("modules", "modules: [{name: a, path: ../mods/alpha.py, log_level: '${TOKEN}'}]"),
     "restart": ("modules", "modules: [{name: a, path: ../mods/alpha.py, restart: '${TOKEN}'}]"),
 }
 
@@ -622,35 +619,34 @@ def test_a_path_made_from_a_short_value_is_shown_normalised(root: Path) -> None:
     assert message.endswith(f"modules[0].python: {root}/config/gone is not an executable file")
 
 
-SHOWN_AS_WRITTEN = [
-    ("main", "app: {name: '${NAME}'}", "app.name"),
-    ("modules", "modules: [{name: 'w-${NAME:-x}', path: ../mods/alpha.py}]", "modules[0].name"),
-    ("modules", "modules: [{name: a, path: '${NAME}/alpha.py'}]", "modules[0].path"),
-    ("modules", f"modules: [{ALPHA[:-1]}, schedule: '${{NAME}}'}}]", "modules[0].schedule"),
-    ("modules", f"modules: [{ALPHA[:-1]}, timezone: '${{NAME}}'}}]", "modules[0].timezone"),
-    (
-        "modules",
-        f"modules: [{ALPHA[:-1]}, filesystem: {{read_write: [/srv, '${{NAME}}']}}}}]",
-        "modules[0].filesystem.read_write[1]",
-    ),
-]
-
-
-@pytest.mark.parametrize(("file", "source", "where"), SHOWN_AS_WRITTEN)
-def test_a_value_shown_as_written_cannot_come_from_a_variable(
-    root: Path, file: str, source: str, where: str
-) -> None:
-    # Filled in, it would be a secret: *** in app.log, but as it is in status, metrics, events.
-    message = load_error(env="NAME=hidden\n", **{file: source})
-    assert message == (
-        f"config/{file}.yaml: {where}: cannot hold a ${{...}} reference: it is shown as written "
-        "in status, metrics and events, where a value from the environment (a secret) would show"
+def test_a_value_shown_as_written_is_filled_in_but_not_a_secret(root: Path) -> None:
+    """Names, paths, schedules, groups are shown as written in status, metrics and events: a
+    ${VAR} there (common in containers: `path: ${MODULES}/x.py`) is filled in, and its value is
+    not a secret (it would be *** in app.log but shown everywhere else)."""
+    env = dotenv(
+        NAME="hidden",
+        DIR="../mods",
+        CRON="0 9 * * *",
+        ZONE="Europe/Paris",
+        FS="/srv",
+        GRP="workers",
+        OWNER="nobody",
+        VERSION="1.2.3",
+        TOKEN="s3cr3t-token",
     )
-    escaped = source.replace("${", "$${")  # a literal ${ is fine
-    try:  # it may still be refused for what it is, not for a reference
-        load_config(write(**{file: escaped}))
-    except ConfigError as exc:
-        assert "reference" not in str(exc), exc
+    modules = (
+        "modules:\n"
+        "  - {name: 'w-${NAME}', path: '${DIR}/alpha.py', schedule: '${CRON}',"
+        " timezone: '${ZONE}', filesystem: {read_write: ['${FS}']}, work_group: '${GRP}',"
+        " depends_on: ['${NAME}'], config: {token: '${TOKEN}'}}\n"
+        "  - {name: '${NAME}', path: ../mods/alpha.py}\n"
+    )
+    config = load_config(write("app: {name: '${NAME}', version: '${VERSION}'}", modules, env))
+    job, hidden = config.modules
+    assert (config.app.name, config.app.version) == ("hidden", "1.2.3")
+    assert (job.name, job.path, job.schedule) == ("w-hidden", root / "mods/alpha.py", "0 9 * * *")
+    assert (job.timezone, job.work_group, hidden.name) == ("Europe/Paris", "workers", "hidden")
+    assert config.secrets == {"s3cr3t-token"}
 
 
 def test_a_long_value_is_cut_for_display_after_scrubbing(root: Path) -> None:
