@@ -67,6 +67,12 @@ class RunDir:
                 f"{source} ({self.path.parent}): too long for the run directory's ipc sockets (at most"
                 f" {_SUN_PATH_MAX - _RUN_DIR_TAIL} bytes); choose a shorter directory"
             )
+        if not _is_text(str(self.path)):  # ZeroMQ endpoints are UTF-8 text
+            shown = os.fsencode(self.path.parent).decode(errors="backslashreplace")
+            raise RunBaseError(
+                f"{source} ({shown}): not valid UTF-8, which the run directory's socket addresses"
+                " must be; choose another directory"
+            )
 
     @property
     def control(self) -> str:
@@ -334,7 +340,13 @@ def _default_base() -> str:
     """$XDG_RUNTIME_DIR/orchestrator, else orchestrator-<uid> in $TMPDIR or /tmp (as tmux and
     ssh-agent do; tempfile.gettempdir would cost the supervisor shutil, bz2 and lzma)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime) and _fits(runtime, 39):
+    if (
+        runtime
+        and os.path.isabs(runtime)
+        and os.path.isdir(runtime)
+        and _fits(runtime, 39)
+        and _is_text(runtime)
+    ):
         return os.path.join(runtime, "orchestrator")
     temp = os.environ.get("TMPDIR") or "/tmp"
     try:
@@ -343,9 +355,19 @@ def _default_base() -> str:
         temp = "/tmp"
     user = f"orchestrator-{os.getuid()}"
     usable = os.path.isdir(temp) and os.access(temp, os.W_OK | os.X_OK)
-    if not (usable and _fits(os.path.join(temp, user), _SUN_PATH_MAX - _RUN_DIR_TAIL)):
+    fits = _fits(os.path.join(temp, user), _SUN_PATH_MAX - _RUN_DIR_TAIL)
+    if not (usable and fits and _is_text(temp)):
         temp = "/tmp"  # the per-user directory in it is checked to be private
     return os.path.join(temp, user)
+
+
+def _is_text(path: str) -> bool:
+    """Whether `path` is valid UTF-8 (not bytes kept as surrogate escapes)."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fits(path: str, size: int) -> bool:

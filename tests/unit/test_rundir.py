@@ -129,6 +129,20 @@ def test_a_tmpdir_too_long_for_sockets_falls_back_to_tmp(
     assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
 
 
+def test_a_run_base_that_is_not_utf8_is_an_error_and_such_a_tmpdir_passed_over(
+    no_overrides: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ZeroMQ endpoints are UTF-8 text: `up` ended in a UnicodeEncodeError traceback (a review)."""
+    odd = os.fsdecode(bytes(tmp_path) + b"/run\xff")
+    no_overrides.setenv("ORCHESTRATOR_RUN_BASE", odd)
+    with pytest.raises(RunBaseError, match=r"run\\xff\): not valid UTF-8"):
+        RunDir(tmp_path)
+    no_overrides.delenv("ORCHESTRATOR_RUN_BASE")
+    os.mkdir(odd)
+    no_overrides.setenv("TMPDIR", odd)
+    assert RunDir(tmp_path).path.parent == Path("/tmp") / f"orchestrator-{os.getuid()}"
+
+
 def test_the_key_of_a_utf8_path_is_what_it_was() -> None:
     """A supervisor started by the previous version must still be found: the key is the FNV-1a
     hash of the UTF-8 bytes of the config directory's real path, as it always was."""
