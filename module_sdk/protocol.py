@@ -32,11 +32,11 @@ VERSION: Final = 1
 
 
 def version_mismatch(theirs: object) -> str | None:
-    """What to say when the supervisor speaks protocol `theirs` (None: a version from before
-    there were versions), or None when it is ours."""
-    if theirs == VERSION:
+    """What to say when the supervisor speaks protocol `theirs`, or None when it is ours. None
+    is a supervisor from before versions were sent, whose messages are version 1's."""
+    if (1 if theirs is None else theirs) == VERSION:
         return None
-    said = f"protocol {theirs}" if isinstance(theirs, int) else "an older protocol"
+    said = f"protocol {theirs}" if isinstance(theirs, int) else "an unknown protocol"
     return (
         f"the running supervisor speaks {said}, the module_sdk on disk protocol {VERSION}:"
         " the code was upgraded while the supervisor ran; restart it"

@@ -40,13 +40,14 @@ def test_a_module_process_refuses_a_spec_from_a_supervisor_of_another_protocol(
         assert router.poll(20_000), "no hello"
         identity, hello = router.recv_multipart()
         assert msgpack.unpackb(hello)["kind"] == protocol.HELLO
-        # What a supervisor from before protocol versions sends: no `protocol` at all.
-        router.send_multipart([identity, msgpack.packb({"kind": protocol.SPEC})])
+        spec = {"kind": protocol.SPEC, "protocol": protocol.VERSION + 1}
+        router.send_multipart([identity, msgpack.packb(spec)])
         assert router.poll(20_000), "no error report"
         _, report = router.recv_multipart()
         error = msgpack.unpackb(report)
         assert error["kind"] == protocol.ERROR and error["stage"] == "load", error
-        assert "older protocol" in error["error"] and "orchestrator up" in error["error"], error
+        said = f"speaks protocol {protocol.VERSION + 1}"
+        assert said in error["error"] and "orchestrator up" in error["error"], error
         assert child.wait(20) == protocol.EXIT_LOAD_FAILED
     finally:
         if child.poll() is None:
@@ -63,17 +64,17 @@ def test_a_fork_server_refuses_requests_of_another_protocol_and_serves_on() -> N
     serving = threading.Thread(target=template.serve, args=(theirs,), daemon=True)
     serving.start()
     try:
-        for version in (None, protocol.VERSION + 1):
+        for version in (0, protocol.VERSION + 1, "1"):
             read_end, write_end = os.pipe()
             env = fork_requests.environment_file({})
-            request = {"name": "m", "cwd": "/"} | ({"protocol": version} if version else {})
+            request = {"name": "m", "cwd": "/", "protocol": version}
             socket.send_fds(ours, [msgpack.packb(request)], [write_end, env])
             for fd in (write_end, env):
                 os.close(fd)
             ours.settimeout(10)
             answer = msgpack.unpackb(ours.recv(4096))
             assert "restart it" in answer["error"], answer
-            said = "an older protocol" if version is None else f"protocol {version}"
+            said = f"protocol {version}" if isinstance(version, int) else "an unknown protocol"
             assert said in answer["error"], answer
             assert os.read(read_end, 1) == b""  # it closed the pipe it was given
             os.close(read_end)
@@ -82,3 +83,10 @@ def test_a_fork_server_refuses_requests_of_another_protocol_and_serves_on() -> N
         serving.join(10)
         theirs.close()
     assert not serving.is_alive()
+
+
+def test_a_supervisor_from_before_versions_speaks_version_1() -> None:
+    """Its messages are version 1's: refusing them broke every upgrade from it (a review)."""
+    assert protocol.VERSION == 1, "a new version: say here what an unversioned peer is"
+    assert protocol.version_mismatch(None) is None
+    assert protocol.version_mismatch(1) is None
