@@ -34,7 +34,7 @@ class ProjectLock:
         self.fd = fd
         self._run_dir = run_dir
         self._checked_at = 0.0  # monotonic
-        self._taken = False  # another supervisor locked the new file: said once
+        self._refused = 0  # checks in a row that found the new file locked (said at the 2nd)
 
     def keep(self, now: float) -> None:
         """Make and lock the lock file again if it is gone or another file (`now` monotonic)."""
@@ -53,8 +53,10 @@ class ProjectLock:
             self.directory.mkdir(exist_ok=True)  # logs/ itself, never above: a moved project
             fd = _take(self.directory, self._run_dir, wait=0.0)  # the loop never waits
         except ProjectTakenError as exc:
-            if not self._taken:
-                self._taken = True
+            # Once may be a CLI asking who holds it (a shared lock for a moment): said when
+            # it is still so a second later.
+            self._refused += 1
+            if self._refused == 2:
                 log.error("%s was replaced, and the new one is locked: %s", path, exc)
             return
         except OSError:  # the project moved or was removed: nothing to lock there
@@ -62,7 +64,7 @@ class ProjectLock:
         if fd is None:
             return
         os.close(self.fd)
-        self.fd, self._taken = fd, False
+        self.fd, self._refused = fd, 0
         log.warning("%s was removed or replaced; made it again and locked it", path)
 
     def close(self) -> None:

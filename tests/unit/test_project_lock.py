@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import shutil
 from pathlib import Path
+
+import pytest
 
 from orchestrator.project_lock import PROJECT_LOCK, lock_project, project_holder
 
@@ -40,4 +44,28 @@ def test_a_moved_project_is_not_made_again_by_its_lock(tmp_path: Path) -> None:
     (tmp_path / "p").rename(tmp_path / "q")
     lock.keep(now=1e9)
     assert not (tmp_path / "p").exists()
+    lock.close()
+
+
+def test_a_new_lock_held_a_moment_is_said_only_when_it_stays_held(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CLI asking who holds the lock holds it shared for a moment: a supervisor taking the
+    file again just then said it was locked by another (a review), then took it a second later."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lock = lock_project(logs, Path("/run/x/0123"))
+    assert lock is not None
+    (logs / PROJECT_LOCK).unlink()
+    other = os.open(logs / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_SH)
+    with caplog.at_level(logging.ERROR, logger="orchestrator.project_lock"):
+        lock.keep(now=1e9)
+        assert not caplog.records  # once: maybe a CLI asking
+        lock.keep(now=2e9)
+        assert "the new one is locked" in caplog.text  # still so a second later: said
+        fcntl.flock(other, fcntl.LOCK_UN)
+        lock.keep(now=3e9)
+    assert project_holder(logs) == (os.getpid(), "/run/x/0123")
+    os.close(other)
     lock.close()
