@@ -27,11 +27,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from broker.group_names import JoinRefusedError, check_join, matches, zmq_prefix
+from broker.group_state import Delivery, Group, Held, Membership
 
 MAX_PATTERNS_PER_MEMBER = 32
 MAX_MEMBERS_PER_GROUP = 256
@@ -45,61 +44,6 @@ _OVERHEAD = 64  # bytes an event costs queued besides its frames, at least (a tu
 _ROUTE_CACHE = 4096
 
 log = logging.getLogger(__name__)
-
-Delivery = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
-"""(member routing id, tag, group name, pattern, topic, body): one event for one member."""
-Held = tuple[bytes, bytes, int]
-"""(topic, body, failures): an event queued or in flight, and how many members failed running it."""
-
-
-@dataclass(eq=False)
-class Membership:
-    """One connection's place in one group."""
-
-    member: bytes
-    group: Group
-    credit: int
-    redeliver: bool
-    in_flight: dict[bytes, Held] = field(default_factory=dict)
-    delivered: int = 0
-
-
-@dataclass(eq=False)
-class Group:
-    """The members of one (name, pattern) and its counters."""
-
-    name: bytes
-    pattern: bytes
-    members: list[Membership] = field(default_factory=list)
-    queue: deque[Held] = field(default_factory=deque)
-    turn: int = 0
-    subscribed: bool = False  # the dispatcher's SUB lets this group's events through
-    keeps: bool = False  # a member joined with redelivery: queue while there is none
-    delivered: int = 0
-    acked: int = 0
-    redelivered: int = 0
-    lost: int = 0
-    overflow: int = 0
-    dead: int = 0  # poison events dropped after MAX_FAILURES members failed running them
-    idle_since: int = 0  # when (a `GroupTable` tick) its last member left
-    bytes: int = 0  # of its queue, as `_size` counts them
-
-    def stats(self) -> dict[str, Any]:
-        """The group's counters, for the broker's status line."""
-        return {
-            "group": self.name.decode(),
-            "pattern": self.pattern.decode(),
-            "members": len(self.members),
-            "delivered": self.delivered,
-            "acked": self.acked,
-            "redelivered": self.redelivered,
-            "lost": self.lost,
-            "overflow": self.overflow,
-            "dead": self.dead,
-            "queued": len(self.queue),
-            "in_flight": sum(len(m.in_flight) for m in self.members),
-            "per_member": [m.delivered for m in self.members],  # in the order they joined
-        }
 
 
 class GroupTable:

@@ -40,7 +40,8 @@ from typing import Any
 import zmq
 
 from broker.group_names import JoinRefusedError
-from broker.group_table import Delivery, GroupTable
+from broker.group_state import Delivery
+from broker.group_table import GroupTable
 
 log = logging.getLogger(__name__)
 
