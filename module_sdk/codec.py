@@ -23,6 +23,11 @@ _NEG_INF = -_INF
 # that UTC+14 is still 9999): a callback's `datetime.fromtimestamp(event.time)` must not raise on
 # a forged 1e300.
 MAX_TIME = 253402128000.0
+# What a source or an event id may be, at most, in characters: a module's name is 64 at most, an
+# SDK id some 30 ("<pid>-<random>-<n>", hex). Longer is forged: a subscriber keeps each id's
+# prefix for its sequence numbers (thousands of them), and logs the source.
+MAX_SOURCE = 128
+MAX_ID = 128
 
 
 class BadFrameError(ValueError):
@@ -88,6 +93,8 @@ def decode_envelope(body: bytes) -> tuple[str, str, float, Any, int]:
             and type(time) is float
             and 0.0 <= time <= MAX_TIME  # (NaN compares false)
             and type(seq) is int
+            and len(source) <= MAX_SOURCE
+            and len(event_id) <= MAX_ID
         ):
             return source, event_id, time, data, seq
         return _checked(source, event_id, time, data, seq)
@@ -120,9 +127,13 @@ def decode_sync_first(body: bytes) -> tuple[str, int, float, float | None]:
             first = float(first)
         finite = type(time) is float and _NEG_INF < time < _INF
         first_ok = first is None or (type(first) is float and _NEG_INF < first < _INF)
-        if type(prefix) is str and type(seq) is int and seq > 0 and finite and first_ok:
+        short = type(prefix) is str and len(prefix) <= MAX_ID
+        if short and type(seq) is int and seq > 0 and finite and first_ok:
             return prefix, seq, time, first
-    raise BadFrameError("not a sequence sync: expected [id prefix, seq > 0, finite time(s)]")
+    raise BadFrameError(
+        f"not a sequence sync: expected [id prefix of at most {MAX_ID} characters, seq > 0,"
+        " finite time(s)]"
+    )
 
 
 def _unpack(body: bytes) -> Any:
@@ -209,6 +220,11 @@ def _checked(
 ) -> tuple[str, str, float, Any, int]:
     if type(source) is not str or type(event_id) is not str:
         raise BadFrameError("envelope source and id must be strings")
+    if len(source) > MAX_SOURCE or len(event_id) > MAX_ID:
+        raise BadFrameError(
+            f"envelope source or id too long ({len(source)} and {len(event_id)} characters;"
+            f" at most {MAX_SOURCE} and {MAX_ID})"
+        )
     if type(time) is not float:
         if type(time) is not int:
             raise BadFrameError("envelope time must be a number")

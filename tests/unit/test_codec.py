@@ -13,6 +13,8 @@ import msgpack
 import pytest
 
 from module_sdk.codec import (
+    MAX_ID,
+    MAX_SOURCE,
     MAX_TIME,
     BadFrameError,
     decode_envelope,
@@ -376,3 +378,25 @@ def test_sync_round_trip() -> None:
 def test_bad_syncs_are_bad_frames(value: Any) -> None:
     with pytest.raises(BadFrameError):
         decode_sync(msgpack.packb(value))
+
+
+@pytest.mark.parametrize(
+    ("source", "event_id"),
+    [("s" * (MAX_SOURCE + 1), "p-1"), ("src", "i" * (MAX_ID + 1)), ("s", "x" * 900_000 + "-1")],
+    ids=["source", "id", "900 KB id"],
+)
+def test_a_source_or_id_longer_than_any_publisher_makes_is_a_bad_frame(
+    source: str, event_id: str
+) -> None:
+    """A peer sent ids of 900 KB: every subscriber kept each one's prefix for its sequence
+    numbers (thousands of them: 18 MB -> 282 MB), and the cluster bridges died over their
+    memory limit (a sweep)."""
+    with pytest.raises(BadFrameError, match="too long"):
+        decode_envelope(msgpack.packb([source, event_id, 1.0, None, 1]))
+    assert decode_envelope(msgpack.packb(["s" * MAX_SOURCE, "i" * MAX_ID, 1.0, None, 1]))
+
+
+def test_a_sync_with_a_prefix_longer_than_any_publisher_makes_is_a_bad_frame() -> None:
+    with pytest.raises(BadFrameError, match=f"at most {MAX_ID} characters"):
+        decode_sync(msgpack.packb(["p" * (MAX_ID + 1), 5, 1.0]))
+    assert decode_sync(msgpack.packb(["p" * MAX_ID, 5, 1.0]))[1] == 5
