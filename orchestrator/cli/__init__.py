@@ -7,7 +7,9 @@ command imports its own module (and what that needs) only when it runs (`group.p
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
+import os
 import sys
 
 from orchestrator import __version__
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 def main() -> None:
     """Entry point of the `orchestrator` script."""
+    _standard_streams()
     if sys.argv[1:] == ["--version"]:  # as click's version option prints it, without click
         print(f"orchestrator, version {__version__}")
         return
@@ -27,7 +30,42 @@ def main() -> None:
     atexit.register(gc.freeze)  # registered first, so it runs last
     from orchestrator.cli.group import cli  # noqa: PLC0415
 
-    cli()
+    try:
+        cli()
+    except OSError as exc:  # stdout or stderr unwritable (a full disk, /dev/full, EIO)
+        if exc.errno not in _OUTPUT_ERRORS:
+            raise
+        try:  # (if stderr is the one that fails, the exit code says it)
+            os.write(2, f"Error: cannot write the output: {exc.strerror or exc}\n".encode())
+        finally:
+            os._exit(1)  # flushing the same streams at exit would fail again, with a traceback
+
+
+_OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)
+
+
+def _standard_streams() -> None:
+    """Descriptors 0, 1 and 2 open (on /dev/null where closed), and text the terminal's encoding
+    cannot show escaped. A command started with one closed (`up -d 0<&-`) would otherwise hand
+    that number to the first file it opens: the supervisor's lifeline pipe became stdin, a
+    helper's /dev/null replaced it, and the broker, seeing its lifeline end, never stayed up."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd and getattr(sys, _STREAMS[fd]) is None:  # Python found it closed at start
+                setattr(sys, _STREAMS[fd], open(fd, "w", closefd=False))  # noqa: SIM115
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")  # a latin-1 or ASCII terminal
+
+
+_STREAMS = {1: "stdout", 2: "stderr"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,42 @@
+"""The CLI with its standard streams closed or unwritable, as scripts, cron and service
+managers start it: what it was asked to do is done, and a failure to write is one line."""
+
+from __future__ import annotations
+
+from project import Project, describe
+
+
+def _with_shell(project: Project, redirect: str) -> None:
+    """Run the next commands with `redirect` applied to the CLI (`0<&-` closes its stdin)."""
+    project.command_prefix = ["sh", "-c", f'exec "$@" {redirect}', "sh"]
+
+
+def test_up_with_its_standard_streams_closed_runs_every_module(project: Project) -> None:
+    """With stdin closed, the lifeline pipe took descriptor 0, a helper's /dev/null replaced it,
+    and the broker, seeing its lifeline end, exited and restarted for ever: every module down.
+    With stdout closed, `up -d` failed on sys.stdout being None; with stderr closed, silently."""
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    for redirect in ("0<&-", "1>&-", "2>&-"):
+        _with_shell(project, redirect)
+        result = project.cli("up", "-d")
+        project.command_prefix = []
+        assert result.returncode == 0, f"{redirect}: {describe(result)}"
+        status = project.status()
+        assert status["bus"]["broker_restarts"] == 0, (redirect, status["bus"])
+        assert [m["state"] for m in status["modules"]] == ["running"], redirect
+        _with_shell(project, "1>&-")
+        assert project.cli("logs", "m", "-n", "2").returncode == 0, redirect
+        project.command_prefix = []
+        project.cli("down", check=0)
+
+
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(project: Project) -> None:
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    project.up()
+    _with_shell(project, ">/dev/full")
+    for command in (["status"], ["status", "--json"], ["logs", "m", "-n", "5"]):
+        result = project.cli(*command)
+        assert result.returncode == 1, describe(result)
+        assert result.stderr == "Error: cannot write the output: No space left on device\n", (
+            describe(result)
+        )
