@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +15,7 @@ import zmq
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.event import Event, Pattern
 from orchestrator.cli.common import App, Seconds, abort, config_option
+from orchestrator.cli.stdout import reader_gone, stop_writing
 from orchestrator.config.errors import one_line
 
 _MAX_DEPTH = 64  # levels of data shown (as `publish` takes): deeper is cut
@@ -53,6 +53,7 @@ def events(
     shown: OrderedDict[str, None] = OrderedDict()
     lock = threading.Lock()
     closed = threading.Event()  # stdout's reader went away (`| head -1`)
+    unwritable: list[OSError] = []  # why stdout cannot be written, if it cannot
 
     def show(event: Event) -> None:
         nonlocal seen
@@ -66,6 +67,10 @@ def events(
                 click.echo(_format(event, as_json))
             except BrokenPipeError:
                 closed.set()
+                done.set()
+                return
+            except OSError as exc:  # a full disk, /dev/full: no event can be shown any more
+                unwritable.append(exc)
                 done.set()
                 return
             seen += 1
@@ -87,14 +92,19 @@ def events(
         ):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if reader_gone():  # on a quiet bus, no write would tell
+                closed.set()
+                break
     except KeyboardInterrupt:
         pass
     finally:
         done.set()
         bus.close(timeout=1.0)
         context.destroy(linger=0)
-        if closed.is_set():  # nothing more can be written there: not even Python's last flush
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        if closed.is_set() or unwritable:  # nothing more can go there, not even the last flush
+            stop_writing()
+    if unwritable:
+        abort(f"cannot write the output: {unwritable[0].strerror or unwritable[0]}")
 
 
 def _format(event: Event, as_json: bool) -> str:

@@ -11,6 +11,7 @@ import click
 
 from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, expect, split_host
+from orchestrator.cli.stdout import reader_gone, stop_writing
 from orchestrator.logtail import last_lines
 from orchestrator.regular_file import open_regular
 from orchestrator.terminal import terminal_safe
@@ -66,10 +67,12 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
             _follow(path)
         except KeyboardInterrupt:
             return
+        stop_writing()  # it returns when stdout's reader went away
 
 
 def _follow(path: Path) -> None:
-    """Print what is appended to `path`, reopening it when it is rotated or truncated."""
+    """Print what is appended to `path`, reopening it when it is rotated or truncated; returns
+    when stdout's reader has gone (a write to it would only say so at the log's next line)."""
     handle = None
     identity: tuple[int, int] | None = None
     position = 0
@@ -94,6 +97,8 @@ def _follow(path: Path) -> None:
         if chunk:
             position += len(chunk)
             _print(chunk)
+        elif reader_gone():
+            return
         else:
             time.sleep(_FOLLOW_POLL)
 

@@ -3,6 +3,10 @@ managers start it: what it was asked to do is done, and a failure to write is on
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 from project import Project, describe
 
 
@@ -40,3 +44,50 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(project: Project) -> 
         assert result.stderr == "Error: cannot write the output: No space left on device\n", (
             describe(result)
         )
+
+
+def test_follow_commands_end_when_their_reader_goes_on_a_quiet_log_or_bus(
+    project: Project,
+) -> None:
+    """`logs -f | grep -q x` after the match, `events | head -0`: on a quiet log or bus no write
+    came to tell them, and they ran for ever (GNU tail -f ends at once)."""
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    project.up()
+    for follow in ("logs m -f", "events quiet.*"):
+        command = f"{sys.executable} -m orchestrator {follow} -c {project.config_dir} | head -0"
+        # A hang is the failure: subprocess.run raises TimeoutExpired after 30 s.
+        result = subprocess.run(
+            ["sh", "-c", command],
+            env=project.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "Traceback" not in result.stderr, describe(result)
+
+
+def test_events_to_a_full_disk_is_one_line_and_ends(project: Project) -> None:
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    project.up()
+    command = [sys.executable, "-m", "orchestrator", "events", "--count", "3"]
+    with open("/dev/full", "w") as full:
+        events = subprocess.Popen(
+            [*command, "-c", str(project.config_dir)],
+            env=project.env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30  # events to show, until it gives up writing
+            while events.poll() is None and time.monotonic() < deadline:
+                project.cli("publish", "test.ping", '"x"', check=0)
+            assert events.wait(5) == 1
+        finally:
+            if events.poll() is None:
+                events.kill()
+                events.wait()
+    assert events.stderr is not None
+    lines = events.stderr.read().splitlines()
+    assert lines[-1] == "Error: cannot write the output: No space left on device", lines
