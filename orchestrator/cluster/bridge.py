@@ -6,9 +6,12 @@ bridge run in `Orch-Instance` (sequence syncs go to `<name>.ev.<type>.~sync`). E
 that were already queued together leave as one message with an `Orch-Batch` header (see
 `batch`). What other hosts publish under `<name>.` comes back in and is published on the local
 XSUB unchanged (source, id, time and seq kept, so local subscribers count what NATS lost as
-`dropped`). An event never goes back out: the bridge remembers the publishers (id prefixes) of
-what it imported and skips their events and syncs when its SUB sees them, and it drops NATS
-messages that carry its own instance (besides connecting with `no_echo`).
+`dropped`). An event never goes back out: the bridge remembers what it imported (each event's
+and sync's exact bytes, for a while: see `RecentImports`) and skips it when its SUB sees it come
+back, and it drops NATS messages that carry its own instance (besides connecting with `no_echo`).
+Publishers are not judged by what comes in: an event claiming a local module's id prefix keeps
+none of its events home. Only the supervisor's prefix is known to be local, and NATS messages
+claiming it are not imported.
 
 Built-in events (source `orchestrator`: `module.*`, `app.*`, `resources.usage`) leave with
 `"host": <this host>` added to their data.
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 
 import nats
 import zmq
@@ -39,7 +43,7 @@ from orchestrator.cluster import batch
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX, say
 from orchestrator.cluster.connection import NatsConnection
 from orchestrator.cluster.hosts import Hosts
-from orchestrator.cluster.local_bus import Remembered, drain, publisher_prefix
+from orchestrator.cluster.local_bus import RecentImports, drain, publisher_prefix
 from orchestrator.cluster.remote import RemoteControl
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
@@ -89,12 +93,10 @@ class Bridge(NatsConnection):
         super().__init__()
         self.settings = settings
         self._patterns = [Pattern.parse(text) for text in settings.export]
-        self._remote_publishers = Remembered()  # id prefixes of the events we imported
-        # Id prefixes of the events we exported: a NATS message claiming one is not imported (it
-        # would make the bridge take this host's publisher for another's, and export no more).
-        self._local_publishers = Remembered()
-        if settings.local_prefix:
-            self._local_publishers.add(settings.local_prefix)
+        self._imports = RecentImports()  # imported events, until the local bus brings them back
+        # The supervisor's publisher: a NATS message claiming it is a forgery, or a copy.
+        self._local_prefix = settings.local_prefix or None
+        self.refused = 0  # NATS messages claiming to be this host's supervisor's
         self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
         self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
@@ -246,34 +248,30 @@ class Bridge(NatsConnection):
         before it."""
         if self._nc is None:
             return None
-        route = self._routes.get(topic)
-        if route is None:
-            route = self._route(topic)
-        subject, built_in = route
+        subject, built_in = self._route_of(topic)
         if not subject:
             return None
+        if self._imports.back(topic, body):
+            return None  # imported: it never goes back out
         try:
             if built_in is None:  # a sync
-                prefix = decode_sync(body)[0]
-                if prefix in self._remote_publishers:
-                    return None
-                self._local_publishers.add(prefix)
+                decode_sync(body)
                 return subject, body
-            source, event_id, time, data, seq = decode_envelope(body)
-            prefix = publisher_prefix(event_id)
-            if prefix in self._remote_publishers:
-                return None  # imported: it never goes back out
-            self._local_publishers.add(prefix)
+            source, event_id, sent, data, seq = decode_envelope(body)
             if seq:
-                self._count_local_losses(event_id, topic, seq, time)
+                self._count_local_losses(event_id, topic, seq, sent)
             if source == BUILT_IN_SOURCE and topic.startswith(b"host."):
                 return None  # each host says what it sees of the others: never exported
             if built_in and source == BUILT_IN_SOURCE and isinstance(data, dict):
                 data = {**data, "host": self.settings.host}
-                body = encode_envelope(source, event_id, time, data, seq)
+                body = encode_envelope(source, event_id, sent, data, seq)
         except (BadFrameError, TypeError):
             return None
         return subject, body
+
+    def _route_of(self, topic: bytes) -> tuple[str, str | None]:
+        route = self._routes.get(topic)
+        return self._route(topic) if route is None else route
 
     def _route(self, topic: bytes) -> tuple[str, str | None]:
         """`(subject, built-in type)` of a local topic: the type if events of it from the
@@ -378,21 +376,32 @@ class Bridge(NatsConnection):
         except BadFrameError:
             return
         sync = topic.endswith(SYNC_SUFFIX)
-        remote, local = self._remote_publishers, self._local_publishers
+        local, imports = self._local_prefix, self._imports
+        imports.tick(time.monotonic())
+        awaited = bool(self._route_of(topic)[0])  # the local SUB sees it come back
         send = _send_frame
         for body in bodies:
             try:
-                prefix = (
-                    decode_sync(body)[0] if sync else publisher_prefix(decode_envelope(body)[1])
-                )
+                if sync:
+                    prefix = decode_sync(body)[0]
+                else:
+                    prefix = publisher_prefix(decode_envelope(body)[1])
             except BadFrameError:
                 continue
-            if prefix in local:
-                continue  # a publisher of this host's: a copy, or a forgery
-            remote.add(prefix)
+            if prefix == local:
+                self._refuse("an event of this host's supervisor")  # a copy, or a forgery
+                continue
+            if awaited:
+                imports.add(topic, body)
             send(pub, topic, _SNDMORE)
             send(pub, body)
             self.imported += 1
+
+    def _refuse(self, what: str) -> None:
+        """A message from NATS that no bridge sends: counted, the first one said."""
+        self.refused += 1
+        if self.refused == 1:
+            say(f"warning: refused {what} from NATS (a forgery, or a copy); more are only counted")
 
     def _topic(self, subject: str) -> bytes:
         """The local topic of a subject (a sync's with SYNC_SUFFIX), b"" if it is not one of

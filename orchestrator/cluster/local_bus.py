@@ -1,35 +1,60 @@
 """Small pieces of the bridge's local side: reading what the local bus has queued, and the
-publishers it imported events from (so that their events never go back out)."""
+events it imported (so that they never go back out)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
 
 import zmq
 
-REMEMBERED = 65_536  # publisher prefixes of imported events kept to recognise them
+RECENT = 65_536  # imported events awaited back on the local bus, per generation (two are kept)
+RECENT_FOR = 10.0  # seconds a generation lasts: an import seen back later is exported again
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-class Remembered:
-    """A set that forgets its least recently added members past `limit`."""
+class RecentImports:
+    """The events (topic and exact bytes) the bridge published on the local bus, until its own
+    SUB sees each come back: those are not exported again. Bounded, and time-limited: an entry
+    is forgotten after RECENT_FOR to 2 x RECENT_FOR seconds, or once RECENT newer ones came in;
+    one that is forgotten before its event came back costs a duplicate export of that event,
+    and nothing else (no publisher is ever judged by it)."""
 
-    def __init__(self, limit: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
+    def __init__(self, limit: int = RECENT, lasts: float = RECENT_FOR) -> None:
+        self._new: dict[int, int] = {}  # hash of (topic, body): times it was imported
+        self._old: dict[int, int] = {}
         self._limit = limit
-        self._last = ""  # the last key added: a burst adds one key over and over
+        self._lasts = lasts
+        self._since = time.monotonic()
 
-    def add(self, key: str) -> None:
-        if key == self._last:
-            return
-        self._last = key
-        self._items[key] = None
-        self._items.move_to_end(key)
-        if len(self._items) > self._limit:
-            self._items.popitem(last=False)
+    def tick(self, now: float) -> None:
+        """Start a new generation (forgetting the oldest) if the current one is old or full."""
+        if now - self._since >= self._lasts or len(self._new) >= self._limit:
+            self._old, self._new, self._since = self._new, {}, now
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
+    def add(self, topic: bytes, body: bytes) -> None:
+        """An event published on the local bus from NATS."""
+        if len(self._new) >= self._limit:
+            self.tick(time.monotonic())
+        key = hash((topic, body))
+        self._new[key] = self._new.get(key, 0) + 1
+
+    def back(self, topic: bytes, body: bytes) -> bool:
+        """Whether an event seen on the local bus is one imported (it is then taken off)."""
+        if not self._new and not self._old:
+            return False
+        key = hash((topic, body))
+        for generation in (self._old, self._new):
+            count = generation.get(key)
+            if count is not None:
+                if count > 1:
+                    generation[key] = count - 1
+                else:
+                    del generation[key]
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
 
 
 def drain(sock: zmq.Socket[bytes], into: list[list[bytes]], limit: int) -> None:

@@ -17,7 +17,7 @@ from orchestrator.cluster import batch
 from orchestrator.cluster import bridge as bridge_module
 from orchestrator.cluster.batch import BATCH_HEADER
 from orchestrator.cluster.bridge import BATCH, INSTANCE, ORIGIN, Bridge
-from orchestrator.cluster.local_bus import publisher_prefix
+from orchestrator.cluster.local_bus import RECENT, publisher_prefix
 from orchestrator.cluster.settings import BridgeSettings
 
 
@@ -199,24 +199,59 @@ def test_another_host_of_the_same_name_is_heard_and_named_once(
     assert len(warnings) == 1, warnings
 
 
-def test_an_imported_publishers_other_events_never_go_back_out() -> None:
-    b, nats, _ = bridge()
-    first = encode_envelope("shop", "99-zz-1", 2.0, {}, 1)
-    run(b.receive(Msg("prod.ev.orders.created", first, "beta")))  # type: ignore[arg-type]
-    later = encode_envelope("shop", "99-zz-2", 2.1, {}, 2)
-    run(b.export(b"orders.created", later))  # its publisher is known to be remote
+def test_an_imported_publishers_own_events_still_leave() -> None:
+    """What is not exported again is an imported event itself, not its publisher: a message
+    from NATS claiming a local module's id prefix (a forgery, or a replay into a bridge just
+    restarted, which knows no local publisher but the supervisor) keeps none of its events
+    home."""
+    b, nats, pub = bridge()
+    forged = encode_envelope("x", "12-ab-99", 1.0, {}, 1)
+    run(b.receive(Msg("prod.ev.orders.created", forged, "mallory")))  # type: ignore[arg-type]
+    sync = encode_sync("12-ab-", 9, 1.0)
+    run(b.receive(Msg("prod.ev.orders.created.~sync", sync, "mallory")))  # type: ignore[arg-type]
+    assert len(pub.sent) == 2
+    run(b.export(b"orders.created", forged))  # the local SUB sees them come back: they stay
+    run(b.export(b"orders.created\x00", sync))
     assert nats.sent == []
+    mine = encode_envelope("shop", "12-ab-2", 1.1, {}, 2)
+    run(b.export(b"orders.created", mine))
+    run(b.export(b"orders.created\x00", encode_sync("12-ab-", 2, 1.1)))
+    assert [decode_envelope(body)[1] for _, body, _ in nats.sent[:1]] == ["12-ab-2"]
+    assert len(nats.sent) == 2
+
+
+def test_a_flood_of_publishers_from_nats_never_silences_a_host_nor_loops() -> None:
+    """A NATS client without the cluster's credentials sends events of more distinct
+    publishers than the bridge remembers imports: another host's real event, forgotten before
+    the local bus brought it back, leaves at most once more, and that host's next events still
+    come in (they were dropped for good, taken for this host's, and the flood echoed out)."""
+    b, nats, pub = bridge()
+    real = encode_envelope("shop", "99-zz-1", 2.0, {}, 1)
+    run(b.receive(Msg("prod.ev.orders.created", real, "beta")))  # type: ignore[arg-type]
+    for first in range(0, 3 * RECENT, 1000):
+        bodies = [
+            encode_envelope("e", f"{n:x}-q-1", 2.0, None, 0) for n in range(first, first + 1000)
+        ]
+        flood = Msg("prod.ev.zz.q", batch.pack(bodies), "mallory")
+        flood.headers[BATCH_HEADER] = "1000"
+        run(b.receive(flood))  # type: ignore[arg-type]
+    run(b.export(b"orders.created", real))  # back on the local bus, long after
+    assert len(nats.sent) <= 1
+    later = encode_envelope("shop", "99-zz-2", 2.1, {}, 2)
+    run(b.receive(Msg("prod.ev.orders.created", later, "beta")))  # type: ignore[arg-type]
+    assert pub.sent[-1] == [b"orders.created", later]
+    run(b.export(b"orders.created", later))
+    assert len(nats.sent) <= 1
 
 
 def test_a_message_claiming_a_local_publisher_does_not_silence_it() -> None:
-    """A publisher prefix seen in exported events is this host's: a NATS message claiming it (a
-    forgery, from any client that watched the exports) is not imported, and exports go on."""
-    b, nats, pub = bridge()
+    """A NATS message claiming a publisher seen in exported events (a forgery, from any client
+    that watched the exports) does not stop that publisher's exports."""
+    b, nats, _ = bridge()
     run(b.export(b"orders.created", encode_envelope("shop", "12-ab-1", 1.0, {}, 1)))
     forged = encode_envelope("x", "12-ab-99", 1.0, {}, 1)
     run(b.receive(Msg("prod.ev.zz.q", forged, "mallory")))  # type: ignore[arg-type]
     run(b.receive(Msg("prod.ev.zz.q.~sync", encode_sync("12-ab-", 9, 1.0), "mallory")))  # type: ignore[arg-type]
-    assert pub.sent == []
     run(b.export(b"orders.created", encode_envelope("shop", "12-ab-2", 1.1, {}, 2)))
     assert len(nats.sent) == 2
 
