@@ -11,7 +11,7 @@ and sync's exact bytes, for a while: see `RecentImports`) and skips it when its 
 back, and it drops NATS messages that carry its own instance (besides connecting with `no_echo`).
 Publishers are not judged by what comes in: an event claiming a local module's id prefix keeps
 none of its events home. Only the supervisor's prefix is known to be local, and NATS messages
-claiming it are not imported.
+claiming it are not imported; nor are `host.*` events of the supervisor, which never cross.
 
 Built-in events (source `orchestrator`: `module.*`, `app.*`, `resources.usage`) leave with
 `"host": <this host>` added to their data.
@@ -96,7 +96,9 @@ class Bridge(NatsConnection):
         self._imports = RecentImports()  # imported events, until the local bus brings them back
         # The supervisor's publisher: a NATS message claiming it is a forgery, or a copy.
         self._local_prefix = settings.local_prefix or None
-        self.refused = 0  # NATS messages claiming to be this host's supervisor's
+        self.refused = (
+            0  # NATS messages claiming to be this host's supervisor's, or built-in host.*
+        )
         self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
         self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
@@ -255,7 +257,9 @@ class Bridge(NatsConnection):
             return None  # imported: it never goes back out
         try:
             if built_in is None:  # a sync
-                decode_sync(body)
+                prefix = decode_sync(body)[0]
+                if prefix == self._local_prefix and topic.startswith(b"host."):
+                    return None  # of events that stay home: other hosts would count them lost
                 return subject, body
             source, event_id, sent, data, seq = decode_envelope(body)
             if seq:
@@ -376,6 +380,7 @@ class Bridge(NatsConnection):
         except BadFrameError:
             return
         sync = topic.endswith(SYNC_SUFFIX)
+        host_event = not sync and topic.startswith(b"host.")
         local, imports = self._local_prefix, self._imports
         imports.tick(time.monotonic())
         awaited = bool(self._route_of(topic)[0])  # the local SUB sees it come back
@@ -385,7 +390,11 @@ class Bridge(NatsConnection):
                 if sync:
                     prefix = decode_sync(body)[0]
                 else:
-                    prefix = publisher_prefix(decode_envelope(body)[1])
+                    source, event_id = decode_envelope(body)[:2]
+                    prefix = publisher_prefix(event_id)
+                    if host_event and source == BUILT_IN_SOURCE:
+                        self._refuse(f"a built-in {topic.decode()} event")
+                        continue  # no bridge exports them: a forgery
             except BadFrameError:
                 continue
             if prefix == local:

@@ -256,6 +256,25 @@ def test_a_message_claiming_a_local_publisher_does_not_silence_it() -> None:
     assert len(nats.sent) == 2
 
 
+def test_host_events_stay_home_with_their_syncs_and_none_come_in() -> None:
+    """`host.*` from the supervisor never cross: neither their syncs (the other hosts counted
+    events they never were to get as dropped), nor one from NATS (a forgery: a NATS client
+    without the cluster's credentials made hosts say another was lost)."""
+    b, nats, pub = bridge(local_prefix="1-abcdef-sup-")
+    run(b.export(b"host.joined", encode_envelope("orchestrator", "1-abcdef-sup-1", 1.0, {}, 1)))
+    run(b.export(b"host.joined\x00", encode_sync("1-abcdef-sup-", 1, 1.0)))
+    assert nats.sent == []
+    run(b.export(b"host.mine\x00", encode_sync("5-mod-", 1, 1.0)))  # a module's: crosses
+    run(b.export(b"module.x\x00", encode_sync("1-abcdef-sup-", 1, 1.0)))
+    assert len(nats.sent) == 2
+    lost = encode_envelope("orchestrator", "de-ad-1", 1.0, {"host": "beta"}, 1)
+    run(b.receive(Msg("prod.ev.host.lost", lost, "mallory")))  # type: ignore[arg-type]
+    assert pub.sent == [] and b.refused == 1
+    mine = encode_envelope("mod", "de-ad-1", 1.0, {}, 1)
+    run(b.receive(Msg("prod.ev.host.mine", mine, "beta")))  # type: ignore[arg-type]
+    assert pub.sent == [[b"host.mine", mine]]
+
+
 def test_the_supervisors_prefix_is_local_from_the_bridges_start() -> None:
     """A bridge restarted (its process crashed) has exported nothing yet: a forged message
     naming the supervisor's prefix, seen on NATS before, must still not silence it."""
