@@ -10,7 +10,9 @@ of `MAX_TABLE_BYTES` in all.
 Signed announcements can still be recorded and sent again by any client of the NATS server: each
 carries the time it was sent and a number its bridge run counts up. One not newer than the last
 of its run, from an older run than the last heard, or (from a run not heard yet) older than
-`MAX_AGE` is ignored: a replay can neither keep a stopped host up nor make a live one leave.
+`MAX_AGE` is ignored: a replay can neither keep a stopped host up nor make a live one leave. One
+sent more than `MAX_AGE` ahead of this host's clock is ignored too, and one a little ahead is
+kept as sent now: else, as the last heard, it would hide the host's next run for as long.
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ class PeerTable:
         host = note["host"]
         if note["instance"] == self.own_instance:
             return []
+        sent = note["sent"]
+        if sent is not None and sent > now:
+            if sent - now > MAX_AGE:
+                return self._skewed(host, now - sent)  # else it would hide the host's real ones
+            note = {**note, "sent": now}  # a later run of the host is newer than this one
         if host == self.own_host:
             if note["instance"] in self.twins or len(self.twins) >= MAX_HOSTS or _stale(note, now):
                 return []
@@ -216,12 +223,13 @@ class PeerTable:
         return []
 
     def _skewed(self, host: str, age: float) -> list[tuple[str, str, str]]:
-        """An announcement of a run not heard yet, too old: a replay, or a clock far behind
-        ours (said once per host, until it is heard)."""
+        """An announcement of a run not heard yet, too old (a replay, or a clock far behind
+        ours), or any sent too far ahead (said once per host, until it is heard)."""
         if host in self.skewed or len(self.skewed) >= MAX_HOSTS:
             return []
         self.skewed.add(host)
-        why = f"its announcements are {age:.0f}s old by this host's clock (more than {MAX_AGE:g}s:"
+        when = f"{age:.0f}s old" if age >= 0 else f"sent {-age:.0f}s ahead"
+        why = f"its announcements are {when} by this host's clock (more than {MAX_AGE:g}s:"
         return [("skewed", host, f"{why} are the clocks apart?); not shown until they agree")]
 
     def expire(self, now: float) -> list[tuple[str, str, str]]:

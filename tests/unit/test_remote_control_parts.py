@@ -160,6 +160,29 @@ def test_an_announcement_sent_again_changes_nothing() -> None:
     assert fresh.heard(note("beta", "run3", sent=130.0), 131.0) == [("joined", "beta", "")]
 
 
+def test_an_announcement_from_the_future_hides_no_host() -> None:
+    """One announcement of another run sent a day ahead (a clock far off, or a forgery with the
+    cluster's credentials) hid the host's real ones, all older, for a day."""
+    table = PeerTable("alpha", "me")
+    assert table.heard(note("beta", "run1", sent=100.0), 100.0) == [("joined", "beta", "")]
+    ahead = table.heard(note("beta", "run0", sent=100.0 + 86400), 101.0)
+    assert [change[:2] for change in ahead] == [("skewed", "beta")]
+    assert "ahead" in ahead[0][2]
+    assert table.heard(note("beta", "run0", sent=200.0 + 86400), 102.0) == []  # said once
+    left = table.heard(note("beta", "run1", leaving=True, sent=103.0), 103.0)
+    assert [change[:2] for change in left] == [("left", "beta")]  # still heard
+    # Within the allowed difference, one ahead is kept as sent when it arrived.
+    assert table.heard(note("beta", "run2", sent=110.0 + MAX_AGE - 1), 110.0)[0][:2] == (
+        "joined",
+        "beta",
+    )
+    assert table.heard(note("beta", "run3", sent=111.0), 111.0) == []
+    assert table.peers["beta"].announcement["instance"] == "run3"  # the later run is heard
+    fresh = PeerTable("alpha", "me")
+    far = fresh.heard(note("gamma", "run1", sent=100.0 + MAX_AGE + 1), 100.0)
+    assert [change[:2] for change in far] == [("skewed", "gamma")] and fresh.rows(100.0) == []
+
+
 def test_an_announcement_from_before_the_upgrade_is_not_replayed_over_a_new_one() -> None:
     """Recorded before the hosts carried a send time and a number (or forged without them):
     once the host is heard with them, one without is old."""
