@@ -4,7 +4,10 @@ The asking side: the supervisor forwards the CLI's request to its bridge, which 
 (see `signing`) to `<name>.ctl.<host>` with a reply inbox, and waits `ACK_TIMEOUT` seconds for
 the other host to acknowledge it, then as long as the request may take (a restart waits for the
 module to run again). No acknowledgement, or no one listening on that subject, is a host that
-does not answer: a failure of kind `unreachable` (the CLI exits 4).
+does not answer: a failure of kind `unreachable` (the CLI exits 4). Replies must be signed for
+the request; an unsigned refusal (from a host that could not open it, or from anyone on NATS)
+is taken only if nothing signed came within `ACK_TIMEOUT`, and a second acknowledgement means
+two hosts answer under one name (a failure that says so).
 
 The answering side: the bridge takes what comes on its own host's subject, checks it (sealed with
 this cluster's credentials, addressed to this host, recent, not replayed, one of `ALLOWED`),
@@ -89,28 +92,52 @@ class RemoteControl:
         inbox = nc.new_inbox()
         sealed, nonce = self._sealer.seal(host, request)
         try:
-            sub = await nc.subscribe(inbox, cb=replies.put, max_msgs=2)
+            # Not capped: anyone may answer on the inbox, and a forged reply must not use up
+            # the room of the host's own.
+            sub = await nc.subscribe(inbox, cb=replies.put)
             await nc.publish(control_subject(self.name, host), sealed, reply=inbox)
         except (nats.errors.Error, OSError) as exc:
             return failure(f"cannot reach host {host!r}: {exc}", UNREACHABLE)
-        acknowledged = False
         try:
-            first = await asyncio.wait_for(replies.get(), ACK_TIMEOUT)
-            if (first.headers or {}).get("Status") == _NO_RESPONDERS:
-                return failure(self._unknown(host), UNREACHABLE)
-            answer = self._opened(first.data, nonce, host)
-            if answer.get("ack"):
-                acknowledged = True
-                final = await asyncio.wait_for(replies.get(), wait + 1.0)
-                answer = self._opened(final.data, nonce, host)
-        except TimeoutError:
-            if acknowledged:
-                return failure(f"host {host!r} took the request but did not finish it in {wait:g}s")
-            return failure(f"host {host!r} did not answer within {ACK_TIMEOUT:g}s", UNREACHABLE)
+            return await self._answer(replies, nonce, host, wait)
         finally:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
-        return answer
+
+    async def _answer(
+        self, replies: asyncio.Queue[Msg], nonce: bytes, host: str, wait: float
+    ) -> dict[str, Any]:
+        """The host's signed answer: an acknowledgement within ACK_TIMEOUT, then the answer
+        within `wait`. An unsigned one (a refusal: a host that cannot open our request cannot
+        sign for our key; or a forgery) is taken only if nothing signed came in time."""
+        unsigned: dict[str, Any] | None = None
+        acknowledged = False
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT) as deadline:
+                while True:
+                    msg = await replies.get()
+                    if not acknowledged and (msg.headers or {}).get("Status") == _NO_RESPONDERS:
+                        return failure(self._unknown(host), UNREACHABLE)
+                    answer, signed = self._opened(msg.data, nonce, host)
+                    if not signed:
+                        if unsigned is None or _refusal(answer):
+                            unsigned = answer
+                        continue
+                    if not answer.get("ack"):
+                        return answer
+                    if acknowledged:
+                        return failure(
+                            f"two hosts answer as {host!r} (duplicate cluster.host): both may"
+                            " have carried out the request; give each host its own cluster.host"
+                        )
+                    acknowledged = True
+                    deadline.reschedule(asyncio.get_running_loop().time() + wait + 1.0)
+        except TimeoutError:
+            if acknowledged:
+                return failure(f"host {host!r} took the request but did not finish it in {wait:g}s")
+            if unsigned is not None:
+                return unsigned
+            return failure(f"host {host!r} did not answer within {ACK_TIMEOUT:g}s", UNREACHABLE)
 
     def _unknown(self, host: str) -> str:
         known = ", ".join(sorted(self._hosts.reachable())) or "none"
@@ -118,17 +145,15 @@ class RemoteControl:
 
     # -- answering --------------------------------------------------------------------------------
 
-    def _opened(self, data: bytes, nonce: bytes, host: str) -> dict[str, Any]:
+    def _opened(self, data: bytes, nonce: bytes, host: str) -> tuple[dict[str, Any], bool]:
+        """A reply's answer, and whether it is signed for this request."""
         try:
-            return self._sealer.open_reply(data, nonce)
+            return self._sealer.open_reply(data, nonce), True
         except RefusedError as exc:
             plain = _decode(data)  # a host that refused us cannot sign for our key: unsigned
-            kind = (
-                plain.get("data", {}).get("kind") if isinstance(plain.get("data"), dict) else None
-            )
-            if plain.get("ok") is False and kind == "refused":
-                return plain  # (a forged one can only make a request look refused)
-            return failure(f"an answer in host {host!r}'s place was refused: {exc}")
+            if _refusal(plain):
+                return plain, False  # (or a forgery: taken only if nothing signed comes)
+            return failure(f"an answer in host {host!r}'s place was refused: {exc}"), False
 
     async def serve(self, msg: Msg) -> None:
         """A request from another host for this one: checked and acknowledged here, carried out
@@ -196,6 +221,12 @@ class RemoteControl:
         if nonce is None:
             return msgpack.packb(answer)  # type: ignore[no-any-return]
         return self._sealer.seal_reply(nonce, answer)
+
+
+def _refusal(answer: dict[str, Any]) -> bool:
+    """Whether an answer is a host's refusal of a request it could not open."""
+    data = answer.get("data")
+    return answer.get("ok") is False and isinstance(data, dict) and data.get("kind") == "refused"
 
 
 def _decode(data: bytes) -> dict[str, Any]:

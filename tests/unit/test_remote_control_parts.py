@@ -347,3 +347,83 @@ def test_a_signed_request_for_a_command_that_is_no_string_gets_a_usage_answer() 
         asyncio.run(control.serve(Msg(data)))  # type: ignore[arg-type]
         answer = Sealer(KEY, "alpha").open_reply(nats.published[-1][1], nonce)
         assert answer["ok"] is False and answer["data"]["kind"] == "usage", answer
+
+
+class InboxNats:
+    """A NATS client whose replies to a request come from `answer(sealed)`, in order, as a
+    real server's inbox subscription would deliver them (at most `max_msgs`, if it is set)."""
+
+    max_payload = 1 << 20
+    is_connected = True
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+        self._cb: Any = None
+        self._max: int | None = None
+
+    def new_inbox(self) -> str:
+        return "_INBOX.c.alpha.1"
+
+    async def subscribe(self, subject: str, cb: Any, max_msgs: int | None = None) -> Any:
+        self._cb, self._max = cb, max_msgs
+        return self
+
+    async def unsubscribe(self) -> None:
+        pass
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        for n, data in enumerate(self._answer(payload)):
+            if self._max is None or n < self._max:
+                await self._cb(ReplyMsg(data))
+
+
+class ReplyMsg:
+    headers = None
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def ask(answer: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    import asyncio
+
+    from orchestrator.cluster import remote
+
+    monkeypatch.setattr(remote, "ACK_TIMEOUT", 0.2)  # for the cases where nothing signed comes
+    alpha = Sealer(KEY, "alpha")
+    control = remote.RemoteControl(name="c", host="alpha", link=None, hosts=None, sealer=alpha)  # type: ignore[arg-type]
+    control._nc = InboxNats(answer)  # type: ignore[assignment]
+    return asyncio.run(control.ask("beta", {"cmd": "restart", "name": "x"}, 1.0))
+
+
+def test_a_forged_refusal_does_not_hide_the_hosts_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone on NATS can answer on a request's inbox: an unsigned refusal that comes first made
+    `restart beta/x` fail for a restart beta carried out (and the inbox took two replies only)."""
+    forged = msgpack.packb({"ok": False, "error": "refused: forged", "data": {"kind": "refused"}})
+
+    def beta(sealed: bytes, *, refused: bool = True, signed: bool = True) -> list[bytes]:
+        _, _, nonce = Sealer(KEY, "beta", not_before=0.0).open(sealed)
+        replies = [forged, msgpack.packb("garbage")] if refused else []
+        if signed:
+            replies.append(Sealer(KEY, "beta").seal_reply(nonce, {"ack": True}))
+            replies.append(Sealer(KEY, "beta").seal_reply(nonce, {"ok": True, "data": 1}))
+        return replies
+
+    assert ask(beta, monkeypatch) == {"ok": True, "data": 1}
+    alone = ask(lambda sealed: beta(sealed, signed=False), monkeypatch)  # a real refusal
+    assert alone["data"]["kind"] == "refused" and "forged" in alone["error"]
+
+
+def test_two_hosts_of_one_name_answering_are_said_to_be_twins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both acknowledged and carried out `restart beta/x`; the CLI said the reply was malformed."""
+
+    def twins(sealed: bytes) -> list[bytes]:
+        _, _, nonce = Sealer(KEY, "beta", not_before=0.0).open(sealed)
+        ack = Sealer(KEY, "beta").seal_reply(nonce, {"ack": True})
+        done = Sealer(KEY, "beta").seal_reply(nonce, {"ok": True, "data": 1})
+        return [ack, ack, done, done]
+
+    answer = ask(twins, monkeypatch)
+    assert answer["ok"] is False and "two hosts answer as 'beta'" in answer["error"], answer
