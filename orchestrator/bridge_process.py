@@ -56,6 +56,7 @@ class BridgeProcess(HelperProcess):
         self.settings = settings
         self._publish = publish
         self.peers: dict[str, str] = {}  # other hosts this run of the bridge heard of: state
+        self.twins = 0  # other hosts this run heard calling themselves as this one
         self.nats = "not connected yet"
         self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
@@ -64,6 +65,7 @@ class BridgeProcess(HelperProcess):
         """Spawn the bridge (or take `started`); it connects to NATS by itself."""
         self.nats = "not connected yet"
         self.peers = {}  # the new run hears them again (and says they joined)
+        self.twins = 0
         self._earlier = dict(self.totals())
         self.counts = dict.fromkeys(self.counts, 0)
         super().start(started)
@@ -97,6 +99,7 @@ class BridgeProcess(HelperProcess):
         change, _, rest = text.partition(" ")
         host, _, why = rest.partition(" ")
         if change == "twin":
+            self.twins += 1
             log.warning(
                 "cluster: another host also calls itself %r (%s): give each host its own"
                 " cluster.host (status --cluster and host-named events mix them up)",
@@ -119,6 +122,7 @@ class BridgeProcess(HelperProcess):
         row = super().status()
         row["nats"] = self.nats if self.pid is not None else "not connected (bridge not running)"
         row["host"] = self.settings.host
+        row["twins"] = self.twins
         row["peers"] = {
             state: sorted(h for h, s in self.peers.items() if s == state)
             for state in ("up", "unreachable", "left")

@@ -19,6 +19,8 @@ def render_cluster(data: dict[str, Any]) -> str:
         lines.append(
             "warning: this host is not connected to NATS (see `status`): other hosts as last heard"
         )
+    if data.get("twins"):
+        lines.append(_twin_warning(data["host"]))
     for host in hosts:
         lines.append(_host_line(host))
     rows: list[tuple[str, ...]] = [_COLUMNS]
@@ -33,6 +35,14 @@ def render_cluster(data: dict[str, Any]) -> str:
             for row in rows
         ]
     return "\n".join(lines)
+
+
+def _twin_warning(host: str) -> str:
+    """Said while another host calls itself as this one (its rows and requests mix up)."""
+    return (
+        f"warning: another host also calls itself {host!r} (heard since this bridge started):"
+        " give each host its own cluster.host"
+    )
 
 
 def _host_line(host: dict[str, Any]) -> str:

@@ -183,6 +183,8 @@ def _system_line(row: dict[str, Any]) -> str:
     parts = [f"{row['name']} {row['state']}", f"pid {row['pid'] or '-'}"]
     if "host" in row:
         parts.append(f"host {row['host']}")
+        if row.get("twins"):
+            parts.append("another host also calls itself so (give each its own cluster.host)")
     if "nats" in row:
         parts.append(f"nats {row['nats']}")
     if "exported" in row:

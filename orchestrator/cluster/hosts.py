@@ -114,6 +114,7 @@ class Hosts:
             "host": self.host,
             "connected": self._nc is not None and self._nc.is_connected,
             "hosts": self.table.rows(now),
+            "twins": len(self.table.twins),  # other bridge runs heard under this host's name
         }
 
     def reachable(self) -> list[str]:

@@ -427,3 +427,25 @@ def test_two_hosts_of_one_name_answering_are_said_to_be_twins(
 
     answer = ask(twins, monkeypatch)
     assert answer["ok"] is False and "two hosts answer as 'beta'" in answer["error"], answer
+
+
+def test_a_twin_host_is_shown_in_status_and_the_cluster_view() -> None:
+    """Two hosts of one `cluster.host` both answer requests and mix up host-named events: said
+    in `app.log` only, it was easy to miss."""
+    from orchestrator.bridge_process import BridgeProcess
+    from orchestrator.cli.cluster_view import render_cluster
+    from orchestrator.cli.status import _system_line
+    from orchestrator.cluster.hosts import Hosts
+
+    hosts = Hosts(name="c", host="alpha", instance="me", link=None, sealer=None, say=print)  # type: ignore[arg-type]
+    assert "calls itself" not in render_cluster(hosts.view())
+    hosts.table.heard(note("alpha", "twin", sent=100.0), 100.0)
+    assert "another host also calls itself 'alpha'" in render_cluster(hosts.view())
+    process = BridgeProcess.__new__(BridgeProcess)  # its line handling only
+    process.twins = 0
+    process._host_changed("twin alpha pid 7")
+    assert process.twins == 1
+    row = {"name": "bridge", "state": "running", "pid": 5, "restarts": 0, "last_exit": None}
+    line = _system_line({**row, "host": "alpha", "twins": process.twins})
+    assert "another host also calls itself so" in line, line
+    assert "calls itself" not in _system_line({**row, "host": "alpha", "twins": 0})
