@@ -7,7 +7,10 @@ import time
 
 import zmq
 
-RECENT = 65_536  # imported events awaited back on the local bus, per generation (two are kept)
+# Imported events awaited back on the local bus, per generation (two are kept): more than can
+# be on their way between the bridge's PUB and its SUB with the default high-water marks (a
+# flood of 400,000 from NATS then costs no duplicate). 20 MB at most per generation.
+RECENT = 262_144
 RECENT_FOR = 10.0  # seconds a generation lasts: an import seen back later is exported again
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -19,10 +22,10 @@ class RecentImports:
     one that is forgotten before its event came back costs a duplicate export of that event,
     and nothing else (no publisher is ever judged by it)."""
 
-    def __init__(self, limit: int = RECENT, lasts: float = RECENT_FOR) -> None:
+    def __init__(self, limit: int | None = None, lasts: float = RECENT_FOR) -> None:
         self._new: dict[int, int] = {}  # hash of (topic, body): times it was imported
         self._old: dict[int, int] = {}
-        self._limit = limit
+        self._limit = RECENT if limit is None else limit
         self._lasts = lasts
         self._since = time.monotonic()
 
