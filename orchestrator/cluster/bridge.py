@@ -193,7 +193,12 @@ class Bridge(NatsConnection):
             say=say,
         )
         self.remote = RemoteControl(
-            name=settings.name, host=settings.host, link=link, hosts=self.hosts, sealer=sealer
+            name=settings.name,
+            host=settings.host,
+            link=link,
+            hosts=self.hosts,
+            sealer=sealer,
+            instance=self._instance,
         )
         return [
             asyncio.create_task(self.hosts.run(), name="hosts"),

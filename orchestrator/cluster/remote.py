@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -42,15 +43,26 @@ MAX_WAIT = 3600.0  # seconds a request may ask to be waited for
 MAX_SERVING = 16  # requests of other hosts carried out at once; past it, refused as busy
 REFUSALS_LOGGED_EVERY = 60.0  # seconds: the first refusal is logged, then a count this often
 _NO_RESPONDERS = "503"
+MAX_SIGNED_REPLIES = 8  # distinct signed replies to one request taken (one host sends two)
 UNREACHABLE = "unreachable"
 
 
 class RemoteControl:
     """Sends the CLI's requests to other hosts, and serves theirs."""
 
-    def __init__(self, *, name: str, host: str, link: SupervisorLink, hosts: Hosts, sealer: Sealer):
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        link: SupervisorLink,
+        hosts: Hosts,
+        sealer: Sealer,
+        instance: str = "",
+    ):
         self.name = name
         self.host = host
+        self._instance = instance  # this bridge run's: in its acknowledgements (see `_answer`)
         self._link = link
         self._hosts = hosts
         self._sealer = sealer
@@ -88,55 +100,49 @@ class RemoteControl:
                 f"cannot reach host {host!r}: this host is not connected to NATS (see `status`)",
                 UNREACHABLE,
             )
-        replies: asyncio.Queue[Msg] = asyncio.Queue()
         inbox = nc.new_inbox()
         sealed, nonce = self._sealer.seal(host, request)
+        replies = _Inbox(lambda data: self._opened(data, nonce, host))
         try:
             # Not capped: anyone may answer on the inbox, and a forged reply must not use up
-            # the room of the host's own.
-            sub = await nc.subscribe(inbox, cb=replies.put)
+            # the room of the host's own (`_Inbox` keeps only what is signed).
+            sub = await nc.subscribe(inbox, cb=replies.take)
             await nc.publish(control_subject(self.name, host), sealed, reply=inbox)
         except (nats.errors.Error, OSError) as exc:
             return failure(f"cannot reach host {host!r}: {exc}", UNREACHABLE)
         try:
-            return await self._answer(replies, nonce, host, wait)
+            return await self._answer(replies, host, wait)
         finally:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
 
-    async def _answer(
-        self, replies: asyncio.Queue[Msg], nonce: bytes, host: str, wait: float
-    ) -> dict[str, Any]:
+    async def _answer(self, replies: _Inbox, host: str, wait: float) -> dict[str, Any]:
         """The host's signed answer: an acknowledgement within ACK_TIMEOUT, then the answer
-        within `wait`. An unsigned one (a refusal: a host that cannot open our request cannot
-        sign for our key; or a forgery) is taken only if nothing signed came in time."""
-        unsigned: dict[str, Any] | None = None
-        acknowledged = False
+        within `wait`. What is not signed (a refusal: a host that cannot open our request cannot
+        sign for our key; NATS's word that no one listens; or a forgery of either) is taken only
+        if nothing signed came in time."""
+        ack: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(ACK_TIMEOUT) as deadline:
                 while True:
-                    msg = await replies.get()
-                    if not acknowledged and (msg.headers or {}).get("Status") == _NO_RESPONDERS:
-                        return failure(self._unknown(host), UNREACHABLE)
-                    answer, signed = self._opened(msg.data, nonce, host)
-                    if not signed:
-                        if unsigned is None or _refusal(answer):
-                            unsigned = answer
-                        continue
+                    answer = await replies.signed.get()
                     if not answer.get("ack"):
                         return answer
-                    if acknowledged:
+                    if ack is not None:  # another than the first (a copy is dropped as seen)
                         return failure(
                             f"two hosts answer as {host!r} (duplicate cluster.host): both may"
                             " have carried out the request; give each host its own cluster.host"
                         )
-                    acknowledged = True
+                    ack = answer
                     deadline.reschedule(asyncio.get_running_loop().time() + wait + 1.0)
         except TimeoutError:
-            if acknowledged:
+            if ack is not None:
                 return failure(f"host {host!r} took the request but did not finish it in {wait:g}s")
-            if unsigned is not None:
+            unsigned = replies.unsigned
+            if unsigned is not None and (_refusal(unsigned) or not replies.no_responders):
                 return unsigned
+            if replies.no_responders:
+                return failure(self._unknown(host), UNREACHABLE)
             return failure(f"host {host!r} did not answer within {ACK_TIMEOUT:g}s", UNREACHABLE)
 
     def _unknown(self, host: str) -> str:
@@ -180,7 +186,7 @@ class RemoteControl:
             busy = f"host {self.host!r} is busy with {MAX_SERVING} requests: try again shortly"
             await self._respond(msg.reply, nonce, failure(busy))
             return
-        await self._respond(msg.reply, nonce, {"ack": True})
+        await self._respond(msg.reply, nonce, {"ack": True, "by": self._instance})
         log.info("bridge: host %s asks %s of this host", sender, cmd)
         task = asyncio.create_task(self._carry_out(msg.reply, nonce, request))
         self._serving.add(task)
@@ -221,6 +227,32 @@ class RemoteControl:
         if nonce is None:
             return msgpack.packb(answer)  # type: ignore[no-any-return]
         return self._sealer.seal_reply(nonce, answer)
+
+
+class _Inbox:
+    """What comes on a request's reply inbox: the signed answers in order, each once (a copy is
+    a replay); aside, the first refusal or other unsigned answer, and NATS's word that no one
+    listens (either may be forged: taken only if nothing signed comes)."""
+
+    def __init__(self, opened: Callable[[bytes], tuple[dict[str, Any], bool]]) -> None:
+        self.signed: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.unsigned: dict[str, Any] | None = None
+        self.no_responders = False
+        self._opened = opened
+        self._seen: set[bytes] = set()
+
+    async def take(self, msg: Msg) -> None:
+        """nats-py's callback for the inbox's messages."""
+        if (msg.headers or {}).get("Status") == _NO_RESPONDERS:
+            self.no_responders = True
+            return
+        answer, signed = self._opened(msg.data)
+        if not signed:
+            if self.unsigned is None or (_refusal(answer) and not _refusal(self.unsigned)):
+                self.unsigned = answer
+        elif msg.data not in self._seen and len(self._seen) < MAX_SIGNED_REPLIES:
+            self._seen.add(msg.data)
+            self.signed.put_nowait(answer)
 
 
 def _refusal(answer: dict[str, Any]) -> bool:

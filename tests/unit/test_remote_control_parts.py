@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
@@ -374,14 +375,15 @@ class InboxNats:
     async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         for n, data in enumerate(self._answer(payload)):
             if self._max is None or n < self._max:
-                await self._cb(ReplyMsg(data))
+                await self._cb(data if isinstance(data, ReplyMsg) else ReplyMsg(data))
 
 
 class ReplyMsg:
-    headers = None
+    def __init__(self, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.data, self.headers = data, headers
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+
+NO_RESPONDERS = ReplyMsg(b"", {"Status": "503"})  # as nats-py gives it (and anyone can send it)
 
 
 def ask(answer: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -391,7 +393,8 @@ def ask(answer: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(remote, "ACK_TIMEOUT", 0.2)  # for the cases where nothing signed comes
     alpha = Sealer(KEY, "alpha")
-    control = remote.RemoteControl(name="c", host="alpha", link=None, hosts=None, sealer=alpha)  # type: ignore[arg-type]
+    hosts = SimpleNamespace(reachable=lambda: ["gamma"])
+    control = remote.RemoteControl(name="c", host="alpha", link=None, hosts=hosts, sealer=alpha)  # type: ignore[arg-type]
     control._nc = InboxNats(answer)  # type: ignore[assignment]
     return asyncio.run(control.ask("beta", {"cmd": "restart", "name": "x"}, 1.0))
 
@@ -401,17 +404,20 @@ def test_a_forged_refusal_does_not_hide_the_hosts_answer(monkeypatch: pytest.Mon
     `restart beta/x` fail for a restart beta carried out (and the inbox took two replies only)."""
     forged = msgpack.packb({"ok": False, "error": "refused: forged", "data": {"kind": "refused"}})
 
-    def beta(sealed: bytes, *, refused: bool = True, signed: bool = True) -> list[bytes]:
+    def beta(sealed: bytes, *, signed: bool = True) -> list[Any]:
         _, _, nonce = Sealer(KEY, "beta", not_before=0.0).open(sealed)
-        replies = [forged, msgpack.packb("garbage")] if refused else []
+        replies: list[Any] = [NO_RESPONDERS, msgpack.packb("garbage"), forged]
         if signed:
-            replies.append(Sealer(KEY, "beta").seal_reply(nonce, {"ack": True}))
+            ack = Sealer(KEY, "beta").seal_reply(nonce, {"ack": True, "by": "i1"})
+            replies += [ack, ack]  # a copy of it (replayed by anyone who reads the inbox)
             replies.append(Sealer(KEY, "beta").seal_reply(nonce, {"ok": True, "data": 1}))
         return replies
 
     assert ask(beta, monkeypatch) == {"ok": True, "data": 1}
     alone = ask(lambda sealed: beta(sealed, signed=False), monkeypatch)  # a real refusal
     assert alone["data"]["kind"] == "refused" and "forged" in alone["error"]
+    nobody = ask(lambda sealed: [NO_RESPONDERS], monkeypatch)
+    assert nobody["data"]["kind"] == "unreachable" and "no host 'beta' answers" in nobody["error"]
 
 
 def test_two_hosts_of_one_name_answering_are_said_to_be_twins(
@@ -421,9 +427,9 @@ def test_two_hosts_of_one_name_answering_are_said_to_be_twins(
 
     def twins(sealed: bytes) -> list[bytes]:
         _, _, nonce = Sealer(KEY, "beta", not_before=0.0).open(sealed)
-        ack = Sealer(KEY, "beta").seal_reply(nonce, {"ack": True})
+        acks = [Sealer(KEY, "beta").seal_reply(nonce, {"ack": True, "by": i}) for i in "12"]
         done = Sealer(KEY, "beta").seal_reply(nonce, {"ok": True, "data": 1})
-        return [ack, ack, done, done]
+        return [*acks, done, done]
 
     answer = ask(twins, monkeypatch)
     assert answer["ok"] is False and "two hosts answer as 'beta'" in answer["error"], answer
