@@ -36,8 +36,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode_envelope
-from module_sdk.event import Pattern, validate_event_type
-from module_sdk.protocol import INTERNAL_PREFIX, SYNC_SUFFIX
+from module_sdk.event import Pattern
+from module_sdk.protocol import SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
 from orchestrator.cluster import batch
 from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX, say
@@ -45,15 +45,10 @@ from orchestrator.cluster.connection import NatsConnection
 from orchestrator.cluster.hosts import Hosts
 from orchestrator.cluster.local_bus import RecentImports, drain, publisher_prefix
 from orchestrator.cluster.remote import RemoteControl
+from orchestrator.cluster.routing import BUILT_IN_SOURCE, Routing
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
-from orchestrator.cluster.subjects import (
-    SYNCS,
-    event_subject,
-    pattern_subject,
-    sync_subject,
-    type_of,
-)
+from orchestrator.cluster.subjects import pattern_subject
 from orchestrator.cluster.supervisor_link import SupervisorLink
 
 log = logging.getLogger(__name__)
@@ -62,22 +57,13 @@ ORIGIN = "Orch-Origin"
 INSTANCE = "Orch-Instance"  # this bridge run's random id: two hosts may share a name
 COUNTS_EVERY = 1.0  # seconds between `counts: ...` lines, when they change
 BATCH = 256  # local events forwarded per wake-up at most, before others get a turn
-ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
 PUBLISH_TIMEOUT = 2.0  # seconds one publish may take in all, past which it is counted unsent
 LOCAL_QUEUE = 10_000  # events queued from the local bus while NATS is slow; past it, counted
-BUILT_IN_SOURCE = "orchestrator"
 CANCEL_WAIT = 0.2  # seconds the tasks have to end once cancelled, at stop
 # pyzmq's Socket.send is a Python layer over its backend's send, and its flags are enums whose
 # arithmetic runs in Python: per event, both cost more than the send (as in module_sdk.bus).
 _send_frame = zmq.backend.Socket.send
 _SNDMORE = int(zmq.SNDMORE)
-
-
-def is_built_in(source: str, event_type: str) -> bool:
-    """Whether an event is one the supervisor publishes (it then crosses with the host named)."""
-    return source == BUILT_IN_SOURCE and (
-        event_type.startswith(("module.", "app.")) or event_type == "resources.usage"
-    )
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -92,15 +78,13 @@ class Bridge(NatsConnection):
     def __init__(self, settings: BridgeSettings) -> None:
         super().__init__()
         self.settings = settings
-        self._patterns = [Pattern.parse(text) for text in settings.export]
+        self._routing = Routing(settings.name, [Pattern.parse(text) for text in settings.export])
         self._imports = RecentImports()  # imported events, until the local bus brings them back
         # The supervisor's publisher: a NATS message claiming it is a forgery, or a copy.
         self._local_prefix = settings.local_prefix or None
         self.refused = (
             0  # NATS messages claiming to be this host's supervisor's, or built-in host.*
         )
-        self._routes: dict[bytes, tuple[str, str | None]] = {}  # see _route
-        self._topics: dict[str, bytes] = {}  # see _topic
         self._instance = os.urandom(8).hex()
         self._headers = {ORIGIN: settings.host, INSTANCE: self._instance}
         self._local_gaps = GapCounter()  # events the local queue dropped before we saw them
@@ -137,7 +121,7 @@ class Bridge(NatsConnection):
         # A small queue: while NATS is slow, what overflows is counted (by sequence gaps), not
         # held in memory until the helper's memory limit kills the bridge.
         sub.setsockopt(zmq.RCVHWM, min(self.settings.high_water_mark, LOCAL_QUEUE))
-        for pattern in self._patterns:
+        for pattern in self._routing.patterns:
             sub.setsockopt(zmq.SUBSCRIBE, pattern.zmq_prefix)
         sub.connect(self.settings.xpub)
         pub = self._socket(context, zmq.PUB)
@@ -255,7 +239,7 @@ class Bridge(NatsConnection):
         before it."""
         if self._nc is None:
             return None
-        subject, built_in = self._route_of(topic)
+        subject, built_in = self._routing.route_of(topic)
         if not subject:
             return None
         if self._imports.back(topic, body):
@@ -277,35 +261,6 @@ class Bridge(NatsConnection):
         except (BadFrameError, TypeError):
             return None
         return subject, body
-
-    def _route_of(self, topic: bytes) -> tuple[str, str | None]:
-        route = self._routes.get(topic)
-        return self._route(topic) if route is None else route
-
-    def _route(self, topic: bytes) -> tuple[str, str | None]:
-        """`(subject, built-in type)` of a local topic: the type if events of it from the
-        supervisor are built-in ones (see is_built_in), "" if not, None for a sync; `("", None)`
-        if the topic is not exported. Remembered: topics are few, and this runs per event."""
-        route: tuple[str, str | None] = ("", None)
-        sync = topic.endswith(SYNC_SUFFIX)
-        try:
-            event_type = (topic[:-1] if sync else topic).decode()
-        except UnicodeDecodeError:
-            event_type = ""
-        if (
-            event_type
-            and not topic.startswith(INTERNAL_PREFIX)
-            and any(pattern.matches(event_type) for pattern in self._patterns)
-        ):
-            if sync:
-                route = (sync_subject(self.settings.name, event_type), None)
-            else:
-                built_in = event_type if is_built_in(BUILT_IN_SOURCE, event_type) else ""
-                route = (event_subject(self.settings.name, event_type), built_in)
-        if len(self._routes) >= ROUTES:
-            self._routes.clear()  # any topic can be published: the cache must not grow forever
-        self._routes[topic] = route
-        return route
 
     async def send(self, items: list[tuple[str, bytes]]) -> None:
         """Publish `(subject, body)` items in order, consecutive ones of one subject as one
@@ -375,9 +330,7 @@ class Bridge(NatsConnection):
         pub = self._pub
         if pub is None:
             return
-        topic = self._topics.get(msg.subject)
-        if topic is None:
-            topic = self._topic(msg.subject)
+        topic = self._routing.topic_of(msg.subject)
         if not topic:
             return
         try:
@@ -388,7 +341,7 @@ class Bridge(NatsConnection):
         host_event = not sync and topic.startswith(b"host.")
         local, imports = self._local_prefix, self._imports
         imports.tick(time.monotonic())
-        awaited = bool(self._route_of(topic)[0])  # the local SUB sees it come back
+        awaited = bool(self._routing.route_of(topic)[0])  # the local SUB sees it come back
         send = _send_frame
         for body in bodies:
             try:
@@ -416,20 +369,3 @@ class Bridge(NatsConnection):
         self.refused += 1
         if self.refused == 1:
             say(f"warning: refused {what} from NATS (a forgery, or a copy); more are only counted")
-
-    def _topic(self, subject: str) -> bytes:
-        """The local topic of a subject (a sync's with SYNC_SUFFIX), b"" if it is not one of
-        ours. Remembered, as `_route` is."""
-        topic = b""
-        parsed = type_of(self.settings.name, subject)
-        if parsed is not None:
-            kind, event_type = parsed
-            try:
-                validate_event_type(event_type)
-                topic = event_type.encode() + (SYNC_SUFFIX if kind == SYNCS else b"")
-            except ValueError:
-                pass
-        if len(self._topics) >= ROUTES:
-            self._topics.clear()
-        self._topics[subject] = topic
-        return topic
