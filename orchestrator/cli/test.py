@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -89,7 +92,8 @@ def test(
             "junit_family=xunit1",
         ]
         # With --json, stdout holds the one JSON document: pytest's output goes to stderr.
-        code = subprocess.call(command, cwd=rootdir, stdout=sys.stderr if as_json else None)
+        with _ended_by_signals():
+            code = subprocess.call(command, cwd=rootdir, stdout=sys.stderr if as_json else None)
         if not report.exists():
             abort(f"pytest did not run (exit {code})")
         copy_failed = None
@@ -106,6 +110,23 @@ def test(
         abort(copy_failed)
     if code != 0 or any(r.failed or r.errors for r in results.values()):
         raise SystemExit(exit_codes.FAILED)
+
+
+@contextlib.contextmanager
+def _ended_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the command as Ctrl+C does: pytest is killed (subprocess.call
+    does that on any exception) and the scratch directory removed. Before, `timeout` or a CI
+    runner's SIGTERM left pytest running on, its parent gone, and its report in /tmp."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _report(

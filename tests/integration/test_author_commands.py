@@ -191,3 +191,53 @@ def test_the_demo_modules_tests_pass_under_orchestrator_test(project: Project) -
     for name in ("mod-dummy-producer", "mod-dummy-consumer"):
         tests, passed, failed = (int(n) for n in rows[name][:3])
         assert tests > 0 and passed == tests and failed == 0, describe(result)
+
+
+SLOW_TEST = """
+import os
+import time
+
+
+def test_slow():
+    with open(os.environ["PID_FILE"], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(600)
+"""
+
+
+def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
+    project: Project,
+) -> None:
+    """`timeout 8 orchestrator test` (SIGTERM) left pytest running, its parent gone, and its
+    report in a /tmp directory nobody removed (a CLI sweep)."""
+    path = _module_with_tests(project, "slow", {"test_slow.py": SLOW_TEST})
+    project.configure([{"name": "slow", "path": path}])
+    scratch, pid_file = project.root / "tmp", project.root / "pytest.pid"
+    scratch.mkdir()
+    env = {**project.env, "TMPDIR": str(scratch), "PID_FILE": str(pid_file)}
+    run = subprocess.Popen(
+        [*ORCHESTRATOR, "test", "slow", "-c", str(project.config_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pytest_pid = int(
+            wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, "pytest")
+        )
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 128 + signal.SIGTERM
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    wait_until(lambda: not _alive(pytest_pid), 10, "pytest ended with the command")
+    assert list(scratch.iterdir()) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
