@@ -28,10 +28,12 @@ def main() -> None:
     # A command's objects die with its process: the interpreter's own collections at exit,
     # which walk every object the imports made, would only add 20-40 ms to each command.
     atexit.register(gc.freeze)  # registered first, so it runs last
-    from orchestrator.cli.group import cli  # noqa: PLC0415
-
     try:
+        from orchestrator.cli.group import cli  # noqa: PLC0415
+
         cli()
+    except KeyboardInterrupt:  # Ctrl+C before click's own handling (its imports): no traceback
+        sys.exit(130)
     except OSError as exc:  # stdout or stderr unwritable (a full disk, /dev/full, EIO)
         if exc.errno not in _OUTPUT_ERRORS:
             raise
