@@ -80,6 +80,8 @@ def _follow(path: Path) -> None:
         try:
             stat = path.stat()
         except FileNotFoundError:
+            if reader_gone():
+                return
             time.sleep(_FOLLOW_POLL)
             continue
         if handle is None or (stat.st_dev, stat.st_ino) != identity or stat.st_size < position:

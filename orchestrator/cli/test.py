@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -93,7 +94,7 @@ def test(
         ]
         # With --json, stdout holds the one JSON document: pytest's output goes to stderr.
         with _ended_by_signals():
-            code = subprocess.call(command, cwd=rootdir, stdout=sys.stderr if as_json else None)
+            code = _run_pytest(command, rootdir, sys.stderr if as_json else None)
         if not report.exists():
             abort(f"pytest did not run (exit {code})")
         copy_failed = None
@@ -112,11 +113,43 @@ def test(
         raise SystemExit(exit_codes.FAILED)
 
 
+TEARDOWN = 30.0  # seconds a stopped pytest has for its teardown before it is killed
+
+
+def _run_pytest(command: list[str], cwd: Path, stdout: TextIO | None) -> int:
+    """Run pytest to its end; its exit code. Stopped (Ctrl+C, or SIGTERM or SIGHUP through
+    `_ended_by_signals`), pytest is interrupted as by Ctrl+C, so that the tests' teardown runs
+    (a `RunningModule` stops the supervisor it started), then killed if it takes longer than
+    TEARDOWN seconds."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=stdout)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # the terminal sent pytest the Ctrl+C too
+        _wait_or_kill(process)
+        raise
+    except SystemExit:
+        process.send_signal(signal.SIGINT)
+        _wait_or_kill(process)
+        raise
+    finally:
+        if process.poll() is None:  # a second signal during its teardown
+            process.kill()
+            process.wait()
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(TEARDOWN)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def _ended_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the command as Ctrl+C does: pytest is killed (subprocess.call
-    does that on any exception) and the scratch directory removed. Before, `timeout` or a CI
-    runner's SIGTERM left pytest running on, its parent gone, and its report in /tmp."""
+    """SIGTERM and SIGHUP end the command as Ctrl+C does (see `_run_pytest`), and the scratch
+    directory goes. Before, `timeout` or a CI runner's SIGTERM left pytest running on, its
+    parent gone, and its report in /tmp."""
 
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)

@@ -51,9 +51,12 @@ def test_follow_commands_end_when_their_reader_goes_on_a_quiet_log_or_bus(
 ) -> None:
     """`logs -f | grep -q x` after the match, `events | head -0`: on a quiet log or bus no write
     came to tell them, and they ran for ever (GNU tail -f ends at once)."""
-    project.configure([{"name": "m", "path": project.probe("idle")}])
+    idle = project.probe("idle")
+    project.configure(
+        [{"name": "m", "path": idle}, {"name": "never", "path": idle, "enabled": False}]
+    )
     project.up()
-    for follow in ("logs m -f", "events quiet.*"):
+    for follow in ("logs m -f", "logs never -f", "events quiet.*"):  # never: no log file yet
         command = f"{sys.executable} -m orchestrator {follow} -c {project.config_dir} | head -0"
         # A hang is the failure: subprocess.run raises TimeoutExpired after 30 s.
         result = subprocess.run(

@@ -201,7 +201,11 @@ import time
 def test_slow():
     with open(os.environ["PID_FILE"], "w") as out:
         out.write(str(os.getpid()))
-    time.sleep(600)
+    try:
+        time.sleep(600)
+    finally:  # a test's teardown (a RunningModule stopping its supervisor) must get to run
+        with open(os.environ["PID_FILE"] + ".torn-down", "w") as out:
+            out.write("yes")
 """
 
 
@@ -209,7 +213,8 @@ def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
     project: Project,
 ) -> None:
     """`timeout 8 orchestrator test` (SIGTERM) left pytest running, its parent gone, and its
-    report in a /tmp directory nobody removed (a CLI sweep)."""
+    report in a /tmp directory nobody removed (a CLI sweep); pytest is interrupted as by Ctrl+C,
+    so that its tests' teardown runs (a review: killed, it left their supervisors running)."""
     path = _module_with_tests(project, "slow", {"test_slow.py": SLOW_TEST})
     project.configure([{"name": "slow", "path": path}])
     scratch, pid_file = project.root / "tmp", project.root / "pytest.pid"
@@ -233,6 +238,7 @@ def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
             run.wait()
     wait_until(lambda: not _alive(pytest_pid), 10, "pytest ended with the command")
     assert list(scratch.iterdir()) == []
+    assert (project.root / "pytest.pid.torn-down").exists(), "pytest was killed, not stopped"
 
 
 def _alive(pid: int) -> bool:
