@@ -43,6 +43,7 @@ MAX_WAIT = 3600.0  # seconds a request may ask to be waited for
 MAX_SERVING = 16  # requests of other hosts carried out at once; past it, refused as busy
 REFUSALS_LOGGED_EVERY = 60.0  # seconds: the first refusal is logged, then a count this often
 _NO_RESPONDERS = "503"
+_NOBODY: dict[str, Any] = {}  # in an inbox's signed queue: NATS said no one listens
 MAX_SIGNED_REPLIES = 8  # distinct signed replies to one request taken (one host sends two)
 UNREACHABLE = "unreachable"
 
@@ -102,7 +103,10 @@ class RemoteControl:
             )
         inbox = nc.new_inbox()
         sealed, nonce = self._sealer.seal(host, request)
-        replies = _Inbox(lambda data: self._opened(data, nonce, host))
+        # A host never heard of: NATS's word that no one listens is taken at once (forged, it
+        # would only say what is so); for a host heard of, only if nothing signed comes in time.
+        heard = host in self._hosts.table.peers
+        replies = _Inbox(lambda data: self._opened(data, nonce, host), prompt=not heard)
         try:
             # Not capped: anyone may answer on the inbox, and a forged reply must not use up
             # the room of the host's own (`_Inbox` keeps only what is signed).
@@ -126,6 +130,8 @@ class RemoteControl:
             async with asyncio.timeout(ACK_TIMEOUT) as deadline:
                 while True:
                     answer = await replies.signed.get()
+                    if answer is _NOBODY:
+                        return failure(self._unknown(host), UNREACHABLE)
                     if not answer.get("ack"):
                         return answer
                     if ack is not None:  # another than the first (a copy is dropped as seen)
@@ -234,16 +240,21 @@ class _Inbox:
     a replay); aside, the first refusal or other unsigned answer, and NATS's word that no one
     listens (either may be forged: taken only if nothing signed comes)."""
 
-    def __init__(self, opened: Callable[[bytes], tuple[dict[str, Any], bool]]) -> None:
+    def __init__(
+        self, opened: Callable[[bytes], tuple[dict[str, Any], bool]], *, prompt: bool = False
+    ) -> None:
         self.signed: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.unsigned: dict[str, Any] | None = None
         self.no_responders = False
         self._opened = opened
+        self._prompt = prompt  # NATS's "no one listens" ends the wait (`_NOBODY` in `signed`)
         self._seen: set[bytes] = set()
 
     async def take(self, msg: Msg) -> None:
         """nats-py's callback for the inbox's messages."""
         if (msg.headers or {}).get("Status") == _NO_RESPONDERS:
+            if self._prompt and not self.no_responders:
+                self.signed.put_nowait(_NOBODY)
             self.no_responders = True
             return
         answer, signed = self._opened(msg.data)

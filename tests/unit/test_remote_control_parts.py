@@ -386,17 +386,40 @@ class ReplyMsg:
 NO_RESPONDERS = ReplyMsg(b"", {"Status": "503"})  # as nats-py gives it (and anyone can send it)
 
 
-def ask(answer: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def ask(
+    answer: Any, monkeypatch: pytest.MonkeyPatch, heard: tuple[str, ...] = ("beta",)
+) -> dict[str, Any]:
     import asyncio
 
     from orchestrator.cluster import remote
 
     monkeypatch.setattr(remote, "ACK_TIMEOUT", 0.2)  # for the cases where nothing signed comes
     alpha = Sealer(KEY, "alpha")
-    hosts = SimpleNamespace(reachable=lambda: ["gamma"])
+    table = SimpleNamespace(peers=dict.fromkeys(heard))
+    hosts = SimpleNamespace(reachable=lambda: ["gamma"], table=table)
     control = remote.RemoteControl(name="c", host="alpha", link=None, hosts=hosts, sealer=alpha)  # type: ignore[arg-type]
     control._nc = InboxNats(answer)  # type: ignore[assignment]
     return asyncio.run(control.ask("beta", {"cmd": "restart", "name": "x"}, 1.0))
+
+
+def test_a_host_never_heard_of_is_said_unreachable_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting ACK_TIMEOUT before taking NATS's "no one listens" guards a host that is there
+    against a forged one; for a host never heard of (a typo) it only made the CLI wait 3 s."""
+    from orchestrator.cluster import remote
+
+    real = remote.ACK_TIMEOUT
+
+    def nobody(sealed: bytes) -> list[Any]:
+        monkeypatch.setattr(remote, "ACK_TIMEOUT", 3600.0)  # would hang the test if waited
+        return [NO_RESPONDERS]
+
+    try:
+        answer = ask(nobody, monkeypatch, heard=())
+    finally:
+        remote.ACK_TIMEOUT = real
+    assert answer["data"]["kind"] == "unreachable" and "no host 'beta'" in answer["error"]
 
 
 def test_a_forged_refusal_does_not_hide_the_hosts_answer(monkeypatch: pytest.MonkeyPatch) -> None:
