@@ -88,7 +88,6 @@ class Bridge(NatsConnection):
         self._instance = os.urandom(8).hex()
         self._headers = {ORIGIN: settings.host, INSTANCE: self._instance}
         self._local_gaps = GapCounter()  # events the local queue dropped before we saw them
-        self._twin_warned = False
         self._nc: Client | None = None
         self._pub: zmq.Socket[bytes] | None = None  # a PUB never blocks: plain sends
         self.exported = 0
@@ -320,12 +319,8 @@ class Bridge(NatsConnection):
         if headers:
             if headers.get(INSTANCE) == self._instance:
                 return  # our own (no_echo should have kept it from us)
-            if headers.get(ORIGIN) == self.settings.host and not self._twin_warned:
-                self._twin_warned = True
-                say(  # a log line, not a state: the connection is fine
-                    f"warning: another host also calls itself {self.settings.host!r}: give each"
-                    " host its own cluster.host (host-named events and status mix them up)"
-                )
+            # (Another host calling itself as this one is told by signed announcements, see
+            # peers.PeerTable.twins: any NATS client can write this message's headers.)
             count = headers.get(batch.BATCH_HEADER)
         pub = self._pub
         if pub is None:
