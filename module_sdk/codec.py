@@ -147,9 +147,10 @@ def _unpack(body: bytes) -> Any:
         raise BadFrameError(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from None
 
 
-def _unpack_bounded(body: bytes) -> Any:
+def _unpack_bounded(body: bytes, *, tuple_keys: bool = False) -> Any:
     """Unpack a large frame, counting the size of each list and dict as it is built (msgpack
-    has no limit on the total): stop once they exceed the budget for a frame of this size."""
+    has no limit on the total): stop once they exceed the budget for a frame of this size.
+    `tuple_keys`: map keys that come out as lists are rebuilt as the tuples they were."""
     budget = DECODED_PER_BYTE * len(body) + DECODED_BASE
 
     def count(container: Any) -> Any:
@@ -162,13 +163,12 @@ def _unpack_bounded(body: bytes) -> Any:
             )
         return container
 
+    def keyed(pairs: list[tuple[Any, Any]]) -> Any:
+        return count({_as_key(key): value for key, value in pairs})
+
+    hooks: dict[str, Any] = {"object_pairs_hook": keyed} if tuple_keys else {"object_hook": count}
     return _unpackb(
-        body,
-        strict_map_key=False,
-        ext_hook=_no_ext,
-        max_ext_len=0,
-        list_hook=count,
-        object_hook=count,
+        body, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0, list_hook=count, **hooks
     )
 
 
@@ -178,27 +178,8 @@ def _unpack_tuple_keys(body: bytes, error: Exception) -> Any:
     the tuples they were; any other refusal (`error`) is a bad frame."""
     if not (type(error) is TypeError and "unhashable" in str(error)):
         raise BadFrameError(f"not a msgpack envelope: {type(error).__name__}: {error}") from None
-    budget = DECODED_PER_BYTE * len(body) + DECODED_BASE
-
-    def count(container: Any) -> Any:
-        nonlocal budget
-        budget -= _getsizeof(container)
-        if budget < 0:
-            raise BadFrameError(f"a frame of {len(body)} bytes decodes to too much")
-        return container
-
-    def keyed(pairs: list[tuple[Any, Any]]) -> Any:
-        return count({_as_key(key): value for key, value in pairs})
-
     try:
-        return _unpackb(
-            body,
-            strict_map_key=False,
-            ext_hook=_no_ext,
-            max_ext_len=0,
-            list_hook=count,
-            object_pairs_hook=keyed,
-        )
+        return _unpack_bounded(body, tuple_keys=True)
     except BadFrameError:
         raise
     except Exception as exc:  # a key that no tuple could have been (a map), nesting too deep
