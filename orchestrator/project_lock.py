@@ -8,10 +8,9 @@ import errno
 import fcntl
 import logging
 import os
-import time
 from pathlib import Path
 
-from orchestrator.rundir import UnsafeRunDirError, open_run_file
+from orchestrator.rundir import UnsafeRunDirError, lock_exclusive, open_run_file
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +90,12 @@ def _take(directory: Path, run_dir: Path, wait: float = _ACQUIRE_WAIT) -> int | 
         fd = open_run_file(directory / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
     except (OSError, UnsafeRunDirError):
         return None
-    # A CLI asking who holds it (`project_holder`) holds a shared lock for a moment: that is no
-    # supervisor, so try again for a little while, as RunDir.acquire does.
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                return None
-        if time.monotonic() < deadline:
-            time.sleep(0.002)
-            continue
+    try:
+        locked = lock_exclusive(fd, wait)  # (`project_holder` locks it shared for a moment)
+    except OSError:
+        os.close(fd)
+        return None
+    if not locked:
         pid = _first_line(os.pread(fd, 4096, 0))
         os.close(fd)
         raise ProjectTakenError(
@@ -112,7 +103,7 @@ def _take(directory: Path, run_dir: Path, wait: float = _ACQUIRE_WAIT) -> int | 
             "this project's, started with another run directory (ORCHESTRATOR_RUN_BASE or "
             "XDG_RUNTIME_DIR differ from its), or another project's using the same logs; stop "
             "it first (`kill -TERM` that pid, or `orchestrator down` where it was started)"
-        ) from None
+        )
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode() + os.fsencode(run_dir) + b"\n", 0)
     return fd

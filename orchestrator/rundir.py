@@ -13,6 +13,7 @@ import fcntl
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import acl
@@ -137,22 +138,21 @@ class RunDir:
         """
         self.prepare()
         fd = open_run_file(self.path / "supervisor.lock", os.O_RDWR | os.O_CREAT)
-        # A CLI asking whether a supervisor runs holds a shared lock for a moment: that is no
-        # supervisor, so try again for a little while, until an exclusive holder shows.
-        deadline = time.monotonic() + _ACQUIRE_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
+        holder: int | None = None
+
+        def supervisor_holds() -> bool:
+            nonlocal holder
             holder = self.running_pid()
-            if holder is not None or time.monotonic() >= deadline:
-                os.close(fd)
-                raise AlreadyRunningError(holder)
-            time.sleep(0.002)
+            return holder is not None
+
+        try:
+            locked = lock_exclusive(fd, _ACQUIRE_WAIT, supervisor_holds)
+        except OSError:
+            os.close(fd)
+            raise
+        if not locked:
+            os.close(fd)
+            raise AlreadyRunningError(holder)
         self._lock_fd = fd
         for stale in self.path.glob("*.sock"):
             stale.unlink(missing_ok=True)
@@ -334,6 +334,24 @@ def _check_private(path: Path) -> None:
         raise UnsafeRunDirError(
             f"{path}: mode {stat.S_IMODE(info.st_mode):o} lets others in; expected 700"
         )
+
+
+def lock_exclusive(fd: int, wait: float, held: Callable[[], bool] = lambda: False) -> bool:
+    """Lock `fd` exclusively; False if another holds it still after `wait` seconds, or sooner
+    once `held()` says the holder is a supervisor. A CLI asking who holds a lock holds it
+    shared for a moment: that is no supervisor, so it is tried again meanwhile. Raises OSError
+    for another failure."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if held() or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
 
 
 def _default_base() -> str:
