@@ -100,13 +100,14 @@ def test_a_member_killed_mid_callback(net: GroupNet, redeliver: bool) -> None:
 
 
 def test_a_poison_event_is_dropped_as_dead_after_three_members_fail_on_it(net: GroupNet) -> None:
-    """Each member that runs it crashes: it is redelivered to two more, then dropped and counted
-    `dead`; the events around it reach the members left."""
+    """Each member that runs it crashes: it is redelivered to others, then dropped and counted
+    `dead`; the events around it reach the members left, at least once (an ack still queued in
+    a member as it dies is lost with it: that event comes again, and may take one blame)."""
     where = net.dir / "poison"
-    names = [f"p{n}" for n in range(5)]
+    names = [f"p{n}" for n in range(7)]
     for name in names:
         net.member(name, "poison", "poison.*", where, redeliver=True)
-    wait_until(lambda: net.stats("poison").get("members") == 5, 10.0, "five members")
+    wait_until(lambda: net.stats("poison").get("members") == len(names), 10.0, "the members")
     net.client.publish("poison.job", {"poison": True})
     for n in range(20):
         net.client.publish("poison.job", {"n": n})
@@ -119,13 +120,15 @@ def test_a_poison_event_is_dropped_as_dead_after_three_members_fail_on_it(net: G
 
     done = wait_until(
         lambda: (
-            len(got := [n for ns in _received(where, names).values() for n in ns]) >= 20 and got
+            {n for ns in _received(where, names).values() for n in ns} >= set(map(str, range(20)))
+            and True
         ),
         15.0,
         "the other events done",
     )
-    assert sorted(done) == sorted(str(n) for n in range(20))
-    assert len(poisoned()) == 3 and stats["members"] == 2, (poisoned(), stats)
+    assert done
+    crashes = len(poisoned())
+    assert 3 <= crashes <= 5 and stats["members"] == len(names) - crashes, (poisoned(), stats)
     assert "dropped as poison" in net.broker_out.read_text()
 
 
