@@ -26,6 +26,7 @@ class Runner:
         self._lock = threading.Lock()
         self._done: list[protocol.RunResult] = []
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closed = False
 
     @property
     def fd(self) -> int:
@@ -64,9 +65,11 @@ class Runner:
         )
         with self._lock:
             self._done.append(result)
-        # A full pipe holds wake-ups already: one is enough.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_write, b"\0")
+            if self._closed:  # the module stopped meanwhile: its number may be another file's now
+                return
+            # A full pipe holds wake-ups already: one is enough.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"\0")
 
     def results(self) -> list[protocol.RunResult]:
         """The runs finished since the last call."""
@@ -78,5 +81,8 @@ class Runner:
         return done
 
     def close(self) -> None:
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        """Close the wake-up pipe; a run still going ends without a word."""
+        with self._lock:
+            self._closed = True
+            os.close(self._wake_read)
+            os.close(self._wake_write)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import select
 import threading
+from pathlib import Path
 
 from helpers import wait_until
 
@@ -56,3 +58,37 @@ def test_a_run_that_calls_sys_exit_is_a_failed_run_not_a_lost_one() -> None:
         assert result["error"] == "run() raised SystemExit: 0"
     finally:
         runner.close()
+
+
+def test_a_run_ending_after_the_module_stopped_writes_to_no_reused_descriptor(
+    tmp_path: Path,
+) -> None:
+    """close() closed the wake-up pipe while a run went on; when it ended it wrote its wake-up
+    byte to that number: EBADF in the thread, or into whatever file took the number since."""
+    release = threading.Event()
+    runner = Runner(release.wait, pid=1)
+    runner.request({"kind": "run", "id": 1})
+    wake_write = runner._wake_write
+    runner.close()
+    other = tmp_path / "other"
+    fd = os.open(other, os.O_RDWR | os.O_CREAT)  # likely the number the pipe had
+    try:
+        if fd != wake_write:
+            os.dup2(fd, wake_write)  # make it so
+        errors: list[BaseException] = []
+        hook, threading.excepthook = (
+            threading.excepthook,
+            lambda args: errors.append(args.exc_value),
+        )
+        try:
+            release.set()
+            wait_until(
+                lambda: not any(t.name == "run-1" for t in threading.enumerate()), 10, "the run"
+            )
+        finally:
+            threading.excepthook = hook
+        assert errors == [] and other.read_bytes() == b""
+    finally:
+        os.close(fd)
+        if fd != wake_write:
+            os.close(wake_write)
