@@ -170,6 +170,7 @@ class GroupDispatcher:
             make_server(router, self._curve_secret)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, self._hwm)
+        sub.setsockopt(zmq.SNDHWM, 0)  # our subscriptions: libzmq drops them past a mark
 
     def _loop(
         self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes], control: zmq.Socket[bytes]

@@ -49,6 +49,9 @@ def bus_sockets(  # noqa: PLR0917  (the bus settings, as ZmqEventBus takes them)
     pub.connect(xsub_endpoint)
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, high_water_mark)
+    # What goes out are our subscriptions: past a high-water mark libzmq drops them silently
+    # (a module subscribing faster than a slow or restarting broker reads lost some for good).
+    sub.setsockopt(zmq.SNDHWM, 0)
     sub.setsockopt(zmq.MAXMSGSIZE, max_message_size)
     sub.setsockopt(zmq.LINGER, 0)
     prepare(sub, curve)

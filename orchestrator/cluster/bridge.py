@@ -120,6 +120,7 @@ class Bridge(NatsConnection):
         # A small queue: while NATS is slow, what overflows is counted (by sequence gaps), not
         # held in memory until the helper's memory limit kills the bridge.
         sub.setsockopt(zmq.RCVHWM, min(self.settings.high_water_mark, LOCAL_QUEUE))
+        sub.setsockopt(zmq.SNDHWM, 0)  # our subscriptions: libzmq drops them past a mark
         for pattern in self._routing.patterns:
             sub.setsockopt(zmq.SUBSCRIBE, pattern.zmq_prefix)
         sub.connect(self.settings.xpub)

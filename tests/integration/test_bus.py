@@ -420,6 +420,40 @@ def test_a_first_publish_that_cannot_prove_the_bus_fails_once_and_for_every_thre
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_subscriptions_made_faster_than_the_broker_reads_them_are_all_kept() -> None:
+    """A SUB socket sends its subscriptions through a queue with a high-water mark, and past it
+    libzmq dropped them without a word: a module subscribing to thousands of topics while the
+    broker was slow (or restarting) never got some of them, and a probe subscribed behind a
+    churning thread's queue never came back (the module crashed at start)."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    directory = tempfile.mkdtemp(dir="/tmp")  # short: an ipc path
+    xsub, xpub = f"ipc://{directory}/xsub.sock", f"ipc://{directory}/xpub.sock"
+    listener = ZmqEventBus(ctx, "listener", xsub, xpub)
+    broker = Broker(ctx, xsub, xpub)
+    buses = [listener]
+    try:
+        got = Recorder()
+        topics = [f"test.many.t{number}" for number in range(3000)]
+        for topic in topics:  # no broker yet: every one of them waits in the queue
+            listener.subscribe(topic, got)
+        broker.start()
+        listener.handshake(10.0)
+        listener.start()
+        sender = ZmqEventBus(ctx, "sender", xsub, xpub)
+        buses.append(sender)
+        sender.handshake(10.0)
+        for topic in topics:
+            sender.publish(topic)
+        wait_until(lambda: len(got.events) == len(topics), 10, "an event on each topic")
+    finally:
+        for bus in buses:
+            bus.close()
+        broker.stop()
+        broker.join(5.0)
+        ctx.destroy(linger=0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_publishing_on_a_closed_bus_never_proven_says_it_is_closed(net: Net) -> None:
     bus = ZmqEventBus(net.ctx, "closing", net.xsub, net.xpub)
     bus.prove_before_publishing(5.0)
