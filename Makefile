@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.dev-installed
 
-.PHONY: up test install dev lint typecheck format pytest down status clean
+.PHONY: up test install dev lint typecheck format pytest browser down status clean
 
 up: $(INSTALLED)
 	$(BIN)/orchestrator up
@@ -71,8 +71,26 @@ format: $(DEV_INSTALLED)
 # shared within a file): the tests mostly wait on real processes and sockets, so two workers
 # halve the wall time on a 2-core machine. PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 2
-pytest: $(DEV_INSTALLED)
+pytest: $(DEV_INSTALLED) browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+# The status page is tested in a real headless Chromium (Debian's package). Where none is on PATH
+# and apt-get can install it (as root), it is installed, tried once per venv; elsewhere its test
+# is skipped and says why.
+BROWSER_TRIED := $(VENV)/.browser-tried
+browser: $(DEV_INSTALLED)
+	@for name in chromium chromium-browser google-chrome chrome headless_shell; do \
+		command -v $$name > /dev/null && exit 0; \
+	done; \
+	if [ -e $(BROWSER_TRIED) ]; then exit 0; fi; touch $(BROWSER_TRIED); \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "installing Debian's chromium for the status page test (log: $(VENV)/browser.log)"; \
+		{ timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 \
+			apt-get install -y -qq --no-install-recommends chromium; } > $(VENV)/browser.log 2>&1 \
+			|| echo "could not install chromium (see $(VENV)/browser.log): the status page test skips"; \
+	else \
+		echo "no Chromium on PATH: the status page test skips (apt-get install chromium)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(COMPARE_VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info
