@@ -38,7 +38,7 @@ from orchestrator.manager_requests import ModuleRequests
 from orchestrator.manager_spawns import ModuleSpawns, carried, jitter
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
-from orchestrator.processes import signal_group
+from orchestrator.processes import signal_module
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.spec import handshake_timeout
 from orchestrator.standby import SPARE_CGROUP, Standbys
@@ -148,12 +148,12 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 log.log(effect.level, effect.message, *args)
             case lc.Publish() if not (child.stand_in and effect.event_type == "module.unloaded"):
                 self.publish(effect.event_type, name=child.name, **effect.data)
-            case lc.Signal() if child.pid is not None:
+            case lc.Signal() if child.process is not None:
                 if effect.term:
-                    signal_group(child.pid, signal.SIGTERM)
-                    signal_group(child.pid, signal.SIGCONT)
+                    signal_module(child.process, signal.SIGTERM)
+                    signal_module(child.process, signal.SIGCONT)
                 else:
-                    signal_group(child.pid, signal.SIGKILL)
+                    signal_module(child.process, signal.SIGKILL)
             case lc.TryStart():
                 start = lc.StartRequested(time.monotonic(), self._gate(child), **carried(effect))
                 self.handle(child, start)

@@ -21,7 +21,13 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.forkserver import ForkServer
 from orchestrator.output import READ_SIZE, OutputReader
-from orchestrator.processes import ModuleProcess, kill_strays, reap, signal_group
+from orchestrator.processes import (
+    ModuleProcess,
+    kill_strays,
+    reap,
+    signal_group,
+    signal_module,
+)
 from orchestrator.resources import ProcessSampler
 from orchestrator.states import ExitStatus
 
@@ -146,8 +152,8 @@ class ModuleProcesses:
     def close(self, children: list[ManagedChild]) -> None:
         """Kill whatever is left (normally nothing), reap it, and close the logs."""
         for child in children:
-            if child.pid is not None:
-                signal_group(child.pid, signal.SIGKILL)
+            if child.process is not None:
+                signal_module(child.process, signal.SIGKILL)
         # Once a module process is gone, what it left is ours to find: wait for them first.
         deadline = time.monotonic() + _CLOSE_REAP_WAIT
         for pid, child in list(self.by_pid.items()):

@@ -1,14 +1,15 @@
 """The only place that starts, signals and reaps module processes.
 
 Each child is forked from the warm template (orchestrator/forkserver.py) or is a new
-`python -m module_sdk`, in its own process group (`process_group=0`), with stdout and
-stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
+`python -m module_sdk`, in its own session (so its own process group, which it cannot leave for
+another group of the supervisor's session), with stdout and stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
 from the main loop whenever it wakes, so it also reaps processes it does not know: the strays of
 modules, which `kill_strays` finds among our children once their module process is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -44,9 +45,11 @@ class ModuleProcess:
     stdout: BinaryIO
     popen: subprocess.Popen[bytes] | None = None  # for spawned ones, told of the reap
     channel_id: bytes = b""  # the routing id only it speaks with on the child channel
+    gone: bool = False  # reaped: its pid may be another process's now
 
     def reaped(self, code: int) -> None:
         """Record the exit status we reaped, so that Popen never waits for it itself."""
+        self.gone = True
         if self.popen is not None:
             self.popen.returncode = code
 
@@ -73,7 +76,7 @@ def spawn_module(
     name: str, cwd: Path, env: Mapping[str, str], lifeline: int, python: Path | None = None
 ) -> ModuleProcess:
     """Start a fresh interpreter (`python`, by default the supervisor's) running the shim for
-    module `name`, in a new process group."""
+    module `name`, in a new session."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
         popen = subprocess.Popen(
@@ -83,7 +86,7 @@ def spawn_module(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
-            process_group=0,
+            start_new_session=True,
             close_fds=True,
             pass_fds=(lifeline,),
         )
@@ -213,6 +216,15 @@ def signal_group(pgid: int, sig: int) -> bool:
     except PermissionError:
         return False
     return True
+
+
+def signal_module(process: ModuleProcess, sig: int) -> None:
+    """Send `sig` to a module process's group, or to the process alone while it has no group of
+    its own yet (a fork that has not started its session) or has none any more."""
+    if signal_group(process.pid, sig) or process.gone:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(process.pid, sig)  # not reaped: the pid is still this process's
 
 
 def reap() -> Iterator[tuple[int, int]]:
