@@ -16,12 +16,15 @@ from orchestrator.boot import Boot
 from orchestrator.cli.common import App, abort, config_option
 from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
+from orchestrator.config.errors import one_line
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
 from orchestrator.rundir import UnsafeRunDirError, open_run_file
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
 _INSTALL_WAIT = 600.0  # seconds `up -d` also allows for building modules' venvs
+_LAST_WORDS_READ = 4096  # bytes of a dead supervisor's own output read for its last line
+_LAST_WORDS_SHOWN = 300  # characters of that line shown
 
 
 @click.command()
@@ -118,11 +121,27 @@ def _report_previous(app: App, config: AppConfig) -> None:
         # Its modules' processes wrote their last line as it died (module_sdk/shim.py).
         last = max([last, *(f.stat().st_mtime for f in logs.glob("*.log"))])
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
+    words = _last_words(app.run_dir.daemon_output)
+    why = f"; its last output: {words}" if words else " (killed, or out of memory?)"
     click.echo(
         f"warning: the previous supervisor (pid {pid}) stopped without `orchestrator down`"
-        f" (killed, or out of memory?), last seen at {when}; see {logs / 'app.log'}",
+        f"{why}, last seen at {when}; see {logs / 'app.log'}",
         err=True,
     )
+
+
+def _last_words(path: Path) -> str:
+    """The last line a detached supervisor wrote to its own stdout or stderr (where a library
+    that aborts the process says why: libzmq's "Too many open files (...)"), cut to one line."""
+    try:
+        with os.fdopen(open_run_file(path, os.O_RDONLY), "rb") as output:
+            size = os.fstat(output.fileno()).st_size
+            output.seek(max(0, size - _LAST_WORDS_READ))
+            tail = output.read(_LAST_WORDS_READ).decode(errors="replace")
+    except (OSError, UnsafeRunDirError):
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return one_line(lines[-1], _LAST_WORDS_SHOWN) if lines else ""
 
 
 def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO) -> Any:

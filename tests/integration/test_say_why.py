@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -143,3 +144,13 @@ def test_a_supervisor_killed_without_down_is_reported_by_the_next_up(project: Pr
     result = project.cli("up", "-d", check=0)
     assert "previous supervisor" not in result.stderr, describe(result)
     assert project.log("idle").count("went away without") == 1
+
+    # A library that aborts the process (libzmq on EMFILE) says why on stderr, and only there.
+    run_dir = Path(project.status()["bus"]["xsub"].removeprefix("ipc://")).parent
+    abort = "Too many open files (src/ipc_listener.cpp:297)"
+    with (run_dir / "supervisor.out").open("a") as output:
+        output.write(f"some earlier line\n{abort}\n\n")
+    os.kill(project.status()["supervisor"]["pid"], signal.SIGKILL)
+    wait_until(lambda: project.processes() == [], 5, "no process of the project left")
+    result = project.cli("up", "-d", check=0)
+    assert f"its last output: {abort}" in result.stderr, describe(result)
