@@ -22,11 +22,29 @@ from orchestrator.rundir import RunDir, process_stopped
 log = logging.getLogger(__name__)
 
 _SLICE_MS = 200
-# Bytes of one request. The largest a command sends is `publish`'s data, one command-line
-# argument (Linux caps those at 128 KiB); anything up to this still gets a reply, however wrong
+# Bytes of one request. The largest a client sends is the bridge's `bridge_reply`: another host's
+# reply, which that host's bridge takes up to 16 MiB (`cluster.supervisor_link._MAX_REPLY`);
+# `publish`'s data is one command-line argument (Linux caps those at 128 KiB). A larger request
+# gets an error reply, unread.
+MAX_REQUEST = 17 * 1024 * 1024
+# Bytes of one message ZeroMQ takes at all: anything up to this still gets a reply, however wrong
 # (a client never waits for nothing). ZeroMQ drops a larger one, and its connection, before it is
 # in our memory: a 400 MB request took the supervisor to 0.8 GB.
-MAX_REQUEST = 64 * 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024
+# What msgpack may build of one request, checked as it reads: a 32 MB request of 32 million empty
+# maps took 2.4 GB and 9 s of the loop. The largest legit ones: `publish`'s data (128 KiB of JSON:
+# 64 Ki items at most), a `logs` reply of another host (10,000 lines), its `status` (~40 items a
+# module).
+REQUEST_LIMITS = {
+    "max_bytes": MAX_REQUEST,
+    "max_items": 500_000,  # all lists and maps together
+    "max_array_len": 100_000,
+    "max_map_len": 100_000,
+    "max_str_len": MAX_REQUEST,
+    "max_bin_len": MAX_REQUEST,
+    "max_ext_len": 0,
+}
+TURN_SECONDS = 0.02  # of the loop's turn spent on requests: 1500 pipelined `logs` took 2 s turns
 _ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
 _REASON_MAX = 120  # characters of a decoding error in a reply or a log line
 _DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
@@ -51,12 +69,14 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(payload: bytes, limits: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Decode one request or reply; raise ValueError if it is not a msgpack map (or exceeds
-    `limits`: msgpack's max_array_len and the like, checked before anything is built, and
-    `max_items`, the lists' and maps' items in all, checked as each is built: nesting would
-    otherwise multiply the per-container bounds)."""
+    `limits`: `max_bytes`, its size, checked first; msgpack's max_array_len and the like, checked
+    before anything is built; and `max_items`, the lists' and maps' items in all, checked as each
+    is built: nesting would otherwise multiply the per-container bounds)."""
     if not payload:
         raise ValueError("empty message; expected a msgpack map")
     options: dict[str, Any] = dict(limits or {})
+    if (max_bytes := options.pop("max_bytes", None)) is not None and len(payload) > max_bytes:
+        raise ValueError(f"too large: {len(payload)} bytes, at most {max_bytes}")
     if (max_items := options.pop("max_items", None)) is not None:
         items = 0
 
@@ -159,20 +179,26 @@ class Inbox:
         *,
         limits: Mapping[str, int] | None = None,
         turn_bytes: int | None = None,
+        turn_seconds: float | None = None,
     ) -> None:
-        """`limits`: msgpack's, for each message; `turn_bytes`: bytes read per turn at most
-        (with the batch's count: a flood of large messages must not hold the loop either)."""
+        """`limits`: msgpack's, for each message (see `decode`); `turn_bytes` and `turn_seconds`: bytes read and time spent handling
+        per turn at most (with the batch's count: a flood of large or slow messages must not
+        hold the loop either; ZeroMQ keeps the rest for the next turn)."""
         self.sock = sock
         self.malformed = MalformedLog(what)
         self._answer = answer
         self._limits = limits
         self._turn_bytes = turn_bytes
+        self._turn_seconds = turn_seconds
 
     def drain(self, handle: Handler) -> None:
         """Handle what is queued, up to a batch (the poller reports the rest next turn)."""
         taken = 0
+        started = time.monotonic()
         for _ in range(_DRAIN_BATCH):
             if self._turn_bytes is not None and taken >= self._turn_bytes:
+                return
+            if self._turn_seconds is not None and time.monotonic() - started >= self._turn_seconds:
                 return
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)

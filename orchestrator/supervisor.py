@@ -83,7 +83,7 @@ class Supervisor(ConfigReload):
         keep_large_allocations_apart()  # before ZeroMQ's I/O thread allocates its first
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
-        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_REQUEST)
+        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_FRAME)
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
         # Per module process: a few heartbeats behind at most. A flood waits in its sender, not
         # in the supervisor's memory (1000 x 16 MiB by default): one connection sending 16 MB
@@ -168,7 +168,13 @@ class Supervisor(ConfigReload):
             log_level=lambda: self.config.logging.level,
             on_heartbeat=lambda child, message: self.metrics.heartbeat(child.name, message),
         )
-        self.control_inbox = control.Inbox(self.control, "control request", self.send_reply)
+        self.control_inbox = control.Inbox(
+            self.control,
+            "control request",
+            self.send_reply,
+            limits=control.REQUEST_LIMITS,
+            turn_seconds=control.TURN_SECONDS,
+        )
         self.scheduler = Scheduler(self.manager, self.child_channel.send_run)
         self.child_channel.runs = self.scheduler
 

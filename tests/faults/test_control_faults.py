@@ -3,6 +3,7 @@ and a flood of bad requests costs the log a few lines, not one per request."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 import zmq
 from project import Project
 
+from orchestrator import control
 from orchestrator.rundir import RunDir
 
 REPLY_WAIT_MS = 5_000  # only stops a hung test; a reply comes in milliseconds
@@ -158,6 +160,32 @@ def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
         dealer.recv()
     assert running.status()["supervisor"]["pid"] == pid  # still there, still answering
     assert peak_mb() - before < 64, "the supervisor took a request bigger than any command's"
+
+
+def test_requests_that_would_build_gigabytes_are_refused_at_their_header(
+    running: Project, dealer: zmq.Socket[bytes]
+) -> None:
+    """A 32 MB request of 32 million empty maps took the supervisor to 2.4 GB and its loop 9 s:
+    the control socket had no msgpack limits. A legit request (a 120 KB `publish`) still goes."""
+    pid = running.status()["supervisor"]["pid"]
+
+    def peak_mb() -> float:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    before = peak_mb()
+    for bomb, why in (
+        ({"cmd": "status", "pad": [{}] * (4 << 20)}, "max_array_len"),
+        ({"cmd": "status", "pad": [[0] * 4000] * 1000}, "items in all"),
+        ({"cmd": "status", "pad": b"x" * (control.MAX_REQUEST + 1)}, "too large"),
+    ):
+        dealer.send(msgpack.packb(bomb))
+        reply = answer(dealer)
+        assert reply["ok"] is False and why in str(reply["error"]), str(reply)[:300]
+    assert peak_mb() - before < 64, "the supervisor built what a request described"
+    data = json.dumps({"text": "x" * 120_000})
+    running.cli("publish", "test.large", data, check=0)
 
 
 # What binds control.sock in these tests: a supervisor of another version, or not one at all. It
