@@ -44,11 +44,16 @@ REQUEST_LIMITS = {
     "max_bin_len": MAX_REQUEST,
     "max_ext_len": 0,
 }
+# Messages queued per client, each way: a CLI has one request at a time and reads its reply. Past
+# it, a reply is refused (a `logs` reply is up to 512 KB: four clients that pipelined 1100 and
+# never read took the supervisor to 2.1 GB) and a client's further requests wait in the client.
+HWM = 16
 TURN_SECONDS = 0.02  # of the loop's turn spent on requests: 1500 pipelined `logs` took 2 s turns
 _ERROR_MAX = 4000  # characters of an error reply: a huge argument quoted back is cut
 _REASON_MAX = 120  # characters of a decoding error in a reply or a log line
 _DRAIN_BATCH = 500  # messages read from one socket per turn: a flood must not starve the rest
 Handler = Callable[[bytes, dict[str, Any]], None]  # handle(identity, message)
+Answer = Callable[[bytes, dict[str, Any]], object]  # answer(identity, reply)
 
 
 class NotRunningError(RuntimeError):
@@ -175,7 +180,7 @@ class Inbox:
         self,
         sock: zmq.Socket[bytes],
         what: str,
-        answer: Handler | None,
+        answer: Answer | None,
         *,
         limits: Mapping[str, int] | None = None,
         turn_bytes: int | None = None,

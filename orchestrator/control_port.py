@@ -33,18 +33,22 @@ class Replies:
         self._socket = control_socket
         self._waiters: list[tuple[bytes, Waiter]] = []
 
-    def send(self, identity: bytes, answer: dict[str, Any]) -> None:
-        """Answer `identity` now; an answer that cannot be encoded is logged and answered as a
-        failure (one request's answer must not stop the loop)."""
-        try:
-            payload = control.encode(answer)
-        except (TypeError, ValueError, OverflowError) as exc:
-            log.error("a control answer could not be encoded (%s: %s)", type(exc).__name__, exc)
-            payload = control.encode(control.failure(f"the answer could not be encoded: {exc}"))
+    def send(self, identity: bytes, answer: dict[str, Any]) -> bool:
+        """Answer `identity` now; False if it cannot take it (it left, or does not read its
+        replies). An answer that cannot be encoded is logged and answered as a failure (one
+        request's answer must not stop the loop)."""
+        return self._deliver(identity, _encoded(answer))
+
+    def _deliver(self, identity: bytes, payload: bytes) -> bool:
         try:
             self._socket.send_multipart([identity, payload], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.warning("could not answer a control request: %s", exc)
+        except zmq.Again:  # ROUTER_MANDATORY, at the high-water mark: it does not read them
+            log.debug("a control client does not read its replies: one dropped")
+            return False
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: gone (a CLI that stopped waiting)
+            log.debug("could not answer a control request: %s", exc)
+            return False
+        return True
 
     def wait_for(self, identity: bytes, waiter: Waiter) -> None:
         """Reply to `identity` once `waiter` returns an answer (checked after every loop turn)."""
@@ -68,6 +72,15 @@ class Replies:
         self._waiters = []
 
 
+def _encoded(answer: dict[str, Any]) -> bytes:
+    """`answer` encoded; one that cannot be is logged, and encoded as a failure."""
+    try:
+        return control.encode(answer)
+    except (TypeError, ValueError, OverflowError) as exc:
+        log.error("a control answer could not be encoded (%s: %s)", type(exc).__name__, exc)
+        return control.encode(control.failure(f"the answer could not be encoded: {exc}"))
+
+
 @dataclass(frozen=True)
 class SupervisorPort:
     """The supervisor's side of the control requests: its modules, its replies and the few
@@ -75,7 +88,7 @@ class SupervisorPort:
 
     manager: ChildManager
     forwarder: Forwarder
-    send_reply: Callable[[bytes, dict[str, Any]], None]
+    send_reply: Callable[[bytes, dict[str, Any]], bool]  # False: the client cannot take it
     wait_for: Callable[[bytes, Waiter], None]  # reply once the waiter has an answer
     reload: Callable[[bool], tuple[ReloadPlan | None, str]]  # (dry_run) -> (plan, error)
     overview: Callable[[], dict[str, Any]]  # status: the supervisor, bus, system, config parts

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 256  # forwarded requests waiting at once; past it, new ones are refused
 SLACK = 10.0  # seconds past a request's own wait before the supervisor gives up on the bridge
-Send = Callable[[bytes, dict[str, Any]], None]
+Send = Callable[[bytes, dict[str, Any]], bool]  # False: not taken (the link left, or is full)
 BridgePid = Callable[[], int | None]  # the running bridge's pid, or None without one
 
 
@@ -71,8 +71,13 @@ class Forwarder:
             return control.failure(f"{MAX_PENDING} requests to other hosts are already waiting")
         self._next += 1
         number = self._next
+        message = {"forward": number, "host": host, "request": request, "wait": wait}
+        if not self._send(self._link, message):
+            return control.failure(
+                "the bridge is not taking requests now (see `orchestrator status`); try again",
+                {"kind": "unreachable"},
+            )
         self._answers[number] = None
-        self._send(self._link, {"forward": number, "host": host, "request": request, "wait": wait})
         deadline = time.monotonic() + wait + SLACK
         pid = self._link_pid
 

@@ -83,7 +83,8 @@ class Supervisor(ConfigReload):
         keep_large_allocations_apart()  # before ZeroMQ's I/O thread allocates its first
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
-        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_FRAME)
+        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_FRAME, control.HWM)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply refused at HWM: an error
         self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
         # Per module process: a few heartbeats behind at most. A flood waits in its sender, not
         # in the supervisor's memory (1000 x 16 MiB by default): one connection sending 16 MB
@@ -178,10 +179,16 @@ class Supervisor(ConfigReload):
         self.scheduler = Scheduler(self.manager, self.child_channel.send_run)
         self.child_channel.runs = self.scheduler
 
-    def _bind(self, kind: int, endpoint: str, max_message: int = -1) -> zmq.Socket[bytes]:
+    def _bind(
+        self, kind: int, endpoint: str, max_message: int = -1, hwm: int | None = None
+    ) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, max_message)  # before bind(): it is copied then
+        # Before bind(): it copies them for every connection it accepts.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+        if hwm is not None:
+            sock.setsockopt(zmq.SNDHWM, hwm)
+            sock.setsockopt(zmq.RCVHWM, hwm)
         sock.bind(endpoint)
         os.chmod(endpoint.removeprefix("ipc://"), 0o600)
         return sock

@@ -18,7 +18,8 @@ from orchestrator.rundir import RunDir
 
 REPLY_WAIT_MS = 5_000  # only stops a hung test; a reply comes in milliseconds
 FLOOD = 2_000
-BATCH = 100  # requests in flight at once: well under the sockets' high-water marks
+BATCH = 8  # requests in flight at once: well under the control socket's high-water mark
+GREEDY = 200  # `logs` requests of a client that never reads the replies
 
 BAD_REQUESTS: dict[str, list[bytes]] = {
     "not msgpack": [b"\xc1"],
@@ -186,6 +187,34 @@ def test_requests_that_would_build_gigabytes_are_refused_at_their_header(
     assert peak_mb() - before < 64, "the supervisor built what a request described"
     data = json.dumps({"text": "x" * 120_000})
     running.cli("publish", "test.large", data, check=0)
+
+
+def test_a_client_that_never_reads_its_replies_gets_a_few_queued_at_most(
+    running: Project, dealer: zmq.Socket[bytes]
+) -> None:
+    """Four clients that pipelined 1100 `logs` (512 KB replies) and never read took the
+    supervisor to 2.1 GB: ZeroMQ queued 1000 replies for each. Past a few, they are dropped."""
+    with (running.root / "logs" / "idle.log").open("a") as log_file:
+        log_file.writelines(f"line {n} {'x' * 50}\n" for n in range(12_000))  # 700 KB
+    greedy = dealer.context.socket(zmq.DEALER)
+    greedy.setsockopt(zmq.LINGER, 0)
+    greedy.setsockopt(zmq.RCVHWM, 1)  # its own side holds one
+    greedy.setsockopt(zmq.RCVBUF, 4096)
+    try:
+        greedy.connect(RunDir(running.config_dir, running.run_base).control)
+        for _ in range(GREEDY):
+            greedy.send(msgpack.packb({"cmd": "logs", "name": "idle", "lines": 10_000}))
+        greedy.send(msgpack.packb({"cmd": "stop", "name": "idle"}))  # handled after them all
+        dealer.send(msgpack.packb({"cmd": "status"}))
+        assert answer(dealer)["ok"] is True  # a CLI meanwhile is served
+        running.wait_module("idle", state="stopped")
+        received = 0
+        while greedy.poll(1_000, zmq.POLLIN):
+            greedy.recv()
+            received += 1
+    finally:
+        greedy.close()
+    assert 0 < received <= control.HWM + 4, received
 
 
 # What binds control.sock in these tests: a supervisor of another version, or not one at all. It

@@ -282,9 +282,12 @@ class Bridge:
 
 def forwarder() -> tuple[Forwarder, Bridge]:
     bridge = Bridge()
-    return Forwarder(
-        lambda identity, m: bridge.sent.append((identity, m)), lambda: bridge.pid
-    ), bridge
+
+    def send(identity: bytes, message: dict[str, Any]) -> bool:
+        bridge.sent.append((identity, message))
+        return True  # the link took it
+
+    return Forwarder(send, lambda: bridge.pid), bridge
 
 
 def test_a_forward_waits_for_the_bridges_reply() -> None:
