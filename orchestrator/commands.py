@@ -123,13 +123,12 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         return control.reply(self.supervisor.bus_client())
 
     def cmd_wait_started(self, identity: bytes, request: dict[str, Any]) -> None:
-        """Answer once every module is running or has failed to start at least once."""
-        sup = self.supervisor
+        """Answer once every module is running or has failed to start at least once (with one
+        waiter for all: its status is built once a turn, however many wait)."""
+        self.supervisor.wait_for(identity, self._all_settled)
 
-        def settled() -> dict[str, Any] | None:
-            return control.reply(self.status_data()) if sup.manager.settled() else None
-
-        sup.wait_for(identity, settled)
+    def _all_settled(self) -> dict[str, Any] | None:
+        return control.reply(self.status_data()) if self.supervisor.manager.settled() else None
 
     def cmd_restart(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
         sup, manager = self.supervisor, self.supervisor.manager

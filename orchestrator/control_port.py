@@ -5,6 +5,7 @@ the `Supervisor`, so the supervisor imports the handler and not the other way ro
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A waiter is called after every loop turn; it returns the reply once it has one.
 Waiter = Callable[[], dict[str, Any] | None]
+# Requests waiting for an answer: past these, a request is refused at once. A CLI has one request
+# at a time; 4000 pipelined `wait_started` built 4000 status replies in one turn (18 s).
+MAX_WAITING = 1024
+MAX_WAITING_EACH = 4  # of one client
 
 
 class Replies:
@@ -32,6 +37,7 @@ class Replies:
     def __init__(self, control_socket: zmq.Socket[bytes]) -> None:
         self._socket = control_socket
         self._waiters: list[tuple[bytes, Waiter]] = []
+        self._waiting: Counter[bytes] = Counter()  # of each client
 
     def send(self, identity: bytes, answer: dict[str, Any]) -> bool:
         """Answer `identity` now; False if it cannot take it (it left, or does not read its
@@ -51,18 +57,32 @@ class Replies:
         return True
 
     def wait_for(self, identity: bytes, waiter: Waiter) -> None:
-        """Reply to `identity` once `waiter` returns an answer (checked after every loop turn)."""
+        """Reply to `identity` once `waiter` returns an answer (checked after every loop turn);
+        refuse at once past MAX_WAITING requests, or MAX_WAITING_EACH of that client."""
+        if len(self._waiters) >= MAX_WAITING or self._waiting[identity] >= MAX_WAITING_EACH:
+            mine = self._waiting[identity] >= MAX_WAITING_EACH
+            already = f"{MAX_WAITING_EACH} of this client's" if mine else f"{MAX_WAITING}"
+            self.send(identity, control.failure(f"{already} requests already wait for an answer"))
+            return
         self._waiters.append((identity, waiter))
+        self._waiting[identity] += 1
 
     def serve(self) -> None:
-        """Send the answers that are ready (after a turn of the loop)."""
+        """Send the answers that are ready (after a turn of the loop). A waiter several requests
+        share is asked once, its answer encoded once (`wait_started`'s status)."""
         still: list[tuple[bytes, Waiter]] = []
+        payloads: dict[Waiter, bytes | None] = {}
         for identity, waiter in self._waiters:
-            answer = waiter()
-            if answer is None:
+            if waiter not in payloads:
+                answer = waiter()
+                payloads[waiter] = None if answer is None else _encoded(answer)
+            if (payload := payloads[waiter]) is None:
                 still.append((identity, waiter))
-            else:
-                self.send(identity, answer)
+                continue
+            self._deliver(identity, payload)
+            self._waiting[identity] -= 1
+            if not self._waiting[identity]:
+                del self._waiting[identity]
         self._waiters = still
 
     def close(self) -> None:
@@ -70,6 +90,7 @@ class Replies:
         for identity, _ in self._waiters:
             self.send(identity, control.failure("the supervisor stopped"))
         self._waiters = []
+        self._waiting.clear()
 
 
 def _encoded(answer: dict[str, Any]) -> bytes:

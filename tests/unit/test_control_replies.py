@@ -110,6 +110,66 @@ def test_an_error_report_with_a_huge_traceback_still_reaches_the_supervisor() ->
     assert msgpack.packb(report) == sent[0]
 
 
+def test_requests_that_wait_on_one_waiter_get_one_answer_built_once(
+    pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+) -> None:
+    """4000 pipelined `wait_started` built 4000 status replies in the turn their module settled
+    (18 s of the loop): a waiter the requests share is asked once a turn."""
+    from orchestrator.control_port import MAX_WAITING_EACH
+
+    router, dealer = pair
+    replies = Replies(router)
+    asked: list[int] = []
+    settled = False
+
+    def all_settled() -> dict[str, object] | None:
+        asked.append(1)
+        return control.reply({"modules": []}) if settled else None
+
+    for n in range(200):
+        replies.wait_for(b"gone-%d" % n, all_settled)
+    replies.wait_for(b"cli", all_settled)
+    replies.serve()
+    assert len(asked) == 1 and not dealer.poll(0)
+    settled = True
+    replies.serve()
+    assert len(asked) == 2
+    assert dealer.poll(5000) and control.decode(dealer.recv()) == control.reply({"modules": []})
+    for _ in range(MAX_WAITING_EACH):  # answered: the client may wait again
+        replies.wait_for(b"cli", lambda: None)
+    assert not dealer.poll(0)
+
+
+def test_past_its_share_of_waiting_requests_a_client_is_refused_at_once(
+    pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiters were never capped, and those of clients that left were kept."""
+    from orchestrator import control_port
+
+    router, dealer = pair
+    monkeypatch.setattr(control_port, "MAX_WAITING", 10)
+
+    def refusal() -> str:
+        assert dealer.poll(5000)
+        answer = control.decode(dealer.recv())
+        assert answer["ok"] is False, answer
+        return str(answer["error"])
+
+    replies = Replies(router)
+    for _ in range(control_port.MAX_WAITING_EACH):
+        replies.wait_for(b"cli", lambda: None)
+    assert not dealer.poll(0)
+    replies.wait_for(b"cli", lambda: None)
+    assert "of this client's requests already wait" in refusal()
+
+    replies = Replies(router)
+    for n in range(10):  # clients that left, say
+        replies.wait_for(b"gone-%d" % n, lambda: None)
+    replies.serve()  # still waiting: still counted
+    replies.wait_for(b"cli", lambda: None)
+    assert "10 requests already wait" in refusal()
+
+
 def test_a_turn_spends_a_bounded_time_on_control_requests(
     pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
 ) -> None:
