@@ -29,6 +29,7 @@ from orchestrator.forwarder import Forwarder
 from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
 from orchestrator.hot_reload import HotReload
+from orchestrator.listeners import channel_socket, control_socket
 from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
@@ -83,13 +84,8 @@ class Supervisor(ConfigReload):
         keep_large_allocations_apart()  # before ZeroMQ's I/O thread allocates its first
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
-        self.control = self._bind(zmq.ROUTER, run_dir.control, control.MAX_FRAME, control.HWM)
-        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply refused at HWM: an error
-        self.channel = self._bind(zmq.ROUTER, run_dir.child_channel, MAX_CHANNEL_MESSAGE)
-        # Per module process: a few heartbeats behind at most. A flood waits in its sender, not
-        # in the supervisor's memory (1000 x 16 MiB by default): one connection sending 16 MB
-        # messages flat out peaks at 0.2-0.3 GB here, given back once it stops.
-        self.channel.setsockopt(zmq.RCVHWM, 32)
+        self.control = control_socket(self.context, run_dir)
+        self.channel = channel_socket(self.context, run_dir)
         self.replies = Replies(self.control)
         self.send_reply, self.wait_for = self.replies.send, self.replies.wait_for
         self.signals = SignalPipe((signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
@@ -178,20 +174,6 @@ class Supervisor(ConfigReload):
         )
         self.scheduler = Scheduler(self.manager, self.child_channel.send_run)
         self.child_channel.runs = self.scheduler
-
-    def _bind(
-        self, kind: int, endpoint: str, max_message: int = -1, hwm: int | None = None
-    ) -> zmq.Socket[bytes]:
-        sock = self.context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Before bind(): it copies them for every connection it accepts.
-        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
-        if hwm is not None:
-            sock.setsockopt(zmq.SNDHWM, hwm)
-            sock.setsockopt(zmq.RCVHWM, hwm)
-        sock.bind(endpoint)
-        os.chmod(endpoint.removeprefix("ipc://"), 0o600)
-        return sock
 
     def publish(self, event_type: str, **data: Any) -> None:
         """Publish a built-in event (source `orchestrator`) once the bus is up, and hand it to the
