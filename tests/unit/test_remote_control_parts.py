@@ -481,3 +481,13 @@ def test_a_twin_host_is_shown_in_status_and_the_cluster_view() -> None:
     line = _system_line({**row, "host": "alpha", "twins": process.twins})
     assert "another host also calls itself so" in line, line
     assert "calls itself" not in _system_line({**row, "host": "alpha", "twins": 0})
+
+
+def test_a_forward_the_link_does_not_take_fails_at_once_and_waits_for_nothing() -> None:
+    bridge = Bridge()
+    forward = Forwarder(lambda identity, message: False, lambda: bridge.pid)  # link full
+    assert forward.attach(b"link", forward.key)
+    reply = forward.forward("beta", {"cmd": "status"}, 1.0)
+    assert isinstance(reply, dict) and not reply["ok"]
+    assert reply["data"] == {"kind": "unreachable"} and "not taking requests" in reply["error"]
+    assert not forward.answered(forward.key, 1, {"ok": True})  # nothing was left waiting
