@@ -67,9 +67,14 @@ def module_env(
     env[protocol.ENV_SUPERVISOR_PID] = str(os.getpid())
     # Its name, as the channel's messages are read, and a secret: a module run as another user
     # cannot read another's environment, so it cannot speak for it (restart it as unhealthy).
-    env[protocol.ENV_CHANNEL_ID] = f"{name}:{os.urandom(12).hex()}"
+    env[protocol.ENV_CHANNEL_ID] = new_channel_id(name)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def new_channel_id(name: str) -> str:
+    """A routing id for one module process on the child channel: its name, and a secret."""
+    return f"{name}:{os.urandom(12).hex()}"
 
 
 def spawn_module(
@@ -157,6 +162,11 @@ def launch_modules(
             log.info("%s: %s", launches[index].spec.name, forked)
         elif isinstance(forked, ForkServerError):
             log.error("%s: %s", launches[index].spec.name, forked)
+            # The fork may have happened all the same (an intermediate killed before it
+            # answered): that process holds this routing id, and the channel would give the
+            # spawned one's messages to nobody (it waited for its spec, then exited 73).
+            name = launches[index].spec.name
+            envs[index] = {**envs[index], protocol.ENV_CHANNEL_ID: new_channel_id(name)}
         else:
             results[index] = ModuleProcess(*forked)
     started: list[ModuleProcess | OSError] = []
