@@ -10,6 +10,7 @@ or an operator restarts the module (`forget_failure`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -246,9 +247,16 @@ class Environments:
         code = os.waitstatus_to_exitcode(raw)
         if build.popen is not None:
             build.popen.returncode = code
+            # Whatever it started (the installer, `python -m venv`) goes with it: a builder that
+            # was killed left them running, later blamed on a module that exited.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(build.popen.pid, signal.SIGKILL)
         if code == 0 and build.plan.ready():
             log.info("venv %s ready for %s", build.plan.key, ", ".join(sorted(build.modules)))
             del self._builds[build.plan.key]
+        elif code < 0:  # its last lines say what it was doing, not why it stopped
+            killed = f"the build was killed ({signal.Signals(-code).name})"
+            self._failed(build, [*_tail(build.plan.log, ERROR_LINES - 1), killed])
         else:
             self._failed(build, _tail(build.plan.log, ERROR_LINES) or [f"the build exited {code}"])
         self._start_builds()

@@ -4,10 +4,12 @@ requirements that are garbage or a pipe (that module fails, the others run)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 
+import psutil
 import pytest
 from helpers import wait_until
 from project import Project
@@ -113,3 +115,38 @@ def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
     assert supervisor.wait(10) == 0
     wait_until(lambda: project.processes() == [], 10, "no process of the project left")
     assert not list(cache.rglob(READY_MARKER))
+
+
+def test_a_killed_builder_takes_its_installer_along_and_says_it_was_killed(
+    project: Project,
+) -> None:
+    flag = project.root / "slow"
+    flag.touch()
+    python = project.root / "slowpython"
+    python.write_text(SLOW_PYTHON.format(real=os.path.realpath(sys.executable), flag=flag))
+    python.chmod(0o755)
+    reporter = project.write_module("reporter.py", REPORTER)
+    project.configure(
+        [{"name": "slow", "path": reporter, "config": {"name": "slow"}, "python": str(python)}]
+    )
+    project.start_foreground()
+    project.wait_module("slow", 30, state="waiting", dependencies="installing")
+    cache = project.root / ".orchestrator" / "venvs"
+    wait_until(lambda: list(cache.glob(".build-*/bin/python")), 30, "the build's venv made")
+
+    def part(proc: psutil.Process, what: str) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return what in " ".join(proc.cmdline())
+        return False
+
+    (builder,) = [p for p in project.processes() if part(p, "orchestrator.venv.build")]
+    lingering = [p for p in project.processes() if part(p, str(python))]
+    assert lingering, "the build's interpreter (slowpython) is not running"
+    builder.kill()
+    row = project.wait_module("slow", 15, state="failed")
+    assert "the build was killed (SIGKILL)" in row["why"], row
+    wait_until(
+        lambda: not [p for p in lingering if p.is_running() and p.status() != "zombie"],
+        10,
+        "the installer gone with its builder",
+    )
