@@ -200,8 +200,8 @@ class Standbys:
         if said.strip():
             text = said.decode("utf-8", "replace").strip().replace("\n", "; ")
             log.warning("%s: its standby (pid %d) left (%s): %s", name, standby.pid, status, text)
-        else:
-            log.debug("%s: its standby (pid %d) left (%s)", name, standby.pid, status)
+        else:  # nobody asked it to (a kill by hand, the OOM killer): its next start forks anew
+            log.warning("%s: its standby (pid %d) left (%s)", name, standby.pid, status)
 
 
 def _without_id(env: Mapping[str, str]) -> dict[str, str]:

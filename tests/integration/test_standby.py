@@ -95,6 +95,9 @@ def test_a_standby_killed_by_someone_is_replaced_and_the_restart_still_works(
     standby = _standby_of(project, "worker")
     os.kill(standby, signal.SIGKILL)
     wait_until(lambda: project.module("worker")["standby_pid"] is None, 5, "its exit noticed")
+    said = f"orchestrator.standby: worker: its standby (pid {standby}) left (SIGKILL)"
+    lines = (project.root / "logs/app.log").read_text().splitlines()
+    assert [line for line in lines if said in line and " WARNING " in line], lines[-5:]
     os.kill(first, signal.SIGKILL)
     wait_until(
         lambda: project.module("worker")["pid"] not in (None, first, standby), 10, "a new fork"
