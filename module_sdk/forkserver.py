@@ -162,8 +162,8 @@ def _fork(
         if "main" in request:
             _run_main(request, output, environment)
         _become_module(request, output, environment, go)
-    # Not made a group leader from here: the process could then not start its own session.
-    # Until it has, a signal for its group reaches it by its pid (processes.signal_module).
+    with contextlib.suppress(OSError):  # its own group before anyone may signal it
+        os.setpgid(pid, pid)
     return pid
 
 
@@ -191,7 +191,7 @@ def _read_environment(fd: int) -> dict[str, str]:
 
 
 def _become_module(request: dict[str, Any], output: int, environment: int, go: int | None) -> None:
-    """In the new process: own session, output to the pipe, the module's environment and
+    """In the new process: own process group, output to the pipe, the module's environment and
     working directory, default signal handling; then run the shim (never returns). A standby
     (`go` given) first joins its cgroups and waits for the supervisor's word."""
     code = 70
@@ -221,7 +221,7 @@ def _become_module(request: dict[str, Any], output: int, environment: int, go: i
 
 def _run_main(request: dict[str, Any], output: int, environment: int) -> None:
     """In the new process: run module `main` as `python -P -m` would, with `argv`, in its own
-    session, output to the pipe, default signal handling (never returns)."""
+    process group, output to the pipe, default signal handling (never returns)."""
     code = 70
     try:
         name = str(request["main"])
@@ -242,11 +242,9 @@ def _run_main(request: dict[str, Any], output: int, environment: int) -> None:
 
 
 def _own_process(comm: str, output: int) -> None:
-    """A forked process made its own: its session and process group, its name (what ps -o comm
-    and top show), its output on the pipe, default signal handling. A session of its own, not
-    only a group: from a group it could move itself (and what it starts) into any other group
-    of the supervisor's session, its own included, out of reach of a signal for its group."""
-    os.setsid()
+    """A forked process made its own: its process group, its name (what ps -o comm and top
+    show), its output on the pipe, default signal handling."""
+    os.setpgid(0, 0)
     prctl(PR_SET_NAME, comm)
     os.dup2(output, 1)
     os.dup2(output, 2)

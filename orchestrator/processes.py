@@ -1,8 +1,8 @@
 """The only place that starts, signals and reaps module processes.
 
 Each child is forked from the warm template (orchestrator/forkserver.py) or is a new
-`python -m module_sdk`, in its own session (so its own process group, which it cannot leave for
-another group of the supervisor's session), with stdout and stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
+`python -m module_sdk`, in its own process group (`process_group=0`), with stdout and
+stderr on one pipe for the supervisor to capture. Reaping is one non-blocking `waitpid(-1)` loop run
 from the main loop whenever it wakes, so it also reaps processes it does not know: the strays of
 modules, which `kill_strays` finds among our children once their module process is gone.
 """
@@ -81,7 +81,7 @@ def spawn_module(
     name: str, cwd: Path, env: Mapping[str, str], lifeline: int, python: Path | None = None
 ) -> ModuleProcess:
     """Start a fresh interpreter (`python`, by default the supervisor's) running the shim for
-    module `name`, in a new session."""
+    module `name`, in a new process group."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
         popen = subprocess.Popen(
@@ -91,7 +91,7 @@ def spawn_module(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
-            start_new_session=True,
+            process_group=0,
             close_fds=True,
             pass_fds=(lifeline,),
         )
@@ -229,8 +229,11 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def signal_module(process: ModuleProcess, sig: int) -> None:
-    """Send `sig` to a module process's group, or to the process alone while it has no group of
-    its own yet (a fork that has not started its session) or has none any more."""
+    """Send `sig` to a module process's group, or to the process alone if it has left that group
+    (a module may move itself into any group of the supervisor's session, the supervisor's own
+    among them: signals for its group then found none, and it could be neither stopped nor
+    restarted). Not a session of its own: until a fork had started one it was in the template's
+    group, and stopping the template killed it (the broker, forked early, died at start)."""
     if signal_group(process.pid, sig) or process.gone:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
