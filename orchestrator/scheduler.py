@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from module_sdk.health import bounded_message
@@ -38,24 +38,60 @@ SendRun = Callable[["ManagedChild", int], bool]  # ask a child to call run(); Fa
 MAX_QUEUED = 1  # overlap: queue: runs waiting for the one in progress (more are skipped)
 MAX_CALLS = 4  # overlap: allow: run() calls in progress in one module (more are skipped)
 _CLOCK_STEP = 1.0  # seconds the wall clock may seem to go back before due times are redone
+_FOLD_SKIPS = 4  # repeated wall times passed over in one search (one repeat a search, in practice)
 
 
 def next_due(spec: ModuleSpec, after: float) -> float:
     """The first time (unix seconds) strictly after `after` that `spec.schedule` names, in the
     module's time zone (the machine's when it has none); infinity if croniter finds none (the
-    config refuses such expressions: this is the loop's guard, never its crash)."""
+    config refuses such expressions: this is the loop's guard, never its crash).
+
+    A fixed wall time (neither the minute nor the hour field is `*` or `*/n`) runs once on the
+    day the clocks go back, at its first occurrence, as classic cron does: croniter would name
+    it again an hour later. Hourly and every-N-seconds schedules run through the repeated hour."""
     from zoneinfo import ZoneInfo  # noqa: PLC0415  (as croniter)
 
     from croniter import CroniterError, croniter  # noqa: PLC0415  (only with a schedule)
 
     assert spec.schedule is not None
     zone = ZoneInfo(spec.timezone) if spec.timezone else None
-    start = datetime.fromtimestamp(after, zone).astimezone(zone)
+    fixed = fixed_wall_time(spec.schedule)
     try:
-        return float(croniter(spec.schedule, start).get_next(float))
+        for _ in range(_FOLD_SKIPS):
+            start = datetime.fromtimestamp(after, zone).astimezone(zone)
+            due = float(croniter(spec.schedule, start).get_next(float))
+            repeat = _repeated_until(due, zone) if fixed else None
+            if repeat is None:
+                return due
+            after = repeat - 1  # (due times are whole seconds) the first after the repeat
+        return due
     except (CroniterError, ValueError, OverflowError) as exc:
         log.error("%s: schedule %r names no time to come: %s", spec.name, spec.schedule, exc)
         return math.inf
+
+
+def fixed_wall_time(expression: str) -> bool:
+    """Whether the cron `expression` names fixed wall times: its minute and hour fields are
+    neither `*` nor `*/n` (Vixie cron's rule for running such a job once when clocks go back)."""
+    minute, hour = expression.split()[:2]
+    return not (minute.startswith(("*", "?")) or hour.startswith(("*", "?")))
+
+
+def _repeated_until(moment: float, zone: tzinfo | None) -> float | None:
+    """If `moment` (unix seconds) is the second occurrence of its wall time in `zone` (the
+    hour the clocks go back repeats), the first unix second after that repeat; else None."""
+    local = datetime.fromtimestamp(moment, zone)  # without a zone: the machine's, fold set
+    first = local.replace(fold=0).timestamp()
+    if local.fold == 0 or first >= moment:
+        return None
+    low, high = int(moment), int(moment + (moment - first)) + 1  # in the repeat; after it
+    while high - low > 1:  # the repeat ends at a whole second
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).fold:
+            low = middle
+        else:
+            high = middle
+    return float(high)
 
 
 @mutable_record
