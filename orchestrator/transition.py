@@ -224,6 +224,15 @@ def _exited(
     effects: list[lc.Effect] = []
     job_done = job and reason is ExitReason.EXITED and life.state is ChildState.STARTING
     done = job_done or (reason is ExitReason.EXITED and settings.restart == "never")
+    # A job's own failure (a non-zero exit, initialize() raising, a run past start_timeout) is
+    # its run's result, and its start worked: the start breaker counts only a start that could
+    # not load or reach the bus (a job run every 2 s and exiting 1 was held for a minute).
+    job_ran = (
+        job
+        and life.state is ChildState.STARTING
+        and reason is not ExitReason.STOPPED
+        and not _could_not_start(reason, status)
+    )
     # It could not prove its bus (exit 72, or the start timeout on the way) while the broker
     # was down or silent: the broker's outage, not its own failure.
     excused = (
@@ -236,8 +245,10 @@ def _exited(
     )
     if life.state is ChildState.STARTING and not (done or excused):  # a failed start
         life = replace(life, failed_spawn=life.spawns)
-        if reason is not ExitReason.STOPPED:
+        if reason is not ExitReason.STOPPED and not job_ran:
             effects.append(lc.RecordStart(started=False))
+    if job_ran and not excused:
+        effects.append(lc.RecordStart(started=True))
     # Dead: its timers run again, and nothing is left to drain.
     life = replace(life, ready_at=None, kill=None, kill_error="", draining=False)
     effects.append(lc.RecordExit(status, reason, error))
@@ -312,6 +323,14 @@ def _exited(
         )
         effects.append(lc.Publish("module.failed", {"reason": decision.why}))
     return Step(life, (*effects, lc.WakeWaiting()))
+
+
+def _could_not_start(reason: ExitReason, status: ExitStatus) -> bool:
+    """The process ended before its module could run: it did not load, or the shim could not
+    prove its bus."""
+    return reason is ExitReason.LOAD_FAILED or (
+        reason is ExitReason.CRASHED and status.code == protocol.EXIT_BUS_FAILED
+    )
 
 
 def _breaker_hold(life: Life, event: lc.BreakerHold) -> Step:

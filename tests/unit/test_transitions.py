@@ -418,10 +418,39 @@ def test_a_scheduled_job_that_exits_0_is_done_whatever_its_restart_policy(restar
     settings = replace(SETTINGS, restart=restart)
     step = transition(LIVES[S.STARTING], lc.Exited(NOW, EXIT_0, scheduled=True), settings)
     assert step.life.state is S.DONE and step.life.deadline is None
-    assert not _effects(step, lc.RecordStart) and not _effects(step, lc.AskBreaker)
+    # A start that worked, for the start breaker (a half-open one closes); no backoff.
+    assert _effects(step, lc.RecordStart) == [lc.RecordStart(started=True)]
+    assert not _effects(step, lc.AskBreaker)
     assert step.life.failed_spawn == 0  # not a failed start
     failed = transition(LIVES[S.STARTING], lc.Exited(NOW, EXIT_1, scheduled=True), settings)
     assert failed.life.state is (S.STOPPED if restart == "never" else S.BACKOFF)
+
+
+@pytest.mark.parametrize(
+    ("wait_status", "kill"),
+    [(EXIT_1, None), (71 << 8, None), (signal.SIGSEGV, None), (KILLED, ExitReason.START_TIMEOUT)],
+    ids=["sys.exit(1)", "initialize-raised", "SIGSEGV", "start-timeout"],
+)
+@pytest.mark.parametrize("restart", ["never", "on-failure"])
+def test_a_jobs_own_failure_is_its_runs_result_not_a_failed_start(
+    wait_status: int, kill: ExitReason | None, restart: str
+) -> None:
+    """A job exiting 1 every 2 s fed the start breaker, which then held it for a minute."""
+    settings = replace(SETTINGS, restart=restart)
+    starting = replace(LIVES[S.STARTING], kill=kill)
+    step = transition(starting, lc.Exited(NOW, wait_status, scheduled=True), settings)
+    assert _effects(step, lc.RecordStart) == [lc.RecordStart(started=True)]
+    assert step.life.state is (S.STOPPED if restart == "never" else S.BACKOFF)
+    unscheduled = transition(starting, lc.Exited(NOW, wait_status), settings)
+    assert _effects(unscheduled, lc.RecordStart) == [lc.RecordStart(started=False)]
+
+
+@pytest.mark.parametrize("code", [70, 72], ids=["load-failed", "bus-failed"])
+def test_a_job_that_cannot_start_still_feeds_the_breaker(code: int) -> None:
+    settings = replace(SETTINGS, restart="never")
+    step = transition(LIVES[S.STARTING], lc.Exited(NOW, code << 8, scheduled=True), settings)
+    assert _effects(step, lc.RecordStart) == [lc.RecordStart(started=False)]
+    assert step.life.state is S.STOPPED
 
 
 def test_a_scheduled_module_with_run_follows_its_policy_once_running() -> None:
