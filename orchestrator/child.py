@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import ModuleSpec, Redactor
-from orchestrator.lifecycle import Life
+from orchestrator.lifecycle import CIRCUIT_OPEN, Life
 from orchestrator.output import ModuleLog
 from orchestrator.processes import ModuleProcess
 from orchestrator.states import ChildState, ExitReason, ExitStatus
@@ -184,11 +184,13 @@ class ManagedChild:
         if state is ChildState.WAITING:
             return self.why
         if state is ChildState.BACKOFF:
-            held = self.why if self.why.startswith("circuit open") else "backoff"
+            held = self.why if self.why.startswith(CIRCUIT_OPEN) else "backoff"
             deadline = self.deadline
             left = f"in {max(0.0, deadline - now):.1f}s" if deadline is not None else "soon"
             retry = f"retry {left} ({held})"
             return f"{cause}; {retry}" if cause else retry
+        if self.why.startswith(CIRCUIT_OPEN):  # a scheduled run refused: see _refused_by_breaker
+            return f"{cause}; {self.why}" if cause else self.why
         if state is ChildState.STARTING:
             if cause and self.consecutive_failures > 0:
                 return f"{cause}; starting again (attempt {self.consecutive_failures + 1})"

@@ -74,6 +74,7 @@ class Gate:
 
     shutting_down: bool = False
     hold: float = 0.0
+    failures: int = 0  # the failed starts in a row that the breaker counted, with `hold`
     blocked: str | None = None
     failed: str | None = None
 
@@ -81,12 +82,14 @@ class Gate:
 @record
 class StartRequested:
     """Start the module if nothing holds it back. `announce`: a restart, published as
-    `module.restarted` once spawned; `count`: count a restart once spawned."""
+    `module.restarted` once spawned; `count`: count a restart once spawned; `scheduled`: a
+    scheduled run's start, which an open start breaker refuses rather than defers."""
 
     now: float
     gate: Gate
     announce: bool = False
     count: bool = False
+    scheduled: bool = False
 
 
 @record
@@ -407,3 +410,4 @@ class Step:
 
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+CIRCUIT_OPEN = "circuit open"  # how `Life.why` begins while the start breaker holds starts back

@@ -198,9 +198,10 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         """What holds a start of `child` back now."""
         if self.shutting_down:
             return lc.Gate(shutting_down=True)
-        hold = child.breaker.retry_in(time.monotonic()) if child.breaker is not None else 0.0
-        if hold > 0:
-            return lc.Gate(hold=hold)
+        breaker = child.breaker
+        hold = breaker.retry_in(time.monotonic()) if breaker is not None else 0.0
+        if breaker is not None and hold > 0:
+            return lc.Gate(hold=hold, failures=breaker.failures)
         venv = self.venvs.prepare(child.spec)  # its own dependencies: a build may be under way
         if venv.failed is not None:
             return lc.Gate(failed=venv.failed)
@@ -244,7 +245,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         if child.spec.schedule is not None and not scheduled:
             return False
         spawns = child.spawns
-        self.handle(child, lc.StartRequested(time.monotonic(), self._gate(child)))
+        start = lc.StartRequested(time.monotonic(), self._gate(child), scheduled=scheduled)
+        self.handle(child, start)
         return child.spawns > spawns or self.deferred(child)
 
     def start_waiting(self) -> None:

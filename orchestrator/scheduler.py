@@ -238,6 +238,8 @@ class Scheduler:
             self._call(run, child)
         elif not child.state.has_process:
             self._manager.start(child, scheduled=True)
+            if child.spawns == run.spawns and child.state in _AT_REST:  # refused: say so now
+                self._finish(schedule, run, child, self._not_started(child))
         return run.seq
 
     def _call(self, run: _Run, child: ManagedChild) -> None:
@@ -256,8 +258,10 @@ class Scheduler:
             elif child.spawns > run.spawns and not child.state.has_process:
                 self._finish(schedule, run, child, self._exit_result(child))
             elif child.spawns == run.spawns and child.state in _AT_REST:
-                why = child.reason(time.monotonic()) or child.state.value
-                self._finish(schedule, run, child, f"not started: {why}")
+                self._finish(schedule, run, child, self._not_started(child))
+
+    def _not_started(self, child: ManagedChild) -> str:
+        return f"not started: {child.reason(time.monotonic()) or child.state.value}"
 
     def _exit_result(self, child: ManagedChild) -> str:
         last = child.last_exit

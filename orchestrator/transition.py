@@ -26,6 +26,7 @@ from orchestrator.stops import dependency_down, hold, leave, release, stop
 MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
 START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
 RESTART_TIMES_KEPT = 64
+_AT_REST = (ChildState.STOPPED, ChildState.DONE, ChildState.FAILED)  # no process, none coming
 
 _SHIM_EXIT_REASONS = {
     protocol.EXIT_LOAD_FAILED: ExitReason.LOAD_FAILED,
@@ -45,6 +46,8 @@ def transition(life: Life, event: lc.Event, settings: SupervisionSettings) -> St
 def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
     match event:
         case lc.StartRequested():
+            if event.scheduled and event.gate.hold > 0 and life.state in _AT_REST:
+                return _refused_by_breaker(life, event.gate)
             return _start(life, event.now, event.gate, event.announce, event.count)
         case lc.DependencyChanged():
             if life.state is not ChildState.WAITING:
@@ -153,6 +156,22 @@ def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -
         waiting = replace(life, state=ChildState.WAITING, why=gate.blocked, deadline=deadline)
         return Step(waiting, effects)
     return Step(life, (lc.Spawn(announce=announce, count=count),))
+
+
+def _refused_by_breaker(life: Life, gate: lc.Gate) -> Step:
+    """A scheduled run's start while the start breaker is open: no process now, and none later
+    (a backoff would start it off its schedule, unseen by the scheduler); the run is not
+    started, and the next due time tries again. Logged once a hold."""
+    why = (
+        f"{lc.CIRCUIT_OPEN} after {gate.failures} failed starts (circuit_breaker_fail_max):"
+        f" no start for {gate.hold:.1f}s"
+    )
+    if life.held:
+        return Step(life)
+    if life.why.startswith(lc.CIRCUIT_OPEN):
+        return Step(replace(life, why=why))
+    note = lc.Log(lc.WARNING, "%s: %s; its scheduled runs are not started meanwhile", (why,))
+    return Step(replace(life, why=why), (note,))
 
 
 def _refused(life: Life, why: str) -> Step:
@@ -341,7 +360,7 @@ def _breaker_hold(life: Life, event: lc.BreakerHold) -> Step:
     if event.hold > delay:
         delay = event.hold
         # `status` adds the time left: see ManagedChild.reason().
-        why = f"circuit open after {event.failures} failed starts (circuit_breaker_fail_max)"
+        why = f"{lc.CIRCUIT_OPEN} after {event.failures} failed starts (circuit_breaker_fail_max)"
         life = replace(life, deadline=event.now + delay, why=why)
     return Step(life, (lc.Log(lc.INFO, "%s restarts in %.2fs", (delay,)),))
 

@@ -163,3 +163,62 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
     assert project.module("runner")["pid"] != row["pid"]
     assert json.loads(project.cli("run", "yearly", "--json", check=0).stdout)["result"] == "ok"
     assert (project.root / "yearly2.txt").read_text() == "run\n"
+
+
+BROKEN = """
+import no_such_module_anywhere  # a job that cannot start: it never loads
+
+def initialize(event_bus, config):
+    pass
+
+def shutdown():
+    pass
+"""
+
+
+def _app_log(project: Project) -> str:
+    path = project.root / "logs" / "app.log"
+    return path.read_text() if path.exists() else f"(no {path})"
+
+
+def test_a_failing_job_runs_at_each_due_time_and_a_held_start_is_not_an_overlap(
+    project: Project,
+) -> None:
+    """A job exiting 1 fed the start breaker, which held it for a minute while status said a
+    run was in progress and counted each due time as an overlap; one that cannot load is held
+    by the breaker, and its runs end at once as not started, saying why."""
+    project.configure(
+        [
+            {
+                "name": "failer",
+                "path": project.write_module("job.py", JOB),
+                "schedule": EVERY_SECOND,
+                "config": {"file": str(project.root / "failer.txt"), "code": 1},
+            },
+            {
+                "name": "broken",
+                "path": project.write_module("broken.py", BROKEN),
+                "schedule": EVERY_SECOND,
+            },
+        ],
+        error_handling={"circuit_breaker_fail_max": 2, "circuit_breaker_reset_timeout": 60},
+    )
+    project.up()
+
+    def not_started() -> dict[str, Any] | None:
+        schedule = _schedule(project, "broken")
+        return schedule if "not started" in (schedule["last_result"] or "") else None
+
+    held = wait_until(not_started, 15, "a run of broken not started", lambda: _app_log(project))
+    assert "circuit open after 2 failed starts" in held["last_result"], held
+    assert not held["running"], held
+    wait_until(lambda: _schedule(project, "broken")["runs"] >= held["runs"] + 2, 10, "2 more")
+    later = _schedule(project, "broken")
+    assert later["skipped"] == held["skipped"] and "not started" in later["last_result"], later
+    # Past circuit_breaker_fail_max runs, each due time runs it again: a failed run.
+    wait_until(
+        lambda: _schedule(project, "failer")["runs"] >= 4, 10, "4 runs", lambda: _app_log(project)
+    )
+    failer = _schedule(project, "failer")
+    assert failer["last_result"].startswith("crash") and "exit 1" in failer["last_result"], failer
+    assert _app_log(project).count("its scheduled runs are not started meanwhile") == 1

@@ -63,6 +63,14 @@ CASES = [
         "hung (SIGKILL); gave up after 3 restarts within 60s: `orchestrator restart m` retries",
     ),
     (ChildState.STOPPED, {"last_exit": _exit(ExitReason.STOPPED, 0)}, ""),
+    (  # a scheduled run's start refused by the open breaker: not "not restarted (...)"
+        ChildState.STOPPED,
+        {
+            "last_exit": _exit(ExitReason.LOAD_FAILED, 70, SYNTAX),
+            "why": "circuit open after 5 failed starts (circuit_breaker_fail_max): no start for 3s",
+        },
+        f"load failed: {SYNTAX}; circuit open after 5 failed starts (circuit_breaker_fail_max)",
+    ),
 ]
 
 

@@ -453,6 +453,26 @@ def test_a_job_that_cannot_start_still_feeds_the_breaker(code: int) -> None:
     assert step.life.state is S.STOPPED
 
 
+@pytest.mark.parametrize("state", [S.STOPPED, S.DONE, S.FAILED])
+def test_a_scheduled_start_the_breaker_holds_is_refused_not_deferred(state: ChildState) -> None:
+    """It went to backoff, so the scheduler saw a run in progress for the whole hold, skipped
+    each due time as an overlap, and the job then started off its schedule."""
+    gate = lc.Gate(hold=38.5, failures=5)
+    step = transition(LIVES[state], lc.StartRequested(NOW, gate, scheduled=True), SETTINGS)
+    assert step.life.state is state and step.life.deadline is None
+    assert step.life.why == (
+        "circuit open after 5 failed starts (circuit_breaker_fail_max): no start for 38.5s"
+    )
+    (note,) = step.effects  # no Spawn, no TryStart: the next due time tries again
+    assert isinstance(note, lc.Log) and note.level == lc.WARNING
+    again = transition(step.life, lc.StartRequested(NOW + 2, gate, scheduled=True), SETTINGS)
+    assert again.effects == ()  # logged once a hold
+    unscheduled = transition(LIVES[state], lc.StartRequested(NOW, gate), SETTINGS)
+    assert unscheduled.life.state is S.BACKOFF and unscheduled.life.deadline == NOW + 38.5
+    held = replace(LIVES[state], held="stopped by operator")
+    assert transition(held, lc.StartRequested(NOW, gate, scheduled=True), SETTINGS).life == held
+
+
 def test_a_scheduled_module_with_run_follows_its_policy_once_running() -> None:
     settings = replace(SETTINGS, restart="always")
     step = transition(LIVES[S.RUNNING], lc.Exited(NOW, EXIT_0, scheduled=True), settings)
