@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import field
@@ -54,7 +55,7 @@ def next_due(spec: ModuleSpec, after: float) -> float:
     from croniter import CroniterError, croniter  # noqa: PLC0415  (only with a schedule)
 
     assert spec.schedule is not None
-    zone = ZoneInfo(spec.timezone) if spec.timezone else None
+    zone = ZoneInfo(spec.timezone) if spec.timezone else machine_zone()
     fixed = fixed_wall_time(spec.schedule)
     try:
         for _ in range(_FOLD_SKIPS):
@@ -68,6 +69,22 @@ def next_due(spec: ModuleSpec, after: float) -> float:
     except (CroniterError, ValueError, OverflowError) as exc:
         log.error("%s: schedule %r names no time to come: %s", spec.name, spec.schedule, exc)
         return math.inf
+
+
+def machine_zone() -> tzinfo | None:
+    """The machine's time zone with its rules (`TZ`, else /etc/localtime), so that due times
+    follow its changes of offset; None (its offset of the moment) if neither names one. Read
+    each time: a schedule without `timezone:` follows the machine's as it is set."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415  (as croniter)
+
+    name = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if name and not name.startswith("/"):
+            return ZoneInfo(name)
+        with open(name or "/etc/localtime", "rb") as rules:
+            return ZoneInfo.from_file(rules)
+    except (OSError, ValueError, ZoneInfoNotFoundError):  # a POSIX TZ rule, no file
+        return None
 
 
 def fixed_wall_time(expression: str) -> bool:

@@ -4,6 +4,9 @@ repeated hour; the day they go forward runs a time that does not exist at the fi
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -116,6 +119,36 @@ def test_due_times_across_a_change_of_offset(
     cron: str, zone: str, start: str, expected: list[str]
 ) -> None:
     assert _walk(cron, zone, start, len(expected)) == expected
+
+
+@pytest.fixture
+def paris_machine() -> Iterator[None]:
+    """The machine's own zone is Paris (a schedule without `timezone:` uses it)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = PARIS
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.mark.usefixtures("paris_machine")
+def test_without_a_timezone_due_times_follow_the_machines_zone_rules() -> None:
+    """They were computed in the machine's offset of the moment: the day after the clocks went
+    back, 30 2 * * * ran at 01:30 and again at 02:30."""
+    assert _walk("30 2 * * *", None, "2025-10-25T12:00:00+02:00", 2) == [
+        "2025-10-26T02:30:00+02:00",
+        "2025-10-27T02:30:00+01:00",
+    ]
+    assert _walk("0 * * * *", None, "2025-10-26T01:30:00+02:00", 2) == [
+        "2025-10-26T02:00:00+02:00",
+        "2025-10-26T02:00:00+01:00",
+    ]
 
 
 @pytest.mark.parametrize(
