@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 CREDIT = 8  # events a member holds unacknowledged, at most: its prefetch
 REJOIN_AFTER = 2.0  # seconds without a word from the broker (it pings every 0.5 s): join again
+# What the socket monitor reports: a connection lost, and one made (the ZMTP handshake done, so
+# what is sent next reaches that broker). A new connection after a lost one is a new broker.
+_WATCHED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_MONITOR_EVENT = struct.Struct("=HI")  # a monitor message's first frame: event, value
 RETRY_REFUSED = 5.0  # seconds between two tries of a join the broker refused (it was full, say)
 MAX_GROUP_NAME = 64  # bytes, as the broker takes them
 _TOPICS = 4096
@@ -53,7 +58,10 @@ class GroupMember:
     def __init__(self, connect: Callable[[], zmq.Socket[bytes]]) -> None:
         """`connect` makes the DEALER socket, on the thread that owns it, at the first join."""
         self.socket: zmq.Socket[bytes] | None = None
+        self.monitor: zmq.Socket[bytes] | None = None  # the socket's connection events
         self._connect = connect
+        self._disconnected = False  # since the last connection made: the next one rejoins
+        self._rejoining: set[Key] = set()  # joined again, not yet confirmed (logged when it is)
         self.subscriptions: dict[Key, tuple[Pattern, list[EventCallback], bool]] = {}
         self.joined: set[Key] = set()
         self.refused: dict[Key, str] = {}
@@ -117,6 +125,7 @@ class GroupMember:
         group, pattern = key[0].encode(), key[1].encode()
         if self.socket is None:
             self.socket = self._connect()
+            self.monitor = self.socket.get_monitor_socket(_WATCHED)
         self._send([b"J", group, pattern, str(CREDIT).encode(), flags])
 
     def send_leave(self, key: Key) -> None:
@@ -168,6 +177,11 @@ class GroupMember:
             elif kind == b"J" and len(frames) == 3:
                 key = (frames[1].decode(), frames[2].decode())
                 self.joined.add(key)
+                if key in self._rejoining:
+                    self._rejoining.discard(key)
+                    log.info(
+                        "the broker took group %r (%s) again (it restarted, or was silent)", *key
+                    )
                 if self.refused.pop(key, None) is not None:
                     log.info("the broker took group %r (%s) at last", key[0], key[1])
             elif kind == b"X" and len(frames) == 4:
@@ -175,15 +189,37 @@ class GroupMember:
             elif kind != b"P":
                 self._bad_frame(f"a message of kind {kind[:16]!r} from the groups socket")
 
+    def watch(self) -> None:
+        """Read the socket's connection events: a connection made after one was lost is to a
+        broker that may know nobody (it restarted): join again at once, not after
+        REJOIN_AFTER of silence, so that its grouped delivery takes our events from then on."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        reconnected = False
+        for _ in range(64):
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
+                continue
+            event = _MONITOR_EVENT.unpack(frames[0])[0]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._disconnected = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._disconnected:
+                self._disconnected = False
+                reconnected = True
+        if reconnected and self.subscriptions:
+            self._rejoin(time.monotonic())
+
     def tick(self) -> None:
-        """Join again when the broker has been silent for long (it restarted, say), and try the
-        joins it refused again every RETRY_REFUSED (its table may have room now)."""
+        """Join again when the broker has been silent for long (hung, say: a restart is seen at
+        once by `watch`), and try the joins it refused again every RETRY_REFUSED (its table may
+        have room now)."""
         now = time.monotonic()
         if self.subscriptions and now - self._heard > REJOIN_AFTER:
-            self._heard = self._retried = now
-            self.joined.clear()
-            for key in list(self.subscriptions):
-                self.send_join(key)
+            self._rejoin(now)
         elif self.refused and now - self._retried > RETRY_REFUSED:
             self._retried = now
             for key in list(self.refused):
@@ -192,12 +228,25 @@ class GroupMember:
                 else:
                     del self.refused[key]
 
+    def _rejoin(self, now: float) -> None:
+        """Join every group again; until the broker confirms them, none counts as joined (what
+        `await_joined`, and so a bus handshake, waits for)."""
+        self._heard = self._retried = now
+        self.joined.clear()
+        self._rejoining = set(self.subscriptions)
+        for key in list(self.subscriptions):
+            self.send_join(key)
+
     def close(self) -> None:
         """Say goodbye, so that what is unacknowledged goes to another member at once, and
         close the socket."""
         if self.socket is None:
             return
         self._send([b"B"])  # also after the last leave: what arrived since is given back
+        if self.monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.socket.disable_monitor()
+            self.monitor.close(linger=0)
         self.socket.close()
 
     def _send(self, frames: list[bytes]) -> None:

@@ -199,6 +199,8 @@ class ReceivePath:
                 if member is None and groups is not None and groups.socket is not None:
                     member = groups.socket
                     poller.register(member, zmq.POLLIN)
+                    if groups.monitor is not None:  # its connections: see GroupMember.watch
+                        poller.register(groups.monitor, zmq.POLLIN)
                 ready = dict(poller.poll(None if member is None else 500))
                 if commands in ready and not self._apply_commands():
                     return
@@ -207,6 +209,8 @@ class ReceivePath:
                 if member is not None and groups is not None:
                     if member in ready:
                         groups.drain()
+                    if groups.monitor in ready:
+                        groups.watch()
                     groups.tick()
         except zmq.ContextTerminated:
             return

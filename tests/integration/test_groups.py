@@ -15,6 +15,7 @@ import pytest
 from group_net import GroupNet, group_net
 from helpers import Recorder, wait_until
 
+from module_sdk import groups
 from module_sdk.bus import ZmqEventBus
 
 
@@ -224,6 +225,39 @@ def test_a_group_joined_after_start_from_another_thread(net: GroupNet) -> None:
         assert net.stats("thread")["delivered"] == 1  # the later ones went past the group
     finally:
         bus.close()
+
+
+def test_a_member_joins_a_restarted_broker_on_reconnecting_not_after_a_silence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker of its own (this replaces it). With the rejoin after a silence out of reach,
+    only the member's watch of its connection can join the new broker, which knows nobody:
+    before, the member waited REJOIN_AFTER (2 s) and the events of that time were lost."""
+    monkeypatch.setattr(groups, "REJOIN_AFTER", 3600.0)
+    with group_net() as own:
+        bus = ZmqEventBus(own.ctx, "rejoiner", own.xsub, own.xpub, groups_endpoint=own.groups)
+        got = Recorder()
+        try:
+            bus.subscribe("again.*", got, group="again", redeliver=True)
+            bus.handshake(10.0)
+            bus.start()
+            own.broker.kill()
+            own.broker.wait(10)
+            own.start_broker()
+            wait_until(
+                lambda: own.stats("again").get("members") == 1,
+                10.0,
+                "the member joined the new broker",
+                lambda: str(own.stats()),
+            )
+
+            def arrived() -> bool:  # once the client's PUB has the group's subscription too
+                own.client.publish("again.job", {"n": 1})
+                return got.got("again.job")
+
+            wait_until(arrived, 10.0, "a grouped event through the new broker")
+        finally:
+            bus.close()
 
 
 def test_members_join_a_restarted_broker_by_themselves(net: GroupNet) -> None:
