@@ -37,6 +37,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--xpub", required=True, help="endpoint subscribers connect to")
     parser.add_argument("--inject", help="endpoint of a PULL socket whose messages are published")
     parser.add_argument("--groups", help="endpoint of the ROUTER socket for grouped delivery")
+    parser.add_argument(
+        "--keep-group",
+        action="append",
+        default=[],
+        metavar="NAME PATTERN",
+        help="a redelivering group to queue for from the start (one argument: name, a space,"
+        " pattern; given as --keep-group=...)",
+    )
     parser.add_argument("--max-message-size", type=int, default=-1, help="bytes; -1: no limit")
     parser.add_argument("--hwm", type=int, default=100_000, help="high-water mark, messages")
     parser.add_argument("--lifeline", type=int, help="fd that reaches end of file when to stop")
@@ -91,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         curve=(server_secret.encode(), client_public.encode()) if curve else None,
         groups_endpoint=args.groups,
         on_group_stats=report_groups,
+        kept_groups=[
+            (name.encode(), pattern.encode())
+            for name, _, pattern in (kept.partition(" ") for kept in args.keep_group)
+        ],
     )
     try:
         broker.start()

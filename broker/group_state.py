@@ -60,4 +60,5 @@ class Group:
             "queued": len(self.queue),
             "in_flight": sum(len(m.in_flight) for m in self.members),
             "per_member": [m.delivered for m in self.members],  # in the order they joined
+            "redeliver": self.keeps,  # kept by a restarted broker (see `GroupTable.keep`)
         }

@@ -100,6 +100,20 @@ class GroupTable:
         self._routes.clear()
         return zmq_prefix(pattern)
 
+    def keep(self, name: bytes, pattern: bytes) -> bytes | None:
+        """Make a redelivering group without members (one the last broker had, before its
+        restart), so that it queues its events for the members that join; returns the SUB
+        prefix to subscribe, as `join` does. Raises JoinRefusedError as `join` does."""
+        check_join(name, pattern)
+        group = self.groups.get((name, pattern)) or self._new_group(name, pattern)
+        group.keeps = True
+        if group.subscribed:
+            return None
+        group.subscribed = True
+        group.idle_since = next(self._clock)
+        self._routes.clear()
+        return zmq_prefix(pattern)
+
     def _new_group(self, name: bytes, pattern: bytes) -> Group:
         if len(self.groups) >= MAX_GROUPS:
             self._evict()

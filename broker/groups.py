@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -71,8 +71,12 @@ class GroupDispatcher:
         curve_secret: bytes | None = None,
         on_stats: StatsCallback | None = None,
         bind: Callable[[zmq.Socket[bytes], str], None] | None = None,
+        kept: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        """`kept`: the (name, pattern) of redelivering groups to queue for from the start (those
+        the broker had before it restarted), before any member joins them again."""
         self.endpoint = endpoint
+        self._kept = kept
         self.table = GroupTable()
         self.bad_frames = 0
         self.refused = 0
@@ -141,6 +145,7 @@ class GroupDispatcher:
                 control.connect(self._control_endpoint)
                 self._bind(router, self.endpoint)
                 sub.connect(self._xpub_inproc)
+                self._keep(sub)  # before `ready`: their events from then on are queued
             except zmq.ZMQError as exc:
                 self._error = exc
                 return
@@ -198,6 +203,16 @@ class GroupDispatcher:
             if now >= next_report:
                 self._report()
                 next_report = now + STATS_INTERVAL
+
+    def _keep(self, sub: zmq.Socket[bytes]) -> None:
+        for name, pattern in self._kept:
+            try:
+                prefix = self.table.keep(name, pattern)
+            except JoinRefusedError as exc:
+                log.warning("group %r (%r) not kept: %s", name[:80], pattern[:80], exc)
+                continue
+            if prefix is not None:
+                self._subscribe(sub, prefix, 1)
 
     def _drain_events(self, router: zmq.Socket[bytes], sub: zmq.Socket[bytes]) -> None:
         for _ in range(1024):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -42,7 +43,8 @@ class Broker:
     there whose messages are published on the bus: a sender that holds no subscriptions (the
     supervisor) can publish without libzmq keeping every subscriber's prefixes in its process.
     With `groups_endpoint`, a ROUTER socket is bound there for grouped delivery (see
-    `broker.groups`); `on_group_stats` gets its counters when they change.
+    `broker.groups`); `on_group_stats` gets its counters when they change; `kept_groups` are
+    redelivering groups to queue for from the start (see `GroupDispatcher`).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Broker:
         curve: tuple[bytes, bytes] | None = None,
         groups_endpoint: str | None = None,
         on_group_stats: StatsCallback | None = None,
+        kept_groups: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.xsub_endpoint = xsub_endpoint
         self.xpub_endpoint = xpub_endpoint
@@ -86,6 +89,7 @@ class Broker:
                 curve_secret=curve[0] if curve is not None else None,
                 on_stats=on_group_stats,
                 bind=_bind,
+                kept=kept_groups,
             )
 
     def start(self, timeout: float = 5.0) -> None:

@@ -51,30 +51,49 @@ class BrokerProcess(HelperProcess):
         watch_exit: WatchExit,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        self._args = broker_args(
+            xsub, xpub, inject, groups, max_message_size, high_water_mark, lifeline
+        )
         super().__init__(
             name="broker",
             module="broker",
-            args=broker_args(
-                xsub, xpub, inject, groups, max_message_size, high_water_mark, lifeline
-            ),
+            args=self._args,
             memory_limit_mb=memory_limit_mb,
             lifeline=lifeline,
             poller=poller,
             watch_exit=watch_exit,
             env=env,
-            restart_note=(
-                " (modules reconnect by themselves; events sent meanwhile are lost and counted"
-                " as dropped)"
-            ),
             memory_setting="bus.broker_memory_limit_mb",
         )
         self.group_stats: dict[str, Any] | None = None  # the broker's last `groups` line
+        # The redelivering groups the broker reported last, (name, pattern): a restarted one
+        # queues their events from its start, before their members join it again.
+        self.kept: list[tuple[str, str]] = []
 
     def start(self, started: Started | None = None) -> None:
         """Start (or restart) the broker, or take the one `prestart` started: a new one knows
         no groups, whatever the last said."""
         self.group_stats = None
+        if self.kept:  # not on the first start: argv is what `Boot.take_broker` compared
+            kept = [f"--keep-group={name} {pattern}" for name, pattern in self.kept]
+            self.argv = helper_argv("broker", [*self._args, *kept])
         super().start(started)
+
+    def restart_note(self) -> str:
+        """What a broker restart loses: ungrouped events are counted (as gaps in sequence
+        numbers), the grouped ones it had queued are not; its last report says how many."""
+        queued = [
+            f"{g['group']} ({g['pattern']}) {g['queued']}"
+            for g in (self.group_stats or {}).get("groups", [])
+            if isinstance(g, dict) and g.get("queued")
+        ]
+        return (
+            " (modules reconnect by themselves; ungrouped events sent meanwhile are lost and"
+            " counted as dropped; grouped events the broker had queued are lost, uncounted"
+            + (f": {', '.join(queued[:8])} at its last report" if queued else "")
+            + (f" and {len(queued) - 8} group(s) more" if len(queued) > 8 else "")
+            + "; redelivering groups queue again at once, others once a member is back)"
+        )
 
     def on_line(self, line: str) -> None:
         """The broker's `groups {json}` lines are its grouped-delivery counters; others are logs."""
@@ -87,6 +106,7 @@ class BrokerProcess(HelperProcess):
             stats = None
         if isinstance(stats, dict):
             self.group_stats = stats
+            self.kept = kept_groups(stats)
 
     def memory_hint(self) -> str:
         """A broker grows with the subscriptions its peers hold."""
@@ -102,6 +122,19 @@ class BrokerProcess(HelperProcess):
             "broker_rss_mb": None if self.rss_mb is None else round(self.rss_mb, 1),
             "groups": self.group_stats,
         }
+
+
+def kept_groups(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """The redelivering groups of a broker's `groups` line, as (name, pattern): names and
+    patterns without spaces (the broker checks them again when it takes them)."""
+    kept = []
+    for group in stats.get("groups", []):
+        if not isinstance(group, dict) or group.get("redeliver") is not True:
+            continue
+        name, pattern = group.get("group"), group.get("pattern")
+        if isinstance(name, str) and isinstance(pattern, str) and " " not in name + pattern:
+            kept.append((name, pattern))
+    return kept
 
 
 def bind_error(config: AppConfig, xsub: str, xpub: str, error: str) -> str:

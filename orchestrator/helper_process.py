@@ -239,8 +239,12 @@ class HelperProcess:
             pid,
             reason,
             self._delay * 1000,
-            self._restart_note,
+            self.restart_note(),
         )
+
+    def restart_note(self) -> str:
+        """What ends the log line of an unexpected exit: what the user loses meanwhile."""
+        return self._restart_note
 
     def schedule_restart(self) -> None:
         """Try to start it again after the backoff (a first start found no process to be had)."""

@@ -416,3 +416,114 @@ def test_subscription_churn_does_not_pile_up_at_the_broker(project: Project) -> 
     grown = (broker.memory_info().rss - before) / (1024 * 1024)
     assert grown < 16, f"the broker grew by {grown:.0f} MB"
     assert project.status()["bus"]["broker_restarts"] == 0
+
+
+JOB_PRODUCER = """
+import os, threading
+
+stop = threading.Event()
+
+
+def run(event_bus, trigger):
+    while not stop.wait(0.02):
+        if os.path.exists(trigger):
+            count = int(open(trigger).read())
+            os.unlink(trigger)
+            for n in range(count):
+                event_bus.publish("jobs.do", {"n": n})
+
+
+def initialize(event_bus, config):
+    threading.Thread(target=run, args=(event_bus, config["trigger"]), daemon=True).start()
+
+
+def shutdown():
+    stop.set()
+"""
+
+JOB_WORKER = """
+import os
+
+out = None
+
+
+def initialize(event_bus, config):
+    global out
+    out = open(config["out"], "a", buffering=1)
+    event_bus.subscribe(
+        "jobs.*", lambda event: out.write(f"{event.data['n']}\\n"), group="w", redeliver=True
+    )
+
+
+def shutdown():
+    pass
+"""
+
+
+def _group(project: Project, name: str) -> dict[str, Any]:
+    groups = (project.status()["bus"].get("groups") or {}).get("groups", [])
+    return next((g for g in groups if g["group"] == name), {})
+
+
+def test_a_restarted_broker_queues_a_redelivering_groups_events_before_its_members_are_back(
+    project: Project,
+) -> None:
+    """The members are stopped (SIGSTOP) across the broker's SIGKILL, so none can join the new
+    broker: the jobs published once it is ready reach them only if it kept the group the last
+    broker reported, and queued for it. Before, it knew no groups and dropped them all,
+    counted nowhere, and app.log said they were counted as dropped."""
+    trigger, out = project.root / "trigger", project.root / "jobs.out"
+    project.configure(
+        [
+            {
+                "name": "producer",
+                "path": project.write_module("producer.py", JOB_PRODUCER),
+                "config": {"trigger": str(trigger)},
+            },
+            {
+                "name": "worker",
+                "path": project.write_module("worker.py", JOB_WORKER),
+                "instances": 2,
+                "config": {"out": str(out)},
+            },
+        ],
+        supervision=FAST_SUPERVISION,
+    )
+    status = project.up()
+    workers = [row["pid"] for row in status["modules"] if row["name"].startswith("worker")]
+    wait_until(
+        lambda: _group(project, "w").get("redeliver") and _group(project, "w")["members"] == 2,
+        10,
+        "the broker reporting both members of the redelivering group",
+        lambda: str(project.status()["bus"]),
+    )
+    broker = status["bus"]["broker_pid"]
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        os.kill(broker, signal.SIGKILL)
+        wait_until(
+            lambda: (b := project.status()["bus"])["broker_running"] and b["broker_restarts"] == 1,
+            10,
+            "the broker restarted and ready",
+            lambda: str(project.status()["bus"]),
+        )
+        trigger.write_text("40")
+        wait_until(
+            lambda: _group(project, "w").get("queued") == 40,
+            10,
+            "the 40 jobs queued by the new broker for the group's members",
+            lambda: f"{project.status()['bus']}\n{project.module('producer')}",
+        )
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+
+    def done() -> set[str]:
+        return set(out.read_text().split()) if out.exists() else set()
+
+    wanted = {str(n) for n in range(40)}
+    wait_until(lambda: done() == wanted, 10, "every job run", lambda: str(sorted(done())))
+    app_log = (project.root / "logs" / "app.log").read_text()
+    assert "grouped events the broker had queued are lost, uncounted" in app_log, app_log
+    assert "themselves; events sent meanwhile are lost" not in app_log, app_log  # grouped too

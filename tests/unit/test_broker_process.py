@@ -151,3 +151,30 @@ def test_a_helper_whose_lines_wait_unread_is_not_taken_for_silent() -> None:
         if broker.pid is not None:
             os.kill(broker.pid, signal.SIGKILL)
             os.waitpid(broker.pid, 0)
+
+
+def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """And the note of its exit says which queued events are lost uncounted."""
+    broker = _broker()
+    first = list(broker.argv)
+    line = (
+        '{"groups": [{"group": "w", "pattern": "jobs.*", "redeliver": true, "queued": 7},'
+        ' {"group": "x", "pattern": "x.*", "redeliver": false, "queued": 0},'
+        ' {"group": "-evil", "pattern": "a b", "redeliver": true}, "junk"]}'
+    )
+    broker.on_line(f"{broker_process.GROUPS_PREFIX}{line}")
+    assert broker.kept == [("w", "jobs.*")]
+    assert "lost, uncounted: w (jobs.*) 7 at its last report" in broker.restart_note()
+    spawned: list[list[str]] = []
+
+    def spawn(argv: list[str], *args: Any) -> Any:
+        spawned.append(argv)
+        raise BlockingIOError(11, "no process")
+
+    monkeypatch.setattr(broker_process, "spawn_helper", spawn, raising=False)
+    monkeypatch.setattr("orchestrator.helper_process.spawn_helper", spawn)
+    with pytest.raises(BlockingIOError):
+        broker.start()
+    assert spawned == [[*first, "--keep-group=w jobs.*"]]

@@ -361,3 +361,16 @@ def test_an_event_whose_send_found_the_member_gone_is_not_blamed() -> None:
         table.join(b"a", b"g", b"jobs.*", 8, True)
         (delivery,) = table.pump_all()
     assert table.stats()[0]["dead"] == 0 and delivery[5] == b"never delivered"
+
+
+def test_a_kept_group_queues_before_any_member_and_a_join_takes_the_queue() -> None:
+    """What a restarted broker does with the redelivering groups the last one had."""
+    table = GroupTable()
+    assert table.keep(b"g", b"jobs.*") == b"jobs."  # subscribe: its events come from now on
+    assert table.keep(b"g", b"jobs.*") is None  # once
+    assert table.route(b"jobs.x", b"1") == []
+    assert table.stats()[0]["queued"] == 1 and table.stats()[0]["redeliver"] is True
+    assert table.join(b"a", b"g", b"jobs.*", 8, True) is None  # subscribed already
+    assert [d[5] for d in table.pump_all()] == [b"1"]
+    with pytest.raises(JoinRefusedError):
+        table.keep(b"bad name", b"jobs.*")
