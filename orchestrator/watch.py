@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.config.environment import REQUIREMENTS_FILE
 from orchestrator.config.yamlfile import MAX_BYTES
+from orchestrator.watch_work import WatchKeeper
 
 CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
 ConfigState = tuple[object, ...]
@@ -82,38 +83,25 @@ class ChangeWatcher:
         self._due_at: float | None = None
         self._config_dir = config_dir.resolve()
         self._roots: dict[Path, str] = {}
-        self._module_watches: set[tuple[Path, bool]] = set()  # (directory, recursive)
         # The config files' resolved targets outside the config directory (read by the observer
-        # thread: replaced whole, never changed in place), and the watches of their directories
-        # with the (device, inode) each was made on.
+        # thread: replaced whole, never changed in place).
         self._targets: frozenset[Path] = frozenset()
-        self._target_watches: dict[Path, tuple[Any, tuple[int, int]]] = {}
         self._observer: Any = Observer()
         self._observer.daemon = True
         self._handler = _Handler(self)
+        self._observer.start()
+        self._keeper = WatchKeeper(self._observer, self._handler)
         self.watch(modules)
         self.last_read: ConfigState = self._contents()
         """The config files as the last reload read them, applied or rejected (the caller updates
         it): the same content again asks for no reload, and a save that undoes a rejected one
         does (it clears the rejection)."""
-        self._observer.start()
 
     def watch(self, modules: Mapping[str, Path]) -> None:
-        """Watch exactly these modules (and the config directory) from now on."""
-        self._observer.unschedule_all()
-        self._target_watches = {}
+        """Watch exactly these modules (and the config directory) from now on. Returns at once:
+        the watches are made on the keeper's thread, and only those that differ from what is
+        watched already (a tree of thousands of directories takes seconds to watch)."""
         self._roots = {path.resolve(): name for name, path in modules.items()}
-        self._module_watches = set()
-        self._observer.schedule(self._handler, str(self._config_dir), recursive=False)
-        for root in self._roots:
-            if root.is_dir():
-                where = (root, True)
-            elif root.parent.is_dir():
-                where = (root.parent, False)
-            else:
-                continue
-            self._observer.schedule(self._handler, str(where[0]), recursive=where[1])
-            self._module_watches.add(where)
         self._follow_targets()
 
     def config_state(self) -> ConfigState:
@@ -152,7 +140,8 @@ class ChangeWatcher:
         return sorted(ready - {_CONFIG}), _CONFIG in ready
 
     def close(self) -> None:
-        """Stop the observer thread and close the pipe."""
+        """Stop the keeper's and the observer's threads and close the pipe."""
+        self._keeper.stop()
         self._observer.stop()
         self._observer.join(2.0)
         os.close(self.read_fd)
@@ -194,35 +183,12 @@ class ChangeWatcher:
         return file in self._targets
 
     def _follow_targets(self) -> None:
-        """Resolve the config files' links and watch the directories of their targets (each one
-        alone, not its tree); drop the watches no target needs any more."""
+        """Resolve the config files' links and have the directories of their targets watched
+        (each one alone, not its tree), along with the modules and the config directory."""
         targets = {Path(os.path.realpath(self._config_dir / name)) for name in CONFIG_FILES}
         self._targets = frozenset(t for t in targets if t.parent != self._config_dir)
-        wanted = {t.parent for t in self._targets if not self._covered(t.parent)}
-        for directory, (watch, made_on) in list(self._target_watches.items()):
-            if directory not in wanted or _identity(directory) != made_on:  # gone, or made anew
-                del self._target_watches[directory]
-                with contextlib.suppress(KeyError):
-                    self._observer.unschedule(watch)
-        for directory in wanted - self._target_watches.keys():
-            identity = _identity(directory)
-            if identity is None:
-                continue  # not there (a dangling link): the link's own change is still seen
-            try:
-                watch = self._observer.schedule(self._handler, str(directory), recursive=False)
-            except OSError:
-                continue
-            self._target_watches[directory] = (watch, identity)
-
-    def _covered(self, directory: Path) -> bool:
-        """Whether a watch of the config directory or a module's already sees `directory`'s files
-        (a second one would only repeat its events, and unscheduling it would end the first)."""
-        if directory == self._config_dir or (directory, False) in self._module_watches:
-            return True
-        return any(
-            recursive and (directory == root or root in directory.parents)
-            for root, recursive in self._module_watches
-        )
+        target_dirs = frozenset(t.parent for t in self._targets)
+        self._keeper.want(self._config_dir, frozenset(self._roots), target_dirs)
 
     def _contents(self) -> ConfigState:
         return tuple(_content(self._config_dir / name) for name in CONFIG_FILES)
@@ -232,15 +198,6 @@ class ChangeWatcher:
             if file == root or root in file.parents:
                 return name
         return None
-
-
-def _identity(directory: Path) -> tuple[int, int] | None:
-    """The (device, inode) of a directory, or None if it is not one."""
-    try:
-        found = os.stat(directory)
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
 def _content(path: Path) -> object:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from orchestrator.watch import DEBOUNCE, MAX_DELAY, ChangeWatcher
 
@@ -131,12 +134,12 @@ def test_the_targets_are_followed_and_the_old_directory_dropped(
     def watched() -> set[str]:
         return {emitter.watch.path for emitter in configmap._observer.emitters}
 
-    assert watched() == {str(config), str(config / "..2024_a")}
+    wait_until(lambda: watched() == {str(config), str(config / "..2024_a")}, 5, "the first target")
     assert _config_due(configmap, config / "..2024_a" / "modules.yaml", 10.0)  # edited in place
     assert not _config_due(configmap, config / "..2024_a" / "notes.yaml", 20.0)
     _configmap(config, "..2024_b", "modules: []\n")
     configmap.config_state()  # what the loop does before a reload
-    assert watched() == {str(config), str(config / "..2024_b")}
+    wait_until(lambda: watched() == {str(config), str(config / "..2024_b")}, 5, "the new target")
     assert _config_due(configmap, config / "..2024_b" / "modules.yaml", 30.0)
     assert not _config_due(configmap, config / "..2024_a" / "modules.yaml", 40.0)
 
@@ -171,4 +174,70 @@ def test_a_module_file_reached_through_a_link_restarts_on_a_save_of_its_target(
         _save(watching, tmp_path / "elsewhere" / "live.py", 10.0)
         assert watching.due(10.0 + DEBOUNCE) == (["live"], False)
     finally:
+        watching.close()
+
+
+def _package(tmp_path: Path) -> Path:
+    """A package module with a tree under it (a vendored venv, a data directory)."""
+    package = tmp_path / "pkg"
+    (package / "data" / "a" / "b").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    return package
+
+
+def test_a_reload_that_changes_no_module_makes_no_watch_again(tmp_path: Path) -> None:
+    """Watching a tree takes seconds when it holds thousands of directories: a reload (every
+    `orchestrator reload`, every config save) keeps the watches of the modules it keeps."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "lone.py").write_text("")
+    modules = {"pkg": _package(tmp_path), "lone": tmp_path / "lone.py"}
+    watching = ChangeWatcher(tmp_path / "config", modules)
+    keeper = watching._keeper
+    try:
+        wait_until(keeper.idle, 5, "the first watches made")
+        made, emitters = keeper.schedules, set(watching._observer.emitters)
+        assert (modules["pkg"], True) in keeper.watched()
+        watching.watch(modules)  # what a reload that changed no module does
+        watching.config_state()  # and what every reload does before it reads the config
+        wait_until(keeper.idle, 5, "the reload's watches")
+        assert (keeper.schedules, set(watching._observer.emitters)) == (made, emitters)
+        watching.watch({"lone": modules["lone"]})  # pkg removed: its tree alone is dropped
+        wait_until(keeper.idle, 5, "pkg's watch dropped")
+        assert (modules["pkg"], True) not in keeper.watched()
+        assert keeper.schedules == made
+    finally:
+        watching.close()
+
+
+def test_the_loop_never_makes_a_watch_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """watchdog walks a recursive watch's tree in `schedule`, on the caller's thread: the
+    watcher's construction and `watch` return while a schedule is still under way elsewhere."""
+    import orchestrator.watch as watch_module
+
+    real = watch_module._observer_class()
+    entered, release = threading.Event(), threading.Event()
+    callers: list[threading.Thread] = []
+
+    class SlowObserver(real):  # type: ignore[misc, valid-type]
+        def schedule(self, *args: Any, **kwargs: Any) -> Any:
+            callers.append(threading.current_thread())
+            entered.set()
+            release.wait(10)
+            return super().schedule(*args, **kwargs)
+
+    monkeypatch.setattr(watch_module, "_observer_class", lambda: SlowObserver)
+    (tmp_path / "config").mkdir()
+    watching = ChangeWatcher(tmp_path / "config", {"pkg": _package(tmp_path)})
+    try:
+        watching.watch({"pkg": tmp_path / "pkg"})
+        watching.config_state()
+        assert entered.wait(5)
+        assert not watching._keeper.idle()  # the schedule is still blocked, and we are here
+        release.set()
+        wait_until(watching._keeper.idle, 5, "the watches made")
+        assert threading.current_thread() not in callers
+    finally:
+        release.set()
         watching.close()
