@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from orchestrator.instances import members
 from orchestrator.manager import ChildManager
 from orchestrator.reconcile import ReloadPlan
 from orchestrator.watch import ChangeWatcher, ConfigState
+from orchestrator.watch_work import Fingerprint, Looked
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,14 @@ class HotReload:
         self._poller = poller
         self._manager = manager
         self._reload = reload
-        # What each module's files were when a change last restarted it: a late event of the
-        # same writes (the watcher's thread starved under load past the quiet period) is not
-        # a second restart.
-        self._restarted_at: dict[str, tuple[tuple[str, int, int], ...] | None] = {}
+        # What each module's files were when a change last restarted it, or when it began to be
+        # watched: a late event of the same writes (the watcher's thread starved under load past
+        # the quiet period), or the kernel's "events lost", restarts nothing that is as it was.
+        self._restarted_at: dict[str, Fingerprint | None] = {}
+        self._paths: dict[str, Path] = {}  # each module's path, as watched
+        # The modules being looked at (off the loop) for a change, each with the children that
+        # the config's reload restarted or started with the saved code already.
+        self._looking: dict[str, frozenset[str]] = {}
         self.rejected = False  # the last reload was refused (set by the supervisor's reload)
 
     def next_deadline(self) -> float | None:
@@ -51,6 +55,8 @@ class HotReload:
         now = time.monotonic()
         if self.watcher.read_fd in ready:
             self.watcher.wake(now)
+        for looked in self.watcher.looked():
+            self._looked(looked)
         changed, config_changed = self.watcher.due(now)
         handled: set[str] = set()
         manager = self._manager
@@ -65,16 +71,35 @@ class HotReload:
             plan = self._reload()
             if plan is not None:  # its restarts and starts run the saved code already
                 handled = {*plan.start, *plan.stop, *plan.restart}
+        looks: dict[str, Path] = {}
         for name in changed:
             spec = manager.config.module(name)
-            seen = fingerprint(spec.path) if spec is not None else None
-            if seen is not None and self._restarted_at.get(name) == seen:
-                continue  # a late event of writes whose restart is under way already
-            self._restarted_at[name] = seen
-            for child in members(manager.children, name):  # a module's instances, each
-                if child.name not in handled and not manager.shutting_down:
-                    log.info("hot reload: %s changed; restarting it", child.name)
-                    manager.restart_changed(child)
+            if spec is not None:  # its files are looked at off the loop: a tree may be large
+                looks[name] = spec.path
+                self._looking[name] = frozenset(handled)
+        if looks:
+            self.watcher.look(looks)
+
+    def _looked(self, looked: Looked) -> None:
+        """A module's files were looked at: restart it if they differ from what it runs."""
+        name, seen = looked.name, looked.fingerprint
+        if looked.baseline:
+            if looked.sure:
+                self._restarted_at.setdefault(name, seen)
+            return
+        if not looked.sure:  # its tree changed under the walk (a tree being deleted): not yet
+            if self.watcher is not None:
+                self.watcher.again(name)
+            return
+        handled = self._looking.pop(name, frozenset())
+        if seen is not None and self._restarted_at.get(name) == seen:
+            return  # as it was: a late event of writes whose restart is under way, or none
+        self._restarted_at[name] = seen
+        manager = self._manager
+        for child in members(manager.children, name):  # a module's instances, each
+            if child.name not in handled and not manager.shutting_down:
+                log.info("hot reload: %s changed; restarting it", child.name)
+                manager.restart_changed(child)
 
     def configure(self, config: AppConfig) -> None:
         """Start, retarget or stop the file watcher to match `hot_reload` and the modules."""
@@ -89,6 +114,13 @@ class HotReload:
             self._poller.unregister(self.watcher.read_fd)
             self.close()
             log.info("hot reload off")
+        if self.watcher is not None:  # what the files of the modules newly watched are now
+            fresh = {name: path for name, path in modules.items() if self._paths.get(name) != path}
+            for name in fresh:
+                self._restarted_at.pop(name, None)
+            self._paths = modules
+            if fresh:
+                self.watcher.look(fresh, baseline=True)
 
     def config_state(self) -> ConfigState | None:
         """What the config files hold, to be taken before a reload reads them (None while hot
@@ -106,20 +138,4 @@ class HotReload:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
-
-
-_FINGERPRINT_FILES = 2000  # a package's files looked at, at most: past that, always restart
-
-
-def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...] | None:
-    """The module's `.py` files as (name, mtime, size): a file module, or a package's (None when
-    it cannot be read, or is too large to tell)."""
-    try:
-        # Looked at on the loop: a huge package is not walked whole (past the bound: None).
-        found = islice(path.rglob("*.py"), _FINGERPRINT_FILES + 1) if path.is_dir() else [path]
-        files = sorted(found)
-        if len(files) > _FINGERPRINT_FILES:
-            return None
-        return tuple((str(f), (s := f.stat()).st_mtime_ns, s.st_size) for f in files)
-    except OSError:
-        return None
+        self._restarted_at, self._paths, self._looking = {}, {}, {}

@@ -24,7 +24,7 @@ from typing import Any
 
 from orchestrator.config.environment import REQUIREMENTS_FILE
 from orchestrator.config.yamlfile import MAX_BYTES
-from orchestrator.watch_work import WatchKeeper
+from orchestrator.watch_work import Looked, WatchKeeper
 
 CONFIG_FILES = ("main.yaml", "modules.yaml", ".env")
 ConfigState = tuple[object, ...]
@@ -90,7 +90,7 @@ class ChangeWatcher:
         self._observer.daemon = True
         self._handler = _Handler(self)
         self._observer.start()
-        self._keeper = WatchKeeper(self._observer, self._handler)
+        self._keeper = WatchKeeper(self._observer, self._handler, self._poke)
         self.watch(modules)
         self.last_read: ConfigState = self._contents()
         """The config files as the last reload read them, applied or rejected (the caller updates
@@ -144,8 +144,10 @@ class ChangeWatcher:
         self._keeper.stop()
         self._observer.stop()
         self._observer.join(2.0)
-        os.close(self.read_fd)
-        os.close(self._write_fd)
+        with self._lock:
+            os.close(self.read_fd)
+            os.close(self._write_fd)
+            self._write_fd = -1
 
     def record(self, path: str) -> None:
         """Note a written path (called on the observer's thread) and wake the loop if it counts."""
@@ -158,22 +160,42 @@ class ChangeWatcher:
             owner = self._owner(file)
         else:
             owner = None
-        if owner is None:
-            return
-        with self._lock:
-            self._changed.add(owner)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._write_fd, b"!")
+        if owner is not None:
+            self._mark({owner})
 
     def lost(self) -> None:
         """The kernel dropped events (inotify's queue overflowed in a storm of writes): take
         every module and the config as changed. Modules whose files are as they were are not
         restarted (hot_reload compares their fingerprints), nor is a config that holds what it
         held (`config_state`)."""
+        self._mark({_CONFIG, *self._roots.values()})
+
+    def look(self, paths: Mapping[str, Path], *, baseline: bool = False) -> None:
+        """Have these modules' files looked at off the loop (a package may hold a large tree);
+        `looked` returns what was found once the loop is woken. A `baseline` look is the files
+        as they were when the module began to be watched, not a change."""
+        self._keeper.look(paths, baseline=baseline)
+
+    def looked(self) -> list[Looked]:
+        """The looks done since the last call."""
+        return self._keeper.results()
+
+    def again(self, name: str) -> None:
+        """Take the module as changed once more (its look found its tree changing under it):
+        it is looked at again after the quiet period."""
+        self._mark({name})
+
+    def _mark(self, changed: set[str]) -> None:
+        """Note what changed and wake the loop (any thread)."""
         with self._lock:
-            self._changed |= {_CONFIG, *self._roots.values()}
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._write_fd, b"!")
+            self._changed |= changed
+        self._poke()
+
+    def _poke(self) -> None:
+        with self._lock:  # not once closed: the number may be another file's by then
+            if self._write_fd >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._write_fd, b"!")
 
     def _is_config(self, file: Path) -> bool:
         """A config file, its link's target, or a link renamed or made in the config directory

@@ -6,6 +6,9 @@ package may hold a vendored venv, a `node_modules` or a data directory: 30,000 d
 seconds. So the loop only says which directories it wants watched (`want`), and this thread
 schedules what is new, unschedules what is no longer wanted or was made anew (another inode at
 the same path) and keeps every other watch as it is.
+
+Whether a module's files changed is told by their fingerprint, taken on this thread too (`look`):
+walking such a tree takes as long.
 """
 
 from __future__ import annotations
@@ -15,22 +18,40 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from orchestrator.config.environment import REQUIREMENTS_FILE
 
 log = logging.getLogger(__name__)
 
 WatchKey = tuple[Path, bool]
 """A watched directory and whether its tree is watched too."""
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+"""A module's `.py` and requirements files as (path, mtime, size, inode): equal means unchanged."""
+FINGERPRINT_FILES = 2000  # a package's files looked at, at most: past that, always restart
+LOOK_TRIES = 3  # walks of a tree whose directories vanish under it, before it is looked at later
+LOOK_PAUSE = 0.05  # seconds between them
+
+
+class Looked(NamedTuple):
+    """A module's files as looked at on the keeper's thread."""
+
+    name: str
+    fingerprint: Fingerprint | None  # None: too many files to tell
+    sure: bool  # False: its tree kept changing under the walk; look again later
+    baseline: bool  # looked at as it began to be watched, not for a change
 
 
 class WatchKeeper:
     """Keeps the observer's watches as the loop last asked, on its own (daemon) thread."""
 
-    def __init__(self, observer: Any, handler: Any) -> None:
+    def __init__(self, observer: Any, handler: Any, wake: Callable[[], None]) -> None:
         self._observer = observer
         self._handler = handler
+        self._wake = wake  # wakes the loop (results are ready)
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._stopping = False
@@ -44,6 +65,8 @@ class WatchKeeper:
         self.schedules = 0  # watches scheduled so far (tests tell "nothing was made again" by it)
         self._asked = 0  # requests made (under the lock), and applied
         self._applied = 0
+        self._looks: dict[str, tuple[Path, bool]] = {}  # name -> (path, baseline), under the lock
+        self._looked: list[Looked] = []  # results for the loop, under the lock
         self._thread = threading.Thread(target=self._run, name="hot-reload-watches", daemon=True)
         self._thread.start()
 
@@ -53,6 +76,20 @@ class WatchKeeper:
             self._config_dir, self._roots, self._target_dirs = config_dir, roots, target_dirs
             self._asked += 1
         self._kick.set()
+
+    def look(self, paths: Mapping[str, Path], *, baseline: bool = False) -> None:
+        """Take these modules' fingerprints; `results` has them once the loop is woken."""
+        with self._lock:
+            for name, path in paths.items():
+                self._looks[name] = (path, baseline and self._looks.get(name, (path, True))[1])
+            self._asked += 1
+        self._kick.set()
+
+    def results(self) -> list[Looked]:
+        """The fingerprints taken since the last call."""
+        with self._lock:
+            found, self._looked = self._looked, []
+        return found
 
     def idle(self) -> bool:
         """Whether every request so far has been applied."""
@@ -77,14 +114,20 @@ class WatchKeeper:
                 if self._stopping:
                     return
                 config_dir, roots, targets = self._config_dir, self._roots, self._target_dirs
+                looks, self._looks = self._looks, {}
                 asked = self._asked
             if config_dir is not None:
                 try:
                     self._apply(_wanted(config_dir, roots, targets))
                 except Exception:  # a watcher that stops following is better than none
                     log.exception("hot reload: could not update the watches")
+            # After the watches: a write after a baseline's look is seen by its watch.
+            found = [_look(name, path, baseline) for name, (path, baseline) in looks.items()]
             with self._lock:
+                self._looked += found
                 self._applied = asked
+            if found:
+                self._wake()
 
     def _apply(self, wanted: dict[WatchKey, tuple[int, int]]) -> None:
         for key, (watch, made_on) in list(self._made.items()):
@@ -135,6 +178,68 @@ def _covered(directory: Path, wanted: Mapping[WatchKey, object]) -> bool:
     return (directory, False) in wanted or any(
         recursive and (directory == root or root in directory.parents) for root, recursive in wanted
     )
+
+
+def _look(name: str, path: Path, baseline: bool) -> Looked:
+    for attempt in range(LOOK_TRIES):
+        if attempt:
+            time.sleep(LOOK_PAUSE)
+        try:
+            return Looked(name, fingerprint(path), True, baseline)
+        except _VanishedError:
+            continue
+        except Exception:
+            log.exception("hot reload: could not look at %s", path)
+            return Looked(name, None, True, baseline)
+    return Looked(name, None, False, baseline)
+
+
+class _VanishedError(Exception):
+    """A directory or file the walk had found was gone when it got to it."""
+
+
+def fingerprint(path: Path) -> Fingerprint | None:
+    """The module's `.py` files and requirements files, a file module's or a package's (None
+    when the package holds too many to tell); () when the module is gone. `__pycache__` is passed
+    over, and so are links to directories (a loop) and what cannot be read (the same each time).
+    Raises `_VanishedError` when something vanishes under the walk (a tree being deleted): that tells
+    nothing yet, not even that the module changed."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    if not stat.S_ISDIR(found.st_mode):
+        return ((str(path), found.st_mtime_ns, found.st_size, found.st_ino),)
+    files: list[tuple[str, int, int, int]] = []
+    directories = [str(path)]
+    while directories:
+        directory = directories.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != "__pycache__":
+                            directories.append(entry.path)
+                    elif entry.name.endswith(".py") or entry.name == REQUIREMENTS_FILE:
+                        if len(files) == FINGERPRINT_FILES:
+                            return None
+                        seen = _stat(entry)
+                        files.append((entry.path, seen.st_mtime_ns, seen.st_size, seen.st_ino))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise _VanishedError(directory) from exc
+        except OSError:
+            continue  # unreadable: nothing of it is seen, this time or the next
+    return tuple(sorted(files))
+
+
+def _stat(entry: os.DirEntry[str]) -> os.stat_result:
+    """A file's status, or a dangling link's own (it is a state, not a vanishing)."""
+    try:
+        return entry.stat()
+    except FileNotFoundError:
+        if entry.is_symlink():
+            return entry.stat(follow_symlinks=False)
+        raise
 
 
 def identity_of(directory: Path) -> tuple[int, int] | None:

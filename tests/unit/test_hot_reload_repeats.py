@@ -13,13 +13,20 @@ import zmq
 
 from orchestrator.hot_reload import HotReload
 from orchestrator.watch import ChangeWatcher
+from orchestrator.watch_work import Fingerprint, Looked, fingerprint
 
 
 class FakeWatcher:
+    """The watcher as the loop sees it; its looks are answered by `fingerprints` (by default
+    the files' own), at the loop's next turn as the keeper's thread would."""
+
     read_fd = -1
 
     def __init__(self) -> None:
         self.pending: list[str] = []
+        self.answers: list[Looked] = []
+        self.looks: list[tuple[str, bool]] = []
+        self.fingerprints: dict[str, Fingerprint | str | None] = {}
 
     def wake(self, now: float) -> None:
         pass
@@ -28,10 +35,22 @@ class FakeWatcher:
         ready, self.pending = self.pending, []
         return ready, False
 
+    def look(self, paths: dict[str, Path], *, baseline: bool = False) -> None:
+        for name, path in paths.items():
+            self.looks.append((name, baseline))
+            found = self.fingerprints.get(name, fingerprint(path))
+            sure = found != "vanishing"
+            self.answers.append(Looked(name, None if not sure else found, sure, baseline))  # type: ignore[arg-type]
 
-def test_a_late_event_of_the_same_writes_restarts_nothing(tmp_path: Path) -> None:
-    source = tmp_path / "live.py"
-    source.write_text("version = 1\n")
+    def looked(self) -> list[Looked]:
+        found, self.answers = self.answers, []
+        return found
+
+    def again(self, name: str) -> None:
+        self.pending.append(name)
+
+
+def _hot(source: Path) -> tuple[HotReload, FakeWatcher, list[Any], Any]:
     child = SimpleNamespace(name="live", spec=SimpleNamespace(instance_of=None))
     restarted: list[Any] = []
     manager = SimpleNamespace(
@@ -42,16 +61,63 @@ def test_a_late_event_of_the_same_writes_restarts_nothing(tmp_path: Path) -> Non
     )
     hot = HotReload(zmq.Poller(), manager, lambda: None)  # type: ignore[arg-type]
     watcher = hot.watcher = FakeWatcher()  # type: ignore[assignment]
-    watcher.pending = ["live"]
+    return hot, watcher, restarted, child
+
+
+def _turns(hot: HotReload) -> None:
+    """The loop's turn that the change is due in, and the next, that the look's answer is in."""
     hot.handle({})
+    hot.handle({})
+
+
+def test_a_late_event_of_the_same_writes_restarts_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "live.py"
+    source.write_text("version = 1\n")
+    hot, watcher, restarted, child = _hot(source)
+    watcher.pending = ["live"]
+    _turns(hot)
     assert restarted == [child]
     watcher.pending = ["live"]  # the same writes, reported late
-    hot.handle({})
+    _turns(hot)
     assert restarted == [child]
     source.write_text("version = 22\n")  # a new save
     watcher.pending = ["live"]
-    hot.handle({})
+    _turns(hot)
     assert restarted == [child, child]
+
+
+def test_events_lost_restart_no_module_whose_files_are_as_they_began(tmp_path: Path) -> None:
+    """inotify's queue overflowing (a tree deleted in a package) takes every module as changed:
+    the files as they were when the module began to be watched tell that it is not."""
+    source = tmp_path / "live.py"
+    source.write_text("version = 1\n")
+    hot, watcher, restarted, _ = _hot(source)
+    watcher.look({"live": source}, baseline=True)  # what `configure` asks for
+    watcher.pending = ["live"]  # what `lost` makes of an overflow
+    _turns(hot)
+    assert restarted == []
+
+
+def test_a_tree_changing_under_the_look_is_looked_at_again_not_restarted(tmp_path: Path) -> None:
+    """A directory vanishing under the walk (a data tree being deleted) says nothing yet."""
+    source = tmp_path / "live.py"
+    source.write_text("version = 1\n")
+    hot, watcher, restarted, _ = _hot(source)
+    watcher.look({"live": source}, baseline=True)
+    watcher.fingerprints["live"] = "vanishing"
+    watcher.pending = ["live"]
+    _turns(hot)
+    _turns(hot)
+    assert restarted == []
+    assert watcher.looks[:4] == [("live", True), ("live", False), ("live", False), ("live", False)]
+    del watcher.fingerprints["live"]  # the deletion is over: the .py files are as they were
+    _turns(hot)
+    assert restarted == []
+    assert watcher.pending == watcher.answers == []  # settled: no more looks
+    source.write_text("version = 2\n")  # and a save is still a change
+    watcher.pending = ["live"]
+    _turns(hot)
+    assert len(restarted) == 1
 
 
 def test_a_config_event_reloads_only_when_the_content_changed(

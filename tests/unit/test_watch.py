@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,4 +242,72 @@ def test_the_loop_never_makes_a_watch_itself(
         assert threading.current_thread() not in callers
     finally:
         release.set()
+        watching.close()
+
+
+def test_a_tree_deleted_under_the_look_is_looked_at_again_not_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rm -rf` of a data tree in a package: a directory the walk found is gone when it gets to
+    it. That is no change of the module (its `.py` files are as they were), and no error."""
+    import shutil
+
+    from orchestrator import watch_work
+
+    package = _package(tmp_path)
+    before = watch_work.fingerprint(package)
+    real = os.scandir
+
+    def deleting(path: Any) -> Any:
+        if str(path) == str(package / "data" / "a"):
+            shutil.rmtree(package / "data")
+        return real(path)
+
+    monkeypatch.setattr(watch_work.os, "scandir", deleting)
+    with pytest.raises(watch_work._VanishedError):
+        watch_work.fingerprint(package)
+    (package / "data" / "a").mkdir(parents=True)
+    assert watch_work._look("pkg", package, False) == watch_work.Looked("pkg", before, True, False)
+
+
+def test_what_a_fingerprint_counts(tmp_path: Path) -> None:
+    from orchestrator.watch_work import fingerprint
+
+    package = _package(tmp_path)
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.py").write_text("")
+    (package / "notes.txt").write_text("")
+    (package / "gone.py").symlink_to(tmp_path / "nowhere.py")  # dangling: a state, not a vanishing
+    names = {Path(entry[0]).name for entry in fingerprint(package) or ()}
+    assert names == {"__init__.py", "gone.py"}
+    (package / "requirements.txt").write_text("")  # its venv is rebuilt as it starts
+    assert {Path(e[0]).name for e in fingerprint(package) or ()} == names | {"requirements.txt"}
+    assert fingerprint(tmp_path / "missing") == ()  # gone: a change, told from any files
+
+
+def test_a_look_is_done_off_the_loop_and_wakes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import watch_work
+
+    callers: list[threading.Thread] = []
+    real = watch_work.fingerprint
+
+    def recording(path: Path) -> Any:
+        callers.append(threading.current_thread())
+        return real(path)
+
+    monkeypatch.setattr(watch_work, "fingerprint", recording)
+    (tmp_path / "config").mkdir()
+    package = _package(tmp_path)
+    watching = ChangeWatcher(tmp_path / "config", {"pkg": package})
+    try:
+        watching.look({"pkg": package})
+        poller = select.poll()
+        poller.register(watching.read_fd, select.POLLIN)
+        assert poller.poll(5000)  # the loop is woken
+        found = wait_until(watching.looked, 5, "the look's answer")
+        assert found == [watch_work.Looked("pkg", real(package), True, False)]
+        assert callers and threading.current_thread() not in callers
+    finally:
         watching.close()
