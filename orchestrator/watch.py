@@ -7,6 +7,11 @@ A config file may be a symbolic link (a Kubernetes ConfigMap: `main.yaml -> ..da
 `..data -> ..2024_a`, swapped by renaming a new `..data` over it): the directory of each file's
 resolved target is watched as well, and so is the rename of any link in the config directory.
 Whether the config changed is then told by its content (`config_state`), not by the event.
+
+A package module's tree is watched, and so is the directory it is in (alone): a deploy that
+renames the old package away and a new one in its place (`mv pkg pkg.old; mv pkg.new pkg`) is
+a change of the module, and its tree is watched anew (a watch follows its directory's inode).
+The watches are made on the keeper's thread (`watch_work`): watching a large tree takes seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ DEBOUNCE = 0.05  # seconds of quiet after the last write before acting: an edito
 MAX_DELAY = 1.0  # but act at most this long after the first write, however busy the files stay
 _CONFIG = ""  # the pending key for a config change (no module is called "")
 _WRITES = {"created", "modified", "moved", "deleted", "closed"}  # not "opened", "closed_no_write"
+_DIRECTORY_CHANGES = {"created", "moved", "deleted"}  # not "modified": any file made in it
 
 
 def _observer_class() -> Any:
@@ -90,7 +96,7 @@ class ChangeWatcher:
         self._observer.daemon = True
         self._handler = _Handler(self)
         self._observer.start()
-        self._keeper = WatchKeeper(self._observer, self._handler, self._poke)
+        self._keeper = WatchKeeper(self._observer, self._handler, self._poke, self._renewed)
         self.watch(modules)
         self.last_read: ConfigState = self._contents()
         """The config files as the last reload read them, applied or rejected (the caller updates
@@ -163,6 +169,17 @@ class ChangeWatcher:
         if owner is not None:
             self._mark({owner})
 
+    def directory_event(self, path: str) -> None:
+        """A directory was made, deleted or renamed (called on the observer's thread): if it is a
+        module's root or a directory above one, the module changed (a deploy that renames a new
+        package over the old one), and its tree is watched anew. Any other (the churn of a
+        directory next to it, a data tree in it) is nothing."""
+        directory = Path(path)
+        hit = {root for root in self._roots if directory == root or directory in root.parents}
+        if hit:
+            self._mark({self._roots[root] for root in hit})
+            self._keeper.renew(hit)
+
     def lost(self) -> None:
         """The kernel dropped events (inotify's queue overflowed in a storm of writes): take
         every module and the config as changed. Modules whose files are as they were are not
@@ -184,6 +201,13 @@ class ChangeWatcher:
         """Take the module as changed once more (its look found its tree changing under it):
         it is looked at again after the quiet period."""
         self._mark({name})
+
+    def _renewed(self, root: Path) -> None:
+        """The root's tree is watched anew (the keeper's thread): what was written to it before
+        is looked at."""
+        name = self._roots.get(root)
+        if name is not None:
+            self._mark({name})
 
     def _mark(self, changed: set[str]) -> None:
         """Note what changed and wake the loop (any thread)."""
@@ -254,7 +278,13 @@ class _Handler:
         if event.event_type == "events_lost":
             self._watcher.lost()
             return
-        if event.is_directory or event.event_type not in _WRITES:
+        if event.is_directory:
+            if event.event_type in _DIRECTORY_CHANGES:
+                for path in (event.src_path, getattr(event, "dest_path", "")):
+                    if path:
+                        self._watcher.directory_event(os.fsdecode(path))
+            return
+        if event.event_type not in _WRITES:
             return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:

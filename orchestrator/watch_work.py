@@ -48,10 +48,17 @@ class Looked(NamedTuple):
 class WatchKeeper:
     """Keeps the observer's watches as the loop last asked, on its own (daemon) thread."""
 
-    def __init__(self, observer: Any, handler: Any, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        observer: Any,
+        handler: Any,
+        wake: Callable[[], None],
+        renewed: Callable[[Path], None],
+    ) -> None:
         self._observer = observer
         self._handler = handler
         self._wake = wake  # wakes the loop (results are ready)
+        self._renewed = renewed  # a module root's tree is watched anew (another directory)
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._stopping = False
@@ -67,6 +74,8 @@ class WatchKeeper:
         self._applied = 0
         self._looks: dict[str, tuple[Path, bool]] = {}  # name -> (path, baseline), under the lock
         self._looked: list[Looked] = []  # results for the loop, under the lock
+        self._stale: set[Path] = set()  # roots whose tree is to be watched anew, under the lock
+        self._gone: set[Path] = set()  # this thread's: roots whose tree watch is to be made anew
         self._thread = threading.Thread(target=self._run, name="hot-reload-watches", daemon=True)
         self._thread.start()
 
@@ -82,6 +91,15 @@ class WatchKeeper:
         with self._lock:
             for name, path in paths.items():
                 self._looks[name] = (path, baseline and self._looks.get(name, (path, True))[1])
+            self._asked += 1
+        self._kick.set()
+
+    def renew(self, roots: set[Path]) -> None:
+        """These module roots were made, moved or deleted (any thread): watch their trees anew.
+        A watch follows its directory's inode, wherever it is moved: a deploy that renames the
+        old package away and a new one in its place would keep the old one watched."""
+        with self._lock:
+            self._stale |= roots
             self._asked += 1
         self._kick.set()
 
@@ -115,10 +133,11 @@ class WatchKeeper:
                     return
                 config_dir, roots, targets = self._config_dir, self._roots, self._target_dirs
                 looks, self._looks = self._looks, {}
+                stale, self._stale = self._stale, set()
                 asked = self._asked
             if config_dir is not None:
                 try:
-                    self._apply(_wanted(config_dir, roots, targets))
+                    self._apply(_wanted(config_dir, roots, targets), roots, stale)
                 except Exception:  # a watcher that stops following is better than none
                     log.exception("hot reload: could not update the watches")
             # After the watches: a write after a baseline's look is seen by its watch.
@@ -129,12 +148,25 @@ class WatchKeeper:
             if found:
                 self._wake()
 
-    def _apply(self, wanted: dict[WatchKey, tuple[int, int]]) -> None:
+    def _apply(
+        self, wanted: dict[WatchKey, tuple[int, int]], roots: frozenset[Path], stale: set[Path]
+    ) -> None:
+        """Make the watches `wanted` and drop the others, keeping those that are as they were;
+        the trees of `stale` roots are watched anew. A root's tree watched again after it was
+        gone or made anew is looked at again (`renewed`): a write between the two is seen."""
+        renewing: set[Path] = set()
         for key, (watch, made_on) in list(self._made.items()):
-            if wanted.get(key) != made_on:  # not wanted any more, gone, or made anew
-                del self._made[key]
-                with contextlib.suppress(KeyError):
-                    self._observer.unschedule(watch)
+            directory, recursive = key
+            if recursive and directory in stale:
+                renewing.add(directory)
+            elif wanted.get(key) == made_on:
+                continue  # as it was
+            elif key in wanted:  # another directory at the same path
+                renewing.add(directory)
+            del self._made[key]
+            with contextlib.suppress(KeyError):
+                self._observer.unschedule(watch)
+        self._gone = (self._gone | renewing | stale) & roots
         for key, identity in wanted.items():
             if key in self._made:
                 continue
@@ -146,13 +178,17 @@ class WatchKeeper:
                 continue
             self.schedules += 1
             self._made[key] = (watch, identity)
+            if recursive and directory in self._gone:
+                self._gone.discard(directory)
+                self._renewed(directory)  # what was written before this watch: look again
 
 
 def _wanted(
     config_dir: Path, roots: frozenset[Path], target_dirs: frozenset[Path]
 ) -> dict[WatchKey, tuple[int, int]]:
     """The watches wanted and the (device, inode) of each directory now: the config directory
-    alone; each package module's tree, or a file module's directory alone; and the directory of
+    alone; each package module's tree and the directory it is in, a file module's directory
+    alone; and the directory of
     each config file's target that no other watch sees already (a second watch would only repeat
     its events)."""
     wanted: dict[WatchKey, tuple[int, int]] = {}
@@ -164,10 +200,9 @@ def _wanted(
 
     add(config_dir, False)
     for root in roots:
+        add(root.parent, False)  # the root itself renamed, deleted or made (a deploy's swap)
         if identity_of(root) is not None:
             add(root, True)
-        else:
-            add(root.parent, False)
     for directory in target_dirs:
         if not _covered(directory, wanted):
             add(directory, False)

@@ -170,6 +170,39 @@ def test_code_and_config_saved_together_restart_the_module_once(project: Project
     assert project.log("live").count("code 2") == 1
 
 
+PACKAGE = """
+from .ver import VERSION
+
+
+def initialize(event_bus, config):
+    print("package version", VERSION, flush=True)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_package_swapped_in_by_a_deploy_restarts_and_is_followed(project: Project) -> None:
+    """`cp -r pkg pkg.new; edit; mv pkg pkg.old; mv pkg.new pkg`: the new code runs, and the
+    new directory's edits are the ones followed (the watch of the old one went with it)."""
+    modules = project.root / "modules"
+    (modules / "pkg").mkdir()
+    (modules / "pkg" / "__init__.py").write_text(PACKAGE)
+    (modules / "pkg" / "ver.py").write_text("VERSION = 1\n")
+    entry = {"name": "pkg", "path": "../modules/pkg"}
+    project.configure([entry], hot_reload=True, supervision=FAST_SUPERVISION)
+    project.up()
+    shutil.copytree(modules / "pkg", modules / "pkg.new")
+    (modules / "pkg.new" / "ver.py").write_text("VERSION = 2\n")
+    (modules / "pkg").rename(modules / "pkg.old")
+    (modules / "pkg.new").rename(modules / "pkg")
+    wait_until(lambda: "package version 2" in project.log("pkg"), 10, "the new package running")
+    (modules / "pkg" / "ver.py").write_text("VERSION = 3\n")
+    wait_until(lambda: "package version 3" in project.log("pkg"), 10, "its edit running")
+    project.wait_module("pkg", state="running")
+
+
 def test_a_config_edit_is_applied_while_watching(project: Project) -> None:
     project.configure([], hot_reload=True)
     main = (project.config_dir / "main.yaml").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,5 +310,82 @@ def test_a_look_is_done_off_the_loop_and_wakes_it(
         found = wait_until(watching.looked, 5, "the look's answer")
         assert found == [watch_work.Looked("pkg", real(package), True, False)]
         assert callers and threading.current_thread() not in callers
+    finally:
+        watching.close()
+
+
+def _changes_until(watching: ChangeWatcher, name: str) -> set[str]:
+    """The modules taken as changed, polled until `name` is among them."""
+    seen: set[str] = set()
+
+    def due() -> bool:
+        watching.wake(time.monotonic())
+        seen.update(watching.due(time.monotonic() + MAX_DELAY + 1)[0])
+        return name in seen
+
+    wait_until(due, 5, f"{name} changed", lambda: repr(seen))
+    return seen
+
+
+def _tree_emitters(watching: ChangeWatcher, root: Path) -> set[Any]:
+    return {
+        e for e in watching._observer.emitters if e.watch.path == str(root) and e.watch.is_recursive
+    }
+
+
+def test_a_package_renamed_over_by_a_deploy_is_followed(tmp_path: Path) -> None:
+    """`cp -r pkg pkg.new; edit; mv pkg pkg.old; mv pkg.new pkg`: the module changed, and its
+    new directory is the one watched from then on (a watch follows its inode: the old one's
+    edits were taken for the module's, the new one's missed)."""
+    import shutil
+
+    from orchestrator.watch_work import identity_of
+
+    (tmp_path / "config").mkdir()
+    package = _package(tmp_path)
+    watching = ChangeWatcher(tmp_path / "config", {"pkg": package})
+    try:
+        wait_until(watching._keeper.idle, 5, "the first watches made")
+        (old,) = _tree_emitters(watching, package)
+        shutil.copytree(package, tmp_path / "pkg.new")
+        (tmp_path / "pkg.new" / "ver.py").write_text("VERSION = 2\n")
+        package.rename(tmp_path / "pkg.old")
+        (tmp_path / "pkg.new").rename(package)
+        assert _changes_until(watching, "pkg") == {"pkg"}
+        new_inode = identity_of(package)
+        wait_until(
+            lambda: (
+                watching._keeper.idle() and watching._keeper._made[(package, True)][1] == new_inode
+            ),
+            5,
+            "the new directory watched",
+        )
+        (new,) = _tree_emitters(watching, package)
+        assert new is not old  # the old directory's watch is gone
+        (package / "ver.py").write_text("VERSION = 3\n")
+        assert _changes_until(watching, "pkg") == {"pkg"}
+    finally:
+        watching.close()
+
+
+def test_the_churn_beside_a_package_is_no_change_of_it(tmp_path: Path) -> None:
+    """The package's own directory is watched alone for its renames: what else happens there
+    (directories made, renamed and removed, other files) changes no module."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "lone.py").write_text("")
+    package = _package(tmp_path)
+    watching = ChangeWatcher(tmp_path / "config", {"pkg": package, "lone": tmp_path / "lone.py"})
+    try:
+        wait_until(watching._keeper.idle, 5, "the first watches made")
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other").rename(tmp_path / "other2")
+        (tmp_path / "other2" / "x.py").write_text("")
+        (tmp_path / "other2" / "x.py").unlink()
+        (tmp_path / "other2").rmdir()
+        (tmp_path / "notes.py").write_text("")  # no module's
+        # An editor's atomic save of the file module beside it: the last event of that watch.
+        (tmp_path / "lone.py.tmp").write_text("x = 1\n")
+        (tmp_path / "lone.py.tmp").rename(tmp_path / "lone.py")
+        assert _changes_until(watching, "lone") == {"lone"}
     finally:
         watching.close()
