@@ -46,6 +46,7 @@ UNREACHABLE = "run directory %s removed (a tmp cleaner?): no command can reach u
 
 _BROKER_START_TIMEOUT = 10.0
 _WEBHOOK_LOG_LINES = 20
+_LAST_REPLIES_LINGER = 500  # ms the control socket has, once closed, to send what it holds
 
 
 class StartError(RuntimeError):
@@ -407,7 +408,9 @@ class Supervisor(ConfigReload):
             inbox.malformed.flush(force=True)
         self.replies.close()
         log.info("supervisor %d stopped", os.getpid())
-        self.control.close()
+        # The last replies (`down`'s among them) may still be queued: a socket closed with no
+        # linger drops them, and under load `down` then said the supervisor went away unasked.
+        self.control.close(linger=_LAST_REPLIES_LINGER)
         self.channel.close()
         self.context.destroy(linger=0)
         self.signals.close()

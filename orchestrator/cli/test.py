@@ -121,7 +121,14 @@ def _run_pytest(command: list[str], cwd: Path, stdout: TextIO | None) -> int:
     `_ended_by_signals`), pytest is interrupted as by Ctrl+C, so that the tests' teardown runs
     (a `RunningModule` stops the supervisor it started), then killed if it takes longer than
     TEARDOWN seconds."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=stdout)
+    # Interruptible whatever we inherited: started with SIGINT ignored (a script's `cmd &`),
+    # pytest slept through the SIGINT below and was killed, its teardown never run.
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=stdout,
+        preexec_fn=_default_sigint,  # noqa: PLW1509  (the CLI runs no thread of its own)
+    )
     try:
         return process.wait()
     except KeyboardInterrupt:  # the terminal sent pytest the Ctrl+C too
@@ -135,6 +142,10 @@ def _run_pytest(command: list[str], cwd: Path, stdout: TextIO | None) -> int:
         if process.poll() is None:  # a second signal during its teardown
             process.kill()
             process.wait()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:

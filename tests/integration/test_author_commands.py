@@ -61,6 +61,7 @@ def test_logs_shows_the_last_lines_and_follows(project: Project) -> None:
         stdout=subprocess.PIPE,
         text=True,
         env=project.env,
+        preexec_fn=_interruptible,  # noqa: PLW1509  (as from a terminal, whatever ran this test)
     )
     try:
         assert "says hi" in follower.stdout.readline()  # type: ignore[union-attr]  # following now
@@ -214,7 +215,9 @@ def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
 ) -> None:
     """`timeout 8 orchestrator test` (SIGTERM) left pytest running, its parent gone, and its
     report in a /tmp directory nobody removed (a CLI sweep); pytest is interrupted as by Ctrl+C,
-    so that its tests' teardown runs (a review: killed, it left their supervisors running)."""
+    so that its tests' teardown runs (a review: killed, it left their supervisors running).
+    Started with SIGINT ignored, as a script's `cmd &` starts it: pytest inherited that, slept
+    through the interruption and was killed 30 s later, its teardown never run."""
     path = _module_with_tests(project, "slow", {"test_slow.py": SLOW_TEST})
     project.configure([{"name": "slow", "path": path}])
     scratch, pid_file = project.root / "tmp", project.root / "pytest.pid"
@@ -225,6 +228,7 @@ def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
     )
     try:
         pytest_pid = int(
@@ -239,6 +243,10 @@ def test_a_terminated_test_run_takes_pytest_and_its_scratch_directory_with_it(
     wait_until(lambda: not _alive(pytest_pid), 10, "pytest ended with the command")
     assert list(scratch.iterdir()) == []
     assert (project.root / "pytest.pid.torn-down").exists(), "pytest was killed, not stopped"
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _alive(pid: int) -> bool:

@@ -84,6 +84,7 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+@pytest.mark.timeout(180)  # with the `installed` fixture's pip install: 11-33 s, 50 s at most
 def test_the_readme_project_runs_from_an_installed_package(
     project: Project, installed: Path
 ) -> None:
