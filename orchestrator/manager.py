@@ -56,6 +56,7 @@ _NOT_COMING_BACK = (ChildState.STOPPED, ChildState.FAILED, ChildState.DONE)
 BROKER_DOWN = "the broker is down or not answering"
 _SETUP_FAILURES = (1, protocol.EXIT_LOAD_FAILED, protocol.EXIT_BUS_FAILED)  # shim exits
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # a module log line's
+_SHIM_LINE = re.compile(r"^[A-Z]+ module_sdk\.shim: ")  # a line of the shim's own logger
 
 
 class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
@@ -353,6 +354,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         if not failed_setup or child.state is not ChildState.STARTING or child.log.format != "text":
             return ""
         said = _STAMP.sub("", child.last_words).strip()  # this process's own, never an earlier's
+        if os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 1 and _SHIM_LINE.match(said):
+            return ""  # the shim ran to its end (`finished in initialize() (exit 1)`)
         return bounded_message(self.redactor.scrub(said[: 2 * MESSAGE_LIMIT])) if said else ""
 
     def forget(self, child: ManagedChild) -> None:

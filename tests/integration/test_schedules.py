@@ -221,4 +221,5 @@ def test_a_failing_job_runs_at_each_due_time_and_a_held_start_is_not_an_overlap(
     )
     failer = _schedule(project, "failer")
     assert failer["last_result"].startswith("crash") and "exit 1" in failer["last_result"], failer
+    assert "module_sdk.shim" not in failer["last_result"], failer  # not the shim's own last line
     assert _app_log(project).count("its scheduled runs are not started meanwhile") == 1
