@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from orchestrator.config import ModuleSpec
 from orchestrator.regular_file import open_regular
+from orchestrator.states import ExitStatus
 from orchestrator.venv.plan import CACHE_DIR, Plan, PlanError, plan_for
 from orchestrator.venv.sdk import sdk_parts
 
@@ -255,7 +256,7 @@ class Environments:
             log.info("venv %s ready for %s", build.plan.key, ", ".join(sorted(build.modules)))
             del self._builds[build.plan.key]
         elif code < 0:  # its last lines say what it was doing, not why it stopped
-            killed = f"the build was killed ({signal.Signals(-code).name})"
+            killed = f"the build was killed ({ExitStatus(signal=-code).describe()})"
             self._failed(build, [*_tail(build.plan.log, ERROR_LINES - 1), killed])
         else:
             self._failed(build, _tail(build.plan.log, ERROR_LINES) or [f"the build exited {code}"])
