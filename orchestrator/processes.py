@@ -229,15 +229,21 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def signal_module(process: ModuleProcess, sig: int) -> None:
-    """Send `sig` to a module process's group, or to the process alone if it has left that group
-    (a module may move itself into any group of the supervisor's session, the supervisor's own
-    among them: signals for its group then found none, and it could be neither stopped nor
-    restarted). Not a session of its own: until a fork had started one it was in the template's
-    group, and stopping the template killed it (the broker, forked early, died at start)."""
-    if signal_group(process.pid, sig) or process.gone:
+    """Send `sig` to a module process's group, and to the process by its pid if it is no longer
+    in that group (a module may move itself into any group of the supervisor's session, the
+    supervisor's own among them: the signals for its group then missed it, or found no group at
+    all, and it could be neither stopped nor restarted). Not a session of its own: until a fork
+    had started one it was in the template's group, and stopping the template killed it."""
+    signal_group(process.pid, sig)
+    if process.gone:
+        return  # reaped: its pid may be another process's now
+    try:
+        moved = os.getpgid(process.pid) != process.pid
+    except ProcessLookupError:
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(process.pid, sig)  # not reaped: the pid is still this process's
+    if moved:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, sig)
 
 
 def reap() -> Iterator[tuple[int, int]]:

@@ -13,9 +13,15 @@ from project import Project
 
 JOINER = """
 import os
+import signal
+import time
 
 
 def initialize(event_bus, config):
+    if config.get("helper") and os.fork() == 0:  # stays in the group its module leaves
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
     supervisor = int(os.environ["ORCHESTRATOR_SUPERVISOR_PID"])
     os.setpgid(0, os.getpgid(supervisor))
     with open(config["out"], "a") as out:
@@ -29,14 +35,16 @@ def shutdown():
 
 def test_a_module_in_the_supervisors_process_group_is_still_stopped(project: Project) -> None:
     joiner = project.write_module("joiner.py", JOINER)
-    methods = {"forked": "fork", "spawned": "spawn"}
+    # The third leaves a helper in its old group: a signal for that group reaches a process,
+    # but not the module.
+    methods = {"forked": "fork", "spawned": "spawn", "helped": "spawn"}
     project.configure(
         [
             {
                 "name": name,
                 "path": joiner,
                 "start_method": method,
-                "config": {"out": str(project.root / f"{name}.out")},
+                "config": {"out": str(project.root / f"{name}.out"), "helper": name == "helped"},
             }
             for name, method in methods.items()
         ]

@@ -1,6 +1,6 @@
-"""processes.signal_module: a module process with no group of its own (a fork that has not yet
-started its session) still gets the signal, by its pid; a reaped one never does (its pid may be
-another process's by then)."""
+"""processes.signal_module: a module process no longer in its own group (it moved itself into
+another) still gets the signal, by its pid; a reaped one never does (its pid may be another
+process's by then)."""
 
 from __future__ import annotations
 
