@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 BrokerStartError = HelperStartError
 """The broker could not bind its endpoints (or did not say so in time)."""
+_KEEP = "--keep-group="  # an argument of the broker's: a redelivering group to queue for
 
 
 class BrokerProcess(HelperProcess):
@@ -74,9 +75,10 @@ class BrokerProcess(HelperProcess):
         """Start (or restart) the broker, or take the one `prestart` started: a new one knows
         no groups, whatever the last said."""
         self.group_stats = None
-        if self.kept:  # not on the first start: argv is what `Boot.take_broker` compared
-            kept = [f"--keep-group={name} {pattern}" for name, pattern in self.kept]
-            self.argv = helper_argv("broker", [*self._args, *kept])
+        # Those the last broker reported, every time (none at the first start: the argv that
+        # `Boot.take_broker` compared); a later start without any keeps none of an earlier's.
+        kept = [f"{_KEEP}{name} {pattern}" for name, pattern in self.kept]
+        self.argv = [*(arg for arg in self.argv if not arg.startswith(_KEEP)), *kept]
         super().start(started)
 
     def restart_note(self) -> str:
@@ -125,11 +127,17 @@ class BrokerProcess(HelperProcess):
 
 
 def kept_groups(stats: dict[str, Any]) -> list[tuple[str, str]]:
-    """The redelivering groups of a broker's `groups` line, as (name, pattern): names and
-    patterns without spaces (the broker checks them again when it takes them)."""
+    """The redelivering groups of a broker's `groups` line that have members, as (name,
+    pattern): names and patterns without spaces (the broker checks them again when it takes
+    them). One kept by a restart whose members never came back (their module was removed) is
+    not kept again: it would queue for nobody, broker after broker. Only the groups the line
+    holds are seen (it is cut at 4000 bytes: about 18 small groups); the others rejoin with
+    their members, tens of milliseconds after the new broker is up."""
     kept = []
     for group in stats.get("groups", []):
         if not isinstance(group, dict) or group.get("redeliver") is not True:
+            continue
+        if not group.get("per_member"):  # no member
             continue
         name, pattern = group.get("group"), group.get("pattern")
         if isinstance(name, str) and isinstance(pattern, str) and " " not in name + pattern:

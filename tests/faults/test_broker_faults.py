@@ -487,7 +487,9 @@ def test_a_restarted_broker_queues_a_redelivering_groups_events_before_its_membe
                 "config": {"out": str(out)},
             },
         ],
-        supervision=FAST_SUPERVISION,
+        # The workers stay SIGSTOPped while the broker restarts and the jobs queue: under
+        # load, past 5 s they were restarted as hung and drained the queue being waited for.
+        supervision={**FAST_SUPERVISION, "heartbeat_timeout": 60},
     )
     status = project.up()
     workers = [row["pid"] for row in status["modules"] if row["name"].startswith("worker")]

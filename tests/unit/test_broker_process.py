@@ -160,9 +160,11 @@ def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reporte
     broker = _broker()
     first = list(broker.argv)
     line = (
-        '{"groups": [{"group": "w", "pattern": "jobs.*", "redeliver": true, "queued": 7},'
-        ' {"group": "x", "pattern": "x.*", "redeliver": false, "queued": 0},'
-        ' {"group": "-evil", "pattern": "a b", "redeliver": true}, "junk"]}'
+        '{"groups": [{"group": "w", "pattern": "jobs.*", "redeliver": true, "queued": 7,'
+        ' "per_member": [3, 4]},'
+        ' {"group": "x", "pattern": "x.*", "redeliver": false, "queued": 0, "per_member": [1]},'
+        ' {"group": "gone", "pattern": "old.*", "redeliver": true, "per_member": []},'
+        ' {"group": "-evil", "pattern": "a b", "redeliver": true, "per_member": [1]}, "junk"]}'
     )
     broker.on_line(f"{broker_process.GROUPS_PREFIX}{line}")
     assert broker.kept == [("w", "jobs.*")]
@@ -178,3 +180,13 @@ def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reporte
     with pytest.raises(BlockingIOError):
         broker.start()
     assert spawned == [[*first, "--keep-group=w jobs.*"]]
+    # A group without members (kept by that restart; its module removed) is not kept again,
+    # and a start with none to keep keeps none of the last one's.
+    broker.on_line(
+        f'{broker_process.GROUPS_PREFIX}{{"groups": [{{"group": "w", "pattern": "jobs.*",'
+        ' "redeliver": true, "per_member": []}]}'
+    )
+    assert broker.kept == []
+    with pytest.raises(BlockingIOError):
+        broker.start()
+    assert spawned[-1] == first
