@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from module_sdk.health import bounded_message
@@ -77,6 +77,8 @@ def machine_zone() -> tzinfo | None:
     each time: a schedule without `timezone:` follows the machine's as it is set."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415  (as croniter)
 
+    if os.environ.get("TZ") == "":  # set and empty: UTC, as the C library takes it
+        return UTC
     name = os.environ.get("TZ", "").removeprefix(":")
     try:
         if name and not name.startswith("/"):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from orchestrator.config import ModuleSpec
-from orchestrator.scheduler import fixed_wall_time, next_due
+from orchestrator.scheduler import fixed_wall_time, machine_zone, next_due
 
 
 def _walk(cron: str, zone: str | None, start: str, count: int) -> list[str]:
@@ -166,3 +166,10 @@ def test_without_a_timezone_due_times_follow_the_machines_zone_rules() -> None:
 )
 def test_a_fixed_wall_time_has_neither_minute_nor_hour_wildcard(cron: str, fixed: bool) -> None:
     assert fixed_wall_time(cron) is fixed
+
+
+def test_an_empty_tz_is_utc_as_the_c_library_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TZ=` (set, empty) is UTC for time.localtime and the logs: schedules agree, whatever
+    /etc/localtime says."""
+    monkeypatch.setenv("TZ", "")
+    assert machine_zone() is UTC
