@@ -9,5 +9,8 @@ ENV_CURVE = "ORCHESTRATOR_BUS_CURVE"
 
 # The line prefix of the broker's grouped-delivery counters on its stdout (then one JSON object).
 GROUPS_PREFIX = "groups "
+# The line prefix of the redelivering groups with members, whenever they change: one JSON object
+# `{"part": i, "of": n, "groups": [[name, pattern], ...]}` per line, the n parts making one list.
+KEPT_PREFIX = "kept "
 
-__all__ = ["ENV_CURVE", "GROUPS_PREFIX", "Broker", "BrokerError"]
+__all__ = ["ENV_CURVE", "GROUPS_PREFIX", "KEPT_PREFIX", "Broker", "BrokerError"]

@@ -17,11 +17,12 @@ import os
 import select
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from broker import ENV_CURVE, GROUPS_PREFIX
+from broker import ENV_CURVE, GROUPS_PREFIX, KEPT_PREFIX
 from broker.proxy import Broker, BrokerError
 
 log = logging.getLogger("broker")
@@ -51,6 +52,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _reporter() -> Callable[[dict[str, Any]], None]:
+    kept = KeptReport()
+
+    def report(stats: dict[str, Any]) -> None:
+        report_groups(stats)
+        kept(stats)
+
+    return report
+
+
 def report_groups(stats: dict[str, Any]) -> None:
     """Print the grouped delivery's counters as one line, which the supervisor keeps for status
     (as many groups as fit in a line it reads whole; `more` counts the others). Each group is
@@ -67,6 +78,37 @@ def report_groups(stats: dict[str, Any]) -> None:
         kept += 1
     line = _groups_line(groups[:kept], {**others, "more": len(groups) - kept})
     print(f"{GROUPS_PREFIX}{line}", flush=True)
+
+
+class KeptReport:
+    """Prints the redelivering groups that have members whenever they change, whole, in as
+    many lines as they take: the supervisor starts a restarted broker with them (the counters'
+    line holds only the groups that fit in it)."""
+
+    def __init__(self) -> None:
+        self._last: list[list[str]] | None = None
+
+    def __call__(self, stats: dict[str, Any]) -> None:
+        kept = sorted(
+            [group["group"], group["pattern"]]
+            for group in stats["groups"]
+            if group.get("redeliver") and group.get("per_member")
+        )
+        if kept == self._last:
+            return
+        self._last = kept
+        parts: list[list[list[str]]] = [[]]
+        size = 0
+        for pair in kept:
+            text = len(json.dumps(pair)) + 2
+            if parts[-1] and size + text > MAX_GROUPS_LINE - 64:
+                parts.append([])
+                size = 0
+            parts[-1].append(pair)
+            size += text
+        for number, part in enumerate(parts):
+            line = json.dumps({"part": number, "of": len(parts), "groups": part})
+            print(f"{KEPT_PREFIX}{line}", flush=True)
 
 
 def _groups_line(groups: list[str], others: dict[str, Any]) -> str:
@@ -98,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         inject_endpoint=args.inject,
         curve=(server_secret.encode(), client_public.encode()) if curve else None,
         groups_endpoint=args.groups,
-        on_group_stats=report_groups,
+        on_group_stats=_reporter(),
         kept_groups=[
             (name.encode(), pattern.encode())
             for name, _, pattern in (kept.partition(" ") for kept in args.keep_group)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from broker import GROUPS_PREFIX
+from broker import GROUPS_PREFIX, KEPT_PREFIX
 from orchestrator.config import AppConfig
 from orchestrator.helper_process import HelperProcess, HelperStartError, WatchExit
 from orchestrator.helper_spawn import Started, helper_argv, spawn_helper
@@ -70,6 +70,7 @@ class BrokerProcess(HelperProcess):
         # The redelivering groups the broker reported last, (name, pattern): a restarted one
         # queues their events from its start, before their members join it again.
         self.kept: list[tuple[str, str]] = []
+        self._parts: list[list[Any]] | None = None  # of a `kept` list being read
 
     def start(self, started: Started | None = None) -> None:
         """Start (or restart) the broker, or take the one `prestart` started: a new one knows
@@ -98,7 +99,11 @@ class BrokerProcess(HelperProcess):
         )
 
     def on_line(self, line: str) -> None:
-        """The broker's `groups {json}` lines are its grouped-delivery counters; others are logs."""
+        """The broker's `groups {json}` lines are its grouped-delivery counters, its `kept
+        {json}` lines the redelivering groups with members; others are logs."""
+        if line.startswith(KEPT_PREFIX):
+            self._kept_part(line[len(KEPT_PREFIX) :])
+            return
         if not line.startswith(GROUPS_PREFIX):
             super().on_line(line)
             return
@@ -108,7 +113,25 @@ class BrokerProcess(HelperProcess):
             stats = None
         if isinstance(stats, dict):
             self.group_stats = stats
-            self.kept = kept_groups(stats)
+
+    def _kept_part(self, text: str) -> None:
+        """One part of the list of groups a restarted broker is to keep: the list is taken once
+        its last part is in, in order (a part out of order, or malformed, drops it)."""
+        try:
+            part = json.loads(text)
+            number, total, pairs = part["part"], part["of"], part["groups"]
+        except (ValueError, TypeError, KeyError):
+            self._parts = None
+            return
+        if number == 0:
+            self._parts = []
+        if self._parts is None or number != len(self._parts) or not isinstance(pairs, list):
+            self._parts = None
+            return
+        self._parts.append(pairs)
+        if number == total - 1:
+            self.kept = kept_groups([pair for chunk in self._parts for pair in chunk])
+            self._parts = None
 
     def memory_hint(self) -> str:
         """A broker grows with the subscriptions its peers hold."""
@@ -126,20 +149,16 @@ class BrokerProcess(HelperProcess):
         }
 
 
-def kept_groups(stats: dict[str, Any]) -> list[tuple[str, str]]:
-    """The redelivering groups of a broker's `groups` line that have members, as (name,
-    pattern): names and patterns without spaces (the broker checks them again when it takes
-    them). One kept by a restart whose members never came back (their module was removed) is
-    not kept again: it would queue for nobody, broker after broker. Only the groups the line
-    holds are seen (it is cut at 4000 bytes: about 18 small groups); the others rejoin with
-    their members, tens of milliseconds after the new broker is up."""
+def kept_groups(pairs: list[Any]) -> list[tuple[str, str]]:
+    """The (name, pattern) pairs of a broker's `kept` lines: the redelivering groups that have
+    members (one kept by a restart whose members never came back, their module removed, is not
+    kept again: it would queue for nobody, broker after broker). Names and patterns without
+    spaces; the broker checks them again when it takes them."""
     kept = []
-    for group in stats.get("groups", []):
-        if not isinstance(group, dict) or group.get("redeliver") is not True:
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2:
             continue
-        if not group.get("per_member"):  # no member
-            continue
-        name, pattern = group.get("group"), group.get("pattern")
+        name, pattern = pair
         if isinstance(name, str) and isinstance(pattern, str) and " " not in name + pattern:
             kept.append((name, pattern))
     return kept

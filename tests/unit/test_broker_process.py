@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import zmq
 
+from broker.__main__ import KeptReport
 from orchestrator import broker_process
 from orchestrator.boot import Boot
 from orchestrator.broker_process import BrokerProcess
@@ -154,21 +155,39 @@ def test_a_helper_whose_lines_wait_unread_is_not_taken_for_silent() -> None:
 
 
 def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reported(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """And the note of its exit says which queued events are lost uncounted."""
+    """All of them, from the broker's `kept` lines (its counters' line holds only the groups
+    that fit in 4000 bytes: about 18); and the note of its exit says which queued events are
+    lost uncounted."""
     broker = _broker()
     first = list(broker.argv)
-    line = (
-        '{"groups": [{"group": "w", "pattern": "jobs.*", "redeliver": true, "queued": 7,'
-        ' "per_member": [3, 4]},'
-        ' {"group": "x", "pattern": "x.*", "redeliver": false, "queued": 0, "per_member": [1]},'
-        ' {"group": "gone", "pattern": "old.*", "redeliver": true, "per_member": []},'
-        ' {"group": "-evil", "pattern": "a b", "redeliver": true, "per_member": [1]}, "junk"]}'
-    )
-    broker.on_line(f"{broker_process.GROUPS_PREFIX}{line}")
-    assert broker.kept == [("w", "jobs.*")]
+    counters = '{"groups": [{"group": "w", "pattern": "jobs.*", "redeliver": true, "queued": 7}]}'
+    broker.on_line(f"{broker_process.GROUPS_PREFIX}{counters}")
     assert "lost, uncounted: w (jobs.*) 7 at its last report" in broker.restart_note()
+    groups = [
+        {
+            "group": f"g{i}",
+            "pattern": f"jobs.{'x' * 200}.{i}.*",
+            "redeliver": True,
+            "per_member": [1],
+        }
+        for i in range(60)
+    ]
+    groups += [
+        {"group": "x", "pattern": "x.*", "redeliver": False, "per_member": [1]},
+        {"group": "gone", "pattern": "old.*", "redeliver": True, "per_member": []},
+        {"group": "-evil", "pattern": "a b", "redeliver": True, "per_member": [1]},
+    ]
+    report = KeptReport()
+    report({"groups": groups})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) < 4096 for line in lines)
+    report({"groups": groups})  # the same again: said once
+    assert capsys.readouterr().out == ""
+    for line in lines:
+        broker.on_line(line)
+    assert sorted(broker.kept) == sorted((g["group"], g["pattern"]) for g in groups[:60])
     spawned: list[list[str]] = []
 
     def spawn(argv: list[str], *args: Any) -> Any:
@@ -179,13 +198,12 @@ def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reporte
     monkeypatch.setattr("orchestrator.helper_process.spawn_helper", spawn)
     with pytest.raises(BlockingIOError):
         broker.start()
-    assert spawned == [[*first, "--keep-group=w jobs.*"]]
-    # A group without members (kept by that restart; its module removed) is not kept again,
-    # and a start with none to keep keeps none of the last one's.
-    broker.on_line(
-        f'{broker_process.GROUPS_PREFIX}{{"groups": [{{"group": "w", "pattern": "jobs.*",'
-        ' "redeliver": true, "per_member": []}]}'
-    )
+    keep = [f"--keep-group={name} {pattern}" for name, pattern in broker.kept]
+    assert spawned == [[*first, *keep]]
+    # None left with members: a start then keeps none of the last one's.
+    report({"groups": groups[-2:]})
+    for line in capsys.readouterr().out.splitlines():
+        broker.on_line(line)
     assert broker.kept == []
     with pytest.raises(BlockingIOError):
         broker.start()
