@@ -92,7 +92,7 @@ class KeptReport:
         kept = sorted(
             [group["group"], group["pattern"]]
             for group in stats["groups"]
-            if group.get("redeliver") and group.get("per_member")
+            if group.get("redeliver") and (group.get("per_member") or group.get("kept"))
         )
         if kept == self._last:
             return

@@ -3,6 +3,7 @@ and the shape of an event held or handed out (the policy is `broker.group_table`
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class Group:
     dead: int = 0  # poison events dropped (see `GroupTable.drop`)
     idle_since: int = 0  # when (a `GroupTable` tick) its last member left
     bytes: int = 0  # of its queue, as `_size` counts them
+    kept_until: float = 0.0  # (monotonic) kept from the last broker: its members may come back
 
     def stats(self) -> dict[str, Any]:
         """The group's counters, for the broker's status line."""
@@ -61,4 +63,7 @@ class Group:
             "in_flight": sum(len(m.in_flight) for m in self.members),
             "per_member": [m.delivered for m in self.members],  # in the order they joined
             "redeliver": self.keeps,  # kept by a restarted broker (see `GroupTable.keep`)
+            # Still to be kept by the next broker, though no member is back yet (a crash loop
+            # of brokers must not forget it); no longer once that grace has passed.
+            "kept": not self.members and time.monotonic() < self.kept_until,
         }

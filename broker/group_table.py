@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from typing import Any
 
 from broker.group_names import JoinRefusedError, check_join, matches, zmq_prefix
@@ -35,6 +36,9 @@ from broker.group_state import Delivery, Group, Held, Membership
 MAX_PATTERNS_PER_MEMBER = 32
 MAX_MEMBERS_PER_GROUP = 256
 MAX_GROUPS = 1024
+# Seconds a group kept from the last broker counts as kept without a member: past them, one whose
+# members never came back (their module removed) is not kept by the next broker.
+KEPT_GRACE = 30.0
 MAX_MEMBERS = 4096  # connections in any group
 MAX_CREDIT = 256
 MAX_QUEUED = 100_000  # events per group waiting for a member with room (the bus's default HWM)
@@ -107,6 +111,7 @@ class GroupTable:
         check_join(name, pattern)
         group = self.groups.get((name, pattern)) or self._new_group(name, pattern)
         group.keeps = True
+        group.kept_until = time.monotonic() + KEPT_GRACE
         if group.subscribed:
             return None
         group.subscribed = True

@@ -8,8 +8,9 @@ from collections import Counter
 import pytest
 
 from broker import group_table
+from broker.__main__ import KeptReport
 from broker.group_names import JoinRefusedError, zmq_prefix
-from broker.group_table import GroupTable
+from broker.group_table import KEPT_GRACE, GroupTable
 
 
 def _table(*members: bytes, credit: int = 2, redeliver: bool = False) -> GroupTable:
@@ -374,3 +375,25 @@ def test_a_kept_group_queues_before_any_member_and_a_join_takes_the_queue() -> N
     assert [d[5] for d in table.pump_all()] == [b"1"]
     with pytest.raises(JoinRefusedError):
         table.keep(b"bad name", b"jobs.*")
+
+
+def test_a_kept_group_stays_kept_without_members_for_a_grace_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restarted broker reports at once, before any member is back: its kept groups must
+    still be kept by the broker after it (brokers in a crash loop forgot them); once the grace
+    has passed without a member (their module removed), no longer."""
+    now = [1000.0]
+    monkeypatch.setattr("broker.group_table.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("broker.group_state.time.monotonic", lambda: now[0])
+    table = GroupTable()
+    table.keep(b"g", b"jobs.*")
+    report = KeptReport()
+    report({"groups": table.stats()})
+    assert capsys.readouterr().out == 'kept {"part": 0, "of": 1, "groups": [["g", "jobs.*"]]}\n'
+    now[0] += KEPT_GRACE + 1
+    report({"groups": table.stats()})  # the stats changed ("kept"): the broker reports them
+    assert capsys.readouterr().out == 'kept {"part": 0, "of": 1, "groups": []}\n'
+    table.join(b"a", b"g", b"jobs.*", 8, True)  # a member back: kept again, for its members
+    report({"groups": table.stats()})
+    assert capsys.readouterr().out == 'kept {"part": 0, "of": 1, "groups": [["g", "jobs.*"]]}\n'
