@@ -41,6 +41,7 @@ class HotReload:
         # The modules being looked at (off the loop) for a change, each with the children that
         # the config's reload restarted or started with the saved code already.
         self._looking: dict[str, frozenset[str]] = {}
+        self._baseline_asked: dict[str, float] = {}  # when each module's baseline look was asked
         self.rejected = False  # the last reload was refused (set by the supervisor's reload)
 
     def next_deadline(self) -> float | None:
@@ -84,7 +85,15 @@ class HotReload:
         """A module's files were looked at: restart it if they differ from what it runs."""
         name, seen = looked.name, looked.fingerprint
         if looked.baseline:
-            if looked.sure:
+            asked = self._baseline_asked.pop(name, None)
+            # A save while the walk went on may be in what it saw (a large tree takes seconds):
+            # then it is no baseline, or that save's own look would find nothing changed.
+            saved = (
+                asked is not None
+                and self.watcher is not None
+                and self.watcher.marked_since(name, asked)
+            )
+            if looked.sure and not saved:
                 self._restarted_at.setdefault(name, seen)
             return
         if not looked.sure:  # its tree changed under the walk (a tree being deleted): not yet
@@ -120,6 +129,7 @@ class HotReload:
                 self._restarted_at.pop(name, None)
             self._paths = modules
             if fresh:
+                self._baseline_asked.update(dict.fromkeys(fresh, time.monotonic()))
                 self.watcher.look(fresh, baseline=True)
 
     def config_state(self) -> ConfigState | None:
@@ -139,3 +149,4 @@ class HotReload:
             self.watcher.close()
             self.watcher = None
         self._restarted_at, self._paths, self._looking = {}, {}, {}
+        self._baseline_asked = {}

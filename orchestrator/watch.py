@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import stat
 import sys
 import threading
+import time
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,6 +84,7 @@ class ChangeWatcher:
         os.set_blocking(self._write_fd, False)
         self._lock = threading.Lock()
         self._changed: set[str] = set()  # written by the observer thread, under the lock
+        self._marked_at: dict[str, float] = {}  # when each was last marked changed, under the lock
         # Loop only: what changed (module names, or _CONFIG), when the first of it came, and
         # when to act on all of it.
         self._pending: set[str] = set()
@@ -211,9 +214,16 @@ class ChangeWatcher:
 
     def _mark(self, changed: set[str]) -> None:
         """Note what changed and wake the loop (any thread)."""
+        now = time.monotonic()
         with self._lock:
             self._changed |= changed
+            self._marked_at.update(dict.fromkeys(changed, now))
         self._poke()
+
+    def marked_since(self, name: str, since: float) -> bool:
+        """Whether `name` was taken as changed at `since` (a `time.monotonic()`) or after."""
+        with self._lock:
+            return self._marked_at.get(name, -math.inf) >= since
 
     def _poke(self) -> None:
         with self._lock:  # not once closed: the number may be another file's by then

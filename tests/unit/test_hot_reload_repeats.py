@@ -4,13 +4,16 @@ starved past the quiet period) restarts nothing; a new write restarts again."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import zmq
+from helpers import wait_until
 
+from orchestrator import watch_work
 from orchestrator.hot_reload import HotReload
 from orchestrator.watch import ChangeWatcher
 from orchestrator.watch_work import Fingerprint, Looked, fingerprint
@@ -48,6 +51,9 @@ class FakeWatcher:
 
     def again(self, name: str) -> None:
         self.pending.append(name)
+
+    def marked_since(self, name: str, since: float) -> bool:
+        return False  # its looks are answered at once: nothing is saved during one
 
 
 def _hot(source: Path) -> tuple[HotReload, FakeWatcher, list[Any], Any]:
@@ -150,4 +156,52 @@ def test_a_config_event_reloads_only_when_the_content_changed(
         event()
         assert len(reloads) == 1
     finally:
+        hot.close()
+
+
+def test_a_save_during_the_first_look_is_not_taken_for_the_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look at a module (what it runs) walks a large tree for seconds: a save made
+    meanwhile was in it, and that save's own look then found the files as they were."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("V = 1\n")
+    walking, saved = threading.Event(), threading.Event()
+
+    def slow(path: Path) -> Fingerprint | None:
+        if not walking.is_set():  # the baseline's walk: held until the save is made
+            walking.set()
+            saved.wait(10)
+        return fingerprint(path)
+
+    monkeypatch.setattr(watch_work, "fingerprint", slow)
+    restarted: list[Any] = []
+    spec = SimpleNamespace(name="pkg", path=package)
+    config = SimpleNamespace(
+        hot_reload=True, config_dir=tmp_path, enabled_modules=[spec], module=lambda name: spec
+    )
+    manager = SimpleNamespace(
+        config=config,
+        children={"pkg": SimpleNamespace(name="pkg", spec=SimpleNamespace(instance_of=None))},
+        shutting_down=False,
+        restart_changed=restarted.append,
+    )
+    poller = zmq.Poller()
+    hot = HotReload(poller, manager, lambda: None)  # type: ignore[arg-type]
+    hot.configure(config)  # type: ignore[arg-type]
+    try:
+        assert walking.wait(10)
+        (package / "__init__.py").write_text("V = 2\n")  # the user saves
+        assert hot.watcher is not None
+        wait_until(lambda: hot.watcher.marked_since("pkg", 0.0), 10, "the save seen")  # type: ignore[union-attr]
+        saved.set()
+
+        def turn() -> bool:
+            hot.handle(dict(poller.poll(50)))
+            return bool(restarted)
+
+        wait_until(turn, 10, "the module restarted onto the saved code")
+    finally:
+        saved.set()
         hot.close()
