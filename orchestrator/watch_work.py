@@ -170,6 +170,8 @@ class WatchKeeper:
         for key, identity in wanted.items():
             if key in self._made:
                 continue
+            if self._stopping:  # closing: the observer waits for a schedule under way to end
+                return
             directory, recursive = key
             try:
                 watch = self._observer.schedule(self._handler, str(directory), recursive=recursive)
