@@ -239,7 +239,7 @@ def signal_module(process: ModuleProcess, sig: int) -> None:
         return  # reaped: its pid may be another process's now
     try:
         moved = os.getpgid(process.pid) != process.pid
-    except ProcessLookupError:
+    except OSError:  # gone; or (POSIX allows it, Linux does not) in a session we may not ask
         return
     if moved:
         with contextlib.suppress(ProcessLookupError, PermissionError):
