@@ -142,17 +142,19 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(running: Project) -> No
     )
 
 
+def _peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
     running: Project, dealer: zmq.Socket[bytes]
 ) -> None:
     pid = running.status()["supervisor"]["pid"]
 
-    def peak_mb() -> float:
-        with open(f"/proc/{pid}/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-    before = peak_mb()
+    before = _peak_mb(pid)
     huge = msgpack.packb({"cmd": "status", "pad": b"x" * (65 << 20)})  # past MAX_REQUEST
     for _ in range(4):
         dealer.send(huge)
@@ -160,7 +162,7 @@ def test_a_huge_request_is_dropped_before_it_costs_the_supervisor(
     with pytest.raises(zmq.Again):  # no answer: ZeroMQ dropped it, and the connection
         dealer.recv()
     assert running.status()["supervisor"]["pid"] == pid  # still there, still answering
-    assert peak_mb() - before < 64, "the supervisor took a request bigger than any command's"
+    assert _peak_mb(pid) - before < 64, "the supervisor took a request bigger than any command's"
 
 
 def test_requests_that_would_build_gigabytes_are_refused_at_their_header(
@@ -170,12 +172,7 @@ def test_requests_that_would_build_gigabytes_are_refused_at_their_header(
     the control socket had no msgpack limits. A legit request (a 120 KB `publish`) still goes."""
     pid = running.status()["supervisor"]["pid"]
 
-    def peak_mb() -> float:
-        with open(f"/proc/{pid}/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-    before = peak_mb()
+    before = _peak_mb(pid)
     for bomb, why in (
         ({"cmd": "status", "pad": [{}] * (4 << 20)}, "max_array_len"),
         ({"cmd": "status", "pad": [[0] * 4000] * 1000}, "items in all"),
@@ -184,7 +181,7 @@ def test_requests_that_would_build_gigabytes_are_refused_at_their_header(
         dealer.send(msgpack.packb(bomb))
         reply = answer(dealer)
         assert reply["ok"] is False and why in str(reply["error"]), str(reply)[:300]
-    assert peak_mb() - before < 64, "the supervisor built what a request described"
+    assert _peak_mb(pid) - before < 64, "the supervisor built what a request described"
     data = json.dumps({"text": "x" * 120_000})
     running.cli("publish", "test.large", data, check=0)
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -27,14 +28,20 @@ while [ -e "{flag}" ]; do sleep 0.1; done
 """
 
 
-def test_a_supervisor_killed_mid_build_leaves_nothing_that_passes_for_a_venv(
-    project: Project,
-) -> None:
+def _slow_python(project: Project) -> tuple[Path, Path]:
+    """An interpreter (`SLOW_PYTHON`) whose builds wait while the returned flag file exists."""
     flag = project.root / "slow"
     flag.touch()
     python = project.root / "slowpython"
     python.write_text(SLOW_PYTHON.format(real=os.path.realpath(sys.executable), flag=flag))
     python.chmod(0o755)
+    return flag, python
+
+
+def test_a_supervisor_killed_mid_build_leaves_nothing_that_passes_for_a_venv(
+    project: Project,
+) -> None:
+    flag, python = _slow_python(project)
     reporter = project.write_module("reporter.py", REPORTER)
     project.probe("recorder")
     garbage = project.root / "modules" / "garbage"
@@ -88,11 +95,7 @@ def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
     package.mkdir()
     (package / "__init__.py").write_text(REPORTER)
     os.mkfifo(package / "requirements.txt")  # read on the loop: no writer must block it
-    flag = project.root / "slow"
-    flag.touch()
-    python = project.root / "slowpython"
-    python.write_text(SLOW_PYTHON.format(real=os.path.realpath(sys.executable), flag=flag))
-    python.chmod(0o755)
+    _, python = _slow_python(project)  # held until `down`
     reporter = project.write_module("reporter.py", REPORTER)
     project.configure(
         [
@@ -126,11 +129,7 @@ def test_a_killed_builder_takes_its_installer_along_and_says_it_was_killed(
 ) -> None:
     """A real-time signal has no name in Python's `signal.Signals`: naming it raised in the
     exit handler, and the supervisor stopped with every module."""
-    flag = project.root / "slow"
-    flag.touch()
-    python = project.root / "slowpython"
-    python.write_text(SLOW_PYTHON.format(real=os.path.realpath(sys.executable), flag=flag))
-    python.chmod(0o755)
+    _, python = _slow_python(project)
     reporter = project.write_module("reporter.py", REPORTER)
     project.configure(
         [{"name": "slow", "path": reporter, "config": {"name": "slow"}, "python": str(python)}]
