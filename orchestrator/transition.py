@@ -13,6 +13,7 @@ from module_sdk import protocol
 from orchestrator import lifecycle as lc
 from orchestrator.config import SupervisionSettings
 from orchestrator.lifecycle import Intent, Life, Step
+from orchestrator.starts import refused_by_breaker, start
 from orchestrator.states import (
     Action,
     ChildState,
@@ -23,7 +24,6 @@ from orchestrator.states import (
 )
 from orchestrator.stops import dependency_down, hold, leave, release, stop
 
-MEMORY_RECHECK = 1.0  # seconds between checks of a start held back by the memory reserve
 START_GRACE = 0.5  # seconds a start whose deadline passed in a stall gets for its ready message
 RESTART_TIMES_KEPT = 64
 _AT_REST = (ChildState.STOPPED, ChildState.DONE, ChildState.FAILED)  # no process, none coming
@@ -47,12 +47,12 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
     match event:
         case lc.StartRequested():
             if event.scheduled and event.gate.hold > 0 and life.state in _AT_REST:
-                return _refused_by_breaker(life, event.gate)
-            return _start(life, event.now, event.gate, event.announce, event.count)
+                return refused_by_breaker(life, event.gate)
+            return start(life, event.now, event.gate, event.announce, event.count)
         case lc.DependencyChanged():
             if life.state is not ChildState.WAITING:
                 return Step(life)
-            return _start(life, event.now, event.gate, announce=False, count=False)
+            return start(life, event.now, event.gate, announce=False, count=False)
         case lc.Spawned():
             return _spawned(life, event, settings)
         case lc.SpawnFailed():
@@ -136,53 +136,6 @@ def exit_reason(life: Life, status: ExitStatus) -> ExitReason:
     if status.code in _SHIM_EXIT_REASONS:
         return _SHIM_EXIT_REASONS[status.code]
     return ExitReason.EXITED if status.code == 0 else ExitReason.CRASHED
-
-
-def _start(life: Life, now: float, gate: lc.Gate, announce: bool, count: bool) -> Step:
-    if gate.shutting_down or life.state.has_process or life.held:
-        return Step(life)
-    if gate.hold > 0:
-        return Step(replace(life, state=ChildState.BACKOFF, deadline=now + gate.hold))
-    if gate.failed is not None:
-        return _refused(life, gate.failed)
-    if gate.blocked is not None:
-        effects = (
-            ()
-            if life.why == gate.blocked
-            else (lc.Log(lc.WARNING, "%s waits: %s", (gate.blocked,)),)
-        )
-        recheck = gate.blocked.startswith("available memory")
-        deadline = now + MEMORY_RECHECK if recheck else None
-        waiting = replace(life, state=ChildState.WAITING, why=gate.blocked, deadline=deadline)
-        return Step(waiting, effects)
-    return Step(life, (lc.Spawn(announce=announce, count=count),))
-
-
-def _refused_by_breaker(life: Life, gate: lc.Gate) -> Step:
-    """A scheduled run's start while the start breaker is open: no process now, and none later
-    (a backoff would start it off its schedule, unseen by the scheduler); the run is not
-    started, and the next due time tries again. Logged once a hold."""
-    why = (
-        f"{lc.CIRCUIT_OPEN} after {gate.failures} failed starts (circuit_breaker_fail_max):"
-        f" no start for {gate.hold:.1f}s"
-    )
-    if life.held:
-        return Step(life)
-    if life.why.startswith(lc.CIRCUIT_OPEN):
-        return Step(replace(life, why=why))
-    note = lc.Log(lc.WARNING, "%s: %s; its scheduled runs are not started meanwhile", (why,))
-    return Step(replace(life, why=why), (note,))
-
-
-def _refused(life: Life, why: str) -> Step:
-    """It cannot start at all (its dependencies did not install): failed, without a process."""
-    if life.state is ChildState.FAILED and life.why == why:
-        return Step(life)
-    failed = replace(life, state=ChildState.FAILED, why=why, deadline=None)
-    note = lc.Log(
-        lc.ERROR, "%s failed: %s; it stays down until `orchestrator restart %s`", (why, lc.NAME)
-    )
-    return Step(failed, (note, lc.Publish("module.failed", {"reason": why})))
 
 
 def _spawned(life: Life, event: lc.Spawned, settings: SupervisionSettings) -> Step:

@@ -13,8 +13,9 @@ import pytest
 from orchestrator import lifecycle as lc
 from orchestrator.config import SupervisionSettings
 from orchestrator.lifecycle import Intent, Life
+from orchestrator.starts import MEMORY_RECHECK
 from orchestrator.states import ChildState, ExitReason, ExitStatus
-from orchestrator.transition import MEMORY_RECHECK, START_GRACE, exit_reason, transition
+from orchestrator.transition import START_GRACE, exit_reason, transition
 
 S = ChildState
 NOW = 1000.0
