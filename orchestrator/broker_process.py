@@ -123,9 +123,12 @@ class BrokerProcess(HelperProcess):
         except (ValueError, TypeError, KeyError):
             self._parts = None
             return
+        if not (isinstance(number, int) and isinstance(total, int) and isinstance(pairs, list)):
+            self._parts = None
+            return
         if number == 0:
             self._parts = []
-        if self._parts is None or number != len(self._parts) or not isinstance(pairs, list):
+        if self._parts is None or number != len(self._parts):
             self._parts = None
             return
         self._parts.append(pairs)

@@ -185,6 +185,9 @@ def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reporte
     assert len(lines) > 1 and all(len(line) < 4096 for line in lines)
     report({"groups": groups})  # the same again: said once
     assert capsys.readouterr().out == ""
+    for garbage in ('{"part": 0, "of": "1", "groups": []}', '{"part": "0"}', "[1]", "{"):
+        broker.on_line(f"kept {garbage}")  # dropped, never raised into the loop
+    assert broker.kept == []
     for line in lines:
         broker.on_line(line)
     assert sorted(broker.kept) == sorted((g["group"], g["pattern"]) for g in groups[:60])
