@@ -56,6 +56,8 @@ NOT_FOR_SUPERVISOR = (
     "shlex",  # module venvs' requirement options
     "module_sdk.bus",  # the modules' side of the bus (a standby's too): not the supervisor's
     "module_sdk.standby",
+    "broker.proxy",  # the broker runs in a process of its own; the supervisor needs its names
+    "broker.groups",
 )
 # What any command's module may not load at import (each loads them when it runs, if it must).
 NOT_FOR_COMMANDS = ("watchdog", "httpx", "tenacity", "prometheus_client", "asyncio", "psutil")
