@@ -18,6 +18,7 @@ from orchestrator.output import READ_SIZE, ModuleLog, OutputReader
 
 SECRET = "hunter2-but-longer"
 _STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+_STAMP_LENGTH = len("2026-12-07 10:00:00,123 ")
 
 
 class Pipe:
@@ -119,6 +120,26 @@ def test_lines_the_modules_logging_wrote_pass_as_they_are(tmp_path: Path) -> Non
         first, second = module_log.path.read_text().splitlines()
         assert first == own
         assert second != "printed" and second.endswith("printed" if log_format == "text" else "}")
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        ["plain", "", "another"],  # no line starts with a digit: the stamps go in at once
+        ["", "12 apples", "2026-12-07 not a stamp", "x", "9"],  # digits: line by line
+        ["2026-12-07 10:00:00,123 INFO m: the SDK's", "printed", "", "2026-12-07 10:00:01 too"],
+    ],
+)
+def test_each_printed_line_gets_the_time_and_only_those(tmp_path: Path, printed: list[str]) -> None:
+    module_log = ModuleLog("m", LoggingSection(directory=tmp_path), Redactor(()), echo=False)
+    module_log.write_lines("".join(f"{line}\n" for line in printed))
+    module_log.close()
+    written = module_log.path.read_text().split("\n")
+    assert written.pop() == ""  # the text ends with a newline, and holds one line per line
+    assert len(written) == len(printed)
+    for line, was in zip(written, printed, strict=True):
+        own = re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", was) is not None
+        assert line == was if own else (_STAMP.match(line) and line[_STAMP_LENGTH:] == was)
 
 
 def test_a_printed_line_in_json_is_what_json_line_makes() -> None:
