@@ -83,7 +83,9 @@ class BridgeProcess(HelperProcess):
             return
         if line.startswith(COUNTS_PREFIX):
             numbers = line[len(COUNTS_PREFIX) :].split()
-            if len(numbers) == len(self.counts) and all(n.isdigit() for n in numbers):
+            if len(numbers) == len(self.counts) and all(
+                n.isascii() and n.isdigit() for n in numbers
+            ):
                 self.counts = dict(zip(self.counts, map(int, numbers), strict=True))
             return
         if line.startswith(STATE_PREFIX):

@@ -130,7 +130,9 @@ def project_holder(directory: Path) -> tuple[int | None, str] | None:
     finally:
         os.close(fd)
     pid = pid_line.strip()
-    return (int(pid) if pid.isdigit() else None), os.fsdecode(rest.partition(b"\n")[0])
+    return (int(pid) if pid.isascii() and pid.isdigit() else None), os.fsdecode(
+        rest.partition(b"\n")[0]
+    )
 
 
 def _first_line(data: bytes) -> str:

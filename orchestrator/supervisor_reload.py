@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,8 +101,16 @@ class ConfigReload:
                 new = load_config(self.config.config_dir)  # read again: a save may have finished
                 if _main_of(new) != _main_of(self.manager.config) and _says_nothing(new.main_file):
                     raise ConfigError(str(new.main_file), "", _MAIN_EMPTIED)
-        except ConfigError as exc:
-            message = self.redactor.scrub(str(exc))
+        except Exception as exc:  # no config may end the supervisor
+            if isinstance(exc, ConfigError):
+                message = self.redactor.scrub(str(exc))
+            else:  # a defect of ours in reading some value: the config is refused all the same
+                # Where, not what: its text may hold a new secret the redactor does not know.
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                message = (
+                    f"cannot read the config ({type(exc).__name__} at"
+                    f" {Path(where.filename).name}:{where.lineno}; please report it)"
+                )
             log.error("config reload rejected, keeping the running config: %s", message)
             if not dry_run:
                 since = self.rejected_config[1] if self.rejected_config else time.time()

@@ -40,7 +40,12 @@ class SystemdNotify:
         pid = environ.pop("WATCHDOG_PID", "")
         self._address = "\0" + path[1:] if path.startswith("@") else path
         self.watchdog: float | None = None  # seconds between pings
-        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+        if (
+            usec.isascii()
+            and usec.isdigit()
+            and int(usec) > 0
+            and (not pid or pid == str(os.getpid()))
+        ):
             self.watchdog = int(usec) / 1e6 / 2
         self._sock: socket.socket | None = None
         if self._address:

@@ -189,7 +189,7 @@ def _group(value: Any, file: str, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         try:
             return grp.getgrgid(value).gr_name
-        except KeyError:
+        except (KeyError, OverflowError):  # a gid past the C type: no such group either
             raise ConfigError(file, where, f"no group with gid {value} on this host") from None
     name = expect_str(value, file, where, allow_empty=False)
     try:

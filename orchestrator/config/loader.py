@@ -125,6 +125,9 @@ def read_yaml(
     try:
         text = read_text(path)
     except FileNotFoundError:
+        if path.is_symlink():  # its target is gone: silently using the defaults would lie
+            what = "a symbolic link to a file that does not exist"
+            raise ConfigError(label, "", f"cannot read file: {what}") from None
         if missing_ok:
             return {}
         raise ConfigError(label, "", missing) from None

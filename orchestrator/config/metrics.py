@@ -49,7 +49,13 @@ def _listen(value: Any, file: str, where: str) -> tuple[str, int] | None:
         host = host[1:-1]
     elif ":" in host:  # an IPv6 address needs its brackets, or the port is ambiguous
         host = ""
-    if not sep or not host or not port.isdigit() or int(port) > 65535 or not _host_ok(host):
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or int(port) > 65535
+        or not _host_ok(host)
+    ):
         raise ConfigError(file, where, f"expected {_LISTEN_FORM}, got {describe(value)}")
     return host, int(port)
 

@@ -225,6 +225,13 @@ def _check_string_keys(node: Any, file: str, where: str) -> None:
             f"expected a string, number, boolean, null, list or mapping, got {type(node).__name__} "
             f"{node!s} (quote it to pass it as a string)",
         )
+    if isinstance(node, int) and not -(2**63) <= node < 2**64:  # what msgpack can carry
+        raise ConfigError(
+            file,
+            where,
+            "an integer outside -2**63 .. 2**64-1 cannot be passed to a module "
+            "(quote it to pass it as a string)",
+        )
     if isinstance(node, dict):
         for key, value in node.items():
             if not isinstance(key, str):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, cast, get_args
+from urllib.parse import urlsplit
 
 from module_sdk.event import Pattern
 from orchestrator.config.errors import ConfigError
@@ -283,9 +284,22 @@ def _loopback(host: str) -> bool:
 
 
 def _url(value: Any, file: str, where: str) -> str:
+    """An http(s) URL with a host (and a valid port if it says one): what would only fail at
+    the first delivery is refused at load."""
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigError(
             file, where, f"expected an http:// or https:// URL, got {describe(value)}"
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        raise ConfigError(file, where, f"not a valid URL ({exc}): {describe(value)}") from None
+    if not parts.hostname:
+        raise ConfigError(file, where, f"a URL without a host: {describe(value)}")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ConfigError(
+            file, where, f"a URL with a space or a control character in it: {describe(value)}"
         )
     return value
 

@@ -87,6 +87,8 @@ def load_yaml(text: str, as_text: tuple[TextPath, ...] = ()) -> Any:
         return loader.get_single_data()
     except RecursionError:  # the pure-Python composer recurses per level (libyaml stops at 1000)
         raise RefusedYAMLError(f"collections nested more than {MAX_DEPTH} deep", None) from None
+    except _CONSTRUCTOR_ERRORS as exc:  # one `construct_object` did not catch: without a place
+        raise RefusedYAMLError(f"a value YAML cannot read: {exc}", None) from None
     finally:
         loader.dispose()
 
@@ -178,6 +180,21 @@ class BoundedLoader(_SafeLoader):
         # With aliases, a value is as large as it would be with each of them copied out.
         raise RefusedYAMLError(f"{problem} (aliases counted as copies)", node.start_mark)
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """As SafeLoader does, but a value its constructor cannot read (a date that does not
+        exist, an integer of more than 4300 digits, `!!int x`) is refused where it is written:
+        SafeLoader raises the constructor's own ValueError, KeyError or AttributeError, which a
+        reader of config expects no more than the user expects a traceback."""
+        try:
+            value = super().construct_object(node, deep=deep)
+        except _CONSTRUCTOR_ERRORS as exc:
+            raise RefusedYAMLError(_unreadable(node, exc), node.start_mark) from None
+        # `0x` and `0b` integers have no bound on their length, and what cannot be shown as
+        # decimal raises in every error message that shows it.
+        if type(value) is int and value.bit_length() > _MAX_INT_BITS:
+            raise RefusedYAMLError(_TOO_LONG, node.start_mark)
+        return value
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         """As SafeLoader does, refusing a key written twice in the mapping (keys merged in with
         `<<: *x` may be overridden, as YAML's merge key says)."""
@@ -194,6 +211,23 @@ class BoundedLoader(_SafeLoader):
                     f"duplicate key {_show(key)} (first at line {line})", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+_TOO_LONG = "an integer of more than 4300 digits"
+_MAX_INT_BITS = 14_000  # about 4300 decimal digits: CPython's bound on int <-> str
+
+# What SafeLoader's constructors raise on a value they cannot read, besides YAMLError.
+_CONSTRUCTOR_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+def _unreadable(node: Node, exc: Exception) -> str:
+    """Why the value at `node` cannot be read, in a user's words."""
+    kind = str(node.tag).rpartition(":")[2] or "value"
+    if kind == "int" and "digits" in str(exc):  # CPython's bound on int(str)
+        return _TOO_LONG
+    if isinstance(node, ScalarNode):
+        return f"cannot read {_show(node.value)} as {kind}"
+    return f"cannot read this {kind}: {exc}"
 
 
 def _matches(key: Node, head: str | None) -> bool:

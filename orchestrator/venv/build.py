@@ -171,7 +171,7 @@ def _remove_abandoned(cache: Path, key: str) -> None:
     """`.build-<key>-<pid>` directories of builds whose process is gone."""
     for path in cache.glob(f".build-{key}-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if pid.isascii() and pid.isdigit() and not process_alive(int(pid)):
             _say(f"removing an abandoned build: {path}")
             shutil.rmtree(path, ignore_errors=True)
 

@@ -128,3 +128,25 @@ def test_up_refuses_the_config_with_one_line(project: Project, kind: str) -> Non
     result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
     assert result.stderr == f"Error: {expected}\n", describe(result)
     assert not project.processes()
+
+
+def test_a_value_the_yaml_constructor_raised_on_is_refused_by_sighup(project: Project) -> None:
+    # An integer of 5,000 digits made PyYAML raise ValueError, not a YAML error: SIGHUP (and hot
+    # reload) took the supervisor down with every module.
+    pid = start_victim(project)
+    supervisor = project.status()["supervisor"]["pid"]
+    (project.config_dir / "modules.yaml").write_text(
+        f"modules:\n  - name: victim\n    path: {project.probe('idle')}\n"
+        f"    config: {{v: {'9' * 5000}}}\n"
+    )
+    os.kill(supervisor, signal.SIGHUP)
+    wait_until(
+        lambda: project.status()["config"].get("rejected"),
+        10,
+        "the reload rejected",
+        lambda: (project.root / "logs" / "app.log").read_text()[-2000:],
+    )
+    rejected = project.status()["config"]["rejected"]
+    assert rejected.endswith("line 4, column 17: an integer of more than 4300 digits"), rejected
+    assert project.module("victim")["pid"] == pid  # untouched
+    assert running_config(project) == {"v": 1}

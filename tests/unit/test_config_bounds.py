@@ -231,3 +231,65 @@ def test_dotenv_references_within_bounds_still_work(
     (config / ".env").write_text("HOST=db\nURL=pg://${HOST}:${PORT:-5432}/${FROM_ENV}\n")
     (config / "modules.yaml").write_text(MODULE + "    config: {url: '${URL}'}\n")
     assert load_config(config).modules[0].config == {"url": "pg://db:5432/env"}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2026-13-45", "cannot read '2026-13-45' as timestamp"),  # a date that does not exist
+        ("2026-02-30 10:00:00", "cannot read '2026-02-30 10:00:00' as timestamp"),
+        ("9" * 5000, "an integer of more than 4300 digits"),  # CPython's bound on int(str)
+        ("0x" + "f" * 5000, "an integer of more than 4300 digits"),  # no bound: shown, it raises
+        ("!!int x", "cannot read 'x' as int"),
+        ("!!timestamp x", "cannot read 'x' as timestamp"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_refused_where_it_is_written(
+    config: Path, value: str, problem: str
+) -> None:
+    message = load_error(config, modules=MODULE + f"    config: {{x: {value}}}\n")
+    assert message == f"config/modules.yaml: line 4, column 17: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("main", "where", "problem"),
+    [
+        ("supervision: {stop_timeout: 0x" + "f" * 5000 + "}", "line 1", "4300 digits"),
+        ('metrics: {listen: "127.0.0.1:\u00b2"}', "metrics.listen", "expected HOST:PORT"),
+        ("notifications: {webhooks: [{url: 'http://'}]}", "url", "a URL without a host"),
+        ("notifications: {webhooks: [{url: 'http://a:99999999/'}]}", "url", "Port out of range"),
+        ("notifications: {webhooks: [{url: 'http://a:x/'}]}", "url", "not a valid URL"),
+        ("notifications: {webhooks: [{url: 'http://[::1/'}]}", "url", "Invalid IPv6 URL"),
+        ("notifications: {webhooks: [{url: 'http://a b/'}]}", "url", "a space or a control"),
+    ],
+)
+def test_values_that_raised_in_the_loader_are_config_errors(
+    config: Path, main: str, where: str, problem: str
+) -> None:
+    message = load_error(config, main=main)
+    assert message.startswith("config/main.yaml: ") and where in message and problem in message
+    assert "\n" not in message
+
+
+def test_a_module_group_past_any_gid_is_no_such_group(config: Path) -> None:
+    message = load_error(config, modules=MODULE + "    group: 99999999999999999999999\n")
+    assert message.endswith(
+        "modules[0].group: no group with gid 99999999999999999999999 on this host"
+    )
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1])
+def test_a_module_config_integer_msgpack_cannot_carry_is_refused(config: Path, number: int) -> None:
+    message = load_error(config, modules=MODULE + f"    config: {{x: [{number}]}}\n")
+    assert message.startswith("config/modules.yaml: modules[0].config.x[0]: an integer outside")
+    (config / "modules.yaml").write_text(MODULE + f"    config: {{x: [{2**64 - 1}, {-(2**63)}]}}\n")
+    load_config(config)  # the bounds themselves pass
+
+
+def test_main_yaml_as_a_link_to_nothing_is_refused_not_read_as_defaults(config: Path) -> None:
+    (config / "main.yaml").unlink()
+    load_config(config)  # no main.yaml at all: the defaults
+    (config / "main.yaml").symlink_to("/nonexistent/main.yaml")
+    assert load_error(config) == (
+        "config/main.yaml: cannot read file: a symbolic link to a file that does not exist"
+    )
