@@ -105,7 +105,18 @@ class HelperProcess:
         first ready (whoever needs it then simply waits for it)."""
         if self.ready_at is None:
             return None if self.was_ready else 0.0
-        return None if self._quiet(time.monotonic()) else self.ready_at
+        quiet = self._quiet(time.monotonic()) and not self._unread()
+        return None if quiet else self.ready_at
+
+    def _unread(self) -> bool:
+        """Whether what it printed waits in the pipe: it spoke, our loop did not listen (held
+        up elsewhere in this turn, by a thousand starts or a long reload)."""
+        if self._fd is None:
+            return False
+        try:
+            return bool(select.select([self._fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def _quiet(self, now: float) -> bool:
         """Whether a helper that says `alive` every second has missed more than one: not to be
@@ -175,11 +186,12 @@ class HelperProcess:
         now = time.monotonic()
         # Stopped (SIGSTOP) a while, and back: quiet since we last read, and not several `alive`
         # lines waiting (those are our loop's own stall, the helper spoke all along).
-        resumed = self.ready and self._quiet(now) and data.count(_ALIVE) < 2
+        was_quiet = self.ready and self._quiet(now)
         self._last_heard = now
-        if resumed:
+        if was_quiet and data.count(_ALIVE) < 2:
             log.info("%s (pid %s) speaks again", self.name, self.pid)
             self.ready_at = now
+        if was_quiet:  # whoever found it quiet meanwhile waits for it: they try again now
             self.on_ready()
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-_MAX_LINE:]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import subprocess
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +151,47 @@ def test_a_helper_whose_lines_wait_unread_is_not_taken_for_silent() -> None:
             broker.tick(time.monotonic())
             time.sleep(0.05)
         assert broker._killed_for is not None and "silent for" in broker._killed_for
+    finally:
+        if broker.pid is not None:
+            os.kill(broker.pid, signal.SIGKILL)
+            os.waitpid(broker.pid, 0)
+
+
+def _pending(fd: int | None) -> int:
+    """Bytes waiting unread in the pipe `fd`."""
+    assert fd is not None
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_a_broker_whose_lines_wait_unread_is_up_for_whoever_asks_meanwhile() -> None:
+    """A turn held up 1.5 s (a thousand starts): the modules asking whether the bus is up must
+    not be told it is down while the broker's `alive` lines wait unread; and whoever was told so
+    (a module set waiting on it) is called again when the lines are read."""
+    import signal
+    import sys
+    import time
+
+    script = (
+        "import time\nprint('ready', flush=True)\n"
+        "while True:\n    print('alive', flush=True)\n    time.sleep(0.02)\n"
+    )
+    broker = _broker()
+    broker.silent_after = 30.0
+    broker.argv = [sys.executable, "-c", script]
+    called: list[float] = []
+    broker.on_ready = lambda: called.append(time.monotonic())
+    broker.start()
+    try:
+        broker.wait_ready(10)
+        ready_at, called[:] = broker.ready_at, []
+        deadline = time.monotonic() + 10
+        while _pending(broker.fd) < 2 * len(b"alive\n") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _pending(broker.fd) >= 2 * len(b"alive\n")  # its lines are there, unread...
+        broker._last_heard -= 2.0  # the stall under test: the last read was over 1.5 s ago
+        assert broker.up_since() == ready_at  # ...so it is up, as it was all along
+        broker.read()  # the loop gets to its pipe: several `alive` lines, our own stall
+        assert broker.ready_at == ready_at and called  # waiters are told to try again
     finally:
         if broker.pid is not None:
             os.kill(broker.pid, signal.SIGKILL)
