@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
+from orchestrator.cluster.bridge_lines import COUNTS, COUNTS_PREFIX, HOST_PREFIX, STATE_PREFIX
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 from orchestrator.config import AppConfig, BusSection, Redactor
 from orchestrator.helper_process import HelperProcess, WatchExit
@@ -58,7 +58,7 @@ class BridgeProcess(HelperProcess):
         self.peers: dict[str, str] = {}  # other hosts this run of the bridge heard of: state
         self.twins = 0  # other hosts this run heard calling themselves as this one
         self.nats = "not connected yet"
-        self.counts = {"exported": 0, "imported": 0, "unsent": 0}  # this run's, then summed
+        self.counts = dict.fromkeys(COUNTS, 0)  # this run's, then summed
         self._earlier = dict(self.counts)  # the sums of the runs before this one
 
     def start(self, started: Started | None = None) -> None:
@@ -71,7 +71,8 @@ class BridgeProcess(HelperProcess):
         super().start(started)
 
     def totals(self) -> dict[str, int]:
-        """Events exported, imported, and not sent (lost), over every run of the bridge."""
+        """Events exported, imported, not sent (lost), and messages from NATS refused or bad
+        (see `cluster.counts`), over every run of the bridge."""
         return {key: self._earlier[key] + value for key, value in self.counts.items()}
 
     def on_line(self, line: str) -> None:

@@ -191,6 +191,10 @@ def _system_line(row: dict[str, Any]) -> str:
         parts.append(f"events out {row['exported']}, in {row['imported']}")
         if row["unsent"]:
             parts.append(f"{row['unsent']} not sent (lost)")
+        if row.get("refused"):
+            parts.append(f"{row['refused']} refused from NATS (forged or copied)")
+        if row.get("bad"):
+            parts.append(f"{row['bad']} malformed dropped")
     peers = row.get("peers")
     if peers is not None:
         parts.append(_peers(peers))

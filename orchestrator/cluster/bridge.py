@@ -36,12 +36,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync, encode_envelope
-from module_sdk.event import Pattern
+from module_sdk.event import Pattern, shown
 from module_sdk.protocol import SYNC_SUFFIX
 from module_sdk.sequence import GapCounter
 from orchestrator.cluster import batch
-from orchestrator.cluster.bridge_lines import COUNTS_PREFIX, READY, STATE_PREFIX, say
+from orchestrator.cluster.bridge_lines import READY, say
 from orchestrator.cluster.connection import NatsConnection
+from orchestrator.cluster.counts import Counts
 from orchestrator.cluster.hosts import Hosts
 from orchestrator.cluster.local_bus import RecentImports, drain, publisher_prefix
 from orchestrator.cluster.remote import RemoteControl
@@ -82,17 +83,12 @@ class Bridge(NatsConnection):
         self._imports = RecentImports()  # imported events, until the local bus brings them back
         # The supervisor's publisher: a NATS message claiming it is a forgery, or a copy.
         self._local_prefix = settings.local_prefix or None
-        self.refused = (
-            0  # NATS messages claiming to be this host's supervisor's, or built-in host.*
-        )
         self._instance = os.urandom(8).hex()
         self._headers = {ORIGIN: settings.host, INSTANCE: self._instance}
         self._local_gaps = GapCounter()  # events the local queue dropped before we saw them
         self._nc: Client | None = None
         self._pub: zmq.Socket[bytes] | None = None  # a PUB never blocks: plain sends
-        self.exported = 0
-        self.imported = 0
-        self.unsent = 0  # exported events NATS would not take (its buffer full, or closed)
+        self.counts = Counts()
         self.hosts: Hosts | None = None
         self.farewell = False  # say goodbye at stop (not when the supervisor died: then "lost")
         self.remote: RemoteControl | None = None
@@ -216,15 +212,11 @@ class Bridge(NatsConnection):
         """Say the counts every COUNTS_EVERY seconds while they change; and read the
         subscriptions the broker forwarded to our PUB (ZeroMQ reads them only when the socket
         is used: with nothing coming from NATS they queued at the broker without bound)."""
-        said: tuple[int, int, int] | None = None
         while True:
             await asyncio.sleep(COUNTS_EVERY)
             if self._pub is not None:
                 self._pub.getsockopt(zmq.EVENTS)
-            counts = (self.exported, self.imported, self.unsent)
-            if counts != said:
-                said = counts
-                say(f"{COUNTS_PREFIX}{' '.join(map(str, counts))}")
+            self.counts.report()
 
     async def export(self, topic: bytes, body: bytes) -> None:
         """A frame seen on the local bus: send it to NATS if it matches `export` and was not
@@ -280,28 +272,23 @@ class Bridge(NatsConnection):
                         else:
                             headers = {**self._headers, batch.BATCH_HEADER: str(len(bodies))}
                             await nc.publish(subject, batch.pack(bodies), headers=headers)
-                        self.exported += len(bodies)
+                        self.counts.exported += len(bodies)
                     except (nats.errors.Error, OSError) as exc:
-                        self._lost(len(bodies), str(exc) or type(exc).__name__)
+                        self.counts.lost(len(bodies), str(exc) or type(exc).__name__)
                     except Exception as exc:  # a bug (ours or nats-py's): said, and counted
                         log.exception("bridge: publishing to NATS failed")
-                        self._lost(len(bodies), type(exc).__name__)
+                        self.counts.lost(len(bodies), type(exc).__name__)
                     left -= len(bodies)
         except TimeoutError as exc:
-            self._lost(left, str(exc) or "NATS took too long")
+            self.counts.lost(left, str(exc) or "NATS took too long")
 
     def _count_local_losses(self, event_id: str, topic: bytes, seq: int, sent: float) -> None:
         before = self._local_gaps.dropped
         self._local_gaps.event(event_id, topic, seq, sent)
         if self._local_gaps.dropped > before:
-            self._lost(self._local_gaps.dropped - before, "the bridge's local queue overflowed")
-
-    def _lost(self, count: int, why: str) -> None:
-        """`count` exported events that never reached NATS: counted, and said now and then."""
-        first = self.unsent == 0
-        self.unsent += count
-        if first or self.unsent // 1000 != (self.unsent - count) // 1000:
-            say(f"{STATE_PREFIX}{self.unsent} event(s) not sent so far, lost ({why})")
+            self.counts.lost(
+                self._local_gaps.dropped - before, "the bridge's local queue overflowed"
+            )
 
     async def _subscribe(self, nc: Client) -> None:
         # One subscription for events and syncs (one subject tree, see `subjects`): nats-py runs
@@ -328,10 +315,12 @@ class Bridge(NatsConnection):
             return
         topic = self._routing.topic_of(msg.subject)
         if not topic:
+            self.counts.bad_from_nats(f"its subject names no event type: {shown(msg.subject)}")
             return
         try:
             bodies = [msg.data] if count is None else batch.unpack(msg.data, count)
-        except BadFrameError:
+        except BadFrameError as exc:
+            self.counts.bad_from_nats(f"on {shown(msg.subject)}: {exc}")
             return
         sync = topic.endswith(SYNC_SUFFIX)
         host_event = not sync and topic.startswith(b"host.")
@@ -347,21 +336,16 @@ class Bridge(NatsConnection):
                     source, event_id = decode_envelope(body)[:2]
                     prefix = publisher_prefix(event_id)
                     if host_event and source == BUILT_IN_SOURCE:
-                        self._refuse(f"a built-in {topic.decode()} event")
+                        self.counts.refuse(f"a built-in {topic.decode()} event")
                         continue  # no bridge exports them: a forgery
-            except BadFrameError:
+            except BadFrameError as exc:
+                self.counts.bad_from_nats(f"on {shown(msg.subject)}: {exc}")
                 continue
             if prefix == local:
-                self._refuse("an event of this host's supervisor")  # a copy, or a forgery
+                self.counts.refuse("an event of this host's supervisor")  # a copy, or a forgery
                 continue
             if awaited:
                 imports.add(topic, body)
             send(pub, topic, _SNDMORE)
             send(pub, body)
-            self.imported += 1
-
-    def _refuse(self, what: str) -> None:
-        """A message from NATS that no bridge sends: counted, the first one said."""
-        self.refused += 1
-        if self.refused == 1:
-            say(f"warning: refused {what} from NATS (a forgery, or a copy); more are only counted")
+            self.counts.imported += 1

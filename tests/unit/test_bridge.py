@@ -273,7 +273,7 @@ def test_host_events_stay_home_with_their_syncs_and_none_come_in() -> None:
     assert len(nats.sent) == 2
     lost = encode_envelope("orchestrator", "de-ad-1", 1.0, {"host": "beta"}, 1)
     run(b.receive(Msg("prod.ev.host.lost", lost, "mallory")))  # type: ignore[arg-type]
-    assert pub.sent == [] and b.refused == 1
+    assert pub.sent == [] and b.counts.refused == 1
     mine = encode_envelope("mod", "de-ad-1", 1.0, {}, 1)
     run(b.receive(Msg("prod.ev.host.mine", mine, "beta")))  # type: ignore[arg-type]
     assert pub.sent == [[b"host.mine", mine]]
@@ -311,7 +311,7 @@ def test_events_the_local_queue_dropped_are_counted_as_unsent() -> None:
     b, nats, _ = bridge()
     for seq in (1, 2, 6):  # 3, 4 and 5 overflowed the bridge's local queue
         run(b.export(b"orders.created", encode_envelope("shop", f"5-lo-{seq}", 1.0, {}, seq)))
-    assert len(nats.sent) == 3 and b.unsent == 3
+    assert len(nats.sent) == 3 and b.counts.unsent == 3
 
 
 def test_a_batch_from_nats_is_published_locally_event_by_event_in_order() -> None:
@@ -321,7 +321,7 @@ def test_a_batch_from_nats_is_published_locally_event_by_event_in_order() -> Non
     msg.headers[BATCH_HEADER] = "3"
     run(b.receive(msg))  # type: ignore[arg-type]
     assert pub.sent == [[b"orders.created", body] for body in bodies]
-    assert b.imported == 3
+    assert b.counts.imported == 3
     run(b.export(b"orders.created", bodies[0]))  # imported: never goes back out
     assert nats.sent == []
 
@@ -351,7 +351,7 @@ def test_events_queued_together_leave_in_one_message_per_run_of_a_subject() -> N
         ("prod.ev.x.b", 2),
     ]
     assert nats.sent == [(subject, body, b._headers) for subject, body in items]
-    assert b.exported == 3 and b.unsent == 0
+    assert b.counts.exported == 3 and b.counts.unsent == 0
 
 
 class RefusingNats(FakeNats):
@@ -377,7 +377,8 @@ def test_what_nats_refuses_or_takes_too_long_for_is_counted_unsent(
     subjects += ["prod.ev.x.hung", "prod.ev.x.c", "prod.ev.x.c"]
     run(b.send([(subject, body) for subject in subjects]))
     assert [subject for subject, _, _ in refusing.sent] == ["prod.ev.x.a", "prod.ev.x.b"]
-    assert b.exported == 2 and b.unsent == 5  # two refused, the hung one and the two after it
+    # Two refused, the hung one and the two after it.
+    assert b.counts.exported == 2 and b.counts.unsent == 5
 
 
 class BrokenNats(FakeNats):
@@ -390,7 +391,7 @@ def test_an_unexpected_publish_error_is_counted_and_forwarding_goes_on() -> None
     b._nc = BrokenNats()  # type: ignore[assignment]
     body = encode_envelope("m", "1-a-1", 1.0, None, 0)
     run(b.send([("prod.ev.x.a", body), ("prod.ev.x.a", body), ("prod.ev.x.b", body)]))
-    assert b.unsent == 3 and b.exported == 0
+    assert b.counts.unsent == 3 and b.counts.exported == 0
 
 
 def test_syncs_queued_together_cross_as_a_batch_too() -> None:
