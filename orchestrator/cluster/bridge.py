@@ -46,7 +46,7 @@ from orchestrator.cluster.counts import Counts
 from orchestrator.cluster.hosts import Hosts
 from orchestrator.cluster.local_bus import RecentImports, drain, publisher_prefix
 from orchestrator.cluster.remote import RemoteControl
-from orchestrator.cluster.routing import BUILT_IN_SOURCE, Routing
+from orchestrator.cluster.routing import BUILT_IN_SOURCE, INVALID, Routing
 from orchestrator.cluster.settings import BridgeSettings
 from orchestrator.cluster.signing import Sealer, control_key
 from orchestrator.cluster.subjects import pattern_subject
@@ -231,8 +231,11 @@ class Bridge(NatsConnection):
         before it."""
         if self._nc is None:
             return None
-        subject, built_in = self._routing.route_of(topic)
+        route = self._routing.route_of(topic)
+        subject, built_in = route
         if not subject:
+            if route is INVALID:
+                self.counts.bad_local(f"its topic is no valid event type: {shown(topic)}")
             return None
         if self._imports.back(topic, body):
             return None  # imported: it never goes back out

@@ -5,7 +5,9 @@ that NATS did not take (or the bridge's local queue dropped). `refused`: NATS me
 bridge sends (events of this host's supervisor, built-in `host.*` events: forgeries or copies).
 `bad`: what is not an event at all, dropped: a NATS message that is garbage, holds another
 number of events than its `Orch-Batch` header says, or comes on a subject that names no event
-type. The first is said at once, then a count now and then.
+type; and a frame of the local bus whose topic an export pattern matches but is no valid event
+type (only a ZeroMQ peer that is not the SDK can publish one; as a subject, NATS could refuse it
+and close the connection). The first of each kind is said at once, then a count now and then.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Counts:
         self._said: tuple[int, ...] | None = None
         # Anyone on NATS can send them as fast as they like: the log says a few lines a minute.
         self._bad_from_nats = MalformedLog("NATS message")
+        self._bad_local = MalformedLog("local frame")
 
     def values(self) -> tuple[int, ...]:
         """The counts in the order of `bridge_lines.COUNTS`."""
@@ -55,3 +58,8 @@ class Counts:
         """A message (or an event of a batch) from NATS that is no event, dropped."""
         self.bad += 1
         self._bad_from_nats.add(why)
+
+    def bad_local(self, why: str) -> None:
+        """A frame of the local bus that cannot be exported, dropped."""
+        self.bad += 1
+        self._bad_local.add(why)

@@ -10,6 +10,8 @@ from orchestrator.cluster.subjects import SYNCS, event_subject, sync_subject, ty
 
 ROUTES = 4096  # topics (and subjects) whose route is remembered; past it, all are forgotten
 BUILT_IN_SOURCE = "orchestrator"
+# The route of a topic an export pattern matches but that is no valid event type (see `_route`).
+INVALID: tuple[str, str | None] = ("", "invalid")
 
 
 def is_built_in(source: str, event_type: str) -> bool:
@@ -35,27 +37,37 @@ class Routing:
     def _route(self, topic: bytes) -> tuple[str, str | None]:
         """`(subject, built-in type)` of a local topic: the type if events of it from the
         supervisor are built-in ones (see is_built_in), "" if not, None for a sync; `("", None)`
-        if the topic is not exported. Remembered: topics are few, and this runs per event."""
+        if the topic is not exported, INVALID if a pattern matches it but it is no valid event
+        type. Remembered: topics are few, and this runs per event.
+
+        The SDK publishes valid types only, but any ZeroMQ peer of the bus can send a frame: one
+        of 5,000 characters made a subject over the server's `max_control_line`, for which it
+        closed the connection. A valid type (255 characters at most) under a cluster name (a
+        token of 64 at most) makes a subject of 330 characters at most."""
         route: tuple[str, str | None] = ("", None)
         sync = topic.endswith(SYNC_SUFFIX)
-        try:
-            event_type = (topic[:-1] if sync else topic).decode()
-        except UnicodeDecodeError:
-            event_type = ""
-        if (
-            event_type
-            and not topic.startswith(INTERNAL_PREFIX)
-            and any(pattern.matches(event_type) for pattern in self.patterns)
+        # Not UTF-8: decoded all the same, to be matched, and refused as no valid type.
+        event_type = (topic[:-1] if sync else topic).decode("utf-8", "replace")
+        if not topic.startswith(INTERNAL_PREFIX) and any(
+            pattern.matches(event_type) for pattern in self.patterns
         ):
-            if sync:
-                route = (sync_subject(self._name, event_type), None)
+            try:
+                validate_event_type(event_type)
+            except ValueError:
+                route = INVALID
             else:
-                built_in = event_type if is_built_in(BUILT_IN_SOURCE, event_type) else ""
-                route = (event_subject(self._name, event_type), built_in)
+                route = self._exported(event_type, sync)
         if len(self._routes) >= ROUTES:
             self._routes.clear()  # any topic can be published: the cache must not grow forever
         self._routes[topic] = route
         return route
+
+    def _exported(self, event_type: str, sync: bool) -> tuple[str, str | None]:
+        """The route of a valid event type that an export pattern matches (see `_route`)."""
+        if sync:
+            return (sync_subject(self._name, event_type), None)
+        built_in = event_type if is_built_in(BUILT_IN_SOURCE, event_type) else ""
+        return (event_subject(self._name, event_type), built_in)
 
     def topic_of(self, subject: str) -> bytes:
         """The local topic of a subject from NATS (a sync's with SYNC_SUFFIX), b"" if it is

@@ -80,3 +80,23 @@ def test_the_first_bad_message_is_logged_and_a_flood_costs_the_log_a_line(
     assert b.counts.bad == 1000
     said = [r.getMessage() for r in caplog.records if "malformed NATS message" in r.getMessage()]
     assert len(said) == 1 and "prod.ev.x.g" in said[0], said
+
+
+@pytest.mark.parametrize("export", ["*", "x.*"])
+def test_a_local_frame_whose_topic_is_no_event_type_never_reaches_nats(
+    export: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame published on the bus by a ZeroMQ peer (not the SDK) with a topic of 5,000
+    characters left as a subject over the server's max_control_line: the server closed the
+    connection for it, and nats-py gave up on it for good."""
+    b, nats, _ = bridge((export,))
+    body = encode_envelope("raw", "55-raw-1", 1.0, {}, 0)
+    longest = b"x." + b"a" * 253  # an event type of 255 characters: valid, it leaves
+    bad = [b"x." + b"z" * 5000, b"x.a b", b"x.\xff\xfe", b"x.", b"x.a\n.b"]
+    for topic in [*bad, longest, bad[0], b"x.z" + b"z" * 300 + b"\x00", b"\x00probe.x"]:
+        asyncio.run(b.export(topic, body))
+    sent = [(subject[:12], len(subject)) for subject, _, _ in nats.sent]  # short to read
+    assert sent == [("prod.ev.x.aa", len("prod.ev.") + 255)]
+    assert b.counts.bad == len(bad) + 2  # the first again (its route is remembered), a sync
+    said = [r.getMessage() for r in caplog.records if "malformed local frame" in r.getMessage()]
+    assert len(said) == 1 and "no valid event type" in said[0], said
