@@ -51,7 +51,9 @@ class HelperProcess:
     `name` names it in logs ("the broker"); `module` is what `python -P -m` runs, with `args`;
     `env` is added to the supervisor's environment for it. `restart_note` ends the log line of
     an unexpected exit (what the user loses meanwhile); `memory_setting` names the limit's key.
-    Subclasses may interpret their lines (`on_line`) and add to `status`.
+    Subclasses may interpret their lines (`on_line`) and add to `status`. A line `error: <why>`
+    says why the helper cannot start or, once ready, why it is about to exit (the reason of that
+    exit in the log and in `last_exit`).
     """
 
     # Seconds without a line from the helper after which it is taken for stopped or hung
@@ -96,6 +98,7 @@ class HelperProcess:
         self._restart_at: float | None = None
         self._next_memory_check = 0.0
         self._killed_for: str | None = None
+        self._exits_for: str | None = None  # what it said (`error: <why>`) before it exits
         self._stopping = False
         self.rss_mb: float | None = None
 
@@ -145,7 +148,7 @@ class HelperProcess:
         self._fd = self._stdout.fileno()
         os.set_blocking(self._fd, False)
         self._popen, self._partial, self.ready, self.ready_at = popen, b"", False, None
-        self._killed_for, self._restart_at = None, None
+        self._killed_for, self._exits_for, self._restart_at = None, None, None
         self.started_at = time.monotonic()
         self._last_heard = self.started_at
         self._next_memory_check = self.started_at + _MEMORY_CHECK
@@ -204,8 +207,12 @@ class HelperProcess:
                 self.ready, self.ready_at, self.was_ready = True, time.monotonic(), True
                 log.info("%s ready (pid %s)", self.name, self.pid)
                 self.on_ready()
-            elif not self.ready and line.startswith(_ERROR_PREFIX):
-                error = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
+            elif line.startswith(_ERROR_PREFIX):  # it cannot start, or (ready) it ends: why
+                why = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
+                if self.ready:
+                    self._exits_for = why
+                else:
+                    error = why
             elif line:
                 self.on_line(line.decode("utf-8", "replace"))
         return error
@@ -238,7 +245,7 @@ class HelperProcess:
         now = time.monotonic()
         lived = now - self.started_at
         self._popen, self.ready, self.ready_at, self.rss_mb = None, False, None, None
-        reason = self._killed_for or status.describe()
+        reason = self._killed_for or self._exits_for or status.describe()
         self.last_exit = {"description": status.describe(), "reason": reason, "time": time.time()}
         if self._stopping:
             return

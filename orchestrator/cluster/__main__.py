@@ -5,7 +5,8 @@ the supervisor's loop.
 Its settings come as JSON in the `ORCHESTRATOR_BRIDGE` environment variable (see `settings`). Its
 first line on stdout is `ready` once its local sockets are up (NATS may come later), or
 `error: <why>` before it exits 1. It runs until SIGTERM, or until the supervisor dies (end of file
-on the lifeline pipe).
+on the lifeline pipe), or until NATS closes its connection for good: then it says `error: <why>`
+too, and exits 1 to be restarted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from orchestrator.cluster.bridge_lines import say
 from orchestrator.cluster.settings import ENV_BRIDGE, BridgeSettings
 
 
-async def _serve(settings: BridgeSettings) -> None:
+async def _serve(settings: BridgeSettings) -> str | None:
+    """Run the bridge until it is told to stop; returns why NATS closed it, if it did."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     bridge = Bridge(settings)
@@ -35,6 +37,7 @@ async def _serve(settings: BridgeSettings) -> None:
     if settings.lifeline is not None:
         loop.add_reader(settings.lifeline, stop.set)  # readable only at end of file
     await bridge.run(stop)
+    return bridge.closed_for
 
 
 def main() -> int:
@@ -47,7 +50,10 @@ def main() -> int:
     except (KeyError, ValueError, TypeError) as exc:
         say(f"error: no valid {ENV_BRIDGE} settings ({type(exc).__name__})")
         return 1
-    asyncio.run(_serve(settings))
+    closed_for = asyncio.run(_serve(settings))
+    if closed_for is not None:
+        say(f"error: NATS closed the connection: {closed_for}")
+        return 1
     return 0
 
 

@@ -134,9 +134,11 @@ class Bridge(NatsConnection):
         ]
         for task in tasks:
             task.add_done_callback(_log_failure)
+        self._end = stop.set  # NATS closed the connection for good (see `connection`)
         try:
             await stop.wait()
         finally:
+            self._closing = True
             for task in tasks:
                 task.cancel()
             # Not gather: a cancelled pyzmq receive now and then never completes, and the

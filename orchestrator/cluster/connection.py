@@ -1,6 +1,11 @@
 """The bridge's connection to NATS: its options (credentials, TLS, reconnecting forever, no
 echo), connecting for as long as it takes, and the one-line state the supervisor shows.
 
+nats-py reconnects by itself after the transport fails, but closes the client for good on most
+errors a server sends (`-ERR`: all but a stale connection and a permissions violation), such as
+`maximum control line exceeded` or an authorization error once connected: then the bridge ends
+(`_end`) with the server's word in `closed_for`, and the supervisor restarts it and shows why.
+
 A mixin of `Bridge`: it sets `_nc`, and calls `_subscribe(nc)` once connected.
 """
 
@@ -10,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -51,6 +57,10 @@ class NatsConnection:
         self._state = ""
         self._last_error = ""
         self._refused = False  # the last error was the server's (or TLS's) refusal
+        self._connected = False  # `_nc` connected once: its closing now ends the bridge
+        self._closing = False  # the bridge closes it (at its stop): its closing is expected
+        self.closed_for: str | None = None  # why NATS closed the connection for good
+        self._end: Callable[[], None] = lambda: None  # ends the bridge (see `_closed`)
 
     async def _subscribe(self, nc: Client) -> None:
         raise NotImplementedError
@@ -64,6 +74,7 @@ class NatsConnection:
             self._nc = nc
             try:
                 await nc.connect(**self.connect_options())
+                self._connected = True
                 break
             except Exception as exc:  # anything: the state line says what, and we try again
                 self._state_changed(f"disconnected: {str(exc) or type(exc).__name__}")
@@ -147,4 +158,13 @@ class NatsConnection:
             self._state_changed(f"connected to {self._server(self._nc)}")
 
     async def _closed(self) -> None:
-        self._state_changed("disconnected: closed")
+        """nats-py closed the client: for good, whatever comes next. Unless the bridge is
+        stopping (or the client never connected: `_connect` tries a new one), the bridge ends,
+        saying why, to be restarted: it would otherwise run on, unconnected, forever."""
+        if self._closing or not self._connected:
+            return
+        error = self._nc.last_error if self._nc is not None else None
+        why = (str(error) or type(error).__name__) if error is not None else self._last_error
+        self.closed_for = why.removeprefix("nats: ") or "closed by the client"
+        self._state_changed(f"disconnected: closed ({self.closed_for})")
+        self._end()
