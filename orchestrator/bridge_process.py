@@ -111,6 +111,9 @@ class BridgeProcess(HelperProcess):
             )
         elif change == "skewed":
             log.warning("cluster: host %s is ignored: %s", host, why)
+        elif change == "forgot":  # the bridge's table no longer holds it: nor does status
+            self.peers.pop(host, None)
+            log.info("cluster: host %s forgotten (%s)", host, why)
         elif change in _HOST_CHANGES and host:
             self.peers[host] = _PEER_STATE[change]
             if len(self.peers) > _MAX_PEERS:  # as the bridge's own table: forget one gone

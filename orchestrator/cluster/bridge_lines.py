@@ -8,7 +8,8 @@ READY: Final = "ready"  # first line, once the local sockets are up
 STATE_PREFIX: Final = "nats: "  # `nats: connected to URL`, `nats: disconnected: <why>`
 COUNTS_PREFIX: Final = "counts: "  # `counts: <exported> <imported> ...` (COUNTS), when they change
 COUNTS: Final = ("exported", "imported", "unsent", "refused", "bad")  # see cluster.counts
-HOST_PREFIX: Final = "host: "  # `host: joined|lost|left|twin|skewed NAME [why]`, as they happen
+# `host: joined|lost|left|twin|skewed|forgot NAME [why]`, as they happen
+HOST_PREFIX: Final = "host: "
 
 
 def say(line: str) -> None:

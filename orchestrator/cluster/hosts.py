@@ -1,6 +1,7 @@
 """Hosts see each other: the bridge announces its host, hears the others, and says who joined,
 was lost or left (`host: joined NAME`, `host: lost NAME <why>`, `host: left NAME <why>`,
-`host: twin NAME <pid>` lines on stdout, which the supervisor turns into `host.*` events).
+`host: twin NAME <pid>` lines on stdout, which the supervisor turns into `host.*` events), and
+which it forgot (`host: forgot NAME <why>`, no event).
 
 Announcements are signed with the cluster's key (see `signing`): another NATS client cannot
 make a host look gone, or fill the table with hosts that are not. The announcement carries the

@@ -5,7 +5,9 @@ supervisor's pid, the version, its modules and their states. A host first heard 
 again after it was lost) has *joined*; one not heard of for `LOST_AFTER` seconds is
 *unreachable* (lost); one that said goodbye (`down`) has *left*. Announcements come from the
 network: each is checked field by field and bounded, and the table holds at most `MAX_HOSTS`,
-of `MAX_TABLE_BYTES` in all.
+of `MAX_TABLE_ROWS` module rows and `MAX_TABLE_SIZE` bytes (as the view of the cluster carries
+them: see `Hosts.view`) in all, so that the view always fits what the supervisor's control socket
+takes (`control.REQUEST_LIMITS`). A host unreachable or gone for `FORGET_AFTER` is forgotten.
 
 Signed announcements can still be recorded and sent again by any client of the NATS server: each
 carries the time it was sent and a number its bridge run counts up. One not newer than the last
@@ -29,12 +31,17 @@ from module_sdk.health import bounded_message
 
 ANNOUNCE_EVERY = 1.0  # seconds between a host's announcements
 LOST_AFTER = 3.5  # seconds without one, after which a host is unreachable
+FORGET_AFTER = 3600.0  # seconds after which a host unreachable (or that left) is forgotten
 MAX_HOSTS = 256
 MAX_MODULES = 2000  # rows of one announcement
 MAX_ANNOUNCEMENT = 512 * 1024  # bytes of one
-# Bytes of all the announcements the table holds: 256 of the largest would take the bridge past
-# its memory limit once decoded. An announcement that would not fit is ignored.
-MAX_TABLE_BYTES = 16 * 1024 * 1024
+# What the table holds of all the hosts, an announcement that would not fit being ignored. The
+# view of the cluster goes to the supervisor whole (`status --cluster`): its control socket takes
+# 17 MiB and 500,000 items (control.REQUEST_LIMITS), and a row is 8 items. Bounded by bytes
+# received, 200 hosts of 2,000 minimal rows (3.2 MB) made a view of 20 MB, which the supervisor
+# dropped, and 256 of short distinct names took the bridge past its 256 MB memory limit.
+MAX_TABLE_ROWS = 50_000
+MAX_TABLE_SIZE = 8 * 1024 * 1024  # bytes of the rows and hosts' fields, packed as in the view
 _MAX_NUMBER = 1e15  # pids, counts, times and sizes: beyond it, it is not one
 # Seconds an announcement of a run not heard yet stays valid: hosts' clocks may differ by this
 # much, as for control requests (signing.MAX_AGE; not imported: signing loads hashlib, and with
@@ -44,6 +51,16 @@ UP, UNREACHABLE, LEFT = "up", "unreachable", "left"
 _HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 _TEXT = 200  # characters of a text field kept
 MODULE_FIELDS = ("name", "state", "pid", "restarts", "uptime", "rss_mb", "why")
+Row = tuple[
+    str | None, str | None, float | None, float | None, float | None, float | None, str | None
+]
+# What a row's field names add to its packed size in the view (a map, not an array of values).
+_ROW_KEYS = len(msgpack.packb(dict.fromkeys(MODULE_FIELDS))) - len(
+    msgpack.packb([None] * len(MODULE_FIELDS))
+)
+# What a host's row adds to its modules' in the view, at most: its field names and values, a
+# host name of 253 characters and texts of 200 (up to 4 bytes each), and numbers.
+_HOST_SIZE = 2048
 
 
 class BadAnnouncementError(ValueError):
@@ -83,7 +100,11 @@ def encode_announcement(
 
 def _text(value: Any) -> str | None:
     """A text field as `status --cluster` may print it: one printable line, cut."""
-    return bounded_message(value, _TEXT) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    if len(value) <= _TEXT and value.isprintable() and value == value.strip():
+        return value  # as it is (bounded_message looks at each character: 2,000 rows a second)
+    return bounded_message(value, _TEXT)
 
 
 def _number(value: Any) -> float | int | None:
@@ -110,20 +131,22 @@ def decode_announcement(data: bytes) -> dict[str, Any]:
     modules = raw.get("modules")
     if not isinstance(modules, list) or len(modules) > MAX_MODULES:
         raise BadAnnouncementError("no valid modules")
-    rows = []
+    rows: list[Row] = []
     for row in modules:
         if not isinstance(row, dict) or not isinstance(row.get("name"), str):
             raise BadAnnouncementError("a module row without a name")
+        get = row.get
+        # A tuple, not a map of 7 keys: 2,000 rows of each of 256 hosts are held.
         rows.append(
-            {
-                "name": _text(row["name"]),
-                "state": _text(row.get("state")),
-                "pid": _number(row.get("pid")),
-                "restarts": _number(row.get("restarts")),
-                "uptime": _number(row.get("uptime")),
-                "rss_mb": _number(row.get("rss_mb")),
-                "why": _text(row.get("why")),
-            }
+            (
+                _text(row["name"]),
+                _text(get("state")),
+                _number(get("pid")),
+                _number(get("restarts")),
+                _number(get("uptime")),
+                _number(get("rss_mb")),
+                _text(get("why")),
+            )
         )
     return {
         "host": host,
@@ -136,7 +159,8 @@ def decode_announcement(data: bytes) -> dict[str, Any]:
         # None from a bridge of a version before them: taken as it comes
         "seq": seq if isinstance(seq := _number(raw.get("seq")), int) and seq >= 0 else None,
         "sent": _number(raw.get("sent")),
-        "bytes": len(data),
+        # What it adds to the view of the cluster, packed, at most (see MAX_TABLE_SIZE).
+        "size": len(msgpack.packb(rows)) + len(rows) * _ROW_KEYS + _HOST_SIZE,
     }
 
 
@@ -160,20 +184,22 @@ class Peer:
             "pid": note["pid"],
             "version": note["version"],
             "started": note["started"],
-            "modules": note["modules"],
+            "modules": [dict(zip(MODULE_FIELDS, row, strict=True)) for row in note["modules"]],
         }
 
 
 @dataclass
 class PeerTable:
     """The other hosts, by name. `heard` and `expire` return what changed, as
-    (change, host, why) with change one of "joined", "lost", "left", "twin", "skewed"."""
+    (change, host, why) with change one of "joined", "lost", "left", "twin", "skewed" and
+    "forgot" (a host unreachable or gone for FORGET_AFTER, or that made room for another)."""
 
     own_host: str
     own_instance: str
     peers: dict[str, Peer] = field(default_factory=dict)
     twins: set[str] = field(default_factory=set)  # instances of another host named as this one
-    bytes: int = 0  # of the announcements held
+    held_rows: int = 0  # module rows of the announcements held
+    held_size: int = 0  # their size in the view (see MAX_TABLE_SIZE)
     skewed: set[str] = field(default_factory=set)  # hosts whose clock is said to be apart
 
     def heard(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
@@ -196,21 +222,21 @@ class PeerTable:
             if _stale(note, now):
                 return self._skewed(host, now - note["sent"])
             self.skewed.discard(host)
-            if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
-                self._forget_one()
-                if len(self.peers) >= MAX_HOSTS or self.bytes + note["bytes"] > MAX_TABLE_BYTES:
-                    return []
-            peer = self.peers[host] = Peer(note, state=UP, since=now, last_heard=now)
-            self.bytes += note["bytes"]
-            return [] if note["leaving"] else [("joined", host, "")]
+            changes = self._make_room(note, now)
+            if not self._fits(note):
+                return changes
+            self.peers[host] = Peer(note, state=UP, since=now, last_heard=now)
+            self._hold(note, 1)
+            return changes if note["leaving"] else [*changes, ("joined", host, "")]
         if _replayed(note, peer.announcement, now):
             return []
-        if self.bytes - peer.announcement["bytes"] + note["bytes"] > MAX_TABLE_BYTES:
+        self._hold(peer.announcement, -1)
+        if not self._fits(note):
             # It grew past what the table holds: still heard (not lost), with its old rows.
-            note = {**note, "modules": peer.announcement["modules"]}
-            note["bytes"] = peer.announcement["bytes"]
+            old = peer.announcement
+            note = {**note, "modules": old["modules"], "size": old["size"]}
+        self._hold(note, 1)
         previous = peer.state
-        self.bytes += note["bytes"] - peer.announcement["bytes"]
         peer.announcement, peer.last_heard = note, now
         if note["leaving"]:
             if previous != LEFT:
@@ -233,25 +259,60 @@ class PeerTable:
         return [("skewed", host, f"{why} are the clocks apart?); not shown until they agree")]
 
     def expire(self, now: float) -> list[tuple[str, str, str]]:
-        """Hosts not heard of for LOST_AFTER seconds become unreachable."""
+        """Hosts not heard of for LOST_AFTER seconds become unreachable; those unreachable or
+        gone for FORGET_AFTER are forgotten."""
         changes = []
-        for host, peer in self.peers.items():
+        for host, peer in list(self.peers.items()):
             if peer.state == UP and now - peer.last_heard > LOST_AFTER:
                 peer.state, peer.since = UNREACHABLE, now
                 changes.append(("lost", host, f"no announcement for {now - peer.last_heard:.1f}s"))
+            elif peer.state != UP and now - peer.since > FORGET_AFTER:
+                changes.append(self._forget(peer, f"{peer.state} for {FORGET_AFTER:g}s"))
         return changes
 
     def rows(self, now: float) -> list[dict[str, Any]]:
         """Every other host's row, by name."""
         return [self.peers[host].row(now) for host in sorted(self.peers)]
 
-    def _forget_one(self) -> None:
-        """Make room: forget the host that left or was lost longest ago, if any."""
-        gone = [p for p in self.peers.values() if p.state != UP]
-        if gone:
-            oldest = min(gone, key=lambda p: p.since)
-            del self.peers[oldest.announcement["host"]]
-            self.bytes -= oldest.announcement["bytes"]
+    def _fits(self, note: dict[str, Any]) -> bool:
+        """Whether the table has room for `note` (as a new host's, or in place of one forgone)."""
+        return (
+            len(self.peers) < MAX_HOSTS + (note["host"] in self.peers)
+            and self.held_rows + len(note["modules"]) <= MAX_TABLE_ROWS
+            and self.held_size + note["size"] <= MAX_TABLE_SIZE
+        )
+
+    def _hold(self, note: dict[str, Any], sign: int) -> None:
+        self.held_rows += sign * len(note["modules"])
+        self.held_size += sign * note["size"]
+
+    def _make_room(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
+        """Forget the hosts that left or were lost longest ago, as many as a new host's `note`
+        needs (none if they would not make room enough)."""
+        gone = sorted((p for p in self.peers.values() if p.state != UP), key=lambda p: p.since)
+        hosts, rows, size = len(self.peers), self.held_rows, self.held_size
+        needed = 0
+        while (
+            hosts >= MAX_HOSTS
+            or rows + len(note["modules"]) > MAX_TABLE_ROWS
+            or (size + note["size"] > MAX_TABLE_SIZE)
+        ):
+            if needed == len(gone):
+                return []
+            announcement = gone[needed].announcement
+            hosts, rows, size = (
+                hosts - 1,
+                rows - len(announcement["modules"]),
+                size - announcement["size"],
+            )
+            needed += 1
+        return [self._forget(peer, f"to make room for {note['host']}") for peer in gone[:needed]]
+
+    def _forget(self, peer: Peer, why: str) -> tuple[str, str, str]:
+        host = peer.announcement["host"]
+        del self.peers[host]
+        self._hold(peer.announcement, -1)
+        return ("forgot", host, why)
 
 
 def _stale(note: dict[str, Any], now: float) -> bool:

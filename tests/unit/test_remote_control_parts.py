@@ -1,4 +1,5 @@
-"""The pure parts of control across hosts: sealed requests, the table of hosts, the forwarder."""
+"""The pure parts of control across hosts: sealed requests, the forwarder, the remote control
+(the table of hosts is in test_peer_table)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from test_peer_table import note
 
-from orchestrator.cluster.peers import (
-    LOST_AFTER,
-    MAX_ANNOUNCEMENT,
-    MAX_MODULES,
-    MAX_TABLE_BYTES,
-    BadAnnouncementError,
-    PeerTable,
-    decode_announcement,
-    encode_announcement,
-)
 from orchestrator.cluster.signing import MAX_AGE, RefusedError, Sealer, control_key
 from orchestrator.forwarder import MAX_PENDING, Forwarder
 
@@ -88,190 +80,6 @@ def test_keys_come_from_every_kind_of_credential(tmp_path: Path) -> None:
     }
     assert len(keys) == 4 and None not in keys
     assert control_key({}) is None
-
-
-_SEQ = iter(range(1, 1_000_000))
-
-
-def note(
-    host: str,
-    instance: str = "i1",
-    *,
-    leaving: bool = False,
-    sent: float | None = None,
-    seq: int | None = None,
-    status: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An announcement as it arrives; sent when `sent` says (by default the last `now` the test
-    gives the table), numbered after the last one unless `seq` says."""
-    status = status or {
-        "supervisor": {"pid": 7, "started": 1.0},
-        "modules": [{"name": "m", "state": "x"}],
-    }
-    data = encode_announcement(
-        host=host,
-        instance=instance,
-        status=status,
-        version="1",
-        leaving=leaving,
-        seq=next(_SEQ) if seq is None else seq,
-        sent=sent,
-    )
-    return decode_announcement(data)
-
-
-def test_hosts_join_get_lost_come_back_and_leave() -> None:
-    table = PeerTable("alpha", "me")
-    assert table.heard(note("beta", sent=100.0), 100.0) == [("joined", "beta", "")]
-    assert table.heard(note("beta", sent=101.0), 101.0) == []
-    assert table.expire(101.0 + LOST_AFTER) == []
-    lost = table.expire(101.1 + LOST_AFTER)
-    assert [change[:2] for change in lost] == [("lost", "beta")]
-    assert table.rows(110.0)[0]["state"] == "unreachable"
-    assert table.heard(note("beta", "i2", sent=111.0), 111.0) == [("joined", "beta", "")]
-    left = table.heard(note("beta", "i2", leaving=True, sent=112.0), 112.0)
-    assert left[0][:2] == ("left", "beta")
-    assert table.expire(200.0) == []  # a host that left is not lost too
-    assert table.heard(note("alpha", "me", sent=113.0), 113.0) == []  # our own
-    twin = table.heard(note("alpha", "twin", sent=113.0), 113.0)
-    assert twin == [("twin", "alpha", "pid 7")]
-    assert table.heard(note("alpha", "twin", sent=114.0), 114.0) == []  # said once
-
-
-def test_an_announcement_sent_again_changes_nothing() -> None:
-    """Any client of the NATS server can record signed announcements and send them again: one
-    must neither keep a stopped host up nor make a live one leave, nor a gone one join."""
-    table = PeerTable("alpha", "me")
-    old_run = [note("beta", "run1", sent=100.0 + i) for i in range(3)]
-    old_goodbye = note("beta", "run1", leaving=True, sent=103.0)
-    for n, announcement in enumerate(old_run):
-        table.heard(announcement, 100.0 + n)
-    assert table.heard(old_goodbye, 103.0) == [("left", "beta", "its supervisor stopped")]
-    assert table.heard(old_run[-1], 104.0) == []  # a stopped host is not up again
-    assert table.rows(104.0)[0]["state"] == "left"
-    assert table.heard(note("beta", "run2", sent=110.0), 110.0) == [("joined", "beta", "")]
-    assert table.heard(old_goodbye, 111.0) == []  # an old run's goodbye: it has not left
-    assert table.heard(old_run[0], 111.5) == []
-    assert table.rows(112.0)[0]["state"] == "up"
-    assert table.heard(note("beta", "run2", seq=1, sent=112.0), 112.0) == []  # not after the last
-    fresh = PeerTable("alpha", "me")  # one that never heard beta: a recording is too old
-    skewed = fresh.heard(old_run[-1], 102.0 + MAX_AGE + 1)
-    assert [change[:2] for change in skewed] == [("skewed", "beta")]  # said once
-    assert "clocks apart" in skewed[0][2] and fresh.heard(old_run[-1], 140.0) == []
-    assert fresh.heard(note("beta", "run3", sent=130.0), 131.0) == [("joined", "beta", "")]
-
-
-def test_an_announcement_from_the_future_hides_no_host() -> None:
-    """One announcement of another run sent a day ahead (a clock far off, or a forgery with the
-    cluster's credentials) hid the host's real ones, all older, for a day."""
-    table = PeerTable("alpha", "me")
-    assert table.heard(note("beta", "run1", sent=100.0), 100.0) == [("joined", "beta", "")]
-    ahead = table.heard(note("beta", "run0", sent=100.0 + 86400), 101.0)
-    assert [change[:2] for change in ahead] == [("skewed", "beta")]
-    assert "ahead" in ahead[0][2]
-    assert table.heard(note("beta", "run0", sent=200.0 + 86400), 102.0) == []  # said once
-    left = table.heard(note("beta", "run1", leaving=True, sent=103.0), 103.0)
-    assert [change[:2] for change in left] == [("left", "beta")]  # still heard
-    # Within the allowed difference, one ahead is kept as sent when it arrived.
-    assert table.heard(note("beta", "run2", sent=110.0 + MAX_AGE - 1), 110.0)[0][:2] == (
-        "joined",
-        "beta",
-    )
-    assert table.heard(note("beta", "run3", sent=111.0), 111.0) == []
-    assert table.peers["beta"].announcement["instance"] == "run3"  # the later run is heard
-    fresh = PeerTable("alpha", "me")
-    far = fresh.heard(note("gamma", "run1", sent=100.0 + MAX_AGE + 1), 100.0)
-    assert [change[:2] for change in far] == [("skewed", "gamma")] and fresh.rows(100.0) == []
-
-
-def test_an_announcement_from_before_the_upgrade_is_not_replayed_over_a_new_one() -> None:
-    """Recorded before the hosts carried a send time and a number (or forged without them):
-    once the host is heard with them, one without is old."""
-    table = PeerTable("alpha", "me")
-    table.heard(note("beta", "run2", sent=200.0), 200.0)
-    legacy = decode_announcement(
-        msgpack.packb({"host": "beta", "instance": "run1", "modules": [], "leaving": True})
-    )
-    assert legacy["sent"] is None and legacy["seq"] is None
-    assert table.heard(legacy, 201.0) == []
-    assert table.rows(201.0)[0]["state"] == "up"
-    old = PeerTable("alpha", "me")  # a host of the old version is heard as before
-    assert old.heard(legacy, 201.0) == []  # (a goodbye first: known, not joined)
-    assert old.rows(201.0)[0]["state"] == "up"
-
-
-def test_announcements_and_requests_allow_the_same_clock_difference() -> None:
-    from orchestrator.cluster import peers
-
-    assert peers.MAX_AGE == MAX_AGE
-
-
-def test_the_table_holds_a_bounded_number_of_bytes() -> None:
-    rows = [{"name": f"m{i:04}" + "x" * 30, "state": "running"} for i in range(MAX_MODULES)]
-    status = {"supervisor": {"pid": 7, "started": 1.0}, "modules": rows}
-    big = note("h0", status=status, sent=1.0)
-    fits = MAX_TABLE_BYTES // big["bytes"]
-    table = PeerTable("alpha", "me")
-    for i in range(fits + 5):
-        table.heard(note(f"h{i}", status=status, sent=1.0), 1.0)
-    assert len(table.peers) == fits and table.bytes <= MAX_TABLE_BYTES
-    # A host already held may grow only within the bound: past it, it is still heard (never
-    # lost for it), with the rows it had.
-    room = MAX_TABLE_BYTES - table.bytes  # less than one more host
-    longer = [{**row, "why": "y" * (room // len(rows) + 10)} for row in rows]
-    grown = note("h0", status={**status, "modules": longer}, sent=2.0)
-    assert grown["bytes"] > big["bytes"]
-    for second in range(2, 10):
-        table.heard(note("h0", status={**status, "modules": longer}, sent=second), second)
-    lost = {host for _, host, _ in table.expire(10.0)}
-    assert lost and "h0" not in lost  # the others, silent since 1.0, are
-    assert table.bytes <= MAX_TABLE_BYTES
-    assert table.peers["h0"].announcement["modules"][0]["why"] is None  # the old rows
-    assert table.peers["h0"].last_heard == 9
-
-
-def test_numbers_and_texts_of_an_announcement_are_fit_to_print() -> None:
-    raw = {
-        "host": "a",
-        "instance": "i",
-        "pid": float("nan"),
-        "started": float("inf"),
-        "modules": [{"name": "m\x1b]0;title\x07\nfake line", "uptime": 1e300, "rss_mb": -1e308}],
-    }
-    decoded = decode_announcement(msgpack.packb(raw))
-    assert decoded["pid"] is None and decoded["started"] is None
-    row = decoded["modules"][0]
-    assert row["uptime"] is None and row["rss_mb"] is None
-    assert row["name"].isprintable() and "fake line" in row["name"]
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"\xc1",
-        msgpack.packb([1]),
-        msgpack.packb({"host": "a b", "instance": "i", "modules": []}),
-        msgpack.packb({"host": "a", "instance": "", "modules": []}),
-        msgpack.packb({"host": "a", "instance": "i", "modules": [{"state": "x"}]}),
-        msgpack.packb({"host": "a", "instance": "i", "modules": "no"}),
-        b"\x00" * (MAX_ANNOUNCEMENT + 1),
-    ],
-)
-def test_garbage_announcements_are_refused(data: bytes) -> None:
-    with pytest.raises(BadAnnouncementError):
-        decode_announcement(data)
-
-
-def test_fields_of_an_announcement_are_typed_and_cut() -> None:
-    raw = {
-        "host": "a",
-        "instance": "i",
-        "modules": [{"name": "n" * 1000, "pid": "nope", "restarts": True, "state": 5}],
-    }
-    row = decode_announcement(msgpack.packb(raw))["modules"][0]
-    assert len(row["name"]) == 200 and row["pid"] is None and row["restarts"] is None
-    assert row["state"] is None
 
 
 class Bridge:
