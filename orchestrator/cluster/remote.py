@@ -91,7 +91,8 @@ class RemoteControl:
             answer = failure("malformed forward")
         else:
             answer = await self.ask(host, request, wait)
-        await self._link.reply(message["forward"], answer)
+        what = "the cluster view" if host is None else f"host {host!r}'s answer"
+        await self._link.reply(message["forward"], answer, what[:300])
 
     async def ask(self, host: str, request: dict[str, Any], wait: float) -> dict[str, Any]:
         """Host `host`'s answer to `request`, or a failure saying why there is none."""

@@ -18,6 +18,8 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from orchestrator.control import REQUEST_LIMITS, decode
+
 log = logging.getLogger(__name__)
 
 ATTACH_RETRY = 1.0  # seconds between attempts to attach, while the supervisor does not answer
@@ -48,9 +50,12 @@ class SupervisorLink:
     async def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """The supervisor's reply (`{"ok": ..., "data"/"error": ...}`) to `request`, or a failed
         one if it does not answer within `timeout` seconds."""
+        return await self._exchange(msgpack.packb(request), timeout)
+
+    async def _exchange(self, payload: bytes, timeout: float) -> dict[str, Any]:
         sock = self._socket()
         try:
-            await sock.send(msgpack.packb(request))
+            await sock.send(payload)
             if not await sock.poll(int(timeout * 1000)):
                 return failure(f"the supervisor did not answer within {timeout:g}s")
             answer = msgpack.unpackb(await sock.recv(), raw=False)
@@ -60,11 +65,19 @@ class SupervisorLink:
             sock.close(0)
         return answer if isinstance(answer, dict) else failure("the supervisor's answer was odd")
 
-    async def reply(self, forward: int, answer: dict[str, Any]) -> None:
-        """Hand the answer to a forwarded request back to the supervisor."""
-        await self.ask(
-            {"cmd": "bridge_reply", "key": self._key, "id": forward, "reply": answer}, 5.0
-        )
+    async def reply(self, forward: int, answer: dict[str, Any], what: str = "the answer") -> None:
+        """Hand the answer to a forwarded request back to the supervisor. One its control socket
+        would not take (over its limits) goes as a failure saying so: the supervisor drops what
+        it cannot read, and the CLI would only hear, later, that it did not answer."""
+        request = {"cmd": "bridge_reply", "key": self._key, "id": forward, "reply": answer}
+        payload = msgpack.packb(request)
+        try:
+            decode(payload, REQUEST_LIMITS)  # as the supervisor will
+        except ValueError as exc:
+            error = f"{what} is too large for the supervisor's control socket ({exc})"
+            log.error("bridge: %s", error)
+            payload = msgpack.packb({**request, "reply": failure(error)})
+        await self._exchange(payload, 5.0)
 
     async def serve_forwards(self, handle: Forwarded) -> None:
         """Attach, then hand each forward to `handle` (in a task of its own) until cancelled."""
