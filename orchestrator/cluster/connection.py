@@ -165,6 +165,6 @@ class NatsConnection:
             return
         error = self._nc.last_error if self._nc is not None else None
         why = (str(error) or type(error).__name__) if error is not None else self._last_error
-        self.closed_for = why.removeprefix("nats: ") or "closed by the client"
+        self.closed_for = why.removeprefix("nats: ") or "the NATS client closed it"
         self._state_changed(f"disconnected: closed ({self.closed_for})")
         self._end()

@@ -222,7 +222,7 @@ class PeerTable:
             if _stale(note, now):
                 return self._skewed(host, now - note["sent"])
             self.skewed.discard(host)
-            changes = self._make_room(note, now)
+            changes = self._make_room(note)
             if not self._fits(note):
                 return changes
             self.peers[host] = Peer(note, state=UP, since=now, last_heard=now)
@@ -275,36 +275,26 @@ class PeerTable:
         return [self.peers[host].row(now) for host in sorted(self.peers)]
 
     def _fits(self, note: dict[str, Any]) -> bool:
-        """Whether the table has room for `note` (as a new host's, or in place of one forgone)."""
-        return (
-            len(self.peers) < MAX_HOSTS + (note["host"] in self.peers)
-            and self.held_rows + len(note["modules"]) <= MAX_TABLE_ROWS
-            and self.held_size + note["size"] <= MAX_TABLE_SIZE
-        )
+        """Whether the table has room for `note`: a new host's, or a known one's (whose rows
+        held are taken off first)."""
+        hosts = len(self.peers) - (note["host"] in self.peers)
+        return _room(hosts, self.held_rows, self.held_size, note)
 
     def _hold(self, note: dict[str, Any], sign: int) -> None:
         self.held_rows += sign * len(note["modules"])
         self.held_size += sign * note["size"]
 
-    def _make_room(self, note: dict[str, Any], now: float) -> list[tuple[str, str, str]]:
+    def _make_room(self, note: dict[str, Any]) -> list[tuple[str, str, str]]:
         """Forget the hosts that left or were lost longest ago, as many as a new host's `note`
         needs (none if they would not make room enough)."""
         gone = sorted((p for p in self.peers.values() if p.state != UP), key=lambda p: p.since)
         hosts, rows, size = len(self.peers), self.held_rows, self.held_size
         needed = 0
-        while (
-            hosts >= MAX_HOSTS
-            or rows + len(note["modules"]) > MAX_TABLE_ROWS
-            or (size + note["size"] > MAX_TABLE_SIZE)
-        ):
+        while not _room(hosts, rows, size, note):
             if needed == len(gone):
                 return []
-            announcement = gone[needed].announcement
-            hosts, rows, size = (
-                hosts - 1,
-                rows - len(announcement["modules"]),
-                size - announcement["size"],
-            )
+            held = gone[needed].announcement
+            hosts, rows, size = hosts - 1, rows - len(held["modules"]), size - held["size"]
             needed += 1
         return [self._forget(peer, f"to make room for {note['host']}") for peer in gone[:needed]]
 
@@ -313,6 +303,15 @@ class PeerTable:
         del self.peers[host]
         self._hold(peer.announcement, -1)
         return ("forgot", host, why)
+
+
+def _room(hosts: int, rows: int, size: int, note: dict[str, Any]) -> bool:
+    """Whether a table of `hosts` hosts, `rows` rows and `size` bytes has room for `note`."""
+    return (
+        hosts < MAX_HOSTS
+        and rows + len(note["modules"]) <= MAX_TABLE_ROWS
+        and size + note["size"] <= MAX_TABLE_SIZE
+    )
 
 
 def _stale(note: dict[str, Any], now: float) -> bool:
