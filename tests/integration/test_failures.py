@@ -251,3 +251,44 @@ def test_an_unwritable_log_directory_is_one_line_and_leaves_no_stale_run(
     (project.root / "logs").unlink()
     again = project.cli("up", "-d", check=0)
     assert "stopped without" not in again.stderr, again.stderr  # that start never ran
+
+
+INTERRUPTED_IMPORT = """
+import threading
+import time
+
+threading.Thread(target=time.sleep, args=(3600,), name="left running").start()  # not a daemon
+raise KeyboardInterrupt  # as a Ctrl+C in the middle of its import would
+
+
+def initialize(event_bus, config):
+    pass
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_a_spawned_module_that_escapes_the_shim_fails_at_once_despite_its_threads(
+    project: Project,
+) -> None:
+    """A KeyboardInterrupt out of the shim (here from the module's import) left a spawned
+    module's interpreter waiting for its non-daemon thread: the supervisor saw nothing until the
+    start timeout killed it, and said that instead. It fails at once, as a forked one does."""
+    path = project.write_module("interrupted.py", INTERRUPTED_IMPORT)
+    project.configure(
+        [
+            {
+                "name": "interrupted",
+                "path": path,
+                "start_method": "spawn",
+                "restart": "never",
+                "start_timeout": 600,  # the hang, had it come back, ends the wait below first
+            }
+        ]
+    )
+    project.start_foreground()
+    row = project.wait_module("interrupted", 30, state="stopped")
+    assert row["last_exit"]["reason"] == "load failed", row
+    assert "KeyboardInterrupt" in project.log("interrupted")
