@@ -304,8 +304,9 @@ class _Child:
             return self.finished(exc)
         except HandshakeTimeoutError as exc:  # its first publish proved the bus: it failed
             return self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
-        except Exception as exc:
-            message = f"initialize() raised {type(exc).__name__}: {exc}"
+        except BaseException as exc:  # a KeyboardInterrupt, a GeneratorExit too: its failure
+            said = f": {exc}" if str(exc) else ""
+            message = f"initialize() raised {type(exc).__name__}{said}"
             return self.fail(
                 "initialize", message, traceback.format_exc(), protocol.EXIT_INIT_FAILED
             )
@@ -315,7 +316,7 @@ class _Child:
             code = self.fail("bus", str(exc), "", protocol.EXIT_BUS_FAILED)
             try:  # it was initialized: let it undo what it did
                 self.module.shutdown()
-            except Exception:
+            except BaseException:
                 log.exception("shutdown() raised")
             return code
         bus.start()
@@ -324,9 +325,7 @@ class _Child:
     def finished(self, exc: SystemExit) -> int:
         """initialize() called sys.exit(): a module that exits when its work is done (a
         scheduled job). Shut it down as a stop does, so that what it published goes out."""
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if isinstance(exc.code, str):  # sys.exit("why"): Python would print it
-            log.error("%s", exc.code)
+        code = _exit_code(exc)
         log.info("%s finished in initialize() (exit %d)", self.name, code)
         return self.stop(False, code)
 
@@ -340,7 +339,9 @@ class _Child:
         code = protocol.EXIT_ORPHANED if orphaned else code
         try:
             self.module.shutdown()
-        except Exception:
+        except SystemExit as exc:  # sys.exit() in shutdown(): that exit, once cleaned up
+            code = _exit_code(exc)
+        except BaseException:  # a KeyboardInterrupt too: the bus still closes, the counters go
             log.exception("shutdown() raised")
             code = protocol.EXIT_SHUTDOWN_FAILED
         if not self.bus.close():
@@ -363,6 +364,13 @@ class _Child:
             with contextlib.suppress(OSError):
                 Path(self.cgroup, "cgroup.kill").write_text("1\n")
         os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit code `sys.exit(...)` asks for, as Python would make it (saying a text)."""
+    if isinstance(exc.code, str):  # sys.exit("why"): Python would print it
+        log.error("%s", exc.code)
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 def main(*, joined: bool = False) -> int:

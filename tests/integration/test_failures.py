@@ -6,10 +6,12 @@ import os
 import random
 import signal
 
+import pytest
 import zmq
 from helpers import wait_until
 from project import Project, alive
 
+from module_sdk import protocol
 from orchestrator import exit_codes
 
 
@@ -292,3 +294,78 @@ def test_a_spawned_module_that_escapes_the_shim_fails_at_once_despite_its_thread
     row = project.wait_module("interrupted", 30, state="stopped")
     assert row["last_exit"]["reason"] == "load failed", row
     assert "KeyboardInterrupt" in project.log("interrupted")
+
+
+RAISES_BASE_EXCEPTIONS = """
+import threading
+import time
+
+
+class Weird(BaseException):
+    pass
+
+
+def exit_3(message):
+    return SystemExit(3)
+
+
+RAISED = {"KeyboardInterrupt": KeyboardInterrupt, "GeneratorExit": GeneratorExit, "Weird": Weird}
+RAISED["SystemExit"] = exit_3
+asked = {}
+
+
+def initialize(event_bus, config):
+    asked.update(config)
+    if config.get("job"):  # done at once, its event published: then shutdown() raises
+        event_bus.publish("job.done", {"n": 1})
+        raise SystemExit(0)
+    threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: no hold on it
+    raise RAISED[config["raise"]]("in initialize")
+
+
+def shutdown():
+    raise RAISED[asked["raise"]]("in shutdown")
+"""
+
+
+@pytest.mark.parametrize(
+    ("raised", "start_method"),
+    [("KeyboardInterrupt", "spawn"), ("GeneratorExit", "fork"), ("Weird", "fork")],
+)
+def test_a_base_exception_from_initialize_is_a_failed_initialize(
+    project: Project, raised: str, start_method: str
+) -> None:
+    """Not only an Exception: what initialize() raises is its failure, said as such, however
+    the module runs (it was a failed load, exit 70, with no reason given)."""
+    path = project.write_module("base.py", RAISES_BASE_EXCEPTIONS)
+    module = {"name": "base", "path": path, "start_method": start_method, "restart": "never"}
+    project.configure([{**module, "config": {"raise": raised}}])
+    project.cli("up", "-d", check=exit_codes.FAILED)
+    row = project.wait_module("base", state="stopped")
+    assert row["last_exit"]["reason"] == "initialize failed", row
+    assert row["last_exit"]["error"] == f"initialize() raised {raised}: in initialize", row
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [
+        ("KeyboardInterrupt", protocol.EXIT_SHUTDOWN_FAILED),
+        ("Weird", protocol.EXIT_SHUTDOWN_FAILED),
+        ("SystemExit", 3),
+    ],
+)
+def test_a_base_exception_from_shutdown_still_lets_the_module_finish_cleanly(
+    project: Project, raised: str, code: int
+) -> None:
+    """A job (done in initialize()) whose shutdown() raises a BaseException exits 74 (or with
+    the code sys.exit() asked for), with its bus closed and its last counters sent: it exited 70
+    with neither."""
+    path = project.write_module("base.py", RAISES_BASE_EXCEPTIONS)
+    module = {"name": "job", "path": path, "restart": "never"}
+    project.configure([{**module, "config": {"raise": raised, "job": True}}])
+    project.start_foreground()
+    row = project.wait_module("job", 30, state="stopped")
+    assert row["last_exit"]["code"] == code, row
+    assert row["events_out"] == 1, row
+    if code == protocol.EXIT_SHUTDOWN_FAILED:
+        assert f"{raised}: in shutdown" in project.log("job")
