@@ -49,7 +49,11 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     """The decorators, imported when first asked for (PEP 562)."""
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        # Not a file beside a module file, named like what they import (module_sdk/loader.py).
+        from module_sdk.loader import own_imports  # noqa: PLC0415 (the supervisor needs none)
+
+        with own_imports():
+            value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # asked once
         return value
     raise AttributeError(f"module 'module_sdk' has no attribute {name!r}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
+import os
 import re
 import sys
+import threading
 import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -64,6 +68,48 @@ class _CompiledAhead(importlib.machinery.SourceFileLoader):
         return super().source_to_code(data, path, _optimize=_optimize)
 
 
+class _PastModuleDirectories:
+    """A finder first on `sys.meta_path` that, on a thread inside `own_imports()` only, looks
+    for top-level names on `sys.path` without the directories `load_module` put there; it finds
+    nothing otherwise (nor what is not there: the usual finders look next)."""
+
+    def __init__(self) -> None:
+        self.directories: set[str] = set()
+        self._inside = threading.local()
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        depth = getattr(self._inside, "depth", 0)
+        self._inside.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._inside.depth = depth
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if path is not None or not getattr(self._inside, "depth", 0):
+            return None  # a submodule (found on its package's path), or not the SDK's import
+        search = [
+            entry
+            for entry in sys.path
+            if not isinstance(entry, str) or os.path.abspath(entry) not in self.directories
+        ]
+        return importlib.machinery.PathFinder.find_spec(fullname, search, target)
+
+
+_PAST_MODULE_DIRECTORIES = _PastModuleDirectories()
+
+
+def own_imports() -> contextlib.AbstractContextManager[None]:
+    """What is imported within it, on this thread, is never a file beside a file module: the
+    SDK imports `retry` and `circuit_breaker` (with tenacity, pybreaker and what they import) on
+    first use, by which time the module's directory is first on `sys.path`, where a
+    `tenacity.py` of the module's own would stand in for the real one."""
+    return _PAST_MODULE_DIRECTORIES.inside()
+
+
 def load_module(
     module_name: str, path: Path, ahead: tuple[str, bytes, CodeType] | None = None
 ) -> ModuleType:
@@ -75,6 +121,9 @@ def load_module(
     else:
         init_file, search = path, None
         sys.path.insert(0, str(path.parent))  # as `python file.py` would: sibling files import
+        if not _PAST_MODULE_DIRECTORIES.directories:  # but not for the SDK: `own_imports()`
+            sys.meta_path.insert(0, _PAST_MODULE_DIRECTORIES)
+        _PAST_MODULE_DIRECTORIES.directories.add(os.path.abspath(path.parent))
     if not init_file.is_file():
         raise ModuleLoadError(f"no such file: {init_file}")
     name = python_name(module_name)
