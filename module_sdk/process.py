@@ -16,7 +16,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from types import FrameType
 from typing import NamedTuple
 
@@ -92,10 +92,12 @@ class ProcStat(NamedTuple):
     ppid: int
     pgid: int
     sid: int
+    start: int  # clock ticks after boot: with the pid, it names one process, whatever comes later
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """`pid`'s state, parent, group and session; None if it is gone (or there is no /proc)."""
+    """`pid`'s state, parent, group, session and start; None if it is gone (or there is no
+    /proc)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as source:
             data = source.read()
@@ -104,7 +106,8 @@ def proc_stat(pid: int) -> ProcStat | None:
     # The command name may hold spaces and parentheses: the fields follow the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
     try:
-        return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
+        state, ppid, pgid, sid, start = fields[0], fields[1], fields[2], fields[3], fields[19]
+        return ProcStat(state.decode(), int(ppid), int(pgid), int(sid), int(start))
     except (IndexError, ValueError):
         return None
 
@@ -157,22 +160,25 @@ def _signal(pid: int, sig: int) -> bool:
     return True
 
 
-def kill_tree(roots: Iterable[int], parent: int) -> list[int]:
-    """SIGKILL `roots` (children of `parent`) and all their descendants; returns the pids killed.
+def kill_tree(roots: Iterable[int], parent: int | None, spare: Collection[int] = ()) -> list[int]:
+    """SIGKILL `roots` (children of `parent`; or, with None, processes the caller made sure of)
+    and all their descendants but `spare` (and theirs); returns the pids killed.
 
     Each process is stopped (SIGSTOP) before its children are looked for, top down, and the
     children of every stopped process are listed again until no new one shows: a stopped process
-    cannot fork, so nothing escapes between the look and the kill. Before each signal, the process's parent is checked
-    again: a parent that is stopped cannot reap it, so its pid cannot have been reused meanwhile.
-    Zombies are left to their reaper.
+    cannot fork, so nothing escapes between the look and the kill. Before each signal, the
+    process's parent is checked again: a parent that is stopped cannot reap it, so its pid cannot
+    have been reused meanwhile. Zombies are left to their reaper.
     """
     stopped: list[int] = []
-    seen: set[int] = set()
-    frontier = [(pid, parent) for pid in roots]
+    seen: set[int] = set(spare)
+    frontier: list[tuple[int, int | None]] = [(pid, parent) for pid in roots]
     for _ in range(_MAX_ROUNDS):
         for pid, expected in frontier:
             stat = proc_stat(pid)
-            if pid in seen or stat is None or stat.ppid != expected or stat.state == "Z":
+            if pid in seen or stat is None or stat.state == "Z":
+                continue
+            if expected is not None and stat.ppid != expected:
                 continue
             seen.add(pid)
             if _signal(pid, signal.SIGSTOP):
@@ -187,11 +193,30 @@ def kill_tree(roots: Iterable[int], parent: int) -> list[int]:
     return [pid for pid in stopped if _signal(pid, signal.SIGKILL)]
 
 
-def kill_descendants() -> list[int]:
-    """SIGKILL every descendant of this process (see `kill_tree`); returns the pids killed.
-    Complete when this process is a child subreaper: orphans of its descendants are its own."""
+def kill_descendants(spare: Collection[int] = ()) -> list[int]:
+    """SIGKILL every descendant of this process but `spare` (and theirs: see `kill_tree`);
+    returns the pids killed. Complete when this process is a child subreaper: orphans of its
+    descendants are its own."""
     me = os.getpid()
-    return kill_tree(children_of(me), me)
+    return kill_tree(children_of(me), me, spare)
+
+
+def descendants(pid: int, spare: Collection[int] = ()) -> dict[int, int]:
+    """Every live descendant of `pid` but `spare` (and theirs), with its start (`ProcStat`)."""
+    found: dict[int, int] = {}
+    parents = [pid]
+    while parents:
+        found_now: list[int] = []
+        for parent in parents:
+            for child in children_of(parent):
+                stat = proc_stat(child)
+                if child in found or child in spare or stat is None or stat.state == "Z":
+                    continue
+                if stat.ppid == parent:  # still its child: not a pid reused since the listing
+                    found[child] = stat.start
+                    found_now.append(child)
+        parents = found_now
+    return found
 
 
 def reap_adopted(zombie_since: dict[int, float], now: float, keep: int) -> list[int]:

@@ -43,11 +43,11 @@ from module_sdk.process import (
     reap_adopted,
 )
 from module_sdk.serving import Serving
+from module_sdk.undertaker import GRACE, Grace
 
 log = logging.getLogger("module_sdk.shim")
 
 _SPEC_TIMEOUT = 10.0
-_ORPHAN_GRACE = 1.5  # an orphaned module gets this long for shutdown() before its tree is killed
 _REAP_INTERVAL = 1.0  # seconds between looks for zombies adopted as a subreaper
 # Zombie children of the module's own making left for its code to wait for (a Popen it polls);
 # past this many, the oldest are reaped, so that one that never waits cannot exhaust the pids.
@@ -105,6 +105,7 @@ class _Child:
         self.module: ModuleType | None = None
         self.log_path: str | None = None  # the module's log file, once the spec names it
         self.orphan_noted = threading.Lock()  # taken once: by whoever notices the orphaning
+        self.grace = Grace(lambda: self.cgroup)  # started by whoever notices it, too
         # Last: it uses all of the above, at once if the supervisor is gone already.
         threading.Thread(target=self.keep, name="keeper", daemon=True).start()
 
@@ -156,8 +157,8 @@ class _Child:
             return
         self.orphan.set()
         self.note_orphaned()
-        log.warning("the supervisor is gone; stopping (%gs grace)", _ORPHAN_GRACE)
-        threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
+        log.warning("the supervisor is gone; stopping (%gs grace)", GRACE)
+        self.grace.start()
         os.kill(os.getpid(), signal.SIGTERM)  # a running module shuts down gracefully meanwhile
 
     def note_orphaned(self) -> None:
@@ -335,7 +336,8 @@ class _Child:
             self.note_orphaned()
         if orphaned and not self.orphan.is_set():
             log.warning("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
-            threading.Timer(_ORPHAN_GRACE, self.kill_everything).start()
+        if orphaned:
+            self.grace.start()
         code = protocol.EXIT_ORPHANED if orphaned else code
         try:
             self.module.shutdown()
@@ -352,18 +354,6 @@ class _Child:
         self.channel.close()
         self.context.destroy(linger=200)
         return code
-
-    def kill_everything(self) -> None:
-        """With the supervisor gone, take down all this module started (even `setsid` daemons
-        that cleared their environment: as a subreaper, this process has them all below it),
-        its cgroup and its process group. This process goes too."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        kill_descendants()
-        if self.cgroup:
-            with contextlib.suppress(OSError):
-                Path(self.cgroup, "cgroup.kill").write_text("1\n")
-        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -399,7 +389,7 @@ def main(*, joined: bool = False) -> int:
         # However the module ends, what it started ends with it (a SIGKILL runs no code here:
         # then the orphans go to the supervisor, a subreaper too, which kills them).
         if child.orphaned():
-            child.kill_everything()
+            child.grace.kill_everything()
         killed = kill_descendants()
         if killed:
             log.warning("killed %d process(es) the module left running", len(killed))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -97,6 +98,11 @@ def _configure(project: Project) -> None:
 def _up(project: Project, mode: str) -> dict[str, int]:
     """Start the project in `mode`; returns the module pids by name."""
     _configure(project)
+    return _start(project, mode)
+
+
+def _start(project: Project, mode: str) -> dict[str, int]:
+    """Start the project as configured, in `mode`; returns the module pids by name."""
     command = [sys.executable, "-m", "orchestrator", "up", "-d", "-c", str(project.config_dir)]
     if mode == "no-cgroups" and HIDE:
         assert CGROUP2_MOUNT is not None
@@ -114,6 +120,11 @@ def _up(project: Project, mode: str) -> dict[str, int]:
     expected = "cgroup v2" if mode == "cgroups" else "process groups + subreaper"
     assert f"containment: {expected}" in (project.root / "logs/app.log").read_text()
     return {m["name"]: m["pid"] for m in project.status()["modules"]}
+
+
+def _written(path: Path) -> str:
+    """What `path` holds, once it exists (its writer writes it at once)."""
+    return path.read_text() if path.exists() else ""
 
 
 def _pids(pid_file: Path, generation: int) -> list[int] | None:
@@ -211,6 +222,52 @@ def test_a_sigkilled_supervisor_leaves_no_process_alive(
     os.kill(supervisor, signal.SIGKILL)
     _all_gone(first + modules, "every module and all they started to die", project)
     wait_until(lambda: project.processes() == [], 10, "no process of the project left")
+
+
+# Its process dies in its orphan grace, before its shim can take down what it started (as a
+# crash, an abort in a C extension or another thread's os._exit() would).
+DIES_IN_ITS_GRACE = """
+import os
+import subprocess
+
+
+def initialize(event_bus, config):
+    sleeper = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+    with open(config["pid_file"], "w") as out:
+        out.write(str(sleeper.pid))
+
+
+def shutdown():
+    os._exit(1)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_a_module_started_dies_even_if_its_process_dies_in_its_orphan_grace(
+    project: Project, mode: str, escapers: list[psutil.Process]
+) -> None:
+    """Reparented to init when their module's process died, they lived on (until the next `up`
+    found them in its cgroup, with cgroup v2): its undertaker kills them."""
+    pid_files = {name: project.root / f"{name}.pid" for name in MODULES}
+    path = project.write_module("deserter.py", DIES_IN_ITS_GRACE)
+    project.configure(
+        [
+            {
+                "name": name,
+                "path": path,
+                "start_method": START_METHODS[name],
+                "config": {"pid_file": str(pid_files[name])},
+            }
+            for name in MODULES
+        ]
+    )
+    _start(project, mode)
+    for pid_file in pid_files.values():
+        pid = wait_until(partial(_written, pid_file), 10, f"the pid in {pid_file.name}")
+        escapers.append(psutil.Process(int(pid)))
+    os.kill(project.status()["supervisor"]["pid"], signal.SIGKILL)
+    _all_gone(list(escapers), "what the modules started", project)
+    wait_until(lambda: project.processes() == [], 10, "no process left, nor an undertaker")
 
 
 # A subreaper in the supervisor's session that outlives it: the modules it adopts when the

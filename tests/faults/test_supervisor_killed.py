@@ -104,10 +104,8 @@ def test_a_supervisor_whose_run_directory_is_removed_stops_rather_than_run_twice
     project.cli("down", check=0)
 
 
-DESERTER = """
-import os
+LEAVER = """
 import subprocess
-import sys
 
 
 def initialize(event_bus, config):
@@ -117,25 +115,27 @@ def initialize(event_bus, config):
 
 
 def shutdown():
-    os._exit(0)  # before the shim can take down what the module started
+    pass
 """
 
 
-def test_what_a_deserting_module_left_in_its_cgroup_is_killed_at_the_next_up(
-    project: Project,
-) -> None:
+def test_what_a_module_left_in_its_cgroup_is_killed_at_the_next_up(project: Project) -> None:
+    """A module process SIGKILLed with its supervisor (the OOM killer's, `kill -9` of both) runs
+    no code: neither it nor an undertaker of its (module_sdk/undertaker.py) kills what it
+    started. With cgroup v2, the next `up` does, before it starts any module."""
     pid_file = project.root / "sleeper.pid"
-    module = project.write_module("deserter.py", DESERTER)
-    project.configure([{"name": "deserter", "path": module, "config": {"pid_file": str(pid_file)}}])
+    module = project.write_module("leaver.py", LEAVER)
+    project.configure([{"name": "leaver", "path": module, "config": {"pid_file": str(pid_file)}}])
     status = project.up()
-    shim = status["modules"][0]["pid"]
+    shim, supervisor = status["modules"][0]["pid"], status["supervisor"]["pid"]
     if "/orchestrator-" not in Path(f"/proc/{shim}/cgroup").read_text():
         pytest.skip("no writable cgroup v2 here: modules are contained by subreapers only")
     sleeper = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, "its pid"))
-    os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+    os.kill(supervisor, signal.SIGSTOP)  # so that it neither reaps the module nor sweeps after it
+    os.kill(shim, signal.SIGKILL)
+    os.kill(supervisor, signal.SIGKILL)
     wait_until(lambda: not alive(shim), GONE_WITHIN, "the module process gone with its supervisor")
-    if not alive(sleeper):
-        pytest.skip("the sleeper went with its module here: nothing left to sweep")
+    assert alive(sleeper), "nothing was left to sweep"
     project.up()
     wait_until(lambda: not alive(sleeper), 10, "the left-behind process killed at the next up")
     assert "an earlier run left in its cgroup" in (project.root / "logs/app.log").read_text()
