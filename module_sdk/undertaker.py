@@ -16,7 +16,8 @@ started), with their descendants, and the module's process group.
 
 The undertaker is a fresh interpreter (`python -I -S`), started with `posix_spawn`: none of the
 module's code runs in it (no at-fork handler, no signal handler, no monkeypatching), only the
-standard library and `module_sdk.process`. Its command name is `COMM` (in `ps`).
+standard library and `module_sdk.process`. Its command name is `COMM`: a supervisor that kills it
+at its next `up` (it is in the module's cgroup) does not count it among what the module left.
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ def summon(deadline: float, cgroup: str | None) -> int | None:
         return None
     finally:
         os.close(known)
+
+
+def is_undertaker(pid: int) -> bool:
+    """Whether process `pid` is a module process's undertaker (by its command name)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as source:
+            return source.read().strip() == COMM.encode()
+    except OSError:
+        return False
 
 
 def main() -> NoReturn:

@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 
 from module_sdk.limits import ENV_CGROUPS_V1
+from module_sdk.undertaker import is_undertaker
 from orchestrator.cgroup_limits import (
     CONTROLLERS,
     delegate,
@@ -98,11 +99,13 @@ class ModuleCgroups:
     def _kill_leftovers(self) -> None:
         """Kill what a killed supervisor's modules left in their cgroups (a module that died
         without taking down what it started: `os._exit` in its shutdown(), or SIGKILLed with
-        it). The run directory's lock is ours: nothing in these cgroups is of a live run."""
+        it). The run directory's lock is ours: nothing in these cgroups is of a live run. A
+        module process's undertaker, still at work, goes too, but is not the module's doing."""
         assert self.base is not None
         with contextlib.suppress(OSError):
             for group in sorted(p for p in self.base.iterdir() if p.is_dir()):
-                killed = self.kill(group.name)
+                ours = {pid for pid in self.pids(group.name) if is_undertaker(pid)}
+                killed = [pid for pid in self.kill(group.name) if pid not in ours]
                 if killed:
                     log.warning(
                         "%s: killed %d process(es) an earlier run left in its cgroup (pids %s)",

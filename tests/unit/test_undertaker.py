@@ -2,21 +2,26 @@
 process dies in its orphan grace, what it started is killed at once, not at the grace's end; a
 module process still there past its grace (its own timer cannot run) is killed with its tree; the
 undertaker goes either way. Each "module process" here is a process group of its own, which its
-undertaker kills last."""
+undertaker kills last. And the next `up` does not count an undertaker among what a module left
+in its cgroup."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import wait_until
 
-from module_sdk.process import proc_stat
+from module_sdk.process import PR_SET_NAME, proc_stat
+from module_sdk.undertaker import COMM, is_undertaker
+from orchestrator.cgroups import ModuleCgroups
 
 # argv: how long its grace lasts, and what it does then: "dies" at once, or "hangs" for good.
 MODULE = """
@@ -28,6 +33,14 @@ undertaker = summon(time.monotonic() + float(sys.argv[1]), None)
 print(sleeper.pid, undertaker, flush=True)
 if sys.argv[2] == "dies":
     os._exit(1)
+time.sleep(3600)
+"""
+
+NAMED = f"""
+from module_sdk.process import prctl
+prctl({PR_SET_NAME}, {COMM!r})
+print("named", flush=True)
+import time
 time.sleep(3600)
 """
 
@@ -105,3 +118,23 @@ def test_a_module_process_hung_past_its_grace_is_killed_with_its_tree_and_undert
     assert module.returncode == -9
     wait_until(lambda: _gone(sleeper), 10, "the sleeper killed")
     wait_until(lambda: _gone(undertaker), 10, "the undertaker gone")
+
+
+def test_the_next_up_kills_an_undertaker_in_a_cgroup_but_does_not_count_it(
+    tmp_path: Path, started: Started, caplog: pytest.LogCaptureFixture
+) -> None:
+    named = subprocess.Popen(
+        [sys.executable, "-c", NAMED], stdout=subprocess.PIPE, text=True, process_group=0
+    )
+    other = subprocess.Popen(["sleep", "3600"], text=True, process_group=0)
+    started.children.extend((named, other))
+    assert named.stdout is not None and named.stdout.readline() == "named\n"
+    assert is_undertaker(named.pid) and not is_undertaker(other.pid)
+    group = tmp_path / "orchestrator-k" / "m"  # a cgroup left by a SIGKILLed supervisor
+    group.mkdir(parents=True)
+    (group / "cgroup.procs").write_text(f"{named.pid}\n{other.pid}\n")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.cgroups"):
+        ModuleCgroups("k", root=tmp_path, v1_mounts={})
+    assert (group / "cgroup.kill").read_text() == "1\n"  # the kernel would kill both
+    said = [r.getMessage() for r in caplog.records if "an earlier run left" in r.getMessage()]
+    assert said == [f"m: killed 1 process(es) an earlier run left in its cgroup (pids {other.pid})"]
