@@ -4,7 +4,8 @@ shutdown(), then whatever the module started is killed, with the module process 
 The module process does it itself (`Grace`), on a timer, or once shutdown() has returned. But
 the module's own code may end that process first (`os._exit()` on a thread, a C extension's
 abort, a crash): what it started would then be reparented to init, and live on. So the module
-process first starts an undertaker, a small process of its own that outlives it: as soon as the
+process first starts an undertaker (once it has started a process: checked every `_LOOK` seconds
+in the grace), a small process of its own that outlives it: as soon as the
 module process is gone, or `MARGIN` past the grace if it still is not, it kills what is left,
 and, last, itself with it. It is bounded: whatever happens, it is gone `_BOUND` seconds past the
 grace.
@@ -68,14 +69,32 @@ class Grace:
         self.undertaker: int | None = None
 
     def start(self) -> None:
-        """Start the undertaker, and the timer that kills everything once the grace is over
-        (the first call only; another returns once they are, so that shutdown() may follow)."""
+        """Start the timer that kills everything once the grace is over, and the undertaker as
+        soon as there is something for it to kill (the first call only; another returns once
+        they are, so that shutdown() may follow)."""
         with self._lock:
             if self._started:
                 return
             self._started = True
-            self.undertaker = summon(time.monotonic() + GRACE, self._cgroup())
+            deadline = time.monotonic() + GRACE
+            if descendants(os.getpid()):
+                self.undertaker = summon(deadline, self._cgroup())
+            else:  # most modules start no process: an interpreter each (~7 MB) for nothing
+                watch = threading.Thread(
+                    target=self._summon_once_needed, args=(deadline,), daemon=True
+                )
+                watch.start()
             threading.Timer(GRACE, self.kill_everything).start()
+
+    def _summon_once_needed(self, deadline: float) -> None:
+        """Summon the undertaker the moment the module starts a process in its grace (its
+        shutdown() may): until then, its death would leave nothing behind."""
+        while time.monotonic() < deadline:
+            time.sleep(_LOOK)
+            if descendants(os.getpid()):
+                with self._lock:
+                    self.undertaker = summon(deadline, self._cgroup())
+                return
 
     def kill_everything(self) -> None:
         """Take down all the module started (even `setsid` daemons that cleared their

@@ -120,6 +120,42 @@ def test_a_module_process_hung_past_its_grace_is_killed_with_its_tree_and_undert
     wait_until(lambda: _gone(undertaker), 10, "the undertaker gone")
 
 
+# An orphaned module process that starts nothing until it is well into its grace, then starts
+# a process and dies at once.
+LATE = """
+import os, subprocess, time
+from module_sdk.undertaker import Grace
+
+grace = Grace(lambda: None)
+grace.start()
+time.sleep(0.2)
+print(grace.undertaker, flush=True)
+sleeper = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+print(sleeper.pid, flush=True)
+while grace.undertaker is None:
+    time.sleep(0.01)
+print(grace.undertaker, flush=True)
+os._exit(1)
+"""
+
+
+def test_an_undertaker_is_summoned_only_once_the_module_has_started_a_process(
+    started: Started,
+) -> None:
+    module = subprocess.Popen(
+        [sys.executable, "-c", LATE], stdout=subprocess.PIPE, text=True, process_group=0
+    )
+    started.children.append(module)
+    assert module.stdout is not None
+    assert module.stdout.readline() == "None\n"  # nothing to kill: no interpreter spent on it
+    sleeper = started.add(int(module.stdout.readline()))
+    undertaker = module.stdout.readline().strip()
+    assert undertaker.isdigit(), undertaker  # summoned within the grace (1.5 s), as it started
+    started.add(int(undertaker))
+    wait_until(lambda: _gone(sleeper), 10, "the late sleeper killed as its module died")
+    wait_until(lambda: _gone(int(undertaker)), 10, "the undertaker gone too")
+
+
 def test_the_next_up_kills_an_undertaker_in_a_cgroup_but_does_not_count_it(
     tmp_path: Path, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
