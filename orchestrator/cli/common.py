@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -76,22 +77,28 @@ class App:
         self.config_dir = _config_of(absolute)
 
     def require_config_dir(self) -> None:
-        """Exit with code 3 and where it looked if the config directory does not exist.
+        """Exit with code 3 and where it looked if there is no config directory there: none at
+        all, or one without modules.yaml (what `_config_of` knows a config directory by; `-c`
+        given a project's module directory, say), unless a supervisor runs for it (its file
+        removed meanwhile: `down`, `status` and `logs` must still reach it).
 
         Every command starts here, so that a missing config reads the same everywhere (and never
         as "no supervisor is running", which would be true but beside the point).
         """
         try:
             is_dir = self.config_dir.is_dir()
+            holds = os.path.lexists(self.config_dir / MODULES_FILE)  # a broken link: load says
         except OSError as exc:  # a name too long for the file system, say
             abort(f"{self.config_dir}: {exc.strerror or exc}", exit_codes.BAD_CONFIG)
-        if not is_dir:
-            abort(
-                f"no config directory at {self.config_dir}; run from your project's "
-                f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR"
-                " (`orchestrator init` writes a new project)",
-                exit_codes.BAD_CONFIG,
-            )
+        if is_dir and (holds or self.run_dir.running_pid() is not None):
+            return
+        what = f" (it holds no {MODULES_FILE}, the list of modules to run)" if is_dir else ""
+        abort(
+            f"no config directory at {self.config_dir}{what}; run from your project's "
+            f"directory, or point to its config with -c DIR or {CONFIG_ENV}=DIR"
+            " (`orchestrator init` writes a new project)",
+            exit_codes.BAD_CONFIG,
+        )
 
     def load(self) -> AppConfig:
         """The validated config; exits with code 3 and a one-line error if it is missing or

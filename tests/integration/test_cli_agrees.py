@@ -136,6 +136,30 @@ def test_no_config_directory_is_exit_3_with_its_absolute_path_in_every_command(
     assert list(empty.iterdir()) == []  # `new` wrote nothing beside no project
 
 
+def test_a_directory_that_holds_no_config_is_exit_3_while_the_project_runs(
+    project: Project,
+) -> None:
+    """`-c` given the project's module directory: `down` said "nothing was running" (exit 0),
+    `status` "no supervisor" (exit 4), `up -d` "modules.yaml: file not found", while the project
+    ran. A config directory whose modules.yaml was removed under its supervisor still reaches
+    it."""
+    idle_project(project)
+    pid = project.up()["supervisor"]["pid"]
+    modules = project.root / "modules"
+    for args in (["down"], ["status"], ["up", "-d"], ["start", "idle"], ["logs", "idle"]):
+        result = orchestrator(project, *args, "-c", str(modules), cwd=project.root)
+        assert result.returncode == exit_codes.BAD_CONFIG, f"{args}: {describe(result)}"
+        said = f"no config directory at {modules} (it holds no modules.yaml, the list of modules"
+        assert said in result.stderr, f"{args}: {describe(result)}"
+    (project.config_dir / "modules.yaml").unlink()
+    assert project.status()["supervisor"]["pid"] == pid
+    project.cli("down", check=0)
+    result = project.cli("status", check=exit_codes.BAD_CONFIG)  # nothing runs for it now
+    assert "(it holds no modules.yaml, the list of modules to run)" in result.stderr, describe(
+        result
+    )
+
+
 def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -> None:
     idle_project(project)
     for command in (["status", "nope"], ["restart", "nope"]):  # nothing running yet

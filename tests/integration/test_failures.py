@@ -149,11 +149,12 @@ def test_undefined_variable_is_a_config_error_naming_it(project: Project) -> Non
 
 
 def test_a_config_without_modules_yaml_is_a_config_error_naming_it(project: Project) -> None:
-    """main.yaml is optional (every key has a default); modules.yaml says what to run."""
+    """main.yaml is optional (every key has a default); modules.yaml says what to run: without
+    it, a directory is no config directory (`-c` given the wrong one, say)."""
     (project.config_dir / "main.yaml").unlink(missing_ok=True)
     (project.config_dir / "modules.yaml").unlink(missing_ok=True)
     result = project.cli("up", "-d", check=exit_codes.BAD_CONFIG)
-    assert "modules.yaml: file not found" in result.stderr, result.stderr
+    assert "(it holds no modules.yaml, the list of modules to run)" in result.stderr, result.stderr
     assert "main.yaml" not in result.stderr, result.stderr
     assert project.processes() == []
 
