@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
@@ -75,8 +74,10 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             row.update(manager.venvs.status(child.spec))
             row["standby_pid"] = manager.standbys.pid(child.name)  # waiting to take over
         self.annotate(modules)  # instances and schedules
+        overview = self.supervisor.overview()  # supervisor, bus, system, config
+        overview["supervisor"]["logs"] = str(self.supervisor.logs)
         return {
-            **self.supervisor.overview(),  # supervisor, bus, system, config
+            **overview,
             "limits": manager.limits.as_dict(),
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
@@ -108,9 +109,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             return control.failure(self._unknown(name), {"kind": "usage"})
         if not isinstance(count, int) or not 0 <= count <= _LOGS_MAX_LINES:
             return control.failure(f"lines: expected 0 to {_LOGS_MAX_LINES}, got {_shown(count)}")
-        config = self.supervisor.config()
-        app_log = Path(config.logging.directory) / "app.log"
-        path = app_log if name == "app" else children[name].log.path
+        # Where it logs since it started: a reload's new `logging.directory` waits for `up`.
+        path = self.supervisor.logs / "app.log" if name == "app" else children[name].log.path
         try:
             lines = last_lines(path, count, _LOGS_MAX_BYTES)
         except OSError as exc:  # a FIFO or a device in its place, unreadable

@@ -15,6 +15,8 @@ import zmq
 from orchestrator import control
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from orchestrator.bridge_process import BridgeProcess
     from orchestrator.config import AppConfig
     from orchestrator.events import SystemEvents
@@ -114,6 +116,7 @@ class SupervisorPort:
     reload: Callable[[bool], tuple[ReloadPlan | None, str]]  # (dry_run) -> (plan, error)
     overview: Callable[[], dict[str, Any]]  # status: the supervisor, bus, system, config parts
     config: Callable[[], AppConfig]  # the config in force
+    logs: Path  # where it logs, from its start on (a reload's `logging:` waits for `up`)
     bus_client: Callable[[], dict[str, str] | None]  # the CURVE keys a bus client needs
     events: Callable[[], SystemEvents | None]  # the supervisor's publisher, once the bus is up
     current_bridge: Callable[[], BridgeProcess | None]

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -197,6 +198,7 @@ class Supervisor(ConfigReload):
             reload=lambda dry_run: self.reload(dry_run=dry_run),
             overview=self.overview,
             config=lambda: self.config,
+            logs=Path(self.config.logging.directory),  # (called once, at the start)
             bus_client=lambda: self.bus_keys.client() if self.bus_keys is not None else None,
             events=lambda: self.events,
             current_bridge=lambda: self.bridge,

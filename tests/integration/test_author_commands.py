@@ -75,6 +75,50 @@ def test_logs_shows_the_last_lines_and_follows(project: Project) -> None:
     assert "no module named 'nope'" in project.cli("logs", "nope", check=exit_codes.USAGE).stderr
 
 
+def test_logs_works_while_the_config_on_disk_is_invalid(project: Project) -> None:
+    """`logs` loaded the config in full: a module moved away or a typo saved in modules.yaml
+    while the supervisor ran made even `logs app` exit 3, just when the logs were wanted."""
+    logging = {"level": "INFO", "directory": "journal"}
+    project.configure([{"name": "idle", "path": project.probe("idle")}], logging=logging)
+    project.up()
+    journal = project.root / "journal"
+    wait_until(lambda: "says hi" in (journal / "idle.log").read_text(), 5, "the first line")
+    modules = project.config_dir / "modules.yaml"
+    modules.write_text(modules.read_text() + "typo: here\n")
+    assert project.cli("status", "idle").returncode == 0  # the running config is fine
+    for running in (True, False):  # asked of the supervisor; then read from the files
+        app = project.cli("logs", "app", check=0).stdout
+        assert "orchestrator.supervisor" in app, app
+        idle = project.cli("logs", "idle", check=0).stdout
+        assert "idle module says hi" in idle, idle
+        unknown = project.cli("logs", "nope", check=exit_codes.USAGE).stderr
+        assert "no module named 'nope' (logs: app, idle)" in unknown, unknown
+        if running:
+            project.cli("down", check=0)
+    (journal / "gone.log").write_text("a module the config no longer lists\n")
+    gone = project.cli("logs", "gone", check=0).stdout
+    assert gone == "a module the config no longer lists\n", gone
+
+
+def test_logs_reads_where_the_supervisor_writes_until_the_next_up(project: Project) -> None:
+    """A reload that changes `logging.directory` says it applies at the next `up`: `status idle`
+    named logs/idle.log, `logs idle` read the new directory (no log yet, exit 1)."""
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    project.up()
+    wait_until(lambda: "says hi" in project.log("idle"), 5, "the first line")
+    main = project.config_dir / "main.yaml"
+    main.write_text(main.read_text().replace("directory: logs", "directory: logs2"))
+    reload = project.cli("reload", check=0).stdout
+    assert "logging changed; it will apply only at the next `up`" in reload, reload
+    (row,) = json.loads(project.cli("status", "idle", "--json", check=0).stdout)["modules"]
+    assert row["log"] == str(project.root / "logs" / "idle.log")
+    idle = project.cli("logs", "idle", "-n", "1", check=0).stdout
+    assert idle.strip().endswith("idle module says hi"), idle
+    wait_until(lambda: "reload: logging changed" in project.log("app"), 5, "the reload logged")
+    app = project.cli("logs", "app", check=0).stdout
+    assert "reload: logging changed" in app, app
+
+
 def test_publish_reaches_a_module_and_events_shows_it(project: Project) -> None:
     project.configure(
         [

@@ -177,6 +177,10 @@ def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -
     ):
         result = project.cli(*command, check=exit_codes.USAGE)
         assert "named 'nope'" in result.stderr and "idle" in result.stderr, describe(result)
+    # An instance of a module without instances: no module, whichever command is asked.
+    for command in (["status", "idle#1"], ["restart", "idle#1"], ["logs", "idle#1"]):
+        result = project.cli(*command, check=exit_codes.USAGE)
+        assert "named 'idle#1'" in result.stderr and "idle" in result.stderr, describe(result)
     # A known module that does exist is not a usage error.
     project.cli("status", "idle", check=0)
 

@@ -106,3 +106,22 @@ def test_a_heartbeats_counters_are_counts_whatever_a_module_sends(tmp_path: Path
         "breaker_opens": 0,
     }
     assert child.busy_for == 0.0
+
+
+def test_the_supervisors_own_log_is_read_where_it_started_not_where_a_reload_says(
+    tmp_path: Path,
+) -> None:
+    """A reload's `logging.directory` applies at the next `up`: `logs HOST/app` read the new
+    directory, where nothing of this supervisor's is."""
+    handler, port = _handler(tmp_path)
+    port.logs = tmp_path / "started"
+    port.logs.mkdir()
+    (port.logs / "app.log").write_text("supervisor up\n")
+    reloaded = SimpleNamespace(logging=SimpleNamespace(directory=tmp_path / "reloaded"))
+    port.config = lambda: reloaded
+    handler.handle(b"a", {"cmd": "logs", "name": "app", "lines": 5})
+    assert port.replies[-1]["data"] == {
+        "name": "app",
+        "file": str(port.logs / "app.log"),
+        "lines": ["supervisor up"],
+    }
