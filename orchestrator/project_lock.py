@@ -26,27 +26,47 @@ class ProjectTakenError(RuntimeError):
 class ProjectLock:
     """The lock this supervisor holds, kept while it runs (`keep`, once a second): a lock file
     removed (`rm -rf logs`) or replaced is made and locked again; else `up` with another run
-    directory would start a second supervisor for the project."""
+    directory would start a second supervisor for the project. After a reload that changed
+    `logging.directory` (for the next `up`), the new directory's lock is held too (`also_hold`)."""
 
-    def __init__(self, directory: Path, fd: int, run_dir: Path) -> None:
+    def __init__(self, directory: Path, fd: int | None, run_dir: Path) -> None:
         self.directory = directory
-        self.fd = fd
+        self.fd = fd  # None: not taken yet (a pending directory's)
         self._run_dir = run_dir
         self._checked_at = 0.0  # monotonic
         self._refused = 0  # checks in a row that found the new file locked (said at the 2nd)
+        self.pending: ProjectLock | None = None
+
+    def also_hold(self, directory: Path) -> None:
+        """Hold the lock of `directory` too: the logs directory a reload set, which applies at
+        the next `up`. An `up` through another run directory locks the one the config names,
+        and `status` and `down` look there for who runs the project. Our own directory (a
+        reload back to it) drops the other one."""
+        if self.pending is not None and self.pending.directory != directory:
+            self.pending.close()
+            self.pending = None
+        if self.pending is None and directory != self.directory:
+            self.pending = ProjectLock(directory, None, self._run_dir)
+            self.pending.check()
 
     def keep(self, now: float) -> None:
         """Make and lock the lock file again if it is gone or another file (`now` monotonic)."""
         if now < self._checked_at + _CHECK_EVERY:
             return
         self._checked_at = now
+        self.check()
+        if self.pending is not None:
+            self.pending.check()
+
+    def check(self) -> None:
+        """Lock the lock file, again if it is gone or another file; never waits."""
         path = self.directory / PROJECT_LOCK
-        held = os.fstat(self.fd)
+        held = os.fstat(self.fd) if self.fd is not None else None
         try:
             found = os.stat(path)
         except OSError:
             found = None
-        if found is not None and (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
+        if found is not None and held is not None and _same(found, held):
             return
         try:
             self.directory.mkdir(exist_ok=True)  # logs/ itself, never above: a moved project
@@ -55,20 +75,32 @@ class ProjectLock:
             # Once may be a CLI asking who holds it (a shared lock for a moment): said when
             # it is still so a second later.
             self._refused += 1
-            if self._refused == 2:
+            if self._refused == 2 and self.fd is None:
+                log.error("the next `up` (with the reloaded logging.directory) fails: %s", exc)
+            elif self._refused == 2:
                 log.error("%s was replaced, and the new one is locked: %s", path, exc)
             return
         except OSError:  # the project moved or was removed: nothing to lock there
             return
         if fd is None:
             return
-        os.close(self.fd)
+        if self.fd is None:
+            log.info("%s: locked too, for the logs directory of the next `up`", path)
+        else:
+            os.close(self.fd)
+            log.warning("%s was removed or replaced; made it again and locked it", path)
         self.fd, self._refused = fd, 0
-        log.warning("%s was removed or replaced; made it again and locked it", path)
 
     def close(self) -> None:
-        """Drop the lock (the supervisor's last act)."""
-        os.close(self.fd)
+        """Drop the lock (the supervisor's last act), and the pending directory's."""
+        if self.pending is not None:
+            self.pending.close()
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def lock_project(directory: Path, run_dir: Path) -> ProjectLock | None:

@@ -18,6 +18,7 @@ from orchestrator.config.yamlfile import load_yaml, read_text
 from orchestrator.hot_reload import HotReload
 from orchestrator.manager import ChildManager
 from orchestrator.notify import WebhookNotifier
+from orchestrator.project_lock import ProjectLock
 from orchestrator.reconcile import ReloadPlan, plan_reload
 from orchestrator.resources import machine_limits
 
@@ -79,6 +80,7 @@ class ConfigReload:
     notifier: WebhookNotifier
     hot_reload: HotReload
     rejected_config: tuple[str, float] | None  # the last invalid config's error, and since when
+    project_lock: ProjectLock | None
     _retired: list[WebhookNotifier]  # replaced by a reload, still delivering
 
     if TYPE_CHECKING:
@@ -151,5 +153,7 @@ class ConfigReload:
         self.manager.apply_reload(new, plan, limits)
         self.hot_reload.configure(self.config)
         self.hot_reload.config_read(seen)
+        if self.project_lock is not None:  # `logging:` waits for `up`, which locks it
+            self.project_lock.also_hold(Path(new.logging.directory))
         self._set_bridge()
         return plan, ""

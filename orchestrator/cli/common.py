@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
+from orchestrator.config.lenient import logs_directory
 from orchestrator.config.loader import MODULES_FILE
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.project_lock import project_holder
@@ -132,12 +133,10 @@ class App:
         """Exit 1 if no supervisor was found in this config's run directory, yet one holds the
         project's lock (in its logs directory) with another: the project was moved or renamed
         since `up`, or ORCHESTRATOR_RUN_BASE (or XDG_RUNTIME_DIR) differs from `up`'s. Saying
-        "nothing runs" then would be wrong."""
-        try:
-            logs = load_config(self.config_dir).logging.directory
-        except ConfigError:  # a config that cannot load: not the question here
-            return
-        holder = project_holder(Path(logs))
+        "nothing runs" then would be wrong. The config is read leniently: one broken on disk
+        is no reason to say so either (and one whose `logging.directory` changed since `up`
+        names a directory its supervisor locks too, see `ProjectLock.also_hold`)."""
+        holder = project_holder(logs_directory(self.config_dir))
         if holder is None:
             return
         pid, run_dir = holder

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,6 +17,7 @@ from orchestrator.config.lenient import listed_modules, logs_directory
 from orchestrator.config.model import INSTANCE_MARK
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.logtail import last_lines
+from orchestrator.record import record
 from orchestrator.regular_file import open_regular
 from orchestrator.terminal import terminal_safe
 
@@ -74,7 +74,7 @@ def logs(app: App, name: str, count: int, follow: bool) -> None:
         stop_writing()  # it returns when stdout's reader went away
 
 
-@dataclass
+@record
 class _Logs:
     """Where the logs are, and the names `logs` takes: the running supervisor's if one answers
     (its config may differ from the files: a `logging.directory` change waits for `up`), else

@@ -5,7 +5,6 @@ a process: that takes `load_config`'s validated config."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,10 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.interpolate import Substitution, read_variables
 from orchestrator.config.loader import ENV_FILE, MAIN_FILE, MODULES_FILE, read_yaml
 from orchestrator.config.model import LoggingSection
+from orchestrator.record import record
 
 
-@dataclass(frozen=True)
+@record
 class ListedModule:
     """One entry of modules.yaml, as far as it can be read."""
 

@@ -339,6 +339,34 @@ def test_down_and_status_through_another_run_directory_name_the_one_running(
     assert (result.returncode, result.stdout) == (0, f"nothing was running for {config[1]}\n")
 
 
+def test_a_project_whose_logs_move_at_the_next_up_is_still_found_through_another_run_directory(
+    project: Project,
+) -> None:
+    """A reload's `logging.directory` applies at the next `up`, yet through another run
+    directory `status` looked for the project's lock in the new directory (exit 4, "no
+    supervisor") and `up -d` started a second supervisor; a config broken on disk made `down`
+    say "nothing was running"."""
+    idle_project(project)
+    first = project.up()["supervisor"]["pid"]
+    main = project.config_dir / "main.yaml"
+    main.write_text(main.read_text().replace("directory: logs", "directory: logs2"))
+    project.cli("reload", check=0)
+    other_env = dict(project.env, ORCHESTRATOR_RUN_BASE=str(project.root / "other-run"))
+    config = ("-c", str(project.config_dir))
+    said = f"Error: a supervisor (pid {first}) runs for this project with the run directory"
+    status = orchestrator(project, "status", *config, cwd=project.root, env=other_env)
+    assert status.returncode == 1 and status.stderr.startswith(said), describe(status)
+    up = orchestrator(project, "up", "-d", *config, cwd=project.root, env=other_env)
+    taken = f"a supervisor (pid {first}) already runs with the logs directory {project.root}/logs2"
+    assert up.returncode == 1 and taken in up.stderr, describe(up)
+    modules = project.config_dir / "modules.yaml"
+    modules.write_text(modules.read_text() + "typo: here\n")
+    down = orchestrator(project, "down", *config, cwd=project.root, env=other_env)
+    assert down.returncode == 1 and down.stderr.startswith(said), describe(down)
+    assert [p.pid for p in project.processes() if p.name() == PROCESS_NAME] == [first]
+    assert _with_run_base(other_env["ORCHESTRATOR_RUN_BASE"]) == []
+
+
 def _with_run_base(run_base: str) -> list[int]:
     found = []
     for proc in psutil.process_iter(["environ", "status"]):

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.project_lock import PROJECT_LOCK, lock_project, project_holder
+from orchestrator.project_lock import (
+    PROJECT_LOCK,
+    ProjectTakenError,
+    lock_project,
+    project_holder,
+)
 
 
 def test_the_holder_is_named_with_its_run_directory_while_it_holds_the_lock(
@@ -67,5 +72,57 @@ def test_a_new_lock_held_a_moment_is_said_only_when_it_stays_held(
         fcntl.flock(other, fcntl.LOCK_UN)
         lock.keep(now=3e9)
     assert project_holder(logs) == (os.getpid(), "/run/x/0123")
+    os.close(other)
+    lock.close()
+
+
+def test_a_reloaded_logs_directory_is_locked_too_until_down_or_a_reload_back(
+    tmp_path: Path,
+) -> None:
+    """A reload's `logging.directory` applies at the next `up`: an `up` through another run
+    directory locked that directory, free, and ran the project twice; `status` and `down` looked
+    there and said nothing ran."""
+    logs, logs2, logs3 = tmp_path / "logs", tmp_path / "logs2", tmp_path / "logs3"
+    logs.mkdir()
+    lock = lock_project(logs, Path("/run/x/0123"))
+    assert lock is not None
+    lock.also_hold(logs2)  # made (logs2/ itself) and locked, at once
+    assert project_holder(logs2) == (os.getpid(), "/run/x/0123")
+    with pytest.raises(ProjectTakenError):
+        lock_project(logs2, Path("/run/y/4567"))
+    lock.also_hold(logs3)  # another reload: that one instead
+    assert project_holder(logs2) is None
+    assert project_holder(logs3) == (os.getpid(), "/run/x/0123")
+    shutil.rmtree(logs3)
+    lock.keep(now=1e9)  # kept as the own one is
+    assert project_holder(logs3) == (os.getpid(), "/run/x/0123")
+    lock.also_hold(logs)  # back to where it logs: no other
+    assert project_holder(logs3) is None
+    assert project_holder(logs) == (os.getpid(), "/run/x/0123")
+    lock.also_hold(logs2)
+    lock.close()  # both go with the supervisor
+    assert project_holder(logs) is None and project_holder(logs2) is None
+
+
+def test_a_reloaded_logs_directory_another_supervisor_holds_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs, shared = tmp_path / "logs", tmp_path / "shared"
+    logs.mkdir()
+    shared.mkdir()
+    lock = lock_project(logs, Path("/run/x/0123"))
+    other = os.open(shared / PROJECT_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    assert lock is not None
+    with caplog.at_level(logging.ERROR, logger="orchestrator.project_lock"):
+        lock.also_hold(shared)
+        lock.keep(now=1e9)
+        lock.keep(now=2e9)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "the next `up` (with the reloaded logging.directory) fails"
+    ]
+    fcntl.flock(other, fcntl.LOCK_UN)
+    lock.keep(now=3e9)
+    assert project_holder(shared) == (os.getpid(), "/run/x/0123")
     os.close(other)
     lock.close()
