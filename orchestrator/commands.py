@@ -78,7 +78,11 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         overview["supervisor"]["logs"] = str(self.supervisor.logs)
         return {
             **overview,
-            "limits": manager.limits.as_dict(),
+            "limits": {
+                **manager.limits.as_dict(),
+                # Of every module: `status NAME`'s rows are that module's only.
+                "threads_granted": sum(c.threads_granted or 0 for c in manager.children.values()),
+            },
             "modules": modules,
             "logging": log_losses(child.log.file for child in manager.children.values()),
         }

@@ -102,7 +102,7 @@ def _render(data: dict[str, Any], *, module_notes: bool) -> str:
     lines = [
         f"supervisor pid {_text(sup.get('pid'))}, up {duration(uptime) if _is_number(uptime) else '-'}; "
         f"process limit {_text(limits.get('max_processes'))}, "
-        f"thread limit {_text(limits.get('max_threads'))}{_threads_granted(modules)}; "
+        f"thread limit {_text(limits.get('max_threads'))}{_threads_granted(limits, modules)}; "
         f"bus {_text(bus.get('xsub'))} -> {_text(bus.get('xpub'))}"
     ]
     lines += [_system_line(row) for row in data.get("system", []) if row["name"] != "broker"]
@@ -323,10 +323,14 @@ def _note(module: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _threads_granted(modules: list[dict[str, Any]]) -> str:
-    """` (6 granted)`: the callback threads the modules' processes were given, if any was."""
-    granted = [(m.get("concurrency") or {}).get("granted") for m in modules]
-    total = sum(g for g in granted if isinstance(g, int))
+def _threads_granted(limits: dict[str, Any], modules: list[dict[str, Any]]) -> str:
+    """` (6 granted)`: the callback threads every module's processes were given, if any was
+    (the supervisor's figure: `status NAME` shows one module's row; the rows' sum from a
+    supervisor that does not say)."""
+    total = limits.get("threads_granted")
+    if not _is_number(total):
+        granted = [(m.get("concurrency") or {}).get("granted") for m in modules]
+        total = sum(g for g in granted if isinstance(g, int))
     return f" ({total} granted)" if total else ""
 
 

@@ -323,6 +323,10 @@ def test_the_thread_limit_holds_the_greedy_module_back(running: Project) -> None
     text = running.cli("status", check=0).stdout
     granted = expected["greedy"]
     assert f"thread limit {limit} ({limit} granted)" in text, text
+    assert status["limits"]["threads_granted"] == limit
+    # One module's status: the figure is still the supervisor's, not the sum of its one row.
+    header = running.cli("status", "greedy", check=0).stdout.splitlines()[0]
+    assert f"thread limit {limit} ({limit} granted)" in header, header
     assert f"greedy: concurrency {granted} of 256 asked (held back by the thread limit)" in text, (
         text
     )
