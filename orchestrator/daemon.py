@@ -53,7 +53,10 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
     try:
         run_dir.acquire()
     except AlreadyRunningError as exc:
-        raise LaunchError(f"{exc}; use `orchestrator status` or `orchestrator down`") from None
+        raise LaunchError(
+            f"a supervisor is already running for {config.config_dir} ({exc.which});"
+            " use `orchestrator status` or `orchestrator down`"
+        ) from None
     except UnsafeRunDirError as exc:
         raise LaunchError(f"unsafe run directory: {exc}") from None
     except OSError as exc:  # a full or read-only file system, no inode left

@@ -30,8 +30,8 @@ class AlreadyRunningError(RuntimeError):
     """Another supervisor holds the lock of this run directory."""
 
     def __init__(self, pid: int | None) -> None:
-        which = f"pid {pid}" if pid is not None and pid > 0 else "its pid not known yet"
-        super().__init__(f"a supervisor is already running for this config ({which})")
+        self.which = f"pid {pid}" if pid is not None and pid > 0 else "its pid not known yet"
+        super().__init__(f"a supervisor is already running for this config ({self.which})")
         self.pid = pid
 
 

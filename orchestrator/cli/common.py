@@ -52,7 +52,7 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _config_of(directory: Path) -> Path:
+def config_of(directory: Path) -> Path:
     """`directory`, or its `config/` if it is a project's root (as `init` makes one): -c PROJECT
     reaches the same supervisor as -c PROJECT/config, instead of one of a config that is not."""
     try:
@@ -75,11 +75,11 @@ class App:
             absolute = config_dir.absolute()
         except FileNotFoundError:  # relative to a working directory that was removed
             abort(CWD_GONE, exit_codes.BAD_CONFIG)
-        self.config_dir = _config_of(absolute)
+        self.config_dir = config_of(absolute)
 
     def require_config_dir(self) -> None:
         """Exit with code 3 and where it looked if there is no config directory there: none at
-        all, or one without modules.yaml (what `_config_of` knows a config directory by; `-c`
+        all, or one without modules.yaml (what `config_of` knows a config directory by; `-c`
         given a project's module directory, say), unless a supervisor runs for it (its file
         removed meanwhile: `down`, `status` and `logs` must still reach it).
 

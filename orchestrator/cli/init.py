@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import GroupOptions, abort
+from orchestrator.cli.common import CONFIG_ENV, GroupOptions, abort, config_of
 from orchestrator.scaffold.files import FileSet, WriteError
 from orchestrator.scaffold.project import EXAMPLE_MODULE, GITIGNORE_FILE, project_files
 
@@ -71,6 +71,7 @@ def init(ctx: click.Context, directory: Path, force: bool, as_json: bool) -> Non
         nothing = "" if existing or updated else "; nothing was written"
         abort(f"could not write the project: {exc}{nothing}")
     steps = _next_steps(directory)
+    _warn_of_config_env(root)
     if as_json:
         document = {
             "directory": str(root),
@@ -90,6 +91,22 @@ def init(ctx: click.Context, directory: Path, force: bool, as_json: bool) -> Non
     width = max(len(step) for step in steps)
     for step in steps:
         click.echo(f"  {step.ljust(width)}  # {_WHY.get(step, '')}".rstrip(" #"))
+
+
+def _warn_of_config_env(root: Path) -> None:
+    """One line on stderr if $ORCHESTRATOR_CONFIG names another config than the one written in
+    `root`: the next steps (`up -d`, `new NAME --add`), run in `root`, would act on that one."""
+    value = os.environ.get(CONFIG_ENV)
+    if not value:  # unset or empty: click takes neither
+        return
+    theirs = config_of(Path(os.path.join(root, value)))  # a relative one: from `root`, as run
+    ours = root / "config"
+    if os.path.realpath(theirs) != os.path.realpath(ours):
+        click.echo(
+            f"warning: {CONFIG_ENV} is set to {value}: the next steps act on {theirs}, not on"
+            f" this project; `unset {CONFIG_ENV}` first, or give them -c {ours}",
+            err=True,
+        )
 
 
 def _merge_gitignore(root: Path, files: dict[str, str]) -> list[str]:

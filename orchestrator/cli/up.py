@@ -81,7 +81,7 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     run_dir = app.run_dir
     pid = run_dir.running_pid()
     if pid is not None:
-        abort(f"a supervisor is already running for this config (pid {pid})")
+        abort(f"a supervisor is already running for {app.config_dir} (pid {pid})")
     _report_previous(app, config)
     try:
         run_dir.prepare()
@@ -151,7 +151,7 @@ def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO)
     while (pid := app.run_dir.running_pid()) != daemon.pid:
         if daemon.poll() is not None or time.monotonic() > deadline:
             if pid is not None and pid > 0:  # another `up` started at the same moment won
-                abort(f"a supervisor is already running for this config (pid {pid})")
+                abort(f"a supervisor is already running for {app.config_dir} (pid {pid})")
             said = _said(output) or _full(app.run_dir.path)
             abort(f"the supervisor did not start{said}", _code_of(daemon))
         time.sleep(0.01)

@@ -205,7 +205,10 @@ def test_two_up_at_once_start_exactly_one_supervisor(project: Project) -> None:
         supervisors = [p for p in project.processes() if p.name() == PROCESS_NAME]
         assert len(supervisors) == 1, supervisors
         loser = next(result for result in results if result.returncode == 1)
-        assert f"already running for this config (pid {supervisors[0].pid})" in loser.stderr
+        running = f"already running for {project.config_dir} (pid {supervisors[0].pid})"
+        assert running in loser.stderr, describe(loser)
+        foreground = project.cli("up", check=exit_codes.FAILED)  # it finds out as it locks
+        assert running in foreground.stderr, describe(foreground)
         project.cli("down", check=0)
 
 

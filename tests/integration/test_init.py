@@ -20,6 +20,7 @@ from helpers import wait_until
 from project import REPO, Project, describe
 
 from orchestrator import exit_codes
+from orchestrator.cli.common import CONFIG_ENV
 from orchestrator.config import load_config
 
 README = (REPO / "README.md").read_text()
@@ -63,7 +64,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def run(
-    project: Project, cwd: Path, *args: str, check: int | None = 0
+    project: Project,
+    cwd: Path,
+    *args: str,
+    check: int | None = 0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`orchestrator ARGS` as a user types it in `cwd`: no -c, the project's run directory."""
     result = subprocess.run(
@@ -72,7 +77,7 @@ def run(
         text=True,
         timeout=60,
         check=False,
-        env=project.env,
+        env=env or project.env,
         cwd=cwd,
     )
     if check is not None:
@@ -176,6 +181,23 @@ def test_init_json_names_what_it_wrote(project: Project) -> None:
     assert sorted(document["written"]) == listing_files(root)
     assert "config/main.yaml" in document["written"]
     assert (root / "config" / ".env.example").is_file()
+
+
+def test_init_warns_when_orchestrator_config_names_another_project(project: Project) -> None:
+    """With ORCHESTRATOR_CONFIG set, `init p3` wrote ./p3, and the next steps it listed (`up -d`,
+    `new NAME --add`) then acted on the project that variable named."""
+    other = str(project.config_dir)
+    result = run(project, project.root, "init", "p3", env={**project.env, CONFIG_ENV: other})
+    ours = project.root / "p3" / "config"
+    assert result.stderr == (
+        f"warning: ORCHESTRATOR_CONFIG is set to {other}: the next steps act on {other}, not on"
+        f" this project; `unset ORCHESTRATOR_CONFIG` first, or give them -c {ours}\n"
+    ), describe(result)
+    assert "orchestrator up -d" in result.stdout
+    # Naming the project written (relative, as from the `cd` the steps begin with): no warning.
+    for name, value in (("p4", "config"), ("p5", str(project.root / "p5"))):
+        quiet = run(project, project.root, "init", name, env={**project.env, CONFIG_ENV: value})
+        assert quiet.stderr == "", describe(quiet)
 
 
 def listing_files(root: Path) -> list[str]:
