@@ -15,7 +15,7 @@ from click.core import ParameterSource
 
 from orchestrator import exit_codes
 from orchestrator.config import AppConfig, ConfigError, load_config
-from orchestrator.config.lenient import logs_directory
+from orchestrator.config.lenient import listed_modules, logs_directory
 from orchestrator.config.loader import MODULES_FILE
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.project_lock import project_holder
@@ -175,13 +175,16 @@ class App:
             abort(str(exc), exit_codes.NOT_RUNNING)
         except ControlError as exc:
             kind = exc.data.get("kind") if isinstance(exc.data, dict) else None
+            name = arguments.get("name")  # (a remote request's is inside: not this host's)
+            if kind == "usage" and isinstance(name, str):  # a module it does not have, say
+                abort(f"{exc}{self._not_reloaded(client, name)}", exit_codes.USAGE)
             if kind in _EXIT_OF_KIND:  # another host's answer, or none
                 abort(str(exc), _EXIT_OF_KIND[kind])
             if kind == "timeout":  # asking again which modules it has would wait as long
                 abort(str(exc), exit_codes.FAILED)
-            name = arguments.get("name")
-            unknown = isinstance(name, str) and not self._has_module(client, name)
-            abort(str(exc), exit_codes.USAGE if unknown else exit_codes.FAILED)
+            if isinstance(name, str) and not self._has_module(client, name):
+                abort(f"{exc}{self._not_reloaded(client, name)}", exit_codes.USAGE)
+            abort(str(exc), exit_codes.FAILED)
 
     def remote(self, host: str, request: dict[str, Any], wait: float = 10.0) -> Any:
         """Send `request` to the supervisor of cluster host `host`, through this one; exits as
@@ -190,6 +193,18 @@ class App:
         return self.request(
             "remote", wait=wait + _REMOTE_SLACK, host=host, request=request, timeout=wait
         )
+
+    def _not_reloaded(self, client: ControlClient, name: str) -> str:
+        """A hint if modules.yaml on disk lists module `name` (enabled) that the supervisor does
+        not have: it runs the config it last loaded. Read here, leniently: the supervisor's
+        loop parses no YAML for a hint."""
+        listed = any(m.name == name and m.enabled for m in listed_modules(self.config_dir))
+        if listed and not self._has_module(client, name):
+            return (
+                f"; {name} is in {MODULES_FILE} but not in the running config:"
+                " run `orchestrator reload`"
+            )
+        return ""
 
     @staticmethod
     def _has_module(client: ControlClient, name: str) -> bool:

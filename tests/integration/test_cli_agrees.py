@@ -181,6 +181,13 @@ def test_an_unknown_module_is_a_usage_error_in_every_command(project: Project) -
     for command in (["status", "idle#1"], ["restart", "idle#1"], ["logs", "idle#1"]):
         result = project.cli(*command, check=exit_codes.USAGE)
         assert "named 'idle#1'" in result.stderr and "idle" in result.stderr, describe(result)
+    # Added to modules.yaml, not reloaded yet: unknown to the supervisor, which is said.
+    modules = project.config_dir / "modules.yaml"
+    modules.write_text(modules.read_text() + "- {name: extra, path: ../modules/idle.py}\n")
+    for command in (["start", "extra"], ["status", "extra"]):
+        result = project.cli(*command, check=exit_codes.USAGE)
+        hint = "extra is in modules.yaml but not in the running config: run `orchestrator reload`"
+        assert hint in result.stderr, describe(result)
     # A known module that does exist is not a usage error.
     project.cli("status", "idle", check=0)
 

@@ -71,6 +71,8 @@ def test_instances_run_restart_and_scale_each_on_their_own(project: Project) -> 
     assert list(_rows(project, "worker")) == names  # `status NAME`: every instance
     table = project.cli("status", "worker", check=0).stdout
     assert table.count("worker#2.log") == 1 and table.count("supervision:") == 3
+    refused = project.cli("restart", "worker", "--graceful", check=exit_codes.USAGE).stderr
+    assert "takes one instance" in refused and "reload" not in refused, refused  # it has it
 
     # One killed: only it restarts.
     os.kill(pids["worker#2"], signal.SIGKILL)
