@@ -8,6 +8,7 @@ from pathlib import Path
 
 from project import REPO, Project
 
+from orchestrator import exit_codes
 from orchestrator.cli.group import COMMANDS
 
 README = (REPO / "README.md").read_text()
@@ -51,3 +52,20 @@ def test_every_command_the_readme_shows_exists_and_is_exercised_by_a_test() -> N
 def test_the_readme_names_the_two_setup_commands_first() -> None:
     setup = README.split("## Set up", 1)[1].split("##", 1)[0]
     assert setup.index("make up") < setup.index("make test"), setup
+
+
+def test_the_readme_says_the_run_base_must_be_private_as_up_does(project: Project) -> None:
+    """The README did not say that ORCHESTRATOR_RUN_BASE must be private: a shared one made `up`
+    fail with an error it never mentioned."""
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    shared = project.root / "shared-run"
+    shared.mkdir()
+    shared.chmod(0o755)
+    project.env["ORCHESTRATOR_RUN_BASE"] = str(shared)
+    result = project.cli("up", "-d", check=exit_codes.FAILED)
+    said = result.stderr.strip().replace(str(shared), "BASE")
+    assert said == "Error: unsafe run directory: BASE: mode 755 lets others in; expected 700"
+    documented = " ".join(README.split())  # as written, across its line breaks
+    pattern = re.escape(said).replace("BASE", r"/\S+")
+    assert re.search(pattern, documented), f"the README does not quote {said!r}"
+    assert re.search(r"ORCHESTRATOR_RUN_BASE[^.]*\. That base must be private", documented)
