@@ -354,8 +354,9 @@ def test_a_package_renamed_over_by_a_deploy_is_followed(tmp_path: Path) -> None:
         assert _changes_until(watching, "pkg") == {"pkg"}
         new_inode = identity_of(package)
         wait_until(
-            lambda: (
-                watching._keeper.idle() and watching._keeper._made[(package, True)][1] == new_inode
+            lambda: (  # the keeper's thread drops and makes the entry meanwhile: get, not []
+                watching._keeper.idle()
+                and watching._keeper._made.get((package, True), (None, None))[1] == new_inode
             ),
             5,
             "the new directory watched",
