@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -206,6 +207,25 @@ def system_usage() -> dict[str, Any]:
         "memory_percent": memory.percent,
         "available_mb": memory.available // _MB,
     }
+
+
+_own: list[psutil.Process] = []  # this process's handle, which keeps the CPU baseline
+
+
+def own_usage() -> dict[str, float]:
+    """This process's RSS and CPU (% of one core since the last call; 0.0 at the first): what
+    the supervisor costs, the output of every module it reads included."""
+    if not _own or _own[0].pid != os.getpid():  # made in a process we were forked from
+        _own[:] = [psutil.Process()]
+    own = _own[0]
+    try:
+        with own.oneshot():
+            return {
+                "rss_mb": round(own.memory_info().rss / _MB, 1),
+                "cpu_percent": round(own.cpu_percent(None), 1),
+            }
+    except psutil.Error:
+        return {}
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter

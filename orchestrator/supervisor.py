@@ -36,7 +36,7 @@ from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.project_lock import ProjectLock
-from orchestrator.resources import keep_large_allocations_apart, machine_limits
+from orchestrator.resources import keep_large_allocations_apart, machine_limits, own_usage
 from orchestrator.rundir import RunDir
 from orchestrator.scheduler import Scheduler
 from orchestrator.supervisor_reload import ConfigReload
@@ -215,6 +215,7 @@ class Supervisor(ConfigReload):
                 "uptime": round(time.time() - self.started_wall, 3),
                 "config": str(self.config.config_dir),
                 "shutting_down": self.manager.shutting_down,
+                **own_usage(),
             },
             "bus": {
                 "xsub": self.xsub,

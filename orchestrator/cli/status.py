@@ -95,12 +95,21 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
 _UNREADABLE = "the supervisor's status answer is not one this version reads (another version?)"
 
 
+def _own_usage(sup: dict[str, Any]) -> str:
+    """ ", CPU 3%, RSS 25.1M": the supervisor's own, when it says them (not an older one)."""
+    cpu, rss = sup.get("cpu_percent"), sup.get("rss_mb")
+    if not (_is_number(cpu) and _is_number(rss)):
+        return ""
+    return f", CPU {cpu:.0f}%, RSS {rss:.1f}M"
+
+
 def _render(data: dict[str, Any], *, module_notes: bool) -> str:
     sup, limits, bus = _map(data.get("supervisor")), _map(data.get("limits")), _map(data.get("bus"))
     modules = _modules(data)
     uptime = sup.get("uptime")
     lines = [
-        f"supervisor pid {_text(sup.get('pid'))}, up {duration(uptime) if _is_number(uptime) else '-'}; "
+        f"supervisor pid {_text(sup.get('pid'))}, up {duration(uptime) if _is_number(uptime) else '-'}"
+        f"{_own_usage(sup)}; "
         f"process limit {_text(limits.get('max_processes'))}, "
         f"thread limit {_text(limits.get('max_threads'))}{_threads_granted(limits, modules)}; "
         f"bus {_text(bus.get('xsub'))} -> {_text(bus.get('xpub'))}"
