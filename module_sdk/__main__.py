@@ -7,7 +7,7 @@ import traceback
 
 from module_sdk.limits import apply_from_env
 from module_sdk.protocol import EXIT_LOAD_FAILED
-from module_sdk.shim import main
+from module_sdk.shim import _exit_code, main
 
 if __name__ == "__main__":
     # As a forked module process ends (module_sdk/forkserver.py `_become_module`): whatever
@@ -18,6 +18,8 @@ if __name__ == "__main__":
     try:
         apply_from_env()  # rlimits, Landlock, user: before any module code runs
         code = main()
+    except SystemExit as exc:  # `sys.exit(0)` at the module's import: its code, as Python's own
+        code = _exit_code(exc)
     except BaseException:
         traceback.print_exc()
     finally:

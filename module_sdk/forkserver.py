@@ -213,6 +213,8 @@ def _become_module(request: dict[str, Any], output: int, environment: int, go: i
         module_sdk.limits.apply_from_env()  # rlimits, Landlock, user: before any module code
         sys.argv = ["module_sdk", name]
         code = module_sdk.shim.main(joined=go is not None)
+    except SystemExit as exc:  # `sys.exit(0)` at the module's import: its code, as Python's own
+        code = module_sdk.shim._exit_code(exc)
     except BaseException:
         traceback.print_exc()
     finally:

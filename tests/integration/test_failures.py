@@ -297,6 +297,26 @@ def test_a_spawned_module_that_escapes_the_shim_fails_at_once_despite_its_thread
     assert "KeyboardInterrupt" in project.log("interrupted")
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_sys_exit_at_a_modules_import_exits_with_its_code(
+    project: Project, start_method: str
+) -> None:
+    """`sys.exit(0)` (or 5) at import is the module's own end, with its code, as Python's:
+    not a load failure (ending in `os._exit` even when main() raises must keep that)."""
+    modules = []
+    for code in (0, 5):
+        path = project.write_module(f"quits{code}.py", f"import sys\nsys.exit({code})\n")
+        modules.append(
+            {"name": f"quits{code}", "path": path, "start_method": start_method, "restart": "never"}
+        )
+    project.configure(modules)
+    project.start_foreground()
+    for code in (0, 5):
+        row = project.wait_module(f"quits{code}", 30, state="stopped" if code else "done")
+        assert row["last_exit"]["code"] == code, row
+        assert row["last_exit"]["reason"] != "load failed", row
+
+
 RAISES_BASE_EXCEPTIONS = """
 import threading
 import time
