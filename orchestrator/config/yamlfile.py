@@ -217,7 +217,7 @@ _TOO_LONG = "an integer of more than 4300 digits"
 _MAX_INT_BITS = 14_000  # about 4300 decimal digits: CPython's bound on int <-> str
 
 # What SafeLoader's constructors raise on a value they cannot read, besides YAMLError.
-_CONSTRUCTOR_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+_CONSTRUCTOR_ERRORS = (ValueError, TypeError, LookupError, AttributeError, OverflowError)
 
 
 def _unreadable(node: Node, exc: Exception) -> str:

@@ -242,6 +242,8 @@ def test_dotenv_references_within_bounds_still_work(
         ("0x" + "f" * 5000, "an integer of more than 4300 digits"),  # no bound: shown, it raises
         ("!!int x", "cannot read 'x' as int"),
         ("!!timestamp x", "cannot read 'x' as timestamp"),
+        ("!!int ''", "cannot read '' as int"),  # IndexError: PyYAML reads its first character
+        ("!!float '_'", "cannot read '_' as float"),
     ],
 )
 def test_a_value_yaml_cannot_read_is_refused_where_it_is_written(
