@@ -116,9 +116,11 @@ class HelperProcess:
         up elsewhere in this turn, by a thousand starts or a long reload)."""
         if self._fd is None:
             return False
-        try:
-            return bool(select.select([self._fd], [], [], 0)[0])
-        except (OSError, ValueError):
+        poll = select.poll()  # not select(): the pipe's fd may be past 1023 (a thousand modules)
+        poll.register(self._fd, select.POLLIN)
+        try:  # a pipe whose writer is gone, with nothing in it, is POLLHUP alone: not a word
+            return any(events & select.POLLIN for _, events in poll.poll(0))
+        except OSError:
             return False
 
     def _quiet(self, now: float) -> bool:

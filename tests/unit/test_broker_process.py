@@ -198,6 +198,35 @@ def test_a_broker_whose_lines_wait_unread_is_up_for_whoever_asks_meanwhile() -> 
             os.waitpid(broker.pid, 0)
 
 
+def test_unread_lines_are_seen_on_an_fd_past_1023_and_a_closed_pipe_is_no_word() -> None:
+    """select() cannot look at an fd past 1023, which a supervisor of a thousand modules gives
+    its broker's pipe; and a pipe whose writer is gone, empty, says nothing."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files ({hard}) allows no fd past 1023")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    read_end, write_end = os.pipe()
+    high = fcntl.fcntl(read_end, fcntl.F_DUPFD, 1100)
+    os.close(read_end)
+    broker = _broker()
+    broker._fd = high
+    try:
+        assert not broker._unread()
+        os.write(write_end, b"alive\n")
+        assert broker._unread()
+        os.read(high, 100)
+        os.close(write_end)
+        write_end = -1
+        assert not broker._unread()  # end of file: POLLHUP, no line
+    finally:
+        os.close(high)
+        if write_end >= 0:
+            os.close(write_end)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_a_restarted_broker_is_told_the_redelivering_groups_the_last_one_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
