@@ -156,6 +156,43 @@ def test_an_undertaker_is_summoned_only_once_the_module_has_started_a_process(
     wait_until(lambda: _gone(int(undertaker)), 10, "the undertaker gone too")
 
 
+# An orphaned module process with no process of its own that hangs in C code holding the GIL
+# (no timer, no thread of its can run); with "handles", it has a SIGALRM handler of its own.
+HANGS_IN_C = """
+import signal, sys
+from module_sdk.undertaker import Grace
+
+if sys.argv[1] == "handles":
+    signal.signal(signal.SIGALRM, lambda *_: None)
+grace = Grace(lambda: None)
+grace.start()
+print(grace.undertaker, flush=True)
+sum(range(10**12))
+"""
+
+
+@pytest.mark.parametrize("alarm", ["default", "handles"])
+def test_a_module_process_hung_in_c_without_children_still_ends(
+    started: Started, alarm: str
+) -> None:
+    module = subprocess.Popen(
+        [sys.executable, "-c", HANGS_IN_C, alarm],
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+    started.children.append(module)
+    assert module.stdout is not None
+    undertaker = module.stdout.readline().strip()
+    if alarm == "default":
+        assert undertaker == "None"  # no interpreter spent: the kernel's alarm will do
+    else:
+        assert undertaker.isdigit(), undertaker  # its handler would need Python: one at once
+        started.add(int(undertaker))
+    wait_until(lambda: module.poll() is not None, 15, "the hung module process ended")
+    assert module.returncode in (-signal.SIGALRM, -signal.SIGKILL), module.returncode
+
+
 def test_the_next_up_kills_an_undertaker_in_a_cgroup_but_does_not_count_it(
     tmp_path: Path, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
