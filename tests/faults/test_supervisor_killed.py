@@ -45,7 +45,12 @@ def test_a_supervisor_killed_while_it_starts_its_modules_leaves_nothing(
     )
     os.kill(supervisor.pid, signal.SIGKILL)
     supervisor.wait(10)
-    wait_until(lambda: project.processes() == [], GONE_WITHIN, "no process of the project left")
+    wait_until(
+        lambda: project.processes() == [],
+        GONE_WITHIN,
+        "no process of the project left",
+        lambda: _left(project),
+    )
 
 
 CLOSER = """
@@ -82,7 +87,23 @@ def test_a_module_that_closes_the_lifeline_runs_on_and_still_goes_with_its_super
     row = project.module("closer")
     assert row["state"] == "running" and row["restarts"] == 0, row
     os.kill(status["supervisor"]["pid"], signal.SIGKILL)
-    wait_until(lambda: project.processes() == [], GONE_WITHIN, "the module gone with it")
+    wait_until(
+        lambda: project.processes() == [],
+        GONE_WITHIN,
+        "the module gone with it",
+        lambda: f"{_left(project)}\n{project.log('closer')[-1500:]}",
+    )
+
+
+def _left(project: Project) -> str:
+    """What of the project is still running, for a failure's message."""
+    left = []
+    for proc in project.processes():
+        try:
+            left.append(f"{proc.pid} {proc.name()} {' '.join(proc.cmdline())[:100]}")
+        except Exception as exc:  # gone meanwhile
+            left.append(f"{proc.pid}: {exc}")
+    return "left: " + ("; ".join(left) or "nothing")
 
 
 def test_a_supervisor_whose_run_directory_is_removed_stops_rather_than_run_twice(
