@@ -73,6 +73,11 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         for row, child in zip(modules, manager.children.values(), strict=True):
             row.update(manager.venvs.status(child.spec))
             row["standby_pid"] = manager.standbys.pid(child.name)  # waiting to take over
+            left_over = manager.handovers.left_over(child)
+            if left_over is not None:  # an overtaken graceful restart's new process, stopping
+                row["pid"] = left_over
+                if child.state is ChildState.STOPPED:
+                    row["state"] = ChildState.STOPPING.value
         self.annotate(modules)  # instances and schedules
         overview = self.supervisor.overview()  # supervisor, bus, system, config
         overview["supervisor"]["logs"] = str(self.supervisor.logs)
@@ -172,7 +177,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             what = "did not start" if child.failed_spawn > generation else "stopped right after"
             return control.failure(f"{child.name} {what}: {cause}")
         building = self.supervisor.manager.venvs.preparing(child.spec)  # a restart waits for it
-        if child.state is ChildState.WAITING and not building:
+        left_over = self._left_over(child) is not None
+        if child.state is ChildState.WAITING and not building and not left_over:
             return control.failure(f"{child.name} is waiting: {child.why}")
         if child.life.held:
             return control.failure(f"{child.name} is held stopped: {child.life.held}")

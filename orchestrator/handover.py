@@ -135,7 +135,11 @@ class Handovers:
         if old_runs_on and not _leaving(child):
             return
         self._handle(handover.stand_in, lc.StopRequested(time.monotonic()))
-        self._end(handover, "the old process stopped running during the graceful restart")
+        asked = _overtaken_by(child)  # an operator's stop or restart is no failure to log as one
+        if asked:
+            self._end(handover, f"{asked} during the graceful restart", logging.INFO)
+        else:
+            self._end(handover, "the old process stopped running during the graceful restart")
 
     def exited(self, stand_in: ManagedChild) -> None:
         """The stand-in's process was reaped: the old one (done) or a new one that failed."""
@@ -176,18 +180,29 @@ class Handovers:
         handover = self._under_way.get(child.name)
         return handover is not None and handover.stand_in.pid is not None
 
+    def left_over(self, child: ManagedChild) -> int | None:
+        """The pid of a stand-in's process that outlives `child`'s own (a graceful restart that a
+        `stop` or `restart` overtook: its new process is still stopping): until it is reaped,
+        the module counts as stopping, and it must not start beside it."""
+        handover = self._under_way.get(child.name)
+        if handover is None or handover.child is not child or child.pid is not None:
+            return None
+        return handover.stand_in.pid
+
     def _find(self, stand_in: ManagedChild) -> Handover | None:
         handover = self._under_way.get(stand_in.name)
         return handover if handover is not None and handover.stand_in is stand_in else None
 
-    def _end(self, handover: Handover, outcome: str) -> None:
+    def _end(self, handover: Handover, outcome: str, level: int = logging.ERROR) -> None:
         handover.outcome = outcome
         if outcome:
             child = handover.child
             kept = child.pid == handover.old_pid and child.state is ChildState.RUNNING
-            log.error(
-                "%s: graceful restart failed: %s%s",
+            log.log(
+                level,
+                "%s: graceful restart %s: %s%s",
                 child.name,
+                "failed" if level >= logging.ERROR else "abandoned",
                 outcome,
                 f"; the old process (pid {handover.old_pid}) keeps running" if kept else "",
             )
@@ -202,6 +217,16 @@ def _other_cgroup(child: ManagedChild) -> str:
 def _cause(stand_in: ManagedChild, fallback: str) -> str:
     last = stand_in.last_exit
     return f"the new process did not become ready: {last.cause() if last else fallback}"
+
+
+def _overtaken_by(child: ManagedChild) -> str:
+    """What an operator (or a reload) asked of the module that ends its graceful restart: it is
+    held stopped (`stop NAME`, a dependency's `on_failure: stop`) or restarted; "" if nothing."""
+    if child.life.held:
+        return child.life.held  # "stopped by operator"
+    if child.life.intent is lc.Intent.RESTART:
+        return "restarted (`restart` or a reload's change)"
+    return ""
 
 
 def _leaving(child: ManagedChild) -> bool:

@@ -230,6 +230,9 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
 
     def blocked_by(self, child: ManagedChild) -> str | None:
         """Why `child` may not start now, or None."""
+        left_over = self.handovers.left_over(child)
+        if left_over is not None:  # a graceful restart's new process, stopping: not two at once
+            return f"waiting for its previous process (pid {left_over}) to stop"
         waiting = waiting_for(child, self.children)
         if waiting is not None:
             return waiting
@@ -341,6 +344,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 module = self.children.get(child.name)
                 if module is not None and not self.handovers.busy(child.name):
                     self.keep_standby(module)  # the handover is over: its cgroup is free
+                    if module.state is ChildState.WAITING:
+                        self.start_waiting()  # it may have waited for that process
         self.advance_drains()
         self.advance_shutdown()
 

@@ -29,6 +29,9 @@ class ModuleCommands:
     def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    def _left_over(self, child: ManagedChild) -> int | None:
+        return self.supervisor.manager.handovers.left_over(child)
+
     def _module(self, request: dict[str, Any]) -> ManagedChild | dict[str, Any]:
         """The module the request names, or the failure to answer with."""
         manager = self.supervisor.manager
@@ -61,8 +64,8 @@ class ModuleCommands:
                 return control.reply({"name": child.name, "why": "removed by a reload"})
             if not child.life.held:
                 return control.failure(f"{child.name} was started again before it stopped")
-            if child.state is not ChildState.STOPPED:
-                return None
+            if child.state is not ChildState.STOPPED or self._left_over(child) is not None:
+                return None  # a graceful restart's new process still stops: it is not gone
             return control.reply({"name": child.name, "why": child.why})
 
         self.supervisor.wait_for(identity, stopped)

@@ -3,12 +3,16 @@ answers, and that a request overtaken by another one answers at once instead of 
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from test_dependents_follow import manager_with_modules
 
+from orchestrator import lifecycle as lc
+from orchestrator.child import ManagedChild
 from orchestrator.commands import CommandHandler
 from orchestrator.states import ChildState
 
@@ -125,3 +129,68 @@ def test_the_supervisors_own_log_is_read_where_it_started_not_where_a_reload_say
         "file": str(port.logs / "app.log"),
         "lines": ["supervisor up"],
     }
+
+
+def _fake_processes(manager: Any, monkeypatch: Any) -> list[int]:
+    """Spawns get made-up pids (beyond any pid_max), signals are only noted: no process is
+    touched. The pids signalled are returned, as the manager signals them."""
+    signalled: list[int] = []
+    monkeypatch.setattr(
+        "orchestrator.manager.signal_module", lambda process, sig: signalled.append(process.pid)
+    )
+    pids = itertools.count(90_000_001)
+
+    def spawn(child: ManagedChild, effect: object) -> None:
+        pid = next(pids)
+        child.process = SimpleNamespace(pid=pid, channel_id=b"")  # type: ignore[assignment]
+        manager.by_pid[pid] = child
+        manager.handle(child, lc.Spawned(time.monotonic(), pid))
+
+    monkeypatch.setattr(manager, "_spawn", spawn)
+    monkeypatch.setattr(manager.cgroups, "oom_killed", lambda *args: False, raising=False)
+    return signalled
+
+
+def _reap(manager: Any, child: ManagedChild, monkeypatch: Any) -> None:
+    assert child.pid is not None
+    del manager.by_pid[child.pid]
+    monkeypatch.setattr(manager.processes, "reap", lambda: iter([(child, 0)]))
+    manager.reap()
+
+
+def test_a_stop_during_a_graceful_restart_answers_once_its_new_process_is_gone(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`stop` answered `stopped` (and status showed no pid) while the new process of the graceful
+    restart it overtook still ran, unseen; a `start` meanwhile ran a second one beside it."""
+    handler, port = _handler(tmp_path)
+    manager = port.manager
+    signalled = _fake_processes(manager, monkeypatch)
+    port.overview, port.logs = lambda: {"supervisor": {}}, tmp_path  # for `status`
+    manager.cgroups.notes = manager.cgroups.enforced_by = {}
+    audit = manager.children["audit"]  # nothing follows it
+    audit.process = SimpleNamespace(pid=90_000_000, channel_id=b"")
+    manager.by_pid[90_000_000] = audit
+    handler.handle(b"g", {"cmd": "restart", "name": "audit", "graceful": True})
+    (stand_in,) = manager.handovers.stand_ins()
+    graceful = port.waiters[-1]
+    handler.handle(b"s", {"cmd": "stop", "name": "audit"})
+    stopped = port.waiters[-1]
+    assert set(signalled) == {90_000_000, 90_000_001}  # both processes are asked to stop
+    answer = graceful()
+    assert answer is not None and not answer["ok"]
+    assert answer["error"] == "audit: stopped by operator during the graceful restart"
+    _reap(manager, audit, monkeypatch)
+    assert audit.state is S.STOPPED and stopped() is None  # its new process is still there
+    handler.handle(b"st", {"cmd": "status", "name": "audit"})
+    row = port.replies[-1]["data"]["modules"][0]
+    assert (row["state"], row["pid"]) == ("stopping", 90_000_001)
+    handler.handle(b"t", {"cmd": "start", "name": "audit"})
+    started = port.waiters[-1]
+    assert audit.state is S.WAITING and audit.pid is None and started() is None
+    assert audit.why == "waiting for its previous process (pid 90000001) to stop"
+    _reap(manager, stand_in, monkeypatch)
+    assert audit.state is S.STARTING and audit.pid == 90_000_002  # only now
+    manager.handle(audit, lc.Ready(time.monotonic(), audit.pid, contained=True))
+    answer = started()
+    assert answer is not None and answer["data"] == {"name": "audit", "pid": 90_000_002}
