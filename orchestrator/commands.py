@@ -176,9 +176,9 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
             cause = child.last_exit.cause() if child.last_exit else child.state.value
             what = "did not start" if child.failed_spawn > generation else "stopped right after"
             return control.failure(f"{child.name} {what}: {cause}")
-        building = self.supervisor.manager.venvs.preparing(child.spec)  # a restart waits for it
-        left_over = self._left_over(child) is not None
-        if child.state is ChildState.WAITING and not building and not left_over:
+        manager = self.supervisor.manager
+        building = manager.venvs.preparing(child.spec)  # a restart waits for it
+        if child.state is ChildState.WAITING and not building and not manager.waits_a_moment(child):
             return control.failure(f"{child.name} is waiting: {child.why}")
         if child.life.held:
             return control.failure(f"{child.name} is held stopped: {child.life.held}")

@@ -27,6 +27,38 @@ def waiting_for(child: ManagedChild, children: Mapping[str, ManagedChild]) -> st
     return "waiting for " + ", ".join(missing) + f" to run ({'; '.join(['depends_on', *chain])})"
 
 
+def comes_back(child: ManagedChild, children: Mapping[str, ManagedChild]) -> bool:
+    """Whether every dependency `child` waits for is on its way to running on its own: stopping
+    to start again, backing off, starting, or waiting for ones that are. Not one that is held,
+    stopped, failed, removed or behind an open start breaker: only an operator brings it back."""
+    return _comes_back(child, children, {child.name})
+
+
+def _comes_back(child: ManagedChild, children: Mapping[str, ManagedChild], seen: set[str]) -> bool:
+    missing = [name for name in child.spec.depends_on if name not in seen]
+    if len(missing) < len(child.spec.depends_on):
+        return False  # a cycle: nothing in it starts first
+    for name in missing:
+        members = live_members(children, name)
+        if not members:
+            return False  # removed meanwhile
+        for member in members:
+            if _satisfies(member):
+                continue
+            if member.life.held or member.life.intent in (lc.Intent.STOP, lc.Intent.REMOVE):
+                return False
+            if member.state in (ChildState.STOPPED, ChildState.FAILED):
+                return False
+            if member.why.startswith(lc.CIRCUIT_OPEN):
+                return False
+            if member.state is ChildState.WAITING and not (
+                waiting_for(member, children) is not None
+                and _comes_back(member, children, seen | {name})
+            ):
+                return False  # it waits for a limit, or for what does not come back
+    return True
+
+
 def _waits(children: Mapping[str, ManagedChild], name: str) -> str:
     """Why dependency `name` (or one of its instances) waits itself, shortened, or "": the chain
     `status` shows, e.g. `waiting for api to run (depends_on; api: waiting for db)`."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from orchestrator import lifecycle as lc
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
+from orchestrator.dependents import comes_back, waiting_for
 from orchestrator.handover import Handover, Handovers
 from orchestrator.output import ModuleLog
 from orchestrator.reconcile import ReloadPlan
@@ -73,6 +74,14 @@ class ModuleRequests:
             return f"{child.name} is {venv.waiting}: restart it gracefully once that is done"
         self.standbys.drop(child.name)  # the stand-in may take the cgroup it waits in
         return self.handovers.begin(child)
+
+    def waits_a_moment(self, child: ManagedChild) -> bool:
+        """Whether what holds waiting `child` back goes away on its own: a graceful restart's
+        process that is stopping, or dependencies passing through a restart (see `comes_back`);
+        not a limit, nor a dependency that only an operator brings back."""
+        if self.handovers.left_over(child) is not None:
+            return True
+        return waiting_for(child, self.children) is not None and comes_back(child, self.children)
 
     def hold(self, child: ManagedChild, why: str) -> None:
         """Stop the module and keep it stopped until `release` (its dependents follow)."""

@@ -194,3 +194,39 @@ def test_a_stop_during_a_graceful_restart_answers_once_its_new_process_is_gone(
     manager.handle(audit, lc.Ready(time.monotonic(), audit.pid, contained=True))
     answer = started()
     assert answer is not None and answer["data"] == {"name": "audit", "pid": 90_000_002}
+
+
+def _exit(manager: Any, child: ManagedChild) -> None:
+    manager.by_pid.pop(child.pid, None)
+    manager.handle(child, lc.Exited(time.monotonic(), 0))
+    manager.advance_drains()
+
+
+def test_a_restart_waits_for_a_dependency_passing_through_a_restart(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`restart api` while `restart db` was under way failed at once, `api is waiting: waiting
+    for db to run`, though api ran again as soon as db did; a db held stopped still fails it."""
+    handler, port = _handler(tmp_path)
+    manager = port.manager
+    _fake_processes(manager, monkeypatch)
+    db, api = manager.children["db"], manager.children["api"]
+    handler.handle(b"d", {"cmd": "restart", "name": "db"})  # its dependents stop first
+    for name in ("web", "api", "cache"):
+        _exit(manager, manager.children[name])
+    assert (db.state, api.state) == (S.STOPPING, S.WAITING)
+    handler.handle(b"a", {"cmd": "restart", "name": "api"})
+    restarted = port.waiters[-1]
+    assert restarted() is None
+    _exit(manager, db)
+    manager.handle(db, lc.Ready(time.monotonic(), db.pid, contained=True))
+    assert api.state is S.STARTING and restarted() is None
+    manager.handle(api, lc.Ready(time.monotonic(), api.pid, contained=True))
+    answer = restarted()
+    assert answer is not None and answer["data"] == {"name": "api", "pid": api.pid}
+    manager.hold(db, "stopped by operator")  # only an operator brings it back
+    for child in (manager.children["web"], api, db):
+        _exit(manager, child)
+    handler.handle(b"a", {"cmd": "restart", "name": "api"})
+    answer = port.waiters[-1]()
+    assert answer is not None and answer["error"].startswith("api is waiting: waiting for db")
