@@ -15,7 +15,7 @@ from orchestrator.instances import being_removed
 from orchestrator.isolation import limits_report
 from orchestrator.logsetup import log_losses
 from orchestrator.logtail import last_lines
-from orchestrator.module_commands import ModuleCommands
+from orchestrator.module_commands import OPERATOR_STOP, ModuleCommands
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -164,7 +164,9 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         sup.wait_for(identity, lambda: self._restarted(child, generation))
         return None
 
-    def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
+    def _restarted(
+        self, child: ManagedChild, generation: int, what: str = "restart"
+    ) -> dict[str, Any] | None:
         if being_removed(self.supervisor.manager.children, child):
             return control.failure(f"{child.name} was removed meanwhile: a reload took it out")
         if child.spawns > generation and child.state is ChildState.RUNNING:
@@ -180,6 +182,8 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         building = manager.venvs.preparing(child.spec)  # a restart waits for it
         if child.state is ChildState.WAITING and not building and not manager.waits_a_moment(child):
             return control.failure(f"{child.name} is waiting: {child.why}")
+        if child.life.held == OPERATOR_STOP:  # a `stop` after this request
+            return control.failure(f"{child.name}: a later `stop` overtook this {what}")
         if child.life.held:
             return control.failure(f"{child.name} is held stopped: {child.life.held}")
         if child.state is ChildState.FAILED and child.spawns == generation:  # refused to start

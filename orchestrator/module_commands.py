@@ -26,7 +26,9 @@ class ModuleCommands:
     def _unknown(self, name: object) -> str:
         raise NotImplementedError
 
-    def _restarted(self, child: ManagedChild, generation: int) -> dict[str, Any] | None:
+    def _restarted(
+        self, child: ManagedChild, generation: int, what: str = "restart"
+    ) -> dict[str, Any] | None:
         raise NotImplementedError
 
     def _left_over(self, child: ManagedChild) -> int | None:
@@ -84,7 +86,7 @@ class ModuleCommands:
         starting = child.state is ChildState.STARTING
         generation = child.spawns - 1 if starting else child.spawns
         self.supervisor.manager.release(child)
-        self.supervisor.wait_for(identity, lambda: self._restarted(child, generation))
+        self.supervisor.wait_for(identity, lambda: self._restarted(child, generation, "start"))
         return None
 
 

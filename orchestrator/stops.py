@@ -84,9 +84,10 @@ def release(life: Life) -> Step:
     """Let it start again: at once if it has no process (past failures forgotten, as a restart
     does), once stopped if it is being stopped; a running one has nothing to release."""
     released = replace(life, held="")
+    note = lc.Log(lc.INFO, "start of %s requested")
     if life.state is ChildState.STOPPING:
         intent = Intent.REMOVE if life.intent is Intent.REMOVE else Intent.RESTART
-        return Step(replace(released, intent=intent, why=""))
+        return Step(replace(released, intent=intent, why=""), (note,))
     if life.state.has_process:
         return Step(released)
     fresh = replace(
@@ -97,5 +98,4 @@ def release(life: Life) -> Step:
         consecutive_failures=0,
         restart_times=(),
     )
-    note = lc.Log(lc.INFO, "start of %s requested")
     return Step(fresh, (note, lc.ResetBreaker(), lc.TryStart()))

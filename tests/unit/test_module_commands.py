@@ -230,3 +230,19 @@ def test_a_restart_waits_for_a_dependency_passing_through_a_restart(
     handler.handle(b"a", {"cmd": "restart", "name": "api"})
     answer = port.waiters[-1]()
     assert answer is not None and answer["error"].startswith("api is waiting: waiting for db")
+
+
+def test_a_restart_or_start_overtaken_by_a_stop_says_so(tmp_path: Path, caplog: Any) -> None:
+    """They said `audit is held stopped`, as if it had been before they were asked; a `start`
+    of a stopping module logged nothing."""
+    handler, port = _handler(tmp_path)
+    handler.handle(b"r", {"cmd": "restart", "name": "audit"})
+    handler.handle(b"s", {"cmd": "stop", "name": "audit"})
+    answer = port.waiters[0]()
+    assert answer is not None and answer["error"] == "audit: a later `stop` overtook this restart"
+    with caplog.at_level("INFO"):
+        handler.handle(b"t", {"cmd": "start", "name": "audit"})  # while it stops
+    assert "start of audit requested" in caplog.text
+    handler.handle(b"s", {"cmd": "stop", "name": "audit"})
+    answer = port.waiters[-2]()
+    assert answer is not None and answer["error"] == "audit: a later `stop` overtook this start"

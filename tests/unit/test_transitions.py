@@ -142,6 +142,7 @@ EXPECTED: dict[tuple[ChildState, str], tuple[ChildState | None, tuple[str, ...]]
     (S.STOPPING, "hold"): (SAME, ("Log",)),
     **{(s, "release"): (S.STOPPED, ("Log", "ResetBreaker", "TryStart")) for s in IDLE},
     **{(s, "release"): (SAME, NONE) for s in PROCESS},
+    (S.STOPPING, "release"): (SAME, ("Log",)),  # "start of X requested": it starts once stopped
     **{(s, "shutdown"): (S.STOPPED, NONE) for s in IDLE},
     **{(s, "shutdown"): (SAME, NONE) for s in PROCESS},
     **{(s, "kill"): (SAME, NONE) for s in IDLE},
