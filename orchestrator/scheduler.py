@@ -219,7 +219,8 @@ class Scheduler:
             if wall >= schedule.due:
                 # Missed times (a stopped loop) are not made up: the next is after now.
                 schedule.due = next_due(schedule.spec, wall)
-                self.fire(name)
+                if not self._manager.shutting_down:  # a run would only end "not started"
+                    self.fire(name)
 
     def fire(self, name: str) -> int | None:
         """A due time (or `orchestrator run`): start a run unless `overlap` says otherwise.

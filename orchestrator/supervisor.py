@@ -389,6 +389,8 @@ class Supervisor(ConfigReload):
                 if not self.manager.shutting_down:
                     log.info("received SIGHUP (the terminal hung up): stopping all modules")
                 self.manager.begin_shutdown()
+            elif signum == signal.SIGHUP and self.manager.shutting_down:
+                log.info("received SIGHUP while stopping: no reload")
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading the config")
                 self.reload(dry_run=False)

@@ -400,3 +400,31 @@ def test_a_terminal_hangup_stops_a_foreground_up(project: Project) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+SLOW_STOP = """
+import time
+
+
+def initialize(event_bus, config):
+    pass
+
+
+def shutdown():
+    time.sleep(3)
+"""
+
+
+def test_sighup_while_stopping_reloads_nothing(project: Project) -> None:
+    project.configure(
+        [{"name": "slow", "path": project.write_module("slow.py", SLOW_STOP), "stop_timeout": 10}]
+    )
+    supervisor = project.up()["supervisor"]["pid"]
+    app_log = project.root / "logs" / "app.log"
+    os.kill(supervisor, signal.SIGTERM)
+    wait_until(lambda: "stopping all modules" in app_log.read_text(), 10, "the stop begun")
+    os.kill(supervisor, signal.SIGHUP)
+    wait_until(lambda: project.processes() == [], 20, "everything stopped")
+    text = app_log.read_text()
+    assert "received SIGHUP while stopping: no reload" in text
+    assert "reloading the config" not in text

@@ -43,6 +43,7 @@ class FakeManager:
         self.children = {"job": self.child}
         self.redactor = Redactor(["s3cret"])
         self.starts = 0
+        self.shutting_down = False
 
     def start(self, child: ManagedChild, *, scheduled: bool = False) -> bool:
         assert scheduled
@@ -84,6 +85,19 @@ def test_due_times_fire_once_each_and_missed_ones_are_not_made_up(tmp_path: Path
     assert status is not None
     assert manager.starts == 2 and status["next_run"] == T0 + 100
     assert (status["runs"], status["last_result"], status["skipped"]) == (1, "ok", 0)
+
+
+def test_no_run_begins_while_the_supervisor_stops(tmp_path: Path) -> None:
+    # During `down`, a due time logged "run 1 begins", then "ended: not started: stopped", and
+    # counted a failed run.
+    scheduler, manager, clock, _ = _scheduler(tmp_path)
+    scheduler.tick()
+    manager.shutting_down = True
+    clock.now = T0 + 10
+    scheduler.tick()
+    status = scheduler.status("job")
+    assert status is not None
+    assert manager.starts == 0 and status["runs"] == 0 and not status["running"]
 
 
 @pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
