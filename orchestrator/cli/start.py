@@ -29,5 +29,8 @@ def start(app: App, name: str, wait: float, as_json: bool) -> None:
     answer = module_request(app, "start", name, wait, as_json)
     if answer is not None:
         label, data = answer
-        verb = "is already running" if data.get("already") else "started"
-        click.echo(f"{label} {verb} (pid {data.get('pid')})")
+        if data.get("done"):  # a job: it ran and finished before the answer
+            click.echo(f"{label} ran and is done (exit 0)")
+        else:
+            verb = "is already running" if data.get("already") else "started"
+            click.echo(f"{label} {verb} (pid {data.get('pid')})")

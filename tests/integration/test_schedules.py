@@ -136,6 +136,8 @@ def test_run_calls_run_in_the_running_module(project: Project) -> None:
     again = project.cli("restart", "oneshot", check=0)  # it runs again, and is done again: fine
     assert "oneshot ran again and is done" in again.stdout, again.stdout
     assert project.module("oneshot")["state"] == "done"
+    started = project.cli("start", "oneshot", check=0)  # said "started (pid None)" once done
+    assert started.stdout.endswith("oneshot ran and is done (exit 0)\n"), started.stdout
     result = project.cli("run", "runner", "--json", check=0)
     assert json.loads(result.stdout)["result"] == "ok"
     row = project.module("runner")
