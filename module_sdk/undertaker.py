@@ -4,13 +4,10 @@ shutdown(), then whatever the module started is killed, with the module process 
 The module process does it itself (`Grace`), on a timer, or once shutdown() has returned. But
 the module's own code may end that process first (`os._exit()` on a thread, a C extension's
 abort, a crash): what it started would then be reparented to init, and live on. So the module
-process starts an undertaker, a small process of its own that outlives it: as soon as the
+process first starts an undertaker, a small process of its own that outlives it: as soon as the
 module process is gone, or `MARGIN` past the grace if it still is not, it kills what is left,
 and, last, itself with it. It is bounded: whatever happens, it is gone `_BOUND` seconds past the
-grace. A module process that has started no process (most) needs none until it does (looked
-for every `_LOOK` seconds in the grace): its death would leave nothing behind, and should it
-hang where no Python runs, an alarm (SIGALRM, whose default action ends the process, unless the
-module handles it: then the undertaker is started at once) ends it `MARGIN` past the grace.
+grace.
 
 Where the module has a cgroup (v2), that is everything in it: the undertaker writes `cgroup.kill`,
 which kills it too. Without one, it is every process that was ever below the module process while
@@ -78,28 +75,12 @@ class Grace:
             if self._started:
                 return
             self._started = True
-            deadline = time.monotonic() + GRACE
-            if descendants(os.getpid()) or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL:
-                self.undertaker = summon(deadline, self._cgroup())
-            else:  # most modules start no process: an interpreter each (~7 MB) for nothing
-                # Should this process hang where no Python runs (C code holding the GIL), the
-                # kernel ends it all the same, as the undertaker would have (SIGALRM's default).
-                signal.setitimer(signal.ITIMER_REAL, GRACE + MARGIN)
-                watch = threading.Thread(
-                    target=self._summon_once_needed, args=(deadline,), daemon=True
-                )
-                watch.start()
+            # Always, even for a module process that has started nothing: should it hang where
+            # no Python runs (C code holding the GIL), only a process of its own can end it.
+            # (An alarm instead was tried: a C extension's SIGALRM handler, invisible to
+            # getsignal(), or a shutdown() calling alarm(0) disarmed it.)
+            self.undertaker = summon(time.monotonic() + GRACE, self._cgroup())
             threading.Timer(GRACE, self.kill_everything).start()
-
-    def _summon_once_needed(self, deadline: float) -> None:
-        """Summon the undertaker the moment the module starts a process in its grace (its
-        shutdown() may): until then, its death would leave nothing behind."""
-        while time.monotonic() < deadline:
-            time.sleep(_LOOK)
-            if descendants(os.getpid()):
-                with self._lock:
-                    self.undertaker = summon(deadline, self._cgroup())
-                return
 
     def kill_everything(self) -> None:
         """Take down all the module started (even `setsid` daemons that cleared their
