@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
@@ -209,23 +210,47 @@ def system_usage() -> dict[str, Any]:
     }
 
 
-_own: list[psutil.Process] = []  # this process's handle, which keeps the CPU baseline
+class _OwnUsage:
+    """This process's CPU over windows of a second or more: a status asked right after another
+    (the metrics endpoint and a cluster bridge ask every second) keeps the last figure rather
+    than divide a clock tick or two by a few milliseconds."""
+
+    WINDOW = 1.0  # seconds
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.since: tuple[float, float] | None = None  # (monotonic, CPU seconds) of the window
+        self.percent = 0.0
+
+    def cpu_percent(self, cpu_seconds: float) -> float:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = (now, cpu_seconds)
+        elif now - self.since[0] >= self.WINDOW:
+            self.percent = (cpu_seconds - self.since[1]) / (now - self.since[0]) * 100
+            self.since = (now, cpu_seconds)
+        return self.percent
+
+
+_own: list[_OwnUsage] = []
 
 
 def own_usage() -> dict[str, float]:
-    """This process's RSS and CPU (% of one core since the last call; 0.0 at the first): what
-    the supervisor costs, the output of every module it reads included."""
-    if not _own or _own[0].pid != os.getpid():  # made in a process we were forked from
-        _own[:] = [psutil.Process()]
+    """This process's RSS and CPU (% of one core over the last window of a second or more
+    between two calls; 0.0 until there is one): what the supervisor costs, the output of every
+    module it reads included."""
+    if not _own or _own[0].process.pid != os.getpid():  # made in a process we were forked from
+        _own[:] = [_OwnUsage()]
     own = _own[0]
     try:
-        with own.oneshot():
-            return {
-                "rss_mb": round(own.memory_info().rss / _MB, 1),
-                "cpu_percent": round(own.cpu_percent(None), 1),
-            }
+        with own.process.oneshot():
+            rss, times = own.process.memory_info().rss, own.process.cpu_times()
     except psutil.Error:
         return {}
+    return {
+        "rss_mb": round(rss / _MB, 1),
+        "cpu_percent": round(own.cpu_percent(times.user + times.system), 1),
+    }
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter

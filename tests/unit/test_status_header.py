@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from orchestrator import resources
 from orchestrator.cli.status import _render
 from orchestrator.resources import own_usage
 
@@ -25,8 +28,22 @@ def test_an_older_supervisor_without_them_has_the_header_it_had() -> None:
     assert _header({"cpu_percent": "x", "rss_mb": None}).startswith("supervisor pid 7, up 3s;")
 
 
+def test_own_cpu_is_over_a_window_of_a_second_or_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Asked every second by the metrics endpoint and a cluster bridge, and by `status` a few ms
+    # later: a tick of CPU over a few ms read as 600-1100%.
+    clock = [100.0]
+    monkeypatch.setattr(resources.time, "monotonic", lambda: clock[0])
+    own = resources._OwnUsage()
+    assert own.cpu_percent(10.0) == 0.0  # the window opens
+    clock[0] += 0.005
+    assert own.cpu_percent(10.01) == 0.0  # a tick in 5 ms: too short a window, kept open
+    clock[0] += 1.995
+    assert own.cpu_percent(10.5) == pytest.approx(25.0)  # 0.5 s of CPU over 2 s
+    clock[0] += 0.01
+    assert own.cpu_percent(10.51) == pytest.approx(25.0)  # the last figure, until the next
+
+
 def test_own_usage_measures_this_process() -> None:
-    own_usage()
-    sum(range(2_000_000))  # some CPU between two looks
+    resources._own.clear()  # a fresh start, whatever ran before in this process
     usage = own_usage()
-    assert usage["rss_mb"] > 5 and usage["cpu_percent"] >= 0
+    assert usage["rss_mb"] > 5 and usage["cpu_percent"] == 0.0  # no window yet
