@@ -313,7 +313,7 @@ def initialize(event_bus, config):
 
 
 def shutdown():
-    time.sleep(1)
+    time.sleep(4)
 """
 
 
@@ -339,19 +339,6 @@ def test_new_modules_may_depend_on_each_other_in_any_order(project: Project) -> 
     project.cli("reload", check=0)
     for name in ("a", "b", "c"):
         project.wait_module(name, state="running")
-
-
-SLOW_STOP = """
-import time
-
-
-def initialize(event_bus, config):
-    pass
-
-
-def shutdown():
-    time.sleep(4)
-"""
 
 
 def test_a_command_on_a_module_a_reload_is_removing_answers_at_once(project: Project) -> None:
@@ -400,19 +387,6 @@ def test_a_terminal_hangup_stops_a_foreground_up(project: Project) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-
-
-SLOW_STOP = """
-import time
-
-
-def initialize(event_bus, config):
-    pass
-
-
-def shutdown():
-    time.sleep(3)
-"""
 
 
 def test_sighup_while_stopping_reloads_nothing(project: Project) -> None:
