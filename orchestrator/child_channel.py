@@ -68,6 +68,9 @@ class ChildChannel:
             manager.reported_error(pid, message, identity)
             return
         child = manager.by_pid.get(pid) if isinstance(pid, int) else None
+        if child is None and kind == protocol.HEARTBEAT:
+            manager.late_heartbeat(pid, message, identity)
+            return
         if child is None or child.process is None:
             return
         if identity != child.process.channel_id:  # not the process it claims to be

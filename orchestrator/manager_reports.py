@@ -105,16 +105,23 @@ class ChildReports:
     def heartbeat(self, child: ManagedChild, message: dict[str, Any]) -> None:
         """Record a heartbeat and the counters it carries."""
         child.last_heartbeat = time.monotonic()
-        counters = message.get("counters")
-        if isinstance(counters, dict):
-            # Only the counters status shows, each a count: what else a module sends would
-            # reach `status --json` (bytes it cannot encode, NaN) and the table (escapes).
-            child.counters = {key: _count(counters.get(key)) for key in COUNTERS}
+        _take_counters(child, message)
         busy = message.get("busy_for")
         if isinstance(busy, int | float) and math.isfinite(busy):
             child.busy_for = min(max(float(busy), 0.0), 1e9)
         else:
             child.busy_for = 0.0
+
+    def late_heartbeat(self, pid: object, message: dict[str, Any], identity: bytes) -> None:
+        """The counters a process sent as it ended (module_sdk's last heartbeat), read after it
+        was reaped (the exit and the message came in one turn, the message still on its way):
+        they are its module's counters, unless another process of it runs already."""
+        for child in self.children.values():
+            last = child.last_exit
+            if last is not None and last.pid == pid and identity == last.channel_id:
+                if child.process is None:
+                    _take_counters(child, message)
+                return
 
     def reported_error(self, pid: object, message: dict[str, Any], identity: bytes) -> None:
         """A child's error report, from the process's own routing id (`identity`); one that
@@ -146,6 +153,14 @@ COUNTERS = (
     "breaker_opens",
 )
 _MAX_COUNT = 2**53  # beyond it, no count of events a module could have made
+
+
+def _take_counters(child: ManagedChild, message: dict[str, Any]) -> None:
+    counters = message.get("counters")
+    if isinstance(counters, dict):
+        # Only the counters status shows, each a count: what else a module sends would reach
+        # `status --json` (bytes it cannot encode, NaN) and the table (escapes).
+        child.counters = {key: _count(counters.get(key)) for key in COUNTERS}
 
 
 def _count(value: object) -> int:
