@@ -78,10 +78,11 @@ MODES = [
 ]
 
 
-def _configure(project: Project) -> None:
-    """A forked and a spawned module that each start a setsid child and a hidden daemon."""
+def _configure(project: Project, path: str | None = None) -> dict[str, Path]:
+    """A forked and a spawned module, each running `path` (by default the escaper probe: a
+    setsid child and a hidden daemon); the file each writes its pids to, by module name."""
     pid_files = {name: project.root / f"{name}.pids" for name in MODULES}
-    path = project.probe("escaper")
+    path = path or project.probe("escaper")
     project.configure(
         [
             {
@@ -93,6 +94,7 @@ def _configure(project: Project) -> None:
             for name in MODULES
         ]
     )
+    return pid_files
 
 
 def _up(project: Project, mode: str) -> dict[str, int]:
@@ -248,19 +250,7 @@ def test_what_a_module_started_dies_even_if_its_process_dies_in_its_orphan_grace
 ) -> None:
     """Reparented to init when their module's process died, they lived on (until the next `up`
     found them in its cgroup, with cgroup v2): its undertaker kills them."""
-    pid_files = {name: project.root / f"{name}.pid" for name in MODULES}
-    path = project.write_module("deserter.py", DIES_IN_ITS_GRACE)
-    project.configure(
-        [
-            {
-                "name": name,
-                "path": path,
-                "start_method": START_METHODS[name],
-                "config": {"pid_file": str(pid_files[name])},
-            }
-            for name in MODULES
-        ]
-    )
+    pid_files = _configure(project, project.write_module("deserter.py", DIES_IN_ITS_GRACE))
     _start(project, mode)
     for pid_file in pid_files.values():
         pid = wait_until(partial(_written, pid_file), 10, f"the pid in {pid_file.name}")
