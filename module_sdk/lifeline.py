@@ -17,6 +17,8 @@ import select
 import threading
 import time
 
+from module_sdk.process import proc_stat
+
 
 class Lifeline:
     """Whether the supervisor `supervisor_pid` is gone, from the lifeline `fd` while it is the
@@ -73,11 +75,9 @@ def _identity(fd: int) -> tuple[int, int]:
 
 
 def _started(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if it
-    is gone: with its pid, it names one process, whatever reuses the pid later."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as source:
-            data = source.read()
-        return int(data[data.rfind(b")") + 2 :].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    """When process `pid` started (with its pid, it names one process, whatever reuses the pid
+    later); None if it is gone. A zombie is gone: a killed supervisor stays one until whoever
+    adopted it reaps it, which on a busy machine (or under an init that seldom reaps) is not at
+    once."""
+    stat = proc_stat(pid)
+    return None if stat is None or stat.state in ("Z", "X") else stat.start

@@ -37,6 +37,24 @@ def test_a_closed_descriptor_is_lost_and_the_supervisor_process_answers() -> Non
         supervisor.wait(10)
 
 
+def test_a_killed_supervisor_not_yet_reaped_is_gone() -> None:
+    # A zombie keeps its /proc entry and its start time until it is reaped: a module watching
+    # its supervisor's process took it for alive, and outlived it (seen on a busy CI machine).
+    supervisor = subprocess.Popen(["sleep", "60"])
+    read_end, write_end = os.pipe()
+    lifeline = Lifeline(read_end, supervisor.pid)
+    os.close(read_end)
+    try:
+        assert lifeline.gone() is False and lifeline.lost
+        supervisor.kill()
+        os.waitid(os.P_PID, supervisor.pid, os.WEXITED | os.WNOWAIT)  # dead, left a zombie
+        assert lifeline.gone() is True
+    finally:
+        os.close(write_end)
+        supervisor.kill()
+        supervisor.wait(10)
+
+
 def test_another_file_under_its_number_is_not_read() -> None:
     read_end, write_end = os.pipe()
     lifeline = Lifeline(read_end, os.getpid())
