@@ -18,6 +18,8 @@ TYPE_CHECKING = False  # as typing's: typing itself (15-20 ms) waits for a comma
 if TYPE_CHECKING:
     from typing import Any
 
+    from orchestrator.daemon import Detached
+
 
 def main() -> None:
     """Entry point of the `orchestrator` script."""
@@ -28,10 +30,10 @@ def main() -> None:
     # A command's objects die with its process: the interpreter's own collections at exit,
     # which walk every object the imports made, would only add 20-40 ms to each command.
     atexit.register(gc.freeze)  # registered first, so it runs last
+    global _catches_detached
+    _catches_detached = True
     try:
-        from orchestrator.cli.group import cli  # noqa: PLC0415
-
-        cli()
+        detached = _run()
     except KeyboardInterrupt:  # Ctrl+C before click's own handling (its imports): no traceback
         sys.exit(130)
     except OSError as exc:  # stdout or stderr unwritable (a full disk, /dev/full, EIO)
@@ -41,6 +43,38 @@ def main() -> None:
             os.write(2, f"Error: cannot write the output: {exc.strerror or exc}\n".encode())
         finally:
             os._exit(1)  # flushing the same streams at exit would fail again, with a traceback
+    if detached is not None:  # the child `up -d` forked, out of every command's frames
+        from orchestrator.daemon import become  # noqa: PLC0415
+
+        become(detached)
+
+
+def _run() -> Detached | None:
+    """Run the command; in the supervisor `up -d` forks, return what it raised to leave the
+    CLI's frames (see `orchestrator.daemon.detach`), none of them left to keep click alive."""
+    from orchestrator.cli.group import cli  # noqa: PLC0415
+
+    try:
+        cli()
+    except BaseException as exc:
+        if "orchestrator.daemon" not in sys.modules:  # not imported by the command: not raised
+            raise
+        from orchestrator.daemon import Detached  # noqa: PLC0415
+
+        if not isinstance(exc, Detached):
+            raise
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        return exc
+    return None
+
+
+def catches_detached() -> bool:
+    """Whether `main` runs the command, to catch `orchestrator.daemon.Detached` (not under
+    click's test runner, say, whose frames the forked supervisor must never return into)."""
+    return _catches_detached
+
+
+_catches_detached = False
 
 
 _OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)

@@ -13,6 +13,7 @@ import click
 
 from orchestrator import exit_codes
 from orchestrator.boot import Boot
+from orchestrator.cli import catches_detached
 from orchestrator.cli.common import App, abort, config_option
 from orchestrator.cli.status import render
 from orchestrator.config import AppConfig
@@ -94,7 +95,7 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     except OSError as exc:  # a read-only or full file system, say
         abort(f"cannot prepare the run directory {run_dir.path}: {exc.strerror or exc}")
     with sink, output:
-        daemon = detach(config, run_dir, sink.fileno(), close=(output.fileno(),))
+        daemon = detach(config, run_dir, sink, close=(output,), leave=catches_detached())
         data = _wait_started(app, config, daemon, output)
     click.echo(
         json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
