@@ -58,7 +58,8 @@ class InProcessBus:
     It is thread-safe; callbacks run outside its lock, so they may subscribe or publish themselves.
 
     A callback that raises is logged with its traceback and counted in `callback_errors`; the other
-    callbacks still get the event. With `raise_errors=True`, `publish()` instead re-raises the first
+    callbacks still get the event. As on the real bus, that includes `SystemExit` and
+    `KeyboardInterrupt`: a callback's `sys.exit()` does not end the module, or the test session. With `raise_errors=True`, `publish()` instead re-raises the first
     such error once every callback has run (the others are still logged).
 
     Every published event, matched by a subscription or not, is recorded in `published`;
@@ -148,11 +149,11 @@ class InProcessBus:
                 for parsed, entry in self._grouped.values()
                 if parsed.matches(event_type)
             ]
-        first_error: Exception | None = None
+        first_error: BaseException | None = None
         for callback in callbacks:
             try:
                 callback(event)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() and Ctrl+C too, as the real bus does
                 with self._lock:
                     self.callback_errors += 1
                 if self.raise_errors and first_error is None:

@@ -301,6 +301,29 @@ def test_a_raising_callback_is_logged_counted_and_others_still_run(
     assert "boom on test.ping" in caplog.text  # the traceback is in the log
 
 
+@pytest.mark.parametrize("escape", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_callback_exiting_or_interrupted_is_contained_as_on_the_real_bus(
+    bus: InProcessBus, escape: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real bus (`receive.py`) logs and counts a callback's BaseException and runs on;
+    InProcessBus let it out of publish(): a `sys.exit()` failed a test of what is true in
+    production, and a KeyboardInterrupt ended the whole pytest session."""
+    after = Recorder()
+
+    def escapes(event: Event) -> None:
+        raise escape
+
+    bus.subscribe("test.ping", escapes)
+    bus.subscribe("test.ping", after)
+
+    bus.publish("test.ping")  # does not raise
+
+    assert bus.callback_errors == 1
+    assert after.types == ["test.ping"]
+    logged = [r.exc_info[0] for r in caplog.records if r.exc_info is not None]
+    assert logged == [type(escape)]
+
+
 def test_raise_errors_reraises_the_first_error_after_every_callback_ran(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
