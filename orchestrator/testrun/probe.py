@@ -38,6 +38,10 @@ def main(argv: list[str]) -> int:
     if not isinstance(tests, list | tuple) or not all(isinstance(t, str) for t in tests):
         print(f"get_tests() must return a list of strings, got {tests!r:.200}", file=sys.stderr)
         return 1
+    bad = next((t for t in tests if "\x00" in t), None)
+    if bad is not None:  # no file has such a name: resolving it raised in the CLI, a traceback
+        print(f"get_tests() lists a path with a NUL byte: {bad!r:.200}", file=sys.stderr)
+        return 1
     print(f"\n{MARK}{json.dumps(list(tests))}", flush=True)
     return 0
 

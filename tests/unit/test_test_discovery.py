@@ -39,6 +39,7 @@ def test_a_module_that_prints_at_import_still_lists_its_tests(tmp_path: Path) ->
         ("import sys\nsys.exit(0)\n", "importing it raised SystemExit: 0"),
         ("def get_tests():\n    raise SystemExit(3)\n", "get_tests() raised SystemExit: 3"),
         ("def get_tests():\n    return 'test_m.py'\n", "must return a list of strings"),
+        ("def get_tests():\n    return ['test_m.py\\x00x']\n", "a path with a NUL byte"),
     ],
 )
 def test_what_a_module_does_instead_is_one_line(tmp_path: Path, source: str, said: str) -> None:
