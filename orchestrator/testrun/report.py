@@ -42,6 +42,8 @@ def tally(junit_xml: Path, rootdir: Path, owners: dict[Path, str]) -> dict[str, 
     results: dict[str, Tally] = {}
     ordered = sorted(owners.items(), key=lambda item: len(str(item[0])), reverse=True)
     for case in ElementTree.parse(junit_xml).getroot().iter("testcase"):
+        if case.get("name") is None:  # what pytest writes for an interrupted session: no test
+            continue
         file = case.get("file") or case.get("classname", "").replace(".", "/") + ".py"
         path = (rootdir / file).resolve()
         owner = next(
@@ -71,6 +73,8 @@ def verdict(total: Tally, pytest_exit: int) -> str:
         return "FAILED"
     if pytest_exit == 0:
         return "passed"
+    if pytest_exit == 2:  # a KeyboardInterrupt (a test's, or Ctrl+C): the tests after it never ran
+        return "FAILED: interrupted (pytest exit 2)"
     if pytest_exit == 5:
         return "FAILED: no test ran (pytest exit 5)"
     return f"FAILED: pytest exit {pytest_exit}"
