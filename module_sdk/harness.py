@@ -3,10 +3,13 @@
 `RunningModule.start(path, config)` writes a throwaway config for that one module, starts it with
 `orchestrator up -d` (through the command line: `module_sdk` never imports the supervisor), and
 joins the bus as a client that records every event. The `module_process` pytest fixture wraps it.
+Its supervisor dies with the test process, even one killed before its teardown ran: a guard
+(`module_sdk.harness_guard`) takes it down then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +26,7 @@ import zmq
 
 from module_sdk.bus import ZmqEventBus
 from module_sdk.event import Event, Pattern
+from module_sdk.harness_guard import ENV_HARNESS_BASE, RELEASE
 
 _COMMAND_TIMEOUT = 60.0
 
@@ -44,6 +48,8 @@ class RunningModule:
         self._lock = threading.Lock()
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._bus: ZmqEventBus | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
+        self._guard_pipe = -1  # the write end: its end-of-file tells the guard we are gone
 
     @classmethod
     def start(
@@ -59,9 +65,11 @@ class RunningModule:
         source = Path(path).resolve()
         if name is None:
             name = source.stem if source.suffix == ".py" else source.name
-        root = Path(tempfile.mkdtemp(prefix="orch-mod-", dir="/tmp"))  # ipc paths stay short
+        base = os.environ.get(ENV_HARNESS_BASE) or "/tmp"  # ipc paths stay short
+        root = Path(tempfile.mkdtemp(prefix="orch-mod-", dir=base))
         running = cls(root, name)
         try:
+            running._start_guard()
             running._write_config(source, config or {}, settings or {})
             running._run("up", "-d")
             running._join_bus()
@@ -141,8 +149,39 @@ class RunningModule:
                 check=False,
             )
         shutil.rmtree(self.root, ignore_errors=True)
+        self._release_guard()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _start_guard(self) -> None:
+        """Start the guard that takes our supervisor down if this process dies first."""
+        read_end, self._guard_pipe = os.pipe()  # neither inherited by what we run
+        try:
+            self._guard = subprocess.Popen(
+                [sys.executable, "-m", "module_sdk.harness_guard", str(self.root)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,  # out of reach of what ends the test's process group
+            )
+        finally:
+            os.close(read_end)
+
+    def _release_guard(self) -> None:
+        """Tell the guard that all is stopped, and wait for it to exit."""
+        if self._guard_pipe >= 0:
+            with contextlib.suppress(OSError):  # it is gone already
+                os.write(self._guard_pipe, RELEASE)
+            os.close(self._guard_pipe)
+            self._guard_pipe = -1
+        if self._guard is not None:
+            try:
+                self._guard.wait(_COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._guard.kill()
+                self._guard.wait()
+            self._guard = None
 
     def _write_config(self, source: Path, config: dict[str, Any], settings: dict[str, Any]) -> None:
         self.config_dir.mkdir()
