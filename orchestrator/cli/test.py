@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,9 @@ from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, echo_json
 from orchestrator.testrun.discover import DiscoveryError, discover
 from orchestrator.testrun.report import CORE, Tally, as_dict, render, tally
+from orchestrator.testrun.session import TEARDOWN
+
+DEFAULT_TIMEOUT = 900.0  # seconds a whole run may take before it is interrupted (--timeout)
 
 
 @click.command(name="test")
@@ -32,19 +37,32 @@ from orchestrator.testrun.report import CORE, Tally, as_dict, render, tally
 )
 @click.option("--core", is_flag=True, help="Add orchestrator's own test suite to the run.")
 @click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Interrupt the run (as Ctrl+C does, so that teardown runs) after this many seconds; 0: never.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
     help="Print the report as one JSON document; pytest's own output goes to stderr.",
 )
-def test(
-    app: App, names: tuple[str, ...], junit_xml: Path | None, core: bool, as_json: bool
+def test(  # noqa: PLR0917
+    app: App,
+    names: tuple[str, ...],
+    junit_xml: Path | None,
+    core: bool,
+    timeout: float,
+    as_json: bool,
 ) -> None:
     """Run the tests each enabled module lists in get_tests(), or only those of NAMES.
 
     All of them run in one pytest session, whose output is shown as it runs; then a report gives
     per module the tests passed, failed, skipped and in error, and the time taken. Exits 0 when all
-    pass, 1 when any fails. A module without get_tests() is listed as "no tests".
+    pass, 1 when any fails. A module without get_tests() is listed as "no tests". Nothing the
+    tests started is left running when it returns.
     """
     config = app.load()
     enabled = {spec.name: spec for spec in config.enabled_modules}
@@ -77,9 +95,16 @@ def test(
     if importlib.util.find_spec("pytest") is None:  # a dependency: only a broken install lacks it
         abort(f"pytest is not installed for {sys.executable}: pip install pytest")
     with tempfile.TemporaryDirectory(prefix="orchestrator-test-") as scratch:
-        report = Path(scratch) / "junit.xml"
+        report, ended = Path(scratch) / "junit.xml", Path(scratch) / "session.json"
         rootdir = config.config_dir.parent
         command = [
+            sys.executable,
+            "-m",
+            "orchestrator.testrun.session",
+            str(ended),
+            str(timeout),
+            str(os.getpid()),
+            "--",
             sys.executable,
             "-m",
             "pytest",
@@ -94,9 +119,12 @@ def test(
         ]
         # With --json, stdout holds the one JSON document: pytest's output goes to stderr.
         with _ended_by_signals():
-            code = _run_pytest(command, rootdir, sys.stderr if as_json else None)
+            _run_session(command, rootdir, sys.stderr if as_json else None)
+        if not as_json:  # pytest's last line may be unfinished (a test killed it)
+            click.echo("")
+        code, timed_out = _session_outcome(ended, timeout)
         if not report.exists():
-            abort(f"pytest did not run (exit {code})")
+            abort(_no_report(code, timed_out))
         copy_failed = None
         if junit_xml is not None:
             try:
@@ -104,56 +132,74 @@ def test(
             except OSError as exc:  # the report below still shows; the exit says it was lost
                 copy_failed = f"--junit-xml {junit_xml}: cannot write it: {exc.strerror or exc}"
         results = tally(report, rootdir, owners)
-    if not as_json:
-        click.echo("")
-    _report(as_json, order, untested, results, code)
+    _report(as_json, order, untested, results, code, timed_out=timeout if timed_out else None)
     if copy_failed is not None:
         abort(copy_failed)
-    if code != 0 or any(r.failed or r.errors for r in results.values()):
+    if code != 0 or timed_out or any(r.failed or r.errors for r in results.values()):
         raise SystemExit(exit_codes.FAILED)
 
 
-TEARDOWN = 30.0  # seconds a stopped pytest has for its teardown before it is killed
+_SESSION_BOUND = TEARDOWN + 90.0  # the session's own bounds (teardown, a `down`), with margin
 
 
-def _run_pytest(command: list[str], cwd: Path, stdout: TextIO | None) -> int:
-    """Run pytest to its end; its exit code. Stopped (Ctrl+C, or SIGTERM or SIGHUP through
-    `_ended_by_signals`), pytest is interrupted as by Ctrl+C, so that the tests' teardown runs
-    (a `RunningModule` stops the supervisor it started), then killed if it takes longer than
-    TEARDOWN seconds."""
-    # Interruptible whatever we inherited: started with SIGINT ignored (a script's `cmd &`),
-    # pytest slept through the SIGINT below and was killed, its teardown never run.
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=stdout,
-        preexec_fn=_default_sigint,  # noqa: PLW1509  (the CLI runs no thread of its own)
-    )
+def _run_session(command: list[str], cwd: Path, stdout: TextIO | None) -> None:
+    """Run `orchestrator.testrun.session` (which runs pytest) to its end. Stopped (Ctrl+C, or
+    SIGTERM or SIGHUP through `_ended_by_signals`), it interrupts pytest as Ctrl+C does, so that
+    the tests' teardown runs, and kills whatever is left: this waits for it to finish."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=stdout)
     try:
-        return process.wait()
-    except KeyboardInterrupt:  # the terminal sent pytest the Ctrl+C too
-        _wait_or_kill(process)
+        process.wait()
+    except KeyboardInterrupt:  # the terminal sent the session the Ctrl+C too
+        _wait_or_stop(process)
         raise
     except SystemExit:
-        process.send_signal(signal.SIGINT)
-        _wait_or_kill(process)
+        process.send_signal(signal.SIGTERM)
+        _wait_or_stop(process)
         raise
     finally:
-        if process.poll() is None:  # a second signal during its teardown
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a second signal during its teardown: a second one to it
+            process.send_signal(signal.SIGTERM)
+            _wait_or_stop(process)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
+def _wait_or_stop(process: subprocess.Popen[bytes]) -> None:
     try:
-        process.wait(TEARDOWN)
+        process.wait(_SESSION_BOUND)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def _session_outcome(ended: Path, timeout: float) -> tuple[int, bool]:
+    """pytest's exit code and whether the timeout interrupted it, as the session wrote them;
+    says (stderr) how many processes the tests left running, which it killed."""
+    try:
+        outcome = json.loads(ended.read_text())
+    except (OSError, ValueError):
+        abort("the test run ended before it could say how (its session process was killed)")
+    if outcome["left"]:
+        click.echo(f"killed {outcome['left']} process(es) the tests left running", err=True)
+    if outcome["timed_out"]:
+        click.echo(f"the run took over --timeout {timeout:g}s: pytest was interrupted", err=True)
+    return int(outcome["exit"]), bool(outcome["timed_out"])
+
+
+def _no_report(code: int, timed_out: bool) -> str:
+    """Why pytest wrote no report: it did run, and its output above shows how far it got."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (its teardown outlasted the --timeout interruption)" if timed_out else ""
+        return (
+            f"pytest was killed by {name}{why} before it wrote its report; the test it was"
+            " running is the last one shown above"
+        )
+    return (
+        f"pytest exited {code} before it wrote its report (a test called os._exit()?); the"
+        " test it was running is the last one shown above"
+    )
 
 
 @contextlib.contextmanager
@@ -179,8 +225,10 @@ def _report(
     untested: list[str],
     results: dict[str, Tally],
     pytest_exit: int,
+    *,
+    timed_out: float | None = None,
 ) -> None:
     if as_json:
-        echo_json(as_dict(order, untested, results, pytest_exit))
+        echo_json(as_dict(order, untested, results, pytest_exit, timed_out))
     else:
-        click.echo(render(order, untested, results, pytest_exit))
+        click.echo(render(order, untested, results, pytest_exit, timed_out))

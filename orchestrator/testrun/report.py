@@ -66,9 +66,11 @@ def tally(junit_xml: Path, rootdir: Path, owners: dict[Path, str]) -> dict[str, 
     return results
 
 
-def verdict(total: Tally, pytest_exit: int) -> str:
+def verdict(total: Tally, pytest_exit: int, timed_out: float | None = None) -> str:
     """`passed` only if pytest itself exited 0 and nothing failed: pytest's own failures (no
     test collected, a usage or collection error) fail the run as much as a failed test."""
+    if timed_out is not None:
+        return f"FAILED: timed out after {timed_out:g}s (--timeout)"
     if total.failed or total.errors:
         return "FAILED"
     if pytest_exit == 0:
@@ -81,7 +83,11 @@ def verdict(total: Tally, pytest_exit: int) -> str:
 
 
 def render(
-    order: list[str], untested: list[str], results: dict[str, Tally], pytest_exit: int = 0
+    order: list[str],
+    untested: list[str],
+    results: dict[str, Tally],
+    pytest_exit: int = 0,
+    timed_out: float | None = None,
 ) -> str:
     """The report: one row per module (`no tests` for those without), then the total."""
     header = ("MODULE", "TESTS", "PASSED", "FAILED", "SKIPPED", "ERRORS", "TIME")
@@ -120,17 +126,22 @@ def render(
     ]
     lines.append(
         f"{total.passed} passed, {total.failed} failed, {total.skipped} skipped, "
-        f"{total.errors} errors: {verdict(total, pytest_exit)}"
+        f"{total.errors} errors: {verdict(total, pytest_exit, timed_out)}"
     )
     return "\n".join(lines)
 
 
 def as_dict(
-    order: list[str], untested: list[str], results: dict[str, Tally], pytest_exit: int = 0
+    order: list[str],
+    untested: list[str],
+    results: dict[str, Tally],
+    pytest_exit: int = 0,
+    timed_out: float | None = None,
 ) -> dict[str, Any]:
     """The report as `test --json` prints it: `modules`, one entry per module in the order of the
     table (`tests: null` for those without), then the `total`, whether all `passed` (the exit
-    code says the same) and `pytest_exit`."""
+    code says the same), `pytest_exit` and `timed_out` (the --timeout that interrupted it, or
+    null)."""
     modules: list[dict[str, Any]] = []
     total = Tally()
     for name in [*order, *(n for n in results if n not in order)]:
@@ -141,8 +152,9 @@ def as_dict(
     return {
         "modules": modules,
         "total": _counts(total),
-        "passed": verdict(total, pytest_exit) == "passed",
+        "passed": verdict(total, pytest_exit, timed_out) == "passed",
         "pytest_exit": pytest_exit,
+        "timed_out": timed_out,
     }
 
 

@@ -28,3 +28,13 @@ def test_an_interrupted_session_is_said_and_no_phantom_test_passes(tmp_path: Pat
     assert shown.splitlines()[-1] == (
         "1 passed, 0 failed, 0 skipped, 0 errors: FAILED: interrupted (pytest exit 2)"
     )
+
+
+def test_a_pytest_that_a_test_ended_is_named_with_how_it_ended() -> None:
+    """It said "pytest did not run (exit -9)" / "(exit 0)", although pytest did run."""
+    from orchestrator.cli.test import _no_report
+
+    assert _no_report(-9, False).startswith("pytest was killed by SIGKILL before it wrote")
+    assert "outlasted the --timeout" in _no_report(-9, True)
+    assert _no_report(0, False).startswith("pytest exited 0 before it wrote its report")
+    assert "os._exit()" in _no_report(0, False)
