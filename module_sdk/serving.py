@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -18,8 +19,8 @@ from module_sdk import metrics, protocol, resilience
 from module_sdk.bus import ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.health import HealthProbe
-from module_sdk.process import SignalPipe
 from module_sdk.runner import Runner
+from module_sdk.stopsignals import StopSignals
 
 log = logging.getLogger("module_sdk.shim")
 
@@ -31,7 +32,7 @@ class Serving:
         self,
         name: str,
         channel: SupervisorChannel,
-        signals: SignalPipe,
+        signals: StopSignals,
         orphaned: Callable[[], bool],
         *,
         contained: bool,
@@ -43,6 +44,9 @@ class Serving:
         self.contained = contained  # it joined its cgroup (it was given one)
         self.runner: Runner | None = None  # the module's run(), if it has one
         self.ready_pipe = os.pipe()  # event_bus.ready() wakes the loop (`ready: manual`)
+        self.wakeup_fd_taken = (
+            False  # the module took the signal wake-up fd (see `_check_wakeup_fd`)
+        )
         for fd in self.ready_pipe:
             os.set_blocking(fd, False)
 
@@ -77,7 +81,8 @@ class Serving:
             ready = dict(poller.poll(max(1, int((due - time.monotonic()) * 1000) + 1)))
             if self.orphaned():
                 return True
-            if self.signals.read_fd in ready and self.signals.pending():
+            if self.signals.read_fd in ready and (stop := self.signals.requested()) is not None:
+                log.info("%s stopping: %s received", self.name, signal.Signals(stop).name)
                 return False
             if self.channel.socket in ready:
                 self._supervisor_message()
@@ -99,10 +104,22 @@ class Serving:
                     bus.busy_for(),
                     **metrics.REGISTRY.heartbeat_fields(),  # the module's own, when they changed
                 )
+                self._check_wakeup_fd()
             if probe is not None and not manual and now >= probe.next_due:
                 message = probe.tick(now)
                 if message is not None:
                     self.channel.unhealthy(message, probe.failures)
+
+    def _check_wakeup_fd(self) -> None:
+        """Say once if the module took the signal wake-up fd (asyncio's `add_signal_handler`
+        does): stops still arrive, through our handler, but a SIGTERM that another thread
+        received is then noticed only at the next heartbeat."""
+        if not self.wakeup_fd_taken and self.signals.wakeup_fd_taken():
+            self.wakeup_fd_taken = True
+            log.info(
+                "the module replaced the signal wake-up fd (asyncio's add_signal_handler does);"
+                " SIGTERM still stops it, through the shim's handler"
+            )
 
     def _report_ready(self) -> None:
         self.channel.ready(contained=self.contained, run=self.runner is not None)

@@ -36,13 +36,13 @@ from module_sdk.logformat import JsonFormatter
 from module_sdk.process import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
-    SignalPipe,
     die_with_parent,
     kill_descendants,
     prctl,
     reap_adopted,
 )
 from module_sdk.serving import Serving
+from module_sdk.stopsignals import StopSignals
 from module_sdk.undertaker import GRACE, Grace
 
 log = logging.getLogger("module_sdk.shim")
@@ -70,7 +70,7 @@ class _Child:
         self.orphan = threading.Event()
         # The supervisor blocked signals around the spawn, and a mask survives exec.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        self.signals = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.signals = StopSignals()  # SIGTERM, SIGINT and SIGHUP stop it; no other signal
         if lifeline is None and os.getppid() == self.parent_pid:
             # Only without a lifeline: a parent-death signal fires as soon as the supervisor's
             # main thread exits, before its other threads let go of the lifeline, and would beat
@@ -248,6 +248,7 @@ class _Child:
         poller = zmq.Poller()
         poller.register(self.signals.read_fd, zmq.POLLIN)
         poller.register(self.channel.socket, zmq.POLLIN)
+        # No module code has run yet: only a stop signal has a handler that can wake us.
         ready = dict(poller.poll(int(_SPEC_TIMEOUT * 1000)))
         if self.channel.socket in ready:
             spec = self.channel.receive(0)

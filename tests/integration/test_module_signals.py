@@ -1,0 +1,153 @@
+"""Signals and forks in real module processes under a real supervisor: a signal the module
+handles itself, a `multiprocessing` worker it terminates, asyncio taking the signal wake-up fd.
+None of them may stop the module; `restart` must still stop it gracefully.
+
+One project serves the whole file (each test uses its own module and trigger).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from project import Project, projects
+
+HANDLER = """
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any
+from module_sdk import Event, EventBus
+
+log = logging.getLogger("handler")
+_bus: Any = None
+
+
+def on_usr1(signum: int, frame: object) -> None:
+    log.info("handled SIGUSR1")
+
+
+def on_usr1_asked(event: Event) -> None:
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def on_ping(event: Event) -> None:
+    _bus.publish("handler.pong", {"token": event.data, "pid": os.getpid()})
+
+
+def on_terminate(event: Event) -> None:
+    worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    worker.start()
+    worker.terminate()
+    worker.join(20)
+    _bus.publish("handler.terminated", {"token": event.data, "exitcode": worker.exitcode})
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    global _bus
+    _bus = event_bus
+    signal.signal(signal.SIGUSR1, on_usr1)
+    event_bus.subscribe("handler.usr1", on_usr1_asked)
+    event_bus.subscribe("handler.ping", on_ping)
+    event_bus.subscribe("handler.terminate", on_terminate)
+
+
+def shutdown() -> None:
+    pass
+"""
+
+ASYNCIO = """
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any
+from module_sdk import EventBus
+
+log = logging.getLogger("aiosig")
+_loop = asyncio.new_event_loop()
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    _loop.add_signal_handler(signal.SIGUSR2, lambda: None)  # takes the wake-up fd
+    threading.Thread(target=_loop.run_forever, daemon=True).start()
+
+
+def shutdown() -> None:
+    log.info("aiosig shutdown ran")
+    _loop.call_soon_threadsafe(_loop.stop)
+"""
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Project]:
+    for project in projects():
+        recorder = {
+            "name": "recorder",
+            "path": project.probe("recorder"),
+            "config": {"record": str(project.record_file), "patterns": ["handler.*"]},
+        }
+        project.configure(
+            [
+                recorder,
+                {"name": "handler", "path": project.write_module("handler.py", HANDLER)},
+                {"name": "aiosig", "path": project.write_module("aiosig.py", ASYNCIO)},
+            ]
+        )
+        project.up()
+        yield project
+
+
+def _ask(project: Project, event_type: str, reply: str) -> dict[str, Any]:
+    """Publish `event_type` with a fresh token; the data of the `reply` event carrying it."""
+    token = uuid.uuid4().hex
+    project.cli("publish", event_type, f'"{token}"', check=0)
+
+    def replied() -> dict[str, Any] | None:
+        found = [
+            r["data"]
+            for r in project.recorded()
+            if r["type"] == reply and r["data"].get("token") == token
+        ]
+        return found[0] if found else None
+
+    return wait_until(
+        replied, 20, f"{reply} for {token}", lambda: f"{project.status()}\n{project.log('handler')}"
+    )
+
+
+def test_a_signal_the_module_handles_runs_its_handler_and_stops_nothing(
+    running: Project,
+) -> None:
+    pid = running.module("handler")["pid"]
+    running.cli("publish", "handler.usr1", check=0)
+    wait_until(lambda: "handled SIGUSR1" in running.log("handler"), 15, "the handler's line")
+    # Before the fix the shim took the signal for a stop: shutdown(), exit 0, never restarted.
+    assert _ask(running, "handler.ping", "handler.pong")["pid"] == pid
+    row = running.module("handler")
+    assert (row["state"], row["pid"], row["restarts"]) == ("running", pid, 0), row
+
+
+def test_a_terminated_multiprocessing_worker_ends_and_the_module_runs_on(
+    running: Project,
+) -> None:
+    pid = running.module("handler")["pid"]
+    # The worker gets SIGTERM's default action, not the shim's handler and wake-up pipe.
+    assert _ask(running, "handler.terminate", "handler.terminated")["exitcode"] == -15
+    assert _ask(running, "handler.ping", "handler.pong")["pid"] == pid
+    assert running.module("handler")["state"] == "running"
+
+
+def test_a_module_that_took_the_wakeup_fd_still_stops_gracefully(running: Project) -> None:
+    running.cli("restart", "aiosig", check=0)
+    # Before the fix SIGTERM went unnoticed: SIGKILL at stop_timeout, and no shutdown().
+    log = running.log("aiosig")
+    assert "aiosig shutdown ran" in log, log
+    assert "replaced the signal wake-up fd" in log, log  # said on its first heartbeat
+    last = running.module("aiosig")["last_exit"]
+    assert last["signal"] is None and last["code"] == 0, last
