@@ -18,11 +18,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 import zmq.backend
 
+from module_sdk import forks
 from module_sdk.connect import HandshakeTimeoutError, bus_sockets, prepare, round_trip
 from module_sdk.dispatch import CallbackPool
 from module_sdk.envelopes import Envelopes
@@ -64,6 +65,7 @@ class ZmqEventBus(ReceivePath):
         `group`, `redeliver`: the defaults of `subscribe` (the module's settings); `sockets`:
         the PUB and SUB sockets `bus_sockets` made for these settings already (a standby's)."""
         self._source = source
+        self._owner = forks.pid  # the module process: its forks may not use the bus
         self._pub, self._sub = sockets or bus_sockets(
             context, xsub_endpoint, xpub_endpoint, high_water_mark, max_message_size, curve
         )
@@ -142,6 +144,8 @@ class ZmqEventBus(ReceivePath):
         redeliver: bool | None = None,
     ) -> None:
         """See `module_sdk.api.EventBus.subscribe`."""
+        if forks.pid != self._owner:
+            self._forked()
         parsed = Pattern.parse(pattern)
         if not callable(callback):
             raise TypeError(f"callback for {pattern!r} is not callable")
@@ -164,6 +168,8 @@ class ZmqEventBus(ReceivePath):
         self, pattern: str, callback: EventCallback, *, group: str | None = None
     ) -> None:
         """See `module_sdk.api.EventBus.unsubscribe`."""
+        if forks.pid != self._owner:
+            self._forked()
         parsed = Pattern.parse(pattern)
         group = self._default_group if group is None else group
         if group:
@@ -181,6 +187,8 @@ class ZmqEventBus(ReceivePath):
 
     def clear(self) -> None:
         """See `module_sdk.api.EventBus.clear`."""
+        if forks.pid != self._owner:
+            self._forked()
         with self._subs_lock:
             for parsed, _ in self._subscriptions.values():
                 self._change_zmq(UNSUBSCRIBE, parsed.zmq_prefix)
@@ -193,6 +201,8 @@ class ZmqEventBus(ReceivePath):
 
     def publish(self, event_type: str, data: Any = None) -> None:
         """See `module_sdk.api.EventBus.publish`."""
+        if forks.pid != self._owner:
+            self._forked()
         try:
             topic = self._topics.get(event_type)
         except TypeError:  # unhashable: a list, say (a hashable non-string fails just below)
@@ -220,6 +230,16 @@ class ZmqEventBus(ReceivePath):
         hook = self.on_ready
         if hook is not None:
             hook()
+
+    def _forked(self) -> NoReturn:
+        """Called in a fork of the module process (a `multiprocessing` worker): the bus's
+        sockets and threads stayed in the module process, and an event sent from here would be
+        lost without a word."""
+        raise RuntimeError(
+            f"the event bus belongs to the module process (pid {self._owner}); this is pid"
+            f" {os.getpid()}, a process it forked (multiprocessing?): publish from the module"
+            " process (hand it what to publish, over a multiprocessing queue or pipe)"
+        )
 
     # -- lifecycle, driven by the shim ---------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from module_sdk import forks
 from module_sdk.codec import BadFrameError, decode_envelope
 from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
 
@@ -60,6 +61,7 @@ class GroupMember:
         self.socket: zmq.Socket[bytes] | None = None
         self.monitor: zmq.Socket[bytes] | None = None  # the socket's connection events
         self._connect = connect
+        self._owner = forks.pid  # the module process: a fork of it must not go on receiving
         self._disconnected = False  # since the last connection made: the next one rejoins
         self._rejoining: set[Key] = set()  # joined again, not yet confirmed (logged when it is)
         self.subscriptions: dict[Key, tuple[Pattern, list[EventCallback], bool]] = {}
@@ -310,6 +312,9 @@ class GroupMember:
                     event_type,
                     shown(source),
                 )
+            if forks.pid != self._owner:  # it forked and returned in the child: see receive.py
+                name = getattr(callback, "__qualname__", repr(callback))
+                forks.end_forked_child(self._owner, f"callback {name} for {event_type}")
         self.busy_since = None
 
     def _bad_frame(self, why: str) -> None:

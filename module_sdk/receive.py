@@ -10,9 +10,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import zmq
 
+from module_sdk import forks
 from module_sdk.codec import BadFrameError, decode_envelope, decode_sync_first
 from module_sdk.dispatch import CallbackPool
 from module_sdk.event import Event, EventCallback, Pattern, shown, validate_event_type
@@ -53,6 +55,7 @@ class ReceivePath:
     _command_in: zmq.Socket[bytes]
     _groups: GroupMember | None
     _early: list[tuple[bytes, bytes]]  # what arrived during the handshakes, before start()
+    _owner: int  # the module process's pid: a fork of it must not go on receiving
 
     def _drain(self, sub: zmq.Socket[bytes]) -> None:
         """Dispatch what has arrived, up to a batch. A message is a topic frame and a body frame;
@@ -108,6 +111,8 @@ class ReceivePath:
                 callback(event)
             except BaseException:  # sys.exit() too: it would end this thread, deaf, silently
                 self._callback_raised(callback, event)
+            if forks.pid != self._owner:
+                _returned_in_fork(self._owner, callback, event)
         self._busy_since = None
 
     def _run_callbacks(self, event: Event, callbacks: tuple[EventCallback, ...]) -> None:
@@ -117,6 +122,8 @@ class ReceivePath:
                 callback(event)
             except BaseException:  # as in _dispatch
                 self._callback_raised(callback, event)
+            if forks.pid != self._owner:
+                _returned_in_fork(self._owner, callback, event)
 
     def _callback_raised(self, callback: EventCallback, event: Event) -> None:
         """Log (with the traceback being handled) and count a callback that raised."""
@@ -228,3 +235,10 @@ class ReceivePath:
                 continue
             option = zmq.SUBSCRIBE if command[:1] == SUBSCRIBE else zmq.UNSUBSCRIBE
             self._sub.setsockopt(option, command[1:])
+
+
+def _returned_in_fork(owner: int, callback: EventCallback, event: Event) -> NoReturn:
+    """`callback` forked and returned in the child: the child ends, instead of receiving on
+    copies of sockets that a fork breaks (it spun there, unseen, and forked again)."""
+    name = getattr(callback, "__qualname__", repr(callback))
+    forks.end_forked_child(owner, f"callback {name} for {event.type}")

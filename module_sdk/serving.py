@@ -15,7 +15,7 @@ from types import ModuleType
 
 import zmq
 
-from module_sdk import metrics, protocol, resilience
+from module_sdk import forks, metrics, protocol, resilience
 from module_sdk.bus import ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.health import HealthProbe
@@ -79,6 +79,9 @@ class Serving:
         while True:
             due = next_beat if probe is None or manual else min(next_beat, probe.next_due)
             ready = dict(poller.poll(max(1, int((due - time.monotonic()) * 1000) + 1)))
+            # Module code runs on this thread in its signal handlers: one may have forked.
+            if forks.pid != self.channel.pid:
+                forks.end_forked_child(self.channel.pid, "a signal handler of the module")
             if self.orphaned():
                 return True
             if self.signals.read_fd in ready and (stop := self.signals.requested()) is not None:

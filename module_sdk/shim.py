@@ -26,7 +26,7 @@ from typing import cast
 
 import zmq
 
-from module_sdk import protocol, resilience, standby
+from module_sdk import forks, protocol, resilience, standby
 from module_sdk.bus import HandshakeTimeoutError, ZmqEventBus
 from module_sdk.channel import SupervisorChannel
 from module_sdk.lifeline import Lifeline
@@ -301,7 +301,10 @@ class _Child:
         bus = self.bus
         timeout = float(spec["handshake_timeout"])
         try:
-            self.module.initialize(bus, dict(spec["config"]))
+            try:
+                self.module.initialize(bus, dict(spec["config"]))
+            finally:  # if it forked and returned in the child, that child ends here
+                forks.end_if_forked(self.channel.pid, "initialize()")
         except SystemExit as exc:
             return self.finished(exc)
         except HandshakeTimeoutError as exc:  # its first publish proved the bus: it failed
@@ -341,7 +344,10 @@ class _Child:
             self.grace.start()
         code = protocol.EXIT_ORPHANED if orphaned else code
         try:
-            self.module.shutdown()
+            try:
+                self.module.shutdown()
+            finally:
+                forks.end_if_forked(self.channel.pid, "shutdown()")
         except SystemExit as exc:  # sys.exit() in shutdown(): that exit, once cleaned up
             code = _exit_code(exc)
         except BaseException:  # a KeyboardInterrupt too: the bus still closes, the counters go

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import wait_until
-from project import Project, projects
+from project import Project, alive, projects
 
 HANDLER = """
 import logging
@@ -83,6 +83,31 @@ def shutdown() -> None:
     _loop.call_soon_threadsafe(_loop.stop)
 """
 
+FORKER = """
+import os
+from typing import Any
+from module_sdk import Event, EventBus
+
+_bus: Any = None
+
+
+def on_fork(event: Event) -> None:
+    child = os.fork()  # once per event, and the tests send one
+    if child:
+        _bus.publish("forker.child", {"token": event.data, "pid": child})
+    # The child returns too, as a careless daemonising helper does.
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    global _bus
+    _bus = event_bus
+    event_bus.subscribe("forker.fork", on_fork)
+
+
+def shutdown() -> None:
+    pass
+"""
+
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Project]:
@@ -90,13 +115,14 @@ def running() -> Iterator[Project]:
         recorder = {
             "name": "recorder",
             "path": project.probe("recorder"),
-            "config": {"record": str(project.record_file), "patterns": ["handler.*"]},
+            "config": {"record": str(project.record_file), "patterns": ["handler.*", "forker.*"]},
         }
         project.configure(
             [
                 recorder,
                 {"name": "handler", "path": project.write_module("handler.py", HANDLER)},
                 {"name": "aiosig", "path": project.write_module("aiosig.py", ASYNCIO)},
+                {"name": "forker", "path": project.write_module("forker.py", FORKER)},
             ]
         )
         project.up()
@@ -105,7 +131,7 @@ def running() -> Iterator[Project]:
 
 def _ask(project: Project, event_type: str, reply: str) -> dict[str, Any]:
     """Publish `event_type` with a fresh token; the data of the `reply` event carrying it."""
-    token = uuid.uuid4().hex
+    token, name = uuid.uuid4().hex, event_type.partition(".")[0]
     project.cli("publish", event_type, f'"{token}"', check=0)
 
     def replied() -> dict[str, Any] | None:
@@ -117,7 +143,7 @@ def _ask(project: Project, event_type: str, reply: str) -> dict[str, Any]:
         return found[0] if found else None
 
     return wait_until(
-        replied, 20, f"{reply} for {token}", lambda: f"{project.status()}\n{project.log('handler')}"
+        replied, 20, f"{reply} for {token}", lambda: f"{project.status()}\n{project.log(name)}"
     )
 
 
@@ -151,3 +177,16 @@ def test_a_module_that_took_the_wakeup_fd_still_stops_gracefully(running: Projec
     assert "replaced the signal wake-up fd" in log, log  # said on its first heartbeat
     last = running.module("aiosig")["last_exit"]
     assert last["signal"] is None and last["code"] == 0, last
+
+
+def test_a_callback_that_forks_and_returns_in_the_child_ends_that_child(
+    running: Project,
+) -> None:
+    child = _ask(running, "forker.fork", "forker.child")["pid"]
+    # Before the fix the child went on running the receiver loop on copies of the sockets,
+    # spinning unseen until the module stopped.
+    wait_until(lambda: not alive(child), 15, f"forked child {child} to end")
+    log = running.log("forker")
+    assert "callback on_fork for forker.fork called os.fork() and returned in the child" in log
+    row = running.module("forker")
+    assert (row["state"], row["restarts"]) == ("running", 0), row
