@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import zmq
 import zmq.backend
@@ -145,7 +145,7 @@ class ZmqEventBus(ReceivePath):
     ) -> None:
         """See `module_sdk.api.EventBus.subscribe`."""
         if forks.pid != self._owner:
-            self._forked()
+            raise forks.not_the_owner(self._owner)
         parsed = Pattern.parse(pattern)
         if not callable(callback):
             raise TypeError(f"callback for {pattern!r} is not callable")
@@ -169,7 +169,7 @@ class ZmqEventBus(ReceivePath):
     ) -> None:
         """See `module_sdk.api.EventBus.unsubscribe`."""
         if forks.pid != self._owner:
-            self._forked()
+            raise forks.not_the_owner(self._owner)
         parsed = Pattern.parse(pattern)
         group = self._default_group if group is None else group
         if group:
@@ -188,7 +188,7 @@ class ZmqEventBus(ReceivePath):
     def clear(self) -> None:
         """See `module_sdk.api.EventBus.clear`."""
         if forks.pid != self._owner:
-            self._forked()
+            raise forks.not_the_owner(self._owner)
         with self._subs_lock:
             for parsed, _ in self._subscriptions.values():
                 self._change_zmq(UNSUBSCRIBE, parsed.zmq_prefix)
@@ -202,7 +202,7 @@ class ZmqEventBus(ReceivePath):
     def publish(self, event_type: str, data: Any = None) -> None:
         """See `module_sdk.api.EventBus.publish`."""
         if forks.pid != self._owner:
-            self._forked()
+            raise forks.not_the_owner(self._owner)
         try:
             topic = self._topics.get(event_type)
         except TypeError:  # unhashable: a list, say (a hashable non-string fails just below)
@@ -230,16 +230,6 @@ class ZmqEventBus(ReceivePath):
         hook = self.on_ready
         if hook is not None:
             hook()
-
-    def _forked(self) -> NoReturn:
-        """Called in a fork of the module process (a `multiprocessing` worker): the bus's
-        sockets and threads stayed in the module process, and an event sent from here would be
-        lost without a word."""
-        raise RuntimeError(
-            f"the event bus belongs to the module process (pid {self._owner}); this is pid"
-            f" {os.getpid()}, a process it forked (multiprocessing?): publish from the module"
-            " process (hand it what to publish, over a multiprocessing queue or pipe)"
-        )
 
     # -- lifecycle, driven by the shim ---------------------------------------------------------
 
@@ -371,45 +361,3 @@ class ZmqEventBus(ReceivePath):
         if since is None and self._groups is not None:
             since = self._groups.busy_since
         return 0.0 if since is None else time.monotonic() - since
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _change_zmq(self, op: bytes, prefix: bytes) -> None:
-        count = self._zmq_refcount.get(prefix, 0) + (1 if op == SUBSCRIBE else -1)
-        if count > 0:
-            self._zmq_refcount[prefix] = count
-        else:
-            self._zmq_refcount.pop(prefix, None)
-        if (op == SUBSCRIBE and count != 1) or (op == UNSUBSCRIBE and count != 0):
-            return
-        if self._closed:
-            raise RuntimeError("the event bus is closed (the module is shutting down)")
-        self._changes += 1
-        receiver = self._receiver  # set under _subs_lock, which our callers hold
-        if receiver is None or receiver is threading.current_thread():
-            self._sub.setsockopt(zmq.SUBSCRIBE if op == SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
-        else:  # the receiver owns the socket from start() on, running or not yet
-            self._command_out.send(op + prefix)
-
-    def _grouped(
-        self, op: bytes, group: str, parsed: Pattern, callback: EventCallback, redeliver: bool
-    ) -> None:
-        if self._groups is None:
-            raise RuntimeError(
-                "grouped subscriptions need the broker's groups socket (on a tcp bus: set"
-                " bus.groups_port in main.yaml)"
-            )
-        with self._subs_lock:
-            groups = self._groups
-            if op == b"J" and not groups.add(group, parsed, callback, redeliver):
-                return
-            if op == b"L" and not groups.remove(group, parsed, callback):
-                return
-            if self._closed:
-                raise RuntimeError("the event bus is closed (the module is shutting down)")
-            self._changes += 1
-            receiver = self._receiver
-            if receiver is None or receiver is threading.current_thread():
-                groups.apply(groups.command(op, (group, parsed.text)))
-            else:
-                self._command_out.send(groups.command(op, (group, parsed.text)))

@@ -29,6 +29,17 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def not_the_owner(owner: int) -> RuntimeError:
+    """The error of a call on the event bus of process `owner` from a fork of it (a
+    `multiprocessing` worker): the bus's sockets and threads stayed in the module process, and
+    an event sent from here would be lost without a word."""
+    return RuntimeError(
+        f"the event bus belongs to the module process (pid {owner}); this is pid {os.getpid()},"
+        " a process it forked (multiprocessing?): publish from the module process (hand it"
+        " what to publish over a multiprocessing queue or pipe)"
+    )
+
+
 def end_if_forked(owner: int, where: str) -> None:
     """`end_forked_child` if this is not process `owner`."""
     if pid != owner:

@@ -1,6 +1,7 @@
 """The receive path of a `ZmqEventBus`: from frames on its SUB socket to its callbacks.
 
-`ReceivePath` is a base class of the bus: the methods its receiver thread runs per message, with
+`ReceivePath` is a base class of the bus: the methods its receiver thread runs per message, and
+those that hand it the subscription changes of other threads (it owns the sockets), with
 the state they share with the bus declared here.
 """
 
@@ -55,7 +56,56 @@ class ReceivePath:
     _command_in: zmq.Socket[bytes]
     _groups: GroupMember | None
     _early: list[tuple[bytes, bytes]]  # what arrived during the handshakes, before start()
+    _zmq_refcount: dict[bytes, int]  # subscriptions per ZeroMQ prefix
+    _changes: int  # subscription changes sent to the broker (see ZmqEventBus.proven)
+    _closed: bool
+    _receiver: threading.Thread | None
+    _command_out: zmq.Socket[bytes]  # to the receiver's _command_in
     _owner: int  # the module process's pid: a fork of it must not go on receiving
+
+    # -- subscription changes: applied by the thread that owns the sockets ------------------
+
+    def _change_zmq(self, op: bytes, prefix: bytes) -> None:
+        count = self._zmq_refcount.get(prefix, 0) + (1 if op == SUBSCRIBE else -1)
+        if count > 0:
+            self._zmq_refcount[prefix] = count
+        else:
+            self._zmq_refcount.pop(prefix, None)
+        if (op == SUBSCRIBE and count != 1) or (op == UNSUBSCRIBE and count != 0):
+            return
+        if self._closed:
+            raise RuntimeError("the event bus is closed (the module is shutting down)")
+        self._changes += 1
+        receiver = self._receiver  # set under _subs_lock, which our callers hold
+        if receiver is None or receiver is threading.current_thread():
+            self._sub.setsockopt(zmq.SUBSCRIBE if op == SUBSCRIBE else zmq.UNSUBSCRIBE, prefix)
+        else:  # the receiver owns the socket from start() on, running or not yet
+            self._command_out.send(op + prefix)
+
+    def _grouped(
+        self, op: bytes, group: str, parsed: Pattern, callback: EventCallback, redeliver: bool
+    ) -> None:
+        if self._groups is None:
+            raise RuntimeError(
+                "grouped subscriptions need the broker's groups socket (on a tcp bus: set"
+                " bus.groups_port in main.yaml)"
+            )
+        with self._subs_lock:
+            groups = self._groups
+            if op == b"J" and not groups.add(group, parsed, callback, redeliver):
+                return
+            if op == b"L" and not groups.remove(group, parsed, callback):
+                return
+            if self._closed:
+                raise RuntimeError("the event bus is closed (the module is shutting down)")
+            self._changes += 1
+            receiver = self._receiver
+            if receiver is None or receiver is threading.current_thread():
+                groups.apply(groups.command(op, (group, parsed.text)))
+            else:
+                self._command_out.send(groups.command(op, (group, parsed.text)))
+
+    # -- receiving ----------------------------------------------------------------------
 
     def _drain(self, sub: zmq.Socket[bytes]) -> None:
         """Dispatch what has arrived, up to a batch. A message is a topic frame and a body frame;
