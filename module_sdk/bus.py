@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 _send_frame = zmq.backend.Socket.send
 
 _TOPIC_CACHE_SIZE = 4096
+_get_ident = threading.get_ident
+# The lock is not reentrant, and must not be: a second event sent between the frames of one
+# would corrupt both. Waiting for it on the thread that holds it would wait forever.
+_REENTERED = (
+    "publish() called on a thread that is inside publish() already (from a signal handler?):"
+    " it would wait for itself forever; have the handler hand the event to another thread"
+)
 
 
 class ZmqEventBus(ReceivePath):
@@ -101,6 +108,7 @@ class ZmqEventBus(ReceivePath):
         self._pack = self._envelopes.pack  # bound once: it runs for every event
         self._max_body = self._envelopes.max_body
         self._pub_lock = threading.Lock()
+        self._pub_thread = 0  # the thread inside _pub_lock (publish or sync), if any
         self._subs_lock = threading.RLock()
         self._subscriptions: dict[str, tuple[Pattern, list[EventCallback]]] = {}
         self._zmq_refcount: dict[bytes, int] = {}
@@ -217,13 +225,20 @@ class ZmqEventBus(ReceivePath):
                 self._topics[event_type] = topic
         if self._prove_first is not None:  # before the first event, not lost to our filter
             self._prove_now()
+        thread = _get_ident()
+        if self._pub_thread == thread:  # a signal handler, run while this thread publishes
+            raise RuntimeError(_REENTERED)
         with self._pub_lock:  # packed inside: `seq` must follow the order of the sends
-            if self._closed:
-                raise RuntimeError("the event bus is closed (the module is shutting down)")
-            body = self._pack(event_type, topic, data)
-            _send_frame(self._pub, topic, zmq.SNDMORE)
-            _send_frame(self._pub, body)
-            self.events_out += 1
+            self._pub_thread = thread
+            try:
+                if self._closed:
+                    raise RuntimeError("the event bus is closed (the module is shutting down)")
+                body = self._pack(event_type, topic, data)
+                _send_frame(self._pub, topic, zmq.SNDMORE)
+                _send_frame(self._pub, body)
+                self.events_out += 1
+            finally:
+                self._pub_thread = 0
 
     def ready(self) -> None:
         """See `module_sdk.api.EventBus.ready`."""
@@ -299,15 +314,19 @@ class ZmqEventBus(ReceivePath):
         calls this on each heartbeat tick."""
         frames = self._envelopes.syncs()
         with self._pub_lock:  # the events counted by these seqs have all been sent
-            if self._closed:
-                return
-            for topic, body in frames:
-                _send_frame(self._pub, topic, zmq.SNDMORE)
-                _send_frame(self._pub, body)
-            # ZeroMQ reads the subscriptions the broker forwards to a PUB socket only when the
-            # socket is used: a module that seldom publishes left them queued at the broker
-            # (another module subscribing and unsubscribing in a loop grew it by 10 MB/s).
-            self._pub.getsockopt(zmq.EVENTS)
+            self._pub_thread = _get_ident()  # on the main thread, where signal handlers run
+            try:
+                if self._closed:
+                    return
+                for topic, body in frames:
+                    _send_frame(self._pub, topic, zmq.SNDMORE)
+                    _send_frame(self._pub, body)
+                # ZeroMQ reads the subscriptions the broker forwards to a PUB socket only when
+                # the socket is used: a module that seldom publishes left them queued at the
+                # broker (another subscribing and unsubscribing in a loop grew it by 10 MB/s).
+                self._pub.getsockopt(zmq.EVENTS)
+            finally:
+                self._pub_thread = 0
 
     def start(self) -> None:
         """Start the receiver thread: from now on callbacks run, on that thread, which owns the
@@ -322,7 +341,10 @@ class ZmqEventBus(ReceivePath):
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stop the receiver and close the sockets. Returns False if a callback kept the receiver
-        busy past `timeout` (its sockets are then left to process exit)."""
+        busy past `timeout` (its sockets are then left to process exit). Publishing ends at
+        once, whatever still runs: after `shutdown()` nothing goes out."""
+        with self._pub_lock:
+            self._closed = True
         with self._subs_lock:
             if self._receiver is not None and self._receiver.is_alive():
                 self._command_out.send(STOP)
@@ -335,7 +357,6 @@ class ZmqEventBus(ReceivePath):
             if self._receiver.is_alive():
                 return False
         with self._pub_lock:
-            self._closed = True
             self._pub.close()
         with self._subs_lock:
             if self._groups is not None:
