@@ -27,6 +27,7 @@ a child subreaper, which alone signals and reaps it, as if it had spawned it its
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import os
@@ -195,6 +196,7 @@ def _become_module(request: dict[str, Any], output: int, environment: int, go: i
     working directory, default signal handling; then run the shim (never returns). A standby
     (`go` given) first joins its cgroups and waits for the supervisor's word."""
     code = 70
+    atexit._clear()  # the template's: the module's own run as it stops (module_sdk/shim.py)
     try:
         name = request["name"]
         _own_process(

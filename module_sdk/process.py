@@ -11,11 +11,13 @@ can fork past the sweep.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import os
 import signal
 import sys
+import threading
 from collections.abc import Collection, Iterable
 from types import FrameType
 from typing import NamedTuple
@@ -46,6 +48,17 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 def _wake_only(signum: int, frame: FrameType | None) -> None:
     """A Python-level handler that does nothing: the wake-up fd already carries the signal."""
+
+
+def run_atexit(timeout: float) -> bool:
+    """Run the atexit handlers the module registered, as the end of a Python program would (a
+    module process ends with `os._exit`, which runs none); on a thread of their own, so that
+    one that hangs holds the stop up for `timeout` seconds at most. False if they had not all
+    returned by then."""
+    runner = threading.Thread(target=atexit._run_exitfuncs, name="atexit", daemon=True)
+    runner.start()
+    runner.join(timeout)
+    return not runner.is_alive()
 
 
 class SignalPipe:

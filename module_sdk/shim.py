@@ -7,7 +7,7 @@ already (its first publish proves it first), so that its subscriptions have reac
 and its events those of the modules already running; start the receiver thread; report ready
 (with `ready: manual`, once the module calls `event_bus.ready()`); then send heartbeats, and
 call the module's `health()` if it has one (module_sdk.health), until SIGTERM (or the
-supervisor's death); call `shutdown()` and exit.
+supervisor's death); call `shutdown()`, then the module's atexit handlers, and exit.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from module_sdk.process import (
     kill_descendants,
     prctl,
     reap_adopted,
+    run_atexit,
 )
 from module_sdk.serving import Serving
 from module_sdk.stopsignals import StopSignals
@@ -48,6 +49,7 @@ from module_sdk.undertaker import GRACE, Grace
 log = logging.getLogger("module_sdk.shim")
 
 _SPEC_TIMEOUT = 10.0
+_ATEXIT_TIMEOUT = 2.0  # seconds the module's atexit handlers may take at its stop
 _REAP_INTERVAL = 1.0  # seconds between looks for zombies adopted as a subreaper
 # Zombie children of the module's own making left for its code to wait for (a Popen it polls);
 # past this many, the oldest are reaped, so that one that never waits cannot exhaust the pids.
@@ -360,6 +362,8 @@ class _Child:
         self.channel.heartbeat({**self.bus.counters(), **resilience.counts()}, 0.0)
         self.channel.close()
         self.context.destroy(linger=200)
+        if not run_atexit(_ATEXIT_TIMEOUT):  # before what it started is swept (see main)
+            log.warning("the module's atexit handlers had not returned after %gs", _ATEXIT_TIMEOUT)
         return code
 
 

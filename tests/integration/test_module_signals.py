@@ -1,6 +1,7 @@
-"""Signals and forks in real module processes under a real supervisor: a signal the module
-handles itself, a `multiprocessing` worker it terminates, asyncio taking the signal wake-up fd.
-None of them may stop the module; `restart` must still stop it gracefully.
+"""Signals, forks and exit in real module processes under a real supervisor: a signal the
+module handles itself, a `multiprocessing` worker it terminates, asyncio taking the signal
+wake-up fd (none of them may stop the module; `restart` must still stop it gracefully), a
+callback that forks and returns in the child, and the module's atexit handlers.
 
 One project serves the whole file (each test uses its own module and trigger).
 """
@@ -108,6 +109,25 @@ def shutdown() -> None:
     pass
 """
 
+EXITER = """
+import atexit
+import logging
+import threading
+from typing import Any
+from module_sdk import EventBus
+
+log = logging.getLogger("exiter")
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    atexit.register(threading.Event().wait)  # registered first, runs last: forever
+    atexit.register(log.info, "exiter atexit ran")
+
+
+def shutdown() -> None:
+    log.info("exiter shutdown ran")
+"""
+
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Project]:
@@ -123,6 +143,11 @@ def running() -> Iterator[Project]:
                 {"name": "handler", "path": project.write_module("handler.py", HANDLER)},
                 {"name": "aiosig", "path": project.write_module("aiosig.py", ASYNCIO)},
                 {"name": "forker", "path": project.write_module("forker.py", FORKER)},
+                {
+                    "name": "exiter",
+                    "path": project.write_module("exiter.py", EXITER),
+                    "stop_timeout": 20,  # well past the shim's bound on atexit handlers
+                },
             ]
         )
         project.up()
@@ -190,3 +215,13 @@ def test_a_callback_that_forks_and_returns_in_the_child_ends_that_child(
     assert "callback on_fork for forker.fork called os.fork() and returned in the child" in log
     row = running.module("forker")
     assert (row["state"], row["restarts"]) == ("running", 0), row
+
+
+def test_the_modules_atexit_handlers_run_at_its_stop_within_a_bound(running: Project) -> None:
+    running.cli("restart", "exiter", check=0)
+    log = running.log("exiter")
+    # Before the fix the module process ended with os._exit and ran none of them.
+    assert log.index("exiter shutdown ran") < log.index("exiter atexit ran"), log
+    assert "atexit handlers had not returned after 2s" in log, log  # the one that hangs
+    last = running.module("exiter")["last_exit"]
+    assert last["signal"] is None and last["code"] == 0, last
