@@ -5,8 +5,11 @@ raising counts as unhealthy too, with the exception as the message. The shim cal
 `health_interval` seconds on a thread of its own, so that a check that hangs never holds up the
 heartbeats: one still running when its interval is over counts as a failure (and no second call
 starts while it hangs; what it returns late is no news: a check always slower than its interval
-keeps failing, and is not "healthy again" each time it ends). After `health_retries` failures in a row, the shim tells the supervisor,
-which restarts the module with the reason `unhealthy: <message>`.
+keeps failing, and is not "healthy again" each time it ends). A check whose thread cannot start
+(a pids limit, `TasksMax` or RLIMIT_NPROC used up for a while) is one failed check too, read at
+the next tick; the module runs on, and the next tick tries again. After `health_retries` failures
+in a row, the shim tells the supervisor, which restarts the module with the reason
+`unhealthy: <message>`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class HealthProbe:
         self._started = 0.0
         self._late = False  # the running check was counted as failed for not returning in time
         self._outcome: list[str | None] = []  # the running check's verdict, once it returned
+        # Why the check due now could not even start (no thread): read as its failure next tick.
+        self._unstarted: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -84,7 +89,7 @@ class HealthProbe:
         the message to report once `retries` checks in a row have failed, else None."""
         message: str | None = None
         failed = False
-        thread = self._thread
+        thread, unstarted, self._unstarted = self._thread, self._unstarted, None
         late = False  # a check counted as failed for being late: what it returned is no news
         if thread is not None:
             if thread.is_alive():
@@ -94,6 +99,8 @@ class HealthProbe:
                 self._thread, late, self._late = None, self._late, False
                 message = self._outcome[0] if self._outcome else "health() ended without a result"
                 failed = message is not None and not late
+        elif unstarted is not None:  # the check due an interval ago never ran
+            failed, message = True, unstarted
         if failed:
             self.failures += 1
             log.warning("health check failed (%d of %d): %s", self.failures, self.retries, message)
@@ -104,10 +111,15 @@ class HealthProbe:
             outcome: list[str | None] = []
             self._outcome = outcome
             self._started = now
-            self._thread = threading.Thread(
+            started = threading.Thread(
                 target=self._run, args=(outcome,), name="module-sdk-health", daemon=True
             )
-            self._thread.start()
+            try:
+                started.start()
+            except RuntimeError as exc:  # no task left (a pids limit): a failed check, not an end
+                self._unstarted = bounded_message(f"health() could not run: {exc}")
+            else:
+                self._thread = started
         self.next_due = now + self.interval
         return message if self.failures >= self.retries else None
 

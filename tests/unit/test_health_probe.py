@@ -140,3 +140,42 @@ def test_the_in_process_bus_and_check_health_for_module_tests() -> None:
     assert check_health(module) == "cache cold"
     module.health = lambda: 1 / 0  # type: ignore[attr-defined]
     assert check_health(module) == "health() raised ZeroDivisionError: division by zero"
+
+
+def test_a_check_whose_thread_cannot_start_is_one_failure_not_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under a pids limit (a cgroup's, TasksMax, RLIMIT_NPROC) Thread.start() raises RuntimeError;
+    # it went straight out of the shim's loop, and a healthy module died "load failed" (exit 70).
+    check = _Check(True)
+    probe = HealthProbe(check, interval=1.0, retries=3)
+    real_start = threading.Thread.start
+    refused = [0]
+
+    def no_task(thread: threading.Thread) -> None:
+        if thread.name == "module-sdk-health" and refused[0] < 2:
+            refused[0] += 1
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_task)
+    probe.start(0.0)  # could not start: no exception here
+    assert not probe.busy and check.calls == 0
+    assert probe.tick(1.0) is None and probe.failures == 1  # that check failed; tries again
+    assert probe.tick(2.0) is None and probe.failures == 2
+    _finished(probe)  # the limit is gone: the check started at 2.0 ran
+    assert check.calls == 1
+    assert probe.tick(3.0) is None and probe.failures == 0  # healthy again
+
+
+def test_a_check_that_never_gets_a_thread_fails_after_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_task(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_task)
+    probe = HealthProbe(_Check(True), interval=1.0, retries=2)
+    probe.start(0.0)
+    assert probe.tick(1.0) is None
+    assert probe.tick(2.0) == "health() could not run: can't start new thread"
