@@ -3,19 +3,21 @@
 Starting a new interpreter and importing ZeroMQ costs tens of milliseconds per module start; a
 fork of this process, which has imported everything a module process needs but has created no
 ZeroMQ context and no thread, costs about one. The supervisor talks to it over a Unix socket (FD),
-on which it first says `{ready: PID}` once it has booted (imported all that): each request is a msgpack map `{name, cwd}` with two descriptors attached: the write end of the
-output pipe, and a memfd holding the module's environment (a msgpack map); the answer is `{pid}`
-or `{error}`. The template never reads an environment: only the forked process does, so no
+on which it first says `{ready: PID}` once it has booted (imported all that): each request is a
+msgpack map `{name, cwd}` with two descriptors attached: the write end of the output pipe, and a
+memfd holding the module's environment (a msgpack map); the answer is `{pid}` or `{error}` (and
+`errno` when the OS refused the fork: EAGAIN, no task slot left, is the host's, not the
+template's). The template never reads an environment: only the forked process does, so no
 module's variables (secrets among them) stay in the template's memory, which every later fork
 (a module running as another user, say) inherits. A request with `standby: true` also attaches
 the read end of a "go" pipe: the process forked for it is a standby (module_sdk/standby.py),
 which joins the module's cgroups at once and runs the module only when the supervisor says go. A
 request `{batch: [{name, cwd}, ...]}` attaches one output pipe per entry, in order, then one
-environment per entry, and is answered `{pids: [...]}` (a pid, or the error for that entry): one
-intermediate forks them all, which is how `up` starts many modules at once. A request
-`{main, argv, cwd}` (and its output and environment) runs module `main` as
-`python -P -m main ARGV` would: the supervisor's broker, which so costs no interpreter start-up
-of its own.
+environment per entry, and is answered `{pids: [...], errnos: [...]}` (a pid, or the error for
+that entry and its errno): one intermediate forks them all, which is how `up` starts many
+modules at once. A request `{main, argv, cwd}` (and its output and environment) runs module
+`main` as `python -P -m main ARGV` would: the supervisor's broker, which so costs no interpreter
+start-up of its own.
 
 Settings that only a new interpreter reads (PYTHONHASHSEED, PYTHONOPTIMIZE, ...) are the
 template's; a module whose `env` sets any PYTHON* variable other than PYTHONPATH is spawned.
@@ -88,7 +90,7 @@ def serve(control: socket.socket) -> None:
         except OSError as exc:  # no process slot (a TasksMax), no memory: this request fails
             for fd in fds:
                 os.close(fd)
-            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
+            control.send(msgpack.packb(_failed(exc)))
             continue
         if intermediate == 0:
             if batch is not None:
@@ -115,6 +117,7 @@ def _intermediate_batch(control: socket.socket, batch: list[Any], fds: list[int]
 
     def fork_all() -> dict[str, Any]:
         pids: list[int | str] = []
+        errnos: list[int | None] = []  # each failed entry's errno (EAGAIN: no task slot left)
         for index, request in enumerate(batch):
             others = [fd for fd in fds if fd not in (outputs[index], environments[index])]
             try:
@@ -123,9 +126,11 @@ def _intermediate_batch(control: socket.socket, batch: list[Any], fds: list[int]
                         control, request, outputs[index], environments[index], None, others=others
                     )
                 )
+                errnos.append(None)
             except OSError as exc:
                 pids.append(f"fork failed: {exc}")
-        return {"pids": pids}
+                errnos.append(exc.errno)
+        return {"pids": pids, "errnos": errnos}
 
     _answer(control, fork_all)
 
@@ -137,10 +142,20 @@ def _answer(control: socket.socket, work: Callable[[], dict[str, Any]]) -> NoRet
         control.send(msgpack.packb(work()))
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            control.send(msgpack.packb({"error": f"fork failed: {exc}"}))
+            control.send(msgpack.packb(_failed(exc)))
         code = 1
     finally:
         os._exit(code)
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    """The answer for a fork that failed: the error, and the OS's errno if it has one, so that
+    the supervisor tells the host's refusal (EAGAIN: no task slot; ENOMEM) from a broken
+    template."""
+    answer: dict[str, Any] = {"error": f"fork failed: {exc}"}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        answer["errno"] = exc.errno
+    return answer
 
 
 def _fork(

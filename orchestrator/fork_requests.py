@@ -1,8 +1,10 @@
 """What goes with a request to the fork server's template (orchestrator/forkserver.py): a
-module's environment in a memfd of its own, and requests cut into batches one message carries."""
+module's environment in a memfd of its own, and requests cut into batches one message carries;
+and what comes back when a fork fails: the errors, told apart by who is at fault."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 
@@ -38,3 +40,36 @@ def batches(entries: list[dict[str, object]], budget: int) -> list[list[dict[str
         batches[-1].append(entry)
         size += length
     return batches
+
+
+# The OS's refusals of a new process that are the host's condition for a while, neither the
+# template's fault nor the module's: no task slot left (a pids cgroup, TasksMax, RLIMIT_NPROC),
+# no memory. A spawn would be refused the same way.
+HOST_REFUSALS = frozenset({errno.EAGAIN, errno.ENOMEM})
+
+
+class ForkServerError(RuntimeError):
+    """The template could not fork a module process."""
+
+
+class ForkServerBootingError(ForkServerError):
+    """A template started to replace one that died has not said ready yet: spawn instead."""
+
+
+class ForkRefusedError(ForkServerError):
+    """The OS refused the fork (`HOST_REFUSALS`): the template is fine, and a spawn would be
+    refused too."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"cannot fork: {os.strerror(code)}")
+        self.errno = code
+
+    def as_os_error(self) -> OSError:
+        """The refusal as the OSError a spawn would have raised."""
+        return OSError(self.errno, os.strerror(self.errno))
+
+
+def refused(code: object) -> ForkRefusedError | None:
+    """The refusal an errno (from the template's answer, or an OSError) stands for, if it is
+    one of the host's."""
+    return ForkRefusedError(code) if isinstance(code, int) and code in HOST_REFUSALS else None

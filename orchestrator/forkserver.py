@@ -26,7 +26,22 @@ from typing import BinaryIO
 import msgpack
 
 from module_sdk.protocol import VERSION
-from orchestrator.fork_requests import batches, environment_file
+from orchestrator.fork_requests import (
+    ForkRefusedError,
+    ForkServerBootingError,
+    ForkServerError,
+    batches,
+    environment_file,
+    refused,
+)
+
+__all__ = [  # its errors live with the requests' parts; callers find them here
+    "ForkRefusedError",
+    "ForkServer",
+    "ForkServerBootingError",
+    "ForkServerError",
+    "Request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +53,6 @@ _BOOT_TIMEOUT = 30.0
 _REVIVE_AFTER = 2.0  # seconds between starts of a template only standbys need
 
 Request = tuple[str, Mapping[str, str], Path]  # a module process to fork: name, env, cwd
-
-
-class ForkServerError(RuntimeError):
-    """The template could not fork a module process."""
-
-
-class ForkServerBootingError(ForkServerError):
-    """A template started to replace one that died has not said ready yet: spawn instead."""
 
 
 class ForkServer:
@@ -110,16 +117,19 @@ class ForkServer:
         """Fork module `name` from the template: its pid and the read end of its output pipe.
         With `go` (the read end of a pipe), a standby that waits for the word on it
         (module_sdk/standby.py), which does `ahead` (its `bus`, its `source`) while it waits.
-        Raises ForkServerError if that fails twice."""
+        Raises ForkServerError if that fails twice; ForkRefusedError at once if the OS refused a
+        process (the template is not to blame)."""
         for attempt in (1, 2):
             try:
                 if self._sock is None:
                     self._start(patient=self._first)
                 self._booting_check()
                 return self._fork(name, env, cwd, go, ahead)
-            except ForkServerBootingError:
+            except (ForkServerBootingError, ForkRefusedError):
                 raise
             except (OSError, ValueError, subprocess.SubprocessError, ForkServerError) as exc:
+                if isinstance(exc, OSError) and (refusal := refused(exc.errno)) is not None:
+                    raise refusal from exc
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
         raise ForkServerError("the fork server failed twice; spawning instead")
@@ -174,7 +184,10 @@ class ForkServer:
             try:
                 self._start(patient=self._first)
             except (OSError, subprocess.SubprocessError) as exc:
-                return [ForkServerError(f"cannot start the fork server: {exc}")] * len(requests)
+                error = refused(getattr(exc, "errno", None)) or ForkServerError(
+                    f"cannot start the fork server: {exc}"
+                )
+                return [error] * len(requests)
         assert self._sock is not None
         # One request is one message, which must fit the socket's send buffer as a whole.
         budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
@@ -199,9 +212,11 @@ class ForkServer:
                     self._start(patient=self._first)
                 self._booting_check()
                 return self._fork_batch(batch, environments)
-            except ForkServerBootingError as exc:
+            except (ForkServerBootingError, ForkRefusedError) as exc:
                 return exc
             except OSError as exc:
+                if (refusal := refused(exc.errno)) is not None:
+                    return refusal
                 if exc.errno == errno.EMSGSIZE:  # one module's request alone: its directory
                     too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
                     return [too_large] * len(batch)
@@ -238,19 +253,20 @@ class ForkServer:
             answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
             pids = answer.get("pids") if isinstance(answer, dict) else None
             if not isinstance(pids, list) or len(pids) != len(batch):
-                error = answer.get("error") if isinstance(answer, dict) else answer
-                raise ForkServerError(str(error))
+                raise _failure(answer)
         except BaseException:
             for read_end in read_ends:
                 os.close(read_end)
             raise
+        codes = answer.get("errnos")
+        codes = codes if isinstance(codes, list) and len(codes) == len(pids) else [None] * len(pids)
         results: list[tuple[int, BinaryIO] | ForkServerError] = []
-        for pid, read_end in zip(pids, read_ends, strict=True):
+        for pid, code, read_end in zip(pids, codes, read_ends, strict=True):
             if isinstance(pid, int):
                 results.append((pid, os.fdopen(read_end, "rb", buffering=0)))
             else:
                 os.close(read_end)
-                results.append(ForkServerError(str(pid)))
+                results.append(refused(code) or ForkServerError(str(pid)))
         return results
 
     def start(self) -> None:
@@ -307,9 +323,12 @@ class ForkServer:
 
     def receive(self, pending: int) -> tuple[int, BinaryIO]:
         """The answer to `send_main`: the pid and output pipe of the process. Raises OSError or
-        ForkServerError (the template is then stopped: the next fork starts a new one)."""
+        ForkServerError (the template is then stopped: the next fork starts a new one, unless
+        it was the OS's refusal, ForkRefusedError)."""
         try:
             return self._receive(pending)
+        except ForkRefusedError:  # the host's refusal: the template is fine
+            raise
         except BaseException:
             self.close()
             raise
@@ -349,7 +368,7 @@ class ForkServer:
             raise
         if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
             os.close(read_end)
-            raise ForkServerError(str(answer.get("error") if isinstance(answer, dict) else answer))
+            raise _failure(answer)
         return answer["pid"], os.fdopen(read_end, "rb", buffering=0)
 
     def reaped(self) -> None:
@@ -374,3 +393,11 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
+
+
+def _failure(answer: object) -> ForkServerError:
+    """The error a template's answer without a process says: ForkRefusedError if it carries
+    the OS's refusal of the fork (`errno`), else what it says."""
+    if not isinstance(answer, dict):
+        return ForkServerError(str(answer))
+    return refused(answer.get("errno")) or ForkServerError(str(answer.get("error")))

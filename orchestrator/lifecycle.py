@@ -6,6 +6,7 @@ effects that the `ChildManager` carries out. The rules that connect them are
     starting/running --stop--> stopping --exited--> stopped (or starting again, or forgotten)
     starting/running --exited--> backoff --due--> starting, or failed, or stopped (the policy)
     waiting --a dependency runs, a slot frees--> starting
+    (spawn refused by the host: EAGAIN, ENOMEM) --> waiting --its backoff is due--> starting
     running --leaves--> each dependent follows (`DependencyDown`): restart (stops, then waits),
                         stop (held stopped), or ignore
     any --hold (`stop NAME`, a dependency's on_failure: stop)--> stopped, held until released
@@ -48,6 +49,7 @@ class Life:
     ready_at: float | None = None  # when it said ready
     spawns: int = 0  # processes started so far; a process's generation
     failed_spawn: int = 0  # the generation of the latest start that never became ready
+    refused_forks: int = 0  # starts in a row the host refused a process (its own backoff)
     restarts: int = 0  # automatic and requested restarts
     consecutive_failures: int = 0
     restart_times: tuple[float, ...] = ()  # automatic restarts, the latest 64
@@ -113,12 +115,15 @@ class Spawned:
 
 @record
 class SpawnFailed:
-    """No process could be started (`error`: the OS's reason)."""
+    """No process could be started (`error`: the OS's reason). `host`: the OS refused a new
+    process (EAGAIN: no task slot left, ENOMEM), the host's condition for a while, not the
+    module's failure: it waits and tries again with a backoff, not counted against it."""
 
     now: float
     error: str
     shutting_down: bool = False
     jitter: float = 0.0
+    host: bool = False
 
 
 @record
@@ -409,5 +414,5 @@ class Step:
     effects: tuple[Effect, ...] = ()
 
 
-INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 CIRCUIT_OPEN = "circuit open"  # how `Life.why` begins while the start breaker holds starts back

@@ -17,6 +17,7 @@ from orchestrator import lifecycle as lc
 from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child import ManagedChild
 from orchestrator.config import AppConfig
+from orchestrator.fork_requests import HOST_REFUSALS
 from orchestrator.forkserver import ForkServer
 from orchestrator.handover import Handovers
 from orchestrator.module_processes import ModuleProcesses
@@ -119,8 +120,13 @@ class ModuleSpawns:
         self, child: ManagedChild, effect: lc.Spawn, process: ModuleProcess | OSError
     ) -> None:
         if isinstance(process, OSError):
+            host = process.errno in HOST_REFUSALS  # no task slot, no memory: the host's, for now
             failed = lc.SpawnFailed(
-                time.monotonic(), str(process), shutting_down=self.shutting_down, jitter=jitter()
+                time.monotonic(),
+                (process.strerror or str(process)) if host else str(process),
+                shutting_down=self.shutting_down,
+                jitter=jitter(),
+                host=host,
             )
             self.handle(child, failed)
             return

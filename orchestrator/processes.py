@@ -26,7 +26,12 @@ from module_sdk import protocol
 from module_sdk.limits import ENV_LIMITS
 from module_sdk.process import children_of, kill_tree
 from orchestrator.config import ModuleSpec
-from orchestrator.forkserver import ForkServer, ForkServerBootingError, ForkServerError
+from orchestrator.forkserver import (
+    ForkRefusedError,
+    ForkServer,
+    ForkServerBootingError,
+    ForkServerError,
+)
 from orchestrator.isolation import GRANTS, limits_env
 from orchestrator.record import record
 
@@ -127,8 +132,9 @@ def launch_modules(
     launches: Sequence[Launch], lifeline: int, forkserver: ForkServer
 ) -> list[ModuleProcess | OSError]:
     """Start module processes, in order: those that fork, from the warm template all at once
-    (`ForkServer.fork_many`); the others, and any the fork server fails, spawned. Each result is
-    the process, or the OSError that kept it from starting."""
+    (`ForkServer.fork_many`); the others, and any the fork server fails, spawned (not one the OS
+    refused, EAGAIN or ENOMEM: a spawn would be refused too). Each result is the process, or the
+    OSError that kept it from starting."""
     results: list[ModuleProcess | OSError | None] = [None] * len(launches)
     envs: list[Mapping[str, str]] = []
     for index, launch in enumerate(launches):
@@ -158,7 +164,9 @@ def launch_modules(
         except ForkServerError as exc:
             forked_all.append((index, exc))
     for index, forked in forked_all:
-        if isinstance(forked, ForkServerBootingError):
+        if isinstance(forked, ForkRefusedError):  # the host's: a spawn would be refused too
+            results[index] = forked.as_os_error()
+        elif isinstance(forked, ForkServerBootingError):
             log.info("%s: %s", launches[index].spec.name, forked)
         elif isinstance(forked, ForkServerError):
             log.error("%s: %s", launches[index].spec.name, forked)

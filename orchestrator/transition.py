@@ -13,7 +13,7 @@ from module_sdk import protocol
 from orchestrator import lifecycle as lc
 from orchestrator.config import SupervisionSettings
 from orchestrator.lifecycle import Intent, Life, Step
-from orchestrator.starts import refused_by_breaker, start
+from orchestrator.starts import fork_refused, refused_by_breaker, retrying_fork, start
 from orchestrator.states import (
     Action,
     ChildState,
@@ -50,11 +50,13 @@ def _next(life: Life, event: lc.Event, settings: SupervisionSettings) -> Step:
                 return refused_by_breaker(life, event.gate)
             return start(life, event.now, event.gate, event.announce, event.count)
         case lc.DependencyChanged():
-            if life.state is not ChildState.WAITING:
+            if life.state is not ChildState.WAITING or retrying_fork(life, event.now):
                 return Step(life)
             return start(life, event.now, event.gate, announce=False, count=False)
         case lc.Spawned():
             return _spawned(life, event, settings)
+        case lc.SpawnFailed() if event.host and not event.shutting_down:
+            return fork_refused(life, event, settings)
         case lc.SpawnFailed():
             life = replace(life, state=ChildState.STARTING, intent=Intent.NONE, kill=None, why="")
             spawn_failed = lc.Log(lc.ERROR, "%s: cannot start a process: %s", (event.error,))
@@ -147,6 +149,7 @@ def _spawned(life: Life, event: lc.Spawned, settings: SupervisionSettings) -> St
         kill=None,
         why="",
         spawns=life.spawns + 1,
+        refused_forks=0,
         started_at=event.now,
         ready_at=None,
         deadline=event.now + settings.start_timeout,

@@ -67,7 +67,8 @@ def test_a_template_that_cannot_fork_answers_an_error_and_serves_on(
         os.close(fd)
     ours.settimeout(10)
     assert msgpack.unpackb(ours.recv(4096)) == {
-        "error": "fork failed: [Errno 11] Resource temporarily unavailable"
+        "error": "fork failed: [Errno 11] Resource temporarily unavailable",
+        "errno": errno.EAGAIN,  # the host's refusal, told apart from a broken template
     }
     assert os.read(read_end, 1) == b""  # it closed the pipe it was given
     ours.close()  # the supervisor goes: it returns

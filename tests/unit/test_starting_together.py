@@ -3,6 +3,7 @@ counts against the process limit as it is decided."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import BinaryIO
 import pytest
 import zmq
 
+from orchestrator import lifecycle as lc
 from orchestrator import processes
 from orchestrator.config import AppConfig, ModuleSpec, Redactor
 from orchestrator.config.model import SupervisionSettings
-from orchestrator.forkserver import ForkServerError, Request
+from orchestrator.forkserver import ForkRefusedError, ForkServerError, Request
 from orchestrator.manager import ChildManager
 from orchestrator.resources import Limits
 from orchestrator.states import ChildState
@@ -38,6 +40,7 @@ class FakeForkServer:
         self.calls: list[list[str]] = []
         self.refuse = set(refuse)
         self.pipes: list[int] = []
+        self.host_refuses = 0  # the next forks the OS refuses (EAGAIN)
 
     def fork_many(
         self, requests: Sequence[Request]
@@ -48,6 +51,10 @@ class FakeForkServer:
             assert isinstance(env, Mapping)
             if name in self.refuse:
                 results.append(ForkServerError("no"))
+                continue
+            if self.host_refuses:
+                self.host_refuses -= 1
+                results.append(ForkRefusedError(errno.EAGAIN))
                 continue
             read_end, write_end = os.pipe()
             self.pipes.append(write_end)
@@ -241,3 +248,32 @@ def test_a_module_run_as_another_user_is_never_forked_in_a_batch(tmp_path: Path)
     assert [p.pid for p in started if not isinstance(p, OSError)] == [900_000, 800_000, 900_001]
     for write_end in forkserver.pipes:
         os.close(write_end)
+
+
+def test_a_module_the_host_refuses_a_process_waits_uncounted_and_starts_once_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, each refused fork was a crash (exit 127), restarted with almost no backoff: a
+    # short squeeze of a pids limit left modules `failed` for good.
+    def spawn(name: str, *args: object) -> object:
+        raise AssertionError("spawned: a spawn needs a process too")
+
+    monkeypatch.setattr(processes, "spawn_module", spawn)
+    forkserver = FakeForkServer()
+    forkserver.host_refuses = 10  # more than max_restarts (5)
+    manager = _manager(tmp_path, ["a", "b"], forkserver)
+    a, b = manager.children.values()
+    manager.start(a)
+    assert a.state is ChildState.WAITING and a.pid is None
+    assert a.reason(0.0) == "cannot fork: Resource temporarily unavailable; retrying"
+    assert a.last_exit is None and a.breaker is None  # not a crash, nor a failed start
+    while forkserver.host_refuses:
+        assert a.deadline is not None
+        manager.handle(a, lc.Due(a.deadline))
+        assert a.state is ChildState.WAITING
+    manager.start(b)
+    manager.start_waiting()  # what another module's change does: not before a's backoff is due
+    assert a.state is ChildState.WAITING and a.pid is None
+    assert a.deadline is not None
+    manager.handle(a, lc.Due(a.deadline))
+    assert a.state is ChildState.STARTING and a.pid is not None and a.life.restarts == 0
