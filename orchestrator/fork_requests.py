@@ -73,3 +73,11 @@ def refused(code: object) -> ForkRefusedError | None:
     """The refusal an errno (from the template's answer, or an OSError) stands for, if it is
     one of the host's."""
     return ForkRefusedError(code) if isinstance(code, int) and code in HOST_REFUSALS else None
+
+
+def failure(answer: object) -> ForkServerError:
+    """The error a template's answer without a process says: ForkRefusedError if it carries
+    the OS's refusal of the fork (`errno`), else what it says."""
+    if not isinstance(answer, dict):
+        return ForkServerError(str(answer))
+    return refused(answer.get("errno")) or ForkServerError(str(answer.get("error")))

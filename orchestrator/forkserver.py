@@ -10,7 +10,6 @@ template, whose memory every later fork inherits, never holds one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
@@ -26,14 +25,16 @@ from typing import BinaryIO
 import msgpack
 
 from module_sdk.protocol import VERSION
+from orchestrator.fork_batches import ForkBatches, Request
 from orchestrator.fork_requests import (
     ForkRefusedError,
     ForkServerBootingError,
     ForkServerError,
-    batches,
     environment_file,
+    failure,
     refused,
 )
+from orchestrator.rundir import process_stopped
 
 __all__ = [  # its errors live with the requests' parts; callers find them here
     "ForkRefusedError",
@@ -45,17 +46,17 @@ __all__ = [  # its errors live with the requests' parts; callers find them here
 
 log = logging.getLogger(__name__)
 
-_REPLY_TIMEOUT = 1.0  # it answers in about a millisecond; past this it is stuck: restart it
+# It answers in about a millisecond; past this it is stuck (replaced, the module spawned). The
+# loop waits that long at most, and only for a template that is not known to be stopped.
+_REPLY_TIMEOUT = 0.5
 # Seconds the template started with the supervisor may take to boot (an interpreter and its
 # imports, on a loaded machine). One started later, to replace one that died, is never waited
 # for: until it says ready, modules are spawned instead, and the loop goes on.
 _BOOT_TIMEOUT = 30.0
 _REVIVE_AFTER = 2.0  # seconds between starts of a template only standbys need
 
-Request = tuple[str, Mapping[str, str], Path]  # a module process to fork: name, env, cwd
 
-
-class ForkServer:
+class ForkServer(ForkBatches):
     """Starts the template on first use and restarts it if it died."""
 
     def __init__(self, lifeline: int) -> None:
@@ -67,6 +68,7 @@ class ForkServer:
         self._started_at = float("-inf")
         self._first = True  # no template started yet: the first one's boot is waited for
         self._announced = True  # whether `became_ready` told of its latest boot
+        self.waited = 0.0  # seconds the loop waited for answers that never came (see `_answer`)
 
     @property
     def pid(self) -> int | None:
@@ -123,6 +125,7 @@ class ForkServer:
             try:
                 if self._sock is None:
                     self._start(patient=self._first)
+                self._answerable()
                 self._booting_check()
                 return self._fork(name, env, cwd, go, ahead)
             except (ForkServerBootingError, ForkRefusedError):
@@ -133,6 +136,28 @@ class ForkServer:
                 log.warning("fork server: %s (attempt %d); restarting it", exc, attempt)
                 self.close()
         raise ForkServerError("the fork server failed twice; spawning instead")
+
+    def _answerable(self) -> None:
+        """Raise ForkServerError if the template is stopped (SIGSTOP, a debugger): it cannot
+        answer, and the loop would wait `_REPLY_TIMEOUT` for nothing."""
+        if self._proc is not None and process_stopped(self._proc.pid):
+            raise ForkServerError(f"its template (pid {self._proc.pid}) is stopped")
+
+    def _answer(self) -> object:
+        """The template's answer to the request just sent, waiting at most `_REPLY_TIMEOUT`:
+        past that it is stuck, and the time lost is added to `waited` (the loop's stall was
+        the template's)."""
+        assert self._sock is not None
+        asked = time.monotonic()
+        try:
+            payload = self._sock.recv(65536)
+        except TimeoutError:
+            self.waited += time.monotonic() - asked
+            raise ForkServerError(
+                f"its template (pid {self.pid}) did not answer within {_REPLY_TIMEOUT:g}s"
+                " (stopped or hung)"
+            ) from None
+        return msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
 
     def _booting_check(self) -> None:
         """Have a booted template: wait for its boot if it started with the supervisor, else
@@ -167,107 +192,6 @@ class ForkServer:
             raise ForkServerError(f"it did not boot: {message!r}"[:200] if payload else "it exited")
         self._booted = True
         log.debug("fork server ready (pid %s)", self.pid)
-
-    def fork_many(
-        self, requests: Sequence[Request]
-    ) -> list[tuple[int, BinaryIO] | ForkServerError]:
-        """Fork several module processes: in batches, each one request answered by one
-        intermediate that forks them all (one round trip, one intermediate, instead of one of
-        each per module). Each result is `fork`'s, or the error that module had: that of a
-        template that failed twice for every module from that batch on."""
-        results: list[tuple[int, BinaryIO] | ForkServerError] = []
-        entries: list[dict[str, object]] = [
-            {"name": name, "cwd": str(cwd)} for name, _, cwd in requests
-        ]
-        environments = [env for _, env, _ in requests]
-        if self._sock is None:
-            try:
-                self._start(patient=self._first)
-            except (OSError, subprocess.SubprocessError) as exc:
-                error = refused(getattr(exc, "errno", None)) or ForkServerError(
-                    f"cannot start the fork server: {exc}"
-                )
-                return [error] * len(requests)
-        assert self._sock is not None
-        # One request is one message, which must fit the socket's send buffer as a whole.
-        budget = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
-        done = 0
-        for batch in batches(entries, budget):
-            forked = self._fork_batch_twice(batch, environments[done : done + len(batch)])
-            done += len(batch)
-            if isinstance(forked, ForkServerError):
-                return results + [forked] * (len(entries) - len(results))
-            results += forked
-        return results
-
-    def _fork_batch_twice(
-        self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
-    ) -> list[tuple[int, BinaryIO] | ForkServerError] | ForkServerError:
-        """`_fork_batch`, on a new template the second time; the error for every module of it
-        if that fails too (or the new template is still booting)."""
-        for attempt in (1, 2):
-            error: Exception
-            try:
-                if self._sock is None:
-                    self._start(patient=self._first)
-                self._booting_check()
-                return self._fork_batch(batch, environments)
-            except (ForkServerBootingError, ForkRefusedError) as exc:
-                return exc
-            except OSError as exc:
-                if (refusal := refused(exc.errno)) is not None:
-                    return refusal
-                if exc.errno == errno.EMSGSIZE:  # one module's request alone: its directory
-                    too_large = ForkServerError(f"its fork request is too large: {exc.strerror}")
-                    return [too_large] * len(batch)
-                error = exc
-            except (ValueError, subprocess.SubprocessError, ForkServerError) as exc:
-                error = exc
-            log.warning("fork server: %s (attempt %d); restarting it", error, attempt)
-            self.close()
-        return ForkServerError("the fork server failed twice; spawning instead")
-
-    def _fork_batch(
-        self, batch: list[dict[str, object]], environments: Sequence[Mapping[str, str]]
-    ) -> list[tuple[int, BinaryIO] | ForkServerError]:
-        assert self._sock is not None
-        pipes: list[tuple[int, int]] = []
-        files: list[int] = []
-        try:
-            for env in environments:
-                files.append(environment_file(env))
-            for _ in batch:
-                pipes.append(os.pipe())
-            message = msgpack.packb({"batch": batch, "protocol": VERSION})
-            socket.send_fds(self._sock, [message], [write_end for _, write_end in pipes] + files)
-        except BaseException:
-            for read_end, _ in pipes:
-                os.close(read_end)
-            raise
-        finally:
-            for fd in [write_end for _, write_end in pipes] + files:
-                os.close(fd)
-        read_ends = [read_end for read_end, _ in pipes]
-        try:
-            payload = self._sock.recv(65536)
-            answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
-            pids = answer.get("pids") if isinstance(answer, dict) else None
-            if not isinstance(pids, list) or len(pids) != len(batch):
-                raise _failure(answer)
-        except BaseException:
-            for read_end in read_ends:
-                os.close(read_end)
-            raise
-        codes = answer.get("errnos")
-        codes = codes if isinstance(codes, list) and len(codes) == len(pids) else [None] * len(pids)
-        results: list[tuple[int, BinaryIO] | ForkServerError] = []
-        for pid, code, read_end in zip(pids, codes, read_ends, strict=True):
-            if isinstance(pid, int):
-                results.append((pid, os.fdopen(read_end, "rb", buffering=0)))
-            else:
-                os.close(read_end)
-                results.append(refused(code) or ForkServerError(str(pid)))
-        return results
 
     def start(self) -> None:
         """Start the template now (it takes an interpreter's start-up to be ready), so that its
@@ -361,14 +285,13 @@ class ForkServer:
         try:
             if not self._booted:  # a request sent before it booted (send_main)
                 self._await_boot(block=True)
-            payload = self._sock.recv(65536)
-            answer = msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
+            answer = self._answer()
         except BaseException:
             os.close(read_end)
             raise
         if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
             os.close(read_end)
-            raise _failure(answer)
+            raise failure(answer)
         return answer["pid"], os.fdopen(read_end, "rb", buffering=0)
 
     def reaped(self) -> None:
@@ -393,11 +316,3 @@ class ForkServer:
                 os.waitpid(self._proc.pid, 0)
             self._proc.returncode = -9  # so that Popen never waits for it itself
             self._proc = None
-
-
-def _failure(answer: object) -> ForkServerError:
-    """The error a template's answer without a process says: ForkRefusedError if it carries
-    the OS's refusal of the fork (`errno`), else what it says."""
-    if not isinstance(answer, dict):
-        return ForkServerError(str(answer))
-    return refused(answer.get("errno")) or ForkServerError(str(answer.get("error")))

@@ -108,23 +108,31 @@ class Health:
         stall of its own (it was stopped, or a turn took long); one longer than the watch period
         is excused."""
         last, waited = self._last_tick, self._waited
+        forkserver = self.manager.forkserver
+        template, forkserver.waited = forkserver.waited, 0.0  # of it, lost on a stuck template
         self._last_tick, self._waited = now, 0.0
         if last is None:
             return
         stalled = now - last - waited
         self.last_turn = stalled
         if stalled > (self._watch or _WATCH_MAX):
-            self.excuse_stall(stalled, now)
+            self.excuse_stall(stalled, now, template)
 
-    def excuse_stall(self, seconds: float, now: float) -> None:
-        """The loop did not run for `seconds`: the modules' messages waited unread meanwhile, so
-        that silence was the supervisor's, not theirs. Each running module gets a fresh heartbeat
+    def excuse_stall(self, seconds: float, now: float, template: float = 0.0) -> None:
+        """The loop did not run for `seconds` (`template` of them waiting for a fork server's
+        template that did not answer): the modules' messages waited unread meanwhile, so that
+        silence was the supervisor's, not theirs. Each running module gets a fresh heartbeat
         window (a hung one is still caught, one heartbeat_timeout later), and each starting one's
         start deadline moves by `seconds` (at least `transition.START_GRACE` from now)."""
+        if template > 0:
+            cause = f"{template:.1f}s of it waiting for the fork server's template, now replaced"
+        else:
+            cause = "it was stopped, or one turn of its loop took that long"
         log.warning(
-            "the supervisor stalled for %.1fs (it was stopped, or one turn of its loop took that "
-            "long); that time does not count against the modules' heartbeat and start timeouts",
+            "the supervisor stalled for %.1fs (%s); that time does not count against the "
+            "modules' heartbeat and start timeouts",
             seconds,
+            cause,
         )
         for child in list(self.manager.children.values()):
             self.manager.handle(child, lc.Stalled(now, seconds))
