@@ -47,8 +47,10 @@ __all__ = [  # its errors live with the requests' parts; callers find them here
 log = logging.getLogger(__name__)
 
 # It answers in about a millisecond; past this it is stuck (replaced, the module spawned). The
-# loop waits that long at most, and only for a template that is not known to be stopped.
+# loop waits that long at most (and _PER_FORK more for each process of a batch), and only for a
+# template that is not known to be stopped.
 _REPLY_TIMEOUT = 0.5
+_PER_FORK = 0.025
 # Seconds the template started with the supervisor may take to boot (an interpreter and its
 # imports, on a loaded machine). One started later, to replace one that died, is never waited
 # for: until it says ready, modules are spawned instead, and the loop goes on.
@@ -143,20 +145,22 @@ class ForkServer(ForkBatches):
         if self._proc is not None and process_stopped(self._proc.pid):
             raise ForkServerError(f"its template (pid {self._proc.pid}) is stopped")
 
-    def _answer(self) -> object:
-        """The template's answer to the request just sent, waiting at most `_REPLY_TIMEOUT`:
-        past that it is stuck, and the time lost is added to `waited` (the loop's stall was
-        the template's)."""
+    def _answer(self, forks: int = 1) -> object:
+        """The template's answer to the request just sent (for `forks` processes), waiting at
+        most `_REPLY_TIMEOUT` (and `_PER_FORK` a process): past that it is stuck, and the time
+        lost is added to `waited` (the loop's stall was the template's)."""
         assert self._sock is not None
-        asked = time.monotonic()
+        asked, timeout = time.monotonic(), _REPLY_TIMEOUT + _PER_FORK * forks
+        self._sock.settimeout(timeout)
         try:
             payload = self._sock.recv(65536)
         except TimeoutError:
             self.waited += time.monotonic() - asked
             raise ForkServerError(
-                f"its template (pid {self.pid}) did not answer within {_REPLY_TIMEOUT:g}s"
-                " (stopped or hung)"
+                f"its template (pid {self.pid}) did not answer within {timeout:.2g}s"
             ) from None
+        finally:
+            self._sock.settimeout(_REPLY_TIMEOUT)
         return msgpack.unpackb(payload, raw=False) if payload else {"error": "it exited"}
 
     def _booting_check(self) -> None:

@@ -21,12 +21,15 @@ def test_a_template_that_does_not_answer_is_named_and_the_wait_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(forkserver, "_REPLY_TIMEOUT", 0.05)
+    monkeypatch.setattr(forkserver, "_PER_FORK", 0.0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # nobody answers
     server = ForkServer(lifeline=-1)
     ours.settimeout(0.05)
     server._sock, server._booted, server._first = ours, True, False
     try:
-        with pytest.raises(ForkServerError, match=r"did not answer within 0\.05s"):
+        with pytest.raises(
+            ForkServerError, match=r"its template \(pid None\) did not answer within 0\.05s"
+        ):
             server._receive(server._send({"name": "m", "cwd": "/"}, {}, []))
         assert server.waited >= 0.05
     finally:
