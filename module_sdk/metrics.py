@@ -16,9 +16,9 @@ most 100 metrics and 1000 label sets in all, 8 label names per metric, 30 bucket
 label values of up to 200 characters. Defining past a bound, an invalid name or a wrong set of
 labels, or a value that is not a finite number (NaN, infinity) is a ValueError at the call; a new label set past the 1000th is dropped (and counted in
 `dropped_series`, with one warning in the module's log). Names starting with `orchestrator_`,
-`process_` or `python_` (with a counter's `_total` and `_created`, a histogram's `_bucket`,
-`_count`, `_sum` and `_created`) and the label names `module`, `le` and `quantile` are the
-supervisor's.
+`process_`, `python_` or `scrape_`, and the names `up`, `ALERTS` and `ALERTS_FOR_STATE` (with a
+counter's `_total` and `_created`, a histogram's `_bucket`, `_count`, `_sum` and `_created`) are
+the supervisor's or Prometheus's, as are the label names `module`, `le` and `quantile`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeVar
+
+from module_sdk.protocol import (
+    RESERVED_METRIC_NAMES,
+    RESERVED_METRIC_PREFIXES,
+    reserved_metric_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,6 @@ DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 RESEND_EVERY: Final = 10  # heartbeats: unchanged metrics are sent again, in case one was lost
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _RESERVED_LABELS = ("module", "le", "quantile")
-_RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
 _M = TypeVar("_M", bound="_Metric")
 
 
@@ -97,10 +102,12 @@ class Registry:
     ) -> _M:
         _check_name(name, "metric name")
         samples = _sample_names(kind, name)
-        if any(sample.startswith(_RESERVED_PREFIXES) for sample in samples):
+        taken = next((sample for sample in samples if reserved_metric_name(sample)), None)
+        if taken is not None:
             raise ValueError(
-                f"metric name {name!r}: the prefixes {', '.join(_RESERVED_PREFIXES)} are the"
-                " supervisor's"
+                f"metric name {name!r}: {taken!r} is the supervisor's or Prometheus's (reserved:"
+                f" {', '.join(sorted(RESERVED_METRIC_NAMES))} and names starting with"
+                f" {', '.join(RESERVED_METRIC_PREFIXES)})"
             )
         if isinstance(labels, str | bytes):  # labels="kind" would be four labels, k, i, n, d
             raise TypeError(f"labels: a sequence of names, like ({labels!r},), not a string")

@@ -44,6 +44,20 @@ def version_mismatch(theirs: object) -> str | None:
     )
 
 
+# Metric names a module may not define (module_sdk.metrics refuses them at the call, the
+# supervisor leaves them out): the supervisor's own families, prometheus_client's process_* and
+# python_*, and what Prometheus itself writes for each target (up, scrape_*) and for its alerts.
+# A module's `up 0` would make the usual `up == 0` alert fire for a healthy target.
+RESERVED_METRIC_PREFIXES: Final = ("orchestrator_", "process_", "python_", "scrape_")
+RESERVED_METRIC_NAMES: Final = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
+
+
+def reserved_metric_name(sample: str) -> bool:
+    """Whether a sample name (a metric's, or one its kind adds a suffix to) is one a module may
+    not put in the exposition."""
+    return sample in RESERVED_METRIC_NAMES or sample.startswith(RESERVED_METRIC_PREFIXES)
+
+
 # Child channel message kinds (their fields: the TypedDicts below)
 HELLO: Final = "hello"  # child -> supervisor: asks for its spec
 SPEC: Final = "spec"  # supervisor -> child: everything the child needs to run the module

@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from module_sdk.protocol import reserved_metric_name
 from orchestrator.record import record
 
 MAX_METRICS = 100  # per module
@@ -51,9 +52,6 @@ _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Control characters the exposition would carry as they are (a newline is escaped): in a label
 # value they cost the series, in a help text they become spaces.
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
-# The supervisor's own families (orchestrator_*) and the conventional process_* and python_* of
-# prometheus_client's collectors: no sample a module defines may start with one.
-RESERVED_PREFIXES = ("orchestrator_", "process_", "python_")
 RESERVED_LABELS = ("module", "le", "quantile")
 
 
@@ -105,8 +103,9 @@ def sample_names(name: str, kind: str) -> frozenset[str]:
 
 
 def reserved(names: frozenset[str]) -> bool:
-    """Whether one of these sample names is the supervisor's."""
-    return any(name.startswith(RESERVED_PREFIXES) for name in names)
+    """Whether one of these sample names is the supervisor's or one Prometheus writes itself
+    (`module_sdk.protocol.RESERVED_METRIC_NAMES` and `_PREFIXES`)."""
+    return any(reserved_metric_name(name) for name in names)
 
 
 def valid_name(name: object) -> bool:
