@@ -60,3 +60,14 @@ def test_a_modules_output_is_shown_on_a_terminal_not_obeyed() -> None:
     said = "ok\x1b]0;PWN\x07\x1b[2J\rforged\tstill\x9b"
     assert terminal_safe(said) == "ok\\x1b]0;PWN\\x07\\x1b[2J\\rforged\tstill\\x9b"
     assert terminal_safe("two\nlines") == "two\nlines"
+
+
+def test_bidirectional_controls_are_shown_not_obeyed() -> None:
+    """A terminal that does BiDi reorders the text after a right-to-left override:
+    `file_\\u202eexe.txt` read as `file_txt.exe`."""
+    from orchestrator.terminal import terminal_safe
+
+    for char in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        assert terminal_safe(f"a{char}b") == f"a\\u{ord(char):04x}b"
+    assert terminal_safe("file_\u202eexe.txt") == "file_\\u202eexe.txt"
+    assert terminal_safe("שלום, naïve 😀\u200d") == "שלום, naïve 😀\u200d"  # text, and a joiner
