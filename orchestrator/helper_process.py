@@ -24,6 +24,7 @@ import zmq
 
 from orchestrator.helper_spawn import Started, helper_argv, spawn_helper
 from orchestrator.states import ExitStatus
+from orchestrator.terminal import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -210,17 +211,17 @@ class HelperProcess:
                 log.info("%s ready (pid %s)", self.name, self.pid)
                 self.on_ready()
             elif line.startswith(_ERROR_PREFIX):  # it cannot start, or (ready) it ends: why
-                why = line[len(_ERROR_PREFIX) :].decode("utf-8", "replace")
+                why = _shown(line[len(_ERROR_PREFIX) :])
                 if self.ready:
                     self._exits_for = why
                 else:
                     error = why
             elif line:
-                self.on_line(line.decode("utf-8", "replace"))
+                self.on_line(_shown(line))
         return error
 
     def on_line(self, line: str) -> None:
-        """A line the helper printed once ready (a log line, by default)."""
+        """A line the helper printed once ready (a log line, by default), terminal-safe."""
         log.warning("%s: %s", self.name, line)
 
     def _close_pipe(self) -> None:
@@ -394,3 +395,9 @@ class HelperProcess:
             "last_exit": self.last_exit,
             "rss_mb": None if self.rss_mb is None else round(self.rss_mb, 1),
         }
+
+
+def _shown(line: bytes) -> str:
+    """A helper's line as the supervisor keeps it (a reason in `status`, a line in app.log and on
+    the console): what a NATS server said reaches it, escape sequences and all."""
+    return terminal_safe(line.decode("utf-8", "replace"))

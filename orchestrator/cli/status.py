@@ -63,7 +63,10 @@ def status(app: App, name: str | None, as_json: bool, cluster: bool) -> None:
                 exit_codes.USAGE,
             )
         view = app.request("cluster")
-        click.echo(json.dumps(view, indent=2, sort_keys=True) if as_json else render_cluster(view))
+        if as_json:
+            click.echo(json.dumps(view, indent=2, sort_keys=True))
+        else:  # what the other hosts said
+            click.echo(terminal_safe(render_cluster(view)))
         return
     host, module = split_host(name) if name is not None else (None, None)
     if host is not None:
@@ -85,9 +88,10 @@ def render(data: dict[str, Any], *, module_notes: bool = True) -> str:
     """The human-readable status: a summary line, one row per module, then notes (without the
     per-module ones if `module_notes` is false: `up -d` says those on stderr). A field missing
     from the supervisor's answer (another version's) shows as "-"; an answer of another shape
-    altogether is one error line, exit 1."""
+    altogether is one error line, exit 1. Terminal-safe: a reason can hold what a NATS server
+    or another host said."""
     try:
-        return _render(data, module_notes=module_notes)
+        return terminal_safe(_render(data, module_notes=module_notes))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         abort(f"{_UNREADABLE} ({type(exc).__name__}: {exc}); `status --json` shows it as it is")
 
@@ -227,7 +231,8 @@ def _peers(peers: dict[str, list[str]]) -> str:
 
 
 def render_details(module: dict[str, Any]) -> str:
-    """Settings, history and log tail of one module, after its row."""
+    """Settings, history and log tail of one module, after its row, terminal-safe (the log is
+    the module's writing)."""
     supervision = module["supervision"]
     lines = [
         "",
@@ -250,8 +255,8 @@ def render_details(module: dict[str, Any]) -> str:
             f"  {when}  pid {entry['pid']}  {entry['description']} ({entry['reason']}){error}"
         )
     lines.append(f"log ({module['log']}):")
-    lines.extend(f"  {terminal_safe(str(line))}" for line in module["log_tail"])
-    return "\n".join(lines)
+    lines.extend(f"  {line}" for line in module["log_tail"])
+    return terminal_safe("\n".join(lines))
 
 
 def _environment(module: dict[str, Any]) -> list[str]:
