@@ -3,13 +3,15 @@
 It runs an asyncio loop, so that idle or slow clients cost a little memory, not a thread each, and
 every client is bounded: 50 new connections a second, 32 at once, a request head of 8 KiB read
 within 5 s, an answer written within 10 s (and 2 s more for the client to close), in chunks of
-64 KiB (a client that does not read holds one chunk, not a copy of the answer), GET and HEAD only,
-one request per connection. When all 32 are taken, a new connection takes the place of the oldest
-one answered that waits for its client to close, or else of the oldest one still sending its
-request head (a client that trickles its head, slowloris, or never closes cannot hold the
-endpoint); only when every one of them is being answered is it closed at once. Unless told otherwise, only requests to a loopback name (localhost,
-127.0.0.1, [::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS
-rebinding) gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
+64 KiB (a client that does not read holds one chunk, not a copy of the answer) each taken within
+2 s, GET and HEAD only, one request per connection. When all 32 are taken, a new connection takes
+the place of the oldest one answered that waits for its client to close, or else of the oldest one
+still sending its request head, or else of the writer whose client took nothing for the longest,
+if that is half a second or more (a client that trickles its head, slowloris, never closes or
+never reads cannot hold the endpoint); only when every one of them is being answered and read is
+it closed at once. Unless told otherwise, only requests to a loopback name (localhost, 127.0.0.1,
+[::1]) are answered: a web page whose name an attacker re-points at 127.0.0.1 (DNS rebinding)
+gets a 421. Nothing here touches the supervisor's loop: the routes read the snapshot
 that loop published.
 """
 
@@ -37,6 +39,11 @@ WRITE_TIMEOUT = 10.0  # seconds for the whole answer
 LINGER = 2.0  # seconds for the client to close once answered (then we close anyway)
 LINGER_BYTES = 256 * 1024  # of unread input discarded meanwhile, at most
 WRITE_CHUNK = 64 * 1024  # bytes handed to a connection's transport at a time
+# Seconds the client has to take each chunk (32 KiB/s: a tenth of what the whole answer within
+# WRITE_TIMEOUT needs at the bounds, 3 MB), else it is dropped: 32 connections that asked for a
+# large answer and never read it held every slot for WRITE_TIMEOUT, and Prometheus was refused.
+WRITE_STALL = 2.0
+STALLED = 0.5  # seconds a writer's client took nothing: it gives its place to a new connection
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after accept() failed (out of descriptors)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _REASONS = {
@@ -75,6 +82,7 @@ class HttpServer:
         max_connections: int = MAX_CONNECTIONS,
         read_timeout: float = READ_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
+        write_stall: float = WRITE_STALL,
         rate: float = RATE,
         hosts: Collection[str] | None = None,
     ) -> None:
@@ -85,6 +93,7 @@ class HttpServer:
         self._max_connections = max_connections
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
+        self._write_stall = write_stall
         self._rate = rate
         self._hosts = None if hosts is None else frozenset(host.lower() for host in hosts)
         self._route_failed = RateLimitedLog(log)
@@ -99,6 +108,8 @@ class HttpServer:
         # the client to close, oldest first: both give their place to a new connection.
         self._reading: dict[asyncio.Task[None], None] = {}
         self._lingering: dict[asyncio.Task[None], None] = {}
+        # The clients being answered, and when each last took a chunk (or its answer began).
+        self._writing: dict[asyncio.Task[None], float] = {}
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
 
@@ -176,16 +187,17 @@ class HttpServer:
             self.accepted += 1
             if self._connections >= self._max_connections:
                 # Answered ones first (they only wait for the client to close), then those
-                # still sending their head, oldest first.
+                # still sending their head, oldest first, then a writer whose client stalls.
                 evictable = self._lingering or self._reading
-                if not evictable:
+                oldest = next(iter(evictable)) if evictable else self._stalled_writer(now)
+                if oldest is None:
                     self.refused += 1
                     conn.close()
                     continue
-                oldest = next(iter(evictable))
-                # Out of both (a 431 lingers with its head unread): chosen once, evicted once.
+                # Out of all (a 431 lingers with its head unread): chosen once, evicted once.
                 self._reading.pop(oldest, None)
                 self._lingering.pop(oldest, None)
+                self._writing.pop(oldest, None)
                 oldest.cancel()  # its slot frees as it ends: one over the bound until then
                 self.evicted += 1
             self._connections += 1
@@ -202,6 +214,7 @@ class HttpServer:
         clients.discard(task)
         self._reading.pop(task, None)
         self._lingering.pop(task, None)
+        self._writing.pop(task, None)
         self._connections -= 1
         if task.cancelled():
             conn.close()  # a no-op if its transport closed it already
@@ -213,7 +226,10 @@ class HttpServer:
             reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_MAX)
             response = await self._answer(reader)
             writer.transport.set_write_buffer_limits(0)  # drain() returns once all is sent
-            await asyncio.wait_for(self._write(writer, response), self._write_timeout)
+            self._writing[_this_task()] = asyncio.get_running_loop().time()
+            async with asyncio.timeout(self._write_timeout):  # in this task: see _write
+                await self._write(writer, response)
+            self._writing.pop(_this_task(), None)
             answered = True
             self._lingering[_this_task()] = None
             await _linger(reader, writer)
@@ -289,8 +305,24 @@ class HttpServer:
         body = memoryview(response.body)
         for start in range(0, length, WRITE_CHUNK):
             writer.write(body[start : start + WRITE_CHUNK])
+            await self._taken(writer)
+        await self._taken(writer)  # the head, when there is no body
+
+    async def _taken(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the socket to take all that was written, WRITE_STALL seconds at most (a
+        TimeoutError drops the client), and note when it did."""
+        async with asyncio.timeout(self._write_stall):
             await writer.drain()
-        await writer.drain()
+        task = _this_task()
+        if task in self._writing:  # not evicted meanwhile
+            self._writing[task] = asyncio.get_running_loop().time()
+
+    def _stalled_writer(self, now: float) -> asyncio.Task[None] | None:
+        """The writer whose client took nothing for the longest, if that is STALLED or more."""
+        if not self._writing:
+            return None
+        task, since = min(self._writing.items(), key=lambda item: item[1])
+        return task if now - since >= STALLED else None
 
 
 # Bytes no request head may hold (tab is allowed in header values).
