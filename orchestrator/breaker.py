@@ -33,14 +33,14 @@ class _Opened(pybreaker.CircuitBreakerListener):
 
     def __init__(self, on_open: Callable[[bool], None] | None) -> None:
         self.at = 0.0
-        self._on_open = on_open
+        self.on_open = on_open
 
     def state_change(self, cb: object, old_state: object, new_state: object) -> None:
         if getattr(new_state, "name", None) != pybreaker.STATE_OPEN:
             return
         self.at = time.monotonic()
-        if self._on_open is not None:
-            self._on_open(getattr(old_state, "name", None) == pybreaker.STATE_HALF_OPEN)
+        if self.on_open is not None:
+            self.on_open(getattr(old_state, "name", None) == pybreaker.STATE_HALF_OPEN)
 
 
 class Breaker:
@@ -99,6 +99,15 @@ class Breaker:
     def reset(self) -> None:
         """Close the circuit."""
         self._breaker.close()
+
+    def configure(
+        self, fail_max: int, reset_timeout: float, on_open: Callable[[bool], None] | None
+    ) -> None:
+        """New settings (and whom to tell when it opens), keeping the state it is in: a reload
+        that changes them does not close an open circuit."""
+        self._breaker.fail_max = max(1, fail_max)
+        self._breaker.reset_timeout = reset_timeout
+        self._opened.on_open = on_open
 
 
 class StartBreaker(Breaker):

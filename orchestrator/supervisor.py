@@ -233,9 +233,15 @@ class Supervisor(ConfigReload):
             "metrics": self.metrics.status(),
         }
 
-    def _notifier(self, config: AppConfig) -> WebhookNotifier:
+    def _notifier(
+        self, config: AppConfig, previous: WebhookNotifier | None = None
+    ) -> WebhookNotifier:
         return WebhookNotifier(
-            config.notifications, config.error_handling, self.redactor, config.app.name
+            config.notifications,
+            config.error_handling,
+            self.redactor,
+            config.app.name,
+            previous=previous,
         )
 
     # -- the loop ------------------------------------------------------------------------------

@@ -85,7 +85,9 @@ class ConfigReload:
 
     if TYPE_CHECKING:
 
-        def _notifier(self, config: AppConfig) -> WebhookNotifier: ...
+        def _notifier(
+            self, config: AppConfig, previous: WebhookNotifier | None = None
+        ) -> WebhookNotifier: ...
         def _set_bridge(self) -> None: ...
 
     def reload(self, *, dry_run: bool) -> tuple[ReloadPlan | None, str]:
@@ -146,7 +148,7 @@ class ConfigReload:
             # waits for the network may hold the loop (a crash meanwhile is restarted at once).
             self.notifier.stop()
             self._retired = [n for n in self._retired if n.running] + [self.notifier]
-            self.notifier = self._notifier(new)
+            self.notifier = self._notifier(new, self.notifier)  # counters and breakers go on
         limits = self.manager.limits
         if new.resources != self.manager.config.resources:
             limits = machine_limits(new.resources)

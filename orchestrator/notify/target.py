@@ -30,7 +30,12 @@ class Target:
         patterns: tuple[Pattern, ...],
         errors: ErrorHandlingSection,
         queue_limit: int,
+        *,
+        previous: Target | None = None,
     ) -> None:
+        """`previous`: the target of the same URL before a reload, whose counters go on here
+        (Prometheus reads a counter that drops as a reset) and whose breaker is this one's (an
+        endpoint that was failing is not hammered again because another setting changed)."""
         self.url = hook.url
         self.name = name  # what logs and stats show: scrubbed, no query string
         self.patterns = patterns
@@ -46,12 +51,18 @@ class Target:
         self.delivered = self.failed = self.skipped_open = self.dropped = 0
         self.problem: str | None = None  # the kind of failure last logged; None while healthy
         self.task: Any = None  # the worker's drain task (an asyncio.Task) while it runs
-        self._breaker = Breaker(
-            name,
+        fail_max, reset_timeout = (
             errors.circuit_breaker_fail_max,
             errors.circuit_breaker_reset_timeout,
-            on_open=self._opened,
         )
+        if previous is None:
+            self._breaker = Breaker(name, fail_max, reset_timeout, on_open=self._opened)
+        else:  # what the previous one counts from now on (deliveries it finishes) is not seen
+            self.delivered, self.failed = previous.delivered, previous.failed
+            self.skipped_open, self.dropped = previous.skipped_open, previous.dropped
+            self.problem = previous.problem
+            self._breaker = previous._breaker  # thread-safe: both workers may feed it a while
+            self._breaker.configure(fail_max, reset_timeout, self._opened)
         self._queue: deque[Notice] = deque()
         self._limit = max(1, queue_limit)
         self._lock = threading.Lock()

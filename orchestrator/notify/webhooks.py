@@ -46,15 +46,26 @@ class WebhookNotifier:
         app_name: str,
         *,
         queue_limit: int = QUEUE_LIMIT,
+        previous: WebhookNotifier | None = None,
     ) -> None:
+        """`previous`: the notifier this one replaces (a reload): each webhook of the same URL
+        keeps its counters and its circuit breaker."""
         self._errors = errors
         self._redactor = redactor
         self._app_name = app_name
-        self._targets = _targets(notifications.webhooks, errors, redactor, queue_limit)
+        before = () if previous is None else previous.targets
+        self._targets: tuple[Target, ...] = _targets(
+            notifications.webhooks, errors, redactor, queue_limit, before
+        )
         self._lock = threading.Lock()  # guards starting the worker against closing
         self._thread: threading.Thread | None = None
         self._worker: Worker | None = None  # published by the worker thread once it has a loop
         self._deadline: float | None = None  # set by close(): deliveries end by then
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The webhooks, in config order."""
+        return self._targets
 
     @property
     def running(self) -> bool:
@@ -161,7 +172,11 @@ def close_all(notifiers: list[WebhookNotifier], timeout: float = 2.0) -> None:
 
 
 def _targets(
-    hooks: tuple[Webhook, ...], errors: ErrorHandlingSection, redactor: Redactor, queue_limit: int
+    hooks: tuple[Webhook, ...],
+    errors: ErrorHandlingSection,
+    redactor: Redactor,
+    queue_limit: int,
+    before: tuple[Target, ...] = (),
 ) -> tuple[Target, ...]:
     if not hooks:
         return ()
@@ -169,6 +184,9 @@ def _targets(
 
     targets: list[Target] = []
     names: set[str] = set()
+    previous: dict[str, list[Target]] = {}  # URL -> its targets before, in order (one URL twice)
+    for target in before:
+        previous.setdefault(target.url, []).append(target)
     for number, hook in enumerate(hooks, 1):
         name = display_url(hook.url, redactor)
         if name in names:  # the same URL twice, two that differ only in what is hidden: its place
@@ -180,5 +198,7 @@ def _targets(
                 patterns.append(Pattern.parse(text))
             except ValueError:
                 log.warning("webhook %s: ignoring invalid event pattern %r", name, text)
-        targets.append(Target(hook, name, tuple(patterns), errors, queue_limit))
+        same = previous.get(hook.url)
+        carried = same.pop(0) if same else None
+        targets.append(Target(hook, name, tuple(patterns), errors, queue_limit, previous=carried))
     return tuple(targets)

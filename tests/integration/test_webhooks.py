@@ -295,3 +295,18 @@ def test_the_supervisor_alerts_a_webhook_and_a_hanging_one_does_not_slow_restart
     )
     assert webhooks[good.url]["breaker"] == "closed" and webhooks[good.url]["failed"] == 0
     assert set(webhooks) == {good.url, stuck.url}  # (how far the hanging one got: timing)
+    # A reload that changes another webhook: the good one's counts go on (a drop to 0 was a
+    # counter reset to Prometheus).
+    delivered = webhooks[good.url]["delivered"]
+    project.configure(
+        [{"name": "idle", "path": project.probe("idle")}],
+        notifications={
+            "webhooks": [
+                {"url": stuck.url, "events": ["app.*"]},
+                {"url": good.url, "headers": {"Authorization": "Bearer ${HOOK_TOKEN}"}},
+            ]
+        },
+        error_handling={"retry_max_attempts": 1, "retry_wait_min": 0.01, "retry_wait_max": 0.05},
+    )
+    project.cli("reload", check=0)
+    assert project.status()["webhooks"][good.url]["delivered"] >= delivered
