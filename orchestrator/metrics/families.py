@@ -4,7 +4,7 @@ each module's, the webhooks', and the metrics the modules define themselves."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
@@ -44,18 +44,47 @@ _WEBHOOK_COUNTERS = (
 )
 
 
-class SnapshotCollector(Collector):
-    """Yields the families of `snapshot`; made for one render."""
+class RejectedTotals:
+    """`orchestrator_module_metrics_rejected_total` as a counter must be: never less. What a
+    module has left out now is a level, which falls when another module stops (its fair share of
+    the samples grows) and rises again when it starts: Prometheus read the fall as a counter reset
+    and the rise as new rejections. Each rise is added to the module's total, once per snapshot
+    however many formats render it; the totals last as long as the endpoint (the supervisor)."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self) -> None:
+        self._totals: dict[str, int] = {}
+        self._levels: Mapping[str, int] = {}
+        self._counted: object = None  # the snapshot whose levels were counted last
+
+    def count(self, snapshot: object, levels: Mapping[str, int]) -> dict[str, int]:
+        """Each module's total, with what its level in `snapshot` rose by since the last one."""
+        if snapshot is not self._counted:
+            self._counted = snapshot
+            for module, level in levels.items():
+                rose = level - self._levels.get(module, 0)
+                if rose > 0:
+                    self._totals[module] = self._totals.get(module, 0) + rose
+            self._levels = dict(levels)
+        return self._totals
+
+
+class SnapshotCollector(Collector):
+    """Yields the families of `snapshot`; made for one render. With `rejected`, the count of
+    what modules defined and was left out is a running total (else, the snapshot's own)."""
+
+    def __init__(self, snapshot: Snapshot, rejected: RejectedTotals | None = None) -> None:
         self.snapshot = snapshot
+        self.rejected = rejected
 
     def collect(self) -> Iterator[Metric]:
         yield from supervisor_families(self.snapshot)
         yield from module_families(self.snapshot.status.get("modules", []))
         yield from webhook_families(self.snapshot.status.get("webhooks", {}))
+        totals = self.rejected
         yield from defined_families(
-            self.snapshot.module_metrics, self.snapshot.module_metrics_rejected
+            self.snapshot.module_metrics,
+            self.snapshot.module_metrics_rejected,
+            total=None if totals is None else lambda levels: totals.count(self.snapshot, levels),
         )
 
 
@@ -223,12 +252,14 @@ def defined_families(
     metrics: Mapping[str, tuple[ModuleMetric, ...]],
     rejected: Mapping[str, int],
     budget: int = MAX_SAMPLES,
+    total: Callable[[Mapping[str, int]], Mapping[str, int]] | None = None,
 ) -> Iterator[Metric]:
     """The modules' own metrics, label `module` first. Modules that define the same name share
     one family; one whose kind or labels differ from the first module's, or whose sample names
     clash with another family's (`jobs_total` the gauge and `jobs` the counter), is left out and
     counted as rejected. All modules together render at most `budget` samples, shared fairly:
-    the series past a module's share are left out and counted too."""
+    the series past a module's share are left out and counted too; `total` turns what each
+    module has left out now into what the counter shows (see RejectedTotals)."""
     families: dict[str, tuple[ModuleMetric, Metric]] = {}
     owners: dict[str, str] = {}  # sample name -> the family that emits it
     conflicts: dict[str, int] = dict(rejected)
@@ -271,7 +302,7 @@ def defined_families(
         " counting once more for every 128 bytes of label values).",
         labels=["module"],
     )
-    for module, count in sorted(conflicts.items()):
+    for module, count in sorted((conflicts if total is None else total(conflicts)).items()):
         dropped.add_metric([module], float(count))
     yield dropped
 

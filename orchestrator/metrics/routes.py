@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from orchestrator.metrics.families import MODULE_COUNTER_KEYS, SnapshotCollector
+from orchestrator.metrics.families import MODULE_COUNTER_KEYS, RejectedTotals, SnapshotCollector
 from orchestrator.metrics.module_metrics import ModuleMetric, parse
 from orchestrator.metrics.ratelog import RateLimitedLog
 from orchestrator.metrics.sampling import TreeSampler
@@ -60,6 +60,7 @@ class Routes:
         # module -> (the metrics it sent, checked): parsed again only when it sent new ones
         self._parsed: dict[str, tuple[object, tuple[ModuleMetric, ...], int]] = {}
         self._parse_failed = RateLimitedLog(log)
+        self._rejected = RejectedTotals()
 
     async def route(self, path: str, accept: str) -> Response:
         if path == "/":
@@ -78,7 +79,7 @@ class Routes:
             content_type = content_type_for(accept)
             key = f"metrics {content_type}"
             if key not in self._cache:
-                body = _render(snapshot, _ENCODERS[content_type])
+                body = _render(snapshot, _ENCODERS[content_type], self._rejected)
                 self._cache[key] = Response(200, content_type, body)
         else:
             key = path
@@ -154,9 +155,11 @@ def _counters(row: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _render(snapshot: Snapshot, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+def _render(
+    snapshot: Snapshot, encoder: Callable[[CollectorRegistry], bytes], rejected: RejectedTotals
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
+    registry.register(SnapshotCollector(snapshot, rejected))
     ProcessCollector(registry=registry)  # the usual process_* of this (the supervisor's) process
     return encoder(registry)
 
