@@ -29,4 +29,9 @@ def last_lines(path: Path, count: int, max_bytes: int | None = None) -> list[str
         return []
     if max_bytes is not None:
         data = data[-max_bytes:]
-    return data.decode("utf-8", "replace").splitlines()[-count:]
+    # Lines end at "\n" only: a carriage return in a module's line is part of it (shown as
+    # `\r` on a terminal), not a line break, as the rest of its escapes.
+    lines = data.decode("utf-8", "replace").split("\n")
+    if lines[-1] == "":  # the file ends with its last line's newline
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines[-count:]]
