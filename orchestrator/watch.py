@@ -260,21 +260,24 @@ def _content(path: Path) -> object:
     """What a config file holds, as compactly as can be compared: its size and a hash of its
     bytes (Python's own hash, salted per process: nothing outside this process sees it, and
     hashlib would load OpenSSL). None if it is missing; a mark of the error if it cannot be read.
-    A FIFO or a device in its place is opened without blocking and not read: that could block."""
+    A FIFO or a device in its place is opened without blocking and not read: that could block.
+    Never raises: it runs on the supervisor's loop, on whatever a deploy put in the file's place."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return ("unreadable", exc.errno)
-    with os.fdopen(fd, "rb") as file:
+    try:  # the type is told before `fdopen`, which raises for a directory (a docker -v mount)
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):
             return ("not a regular file", stat.S_IFMT(found.st_mode))
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as file:
             data = file.read(MAX_BYTES + 1)  # the loader refuses a larger file unread, too
-        except OSError as exc:
-            return ("unreadable", exc.errno)
+    except OSError as exc:
+        return ("unreadable", exc.errno)
+    finally:
+        os.close(fd)
     return (found.st_size, hash(data))
 
 

@@ -11,6 +11,7 @@ last wins). It uses libyaml's parser when PyYAML has it (eight times faster), as
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -55,10 +56,16 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
     reading raises them."""
     # O_NONBLOCK: opening a FIFO put in the file's place must not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:  # the type is told before `fdopen`, which raises for a directory and leaves fd open
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
             raise ValueError("not a regular file")
-        data = file.read(limit + 1)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data.decode("utf-8")

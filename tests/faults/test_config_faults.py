@@ -150,3 +150,30 @@ def test_a_value_the_yaml_constructor_raised_on_is_refused_by_sighup(project: Pr
     assert rejected.endswith("line 4, column 17: an integer of more than 4300 digits"), rejected
     assert project.module("victim")["pid"] == pid  # untouched
     assert running_config(project) == {"v": 1}
+
+
+@pytest.mark.parametrize("name", [".env", "modules.yaml"])
+def test_a_directory_in_a_config_files_place_is_refused_by_hot_reload(
+    project: Project, name: str
+) -> None:
+    # `docker run -v ./config/.env:...` makes a directory where .env did not exist: the watcher's
+    # comparison of the files raised IsADirectoryError on the loop, and the supervisor stopped.
+    pid = start_victim(project, hot_reload=True)
+    supervisor = project.status()["supervisor"]["pid"]
+    path = project.config_dir / name
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    main = project.config_dir / "main.yaml"
+    main.write_text(main.read_text() + "# saved\n")  # any config event, while it is a directory
+    wait_until(
+        lambda: project.status()["config"].get("rejected"),
+        10,
+        "the reload rejected",
+        lambda: (project.root / "logs" / "app.log").read_text()[-2000:],
+    )
+    status = project.status()
+    assert status["supervisor"]["pid"] == supervisor
+    rejected = status["config"]["rejected"]
+    assert f"{name}: cannot read file: " in rejected and rejected.endswith("a directory"), rejected
+    assert project.module("victim")["pid"] == pid  # untouched
+    assert running_config(project) == {"v": 1}
