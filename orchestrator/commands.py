@@ -84,7 +84,7 @@ class CommandHandler(ModuleCommands, ClusterCommands, GroupCommands):
         return {
             **overview,
             "limits": {
-                **manager.limits.as_dict(),
+                **manager.limits.as_dict(len(manager.children)),
                 # Of every module: `status NAME`'s rows are that module's only.
                 "threads_granted": sum(c.threads_granted or 0 for c in manager.children.values()),
             },

@@ -58,3 +58,10 @@ def _bind(sock: zmq.Socket[bytes], endpoint: str) -> zmq.Socket[bytes]:
         sock.close(linger=0)
         raise
     return sock
+
+
+def rebind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    """Listen on `endpoint` again (after `unbind`, see fd_budget.ControlGuard); the socket stays
+    open whatever happens."""
+    sock.bind(endpoint)
+    os.chmod(endpoint.removeprefix("ipc://"), 0o600)

@@ -239,8 +239,8 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         if self.bus_up_since() is None:
             return BROKER_DOWN
         processes = sum(1 for c in self.children.values() if c.pid is not None) + self.starting()
-        if processes >= self.limits.max_processes:
-            return f"process limit reached ({self.limits.max_processes} module processes)"
+        if processes >= self.limits.process_limit(len(self.children))[0]:
+            return self.limits.reached(len(self.children))
         return memory_reserve_shortfall(self.config.resources)
 
     def start(self, child: ManagedChild, *, scheduled: bool = False) -> bool:

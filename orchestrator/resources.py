@@ -17,6 +17,7 @@ import psutil
 
 from orchestrator.cgroups import MODULE_CGROUPS_PREFIX, cgroup2_mount, cgroup_of
 from orchestrator.config import ResourcesSection
+from orchestrator.fd_budget import files_needed, open_files_limit, processes_within
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
@@ -25,20 +26,53 @@ _PPM = 1_000_000
 
 @dataclass(frozen=True)
 class Limits:
-    """What the supervisor may start: `max_processes` module processes, `max_threads` threads."""
+    """What the supervisor may start: `max_processes` module processes (set by "memory" or by
+    the config's "max_processes": `bound_by`), `max_threads` threads; and no more processes than
+    its own `open_files` limit holds (`process_limit`, see fd_budget)."""
 
     max_processes: int
     max_threads: int
     available_mb: int
     total_mb: int
     cpu_count: int
+    open_files: int | None = None
+    bound_by: str = "memory"
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def process_limit(self, modules: int) -> tuple[int, str]:
+        """The module processes that may run with `modules` modules (or instances) in the
+        config, and what sets that: `bound_by`, or "open files"."""
+        if self.open_files is not None:
+            held = processes_within(self.open_files, modules)
+            if held < self.max_processes:
+                return held, "open files"
+        return self.max_processes, self.bound_by
+
+    def as_dict(self, modules: int | None = None) -> dict[str, Any]:
+        """The limits, with the process limit for `modules` modules when given."""
+        found = asdict(self)
+        if modules is not None:
+            found["max_processes"], found["bound_by"] = self.process_limit(modules)
+        return found
+
+    def reached(self, modules: int) -> str:
+        """Why a module waits at the process limit."""
+        limit, bound_by = self.process_limit(modules)
+        if bound_by == "open files":
+            return (
+                f"process limit reached ({limit} module processes: all that the open-files"
+                f" limit {self.open_files} holds; {files_needed(limit + 1, modules)} would hold"
+                " one more)"
+            )
+        return f"process limit reached ({limit} module processes)"
 
 
 def compute_limits(
-    settings: ResourcesSection, *, available_bytes: int, total_bytes: int, cpu_count: int
+    settings: ResourcesSection,
+    *,
+    available_bytes: int,
+    total_bytes: int,
+    cpu_count: int,
+    open_files: int | None = None,
 ) -> Limits:
     """`available RAM x (1 - reserved_ram_percent) / process_memory_mb` processes (at least 1, and no
     more than an explicit `max_processes`), and `cpu_count x thread_per_core` threads."""
@@ -46,14 +80,17 @@ def compute_limits(
     # say 3.999...
     kept_ppm = _PPM - round(settings.reserved_ram_percent * _PPM)
     processes = max(1, available_bytes * kept_ppm // (_PPM * _MB * settings.process_memory_mb))
-    if settings.max_processes is not None:
-        processes = min(processes, settings.max_processes)
+    bound_by = "memory"
+    if settings.max_processes is not None and settings.max_processes < processes:
+        processes, bound_by = settings.max_processes, "max_processes"
     return Limits(
         max_processes=processes,
         max_threads=max(1, cpu_count * settings.thread_per_core),
         available_mb=available_bytes // _MB,
         total_mb=total_bytes // _MB,
         cpu_count=cpu_count,
+        open_files=open_files,
+        bound_by=bound_by,
     )
 
 
@@ -85,6 +122,7 @@ def machine_limits(settings: ResourcesSection) -> Limits:
         available_bytes=memory.available,
         total_bytes=memory.total,
         cpu_count=psutil.cpu_count() or 1,
+        open_files=open_files_limit(),
     )
 
 

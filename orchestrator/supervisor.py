@@ -26,11 +26,12 @@ from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, Redactor
 from orchestrator.control_port import Replies, SupervisorPort
 from orchestrator.events import SystemEvents
+from orchestrator.fd_budget import ControlGuard, files_short, open_files_limit
 from orchestrator.forwarder import Forwarder
 from orchestrator.health import Health
 from orchestrator.helper_process import HelperProcess
 from orchestrator.hot_reload import HotReload
-from orchestrator.listeners import channel_socket, control_socket
+from orchestrator.listeners import channel_socket, control_socket, rebind
 from orchestrator.manager import ChildManager
 from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
@@ -87,6 +88,7 @@ class Supervisor(ConfigReload):
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.events: SystemEvents | None = None
         self.control = control_socket(self.context, run_dir)
+        self.control_guard = ControlGuard(self.control, run_dir.control, open_files_limit(), rebind)
         self.channel = channel_socket(self.context, run_dir)
         self.replies = Replies(self.control)
         self.send_reply, self.wait_for = self.replies.send, self.replies.wait_for
@@ -265,6 +267,9 @@ class Supervisor(ConfigReload):
             self.config.app.version,
             len(self.manager.children),
         )
+        modules = len(self.manager.children)
+        if short := files_short(self.manager.limits.as_dict(modules), modules):
+            log.warning("%s", short)
         # The broker started early is ours first (the template's answer read, before anything
         # may close the template), so that whatever stops the start stops it too.
         self.broker.start(self.boot.take_broker(self.broker.argv))
@@ -301,7 +306,7 @@ class Supervisor(ConfigReload):
             self.xsub,
             self.xpub,
             self.broker.pid,
-            limits.max_processes,
+            limits.process_limit(len(self.manager.children))[0],
             limits.max_threads,
             limits.available_mb,
             limits.total_mb,
@@ -349,6 +354,7 @@ class Supervisor(ConfigReload):
         deadline = min(deadline, self.metrics.next_deadline() or deadline)
         deadline = min(deadline, self.scheduler.next_deadline() or deadline)
         deadline = min(deadline, self.manager.processes.next_deadline() or deadline)
+        deadline = min(deadline, self.control_guard.next_deadline() or deadline)
         timeout = max(0, min(int((deadline - time.monotonic()) * 1000) + 1, 60_000))
         polled = time.monotonic()
         ready = dict(self.poller.poll(timeout))
@@ -366,6 +372,8 @@ class Supervisor(ConfigReload):
         self.manager.reap()
         if self.control in ready:
             self.control_inbox.drain(self.commands.handle)
+        if self.control in ready or self.control_guard.refusing:
+            self.control_guard.check(time.monotonic())
         now = time.monotonic()
         if not self.run_dir.intact(now) and not self.manager.shutting_down:
             log.error(UNREACHABLE, self.run_dir.path)

@@ -114,7 +114,7 @@ def _render(data: dict[str, Any], *, module_notes: bool) -> str:
     lines = [
         f"supervisor pid {_text(sup.get('pid'))}, up {duration(uptime) if _is_number(uptime) else '-'}"
         f"{_own_usage(sup)}; "
-        f"process limit {_text(limits.get('max_processes'))}, "
+        f"process limit {_text(limits.get('max_processes'))}{_bound_by(limits)}, "
         f"thread limit {_text(limits.get('max_threads'))}{_threads_granted(limits, modules)}; "
         f"bus {_text(bus.get('xsub'))} -> {_text(bus.get('xpub'))}"
     ]
@@ -335,6 +335,13 @@ def _note(module: dict[str, Any]) -> str:
     if parts:
         parts.append(f"log: {module.get('log', '-')}")
     return "; ".join(parts)
+
+
+def _bound_by(limits: dict[str, Any]) -> str:
+    """What sets the process limit, when it is the supervisor's open-files limit."""
+    if limits.get("bound_by") != "open files":
+        return ""
+    return f" (all that the open-files limit {_text(limits.get('open_files'))} holds)"
 
 
 def _threads_granted(limits: dict[str, Any], modules: list[dict[str, Any]]) -> str:

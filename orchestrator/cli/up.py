@@ -20,6 +20,7 @@ from orchestrator.config import AppConfig
 from orchestrator.config.errors import one_line
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
+from orchestrator.fd_budget import files_short
 from orchestrator.rundir import UnsafeRunDirError, open_run_file
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
@@ -101,6 +102,9 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
         json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
     )
     failed = [m for m in data["modules"] if not _fine(m)]
+    short = files_short(data.get("limits") or {}, len(data["modules"]))
+    if short and any(m["state"] == "waiting" for m in failed):
+        click.echo(f"warning: {short}", err=True)
     if failed:
         lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]
         lines += [f"  {m['name']} ({m['state']}): {m['why']}; log: {m['log']}" for m in failed]

@@ -10,6 +10,7 @@ import psutil
 import pytest
 from helpers import wait_until
 
+from orchestrator import fd_budget
 from orchestrator.config import ResourcesSection
 from orchestrator.resources import (
     Limits,
@@ -40,6 +41,8 @@ def test_formula_with_concrete_numbers() -> None:
         "available_mb": 8192,
         "total_mb": 16384,
         "cpu_count": 4,
+        "open_files": None,  # not known to compute_limits: machine_limits reads it
+        "bound_by": "memory",
     }
 
 
@@ -100,6 +103,7 @@ def test_machine_limits_uses_this_machine() -> None:
     assert limits.cpu_count == (psutil.cpu_count() or 1)
     assert limits.max_threads == limits.cpu_count * ResourcesSection().thread_per_core
     assert 0 < limits.available_mb <= limits.total_mb
+    assert limits.open_files == fd_budget.open_files_limit()
 
 
 def test_sampler_samples_this_process() -> None:
