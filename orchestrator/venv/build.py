@@ -33,7 +33,7 @@ from typing import Any
 from module_sdk.process import die_with_parent
 from orchestrator.rundir import process_alive
 from orchestrator.venv.environments import hide_credentials
-from orchestrator.venv.plan import READY_MARKER
+from orchestrator.venv.plan import READY_MARKER, venv_ready
 from orchestrator.venv.sdk import OVERLAY_DIR, PTH_FILE
 
 _PROBE = (
@@ -159,11 +159,11 @@ def _rewrite_paths(work: Path, final: Path) -> None:
 
 
 def _move_into_place(work: Path, final: Path) -> None:
-    if (final / READY_MARKER).is_file():
+    if venv_ready(final):
         shutil.rmtree(work, ignore_errors=True)  # another supervisor of this project built it
         return
     if final.exists():
-        shutil.rmtree(final)  # not a complete venv: nothing should hold it
+        shutil.rmtree(final)  # not a usable venv (no marker, or no python): nothing runs on it
     os.rename(work, final)
 
 

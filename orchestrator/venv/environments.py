@@ -255,6 +255,9 @@ class Environments:
         if code == 0 and build.plan.ready():
             log.info("venv %s ready for %s", build.plan.key, ", ".join(sorted(build.modules)))
             del self._builds[build.plan.key]
+        elif code == 0:  # its last line says it built: that is not what went wrong
+            unusable = f"built, but {build.plan.venv} is still not usable (no marker or python)"
+            self._failed(build, [*_tail(build.plan.log, ERROR_LINES - 1), unusable])
         elif code < 0:  # its last lines say what it was doing, not why it stopped
             killed = f"the build was killed ({ExitStatus(signal=-code).describe()})"
             self._failed(build, [*_tail(build.plan.log, ERROR_LINES - 1), killed])

@@ -62,8 +62,15 @@ class Plan:
         return self.cache / f"{self.key}.log"
 
     def ready(self) -> bool:
-        """The venv is complete: it was renamed into place with its marker."""
-        return (self.venv / READY_MARKER).is_file() and self.python.exists()
+        """The venv is complete: see `venv_ready`."""
+        return venv_ready(self.venv)
+
+
+def venv_ready(venv: Path) -> bool:
+    """The one test of a usable venv, for the loop and the builder alike: it was renamed into
+    place with its marker, and its interpreter is still there (a venv that lost `bin/python`
+    keeps its marker, yet nothing can start on it: it is built again)."""
+    return (venv / READY_MARKER).is_file() and (venv / "bin" / "python").exists()
 
 
 def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -> Plan:

@@ -200,17 +200,34 @@ def test_abandoned_builds_are_removed_and_live_ones_kept(tmp_path: Path) -> None
     assert not gone.exists() and live.exists() and other.exists()
 
 
+def built_venv(path: Path, marker: str) -> Path:
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "python").symlink_to(sys.executable)
+    (path / READY_MARKER).write_text(marker)
+    return path
+
+
 def test_a_finished_build_replaces_a_half_venv_but_not_a_complete_one(tmp_path: Path) -> None:
     final, work = tmp_path / "k", tmp_path / ".build-k-1"
     (final / "bin").mkdir(parents=True)  # left half-built, without its marker
-    work.mkdir()
-    (work / READY_MARKER).write_text("new")
+    built_venv(work, "new")
     _move_into_place(work, final)
     assert (final / READY_MARKER).read_text() == "new" and not work.exists()
-    work.mkdir()
-    (work / READY_MARKER).write_text("newer")
+    built_venv(work, "newer")
     _move_into_place(work, final)  # another build got there first: its venv stays
     assert (final / READY_MARKER).read_text() == "new" and not work.exists()
+
+
+def test_a_venv_that_lost_its_python_is_replaced_by_the_next_build(tmp_path: Path) -> None:
+    """It kept its marker, so the builder took it for complete and threw the new venv away,
+    while the loop (which also asks for bin/python) saw it unusable: never rebuilt."""
+    cache = tmp_path / "cache"
+    plan = plan_for(spec_with(("x",)), tmp_path / "m.yaml", cache, sdk_parts())
+    plan.venv.mkdir(parents=True)
+    (plan.venv / READY_MARKER).write_text("old")  # bin/python is gone
+    assert not plan.ready()
+    _move_into_place(built_venv(cache / f".build-{plan.key}-1", "new"), plan.venv)
+    assert plan.ready() and (plan.venv / READY_MARKER).read_text() == "new"
 
 
 # -- the build queue -------------------------------------------------------------------------------
