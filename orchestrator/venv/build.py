@@ -1,9 +1,13 @@
-"""`python -m orchestrator.venv.build JOB_FILE`: build one module venv, then exit 0 (built) or 1.
+"""`python -m orchestrator.venv.build`: build one module venv, then exit 0 (built) or 1.
 
 The supervisor starts one such process per build (at most a few at once), with its output
 going to the venv's log file, and learns the outcome when its loop reaps it: the supervisor's
-loop never waits on an installer. JOB_FILE holds a JSON object (see `Environments._job`), and
-is removed once read.
+loop never waits on an installer. Its standard input is the job, a JSON object (see
+`Environments._job`) in a memfd: no file name that two supervisors could both write.
+
+Two builds of one key (two supervisors of one project) may run at once: each builds its own,
+and the rename into place is under `.<key>.lock` (flock), where a venv that is usable already
+wins (the second build is thrown away) and one that is not is replaced.
 
 The venv is built in `.build-<key>-<pid>/` beside its final place and renamed into place once
 complete, with its marker inside: a build that is killed halfway leaves only a `.build-` directory,
@@ -17,6 +21,7 @@ group, and a build whose supervisor dies kills its group itself (parent-death si
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -50,9 +55,7 @@ class BuildError(Exception):
 
 
 def main(argv: list[str]) -> int:
-    job_file = Path(argv[0])
-    job: dict[str, Any] = json.loads(job_file.read_text())
-    job_file.unlink(missing_ok=True)
+    job: dict[str, Any] = json.loads(sys.stdin.buffer.read())
     signal.signal(signal.SIGTERM, _kill_group)
     # The supervisor spawns with these blocked; they stay blocked across exec until unblocked.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _UNBLOCK)
@@ -159,12 +162,20 @@ def _rewrite_paths(work: Path, final: Path) -> None:
 
 
 def _move_into_place(work: Path, final: Path) -> None:
-    if venv_ready(final):
-        shutil.rmtree(work, ignore_errors=True)  # another supervisor of this project built it
-        return
-    if final.exists():
-        shutil.rmtree(final)  # not a usable venv (no marker, or no python): nothing runs on it
-    os.rename(work, final)
+    """Rename `work` to `final`, under the key's lock: another builder of this key (another
+    supervisor's) must not find `final` half moved, nor remove the one just moved."""
+    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if venv_ready(final):
+            shutil.rmtree(work, ignore_errors=True)  # another supervisor of this project built it
+            _say(f"{final} was built meanwhile by another build: keeping it")
+            return
+        if final.exists():
+            shutil.rmtree(final)  # not a usable venv (no marker, or no python): nothing runs on it
+        os.rename(work, final)
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def _remove_abandoned(cache: Path, key: str) -> None:

@@ -206,14 +206,16 @@ class Environments:
         plan = build.plan
         try:
             self.cache.mkdir(parents=True, exist_ok=True)
-            job = self.cache / f".job-{plan.key}.json"  # not on the command line: ps shows that
+            # The job is the builder's stdin, in a memfd: not on the command line (ps shows
+            # that), and not a file that another supervisor of this project could also write.
+            job = os.fdopen(os.memfd_create("orchestrator-build-job", os.MFD_CLOEXEC), "w+b")
             # Never through a link, never blocking on a FIFO: whoever owns the project may have
-            # put one there, and the supervisor (root, for a module's `user:`) writes these.
+            # put one there, and the supervisor (root, for a module's `user:`) writes the log.
             written = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-            with os.fdopen(open_regular(job, written), "w") as file:
-                file.write(self._job(plan))
-            with os.fdopen(open_regular(plan.log, written), "wb") as output:
-                build.popen = _popen(str(job), output, plan.cwd)
+            with job, os.fdopen(open_regular(plan.log, written), "wb") as output:
+                job.write(self._job(plan).encode())
+                job.seek(0)
+                build.popen = _popen(job, output, plan.cwd)
         except OSError as exc:
             self._failed(build, [f"cannot start the build: {exc}"])
             return
@@ -289,13 +291,13 @@ def _stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (found.st_ino, found.st_size, found.st_mtime_ns)
 
 
-def _popen(job: str, output: Any, cwd: Path) -> subprocess.Popen[bytes]:
+def _popen(job: Any, output: Any, cwd: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCK_WHILE_SPAWNING)
     try:
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", "orchestrator.venv.build", job],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-P", "-m", "orchestrator.venv.build"],
+            stdin=job,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=cwd,

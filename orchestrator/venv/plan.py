@@ -4,8 +4,11 @@ cache key that names it.
 The cache lives in the project, beside the config directory: `<project>/.orchestrator/venvs/`
 (`<project>` is the config directory's parent, the modules' working directory), never inside a
 module's directory. `<key>/` is a complete venv (it holds `READY_MARKER`: it is renamed into
-place only once built); `<key>.log` is its installer's output; `.build-<key>-<pid>/` is a build
-under way (or one a killed supervisor left, removed by the next build of that key).
+place only once built); `<key>.<config>.log` is the installer's output of the last build that the
+supervisor of config directory `<config>` ran (two supervisors of one project, whose config
+directories differ, never write one log); `.build-<key>-<pid>/` is a build under way (or one a
+killed supervisor left, removed by the next build of that key); `.<key>.lock` is what builders of
+one key (of any supervisor) hold while one of them moves its venv into place.
 
 The key hashes the requirement lines (comments and blank lines dropped), the interpreter (its
 real path, size and modification time: an upgraded interpreter is a new key), what the SDK
@@ -48,6 +51,7 @@ class Plan:
     requirements_file: Path | None  # handed to the installer as is (`-r` lines resolve beside it)
     cwd: Path  # where the installer runs: relative paths in the lines resolve here
     cache: Path
+    config_name: str = "config"  # the supervisor's config directory's name: its own log
 
     @property
     def venv(self) -> Path:
@@ -59,7 +63,7 @@ class Plan:
 
     @property
     def log(self) -> Path:
-        return self.cache / f"{self.key}.log"
+        return self.cache / f"{self.key}.{self.config_name}.log"
 
     def ready(self) -> bool:
         """The venv is complete: see `venv_ready`."""
@@ -100,7 +104,8 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
     import hashlib  # noqa: PLC0415  (here: it loads OpenSSL, ~3.5 MB, into every supervisor)
 
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-    return Plan(key, base, lines, source, spec.requirements_file, cwd, cache)
+    config_name = modules_file.parent.name or "config"
+    return Plan(key, base, lines, source, spec.requirements_file, cwd, cache, config_name)
 
 
 def _read(path: Path) -> tuple[str, ...]:

@@ -113,7 +113,7 @@ def test_conflicting_pins_both_run_each_in_its_own_venv(built: Project) -> None:
     assert found["pinned_one"]["python"] != found["pinned_two"]["python"]
     for name in ("pinned_one", "pinned_two"):  # no uv on PATH: pip installed them
         venv = Path(found[name]["python"]).parents[1]  # <cache>/<key>/bin/python
-        log = venv.with_name(f"{venv.name}.log")
+        log = venv.with_name(f"{venv.name}.{built.config_dir.name}.log")
         assert " -m pip --python " in log.read_text(), log.read_text()
         # What it was built from may name an index with its credentials: the owner's only.
         assert (venv / READY_MARKER).stat().st_mode & 0o777 == 0o600

@@ -218,6 +218,45 @@ def test_a_finished_build_replaces_a_half_venv_but_not_a_complete_one(tmp_path: 
     assert (final / READY_MARKER).read_text() == "new" and not work.exists()
 
 
+def test_a_build_moves_into_place_only_under_the_keys_lock(tmp_path: Path) -> None:
+    """Another supervisor's builder of the same key renamed its venv in between this one's
+    look and its own rename: the look and the rename are one step under `.<key>.lock`."""
+    import fcntl
+    import threading
+
+    final, work = tmp_path / "k", built_venv(tmp_path / ".build-k-1", "ours")
+    with open(tmp_path / ".k.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other builder is moving its venv in
+        mover = threading.Thread(target=_move_into_place, args=(work, final))
+        mover.start()
+        mover.join(0.5)
+        assert mover.is_alive(), "moved without waiting for the lock"
+        built_venv(final, "theirs")
+    mover.join()
+    assert (final / READY_MARKER).read_text() == "theirs" and not work.exists()
+
+
+def test_two_supervisors_of_one_project_build_with_their_own_job_and_log(tmp_path: Path) -> None:
+    reaper = Reaper()
+    python = failing_python(tmp_path, "py")
+    spec = ModuleSpec("m", tmp_path / "m.py", python=python)
+    for name in ("configA", "configB"):
+        (tmp_path / name).mkdir()
+    first, second = (
+        Environments(tmp_path, tmp_path / name / "modules.yaml", reaper.watch_exit, lambda: None)
+        for name in ("configA", "configB")
+    )
+    assert first.prepare(spec).waiting and second.prepare(spec).waiting
+    assert reaper.spawned == 2
+    logs = {first.details(spec)["install_log"], second.details(spec)["install_log"]}
+    assert len(logs) == 2, logs
+    reaper.reap_all()
+    for envs in (first, second):
+        failed = envs.prepare(spec).failed
+        assert failed is not None and "py cannot make a venv" in failed, failed
+    assert not list(first.cache.glob(".job-*"))
+
+
 def test_a_venv_that_lost_its_python_is_replaced_by_the_next_build(tmp_path: Path) -> None:
     """It kept its marker, so the builder took it for complete and threw the new venv away,
     while the loop (which also asks for bin/python) saw it unusable: never rebuilt."""
