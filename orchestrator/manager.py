@@ -369,6 +369,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         child.log.close()
         if self.children.get(child.name) is child:  # not if a reload brought it back meanwhile
             self.standbys.drop(child.name)
+            self.venvs.forget(child.spec.name)  # a build only it waited for is cancelled
             for key in (child.name, child.name + NEXT_CGROUP, child.name + SPARE_CGROUP):
                 if key == child.cgroup or not self.handovers.holds(child):  # not a live stand-in's
                     self.cgroups.remove(key)

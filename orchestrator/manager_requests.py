@@ -84,7 +84,9 @@ class ModuleRequests:
         return waiting_for(child, self.children) is not None and comes_back(child, self.children)
 
     def hold(self, child: ManagedChild, why: str) -> None:
-        """Stop the module and keep it stopped until `release` (its dependents follow)."""
+        """Stop the module and keep it stopped until `release` (its dependents follow); a build
+        of its venv that only it waits for is cancelled."""
+        self.venvs.forget(child.spec.name)
         self.handle(child, lc.HoldRequested(time.monotonic(), why, drain=self._drains(child)))
 
     def release(self, child: ManagedChild) -> None:

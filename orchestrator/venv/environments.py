@@ -5,7 +5,9 @@ from the cache on disk and the builds under way, and queues a build when the ven
 build is a process of its own (`orchestrator.venv.build`), at most `MAX_BUILDS` at once, whose
 exit the loop's reaper hands back here; then every waiting module is offered its start again
 (`on_change`). A failed build is remembered (not retried) until the module's requirements change
-or an operator restarts the module (`forget_failure`).
+or an operator restarts the module (`forget_failure`). A build that no module needs any more (its
+modules' requirements changed, or they were removed or stopped: `forget`) is cancelled: killed,
+or taken off the queue, so that it holds no build slot.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class _Build:
     popen: subprocess.Popen[bytes] | None = None  # None: queued
     error: list[str] = field(default_factory=list)  # the log's last lines, once failed
     why: str = ""
+    cancelled: bool = False  # killed: no module needed it any more
 
 
 class Environments:
@@ -84,21 +87,26 @@ class Environments:
     def prepare(self, spec: ModuleSpec) -> Prepared:
         """Whether `spec` may start now, and on which interpreter; queues its build if needed."""
         if not spec.own_environment:
+            self.forget(spec.name)
             self._plans.pop(spec.name, None)
             return Prepared()
         try:
             plan = self._plan(spec)
         except PlanError as exc:
+            self.forget(spec.name)
             self._plans.pop(spec.name, None)
             self._unplanned[spec.name] = self._scrub(f"{INSTALL_FAILED}: {exc}")
             return Prepared(failed=self._unplanned[spec.name])
         self._unplanned.pop(spec.name, None)
+        previous = self._plans.get(spec.name)
+        if previous is not None and previous.key != plan.key:
+            self.forget(spec.name)  # its old build, if no other module needs it, is cancelled
         self._plans[spec.name] = plan
         build = self._builds.get(plan.key)
         if build is None:
             if plan.ready():
                 return Prepared(python=plan.python)
-            build = self._builds[plan.key] = _Build(plan)
+            build = self._builds[plan.key] = _Build(plan, {spec.name})
             log.info("%s: installing dependencies (%s) into %s", spec.name, plan.source, plan.venv)
             self._start_builds()
         build.modules.add(spec.name)
@@ -108,6 +116,28 @@ class Environments:
             running = sum(1 for b in self._builds.values() if b.popen is not None and not b.why)
             return Prepared(waiting=f"installing dependencies: queued ({running} builds running)")
         return Prepared(waiting=f"installing dependencies ({plan.source})")
+
+    def forget(self, name: str) -> None:
+        """Module `name` waits for no venv any more (removed, stopped, or its requirements
+        changed): a build that no other module needs is cancelled, its slot freed at once (its
+        next start asks for the venv again)."""
+        build = self._build_of(name)
+        if build is None or name not in build.modules:
+            return
+        build.modules.discard(name)
+        if build.modules:
+            return
+        del self._builds[build.plan.key]
+        if build.popen is not None and build.popen.returncode is None:
+            log.info(
+                "venv build %s cancelled (pid %d): no module needs it any more",
+                build.plan.key,
+                build.popen.pid,
+            )
+            build.cancelled = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(build.popen.pid, signal.SIGKILL)  # the builder, its installer
+            self._start_builds()  # the loop reaps it: `_finished`
 
     def forget_failure(self, spec: ModuleSpec) -> None:
         """An operator's restart: the next start builds again."""
@@ -139,7 +169,7 @@ class Environments:
         if plan is None or not spec.own_environment:
             return {"interpreter": sys.executable, "dependencies": None}
         build = self._builds.get(plan.key)
-        state = "ready"
+        state: str | None = "ready" if build is not None or plan.ready() else None
         if build is not None:
             state = "failed" if build.why else "installing" if build.popen else "queued"
         return {"interpreter": str(plan.python), "dependencies": state}
@@ -254,6 +284,10 @@ class Environments:
             # was killed left them running, later blamed on a module that exited.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(build.popen.pid, signal.SIGKILL)
+        if build.cancelled:  # not a failure of any module: none needs it
+            status = ExitStatus.from_wait_status(raw).describe()
+            log.debug("cancelled venv build %s ended (%s)", build.plan.key, status)
+            return
         if code == 0 and build.plan.ready():
             log.info("venv %s ready for %s", build.plan.key, ", ".join(sorted(build.modules)))
             del self._builds[build.plan.key]

@@ -4,6 +4,7 @@ queue (real builder processes, made to fail at once)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -336,6 +337,35 @@ def test_builds_are_bounded_remembered_when_failed_and_retried_on_request(tmp_pa
     assert not reaper.handlers
     os.waitpid(pid, 0)  # the supervisor's final sweep would reap it
     assert not list(tmp_path.glob(".orchestrator/venvs/*/" + READY_MARKER))
+
+
+def test_a_build_no_module_needs_is_cancelled_and_frees_its_slot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two builds that hang hold both slots; a reload changes one module's requirements and
+    removes the other: both are killed at once, the corrected build starts without waiting, and
+    neither stale build is logged as a failure of a module."""
+    reaper = Reaper()
+    envs = Environments(tmp_path, tmp_path / "modules.yaml", reaper.watch_exit, lambda: None)
+    hanging = []
+    for i in range(MAX_BUILDS):
+        script = tmp_path / f"hang{i}"
+        script.write_text("#!/bin/sh\nexec sleep 600\n")
+        script.chmod(0o755)
+        hanging.append(ModuleSpec(f"m{i}", tmp_path / "m.py", python=script))
+    assert all(envs.prepare(spec).waiting for spec in hanging)
+    assert reaper.spawned == MAX_BUILDS
+    fixed = ModuleSpec("m0", tmp_path / "m.py", python=failing_python(tmp_path, "fixed"))
+    answer = envs.prepare(fixed)  # m0's python changed: a new key
+    assert "queued" not in str(answer.waiting) and reaper.spawned == MAX_BUILDS + 1, answer
+    envs.forget("m1")  # removed by the reload (or stopped)
+    assert not envs.preparing(hanging[1]) and envs.status(hanging[1])["dependencies"] is None
+    with caplog.at_level(logging.INFO, logger="orchestrator.venv.environments"):
+        reaper.reap_all()  # the two killed builds, and the corrected one (which fails at once)
+    failed = envs.prepare(fixed).failed
+    assert failed is not None and "fixed cannot make a venv" in failed, failed
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("m0: "), errors
 
 
 def test_a_module_without_dependencies_runs_on_the_supervisors_python(tmp_path: Path) -> None:
