@@ -210,10 +210,11 @@ class Environments:
 
     def _plan(self, spec: ModuleSpec) -> Plan:
         """`plan_for(spec)`, read and hashed again only when the spec, its requirements file or
-        its interpreter changed (two stats, not a read and a hash, on each start)."""
+        its interpreter changed (two stats, not a read and a hash, on each start); for a module
+        that runs as another user, at each start: the files it includes are checked again."""
         stamp = (_stamp(spec.requirements_file), _stamp(spec.python or Path(sys.executable)))
         memo = self._memo.get(spec.name)
-        if memo is not None and memo[0] == spec and memo[1] == stamp:
+        if memo is not None and memo[0] == spec and memo[1] == stamp and spec.limits.user is None:
             return memo[2]
         plan = plan_for(spec, self.modules_file, self.cache, sdk_parts())
         self._memo[spec.name] = (spec, stamp, plan)

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.config import ModuleSpec
 from orchestrator.venv.sdk import SdkParts
@@ -34,6 +36,8 @@ READY_MARKER = ".orchestrator-ready"
 MAX_REQUIREMENTS_BYTES = 256 * 1024
 _KEY_VERSION = "1"  # bump when the layout of a venv changes
 _LOCAL_MARKS = ("./", "../", "/", "~", "file:", ".\\")
+_INCLUDES = ("-r", "--requirement", "-c", "--constraint")
+_MAX_INCLUDED = 32
 
 
 class PlanError(Exception):
@@ -87,6 +91,8 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
         lines = tuple(spec.requirements or ())
         source, cwd = f"{modules_file.name} requirements of {spec.name}", modules_file.parent
     lines = tuple(line for line in (_strip(raw) for raw in lines) if line)
+    if spec.limits.user is not None:
+        _check_trusted(spec, lines, cwd)
     try:
         real = os.path.realpath(base)
         found = os.stat(real)
@@ -106,6 +112,82 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     config_name = modules_file.parent.name or "config"
     return Plan(key, base, lines, source, spec.requirements_file, cwd, cache, config_name)
+
+
+def _check_trusted(spec: ModuleSpec, lines: tuple[str, ...], cwd: Path) -> None:
+    """A module that runs as another user must not choose what the supervisor installs (as
+    root: a package's setup.py runs then), nor read through the installer's errors what it
+    could not read itself (`-r /etc/shadow`). So its requirements file, and every file that
+    one includes (`-r`, `-c`), must be owned by root or the supervisor's user, writable by no one
+    else, in a directory no one else can write (where a file could be replaced), and readable by
+    the module's user (sshd's rule for `authorized_keys`, plus that)."""
+    from orchestrator.isolation import ids  # noqa: PLC0415  (only for `user:` modules)
+
+    who = ids(spec.limits)
+    if who["uid"] == os.geteuid():
+        return  # no other user: nothing to guard
+    pending: list[tuple[Path | None, tuple[str, ...] | None]] = []
+    if spec.requirements_file is not None:
+        pending.append((spec.requirements_file, lines))
+    pending += [(path, None) for path in _included(lines, cwd)]
+    seen: set[str] = set()
+    while pending:
+        path, known = pending.pop()
+        if path is None or str(path) in seen:
+            continue
+        seen.add(str(path))
+        if len(seen) > _MAX_INCLUDED:
+            raise PlanError(f"{path}: more than {_MAX_INCLUDED} requirement files included")
+        _trusted(path, spec.limits.user or "", who)
+        if known is None:  # an included file: what it includes in turn
+            known = tuple(line for line in (_strip(raw) for raw in _read(path)) if line)
+            pending += [(p, None) for p in _included(known, path.parent)]
+
+
+def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
+    """Refuse `path` (see `_check_trusted`) with one line that names it."""
+    rule = (
+        f"refused for a module that runs as {user}: its requirement files must be owned by root "
+        "or the supervisor's user, writable and replaceable by no one else, readable by it"
+    )
+    try:
+        found, parent = os.stat(path), os.stat(path.parent)
+    except OSError as exc:
+        raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    for what, stats in ((path, found), (path.parent, parent)):
+        if stats.st_uid not in (0, os.geteuid()):
+            raise PlanError(f"{what}: owned by uid {stats.st_uid}; {rule}")
+        if stats.st_mode & 0o022:
+            raise PlanError(f"{what}: writable by group or others; {rule}")
+    if found.st_uid == who["uid"]:
+        readable = found.st_mode & 0o400
+    elif found.st_gid in who["groups"] or found.st_gid == who["gid"]:
+        readable = found.st_mode & 0o040
+    else:
+        readable = found.st_mode & 0o004
+    if not readable:
+        raise PlanError(f"{path}: not readable by {user}; {rule}")
+
+
+def _included(lines: tuple[str, ...], base: Path) -> list[Path]:
+    """The local files that option lines include (`-r F`, `--requirement=F`, `-cF`, ...),
+    relative to `base` (a URL is fetched by the installer: nothing here to check)."""
+    found: list[str] = []
+    for line in lines:
+        if not line.startswith("-"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue  # the installer says what is wrong with it
+        for i, word in enumerate(words):
+            if word in _INCLUDES:
+                found += words[i + 1 : i + 2]
+            elif word.startswith(tuple(f"{option}=" for option in _INCLUDES if option[1] == "-")):
+                found.append(word.split("=", 1)[1])
+            elif word[:2] in _INCLUDES and not word.startswith("--"):
+                found.append(word[2:])
+    return [base / name for name in found if name and "://" not in name]
 
 
 def _read(path: Path) -> tuple[str, ...]:

@@ -1,0 +1,97 @@
+"""The requirements of a module that runs as another user: the supervisor installs them (a
+package's setup.py runs with its privileges) and shows the installer's errors, so the module's
+user must not be able to write them, nor read through them a file it could not read itself."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ModuleSpec
+from orchestrator.config.limits import ModuleLimits
+from orchestrator.venv import Plan, PlanError, plan_for
+from orchestrator.venv.sdk import sdk_parts
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="`user:` needs a root supervisor")
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+def plan(path: Path, *, user: str | None = "nobody", lines: tuple[str, ...] | None = None) -> Plan:
+    spec = ModuleSpec(
+        "esc",
+        path.parent / "esc.py",
+        requirements=lines,
+        requirements_file=None if lines is not None else path,
+        limits=ModuleLimits(user=user),
+    )
+    return plan_for(spec, path.parent / "modules.yaml", path.parent / "cache", sdk_parts())
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    """A root-owned module directory (no one else may write it) with a requirements.txt."""
+    directory = tmp_path / "esc"
+    directory.mkdir(mode=0o755)
+    requirements = directory / "requirements.txt"
+    requirements.write_text("localpkg==1.0\n")
+    requirements.chmod(0o644)
+    return requirements
+
+
+def refusal(path: Path, lines: tuple[str, ...] | None = None) -> str:
+    with pytest.raises(PlanError) as info:
+        plan(path, lines=lines)
+    text = str(info.value)
+    assert "\n" not in text and "refused for a module that runs as nobody" in text, text
+    return text
+
+
+def test_a_root_owned_file_no_one_else_writes_is_taken(package: Path) -> None:
+    assert plan(package).lines == ("localpkg==1.0",)
+
+
+def test_a_file_the_modules_user_owns_is_refused(package: Path) -> None:
+    os.chown(package, NOBODY, -1)
+    assert refusal(package).startswith(f"{package}: owned by uid {NOBODY}")
+    assert plan(package, user=None).lines == ("localpkg==1.0",)  # runs as the supervisor: as before
+
+
+def test_a_file_others_may_write_or_replace_is_refused(package: Path) -> None:
+    package.chmod(0o666)
+    assert refusal(package).startswith(f"{package}: writable by group or others")
+    package.chmod(0o644)
+    os.chown(package.parent, NOBODY, -1)  # it could rename another file over this one
+    assert refusal(package).startswith(f"{package.parent}: owned by uid {NOBODY}")
+
+
+def test_an_included_file_is_held_to_the_same_rule(package: Path) -> None:
+    extra = package.parent / "extra.txt"
+    extra.write_text("-c nested.txt\n")
+    extra.chmod(0o644)
+    nested = package.parent / "nested.txt"
+    nested.write_text("localpkg<2\n")
+    nested.chmod(0o644)
+    package.write_text("-r extra.txt\nlocalpkg==1.0\n")
+    assert plan(package).lines == ("-r extra.txt", "localpkg==1.0")
+    os.chown(nested, NOBODY, -1)
+    assert refusal(package).startswith(f"{nested}: owned by uid {NOBODY}")
+    # The same in a `requirements:` list, relative to modules.yaml's directory.
+    assert refusal(package, lines=("--requirement=nested.txt",)).startswith(str(nested))
+
+
+def test_a_file_the_module_could_not_read_is_not_read_for_it(package: Path) -> None:
+    """`-r /etc/shadow`: the installer quoted its lines in the error that status, app.log and
+    the module.failed event carry."""
+    secret = package.parent / "secret"
+    secret.write_text("root:$6$hash:19000:0:99999:7:::\n")
+    secret.chmod(0o600)
+    package.write_text(f"-r {secret}\n")
+    text = refusal(package)
+    assert text.startswith(f"{secret}: not readable by nobody") and "$6$" not in text, text
+    package.unlink()
+    package.symlink_to(secret)  # the file itself, through a link
+    assert refusal(package).startswith(f"{package}: not readable by nobody")
