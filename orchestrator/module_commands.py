@@ -4,10 +4,12 @@ was asked to go (or could not)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import control
-from orchestrator.instances import being_removed
+from orchestrator.instances import being_removed, live_members
 from orchestrator.states import ChildState
 
 if TYPE_CHECKING:
@@ -36,14 +38,27 @@ class ModuleCommands:
 
     def _module(self, request: dict[str, Any]) -> ManagedChild | dict[str, Any]:
         """The module the request names, or the failure to answer with."""
+        found = self._modules(request)
+        if isinstance(found, dict):
+            return found
+        if len(found) > 1:
+            return control.failure(f"{request['name']} has instances: name one", {"kind": "usage"})
+        return found[0]
+
+    def _modules(self, request: dict[str, Any]) -> list[ManagedChild] | dict[str, Any]:
+        """The modules the request's name stands for (a module with `instances:`: every one
+        that a scale down is not removing, as for `restart`), or the failure to answer with."""
         manager = self.supervisor.manager
         name = request.get("name")
-        child = manager.children.get(name) if isinstance(name, str) else None
-        if child is None:
+        children = live_members(manager.children, name) if isinstance(name, str) else []
+        exact = manager.children.get(name) if isinstance(name, str) else None
+        if not children and exact is not None:
+            children = [exact]  # being removed: the answer says so
+        if not children:
             return control.failure(self._unknown(name), {"kind": "usage"})
         if manager.shutting_down:
             return control.failure("the supervisor is shutting down")
-        return child
+        return children
 
     def graceful_restart(self, identity: bytes, child: ManagedChild) -> dict[str, Any] | None:
         """`restart NAME --graceful` of a running module: its new process starts beside the old
@@ -55,11 +70,19 @@ class ModuleCommands:
         return None
 
     def cmd_stop(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Stop a module and keep it stopped (through reloads) until `start` or `restart`."""
-        child = self._module(request)
-        if isinstance(child, dict):
-            return child
-        self.supervisor.manager.hold(child, OPERATOR_STOP)
+        """Stop a module (every instance of one with `instances:`) and keep it stopped (through
+        reloads) until `start` or `restart`."""
+        children = self._modules(request)
+        if isinstance(children, dict):
+            return children
+        for child in children:
+            self.supervisor.manager.hold(child, OPERATOR_STOP)
+        waiters = [self._stopped(child) for child in children]
+        self.supervisor.wait_for(identity, _all(request["name"], waiters))
+        return None
+
+    def _stopped(self, child: ManagedChild) -> Callable[[], dict[str, Any] | None]:
+        """The answer to `stop` of `child` once it stopped (None: not yet)."""
 
         def stopped() -> dict[str, Any] | None:
             if being_removed(self.supervisor.manager.children, child):
@@ -70,24 +93,48 @@ class ModuleCommands:
                 return None  # a graceful restart's new process still stops: it is not gone
             return control.reply({"name": child.name, "why": child.why})
 
-        self.supervisor.wait_for(identity, stopped)
-        return None
+        return stopped
 
     def cmd_start(self, identity: bytes, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Start a module that is stopped (by `stop`, a dependency, its policy) or failed; a
-        running one is left as it is."""
-        child = self._module(request)
-        if isinstance(child, dict):
-            return child
-        if child.state is ChildState.RUNNING:
-            return control.reply({"name": child.name, "pid": child.pid, "already": True})
-        if being_removed(self.supervisor.manager.children, child):
-            return control.failure(f"{child.name} is being removed: a reload took it out")
-        starting = child.state is ChildState.STARTING
-        generation = child.spawns - 1 if starting else child.spawns
-        self.supervisor.manager.release(child)
-        self.supervisor.wait_for(identity, lambda: self._restarted(child, generation, "start"))
+        """Start a module (every instance of one with `instances:`) that is stopped (by `stop`,
+        a dependency, its policy) or failed; a running one is left as it is."""
+        children = self._modules(request)
+        if isinstance(children, dict):
+            return children
+        waiters: list[Callable[[], dict[str, Any] | None]] = []
+        for child in children:
+            if child.state is ChildState.RUNNING:
+                answer = control.reply({"name": child.name, "pid": child.pid, "already": True})
+                waiters.append(partial(dict, answer))  # answered already
+                continue
+            if being_removed(self.supervisor.manager.children, child):
+                return control.failure(f"{child.name} is being removed: a reload took it out")
+            starting = child.state is ChildState.STARTING
+            generation = child.spawns - 1 if starting else child.spawns
+            self.supervisor.manager.release(child)
+            waiters.append(partial(self._restarted, child, generation, "start"))
+        if len(waiters) == 1 and children[0].state is ChildState.RUNNING:
+            return waiters[0]()
+        self.supervisor.wait_for(identity, _all(request["name"], waiters))
         return None
+
+
+def _all(
+    name: str, waiters: list[Callable[[], dict[str, Any] | None]]
+) -> Callable[[], dict[str, Any] | None]:
+    """One answer for the instances of `name` once each has its own: the first failure, else
+    `{name, instances: [each one's data]}` (a module without instances: its own answer)."""
+
+    def answer() -> dict[str, Any] | None:
+        answers = [waiter() for waiter in waiters]
+        if any(answer is None for answer in answers):
+            return None
+        failed = [a for a in answers if a is not None and not a.get("ok")]
+        if len(waiters) == 1 or failed:
+            return (failed or answers)[0]
+        return control.reply({"name": name, "instances": [a["data"] for a in answers if a]})
+
+    return answer
 
 
 def _handed_over(handover: Handover) -> dict[str, Any] | None:

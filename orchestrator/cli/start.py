@@ -29,7 +29,11 @@ def start(app: App, name: str, wait: float, as_json: bool) -> None:
     answer = module_request(app, "start", name, wait, as_json)
     if answer is not None:
         label, data = answer
-        if data.get("done"):  # a job: it ran and finished before the answer
+        if isinstance(data.get("instances"), list):  # a module with instances: every one
+            each = [i for i in data["instances"] if isinstance(i, dict)]
+            pids = ", ".join(f"{i.get('name')} pid {i.get('pid')}" for i in each)
+            click.echo(f"{label} started ({pids})")
+        elif data.get("done"):  # a job: it ran and finished before the answer
             click.echo(f"{label} ran and is done (exit 0)")
         else:
             verb = "is already running" if data.get("already") else "started"

@@ -30,6 +30,7 @@ def stop(app: App, name: str, wait: float, as_json: bool) -> None:
     answer = module_request(app, "stop", name, wait, as_json)
     if answer is not None:
         label, data = answer
-        click.echo(
-            f"{label} stopped ({data.get('why', '')}); `orchestrator start {name}` starts it"
-        )
+        why = data.get("why", "")
+        if isinstance(data.get("instances"), list):  # a module with instances: every one
+            why = ", ".join(str(i.get("name")) for i in data["instances"] if isinstance(i, dict))
+        click.echo(f"{label} stopped ({why}); `orchestrator start {name}` starts it")

@@ -246,3 +246,32 @@ def test_a_restart_or_start_overtaken_by_a_stop_says_so(tmp_path: Path, caplog: 
     handler.handle(b"s", {"cmd": "stop", "name": "audit"})
     answer = port.waiters[-2]()
     assert answer is not None and answer["error"] == "audit: a later `stop` overtook this start"
+
+
+def test_stop_and_start_of_a_module_with_instances_act_on_every_instance(tmp_path: Path) -> None:
+    """`stop w` answered `no enabled module named 'w' (modules: w#1, w#2)` (exit 2), while
+    `restart w` and `status w` took the module's name for its instances."""
+    from dataclasses import replace
+
+    handler, port = _handler(tmp_path)
+    manager = port.manager
+    old = next(iter(manager.children.values()))
+    for k in (1, 2):
+        spec = replace(old.spec, name=f"w#{k}", instance_of="w", depends_on=())
+        manager.children[spec.name] = ManagedChild(spec, old.log, state=S.RUNNING)
+    pool = [manager.children["w#1"], manager.children["w#2"]]
+    handler.handle(b"a", {"cmd": "stop", "name": "w"})
+    assert not port.replies, port.replies  # no refusal: it waits for both to stop
+    assert all(c.life.held for c in pool) and port.serve() == [None]
+    for child in pool:
+        child.life = replace(child.life, state=S.STOPPED)
+    (answer,) = port.serve()
+    assert answer is not None and answer["ok"], answer
+    assert [i["name"] for i in answer["data"]["instances"]] == ["w#1", "w#2"]
+    port.waiters.clear()
+    released: list[str] = []
+    manager.release = lambda child: released.append(child.name)  # no processes to start here
+    handler.handle(b"b", {"cmd": "start", "name": "w"})
+    assert not port.replies and released == ["w#1", "w#2"]
+    handler.handle(b"c", {"cmd": "stop", "name": "w#2"})  # one instance, as before
+    assert not port.replies and len(port.waiters) == 2
