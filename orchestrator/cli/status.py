@@ -333,7 +333,7 @@ def _note(module: dict[str, Any]) -> str:
         parts.append(f"{module['dropped']} events dropped on the way in (fell behind the bus)")
     parts += _resilience_notes(module)
     if parts:
-        parts.append(f"log: {module.get('log', '-')}")
+        parts.append(log_hint(module))
     return "; ".join(parts)
 
 
@@ -342,6 +342,14 @@ def _bound_by(limits: dict[str, Any]) -> str:
     if limits.get("bound_by") != "open files":
         return ""
     return f" (all that the open-files limit {_text(limits.get('open_files'))} holds)"
+
+
+def log_hint(module: dict[str, Any]) -> str:
+    """Where to read more: the installer's log when the module's dependencies failed (its own
+    log has nothing of the install), else its own log."""
+    if module.get("dependencies") == "failed" and module.get("install_log"):
+        return f"install log: {module['install_log']}"
+    return f"log: {module.get('log', '-')}"
 
 
 def _threads_granted(limits: dict[str, Any], modules: list[dict[str, Any]]) -> str:

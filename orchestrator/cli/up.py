@@ -15,7 +15,7 @@ from orchestrator import exit_codes
 from orchestrator.boot import Boot
 from orchestrator.cli import catches_detached
 from orchestrator.cli.common import App, abort, config_option
-from orchestrator.cli.status import render
+from orchestrator.cli.status import log_hint, render
 from orchestrator.config import AppConfig
 from orchestrator.config.errors import one_line
 from orchestrator.control import ControlClient, ControlError, NotRunningError
@@ -107,7 +107,7 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
         click.echo(f"warning: {short}", err=True)
     if failed:
         lines = [f"Error: not running: {', '.join(m['name'] for m in failed)}"]
-        lines += [f"  {m['name']} ({m['state']}): {m['why']}; log: {m['log']}" for m in failed]
+        lines += [f"  {m['name']} ({m['state']}): {m['why']}; {log_hint(m)}" for m in failed]
         click.echo("\n".join(lines), err=True)
         return exit_codes.FAILED
     return exit_codes.OK

@@ -172,7 +172,10 @@ class Environments:
         state: str | None = "ready" if build is not None or plan.ready() else None
         if build is not None:
             state = "failed" if build.why else "installing" if build.popen else "queued"
-        return {"interpreter": str(plan.python), "dependencies": state}
+        row: dict[str, Any] = {"interpreter": str(plan.python), "dependencies": state}
+        if state == "failed":  # where to look: the module's own log has nothing of the install
+            row["install_log"] = str(plan.log)
+        return row
 
     def details(self, spec: ModuleSpec) -> dict[str, Any]:
         """What `status NAME` adds: the venv, what it was built from, the installer's error."""
