@@ -24,7 +24,6 @@ from orchestrator.fd_budget import files_short
 from orchestrator.rundir import UnsafeRunDirError, open_run_file
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
-_INSTALL_WAIT = 600.0  # seconds `up -d` also allows for building modules' venvs
 _LAST_WORDS_READ = 4096  # bytes of a dead supervisor's own output read for its last line
 _LAST_WORDS_SHOWN = 300  # characters of that line shown
 
@@ -161,14 +160,46 @@ def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO)
             abort(f"the supervisor did not start{said}", _code_of(daemon))
         time.sleep(0.01)
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
-    if any(m.own_environment for m in config.enabled_modules):
-        wait += _INSTALL_WAIT  # modules wait for their venvs to be built first
+    wait += install_wait(config)  # modules wait for their venvs to be built first
     try:
         return ControlClient(app.run_dir).request("wait_started", wait)
     except (ControlError, NotRunningError) as exc:
         daemon.wait(1.0)  # it may be on its way out, with its reason in its output
         said = _said(output) if daemon.poll() is not None else ""
+        if not said and isinstance(exc, ControlError) and _data_kind(exc) == "timeout":
+            _still_installing(app, wait)
         abort(f"the supervisor did not start{said}" if said else str(exc), _code_of(daemon))
+
+
+def install_wait(config: AppConfig) -> float:
+    """How long the venv builds of `config`'s modules may take by their own limits: each build
+    step may take `BUILD_TIMEOUT` (the install; the quick steps get a minute), at most
+    `MAX_BUILDS` builds at once."""
+    own = sum(1 for m in config.enabled_modules if m.own_environment)
+    if not own:
+        return 0.0
+    from orchestrator.venv.environments import BUILD_TIMEOUT, MAX_BUILDS  # noqa: PLC0415
+
+    return -(-own // MAX_BUILDS) * (BUILD_TIMEOUT + 60.0)
+
+
+def _data_kind(exc: ControlError) -> object:
+    return exc.data.get("kind") if isinstance(exc.data, dict) else None
+
+
+def _still_installing(app: App, waited: float) -> None:
+    """`up -d` gave up while the supervisor still answers: if modules are still waiting for
+    their venvs, say so (exit 1), rather than that the supervisor did not answer."""
+    try:
+        modules = ControlClient(app.run_dir).request("status", 10.0)["modules"]
+    except (ControlError, NotRunningError, KeyError, TypeError):
+        return
+    building = [m["name"] for m in modules if m.get("dependencies") in ("queued", "installing")]
+    if building:
+        abort(
+            f"{', '.join(building)}: still installing dependencies after {waited / 60:.0f} min; "
+            "the supervisor keeps running (orchestrator status, orchestrator down)"
+        )
 
 
 def _code_of(daemon: Daemon) -> int:
