@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import stat
 import sys
 from dataclasses import dataclass
@@ -172,6 +171,8 @@ def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
 def _included(lines: tuple[str, ...], base: Path) -> list[Path]:
     """The local files that option lines include (`-r F`, `--requirement=F`, `-cF`, ...),
     relative to `base` (a URL is fetched by the installer: nothing here to check)."""
+    import shlex  # noqa: PLC0415  (only for `user:` modules: not in every supervisor)
+
     found: list[str] = []
     for line in lines:
         if not line.startswith("-"):
