@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -64,6 +66,31 @@ def up(app: App, detach: bool, as_json: bool) -> None:
             abort(str(exc), exc.code)
 
 
+class _Signalled(BaseException):  # as KeyboardInterrupt: no `except Exception` takes it
+    """SIGTERM or SIGHUP while `up -d` waits for its supervisor (Ctrl+C: KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the wait as Ctrl+C does: the supervisor, in a session of its own,
+    does not get them and starts on, which the command then says (`timeout`, a closed terminal
+    or a CI runner's SIGTERM used to end it silently, or with click's bare "Aborted!")."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Signalled(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _refuse_undecodable(app: App) -> None:
     """Exit 3 if the project's path is not UTF-8: the endpoints and the messages between the
     supervisor and its modules carry paths as UTF-8 text (it failed at the first spawn)."""
@@ -96,7 +123,18 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
         abort(f"cannot prepare the run directory {run_dir.path}: {exc.strerror or exc}")
     with sink, output:
         daemon = detach(config, run_dir, sink, close=(output,), leave=catches_detached())
-        data = _wait_started(app, config, daemon, output)
+        try:
+            with _interruptible():
+                data = _wait_started(app, config, daemon, output)
+        except (KeyboardInterrupt, _Signalled) as exc:
+            code = 128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT)
+            if daemon.poll() is not None:
+                abort("interrupted", code)
+            abort(
+                f"interrupted; the supervisor (pid {daemon.pid}) keeps starting in the background:"
+                " see `orchestrator status`, or stop it with `orchestrator down`",
+                code,
+            )
     click.echo(
         json.dumps(data, indent=2, sort_keys=True) if as_json else render(data, module_notes=False)
     )

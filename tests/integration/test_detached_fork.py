@@ -5,6 +5,9 @@ the working directory on its import path, nothing left behind) must hold for the
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import psutil
 from helpers import wait_until
@@ -49,3 +52,44 @@ def test_the_forked_supervisor_is_detached_and_shadowed_by_nothing(project: Proj
     project.cli("down", check=0)
     wait_until(lambda: not project.processes(), 10.0, "every process of the project gone")
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+SLOW_START = """
+import time
+
+
+def initialize(event_bus, config):
+    print("slow module initializing", flush=True)
+    time.sleep(60)
+
+
+def shutdown():
+    pass
+"""
+
+
+def test_up_d_interrupted_while_it_waits_says_the_supervisor_starts_on(project: Project) -> None:
+    slow = project.write_module("slow.py", SLOW_START)
+    project.configure([{"name": "slow", "path": slow, "start_timeout": 120}])
+    command = [sys.executable, "-m", "orchestrator", "up", "-d", "-c", str(project.config_dir)]
+    waiting = subprocess.Popen(
+        command, env=project.env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        log = project.root / "logs" / "slow.log"
+        wait_until(
+            lambda: log.exists() and "slow module initializing" in log.read_text(),
+            20.0,
+            "the module started, up -d waiting for it",
+        )
+        waiting.send_signal(signal.SIGTERM)  # `timeout`, or a CI runner giving up
+        _, stderr = waiting.communicate(timeout=10)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    said = stderr.decode()
+    assert waiting.returncode == 128 + signal.SIGTERM, said
+    pid = project.status()["supervisor"]["pid"]
+    assert f"interrupted; the supervisor (pid {pid}) keeps starting in the background" in said
+    assert "Traceback" not in said
