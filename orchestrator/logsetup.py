@@ -30,6 +30,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RETRY = 0.5  # seconds between attempts while a file cannot be written: lines meanwhile are lost
 _RECHECK = 1.0  # seconds between checks that the path still names the open file
+_ROTATE_AGAIN = 60.0  # seconds a file that could not be rotated is written on before a retry
 _STDERR_LIMIT = 64 * 1024  # characters a detached supervisor writes to its output file, at most
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LogFile(logging.Handler):
         self.path = path
         self._rotation = rotation
         self._by_size = rotation.enabled and rotation.max_bytes > 0
+        self._rotate_again = 0.0  # (monotonic) after a rotation failed, the file grows till then
         self._clock = clock  # wall-clock time: when a day ends, how old a rotated file is
         self._rotate_at: float | None = None  # the next midnight, with daily rotation
         self._announce = announce
@@ -179,7 +181,7 @@ class LogFile(logging.Handler):
         while True:
             self._prepare(now, len(data))
             room = self._rotation.max_bytes - self._size
-            if not self._by_size or len(data) <= room:
+            if not self._rotating_by_size() or len(data) <= room:
                 break
             cut = data.rfind(b"\n", 0, room) + 1
             if cut <= 0:  # its first line alone is longer than a file: that line, whole
@@ -211,14 +213,24 @@ class LogFile(logging.Handler):
                 self._rollover()  # reopening sets the next midnight
             else:
                 self._rotate_at = logrotate.next_midnight(self._clock())
-        if self._by_size and self._size > 0 and self._size + size > self._rotation.max_bytes:
+        if (
+            self._rotating_by_size()
+            and self._size > 0
+            and self._size + size > self._rotation.max_bytes
+        ):
             self._rollover()
+
+    def _rotating_by_size(self) -> bool:
+        return self._by_size and time.monotonic() >= self._rotate_again
 
     def _open(self, *, parents: bool = False) -> None:
         """Open (or create) the file. A reopen makes its directory again if it was removed, but
         never the directories above: a project that was moved or deleted would be made again at
         its old path, for the supervisor alone to write in (the lines are counted as lost)."""
-        self.path.parent.mkdir(parents=parents, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=parents, exist_ok=True)
+        except FileExistsError:  # a file where the directory should be: not "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", self.path.parent) from None
         fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_mode & 0o037:  # made before logs were private
@@ -236,7 +248,12 @@ class LogFile(logging.Handler):
         """`app.log` -> `app.log.1` -> ... (see orchestrator/logrotate.py); the rotated files
         keep their owner-only mode."""
         self._close_fd()
-        logrotate.rotate(self.path, self._rotation, self._clock())
+        try:
+            logrotate.rotate(self.path, self._rotation, self._clock())
+        except OSError as exc:  # a directory at `app.log.1`, say: its lines were all lost
+            self._rotate_again = time.monotonic() + _ROTATE_AGAIN
+            if self._announce:
+                log.warning("cannot rotate %s (%s); writing on to it", self.path, _describe(exc))
         self._open()
 
     def _write(self, data: bytes) -> None:

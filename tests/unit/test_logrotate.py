@@ -86,6 +86,35 @@ def test_lines_of_a_block_that_cannot_be_written_are_counted(tmp_path: Path) -> 
     handler.close()
 
 
+def test_a_file_that_cannot_be_rotated_is_written_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A directory at `m.log.1` (moved to `.2` by the first rotation, which unlink then refuses):
+    # every line after was lost, each write trying the rotation again.
+    path = tmp_path / "m.log"
+    (tmp_path / "m.log.1" / "x").mkdir(parents=True)
+    handler = LogFile(path, Rotation(max_bytes=500, backup_count=2), announce=True)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.logsetup"):
+        for start in range(0, 60, 6):
+            handler.write_block(_lines(6, start), 6)
+    assert handler.report() is None  # nothing lost
+    kept = [f for f in (Path(f"{path}.2"), Path(f"{path}.1"), path) if f.is_file()]
+    assert _numbers(b"".join(f.read_bytes() for f in kept)) == list(range(60))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot rotate {path} (Is a directory (EISDIR)); writing on to it"
+    ]
+    handler.close()
+
+
+def test_a_file_where_the_log_directory_should_be_is_named_so(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("")
+    handler = LogFile(tmp_path / "logs" / "m.log", Rotation())
+    handler.write_block(_lines(1), 1)
+    report = handler.report()
+    assert report is not None and report["error"] == "Not a directory (ENOTDIR)", report
+    handler.close()
+
+
 def test_daily_rotation_at_local_midnight(tmp_path: Path) -> None:
     evening = datetime(2026, 3, 28, 23, 59, 30).timestamp()  # the night before a DST change
     clock = Clock(evening)
