@@ -9,6 +9,7 @@ stops listening for control clients while its descriptors run short (`ControlGua
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -38,7 +39,8 @@ GUARD_LOW = 8
 GUARD_HIGH = 16
 GUARD_MAX_REFUSAL = 2.0
 GUARD_LOG_INTERVAL = 60.0
-GUARD_RECHECK = 0.05  # seconds between counts while refusing
+GUARD_RECHECK = 0.05  # seconds between counts while refusing, or while fewer than GUARD_WATCH
+GUARD_WATCH = 64  # are free: a burst of clients is accepted by ZeroMQ's thread, not our loop
 
 
 def open_files_limit() -> int | None:
@@ -73,12 +75,13 @@ def files_short(limits: Mapping[str, Any], wanted: int) -> str | None:
     )
 
 
-def open_count() -> int:
-    """How many descriptors this process holds now (-1 if it cannot be told)."""
+def open_count(limit: int) -> int | None:
+    """How many descriptors this process holds now (None if it cannot be told); `limit` if
+    there is none left to count them with."""
     try:
         return len(os.listdir("/proc/self/fd")) - 1  # listdir's own
-    except OSError:
-        return -1
+    except OSError as exc:
+        return limit if exc.errno in (errno.EMFILE, errno.ENFILE) else None
 
 
 class ControlGuard:
@@ -104,8 +107,8 @@ class ControlGuard:
         and close or open the listener to match."""
         if self._limit is None or (self._recheck_at is not None and now < self._recheck_at):
             return
-        used = open_count()
-        if used < 0:
+        used = open_count(self._limit)
+        if used is None:
             return
         free = self._limit - used
         if self._refused is None and free < GUARD_LOW:
@@ -139,8 +142,14 @@ class ControlGuard:
                     "%d of %d open files in use: control clients are taken again", used, self._limit
                 )
         self.refusing = self._refused is not None
-        self._recheck_at = now + GUARD_RECHECK if self.refusing else None
+        watch = self.refusing or free < GUARD_WATCH
+        self._recheck_at = now + GUARD_RECHECK if watch else None
+
+    @property
+    def watching(self) -> bool:
+        """Whether to count again at `next_deadline`, whatever the control socket does."""
+        return self._recheck_at is not None
 
     def next_deadline(self) -> float | None:
-        """When to count again while refusing."""
+        """When to count again while refusing, or while few descriptors are free."""
         return self._recheck_at

@@ -372,7 +372,7 @@ class Supervisor(ConfigReload):
         self.manager.reap()
         if self.control in ready:
             self.control_inbox.drain(self.commands.handle)
-        if self.control in ready or self.control_guard.refusing:
+        if self.control in ready or self.control_guard.watching:
             self.control_guard.check(time.monotonic())
         now = time.monotonic()
         if not self.run_dir.intact(now) and not self.manager.shutting_down:
