@@ -46,10 +46,11 @@ __all__ = [  # its errors live with the requests' parts; callers find them here
 
 log = logging.getLogger(__name__)
 
-# It answers in about a millisecond; past this it is stuck (replaced, the module spawned). The
+# It answers in about a millisecond; past this it is stuck (replaced, the module spawned): 1 s,
+# not less, for a loaded machine, where a template given up on may still fork late. The
 # loop waits that long at most (and _PER_FORK more for each process of a batch), and only for a
 # template that is not known to be stopped.
-_REPLY_TIMEOUT = 0.5
+_REPLY_TIMEOUT = 1.0
 _PER_FORK = 0.025
 # Seconds the template started with the supervisor may take to boot (an interpreter and its
 # imports, on a loaded machine). One started later, to replace one that died, is never waited
