@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -24,7 +23,7 @@ from orchestrator.cgroups import ModuleCgroups
 from orchestrator.child_channel import ChildChannel
 from orchestrator.commands import CommandHandler
 from orchestrator.config import AppConfig, Redactor
-from orchestrator.control_port import Replies, SupervisorPort
+from orchestrator.control_port import Replies
 from orchestrator.events import SystemEvents
 from orchestrator.fd_budget import ControlGuard, files_short, open_files_limit
 from orchestrator.forwarder import Forwarder
@@ -37,10 +36,11 @@ from orchestrator.metrics import MetricsEndpoint
 from orchestrator.metrics.module_metrics import CHANNEL_LIMITS, MAX_CHANNEL_MESSAGE
 from orchestrator.notify import WebhookNotifier, close_all
 from orchestrator.project_lock import ProjectLock
-from orchestrator.resources import keep_large_allocations_apart, machine_limits, own_usage
+from orchestrator.resources import keep_large_allocations_apart, machine_limits
 from orchestrator.rundir import RunDir
 from orchestrator.scheduler import Scheduler
 from orchestrator.supervisor_reload import ConfigReload
+from orchestrator.supervisor_view import supervisor_port
 from orchestrator.systemd import state_of
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class Supervisor(ConfigReload):
         self.hot_reload = HotReload(
             self.poller, self.manager, lambda: self.reload(dry_run=False)[0]
         )
-        self.commands = CommandHandler(self._port(), lambda: self.scheduler)
+        self.commands = CommandHandler(supervisor_port(self), lambda: self.scheduler)
         self.metrics = MetricsEndpoint(
             config,
             status=lambda: self.commands.status_data(sample=False),
@@ -189,51 +189,6 @@ class Supervisor(ConfigReload):
             child = self.manager.children.get(str(data.get("name")))
             tail = child.log.tail(_WEBHOOK_LOG_LINES) if child is not None else []
             self.notifier.notify(event_type, data, tail)
-
-    def _port(self) -> SupervisorPort:
-        """What the control handler may use of the supervisor."""
-        return SupervisorPort(
-            manager=self.manager,
-            forwarder=self.forwarder,
-            send_reply=self.send_reply,
-            wait_for=self.wait_for,
-            reload=lambda dry_run: self.reload(dry_run=dry_run),
-            overview=self.overview,
-            config=lambda: self.config,
-            logs=Path(self.config.logging.directory),  # (called once, at the start)
-            bus_client=lambda: self.bus_keys.client() if self.bus_keys is not None else None,
-            events=lambda: self.events,
-            current_bridge=lambda: self.bridge,
-        )
-
-    def overview(self) -> dict[str, Any]:
-        """What `status --json` shows of the supervisor itself: it, the bus, its own processes,
-        and a reload's rejection (until a config is applied)."""
-        rejected = self.rejected_config
-        return {
-            "supervisor": {
-                "pid": os.getpid(),
-                "started": self.started_wall,
-                "uptime": round(time.time() - self.started_wall, 3),
-                "config": str(self.config.config_dir),
-                "shutting_down": self.manager.shutting_down,
-                **own_usage(),
-            },
-            "bus": {
-                "xsub": self.xsub,
-                "xpub": self.xpub,
-                "groups_endpoint": self.groups,
-                "transport": self.config.bus.transport,
-                **self.broker.bus_status(),
-            },
-            "system": [helper.status() for helper in self.helpers],
-            "config": {
-                "rejected": rejected[0] if rejected else None,
-                "since": rejected[1] if rejected else None,
-            },
-            "webhooks": self.notifier.stats(),
-            "metrics": self.metrics.status(),
-        }
 
     def _notifier(
         self, config: AppConfig, previous: WebhookNotifier | None = None
