@@ -6,6 +6,7 @@ each limit: its value and whether the kernel enforces it (`limits_report`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import grp
 import json
@@ -66,12 +67,16 @@ def bus_endpoint(spec: ModuleSpec, endpoint: str) -> str:
 
 def ids(limits: ModuleLimits) -> dict[str, Any]:
     """uid, gid and supplementary groups of the module's `user:` and `group:`: the user's own
-    groups, with `group:` (or else the user's primary group) as the primary one."""
-    user = pwd.getpwnam(limits.user) if limits.user is not None else None
-    if limits.group is not None:
-        gid = grp.getgrnam(limits.group).gr_gid
-    else:
-        gid = user.pw_gid if user is not None else os.getgid()
+    groups, with `group:` (or else the user's primary group) as the primary one. A user or
+    group that is gone (removed after the config was loaded, or NSS failing for a moment: sssd,
+    LDAP) is an OSError, as any other reason a start cannot go on."""
+    try:
+        user = pwd.getpwnam(limits.user) if limits.user is not None else None
+        group = grp.getgrnam(limits.group).gr_gid if limits.group is not None else None
+    except KeyError as exc:  # "getpwnam(): name not found: 'x'"
+        raise OSError(errno.ENOENT, str(exc.args[0] if exc.args else exc)) from None
+    own = user.pw_gid if user is not None else os.getgid()
+    gid = group if group is not None else own
     groups = os.getgrouplist(user.pw_name, gid) if user is not None else [gid]
     return {"uid": user.pw_uid if user is not None else None, "gid": gid, "groups": groups}
 

@@ -92,10 +92,15 @@ class Environments:
             return Prepared()
         try:
             plan = self._plan(spec)
-        except PlanError as exc:
+        except Exception as exc:  # noqa: BLE001  (whatever a module's files cause, it alone fails)
+            if not isinstance(exc, PlanError):
+                # A bug here, not the module's fault: where it is goes to app.log, and still
+                # only this module fails, never the supervisor (it runs on its loop).
+                log.error("%s: planning its venv failed", spec.name, exc_info=True)
             self.forget(spec.name)
             self._plans.pop(spec.name, None)
-            self._unplanned[spec.name] = self._scrub(f"{INSTALL_FAILED}: {exc}")
+            why = exc if isinstance(exc, PlanError) else f"{type(exc).__name__}: {exc}"
+            self._unplanned[spec.name] = self._scrub(f"{INSTALL_FAILED}: {why}")
             return Prepared(failed=self._unplanned[spec.name])
         self._unplanned.pop(spec.name, None)
         previous = self._plans.get(spec.name)

@@ -23,6 +23,7 @@ import json
 import os
 import stat
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,25 +123,30 @@ def _check_trusted(spec: ModuleSpec, lines: tuple[str, ...], cwd: Path) -> None:
     the module's user (sshd's rule for `authorized_keys`, plus that)."""
     from orchestrator.isolation import ids  # noqa: PLC0415  (only for `user:` modules)
 
-    who = ids(spec.limits)
+    try:
+        who = ids(spec.limits)
+    except OSError as exc:
+        raise PlanError(f"user {spec.limits.user}: {exc.strerror or exc}") from None
     if who["uid"] == os.geteuid():
         return  # no other user: nothing to guard
-    pending: list[tuple[Path | None, tuple[str, ...] | None]] = []
-    if spec.requirements_file is not None:
-        pending.append((spec.requirements_file, lines))
-    pending += [(path, None) for path in _included(lines, cwd)]
+    # First in, first checked: a file is refused before anything it names is looked at (an
+    # untrusted file must not learn, through status, whether the paths it names exist).
+    top = spec.requirements_file
+    pending: deque[tuple[Path | None, tuple[str, ...] | None, Path]] = deque([(top, lines, cwd)])
     seen: set[str] = set()
     while pending:
-        path, known = pending.pop()
-        if path is None or str(path) in seen:
-            continue
-        seen.add(str(path))
-        if len(seen) > _MAX_INCLUDED:
-            raise PlanError(f"{path}: more than {_MAX_INCLUDED} requirement files included")
-        _trusted(path, spec.limits.user or "", who)
-        if known is None:  # an included file: what it includes in turn
+        path, known, base = pending.popleft()
+        if path is not None:
+            if str(path) in seen:
+                continue
+            seen.add(str(path))
+            if len(seen) > _MAX_INCLUDED:
+                raise PlanError(f"{path}: more than {_MAX_INCLUDED} requirement files included")
+            _trusted(path, spec.limits.user or "", who)
+        if known is None and path is not None:  # an included file: what it includes in turn
             known = tuple(line for line in (_strip(raw) for raw in _read(path)) if line)
-            pending += [(p, None) for p in _included(known, path.parent)]
+        where = str(path) if path is not None else f"requirements of {spec.name}"
+        pending += [(p, None, p.parent) for p in _included(known or (), base, where)]
 
 
 def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
@@ -151,8 +157,8 @@ def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
     )
     try:
         found, parent = os.stat(path), os.stat(path.parent)
-    except OSError as exc:
-        raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise PlanError(f"{_shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
     for what, stats in ((path, found), (path.parent, parent)):
         if stats.st_uid not in (0, os.geteuid()):
             raise PlanError(f"{what}: owned by uid {stats.st_uid}; {rule}")
@@ -168,9 +174,9 @@ def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
         raise PlanError(f"{path}: not readable by {user}; {rule}")
 
 
-def _included(lines: tuple[str, ...], base: Path) -> list[Path]:
-    """The local files that option lines include (`-r F`, `--requirement=F`, `-cF`, ...),
-    relative to `base` (a URL is fetched by the installer: nothing here to check)."""
+def _included(lines: tuple[str, ...], base: Path, where: str) -> list[Path]:
+    """The local files that option lines (of `where`) include (`-r F`, `--requirement=F`,
+    `-cF`, ...), relative to `base` (a URL is fetched by the installer: nothing here to check)."""
     import shlex  # noqa: PLC0415  (only for `user:` modules: not in every supervisor)
 
     found: list[str] = []
@@ -188,6 +194,9 @@ def _included(lines: tuple[str, ...], base: Path) -> list[Path]:
                 found.append(word.split("=", 1)[1])
             elif word[:2] in _INCLUDES and not word.startswith("--"):
                 found.append(word[2:])
+    for name in found:
+        if "\0" in name:  # no file has such a name; the system calls would refuse it
+            raise PlanError(f"{where}: a NUL character in the name of a file it includes: {name!r}")
     return [base / name for name in found if name and "://" not in name]
 
 
@@ -196,8 +205,8 @@ def _read(path: Path) -> tuple[str, ...]:
     FIFO would block the open until a writer came), and never more than a bounded size."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise PlanError(f"{path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise PlanError(f"{_shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PlanError(f"{path}: not a regular file")
@@ -211,6 +220,11 @@ def _read(path: Path) -> tuple[str, ...]:
         return tuple(data.decode("utf-8").splitlines())
     except UnicodeDecodeError as exc:
         raise PlanError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _shown(path: Path) -> str:
+    """`path` for a message of one line."""
+    return str(path).replace("\0", "\\0")
 
 
 def _strip(line: str) -> str:

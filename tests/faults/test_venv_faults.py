@@ -95,12 +95,21 @@ def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
     package.mkdir()
     (package / "__init__.py").write_text(REPORTER)
     os.mkfifo(package / "requirements.txt")  # read on the loop: no writer must block it
+    escape = project.root / "modules" / "escape"  # a NUL in an included name raised on the loop
+    escape.mkdir()
+    (escape / "__init__.py").write_text(REPORTER)
+    (escape / "requirements.txt").write_bytes(b"six\n-r ./inc\x00x.txt\n")
     _, python = _slow_python(project)  # held until `down`
     reporter = project.write_module("reporter.py", REPORTER)
     project.configure(
         [
             {"name": "piped", "path": "../modules/piped", "config": {"name": "piped"}},
             {"name": "idle", "path": project.probe("idle")},
+            *(
+                [{"name": "escape", "path": "../modules/escape", "user": "nobody"}]
+                if os.geteuid() == 0
+                else []
+            ),
             {"name": "slow", "path": reporter, "config": {"name": "slow"}, "python": str(python)},
         ]
     )
@@ -110,6 +119,9 @@ def test_a_pipe_for_requirements_fails_its_module_and_down_stops_a_build(
     assert row["dependencies"] == "failed" and row["interpreter"] is None
     assert any("not a regular file" in line for line in row["install_error"])
     project.wait_module("idle", 15, state="running")
+    if os.geteuid() == 0:
+        row = project.wait_module("escape", 15, state="failed")
+        assert "a NUL character in the name of a file it includes" in row["why"], row
     project.wait_module("slow", 15, state="waiting", dependencies="installing")
     cache = project.root / ".orchestrator" / "venvs"
     wait_until(lambda: list(cache.glob(".build-*/bin/python")), 30, "the build's venv made")

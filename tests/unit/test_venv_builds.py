@@ -103,3 +103,21 @@ def test_the_hint_after_an_install_failure_is_the_install_log() -> None:
     row = {"log": "logs/m.log", "dependencies": "failed", "install_log": ".orchestrator/k.c.log"}
     assert log_hint(row) == "install log: .orchestrator/k.c.log"
     assert log_hint({**row, "dependencies": "ready"}) == "log: logs/m.log"
+
+
+def test_any_error_planning_a_venv_fails_that_module_not_the_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prepare() runs on the supervisor's loop: an exception it let through ended the loop."""
+
+    def broken(*args: object) -> None:
+        raise ValueError("embedded null byte")
+
+    monkeypatch.setattr("orchestrator.venv.environments.plan_for", broken)
+    envs = Environments(tmp_path, tmp_path / "modules.yaml", Reaper().watch_exit, lambda: None)
+    spec = ModuleSpec("m", tmp_path / "m.py", requirements=("six",))
+    with caplog.at_level(logging.ERROR):
+        failed = envs.prepare(spec).failed
+    assert failed == "dependencies did not install: ValueError: embedded null byte", failed
+    assert envs.status(spec)["dependencies"] == "failed"
+    assert "m: planning its venv failed" in caplog.text and "Traceback" in caplog.text

@@ -95,3 +95,28 @@ def test_a_file_the_module_could_not_read_is_not_read_for_it(package: Path) -> N
     package.unlink()
     package.symlink_to(secret)  # the file itself, through a link
     assert refusal(package).startswith(f"{package}: not readable by nobody")
+
+
+def test_a_nul_in_an_included_name_is_refused_not_raised(package: Path) -> None:
+    """`-r ./inc<NUL>x.txt`: os.stat raised ValueError, which ended the supervisor's loop."""
+    package.write_text("-r ./inc\0x.txt\n")
+    with pytest.raises(PlanError) as info:
+        plan(package)
+    text = str(info.value)
+    assert text.startswith(f"{package}: a NUL character") and "\0" not in text, text
+    with pytest.raises(PlanError):
+        plan(package, lines=("--requirement=a\0b",))
+
+
+def test_a_file_is_refused_before_what_it_includes_is_looked_at(package: Path) -> None:
+    """An untrusted file is refused for itself: what its `-r` lines name is not stat'ed (status
+    would tell the module's user whether such paths exist), nor can it crash the check."""
+    package.write_text("-r /no/such/dir/x.txt\n-r ./in\0valid\n")
+    os.chown(package, NOBODY, -1)
+    assert refusal(package).startswith(f"{package}: owned by uid {NOBODY}")
+
+
+def test_a_user_that_is_gone_is_a_refusal_not_a_key_error(package: Path) -> None:
+    with pytest.raises(PlanError) as info:
+        plan(package, user="no-such-user-orchestrator-test")
+    assert str(info.value).startswith("user no-such-user-orchestrator-test: "), info.value
