@@ -23,7 +23,6 @@ import json
 import os
 import stat
 import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ READY_MARKER = ".orchestrator-ready"
 MAX_REQUIREMENTS_BYTES = 256 * 1024
 _KEY_VERSION = "1"  # bump when the layout of a venv changes
 _LOCAL_MARKS = ("./", "../", "/", "~", "file:", ".\\")
-_INCLUDES = ("-r", "--requirement", "-c", "--constraint")
-_MAX_INCLUDED = 32
 
 
 class PlanError(Exception):
@@ -92,7 +89,9 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
         source, cwd = f"{modules_file.name} requirements of {spec.name}", modules_file.parent
     lines = tuple(line for line in (_strip(raw) for raw in lines) if line)
     if spec.limits.user is not None:
-        _check_trusted(spec, lines, cwd)
+        from orchestrator.venv.trust import check_trusted  # noqa: PLC0415  (`user:` only: shlex)
+
+        check_trusted(spec, lines, cwd)
     try:
         real = os.path.realpath(base)
         found = os.stat(real)
@@ -112,92 +111,6 @@ def plan_for(spec: ModuleSpec, modules_file: Path, cache: Path, sdk: SdkParts) -
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     config_name = modules_file.parent.name or "config"
     return Plan(key, base, lines, source, spec.requirements_file, cwd, cache, config_name)
-
-
-def _check_trusted(spec: ModuleSpec, lines: tuple[str, ...], cwd: Path) -> None:
-    """A module that runs as another user must not choose what the supervisor installs (as
-    root: a package's setup.py runs then), nor read through the installer's errors what it
-    could not read itself (`-r /etc/shadow`). So its requirements file, and every file that
-    one includes (`-r`, `-c`), must be owned by root or the supervisor's user, writable by no one
-    else, in a directory no one else can write (where a file could be replaced), and readable by
-    the module's user (sshd's rule for `authorized_keys`, plus that)."""
-    from orchestrator.isolation import ids  # noqa: PLC0415  (only for `user:` modules)
-
-    try:
-        who = ids(spec.limits)
-    except OSError as exc:
-        raise PlanError(f"user {spec.limits.user}: {exc.strerror or exc}") from None
-    if who["uid"] == os.geteuid():
-        return  # no other user: nothing to guard
-    # First in, first checked: a file is refused before anything it names is looked at (an
-    # untrusted file must not learn, through status, whether the paths it names exist).
-    top = spec.requirements_file
-    pending: deque[tuple[Path | None, tuple[str, ...] | None, Path]] = deque([(top, lines, cwd)])
-    seen: set[str] = set()
-    while pending:
-        path, known, base = pending.popleft()
-        if path is not None:
-            if str(path) in seen:
-                continue
-            seen.add(str(path))
-            if len(seen) > _MAX_INCLUDED:
-                raise PlanError(f"{path}: more than {_MAX_INCLUDED} requirement files included")
-            _trusted(path, spec.limits.user or "", who)
-        if known is None and path is not None:  # an included file: what it includes in turn
-            known = tuple(line for line in (_strip(raw) for raw in _read(path)) if line)
-        where = str(path) if path is not None else f"requirements of {spec.name}"
-        pending += [(p, None, p.parent) for p in _included(known or (), base, where)]
-
-
-def _trusted(path: Path, user: str, who: dict[str, Any]) -> None:
-    """Refuse `path` (see `_check_trusted`) with one line that names it."""
-    rule = (
-        f"refused for a module that runs as {user}: its requirement files must be owned by root "
-        "or the supervisor's user, writable and replaceable by no one else, readable by it"
-    )
-    try:
-        found, parent = os.stat(path), os.stat(path.parent)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        raise PlanError(f"{_shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
-    for what, stats in ((path, found), (path.parent, parent)):
-        if stats.st_uid not in (0, os.geteuid()):
-            raise PlanError(f"{what}: owned by uid {stats.st_uid}; {rule}")
-        if stats.st_mode & 0o022:
-            raise PlanError(f"{what}: writable by group or others; {rule}")
-    if found.st_uid == who["uid"]:
-        readable = found.st_mode & 0o400
-    elif found.st_gid in who["groups"] or found.st_gid == who["gid"]:
-        readable = found.st_mode & 0o040
-    else:
-        readable = found.st_mode & 0o004
-    if not readable:
-        raise PlanError(f"{path}: not readable by {user}; {rule}")
-
-
-def _included(lines: tuple[str, ...], base: Path, where: str) -> list[Path]:
-    """The local files that option lines (of `where`) include (`-r F`, `--requirement=F`,
-    `-cF`, ...), relative to `base` (a URL is fetched by the installer: nothing here to check)."""
-    import shlex  # noqa: PLC0415  (only for `user:` modules: not in every supervisor)
-
-    found: list[str] = []
-    for line in lines:
-        if not line.startswith("-"):
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            continue  # the installer says what is wrong with it
-        for i, word in enumerate(words):
-            if word in _INCLUDES:
-                found += words[i + 1 : i + 2]
-            elif word.startswith(tuple(f"{option}=" for option in _INCLUDES if option[1] == "-")):
-                found.append(word.split("=", 1)[1])
-            elif word[:2] in _INCLUDES and not word.startswith("--"):
-                found.append(word[2:])
-    for name in found:
-        if "\0" in name:  # no file has such a name; the system calls would refuse it
-            raise PlanError(f"{where}: a NUL character in the name of a file it includes: {name!r}")
-    return [base / name for name in found if name and "://" not in name]
 
 
 def _read(path: Path) -> tuple[str, ...]:
@@ -220,6 +133,11 @@ def _read(path: Path) -> tuple[str, ...]:
         return tuple(data.decode("utf-8").splitlines())
     except UnicodeDecodeError as exc:
         raise PlanError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def read_lines(path: Path) -> tuple[str, ...]:
+    """The requirement lines of file `path`, comments and blank lines dropped (see `_read`)."""
+    return tuple(line for line in (_strip(raw) for raw in _read(path)) if line)
 
 
 def _shown(path: Path) -> str:

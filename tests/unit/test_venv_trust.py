@@ -65,7 +65,7 @@ def test_a_file_others_may_write_or_replace_is_refused(package: Path) -> None:
     assert refusal(package).startswith(f"{package}: writable by group or others")
     package.chmod(0o644)
     os.chown(package.parent, NOBODY, -1)  # it could rename another file over this one
-    assert refusal(package).startswith(f"{package.parent}: owned by uid {NOBODY}")
+    assert refusal(package).startswith(f"{package}: {package.parent}: owned by uid {NOBODY}")
 
 
 def test_an_included_file_is_held_to_the_same_rule(package: Path) -> None:
@@ -120,3 +120,96 @@ def test_a_user_that_is_gone_is_a_refusal_not_a_key_error(package: Path) -> None
     with pytest.raises(PlanError) as info:
         plan(package, user="no-such-user-orchestrator-test")
     assert str(info.value).startswith("user no-such-user-orchestrator-test: "), info.value
+
+
+def test_a_link_out_of_a_safe_directory_is_judged_where_it_leads(package: Path) -> None:
+    """`safe/requirements.txt -> ../open/real.txt`, `open/` mode 0777: anyone could replace it."""
+    opened = package.parent.parent / "open"
+    opened.mkdir()
+    opened.chmod(0o777)
+    real = opened / "real.txt"
+    real.write_text("localpkg==1.0\n")
+    real.chmod(0o644)
+    package.unlink()
+    package.symlink_to("../open/real.txt")
+    assert refusal(package).startswith(f"{package}: {opened}: writable by group or others")
+    opened.chmod(0o755)
+    assert plan(package).lines == ("localpkg==1.0",)
+
+
+def test_a_directory_the_modules_user_owns_anywhere_on_the_way_is_refused(package: Path) -> None:
+    """`userdir/` (nobody's) holds a root-owned `reqs/`: nobody could rename `reqs/` away and
+    put its own in place."""
+    userdir = package.parent.parent / "userdir"
+    userdir.mkdir()
+    package.parent.rename(userdir / "esc")
+    moved = userdir / "esc" / "requirements.txt"
+    assert plan(moved).lines == ("localpkg==1.0",)
+    os.chown(userdir, NOBODY, -1)
+    assert f"{userdir}: owned by uid {NOBODY}" in refusal(moved)
+
+
+def test_a_sticky_directory_may_be_passed_through_but_not_hold_the_file(package: Path) -> None:
+    sticky = package.parent.parent / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    inside = sticky / "requirements.txt"
+    inside.write_text("localpkg==1.0\n")
+    inside.chmod(0o644)
+    assert f"{sticky}: writable by group or others" in refusal(inside)
+    safe = sticky / "safe"
+    safe.mkdir(mode=0o755)
+    (safe / "requirements.txt").write_text("localpkg==1.0\n")
+    assert plan(safe / "requirements.txt").lines == ("localpkg==1.0",)
+    # A link in the sticky directory is its owner's to replace: nobody's is refused.
+    link = sticky / "link"
+    link.symlink_to(safe)
+    os.lchown(link, NOBODY, -1)
+    assert f"{link}: owned by uid {NOBODY}" in refusal(link / "requirements.txt")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "./pkg",
+        "../pkg",
+        "/srv/pkg",
+        "~/pkg",
+        "dist/pkg-1.0.tar.gz",
+        "pkg-1.0-py3-none-any.whl",
+        "pkg @ file:///srv/pkg",
+        "git+file:///srv/pkg.git",
+        "-e ./src",
+        "--editable=src",
+        "--find-links ../wheels",
+        "-f/srv/wheels",
+        "--index-url file:///srv/index",
+    ],
+)
+def test_a_local_path_to_install_from_is_refused(package: Path, line: str) -> None:
+    """What it names (a source tree, a directory of wheels) the module's user may write, and its
+    setup.py would run as the supervisor's user."""
+    package.write_text(f"six\n{line}\n")
+    text = refusal_of_local(package)
+    assert text.startswith(f"{package}: {line!r}: a local path is refused"), text
+    assert refusal_of_local(package, lines=(line,)).startswith("requirements of esc: ")
+
+
+def refusal_of_local(path: Path, lines: tuple[str, ...] | None = None) -> str:
+    with pytest.raises(PlanError) as info:
+        plan(path, lines=lines)
+    return str(info.value)
+
+
+def test_what_comes_from_an_index_is_taken(package: Path) -> None:
+    lines = (
+        "six==1.16; python_version >= '3.8'",
+        "pkg[extra]>=1 --hash=sha256:00",
+        "pkg @ https://example.org/pkg-1.0.tar.gz",
+        "git+https://example.org/pkg.git",
+        "--index-url https://example.org/simple",
+        "-f https://example.org/wheels",
+        "--no-index",
+    )
+    package.write_text("\n".join(lines) + "\n")
+    assert plan(package).lines == lines
