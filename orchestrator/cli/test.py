@@ -22,7 +22,7 @@ from orchestrator import exit_codes
 from orchestrator.cli.common import App, abort, config_option, echo_json
 from orchestrator.testrun.discover import DiscoveryError, discover
 from orchestrator.testrun.report import CORE, Tally, as_dict, render, tally
-from orchestrator.testrun.session import TEARDOWN
+from orchestrator.testrun.session import SESSION_BOUND
 
 DEFAULT_TIMEOUT = 900.0  # seconds a whole run may take before it is interrupted (--timeout)
 
@@ -139,7 +139,7 @@ def test(  # noqa: PLR0917
         raise SystemExit(exit_codes.FAILED)
 
 
-_SESSION_BOUND = TEARDOWN + 90.0  # the session's own bounds (teardown, a `down`), with margin
+_SESSION_BOUND = SESSION_BOUND + 15.0  # what the session allows itself from a stop, with margin
 
 
 def _run_session(command: list[str], cwd: Path, stdout: TextIO | None) -> None:
@@ -149,7 +149,8 @@ def _run_session(command: list[str], cwd: Path, stdout: TextIO | None) -> None:
     process = subprocess.Popen(command, cwd=cwd, stdout=stdout)
     try:
         process.wait()
-    except KeyboardInterrupt:  # the terminal sent the session the Ctrl+C too
+    except KeyboardInterrupt:  # from a terminal, the session had it too; else (kill -INT) not:
+        process.send_signal(signal.SIGTERM)  # it takes one that soon after for the same stop
         _wait_or_stop(process)
         raise
     except SystemExit:
@@ -163,11 +164,17 @@ def _run_session(command: list[str], cwd: Path, stdout: TextIO | None) -> None:
 
 
 def _wait_or_stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        process.wait(_SESSION_BOUND)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    """Wait for the stopped session to end (it keeps its own deadline). Never SIGKILL it: it is
+    what stops the tests' leftovers, which would be left to init. Late, a SIGTERM again (its
+    second stop: pytest is killed at once, the cleanup still runs); later still, leave it."""
+    for again in (True, False):
+        try:
+            process.wait(_SESSION_BOUND)
+            return
+        except subprocess.TimeoutExpired:
+            if again:
+                process.send_signal(signal.SIGTERM)
+    click.echo(f"the test session (pid {process.pid}) is still cleaning up: left to it", err=True)
 
 
 def _session_outcome(ended: Path, timeout: float) -> tuple[int, bool]:

@@ -44,9 +44,16 @@ from module_sdk.process import (
 )
 
 TEARDOWN = 30.0  # seconds an interrupted pytest has for its teardown before it is killed
-_DOWN_TIMEOUT = 60.0  # seconds for the `down` of a supervisor a dead test left running
+CLEAN_UP = 60.0  # seconds for everything after pytest: the `down`s, then the sweeps
+# From a stop signal, this process ends within SESSION_BOUND (the CLI waits longer than that).
+SESSION_BOUND = TEARDOWN + CLEAN_UP
+_DOWN_TIMEOUT = 30.0  # seconds for the `down` of a supervisor a dead test left running
+_SWEEP_RESERVE = 10.0  # seconds of CLEAN_UP the `down`s leave for the sweeps
 _SWEEPS = 20  # rounds of kill-and-reap: what a dying process forks is caught by the next
 _REAP_WAIT = 2.0  # seconds a round waits for what it killed to be reaped
+_SAME_STOP = 1.0  # seconds: a signal this soon after the first is that one again (Ctrl+C
+# reaches the CLI, which passes it on as SIGTERM, and us), not a second asking to kill now
+_KILLED_POLL = 0.05  # seconds between looks at a pytest killed but not reaped yet (D state)
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +72,7 @@ def main(argv: list[str]) -> int:
         )
         stop: list[int] = [] if os.getppid() == cli_pid else [signal.SIGTERM]
         code, timed_out = _wait(pytest, signals, timeout, stop)
-        left = _clean_up(base, pytest.pid)
+        left = _clean_up(base, pytest.pid, time.monotonic() + CLEAN_UP)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result.write_text(json.dumps({"exit": code, "timed_out": timed_out, "left": left}))
@@ -85,7 +92,8 @@ def _wait(
     `stop` holds a stop signal that came before we could hear it."""
     deadline = time.monotonic() + timeout if timeout > 0 else None
     killed_at: float | None = None  # when pytest is killed if its teardown takes longer
-    timed_out = False
+    first_at = 0.0  # when it was interrupted
+    killed, timed_out = False, False
     while True:
         for pid, status in _reaped():
             if pid == pytest.pid:
@@ -99,11 +107,23 @@ def _wait(
             asked.append(signal.SIGINT)
         if asked and killed_at is None:
             _signal_group(pytest.pid, signal.SIGINT)  # as Ctrl+C in a terminal does
-            killed_at = now + TEARDOWN
-        elif asked or (killed_at is not None and now >= killed_at):
+            killed_at, first_at = now + TEARDOWN, now
+            asked = []
+        late = killed_at is not None and now >= killed_at
+        if (
+            killed_at is not None
+            and not killed
+            and (late or (asked and now - first_at >= _SAME_STOP))
+        ):
             _signal_group(pytest.pid, signal.SIGKILL)  # a second signal, or teardown too long
-        wake = [t for t in (deadline if killed_at is None else None, killed_at) if t is not None]
-        wait = max(0.0, min(wake) - now) if wake else None
+            killed = True
+        if killed:  # until it is reaped (SIGCHLD wakes us): a look now and then, not a spin
+            wait: float | None = _KILLED_POLL
+        else:
+            wake = [
+                t for t in (deadline if killed_at is None else None, killed_at) if t is not None
+            ]
+            wait = max(0.0, min(wake) - now) if wake else None
         select.select([signals.read_fd], [], [], wait)
 
 
@@ -125,27 +145,30 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _clean_up(base: Path, pytest_pgid: int) -> int:
+def _clean_up(base: Path, pytest_pgid: int, deadline: float) -> int:
     """Stop the supervisors of `module_process` projects left under `base`, then kill every
-    process left below this one; how many were left."""
+    process left below this one, by `deadline`; how many were left."""
     for root in sorted(base.iterdir()):
+        budget = min(_DOWN_TIMEOUT, deadline - _SWEEP_RESERVE - time.monotonic())
+        if budget < 1.0:
+            break  # the sweeps below kill what is left
         if (root / "run").exists() and (root / "config").is_dir():
-            _down(root)
+            _down(root, budget)
     _signal_group(pytest_pgid, signal.SIGKILL)  # what the tests left in pytest's group
     me, left = os.getpid(), set[int]()
     for _ in range(_SWEEPS):
         killed = kill_descendants()
         left.update(killed)
-        deadline = time.monotonic() + _REAP_WAIT
-        while (children := children_of(me)) and time.monotonic() < deadline:
+        until = min(time.monotonic() + _REAP_WAIT, max(deadline, time.monotonic() + 0.1))
+        while (children := children_of(me)) and time.monotonic() < until:
             if not _reaped():  # one not killed yet (adopted meanwhile) waits for the next round
                 select.select([], [], [], 0.005)
-        if not killed and not children:
+        if (not killed and not children) or time.monotonic() >= deadline:
             break
     return len(left)
 
 
-def _down(root: Path) -> None:
+def _down(root: Path, timeout: float) -> None:
     """`orchestrator down` for the `module_process` project at `root` (the harness's own
     environment: its run base)."""
     env = {**os.environ, "ORCHESTRATOR_RUN_BASE": str(root / "run")}
@@ -157,7 +180,7 @@ def _down(root: Path) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=_DOWN_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
 
