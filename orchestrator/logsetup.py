@@ -17,10 +17,11 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any
 
 from module_sdk.logformat import JsonFormatter
 from orchestrator import logrotate
+from orchestrator.bounded_stderr import bound_stderr
 from orchestrator.config import LoggingSection, RedactingFilter, Redactor
 from orchestrator.logrotate import Rotation
 from orchestrator.record import mutable_record
@@ -31,7 +32,6 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RETRY = 0.5  # seconds between attempts while a file cannot be written: lines meanwhile are lost
 _RECHECK = 1.0  # seconds between checks that the path still names the open file
 _ROTATE_AGAIN = 60.0  # seconds a file that could not be rotated is written on before a retry
-_STDERR_LIMIT = 64 * 1024  # characters a detached supervisor writes to its output file, at most
 
 log = logging.getLogger(__name__)
 
@@ -365,41 +365,6 @@ def setup_logging(settings: LoggingSection, redactor: Redactor, *, console: bool
         root.addHandler(handler)
     root.setLevel(settings.level)
     return app_log
-
-
-class _BoundedOutput:
-    """A text stream that passes on its first `limit` characters, then drops the rest (once
-    saying so): whatever writes to it, per line or in a loop, the file behind it stays small."""
-
-    def __init__(self, stream: TextIO, limit: int) -> None:
-        self._stream = stream
-        self._left = limit
-
-    def write(self, text: str) -> int:
-        if self._left > 0:
-            part, self._left = text[: self._left], self._left - len(text)
-            try:
-                self._stream.write(part)
-                if self._left <= 0:
-                    self._stream.write("\n[orchestrator: further output dropped]\n")
-                self._stream.flush()
-            except (OSError, ValueError):
-                self._left = 0
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty...: the stream's own
-        return getattr(self._stream, name)
-
-
-def bound_stderr(limit: int = _STDERR_LIMIT) -> None:
-    """Bound what this process writes to sys.stderr from here on (see _BoundedOutput)."""
-    if not isinstance(sys.stderr, _BoundedOutput):
-        sys.stderr = cast(TextIO, _BoundedOutput(sys.stderr, limit))
-    logging.raiseExceptions = False  # other handlers' errors: silent, as logging advises
 
 
 def _describe(exc: BaseException) -> str:
