@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -324,3 +326,20 @@ def group_config_option(group: F) -> F:
         help=f"Directory holding main.yaml and modules.yaml (default ./config, or ${CONFIG_ENV}). "
         "May come after the command instead; given in both places, the one after wins.",
     )(group)
+
+
+@contextlib.contextmanager
+def raising_on_stop_signals(stopped: Callable[[int], BaseException]) -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise `stopped(signum)` where the command is, as Ctrl+C
+    raises KeyboardInterrupt: `timeout`, a closed terminal or a CI runner's SIGTERM then ends it
+    through its own handling, not in the middle of it; the handlers before are put back after."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

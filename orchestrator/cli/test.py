@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -11,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +17,7 @@ import click
 
 import orchestrator
 from orchestrator import exit_codes
-from orchestrator.cli.common import App, abort, config_option, echo_json
+from orchestrator.cli.common import App, abort, config_option, echo_json, raising_on_stop_signals
 from orchestrator.testrun.discover import DiscoveryError, discover
 from orchestrator.testrun.report import CORE, Tally, as_dict, render, tally
 from orchestrator.testrun.session import SESSION_BOUND
@@ -118,7 +116,7 @@ def test(  # noqa: PLR0917
             "junit_family=xunit1",
         ]
         # With --json, stdout holds the one JSON document: pytest's output goes to stderr.
-        with _ended_by_signals():
+        with raising_on_stop_signals(lambda signum: SystemExit(128 + signum)):
             _run_session(command, rootdir, sys.stderr if as_json else None)
         if not as_json:  # pytest's last line may be unfinished (a test killed it)
             click.echo("")
@@ -144,7 +142,7 @@ _SESSION_BOUND = SESSION_BOUND + 15.0  # what the session allows itself from a s
 
 def _run_session(command: list[str], cwd: Path, stdout: TextIO | None) -> None:
     """Run `orchestrator.testrun.session` (which runs pytest) to its end. Stopped (Ctrl+C, or
-    SIGTERM or SIGHUP through `_ended_by_signals`), it interrupts pytest as Ctrl+C does, so that
+    SIGTERM or SIGHUP through `raising_on_stop_signals`), it interrupts pytest as Ctrl+C does, so that
     the tests' teardown runs, and kills whatever is left: this waits for it to finish."""
     process = subprocess.Popen(command, cwd=cwd, stdout=stdout)
     try:
@@ -207,23 +205,6 @@ def _no_report(code: int, timed_out: bool) -> str:
         f"pytest exited {code} before it wrote its report (a test called os._exit()?); the"
         " test it was running is the last one shown above"
     )
-
-
-@contextlib.contextmanager
-def _ended_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the command as Ctrl+C does (see `_run_pytest`), and the scratch
-    directory goes. Before, `timeout` or a CI runner's SIGTERM left pytest running on, its
-    parent gone, and its report in /tmp."""
-
-    def stop(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _report(

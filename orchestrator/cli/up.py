@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,7 +15,7 @@ import click
 from orchestrator import exit_codes
 from orchestrator.boot import Boot
 from orchestrator.cli import catches_detached
-from orchestrator.cli.common import App, abort, config_option
+from orchestrator.cli.common import App, abort, config_option, raising_on_stop_signals
 from orchestrator.cli.status import log_hint, render
 from orchestrator.config import AppConfig
 from orchestrator.config.errors import one_line
@@ -74,23 +73,6 @@ class _Signalled(BaseException):  # as KeyboardInterrupt: no `except Exception` 
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the wait as Ctrl+C does: the supervisor, in a session of its own,
-    does not get them and starts on, which the command then says (`timeout`, a closed terminal
-    or a CI runner's SIGTERM used to end it silently, or with click's bare "Aborted!")."""
-
-    def stop(signum: int, _frame: object) -> None:
-        raise _Signalled(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _refuse_undecodable(app: App) -> None:
     """Exit 3 if the project's path is not UTF-8: the endpoints and the messages between the
     supervisor and its modules carry paths as UTF-8 text (it failed at the first spawn)."""
@@ -124,7 +106,8 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     with sink, output:
         daemon = detach(config, run_dir, sink, close=(output,), leave=catches_detached())
         try:
-            with _interruptible():
+            # The supervisor, in a session of its own, does not get these and starts on: said.
+            with raising_on_stop_signals(_Signalled):
                 data = _wait_started(app, config, daemon, output)
         except (KeyboardInterrupt, _Signalled) as exc:
             code = 128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT)
