@@ -12,12 +12,14 @@ can fork past the sweep.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Collection, Iterable
 from types import FrameType
 from typing import NamedTuple
@@ -212,6 +214,27 @@ def kill_descendants(spare: Collection[int] = ()) -> list[int]:
     descendants are its own."""
     me = os.getpid()
     return kill_tree(children_of(me), me, spare)
+
+
+def stop_descendants(grace: float) -> int:
+    """SIGTERM every descendant of this process, then wait up to `grace` seconds for them to
+    end, reaping those that are its children (it is a subreaper: orphans below come to it);
+    returns how many there were. What ignores the signal is left to `kill_descendants`."""
+    me = os.getpid()
+    found = descendants(me)
+    for pid, start in found.items():
+        stat = proc_stat(pid)
+        if stat is not None and stat.start == start:  # not a pid reused since the listing
+            _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while found and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        if not descendants(me):
+            break
+        time.sleep(0.01)
+    return len(found)
 
 
 def descendants(pid: int, spare: Collection[int] = ()) -> dict[int, int]:

@@ -41,6 +41,7 @@ from module_sdk.process import (
     prctl,
     reap_adopted,
     run_atexit,
+    stop_descendants,
 )
 from module_sdk.serving import Serving
 from module_sdk.stopsignals import StopSignals
@@ -49,6 +50,7 @@ from module_sdk.undertaker import GRACE, Grace
 log = logging.getLogger("module_sdk.shim")
 
 _SPEC_TIMEOUT = 10.0
+_LEFTOVER_GRACE = 1.0  # seconds what a module left running has to end after its SIGTERM
 _ATEXIT_TIMEOUT = 2.0  # seconds the module's atexit handlers may take at its stop
 _REAP_INTERVAL = 1.0  # seconds between looks for zombies adopted as a subreaper
 # Zombie children of the module's own making left for its code to wait for (a Popen it polls);
@@ -401,6 +403,8 @@ def main(*, joined: bool = False) -> int:
         # then the orphans go to the supervisor, a subreaper too, which kills them).
         if child.orphaned():
             child.grace.kill_everything()
+        else:  # stopped: what it left gets SIGTERM first (the supervisor signalled it alone)
+            stop_descendants(_LEFTOVER_GRACE)
         killed = kill_descendants()
         if killed:
             log.warning("killed %d process(es) the module left running", len(killed))

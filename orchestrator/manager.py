@@ -38,7 +38,7 @@ from orchestrator.manager_requests import ModuleRequests
 from orchestrator.manager_spawns import ModuleSpawns, carried, jitter
 from orchestrator.module_processes import ModuleProcesses
 from orchestrator.output import ModuleLog
-from orchestrator.processes import signal_module
+from orchestrator.processes import signal_module, signal_process
 from orchestrator.resources import Limits, ProcessSampler, memory_reserve_shortfall
 from orchestrator.spec import handshake_timeout
 from orchestrator.standby import SPARE_CGROUP, Standbys
@@ -151,7 +151,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
                 self.publish(effect.event_type, name=child.name, **effect.data)
             case lc.Signal() if child.process is not None:
                 if effect.term:
-                    signal_module(child.process, signal.SIGTERM)
+                    signal_process(child.process, signal.SIGTERM)
                     signal_module(child.process, signal.SIGCONT)
                 else:
                     signal_module(child.process, signal.SIGKILL)

@@ -236,6 +236,16 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def signal_process(process: ModuleProcess, sig: int) -> None:
+    """Send `sig` to the module process alone (a graceful stop: its `shutdown()` stops what it
+    started, its shim then what is left, as systemd's KillMode=mixed does). A signal to the whole
+    group at once killed a multiprocessing pool's workers under the module's feet, its
+    `shutdown()`'s `pool.terminate()` then hung on a lock a dead worker held, until the SIGKILL."""
+    if not process.gone:  # reaped: its pid may be another process's now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, sig)
+
+
 def signal_module(process: ModuleProcess, sig: int) -> None:
     """Send `sig` to a module process's group, and to the process by its pid if it is no longer
     in that group (a module may move itself into any group of the supervisor's session, the

@@ -1,7 +1,8 @@
 """Signals, forks and exit in real module processes under a real supervisor: a signal the
 module handles itself, a `multiprocessing` worker it terminates, asyncio taking the signal
 wake-up fd (none of them may stop the module; `restart` must still stop it gracefully), a
-callback that forks and returns in the child, and the module's atexit handlers.
+callback that forks and returns in the child, the module's atexit handlers, and a module with a
+`multiprocessing` pool (stopped gracefully: the SIGTERM goes to the module process alone).
 
 One project serves the whole file (each test uses its own module and trigger).
 """
@@ -109,6 +110,52 @@ def shutdown() -> None:
     pass
 """
 
+POOL = """
+import logging
+import multiprocessing
+from typing import Any
+from module_sdk import EventBus
+
+log = logging.getLogger("pool")
+_pool: Any = None
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    global _pool
+    _pool = multiprocessing.get_context("fork").Pool(2)
+    _pool.map(abs, range(4))
+
+
+def shutdown() -> None:
+    _pool.terminate()
+    log.info("pool terminated")
+"""
+
+LEAVER = """
+import subprocess
+import sys
+from typing import Any
+from module_sdk import EventBus
+
+CHILD = (
+    "import signal, sys, time\\n"
+    "def term(signum, frame):\\n"
+    "    open(sys.argv[1], 'w').write('SIGTERM')\\n"
+    "    sys.exit(0)\\n"
+    "signal.signal(signal.SIGTERM, term)\\n"
+    "print('child ready', flush=True)\\n"
+    "time.sleep(60)\\n"
+)
+
+
+def initialize(event_bus: EventBus, config: dict[str, Any]) -> None:
+    subprocess.Popen([sys.executable, "-c", CHILD, config["marker"]])  # never stopped by us
+
+
+def shutdown() -> None:
+    pass
+"""
+
 EXITER = """
 import atexit
 import logging
@@ -143,6 +190,16 @@ def running() -> Iterator[Project]:
                 {"name": "handler", "path": project.write_module("handler.py", HANDLER)},
                 {"name": "aiosig", "path": project.write_module("aiosig.py", ASYNCIO)},
                 {"name": "forker", "path": project.write_module("forker.py", FORKER)},
+                {
+                    "name": "pool",
+                    "path": project.write_module("pool.py", POOL),
+                    "stop_timeout": 30,  # a hang shows as its SIGKILL, not as a slow test
+                },
+                {
+                    "name": "leaver",
+                    "path": project.write_module("leaver.py", LEAVER),
+                    "config": {"marker": str(project.root / "leaver-child-stopped")},
+                },
                 {
                     "name": "exiter",
                     "path": project.write_module("exiter.py", EXITER),
@@ -225,3 +282,23 @@ def test_the_modules_atexit_handlers_run_at_its_stop_within_a_bound(running: Pro
     assert "atexit handlers had not returned after 2s" in log, log  # the one that hangs
     last = running.module("exiter")["last_exit"]
     assert last["signal"] is None and last["code"] == 0, last
+
+
+def test_a_module_with_a_multiprocessing_pool_stops_gracefully(running: Project) -> None:
+    running.cli("restart", "pool", check=0)
+    # Before the fix its whole process group got the SIGTERM: the pool's workers died at once,
+    # one of them holding the pool's queue lock, and shutdown()'s terminate() waited on it
+    # until the SIGKILL at stop_timeout.
+    last = running.module("pool")["last_exit"]
+    assert last["signal"] is None and last["code"] == 0, last
+    assert "pool terminated" in running.log("pool")
+
+
+def test_what_a_module_left_running_gets_sigterm_when_it_stops(running: Project) -> None:
+    wait_until(lambda: "child ready" in running.log("leaver"), 15, "the module's child")
+    marker = running.root / "leaver-child-stopped"
+    running.cli("restart", "leaver", check=0)
+    # The supervisor's SIGTERM goes to the module process alone now: its shim passes it on to
+    # what the module left (then kills what is still there), so that it can end gracefully.
+    wait_until(marker.exists, 15, "the child's SIGTERM handler to run")
+    assert marker.read_text() == "SIGTERM"

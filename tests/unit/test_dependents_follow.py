@@ -124,10 +124,11 @@ def test_a_restart_stops_its_dependents_first_leaves_first(
 ) -> None:
     manager, _ = manager_with_modules(tmp_path)
     signalled: list[int] = []
-    monkeypatch.setattr(
-        "orchestrator.manager.signal_module",
-        lambda process, sig: signalled.append(process.pid) if sig == signal.SIGTERM else None,
-    )
+    for name in ("signal_module", "signal_process"):  # a group's signals, and the process's
+        monkeypatch.setattr(
+            f"orchestrator.manager.{name}",
+            lambda process, sig: signalled.append(process.pid) if sig == signal.SIGTERM else None,
+        )
     children = manager.children
     pids = {name: pid for pid, name in enumerate(children, start=100)}
     for name, child in children.items():
@@ -158,6 +159,7 @@ def test_a_restart_stops_its_dependents_first_leaves_first(
 def test_a_crashed_dependency_is_followed_at_once(tmp_path: Path, monkeypatch: Any) -> None:
     manager, _ = manager_with_modules(tmp_path)
     monkeypatch.setattr("orchestrator.manager.signal_module", lambda process, sig: None)
+    monkeypatch.setattr("orchestrator.manager.signal_process", lambda process, sig: None)
     for pid, child in enumerate(manager.children.values(), start=100):
         child.process = SimpleNamespace(channel_id=b"", pid=pid)  # type: ignore[assignment]
     manager.handle(manager.children["db"], lc.Exited(0.0, 1 << 8))
@@ -200,6 +202,7 @@ def test_a_change_does_not_start_a_scheduled_module_that_is_not_running(tmp_path
 def test_a_drain_waits_for_a_dependent_already_stopping(tmp_path: Path, monkeypatch: Any) -> None:
     manager, _ = manager_with_modules(tmp_path)
     monkeypatch.setattr("orchestrator.manager.signal_module", lambda process, sig: None)
+    monkeypatch.setattr("orchestrator.manager.signal_process", lambda process, sig: None)
     children = manager.children
     for pid, child in enumerate(children.values(), start=100):
         child.process = SimpleNamespace(channel_id=b"", pid=pid)  # type: ignore[assignment]

@@ -135,9 +135,10 @@ def _fake_processes(manager: Any, monkeypatch: Any) -> list[int]:
     """Spawns get made-up pids (beyond any pid_max), signals are only noted: no process is
     touched. The pids signalled are returned, as the manager signals them."""
     signalled: list[int] = []
-    monkeypatch.setattr(
-        "orchestrator.manager.signal_module", lambda process, sig: signalled.append(process.pid)
-    )
+    for name in ("signal_module", "signal_process"):  # a group's signals, and the process's
+        monkeypatch.setattr(
+            f"orchestrator.manager.{name}", lambda process, sig: signalled.append(process.pid)
+        )
     pids = itertools.count(90_000_001)
 
     def spawn(child: ManagedChild, effect: object) -> None:
