@@ -128,14 +128,16 @@ def proc_stat(pid: int) -> ProcStat | None:
 
 
 @functools.cache
-def _has_children_files() -> bool:
-    return os.path.exists("/proc/thread-self/children")  # CONFIG_PROC_CHILDREN, Linux 3.17+
+def children_listed() -> bool:
+    """Whether the kernel lists each thread's children (`/proc/PID/task/TID/children`,
+    CONFIG_PROC_CHILDREN): a process's tree is then read from it down, in a few small reads."""
+    return os.path.exists("/proc/thread-self/children")  # Linux 3.17+
 
 
 def children_of(pid: int) -> list[int]:
     """The direct children of `pid`, zombies included: from each of its threads' `children` file
     (a few small reads), or from a scan of every process on kernels without that file."""
-    if not _has_children_files():
+    if not children_listed():
         return process_tree().get(pid, [])
     try:
         threads = os.listdir(f"/proc/{pid}/task")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from module_sdk.process import children_listed, descendants, proc_stat
 from orchestrator.cgroups import MODULE_CGROUPS_PREFIX, cgroup2_mount, cgroup_of
 from orchestrator.config import ResourcesSection
 from orchestrator.fd_budget import files_needed, open_files_limit, processes_within
@@ -171,17 +173,33 @@ class ProcessSampler:
         self._procs.pop(pid, None)
 
 
+def tree_pids(pid: int) -> list[int] | None:
+    """`pid` and its descendants, found from `pid` down, never by a walk of every process on the
+    machine (seconds on a host with thousands): its module cgroup's processes (a small file),
+    else the kernel's lists of children; None if neither can be read, or `pid` is gone."""
+    in_cgroup = module_cgroup_pids(pid)
+    if in_cgroup is not None and pid in in_cgroup:
+        return [pid, *(p for p in in_cgroup if p != pid)]
+    if not children_listed() or proc_stat(pid) is None:
+        return None
+    return [pid, *descendants(pid)]
+
+
 def _tree(pid: int) -> list[psutil.Process] | None:
-    """`pid` and its descendants. A module in a cgroup of its own: the processes listed there
-    (a small file). Otherwise psutil's walk of every process on the machine (milliseconds)."""
+    """`pid` and its descendants (see `tree_pids`; psutil's walk of every process on a kernel
+    that lists no children); None if `pid` is gone. One that ends meanwhile is left out."""
     try:
         root = psutil.Process(pid)
-        in_cgroup = module_cgroup_pids(pid)
-        if in_cgroup is not None and pid in in_cgroup:
-            return [root, *(psutil.Process(p) for p in in_cgroup if p != pid)]
-        return [root, *root.children(recursive=True)]
+        pids = tree_pids(pid)
+        if pids is None:
+            return [root, *root.children(recursive=True)]
     except psutil.Error:
         return None
+    procs = [root]
+    for other in pids[1:]:
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(other))
+    return procs
 
 
 def _total(procs: list[psutil.Process], measure: Callable[[psutil.Process], int]) -> int:

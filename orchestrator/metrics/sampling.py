@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from orchestrator import proctree
-from orchestrator.resources import module_cgroup_pids
+from orchestrator.resources import tree_pids
 
 _MB = 1024 * 1024
 SAMPLE_EVERY = 2.0  # seconds a sample is served again: the page refreshes every 2 s
@@ -50,7 +49,7 @@ class TreeSampler:
             except psutil.Error:
                 self._procs.pop(pid, None)
                 continue
-            members = _members(pid)
+            members = tree_pids(pid)
             if members is None:
                 children = _process_table() if children is None else children
                 members = _walk(pid, children)
@@ -58,15 +57,6 @@ class TreeSampler:
             samples[pid] = {"rss_mb": round(rss / _MB, 1), "cpu_percent": round(cpu, 1)}
         self._last, self._asked, self._taken = samples, wanted, now
         return samples
-
-
-def _members(pid: int) -> list[int] | None:
-    """`pid` and its descendants: its module cgroup's processes, else the kernel's lists of
-    children; None when neither can be read."""
-    in_cgroup = module_cgroup_pids(pid)
-    if in_cgroup is not None and pid in in_cgroup:
-        return in_cgroup
-    return proctree.tree(pid)
 
 
 def _process_table() -> dict[int, list[int]]:

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from orchestrator import proctree
+from orchestrator import resources
 from orchestrator.metrics import sampling
 from orchestrator.metrics.sampling import SAMPLE_EVERY, TreeSampler
+from orchestrator.resources import tree_pids
 
 # A child that forks a grandchild from a thread that stays alive: the grandchild is listed in
 # that thread's `children`, not the main thread's. The grandchild says its pid once started (its
@@ -61,8 +62,8 @@ def test_the_tree_is_read_from_the_kernels_lists_of_children(
 ) -> None:
     child, grandchild = family
     no_process_table(monkeypatch)
-    assert proctree.tree(child) == [child, grandchild]
-    assert proctree.tree(999_999_999) is None
+    assert tree_pids(child) == [child, grandchild]
+    assert tree_pids(999_999_999) is None
     sample = TreeSampler().sample([child, 999_999_999])
     assert list(sample) == [child]
     assert sample[child]["rss_mb"] * 1024 * 1024 >= 0.9 * rss(child, grandchild)
@@ -73,8 +74,8 @@ def test_a_module_in_a_cgroup_is_sampled_from_its_list(
 ) -> None:
     child, grandchild = family
     no_process_table(monkeypatch)
-    monkeypatch.setattr(sampling, "module_cgroup_pids", lambda pid: [grandchild, pid])
-    monkeypatch.setattr(proctree, "tree", lambda pid: pytest.fail("walked the tree"))
+    monkeypatch.setattr(resources, "module_cgroup_pids", lambda pid: [grandchild, pid])
+    monkeypatch.setattr(resources, "descendants", lambda pid: pytest.fail("walked the tree"))
     sample = TreeSampler().sample([child])
     assert sample[child]["rss_mb"] * 1024 * 1024 >= 0.9 * rss(child, grandchild)
 
@@ -83,7 +84,7 @@ def test_the_process_table_is_the_last_resort(
     family: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     child, grandchild = family
-    monkeypatch.setattr(proctree, "tree", lambda pid: None)  # a kernel without the lists
+    monkeypatch.setattr(resources, "children_listed", lambda: False)  # a kernel without them
     sample = TreeSampler().sample([child])
     assert sample[child]["rss_mb"] * 1024 * 1024 >= 0.9 * rss(child, grandchild)
 
@@ -93,13 +94,13 @@ def test_samples_are_served_again_within_the_interval(
 ) -> None:
     child, grandchild = family
     walked: list[int] = []
-    members = sampling._members
+    members = sampling.tree_pids
 
     def counting(pid: int) -> list[int] | None:
         walked.append(pid)
         return members(pid)
 
-    monkeypatch.setattr(sampling, "_members", counting)
+    monkeypatch.setattr(sampling, "tree_pids", counting)
     now = [100.0]
     sampler = TreeSampler(clock=lambda: now[0])
     first = sampler.sample([child])
@@ -110,3 +111,15 @@ def test_samples_are_served_again_within_the_interval(
     now[0] += SAMPLE_EVERY
     sampler.sample([child])
     assert walked[-1] == child and len(walked) == 4
+
+
+def test_status_and_memory_limits_read_the_same_tree(
+    family: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `status` and the memory limits walked every process on the machine (psutil's recursive
+    # children) wherever a module has no cgroup of its own.
+    child, grandchild = family
+    monkeypatch.setattr(resources, "module_cgroup_pids", lambda pid: None)
+    monkeypatch.setattr(psutil.Process, "children", lambda *a, **k: pytest.fail("whole table"))
+    measured = resources.ProcessSampler().tree_rss_mb(child)
+    assert measured is not None and measured * 1024 * 1024 >= 0.9 * rss(child, grandchild)
