@@ -56,6 +56,7 @@ from module_sdk.process import PR_SET_NAME, prctl
 from module_sdk.protocol import FORK_BATCH_MAX, version_mismatch
 
 _MAX_REQUEST = 1 << 20
+TEMPLATE_COMM = "forkserver"  # the template's process name, as `ps -e` lists it
 
 
 def serve(control: socket.socket) -> None:
@@ -303,15 +304,21 @@ def _as_if_started_here(cwd: str) -> None:
 _SCRIPT_DIR: str | None = None  # what `python -m` put first in sys.path: where it started
 
 
-def main() -> int:
-    """Entry point: serve the control socket passed as the first argument."""
+def main(fd: int | None = None, *, script_dir: str | None = None) -> int:
+    """Serve the control socket `fd` (the first argument when run as `python -m`; else a fork
+    of the supervisor's, module_sdk/template_fork.py, whose `python -m` entry of sys.path is
+    `script_dir`) until the supervisor closes its end."""
     global _SCRIPT_DIR
-    _SCRIPT_DIR = None if sys.flags.safe_path or not sys.path else sys.path[0]
+    if fd is None:
+        fd = int(sys.argv[1])
+        script_dir = None if sys.flags.safe_path or not sys.path else sys.path[0]
+    _SCRIPT_DIR = script_dir
+    prctl(PR_SET_NAME, TEMPLATE_COMM)  # (a fork of the supervisor would show as it in `ps`)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     # What the template holds now is shared with every fork until a fork writes to it, and a
     # collection in a fork writes to every object it visits: leave these out of collections.
     gc.freeze()
-    control = socket.socket(fileno=int(sys.argv[1]))
+    control = socket.socket(fileno=fd)
     try:
         control.send(msgpack.packb({"ready": os.getpid()}))  # booted: its first message
         serve(control)

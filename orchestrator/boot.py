@@ -1,10 +1,12 @@
 """What a supervisor sets up before anything else: the subreaper flag, systemd's notify socket,
 the lifeline pipe and the fork server.
 
-The fork server's template needs an interpreter start-up and the SDK's imports (about 75 ms)
-before it can fork the first module. Started here, first thing, that boot overlaps the
-supervisor's own (loading the config, importing ZeroMQ, binding sockets) instead of following it.
-This module imports nothing heavy, so that the template starts within milliseconds.
+The fork server's template is made here, first thing, before the supervisor reads its config: a
+fork of this process (module_sdk/template_fork.py) when it has one thread and its environment
+as it started, which only imports the SDK's modules it lacks; else an interpreter of its own
+(`python -m module_sdk.forkserver`). Either way its boot overlaps the supervisor's own (loading
+the config, importing the rest, binding sockets) instead of following it, and the config's
+secrets are never in its memory, which every module inherits. This module imports nothing heavy.
 """
 
 from __future__ import annotations

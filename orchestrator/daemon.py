@@ -176,24 +176,27 @@ class Detached(BaseException):
     leaves the CLI's frames before it becomes the supervisor (`become`). A BaseException: no
     `except Exception` on the way may take it for an error."""
 
-    def __init__(self, config: AppConfig, run_dir: RunDir, boot: Boot) -> None:
+    def __init__(self, config_dir: Path, run_dir: RunDir, boot: Boot) -> None:
         super().__init__("the detached supervisor, leaving the command that started it")
-        self.config = config
+        self.config_dir = config_dir
         self.run_dir = run_dir
         self.boot = boot
 
 
 def detach(
-    config: AppConfig,
+    config_dir: Path,
     run_dir: RunDir,
     output: BinaryIO,
     *,
     close: tuple[BinaryIO, ...],
     leave: bool,
 ) -> Daemon:
-    """Fork the supervisor of `config` into a session of its own, its stdout and stderr on
-    `output`, stdin /dev/null, and `output` and `close` closed; returns at once, in the caller
-    only. The caller must have no threads and no ZeroMQ context yet (neither survives a fork).
+    """Fork the supervisor of the config in `config_dir` into a session of its own, its stdout
+    and stderr on `output`, stdin /dev/null, and `output` and `close` closed; returns at once, in
+    the caller only. The caller must have no threads and no ZeroMQ context yet (neither survives
+    a fork), and must not have read the config: the supervisor forks the fork server's template
+    first, whose memory every module inherits, and only then reads it (its secrets with it). A
+    config that does not load ends it with its one-line error and exit code 3.
 
     With `leave`, the child raises `Detached` instead of running in the caller's frames: the
     CLI's `main` catches it and calls `become`, so that the supervisor does not keep click and
@@ -221,8 +224,8 @@ def detach(
     except BaseException as exc:
         _exit(_report(exc))
     if leave:
-        raise Detached(config, run_dir, boot)
-    become(Detached(config, run_dir, boot))
+        raise Detached(config_dir, run_dir, boot)
+    become(Detached(config_dir, run_dir, boot))
 
 
 def become(detached: Detached) -> NoReturn:
@@ -231,7 +234,13 @@ def become(detached: Detached) -> NoReturn:
     try:
         with detached.boot as boot:
             _forget_cli()
-            code = run_supervisor(detached.config, detached.run_dir, boot, foreground=False)
+            from orchestrator.config import ConfigError, load_config  # noqa: PLC0415
+
+            try:
+                config = load_config(detached.config_dir)
+            except ConfigError as exc:
+                raise LaunchError(str(exc), exit_codes.BAD_CONFIG) from None
+            code = run_supervisor(config, detached.run_dir, boot, foreground=False)
     except BaseException as exc:
         code = _report(exc)
     _exit(code)

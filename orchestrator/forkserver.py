@@ -59,12 +59,59 @@ _BOOT_TIMEOUT = 30.0
 _REVIVE_AFTER = 2.0  # seconds between starts of a template only standbys need
 
 
+class ForkedTemplate:
+    """A template forked from this process: what the Popen of a spawned one tells."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread: ZeroMQ's and other C libraries' count too, which
+    `threading` does not see. A fork of a process with more may inherit a lock held forever."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def environ_as_started() -> bool:
+    """Whether `os.environ` is still the environment this process was started with, which
+    /proc/PID/environ shows of it and of every fork of it: a supervisor that took systemd's
+    NOTIFY_SOCKET out must not fork a template that would show it to every module."""
+    try:
+        with open("/proc/self/environ", "rb") as environ:
+            started = environ.read().split(b"\0")
+    except OSError:
+        return False
+    now = {os.fsencode(key) + b"=" + os.fsencode(value) for key, value in os.environ.items()}
+    return {entry for entry in started if b"=" in entry} == now
+
+
+def _fork_template(control: int, lifeline: int) -> ForkedTemplate:
+    """Fork the template (module_sdk/template_fork.py) serving `control`, with `lifeline`."""
+    sys.stdout.flush()  # what is buffered would be written twice
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from module_sdk.template_fork import become_template  # noqa: PLC0415  (child only)
+
+            become_template(control, (lifeline,))
+        finally:
+            os._exit(70)
+    with contextlib.suppress(OSError):  # its own group before anyone may signal it (as Popen's)
+        os.setpgid(pid, pid)
+    return ForkedTemplate(pid)
+
+
 class ForkServer(ForkBatches):
     """Starts the template on first use and restarts it if it died."""
 
     def __init__(self, lifeline: int) -> None:
         self._lifeline = lifeline
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | ForkedTemplate | None = None
         self._sock: socket.socket | None = None
         self._booted = False  # it said ready
         self._patient = False  # started with the supervisor: its boot is waited for
@@ -199,21 +246,28 @@ class ForkServer(ForkBatches):
         log.debug("fork server ready (pid %s)", self.pid)
 
     def start(self) -> None:
-        """Start the template now (it takes an interpreter's start-up to be ready), so that its
-        boot overlaps the supervisor's own; forks wait for it only if it is not ready yet."""
+        """Start the template now, so that its boot overlaps the supervisor's own; forks wait
+        for it only if it is not ready yet. Called as the supervisor starts, in a process with
+        no other thread and its environment as it started, the template is a fork of it
+        (module_sdk/template_fork.py): no interpreter start-up, no second import of ZeroMQ.
+        Else, and for every template started later (one that died), `python -m
+        module_sdk.forkserver`."""
         if self._sock is None:
-            self._start(patient=True)
+            self._start(patient=True, fork=single_threaded() and environ_as_started())
 
-    def _start(self, *, patient: bool) -> None:
+    def _start(self, *, patient: bool, fork: bool = False) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "module_sdk.forkserver", str(theirs.fileno())],
-                stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), self._lifeline),
-                process_group=0,
-                close_fds=True,
-            )
+            if fork:
+                self._proc = _fork_template(theirs.fileno(), self._lifeline)
+            else:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "module_sdk.forkserver", str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(), self._lifeline),
+                    process_group=0,
+                    close_fds=True,
+                )
         finally:
             theirs.close()
         ours.settimeout(_REPLY_TIMEOUT)

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import click
 
@@ -55,10 +55,10 @@ def up(app: App, detach: bool, as_json: bool) -> None:
         raise click.UsageError("--json needs -d (in the foreground, up prints module output)")
     _refuse_undecodable(app)
     if detach:
-        raise SystemExit(_start_detached(app, app.load(), as_json=as_json))
+        raise SystemExit(_start_detached(app, as_json=as_json))
     with Boot() as boot:  # the fork server's template boots while the config loads
         config = app.load()
-        _report_previous(app, config)
+        _report_previous(_previous(app), config)
         try:
             raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
         except LaunchError as exc:
@@ -87,12 +87,17 @@ def _refuse_undecodable(app: App) -> None:
         )
 
 
-def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
+def _start_detached(app: App, *, as_json: bool) -> int:
+    """Fork the supervisor, then wait for its modules. The config is read after the fork, here
+    and by the supervisor: the supervisor forks the fork server's template first, and what this
+    process read before the fork (secrets among it) would be in every module's memory."""
+    app.require_config_dir()  # (it reads no file: what the fork must not inherit is not read)
     run_dir = app.run_dir
     pid = run_dir.running_pid()
     if pid is not None:
+        app.load()  # a broken config is said first, as `up` says it (no fork follows here)
         abort(f"a supervisor is already running for {app.config_dir} (pid {pid})")
-    _report_previous(app, config)
+    previous = _previous(app)  # before its output is truncated and its pid file replaced
     try:
         run_dir.prepare()
         # Read through our own handle: a supervisor that fails removes its run directory, and
@@ -104,10 +109,12 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     except OSError as exc:  # a read-only or full file system, say
         abort(f"cannot prepare the run directory {run_dir.path}: {exc.strerror or exc}")
     with sink, output:
-        daemon = detach(config, run_dir, sink, close=(output,), leave=catches_detached())
+        daemon = detach(app.config_dir, run_dir, sink, close=(output,), leave=catches_detached())
         try:
             # The supervisor, in a session of its own, does not get these and starts on: said.
             with raising_on_stop_signals(_Signalled):
+                config = _read_config(app, daemon, output)
+                _report_previous(previous, config)
                 data = _wait_started(app, config, daemon, output)
         except (KeyboardInterrupt, _Signalled) as exc:
             code = 128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT)
@@ -133,20 +140,52 @@ def _start_detached(app: App, config: AppConfig, *, as_json: bool) -> int:
     return exit_codes.OK
 
 
-def _report_previous(app: App, config: AppConfig) -> None:
-    """Warn (stderr) if the previous supervisor of this config died without `down`: what it
-    left in the run directory says so, and its logs' last writes say when."""
+class _Previous(NamedTuple):
+    """A supervisor of this config that died without `down`: its pid, when it started, and the
+    last line of its own output."""
+
+    pid: int
+    started: float
+    words: str
+
+
+def _previous(app: App) -> _Previous | None:
+    """What the previous supervisor of this config left in the run directory if it died without
+    `down`, or None."""
     stale = app.run_dir.stale_pid()
     if stale is None:
+        return None
+    return _Previous(*stale, _last_words(app.run_dir.daemon_output))
+
+
+def _read_config(app: App, daemon: Daemon, output: BinaryIO) -> AppConfig:
+    """The config, read after the fork. If it does not load, the supervisor fails on it too:
+    its exit is waited for, and the error is said once (the supervisor's, exit 3)."""
+    from orchestrator.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        return load_config(app.config_dir)
+    except ConfigError as exc:
+        error = str(exc)
+    if daemon.wait(_SUPERVISOR_START) is None:  # changed in between, and it runs: stop it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon.pid, signal.SIGTERM)
+        daemon.wait(_SUPERVISOR_START)
+    abort(_said(output).removeprefix(": ") or error, exit_codes.BAD_CONFIG)
+
+
+def _report_previous(previous: _Previous | None, config: AppConfig) -> None:
+    """Warn (stderr) if the previous supervisor of this config died without `down`; its logs'
+    last writes say when."""
+    if previous is None:
         return
-    pid, started = stale
+    pid, started, words = previous
     logs = config.logging.directory
     last = started
     with contextlib.suppress(OSError):
         # Its modules' processes wrote their last line as it died (module_sdk/shim.py).
         last = max([last, *(f.stat().st_mtime for f in logs.glob("*.log"))])
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
-    words = _last_words(app.run_dir.daemon_output)
     why = f"; its last output: {words}" if words else " (killed, or out of memory?)"
     click.echo(
         f"warning: the previous supervisor (pid {pid}) stopped without `orchestrator down`"

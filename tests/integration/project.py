@@ -150,6 +150,15 @@ class Project:
     def run_base(self) -> Path:
         return self.root / "run"
 
+    def forked(self, pid: int) -> bool:
+        """Whether process `pid` (a module's, the broker) was forked by the fork server's
+        template rather than spawned as an interpreter of its own: it has the template's command
+        line, which is the supervisor's (the first template is a fork of it) or, for a template
+        started later, `python -m module_sdk.forkserver`."""
+        cmdline = psutil.Process(pid).cmdline()
+        supervisor = psutil.Process(self.status()["supervisor"]["pid"]).cmdline()
+        return cmdline == supervisor or "module_sdk.forkserver" in cmdline
+
     def processes(self) -> list[psutil.Process]:
         """Every live process of this project: the supervisor, its fork server, module processes
         and whatever they started. All inherit ORCHESTRATOR_RUN_BASE, which names this project

@@ -15,6 +15,7 @@ import pytest
 from helpers import wait_until
 from project import Project
 
+from module_sdk.forkserver import TEMPLATE_COMM
 from module_sdk.protocol import VERSION
 from orchestrator.forkserver import ForkServer, ForkServerError
 
@@ -53,7 +54,7 @@ def test_a_forked_module_sees_what_a_spawned_one_would(project: Project) -> None
     for name in ("forked", "spawned"):
         line = wait_until(lambda n=name: "helper" in project.log(n) and project.log(n), 5, name)
         assert "helper from the project root tz JST argv " + name in line, line
-    assert "module_sdk.forkserver" in _cmdline(pids["forked"])
+    assert project.forked(pids["forked"])
     assert "-m module_sdk spawned" in _cmdline(pids["spawned"])
 
 
@@ -98,7 +99,7 @@ def test_a_forked_module_has_the_open_files_of_a_spawned_one(project: Project) -
     assert "socket:" in seen["spawned"] and "/dev/null" in seen["spawned"]  # the bus; stdin
     pids = {m["name"]: m["pid"] for m in status["modules"]}
     for name in forked:
-        assert "module_sdk.forkserver" in _cmdline(pids[name])  # a fork, not a fallback spawn
+        assert project.forked(pids[name])  # a fork, not a fallback spawn
         assert psutil.Process(pids[name]).ppid() == status["supervisor"]["pid"]
     assert "spawning instead" not in (project.root / "logs/app.log").read_text()
 
@@ -223,7 +224,7 @@ def test_the_broker_is_a_fork_of_the_template_not_shadowed_by_a_project_package(
     status = project.up()
     broker = psutil.Process(status["bus"]["broker_pid"])
     assert broker.name() == "broker"
-    assert "module_sdk.forkserver" in _cmdline(broker.pid)  # no interpreter of its own
+    assert project.forked(broker.pid)  # no interpreter of its own
     assert broker.ppid() == status["supervisor"]["pid"]  # adopted: the supervisor reaps it
     os.kill(broker.pid, signal.SIGKILL)  # its restart is spawned, as any later one
     wait_until(
@@ -235,3 +236,36 @@ def test_the_broker_is_a_fork_of_the_template_not_shadowed_by_a_project_package(
         "the broker restarted",
     )
     assert "shadowed" not in (project.root / "logs/app.log").read_text()
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether `needle` is anywhere in the writable memory of process `pid` (its heap, its
+    stack, its anonymous mappings), read through /proc/PID/mem."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            addresses, permissions = line.split()[:2]
+            if not permissions.startswith("rw"):
+                continue
+            start, end = (int(a, 16) for a in addresses.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:  # a guard page, a mapping gone meanwhile
+                continue
+    return False
+
+
+def test_the_template_never_held_the_configs_secrets(project: Project) -> None:
+    # The template is a fork of the supervisor made before the supervisor reads its config:
+    # had `up -d` read it before its own fork, every module (one running as another user too)
+    # would carry the secrets of all the others in its memory.
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    project.configure([{"name": "idle", "path": project.probe("idle"), "env": {"T": "${TOKEN}"}}])
+    (project.config_dir / ".env").write_text(f"TOKEN={secret}\n")
+    status = project.up()
+    template = next(p for p in project.processes() if p.name() == TEMPLATE_COMM)
+    assert template.ppid() == status["supervisor"]["pid"]
+    assert template.cmdline() == psutil.Process(template.ppid()).cmdline()  # the fork
+    assert _memory_holds(status["supervisor"]["pid"], secret.encode())  # the check sees it
+    assert not _memory_holds(template.pid, secret.encode())

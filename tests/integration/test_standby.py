@@ -13,6 +13,8 @@ import pytest
 from helpers import wait_until
 from project import Project, alive, cgroups_writable
 
+from module_sdk.forkserver import TEMPLATE_COMM
+
 WORKER = """
 import os
 
@@ -184,12 +186,10 @@ def _template(project: Project) -> psutil.Process:
     def find() -> psutil.Process | None:
         for proc in project.processes():
             try:
-                name, cmdline = proc.name(), " ".join(proc.cmdline())
+                name = proc.name()
             except psutil.NoSuchProcess:
                 continue
-            if "module_sdk.forkserver" in cmdline and not name.startswith(
-                ("mod:", "standby:", "broker")
-            ):
+            if name == TEMPLATE_COMM:
                 return proc
         return None
 
@@ -212,9 +212,7 @@ def test_a_template_slow_to_boot_is_waited_for_at_up_and_never_by_the_loop(
         ]
     )
     pids = {m["name"]: m["pid"] for m in project.up()["modules"]}
-    assert all(
-        "module_sdk.forkserver" in " ".join(psutil.Process(p).cmdline()) for p in pids.values()
-    )
+    assert all(project.forked(p) for p in pids.values())
     standby = _standby_of(project, "worker")
     _template(project).kill()
     os.kill(pids["plain"], signal.SIGKILL)  # a new template boots: this restart spawns meanwhile

@@ -1,0 +1,109 @@
+"""The fork server's template as a fork of the supervisor, made as the supervisor starts.
+
+`python -m module_sdk.forkserver FD` costs an interpreter's start-up and the SDK's imports (about
+100 ms of CPU on a small VM), on the supervisor's start, while the supervisor itself imports and
+loads its config on the same cores. A fork of the supervisor, made before it has a thread or a
+ZeroMQ context (the supervisor checks), skips the start-up; `become_template` then leaves what a
+new interpreter would not have had, and serves as that one would:
+
+- descriptors: only the control socket, the ones asked to keep, and stdin on /dev/null;
+- its own process group; no Python signal handler of the supervisor's;
+- imports: the supervisor's own packages and the third-party ones the SDK does not use (click,
+  yaml, psutil, ...) are dropped from `sys.modules`, so that a module imports its own copy from
+  its own `sys.path`, as it would in a template started as an interpreter of its own;
+- `sys.path` and `__main__` as `python -m module_sdk.forkserver` started here has them.
+
+It never returns into the supervisor's frames: it exits when the supervisor closes its end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Collection
+from typing import NoReturn
+
+# Top-level names a fresh template has besides the standard library: the SDK, what it imports,
+# and the interpreter's own start-up hooks and extension runtimes (`_distutils_hack`, Cython's).
+_TEMPLATE_PACKAGES = frozenset({"module_sdk", "zmq", "msgpack", "cython_runtime", "__main__"})
+
+
+def become_template(control: int, keep: Collection[int]) -> NoReturn:
+    """In the child of the supervisor's fork: be the fork server's template, serving `control`
+    (a socket's descriptor) and keeping the descriptors `keep` (the lifeline) open; exit when
+    the supervisor closes its end."""
+    code = 70
+    try:
+        os.setpgid(0, 0)
+        _only_descriptors({control, *keep})
+        _default_signal_handlers()
+        _forget_foreign_imports()
+        script_dir = _as_if_run_with_m()
+        from module_sdk import forkserver  # noqa: PLC0415  (the supervisor never imports it)
+
+        sys.modules["__main__"] = forkserver  # what multiprocessing's spawn re-imports in a child
+        code = forkserver.main(control, script_dir=script_dir)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _only_descriptors(keep: set[int]) -> None:
+    """Close every descriptor above 2 but `keep`; stdin on /dev/null (as the spawned template's
+    `stdin=DEVNULL`); stdout and stderr stay the supervisor's."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, max(low, os.sysconf("SC_OPEN_MAX")))
+
+
+def _default_signal_handlers() -> None:
+    """No handler of the supervisor's Python code runs here: each is back to the default (what
+    was ignored, as an interpreter inherits it, stays ignored); nothing blocked."""
+    for number in signal.valid_signals():
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _forget_foreign_imports() -> None:
+    """Drop from `sys.modules` what the supervisor imported that a fresh template would not have
+    (the standard library stays: it is the same one)."""
+    stdlib = sys.stdlib_module_names
+    for name in list(sys.modules):
+        top = name.partition(".")[0]
+        if top in stdlib or top in _TEMPLATE_PACKAGES or top.startswith("_"):
+            continue
+        del sys.modules[name]
+
+
+def _as_if_run_with_m() -> str | None:
+    """Make `sys.path` what `python -m module_sdk.forkserver` started in the working directory
+    has: that directory first (unless Python runs with -P), then the interpreter's entries
+    without the supervisor's own script directory. Returns that first entry (or None)."""
+    entries = list(sys.path)
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # started from a directory removed since
+        here = ""
+    if not sys.flags.safe_path and entries:
+        script = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+        if entries[0] in ("", here, script):
+            del entries[0]
+    if sys.flags.safe_path:
+        sys.path[:] = entries
+        return None
+    sys.path[:] = [here, *entries]
+    return here
