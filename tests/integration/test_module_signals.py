@@ -268,8 +268,9 @@ def test_a_callback_that_forks_and_returns_in_the_child_ends_that_child(
     # Before the fix the child went on running the receiver loop on copies of the sockets,
     # spinning unseen until the module stopped.
     wait_until(lambda: not alive(child), 15, f"forked child {child} to end")
-    log = running.log("forker")
-    assert "callback on_fork for forker.fork called os.fork() and returned in the child" in log
+    said = "callback on_fork for forker.fork called os.fork() and returned in the child"
+    # (its line reaches the log through the supervisor, which may write it a moment later)
+    wait_until(lambda: said in running.log("forker"), 15, "the child's line in the log")
     row = running.module("forker")
     assert (row["state"], row["restarts"]) == ("running", 0), row
 
