@@ -5,6 +5,7 @@ the `Supervisor`, so the supervisor imports the handler and not the other way ro
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ Waiter = Callable[[], dict[str, Any] | None]
 # at a time; 4000 pipelined `wait_started` built 4000 status replies in one turn (18 s).
 MAX_WAITING = 1024
 MAX_WAITING_EACH = 4  # of one client
+# What can wait for a command that waits (standbys: `quiet`): for this long after its answer
+# went out (printing it and exiting takes a CLI tens of milliseconds of CPU), and for at most
+# this long while it waits (a `restart` waiting on a dependency in a crash loop holds no one).
+AFTER_ANSWER = 0.5
+HOLD_AT_MOST = 3.0
 
 
 class Replies:
@@ -38,8 +44,17 @@ class Replies:
 
     def __init__(self, control_socket: zmq.Socket[bytes]) -> None:
         self._socket = control_socket
-        self._waiters: list[tuple[bytes, Waiter]] = []
+        self._waiters: list[tuple[bytes, Waiter, float]] = []  # (client, waiter, since)
         self._waiting: Counter[bytes] = Counter()  # of each client
+        self._answered = float("-inf")  # when a waited answer last went out
+
+    def quiet(self, now: float) -> bool:
+        """Whether no command waits for its answer (since less than HOLD_AT_MOST) and none got
+        one in the last AFTER_ANSWER seconds: until then, the work that can wait (making
+        standbys) does, so that `up -d` and `restart` have the CPU to finish first."""
+        if now - self._answered < AFTER_ANSWER:
+            return False
+        return all(now - since >= HOLD_AT_MOST for _, _, since in self._waiters)
 
     def send(self, identity: bytes, answer: dict[str, Any]) -> bool:
         """Answer `identity` now; False if it cannot take it (it left, or does not read its
@@ -66,22 +81,23 @@ class Replies:
             already = f"{MAX_WAITING_EACH} of this client's" if mine else f"{MAX_WAITING}"
             self.send(identity, control.failure(f"{already} requests already wait for an answer"))
             return
-        self._waiters.append((identity, waiter))
+        self._waiters.append((identity, waiter, time.monotonic()))
         self._waiting[identity] += 1
 
     def serve(self) -> None:
         """Send the answers that are ready (after a turn of the loop). A waiter several requests
         share is asked once, its answer encoded once (`wait_started`'s status)."""
-        still: list[tuple[bytes, Waiter]] = []
+        still: list[tuple[bytes, Waiter, float]] = []
         payloads: dict[Waiter, bytes | None] = {}
-        for identity, waiter in self._waiters:
+        for identity, waiter, since in self._waiters:
             if waiter not in payloads:
                 answer = waiter()
                 payloads[waiter] = None if answer is None else _encoded(answer)
             if (payload := payloads[waiter]) is None:
-                still.append((identity, waiter))
+                still.append((identity, waiter, since))
                 continue
             self._deliver(identity, payload)
+            self._answered = time.monotonic()
             self._waiting[identity] -= 1
             if not self._waiting[identity]:
                 del self._waiting[identity]
@@ -89,7 +105,7 @@ class Replies:
 
     def close(self) -> None:
         """Tell every request still waiting that the supervisor stopped."""
-        for identity, _ in self._waiters:
+        for identity, _, _ in self._waiters:
             self.send(identity, control.failure("the supervisor stopped"))
         self._waiters = []
         self._waiting.clear()

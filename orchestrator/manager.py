@@ -106,6 +106,7 @@ class ChildManager(ModuleSpawns, ModuleRequests, ChildReports):
         self.handovers = Handovers(self.handle, self.by_pid, publish)
         self.standbys = Standbys(forkserver=forkserver, cgroups=cgroups, watch_exit=self.watch_exit)
         self.standbys_later: set[str] = set()
+        self.standbys_held = False  # a command waits for its answer (the supervisor says)
         # Modules with their own dependencies: their venvs, built off the loop.
         self.venvs = Environments(
             config.config_dir.parent,

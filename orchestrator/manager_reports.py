@@ -33,6 +33,7 @@ class ChildReports:
     standbys: Standbys
     forkserver: ForkServer
     standbys_later: set[str]  # modules whose standby waits until no module is starting
+    standbys_held: bool  # and until no command waits for its answer (`Replies.quiet`)
     shutting_down: bool
 
     if TYPE_CHECKING:
@@ -53,8 +54,9 @@ class ChildReports:
     def keep_standby(self, child: ManagedChild) -> None:
         """Make `child` a standby for its next start if it is running and may have one: not
         while a graceful restart of it is under way (its stand-in holds the other cgroup), and
-        not while other modules are starting (an `up`: they have the CPU first; see
-        `keep_standbys_later`)."""
+        not while other modules are starting (an `up`: they have the CPU first), nor while a
+        command waits for its answer or has just had it (`up -d` printing its table: making
+        ten standbys then cost it 80 ms on two cores); see `keep_standbys_later`."""
         if (
             child.state is not ChildState.RUNNING
             or not wanted(child.spec)
@@ -62,7 +64,7 @@ class ChildReports:
             or self.handovers.busy(child.name)
         ):
             return
-        if self._starting():
+        if self._starting() or self.standbys_held:
             self.standbys_later.add(child.name)
             return
         env, python = self._launch_env(child)
@@ -86,7 +88,7 @@ class ChildReports:
             self.standbys_later.update(
                 name for name, c in self.children.items() if self.standbys.pid(name) is None
             )
-        if self.standbys_later and not self._starting():
+        if self.standbys_later and not self._starting() and not self.standbys_held:
             names, self.standbys_later = self.standbys_later, set()
             for name in names:
                 child = self.children.get(name)

@@ -344,6 +344,7 @@ class Supervisor(ConfigReload):
         self.metrics.tick(now)
         self.scheduler.tick()
         self.replies.serve()
+        self.manager.standbys_held = not self.replies.quiet(time.monotonic())
         self.manager.keep_standbys_later()
         for inbox in (self.child_inbox, self.control_inbox):
             inbox.malformed.flush()
