@@ -18,10 +18,12 @@ It never returns into the supervisor's frames: it exits when the supervisor clos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import traceback
+import types
 from collections.abc import Collection
 from typing import NoReturn
 
@@ -41,32 +43,55 @@ def become_template(control: int, keep: Collection[int]) -> NoReturn:
         _default_signal_handlers()
         _forget_foreign_imports()
         script_dir = _as_if_run_with_m()
+        _fresh_interpreter_state()
         from module_sdk import forkserver  # noqa: PLC0415  (the supervisor never imports it)
 
-        sys.modules["__main__"] = forkserver  # what multiprocessing's spawn re-imports in a child
+        sys.modules["__main__"] = _main_of(forkserver)
         code = forkserver.main(control, script_dir=script_dir)
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
+        with contextlib.suppress(Exception):
             sys.stderr.flush()
-        finally:
-            os._exit(code)
+        os._exit(code)
 
 
 def _only_descriptors(keep: set[int]) -> None:
     """Close every descriptor above 2 but `keep`; stdin on /dev/null (as the spawned template's
-    `stdin=DEVNULL`); stdout and stderr stay the supervisor's."""
+    `stdin=DEVNULL`); stdout and stderr stay the supervisor's. The open ones are listed, not
+    every number up to the limit: the supervisor raised it to the hard limit (up to 2^30), and
+    without close_range(2) (kernels before 5.9) each number would be a system call."""
     null = os.open(os.devnull, os.O_RDONLY)
     if null != 0:
         os.dup2(null, 0)
         os.close(null)
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, max(low, os.sysconf("SC_OPEN_MAX")))
+    for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed by now
+                os.close(fd)
+
+
+def _fresh_interpreter_state() -> None:
+    """What the supervisor's Python set up that a new interpreter would not have: a trace or
+    profile function (a coverage run), the CLI's `backslashreplace` on stdout (a module printing
+    what its encoding cannot show must fail as it would elsewhere)."""
+    sys.settrace(None)
+    sys.setprofile(None)
+    stdout = sys.stdout
+    if stdout is not None and hasattr(stdout, "reconfigure"):
+        with contextlib.suppress(Exception):
+            stdout.reconfigure(errors="strict")
+
+
+def _main_of(forkserver: types.ModuleType) -> types.ModuleType:
+    """A `__main__` as `python -m module_sdk.forkserver` has it (what multiprocessing's spawn
+    re-imports in a child): named `__main__`, with the fork server's spec and file."""
+    main = types.ModuleType("__main__")
+    main.__spec__ = forkserver.__spec__
+    main.__file__ = forkserver.__file__
+    main.__loader__ = forkserver.__loader__
+    main.__package__ = forkserver.__package__
+    return main
 
 
 def _default_signal_handlers() -> None:

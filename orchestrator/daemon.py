@@ -6,9 +6,10 @@ from `orchestrator.exit_codes`. Its first act is to start the fork server's temp
 that the template's interpreter boots while this one imports and sets up the supervisor.
 
 `up -d` forks itself (`detach`) rather than starting a second interpreter: the fork has the
-config loaded and validated already, and pays neither an interpreter's start-up nor the config's
-imports again, and it is smaller than a supervisor started as an interpreter of its own (a fork
-counts only the library pages it touches). What the CLI imported on top (click, the commands) is
+config's code imported already (the config itself it reads after forking the fork server's
+template, which must never hold its secrets), pays no interpreter start-up, and is smaller than a
+supervisor started as an interpreter of its own (a fork counts only the library pages it
+touches). What the CLI imported on top (click, the commands) is
 unloaded once the fork has left the CLI's frames (`Detached`, `become`).
 """
 
@@ -125,6 +126,10 @@ def run_supervisor(config: AppConfig, run_dir: RunDir, boot: Boot, *, foreground
 
 def main(argv: list[str]) -> int:
     """Load the config in `argv[0]` and supervise it in the background."""
+    from orchestrator.cli import standard_streams  # noqa: PLC0415  (imports nothing heavy)
+
+    # Descriptors 0-2 open before Boot's pipes take their numbers (`python -m ... >&-`).
+    standard_streams()
     with Boot() as boot:
         from orchestrator.config import ConfigError, load_config  # noqa: PLC0415  (see above)
         from orchestrator.rundir import RunBaseError, RunDir  # noqa: PLC0415

@@ -91,8 +91,9 @@ def environ_as_started() -> bool:
 
 def _fork_template(control: int, lifeline: int) -> ForkedTemplate:
     """Fork the template (module_sdk/template_fork.py) serving `control`, with `lifeline`."""
-    sys.stdout.flush()  # what is buffered would be written twice
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # what is buffered would be written twice
+        if stream is not None:  # (None: Python started with that descriptor closed)
+            stream.flush()
     pid = os.fork()
     if pid == 0:
         try:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def main() -> None:
     """Entry point of the `orchestrator` script."""
-    _standard_streams()
+    standard_streams()
     if sys.argv[1:] == ["--version"]:  # as click's version option prints it, without click
         print(f"orchestrator, version {__version__}")
         return
@@ -80,7 +80,7 @@ _catches_detached = False
 _OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)
 
 
-def _standard_streams() -> None:
+def standard_streams() -> None:
     """Descriptors 0, 1 and 2 open (on /dev/null where closed), and text the terminal's encoding
     cannot show escaped. A command started with one closed (`up -d 0<&-`) would otherwise hand
     that number to the first file it opens: the supervisor's lifeline pipe became stdin, a

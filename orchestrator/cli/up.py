@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 import click
 
@@ -17,16 +16,15 @@ from orchestrator.boot import Boot
 from orchestrator.cli import catches_detached
 from orchestrator.cli.common import App, abort, config_option, raising_on_stop_signals
 from orchestrator.cli.status import log_hint, render
+from orchestrator.cli.up_checks import check_in_a_fork, report_previous
 from orchestrator.config import AppConfig
-from orchestrator.config.errors import one_line
+from orchestrator.config.model import SupervisionSettings
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
 from orchestrator.fd_budget import files_short
 from orchestrator.rundir import UnsafeRunDirError, open_run_file
 
 _SUPERVISOR_START = 15.0  # how long a detached supervisor may take to take its lock
-_LAST_WORDS_READ = 4096  # bytes of a dead supervisor's own output read for its last line
-_LAST_WORDS_SHOWN = 300  # characters of that line shown
 
 
 @click.command()
@@ -58,7 +56,7 @@ def up(app: App, detach: bool, as_json: bool) -> None:
         raise SystemExit(_start_detached(app, as_json=as_json))
     with Boot() as boot:  # the fork server's template boots while the config loads
         config = app.load()
-        _report_previous(_previous(app), config)
+        report_previous(app, config)
         try:
             raise SystemExit(run_supervisor(config, app.run_dir, boot, foreground=True))
         except LaunchError as exc:
@@ -88,16 +86,17 @@ def _refuse_undecodable(app: App) -> None:
 
 
 def _start_detached(app: App, *, as_json: bool) -> int:
-    """Fork the supervisor, then wait for its modules. The config is read after the fork, here
-    and by the supervisor: the supervisor forks the fork server's template first, and what this
-    process read before the fork (secrets among it) would be in every module's memory."""
-    app.require_config_dir()  # (it reads no file: what the fork must not inherit is not read)
+    """Fork the supervisor, then wait for its modules. The config is checked in a fork of its
+    own first (`check_in_a_fork`): this process, which becomes the supervisor, and the
+    supervisor's fork server template, whose memory every module inherits, never hold its
+    secrets; the supervisor reads it after it has forked the template."""
+    app.require_config_dir()
     run_dir = app.run_dir
     pid = run_dir.running_pid()
     if pid is not None:
         app.load()  # a broken config is said first, as `up` says it (no fork follows here)
         abort(f"a supervisor is already running for {app.config_dir} (pid {pid})")
-    previous = _previous(app)  # before its output is truncated and its pid file replaced
+    check_in_a_fork(app)  # says the config's error (exit 3) or a previous supervisor's death
     try:
         run_dir.prepare()
         # Read through our own handle: a supervisor that fails removes its run directory, and
@@ -113,9 +112,7 @@ def _start_detached(app: App, *, as_json: bool) -> int:
         try:
             # The supervisor, in a session of its own, does not get these and starts on: said.
             with raising_on_stop_signals(_Signalled):
-                config = _read_config(app, daemon, output)
-                _report_previous(previous, config)
-                data = _wait_started(app, config, daemon, output)
+                data = _wait_started(app, daemon, output)
         except (KeyboardInterrupt, _Signalled) as exc:
             code = 128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT)
             if daemon.poll() is not None:
@@ -140,75 +137,7 @@ def _start_detached(app: App, *, as_json: bool) -> int:
     return exit_codes.OK
 
 
-class _Previous(NamedTuple):
-    """A supervisor of this config that died without `down`: its pid, when it started, and the
-    last line of its own output."""
-
-    pid: int
-    started: float
-    words: str
-
-
-def _previous(app: App) -> _Previous | None:
-    """What the previous supervisor of this config left in the run directory if it died without
-    `down`, or None."""
-    stale = app.run_dir.stale_pid()
-    if stale is None:
-        return None
-    return _Previous(*stale, _last_words(app.run_dir.daemon_output))
-
-
-def _read_config(app: App, daemon: Daemon, output: BinaryIO) -> AppConfig:
-    """The config, read after the fork. If it does not load, the supervisor fails on it too:
-    its exit is waited for, and the error is said once (the supervisor's, exit 3)."""
-    from orchestrator.config import ConfigError, load_config  # noqa: PLC0415
-
-    try:
-        return load_config(app.config_dir)
-    except ConfigError as exc:
-        error = str(exc)
-    if daemon.wait(_SUPERVISOR_START) is None:  # changed in between, and it runs: stop it
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon.pid, signal.SIGTERM)
-        daemon.wait(_SUPERVISOR_START)
-    abort(_said(output).removeprefix(": ") or error, exit_codes.BAD_CONFIG)
-
-
-def _report_previous(previous: _Previous | None, config: AppConfig) -> None:
-    """Warn (stderr) if the previous supervisor of this config died without `down`; its logs'
-    last writes say when."""
-    if previous is None:
-        return
-    pid, started, words = previous
-    logs = config.logging.directory
-    last = started
-    with contextlib.suppress(OSError):
-        # Its modules' processes wrote their last line as it died (module_sdk/shim.py).
-        last = max([last, *(f.stat().st_mtime for f in logs.glob("*.log"))])
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
-    why = f"; its last output: {words}" if words else " (killed, or out of memory?)"
-    click.echo(
-        f"warning: the previous supervisor (pid {pid}) stopped without `orchestrator down`"
-        f"{why}, last seen at {when}; see {logs / 'app.log'}",
-        err=True,
-    )
-
-
-def _last_words(path: Path) -> str:
-    """The last line a detached supervisor wrote to its own stdout or stderr (where a library
-    that aborts the process says why: libzmq's "Too many open files (...)"), cut to one line."""
-    try:
-        with os.fdopen(open_run_file(path, os.O_RDONLY), "rb") as output:
-            size = os.fstat(output.fileno()).st_size
-            output.seek(max(0, size - _LAST_WORDS_READ))
-            tail = output.read(_LAST_WORDS_READ).decode(errors="replace")
-    except (OSError, UnsafeRunDirError):
-        return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return one_line(lines[-1], _LAST_WORDS_SHOWN) if lines else ""
-
-
-def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO) -> Any:
+def _wait_started(app: App, daemon: Daemon, output: BinaryIO) -> Any:
     """Wait for the new supervisor to take its lock, then for every module to start; aborts
     with the supervisor's own error if it exits first."""
     deadline = time.monotonic() + _SUPERVISOR_START
@@ -219,8 +148,7 @@ def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO)
             said = _said(output) or _full(app.run_dir.path)
             abort(f"the supervisor did not start{said}", _code_of(daemon))
         time.sleep(0.01)
-    wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
-    wait += install_wait(config)  # modules wait for their venvs to be built first
+    wait = _start_wait(app)
     try:
         return ControlClient(app.run_dir).request("wait_started", wait)
     except (ControlError, NotRunningError) as exc:
@@ -229,6 +157,19 @@ def _wait_started(app: App, config: AppConfig, daemon: Daemon, output: BinaryIO)
         if not said and isinstance(exc, ControlError) and _data_kind(exc) == "timeout":
             _still_installing(app, wait)
         abort(f"the supervisor did not start{said}" if said else str(exc), _code_of(daemon))
+
+
+def _start_wait(app: App) -> float:
+    """How long the modules may take to start, by the config (read here, after the fork; one
+    changed since the check and broken now is the supervisor's to say: then the defaults)."""
+    from orchestrator.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(app.config_dir)
+    except ConfigError:
+        return SupervisionSettings.start_timeout + 15.0
+    wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
+    return wait + install_wait(config)  # modules wait for their venvs to be built first
 
 
 def install_wait(config: AppConfig) -> float:

@@ -34,6 +34,25 @@ def test_up_with_its_standard_streams_closed_runs_every_module(project: Project)
         project.cli("down", check=0)
 
 
+def test_the_daemon_started_by_hand_with_stdout_closed_runs_every_module(
+    project: Project,
+) -> None:
+    # `python -m orchestrator.daemon CONFIG >&-`: Boot's lifeline pipe took descriptor 1, and
+    # the broker, forked with its output on 1, lost its lifeline and never came up.
+    project.configure([{"name": "m", "path": project.probe("idle")}])
+    command = [sys.executable, "-m", "orchestrator.daemon", str(project.config_dir)]
+    daemon = subprocess.Popen(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command], env=project.env, cwd=project.root
+    )
+    try:
+        status = project.wait_module("m", state="running")
+        assert status["state"] == "running"
+        assert project.status()["bus"]["broker_restarts"] == 0
+    finally:
+        project.cli("down", check=0)
+        daemon.wait(timeout=30)
+
+
 def test_output_to_a_full_disk_is_one_line_not_a_traceback(project: Project) -> None:
     project.configure([{"name": "m", "path": project.probe("idle")}])
     project.up()

@@ -21,6 +21,8 @@ from pathlib import Path
 import yaml
 signal.signal(signal.SIGUSR1, lambda *_: None)
 extra = os.open(os.devnull, os.O_RDONLY)
+sys.stdout.reconfigure(errors="backslashreplace")  # as the CLI does for a terminal
+sys.setprofile(lambda *_: None)  # a profiler (coverage's tracer, say)
 if sys.argv[1] == "threaded":
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
 if sys.argv[1] == "unset":  # as the supervisor takes systemd's NOTIFY_SOCKET out
@@ -48,6 +50,8 @@ print(json.dumps({
     "orchestrator": any(n.split(".")[0] == "orchestrator" for n in sys.modules),
     "sdk": "module_sdk.shim" in sys.modules,
     "usr1_default": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+    "stdout_errors": sys.stdout.errors,
+    "profiled": sys.getprofile() is not None,
 }))
 """
 
@@ -80,6 +84,7 @@ def test_a_template_forked_from_the_supervisor_keeps_nothing_of_it(tmp_path: Pat
     assert report["yaml"] is False and report["orchestrator"] is False  # dropped: imported afresh
     assert report["sdk"] is True  # what it is there for
     assert report["usr1_default"] is True
+    assert report["stdout_errors"] == "strict" and report["profiled"] is False
 
 
 @pytest.mark.parametrize("mode", ["threaded", "unset"])
