@@ -154,3 +154,23 @@ def test_a_supervisor_killed_without_down_is_reported_by_the_next_up(project: Pr
     wait_until(lambda: project.processes() == [], 5, "no process of the project left")
     result = project.cli("up", "-d", check=0)
     assert f"its last output: {abort}" in result.stderr, describe(result)
+
+
+def test_a_broken_config_at_up_keeps_the_dead_supervisors_last_words(project: Project) -> None:
+    # The config error of an `up -d` in between replaced them: it truncated supervisor.out and
+    # its own error became "the last output" of the supervisor killed before.
+    project.configure([{"name": "idle", "path": project.probe("idle")}])
+    project.up()
+    run_dir = Path(project.status()["bus"]["xsub"].removeprefix("ipc://")).parent
+    abort = "Too many open files (src/ipc_listener.cpp:297)"
+    with (run_dir / "supervisor.out").open("a") as output:
+        output.write(f"{abort}\n")
+    os.kill(project.status()["supervisor"]["pid"], signal.SIGKILL)
+    wait_until(lambda: project.processes() == [], 5, "no process of the project left")
+    good = (project.config_dir / "modules.yaml").read_text()
+    (project.config_dir / "modules.yaml").write_text(good.replace("name:", "nmae:", 1))
+    result = project.cli("up", "-d", check=3)
+    assert "nmae" in result.stderr, describe(result)
+    (project.config_dir / "modules.yaml").write_text(good)
+    result = project.cli("up", "-d", check=0)
+    assert f"its last output: {abort}" in result.stderr, describe(result)
