@@ -138,9 +138,12 @@ def rows(results: list[dict[str, Any]], parallel_ms: float, cli_ms: float) -> li
             f"cold start: `up -d` with {MODULES} modules",
             med("up_command_ms"),
             "ms",
-            baseline=3 * med("python_pass_ms") + parallel_ms,
+            # The issue's "the ten modules' own ready time": the first row's figure (their
+            # first log line to all ready), not its baseline (ten interpreters importing
+            # ZeroMQ), which made this row 2-3x easier than the issue asks.
+            baseline=3 * med("python_pass_ms") + med("log_first_to_all_ready_ms"),
             baseline_label=f"3 x `python -c pass` ({med('python_pass_ms'):.0f} ms) + the "
-            f"{MODULES} modules' own start (the first row's baseline)",
+            f"{MODULES} modules' own ready time (the first row)",
             target=Target("<=", 1.0, on="ratio"),
             note=f"`orchestrator --version` {cli_ms:.0f} ms",
         ),
