@@ -3,7 +3,7 @@ CONFIG_DIR` (for whoever starts it by hand).
 
 Also what `orchestrator up` runs in the foreground. Errors are one line on stderr and an exit code
 from `orchestrator.exit_codes`. Its first act is to start the fork server's template (`Boot`), so
-that the template's interpreter boots while this one imports and sets up the supervisor.
+that the template boots while this process imports, reads its config and sets up the supervisor.
 
 `up -d` forks itself (`detach`) rather than starting a second interpreter: the fork has the
 config's code imported already (the config itself it reads after forking the fork server's
