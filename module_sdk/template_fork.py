@@ -9,8 +9,9 @@ new interpreter would not have had, and serves as that one would:
 - descriptors: only the control socket, the ones asked to keep, and stdin on /dev/null;
 - its own process group; no Python signal handler of the supervisor's;
 - imports: the supervisor's own packages and the third-party ones the SDK does not use (click,
-  yaml, psutil, ...) are dropped from `sys.modules`, so that a module imports its own copy from
-  its own `sys.path`, as it would in a template started as an interpreter of its own;
+  ...) are dropped from `sys.modules`, so that a module imports its own copy from its own
+  `sys.path`, as it would in a template started as an interpreter of its own; a package with a
+  compiled extension loaded (yaml, psutil) is kept whole (an extension cannot be loaded twice);
 - `sys.path` and `__main__` as `python -m module_sdk.forkserver` started here has them.
 
 It never returns into the supervisor's frames: it exits when the supervisor closes its end.
@@ -19,12 +20,14 @@ It never returns into the supervisor's frames: it exits when the supervisor clos
 from __future__ import annotations
 
 import contextlib
+import locale
 import os
 import signal
 import sys
 import traceback
 import types
 from collections.abc import Collection
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import NoReturn
 
 # Top-level names a fresh template has besides the standard library: the SDK, what it imports,
@@ -74,13 +77,28 @@ def _only_descriptors(keep: set[int]) -> None:
 def _fresh_interpreter_state() -> None:
     """What the supervisor's Python set up that a new interpreter would not have: a trace or
     profile function (a coverage run), the CLI's `backslashreplace` on stdout (a module printing
-    what its encoding cannot show must fail as it would elsewhere)."""
+    what its encoding cannot show must do what it would in a new interpreter)."""
     sys.settrace(None)
     sys.setprofile(None)
     stdout = sys.stdout
     if stdout is not None and hasattr(stdout, "reconfigure"):
         with contextlib.suppress(Exception):
-            stdout.reconfigure(errors="strict")
+            stdout.reconfigure(errors=_new_interpreters_stdout_errors())
+
+
+def _new_interpreters_stdout_errors() -> str:
+    """The error handler a new interpreter gives stdout here (CPython's
+    config_get_stdio_errors): PYTHONIOENCODING's, else `surrogateescape` in UTF-8 mode and in
+    the C and POSIX locales and those Python coerces them to, else `strict`."""
+    _, _, errors = os.environ.get("PYTHONIOENCODING", "").partition(":")
+    if errors:
+        return errors
+    if sys.flags.utf8_mode:
+        return "surrogateescape"
+    current = locale.setlocale(locale.LC_CTYPE)  # (a query: it changes nothing)
+    if current in ("C", "POSIX", "C.UTF-8", "C.utf8", "UTF-8"):
+        return "surrogateescape"
+    return "strict"
 
 
 def _main_of(forkserver: types.ModuleType) -> types.ModuleType:
@@ -105,13 +123,25 @@ def _default_signal_handlers() -> None:
 
 def _forget_foreign_imports() -> None:
     """Drop from `sys.modules` what the supervisor imported that a fresh template would not have
-    (the standard library stays: it is the same one)."""
+    (the standard library stays: it is the same one). A package with a compiled extension
+    loaded (yaml's libyaml binding, psutil) stays whole: an extension cannot be loaded twice in
+    one process, so a second import of its package would pair the old extension with new
+    Python classes (yaml.CSafeLoader then failed on every document). A module gets that copy of
+    it, as it gets the SDK's ZeroMQ and msgpack, whatever its own sys.path holds."""
     stdlib = sys.stdlib_module_names
+    compiled = {name.partition(".")[0] for name, module in sys.modules.items() if _compiled(module)}
     for name in list(sys.modules):
         top = name.partition(".")[0]
-        if top in stdlib or top in _TEMPLATE_PACKAGES or top.startswith("_"):
+        if top in stdlib or top in _TEMPLATE_PACKAGES or top in compiled or top.startswith("_"):
             continue
         del sys.modules[name]
+
+
+def _compiled(module: object) -> bool:
+    """Whether `module` is a compiled extension (a .so), not Python source."""
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) or getattr(module, "__file__", None) or ""
+    return isinstance(origin, str) and origin.endswith(tuple(EXTENSION_SUFFIXES))
 
 
 def _as_if_run_with_m() -> str | None:
@@ -124,8 +154,14 @@ def _as_if_run_with_m() -> str | None:
     except FileNotFoundError:  # started from a directory removed since
         here = ""
     if not sys.flags.safe_path and entries:
-        script = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
-        if entries[0] in ("", here, script):
+        script = sys.argv[0] if sys.argv else ""
+        # (Python puts the directory of the script's real path there: a linked command's
+        # target, pipx's say, not the link's)
+        scripts = {
+            os.path.dirname(os.path.realpath(script)),
+            os.path.dirname(os.path.abspath(script)),
+        }
+        if entries[0] in {"", here} or (script and entries[0] in scripts):
             del entries[0]
     if sys.flags.safe_path:
         sys.path[:] = entries

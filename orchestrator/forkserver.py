@@ -89,6 +89,15 @@ def environ_as_started() -> bool:
     return {entry for entry in started if b"=" in entry} == now
 
 
+def no_interpreter_options() -> bool:
+    """Whether this interpreter was started without options of its own (`python -O`, `-W`,
+    `-X dev`, `-I`, ...): a fork would hand them to every module, which a template started as
+    `python -m module_sdk.forkserver` (and every template started later) does not have."""
+    argv = getattr(sys, "orig_argv", [])
+    first = argv[1] if len(argv) > 1 else ""  # a script, `-m`, `-c`, or an option
+    return first in ("-m", "-c") or not first.startswith("-")
+
+
 def _fork_template(control: int, lifeline: int) -> ForkedTemplate:
     """Fork the template (module_sdk/template_fork.py) serving `control`, with `lifeline`."""
     for stream in (sys.stdout, sys.stderr):  # what is buffered would be written twice
@@ -249,12 +258,14 @@ class ForkServer(ForkBatches):
     def start(self) -> None:
         """Start the template now, so that its boot overlaps the supervisor's own; forks wait
         for it only if it is not ready yet. Called as the supervisor starts, in a process with
-        no other thread and its environment as it started, the template is a fork of it
+        no other thread, its environment as it started and no interpreter option, the
+        template is a fork of it
         (module_sdk/template_fork.py): no interpreter start-up, no second import of ZeroMQ.
         Else, and for every template started later (one that died), `python -m
         module_sdk.forkserver`."""
         if self._sock is None:
-            self._start(patient=True, fork=single_threaded() and environ_as_started())
+            fork = single_threaded() and environ_as_started() and no_interpreter_options()
+            self._start(patient=True, fork=fork)
 
     def _start(self, *, patient: bool, fork: bool = False) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -34,9 +35,19 @@ def check_in_a_fork(app: App) -> None:
     prints what it finds; exits 3 if the config does not load (its one-line error said)."""
     for stream in (sys.stdout, sys.stderr):  # what is buffered would be written twice
         stream.flush()  # (never None in the CLI: cli.standard_streams)
-    pid = os.fork()
-    if pid == 0:
-        _check(app)
+    # A Ctrl+C as it forks would interrupt the child's at-fork hooks (a traceback, and a check
+    # going on after the command is gone): blocked across the fork, then the default there.
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            for number in stops:
+                signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            _check(app)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == exit_codes.BAD_CONFIG:

@@ -18,7 +18,7 @@ import pytest
 SUPERVISOR = r"""
 import json, os, signal, sys, threading, time
 from pathlib import Path
-import yaml
+import click, yaml  # pure Python, and with a compiled extension (libyaml's)
 signal.signal(signal.SIGUSR1, lambda *_: None)
 extra = os.open(os.devnull, os.O_RDONLY)
 sys.stdout.reconfigure(errors="backslashreplace")  # as the CLI does for a terminal
@@ -46,7 +46,8 @@ print(json.dumps(report))
 PROBE = r"""
 import json, os, signal, sys
 print(json.dumps({
-    "yaml": "yaml" in sys.modules,
+    "click": "click" in sys.modules,
+    "cyaml": __import__("yaml").load("a: 1", Loader=__import__("yaml").CSafeLoader),
     "orchestrator": any(n.split(".")[0] == "orchestrator" for n in sys.modules),
     "sdk": "module_sdk.shim" in sys.modules,
     "usr1_default": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
@@ -56,10 +57,10 @@ print(json.dumps({
 """
 
 
-def _run(tmp_path: Path, mode: str) -> dict[str, object]:
+def _run(tmp_path: Path, mode: str, *options: str) -> dict[str, object]:
     (tmp_path / "probe_main.py").write_text(PROBE)
     done = subprocess.run(
-        [sys.executable, "-c", SUPERVISOR, mode],
+        [sys.executable, *options, "-c", SUPERVISOR, mode],
         env=dict(os.environ, PYTHONPATH=str(tmp_path), NOTIFY_SOCKET="/x"),  # (the probe's)
         capture_output=True,
         text=True,
@@ -81,20 +82,27 @@ def test_a_template_forked_from_the_supervisor_keeps_nothing_of_it(tmp_path: Pat
     assert isinstance(fds, list)
     assert report["extra"] not in fds and report["keep"] not in fds  # the lifeline's write end
     assert report["lifeline"] in fds
-    assert report["yaml"] is False and report["orchestrator"] is False  # dropped: imported afresh
+    assert report["click"] is False and report["orchestrator"] is False  # imported afresh
+    # Kept, as an extension cannot be loaded twice: imported again, yaml's classes no longer
+    # matched its libyaml binding's, and CSafeLoader failed on every document.
+    assert report["cyaml"] == {"a": 1}
     assert report["sdk"] is True  # what it is there for
-    assert report["usr1_default"] is True
-    assert report["stdout_errors"] == "strict" and report["profiled"] is False
+    assert report["usr1_default"] is True and report["profiled"] is False
+    # stdout's error handler is a new interpreter's (the CLI's backslashreplace is not)
+    assert report["stdout_errors"] == _run(tmp_path, "threaded")["stdout_errors"]
 
 
-@pytest.mark.parametrize("mode", ["threaded", "unset"])
+@pytest.mark.parametrize(
+    ("mode", "options"), [("threaded", ()), ("unset", ()), ("single", ("-O", "-W", "error"))]
+)
 def test_a_template_that_would_inherit_too_much_is_an_interpreter(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, options: tuple[str, ...]
 ) -> None:
     # Threads: a fork may inherit a lock held forever. A variable taken out of the environment:
-    # a fork shows it in /proc/PID/environ, and so does every module forked from it.
-    report = _run(tmp_path, mode)
+    # a fork shows it in /proc/PID/environ, and so does every module forked from it. Options of
+    # the interpreter (-O, -W): every module would run with them.
+    report = _run(tmp_path, mode, *options)
     cmdline = report["template_cmdline"]
     assert isinstance(cmdline, list) and "module_sdk.forkserver" in cmdline
     assert report["template_comm"] == "forkserver"
-    assert report["yaml"] is False and report["usr1_default"] is True
+    assert report["click"] is False and report["usr1_default"] is True
