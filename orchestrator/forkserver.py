@@ -57,6 +57,7 @@ _PER_FORK = 0.025
 # for: until it says ready, modules are spawned instead, and the loop goes on.
 _BOOT_TIMEOUT = 30.0
 _REVIVE_AFTER = 2.0  # seconds between starts of a template only standbys need
+_BOOT_LOOK = 0.1  # seconds between looks whether a booting template was stopped
 
 
 class ForkedTemplate:
@@ -236,11 +237,8 @@ class ForkServer(ForkBatches):
         ForkServerError (it exited, or said something else)."""
         assert self._sock is not None
         if block:
-            self._sock.settimeout(_BOOT_TIMEOUT)
-            try:
-                payload = self._sock.recv(256)
-            finally:
-                self._sock.settimeout(_REPLY_TIMEOUT)
+            self._booting_wait()
+            payload = self._sock.recv(256)
         else:
             readable, _, _ = select.select([self._sock], [], [], 0)
             if not readable:
@@ -254,6 +252,19 @@ class ForkServer(ForkBatches):
             raise ForkServerError(f"it did not boot: {message!r}"[:200] if payload else "it exited")
         self._booted = True
         log.debug("fork server ready (pid %s)", self.pid)
+
+    def _booting_wait(self) -> None:
+        """Wait until the booting template has said something (up to the boot timeout), looking
+        every `_BOOT_LOOK` whether it was stopped meanwhile (SIGSTOP, a debugger): one stopped
+        before it booted held `up` for the whole boot timeout. Raises OSError (the timeout) or
+        ForkServerError (stopped)."""
+        assert self._sock is not None
+        deadline = time.monotonic() + _BOOT_TIMEOUT
+        while not select.select([self._sock], [], [], _BOOT_LOOK)[0]:
+            if self._proc is not None and process_stopped(self._proc.pid):
+                raise ForkServerError(f"its template (pid {self._proc.pid}) is stopped")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"it did not boot within {_BOOT_TIMEOUT:.0f}s")
 
     def start(self) -> None:
         """Start the template now, so that its boot overlaps the supervisor's own; forks wait

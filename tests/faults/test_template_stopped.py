@@ -51,3 +51,26 @@ def test_a_stopped_template_is_replaced_without_the_loop_waiting_for_it(
         server.close()
         os.close(lifeline)
         os.close(keep)
+
+
+def test_a_template_stopped_before_it_booted_is_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broker's early fork waited for the template's boot for the whole boot timeout (30 s
+    # of `up -d`) when the template had been stopped before it said ready.
+    monkeypatch.setattr(forkserver, "_BOOT_TIMEOUT", 5.0)  # (the old wait ended as a timeout)
+    monkeypatch.setattr(forkserver, "single_threaded", lambda: False)  # an interpreter's boot
+    lifeline, keep = os.pipe()
+    server = ForkServer(lifeline)
+    try:
+        server.start()
+        template = server.pid
+        assert template is not None
+        os.kill(template, signal.SIGSTOP)  # long before its interpreter has booted
+        pending = server.send_main("broker", [], {"PATH": os.environ["PATH"]}, Path("/"))
+        with pytest.raises(ForkServerError, match=f"its template \\(pid {template}\\) is stopped"):
+            server.receive(pending)
+    finally:
+        server.close()
+        os.close(lifeline)
+        os.close(keep)
