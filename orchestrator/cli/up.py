@@ -18,7 +18,6 @@ from orchestrator.cli.common import App, abort, config_option, raising_on_stop_s
 from orchestrator.cli.status import log_hint, render
 from orchestrator.cli.up_checks import check_in_a_fork, report_previous
 from orchestrator.config import AppConfig
-from orchestrator.config.model import SupervisionSettings
 from orchestrator.control import ControlClient, ControlError, NotRunningError
 from orchestrator.daemon import Daemon, LaunchError, detach, run_supervisor
 from orchestrator.fd_budget import files_short
@@ -96,7 +95,8 @@ def _start_detached(app: App, *, as_json: bool) -> int:
     if pid is not None:
         app.load()  # a broken config is said first, as `up` says it (no fork follows here)
         abort(f"a supervisor is already running for {app.config_dir} (pid {pid})")
-    check_in_a_fork(app)  # says the config's error (exit 3) or a previous supervisor's death
+    # Says the config's error (exit 3) or a previous supervisor's death; how long to wait.
+    wait = check_in_a_fork(app, _start_wait)
     try:
         run_dir.prepare()
         # Read through our own handle: a supervisor that fails removes its run directory, and
@@ -112,7 +112,7 @@ def _start_detached(app: App, *, as_json: bool) -> int:
         try:
             # The supervisor, in a session of its own, does not get these and starts on: said.
             with raising_on_stop_signals(_Signalled):
-                data = _wait_started(app, daemon, output)
+                data = _wait_started(app, daemon, output, wait)
         except (KeyboardInterrupt, _Signalled) as exc:
             code = 128 + (exc.signum if isinstance(exc, _Signalled) else signal.SIGINT)
             if daemon.poll() is not None:
@@ -137,9 +137,9 @@ def _start_detached(app: App, *, as_json: bool) -> int:
     return exit_codes.OK
 
 
-def _wait_started(app: App, daemon: Daemon, output: BinaryIO) -> Any:
-    """Wait for the new supervisor to take its lock, then for every module to start; aborts
-    with the supervisor's own error if it exits first."""
+def _wait_started(app: App, daemon: Daemon, output: BinaryIO, wait: float) -> Any:
+    """Wait for the new supervisor to take its lock, then up to `wait` seconds for every module
+    to start; aborts with the supervisor's own error if it exits first."""
     deadline = time.monotonic() + _SUPERVISOR_START
     while (pid := app.run_dir.running_pid()) != daemon.pid:
         if daemon.poll() is not None or time.monotonic() > deadline:
@@ -148,7 +148,6 @@ def _wait_started(app: App, daemon: Daemon, output: BinaryIO) -> Any:
             said = _said(output) or _full(app.run_dir.path)
             abort(f"the supervisor did not start{said}", _code_of(daemon))
         time.sleep(0.01)
-    wait = _start_wait(app)
     try:
         return ControlClient(app.run_dir).request("wait_started", wait)
     except (ControlError, NotRunningError) as exc:
@@ -159,15 +158,8 @@ def _wait_started(app: App, daemon: Daemon, output: BinaryIO) -> Any:
         abort(f"the supervisor did not start{said}" if said else str(exc), _code_of(daemon))
 
 
-def _start_wait(app: App) -> float:
-    """How long the modules may take to start, by the config (read here, after the fork; one
-    changed since the check and broken now is the supervisor's to say: then the defaults)."""
-    from orchestrator.config import ConfigError, load_config  # noqa: PLC0415
-
-    try:
-        config = load_config(app.config_dir)
-    except ConfigError:
-        return SupervisionSettings.start_timeout + 15.0
+def _start_wait(config: AppConfig) -> float:
+    """How long `config`'s modules may take to start."""
     wait = max((m.supervision.start_timeout for m in config.enabled_modules), default=0.0) + 15.0
     return wait + install_wait(config)  # modules wait for their venvs to be built first
 

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,37 +31,50 @@ _LAST_WORDS_READ = 4096  # bytes of a dead supervisor's own output read for its 
 _LAST_WORDS_SHOWN = 300  # characters of that line shown
 
 
-def check_in_a_fork(app: App) -> None:
+def check_in_a_fork(app: App, measure: Callable[[AppConfig], float]) -> float:
     """Load the config and warn of a previous supervisor's death in a child process, which
-    prints what it finds; exits 3 if the config does not load (its one-line error said)."""
+    prints what it finds and returns what `measure` makes of the config (how long `up -d` is
+    to wait for it: so this process need not read it again); exits 3 if the config does not
+    load (its one-line error said)."""
     for stream in (sys.stdout, sys.stderr):  # what is buffered would be written twice
         stream.flush()  # (never None in the CLI: cli.standard_streams)
     # A Ctrl+C as it forks would interrupt the child's at-fork hooks (a traceback, and a check
     # going on after the command is gone): blocked across the fork, then the default there.
     stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    answer, told = os.pipe()
     try:
         pid = os.fork()
         if pid == 0:
+            os.close(answer)
             for number in stops:
                 signal.signal(number, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            _check(app)
+            _check(app, measure, told)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(told)
+    with os.fdopen(answer, "rb") as reading:
+        said = reading.read(64)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == exit_codes.BAD_CONFIG:
         raise SystemExit(code)  # (said by the child)
-    if code != exit_codes.OK:
-        abort(f"the config could not be checked (its check exited {code})")
+    try:
+        if code == exit_codes.OK:
+            return float(said)
+    except ValueError:
+        pass
+    abort(f"the config could not be checked (its check exited {code})")
 
 
-def _check(app: App) -> NoReturn:
+def _check(app: App, measure: Callable[[AppConfig], float], told: int) -> NoReturn:
     """The child's part (never returns into the command's frames)."""
     code = exit_codes.FAILED
     try:
-        report_previous(app, app.load())  # `load` says a config error and exits 3
+        config = app.load()  # says a config error and exits 3
+        report_previous(app, config)
+        os.write(told, repr(measure(config)).encode())
         code = exit_codes.OK
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else exit_codes.FAILED
