@@ -89,6 +89,8 @@ def test_commands_without_a_supervisor_exit_4(project: Project) -> None:
 def test_second_up_is_refused_while_one_runs(project: Project) -> None:
     project.configure([{"name": "idle", "path": project.probe("idle")}])
     project.up()
+    # (its standby comes half a second after `up -d`'s answer: the snapshot waits for it)
+    wait_until(lambda: project.module("idle")["standby_pid"] is not None, 10, "the standby")
     running = {p.pid for p in project.processes()}
     result = project.cli("up", "-d", check=exit_codes.FAILED)
     assert "already running" in result.stderr
